@@ -1,0 +1,388 @@
+//! Placing a container in its cgroups.
+//!
+//! This is the part every container needs from the start: one directory per
+//! hierarchy (each v1 controller mount, and the unified hierarchy of a hybrid
+//! or pure v2 host), the init moved into it before it unshares its cgroup
+//! namespace, the device allow-list of the spec, and removal on delete.
+//! Resource limits, stats, freezing and events build on these paths.
+
+use std::path::{Path, PathBuf};
+
+use crate::spec::{Device, DeviceRule};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("invalid cgroupsPath {0:?}: it must not contain \"..\"")]
+    InvalidPath(String),
+    #[error("cgroup {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("device rules cannot be enforced on this host: no v1 devices controller (cgroup v2 device programs are not implemented yet)")]
+    NoDeviceController,
+    #[error("invalid device rule {0}")]
+    InvalidRule(String),
+}
+
+/// One mounted hierarchy: where it is mounted, and its controllers
+/// (empty for the unified v2 hierarchy).
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    pub mount_point: PathBuf,
+    pub controllers: Vec<String>,
+    /// This process's own cgroup in the hierarchy (for relative paths).
+    pub own_path: PathBuf,
+}
+
+impl Hierarchy {
+    pub fn is_unified(&self) -> bool {
+        self.controllers.is_empty()
+    }
+
+    /// The directory name under `/sys/fs/cgroup` (`cpu,cpuacct`, `unified`, …).
+    pub fn dir_name(&self) -> String {
+        self.mount_point
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// The hierarchies this host mounts, read from `/proc/self/mountinfo`.
+pub fn hierarchies() -> Vec<Hierarchy> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own_path = |key: &str| -> PathBuf {
+        own.lines()
+            .find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let _ = parts.next();
+                let names = parts.next()?;
+                let path = parts.next()?;
+                let matches = if key.is_empty() {
+                    names.is_empty()
+                } else {
+                    names.split(',').any(|n| n == key)
+                };
+                matches.then(|| PathBuf::from(path))
+            })
+            .unwrap_or_else(|| PathBuf::from("/"))
+    };
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        if fields.len() < 5 || right.len() < 3 {
+            continue;
+        }
+        let mount_point = PathBuf::from(fields[4]);
+        if out.iter().any(|h| h.mount_point == mount_point) {
+            continue;
+        }
+        match right[0] {
+            "cgroup2" => out.push(Hierarchy {
+                mount_point,
+                controllers: Vec::new(),
+                own_path: own_path(""),
+            }),
+            "cgroup" => {
+                let controllers: Vec<String> = right[2]
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro")
+                            && !o.starts_with("release_agent")
+                            && *o != "clone_children"
+                            && *o != "noprefix"
+                            && *o != "xattr"
+                    })
+                    .map(str::to_string)
+                    .collect();
+                let key = controllers.first().cloned().unwrap_or_default();
+                out.push(Hierarchy {
+                    mount_point,
+                    own_path: own_path(&key),
+                    controllers,
+                })
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The directory of the container in `hierarchy` for `cgroups_path`.
+/// Absolute paths are taken from the hierarchy's root; relative ones from
+/// the runtime's own cgroup, as runc does. Without a path: `/berth/ID`.
+pub fn container_dir(
+    hierarchy: &Hierarchy,
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<PathBuf, CgroupError> {
+    let path = cgroups_path.filter(|p| !p.is_empty());
+    if let Some(p) = path {
+        if p.split('/').any(|c| c == "..") {
+            return Err(CgroupError::InvalidPath(p.to_string()));
+        }
+    }
+    let inner = match path {
+        Some(p) if p.starts_with('/') => PathBuf::from(p),
+        Some(p) => hierarchy.own_path.join(p),
+        None => PathBuf::from("/berth").join(id),
+    };
+    let relative = inner.strip_prefix("/").unwrap_or(&inner);
+    Ok(hierarchy.mount_point.join(relative))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
+    move |source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates the container's directories; returns them in hierarchy order.
+pub fn create(
+    hierarchies: &[Hierarchy],
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut made = Vec::new();
+    for hierarchy in hierarchies {
+        let dir = container_dir(hierarchy, cgroups_path, id)?;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            remove(&made);
+            return Err(io(&dir)(e));
+        }
+        made.push(dir.clone());
+        if hierarchy.controllers.iter().any(|c| c == "cpuset") {
+            if let Err(e) = inherit_cpuset(&hierarchy.mount_point, &dir) {
+                remove(&made);
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
+}
+
+/// A new v1 cpuset starts with no cpus and no mems, and refuses tasks until
+/// they are set: copy them down from the nearest ancestor that has them.
+fn inherit_cpuset(mount_point: &Path, dir: &Path) -> Result<(), CgroupError> {
+    let mut chain = Vec::new();
+    let mut current = dir.to_path_buf();
+    while current.starts_with(mount_point) && current != mount_point {
+        chain.push(current.clone());
+        if !current.pop() {
+            break;
+        }
+    }
+    chain.reverse();
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        for child in &chain {
+            let Some(parent) = child.parent() else {
+                continue;
+            };
+            let own = std::fs::read_to_string(child.join(file)).unwrap_or_default();
+            if !own.trim().is_empty() {
+                continue;
+            }
+            let inherited =
+                std::fs::read_to_string(parent.join(file)).map_err(io(&parent.join(file)))?;
+            let path = child.join(file);
+            std::fs::write(&path, inherited.trim()).map_err(io(&path))?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves `pid` into every directory.
+pub fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
+    for dir in paths {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).map_err(io(&procs))?;
+    }
+    Ok(())
+}
+
+/// Removes the directories (children first, retrying while the kernel still
+/// counts exiting tasks).
+pub fn remove(paths: &[PathBuf]) {
+    for dir in paths {
+        for attempt in 0..50 {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Pids in the container's cgroup (from the first hierarchy that lists them).
+pub fn pids(paths: &[PathBuf]) -> Vec<i32> {
+    for dir in paths {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        }
+    }
+    Vec::new()
+}
+
+/// Whether the container's freezer says it is frozen.
+pub fn is_frozen(paths: &[PathBuf]) -> bool {
+    paths.iter().any(|dir| {
+        std::fs::read_to_string(dir.join("freezer.state"))
+            .map(|s| s.trim() == "FROZEN")
+            .unwrap_or(false)
+            || std::fs::read_to_string(dir.join("cgroup.freeze"))
+                .map(|s| s.trim() == "1")
+                .unwrap_or(false)
+                && dir.join("cgroup.events").exists()
+                && std::fs::read_to_string(dir.join("cgroup.events"))
+                    .map(|s| s.contains("frozen 1"))
+                    .unwrap_or(false)
+    })
+}
+
+/// The devices every container may use, as runc allows them by default.
+const DEFAULT_ALLOWED: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",
+    "c 1:5 rwm",
+    "c 1:7 rwm",
+    "c 1:8 rwm",
+    "c 1:9 rwm",
+    "c 5:0 rwm",
+    "c 5:1 rwm",
+    "c 5:2 rwm",
+    "c 136:* rwm",
+    "c 10:200 rwm",
+];
+
+fn rule_line(rule: &DeviceRule) -> Result<String, CgroupError> {
+    let kind = rule.kind.as_deref().unwrap_or("a");
+    if !matches!(kind, "a" | "c" | "b") {
+        return Err(CgroupError::InvalidRule(format!(
+            "type {kind:?}: must be a, c or b"
+        )));
+    }
+    let access = rule.access.as_deref().unwrap_or("rwm");
+    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+        return Err(CgroupError::InvalidRule(format!(
+            "access {access:?}: must be made of r, w and m"
+        )));
+    }
+    let number = |n: Option<i64>| match n {
+        None | Some(-1) => Ok("*".to_string()),
+        Some(n) if n >= 0 => Ok(n.to_string()),
+        Some(n) => Err(CgroupError::InvalidRule(format!("device number {n}"))),
+    };
+    if kind == "a" {
+        return Ok("a".to_string());
+    }
+    Ok(format!(
+        "{kind} {}:{} {access}",
+        number(rule.major)?,
+        number(rule.minor)?
+    ))
+}
+
+/// Applies the device allow-list: deny everything, then the spec's rules in
+/// order, the spec's devices, and runc's defaults.
+pub fn apply_devices(
+    paths: &[PathBuf],
+    rules: &[DeviceRule],
+    devices: &[Device],
+) -> Result<(), CgroupError> {
+    let Some(dir) = paths.iter().find(|p| p.join("devices.allow").exists()) else {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        return Err(CgroupError::NoDeviceController);
+    };
+    let write = |file: &str, line: &str| {
+        let path = dir.join(file);
+        std::fs::write(&path, line).map_err(io(&path))
+    };
+    write("devices.deny", "a")?;
+    for rule in rules {
+        let line = rule_line(rule)?;
+        write(
+            if rule.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            },
+            &line,
+        )?;
+    }
+    for device in devices {
+        let kind = if device.kind == "u" {
+            "c"
+        } else {
+            device.kind.as_str()
+        };
+        if kind == "p" {
+            continue;
+        }
+        write(
+            "devices.allow",
+            &format!("{kind} {}:{} rwm", device.major, device.minor),
+        )?;
+    }
+    for line in DEFAULT_ALLOWED {
+        write("devices.allow", line)?;
+    }
+    Ok(())
+}
+
+/// Checks the device rules without touching the kernel (for `create`'s validation).
+pub fn validate_rules(rules: &[DeviceRule]) -> Result<(), CgroupError> {
+    rules.iter().try_for_each(|r| rule_line(r).map(drop))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_absolute_paths() {
+        let h = Hierarchy {
+            mount_point: "/sys/fs/cgroup/memory".into(),
+            controllers: vec!["memory".into()],
+            own_path: "/user".into(),
+        };
+        assert_eq!(
+            container_dir(&h, Some("/a/b"), "x").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/a/b")
+        );
+        assert_eq!(
+            container_dir(&h, Some("a"), "x").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/user/a")
+        );
+        assert_eq!(
+            container_dir(&h, None, "x").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/berth/x")
+        );
+        assert!(container_dir(&h, Some("/a/../../etc"), "x").is_err());
+    }
+
+    #[test]
+    fn device_rules_are_checked() {
+        let rule = |kind: &str, access: &str| DeviceRule {
+            allow: true,
+            kind: Some(kind.into()),
+            major: Some(1),
+            minor: None,
+            access: Some(access.into()),
+        };
+        assert_eq!(rule_line(&rule("c", "rw")).unwrap(), "c 1:* rw");
+        assert!(rule_line(&rule("x", "rw")).is_err());
+        assert!(rule_line(&rule("c", "rwq")).is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! The runtime ↔ container-init protocol.
+//!
+//! A `SOCK_SEQPACKET` pair carries one message per packet. The phases run in
+//! a fixed order, and each end can only send what its role may send:
+//!
+//! ```text
+//! runtime                                init (cloned child)
+//!    | --- Prepared(state JSON) -------->  | id maps written, cgroups joined
+//!    | <-- RuntimeHooks -----------------  | namespaces and mounts ready, before pivot_root
+//!    | --- RuntimeHooksDone ------------>  | (only when the spec has such hooks)
+//!    | <-- Ready ------------------------  | waiting for `start` on start.sock
+//!    | <-- Failed(message) --------------  | at any point; the init then exits
+//! ```
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("cannot create the init channel: {0}")]
+    Create(nix::Error),
+    #[error("init channel: {0}")]
+    Io(nix::Error),
+    #[error("the container init exited before it was ready")]
+    Closed,
+    #[error("unexpected message on the init channel: {0:?}")]
+    Unexpected(Vec<u8>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// The runtime wrote the id maps and joined the cgroups; carries the
+    /// state JSON the init hands to its hooks.
+    Prepared(String),
+    RuntimeHooks,
+    RuntimeHooksDone,
+    Ready,
+    Failed(String),
+}
+
+impl Message {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Message::Prepared(text) => {
+                let mut out = vec![b'P'];
+                out.extend_from_slice(text.as_bytes());
+                out
+            }
+            Message::RuntimeHooks => vec![b'H'],
+            Message::RuntimeHooksDone => vec![b'D'],
+            Message::Ready => vec![b'R'],
+            Message::Failed(text) => {
+                let mut out = vec![b'F'];
+                out.extend_from_slice(text.as_bytes());
+                out
+            }
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Message, ChannelError> {
+        Ok(match bytes.first() {
+            Some(b'P') => Message::Prepared(String::from_utf8_lossy(&bytes[1..]).into_owned()),
+            Some(b'H') => Message::RuntimeHooks,
+            Some(b'D') => Message::RuntimeHooksDone,
+            Some(b'R') => Message::Ready,
+            Some(b'F') => Message::Failed(String::from_utf8_lossy(&bytes[1..]).into_owned()),
+            _ => return Err(ChannelError::Unexpected(bytes.to_vec())),
+        })
+    }
+}
+
+/// The runtime's end.
+pub struct RuntimeEnd(OwnedFd);
+/// The container init's end.
+pub struct InitEnd(OwnedFd);
+
+/// A connected pair; both ends are close-on-exec.
+pub fn pair() -> Result<(RuntimeEnd, InitEnd), ChannelError> {
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(ChannelError::Create)?;
+    Ok((RuntimeEnd(a), InitEnd(b)))
+}
+
+fn send(fd: &OwnedFd, message: &Message) -> Result<(), ChannelError> {
+    let bytes = message.encode();
+    loop {
+        match nix::unistd::write(fd.as_fd(), &bytes) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(ChannelError::Io(e)),
+            Ok(_) => return Ok(()),
+        }
+    }
+}
+
+fn receive(fd: &OwnedFd) -> Result<Message, ChannelError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(ChannelError::Io(e)),
+            Ok(0) => return Err(ChannelError::Closed),
+            Ok(n) => return Message::decode(&buf[..n]),
+        }
+    }
+}
+
+impl RuntimeEnd {
+    pub fn prepared(&self, state_json: &str) -> Result<(), ChannelError> {
+        send(&self.0, &Message::Prepared(state_json.to_string()))
+    }
+
+    pub fn runtime_hooks_done(&self) -> Result<(), ChannelError> {
+        send(&self.0, &Message::RuntimeHooksDone)
+    }
+
+    /// The next message of the init: `RuntimeHooks`, `Ready` or `Failed`.
+    pub fn receive(&self) -> Result<Message, ChannelError> {
+        receive(&self.0)
+    }
+}
+
+impl InitEnd {
+    pub fn runtime_hooks(&self) -> Result<(), ChannelError> {
+        send(&self.0, &Message::RuntimeHooks)
+    }
+
+    pub fn ready(&self) -> Result<(), ChannelError> {
+        send(&self.0, &Message::Ready)
+    }
+
+    pub fn failed(&self, text: &str) {
+        // Best effort: the runtime reports "exited before it was ready" otherwise.
+        let _ = send(&self.0, &Message::Failed(text.to_string()));
+    }
+
+    /// Waits for `Prepared` and returns its state JSON.
+    pub fn wait_prepared(&self) -> Result<String, ChannelError> {
+        match receive(&self.0)? {
+            Message::Prepared(state) => Ok(state),
+            other => Err(ChannelError::Unexpected(other.encode())),
+        }
+    }
+
+    /// Waits for `expected` from the runtime.
+    pub fn expect(&self, expected: Message) -> Result<(), ChannelError> {
+        match receive(&self.0)? {
+            m if m == expected => Ok(()),
+            other => Err(ChannelError::Unexpected(other.encode())),
+        }
+    }
+
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}
+
+impl RuntimeEnd {
+    pub fn raw(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+}

@@ -1,0 +1,627 @@
+//! The runtime's verbs: what each command does to a container.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cgroups::{self, CgroupError};
+use crate::channel::{self, ChannelError, Message};
+use crate::hooks::{self, HookError};
+use crate::init::{self, InitArgs};
+use crate::namespaces::{self, NamespaceError, Plan};
+use crate::spec::{Spec, SpecError};
+use crate::state::{self, ContainerDir, OciState, State, StateError, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    #[error("bundle {path}: {source}")]
+    Bundle {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("rootfs ({path}) does not exist")]
+    NoRootfs { path: PathBuf },
+    #[error("{0}")]
+    Usage(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("container init failed: {0}")]
+    Init(String),
+    #[error("cannot start a container that has stopped")]
+    StartStopped,
+    #[error("cannot start an already running container")]
+    StartRunning,
+    #[error("cannot start a container in the {0} state")]
+    StartState(&'static str),
+    #[error("container not running")]
+    NotRunning,
+    #[error("cannot delete container {id} that is not stopped: {status}")]
+    DeleteRunning { id: String, status: &'static str },
+    #[error("no such process")]
+    NoSuchProcess,
+    #[error("starting container process caused: {0}")]
+    StartFailed(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ContainerError {
+    let what = what.into();
+    move |source| ContainerError::Io { what, source }
+}
+
+/// The options of `create` (and of `run`).
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    /// `run` in the foreground: the caller stays the init's parent.
+    pub foreground: bool,
+}
+
+/// Undoes a half-made container when `create` fails.
+struct CreateGuard {
+    pid: Option<i32>,
+    cgroups: Vec<PathBuf>,
+    dir: Option<ContainerDir>,
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            // SAFETY: kill/waitpid on our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
+        }
+        cgroups::remove(&self.cgroups);
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.remove();
+        }
+    }
+}
+
+/// The state JSON of the OCI spec, as hooks receive it on stdin.
+fn oci_state_json(state: &State, status: Status) -> String {
+    serde_json::to_string(&OciState {
+        oci_version: crate::OCI_VERSION,
+        id: &state.id,
+        status: status.as_str(),
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            state.pid
+        },
+        bundle: &state.bundle,
+        rootfs: &state.rootfs,
+        created: &state.created,
+        owner: &state.owner,
+        annotations: &state.annotations,
+    })
+    .unwrap_or_default()
+}
+
+/// `berth create`: builds the container and leaves its init waiting for `start`.
+pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
+    let bundle =
+        std::fs::canonicalize(&options.bundle).map_err(|source| ContainerError::Bundle {
+            path: options.bundle.clone(),
+            source,
+        })?;
+    let spec = Spec::load(&bundle)?;
+    let process = spec
+        .process
+        .as_ref()
+        .ok_or_else(|| ContainerError::Usage("process must be specified".into()))?;
+    if process.terminal && options.console_socket.is_none() && !options.foreground {
+        return Err(ContainerError::Usage(
+            "cannot allocate tty if berth will detach without setting console socket".into(),
+        ));
+    }
+    if !process.terminal && options.console_socket.is_some() {
+        return Err(ContainerError::Usage(
+            "cannot use console socket if berth will not detach or allocate tty".into(),
+        ));
+    }
+    let rootfs_spec = &spec
+        .root
+        .as_ref()
+        .map(|r| r.path.clone())
+        .unwrap_or_default();
+    let rootfs = std::fs::canonicalize(bundle.join(rootfs_spec))
+        .ok()
+        .filter(|p| p.is_dir())
+        .ok_or_else(|| ContainerError::NoRootfs {
+            path: bundle.join(rootfs_spec),
+        })?;
+    let plan = Plan::new(&spec.namespaces()?);
+    for (_, path) in plan.runtime_joins.iter().chain(&plan.init_joins) {
+        if !path.exists() {
+            return Err(NamespaceError::Open {
+                path: path.clone(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            }
+            .into());
+        }
+    }
+    let linux = spec.linux();
+    let device_rules = linux
+        .resources
+        .as_ref()
+        .map(|r| r.devices.clone())
+        .unwrap_or_default();
+    cgroups::validate_rules(&device_rules)?;
+
+    let dir = ContainerDir::create(root, &options.id)?;
+    let mut guard = CreateGuard {
+        pid: None,
+        cgroups: Vec::new(),
+        dir: None,
+    };
+    let dir_path = dir.path.clone();
+    guard.dir = Some(dir);
+    let hierarchies = cgroups::hierarchies();
+    guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
+
+    let (runtime_end, init_end) = channel::pair()?;
+    let listener = bind_start_socket(&dir_path)?;
+    let console = match &options.console_socket {
+        Some(path) => Some(UnixStream::connect(path).map_err(io(format!(
+            "cannot connect to console socket {}",
+            path.display()
+        )))?),
+        None => None,
+    };
+    for (kind, path) in &plan.runtime_joins {
+        namespaces::join(*kind, path)?;
+    }
+    if plan.new_time {
+        namespaces::unshare_time(&linux.time_offsets)?;
+    }
+    let runtime_hooks = spec
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty());
+
+    // SAFETY: berth is single-threaded here, so the child may run ordinary
+    // code; with a null stack the raw clone behaves like fork.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (plan.clone_flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    } as i32;
+    if pid < 0 {
+        return Err(io("cannot clone the container init")(
+            std::io::Error::last_os_error(),
+        ));
+    }
+    if pid == 0 {
+        drop(runtime_end);
+        // The child's copy of the lock descriptor would keep the container
+        // locked until its execve.
+        drop(guard.dir.take());
+        init::run(InitArgs {
+            spec: &spec,
+            bundle: bundle.clone(),
+            rootfs: rootfs.clone(),
+            plan: &plan,
+            channel: init_end,
+            start_listener: listener.as_raw_fd(),
+            console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+            container_id: options.id.clone(),
+            no_pivot: options.no_pivot,
+            no_new_keyring: options.no_new_keyring,
+            preserve_fds: options.preserve_fds,
+            cgroup_paths: guard.cgroups.clone(),
+            runtime_hooks,
+        });
+    }
+    guard.pid = Some(pid);
+    drop(init_end);
+    drop(listener);
+    drop(console);
+
+    let init_start_time = state::start_time(pid).unwrap_or_default();
+    let mut state = State {
+        id: options.id.clone(),
+        pid,
+        init_start_time,
+        bundle: bundle.clone(),
+        rootfs: rootfs.clone(),
+        created: crate::time::rfc3339_now(),
+        owner: String::new(),
+        annotations: spec.annotations.clone(),
+        hooks: spec.hooks.clone(),
+        cgroup_paths: guard.cgroups.clone(),
+        own_pid_namespace: plan.new_pid,
+    };
+    if plan.new_user {
+        namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
+    }
+    cgroups::join(&guard.cgroups, pid)?;
+    cgroups::apply_devices(&guard.cgroups, &device_rules, &linux.devices)?;
+    let creating = oci_state_json(&state, Status::Creating);
+    runtime_end.prepared(&creating)?;
+    loop {
+        match runtime_end.receive() {
+            Ok(Message::RuntimeHooks) => {
+                if let Some(h) = &spec.hooks {
+                    hooks::run_all("prestart", &h.prestart, creating.as_bytes())?;
+                    hooks::run_all("createRuntime", &h.create_runtime, creating.as_bytes())?;
+                }
+                runtime_end.runtime_hooks_done()?;
+            }
+            Ok(Message::Ready) => break,
+            Ok(Message::Failed(text)) => return Err(ContainerError::Init(text)),
+            Ok(other) => {
+                return Err(ChannelError::Unexpected(format!("{other:?}").into_bytes()).into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    state.owner = String::new();
+    let dir = guard
+        .dir
+        .take()
+        .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?;
+    dir.save(&state)?;
+    if let Some(pid_file) = &options.pid_file {
+        let path = absolute(pid_file);
+        state::write_atomic(&path, pid.to_string().as_bytes())?;
+    }
+    guard.pid = None;
+    guard.cgroups.clear();
+    Ok(pid)
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// Binds `DIR/start.sock` through `/proc/self/fd` so that long state paths
+/// stay within the 108 bytes of a socket address.
+fn bind_start_socket(dir: &Path) -> Result<UnixListener, ContainerError> {
+    let dir_fd = std::fs::File::open(dir).map_err(io(format!("open {}", dir.display())))?;
+    let short = format!(
+        "/proc/self/fd/{}/{}",
+        dir_fd.as_raw_fd(),
+        state::START_SOCKET
+    );
+    UnixListener::bind(&short).map_err(io(format!(
+        "bind {}",
+        dir.join(state::START_SOCKET).display()
+    )))
+}
+
+fn connect_start_socket(dir: &Path) -> std::io::Result<UnixStream> {
+    let dir_fd = std::fs::File::open(dir)?;
+    UnixStream::connect(format!(
+        "/proc/self/fd/{}/{}",
+        dir_fd.as_raw_fd(),
+        state::START_SOCKET
+    ))
+}
+
+/// `berth start`: lets the init exec the user's process, and returns once it has.
+pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
+    let dir = ContainerDir::open(root, id)?;
+    let state = dir.load()?;
+    match dir.status(&state) {
+        Status::Created => {}
+        Status::Stopped => return Err(ContainerError::StartStopped),
+        Status::Running => return Err(ContainerError::StartRunning),
+        other => return Err(ContainerError::StartState(other.as_str())),
+    }
+    let mut stream =
+        connect_start_socket(&dir.path).map_err(io("cannot reach the container init"))?;
+    let mut reply = String::new();
+    use std::io::Read;
+    // EOF comes when the init's execve closes its end.
+    let _ = stream.read_to_string(&mut reply);
+    let _ = std::fs::remove_file(dir.start_socket());
+    if !reply.is_empty() {
+        return Err(ContainerError::StartFailed(reply));
+    }
+    if let Some(h) = &state.hooks {
+        if let Err(e) = hooks::run_all(
+            "poststart",
+            &h.poststart,
+            oci_state_json(&state, Status::Running).as_bytes(),
+        ) {
+            // As runc: a failed poststart hook takes the container down.
+            signal_all(&state, libc::SIGKILL);
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// `berth state`.
+pub fn state_json(root: &Path, id: &str) -> Result<String, ContainerError> {
+    let (dir, state) = open_unlocked(root, id)?;
+    let status = dir_status(&dir, &state);
+    let oci = OciState {
+        oci_version: crate::OCI_VERSION,
+        id: &state.id,
+        status: status.as_str(),
+        pid: if status == Status::Stopped {
+            0
+        } else {
+            state.pid
+        },
+        bundle: &state.bundle,
+        rootfs: &state.rootfs,
+        created: &state.created,
+        owner: &state.owner,
+        annotations: &state.annotations,
+    };
+    Ok(serde_json::to_string_pretty(&oci).unwrap_or_default())
+}
+
+fn open_unlocked(root: &Path, id: &str) -> Result<(PathBuf, State), ContainerError> {
+    state::validate_id(id)?;
+    let dir = root.join(id);
+    let bytes = std::fs::read(dir.join("state.json")).map_err(|_| StateError::NotExist)?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+        path: dir.join("state.json"),
+        source,
+    })?;
+    Ok((dir, state))
+}
+
+fn dir_status(dir: &Path, state: &State) -> Status {
+    if !state::process_is(state.pid, state.init_start_time) {
+        Status::Stopped
+    } else if dir.join(state::START_SOCKET).exists() {
+        Status::Created
+    } else if cgroups::is_frozen(&state.cgroup_paths) {
+        Status::Paused
+    } else {
+        Status::Running
+    }
+}
+
+/// A signal by name (`TERM`, `SIGTERM`) or number.
+pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
+    if let Ok(n) = text.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let full = format!("SIG{name}");
+    full.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| ContainerError::Usage(format!("unknown signal {text:?}")))
+}
+
+fn signal_all(state: &State, signal: i32) {
+    let mut pids = cgroups::pids(&state.cgroup_paths);
+    if pids.is_empty() {
+        pids.push(state.pid);
+    }
+    for pid in pids {
+        // SAFETY: plain kill.
+        unsafe { libc::kill(pid, signal) };
+    }
+}
+
+/// `berth kill [--all] ID SIGNAL`.
+pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
+    let (dir, state) = open_unlocked(root, id)?;
+    if dir_status(&dir, &state) == Status::Stopped {
+        return Err(ContainerError::NotRunning);
+    }
+    if all {
+        signal_all(&state, signal);
+        return Ok(());
+    }
+    // SAFETY: plain kill of the verified init pid.
+    if unsafe { libc::kill(state.pid, signal) } != 0 {
+        return Err(ContainerError::NoSuchProcess);
+    }
+    Ok(())
+}
+
+/// Waits until `pid` (not our child) is gone.
+fn wait_gone(pid: i32, start: u64) {
+    // SAFETY: pidfd_open returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd >= 0 && state::process_is(pid, start) {
+        // SAFETY: the fd is ours.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 10_000) };
+        return;
+    }
+    for _ in 0..5000 {
+        if !state::process_is(pid, start) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// `berth delete [--force] ID`.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
+    let dir = match ContainerDir::open(root, id) {
+        Ok(dir) => dir,
+        Err(StateError::NotExist) if force => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let state = dir.load()?;
+    let status = dir.status(&state);
+    match status {
+        Status::Stopped => {}
+        Status::Created => kill_and_wait(&state),
+        _ if force => kill_and_wait(&state),
+        _ => {
+            return Err(ContainerError::DeleteRunning {
+                id: id.to_string(),
+                status: status.as_str(),
+            })
+        }
+    }
+    if !state.own_pid_namespace {
+        // Without a pid namespace of its own, the init's children survive it.
+        signal_all(&state, libc::SIGKILL);
+    }
+    cgroups::remove(&state.cgroup_paths);
+    if let Some(h) = &state.hooks {
+        if let Err(e) = hooks::run_all(
+            "poststop",
+            &h.poststop,
+            oci_state_json(&state, Status::Stopped).as_bytes(),
+        ) {
+            crate::log::warn(&e.to_string());
+        }
+    }
+    dir.remove()?;
+    Ok(())
+}
+
+fn kill_and_wait(state: &State) {
+    signal_all(state, libc::SIGKILL);
+    wait_gone(state.pid, state.init_start_time);
+}
+
+/// One row of `berth list`.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListEntry {
+    pub oci_version: &'static str,
+    pub id: String,
+    pub pid: i32,
+    pub status: &'static str,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    pub annotations: std::collections::BTreeMap<String, String>,
+}
+
+pub fn list(root: &Path) -> Vec<ListEntry> {
+    state::list_ids(root)
+        .into_iter()
+        .filter_map(|id| open_unlocked(root, &id).ok())
+        .map(|(dir, state)| {
+            let status = dir_status(&dir, &state);
+            ListEntry {
+                oci_version: crate::OCI_VERSION,
+                id: state.id,
+                pid: if status == Status::Stopped {
+                    0
+                } else {
+                    state.pid
+                },
+                status: status.as_str(),
+                bundle: state.bundle,
+                rootfs: state.rootfs,
+                created: state.created,
+                owner: state.owner,
+                annotations: state.annotations,
+            }
+        })
+        .collect()
+}
+
+/// Signals `run` forwards to the container, as runc does.
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
+/// `berth run` in the foreground: create, start, wait, delete; returns the
+/// exit status to exit with (128+signal when killed).
+pub fn run(
+    root: &Path,
+    options: &CreateOptions,
+    detach: bool,
+    keep: bool,
+) -> Result<i32, ContainerError> {
+    let pid = create(root, options)?;
+    if let Err(e) = start(root, &options.id) {
+        let _ = delete(root, &options.id, true);
+        return Err(e);
+    }
+    if detach {
+        return Ok(0);
+    }
+    // SAFETY: sigset manipulation on local storage, then sigprocmask for this
+    // (single) thread; waitpid on our own child.
+    let status = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, *sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let mut status = 0;
+        loop {
+            let rc = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if rc == pid
+                || (rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+            {
+                break;
+            }
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig > 0 && sig != libc::SIGCHLD {
+                libc::kill(pid, sig);
+            }
+        }
+        status
+    };
+    let code = if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    };
+    if !keep {
+        delete(root, &options.id, true)?;
+    }
+    Ok(code)
+}

@@ -1,0 +1,39 @@
+//! berth: a runc-compatible OCI runtime.
+//!
+//! `berth create` turns a bundle (`config.json` + rootfs) into a container
+//! whose init waits for `berth start`; `run`, `state`, `kill`, `delete`,
+//! `list`, `spec` and `features` complete runc's CLI (see `src/bin/berth.rs`).
+//!
+//! Where to start reading:
+//! - [`container`]: the verbs, what each command does to the state directory
+//!   and the container's processes;
+//! - [`init`]: every step of building the container, in order, as the child
+//!   process runs them; [`channel`] is how it talks to the runtime;
+//! - [`rootfs`] and [`mounts`]: the filesystem the container sees;
+//!   [`safe_path`] is the primitive that keeps every path inside the rootfs.
+//!
+//! Unlike runc there is no re-exec and no second binary: the runtime clones
+//! the container's init directly (as crun does), so a container costs one
+//! `clone` and one `execve` of the user's program.
+
+pub mod capabilities;
+pub mod cgroups;
+pub mod channel;
+pub mod console;
+pub mod container;
+pub mod defaults;
+pub mod devices;
+pub mod hooks;
+pub mod init;
+pub mod log;
+pub mod mounts;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod safe_path;
+pub mod spec;
+pub mod state;
+pub mod time;
+
+/// The version of the OCI runtime spec berth implements.
+pub const OCI_VERSION: &str = "1.2.0";

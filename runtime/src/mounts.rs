@@ -1,0 +1,322 @@
+//! Mount options of `config.json` and the syscalls that apply them.
+//!
+//! One option list mixes four things the kernel takes separately: `mount(2)`
+//! flags, propagation changes (a second `mount` call each), recursive
+//! attributes (`mount_setattr(2)` with `AT_RECURSIVE`) and filesystem data.
+
+use std::ffi::CString;
+use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use nix::mount::MsFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mount {source_name} on {target} (type {fstype}, options {data:?}): {errno}")]
+    Mount {
+        source_name: String,
+        target: String,
+        fstype: String,
+        data: String,
+        errno: nix::Error,
+    },
+    #[error("unknown or unsupported mount option {0:?}")]
+    Option(String),
+    #[error("mount_setattr on {target}: {errno}")]
+    SetAttr { target: String, errno: nix::Error },
+}
+
+/// The parsed form of a mount's `options`.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub flags: MsFlags,
+    /// Flags an option explicitly turns off (`rw`, `suid`, …), kept for remounts.
+    pub cleared: MsFlags,
+    pub propagation: Vec<MsFlags>,
+    pub recursive_set: u64,
+    pub recursive_clear: u64,
+    pub data: Vec<String>,
+}
+
+impl Default for MountOptions {
+    fn default() -> Self {
+        MountOptions {
+            flags: MsFlags::empty(),
+            cleared: MsFlags::empty(),
+            propagation: Vec::new(),
+            recursive_set: 0,
+            recursive_clear: 0,
+            data: Vec::new(),
+        }
+    }
+}
+
+impl MountOptions {
+    pub fn is_bind(&self) -> bool {
+        self.flags.contains(MsFlags::MS_BIND)
+    }
+
+    pub fn data_string(&self) -> String {
+        self.data.join(",")
+    }
+}
+
+/// `MS_*` flags named by an option, and whether the option clears them.
+fn flag_option(name: &str) -> Option<(bool, MsFlags)> {
+    Some(match name {
+        "ro" => (false, MsFlags::MS_RDONLY),
+        "rw" => (true, MsFlags::MS_RDONLY),
+        "nosuid" => (false, MsFlags::MS_NOSUID),
+        "suid" => (true, MsFlags::MS_NOSUID),
+        "nodev" => (false, MsFlags::MS_NODEV),
+        "dev" => (true, MsFlags::MS_NODEV),
+        "noexec" => (false, MsFlags::MS_NOEXEC),
+        "exec" => (true, MsFlags::MS_NOEXEC),
+        "sync" => (false, MsFlags::MS_SYNCHRONOUS),
+        "async" => (true, MsFlags::MS_SYNCHRONOUS),
+        "dirsync" => (false, MsFlags::MS_DIRSYNC),
+        "remount" => (false, MsFlags::MS_REMOUNT),
+        "mand" => (false, MsFlags::MS_MANDLOCK),
+        "nomand" => (true, MsFlags::MS_MANDLOCK),
+        "atime" => (true, MsFlags::MS_NOATIME),
+        "noatime" => (false, MsFlags::MS_NOATIME),
+        "diratime" => (true, MsFlags::MS_NODIRATIME),
+        "nodiratime" => (false, MsFlags::MS_NODIRATIME),
+        "relatime" => (false, MsFlags::MS_RELATIME),
+        "norelatime" => (true, MsFlags::MS_RELATIME),
+        "strictatime" => (false, MsFlags::MS_STRICTATIME),
+        "nostrictatime" => (true, MsFlags::MS_STRICTATIME),
+        "bind" => (false, MsFlags::MS_BIND),
+        "rbind" => (false, MsFlags::MS_BIND.union(MsFlags::MS_REC)),
+        "silent" => (false, MsFlags::MS_SILENT),
+        "loud" => (true, MsFlags::MS_SILENT),
+        "nosymfollow" => (false, MsFlags::from_bits_retain(256)),
+        "symfollow" => (true, MsFlags::from_bits_retain(256)),
+        _ => return None,
+    })
+}
+
+/// A propagation option (`rprivate`, `shared`, …) as the flags of its own `mount` call.
+pub fn propagation_flag(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+const MOUNT_ATTR__ATIME: u64 = 0x70;
+const MOUNT_ATTR_NOATIME: u64 = 0x10;
+const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
+
+/// A recursive option (`rro`, `rnosuid`, …): (clear?, attribute bits).
+fn recursive_option(name: &str) -> Option<(bool, u64)> {
+    Some(match name {
+        "rro" => (false, MOUNT_ATTR_RDONLY),
+        "rrw" => (true, MOUNT_ATTR_RDONLY),
+        "rnosuid" => (false, MOUNT_ATTR_NOSUID),
+        "rsuid" => (true, MOUNT_ATTR_NOSUID),
+        "rnodev" => (false, MOUNT_ATTR_NODEV),
+        "rdev" => (true, MOUNT_ATTR_NODEV),
+        "rnoexec" => (false, MOUNT_ATTR_NOEXEC),
+        "rexec" => (true, MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (false, MOUNT_ATTR_NODIRATIME),
+        "rdiratime" => (true, MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => (false, MOUNT_ATTR_NOSYMFOLLOW),
+        "rsymfollow" => (true, MOUNT_ATTR_NOSYMFOLLOW),
+        // The atime modes are one field: setting one clears the others.
+        "rrelatime" => (false, 0),
+        "rnoatime" => (false, MOUNT_ATTR_NOATIME),
+        "rstrictatime" => (false, MOUNT_ATTR_STRICTATIME),
+        "rnorelatime" | "ratime" | "rnostrictatime" => (true, 0),
+        _ => return None,
+    })
+}
+
+pub fn parse_options(options: &[String]) -> Result<MountOptions, MountError> {
+    let mut parsed = MountOptions::default();
+    for option in options {
+        if let Some((clear, flag)) = flag_option(option) {
+            if clear {
+                parsed.flags.remove(flag);
+                parsed.cleared.insert(flag);
+            } else {
+                parsed.flags.insert(flag);
+                parsed.cleared.remove(flag);
+            }
+        } else if let Some(flag) = propagation_flag(option) {
+            parsed.propagation.push(flag);
+        } else if let Some((clear, bits)) = recursive_option(option) {
+            if option.ends_with("atime") {
+                parsed.recursive_set = (parsed.recursive_set & !MOUNT_ATTR__ATIME) | bits;
+                parsed.recursive_clear |= MOUNT_ATTR__ATIME;
+                if clear {
+                    parsed.recursive_set &= !MOUNT_ATTR__ATIME;
+                }
+            } else if clear {
+                parsed.recursive_clear |= bits;
+                parsed.recursive_set &= !bits;
+            } else {
+                parsed.recursive_set |= bits;
+                parsed.recursive_clear &= !bits;
+            }
+        } else if option == "idmap" || option == "ridmap" {
+            return Err(MountError::Option(option.clone()));
+        } else if option.is_empty() {
+            continue;
+        } else {
+            parsed.data.push(option.clone());
+        }
+    }
+    Ok(parsed)
+}
+
+fn cstring(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+/// `mount(2)` with an error that names everything involved.
+pub fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<(), MountError> {
+    nix::mount::mount(source, target, fstype, flags, data).map_err(|errno| MountError::Mount {
+        source_name: source.map(|s| s.display().to_string()).unwrap_or_default(),
+        target: target.display().to_string(),
+        fstype: fstype.unwrap_or("").to_string(),
+        data: data.unwrap_or("").to_string(),
+        errno,
+    })
+}
+
+/// Applies recursive attributes to the mount tree at `target` (an `O_PATH` fd path).
+pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), MountError> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: clear,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let name = cstring(target);
+    let dir = std::fs::File::open(target).ok();
+    let (dirfd, path_ptr, flags) = match &dir {
+        Some(file) => (file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH | 0x8000),
+        None => (libc::AT_FDCWD, name.as_ptr(), 0x8000),
+    };
+    // SAFETY: valid fd, C string and mount_attr of the size passed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dirfd,
+            path_ptr,
+            flags,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(MountError::SetAttr {
+            target: target.display().to_string(),
+            errno: nix::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+/// The flags a bind-mount remount must keep because the kernel locks them
+/// (nosuid/nodev/noexec/atime of a mount inherited from a more privileged namespace).
+pub fn locked_flags(target: &Path) -> MsFlags {
+    let Ok(stat) = nix::sys::statvfs::statvfs(target) else {
+        return MsFlags::empty();
+    };
+    use nix::sys::statvfs::FsFlags;
+    let flags = stat.flags();
+    let mut out = MsFlags::empty();
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+    ] {
+        if flags.contains(fs) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+/// Remounts a bind mount with `flags`, keeping locked flags when the kernel insists.
+pub fn remount_bind(target: &Path, flags: MsFlags) -> Result<(), MountError> {
+    let base = MsFlags::MS_BIND | MsFlags::MS_REMOUNT;
+    match mount(None, target, None, base | flags, None) {
+        Err(MountError::Mount {
+            errno: nix::Error::EPERM,
+            ..
+        }) => mount(
+            None,
+            target,
+            None,
+            base | flags | locked_flags(target),
+            None,
+        ),
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_propagation_and_data() {
+        let opts: Vec<String> = [
+            "rbind", "ro", "nosuid", "rslave", "mode=755", "rro", "size=1k",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let parsed = parse_options(&opts).unwrap();
+        assert!(parsed
+            .flags
+            .contains(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        assert_eq!(
+            parsed.propagation,
+            vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]
+        );
+        assert_eq!(parsed.recursive_set, MOUNT_ATTR_RDONLY);
+        assert_eq!(parsed.data_string(), "mode=755,size=1k");
+    }
+
+    #[test]
+    fn later_options_override_earlier_ones() {
+        let parsed = parse_options(&["ro".into(), "rw".into()]).unwrap();
+        assert!(!parsed.flags.contains(MsFlags::MS_RDONLY));
+        assert!(parse_options(&["idmap".into()]).is_err());
+    }
+}

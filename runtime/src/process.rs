@@ -1,0 +1,190 @@
+//! The container process's own settings: rlimits, user and groups, umask,
+//! oom score, environment and the executable lookup.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use crate::spec::{Process, Rlimit};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("error setting rlimit type {kind}: {errno}")]
+    Rlimit { kind: String, errno: nix::Error },
+    #[error("cannot set {what}: {errno}")]
+    Identity { what: String, errno: nix::Error },
+    #[error("cannot write oom_score_adj {value}: {source}")]
+    OomScore { value: i32, source: std::io::Error },
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    NotFound(String),
+    #[error("exec: {path:?}: {source}")]
+    NotExecutable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid {what} {value:?}: contains a NUL byte")]
+    Nul { what: &'static str, value: String },
+}
+
+/// The `RLIMIT_*` resource named in the spec.
+pub fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match kind {
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
+}
+
+pub fn apply_rlimits(rlimits: &[Rlimit]) -> Result<(), ProcessError> {
+    for rlimit in rlimits {
+        let Some(resource) = rlimit_resource(&rlimit.kind) else {
+            continue;
+        };
+        let value = libc::rlimit {
+            rlim_cur: rlimit.soft,
+            rlim_max: rlimit.hard,
+        };
+        // SAFETY: plain syscall with a valid struct.
+        if unsafe { libc::setrlimit(resource, &value) } != 0 {
+            return Err(ProcessError::Rlimit {
+                kind: rlimit.kind.clone(),
+                errno: nix::Error::last(),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub fn apply_oom_score_adj(value: i32) -> Result<(), ProcessError> {
+    std::fs::write("/proc/self/oom_score_adj", value.to_string())
+        .map_err(|source| ProcessError::OomScore { value, source })
+}
+
+fn errno_result(rc: libc::c_int, what: impl FnOnce() -> String) -> Result<(), ProcessError> {
+    if rc != 0 {
+        return Err(ProcessError::Identity {
+            what: what(),
+            errno: nix::Error::last(),
+        });
+    }
+    Ok(())
+}
+
+/// Switches to the spec's user: supplementary groups, gid, then uid, keeping
+/// capabilities across the switch so they can be set afterwards.
+pub fn switch_user(process: &Process, setgroups_allowed: bool) -> Result<(), ProcessError> {
+    let user = &process.user;
+    // SAFETY: plain prctl/set*id syscalls.
+    unsafe {
+        errno_result(libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0), || {
+            "keep-caps".into()
+        })?;
+        if setgroups_allowed {
+            let groups: Vec<libc::gid_t> = user.additional_gids.clone();
+            errno_result(libc::setgroups(groups.len(), groups.as_ptr()), || {
+                format!("additional gids {:?}", user.additional_gids)
+            })?;
+        }
+        errno_result(libc::setresgid(user.gid, user.gid, user.gid), || {
+            format!("gid {}", user.gid)
+        })?;
+        errno_result(libc::setresuid(user.uid, user.uid, user.uid), || {
+            format!("uid {}", user.uid)
+        })?;
+        errno_result(libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0), || {
+            "keep-caps".into()
+        })?;
+    }
+    Ok(())
+}
+
+pub fn set_no_new_privs() -> Result<(), ProcessError> {
+    // SAFETY: plain prctl.
+    errno_result(
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
+        || "no_new_privs".into(),
+    )
+}
+
+/// The environment the process starts with: the spec's, plus `HOME` from the
+/// container's `/etc/passwd` when the spec has none (as runc does).
+pub fn environment(process: &Process) -> Vec<String> {
+    let mut env = process.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        let home = home_of(process.user.uid).unwrap_or_else(|| "/".into());
+        env.push(format!("HOME={home}"));
+    }
+    env
+}
+
+fn home_of(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(':').collect();
+        (fields.len() >= 6 && fields[2].parse() == Ok(uid)).then(|| fields[5].to_string())
+    })
+}
+
+/// Finds `args[0]` the way `execvp` would, with the container's `PATH`.
+pub fn find_executable(program: &str, env: &[String]) -> Result<PathBuf, ProcessError> {
+    let check = |path: &Path| -> Result<(), std::io::Error> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: valid C string.
+        if unsafe { libc::access(c.as_ptr(), libc::X_OK) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if path.is_dir() {
+            return Err(std::io::Error::from_raw_os_error(libc::EISDIR));
+        }
+        Ok(())
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return check(&path)
+            .map(|()| path)
+            .map_err(|source| ProcessError::NotExecutable {
+                path: program.to_string(),
+                source,
+            });
+    }
+    let search = env
+        .iter()
+        .rev()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in search.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let candidate = Path::new(dir).join(program);
+        if check(&candidate).is_ok() {
+            return Ok(candidate);
+        }
+    }
+    Err(ProcessError::NotFound(program.to_string()))
+}
+
+/// Strings as the NUL-terminated array `execve` needs.
+pub fn c_strings(what: &'static str, values: &[String]) -> Result<Vec<CString>, ProcessError> {
+    values
+        .iter()
+        .map(|v| {
+            CString::new(v.as_bytes()).map_err(|_| ProcessError::Nul {
+                what,
+                value: v.clone(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,464 @@
+//! The container's filesystem: the rootfs as a mount of its own, every mount
+//! of the spec, `/dev`, `pivot_root`, masked and read-only paths.
+//!
+//! Every destination is resolved with [`crate::safe_path`] against an fd of
+//! the rootfs, and every mount is made on `/proc/self/fd/N` of the resolved
+//! directory, so a symlink swapped in between resolution and mount cannot
+//! redirect it.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use crate::mounts::{self, MountError, MountOptions};
+use crate::safe_path::{self, Create, SafePathError};
+use crate::spec::{Mount, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    Path(#[from] SafePathError),
+    #[error(transparent)]
+    Device(#[from] crate::devices::DeviceError),
+    #[error("cannot open rootfs {path}: {source}")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("bind mount source {path}: {source}")]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{kind} cannot be mounted on {dest}: the destination is a symlink")]
+    SymlinkDestination { kind: String, dest: PathBuf },
+    #[error("pivot_root to {path}: {errno}")]
+    Pivot { path: PathBuf, errno: nix::Error },
+    #[error("cannot write sysctl {key}={value}: {source}")]
+    Sysctl {
+        key: String,
+        value: String,
+        source: std::io::Error,
+    },
+}
+
+/// What the mount steps need to know beyond the spec.
+pub struct Context<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub in_user_namespace: bool,
+    pub cgroup_paths: &'a [PathBuf],
+    pub new_cgroup_namespace: bool,
+}
+
+fn root_fd(path: &Path) -> Result<OwnedFd, RootfsError> {
+    std::fs::File::open(path)
+        .map(OwnedFd::from)
+        .map_err(|source| RootfsError::Root {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Makes the host's mounts invisible to propagation and the rootfs a mount point.
+pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
+    let propagation = ctx
+        .spec
+        .linux()
+        .rootfs_propagation
+        .as_deref()
+        .and_then(mounts::propagation_flag)
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    mounts::mount(None, Path::new("/"), None, propagation, None)?;
+    mounts::mount(
+        Some(ctx.rootfs),
+        ctx.rootfs,
+        None,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None,
+    )?;
+    Ok(())
+}
+
+/// Mounts everything the spec lists, then fills `/dev`.
+pub fn mount_all(ctx: &Context) -> Result<(), RootfsError> {
+    let root = root_fd(ctx.rootfs)?;
+    for mount in &ctx.spec.mounts {
+        mount_one(ctx, &root, mount)?;
+    }
+    let dev_is_bind = ctx.spec.mounts.iter().any(|m| {
+        safe_path::clean(&m.destination) == Path::new("dev")
+            && (m.kind.as_deref() == Some("bind")
+                || m.options.iter().any(|o| o == "bind" || o == "rbind"))
+    });
+    if !dev_is_bind {
+        let mut devices = crate::devices::default_devices();
+        devices.retain(|d| !ctx.spec.linux().devices.iter().any(|s| s.path == d.path));
+        devices.extend(ctx.spec.linux().devices.iter().cloned());
+        for device in &devices {
+            crate::devices::create(root.as_raw_fd(), device, ctx.in_user_namespace)?;
+        }
+        crate::devices::create_symlinks(root.as_raw_fd())?;
+    }
+    Ok(())
+}
+
+fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsError> {
+    let options = mounts::parse_options(&mount.options)?;
+    let kind = mount.kind.as_deref().unwrap_or("");
+    if kind == "cgroup" || kind == "cgroup2" {
+        return mount_cgroups(ctx, root, mount, &options);
+    }
+    let is_bind = options.is_bind() || kind == "bind";
+    let dest = &mount.destination;
+    let target = if is_bind {
+        let source = bind_source(ctx, mount)?;
+        let create = match std::fs::metadata(&source) {
+            Ok(meta) if meta.is_dir() => Create::Directory,
+            Ok(_) => Create::File,
+            Err(e) => {
+                return Err(RootfsError::Source {
+                    path: source,
+                    source: e,
+                })
+            }
+        };
+        let target = safe_path::open_or_create(root.as_raw_fd(), dest, create)?;
+        let rec = options.flags & MsFlags::MS_REC;
+        mounts::mount(
+            Some(&source),
+            &safe_path::fd_path(&target),
+            None,
+            MsFlags::MS_BIND | rec,
+            None,
+        )?;
+        // The fd still names the directory under the new mount: look it up again.
+        let mounted =
+            safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(|source| {
+                SafePathError::Open {
+                    path: dest.clone(),
+                    source,
+                }
+            })?;
+        let extra = options.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !extra.is_empty() {
+            mounts::remount_bind(&safe_path::fd_path(&mounted), extra)?;
+        }
+        mounted
+    } else {
+        if matches!(kind, "proc" | "sysfs") && is_symlink(root, dest) {
+            return Err(RootfsError::SymlinkDestination {
+                kind: kind.to_string(),
+                dest: dest.clone(),
+            });
+        }
+        let target = safe_path::open_or_create(root.as_raw_fd(), dest, Create::Directory)?;
+        let data = options.data_string();
+        let source = mount.source.clone().unwrap_or_else(|| PathBuf::from(kind));
+        let result = mounts::mount(
+            Some(&source),
+            &safe_path::fd_path(&target),
+            Some(kind),
+            options.flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        );
+        match result {
+            // In a user namespace that does not own the network namespace the
+            // kernel refuses a new sysfs; give the host's, read-only (as runc).
+            Err(MountError::Mount {
+                errno: nix::Error::EPERM,
+                ..
+            }) if kind == "sysfs" && ctx.in_user_namespace => {
+                let path = safe_path::fd_path(&target);
+                mounts::mount(
+                    Some(Path::new("/sys")),
+                    &path,
+                    None,
+                    MsFlags::MS_BIND | MsFlags::MS_REC,
+                    None,
+                )?;
+                mounts::remount_bind(&path, options.flags | MsFlags::MS_RDONLY)?;
+            }
+            other => other?,
+        }
+        safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(|source| {
+            SafePathError::Open {
+                path: dest.clone(),
+                source,
+            }
+        })?
+    };
+    let path = safe_path::fd_path(&target);
+    for flag in &options.propagation {
+        mounts::mount(None, &path, None, *flag, None)?;
+    }
+    if options.recursive_set != 0 || options.recursive_clear != 0 {
+        mounts::set_recursive_attrs(&path, options.recursive_set, options.recursive_clear)?;
+    }
+    Ok(())
+}
+
+fn is_symlink(root: &OwnedFd, dest: &Path) -> bool {
+    let Ok(fd) = safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH | libc::O_NOFOLLOW)
+    else {
+        return false;
+    };
+    nix::sys::stat::fstat(fd.as_raw_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFLNK)
+        .unwrap_or(false)
+}
+
+/// A bind source; relative sources are relative to the bundle, as in runc.
+fn bind_source(ctx: &Context, mount: &Mount) -> Result<PathBuf, RootfsError> {
+    let source = mount.source.clone().unwrap_or_default();
+    if source.as_os_str().is_empty() {
+        return Err(RootfsError::Source {
+            path: source,
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "bind mount without a source",
+            ),
+        });
+    }
+    Ok(if source.is_absolute() {
+        source
+    } else {
+        ctx.bundle.join(source)
+    })
+}
+
+/// `/sys/fs/cgroup`: with cgroup v2 alone, a cgroup2 mount (or a bind of the
+/// container's directory); on v1 and hybrid hosts, a tmpfs holding a bind of
+/// the container's directory for each hierarchy, named as on the host.
+fn mount_cgroups(
+    ctx: &Context,
+    root: &OwnedFd,
+    mount: &Mount,
+    options: &MountOptions,
+) -> Result<(), RootfsError> {
+    let dest = &mount.destination;
+    let target = safe_path::open_or_create(root.as_raw_fd(), dest, Create::Directory)?;
+    let hierarchies = crate::cgroups::hierarchies();
+    let bind_flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    let keep = options.flags
+        & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+    let pure_v2 = hierarchies.len() == 1 && hierarchies[0].is_unified();
+    if pure_v2 {
+        let path = safe_path::fd_path(&target);
+        if ctx.new_cgroup_namespace {
+            mounts::mount(
+                Some(Path::new("cgroup2")),
+                &path,
+                Some("cgroup2"),
+                options.flags,
+                None,
+            )?;
+        } else if let Some(dir) = ctx.cgroup_paths.first() {
+            mounts::mount(Some(dir), &path, None, bind_flags, None)?;
+            mounts::remount_bind(&path, keep)?;
+        }
+        return Ok(());
+    }
+    mounts::mount(
+        Some(Path::new("tmpfs")),
+        &safe_path::fd_path(&target),
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=755"),
+    )?;
+    for (hierarchy, dir) in hierarchies.iter().zip(ctx.cgroup_paths) {
+        let name = hierarchy.dir_name();
+        let sub = dest.join(&name);
+        let sub_fd = safe_path::open_or_create(root.as_raw_fd(), &sub, Create::Directory)?;
+        let path = safe_path::fd_path(&sub_fd);
+        mounts::mount(Some(dir), &path, None, bind_flags, None)?;
+        let mounted =
+            safe_path::open_in_root(root.as_raw_fd(), &sub, libc::O_PATH).map_err(|source| {
+                SafePathError::Open {
+                    path: sub.clone(),
+                    source,
+                }
+            })?;
+        mounts::remount_bind(&safe_path::fd_path(&mounted), keep)?;
+        // Co-mounted controllers (`cpu,cpuacct`) get a symlink per name.
+        if hierarchy.controllers.len() > 1 && name.contains(',') {
+            let dir_fd =
+                crate::devices::reopen_dir(&target).map_err(|source| RootfsError::Root {
+                    path: dest.clone(),
+                    source,
+                })?;
+            for controller in &hierarchy.controllers {
+                let _ = nix::unistd::symlinkat(
+                    name.as_str(),
+                    Some(dir_fd.as_raw_fd()),
+                    controller.as_str(),
+                );
+            }
+        }
+    }
+    if keep.contains(MsFlags::MS_RDONLY) {
+        let mounted =
+            safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(|source| {
+                SafePathError::Open {
+                    path: dest.clone(),
+                    source,
+                }
+            })?;
+        mounts::mount(
+            None,
+            &safe_path::fd_path(&mounted),
+            None,
+            MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes the rootfs `/`: `pivot_root`, or with `--no-pivot` a move mount and chroot.
+pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
+    let err = |errno| RootfsError::Pivot {
+        path: rootfs.to_path_buf(),
+        errno,
+    };
+    nix::unistd::chdir(rootfs).map_err(err)?;
+    if no_pivot {
+        nix::mount::mount(
+            Some(rootfs),
+            "/",
+            None::<&str>,
+            MsFlags::MS_MOVE,
+            None::<&str>,
+        )
+        .map_err(err)?;
+        nix::unistd::chroot(".").map_err(err)?;
+    } else {
+        // pivot_root(".", ".") stacks the old root on top of the new one;
+        // detaching it leaves the rootfs alone at "/" without a temp dir.
+        nix::unistd::pivot_root(".", ".").map_err(err)?;
+        nix::mount::mount(
+            None::<&str>,
+            ".",
+            None::<&str>,
+            MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(err)?;
+        nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(err)?;
+    }
+    nix::unistd::chdir("/").map_err(err)
+}
+
+/// Writes `linux.sysctl` through the container's own `/proc/sys`.
+pub fn apply_sysctl(spec: &Spec) -> Result<(), RootfsError> {
+    for (key, value) in &spec.linux().sysctl {
+        let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+        std::fs::write(&path, value).map_err(|source| RootfsError::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
+/// Masks paths (after pivot): directories get an empty read-only tmpfs,
+/// anything else a bind of `/dev/null`. Missing paths are skipped.
+pub fn mask_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
+    let root = root_fd(Path::new("/"))?;
+    for path in paths {
+        let fd = match safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(source) => {
+                return Err(SafePathError::Open {
+                    path: path.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        let target = safe_path::fd_path(&fd);
+        let is_dir = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            .unwrap_or(false);
+        if is_dir {
+            mounts::mount(
+                Some(Path::new("tmpfs")),
+                &target,
+                Some("tmpfs"),
+                MsFlags::MS_RDONLY,
+                None,
+            )?;
+        } else {
+            mounts::mount(
+                Some(Path::new("/dev/null")),
+                &target,
+                None,
+                MsFlags::MS_BIND,
+                None,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes paths read-only (after pivot). Missing paths are skipped.
+pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
+    let root = root_fd(Path::new("/"))?;
+    for path in paths {
+        let fd = match safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(source) => {
+                return Err(SafePathError::Open {
+                    path: path.clone(),
+                    source,
+                }
+                .into())
+            }
+        };
+        let target = safe_path::fd_path(&fd);
+        mounts::mount(
+            Some(&target),
+            &target,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
+        let mounted =
+            safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH).map_err(|source| {
+                SafePathError::Open {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+        mounts::remount_bind(&safe_path::fd_path(&mounted), MsFlags::MS_RDONLY)?;
+    }
+    Ok(())
+}
+
+/// Remounts `/` read-only (after pivot), and applies `rootfsPropagation` to it.
+pub fn finish_root(spec: &Spec) -> Result<(), RootfsError> {
+    let root = Path::new("/");
+    if spec.root.as_ref().is_some_and(|r| r.readonly) {
+        mounts::remount_bind(root, MsFlags::MS_RDONLY)?;
+    }
+    if let Some(flag) = spec
+        .linux()
+        .rootfs_propagation
+        .as_deref()
+        .and_then(mounts::propagation_flag)
+    {
+        mounts::mount(None, root, None, flag, None)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,485 @@
+//! The parts of the OCI runtime spec (`config.json`) that berth reads.
+//!
+//! Our own serde types rather than a generated crate: parsing is on the
+//! start-up path of every container, and owning the types lets the error
+//! for a wrong-typed field name the field. Unknown fields are ignored, as
+//! the spec requires.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything that can be wrong with a bundle's `config.json`.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("invalid config.json: {0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    #[serde(default)]
+    pub oci_version: String,
+    pub process: Option<Process>,
+    pub root: Option<Root>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    pub hooks: Option<Hooks>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    pub linux: Option<Linux>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Process {
+    #[serde(default)]
+    pub terminal: bool,
+    pub console_size: Option<ConsoleSize>,
+    #[serde(default)]
+    pub user: User,
+    #[serde(default)]
+    pub args: Vec<String>,
+    pub command_line: Option<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub cwd: String,
+    pub capabilities: Option<Capabilities>,
+    #[serde(default)]
+    pub rlimits: Vec<Rlimit>,
+    #[serde(default)]
+    pub no_new_privileges: bool,
+    pub apparmor_profile: Option<String>,
+    pub oom_score_adj: Option<i32>,
+    pub selinux_label: Option<String>,
+    pub scheduler: Option<serde_json::Value>,
+    pub io_priority: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ConsoleSize {
+    pub height: u16,
+    pub width: u16,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default)]
+    pub gid: u32,
+    pub umask: Option<u32>,
+    #[serde(default)]
+    pub additional_gids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub bounding: Option<Vec<String>>,
+    pub effective: Option<Vec<String>>,
+    pub inheritable: Option<Vec<String>>,
+    pub permitted: Option<Vec<String>>,
+    pub ambient: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rlimit {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub hard: u64,
+    pub soft: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Root {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Mount {
+    pub destination: PathBuf,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub source: Option<PathBuf>,
+    #[serde(default)]
+    pub options: Vec<String>,
+    #[serde(default)]
+    pub uid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    pub gid_mappings: Vec<IdMapping>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hooks {
+    #[serde(default)]
+    pub prestart: Vec<Hook>,
+    #[serde(default)]
+    pub create_runtime: Vec<Hook>,
+    #[serde(default)]
+    pub create_container: Vec<Hook>,
+    #[serde(default)]
+    pub start_container: Vec<Hook>,
+    #[serde(default)]
+    pub poststart: Vec<Hook>,
+    #[serde(default)]
+    pub poststop: Vec<Hook>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hook {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub timeout: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Linux {
+    #[serde(default)]
+    pub namespaces: Vec<Namespace>,
+    #[serde(default)]
+    pub uid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    pub gid_mappings: Vec<IdMapping>,
+    #[serde(default)]
+    pub time_offsets: BTreeMap<String, TimeOffset>,
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    pub cgroups_path: Option<String>,
+    pub resources: Option<Resources>,
+    pub rootfs_propagation: Option<String>,
+    pub seccomp: Option<serde_json::Value>,
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, String>,
+    #[serde(default)]
+    pub masked_paths: Vec<PathBuf>,
+    #[serde(default)]
+    pub readonly_paths: Vec<PathBuf>,
+    pub mount_label: Option<String>,
+    pub personality: Option<serde_json::Value>,
+    pub intel_rdt: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Namespace {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdMapping {
+    #[serde(rename = "containerID")]
+    pub container_id: u32,
+    #[serde(rename = "hostID")]
+    pub host_id: u32,
+    pub size: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct TimeOffset {
+    #[serde(default)]
+    pub secs: i64,
+    #[serde(default)]
+    pub nanosecs: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Device {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub path: PathBuf,
+    #[serde(default)]
+    pub major: i64,
+    #[serde(default)]
+    pub minor: i64,
+    pub file_mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+}
+
+/// `linux.resources`. berth applies the device rules now; the other
+/// controllers arrive with the cgroups work and are refused until then.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    #[serde(default)]
+    pub devices: Vec<DeviceRule>,
+    #[serde(flatten)]
+    pub others: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceRule {
+    pub allow: bool,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub access: Option<String>,
+}
+
+/// A namespace kind as named in `linux.namespaces[].type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NamespaceKind {
+    User,
+    Mount,
+    Pid,
+    Network,
+    Ipc,
+    Uts,
+    Cgroup,
+    Time,
+}
+
+impl NamespaceKind {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "user" => Self::User,
+            "mount" => Self::Mount,
+            "pid" => Self::Pid,
+            "network" => Self::Network,
+            "ipc" => Self::Ipc,
+            "uts" => Self::Uts,
+            "cgroup" => Self::Cgroup,
+            "time" => Self::Time,
+            _ => return None,
+        })
+    }
+
+    /// The `CLONE_NEW*` flag of this kind.
+    pub fn clone_flag(self) -> libc::c_int {
+        match self {
+            Self::User => libc::CLONE_NEWUSER,
+            Self::Mount => libc::CLONE_NEWNS,
+            Self::Pid => libc::CLONE_NEWPID,
+            Self::Network => libc::CLONE_NEWNET,
+            Self::Ipc => libc::CLONE_NEWIPC,
+            Self::Uts => libc::CLONE_NEWUTS,
+            Self::Cgroup => libc::CLONE_NEWCGROUP,
+            Self::Time => 0x80, // CLONE_NEWTIME
+        }
+    }
+
+    /// The file name under `/proc/PID/ns/`.
+    pub fn proc_name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Mount => "mnt",
+            Self::Pid => "pid",
+            Self::Network => "net",
+            Self::Ipc => "ipc",
+            Self::Uts => "uts",
+            Self::Cgroup => "cgroup",
+            Self::Time => "time",
+        }
+    }
+}
+
+impl Spec {
+    /// Reads and validates `BUNDLE/config.json`.
+    pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+        let path = bundle.join("config.json");
+        let bytes = std::fs::read(&path).map_err(|source| SpecError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let spec: Spec =
+            serde_json::from_slice(&bytes).map_err(|source| SpecError::Parse { path, source })?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    pub fn linux(&self) -> &Linux {
+        static EMPTY: std::sync::OnceLock<Linux> = std::sync::OnceLock::new();
+        self.linux
+            .as_ref()
+            .unwrap_or_else(|| EMPTY.get_or_init(Linux::default))
+    }
+
+    /// The namespaces of the spec, parsed; an unknown or repeated kind is an error.
+    pub fn namespaces(&self) -> Result<Vec<(NamespaceKind, Option<PathBuf>)>, SpecError> {
+        let mut out: Vec<(NamespaceKind, Option<PathBuf>)> = Vec::new();
+        for ns in &self.linux().namespaces {
+            let kind = NamespaceKind::parse(&ns.kind).ok_or_else(|| {
+                SpecError::Invalid(format!("unknown namespace type {:?}", ns.kind))
+            })?;
+            if out.iter().any(|(k, _)| *k == kind) {
+                return Err(SpecError::Invalid(format!(
+                    "malformed spec file: duplicated ns {:?}",
+                    ns.kind
+                )));
+            }
+            out.push((kind, ns.path.clone()));
+        }
+        Ok(out)
+    }
+
+    pub fn has_namespace(&self, kind: NamespaceKind) -> bool {
+        self.linux()
+            .namespaces
+            .iter()
+            .any(|ns| NamespaceKind::parse(&ns.kind) == Some(kind))
+    }
+
+    /// Checks what serde cannot: required fields and their relations.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let invalid = |msg: String| Err(SpecError::Invalid(msg));
+        let Some(root) = &self.root else {
+            return invalid("root must be specified".into());
+        };
+        if root.path.as_os_str().is_empty() {
+            return invalid("root.path is empty".into());
+        }
+        let Some(process) = &self.process else {
+            return invalid("process must be specified".into());
+        };
+        if process.args.is_empty() {
+            return invalid("args must not be empty".into());
+        }
+        if !process.cwd.starts_with('/') {
+            return invalid(format!(
+                "cwd {:?} is not an absolute path inside the container",
+                process.cwd
+            ));
+        }
+        let namespaces = self.namespaces()?;
+        let has = |k| namespaces.iter().any(|(kind, _)| *kind == k);
+        let linux = self.linux();
+        if has(NamespaceKind::User) {
+            let joined = namespaces
+                .iter()
+                .any(|(k, p)| *k == NamespaceKind::User && p.is_some());
+            if !joined && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty()) {
+                return invalid("user namespaces enabled, but no uid or gid mappings".into());
+            }
+        } else if !linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty() {
+            return invalid("uid/gid mappings given without a user namespace".into());
+        }
+        if self.hostname.as_deref().is_some_and(|h| !h.is_empty()) && !has(NamespaceKind::Uts) {
+            return invalid("unable to set hostname without a private UTS namespace".into());
+        }
+        if self.domainname.as_deref().is_some_and(|h| !h.is_empty()) && !has(NamespaceKind::Uts) {
+            return invalid("unable to set domainname without a private UTS namespace".into());
+        }
+        if !linux.time_offsets.is_empty() && !has(NamespaceKind::Time) {
+            return invalid("time offsets given without a time namespace".into());
+        }
+        if !has(NamespaceKind::Mount) {
+            return invalid(
+                "berth needs a private mount namespace (linux.namespaces has no \"mount\")".into(),
+            );
+        }
+        for mount in &self.mounts {
+            if !mount.destination.is_absolute() {
+                return invalid(format!(
+                    "mount destination {} is not absolute",
+                    mount.destination.display()
+                ));
+            }
+        }
+        for device in &linux.devices {
+            if !matches!(device.kind.as_str(), "c" | "u" | "b" | "p") {
+                return invalid(format!(
+                    "device {} has invalid type {:?}",
+                    device.path.display(),
+                    device.kind
+                ));
+            }
+        }
+        if let Some(propagation) = &linux.rootfs_propagation {
+            if crate::mounts::propagation_flag(propagation).is_none() {
+                return invalid(format!("unknown rootfsPropagation {propagation:?}"));
+            }
+        }
+        for key in linux.sysctl.keys() {
+            if key.contains("..") || key.contains('/') && key.starts_with('/') || key.is_empty() {
+                return invalid(format!("invalid sysctl key {key:?}"));
+            }
+        }
+        for rlimit in &process.rlimits {
+            if crate::process::rlimit_resource(&rlimit.kind).is_none() {
+                return invalid(format!("unknown rlimit type {:?}", rlimit.kind));
+            }
+            if rlimit.soft > rlimit.hard {
+                return invalid(format!(
+                    "rlimit {}: soft limit {} exceeds hard limit {}",
+                    rlimit.kind, rlimit.soft, rlimit.hard
+                ));
+            }
+        }
+        if let Some(caps) = &process.capabilities {
+            for set in [
+                &caps.bounding,
+                &caps.effective,
+                &caps.inheritable,
+                &caps.permitted,
+                &caps.ambient,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for name in set {
+                    crate::capabilities::parse(name)
+                        .map_err(|e| SpecError::Invalid(e.to_string()))?;
+                }
+            }
+        }
+        if let Some(label) = &process.selinux_label {
+            if !label.is_empty() {
+                return invalid("selinuxLabel is set but SELinux is not supported by berth".into());
+            }
+        }
+        if let Some(profile) = &process.apparmor_profile {
+            if !profile.is_empty() {
+                return invalid(
+                    "apparmorProfile is set but AppArmor is not supported by berth".into(),
+                );
+            }
+        }
+        if linux.seccomp.is_some() {
+            return invalid(
+                "linux.seccomp is set but berth cannot apply seccomp profiles yet".into(),
+            );
+        }
+        if let Some(resources) = &linux.resources {
+            if let Some(key) = resources.others.keys().next() {
+                return invalid(format!(
+                    "linux.resources.{key} is set but berth applies only device rules so far"
+                ));
+            }
+        }
+        if linux.personality.is_some() || linux.intel_rdt.is_some() {
+            return invalid("linux.personality / linux.intelRdt are not supported".into());
+        }
+        if process.scheduler.is_some() || process.io_priority.is_some() {
+            return invalid("process.scheduler / process.ioPriority are not supported".into());
+        }
+        Ok(())
+    }
+}

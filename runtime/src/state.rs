@@ -1,0 +1,300 @@
+//! A container's state directory `ROOT/ID/`: `state.json`, the start socket
+//! and the lock.
+//!
+//! `mkdir` of the directory is what reserves an id, so two racing `create`s
+//! of one id cannot both win. `state.json` is replaced atomically (temp file
+//! + rename). The init's start time (field 22 of `/proc/PID/stat`) is kept,
+//! so a pid the kernel reused for another process is never taken for the
+//! container.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::Hooks;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("container does not exist")]
+    NotExist,
+    #[error("container with id exists: {0}")]
+    Exists(String),
+    #[error("invalid container id {0:?}: use letters, digits, '_', '-', '.' and '+' only")]
+    InvalidId(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupt state file {path}: {source}")]
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> StateError + 'a {
+    move |source| StateError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+/// What berth remembers about a container between commands.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    pub pid: i32,
+    /// Start time of the init in clock ticks since boot.
+    pub init_start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub owner: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    pub hooks: Option<Hooks>,
+    /// Cgroup directories the container was placed in, one per hierarchy.
+    #[serde(default)]
+    pub cgroup_paths: Vec<PathBuf>,
+    /// Whether the container has its own pid namespace (killing the init kills all).
+    #[serde(default)]
+    pub own_pid_namespace: bool,
+}
+
+/// The OCI state of `berth state`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciState<'a> {
+    pub oci_version: &'static str,
+    pub id: &'a str,
+    pub status: &'static str,
+    pub pid: i32,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub created: &'a str,
+    pub owner: &'a str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+/// A container's directory under the runtime root.
+pub struct ContainerDir {
+    pub path: PathBuf,
+    pub id: String,
+    /// Held open for `flock`; the lock is released when this is dropped.
+    lock: File,
+}
+
+pub const START_SOCKET: &str = "start.sock";
+const STATE_FILE: &str = "state.json";
+
+/// Ids name directories: refuse anything that could name another path.
+pub fn validate_id(id: &str) -> Result<(), StateError> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(StateError::InvalidId(id.to_string()))
+    }
+}
+
+impl ContainerDir {
+    /// Reserves `ROOT/ID` for a new container and locks it.
+    pub fn create(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        validate_id(id)?;
+        std::fs::create_dir_all(root).map_err(io("cannot create runtime root", root))?;
+        let path = root.join(id);
+        match std::fs::create_dir(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StateError::Exists(id.to_string()))
+            }
+            Err(e) => return Err(io("cannot create state directory", &path)(e)),
+        }
+        let dir = Self::open_locked(path, id)?;
+        Ok(dir)
+    }
+
+    /// Opens and locks an existing container's directory.
+    pub fn open(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        validate_id(id)?;
+        let path = root.join(id);
+        if !path.join(STATE_FILE).exists() {
+            return Err(StateError::NotExist);
+        }
+        Self::open_locked(path, id)
+    }
+
+    fn open_locked(path: PathBuf, id: &str) -> Result<ContainerDir, StateError> {
+        let lock = File::open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StateError::NotExist
+            } else {
+                io("cannot open state directory", &path)(e)
+            }
+        })?;
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io("cannot lock", &path)(std::io::Error::last_os_error()));
+        }
+        Ok(ContainerDir {
+            path,
+            id: id.to_string(),
+            lock,
+        })
+    }
+
+    pub fn load(&self) -> Result<State, StateError> {
+        let file = self.path.join(STATE_FILE);
+        let bytes = std::fs::read(&file).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StateError::NotExist
+            } else {
+                io("cannot read", &file)(e)
+            }
+        })?;
+        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path: file, source })
+    }
+
+    pub fn save(&self, state: &State) -> Result<(), StateError> {
+        let bytes = serde_json::to_vec(state).map_err(|source| StateError::Corrupt {
+            path: self.path.join(STATE_FILE),
+            source,
+        })?;
+        write_atomic(&self.path.join(STATE_FILE), &bytes)
+    }
+
+    pub fn start_socket(&self) -> PathBuf {
+        self.path.join(START_SOCKET)
+    }
+
+    /// The container's status as the kernel sees it now.
+    pub fn status(&self, state: &State) -> Status {
+        if !process_is(state.pid, state.init_start_time) {
+            return Status::Stopped;
+        }
+        if self.start_socket().exists() {
+            return Status::Created;
+        }
+        if crate::cgroups::is_frozen(&state.cgroup_paths) {
+            return Status::Paused;
+        }
+        Status::Running
+    }
+
+    /// Removes the directory; the lock goes with it.
+    pub fn remove(self) -> Result<(), StateError> {
+        std::fs::remove_dir_all(&self.path)
+            .map_err(io("cannot remove state directory", &self.path))?;
+        drop(self.lock);
+        Ok(())
+    }
+}
+
+/// Writes `path` through a temporary file and a rename, so readers see the
+/// old content or the new, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(io("cannot write", path)(e));
+    }
+    Ok(())
+}
+
+/// Start time (clock ticks since boot) of `pid`, if it is alive and not a zombie.
+pub fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: parse after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
+    if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
+        return None;
+    }
+    fields.get(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that started at `start`.
+pub fn process_is(pid: i32, start: u64) -> bool {
+    pid > 0 && start_time(pid) == Some(start)
+}
+
+/// Every container directory under `root`, sorted by id.
+pub fn list_ids(root: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join(STATE_FILE).exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_cannot_name_other_paths() {
+        assert!(validate_id("abc-1.2_x+y").is_ok());
+        for bad in ["", ".", "..", "a/b", "../x", "a b"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_start_time_is_read_and_matches() {
+        let pid = std::process::id() as i32;
+        let start = start_time(pid).expect("own stat");
+        assert!(process_is(pid, start));
+        assert!(!process_is(pid, start + 1));
+    }
+}
