@@ -28,7 +28,7 @@ die() { echo "startup.sh: $*" >&2; exit 1; }
 say() { echo "startup.sh: $*" >&2; }
 
 [[ $(id -u) == 0 ]] || die "must run as root (namespaces, cgroups, mounts)"
-for tool in hyperfine jq unshare umount perl timeout /usr/bin/time /bin/busybox "$RUNC" "$CRUN"; do
+for tool in hyperfine jq unshare umount perl timeout pgrep /usr/bin/time /bin/busybox "$RUNC" "$CRUN"; do
     command -v "$tool" >/dev/null || die "missing $tool (/usr/bin/time is Debian's 'time' package, /bin/busybox is 'busybox-static')"
 done
 [[ -x $FLOOR ]] || die "no floor binary at $FLOOR (cargo build -p berth-bench-floor --release)"
@@ -173,12 +173,13 @@ for name in floor "${runtimes[@]}"; do mkdir -p "$work/root-$name"; done
 # One iteration of each lifecycle, under a time limit, before committing to hundreds. runc, crun
 # and the floor must work; berth is under construction, so a failing berth is left out loudly.
 declare -A skip=()
+smoke_limit=20
 smoke() { # MODE NAME -> 0 if one iteration exits 0
     local log=$work/smoke-$1-$2.log rc=0
     # shellcheck disable=SC2046 # cmd prints a command line meant to be split
-    waitfor timeout 30 $(cmd "$1" "$2") >"$log" 2>&1 || rc=$?
+    waitfor timeout "$smoke_limit" $(cmd "$1" "$2") >"$log" 2>&1 || rc=$?
     [[ $rc != 0 ]] || return 0
-    [[ $rc != 124 ]] || echo "(timed out after 30 s)" >>"$log"
+    [[ $rc != 124 ]] || echo "(timed out after $smoke_limit s)" >>"$log"
     say "$2: one '$1' iteration failed (exit $rc):"
     sed 's/^/    /' "$log" | tail -n 15 >&2
     return 1

@@ -1,1 +1,319 @@
-//! Helpers shared by the end-to-end tests.
+//! Helpers shared by berth's end-to-end tests.
+//!
+//! Tests run as root against the real kernel: [`Bundle`] builds a
+//! busybox-static rootfs (with berth's conformance checker in it) and a
+//! `config.json`; [`Runtime`] drives `berth` or `runc` with a private
+//! `--root` and deletes every container it made when dropped, even when the
+//! test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{json, Value};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A name unique to this test process.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// The directory holding the workspace's built binaries.
+pub fn target_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("BERTH_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    // .../target/<triple>/debug/deps/test-binary
+    let exe = std::env::current_exe().expect("current_exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_path_buf()
+}
+
+pub fn berth_bin() -> PathBuf {
+    target_dir().join("berth")
+}
+
+pub fn checker_bin() -> PathBuf {
+    target_dir().join("berth-checker")
+}
+
+/// Skips (returns false) when the tests cannot run here: they need root.
+pub fn can_run() -> bool {
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipping: end-to-end tests need root");
+    }
+    root
+}
+
+/// Busybox applets the tests use.
+const APPLETS: &[&str] = &[
+    "sh", "true", "false", "echo", "cat", "ls", "id", "hostname", "mount", "sleep", "grep",
+    "stat", "touch", "readlink", "test", "ps", "kill", "wc", "env", "pwd", "head", "umask",
+    "mkdir", "domainname", "sysctl", "ulimit", "printf",
+];
+
+/// A bundle directory: `rootfs/` with busybox and the checker, and `config.json`.
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub config: Value,
+}
+
+impl Bundle {
+    pub fn new(name: &str) -> Bundle {
+        let dir = std::env::temp_dir().join(unique(&format!("berth-it-{name}")));
+        let bin = dir.join("rootfs/bin");
+        std::fs::create_dir_all(&bin).expect("create rootfs");
+        for sub in ["proc", "sys", "dev", "tmp", "etc"] {
+            std::fs::create_dir_all(dir.join("rootfs").join(sub)).expect("mkdir");
+        }
+        std::fs::write(
+            dir.join("rootfs/etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+        )
+        .expect("passwd");
+        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox (apt install busybox-static)");
+        for applet in APPLETS {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink applet");
+        }
+        std::fs::copy(checker_bin(), dir.join("rootfs/berth-checker"))
+            .expect("copy berth-checker (cargo build --workspace first)");
+        Bundle {
+            dir,
+            config: default_config(),
+        }
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    /// Sets the process arguments.
+    pub fn args(&mut self, args: &[&str]) -> &mut Self {
+        self.config["process"]["args"] = json!(args);
+        self
+    }
+
+    /// Makes the checker the process, reading this bundle's config through a read-only bind.
+    pub fn run_checker(&mut self) -> &mut Self {
+        let mounts = self.config["mounts"].as_array_mut().expect("mounts");
+        mounts.push(json!({
+            "destination": "/berth-config.json",
+            "type": "bind",
+            "source": self.dir.join("config.json"),
+            "options": ["bind", "ro"]
+        }));
+        self.args(&["/berth-checker", "/berth-config.json"])
+    }
+
+    /// Writes `config.json`.
+    pub fn write(&self) {
+        std::fs::write(
+            self.dir.join("config.json"),
+            serde_json::to_vec_pretty(&self.config).expect("json"),
+        )
+        .expect("write config.json");
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `runc spec` with a non-terminal process, the shape every test starts from.
+pub fn default_config() -> Value {
+    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/true"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "berth-test",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+             "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [
+                {"type": "pid"}, {"type": "network"}, {"type": "ipc"},
+                {"type": "uts"}, {"type": "mount"}
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    })
+}
+
+/// Which runtime binary a [`Runtime`] drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Berth,
+    Runc,
+}
+
+/// A runtime with a private state root; deletes its containers when dropped.
+pub struct Runtime {
+    pub kind: Kind,
+    pub bin: PathBuf,
+    pub root: PathBuf,
+}
+
+impl Runtime {
+    pub fn berth() -> Runtime {
+        Self::new(Kind::Berth, berth_bin())
+    }
+
+    pub fn runc() -> Runtime {
+        Self::new(Kind::Runc, PathBuf::from("runc"))
+    }
+
+    fn new(kind: Kind, bin: PathBuf) -> Runtime {
+        let root = std::env::temp_dir().join(unique("berth-it-root"));
+        Runtime { kind, bin, root }
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.bin);
+        command.arg("--root").arg(&self.root).args(args);
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// Runs the runtime with `args` and collects its output. Output goes
+    /// through files, not pipes: a detached container keeps the caller's
+    /// stdio open for as long as it runs.
+    pub fn exec(&self, args: &[&str]) -> Output {
+        let base = std::env::temp_dir().join(unique("berth-it-out"));
+        let stdout = base.with_extension("stdout");
+        let stderr = base.with_extension("stderr");
+        let status = self
+            .command(args)
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .status()
+            .expect("spawn runtime");
+        let output = Output {
+            status,
+            stdout: std::fs::read(&stdout).unwrap_or_default(),
+            stderr: std::fs::read(&stderr).unwrap_or_default(),
+        };
+        let _ = std::fs::remove_file(&stdout);
+        let _ = std::fs::remove_file(&stderr);
+        output
+    }
+
+    /// `run --bundle B ID` in the foreground.
+    pub fn run(&self, bundle: &Bundle, id: &str) -> Output {
+        bundle.write();
+        self.exec(&["run", "--bundle", bundle.dir.to_str().expect("utf8"), id])
+    }
+
+    pub fn state(&self, id: &str) -> Option<Value> {
+        let out = self.exec(&["state", id]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).expect("state json"))
+    }
+
+    pub fn status(&self, id: &str) -> String {
+        self.state(id)
+            .and_then(|s| s["status"].as_str().map(String::from))
+            .unwrap_or_else(|| "absent".into())
+    }
+
+    /// Waits (up to 10 s) until the container is stopped.
+    pub fn wait_stopped(&self, id: &str) {
+        for _ in 0..2000 {
+            if self.status(id) == "stopped" {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        panic!("container {id} did not stop");
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                if let Some(id) = entry.file_name().to_str() {
+                    let _ = self.exec(&["delete", "--force", id]);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// stdout and stderr as text, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The inode of `/proc/self/ns/NAME` of this (host) process.
+pub fn host_ns_inode(name: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/ns/{name}"))
+        .map(|m| m.ino())
+        .unwrap_or(0)
+}
+
+/// Annotates the config with the host's namespace inodes for the checker.
+pub fn annotate_host_namespaces(config: &mut Value) {
+    let annotations = config
+        .as_object_mut()
+        .expect("object")
+        .entry("annotations")
+        .or_insert_with(|| json!({}));
+    for (kind, proc_name) in [
+        ("user", "user"),
+        ("mount", "mnt"),
+        ("pid", "pid"),
+        ("network", "net"),
+        ("ipc", "ipc"),
+        ("uts", "uts"),
+        ("cgroup", "cgroup"),
+    ] {
+        annotations[format!("berth.test/host-ns.{kind}")] = json!(host_ns_inode(proc_name).to_string());
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs everything berth's build, tests and benchmarks need on Debian
+# bookworm (run as root), then builds the workspace once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(runc crun busybox-static hyperfine jq time)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# One shared target dir, debug for tests; the binaries are static (see .cargo/config.toml).
+cargo build --workspace --locked
