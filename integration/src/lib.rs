@@ -56,9 +56,33 @@ pub fn can_run() -> bool {
 
 /// Busybox applets the tests use.
 const APPLETS: &[&str] = &[
-    "sh", "true", "false", "echo", "cat", "ls", "id", "hostname", "mount", "sleep", "grep",
-    "stat", "touch", "readlink", "test", "ps", "kill", "wc", "env", "pwd", "head", "umask",
-    "mkdir", "domainname", "sysctl", "ulimit", "printf",
+    "sh",
+    "true",
+    "false",
+    "echo",
+    "cat",
+    "ls",
+    "id",
+    "hostname",
+    "mount",
+    "sleep",
+    "grep",
+    "stat",
+    "touch",
+    "readlink",
+    "test",
+    "ps",
+    "kill",
+    "wc",
+    "env",
+    "pwd",
+    "head",
+    "umask",
+    "mkdir",
+    "domainname",
+    "sysctl",
+    "ulimit",
+    "printf",
 ];
 
 /// A bundle directory: `rootfs/` with busybox and the checker, and `config.json`.
@@ -80,7 +104,8 @@ impl Bundle {
             "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
         )
         .expect("passwd");
-        std::fs::copy("/bin/busybox", bin.join("busybox")).expect("copy busybox (apt install busybox-static)");
+        std::fs::copy("/bin/busybox", bin.join("busybox"))
+            .expect("copy busybox (apt install busybox-static)");
         for applet in APPLETS {
             std::os::unix::fs::symlink("busybox", bin.join(applet)).expect("symlink applet");
         }
@@ -104,6 +129,9 @@ impl Bundle {
 
     /// Makes the checker the process, reading this bundle's config through a read-only bind.
     pub fn run_checker(&mut self) -> &mut Self {
+        // The mount point exists up front: a mapped root in a user namespace
+        // may not create files in a rootfs owned by the host's root.
+        std::fs::write(self.rootfs().join("berth-config.json"), b"").expect("mount point");
         let mounts = self.config["mounts"].as_array_mut().expect("mounts");
         mounts.push(json!({
             "destination": "/berth-config.json",
@@ -314,6 +342,7 @@ pub fn annotate_host_namespaces(config: &mut Value) {
         ("uts", "uts"),
         ("cgroup", "cgroup"),
     ] {
-        annotations[format!("berth.test/host-ns.{kind}")] = json!(host_ns_inode(proc_name).to_string());
+        annotations[format!("berth.test/host-ns.{kind}")] =
+            json!(host_ns_inode(proc_name).to_string());
     }
 }

@@ -12,7 +12,10 @@ fn run_prints_output_and_returns_the_exit_status() {
     bundle.args(&["/bin/sh", "-c", "echo hello from $(hostname); exit 3"]);
     let out = berth.run(&bundle, &unique("run"));
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from berth-test\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from berth-test\n"
+    );
 }
 
 #[test]
@@ -67,7 +70,11 @@ fn create_start_state_kill_delete() {
     assert_eq!(state["status"], "created");
     assert_eq!(state["id"], id.as_str());
     assert_eq!(state["ociVersion"], "1.2.0");
-    let pid: i64 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let pid: i64 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert_eq!(state["pid"], pid);
     assert_eq!(state["bundle"], bundle.dir.to_str().unwrap());
     // The init has not exec'd the process yet.
@@ -107,18 +114,28 @@ fn kill_accepts_numbers_and_names_and_delete_force_stops_a_running_container() {
     }
     let berth = Runtime::berth();
     let mut bundle = Bundle::new("kill");
-    bundle.args(&["/bin/sh", "-c", "trap 'exit 42' USR1; while true; do sleep 0.1; done"]);
+    bundle.args(&[
+        "/bin/sh",
+        "-c",
+        "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+    ]);
     bundle.write();
     let id = unique("kill");
     let dir = bundle.dir.to_str().unwrap();
-    assert!(berth.exec(&["run", "--detach", "--bundle", dir, &id]).status.success());
+    assert!(berth
+        .exec(&["run", "--detach", "--bundle", dir, &id])
+        .status
+        .success());
     assert_eq!(berth.status(&id), "running");
     assert!(berth.exec(&["kill", &id, "10"]).status.success());
     berth.wait_stopped(&id);
     assert!(berth.exec(&["delete", &id]).status.success());
 
     let id = unique("force");
-    assert!(berth.exec(&["run", "--detach", "--bundle", dir, &id]).status.success());
+    assert!(berth
+        .exec(&["run", "--detach", "--bundle", dir, &id])
+        .status
+        .success());
     assert!(berth.exec(&["delete", "--force", &id]).status.success());
     assert!(berth.state(&id).is_none());
 }
@@ -142,7 +159,10 @@ fn version_spec_and_features() {
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(spec["root"]["path"], "rootfs");
     let again = berth.exec(&["spec", "--bundle", dir.to_str().unwrap()]);
-    assert!(!again.status.success(), "spec must not overwrite config.json");
+    assert!(
+        !again.status.success(),
+        "spec must not overwrite config.json"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     let out = berth.exec(&["features"]);
