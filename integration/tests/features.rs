@@ -1,0 +1,360 @@
+//! Hooks, descriptors, terminals, `--no-pivot` and state bookkeeping, each
+//! checked on real containers.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use berth_integration::*;
+use serde_json::json;
+
+fn hook(path: &Path, name: &str, log: &Path) -> serde_json::Value {
+    json!({
+        "path": "/bin/sh",
+        "args": ["sh", "-c", format!("read -r state; echo \"{name} $state\" >> {}", log.display()), path.display().to_string()]
+    })
+}
+
+#[test]
+fn all_six_hooks_run_in_order_with_the_state_on_stdin() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("hooks");
+    let log = bundle.dir.join("hooks.log");
+    let host = Path::new("/bin/sh");
+    bundle.args(&["/bin/sh", "-c", "sleep 0.2"]);
+    bundle.config["root"]["readonly"] = json!(false);
+    bundle.config["hooks"] = json!({
+        "prestart": [hook(host, "prestart", &log)],
+        "createRuntime": [hook(host, "createRuntime", &log)],
+        "createContainer": [hook(host, "createContainer", &log)],
+        // startContainer runs inside the container, after pivot_root.
+        "startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "read -r state; echo \"startContainer $state\" > /tmp/start-hook"]}],
+        "poststart": [hook(host, "poststart", &log)],
+        "poststop": [hook(host, "poststop", &log)]
+    });
+    bundle.write();
+    let id = unique("hooks");
+    let dir = bundle.dir.to_str().unwrap();
+    let out = berth.exec(&["create", "--bundle", dir, &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let names = |log: &Path| -> Vec<String> {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&log),
+        ["prestart", "createRuntime", "createContainer"]
+    );
+    let out = berth.exec(&["start", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        names(&log),
+        ["prestart", "createRuntime", "createContainer", "poststart"]
+    );
+    let start_hook = std::fs::read_to_string(bundle.rootfs().join("tmp/start-hook")).unwrap();
+    assert!(start_hook.starts_with("startContainer {"), "{start_hook}");
+    berth.wait_stopped(&id);
+    let out = berth.exec(&["delete", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let lines: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(names(&log).last().unwrap(), "poststop");
+    for line in &lines {
+        let state: serde_json::Value =
+            serde_json::from_str(line.split_once(' ').unwrap().1).unwrap();
+        assert_eq!(state["id"], id.as_str(), "{line}");
+        assert_eq!(state["bundle"], dir, "{line}");
+        assert!(state["ociVersion"].is_string());
+    }
+    let first: serde_json::Value =
+        serde_json::from_str(lines[0].split_once(' ').unwrap().1).unwrap();
+    assert_eq!(first["status"], "creating");
+    assert!(first["pid"].as_i64().unwrap() > 1);
+}
+
+#[test]
+fn a_hook_that_times_out_or_fails_fails_create_and_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    for (phase, hook) in [
+        (
+            "prestart",
+            json!({"path": "/bin/sleep", "args": ["sleep", "30"], "timeout": 1}),
+        ),
+        ("createRuntime", json!({"path": "/bin/false"})),
+        (
+            "createContainer",
+            json!({"path": "/bin/sh", "args": ["sh", "-c", "echo broken >&2; exit 3"]}),
+        ),
+    ] {
+        let mut bundle = Bundle::new("hook-fail");
+        bundle.config["hooks"] = json!({ phase: [hook] });
+        bundle.write();
+        let id = unique("hookfail");
+        let started = std::time::Instant::now();
+        let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+        assert_eq!(out.status.code(), Some(1), "{phase}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{phase} hook")),
+            "{phase}: {stderr}"
+        );
+        if phase == "prestart" {
+            assert!(stderr.contains("timed out after 1s"), "{stderr}");
+            assert!(started.elapsed().as_secs() < 20);
+        }
+        if phase == "createContainer" {
+            assert!(stderr.contains("broken"), "{stderr}");
+        }
+        assert!(!berth.root.join(&id).exists(), "{phase}: state left behind");
+        assert!(
+            !Path::new(&format!("/sys/fs/cgroup/pids/berth/{id}")).exists(),
+            "{phase}: cgroup left behind"
+        );
+    }
+}
+
+/// Opens `path` at exactly `fd` in this process (for passing to a runtime).
+fn open_at(path: &Path, fd: i32) -> OwnedFd {
+    let file = std::fs::File::create(path).unwrap();
+    // SAFETY: dup2 onto a number the test owns for the duration of the test.
+    unsafe {
+        assert!(libc::dup2(file.as_raw_fd(), fd) >= 0);
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn only_stdio_and_preserved_fds_reach_the_container() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("fds");
+    // The shell is pid 1: list its descriptors and where they lead.
+    bundle.args(&["/bin/sh", "-c", "ls -l /proc/1/fd/"]);
+    bundle.write();
+    // Fds 3 and 4 are passed to berth without close-on-exec; only 3 is preserved.
+    let three = open_at(&bundle.dir.join("preserved-marker"), 53);
+    let four = open_at(&bundle.dir.join("leaked-marker"), 54);
+    let mut command = berth.command(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &unique("fds"),
+    ]);
+    // SAFETY: dup2 in the child between fork and exec is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::dup2(53, 3);
+            libc::dup2(54, 4);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    drop((three, four));
+    assert!(out.status.success(), "{}", text(&out));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("preserved-marker"),
+        "preserved fd missing: {listing}"
+    );
+    assert!(
+        !listing.contains("leaked-marker"),
+        "unpreserved fd leaked: {listing}"
+    );
+    // Nothing of berth's own (state dir, sockets) either.
+    assert!(!listing.contains("socket:"), "{listing}");
+    assert!(!listing.contains("berth-it-root"), "{listing}");
+}
+
+#[test]
+fn no_pivot_runs_with_a_moved_root() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("nopivot");
+    bundle.args(&[
+        "/bin/sh",
+        "-c",
+        "ls / | grep -c berth-checker; cat /proc/self/mountinfo | head -1",
+    ]);
+    bundle.write();
+    let out = berth.exec(&[
+        "run",
+        "--no-pivot",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &unique("nopivot"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("1\n"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// Receives one fd over SCM_RIGHTS.
+fn receive_fd(listener: &UnixListener) -> OwnedFd {
+    let (stream, _) = listener.accept().unwrap();
+    let mut data = [0u8; 256];
+    let mut control = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr built over local buffers that outlive recvmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        assert!(libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) > 0);
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null(), "no fd received");
+        let fd = *(libc::CMSG_DATA(cmsg) as *const i32);
+        OwnedFd::from_raw_fd(fd)
+    }
+}
+
+#[test]
+fn terminal_master_goes_to_the_console_socket() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("tty");
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.config["process"]["consoleSize"] = json!({"height": 33, "width": 111});
+    bundle.args(&[
+        "/bin/sh",
+        "-c",
+        "tty; stty size 2>/dev/null || cat /proc/self/stat | head -c0; echo done",
+    ]);
+    bundle.write();
+    let socket = bundle.dir.join("console.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let id = unique("tty");
+    let dir = bundle.dir.to_str().unwrap().to_string();
+    let sock = socket.to_str().unwrap().to_string();
+    let root = berth.root.clone();
+    let bin = berth.bin.clone();
+    let create = std::thread::spawn(move || {
+        std::process::Command::new(bin)
+            .args([
+                "--root",
+                root.to_str().unwrap(),
+                "create",
+                "--bundle",
+                &dir,
+                "--console-socket",
+                &sock,
+                &id,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    });
+    let master = receive_fd(&listener);
+    let out = create.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let id = berth.exec(&["list", "-q"]).stdout;
+    let id = String::from_utf8_lossy(&id).trim().to_string();
+    assert!(berth.exec(&["start", &id]).status.success());
+    let mut output = String::new();
+    let mut file = std::fs::File::from(master);
+    let mut buf = [0u8; 1024];
+    // Read until the slave closes (EIO) or "done" arrives.
+    while !output.contains("done") {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => output.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    assert!(output.contains("/dev/pts/0"), "{output}");
+    berth.wait_stopped(&id);
+}
+
+#[test]
+fn create_without_console_socket_for_a_terminal_is_refused() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("tty-refused");
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.write();
+    let id = unique("ttyno");
+    let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot allocate tty if"),
+        "{}",
+        text(&out)
+    );
+    assert!(!berth.root.join(&id).exists());
+}
+
+#[test]
+fn a_reused_pid_is_not_taken_for_the_container() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("pidreuse");
+    bundle.args(&["/bin/sleep", "1000"]);
+    bundle.write();
+    let id = unique("reuse");
+    assert!(berth
+        .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .status
+        .success());
+    let state_file = berth.root.join(&id).join("state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let real_pid = state["pid"].clone();
+    // Pretend the init died and the kernel gave its pid to another process:
+    // a bystander of ours with the same pid number but another start time.
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    state["pid"] = json!(bystander.id());
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(berth.status(&id), "stopped");
+    let out = berth.exec(&["kill", &id, "KILL"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container not running"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander was signalled"
+    );
+    // Put the real pid back so the container is cleaned up.
+    state["pid"] = real_pid;
+    std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(berth.status(&id), "running");
+    assert!(berth.exec(&["delete", "-f", &id]).status.success());
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
