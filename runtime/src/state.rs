@@ -2,8 +2,8 @@
 //! and the lock.
 //!
 //! `mkdir` of the directory is what reserves an id, so two racing `create`s
-//! of one id cannot both win. `state.json` is replaced atomically (temp file
-//! + rename). The init's start time (field 22 of `/proc/PID/stat`) is kept,
+//! of one id cannot both win. `state.json` is replaced atomically (a temp
+//! file, then a rename). The init's start time (field 22 of `/proc/PID/stat`) is kept,
 //! so a pid the kernel reused for another process is never taken for the
 //! container.
 
