@@ -346,3 +346,32 @@ pub fn annotate_host_namespaces(config: &mut Value) {
             json!(host_ns_inode(proc_name).to_string());
     }
 }
+
+/// A helper process of a test (a namespace holder, a bystander), killed and
+/// reaped when dropped so a failing test leaves nothing behind. Its stdio is
+/// null so it never holds the test harness's pipes open.
+pub struct Helper(pub std::process::Child);
+
+impl Helper {
+    pub fn spawn(program: &str, args: &[&str]) -> Helper {
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        Helper(child)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -259,12 +259,9 @@ fn berth_passes_every_check_runc_passes() {
     let shared = std::env::temp_dir().join(unique("conformance-shared"));
     std::fs::create_dir_all(shared.join("sub")).unwrap();
     // A network namespace to join, held by a process of ours.
-    let mut holder = std::process::Command::new("unshare")
-        .args(["--net", "sleep", "1000"])
-        .spawn()
-        .expect("unshare");
+    let holder = Helper::spawn("unshare", &["--net", "sleep", "1000"]);
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let netns_path = format!("/proc/{}/ns/net", holder.id());
+    let netns_path = format!("/proc/{}/ns/net", holder.pid());
     let netns_inode = {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(&netns_path).map(|m| m.ino()).unwrap_or(0)
@@ -347,8 +344,7 @@ fn berth_passes_every_check_runc_passes() {
         "configs passing every check: berth {berth_cases}/{total}, runc {runc_cases}/{}; checks passed: berth {berth_checks}, runc {runc_checks}",
         total - 1
     );
-    let _ = holder.kill();
-    let _ = holder.wait();
+    drop(holder);
     let _ = std::fs::remove_dir_all(&shared);
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     assert!(berth_cases == total, "berth must pass every config");

@@ -332,12 +332,11 @@ fn a_reused_pid_is_not_taken_for_the_container() {
         serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
     let real_pid = state["pid"].clone();
     // Pretend the init died and the kernel gave its pid to another process:
-    // a bystander of ours with the same pid number but another start time.
-    let mut bystander = std::process::Command::new("sleep")
-        .arg("1000")
-        .spawn()
-        .unwrap();
-    state["pid"] = json!(bystander.id());
+    // a bystander of ours with the same pid number but another start time
+    // (start times count clock ticks: let one pass first).
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    let mut bystander = Helper::spawn("sleep", &["1000"]);
+    state["pid"] = json!(bystander.pid());
     std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
     assert_eq!(berth.status(&id), "stopped");
     let out = berth.exec(&["kill", &id, "KILL"]);
@@ -347,7 +346,7 @@ fn a_reused_pid_is_not_taken_for_the_container() {
         text(&out)
     );
     assert!(
-        bystander.try_wait().unwrap().is_none(),
+        bystander.0.try_wait().unwrap().is_none(),
         "the bystander was signalled"
     );
     // Put the real pid back so the container is cleaned up.
@@ -355,6 +354,4 @@ fn a_reused_pid_is_not_taken_for_the_container() {
     std::fs::write(&state_file, serde_json::to_vec(&state).unwrap()).unwrap();
     assert_eq!(berth.status(&id), "running");
     assert!(berth.exec(&["delete", "-f", &id]).status.success());
-    let _ = bystander.kill();
-    let _ = bystander.wait();
 }

@@ -42,31 +42,40 @@ pub fn parse(name: &str) -> Result<Capability, CapabilityError> {
         .map_err(|_| CapabilityError::Unknown(name.to_string()))
 }
 
+/// The highest capability the running kernel knows, read once (the `caps`
+/// crate's own probe costs one prctl per capability each time).
+fn last_cap() -> u8 {
+    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
+    *LAST.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(40)
+    })
+}
+
+fn supported() -> impl Iterator<Item = Capability> {
+    let last = last_cap();
+    caps::all().into_iter().filter(move |c| c.index() <= last)
+}
+
 fn to_set(names: &Option<Vec<String>>) -> Result<CapsHashSet, CapabilityError> {
-    let supported = caps::runtime::thread_all_supported();
+    let last = last_cap();
     let mut set = HashSet::new();
     for name in names.iter().flatten() {
         let cap = parse(name)?;
         // Capabilities newer than the running kernel are skipped, as runc does.
-        if supported.contains(&cap) {
+        if cap.index() <= last {
             set.insert(cap);
         }
     }
     Ok(set)
 }
 
-fn apply(set: CapSet, name: &'static str, caps: &CapsHashSet) -> Result<(), CapabilityError> {
-    caps::set(None, set, caps).map_err(|source| CapabilityError::Apply {
-        set: name,
-        wanted: caps.iter().map(|c| c.to_string()).collect(),
-        source,
-    })
-}
-
 /// Drops every capability the bounding set of the spec does not list.
 pub fn apply_bounding(spec: &Option<Capabilities>) -> Result<(), CapabilityError> {
     let wanted = to_set(&spec.as_ref().and_then(|c| c.bounding.clone()))?;
-    for cap in caps::runtime::thread_all_supported() {
+    for cap in supported() {
         if !wanted.contains(&cap) {
             caps::drop(None, CapSet::Bounding, cap).map_err(|source| CapabilityError::Apply {
                 set: "bounding",
@@ -93,11 +102,23 @@ pub fn apply_process_sets(spec: &Option<Capabilities>) -> Result<(), CapabilityE
     // The kernel only lets ambient hold what is both permitted and
     // inheritable; like runc, the rest of the ambient list is not raised
     // (granting less than asked never weakens the container).
-    let ambient: CapsHashSet = ambient
+    // One CLEAR_ALL instead of the caps crate's lower-each-capability loop.
+    caps::clear(None, CapSet::Ambient).map_err(|source| CapabilityError::Apply {
+        set: "ambient",
+        wanted: Vec::new(),
+        source,
+    })?;
+    for cap in ambient
         .into_iter()
         .filter(|c| permitted.contains(c) && inheritable.contains(c))
-        .collect();
-    apply(CapSet::Ambient, "ambient", &ambient)
+    {
+        caps::raise(None, CapSet::Ambient, cap).map_err(|source| CapabilityError::Apply {
+            set: "ambient",
+            wanted: vec![cap.to_string()],
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn mask(set: &CapsHashSet) -> u64 {

@@ -238,6 +238,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             no_new_keyring: options.no_new_keyring,
             preserve_fds: options.preserve_fds,
             cgroup_paths: guard.cgroups.clone(),
+            hierarchies: hierarchies.clone(),
             runtime_hooks,
         });
     }
@@ -264,7 +265,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
-    cgroups::apply_devices(&guard.cgroups, &device_rules, &linux.devices)?;
+    cgroups::apply_devices(&hierarchies, &guard.cgroups, &device_rules, &linux.devices)?;
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
     loop {

@@ -32,6 +32,7 @@ pub struct InitArgs<'a> {
     /// Descriptors 3..3+N passed through to the process.
     pub preserve_fds: u32,
     pub cgroup_paths: Vec<PathBuf>,
+    pub hierarchies: Vec<crate::cgroups::Hierarchy>,
     pub runtime_hooks: bool,
 }
 
@@ -102,6 +103,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
                 .iter()
                 .any(|(k, _)| *k == crate::spec::NamespaceKind::User),
         cgroup_paths: &args.cgroup_paths,
+        hierarchies: &args.hierarchies,
         new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
     };
     rootfs::prepare(&ctx).map_err(|e| e.to_string())?;

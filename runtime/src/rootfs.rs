@@ -52,6 +52,7 @@ pub struct Context<'a> {
     pub bundle: &'a Path,
     pub in_user_namespace: bool,
     pub cgroup_paths: &'a [PathBuf],
+    pub hierarchies: &'a [crate::cgroups::Hierarchy],
     pub new_cgroup_namespace: bool,
 }
 
@@ -242,7 +243,7 @@ fn mount_cgroups(
 ) -> Result<(), RootfsError> {
     let dest = &mount.destination;
     let target = safe_path::open_or_create(root.as_raw_fd(), dest, Create::Directory)?;
-    let hierarchies = crate::cgroups::hierarchies();
+    let hierarchies = ctx.hierarchies;
     let bind_flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     let keep = options.flags
         & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);

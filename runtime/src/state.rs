@@ -21,7 +21,7 @@ use crate::spec::Hooks;
 pub enum StateError {
     #[error("container does not exist")]
     NotExist,
-    #[error("container with id exists: {0}")]
+    #[error("container with given ID already exists: {0}")]
     Exists(String),
     #[error("invalid container id {0:?}: use letters, digits, '_', '-', '.' and '+' only")]
     InvalidId(String),
