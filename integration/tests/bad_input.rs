@@ -646,3 +646,46 @@ fn racing_creates_of_one_id_let_exactly_one_win() {
         assert_nothing_left(&berth, &id, &bundle.dir);
     }
 }
+
+#[test]
+fn sysctls_that_would_change_the_host_are_refused() {
+    if !can_run() {
+        return;
+    }
+    // Not namespaced at all: writing it through the container's /proc/sys
+    // would retune the host kernel.
+    let bundle = bundle_with("sysctl-host", |c| {
+        c["linux"]["sysctl"] = json!({"kernel.panic": "0"});
+    });
+    let [berth, _] = create_fails_on_both(&bundle, &["kernel.panic"]);
+    assert!(berth.contains("not namespaced"), "{berth}");
+
+    // Namespaced, but the config shares the host's network namespace.
+    let bundle = bundle_with("sysctl-hostnet", |c| {
+        c["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|n| n["type"] != "network");
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    });
+    let [berth, _] = create_fails_on_both(&bundle, &["net.ipv4.ip_forward"]);
+    assert!(
+        berth.contains("needs a private network namespace"),
+        "{berth}"
+    );
+
+    // "Joining" the host's own network namespace by path is no better.
+    let bundle = bundle_with("sysctl-joinhost", |c| {
+        let namespaces = c["linux"]["namespaces"].as_array_mut().expect("namespaces");
+        namespaces.retain(|n| n["type"] != "network");
+        namespaces.push(json!({"type": "network", "path": "/proc/self/ns/net"}));
+        c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    });
+    let [berth, _] = create_fails_on_both(&bundle, &["net.ipv4.ip_forward"]);
+    assert!(
+        berth.contains("needs a private network namespace"),
+        "{berth}"
+    );
+    let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+    assert_ne!(forward.trim(), "", "host sysctl readable");
+}

@@ -301,6 +301,47 @@ impl NamespaceKind {
     }
 }
 
+/// IPC sysctls the kernel keeps per IPC namespace.
+const IPC_SYSCTLS: &[&str] = &[
+    "kernel.msgmax",
+    "kernel.msgmnb",
+    "kernel.msgmni",
+    "kernel.sem",
+    "kernel.shmall",
+    "kernel.shmmax",
+    "kernel.shmmni",
+    "kernel.shm_rmid_forced",
+];
+
+/// A sysctl is written through the container's `/proc/sys`, which for a
+/// non-namespaced key is the host's: only keys that live in a namespace the
+/// container owns are allowed (as runc does), so a config cannot retune the
+/// host kernel.
+fn check_sysctl(key: &str, has: &dyn Fn(NamespaceKind) -> bool) -> Result<(), SpecError> {
+    let err = |why: &str| Err(SpecError::Invalid(format!("sysctl {key:?} {why}")));
+    if key.is_empty()
+        || key.contains('/')
+        || key.split('.').any(|part| part.is_empty() || part == "..")
+    {
+        return err("is not a valid sysctl name");
+    }
+    let needs = if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
+        NamespaceKind::Ipc
+    } else if key.starts_with("net.") {
+        NamespaceKind::Network
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        NamespaceKind::Uts
+    } else {
+        return err("is not namespaced: it would change the host (not allowed)");
+    };
+    if !has(needs) {
+        return err(
+            &format!("needs a private {needs:?} namespace (not in the config)").to_lowercase(),
+        );
+    }
+    Ok(())
+}
+
 impl Spec {
     /// Reads and validates `BUNDLE/config.json`.
     pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
@@ -417,10 +458,20 @@ impl Spec {
                 return invalid(format!("unknown rootfsPropagation {propagation:?}"));
             }
         }
+        // A namespace "joined" by path may be the host's own: that is not private.
+        let private = |k: NamespaceKind| {
+            namespaces.iter().any(|(kind, path)| {
+                *kind == k
+                    && path.as_ref().is_none_or(|p| {
+                        use std::os::unix::fs::MetadataExt;
+                        let own = std::fs::metadata(format!("/proc/self/ns/{}", k.proc_name()));
+                        let joined = std::fs::metadata(p);
+                        !matches!((own, joined), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
+                    })
+            })
+        };
         for key in linux.sysctl.keys() {
-            if key.contains("..") || key.contains('/') && key.starts_with('/') || key.is_empty() {
-                return invalid(format!("invalid sysctl key {key:?}"));
-            }
+            check_sysctl(key, &private)?;
         }
         for rlimit in &process.rlimits {
             if crate::process::rlimit_resource(&rlimit.kind).is_none() {
