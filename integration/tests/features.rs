@@ -355,3 +355,23 @@ fn a_reused_pid_is_not_taken_for_the_container() {
     assert_eq!(berth.status(&id), "running");
     assert!(berth.exec(&["delete", "-f", &id]).status.success());
 }
+
+#[test]
+fn the_pids_limit_is_written_and_zero_leaves_it_alone() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    for (limit, expected) in [(42, "42"), (-1, "max"), (0, "max")] {
+        let mut bundle = Bundle::new("pids");
+        bundle.config["linux"]["resources"]["pids"] = json!({ "limit": limit });
+        bundle.args(&["/bin/cat", "/sys/fs/cgroup/pids/pids.max"]);
+        let out = berth.run(&bundle, &unique("pids"));
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            expected,
+            "limit {limit}"
+        );
+    }
+}

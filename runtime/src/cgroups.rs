@@ -21,6 +21,8 @@ pub enum CgroupError {
     },
     #[error("device rules cannot be enforced on this host: no v1 devices controller (cgroup v2 device programs are not implemented yet)")]
     NoDeviceController,
+    #[error("the spec sets a {0} limit but this host has no {0} controller for berth to use")]
+    NoController(&'static str),
     #[error("invalid device rule {0}")]
     InvalidRule(String),
 }
@@ -365,6 +367,36 @@ pub fn apply_devices(
         write(true, line)?;
     }
     Ok(())
+}
+
+/// Writes `pids.max` (a limit of 0 leaves the cgroup as it is, as runc does).
+pub fn apply_pids(
+    hierarchies: &[Hierarchy],
+    paths: &[PathBuf],
+    limit: i64,
+) -> Result<(), CgroupError> {
+    if limit == 0 {
+        return Ok(());
+    }
+    let value = if limit < 0 {
+        "max".to_string()
+    } else {
+        limit.to_string()
+    };
+    let dir = hierarchies
+        .iter()
+        .zip(paths)
+        .find(|(h, _)| h.controllers.iter().any(|c| c == "pids"))
+        .or_else(|| {
+            hierarchies
+                .iter()
+                .zip(paths)
+                .find(|(h, p)| h.is_unified() && p.join("pids.max").exists())
+        })
+        .map(|(_, p)| p)
+        .ok_or(CgroupError::NoController("pids"))?;
+    let path = dir.join("pids.max");
+    std::fs::write(&path, value).map_err(io(&path))
 }
 
 /// Checks the device rules without touching the kernel (for `create`'s validation).

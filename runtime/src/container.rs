@@ -265,6 +265,9 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
+    if let Some(pids) = linux.resources.as_ref().and_then(|r| r.pids) {
+        cgroups::apply_pids(&hierarchies, &guard.cgroups, pids.limit)?;
+    }
     cgroups::apply_devices(&hierarchies, &guard.cgroups, &device_rules, &linux.devices)?;
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;

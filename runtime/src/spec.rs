@@ -223,15 +223,23 @@ pub struct Device {
     pub gid: Option<u32>,
 }
 
-/// `linux.resources`. berth applies the device rules now; the other
-/// controllers arrive with the cgroups work and are refused until then.
+/// `linux.resources`. berth applies the device rules and the pids limit
+/// now; the other controllers arrive with the cgroups work and are refused
+/// until then.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
     #[serde(default)]
     pub devices: Vec<DeviceRule>,
+    pub pids: Option<Pids>,
     #[serde(flatten)]
     pub others: BTreeMap<String, serde_json::Value>,
+}
+
+/// `linux.resources.pids`: a limit above 0, below 0 for "max", 0 for untouched (as runc).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Pids {
+    pub limit: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -521,7 +529,7 @@ impl Spec {
         if let Some(resources) = &linux.resources {
             if let Some(key) = resources.others.keys().next() {
                 return invalid(format!(
-                    "linux.resources.{key} is set but berth applies only device rules so far"
+                    "linux.resources.{key} is set but berth applies only device rules and the pids limit so far"
                 ));
             }
         }

@@ -130,11 +130,10 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             // Library errors already name their cause: print the top only.
+            // With --log the error goes to the log only, as runc does: engines
+            // read it there (and some also show stderr, which would repeat it).
             let message = format!("{e}");
             log::write(log::Level::Error, &message);
-            if cli.log.is_some() {
-                eprintln!("berth: {message}");
-            }
             ExitCode::from(1)
         }
     }
