@@ -689,3 +689,75 @@ fn sysctls_that_would_change_the_host_are_refused() {
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     assert_ne!(forward.trim(), "", "host sysctl readable");
 }
+
+#[test]
+fn a_cgroup_with_other_processes_in_it_is_refused() {
+    if !can_run() {
+        return;
+    }
+    // A cgroup of ours with a bystander in it, in the pids hierarchy.
+    let name = unique("berth-it-busy");
+    let dir = PathBuf::from("/sys/fs/cgroup/pids").join(&name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let bystander = Helper::spawn("sleep", &["1000"]);
+    std::fs::write(dir.join("cgroup.procs"), bystander.pid().to_string()).unwrap();
+    let bundle = bundle_with("busy-cgroup", |c| {
+        c["linux"]["cgroupsPath"] = json!(format!("/{name}"));
+    });
+    let berth = Runtime::berth();
+    let id = unique("busy");
+    let out = berth.exec(&["create", "--bundle", dir_str(&bundle), &id]);
+    let msg = assert_fails(&berth, &out, &["already has processes"]);
+    assert!(msg.contains(&name), "{msg}");
+    assert!(dir.exists(), "berth removed a cgroup it did not make");
+    drop(bystander);
+    for _ in 0..100 {
+        if std::fs::remove_dir(&dir).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+fn dir_str(bundle: &Bundle) -> &str {
+    bundle.dir.to_str().expect("utf8")
+}
+
+#[test]
+fn delete_force_clears_what_an_interrupted_create_left() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let bundle = bundle_with("unfinished", |_| {});
+    let id = unique("unfinished");
+    // What a create killed before writing state.json leaves.
+    std::fs::create_dir_all(berth.root.join(&id)).unwrap();
+    let out = berth.exec(&["create", "--bundle", dir_str(&bundle), &id]);
+    assert!(!out.status.success());
+    let out = berth.exec(&["delete", "--force", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!berth.root.join(&id).exists());
+    let out = berth.exec(&["create", "--bundle", dir_str(&bundle), &id]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn an_unwritable_pid_file_fails_create_and_leaves_nothing() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let bundle = bundle_with("pidfile", |_| {});
+    let id = unique("pidfile");
+    let out = berth.exec(&[
+        "create",
+        "--bundle",
+        dir_str(&bundle),
+        "--pid-file",
+        "/nonexistent-dir/pid",
+        &id,
+    ]);
+    assert_fails(&berth, &out, &["/nonexistent-dir/pid"]);
+    assert_nothing_left(&berth, &id, &bundle.dir);
+}

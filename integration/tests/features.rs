@@ -375,3 +375,98 @@ fn the_pids_limit_is_written_and_zero_leaves_it_alone() {
         );
     }
 }
+
+#[test]
+fn the_process_starts_with_default_signal_dispositions() {
+    if !can_run() {
+        return;
+    }
+    // Ignored signals survive execve; berth itself ignores SIGPIPE (Rust).
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("signals");
+    bundle.args(&["/bin/grep", "-E", "^(SigIgn|SigBlk)", "/proc/self/status"]);
+    let out = berth.run(&bundle, &unique("sigs"));
+    assert!(out.status.success(), "{}", text(&out));
+    let status = String::from_utf8_lossy(&out.stdout);
+    assert!(status.contains("SigIgn:\t0000000000000000"), "{status}");
+    assert!(status.contains("SigBlk:\t0000000000000000"), "{status}");
+}
+
+#[test]
+fn a_relative_program_is_found_from_the_cwd() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("relative");
+    std::fs::create_dir_all(bundle.rootfs().join("app")).unwrap();
+    std::os::unix::fs::symlink("/bin/busybox", bundle.rootfs().join("app/echo")).unwrap();
+    bundle.config["process"]["cwd"] = json!("/app");
+    bundle.args(&["./echo", "relative ok"]);
+    let out = berth.run(&bundle, &unique("rel"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "relative ok\n");
+}
+
+#[test]
+fn listen_fds_in_the_container_env_keeps_nothing_open() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("listenfds");
+    bundle.config["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("LISTEN_FDS=5"));
+    bundle.args(&["/bin/sh", "-c", "ls -l /proc/1/fd/"]);
+    bundle.write();
+    let marker = open_at(&bundle.dir.join("leaked-marker"), 55);
+    let mut command = berth.command(&[
+        "run",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &unique("lfd"),
+    ]);
+    // SAFETY: dup2 in the child between fork and exec is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            libc::dup2(55, 4);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    drop(marker);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("leaked-marker"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn usage_errors_reach_the_json_log() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let log = std::env::temp_dir().join(unique("usage-log"));
+    let out = berth.exec(&[
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format=json",
+        "frobnicate",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let content = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    let record: serde_json::Value =
+        serde_json::from_str(content.lines().last().unwrap_or("{}")).unwrap();
+    assert_eq!(record["level"], "error", "{content}");
+    assert!(
+        record["msg"].as_str().unwrap_or("").contains("frobnicate"),
+        "{content}"
+    );
+}

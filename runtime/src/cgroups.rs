@@ -21,6 +21,8 @@ pub enum CgroupError {
     },
     #[error("device rules cannot be enforced on this host: no v1 devices controller (cgroup v2 device programs are not implemented yet)")]
     NoDeviceController,
+    #[error("cgroup {0} already has processes in it: choose a cgroupsPath of the container's own")]
+    InUse(PathBuf),
     #[error("the spec sets a {0} limit but this host has no {0} controller for berth to use")]
     NoController(&'static str),
     #[error("invalid device rule {0}")]
@@ -166,6 +168,12 @@ pub fn create(
     let mut made = Vec::new();
     for hierarchy in hierarchies {
         let dir = container_dir(hierarchy, cgroups_path, id)?;
+        // Sharing a cgroup with other processes would let `kill --all` and
+        // `delete` signal them: refuse, as runc 1.2 does.
+        if !pids(std::slice::from_ref(&dir)).is_empty() {
+            remove(&made);
+            return Err(CgroupError::InUse(dir));
+        }
         if let Err(e) = std::fs::create_dir_all(&dir) {
             remove(&made);
             return Err(io(&dir)(e));
@@ -220,8 +228,8 @@ pub fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// Removes the directories (children first, retrying while the kernel still
-/// counts exiting tasks).
+/// Removes the directories, retrying while the kernel still counts exiting
+/// tasks.
 pub fn remove(paths: &[PathBuf]) {
     for dir in paths {
         for attempt in 0..50 {
@@ -319,9 +327,8 @@ pub fn apply_devices(
         .find(|(h, _)| h.controllers.iter().any(|c| c == "devices"))
         .map(|(_, p)| p)
     else {
-        if rules.is_empty() {
-            return Ok(());
-        }
+        // Without a device filter the container could mknod and open any
+        // host device: refuse rather than run unfiltered.
         return Err(CgroupError::NoDeviceController);
     };
     use std::io::Write;

@@ -128,7 +128,18 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             path: options.bundle.clone(),
             source,
         })?;
-    let spec = Spec::load(&bundle)?;
+    let mut spec = Spec::load(&bundle)?;
+    // Socket activation: the caller's LISTEN_FDS (meant for us, per
+    // LISTEN_PID) pass through after the preserved fds, as runc does. The
+    // container's own environment never decides which fds stay open.
+    let listen_fds = listen_fds();
+    let preserve_fds = options.preserve_fds + listen_fds;
+    if listen_fds > 0 {
+        if let Some(process) = spec.process.as_mut() {
+            process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
+            process.env.push(format!("LISTEN_FDS={listen_fds}"));
+        }
+    }
     let process = spec
         .process
         .as_ref()
@@ -236,7 +247,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             container_id: options.id.clone(),
             no_pivot: options.no_pivot,
             no_new_keyring: options.no_new_keyring,
-            preserve_fds: options.preserve_fds,
+            preserve_fds,
             cgroup_paths: guard.cgroups.clone(),
             hierarchies: hierarchies.clone(),
             runtime_hooks,
@@ -248,7 +259,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     drop(console);
 
     let init_start_time = state::start_time(pid).unwrap_or_default();
-    let mut state = State {
+    let state = State {
         id: options.id.clone(),
         pid,
         init_start_time,
@@ -288,19 +299,37 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             Err(e) => return Err(e.into()),
         }
     }
-    state.owner = String::new();
-    let dir = guard
-        .dir
-        .take()
-        .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?;
-    dir.save(&state)?;
+    // The pid file first: if it cannot be written, the guard still undoes
+    // everything, and no stopped container is left in the state directory.
     if let Some(pid_file) = &options.pid_file {
         let path = absolute(pid_file);
         state::write_atomic(&path, pid.to_string().as_bytes())?;
     }
+    guard
+        .dir
+        .as_ref()
+        .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?
+        .save(&state)?;
+    // Done: disarm the guard (the lock goes with the directory handle).
+    guard.dir = None;
     guard.pid = None;
     guard.cgroups.clear();
     Ok(pid)
+}
+
+/// The number of socket-activation fds passed to this process.
+fn listen_fds() -> u32 {
+    let for_us = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    if !for_us {
+        return 0;
+    }
+    std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
 }
 
 fn absolute(path: &Path) -> PathBuf {
@@ -487,7 +516,7 @@ fn wait_gone(pid: i32, start: u64) {
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
     let dir = match ContainerDir::open(root, id) {
         Ok(dir) => dir,
-        Err(StateError::NotExist) if force => return Ok(()),
+        Err(StateError::NotExist) if force => return remove_unfinished(root, id),
         Err(e) => return Err(e.into()),
     };
     let state = dir.load()?;
@@ -518,6 +547,25 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     dir.remove()?;
+    Ok(())
+}
+
+/// `delete --force` of an id whose `create` was killed half-way: the
+/// directory has no state.json. Waits for a `create` still running (it holds
+/// the lock), then removes what is left unless that create finished.
+fn remove_unfinished(root: &Path, id: &str) -> Result<(), ContainerError> {
+    state::validate_id(id)?;
+    let path = root.join(id);
+    let Ok(handle) = std::fs::File::open(&path) else {
+        return Ok(());
+    };
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) };
+    if path.join("state.json").exists() {
+        drop(handle);
+        return delete(root, id, true);
+    }
+    let _ = std::fs::remove_dir_all(&path);
     Ok(())
 }
 

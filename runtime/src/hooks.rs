@@ -75,7 +75,19 @@ pub fn run(phase: &'static str, hook: &Hook, state_json: &[u8]) -> Result<(), Ho
         .filter(|t| *t > 0)
         .map(|t| Instant::now() + Duration::from_secs(t as u64));
     let mut pause = Duration::from_micros(200);
+    // Drained while waiting: a hook that writes more than a pipe holds to
+    // stderr would otherwise block forever.
+    let mut stderr = Vec::new();
+    if let Some(pipe) = &child.stderr {
+        use std::os::fd::AsRawFd;
+        // SAFETY: fcntl on a pipe we own.
+        unsafe {
+            let flags = libc::fcntl(pipe.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
+        }
+    }
     let status = loop {
+        drain(&mut child, &mut stderr);
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
@@ -102,15 +114,28 @@ pub fn run(phase: &'static str, hook: &Hook, state_json: &[u8]) -> Result<(), Ho
     if status.success() {
         return Ok(());
     }
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        use std::io::Read;
-        let _ = pipe.read_to_string(&mut stderr);
-    }
+    drain(&mut child, &mut stderr);
     Err(HookError::Failed {
         phase,
         path,
         status: status.to_string(),
-        stderr,
+        stderr: String::from_utf8_lossy(&stderr).into_owned(),
     })
+}
+
+/// Reads what the hook wrote to stderr so far, keeping the first 64 KiB.
+fn drain(child: &mut std::process::Child, into: &mut Vec<u8>) {
+    use std::io::Read;
+    let Some(pipe) = child.stderr.as_mut() else {
+        return;
+    };
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = pipe.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        if into.len() < 64 * 1024 {
+            into.extend_from_slice(&buf[..n]);
+        }
+    }
 }

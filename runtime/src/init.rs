@@ -108,7 +108,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     };
     rootfs::prepare(&ctx).map_err(|e| e.to_string())?;
     rootfs::mount_all(&ctx).map_err(|e| e.to_string())?;
-    create_cwd(&args.rootfs, &process.cwd)?;
+    // Opened now, inside the rootfs: after pivot_root the process enters it
+    // by fd, so no path (or symlink planted in it) is looked up again
+    // (CVE-2024-21626).
+    let cwd = create_cwd(&args.rootfs, &process.cwd)?;
     if args.runtime_hooks {
         args.channel.runtime_hooks().map_err(|e| e.to_string())?;
         args.channel
@@ -137,23 +140,29 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     }
     process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
     let env = process::environment(process);
-    let executable = process::find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
-    let cwd_as_root = nix::unistd::chdir(process.cwd.as_str());
+    let cwd_as_root = nix::unistd::fchdir(cwd.as_raw_fd());
     if process.no_new_privileges {
         process::set_no_new_privs().map_err(|e| e.to_string())?;
     }
     capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
     process::switch_user(process, true).map_err(|e| e.to_string())?;
     capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
+    // Changing uid resets the dumpable flag: keep /proc/1/exe (still berth)
+    // out of reach until execve (CVE-2019-5736).
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
     if cwd_as_root.is_err() {
         // A directory only the container's user may enter.
-        nix::unistd::chdir(process.cwd.as_str()).map_err(|e| {
+        nix::unistd::fchdir(cwd.as_raw_fd()).map_err(|e| {
             format!(
                 "chdir to cwd ({:?}) set in config.json failed: {e}",
                 process.cwd
             )
         })?;
     }
+    drop(cwd);
+    // Looked up as the container's user, from its cwd, as execve will.
+    let executable = process::find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
     // SAFETY: plain umask.
     unsafe { libc::umask(process.user.umask.unwrap_or(0o022)) };
     let argv = process::c_strings("argument", &process.args).map_err(|e| e.to_string())?;
@@ -162,14 +171,9 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         .map_err(|_| "executable path contains a NUL byte")?;
 
     // 6. Nothing of ours may reach the container (CVE-2024-21626): every
-    // descriptor above stdio and the preserved ones closes on exec.
-    let listen_fds = env
-        .iter()
-        .find_map(|e| e.strip_prefix("LISTEN_FDS="))
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(0);
-    let keep = 3 + args.preserve_fds.max(listen_fds);
-    mark_cloexec_from(keep)?;
+    // descriptor above stdio and the preserved ones (which include the
+    // caller's socket-activation fds) closes on exec.
+    mark_cloexec_from(3 + args.preserve_fds)?;
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
@@ -185,6 +189,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
             report_start_failure(&connection, &e.to_string());
         }
     }
+    reset_signals();
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
@@ -271,14 +276,40 @@ fn join_session_keyring(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Creates the process's cwd inside the rootfs if it is missing, as runc does.
-fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<(), String> {
+/// Opens the process's cwd inside the rootfs, creating it if it is missing
+/// (as runc does).
+fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<OwnedFd, String> {
     let root = std::fs::File::open(rootfs).map_err(|e| format!("open rootfs: {e}"))?;
     safe_path::open_or_create(
         root.as_raw_fd(),
         std::path::Path::new(cwd),
         safe_path::Create::Directory,
     )
-    .map(drop)
     .map_err(|e| e.to_string())
+}
+
+/// Default dispositions and an empty mask: ignored signals survive execve,
+/// and Rust ignores SIGPIPE, which a shell pipeline in the container relies on.
+fn reset_signals() {
+    // SAFETY: resetting dispositions and the mask of this single-threaded process.
+    unsafe {
+        // The raw syscall: glibc's wrappers refuse its own two reserved
+        // real-time signals, which a caller may still have left ignored.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &action as *const libc::sigaction,
+                    std::ptr::null_mut::<libc::sigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
 }

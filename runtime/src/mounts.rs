@@ -31,7 +31,7 @@ pub enum MountError {
 #[derive(Debug, Clone)]
 pub struct MountOptions {
     pub flags: MsFlags,
-    /// Flags an option explicitly turns off (`rw`, `suid`, …), kept for remounts.
+    /// Flags an option explicitly turns off (`rw`, `suid`, …).
     pub cleared: MsFlags,
     pub propagation: Vec<MsFlags>,
     pub recursive_set: u64,
@@ -173,6 +173,8 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, MountError> {
                 parsed.recursive_set |= bits;
                 parsed.recursive_clear &= !bits;
             }
+        } else if option == "defaults" {
+            continue;
         } else if option == "idmap" || option == "ridmap" {
             return Err(MountError::Option(option.clone()));
         } else if option.is_empty() {

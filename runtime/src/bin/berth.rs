@@ -28,7 +28,7 @@ struct Cli {
     log_format: String,
     #[arg(long, global = true)]
     debug: bool,
-    /// Accepted for compatibility; systemd cgroup management is not implemented.
+    /// Accepted for compatibility; cgroups are managed through cgroupfs.
     #[arg(long = "systemd-cgroup", global = true)]
     systemd_cgroup: bool,
     /// Accepted for compatibility (true, false or auto).
@@ -112,6 +112,10 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            // Engines read errors from --log: find it by hand, clap failed.
+            if e.use_stderr() {
+                log_usage_error(&e.to_string());
+            }
             let _ = e.print();
             return if e.use_stderr() {
                 ExitCode::from(1)
@@ -139,6 +143,24 @@ fn main() -> ExitCode {
     }
 }
 
+fn log_usage_error(message: &str) {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{name}="))
+                .map(String::from)
+                .or_else(|| (a == name).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    if let Some(path) = value("--log") {
+        let json = value("--log-format").as_deref() == Some("json");
+        if log::init(std::path::Path::new(&path), json, false).is_ok() {
+            let first = message.lines().next().unwrap_or(message);
+            log::write(log::Level::Error, first.trim_start_matches("error: "));
+        }
+    }
+}
+
 fn create_options(args: &CreateArgs, foreground: bool) -> CreateOptions {
     CreateOptions {
         id: args.id.clone(),
@@ -162,7 +184,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if cli.systemd_cgroup {
-        anyhow::bail!("--systemd-cgroup is not supported yet: berth manages cgroupfs directly");
+        // Engines on systemd hosts pass it; berth places containers through
+        // cgroupfs itself (systemd-managed cgroups come with the cgroups work).
+        log::debug("--systemd-cgroup: managing cgroups through cgroupfs");
     }
     let root = &cli.root;
     let Some(command) = &cli.command else {
