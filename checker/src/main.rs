@@ -7,7 +7,35 @@ use std::process::ExitCode;
 
 use berth_checker::tap::Report;
 
+/// `berth-checker --syscall NR [ARG...]`: makes one raw syscall and prints
+/// `ok` or `errno N`, so tests can probe a seccomp filter for syscalls no
+/// busybox applet makes.
+fn probe_syscall(args: &[String]) -> ExitCode {
+    let numbers: Vec<i64> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if numbers.is_empty() || numbers.len() != args.len() || numbers.len() > 7 {
+        eprintln!("usage: berth-checker --syscall NR [ARG...] (numbers only)");
+        return ExitCode::from(2);
+    }
+    let arg = |i: usize| numbers.get(i).copied().unwrap_or(0);
+    // SAFETY: the caller picks a syscall whose arguments are plain numbers;
+    // the probe exists to see what the filter answers.
+    let rc = unsafe { libc::syscall(arg(0), arg(1), arg(2), arg(3), arg(4), arg(5), arg(6)) };
+    if rc < 0 {
+        println!(
+            "errno {}",
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        );
+    } else {
+        println!("ok");
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--syscall") {
+        return probe_syscall(&args[2..]);
+    }
     let report = match std::env::args_os().nth(1) {
         Some(path) => berth_checker::run(Path::new(&path)),
         None => {

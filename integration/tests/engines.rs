@@ -64,13 +64,10 @@ impl Drop for Podman {
 }
 
 /// Options this host needs with any runtime: root's hard NPROC/NOFILE limits
-/// are below podman's defaults, there is no CNI network, and seccomp arrives
-/// in berth with its own issue.
+/// are below podman's defaults and there is no CNI network.
 const OPTIONS: &[&str] = &[
     "--network",
     "none",
-    "--security-opt",
-    "seccomp=unconfined",
     "--ulimit",
     "nofile=20000:20000",
     "--ulimit",
@@ -100,10 +97,18 @@ fn podman_runs_containers_with_berth() {
         &podman,
         &["--rm"],
         image,
-        &["/bin/sh", "-c", "echo hi from $(cat /proc/1/comm); exit 7"],
+        &[
+            "/bin/sh",
+            "-c",
+            "echo hi from $(cat /proc/1/comm); grep ^Seccomp: /proc/self/status; exit 7",
+        ],
     );
+    // podman's default seccomp profile is in force (2: filter mode).
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi from sh\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hi from sh\nSeccomp:\t2\n"
+    );
 
     let out = podman_run(&podman, &["-d", "--name", "long"], image, &["sleep", "100"]);
     assert!(out.status.success(), "{}", text(&out));
@@ -134,23 +139,11 @@ fn podman_shows_berths_error_for_what_it_cannot_apply() {
     let bundle = Bundle::new("podman-err");
     let image = "localhost/berth-it-busybox-err:1";
     podman.import(&bundle.rootfs(), image);
-    // podman's default seccomp profile: berth refuses rather than run unconfined.
-    let out = podman.run(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--ulimit",
-        "nofile=20000:20000",
-        "--ulimit",
-        "nproc=32768:32768",
-        image,
-        "/bin/true",
-    ]);
+    // A memory limit: berth refuses rather than run the container unlimited.
+    let out = podman_run(&podman, &["--rm", "--memory", "64m"], image, &["/bin/true"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains("linux.seccomp is set but berth cannot apply seccomp profiles yet"),
+        String::from_utf8_lossy(&out.stderr).contains("linux.resources.memory is set but berth"),
         "{}",
         text(&out)
     );

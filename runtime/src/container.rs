@@ -166,6 +166,14 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             path: bundle.join(rootfs_spec),
         })?;
     let plan = Plan::new(&spec.namespaces()?);
+    let seccomp = match &spec.linux().seccomp {
+        Some(value) => Some(
+            crate::seccomp::parse(value)
+                .and_then(|p| crate::seccomp::compile(&p))
+                .map_err(|e| ContainerError::Usage(e.to_string()))?,
+        ),
+        None => None,
+    };
     for (_, path) in plan.runtime_joins.iter().chain(&plan.init_joins) {
         if !path.exists() {
             return Err(NamespaceError::Open {
@@ -248,6 +256,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             no_pivot: options.no_pivot,
             no_new_keyring: options.no_new_keyring,
             preserve_fds,
+            seccomp: seccomp.as_ref(),
             cgroup_paths: guard.cgroups.clone(),
             hierarchies: hierarchies.clone(),
             runtime_hooks,

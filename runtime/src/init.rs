@@ -33,6 +33,8 @@ pub struct InitArgs<'a> {
     pub preserve_fds: u32,
     pub cgroup_paths: Vec<PathBuf>,
     pub hierarchies: Vec<crate::cgroups::Hierarchy>,
+    /// The compiled `linux.seccomp`, installed as late as the kernel allows.
+    pub seccomp: Option<&'a crate::seccomp::Compiled>,
     pub runtime_hooks: bool,
 }
 
@@ -144,6 +146,14 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     if process.no_new_privileges {
         process::set_no_new_privs().map_err(|e| e.to_string())?;
     }
+    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
+    // now, before the capabilities go (as runc does); the filter then also
+    // governs the init's last steps, which a sane profile allows.
+    if !process.no_new_privileges {
+        if let Some(filters) = args.seccomp {
+            crate::seccomp::install(filters).map_err(|e| e.to_string())?;
+        }
+    }
     capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
     process::switch_user(process, true).map_err(|e| e.to_string())?;
     capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
@@ -190,6 +200,15 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         }
     }
     reset_signals();
+    // With no_new_privs the filter goes on last, so it only ever sees the
+    // user's program (and this execve).
+    if process.no_new_privileges {
+        if let Some(filters) = args.seccomp {
+            if let Err(e) = crate::seccomp::install(filters) {
+                report_start_failure(&connection, &e.to_string());
+            }
+        }
+    }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();

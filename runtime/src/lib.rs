@@ -31,6 +31,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod safe_path;
+pub mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod time;

@@ -521,11 +521,6 @@ impl Spec {
                 );
             }
         }
-        if linux.seccomp.is_some() {
-            return invalid(
-                "linux.seccomp is set but berth cannot apply seccomp profiles yet".into(),
-            );
-        }
         if let Some(resources) = &linux.resources {
             if let Some(key) = resources.others.keys().next() {
                 return invalid(format!(

@@ -1,0 +1,245 @@
+//! Seccomp from inside real containers: the spec's own rules, and the
+//! engines' default profile (containers-common's, shipped by Debian)
+//! resolved for the container's capabilities.
+
+use berth_integration::*;
+use berth_runtime::seccomp::engine;
+use serde_json::{json, Value};
+
+const ENGINE_PROFILE: &str =
+    "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
+
+fn with_profile(name: &str, profile: Value) -> Bundle {
+    let mut bundle = Bundle::new(name);
+    bundle.config["root"]["readonly"] = json!(false);
+    bundle.config["linux"]["seccomp"] = profile;
+    bundle
+}
+
+fn run(bundle: &Bundle, args: &[&str]) -> std::process::Output {
+    let berth = Runtime::berth();
+    let mut bundle_config = bundle.config.clone();
+    bundle_config["process"]["args"] = json!(args);
+    std::fs::write(
+        bundle.dir.join("config.json"),
+        serde_json::to_vec(&bundle_config).unwrap(),
+    )
+    .unwrap();
+    berth.exec(&[
+        "run",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &unique("sc"),
+    ])
+}
+
+#[test]
+fn an_errno_rule_fails_the_call_with_exactly_that_errno() {
+    if !can_run() {
+        return;
+    }
+    for nnp in [true, false] {
+        let mut bundle = with_profile(
+            "mkdir-eacces",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            }),
+        );
+        bundle.config["process"]["noNewPrivileges"] = json!(nnp);
+        let out = run(
+            &bundle,
+            &[
+                "/bin/sh",
+                "-c",
+                "mkdir /tmp/denied; echo rc=$?; touch /tmp/allowed && echo touched",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.contains("rc=1") && stdout.contains("touched"),
+            "nnp={nnp}: {}",
+            text(&out)
+        );
+        assert!(
+            stderr.contains("Permission denied"),
+            "nnp={nnp}: {}",
+            text(&out)
+        );
+        assert!(!bundle.rootfs().join("tmp/denied").exists());
+    }
+}
+
+#[test]
+fn an_argument_rule_blocks_only_the_matching_call() {
+    if !can_run() {
+        return;
+    }
+    for arg in [
+        json!({"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}),
+        // (signal & 0x8) == 0x8: SIGUSR1 (10) matches, signal 0 does not.
+        json!({"index": 1, "value": 8, "valueTwo": 8, "op": "SCMP_CMP_MASKED_EQ"}),
+    ] {
+        let bundle = with_profile(
+            "kill-usr1",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": [arg]}]
+            }),
+        );
+        let out = run(
+            &bundle,
+            &[
+                "/bin/sh",
+                "-c",
+                "kill -0 $$; echo zero=$?; kill -USR1 $$; echo usr1=$?",
+            ],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("zero=0"), "{}", text(&out));
+        assert!(stdout.contains("usr1=1"), "{}", text(&out));
+    }
+}
+
+fn engine_profile(capabilities: &[&str]) -> Value {
+    let text = std::fs::read_to_string(ENGINE_PROFILE).expect(
+        "containers-common's seccomp.json (apt install golang-github-containers-common-dev)",
+    );
+    let profile: Value = serde_json::from_str(&text).unwrap();
+    let caps: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
+    let target = engine::Target {
+        capabilities: &caps,
+        arch: "amd64",
+        kernel: engine::kernel_version(),
+    };
+    engine::resolve(&profile, &target).unwrap()
+}
+
+const DOCKER_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+#[test]
+fn the_engines_default_profile_runs_a_shell_and_denies_what_it_denies() {
+    if !can_run() {
+        return;
+    }
+    let mut bundle = with_profile("engine", engine_profile(DOCKER_CAPS));
+    let caps = json!(DOCKER_CAPS);
+    bundle.config["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    let out = run(&bundle, &[
+        "/bin/sh", "-c",
+        "mkdir -p /tmp/a && echo x > /tmp/a/f && cat /tmp/a/f && ls /tmp/a && ps >/dev/null && sleep 0 && id -u",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "x\nf\n0\n");
+    // bpf(2) without CAP_SYS_ADMIN: the profile's EPERM.
+    let out = run(
+        &bundle,
+        &["/berth-checker", "--syscall", "321", "0", "0", "0"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "errno 1",
+        "{}",
+        text(&out)
+    );
+    // tuxcall(2) is in none of its lists: defaultErrnoRet, ENOSYS.
+    let out = run(&bundle, &["/berth-checker", "--syscall", "184"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "errno 38",
+        "{}",
+        text(&out)
+    );
+    // unshare is allowed by the profile; the missing capability stops it.
+    let out = run(
+        &bundle,
+        &[
+            "/berth-checker",
+            "--syscall",
+            "272",
+            &libc::CLONE_NEWNS.to_string(),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "errno 1",
+        "{}",
+        text(&out)
+    );
+
+    // With CAP_SYS_ADMIN the profile lets bpf(2) through to the kernel.
+    let mut admin: Vec<&str> = DOCKER_CAPS.to_vec();
+    admin.push("CAP_SYS_ADMIN");
+    let mut bundle = with_profile("engine-admin", engine_profile(&admin));
+    let caps = json!(admin);
+    bundle.config["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    let out = run(
+        &bundle,
+        &["/berth-checker", "--syscall", "321", "0", "0", "0"],
+    );
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        answer != "errno 1" && answer != "errno 38",
+        "{answer}: {}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bad_profiles_fail_create_and_leave_nothing() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    for (profile, words) in [
+        (json!({"defaultAction": "SCMP_ACT_BOGUS"}), "unknown action"),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_PDP11"]}),
+            "unknown architecture",
+        ),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": "read"}),
+            "invalid type",
+        ),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+            "args": [{"index": 0, "value": 0, "op": "SCMP_CMP_SOMETIMES"}]}]}),
+            "unknown operator",
+        ),
+        (
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/notify.sock"}),
+            "not supported",
+        ),
+    ] {
+        let bundle = with_profile("bad-seccomp", profile);
+        bundle.write();
+        let id = unique("badsc");
+        let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(words),
+            "{words}: {}",
+            text(&out)
+        );
+        assert!(!berth.root.join(&id).exists());
+        assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/berth/{id}")).exists());
+    }
+}

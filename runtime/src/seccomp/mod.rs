@@ -1,0 +1,393 @@
+//! `linux.seccomp`: compiling the spec's profile to BPF and installing it.
+//!
+//! Threat: a container calling syscalls its profile forbids (the kernel's
+//! attack surface). The profile is compiled by the runtime before the
+//! container exists, so a bad profile fails `create` cleanly, and installed
+//! by the init (see `init.rs` for when).
+//!
+//! `seccompiler` builds one filter per action, so a profile with several
+//! actions becomes a small stack of filters. The kernel runs every filter
+//! of the stack and takes the most restrictive verdict, which gives the
+//! profile's meaning exactly:
+//! - one filter per non-default action: its rules → that action, else allow;
+//! - one filter for the default action: every rule of the profile → allow,
+//!   else the default action.
+//!
+//! A syscall named by a rule of one action and not by others gets that
+//! action; one named by no rule gets the default.
+
+pub mod engine;
+mod table_x86_64;
+
+use std::collections::BTreeMap;
+
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("invalid linux.seccomp: {0}")]
+    Invalid(String),
+    #[error("linux.seccomp: {0}")]
+    Compile(String),
+    #[error("cannot install the seccomp filter: {0}")]
+    Install(std::io::Error),
+}
+
+fn invalid<T>(message: impl Into<String>) -> Result<T, SeccompError> {
+    Err(SeccompError::Invalid(message.into()))
+}
+
+/// The OCI form of a profile (`linux.seccomp`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    pub default_action: String,
+    pub default_errno_ret: Option<u32>,
+    #[serde(default)]
+    pub architectures: Vec<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    pub listener_path: Option<String>,
+    #[serde(default)]
+    pub syscalls: Vec<SyscallRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyscallRule {
+    pub names: Vec<String>,
+    pub action: String,
+    pub errno_ret: Option<u32>,
+    #[serde(default)]
+    pub args: Vec<ArgRule>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ArgRule {
+    pub index: u8,
+    pub value: u64,
+    #[serde(default)]
+    pub value_two: u64,
+    pub op: String,
+}
+
+/// A compiled profile: the filters in installation order and the flags.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    pub filters: Vec<BpfProgram>,
+    pub flags: u32,
+}
+
+const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
+const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
+const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
+
+const KNOWN_ARCHES: &[&str] = &[
+    "SCMP_ARCH_X86",
+    "SCMP_ARCH_X86_64",
+    "SCMP_ARCH_X32",
+    "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64",
+    "SCMP_ARCH_MIPS",
+    "SCMP_ARCH_MIPS64",
+    "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",
+    "SCMP_ARCH_MIPSEL64",
+    "SCMP_ARCH_MIPSEL64N32",
+    "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",
+    "SCMP_ARCH_PPC64LE",
+    "SCMP_ARCH_S390",
+    "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC",
+    "SCMP_ARCH_PARISC64",
+    "SCMP_ARCH_RISCV64",
+    "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K",
+    "SCMP_ARCH_SH",
+    "SCMP_ARCH_SHEB",
+];
+
+/// The number of `name` on x86_64, if it has one.
+pub fn syscall_number(name: &str) -> Option<i64> {
+    let table = table_x86_64::SYSCALLS;
+    table
+        .binary_search_by(|(n, _)| n.cmp(&name))
+        .ok()
+        .map(|i| table[i].1)
+}
+
+/// An action with its data, ordered so that it can key a map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    Allow,
+    Errno(u32),
+    KillThread,
+    KillProcess,
+    Trap,
+    Trace(u32),
+    Log,
+}
+
+impl Action {
+    fn parse(name: &str, errno: Option<u32>) -> Result<Action, SeccompError> {
+        Ok(match name {
+            "SCMP_ACT_ALLOW" => Action::Allow,
+            "SCMP_ACT_ERRNO" => Action::Errno(errno.unwrap_or(libc::EPERM as u32)),
+            "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => Action::KillThread,
+            "SCMP_ACT_KILL_PROCESS" => Action::KillProcess,
+            "SCMP_ACT_TRAP" => Action::Trap,
+            "SCMP_ACT_TRACE" => Action::Trace(errno.unwrap_or(libc::EPERM as u32)),
+            "SCMP_ACT_LOG" => Action::Log,
+            "SCMP_ACT_NOTIFY" => {
+                return invalid(
+                    "SCMP_ACT_NOTIFY (seccomp user notification) is not supported by berth yet",
+                )
+            }
+            other => return invalid(format!("unknown action {other:?}")),
+        })
+    }
+
+    fn to_seccompiler(self) -> SeccompAction {
+        match self {
+            Action::Allow => SeccompAction::Allow,
+            Action::Errno(e) => SeccompAction::Errno(e),
+            Action::KillThread => SeccompAction::KillThread,
+            Action::KillProcess => SeccompAction::KillProcess,
+            Action::Trap => SeccompAction::Trap,
+            Action::Trace(e) => SeccompAction::Trace(e),
+            Action::Log => SeccompAction::Log,
+        }
+    }
+}
+
+fn condition(arg: &ArgRule) -> Result<SeccompCondition, SeccompError> {
+    if arg.index > 5 {
+        return invalid(format!(
+            "argument index {} is out of range (0-5)",
+            arg.index
+        ));
+    }
+    let op = match arg.op.as_str() {
+        "SCMP_CMP_NE" => SeccompCmpOp::Ne,
+        "SCMP_CMP_LT" => SeccompCmpOp::Lt,
+        "SCMP_CMP_LE" => SeccompCmpOp::Le,
+        "SCMP_CMP_EQ" => SeccompCmpOp::Eq,
+        "SCMP_CMP_GE" => SeccompCmpOp::Ge,
+        "SCMP_CMP_GT" => SeccompCmpOp::Gt,
+        // libseccomp: (arg & value) == valueTwo.
+        "SCMP_CMP_MASKED_EQ" => SeccompCmpOp::MaskedEq(arg.value),
+        other => return invalid(format!("unknown operator {other:?}")),
+    };
+    let value = if arg.op == "SCMP_CMP_MASKED_EQ" {
+        arg.value_two
+    } else {
+        arg.value
+    };
+    SeccompCondition::new(arg.index, SeccompCmpArgLen::Qword, op, value)
+        .map_err(|e| SeccompError::Compile(e.to_string()))
+}
+
+/// Parses `linux.seccomp` (kept as JSON in the spec so a bad profile gets
+/// this module's precise error).
+pub fn parse(value: &serde_json::Value) -> Result<Profile, SeccompError> {
+    serde_json::from_value(value.clone()).map_err(|e| SeccompError::Invalid(e.to_string()))
+}
+
+/// Compiles a profile for x86_64.
+pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
+    if profile
+        .listener_path
+        .as_deref()
+        .is_some_and(|p| !p.is_empty())
+    {
+        return invalid("listenerPath (seccomp user notification) is not supported by berth yet");
+    }
+    for arch in &profile.architectures {
+        if !KNOWN_ARCHES.contains(&arch.as_str()) {
+            return invalid(format!("unknown architecture {arch:?}"));
+        }
+    }
+    let mut flags = 0;
+    for flag in &profile.flags {
+        flags |= match flag.as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => SECCOMP_FILTER_FLAG_TSYNC,
+            "SECCOMP_FILTER_FLAG_LOG" => SECCOMP_FILTER_FLAG_LOG,
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => SECCOMP_FILTER_FLAG_SPEC_ALLOW,
+            other => return invalid(format!("unknown flag {other:?}")),
+        };
+    }
+    let default = Action::parse(&profile.default_action, profile.default_errno_ret)?;
+    // action → syscall → rules (an empty list matches unconditionally).
+    let mut by_action: BTreeMap<Action, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
+    let mut unconditional: BTreeMap<Action, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    for rule in &profile.syscalls {
+        let action = Action::parse(&rule.action, rule.errno_ret)?;
+        let conditions = rule
+            .args
+            .iter()
+            .map(condition)
+            .collect::<Result<Vec<_>, _>>()?;
+        for name in &rule.names {
+            // Names this architecture lacks are skipped, as libseccomp does.
+            let Some(number) = syscall_number(name) else {
+                continue;
+            };
+            let entry = by_action
+                .entry(action)
+                .or_default()
+                .entry(number)
+                .or_default();
+            if conditions.is_empty() {
+                unconditional.entry(action).or_default().insert(number);
+            } else {
+                entry.push(
+                    SeccompRule::new(conditions.clone())
+                        .map_err(|e| SeccompError::Compile(e.to_string()))?,
+                );
+            }
+        }
+    }
+    for (action, numbers) in &unconditional {
+        if let Some(rules) = by_action.get_mut(action) {
+            for number in numbers {
+                rules.insert(*number, Vec::new());
+            }
+        }
+    }
+    let arch = TargetArch::x86_64;
+    let build = |rules: BTreeMap<i64, Vec<SeccompRule>>, mismatch: Action, matched: Action| {
+        let filter = SeccompFilter::new(
+            rules,
+            mismatch.to_seccompiler(),
+            matched.to_seccompiler(),
+            arch,
+        )
+        .map_err(|e| SeccompError::Compile(e.to_string()))?;
+        BpfProgram::try_from(filter).map_err(|e| SeccompError::Compile(e.to_string()))
+    };
+    let mut filters = Vec::new();
+    if default != Action::Allow {
+        // Every syscall a rule names passes this one; the rest get the default.
+        let mut all: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+        for rules in by_action.values() {
+            for (number, conditions) in rules {
+                match all.get_mut(number) {
+                    None => {
+                        all.insert(*number, conditions.clone());
+                    }
+                    // Unconditional already, or now: matches every call.
+                    Some(slot) if slot.is_empty() => {}
+                    Some(slot) if conditions.is_empty() => slot.clear(),
+                    Some(slot) => slot.extend(conditions.iter().cloned()),
+                }
+            }
+        }
+        filters.push(build(all, default, Action::Allow)?);
+    }
+    for (action, rules) in by_action {
+        if action == Action::Allow || action == default || rules.is_empty() {
+            continue;
+        }
+        filters.push(build(rules, Action::Allow, action)?);
+    }
+    Ok(Compiled { filters, flags })
+}
+
+/// Installs the filters on the calling thread.
+pub fn install(compiled: &Compiled) -> Result<(), SeccompError> {
+    for program in &compiled.filters {
+        let fprog = libc::sock_fprog {
+            len: program.len() as u16,
+            filter: program.as_ptr() as *mut libc::sock_filter,
+        };
+        // SAFETY: `fprog` points to a BPF program that outlives the call;
+        // seccompiler's sock_filter has the kernel's layout.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                1, // SECCOMP_SET_MODE_FILTER
+                compiled.flags,
+                &fprog as *const libc::sock_fprog,
+            )
+        };
+        if rc != 0 {
+            return Err(SeccompError::Install(std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn profile(value: serde_json::Value) -> Result<Compiled, SeccompError> {
+        compile(&parse(&value)?)
+    }
+
+    #[test]
+    fn the_table_knows_common_syscalls() {
+        assert_eq!(syscall_number("read"), Some(0));
+        assert_eq!(syscall_number("mkdirat"), Some(258));
+        assert_eq!(syscall_number("arm_fadvise64_64"), None);
+    }
+
+    #[test]
+    fn one_filter_per_action_plus_the_default() {
+        let compiled = profile(json!({
+            "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+            "syscalls": [
+                {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["kill"], "action": "SCMP_ACT_ERRNO",
+                 "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["no_such_syscall_anywhere"], "action": "SCMP_ACT_ALLOW"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(compiled.filters.len(), 3);
+    }
+
+    #[test]
+    fn bad_profiles_are_refused_with_the_reason() {
+        let cases = [
+            (json!({"defaultAction": "SCMP_ACT_FLY"}), "unknown action"),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}),
+                "unknown architecture",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_ABOUT"}]}]}),
+                "unknown operator",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": {"names": ["read"]}}),
+                "invalid type",
+            ),
+            (json!({"defaultAction": "SCMP_ACT_NOTIFY"}), "not supported"),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_NOPE"]}),
+                "unknown flag",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ERRNO",
+                "args": [{"index": 9, "value": 1, "op": "SCMP_CMP_EQ"}]}]}),
+                "out of range",
+            ),
+        ];
+        for (value, words) in cases {
+            let err = profile(value.clone())
+                .expect_err(&value.to_string())
+                .to_string();
+            assert!(err.contains(words), "{value}: {err}");
+        }
+    }
+}
