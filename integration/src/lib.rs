@@ -6,6 +6,7 @@
 //! `--root` and deletes every container it made when dropped, even when the
 //! test fails.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -373,5 +374,30 @@ impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Accepts one connection on a console socket and receives the pty master
+/// it carries (SCM_RIGHTS).
+pub fn receive_fd(listener: &std::os::unix::net::UnixListener) -> OwnedFd {
+    let (stream, _) = listener.accept().unwrap();
+    let mut data = [0u8; 256];
+    let mut control = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: msghdr built over local buffers that outlive recvmsg.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        assert!(libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) > 0);
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        assert!(!cmsg.is_null(), "no fd received");
+        let fd = *(libc::CMSG_DATA(cmsg) as *const i32);
+        OwnedFd::from_raw_fd(fd)
     }
 }

@@ -211,30 +211,6 @@ fn no_pivot_runs_with_a_moved_root() {
     );
 }
 
-/// Receives one fd over SCM_RIGHTS.
-fn receive_fd(listener: &UnixListener) -> OwnedFd {
-    let (stream, _) = listener.accept().unwrap();
-    let mut data = [0u8; 256];
-    let mut control = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr built over local buffers that outlive recvmsg.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        assert!(libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) > 0);
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null(), "no fd received");
-        let fd = *(libc::CMSG_DATA(cmsg) as *const i32);
-        OwnedFd::from_raw_fd(fd)
-    }
-}
-
 #[test]
 fn terminal_master_goes_to_the_console_socket() {
     if !can_run() {

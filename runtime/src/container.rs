@@ -651,6 +651,16 @@ pub fn run(
     if detach {
         return Ok(0);
     }
+    let code = wait_forwarding_signals(pid);
+    if !keep {
+        delete(root, &options.id, true)?;
+    }
+    Ok(code)
+}
+
+/// Waits for our child `pid`, forwarding the usual signals to it, and
+/// returns its exit status (128+signal when killed).
+pub fn wait_forwarding_signals(pid: i32) -> i32 {
     // SAFETY: sigset manipulation on local storage, then sigprocmask for this
     // (single) thread; waitpid on our own child.
     let status = unsafe {
@@ -676,13 +686,9 @@ pub fn run(
         }
         status
     };
-    let code = if libc::WIFSIGNALED(status) {
+    if libc::WIFSIGNALED(status) {
         128 + libc::WTERMSIG(status)
     } else {
         libc::WEXITSTATUS(status)
-    };
-    if !keep {
-        delete(root, &options.id, true)?;
     }
-    Ok(code)
 }

@@ -183,7 +183,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // 6. Nothing of ours may reach the container (CVE-2024-21626): every
     // descriptor above stdio and the preserved ones (which include the
     // caller's socket-activation fds) closes on exec.
-    mark_cloexec_from(3 + args.preserve_fds)?;
+    process::mark_cloexec_from(3 + args.preserve_fds)?;
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
@@ -199,7 +199,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
             report_start_failure(&connection, &e.to_string());
         }
     }
-    reset_signals();
+    process::reset_signals();
     // With no_new_privs the filter goes on last, so it only ever sees the
     // user's program (and this execve).
     if process.no_new_privileges {
@@ -251,19 +251,6 @@ fn accept_start(listener: RawFd) -> Result<OwnedFd, String> {
     }
 }
 
-fn mark_cloexec_from(first: u32) -> Result<(), String> {
-    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
-    // SAFETY: close_range only changes flags of our own descriptors.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
-    if rc != 0 {
-        return Err(format!(
-            "cannot mark descriptors close-on-exec: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
-}
-
 fn set_domainname(name: &str) -> Result<(), String> {
     // SAFETY: pointer and length of a live string.
     let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
@@ -305,30 +292,4 @@ fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<OwnedFd, String> {
         safe_path::Create::Directory,
     )
     .map_err(|e| e.to_string())
-}
-
-/// Default dispositions and an empty mask: ignored signals survive execve,
-/// and Rust ignores SIGPIPE, which a shell pipeline in the container relies on.
-fn reset_signals() {
-    // SAFETY: resetting dispositions and the mask of this single-threaded process.
-    unsafe {
-        // The raw syscall: glibc's wrappers refuse its own two reserved
-        // real-time signals, which a caller may still have left ignored.
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..=64 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    signal,
-                    &action as *const libc::sigaction,
-                    std::ptr::null_mut::<libc::sigaction>(),
-                    8usize,
-                );
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    }
 }

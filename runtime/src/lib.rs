@@ -23,6 +23,7 @@ pub mod console;
 pub mod container;
 pub mod defaults;
 pub mod devices;
+pub mod exec;
 pub mod hooks;
 pub mod init;
 pub mod log;

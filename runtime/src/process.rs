@@ -188,3 +188,44 @@ pub fn c_strings(what: &'static str, values: &[String]) -> Result<Vec<CString>, 
         })
         .collect()
 }
+
+/// Marks every descriptor from `first` up close-on-exec (CVE-2024-21626:
+/// nothing of the runtime may reach the container).
+pub fn mark_cloexec_from(first: u32) -> Result<(), String> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes flags of our own descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
+    if rc != 0 {
+        return Err(format!(
+            "cannot mark descriptors close-on-exec: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// Default dispositions and an empty mask: ignored signals survive execve,
+/// and Rust ignores SIGPIPE, which a shell pipeline in the container relies on.
+pub fn reset_signals() {
+    // SAFETY: resetting dispositions and the mask of this single-threaded process.
+    unsafe {
+        // The raw syscall: glibc's wrappers refuse its own two reserved
+        // real-time signals, which a caller may still have left ignored.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &action as *const libc::sigaction,
+                    std::ptr::null_mut::<libc::sigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}

@@ -59,6 +59,41 @@ struct CreateArgs {
     id: String,
 }
 
+#[derive(Args, Clone)]
+struct ExecArgs {
+    /// A JSON file with the process (the OCI `process` object).
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long = "pid-file")]
+    pid_file: Option<PathBuf>,
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(long = "console-socket")]
+    console_socket: Option<PathBuf>,
+    #[arg(long)]
+    cwd: Option<String>,
+    /// KEY=VALUE, may repeat.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// UID[:GID].
+    #[arg(short, long)]
+    user: Option<String>,
+    #[arg(short = 'g', long = "additional-gids")]
+    additional_gids: Vec<u32>,
+    /// A capability to add, may repeat.
+    #[arg(short, long)]
+    cap: Vec<String>,
+    #[arg(long = "no-new-privs")]
+    no_new_privs: bool,
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    preserve_fds: u32,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a container (its process waits for `start`).
@@ -106,6 +141,8 @@ enum Command {
     },
     /// Print the features this runtime supports, as JSON.
     Features,
+    /// Run a new process in a running container.
+    Exec(ExecArgs),
 }
 
 fn main() -> ExitCode {
@@ -215,6 +252,34 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             berth_runtime::defaults::write_spec(bundle, cli.rootless.as_deref() == Some("true"))?
         }
         Command::Features => println!("{}", berth_runtime::defaults::features_json()),
+        Command::Exec(args) => {
+            let options = berth_runtime::exec::ExecOptions {
+                id: args.id.clone(),
+                process_file: args.process.clone(),
+                args: args.command.clone(),
+                env: args.env.clone(),
+                cwd: args.cwd.clone(),
+                user: args.user.clone(),
+                additional_gids: args.additional_gids.clone(),
+                caps: args.cap.clone(),
+                no_new_privs: args.no_new_privs,
+                tty: args.tty,
+                console_socket: args.console_socket.clone(),
+                detach: args.detach,
+                pid_file: args.pid_file.clone(),
+                preserve_fds: args.preserve_fds,
+            };
+            // As runc: a failure of exec itself is "exec failed: …" with
+            // status 255, apart from any status of the process.
+            return match berth_runtime::exec::exec(root, &options) {
+                Ok(code) => Ok(code.clamp(0, 255) as u8),
+                Err(e) => {
+                    let message = format!("exec failed: {e}");
+                    log::write(log::Level::Error, &message);
+                    Ok(255)
+                }
+            };
+        }
     }
     Ok(0)
 }

@@ -1,0 +1,256 @@
+//! `berth exec` into real containers.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixListener;
+
+use berth_integration::*;
+use serde_json::json;
+
+/// A running `sleep` container.
+fn running(berth: &Runtime, name: &str) -> (Bundle, String) {
+    let mut bundle = Bundle::new(name);
+    bundle.config["root"]["readonly"] = json!(false);
+    bundle.args(&["/bin/sleep", "1000"]);
+    bundle.write();
+    let id = unique(name);
+    let out = berth.exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    (bundle, id)
+}
+
+#[test]
+fn exec_joins_the_inits_namespaces_and_returns_the_exit_status() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let (_bundle, id) = running(&berth, "exec-ns");
+    let out = berth.exec(&[
+        "exec", &id, "/bin/sh", "-c",
+        "for n in pid mnt net ipc uts; do [ \"$(readlink /proc/self/ns/$n)\" = \"$(readlink /proc/1/ns/$n)\" ] || echo differs $n; done; cat /proc/1/comm; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "sleep\n");
+    // Killed by a signal: 128 + signal, as a shell reports it.
+    let out = berth.exec(&["exec", &id, "/bin/sh", "-c", "kill -9 $$"]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+}
+
+#[test]
+fn exec_applies_user_env_cwd_caps_and_no_new_privs() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let (bundle, id) = running(&berth, "exec-opts");
+    std::fs::create_dir_all(bundle.rootfs().join("work")).unwrap();
+    let out = berth.exec(&[
+        "exec",
+        "--user",
+        "1000:2000",
+        "--additional-gids",
+        "44",
+        "--env",
+        "GREETING=hello",
+        "--cwd",
+        "/work",
+        "--no-new-privs",
+        "--cap",
+        "CAP_SYS_NICE",
+        &id,
+        "/bin/sh",
+        "-c",
+        "id; pwd; echo $GREETING; grep -E '^(CapBnd|NoNewPrivs)' /proc/self/status",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("uid=1000 gid=2000 groups=44"), "{stdout}");
+    assert!(stdout.contains("/work\nhello\n"), "{stdout}");
+    assert!(stdout.contains("NoNewPrivs:\t1"), "{stdout}");
+    // CAP_SYS_NICE (23) joins the spec's KILL, NET_BIND_SERVICE, AUDIT_WRITE.
+    assert!(stdout.contains("CapBnd:\t0000000020800420"), "{stdout}");
+}
+
+#[test]
+fn exec_from_a_process_file_and_detached_with_a_pid_file() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let (bundle, id) = running(&berth, "exec-file");
+    let process = bundle.dir.join("process.json");
+    std::fs::write(
+        &process,
+        json!({"args": ["/bin/sh", "-c", "echo from file $X"], "env": ["X=42", "PATH=/bin"], "cwd": "/"}).to_string(),
+    )
+    .unwrap();
+    let out = berth.exec(&["exec", "--process", process.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from file 42\n");
+
+    let pid_file = bundle.dir.join("exec.pid");
+    let out = berth.exec(&[
+        "exec",
+        "-d",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &id,
+        "/bin/sleep",
+        "1000",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = std::fs::read_to_string(&pid_file).unwrap();
+    let init = berth.state(&id).unwrap()["pid"].as_i64().unwrap();
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_eq!(ns(pid.trim()), ns(&init.to_string()));
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/comm", pid.trim())).unwrap(),
+        "sleep\n"
+    );
+}
+
+#[test]
+fn exec_is_confined_by_the_containers_seccomp_profile() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("exec-seccomp");
+    bundle.config["root"]["readonly"] = json!(false);
+    bundle.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    bundle.args(&["/bin/sleep", "1000"]);
+    bundle.write();
+    let id = unique("exsc");
+    assert!(berth
+        .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .status
+        .success());
+    let out = berth.exec(&["exec", &id, "/bin/mkdir", "/tmp/x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn the_runtime_binary_is_out_of_reach_through_proc_exe() {
+    if !can_run() {
+        return;
+    }
+    // Until `start`, the init is berth itself (CVE-2019-5736): a process
+    // exec'd into the created container, root with the default capabilities,
+    // can neither read nor write it through /proc/1/exe.
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("exe");
+    bundle.args(&["/bin/true"]);
+    bundle.write();
+    let id = unique("exe");
+    let size_before = std::fs::metadata(berth_bin()).unwrap().len();
+    assert!(berth
+        .exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .status
+        .success());
+    let out = berth.exec(&[
+        "exec", &id, "/bin/sh", "-c",
+        "cat /proc/1/exe > /dev/null && echo READ; echo x >> /proc/1/exe && echo WROTE; readlink /proc/1/exe || echo hidden",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("READ") && !stdout.contains("WROTE"),
+        "{}",
+        text(&out)
+    );
+    assert!(stdout.contains("hidden"), "{}", text(&out));
+    assert_eq!(
+        std::fs::metadata(berth_bin()).unwrap().len(),
+        size_before,
+        "berth was modified"
+    );
+}
+
+#[test]
+fn exec_with_a_terminal_echoes_typed_input() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let (bundle, id) = running(&berth, "exec-tty");
+    let socket = bundle.dir.join("console.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let mut command = berth.command(&[
+        "exec",
+        "-t",
+        "-d",
+        "--console-socket",
+        socket.to_str().unwrap(),
+        &id,
+        "/bin/sh",
+    ]);
+    let child = std::thread::spawn(move || command.output().unwrap());
+    let master = receive_fd(&listener);
+    let out = child.join().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let mut tty = std::fs::File::from(master);
+    tty.write_all(b"echo typed-$((6*7))\n").unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 512];
+    while !seen.contains("typed-42\r\n") {
+        match tty.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    // The terminal echoes what was typed, then the shell's answer.
+    assert!(seen.contains("echo typed-$((6*7))"), "{seen:?}");
+    assert!(seen.contains("typed-42\r\n"), "{seen:?}");
+    tty.write_all(b"exit\n").unwrap();
+}
+
+#[test]
+fn bad_exec_requests_fail_with_runcs_words() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let out = berth.exec(&["exec", "no-such-container", "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("exec failed: container does not exist"),
+        "{}",
+        text(&out)
+    );
+
+    let (bundle, id) = running(&berth, "exec-bad");
+    let process = bundle.dir.join("bad.json");
+    std::fs::write(&process, "{not json").unwrap();
+    let out = berth.exec(&["exec", "--process", process.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("invalid process file"),
+        "{}",
+        text(&out)
+    );
+    let out = berth.exec(&["exec", &id, "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/no/such/program"),
+        "{}",
+        text(&out)
+    );
+
+    assert!(berth.exec(&["kill", &id, "KILL"]).status.success());
+    berth.wait_stopped(&id);
+    let out = berth.exec(&["exec", &id, "true"]);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("exec failed: cannot exec in a stopped container"),
+        "{}",
+        text(&out)
+    );
+}
