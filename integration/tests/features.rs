@@ -446,3 +446,69 @@ fn usage_errors_reach_the_json_log() {
         "{content}"
     );
 }
+
+#[test]
+fn a_cwd_through_a_leaked_fd_is_refused() {
+    if !can_run() {
+        return;
+    }
+    // CVE-2024-21626: a cwd of /proc/self/fd/N with N a host directory the
+    // runtime (or its caller) left open would start the process outside the
+    // root. berth resolves the cwd inside the rootfs without magic links.
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("leaky-cwd");
+    bundle.config["process"]["cwd"] = json!("/proc/self/fd/3");
+    bundle.args(&["/bin/pwd"]);
+    bundle.write();
+    let host_dir = std::fs::File::open("/").unwrap();
+    let fd = host_dir.as_raw_fd();
+    let mut command = berth.command(&[
+        "run",
+        "--preserve-fds",
+        "1",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &unique("leak"),
+    ]);
+    // SAFETY: dup2 between fork and exec is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            libc::dup2(fd, 3);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/proc/self/fd/3"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn proc_sys_refuses_writes_and_masked_paths_read_empty() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("proc-ro");
+    bundle.args(&[
+        "/bin/sh",
+        "-c",
+        "echo 1 > /proc/sys/kernel/shm_rmid_forced && echo SYSCTL-WRITTEN; \
+         echo 1 > /proc/sys/net/ipv4/ip_forward && echo NET-SYSCTL-WRITTEN; \
+         wc -c < /proc/keys; wc -c < /proc/timer_list; ls /sys/firmware | wc -l; echo end",
+    ]);
+    let out = berth.run(&bundle, &unique("procro"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("WRITTEN"), "{}", text(&out));
+    // Masked: files read as /dev/null, directories as an empty tmpfs.
+    assert!(stdout.contains("0\n0\n0\nend"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        text(&out)
+    );
+}

@@ -243,3 +243,72 @@ fn bad_profiles_fail_create_and_leave_nothing() {
         assert!(!std::path::Path::new(&format!("/sys/fs/cgroup/pids/berth/{id}")).exists());
     }
 }
+
+#[test]
+fn every_action_does_what_it_says() {
+    if !can_run() {
+        return;
+    }
+    // mkdir under each action; the shell reports how mkdir ended.
+    for (action, expected) in [
+        ("SCMP_ACT_KILL_PROCESS", "status=159"), // SIGSYS
+        ("SCMP_ACT_KILL_THREAD", "status=159"),
+        ("SCMP_ACT_KILL", "status=159"),
+        ("SCMP_ACT_TRAP", "status=159"),
+        ("SCMP_ACT_LOG", "status=0"),   // allowed, and logged
+        ("SCMP_ACT_TRACE", "status=1"), // no tracer: the call fails with ENOSYS
+        ("SCMP_ACT_ERRNO", "status=1"),
+        ("SCMP_ACT_ALLOW", "status=0"),
+    ] {
+        let bundle = with_profile(
+            "actions",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+                "syscalls": [{"names": ["mkdir", "mkdirat"], "action": action}]
+            }),
+        );
+        let out = run(
+            &bundle,
+            &["/bin/sh", "-c", "/bin/mkdir /tmp/d; echo status=$?"],
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(expected),
+            "{action}: {}",
+            text(&out)
+        );
+    }
+}
+
+#[test]
+fn a_default_deny_profile_with_an_allow_list_runs_only_what_it_lists() {
+    if !can_run() {
+        return;
+    }
+    // Whatever the init needs up to execve plus what `true` needs.
+    let bundle = with_profile(
+        "allowlist",
+        json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "syscalls": [{"names": ["execve", "exit_group", "exit", "brk", "arch_prctl", "set_tid_address",
+                "set_robust_list", "rseq", "prlimit64", "mmap", "munmap", "mprotect", "readlinkat",
+                "getrandom", "rt_sigprocmask", "rt_sigaction", "uname", "getuid", "geteuid", "getpid",
+                "write", "read", "close", "fstat", "newfstatat", "openat", "ioctl", "poll", "sched_getaffinity", "sigaltstack", "gettid", "readlink", "futex", "madvise"], "action": "SCMP_ACT_ALLOW"}]
+        }),
+    );
+    let out = run(&bundle, &["/berth-checker", "--syscall", "39"]); // getpid: allowed
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        text(&out)
+    );
+    let out = run(&bundle, &["/berth-checker", "--syscall", "110"]); // getppid: denied
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "errno 1",
+        "{}",
+        text(&out)
+    );
+}

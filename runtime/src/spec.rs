@@ -358,8 +358,18 @@ impl Spec {
             path: path.clone(),
             source,
         })?;
-        let spec: Spec =
-            serde_json::from_slice(&bytes).map_err(|source| SpecError::Parse { path, source })?;
+        Self::from_slice(&bytes).map_err(|e| match e {
+            SpecError::Parse { source, .. } => SpecError::Parse { path, source },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a `config.json` held in memory.
+    pub fn from_slice(bytes: &[u8]) -> Result<Spec, SpecError> {
+        let spec: Spec = serde_json::from_slice(bytes).map_err(|source| SpecError::Parse {
+            path: PathBuf::from("config.json"),
+            source,
+        })?;
         spec.validate()?;
         Ok(spec)
     }
