@@ -1,8 +1,10 @@
 //! berth: a runc-compatible OCI runtime.
 //!
 //! `berth create` turns a bundle (`config.json` + rootfs) into a container
-//! whose init waits for `berth start`; `run`, `state`, `kill`, `delete`,
-//! `list`, `spec` and `features` complete runc's CLI (see `src/bin/berth.rs`).
+//! whose init waits for `berth start`; `run`, `exec`, `state`, `kill`,
+//! `delete`, `list`, `spec` and `features` follow runc's CLI (see
+//! `src/bin/berth.rs`); `pause`, `resume`, `ps`, `update` and `events` come
+//! with the cgroup limits.
 //!
 //! Where to start reading:
 //! - [`container`]: the verbs, what each command does to the state directory
@@ -10,7 +12,9 @@
 //! - [`init`]: every step of building the container, in order, as the child
 //!   process runs them; [`channel`] is how it talks to the runtime;
 //! - [`rootfs`] and [`mounts`]: the filesystem the container sees;
-//!   [`safe_path`] is the primitive that keeps every path inside the rootfs.
+//!   [`safe_path`] is the primitive that keeps every path inside the rootfs;
+//! - [`exec`]: a new process in a running container;
+//! - [`seccomp`]: profiles compiled to BPF, and engines' profiles resolved.
 //!
 //! Unlike runc there is no re-exec and no second binary: the runtime clones
 //! the container's init directly (as crun does), so a container costs one
