@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Start-up benchmark: berth side by side with runc and crun, over the floor.
 #
-# Times two lifecycles of one busybox container running /bin/true, with hyperfine:
-#   run                  RUNTIME run --bundle B ID                 (foreground; deletes itself)
+# Times, with hyperfine, five series on one busybox container:
+#   run                  RUNTIME run --bundle B ID of /bin/true      (foreground; deletes itself)
 #   create+start+delete  RUNTIME create, start, state until stopped, delete
+#   run+seccomp, create+start+delete+seccomp
+#                        the same with the engines' default seccomp profile in the config
+#   exec                 RUNTIME exec ID /bin/true into a running container (/bin/sleep)
 # and the floor (berth-bench-floor: namespaces + cgroups + pivot_root + exec, nothing else).
-# All commands share one bundle and one wrapper; the wrapper is timed alone and subtracted.
-# Prints a table and a bar chart, writes bench/results/startup.json. See bench/README.md.
+# All commands share one wrapper; the wrapper is timed alone and subtracted.
+# Prints tables and a bar chart, writes bench/results/startup.json. See bench/README.md.
 #
 # Run as root:  bench/startup.sh
 # Environment:  BERTH, FLOOR (binaries), RUNC, CRUN, RUNS (100), WARMUP (5),
-#               BENCH_SKIP_BERTH=1 (leave berth out), OUT (results file).
+#               BENCH_SKIP_BERTH=1 (leave berth out), OUT (results file),
+#               SECCOMP_PROFILE (an engine profile, containers-common's by default).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,6 +27,7 @@ CRUN=${CRUN:-/usr/bin/crun}
 RUNS=${RUNS:-100}
 WARMUP=${WARMUP:-5}
 OUT=${OUT:-$here/results/startup.json}
+SECCOMP_PROFILE=${SECCOMP_PROFILE:-/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json}
 
 die() { echo "startup.sh: $*" >&2; exit 1; }
 say() { echo "startup.sh: $*" >&2; }
@@ -32,10 +37,13 @@ for tool in hyperfine jq unshare umount perl timeout pgrep /usr/bin/time /bin/bu
     command -v "$tool" >/dev/null || die "missing $tool (/usr/bin/time is Debian's 'time' package, /bin/busybox is 'busybox-static')"
 done
 [[ -x $FLOOR ]] || die "no floor binary at $FLOOR (cargo build -p berth-bench-floor --release)"
-# PR_SET_CHILD_SUBREAPER through perl's raw syscall(): the prctl number is per architecture.
+[[ -r $SECCOMP_PROFILE ]] ||
+    die "no seccomp profile at $SECCOMP_PROFILE (Debian: golang-github-containers-common-dev)"
+# Per architecture: the prctl syscall number (PR_SET_CHILD_SUBREAPER through perl's raw
+# syscall()), and the Go and libseccomp names the seccomp profile uses.
 case $(uname -m) in
-    x86_64) sys_prctl=157 ;;
-    aarch64) sys_prctl=167 ;;
+    x86_64) sys_prctl=157 go_arch=amd64 scmp_arch=SCMP_ARCH_X86_64 ;;
+    aarch64) sys_prctl=167 go_arch=arm64 scmp_arch=SCMP_ARCH_AARCH64 ;;
     *) die "unknown prctl syscall number for $(uname -m)" ;;
 esac
 

@@ -119,7 +119,13 @@ fn podman_runs_containers_with_berth() {
         text(&ps)
     );
     // podman exec → berth exec (--process FILE --detach --pid-file, through conmon).
-    let out = podman.run(&["exec", "long", "/bin/sh", "-c", "echo exec in $(cat /proc/1/comm)"]);
+    let out = podman.run(&[
+        "exec",
+        "long",
+        "/bin/sh",
+        "-c",
+        "echo exec in $(cat /proc/1/comm)",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "exec in sleep\n");
     let out = podman.run(&["stop", "--time", "1", "long"]);

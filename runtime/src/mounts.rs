@@ -248,6 +248,122 @@ pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), Mo
     Ok(())
 }
 
+fn ms_to_attr(flags: MsFlags) -> (u64, u64) {
+    let mut set = 0;
+    let mut clear = 0;
+    for (flag, attr) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+        (MsFlags::from_bits_retain(256), MOUNT_ATTR_NOSYMFOLLOW),
+    ] {
+        if flags.contains(flag) {
+            set |= attr;
+        }
+    }
+    for (flag, mode) in [
+        (MsFlags::MS_NOATIME, MOUNT_ATTR_NOATIME),
+        (MsFlags::MS_STRICTATIME, MOUNT_ATTR_STRICTATIME),
+        (MsFlags::MS_RELATIME, 0),
+    ] {
+        if flags.contains(flag) {
+            set = (set & !MOUNT_ATTR__ATIME) | mode;
+            clear |= MOUNT_ATTR__ATIME;
+        }
+    }
+    (set, clear)
+}
+
+/// Bind-mounts `source` onto the directory or file `target` (an fd from
+/// [`crate::safe_path`]) with `flags` (ro, nosuid, …) on the top mount:
+/// `open_tree` clones the source detached, `mount_setattr` sets the flags
+/// there, `move_mount` attaches it to the fd. Returns the new mount's fd.
+pub fn bind_tree(
+    source: &Path,
+    target: &std::os::fd::OwnedFd,
+    recursive: bool,
+    flags: MsFlags,
+) -> Result<std::os::fd::OwnedFd, MountError> {
+    use std::os::fd::FromRawFd;
+    const OPEN_TREE_CLONE: u32 = 1;
+    const AT_RECURSIVE: u32 = 0x8000;
+    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
+    let fail = |errno| MountError::Mount {
+        source_name: source.display().to_string(),
+        target: "(resolved destination)".into(),
+        fstype: "bind".into(),
+        data: format!("{flags:?}"),
+        errno,
+    };
+    let name = cstring(source);
+    let mut open_flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32;
+    if recursive {
+        open_flags |= AT_RECURSIVE;
+    }
+    // SAFETY: valid C string; returns a new fd or -1.
+    let tree = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            name.as_ptr(),
+            open_flags,
+        )
+    };
+    if tree < 0 {
+        return Err(fail(nix::Error::last()));
+    }
+    // SAFETY: fresh descriptor from open_tree.
+    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
+    let (set, clear) = ms_to_attr(flags);
+    if set != 0 || clear != 0 {
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        let attr = MountAttr {
+            attr_set: set,
+            attr_clr: clear,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: fd, empty C string and mount_attr of the size passed.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if rc != 0 {
+            return Err(fail(nix::Error::last()));
+        }
+    }
+    // SAFETY: both fds are valid; empty paths with the *_EMPTY_PATH flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if rc != 0 {
+        return Err(fail(nix::Error::last()));
+    }
+    Ok(tree)
+}
+
 /// The flags a bind-mount remount must keep because the kernel locks them
 /// (nosuid/nodev/noexec/atime of a mount inherited from a more privileged namespace).
 pub fn locked_flags(target: &Path) -> MsFlags {

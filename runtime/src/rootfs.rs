@@ -129,27 +129,11 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
             }
         };
         let target = safe_path::open_or_create(root.as_raw_fd(), dest, create)?;
-        let rec = options.flags & MsFlags::MS_REC;
-        mounts::mount(
-            Some(&source),
-            &safe_path::fd_path(&target),
-            None,
-            MsFlags::MS_BIND | rec,
-            None,
-        )?;
-        // The fd still names the directory under the new mount: look it up again.
-        let mounted =
-            safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(|source| {
-                SafePathError::Open {
-                    path: dest.clone(),
-                    source,
-                }
-            })?;
+        // A detached copy of the source gets its flags first, then is moved
+        // onto the resolved fd: nothing is looked up by path after the check.
+        let recursive = options.flags.contains(MsFlags::MS_REC);
         let extra = options.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        if !extra.is_empty() {
-            mounts::remount_bind(&safe_path::fd_path(&mounted), extra)?;
-        }
-        mounted
+        mounts::bind_tree(&source, &target, recursive, extra)?
     } else {
         if matches!(kind, "proc" | "sysfs") && is_symlink(root, dest) {
             return Err(RootfsError::SymlinkDestination {
