@@ -57,6 +57,9 @@ token=berth-bench-${work##*.}
 # Runtime names (also result keys) and their binaries; berth may drop out below.
 declare -A bin=([floor]=$FLOOR [berth]=$BERTH [runc]=$RUNC [crun]=$CRUN)
 runtimes=(berth runc crun)
+# The timed series, in report order (also result keys; labels put + for _). A *_seccomp series
+# is its lifecycle on the bundle with the seccomp profile.
+series=(run create_start_delete run_seccomp create_start_delete_seccomp exec)
 
 # --- wrapper -----------------------------------------------------------------------------------
 # crun 1.8 refuses a hybrid cgroup host unless cgroup2 is out of sight, so every command (floor
@@ -68,6 +71,10 @@ cat >"$work/lc" <<'EOF'
 umount /sys/fs/cgroup/unified 2>/dev/null
 mode=$1 rt=$2 root=$3 bundle=$4 id=$5-$$
 case $mode in
+# detach and exec use one long-lived container, whose whole id is TOKEN. `run -d` leaves it
+# holding the caller's stdio, so the caller redirects that to files.
+detach) exec "$rt" --root "$root" run -d --bundle "$bundle" "$5" ;;
+exec) exec "$rt" --root "$root" exec "$5" /bin/true ;;
 run)
     [ -z "${RSS_OUT-}" ] || exec /usr/bin/time -f %M -o "$RSS_OUT" "$rt" --root "$root" run --bundle "$bundle" "$id"
     exec "$rt" --root "$root" run --bundle "$bundle" "$id" ;;
@@ -102,28 +109,24 @@ exec { \$ARGV[0] } @ARGV or die "exec \$ARGV[0]: \$!\n";
 EOF
 chmod +x "$work/lc" "$work/reap"
 
-# The hyperfine command line of one iteration (MODE NAME), wrapper included.
+# The hyperfine command line of one iteration (SERIES NAME), wrapper included. SERIES is one of
+# $series, floor, or detach (start the container that exec goes into).
 cmd() {
-    local mode=$1 name=$2 rt root=$work/root-$2
-    rt=${bin[$name]:-/bin/true}
-    case $mode in
-        run | floor) echo "unshare -m /bin/sh $work/lc $mode $rt $root $bundle $token" ;;
-        csd) echo "$work/reap unshare -m /bin/sh $work/lc csd $rt $root $bundle $token" ;;
+    local mode b=$bundle id=$token reap= rt=${bin[$2]:-/bin/true}
+    case $1 in
+        *_seccomp) b=$work/bundle-seccomp ;;&
+        run*) mode=run ;;
+        create_start_delete*) mode=csd reap="$work/reap " ;;
+        floor) mode=floor ;;
+        exec | detach) mode=$1 b=$work/bundle-sleep id=$token-sleeper-$2 ;;
+        *) die "cmd: unknown series $1" ;;
     esac
+    echo "${reap}unshare -m /bin/sh $work/lc $mode $rt $work/root-$2 $b $id"
 }
 
-cleanup() {
-    set +e
-    local name root d pids i
-    # Stop the clock first, then let an iteration already under way finish (milliseconds) so no
-    # container appears after the deletes below; anything still running after 5 s is killed.
-    # Only processes whose command line holds our private temporary directory are touched.
-    [[ -z ${job:-} ]] || kill -TERM "$job" 2>/dev/null
-    for i in {1..50}; do
-        pids=$(pgrep -f -- "$work/") || break
-        ((i < 50)) || kill -KILL $pids 2>/dev/null
-        sleep 0.1
-    done
+# Force-deletes every container in the runtimes' roots (each deletion limited to 20 s).
+delete_containers() {
+    local name root d
     for name in berth runc crun; do
         root=$work/root-$name
         [[ -d $root ]] || continue
@@ -133,6 +136,21 @@ cleanup() {
                 timeout 20 "${bin[$name]}" --root "$root" delete --force "$(basename "$d")" >/dev/null 2>&1
         done
     done
+}
+
+cleanup() {
+    set +e
+    local d pids i
+    # Stop the clock first, then let an iteration already under way finish (milliseconds) so no
+    # container appears after the deletes below; anything still running after 5 s is killed.
+    # Only processes whose command line holds our private temporary directory are touched.
+    [[ -z ${job:-} ]] || kill -TERM "$job" 2>/dev/null
+    for i in {1..50}; do
+        pids=$(pgrep -f -- "$work/") || break
+        ((i < 50)) || kill -KILL $pids 2>/dev/null
+        sleep 0.1
+    done
+    delete_containers
     # A runtime that failed or hung may have left a container in its cgroups without the state
     # `delete` needs: end those processes (ours by the token) and remove the groups, deepest first.
     local groups pid
@@ -163,11 +181,10 @@ waitfor() {
     return "$rc"
 }
 
-# --- bundle ------------------------------------------------------------------------------------
+# --- bundles -----------------------------------------------------------------------------------
 mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/dev" "$bundle/rootfs/sys"
 cp /bin/busybox "$bundle/rootfs/bin/busybox"
-ln -s busybox "$bundle/rootfs/bin/sh"
-ln -s busybox "$bundle/rootfs/bin/true"
+for app in sh true sleep; do ln -s busybox "$bundle/rootfs/bin/$app"; done
 (cd "$bundle" && "$RUNC" spec)
 jq '.process.terminal = false
     | .process.args = ["/bin/true"]
@@ -177,67 +194,114 @@ jq '.process.terminal = false
 mv "$bundle/config.json.new" "$bundle/config.json"
 for name in floor "${runtimes[@]}"; do mkdir -p "$work/root-$name"; done
 
+variant() { # DIR FILTER [JQ OPTIONS...]: a bundle in DIR whose config is the base one run
+    local dir=$1 filter=$2 #                 through FILTER, on the base rootfs
+    shift 2
+    mkdir -p "$dir"
+    jq "$@" --arg rootfs "$bundle/rootfs" "$filter | .root.path = \$rootfs" \
+        "$bundle/config.json" >"$dir/config.json"
+}
+# The container that exec goes into: the same config, sleeping.
+variant "$work/bundle-sleep" '.process.args = ["/bin/sleep", "100000"]'
+# The same config with the engines' default seccomp profile. That format is not OCI's: a rule
+# may include or exclude capabilities, architectures and kernels, and the architectures come
+# from an archMap. It is resolved here as an engine does for this config (berth's library has
+# the same resolver, runtime/src/seccomp/engine.rs): a rule is kept if the container has every
+# capability it includes and none it excludes, this architecture is among the ones it includes
+# (if any) and not among the ones it excludes, and the kernel is at least its minKernel.
+# shellcheck disable=SC2016 # jq variables
+variant "$work/bundle-seccomp" '
+    def version: split("-")[0] | split(".")[0:2] | map(tonumber);
+    (.process.capabilities.bounding // []) as $caps
+    | $profile[0] as $p
+    | .linux.seccomp = {
+        defaultAction: $p.defaultAction,
+        architectures: ([$scmp] + [$p.archMap[]? | select(.architecture == $scmp) | .subArchitectures[]]),
+        syscalls: [$p.syscalls[]
+            | select(all(.includes.caps[]?; IN($caps[])) and (any(.excludes.caps[]?; IN($caps[])) | not))
+            | select((.includes.arches // []) | length == 0 or any(.[]; . == $arch))
+            | select(any(.excludes.arches[]?; . == $arch) | not)
+            | select((.includes.minKernel // "0") | version <= ($kernel | version))
+            | {names, action}
+              + if .errnoRet != null then {errnoRet} else {} end
+              + if (.args // []) != [] then {args: [.args[] | {index, value, valueTwo: (.valueTwo // 0), op}]}
+                else {} end]
+      }
+      + if $p.defaultErrnoRet != null then {defaultErrnoRet: $p.defaultErrnoRet} else {} end
+      + if $p.flags != null then {flags: $p.flags} else {} end' \
+    --slurpfile profile "$SECCOMP_PROFILE" --arg arch "$go_arch" --arg scmp "$scmp_arch" \
+    --arg kernel "$(uname -r)"
+
 # --- smoke runs --------------------------------------------------------------------------------
-# One iteration of each lifecycle, under a time limit, before committing to hundreds. runc, crun
+# One iteration of each series, under a time limit, before committing to hundreds. runc, crun
 # and the floor must work; berth is under construction, so a failing berth is left out loudly.
 declare -A skip=()
 smoke_limit=20
-smoke() { # MODE NAME -> 0 if one iteration exits 0
+smoke() { # SERIES NAME -> 0 if one iteration exits 0
     local log=$work/smoke-$1-$2.log rc=0
     # shellcheck disable=SC2046 # cmd prints a command line meant to be split
-    waitfor timeout "$smoke_limit" $(cmd "$1" "$2") >"$log" 2>&1 || rc=$?
+    waitfor timeout "$smoke_limit" $(cmd "$1" "$2") </dev/null >"$log" 2>&1 || rc=$?
     [[ $rc != 0 ]] || return 0
     [[ $rc != 124 ]] || echo "(timed out after $smoke_limit s)" >>"$log"
-    say "$2: one '$1' iteration failed (exit $rc):"
+    say "$2: one '${1//_/+}' iteration failed (exit $rc):"
     sed 's/^/    /' "$log" | tail -n 15 >&2
     return 1
+}
+smoke_all() { # NAME -> one iteration of every series; a failure goes to skip[NAME-SERIES]
+    local s
+    # First the container that exec goes into; it sleeps until delete_containers.
+    smoke detach "$1" || skip[$1-exec]="could not start a container to exec into"
+    for s in "${series[@]}"; do
+        [[ -n ${skip[$1-$s]:-} ]] || smoke "$s" "$1" || skip[$1-$s]="smoke ${s//_/+} failed"
+    done
 }
 if [[ ${BENCH_SKIP_BERTH:-0} == 1 ]]; then
     skip[berth]="BENCH_SKIP_BERTH=1"
 elif [[ ! -x $BERTH ]]; then
     skip[berth]="no binary at $BERTH"
 else
-    smoke run berth || skip[berth-run]="smoke run failed"
-    smoke csd berth || skip[berth-csd]="smoke create+start+delete failed"
+    smoke_all berth
 fi
-if [[ -n ${skip[berth]:-} ]]; then skip[berth-run]=${skip[berth]} skip[berth-csd]=${skip[berth]}; fi
 if [[ -n ${skip[berth]:-} ]]; then
+    for s in "${series[@]}"; do skip[berth-$s]=${skip[berth]}; done
     say "NOT BENCHMARKING BERTH: ${skip[berth]}; measuring the others"
 else
-    for key in berth-run berth-csd; do
-        [[ -z ${skip[$key]:-} ]] || say "NOT BENCHMARKING BERTH in ${key#berth-}: ${skip[$key]}; measuring the others"
+    for s in "${series[@]}"; do
+        [[ -z ${skip[berth-$s]:-} ]] || say "NOT BENCHMARKING BERTH in ${s//_/+}: ${skip[berth-$s]}; measuring the others"
     done
 fi
 smoke floor floor || die "the floor does not work on this host"
 for name in runc crun; do
-    smoke run "$name" || die "$name run does not work on this host"
-    smoke csd "$name" || die "$name create+start+delete does not work on this host"
+    smoke_all "$name"
+    for s in "${series[@]}"; do
+        [[ -z ${skip[$name-$s]:-} ]] || die "$name: ${s//_/+} does not work on this host"
+    done
 done
 
 # --- timings -----------------------------------------------------------------------------------
-# One hyperfine per mode; the wrapper alone (runtime = /bin/true) is the first command.
-bench() { # MODE OUTFILE NAME...
-    local mode=$1 out=$2 name args=()
+# One hyperfine per series; the wrapper alone (runtime = /bin/true) is the first command.
+bench() { # SERIES OUTFILE NAME...
+    local series=$1 out=$2 name args=()
     shift 2
     for name in "$@"; do
         args+=(-n "$name")
-        if [[ $name == floor ]]; then args+=("$(cmd floor floor)"); else args+=("$(cmd "$mode" "$name")"); fi
+        if [[ $name == floor ]]; then args+=("$(cmd floor floor)"); else args+=("$(cmd "$series" "$name")"); fi
     done
     waitfor hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --time-unit millisecond \
         --export-json "$out" "${args[@]}" >&2
 }
-list() { # MODE -> the names to time in this mode
+list() { # SERIES -> the names to time in this series (the floor only has a plain run)
     local name
     echo wrapper
-    [[ $1 == csd ]] || echo floor
+    [[ $1 != run ]] || echo floor
     for name in "${runtimes[@]}"; do [[ -n ${skip[$name-$1]:-} ]] || echo "$name"; done
 }
-say "timing 'run' ($RUNS runs each)"
-mapfile -t names < <(list run)
-bench run "$work/run.json" "${names[@]}"
-say "timing 'create+start+delete' ($RUNS runs each)"
-mapfile -t names < <(list csd)
-bench csd "$work/csd.json" "${names[@]}"
+for s in "${series[@]}"; do
+    say "timing '${s//_/+}' ($RUNS runs each)"
+    mapfile -t names < <(list "$s")
+    bench "$s" "$work/$s.json" "${names[@]}"
+done
+delete_containers # the ones exec went into
 
 # --- peak RSS ----------------------------------------------------------------------------------
 # GNU time's %M: the largest resident set of the process and the children it waited for (for
@@ -259,57 +323,85 @@ version() { timeout 5 "$1" --version 2>/dev/null | head -n 1 || true; }
 skips=$(for key in "${!skip[@]}"; do [[ $key == berth ]] || printf '%s\t%s\n' "$key" "${skip[$key]}"; done |
     jq -R -s 'split("\n") | map(select(. != "") | split("\t") | {(.[0]): .[1]}) | add // {}')
 mkdir -p "$(dirname "$OUT")"
-jq -n \
-    --slurpfile run "$work/run.json" --slurpfile csd "$work/csd.json" \
+timings=()
+for s in "${series[@]}"; do timings+=(--slurpfile "$s" "$work/$s.json"); done
+jq -n "${timings[@]}" \
     --slurpfile rss "$work/rss.json" --argjson skipped "$skips" \
+    --slurpfile seccomp_config "$work/bundle-seccomp/config.json" --arg seccomp_profile "$SECCOMP_PROFILE" \
     --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     --arg cpus "$(nproc)" --arg runs "$RUNS" --arg warmup "$WARMUP" \
     --arg berth "$(version "$BERTH")" --arg runc "$(version "$RUNC")" --arg crun "$(version "$CRUN")" '
     def ms: . * 1000000 | round / 1000;
-    def mode($r):
+    def series($r):
         ($r.results | map({(.command): {median: (.median | ms), mean: (.mean | ms),
             stddev: (.stddev | ms), min: (.min | ms), max: (.max | ms)}}) | add) as $m
         | $m | with_entries(if .key == "wrapper" then .
                            else .value.net_median = ((.value.median - $m.wrapper.median) * 1000 | round / 1000) end);
     def ratio($a; $b): if $a == null or $b == null or $b <= 0 then null
                        else ($a / $b * 100 | round / 100) end;
-    (mode($run[0])) as $r | (mode($csd[0])) as $c
+    # The floor has no create/start/delete of its own: its run figure stands there too.
+    ($ARGS.positional | map({(.): series($ARGS.named[.][0])}) | add
+     | .create_start_delete = {wrapper: .create_start_delete.wrapper, floor: .run.floor} + .create_start_delete
+    ) as $t
+    | $seccomp_config[0].linux.seccomp as $sc
     | {
         date: $date, runs: ($runs | tonumber), warmup: ($warmup | tonumber),
         host: {kernel: $kernel, cpus: ($cpus | tonumber)},
         versions: {berth: $berth, runc: $runc, crun: $crun},
-        workload: "busybox rootfs, runc spec config (+cgroup namespace), process /bin/true",
-        unit: "ms; net_median = median - wrapper median of the same mode",
-        run: $r,
-        create_start_delete: ({wrapper: $c.wrapper, floor: $r.floor} + $c),
-        ratios: ([["run", $r], ["create_start_delete", ({floor: $r.floor} + $c)]]
-            | map({(.[0]): (.[1] as $x | {
-                "berth/crun": ratio($x.berth.net_median; $x.crun.net_median),
-                "berth/runc": ratio($x.berth.net_median; $x.runc.net_median),
-                "berth/floor": ratio($x.berth.net_median; $x.floor.net_median)})}) | add),
+        workload: ("busybox rootfs, runc spec config (+cgroup namespace), process /bin/true;"
+            + " *_seccomp: the same with linux.seccomp; exec: /bin/true into that config running /bin/sleep"),
+        seccomp: {profile: $seccomp_profile, capabilities: $seccomp_config[0].process.capabilities.bounding,
+            defaultAction: $sc.defaultAction, architectures: $sc.architectures,
+            rules: ($sc.syscalls | length), syscalls: ([$sc.syscalls[].names[]] | unique | length)},
+        unit: "ms; net_median = median - wrapper median of the same series"
+      }
+      + $t
+      + {
+        ratios: ($t | map_values({
+            "berth/crun": ratio(.berth.net_median; .crun.net_median),
+            "berth/runc": ratio(.berth.net_median; .runc.net_median),
+            "berth/floor": ratio(.berth.net_median; .floor.net_median)})),
         peak_rss_kib: $rss[0],
         skipped: $skipped
-    }' >"$OUT"
+      }' --args "${series[@]}" >"$OUT"
 
 # --- report ------------------------------------------------------------------------------------
-# Table: wrapper raw median, everything else net of the wrapper; the floor has no
-# create/start/delete of its own, so its `run` figure is repeated there.
-jq -r '
-    def f: if . == null then "-" else tostring end;
-    def row($l; $a; $b; $c): [$l, ($a | f), ($b | f), ($c | f)] | @tsv;
-    "\nberth start-up, \(.runs) runs, median ms net of the wrapper (" + .date + ")",
-    row(""; "run"; "create+start+delete"; "peak RSS KiB"),
-    row("wrapper alone"; .run.wrapper.median; .create_start_delete.wrapper.median; null),
-    (. as $d | ("floor", "berth", "runc", "crun") as $n
-        | row($n; $d.run[$n].net_median; $d.create_start_delete[$n].net_median; $d.peak_rss_kib[$n])),
-    (. as $d | ("berth/crun", "berth/runc", "berth/floor") as $q
-        | row($q; $d.ratios.run[$q]; $d.ratios.create_start_delete[$q]; null))
-' "$OUT" | awk -F'\t' '
-    function num(x, fmt) { return x ~ /^[0-9.]+$/ ? sprintf(fmt, x) : x }
-    NR <= 2 { print; next }
-    { printf "%-14s %8s %21s %14s\n", $1, num($2, "%.2f"), num($3, "%.2f"), num($4, "%d") }
-    END { print "(wrapper: its raw median; the rest: median minus wrapper. The floor has no" \
-          "\n create/start/delete of its own: its run figure is repeated.)" }'
+# Tables: wrapper raw median, everything else net of the wrapper. A row with nothing in it is
+# left out, except berth's.
+table() { # TITLE COLUMN... (a series, or peak_rss)
+    jq -r --arg title "$1" '
+        def f: if . == null then "-" else tostring end;
+        . as $d
+        | def cell($row; $c):
+            if $c == "peak_rss" then $d.peak_rss_kib[$row]
+            elif $row | contains("/") then $d.ratios[$c][$row]
+            elif $row == "wrapper" then $d[$c].wrapper.median
+            else $d[$c][$row].net_median end;
+        "\n" + $title,
+        ([""] + ($ARGS.positional | map(if . == "peak_rss" then "peak RSS KiB" else gsub("_"; "+") end)) | @tsv),
+        (("wrapper", "floor", "berth", "runc", "crun", "berth/crun", "berth/runc", "berth/floor") as $row
+            | [cell($row; $ARGS.positional[])]
+            | select($row == "berth" or any(.[]; . != null))
+            | [if $row == "wrapper" then "wrapper alone" else $row end] + map(f) | @tsv)
+    ' "$OUT" --args "${@:2}" | awk -F'\t' '
+        function num(x, fmt) { return x ~ /^[0-9.]+$/ ? sprintf(fmt, x) : x }
+        NR <= 2 { print; next }
+        NR == 3 { for (i = 2; i <= NF; i++) { w[i] = length($i) < 6 ? 8 : length($i) + 2; kib[i] = $i ~ /KiB/ } }
+        {
+            line = sprintf("%-14s", $1)
+            for (i = 2; i <= NF; i++) line = line sprintf(" %" w[i] "s", num($i, kib[i] ? "%d" : "%.2f"))
+            print line
+        }'
+}
+runs=$(jq .runs "$OUT") date=$(jq -r .date "$OUT") rules=$(jq .seccomp.rules "$OUT")
+table "berth start-up, $runs runs, median ms net of the wrapper ($date)" \
+    run create_start_delete peak_rss
+echo "(wrapper: its raw median; the rest: median minus wrapper. The floor has no"
+echo " create/start/delete of its own: its run figure is repeated.)"
+table "with the default seccomp profile, and exec into a running container" \
+    run_seccomp create_start_delete_seccomp exec
+echo "(+seccomp: $(basename "$SECCOMP_PROFILE") resolved for runc spec's capabilities, $rules rules."
+echo " exec: /bin/true into a running container of the plain config.)"
 
 # Bar chart of the net medians, one scale for both modes, eighth-block resolution.
 jq -r '("run", "create_start_delete") as $k | .[$k] as $m

@@ -1,7 +1,7 @@
 //! Hooks, descriptors, terminals, `--no-pivot` and state bookkeeping, each
 //! checked on real containers.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -511,4 +511,38 @@ fn proc_sys_refuses_writes_and_masked_paths_read_empty() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn run_with_a_terminal_and_no_socket_relays_the_callers_terminal() {
+    if !can_run() {
+        return;
+    }
+    // `script` gives berth a terminal as a person's shell would; berth
+    // allocates the container's pty and relays it, as runc does.
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("run-tty");
+    bundle.config["process"]["terminal"] = json!(true);
+    bundle.args(&["/bin/sh", "-c", "tty; read x; echo got $x; exit 3"]);
+    bundle.write();
+    let command = format!(
+        "{} --root {} run --bundle {} {}",
+        berth.bin.display(),
+        berth.root.display(),
+        bundle.dir.display(),
+        unique("runtty")
+    );
+    let mut child = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(stdout.contains("/dev/pts/0"), "{stdout}");
+    assert!(stdout.contains("got hello"), "{stdout}");
 }

@@ -88,3 +88,182 @@ pub fn setup(socket: RawFd, size: Option<ConsoleSize>) -> Result<(), ConsoleErro
     }
     Ok(())
 }
+
+/// The pty master the init sent over `socket`, if it sent one (it does only
+/// for a terminal process, before reporting ready, so this never waits).
+pub fn receive_master(socket: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
+    let mut data = [0u8; 256];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut data)];
+    let message = nix::sys::socket::recvmsg::<()>(
+        socket.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ok()?;
+    for cmsg in message.cmsgs().ok()? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
+            // SAFETY: the kernel just installed these descriptors for us.
+            return fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) });
+        }
+    }
+    None
+}
+
+/// Copies the window size of the caller's terminal to the pty.
+fn copy_window_size(master: RawFd) {
+    // SAFETY: ioctls with a local winsize.
+    unsafe {
+        let mut ws: libc::winsize = std::mem::zeroed();
+        if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
+            libc::ioctl(master, libc::TIOCSWINSZ, &ws);
+        }
+    }
+}
+
+/// Restores the caller's terminal mode when dropped.
+struct RawMode(Option<libc::termios>);
+
+impl RawMode {
+    fn enter() -> RawMode {
+        // SAFETY: termios calls on stdin with local storage.
+        unsafe {
+            if libc::isatty(0) != 1 {
+                return RawMode(None);
+            }
+            let mut saved: libc::termios = std::mem::zeroed();
+            if libc::tcgetattr(0, &mut saved) != 0 {
+                return RawMode(None);
+            }
+            let mut raw = saved;
+            libc::cfmakeraw(&mut raw);
+            libc::tcsetattr(0, libc::TCSANOW, &raw);
+            RawMode(Some(saved))
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            // SAFETY: restoring the mode saved from the same terminal.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, saved) };
+        }
+    }
+}
+
+fn write_all(fd: RawFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        // SAFETY: write of a live buffer.
+        let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+        if n <= 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return;
+        }
+        bytes = &bytes[n as usize..];
+    }
+}
+
+/// `run` in the foreground with a terminal: relays between the caller's
+/// stdio and the container's pty, forwards signals (and window size), and
+/// returns the exit status of `pid` (128+signal when killed).
+pub fn relay(master: OwnedFd, pid: i32) -> i32 {
+    let master = master.as_raw_fd();
+    let _raw = RawMode::enter();
+    copy_window_size(master);
+    // SAFETY: signal mask and signalfd for this single thread; poll and
+    // read/write on descriptors we own; waitpid on our own child.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for sig in crate::container::FORWARDED {
+            libc::sigaddset(&mut set, *sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let signals = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        let mut stdin_open = true;
+        let mut master_open = true;
+        let mut buf = [0u8; 16 * 1024];
+        let mut status = 0;
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: if stdin_open { 0 } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if master_open { master } else { -1 },
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: signals,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            if libc::poll(fds.as_mut_ptr(), 3, -1) < 0 {
+                if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                break;
+            }
+            if fds[0].revents != 0 {
+                let n = libc::read(0, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    stdin_open = false;
+                } else {
+                    write_all(master, &buf[..n as usize]);
+                }
+            }
+            if fds[1].revents != 0 {
+                let n = libc::read(master, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    // EIO: every slave is closed.
+                    master_open = false;
+                } else {
+                    write_all(1, &buf[..n as usize]);
+                }
+            }
+            if fds[2].revents != 0 {
+                let mut info: libc::signalfd_siginfo = std::mem::zeroed();
+                libc::read(
+                    signals,
+                    (&mut info as *mut libc::signalfd_siginfo).cast(),
+                    std::mem::size_of::<libc::signalfd_siginfo>(),
+                );
+                let sig = info.ssi_signo as i32;
+                if sig == libc::SIGWINCH {
+                    copy_window_size(master);
+                } else if sig != libc::SIGCHLD {
+                    libc::kill(pid, sig);
+                }
+            }
+            if libc::waitpid(pid, &mut status, libc::WNOHANG) == pid {
+                // Whatever the process wrote last is still in the pty; a
+                // process left behind holding the slave must not block us.
+                let flags = libc::fcntl(master, libc::F_GETFL);
+                libc::fcntl(master, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                loop {
+                    let n = libc::read(master, buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        break;
+                    }
+                    write_all(1, &buf[..n as usize]);
+                }
+                break;
+            }
+        }
+        libc::close(signals);
+        if libc::WIFSIGNALED(status) {
+            128 + libc::WTERMSIG(status)
+        } else {
+            libc::WEXITSTATUS(status)
+        }
+    }
+}

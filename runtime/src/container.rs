@@ -71,6 +71,9 @@ pub struct CreateOptions {
     pub bundle: PathBuf,
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
+    /// A connected socket standing in for `console_socket` (`run` in the
+    /// foreground with a terminal: berth itself receives the pty).
+    pub console_fd: Option<std::os::fd::RawFd>,
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: u32,
@@ -204,12 +207,21 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
 
     let (runtime_end, init_end) = channel::pair()?;
     let listener = bind_start_socket(&dir_path)?;
-    let console = match &options.console_socket {
-        Some(path) => Some(UnixStream::connect(path).map_err(io(format!(
+    let console = match (&options.console_socket, options.console_fd) {
+        (Some(path), _) => Some(UnixStream::connect(path).map_err(io(format!(
             "cannot connect to console socket {}",
             path.display()
         )))?),
-        None => None,
+        (None, Some(fd)) => {
+            // SAFETY: the caller keeps the descriptor open for this call.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            Some(UnixStream::from(
+                borrowed
+                    .try_clone_to_owned()
+                    .map_err(io("console socket"))?,
+            ))
+        }
+        (None, None) => None,
     };
     for (kind, path) in &plan.runtime_joins {
         namespaces::join(*kind, path)?;
@@ -624,7 +636,7 @@ pub fn list(root: &Path) -> Vec<ListEntry> {
 }
 
 /// Signals `run` forwards to the container, as runc does.
-const FORWARDED: &[i32] = &[
+pub(crate) const FORWARDED: &[i32] = &[
     libc::SIGHUP,
     libc::SIGINT,
     libc::SIGQUIT,
@@ -643,7 +655,21 @@ pub fn run(
     detach: bool,
     keep: bool,
 ) -> Result<i32, ContainerError> {
-    let pid = create(root, options)?;
+    // In the foreground without a console socket, a terminal process gets a
+    // pty whose master comes back to berth, which relays it to the caller's
+    // terminal (as runc does).
+    let relay = if !detach && options.console_socket.is_none() {
+        Some(UnixStream::pair().map_err(io("console socket pair"))?)
+    } else {
+        None
+    };
+    let mut options = options.clone();
+    options.console_fd = relay.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
+    let pid = create(root, &options)?;
+    let master = relay.and_then(|(ours, theirs)| {
+        drop(theirs);
+        crate::console::receive_master(&ours)
+    });
     if let Err(e) = start(root, &options.id) {
         let _ = delete(root, &options.id, true);
         return Err(e);
@@ -651,7 +677,10 @@ pub fn run(
     if detach {
         return Ok(0);
     }
-    let code = wait_forwarding_signals(pid);
+    let code = match master {
+        Some(master) => crate::console::relay(master, pid),
+        None => wait_forwarding_signals(pid),
+    };
     if !keep {
         delete(root, &options.id, true)?;
     }

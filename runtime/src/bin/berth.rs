@@ -204,6 +204,7 @@ fn create_options(args: &CreateArgs, foreground: bool) -> CreateOptions {
         bundle: args.bundle.clone(),
         pid_file: args.pid_file.clone(),
         console_socket: args.console_socket.clone(),
+        console_fd: None,
         no_pivot: args.no_pivot,
         no_new_keyring: args.no_new_keyring,
         preserve_fds: args.preserve_fds,
