@@ -194,8 +194,9 @@ jq '.process.terminal = false
 mv "$bundle/config.json.new" "$bundle/config.json"
 for name in floor "${runtimes[@]}"; do mkdir -p "$work/root-$name"; done
 
-variant() { # DIR FILTER [JQ OPTIONS...]: a bundle in DIR whose config is the base one run
-    local dir=$1 filter=$2 #                 through FILTER, on the base rootfs
+# A bundle in DIR on the base rootfs, whose config is the base one through the jq FILTER.
+variant() { # DIR FILTER [JQ OPTIONS...]
+    local dir=$1 filter=$2
     shift 2
     mkdir -p "$dir"
     jq "$@" --arg rootfs "$bundle/rootfs" "$filter | .root.path = \$rootfs" \
@@ -403,11 +404,11 @@ table "with the default seccomp profile, and exec into a running container" \
 echo "(+seccomp: $(basename "$SECCOMP_PROFILE") resolved for runc spec's capabilities, $rules rules."
 echo " exec: /bin/true into a running container of the plain config.)"
 
-# Bar chart of the net medians, one scale for both modes, eighth-block resolution.
-jq -r '("run", "create_start_delete") as $k | .[$k] as $m
+# Bar chart of the net medians, one scale for all series, eighth-block resolution.
+jq -r '$ARGS.positional[] as $k | .[$k] as $m
        | ($m | to_entries[] | select(.key != "wrapper") | .key) as $n
-       | [($k | sub("_"; "+"; "g")), $n, $m[$n].net_median] | @tsv' \
-    "$OUT" | awk -F'\t' -v width=48 '
+       | [($k | gsub("_"; "+")), $n, $m[$n].net_median] | @tsv' \
+    "$OUT" --args "${series[@]}" | awk -F'\t' -v width=48 '
     { mode[NR] = $1; name[NR] = $2; v[NR] = $3; if ($3 > max) max = $3 }
     END {
         split("▏ ▎ ▍ ▌ ▋ ▊ ▉", part, " ")
@@ -423,8 +424,8 @@ jq -r '("run", "create_start_delete") as $k | .[$k] as $m
 if [[ -n ${skip[berth]:-} ]]; then
     echo "berth: not measured (${skip[berth]})"
 else
-    for key in berth-run berth-csd; do
-        [[ -z ${skip[$key]:-} ]] || echo "berth: not measured in ${key#berth-} (${skip[$key]})"
+    for s in "${series[@]}"; do
+        [[ -z ${skip[berth-$s]:-} ]] || echo "berth: not measured in ${s//_/+} (${skip[berth-$s]})"
     done
 fi
 echo "results: $OUT"

@@ -209,19 +209,7 @@ pub fn mount(
 
 /// Applies recursive attributes to the mount tree at `target` (an `O_PATH` fd path).
 pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), MountError> {
-    #[repr(C)]
-    struct MountAttr {
-        attr_set: u64,
-        attr_clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: clear,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = MountAttr::new(set, clear);
     let name = cstring(target);
     let dir = std::fs::File::open(target).ok();
     let (dirfd, path_ptr, flags) = match &dir {
@@ -246,6 +234,26 @@ pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), Mo
         });
     }
     Ok(())
+}
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+impl MountAttr {
+    fn new(attr_set: u64, attr_clr: u64) -> MountAttr {
+        MountAttr {
+            attr_set,
+            attr_clr,
+            propagation: 0,
+            userns_fd: 0,
+        }
+    }
 }
 
 fn ms_to_attr(flags: MsFlags) -> (u64, u64) {
@@ -319,19 +327,7 @@ pub fn bind_tree(
     let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
     let (set, clear) = ms_to_attr(flags);
     if set != 0 || clear != 0 {
-        #[repr(C)]
-        struct MountAttr {
-            attr_set: u64,
-            attr_clr: u64,
-            propagation: u64,
-            userns_fd: u64,
-        }
-        let attr = MountAttr {
-            attr_set: set,
-            attr_clr: clear,
-            propagation: 0,
-            userns_fd: 0,
-        };
+        let attr = MountAttr::new(set, clear);
         // SAFETY: fd, empty C string and mount_attr of the size passed.
         let rc = unsafe {
             libc::syscall(

@@ -355,13 +355,14 @@ pub fn apply_sysctl(spec: &Spec) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Masks paths (after pivot): directories get an empty read-only tmpfs,
-/// anything else a bind of `/dev/null`. Missing paths are skipped.
-pub fn mask_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
+/// Each of `paths` that exists in the container (after pivot), opened
+/// inside the root; missing paths are skipped, as runc does.
+fn existing(paths: &[PathBuf]) -> Result<Vec<OwnedFd>, RootfsError> {
     let root = root_fd(Path::new("/"))?;
+    let mut out = Vec::new();
     for path in paths {
-        let fd = match safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH) {
-            Ok(fd) => fd,
+        match safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH) {
+            Ok(fd) => out.push(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
             Err(source) => {
                 return Err(SafePathError::Open {
@@ -370,7 +371,15 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
                 }
                 .into())
             }
-        };
+        }
+    }
+    Ok(out)
+}
+
+/// Masks paths: directories get an empty read-only tmpfs, anything else a
+/// bind of `/dev/null`.
+pub fn mask_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
+    for fd in existing(paths)? {
         let target = safe_path::fd_path(&fd);
         let is_dir = nix::sys::stat::fstat(fd.as_raw_fd())
             .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
@@ -396,37 +405,10 @@ pub fn mask_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Makes paths read-only (after pivot). Missing paths are skipped.
+/// Makes paths read-only: a read-only copy of each is moved onto itself.
 pub fn readonly_paths(paths: &[PathBuf]) -> Result<(), RootfsError> {
-    let root = root_fd(Path::new("/"))?;
-    for path in paths {
-        let fd = match safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH) {
-            Ok(fd) => fd,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(source) => {
-                return Err(SafePathError::Open {
-                    path: path.clone(),
-                    source,
-                }
-                .into())
-            }
-        };
-        let target = safe_path::fd_path(&fd);
-        mounts::mount(
-            Some(&target),
-            &target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REC,
-            None,
-        )?;
-        let mounted =
-            safe_path::open_in_root(root.as_raw_fd(), path, libc::O_PATH).map_err(|source| {
-                SafePathError::Open {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
-        mounts::remount_bind(&safe_path::fd_path(&mounted), MsFlags::MS_RDONLY)?;
+    for fd in existing(paths)? {
+        mounts::bind_tree(&safe_path::fd_path(&fd), &fd, true, MsFlags::MS_RDONLY)?;
     }
     Ok(())
 }
