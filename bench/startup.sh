@@ -67,7 +67,8 @@ series=(run create_start_delete run_seccomp create_start_delete_seccomp exec)
 # unmounted: `unshare -m` (private propagation) and this script, which does one iteration.
 cat >"$work/lc" <<'EOF'
 #!/bin/sh
-# lc MODE RUNTIME ROOT BUNDLE TOKEN: one timed iteration, inside `unshare -m`.
+# lc MODE RUNTIME ROOT BUNDLE TOKEN: one timed iteration (or, for detach, the start of the
+# container that exec goes into), inside `unshare -m`.
 umount /sys/fs/cgroup/unified 2>/dev/null
 mode=$1 rt=$2 root=$3 bundle=$4 id=$5-$$
 case $mode in
@@ -113,7 +114,7 @@ chmod +x "$work/lc" "$work/reap"
 # $series, floor, or detach (start the container that exec goes into).
 cmd() {
     local mode b=$bundle id=$token reap= rt=${bin[$2]:-/bin/true}
-    case $1 in
+    case $1 in # (;;& goes on to the next patterns)
         *_seccomp) b=$work/bundle-seccomp ;;&
         run*) mode=run ;;
         create_start_delete*) mode=csd reap="$work/reap " ;;
@@ -394,15 +395,16 @@ table() { # TITLE COLUMN... (a series, or peak_rss)
             print line
         }'
 }
-runs=$(jq .runs "$OUT") date=$(jq -r .date "$OUT") rules=$(jq .seccomp.rules "$OUT")
+runs=$(jq .runs "$OUT") date=$(jq -r .date "$OUT")
 table "berth start-up, $runs runs, median ms net of the wrapper ($date)" \
     run create_start_delete peak_rss
 echo "(wrapper: its raw median; the rest: median minus wrapper. The floor has no"
 echo " create/start/delete of its own: its run figure is repeated.)"
 table "with the default seccomp profile, and exec into a running container" \
     run_seccomp create_start_delete_seccomp exec
-echo "(+seccomp: $(basename "$SECCOMP_PROFILE") resolved for runc spec's capabilities, $rules rules."
-echo " exec: /bin/true into a running container of the plain config.)"
+jq -r '"(+seccomp: the profile resolved for the capabilities of the config, \(.seccomp.rules) rules naming"
+    + " \(.seccomp.syscalls) syscalls,\n \(.seccomp.defaultAction) for the rest; \(.seccomp.profile).\n"
+    + " exec: /bin/true into a running container of the plain config.)"' "$OUT"
 
 # Bar chart of the net medians, one scale for all series, eighth-block resolution.
 jq -r '$ARGS.positional[] as $k | .[$k] as $m
