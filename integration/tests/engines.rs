@@ -141,7 +141,7 @@ fn podman_runs_containers_with_berth() {
 }
 
 #[test]
-fn podman_shows_berths_error_for_what_it_cannot_apply() {
+fn podman_applies_limits_and_shows_berths_error_for_what_it_cannot() {
     if !can_run() {
         return;
     }
@@ -149,11 +149,26 @@ fn podman_shows_berths_error_for_what_it_cannot_apply() {
     let bundle = Bundle::new("podman-err");
     let image = "localhost/berth-it-busybox-err:1";
     podman.import(&bundle.rootfs(), image);
-    // A memory limit: berth refuses rather than run the container unlimited.
-    let out = podman_run(&podman, &["--rm", "--memory", "64m"], image, &["/bin/true"]);
+    // A memory limit is applied (read back from inside the container).
+    let out = podman_run(
+        &podman,
+        &["--rm", "--memory", "64m"],
+        image,
+        &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "67108864");
+    // Block IO throttling is not applied yet: berth refuses rather than run
+    // the container unlimited, and podman shows why.
+    let out = podman_run(
+        &podman,
+        &["--rm", "--device-read-bps", "/dev/null:1mb"],
+        image,
+        &["/bin/true"],
+    );
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("linux.resources.memory is set but berth"),
+        String::from_utf8_lossy(&out.stderr).contains("linux.resources.blockIO is set but berth"),
         "{}",
         text(&out)
     );

@@ -25,6 +25,16 @@ pub enum CgroupError {
     InUse(PathBuf),
     #[error("the spec sets a {0} limit but this host has no {0} controller for berth to use")]
     NoController(&'static str),
+    #[error("cannot write {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("invalid linux.resources.{0}")]
+    InvalidValue(String),
+    #[error("cgroup {0} did not finish freezing or thawing")]
+    FreezeTimeout(PathBuf),
     #[error("invalid device rule {0}")]
     InvalidRule(String),
 }
@@ -157,6 +167,20 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The hierarchy each of a container's directories lives in, in the same order.
+pub fn hierarchies_for(paths: &[PathBuf]) -> Vec<Hierarchy> {
+    let all = hierarchies();
+    paths
+        .iter()
+        .filter_map(|p| {
+            all.iter()
+                .filter(|h| p.starts_with(&h.mount_point))
+                .max_by_key(|h| h.mount_point.as_os_str().len())
+                .cloned()
+        })
+        .collect()
 }
 
 /// Creates the container's directories; returns them in hierarchy order.
@@ -374,6 +398,205 @@ pub fn apply_devices(
         write(true, line)?;
     }
     Ok(())
+}
+
+/// The container's directory in the hierarchy that has `controller`.
+fn dir_for<'a>(
+    hierarchies: &[Hierarchy],
+    paths: &'a [PathBuf],
+    controller: &'static str,
+) -> Result<&'a PathBuf, CgroupError> {
+    hierarchies
+        .iter()
+        .zip(paths)
+        .find(|(h, _)| h.controllers.iter().any(|c| c == controller))
+        .map(|(_, p)| p)
+        .ok_or(CgroupError::NoController(controller))
+}
+
+fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
+    let path = dir.join(file);
+    std::fs::write(&path, value).map_err(|source| CgroupError::Write {
+        path,
+        value: value.to_string(),
+        source,
+    })
+}
+
+/// Checks resource values before anything is created.
+pub fn validate_resources(resources: &crate::spec::Resources) -> Result<(), CgroupError> {
+    let bad = |what: &str, why: String| Err(CgroupError::InvalidValue(format!("{what}: {why}")));
+    if let Some(memory) = &resources.memory {
+        for (name, value) in [
+            ("memory.limit", memory.limit),
+            ("memory.reservation", memory.reservation),
+            ("memory.swap", memory.swap),
+        ] {
+            if let Some(v) = value {
+                if v < -1 {
+                    return bad(name, format!("{v} (use a byte count, or -1 for unlimited)"));
+                }
+            }
+        }
+        if let (Some(limit), Some(swap)) = (memory.limit, memory.swap) {
+            if limit > 0 && swap > 0 && swap < limit {
+                return bad(
+                    "memory.swap",
+                    format!("{swap} is below memory.limit {limit} (swap is memory plus swap)"),
+                );
+            }
+        }
+        if let Some(s) = memory.swappiness {
+            if s > 100 {
+                return bad("memory.swappiness", format!("{s} (0-100)"));
+            }
+        }
+    }
+    if let Some(cpu) = &resources.cpu {
+        if let Some(shares) = cpu.shares {
+            if !(2..=262_144).contains(&shares) {
+                return bad("cpu.shares", format!("{shares} (2-262144)"));
+            }
+        }
+        if let Some(quota) = cpu.quota {
+            if quota == 0 || quota < -1 || (0..1000).contains(&quota) {
+                return bad(
+                    "cpu.quota",
+                    format!("{quota} (at least 1000 µs, or -1 for none)"),
+                );
+            }
+        }
+        if let Some(period) = cpu.period {
+            if !(1000..=1_000_000).contains(&period) {
+                return bad("cpu.period", format!("{period} (1000-1000000 µs)"));
+            }
+        }
+        for (name, list) in [("cpu.cpus", &cpu.cpus), ("cpu.mems", &cpu.mems)] {
+            if let Some(list) = list {
+                let ok = list
+                    .split(',')
+                    .all(|part| part.split('-').all(|n| n.trim().parse::<u32>().is_ok()));
+                if !ok {
+                    return bad(name, format!("{list:?} (a list like 0-2,4)"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the memory and cpu limits (v1 files; issue 3 brings v2).
+pub fn apply_resources(
+    hierarchies: &[Hierarchy],
+    paths: &[PathBuf],
+    resources: &crate::spec::Resources,
+) -> Result<(), CgroupError> {
+    if let Some(memory) = &resources.memory {
+        let dir = dir_for(hierarchies, paths, "memory")?;
+        // 0 leaves a value as it is, as runc does.
+        if let Some(limit) = memory.limit.filter(|v| *v != 0) {
+            // memory ≤ memory+swap at every step: raise memsw first when growing.
+            if let Some(swap) = memory.swap.filter(|v| *v != 0) {
+                let _ = write_file(dir, "memory.memsw.limit_in_bytes", &swap.to_string());
+            }
+            write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
+        }
+        if let Some(swap) = memory.swap.filter(|v| *v != 0) {
+            if !dir.join("memory.memsw.limit_in_bytes").exists() {
+                return Err(CgroupError::NoController(
+                    "memory+swap (swap accounting is off)",
+                ));
+            }
+            write_file(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+        }
+        if let Some(reservation) = memory.reservation.filter(|v| *v != 0) {
+            write_file(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
+        }
+        if let Some(swappiness) = memory.swappiness {
+            write_file(dir, "memory.swappiness", &swappiness.to_string())?;
+        }
+        if memory.disable_oom_killer == Some(true) {
+            write_file(dir, "memory.oom_control", "1")?;
+        }
+    }
+    if let Some(cpu) = &resources.cpu {
+        if cpu.shares.is_some()
+            || cpu.quota.is_some()
+            || cpu.period.is_some()
+            || cpu.realtime_runtime.is_some()
+            || cpu.realtime_period.is_some()
+        {
+            let dir = dir_for(hierarchies, paths, "cpu")?;
+            if let Some(shares) = cpu.shares {
+                write_file(dir, "cpu.shares", &shares.to_string())?;
+            }
+            if let Some(period) = cpu.period {
+                write_file(dir, "cpu.cfs_period_us", &period.to_string())?;
+            }
+            if let Some(quota) = cpu.quota {
+                write_file(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+            if let Some(period) = cpu.realtime_period {
+                write_file(dir, "cpu.rt_period_us", &period.to_string())?;
+            }
+            if let Some(runtime) = cpu.realtime_runtime {
+                write_file(dir, "cpu.rt_runtime_us", &runtime.to_string())?;
+            }
+        }
+        if cpu.cpus.is_some() || cpu.mems.is_some() {
+            let dir = dir_for(hierarchies, paths, "cpuset")?;
+            if let Some(cpus) = &cpu.cpus {
+                write_file(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = &cpu.mems {
+                write_file(dir, "cpuset.mems", mems)?;
+            }
+        }
+    }
+    if let Some(pids) = &resources.pids {
+        apply_pids(hierarchies, paths, pids.limit)?;
+    }
+    Ok(())
+}
+
+/// Freezes or thaws every task of the container (v1 freezer, or v2's
+/// cgroup.freeze) and waits until the kernel reports it done.
+pub fn freeze(
+    hierarchies: &[Hierarchy],
+    paths: &[PathBuf],
+    frozen: bool,
+) -> Result<(), CgroupError> {
+    let v1 = dir_for(hierarchies, paths, "freezer").ok();
+    let v2 = || {
+        hierarchies
+            .iter()
+            .zip(paths)
+            .find(|(h, p)| h.is_unified() && p.join("cgroup.freeze").exists())
+            .map(|(_, p)| p)
+    };
+    // (directory, file to write, value, file to watch, text that means done)
+    let (dir, file, value, watch, done) = match (v1, frozen) {
+        (Some(dir), true) => (dir, "freezer.state", "FROZEN", "freezer.state", "FROZEN"),
+        (Some(dir), false) => (dir, "freezer.state", "THAWED", "freezer.state", "THAWED"),
+        (None, _) => {
+            let dir = v2().ok_or(CgroupError::NoController("freezer"))?;
+            let (value, done) = if frozen {
+                ("1", "frozen 1")
+            } else {
+                ("0", "frozen 0")
+            };
+            (dir, "cgroup.freeze", value, "cgroup.events", done)
+        }
+    };
+    write_file(dir, file, value)?;
+    for _ in 0..1000 {
+        let state = std::fs::read_to_string(dir.join(watch)).unwrap_or_default();
+        if state.lines().any(|l| l.trim() == done) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    Err(CgroupError::FreezeTimeout(dir.clone()))
 }
 
 /// Writes `pids.max` (a limit of 0 leaves the cgroup as it is, as runc does).

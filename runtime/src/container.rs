@@ -53,6 +53,8 @@ pub enum ContainerError {
     NotRunning,
     #[error("cannot delete container {id} that is not stopped: {status}")]
     DeleteRunning { id: String, status: &'static str },
+    #[error("container not paused")]
+    NotPaused,
     #[error("no such process")]
     NoSuchProcess,
     #[error("starting container process caused: {0}")]
@@ -193,6 +195,9 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         .map(|r| r.devices.clone())
         .unwrap_or_default();
     cgroups::validate_rules(&device_rules)?;
+    if let Some(resources) = &linux.resources {
+        cgroups::validate_resources(resources)?;
+    }
 
     let dir = ContainerDir::create(root, &options.id)?;
     let mut guard = CreateGuard {
@@ -297,8 +302,8 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
-    if let Some(pids) = linux.resources.as_ref().and_then(|r| r.pids) {
-        cgroups::apply_pids(&hierarchies, &guard.cgroups, pids.limit)?;
+    if let Some(resources) = &linux.resources {
+        cgroups::apply_resources(&hierarchies, &guard.cgroups, resources)?;
     }
     cgroups::apply_devices(&hierarchies, &guard.cgroups, &device_rules, &linux.devices)?;
     let creating = oci_state_json(&state, Status::Creating);
@@ -592,7 +597,72 @@ fn remove_unfinished(root: &Path, id: &str) -> Result<(), ContainerError> {
 
 fn kill_and_wait(state: &State) {
     signal_all(state, libc::SIGKILL);
+    if cgroups::is_frozen(&state.cgroup_paths) {
+        // Frozen tasks take the queued SIGKILL only once thawed.
+        let paths = &state.cgroup_paths;
+        let _ = cgroups::freeze(&cgroups::hierarchies_for(paths), paths, false);
+    }
     wait_gone(state.pid, state.init_start_time);
+}
+
+/// `berth pause`: freezes every process of the container.
+pub fn pause(root: &Path, id: &str) -> Result<(), ContainerError> {
+    let dir = ContainerDir::open(root, id)?;
+    let state = dir.load()?;
+    if !matches!(dir.status(&state), Status::Running | Status::Created) {
+        return Err(ContainerError::NotRunning);
+    }
+    let paths = &state.cgroup_paths;
+    cgroups::freeze(&cgroups::hierarchies_for(paths), paths, true)?;
+    Ok(())
+}
+
+/// `berth resume`: thaws a paused container.
+pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
+    let dir = ContainerDir::open(root, id)?;
+    let state = dir.load()?;
+    if dir.status(&state) != Status::Paused {
+        return Err(ContainerError::NotPaused);
+    }
+    let paths = &state.cgroup_paths;
+    cgroups::freeze(&cgroups::hierarchies_for(paths), paths, false)?;
+    Ok(())
+}
+
+/// The pids of every process in the container.
+pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
+    let (dir, state) = open_unlocked(root, id)?;
+    if dir_status(&dir, &state) == Status::Stopped {
+        return Err(ContainerError::NotRunning);
+    }
+    Ok(cgroups::pids(&state.cgroup_paths))
+}
+
+/// `berth update`: new limits for a live container.
+pub fn update(
+    root: &Path,
+    id: &str,
+    resources: &crate::spec::Resources,
+) -> Result<(), ContainerError> {
+    let dir = ContainerDir::open(root, id)?;
+    let state = dir.load()?;
+    if dir.status(&state) == Status::Stopped {
+        return Err(ContainerError::NotRunning);
+    }
+    if let Some(key) = resources.others.keys().next() {
+        return Err(ContainerError::Usage(format!(
+            "linux.resources.{key} cannot be updated by berth yet"
+        )));
+    }
+    cgroups::validate_resources(resources)?;
+    let paths = &state.cgroup_paths;
+    let hierarchies = cgroups::hierarchies_for(paths);
+    cgroups::apply_resources(&hierarchies, paths, resources)?;
+    if !resources.devices.is_empty() {
+        cgroups::validate_rules(&resources.devices)?;
+        cgroups::apply_devices(&hierarchies, paths, &resources.devices, &[])?;
+    }
+    Ok(())
 }
 
 /// One row of `berth list`.

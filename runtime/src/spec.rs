@@ -232,8 +232,35 @@ pub struct Resources {
     #[serde(default)]
     pub devices: Vec<DeviceRule>,
     pub pids: Option<Pids>,
+    pub memory: Option<Memory>,
+    pub cpu: Option<Cpu>,
     #[serde(flatten)]
     pub others: BTreeMap<String, serde_json::Value>,
+}
+
+/// `linux.resources.memory` (bytes; -1 means unlimited).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Memory {
+    pub limit: Option<i64>,
+    pub reservation: Option<i64>,
+    pub swap: Option<i64>,
+    pub swappiness: Option<u64>,
+    #[serde(rename = "disableOOMKiller")]
+    pub disable_oom_killer: Option<bool>,
+}
+
+/// `linux.resources.cpu`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cpu {
+    pub shares: Option<u64>,
+    pub quota: Option<i64>,
+    pub period: Option<u64>,
+    pub realtime_runtime: Option<i64>,
+    pub realtime_period: Option<u64>,
+    pub cpus: Option<String>,
+    pub mems: Option<String>,
 }
 
 /// `linux.resources.pids`: a limit above 0, below 0 for "max", 0 for untouched (as runc).

@@ -94,6 +94,169 @@ struct ExecArgs {
     command: Vec<String>,
 }
 
+#[derive(Args, Clone)]
+struct UpdateArgs {
+    /// A JSON file with `linux.resources` (`-` for stdin).
+    #[arg(short, long)]
+    resources: Option<String>,
+    #[arg(long)]
+    memory: Option<String>,
+    #[arg(long = "memory-reservation")]
+    memory_reservation: Option<String>,
+    #[arg(long = "memory-swap")]
+    memory_swap: Option<String>,
+    #[arg(long = "cpu-share")]
+    cpu_share: Option<u64>,
+    #[arg(long = "cpu-quota")]
+    cpu_quota: Option<i64>,
+    #[arg(long = "cpu-period")]
+    cpu_period: Option<u64>,
+    #[arg(long = "cpu-rt-runtime")]
+    cpu_rt_runtime: Option<i64>,
+    #[arg(long = "cpu-rt-period")]
+    cpu_rt_period: Option<u64>,
+    #[arg(long = "cpuset-cpus")]
+    cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    cpuset_mems: Option<String>,
+    #[arg(long = "pids-limit")]
+    pids_limit: Option<i64>,
+    id: String,
+}
+
+/// `64m`, `1g`, `1024`, or `-1`: bytes, as runc's flags take them.
+fn parse_bytes(text: &str) -> anyhow::Result<i64> {
+    let lower = text.trim().to_ascii_lowercase();
+    if lower == "-1" {
+        return Ok(-1);
+    }
+    let (number, unit) = match lower.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => lower.split_at(i),
+        None => (lower.as_str(), ""),
+    };
+    let scale: i64 = match unit.trim_end_matches('b').trim_end_matches('i') {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => anyhow::bail!("invalid size {text:?}: use bytes or a k/m/g/t suffix"),
+    };
+    let value: i64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("invalid size {text:?}: use bytes or a k/m/g/t suffix"))?;
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| anyhow::anyhow!("size {text:?} is too large"))
+}
+
+fn update_resources(args: &UpdateArgs) -> anyhow::Result<berth_runtime::spec::Resources> {
+    use berth_runtime::spec::{Cpu, Memory, Pids, Resources};
+    let mut resources: Resources = match args.resources.as_deref() {
+        Some("-") => serde_json::from_reader(std::io::stdin().lock())
+            .map_err(|e| anyhow::anyhow!("invalid resources on stdin: {e}"))?,
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
+            serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("invalid resources in {path}: {e}"))?
+        }
+        None => Resources::default(),
+    };
+    let bytes = |v: &Option<String>| v.as_deref().map(parse_bytes).transpose();
+    let memory = Memory {
+        limit: bytes(&args.memory)?,
+        reservation: bytes(&args.memory_reservation)?,
+        swap: bytes(&args.memory_swap)?,
+        ..Default::default()
+    };
+    if memory.limit.is_some() || memory.reservation.is_some() || memory.swap.is_some() {
+        let m = resources.memory.get_or_insert_with(Default::default);
+        m.limit = memory.limit.or(m.limit);
+        m.reservation = memory.reservation.or(m.reservation);
+        m.swap = memory.swap.or(m.swap);
+    }
+    let cpu = Cpu {
+        shares: args.cpu_share,
+        quota: args.cpu_quota,
+        period: args.cpu_period,
+        realtime_runtime: args.cpu_rt_runtime,
+        realtime_period: args.cpu_rt_period,
+        cpus: args.cpuset_cpus.clone(),
+        mems: args.cpuset_mems.clone(),
+    };
+    if cpu.shares.is_some()
+        || cpu.quota.is_some()
+        || cpu.period.is_some()
+        || cpu.realtime_runtime.is_some()
+        || cpu.realtime_period.is_some()
+        || cpu.cpus.is_some()
+        || cpu.mems.is_some()
+    {
+        let c = resources.cpu.get_or_insert_with(Default::default);
+        c.shares = cpu.shares.or(c.shares);
+        c.quota = cpu.quota.or(c.quota);
+        c.period = cpu.period.or(c.period);
+        c.realtime_runtime = cpu.realtime_runtime.or(c.realtime_runtime);
+        c.realtime_period = cpu.realtime_period.or(c.realtime_period);
+        c.cpus = cpu.cpus.or(c.cpus.take());
+        c.mems = cpu.mems.or(c.mems.take());
+    }
+    if let Some(limit) = args.pids_limit {
+        resources.pids = Some(Pids { limit });
+    }
+    Ok(resources)
+}
+
+fn print_ps(
+    root: &std::path::Path,
+    id: &str,
+    format: &str,
+    ps_args: &[String],
+) -> anyhow::Result<()> {
+    let pids = container::pids(root, id)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "table" => {
+            let args: Vec<String> = if ps_args.is_empty() {
+                vec!["-ef".into()]
+            } else {
+                ps_args.to_vec()
+            };
+            let out = std::process::Command::new("ps")
+                .args(&args)
+                .output()
+                .map_err(|e| anyhow::anyhow!("cannot run ps: {e}"))?;
+            if !out.status.success() {
+                anyhow::bail!(
+                    "ps {}: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let column = header
+                .split_whitespace()
+                .position(|c| c == "PID")
+                .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
+            println!("{header}");
+            for line in lines {
+                let pid = line
+                    .split_whitespace()
+                    .nth(column)
+                    .and_then(|p| p.parse::<i32>().ok());
+                if pid.is_some_and(|p| pids.contains(&p)) {
+                    println!("{line}");
+                }
+            }
+        }
+        other => anyhow::bail!("invalid format option {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create a container (its process waits for `start`).
@@ -143,6 +306,20 @@ enum Command {
     Features,
     /// Run a new process in a running container.
     Exec(ExecArgs),
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// List the processes of a container (`-- PS-OPTIONS` go to ps).
+    Ps {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change the resource limits of a running container.
+    Update(UpdateArgs),
 }
 
 fn main() -> ExitCode {
@@ -253,6 +430,14 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             berth_runtime::defaults::write_spec(bundle, cli.rootless.as_deref() == Some("true"))?
         }
         Command::Features => println!("{}", berth_runtime::defaults::features_json()),
+        Command::Pause { id } => container::pause(root, id)?,
+        Command::Resume { id } => container::resume(root, id)?,
+        Command::Ps {
+            format,
+            id,
+            ps_args,
+        } => print_ps(root, id, format, ps_args)?,
+        Command::Update(args) => container::update(root, &args.id, &update_resources(args)?)?,
         Command::Exec(args) => {
             let options = berth_runtime::exec::ExecOptions {
                 id: args.id.clone(),

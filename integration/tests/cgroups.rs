@@ -1,0 +1,290 @@
+//! Cgroup limits, pause/resume, ps and update on this (v1/hybrid) host,
+//! each checked from inside a real container or from its cgroup files.
+
+use std::path::Path;
+use std::time::Duration;
+
+use berth_integration::*;
+use serde_json::json;
+
+fn sh(bundle: &mut Bundle, script: &str) {
+    bundle.args(&["/bin/sh", "-c", script]);
+}
+
+#[test]
+fn each_limit_is_written_and_read_back_from_inside() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("limits");
+    bundle.config["linux"]["resources"]["memory"] =
+        json!({"limit": 67108864, "reservation": 33554432, "swappiness": 10});
+    bundle.config["linux"]["resources"]["cpu"] =
+        json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"});
+    bundle.config["linux"]["resources"]["pids"] = json!({"limit": 64});
+    sh(
+        &mut bundle,
+        "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes \
+        memory/memory.swappiness cpu/cpu.shares cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us \
+        cpuset/cpuset.cpus cpuset/cpuset.mems pids/pids.max",
+    );
+    let out = berth.run(&bundle, &unique("limits"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "67108864\n33554432\n10\n512\n50000\n100000\n0\n0\n64\n"
+    );
+}
+
+#[test]
+fn a_process_past_its_memory_limit_is_oom_killed() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("oom");
+    bundle.config["linux"]["resources"]["memory"] = json!({"limit": 16777216});
+    // The shell keeps the 64 MiB in a variable: more than the cgroup allows.
+    sh(
+        &mut bundle,
+        "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}",
+    );
+    let out = berth.run(&bundle, &unique("oom"));
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("survived"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn the_pids_limit_stops_a_fork_bomb() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("forkbomb");
+    bundle.config["linux"]["resources"]["pids"] = json!({"limit": 8});
+    // The shell reports each child before forking it; the kernel refuses the
+    // fork that would exceed pids.max, and the shell gives up.
+    sh(
+        &mut bundle,
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo $i; sleep 5 & done; echo all-forked",
+    );
+    let out = berth.run(&bundle, &unique("bomb"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("all-forked"), "{}", text(&out));
+    let last: u32 = stdout
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    // The shell itself is one of the 8 tasks: at most 7 children, 8 tries.
+    assert!(
+        (1..=8).contains(&last),
+        "forked up to {last} under pids.max=8: {}",
+        text(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fork"),
+        "{}",
+        text(&out)
+    );
+}
+
+fn count(bundle: &Bundle) -> u64 {
+    std::fs::read_to_string(bundle.rootfs().join("tmp/count"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn pause_stops_a_counter_and_resume_lets_it_continue() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("pause");
+    bundle.config["root"]["readonly"] = json!(false);
+    sh(
+        &mut bundle,
+        "i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done",
+    );
+    bundle.write();
+    let id = unique("pause");
+    assert!(berth
+        .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .status
+        .success());
+    std::thread::sleep(Duration::from_millis(200));
+    let out = berth.exec(&["pause", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(berth.status(&id), "paused");
+    let frozen_at = count(&bundle);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(count(&bundle), frozen_at, "the counter moved while paused");
+    let out = berth.exec(&["exec", &id, "true"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot exec in a paused container"),
+        "{}",
+        text(&out)
+    );
+    let out = berth.exec(&["pause", &id]);
+    assert!(!out.status.success(), "pausing twice must fail");
+    assert!(berth.exec(&["resume", &id]).status.success());
+    assert_eq!(berth.status(&id), "running");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(count(&bundle) > frozen_at, "the counter did not continue");
+    let out = berth.exec(&["resume", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container not paused"),
+        "{}",
+        text(&out)
+    );
+    // delete --force of a paused container works too.
+    assert!(berth.exec(&["pause", &id]).status.success());
+    assert!(berth.exec(&["delete", "--force", &id]).status.success());
+    assert!(!Path::new(&format!("/sys/fs/cgroup/freezer/berth/{id}")).exists());
+}
+
+#[test]
+fn update_changes_a_live_limit_and_ps_lists_the_processes() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("update");
+    bundle.config["linux"]["resources"]["memory"] = json!({"limit": 67108864});
+    sh(&mut bundle, "sleep 1000 & sleep 1000");
+    bundle.write();
+    let id = unique("update");
+    assert!(berth
+        .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .status
+        .success());
+    let file = format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "67108864");
+    let out = berth.exec(&["update", "--memory", "32m", "--pids-limit", "20", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "33554432");
+    let pids_max = format!("/sys/fs/cgroup/pids/berth/{id}/pids.max");
+    assert_eq!(std::fs::read_to_string(&pids_max).unwrap().trim(), "20");
+    // The docker form: JSON on stdin.
+    let mut update = berth.command(&["update", "--resources", "-", &id]);
+    update.stdin(std::process::Stdio::piped());
+    let mut child = update.spawn().unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"cpu": {"shares": 256}}"#)
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let shares = format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.shares");
+    assert_eq!(std::fs::read_to_string(&shares).unwrap().trim(), "256");
+
+    let out = berth.exec(&["ps", "--format", "json", &id]);
+    let pids: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
+    // The shell execs its last command: two sleeps, one of them pid 1.
+    assert_eq!(pids.len(), 2, "two sleeps: {pids:?}");
+    let out = berth.exec(&["ps", &id]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.lines().next().unwrap().contains("PID"), "{table}");
+    assert_eq!(
+        table.lines().filter(|l| l.contains("sleep 1000")).count(),
+        2,
+        "{table}"
+    );
+
+    assert!(berth.exec(&["kill", &id, "KILL"]).status.success());
+    berth.wait_stopped(&id);
+    let out = berth.exec(&["update", "--memory", "64m", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container not running"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn device_rules_let_dev_null_through_and_refuse_an_unlisted_block_device() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("devices");
+    bundle.config["root"]["readonly"] = json!(false);
+    let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE"]);
+    bundle.config["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps});
+    sh(&mut bundle, "echo ok > /dev/null && echo null-ok; mknod /tmp/disk b 7 0 && head -c 1 /tmp/disk; echo rc=$?");
+    let out = berth.run(&bundle, &unique("dev"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("null-ok"), "{}", text(&out));
+    assert!(stdout.contains("rc=1"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Operation not permitted"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bad_limits_are_refused_before_anything_exists() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    for (resources, words) in [
+        (json!({"memory": {"limit": -5}}), "memory.limit"),
+        (json!({"memory": {"swappiness": 200}}), "memory.swappiness"),
+        (
+            json!({"memory": {"limit": 67108864, "swap": 1048576}}),
+            "memory.swap",
+        ),
+        (json!({"cpu": {"quota": 500}}), "cpu.quota"),
+        (json!({"cpu": {"shares": 1}}), "cpu.shares"),
+        (json!({"cpu": {"cpus": "zero-two"}}), "cpu.cpus"),
+        (
+            json!({"devices": [{"allow": true, "type": "x", "access": "rwm"}]}),
+            "device",
+        ),
+        (
+            json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 1}]}),
+            "hugepageLimits",
+        ),
+    ] {
+        let mut bundle = Bundle::new("badlimits");
+        bundle.config["linux"]["resources"] = resources.clone();
+        bundle.write();
+        let id = unique("badlim");
+        let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+        assert_eq!(out.status.code(), Some(1), "{resources}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(words),
+            "{resources}: {}",
+            text(&out)
+        );
+        assert!(!berth.root.join(&id).exists());
+        assert!(!Path::new(&format!("/sys/fs/cgroup/memory/berth/{id}")).exists());
+    }
+    let mut bundle = Bundle::new("dotdot");
+    bundle.config["linux"]["cgroupsPath"] = json!("/berth/../../escape");
+    bundle.write();
+    let out = berth.exec(&[
+        "create",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &unique("dotdot"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must not contain \"..\""),
+        "{}",
+        text(&out)
+    );
+    assert!(!Path::new("/sys/fs/cgroup/memory/escape").exists());
+}
