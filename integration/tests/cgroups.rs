@@ -288,3 +288,62 @@ fn bad_limits_are_refused_before_anything_exists() {
     );
     assert!(!Path::new("/sys/fs/cgroup/memory/escape").exists());
 }
+
+#[test]
+fn events_reports_stats_and_the_oom_kill() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("events");
+    bundle.config["linux"]["resources"]["memory"] = json!({"limit": 16777216});
+    // A child of the shell allocates past the limit and is OOM-killed; the
+    // shell (pid 1) lives on a little so the stream can see it.
+    sh(
+        &mut bundle,
+        "sleep 0.5; (x=$(head -c 67108864 /dev/zero | tr '\\0' a)); sleep 1.5",
+    );
+    bundle.write();
+    let id = unique("events");
+    assert!(berth
+        .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .status
+        .success());
+
+    let out = berth.exec(&["events", "--stats", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(record["type"], "stats");
+    assert_eq!(record["id"], id.as_str());
+    assert_eq!(record["data"]["memory"]["usage"]["limit"], 16777216);
+    assert!(
+        record["data"]["pids"]["current"].as_u64().unwrap() >= 1,
+        "{record}"
+    );
+    assert!(
+        record["data"]["cpu"]["usage"]["total"].as_u64().unwrap() > 0,
+        "{record}"
+    );
+
+    // The stream ends with the container.
+    let out = berth.exec(&["events", "--interval", "1s", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        records
+            .iter()
+            .any(|r| r["type"] == "oom" && r["id"] == id.as_str()),
+        "{records:?}"
+    );
+    assert!(records.iter().any(|r| r["type"] == "stats"), "{records:?}");
+
+    let out = berth.exec(&["events", "--stats", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container not running"),
+        "{}",
+        text(&out)
+    );
+}

@@ -27,6 +27,7 @@ pub mod console;
 pub mod container;
 pub mod defaults;
 pub mod devices;
+pub mod events;
 pub mod exec;
 pub mod hooks;
 pub mod init;

@@ -124,6 +124,27 @@ struct UpdateArgs {
     id: String,
 }
 
+/// `5s`, `500ms`, `1m` (Go's duration syntax, as runc's flag takes it).
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let bad = || anyhow::anyhow!("invalid --interval {text:?}: use e.g. 5s or 500ms");
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
 /// `64m`, `1g`, `1024`, or `-1`: bytes, as runc's flags take them.
 fn parse_bytes(text: &str) -> anyhow::Result<i64> {
     let lower = text.trim().to_ascii_lowercase();
@@ -320,6 +341,15 @@ enum Command {
     },
     /// Change the resource limits of a running container.
     Update(UpdateArgs),
+    /// Resource statistics (--stats) or a stream of them and OOM events.
+    Events {
+        #[arg(long)]
+        stats: bool,
+        /// Between stats records, e.g. 5s, 500ms.
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -437,6 +467,11 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             id,
             ps_args,
         } => print_ps(root, id, format, ps_args)?,
+        Command::Events {
+            stats,
+            interval,
+            id,
+        } => berth_runtime::events::events(root, id, *stats, parse_duration(interval)?)?,
         Command::Update(args) => container::update(root, &args.id, &update_resources(args)?)?,
         Command::Exec(args) => {
             let options = berth_runtime::exec::ExecOptions {
