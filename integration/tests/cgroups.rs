@@ -115,6 +115,22 @@ fn pause_stops_a_counter_and_resume_lets_it_continue() {
     );
     bundle.write();
     let id = unique("pause");
+    // A created container cannot be paused: its init waits for `start`.
+    let created = unique("pause-created");
+    assert!(berth
+        .exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &created])
+        .status
+        .success());
+    let out = berth.exec(&["pause", &created]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container not running"),
+        "{}",
+        text(&out)
+    );
+    assert!(berth
+        .exec(&["delete", "--force", &created])
+        .status
+        .success());
     assert!(berth
         .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
         .status

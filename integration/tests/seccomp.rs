@@ -116,6 +116,44 @@ fn engine_profile(capabilities: &[&str]) -> Value {
     engine::resolve(&profile, &target).unwrap()
 }
 
+/// What the init needs up to execve plus what the static checker needs.
+const CHECKER_SYSCALLS: &[&str] = &[
+    "execve",
+    "exit_group",
+    "exit",
+    "brk",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "rseq",
+    "prlimit64",
+    "mmap",
+    "munmap",
+    "mprotect",
+    "readlinkat",
+    "getrandom",
+    "rt_sigprocmask",
+    "rt_sigaction",
+    "uname",
+    "getuid",
+    "geteuid",
+    "getpid",
+    "write",
+    "read",
+    "close",
+    "fstat",
+    "newfstatat",
+    "openat",
+    "ioctl",
+    "poll",
+    "sched_getaffinity",
+    "sigaltstack",
+    "gettid",
+    "readlink",
+    "futex",
+    "madvise",
+];
+
 const DOCKER_CAPS: &[&str] = &[
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -291,10 +329,7 @@ fn a_default_deny_profile_with_an_allow_list_runs_only_what_it_lists() {
         json!({
             "defaultAction": "SCMP_ACT_ERRNO",
             "defaultErrnoRet": 1,
-            "syscalls": [{"names": ["execve", "exit_group", "exit", "brk", "arch_prctl", "set_tid_address",
-                "set_robust_list", "rseq", "prlimit64", "mmap", "munmap", "mprotect", "readlinkat",
-                "getrandom", "rt_sigprocmask", "rt_sigaction", "uname", "getuid", "geteuid", "getpid",
-                "write", "read", "close", "fstat", "newfstatat", "openat", "ioctl", "poll", "sched_getaffinity", "sigaltstack", "gettid", "readlink", "futex", "madvise"], "action": "SCMP_ACT_ALLOW"}]
+            "syscalls": [{"names": CHECKER_SYSCALLS, "action": "SCMP_ACT_ALLOW"}]
         }),
     );
     let out = run(&bundle, &["/berth-checker", "--syscall", "39"]); // getpid: allowed
@@ -308,6 +343,69 @@ fn a_default_deny_profile_with_an_allow_list_runs_only_what_it_lists() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "errno 1",
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn rules_repeating_the_default_and_alternatives_on_one_argument() {
+    if !can_run() {
+        return;
+    }
+    // A rule with the default action must not turn into an allow.
+    let bundle = with_profile(
+        "same-as-default",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ALLOW"},
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ]
+        }),
+    );
+    let out = run(&bundle, &["/bin/sh", "-c", "mkdir /tmp/x; echo rc=$?"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("rc=1"),
+        "{}",
+        text(&out)
+    );
+    // Default ERRNO(1) plus a rule ERRNO(1) for mkdir: still refused (the
+    // bug this guards against turned such rules into allows).
+    let bundle = with_profile(
+        "errno-default",
+        json!({
+            "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+            "syscalls": [
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": CHECKER_SYSCALLS, "action": "SCMP_ACT_ALLOW"}
+            ]
+        }),
+    );
+    let out = run(&bundle, &["/berth-checker", "--syscall", "83", "0", "0"]); // mkdir(NULL)
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "errno 1",
+        "{}",
+        text(&out)
+    );
+
+    // Two conditions on one argument are alternatives (libseccomp, runc).
+    let bundle = with_profile(
+        "alternatives",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": [
+                {"index": 1, "value": 10, "op": "SCMP_CMP_EQ"},
+                {"index": 1, "value": 12, "op": "SCMP_CMP_EQ"}
+            ]}]
+        }),
+    );
+    let out = run(&bundle, &["/bin/sh", "-c",
+        "trap '' USR1 USR2; kill -USR1 $$; echo usr1=$?; kill -USR2 $$; echo usr2=$?; kill -0 $$; echo zero=$?"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("usr1=1") && stdout.contains("usr2=1") && stdout.contains("zero=0"),
         "{}",
         text(&out)
     );

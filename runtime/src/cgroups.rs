@@ -267,11 +267,24 @@ pub fn remove(paths: &[PathBuf]) {
     }
 }
 
-/// Pids in the container's cgroup (from the first hierarchy that lists them).
+/// Pids in the container's cgroup and every cgroup below it (from the
+/// first hierarchy that lists them).
 pub fn pids(paths: &[PathBuf]) -> Vec<i32> {
-    for dir in paths {
+    fn walk(dir: &Path, out: &mut Vec<i32>) {
         if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            return text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), out);
+            }
+        }
+    }
+    for dir in paths {
+        if dir.join("cgroup.procs").exists() {
+            let mut out = Vec::new();
+            walk(dir, &mut out);
+            return out;
         }
     }
     Vec::new()
@@ -281,7 +294,7 @@ pub fn pids(paths: &[PathBuf]) -> Vec<i32> {
 pub fn is_frozen(paths: &[PathBuf]) -> bool {
     paths.iter().any(|dir| {
         std::fs::read_to_string(dir.join("freezer.state"))
-            .map(|s| s.trim() == "FROZEN")
+            .map(|s| matches!(s.trim(), "FROZEN" | "FREEZING"))
             .unwrap_or(false)
             || std::fs::read_to_string(dir.join("cgroup.freeze"))
                 .map(|s| s.trim() == "1")
@@ -453,20 +466,20 @@ pub fn validate_resources(resources: &crate::spec::Resources) -> Result<(), Cgro
         }
     }
     if let Some(cpu) = &resources.cpu {
-        if let Some(shares) = cpu.shares {
+        if let Some(shares) = cpu.shares.filter(|v| *v != 0) {
             if !(2..=262_144).contains(&shares) {
                 return bad("cpu.shares", format!("{shares} (2-262144)"));
             }
         }
-        if let Some(quota) = cpu.quota {
-            if quota == 0 || quota < -1 || (0..1000).contains(&quota) {
+        if let Some(quota) = cpu.quota.filter(|v| *v != 0) {
+            if quota < -1 || (0..1000).contains(&quota) {
                 return bad(
                     "cpu.quota",
                     format!("{quota} (at least 1000 µs, or -1 for none)"),
                 );
             }
         }
-        if let Some(period) = cpu.period {
+        if let Some(period) = cpu.period.filter(|v| *v != 0) {
             if !(1000..=1_000_000).contains(&period) {
                 return bad("cpu.period", format!("{period} (1000-1000000 µs)"));
             }
@@ -493,21 +506,27 @@ pub fn apply_resources(
 ) -> Result<(), CgroupError> {
     if let Some(memory) = &resources.memory {
         let dir = dir_for(hierarchies, paths, "memory")?;
+        let memsw = "memory.memsw.limit_in_bytes";
+        let swap = memory.swap.filter(|v| *v != 0);
+        if swap.is_some() && !dir.join(memsw).exists() {
+            return Err(CgroupError::NoController(
+                "memory+swap (swap accounting is off)",
+            ));
+        }
         // 0 leaves a value as it is, as runc does.
         if let Some(limit) = memory.limit.filter(|v| *v != 0) {
-            // memory ≤ memory+swap at every step: raise memsw first when growing.
-            if let Some(swap) = memory.swap.filter(|v| *v != 0) {
-                let _ = write_file(dir, "memory.memsw.limit_in_bytes", &swap.to_string());
+            // The kernel keeps memory ≤ memory+swap at every step: an
+            // unlimited memory needs an unlimited memsw first, and a growing
+            // memsw goes first too.
+            if let Some(value) = swap.or((limit == -1).then_some(-1)) {
+                if dir.join(memsw).exists() {
+                    let _ = write_file(dir, memsw, &value.to_string());
+                }
             }
             write_file(dir, "memory.limit_in_bytes", &limit.to_string())?;
         }
-        if let Some(swap) = memory.swap.filter(|v| *v != 0) {
-            if !dir.join("memory.memsw.limit_in_bytes").exists() {
-                return Err(CgroupError::NoController(
-                    "memory+swap (swap accounting is off)",
-                ));
-            }
-            write_file(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+        if let Some(swap) = swap {
+            write_file(dir, memsw, &swap.to_string())?;
         }
         if let Some(reservation) = memory.reservation.filter(|v| *v != 0) {
             write_file(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
@@ -527,14 +546,21 @@ pub fn apply_resources(
             || cpu.realtime_period.is_some()
         {
             let dir = dir_for(hierarchies, paths, "cpu")?;
-            if let Some(shares) = cpu.shares {
+            if let Some(shares) = cpu.shares.filter(|v| *v != 0) {
                 write_file(dir, "cpu.shares", &shares.to_string())?;
             }
-            if let Some(period) = cpu.period {
-                write_file(dir, "cpu.cfs_period_us", &period.to_string())?;
-            }
-            if let Some(quota) = cpu.quota {
+            // Period then quota; if the kernel refuses the period against the
+            // current quota, write it again after the quota (as runc does).
+            let period = cpu.period.filter(|v| *v != 0);
+            let period_refused = match period {
+                Some(p) => write_file(dir, "cpu.cfs_period_us", &p.to_string()).is_err(),
+                None => false,
+            };
+            if let Some(quota) = cpu.quota.filter(|v| *v != 0) {
                 write_file(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+            if let (true, Some(p)) = (period_refused, period) {
+                write_file(dir, "cpu.cfs_period_us", &p.to_string())?;
             }
             if let Some(period) = cpu.realtime_period {
                 write_file(dir, "cpu.rt_period_us", &period.to_string())?;
@@ -595,6 +621,15 @@ pub fn freeze(
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    if frozen {
+        // Never leave a container half-frozen: undo, then report.
+        let undo = if file == "freezer.state" {
+            "THAWED"
+        } else {
+            "0"
+        };
+        let _ = write_file(dir, file, undo);
     }
     Err(CgroupError::FreezeTimeout(dir.clone()))
 }

@@ -609,7 +609,9 @@ fn kill_and_wait(state: &State) {
 pub fn pause(root: &Path, id: &str) -> Result<(), ContainerError> {
     let dir = ContainerDir::open(root, id)?;
     let state = dir.load()?;
-    if !matches!(dir.status(&state), Status::Running | Status::Created) {
+    // A created container is not paused: its init is berth waiting for
+    // `start`, which would then wait on a frozen process.
+    if dir.status(&state) != Status::Running {
         return Err(ContainerError::NotRunning);
     }
     let paths = &state.cgroup_paths;
@@ -654,14 +656,16 @@ pub fn update(
             "linux.resources.{key} cannot be updated by berth yet"
         )));
     }
+    if !resources.devices.is_empty() {
+        // Rewriting a live allow-list would pass through deny-all: not yet.
+        return Err(ContainerError::Usage(
+            "linux.resources.devices cannot be updated by berth yet".into(),
+        ));
+    }
     cgroups::validate_resources(resources)?;
     let paths = &state.cgroup_paths;
     let hierarchies = cgroups::hierarchies_for(paths);
     cgroups::apply_resources(&hierarchies, paths, resources)?;
-    if !resources.devices.is_empty() {
-        cgroups::validate_rules(&resources.devices)?;
-        cgroups::apply_devices(&hierarchies, paths, &resources.devices, &[])?;
-    }
     Ok(())
 }
 

@@ -10,6 +10,12 @@
 //! ```
 //! P learns G's pid from C over a `SOCK_SEQPACKET` pair; G's end is
 //! close-on-exec, so EOF there means G has exec'd, and any text is G's error.
+//!
+//! Until execve, G is a copy of berth inside the container's pid namespace.
+//! It is non-dumpable from the start, so /proc/G/exe is closed to the
+//! container's processes unless one holds CAP_SYS_PTRACE in the host's user
+//! namespace (a privileged container); closing that case needs an exec from
+//! a sealed copy of the binary, which berth does not do yet.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -109,18 +115,27 @@ fn build_process(options: &ExecOptions, spec: &Spec) -> Result<Process, ExecErro
                 .map_err(|_| ExecError::Usage(format!("invalid --user {user:?}: use UID[:GID]")))
         };
         process.user.uid = number(uid)?;
-        process.user.gid = gid.map(number).transpose()?.unwrap_or(0);
+        // Without a gid the spec's stays, as with runc.
+        if let Some(gid) = gid.map(number).transpose()? {
+            process.user.gid = gid;
+        }
     }
-    if !options.additional_gids.is_empty() {
-        process.user.additional_gids = options.additional_gids.clone();
-    }
+    process
+        .user
+        .additional_gids
+        .extend(options.additional_gids.iter().copied());
     if options.no_new_privs {
         process.no_new_privileges = true;
     }
     if !options.caps.is_empty() {
         let caps = process.capabilities.get_or_insert_with(Default::default);
         for cap in &options.caps {
-            for set in [&mut caps.bounding, &mut caps.effective, &mut caps.permitted] {
+            for set in [
+                &mut caps.bounding,
+                &mut caps.effective,
+                &mut caps.permitted,
+                &mut caps.ambient,
+            ] {
                 set.get_or_insert_with(Vec::new).push(cap.clone());
             }
         }
@@ -191,11 +206,20 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     if !state::process_is(state.pid, state.init_start_time) {
         return Err(ExecError::Stopped);
     }
+    // In the foreground without a console socket, a terminal process gets a
+    // pty whose master comes back here, to be relayed (as `run` does).
+    let mut relay_end = None;
     let console =
         match &options.console_socket {
             Some(path) => Some(std::os::unix::net::UnixStream::connect(path).map_err(io(
                 format!("cannot connect to console socket {}", path.display()),
             ))?),
+            None if process.terminal => {
+                let (ours, theirs) =
+                    std::os::unix::net::UnixStream::pair().map_err(io("console socket pair"))?;
+                relay_end = Some(ours);
+                Some(theirs)
+            }
             None => None,
         };
     let (ours, theirs) = nix::sys::socket::socketpair(
@@ -262,6 +286,9 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     if options.detach {
         return Ok(0);
     }
+    if let Some(master) = relay_end.as_ref().and_then(console::receive_master) {
+        return Ok(console::relay(master, pid));
+    }
     Ok(crate::container::wait_forwarding_signals(pid))
 }
 
@@ -322,17 +349,43 @@ impl ChildSetup<'_> {
     /// In C: out of sight of the container, into its cgroups and namespaces.
     fn join(&self) -> Result<(), String> {
         // SAFETY: plain prctl; until execve this process image is berth, and
-        // the container must not reach it through /proc/PID/exe (CVE-2019-5736).
+        // the container must not reach it through /proc/PID/exe (CVE-2019-5736,
+        // see the module comment for the case this does not cover).
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
         cgroups::join(&self.state.cgroup_paths, me).map_err(|e| e.to_string())?;
-        for (kind, fd) in &self.namespaces {
+        // Namespaces owned by the host's user namespace (a pod's network
+        // namespace, say) can only be joined before entering the container's
+        // user namespace; the others only after it. Try everything but the
+        // user namespace first, then the user namespace, then what failed.
+        let join = |kind: &NamespaceKind, fd: &OwnedFd| {
             nix::sched::setns(
                 fd,
                 nix::sched::CloneFlags::from_bits_retain(kind.clone_flag()),
             )
-            .map_err(|e| format!("cannot join the container's {kind:?} namespace: {e}"))?;
+        };
+        let mut later = Vec::new();
+        for (kind, fd) in self
+            .namespaces
+            .iter()
+            .filter(|(k, _)| *k != NamespaceKind::User)
+        {
+            if join(kind, fd).is_err() {
+                later.push((kind, fd));
+            }
+        }
+        for (kind, fd) in self
+            .namespaces
+            .iter()
+            .filter(|(k, _)| *k == NamespaceKind::User)
+        {
+            join(kind, fd)
+                .map_err(|e| format!("cannot join the container's user namespace: {e}"))?;
+        }
+        for (kind, fd) in later {
+            join(kind, fd)
+                .map_err(|e| format!("cannot join the container's {kind:?} namespace: {e}"))?;
         }
         Ok(())
     }

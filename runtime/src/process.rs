@@ -196,10 +196,17 @@ pub fn mark_cloexec_from(first: u32) -> Result<(), String> {
     // SAFETY: close_range only changes flags of our own descriptors.
     let rc = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) };
     if rc != 0 {
-        return Err(format!(
-            "cannot mark descriptors close-on-exec: {}",
-            std::io::Error::last_os_error()
-        ));
+        // Kernels before 5.11 lack CLOSE_RANGE_CLOEXEC: mark them one by one.
+        let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .map_err(|e| format!("cannot list descriptors: {e}"))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .filter(|fd: &i32| *fd >= first as i32)
+            .collect();
+        for fd in fds {
+            // SAFETY: fcntl on a descriptor number; a closed one fails harmlessly.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
     }
     Ok(())
 }

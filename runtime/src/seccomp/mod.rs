@@ -14,7 +14,9 @@
 //!   else the default action.
 //!
 //! A syscall named by a rule of one action and not by others gets that
-//! action; one named by no rule gets the default.
+//! action; one named by no rule gets the default. Where rules of different
+//! actions match the same call, the most restrictive wins (libseccomp would
+//! take the first unconditional rule instead).
 
 pub mod engine;
 mod table_x86_64;
@@ -228,11 +230,24 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
     let mut unconditional: BTreeMap<Action, std::collections::BTreeSet<i64>> = BTreeMap::new();
     for rule in &profile.syscalls {
         let action = Action::parse(&rule.action, rule.errno_ret)?;
+        // A rule that repeats the default changes nothing (runc drops it too).
+        if action == default {
+            continue;
+        }
         let conditions = rule
             .args
             .iter()
             .map(condition)
             .collect::<Result<Vec<_>, _>>()?;
+        // Several conditions on one argument cannot all hold; libseccomp and
+        // runc read them as alternatives: one rule per condition.
+        let mut indexes: Vec<u8> = rule.args.iter().map(|a| a.index).collect();
+        indexes.sort_unstable();
+        let alternatives: Vec<Vec<SeccompCondition>> = if indexes.windows(2).any(|w| w[0] == w[1]) {
+            conditions.iter().map(|c| vec![c.clone()]).collect()
+        } else {
+            vec![conditions.clone()]
+        };
         for name in &rule.names {
             // Names this architecture lacks are skipped, as libseccomp does.
             let Some(number) = syscall_number(name) else {
@@ -246,10 +261,12 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
             if conditions.is_empty() {
                 unconditional.entry(action).or_default().insert(number);
             } else {
-                entry.push(
-                    SeccompRule::new(conditions.clone())
-                        .map_err(|e| SeccompError::Compile(e.to_string()))?,
-                );
+                for alternative in &alternatives {
+                    entry.push(
+                        SeccompRule::new(alternative.clone())
+                            .map_err(|e| SeccompError::Compile(e.to_string()))?,
+                    );
+                }
             }
         }
     }
@@ -271,7 +288,10 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
         .map_err(|e| SeccompError::Compile(e.to_string()))?;
         BpfProgram::try_from(filter).map_err(|e| SeccompError::Compile(e.to_string()))
     };
-    let mut filters = Vec::new();
+    // seccompiler checks the architecture but not the x32 bit: x32 syscall
+    // numbers (bit 30 set) match no rule. This guard answers them ENOSYS
+    // first, so a deny-list cannot be bypassed through the x32 ABI.
+    let mut filters = vec![x32_guard()];
     if default != Action::Allow {
         // Every syscall a rule names passes this one; the rest get the default.
         let mut all: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
@@ -297,6 +317,22 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
         filters.push(build(rules, Action::Allow, action)?);
     }
     Ok(Compiled { filters, flags })
+}
+
+/// A filter returning ENOSYS for x32 syscall numbers and allowing the rest.
+fn x32_guard() -> BpfProgram {
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
+    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    vec![
+        insn(BPF_LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(BPF_JSET_K, 0, 1, 0x4000_0000),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
 }
 
 /// Installs the filters on the calling thread.
@@ -352,7 +388,8 @@ mod tests {
             ]
         }))
         .unwrap();
-        assert_eq!(compiled.filters.len(), 3);
+        // x32 guard, default filter, EACCES filter, EPERM filter.
+        assert_eq!(compiled.filters.len(), 4);
     }
 
     #[test]
