@@ -270,8 +270,8 @@ fn bad_limits_are_refused_before_anything_exists() {
             "device",
         ),
         (
-            json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 1}]}),
-            "hugepageLimits",
+            json!({"hugepageLimits": [{"pageSize": "3MB", "limit": 1}]}),
+            "page size \"3MB\"",
         ),
     ] {
         let mut bundle = Bundle::new("badlimits");
@@ -361,5 +361,40 @@ fn events_reports_stats_and_the_oom_kill() {
         String::from_utf8_lossy(&out.stderr).contains("container not running"),
         "{}",
         text(&out)
+    );
+}
+
+/// major:minor of the block device holding `/`.
+fn root_device() -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").unwrap().dev();
+    (libc::major(dev) as u64, libc::minor(dev) as u64)
+}
+
+#[test]
+fn block_io_throttling_and_hugepage_limits_are_written() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let (major, minor) = root_device();
+    let mut bundle = Bundle::new("blkio");
+    bundle.config["linux"]["resources"]["blockIO"] = json!({
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}]
+    });
+    bundle.config["linux"]["resources"]["hugepageLimits"] =
+        json!([{"pageSize": "2MB", "limit": 4194304}]);
+    sh(
+        &mut bundle,
+        "cd /sys/fs/cgroup; cat blkio/blkio.throttle.read_bps_device \
+        blkio/blkio.throttle.write_iops_device; cat hugetlb/hugetlb.2MB.limit_in_bytes 2>/dev/null \
+        || cat unified/hugetlb.2MB.max",
+    );
+    let out = berth.run(&bundle, &unique("blkio"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{major}:{minor} 1048576\n{major}:{minor} 100\n4194304\n")
     );
 }

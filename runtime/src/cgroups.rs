@@ -582,7 +582,114 @@ pub fn apply_resources(
     if let Some(pids) = &resources.pids {
         apply_pids(hierarchies, paths, pids.limit)?;
     }
+    if let Some(block_io) = &resources.block_io {
+        apply_block_io(hierarchies, paths, block_io)?;
+    }
+    for limit in &resources.hugepage_limits {
+        apply_hugetlb(hierarchies, paths, limit)?;
+    }
     Ok(())
+}
+
+fn apply_block_io(
+    hierarchies: &[Hierarchy],
+    paths: &[PathBuf],
+    block_io: &crate::spec::BlockIo,
+) -> Result<(), CgroupError> {
+    let dir = dir_for(hierarchies, paths, "blkio")?;
+    // CFQ's files, or BFQ's where CFQ is gone; neither means no weights here.
+    let weight_file = |name: &str| -> Result<String, CgroupError> {
+        [format!("blkio.{name}"), format!("blkio.bfq.{name}")]
+            .into_iter()
+            .find(|f| dir.join(f).exists())
+            .ok_or(CgroupError::NoController(
+                "blkio weight (no CFQ or BFQ scheduler)",
+            ))
+    };
+    if let Some(weight) = block_io.weight {
+        write_file(dir, &weight_file("weight")?, &weight.to_string())?;
+    }
+    if block_io.leaf_weight.is_some() {
+        return Err(CgroupError::NoController("blkio leaf weight"));
+    }
+    for device in &block_io.weight_device {
+        if let Some(weight) = device.weight {
+            let line = format!("{}:{} {weight}", device.major, device.minor);
+            write_file(dir, &weight_file("weight_device")?, &line)?;
+        }
+    }
+    for (file, devices) in [
+        (
+            "blkio.throttle.read_bps_device",
+            &block_io.throttle_read_bps_device,
+        ),
+        (
+            "blkio.throttle.write_bps_device",
+            &block_io.throttle_write_bps_device,
+        ),
+        (
+            "blkio.throttle.read_iops_device",
+            &block_io.throttle_read_iops_device,
+        ),
+        (
+            "blkio.throttle.write_iops_device",
+            &block_io.throttle_write_iops_device,
+        ),
+    ] {
+        for device in devices {
+            write_file(
+                dir,
+                file,
+                &format!("{}:{} {}", device.major, device.minor, device.rate),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Hugepage limits: the v1 hugetlb controller, or (on hybrid hosts, where
+/// hugetlb sits on cgroup2) the unified hierarchy with the controller
+/// enabled down to the container's directory.
+fn apply_hugetlb(
+    hierarchies: &[Hierarchy],
+    paths: &[PathBuf],
+    limit: &crate::spec::HugepageLimit,
+) -> Result<(), CgroupError> {
+    let size = &limit.page_size;
+    if let Ok(dir) = dir_for(hierarchies, paths, "hugetlb") {
+        return write_file(
+            dir,
+            &format!("hugetlb.{size}.limit_in_bytes"),
+            &limit.limit.to_string(),
+        );
+    }
+    let (hierarchy, dir) = hierarchies
+        .iter()
+        .zip(paths)
+        .find(|(h, _)| h.is_unified())
+        .ok_or(CgroupError::NoController("hugetlb"))?;
+    let available = std::fs::read_to_string(hierarchy.mount_point.join("cgroup.controllers"))
+        .unwrap_or_default();
+    if !available.split_whitespace().any(|c| c == "hugetlb") {
+        return Err(CgroupError::NoController("hugetlb"));
+    }
+    // Each ancestor below the root must hand the controller down.
+    let mut ancestors: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.starts_with(&hierarchy.mount_point))
+        .collect();
+    ancestors.reverse();
+    for ancestor in ancestors {
+        write_file(ancestor, "cgroup.subtree_control", "+hugetlb")?;
+    }
+    let file = format!("hugetlb.{size}.max");
+    if !dir.join(&file).exists() {
+        return Err(CgroupError::InvalidValue(format!(
+            "hugepageLimits: page size {size:?} is not one this host has"
+        )));
+    }
+    write_file(dir, &file, &limit.limit.to_string())
 }
 
 /// Freezes or thaws every task of the container (v1 freezer, or v2's

@@ -234,6 +234,10 @@ pub struct Resources {
     pub pids: Option<Pids>,
     pub memory: Option<Memory>,
     pub cpu: Option<Cpu>,
+    #[serde(rename = "blockIO")]
+    pub block_io: Option<BlockIo>,
+    #[serde(default)]
+    pub hugepage_limits: Vec<HugepageLimit>,
     #[serde(flatten)]
     pub others: BTreeMap<String, serde_json::Value>,
 }
@@ -261,6 +265,48 @@ pub struct Cpu {
     pub realtime_period: Option<u64>,
     pub cpus: Option<String>,
     pub mems: Option<String>,
+}
+
+/// `linux.resources.blockIO`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockIo {
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+    #[serde(default)]
+    pub weight_device: Vec<WeightDevice>,
+    #[serde(default)]
+    pub throttle_read_bps_device: Vec<ThrottleDevice>,
+    #[serde(default)]
+    pub throttle_write_bps_device: Vec<ThrottleDevice>,
+    #[serde(default, rename = "throttleReadIOPSDevice")]
+    pub throttle_read_iops_device: Vec<ThrottleDevice>,
+    #[serde(default, rename = "throttleWriteIOPSDevice")]
+    pub throttle_write_iops_device: Vec<ThrottleDevice>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WeightDevice {
+    pub major: i64,
+    pub minor: i64,
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThrottleDevice {
+    pub major: i64,
+    pub minor: i64,
+    pub rate: u64,
+}
+
+/// `linux.resources.hugepageLimits[]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HugepageLimit {
+    pub page_size: String,
+    pub limit: u64,
 }
 
 /// `linux.resources.pids`: a limit above 0, below 0 for "max", 0 for untouched (as runc).
