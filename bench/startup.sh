@@ -187,8 +187,11 @@ mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/dev" "$bundl
 cp /bin/busybox "$bundle/rootfs/bin/busybox"
 for app in sh true sleep; do ln -s busybox "$bundle/rootfs/bin/$app"; done
 (cd "$bundle" && "$RUNC" spec)
+# Every runtime runs with a memory and a pids limit, as engines set them.
 jq '.process.terminal = false
     | .process.args = ["/bin/true"]
+    | .linux.resources.memory = {"limit": 268435456}
+    | .linux.resources.pids = {"limit": 1024}
     | if any(.linux.namespaces[]; .type == "cgroup") then .
       else .linux.namespaces += [{"type": "cgroup"}] end' \
     "$bundle/config.json" >"$bundle/config.json.new"
