@@ -128,6 +128,15 @@ fn exec_is_confined_by_the_containers_seccomp_profile() {
         .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
         .status
         .success());
+    // Editing the bundle afterwards changes nothing: exec applies the
+    // config validated at create.
+    let mut edited = bundle.config.clone();
+    edited["linux"].as_object_mut().unwrap().remove("seccomp");
+    std::fs::write(
+        bundle.dir.join("config.json"),
+        serde_json::to_vec(&edited).unwrap(),
+    )
+    .unwrap();
     let out = berth.exec(&["exec", &id, "/bin/mkdir", "/tmp/x"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(

@@ -133,7 +133,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             path: options.bundle.clone(),
             source,
         })?;
-    let mut spec = Spec::load(&bundle)?;
+    let (mut spec, config_bytes) = Spec::read(&bundle)?;
     // Socket activation: the caller's LISTEN_FDS (meant for us, per
     // LISTEN_PID) pass through after the preserved fds, as runc does. The
     // container's own environment never decides which fds stay open.
@@ -331,11 +331,13 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         let path = absolute(pid_file);
         state::write_atomic(&path, pid.to_string().as_bytes())?;
     }
-    guard
+    let dir = guard
         .dir
         .as_ref()
-        .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?
-        .save(&state)?;
+        .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?;
+    // The config as validated, for `exec` (the bundle's may change later).
+    state::write_atomic(&dir.path.join("config.json"), &config_bytes)?;
+    dir.save(&state)?;
     // Done: disarm the guard (the lock goes with the directory handle).
     guard.dir = None;
     guard.pid = None;

@@ -185,7 +185,13 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     if cgroups::is_frozen(&state.cgroup_paths) {
         return Err(ExecError::Paused);
     }
-    let spec = Spec::load(&state.bundle).map_err(|e| ExecError::Usage(e.to_string()))?;
+    // The config saved at create; containers of older berths only have the bundle's.
+    let saved = dir.join("config.json");
+    let spec = match std::fs::read(&saved) {
+        Ok(bytes) => Spec::from_slice(&bytes),
+        Err(_) => Spec::load(&state.bundle),
+    }
+    .map_err(|e| ExecError::Usage(e.to_string()))?;
     let process = build_process(options, &spec)?;
     if process.terminal && options.console_socket.is_none() && options.detach {
         return Err(ExecError::Usage(

@@ -426,15 +426,23 @@ fn check_sysctl(key: &str, has: &dyn Fn(NamespaceKind) -> bool) -> Result<(), Sp
 impl Spec {
     /// Reads and validates `BUNDLE/config.json`.
     pub fn load(bundle: &Path) -> Result<Spec, SpecError> {
+        Self::read(bundle).map(|(spec, _)| spec)
+    }
+
+    /// Like [`Spec::load`], also returning the bytes that were validated, so
+    /// the runtime can keep exactly them (a later edit of the bundle must not
+    /// change what `exec` applies).
+    pub fn read(bundle: &Path) -> Result<(Spec, Vec<u8>), SpecError> {
         let path = bundle.join("config.json");
         let bytes = std::fs::read(&path).map_err(|source| SpecError::Read {
             path: path.clone(),
             source,
         })?;
-        Self::from_slice(&bytes).map_err(|e| match e {
+        let spec = Self::from_slice(&bytes).map_err(|e| match e {
             SpecError::Parse { source, .. } => SpecError::Parse { path, source },
             other => other,
-        })
+        })?;
+        Ok((spec, bytes))
     }
 
     /// Parses and validates a `config.json` held in memory.
