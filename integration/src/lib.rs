@@ -237,6 +237,33 @@ impl Runtime {
         self.exec(&["run", "--bundle", bundle.dir.to_str().expect("utf8"), id])
     }
 
+    /// Runs the runtime with `args` on a terminal of its own (`script`
+    /// gives it one, as a person's shell would) and types `input` there.
+    pub fn exec_on_terminal(&self, args: &[&str], input: &[u8]) -> Output {
+        let quote = |arg: &str| format!("'{}'", arg.replace('\'', "'\\''"));
+        let mut line = vec![
+            quote(&self.bin.to_string_lossy()),
+            "--root".into(),
+            quote(&self.root.to_string_lossy()),
+        ];
+        line.extend(args.iter().map(|a| quote(a)));
+        let mut child = Command::new("script")
+            .args(["-qec", &line.join(" "), "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (bsdutils)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("type input");
+        child.wait_with_output().expect("script")
+    }
+
     pub fn state(&self, id: &str) -> Option<Value> {
         let out = self.exec(&["state", id]);
         out.status
@@ -274,6 +301,40 @@ impl Drop for Runtime {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// Makes each `(from, to)` descriptor of this process `to` in the child of
+/// `command` (without close-on-exec), as a caller passing fds would.
+pub fn pass_fds(command: &mut Command, fds: &[(i32, i32)]) {
+    let fds = fds.to_vec();
+    // SAFETY: dup2 between fork and exec is async-signal-safe.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || {
+            for (from, to) in &fds {
+                libc::dup2(*from, *to);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Docker's default capability set.
+pub const DOCKER_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
 
 /// stdout and stderr as text, for assertion messages.
 pub fn text(out: &Output) -> String {

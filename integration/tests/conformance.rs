@@ -36,22 +36,7 @@ fn add_namespace(config: &mut Value, ns: Value) {
 }
 
 fn cases(shared_dir: &str, netns_path: String, netns_inode: u64) -> Vec<Case> {
-    let all_caps = json!([
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE"
-    ]);
+    let all_caps = json!(DOCKER_CAPS);
     let shared = shared_dir.to_string();
     let shared2 = shared_dir.to_string();
     let mut cases = vec![

@@ -271,21 +271,17 @@ fn exec_t_in_the_foreground_relays_the_callers_terminal() {
     }
     let berth = Runtime::berth();
     let (_bundle, id) = running(&berth, "exec-relay");
-    let command = format!(
-        "{} --root {} exec -t {} /bin/sh -c 'tty; read x; echo got $x; exit 6'",
-        berth.bin.display(),
-        berth.root.display(),
-        id
+    let out = berth.exec_on_terminal(
+        &[
+            "exec",
+            "-t",
+            &id,
+            "/bin/sh",
+            "-c",
+            "tty; read x; echo got $x; exit 6",
+        ],
+        b"there\n",
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (bsdutils)");
-    child.stdin.take().unwrap().write_all(b"there\n").unwrap();
-    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(6), "{}", text(&out));
     assert!(stdout.contains("/dev/pts/"), "{stdout}");

@@ -1,7 +1,7 @@
 //! Hooks, descriptors, terminals, `--no-pivot` and state bookkeeping, each
 //! checked on real containers.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
@@ -157,15 +157,7 @@ fn only_stdio_and_preserved_fds_reach_the_container() {
         bundle.dir.to_str().unwrap(),
         &unique("fds"),
     ]);
-    // SAFETY: dup2 in the child between fork and exec is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::dup2(53, 3);
-            libc::dup2(54, 4);
-            Ok(())
-        });
-    }
+    pass_fds(&mut command, &[(53, 3), (54, 4)]);
     let out = command.output().unwrap();
     drop((three, four));
     assert!(out.status.success(), "{}", text(&out));
@@ -404,14 +396,7 @@ fn listen_fds_in_the_container_env_keeps_nothing_open() {
         bundle.dir.to_str().unwrap(),
         &unique("lfd"),
     ]);
-    // SAFETY: dup2 in the child between fork and exec is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            libc::dup2(55, 4);
-            Ok(())
-        });
-    }
+    pass_fds(&mut command, &[(55, 4)]);
     let out = command.output().unwrap();
     drop(marker);
     assert!(out.status.success(), "{}", text(&out));
@@ -470,14 +455,7 @@ fn a_cwd_through_a_leaked_fd_is_refused() {
         bundle.dir.to_str().unwrap(),
         &unique("leak"),
     ]);
-    // SAFETY: dup2 between fork and exec is async-signal-safe.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(move || {
-            libc::dup2(fd, 3);
-            Ok(())
-        });
-    }
+    pass_fds(&mut command, &[(fd, 3)]);
     let out = command.output().unwrap();
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
@@ -525,22 +503,15 @@ fn run_with_a_terminal_and_no_socket_relays_the_callers_terminal() {
     bundle.config["process"]["terminal"] = json!(true);
     bundle.args(&["/bin/sh", "-c", "tty; read x; echo got $x; exit 3"]);
     bundle.write();
-    let command = format!(
-        "{} --root {} run --bundle {} {}",
-        berth.bin.display(),
-        berth.root.display(),
-        bundle.dir.display(),
-        unique("runtty")
+    let out = berth.exec_on_terminal(
+        &[
+            "run",
+            "--bundle",
+            bundle.dir.to_str().unwrap(),
+            &unique("runtty"),
+        ],
+        b"hello\n",
     );
-    let mut child = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("script (bsdutils)");
-    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
-    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(stdout.contains("/dev/pts/0"), "{stdout}");

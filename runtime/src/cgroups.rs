@@ -291,18 +291,13 @@ pub fn pids(paths: &[PathBuf]) -> Vec<i32> {
 }
 
 /// Whether the container's freezer says it is frozen.
+/// Freezing in progress counts: nothing may join a cgroup on its way to frozen.
 pub fn is_frozen(paths: &[PathBuf]) -> bool {
+    let read =
+        |dir: &PathBuf, file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
     paths.iter().any(|dir| {
-        std::fs::read_to_string(dir.join("freezer.state"))
-            .map(|s| matches!(s.trim(), "FROZEN" | "FREEZING"))
-            .unwrap_or(false)
-            || std::fs::read_to_string(dir.join("cgroup.freeze"))
-                .map(|s| s.trim() == "1")
-                .unwrap_or(false)
-                && dir.join("cgroup.events").exists()
-                && std::fs::read_to_string(dir.join("cgroup.events"))
-                    .map(|s| s.contains("frozen 1"))
-                    .unwrap_or(false)
+        matches!(read(dir, "freezer.state").trim(), "FROZEN" | "FREEZING")
+            || read(dir, "cgroup.freeze").trim() == "1"
     })
 }
 
@@ -358,12 +353,7 @@ pub fn apply_devices(
     rules: &[DeviceRule],
     devices: &[Device],
 ) -> Result<(), CgroupError> {
-    let Some(dir) = hierarchies
-        .iter()
-        .zip(paths)
-        .find(|(h, _)| h.controllers.iter().any(|c| c == "devices"))
-        .map(|(_, p)| p)
-    else {
+    let Ok(dir) = dir_for(hierarchies, paths, "devices") else {
         // Without a device filter the container could mknod and open any
         // host device: refuse rather than run unfiltered.
         return Err(CgroupError::NoDeviceController);
@@ -425,6 +415,19 @@ fn dir_for<'a>(
         .find(|(h, _)| h.controllers.iter().any(|c| c == controller))
         .map(|(_, p)| p)
         .ok_or(CgroupError::NoController(controller))
+}
+
+/// The container's directory in the unified hierarchy, if it has `file`.
+fn unified_dir_with<'a>(
+    hierarchies: &[Hierarchy],
+    paths: &'a [PathBuf],
+    file: &str,
+) -> Option<&'a PathBuf> {
+    hierarchies
+        .iter()
+        .zip(paths)
+        .find(|(h, p)| h.is_unified() && p.join(file).exists())
+        .map(|(_, p)| p)
 }
 
 fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
@@ -700,13 +703,7 @@ pub fn freeze(
     frozen: bool,
 ) -> Result<(), CgroupError> {
     let v1 = dir_for(hierarchies, paths, "freezer").ok();
-    let v2 = || {
-        hierarchies
-            .iter()
-            .zip(paths)
-            .find(|(h, p)| h.is_unified() && p.join("cgroup.freeze").exists())
-            .map(|(_, p)| p)
-    };
+    let v2 = || unified_dir_with(hierarchies, paths, "cgroup.freeze");
     // (directory, file to write, value, file to watch, text that means done)
     let (dir, file, value, watch, done) = match (v1, frozen) {
         (Some(dir), true) => (dir, "freezer.state", "FROZEN", "freezer.state", "FROZEN"),
@@ -755,20 +752,11 @@ pub fn apply_pids(
     } else {
         limit.to_string()
     };
-    let dir = hierarchies
-        .iter()
-        .zip(paths)
-        .find(|(h, _)| h.controllers.iter().any(|c| c == "pids"))
-        .or_else(|| {
-            hierarchies
-                .iter()
-                .zip(paths)
-                .find(|(h, p)| h.is_unified() && p.join("pids.max").exists())
-        })
-        .map(|(_, p)| p)
+    let dir = dir_for(hierarchies, paths, "pids")
+        .ok()
+        .or_else(|| unified_dir_with(hierarchies, paths, "pids.max"))
         .ok_or(CgroupError::NoController("pids"))?;
-    let path = dir.join("pids.max");
-    std::fs::write(&path, value).map_err(io(&path))
+    write_file(dir, "pids.max", &value)
 }
 
 /// Checks the device rules without touching the kernel (for `create`'s validation).

@@ -177,13 +177,7 @@ pub fn relay(master: OwnedFd, pid: i32) -> i32 {
     // SAFETY: signal mask and signalfd for this single thread; poll and
     // read/write on descriptors we own; waitpid on our own child.
     unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        for sig in crate::container::FORWARDED {
-            libc::sigaddset(&mut set, *sig);
-        }
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        let set = crate::container::block_forwarded_signals();
         let signals = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
         let mut stdin_open = true;
         let mut master_open = true;

@@ -11,7 +11,7 @@ use crate::hooks::{self, HookError};
 use crate::init::{self, InitArgs};
 use crate::namespaces::{self, NamespaceError, Plan};
 use crate::spec::{Spec, SpecError};
-use crate::state::{self, ContainerDir, OciState, State, StateError, Status};
+use crate::state::{self, ContainerDir, State, StateError, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -108,22 +108,7 @@ impl Drop for CreateGuard {
 
 /// The state JSON of the OCI spec, as hooks receive it on stdin.
 fn oci_state_json(state: &State, status: Status) -> String {
-    serde_json::to_string(&OciState {
-        oci_version: crate::OCI_VERSION,
-        id: &state.id,
-        status: status.as_str(),
-        pid: if status == Status::Stopped {
-            0
-        } else {
-            state.pid
-        },
-        bundle: &state.bundle,
-        rootfs: &state.rootfs,
-        created: &state.created,
-        owner: &state.owner,
-        annotations: &state.annotations,
-    })
-    .unwrap_or_default()
+    serde_json::to_string(&state.oci(status)).unwrap_or_default()
 }
 
 /// `berth create`: builds the container and leaves its init waiting for `start`.
@@ -239,23 +224,9 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         .as_ref()
         .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty());
 
-    // SAFETY: berth is single-threaded here, so the child may run ordinary
-    // code; with a null stack the raw clone behaves like fork.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            (plan.clone_flags | libc::SIGCHLD) as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        )
-    } as i32;
-    if pid < 0 {
-        return Err(io("cannot clone the container init")(
-            std::io::Error::last_os_error(),
-        ));
-    }
+    // berth is single-threaded here, so the child may run ordinary code.
+    let pid = crate::process::clone_like_fork(plan.clone_flags)
+        .map_err(io("cannot clone the container init"))?;
     if pid == 0 {
         drop(runtime_end);
         // The child's copy of the lock descriptor would keep the container
@@ -430,47 +401,9 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
 
 /// `berth state`.
 pub fn state_json(root: &Path, id: &str) -> Result<String, ContainerError> {
-    let (dir, state) = open_unlocked(root, id)?;
-    let status = dir_status(&dir, &state);
-    let oci = OciState {
-        oci_version: crate::OCI_VERSION,
-        id: &state.id,
-        status: status.as_str(),
-        pid: if status == Status::Stopped {
-            0
-        } else {
-            state.pid
-        },
-        bundle: &state.bundle,
-        rootfs: &state.rootfs,
-        created: &state.created,
-        owner: &state.owner,
-        annotations: &state.annotations,
-    };
+    let (dir, state) = state::read_unlocked(root, id)?;
+    let oci = state.oci(state::status_at(&dir, &state));
     Ok(serde_json::to_string_pretty(&oci).unwrap_or_default())
-}
-
-fn open_unlocked(root: &Path, id: &str) -> Result<(PathBuf, State), ContainerError> {
-    state::validate_id(id)?;
-    let dir = root.join(id);
-    let bytes = std::fs::read(dir.join("state.json")).map_err(|_| StateError::NotExist)?;
-    let state: State = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-        path: dir.join("state.json"),
-        source,
-    })?;
-    Ok((dir, state))
-}
-
-fn dir_status(dir: &Path, state: &State) -> Status {
-    if !state::process_is(state.pid, state.init_start_time) {
-        Status::Stopped
-    } else if dir.join(state::START_SOCKET).exists() {
-        Status::Created
-    } else if cgroups::is_frozen(&state.cgroup_paths) {
-        Status::Paused
-    } else {
-        Status::Running
-    }
 }
 
 /// A signal by name (`TERM`, `SIGTERM`) or number.
@@ -501,8 +434,8 @@ fn signal_all(state: &State, signal: i32) {
 
 /// `berth kill [--all] ID SIGNAL`.
 pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<(), ContainerError> {
-    let (dir, state) = open_unlocked(root, id)?;
-    if dir_status(&dir, &state) == Status::Stopped {
+    let (dir, state) = state::read_unlocked(root, id)?;
+    if state::status_at(&dir, &state) == Status::Stopped {
         return Err(ContainerError::NotRunning);
     }
     if all {
@@ -635,8 +568,8 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
 
 /// The pids of every process in the container.
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
-    let (dir, state) = open_unlocked(root, id)?;
-    if dir_status(&dir, &state) == Status::Stopped {
+    let (dir, state) = state::read_unlocked(root, id)?;
+    if state::status_at(&dir, &state) == Status::Stopped {
         return Err(ContainerError::NotRunning);
     }
     Ok(cgroups::pids(&state.cgroup_paths))
@@ -689,9 +622,9 @@ pub struct ListEntry {
 pub fn list(root: &Path) -> Vec<ListEntry> {
     state::list_ids(root)
         .into_iter()
-        .filter_map(|id| open_unlocked(root, &id).ok())
+        .filter_map(|id| state::read_unlocked(root, &id).ok())
         .map(|(dir, state)| {
-            let status = dir_status(&dir, &state);
+            let status = state::status_at(&dir, &state);
             ListEntry {
                 oci_version: crate::OCI_VERSION,
                 id: state.id,
@@ -763,12 +696,12 @@ pub fn run(
     Ok(code)
 }
 
-/// Waits for our child `pid`, forwarding the usual signals to it, and
-/// returns its exit status (128+signal when killed).
-pub fn wait_forwarding_signals(pid: i32) -> i32 {
+/// Blocks SIGCHLD and the signals forwarded to a container's process, so
+/// the caller can take them with sigwaitinfo or a signalfd; returns the set.
+pub(crate) fn block_forwarded_signals() -> libc::sigset_t {
     // SAFETY: sigset manipulation on local storage, then sigprocmask for this
-    // (single) thread; waitpid on our own child.
-    let status = unsafe {
+    // (single) thread.
+    unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGCHLD);
@@ -776,6 +709,17 @@ pub fn wait_forwarding_signals(pid: i32) -> i32 {
             libc::sigaddset(&mut set, *sig);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for our child `pid`, forwarding the usual signals to it, and
+/// returns its exit status (128+signal when killed).
+pub fn wait_forwarding_signals(pid: i32) -> i32 {
+    // SAFETY: sigset manipulation on local storage, then sigprocmask for this
+    // (single) thread; waitpid on our own child.
+    let set = block_forwarded_signals();
+    let status = unsafe {
         let mut status = 0;
         loop {
             let rc = libc::waitpid(pid, &mut status, libc::WNOHANG);

@@ -21,14 +21,6 @@ pub enum EventsError {
     Output(std::io::Error),
 }
 
-fn load(root: &Path, id: &str) -> Result<State, EventsError> {
-    state::validate_id(id)?;
-    let file = root.join(id).join("state.json");
-    let bytes = std::fs::read(&file).map_err(|_| StateError::NotExist)?;
-    Ok(serde_json::from_slice(&bytes)
-        .map_err(|source| StateError::Corrupt { path: file, source })?)
-}
-
 fn read(dir: &Path, file: &str) -> String {
     std::fs::read_to_string(dir.join(file)).unwrap_or_default()
 }
@@ -160,7 +152,7 @@ pub fn events(
     stats_once: bool,
     interval: Duration,
 ) -> Result<(), EventsError> {
-    let state = load(root, id)?;
+    let (_, state) = state::read_unlocked(root, id)?;
     if !state::process_is(state.pid, state.init_start_time) {
         return Err(EventsError::NotRunning);
     }

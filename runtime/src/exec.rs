@@ -172,13 +172,7 @@ fn namespaces_of(pid: i32) -> Result<Vec<(NamespaceKind, OwnedFd)>, ExecError> {
 
 /// `berth exec`; returns the exit status to exit with (0 when detached).
 pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
-    state::validate_id(&options.id)?;
-    let dir = root.join(&options.id);
-    let bytes = std::fs::read(dir.join("state.json")).map_err(|_| StateError::NotExist)?;
-    let state: State = serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
-        path: dir.join("state.json"),
-        source,
-    })?;
+    let (dir, state) = state::read_unlocked(root, &options.id)?;
     if !state::process_is(state.pid, state.init_start_time) {
         return Err(ExecError::Stopped);
     }
@@ -321,26 +315,15 @@ impl ChildSetup<'_> {
             // SAFETY: leaving the forked helper.
             unsafe { libc::_exit(1) };
         }
-        // SAFETY: CLONE_PARENT makes G P's child, so P waits for it; with a
-        // null stack the raw clone behaves like fork.
-        let pid = unsafe {
-            libc::syscall(
-                libc::SYS_clone,
-                (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            )
-        } as i32;
-        if pid < 0 {
-            send(
-                self.channel,
-                &format!("clone: {}", std::io::Error::last_os_error()),
-            );
-            // SAFETY: leaving the helper.
-            unsafe { libc::_exit(1) };
-        }
+        // CLONE_PARENT makes G P's child, so P waits for it.
+        let pid = match process::clone_like_fork(libc::CLONE_PARENT) {
+            Ok(pid) => pid,
+            Err(e) => {
+                send(self.channel, &format!("clone: {e}"));
+                // SAFETY: leaving the helper.
+                unsafe { libc::_exit(1) };
+            }
+        };
         if pid == 0 {
             let error = self.prepare_and_exec();
             send(self.channel, &error);

@@ -236,3 +236,24 @@ pub fn reset_signals() {
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
     }
 }
+
+/// `clone(flags | SIGCHLD)` with no new stack: like fork, the child returns
+/// 0 on a copy of the caller's memory. Only for a single-threaded caller.
+pub fn clone_like_fork(flags: libc::c_int) -> std::io::Result<i32> {
+    // SAFETY: a null stack makes the raw clone behave like fork; the caller
+    // is single-threaded, so the child may run ordinary code.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(pid as i32)
+}

@@ -181,15 +181,7 @@ impl ContainerDir {
     }
 
     pub fn load(&self) -> Result<State, StateError> {
-        let file = self.path.join(STATE_FILE);
-        let bytes = std::fs::read(&file).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StateError::NotExist
-            } else {
-                io("cannot read", &file)(e)
-            }
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path: file, source })
+        read_state_file(&self.path)
     }
 
     pub fn save(&self, state: &State) -> Result<(), StateError> {
@@ -206,16 +198,7 @@ impl ContainerDir {
 
     /// The container's status as the kernel sees it now.
     pub fn status(&self, state: &State) -> Status {
-        if !process_is(state.pid, state.init_start_time) {
-            return Status::Stopped;
-        }
-        if self.start_socket().exists() {
-            return Status::Created;
-        }
-        if crate::cgroups::is_frozen(&state.cgroup_paths) {
-            return Status::Paused;
-        }
-        Status::Running
+        status_at(&self.path, state)
     }
 
     /// Removes the directory; the lock goes with it.
@@ -224,6 +207,62 @@ impl ContainerDir {
             .map_err(io("cannot remove state directory", &self.path))?;
         drop(self.lock);
         Ok(())
+    }
+}
+
+fn read_state_file(dir: &Path) -> Result<State, StateError> {
+    let file = dir.join(STATE_FILE);
+    let bytes = std::fs::read(&file).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StateError::NotExist
+        } else {
+            io("cannot read", &file)(e)
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt { path: file, source })
+}
+
+/// Reads a container's state without taking its lock (for the read-only
+/// verbs: `state`, `list`, `kill`, `exec`, `events`); returns its directory too.
+pub fn read_unlocked(root: &Path, id: &str) -> Result<(PathBuf, State), StateError> {
+    validate_id(id)?;
+    let dir = root.join(id);
+    let state = read_state_file(&dir)?;
+    Ok((dir, state))
+}
+
+/// The status of the container whose state directory is `dir`, as the
+/// kernel sees it now.
+pub fn status_at(dir: &Path, state: &State) -> Status {
+    if !process_is(state.pid, state.init_start_time) {
+        Status::Stopped
+    } else if dir.join(START_SOCKET).exists() {
+        Status::Created
+    } else if crate::cgroups::is_frozen(&state.cgroup_paths) {
+        Status::Paused
+    } else {
+        Status::Running
+    }
+}
+
+impl State {
+    /// The OCI state of the container in `status` (pid 0 once stopped).
+    pub fn oci(&self, status: Status) -> OciState<'_> {
+        OciState {
+            oci_version: crate::OCI_VERSION,
+            id: &self.id,
+            status: status.as_str(),
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                self.pid
+            },
+            bundle: &self.bundle,
+            rootfs: &self.rootfs,
+            created: &self.created,
+            owner: &self.owner,
+            annotations: &self.annotations,
+        }
     }
 }
 
