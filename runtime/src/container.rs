@@ -273,10 +273,11 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
+    let driver = cgroups::driver(&hierarchies, &guard.cgroups);
     if let Some(resources) = &linux.resources {
-        cgroups::apply_resources(&hierarchies, &guard.cgroups, resources)?;
+        driver.apply(resources)?;
     }
-    cgroups::apply_devices(&hierarchies, &guard.cgroups, &device_rules, &linux.devices)?;
+    driver.apply_devices(&cgroups::device_rules(&device_rules, &linux.devices)?)?;
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
     loop {
@@ -534,8 +535,7 @@ fn kill_and_wait(state: &State) {
     signal_all(state, libc::SIGKILL);
     if cgroups::is_frozen(&state.cgroup_paths) {
         // Frozen tasks take the queued SIGKILL only once thawed.
-        let paths = &state.cgroup_paths;
-        let _ = cgroups::freeze(&cgroups::hierarchies_for(paths), paths, false);
+        let _ = cgroups::driver_for(&state.cgroup_paths).freeze(false);
     }
     wait_gone(state.pid, state.init_start_time);
 }
@@ -549,8 +549,7 @@ pub fn pause(root: &Path, id: &str) -> Result<(), ContainerError> {
     if dir.status(&state) != Status::Running {
         return Err(ContainerError::NotRunning);
     }
-    let paths = &state.cgroup_paths;
-    cgroups::freeze(&cgroups::hierarchies_for(paths), paths, true)?;
+    cgroups::driver_for(&state.cgroup_paths).freeze(true)?;
     Ok(())
 }
 
@@ -561,8 +560,7 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
     if dir.status(&state) != Status::Paused {
         return Err(ContainerError::NotPaused);
     }
-    let paths = &state.cgroup_paths;
-    cgroups::freeze(&cgroups::hierarchies_for(paths), paths, false)?;
+    cgroups::driver_for(&state.cgroup_paths).freeze(false)?;
     Ok(())
 }
 
@@ -598,9 +596,7 @@ pub fn update(
         ));
     }
     cgroups::validate_resources(resources)?;
-    let paths = &state.cgroup_paths;
-    let hierarchies = cgroups::hierarchies_for(paths);
-    cgroups::apply_resources(&hierarchies, paths, resources)?;
+    cgroups::driver_for(&state.cgroup_paths).apply(resources)?;
     Ok(())
 }
 

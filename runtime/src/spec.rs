@@ -223,9 +223,7 @@ pub struct Device {
     pub gid: Option<u32>,
 }
 
-/// `linux.resources`. berth applies the device rules and the pids limit
-/// now; the other controllers arrive with the cgroups work and are refused
-/// until then.
+/// `linux.resources`. Keys berth does not know (`rdma`) are refused.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
@@ -238,6 +236,10 @@ pub struct Resources {
     pub block_io: Option<BlockIo>,
     #[serde(default)]
     pub hugepage_limits: Vec<HugepageLimit>,
+    pub network: Option<Network>,
+    /// cgroup v2 files of the container's cgroup, written as they are.
+    #[serde(default)]
+    pub unified: BTreeMap<String, String>,
     #[serde(flatten)]
     pub others: BTreeMap<String, serde_json::Value>,
 }
@@ -265,6 +267,24 @@ pub struct Cpu {
     pub realtime_period: Option<u64>,
     pub cpus: Option<String>,
     pub mems: Option<String>,
+    /// cgroup v2's `cpu.idle` (0 or 1).
+    pub idle: Option<i64>,
+}
+
+/// `linux.resources.network` (the v1 net_cls and net_prio controllers).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    #[serde(rename = "classID")]
+    pub class_id: Option<u32>,
+    #[serde(default)]
+    pub priorities: Vec<InterfacePriority>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InterfacePriority {
+    pub name: String,
+    pub priority: u32,
 }
 
 /// `linux.resources.blockIO`.
@@ -615,7 +635,7 @@ impl Spec {
         if let Some(resources) = &linux.resources {
             if let Some(key) = resources.others.keys().next() {
                 return invalid(format!(
-                    "linux.resources.{key} is set but berth applies only device rules and the pids limit so far"
+                    "linux.resources.{key} is set but berth does not support it"
                 ));
             }
         }

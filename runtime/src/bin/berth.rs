@@ -119,8 +119,12 @@ struct UpdateArgs {
     cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems")]
     cpuset_mems: Option<String>,
+    #[arg(long = "cpu-idle")]
+    cpu_idle: Option<i64>,
     #[arg(long = "pids-limit")]
     pids_limit: Option<i64>,
+    #[arg(long = "blkio-weight")]
+    blkio_weight: Option<u16>,
     id: String,
 }
 
@@ -205,6 +209,7 @@ fn update_resources(args: &UpdateArgs) -> anyhow::Result<berth_runtime::spec::Re
         realtime_period: args.cpu_rt_period,
         cpus: args.cpuset_cpus.clone(),
         mems: args.cpuset_mems.clone(),
+        idle: args.cpu_idle,
     };
     if cpu.shares.is_some()
         || cpu.quota.is_some()
@@ -213,6 +218,7 @@ fn update_resources(args: &UpdateArgs) -> anyhow::Result<berth_runtime::spec::Re
         || cpu.realtime_period.is_some()
         || cpu.cpus.is_some()
         || cpu.mems.is_some()
+        || cpu.idle.is_some()
     {
         let c = resources.cpu.get_or_insert_with(Default::default);
         c.shares = cpu.shares.or(c.shares);
@@ -222,6 +228,13 @@ fn update_resources(args: &UpdateArgs) -> anyhow::Result<berth_runtime::spec::Re
         c.realtime_period = cpu.realtime_period.or(c.realtime_period);
         c.cpus = cpu.cpus.or(c.cpus.take());
         c.mems = cpu.mems.or(c.mems.take());
+        c.idle = cpu.idle.or(c.idle);
+    }
+    if let Some(weight) = args.blkio_weight {
+        resources
+            .block_io
+            .get_or_insert_with(Default::default)
+            .weight = Some(weight);
     }
     if let Some(limit) = args.pids_limit {
         resources.pids = Some(Pids { limit });
