@@ -7,3 +7,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+
+# The cgroup suite again, on a pure cgroup v2 kernel under qemu.
+./scripts/cgroup2-vm.sh

@@ -1,7 +1,10 @@
-//! Cgroup limits, pause/resume, ps and update on this (v1/hybrid) host,
-//! each checked from inside a real container or from its cgroup files.
+//! Cgroup limits, pause/resume, ps, update and events, each checked from
+//! inside a real container or from its cgroup files. The same suite runs on
+//! this (v1/hybrid) host and, through `scripts/cgroup2-vm.sh`, on a pure
+//! cgroup v2 kernel under qemu; each test reads the files of the host it
+//! finds itself on.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_integration::*;
@@ -11,6 +14,27 @@ fn sh(bundle: &mut Bundle, script: &str) {
     bundle.args(&["/bin/sh", "-c", script]);
 }
 
+/// Whether this host has only the unified hierarchy.
+fn pure_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The host directory of container `id` that holds `controller`'s files.
+fn host_dir(controller: &str, id: &str) -> PathBuf {
+    if pure_v2() {
+        PathBuf::from(format!("/sys/fs/cgroup/berth/{id}"))
+    } else {
+        PathBuf::from(format!("/sys/fs/cgroup/{controller}/berth/{id}"))
+    }
+}
+
+fn read_trimmed(path: PathBuf) -> String {
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
 #[test]
 fn each_limit_is_written_and_read_back_from_inside() {
     if !can_run() {
@@ -18,23 +42,81 @@ fn each_limit_is_written_and_read_back_from_inside() {
     }
     let berth = Runtime::berth();
     let mut bundle = Bundle::new("limits");
-    bundle.config["linux"]["resources"]["memory"] =
-        json!({"limit": 67108864, "reservation": 33554432, "swappiness": 10});
     bundle.config["linux"]["resources"]["cpu"] =
         json!({"shares": 512, "quota": 50000, "period": 100000, "cpus": "0", "mems": "0"});
     bundle.config["linux"]["resources"]["pids"] = json!({"limit": 64});
-    sh(
-        &mut bundle,
-        "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes \
-        memory/memory.swappiness cpu/cpu.shares cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us \
-        cpuset/cpuset.cpus cpuset/cpuset.mems pids/pids.max",
-    );
+    let expected = if pure_v2() {
+        bundle.config["linux"]["resources"]["memory"] =
+            json!({"limit": 67108864, "reservation": 33554432});
+        bundle.config["linux"]["resources"]["cpu"]["idle"] = json!(0);
+        bundle.config["linux"]["resources"]["unified"] = json!({"memory.high": "50331648"});
+        sh(
+            &mut bundle,
+            "cd /sys/fs/cgroup; cat memory.max memory.low memory.high cpu.weight cpu.max \
+            cpu.idle cpuset.cpus cpuset.mems pids.max",
+        );
+        // cpu.shares 512 is cpu.weight 20 by runc's conversion.
+        "67108864\n33554432\n50331648\n20\n50000 100000\n0\n0\n0\n64\n"
+    } else {
+        bundle.config["linux"]["resources"]["memory"] =
+            json!({"limit": 67108864, "reservation": 33554432, "swappiness": 10});
+        sh(
+            &mut bundle,
+            "cd /sys/fs/cgroup; cat memory/memory.limit_in_bytes memory/memory.soft_limit_in_bytes \
+            memory/memory.swappiness cpu/cpu.shares cpu/cpu.cfs_quota_us cpu/cpu.cfs_period_us \
+            cpuset/cpuset.cpus cpuset/cpuset.mems pids/pids.max",
+        );
+        "67108864\n33554432\n10\n512\n50000\n100000\n0\n0\n64\n"
+    };
     let out = berth.run(&bundle, &unique("limits"));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "67108864\n33554432\n10\n512\n50000\n100000\n0\n0\n64\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+}
+
+#[test]
+fn settings_the_host_cannot_apply_are_refused_and_leave_nothing() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let refused = if pure_v2() {
+        vec![
+            (json!({"memory": {"swappiness": 10}}), "memory.swappiness"),
+            (
+                json!({"memory": {"disableOOMKiller": true}}),
+                "memory.disableOOMKiller",
+            ),
+            (json!({"cpu": {"realtimeRuntime": 1000}}), "realtime"),
+            (json!({"network": {"classID": 1}}), "network"),
+            (json!({"unified": {"nosuch.file": "1"}}), "nosuch.file"),
+        ]
+    } else {
+        vec![
+            (json!({"unified": {"memory.high": "1"}}), "unified"),
+            (json!({"cpu": {"idle": 1}}), "cpu.idle"),
+            // net_cls is not mounted on these machines.
+            (json!({"network": {"classID": 1}}), "net_cls"),
+        ]
+    };
+    for (resources, words) in refused {
+        let mut bundle = Bundle::new("refused");
+        bundle.config["linux"]["resources"] = resources.clone();
+        bundle.write();
+        let id = unique("refused");
+        let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+        assert_eq!(out.status.code(), Some(1), "{resources}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(words),
+            "{resources}: {}",
+            text(&out)
+        );
+        assert!(!berth.root.join(&id).exists());
+        assert!(
+            !host_dir("memory", &id).exists(),
+            "{resources} left a cgroup"
+        );
+        assert!(!host_dir("pids", &id).exists(), "{resources} left a cgroup");
+    }
 }
 
 #[test]
@@ -163,7 +245,7 @@ fn pause_stops_a_counter_and_resume_lets_it_continue() {
     // delete --force of a paused container works too.
     assert!(berth.exec(&["pause", &id]).status.success());
     assert!(berth.exec(&["delete", "--force", &id]).status.success());
-    assert!(!Path::new(&format!("/sys/fs/cgroup/freezer/berth/{id}")).exists());
+    assert!(!host_dir("freezer", &id).exists());
 }
 
 #[test]
@@ -181,13 +263,17 @@ fn update_changes_a_live_limit_and_ps_lists_the_processes() {
         .exec(&["run", "-d", "--bundle", bundle.dir.to_str().unwrap(), &id])
         .status
         .success());
-    let file = format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes");
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "67108864");
+    let (memory_file, shares_file, shares_value) = if pure_v2() {
+        ("memory.max", "cpu.weight", "10")
+    } else {
+        ("memory.limit_in_bytes", "cpu.shares", "256")
+    };
+    let memory = || read_trimmed(host_dir("memory", &id).join(memory_file));
+    assert_eq!(memory(), "67108864");
     let out = berth.exec(&["update", "--memory", "32m", "--pids-limit", "20", &id]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), "33554432");
-    let pids_max = format!("/sys/fs/cgroup/pids/berth/{id}/pids.max");
-    assert_eq!(std::fs::read_to_string(&pids_max).unwrap().trim(), "20");
+    assert_eq!(memory(), "33554432");
+    assert_eq!(read_trimmed(host_dir("pids", &id).join("pids.max")), "20");
     // The docker form: JSON on stdin.
     let mut update = berth.command(&["update", "--resources", "-", &id]);
     update.stdin(std::process::Stdio::piped());
@@ -200,8 +286,10 @@ fn update_changes_a_live_limit_and_ps_lists_the_processes() {
         .write_all(br#"{"cpu": {"shares": 256}}"#)
         .unwrap();
     assert!(child.wait().unwrap().success());
-    let shares = format!("/sys/fs/cgroup/cpu/berth/{id}/cpu.shares");
-    assert_eq!(std::fs::read_to_string(&shares).unwrap().trim(), "256");
+    assert_eq!(
+        read_trimmed(host_dir("cpu", &id).join(shares_file)),
+        shares_value
+    );
 
     let out = berth.exec(&["ps", "--format", "json", &id]);
     let pids: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
@@ -286,7 +374,7 @@ fn bad_limits_are_refused_before_anything_exists() {
             text(&out)
         );
         assert!(!berth.root.join(&id).exists());
-        assert!(!Path::new(&format!("/sys/fs/cgroup/memory/berth/{id}")).exists());
+        assert!(!host_dir("memory", &id).exists());
     }
     let mut bundle = Bundle::new("dotdot");
     bundle.config["linux"]["cgroupsPath"] = json!("/berth/../../escape");
@@ -303,6 +391,7 @@ fn bad_limits_are_refused_before_anything_exists() {
         text(&out)
     );
     assert!(!Path::new("/sys/fs/cgroup/memory/escape").exists());
+    assert!(!Path::new("/sys/fs/cgroup/escape").exists());
 }
 
 #[test]
@@ -364,11 +453,22 @@ fn events_reports_stats_and_the_oom_kill() {
     );
 }
 
-/// major:minor of the block device holding `/`.
-fn root_device() -> (u64, u64) {
+/// major:minor of a block device: the one holding `/`, or (in the qemu
+/// guest, whose root is a tmpfs) the first under /sys/block.
+fn block_device() -> (u64, u64) {
     use std::os::unix::fs::MetadataExt;
     let dev = std::fs::metadata("/").unwrap().dev();
-    (libc::major(dev) as u64, libc::minor(dev) as u64)
+    if libc::major(dev) != 0 {
+        return (libc::major(dev) as u64, libc::minor(dev) as u64);
+    }
+    let entry = std::fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .next()
+        .expect("a block device");
+    let text = std::fs::read_to_string(entry.path().join("dev")).unwrap();
+    let (major, minor) = text.trim().split_once(':').unwrap();
+    (major.parse().unwrap(), minor.parse().unwrap())
 }
 
 #[test]
@@ -377,7 +477,7 @@ fn block_io_throttling_and_hugepage_limits_are_written() {
         return;
     }
     let berth = Runtime::berth();
-    let (major, minor) = root_device();
+    let (major, minor) = block_device();
     let mut bundle = Bundle::new("blkio");
     bundle.config["linux"]["resources"]["blockIO"] = json!({
         "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
@@ -385,16 +485,19 @@ fn block_io_throttling_and_hugepage_limits_are_written() {
     });
     bundle.config["linux"]["resources"]["hugepageLimits"] =
         json!([{"pageSize": "2MB", "limit": 4194304}]);
-    sh(
-        &mut bundle,
-        "cd /sys/fs/cgroup; cat blkio/blkio.throttle.read_bps_device \
-        blkio/blkio.throttle.write_iops_device; cat hugetlb/hugetlb.2MB.limit_in_bytes 2>/dev/null \
-        || cat unified/hugetlb.2MB.max",
-    );
+    let expected = if pure_v2() {
+        sh(&mut bundle, "cd /sys/fs/cgroup; cat io.max hugetlb.2MB.max");
+        format!("{major}:{minor} rbps=1048576 wbps=max riops=max wiops=100\n4194304\n")
+    } else {
+        sh(
+            &mut bundle,
+            "cd /sys/fs/cgroup; cat blkio/blkio.throttle.read_bps_device \
+            blkio/blkio.throttle.write_iops_device; cat hugetlb/hugetlb.2MB.limit_in_bytes 2>/dev/null \
+            || cat unified/hugetlb.2MB.max",
+        );
+        format!("{major}:{minor} 1048576\n{major}:{minor} 100\n4194304\n")
+    };
     let out = berth.run(&bundle, &unique("blkio"));
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        format!("{major}:{minor} 1048576\n{major}:{minor} 100\n4194304\n")
-    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }

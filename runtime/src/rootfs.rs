@@ -244,7 +244,15 @@ fn mount_cgroups(
             )?;
         } else if let Some(dir) = ctx.cgroup_paths.first() {
             mounts::mount(Some(dir), &path, None, bind_flags, None)?;
-            mounts::remount_bind(&path, keep)?;
+            // The flags go on the new mount, reached by a fresh open: `target`
+            // still names the directory underneath it.
+            let mounted = safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(
+                |source| SafePathError::Open {
+                    path: dest.clone(),
+                    source,
+                },
+            )?;
+            mounts::remount_bind(&safe_path::fd_path(&mounted), keep)?;
         }
         return Ok(());
     }
