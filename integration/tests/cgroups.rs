@@ -501,3 +501,70 @@ fn block_io_throttling_and_hugepage_limits_are_written() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
 }
+
+#[test]
+fn systemd_cgroups_are_refused_on_a_host_without_systemd() {
+    if !can_run() || Path::new("/run/systemd/system").exists() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let bundle = Bundle::new("systemd");
+    bundle.write();
+    let id = unique("systemd");
+    let out = berth.exec(&[
+        "--systemd-cgroup",
+        "create",
+        "--bundle",
+        bundle.dir.to_str().unwrap(),
+        &id,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not supported yet"),
+        "{}",
+        text(&out)
+    );
+    assert!(!berth.root.join(&id).exists());
+}
+
+/// net_cls/net_prio are not mounted on these hosts: the test mounts a v1
+/// hierarchy for them in a private mount namespace, where berth finds it
+/// like any other, and removes it again.
+#[test]
+fn network_class_and_priorities_are_written_on_v1() {
+    if !can_run() || pure_v2() {
+        return;
+    }
+    let cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
+    if !cgroups.lines().any(|l| l.starts_with("net_cls\t0\t")) {
+        eprintln!("skipping: net_cls is already mounted or absent");
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("netcls");
+    bundle.config["linux"]["resources"]["network"] =
+        json!({"classID": 1048577, "priorities": [{"name": "lo", "priority": 5}]});
+    let hierarchy = std::env::temp_dir().join(unique("berth-netcls"));
+    let name = hierarchy.file_name().unwrap().to_str().unwrap().to_string();
+    sh(
+        &mut bundle,
+        &format!("cat /sys/fs/cgroup/{name}/net_cls.classid; grep '^lo ' /sys/fs/cgroup/{name}/net_prio.ifpriomap"),
+    );
+    bundle.write();
+    let id = unique("netcls");
+    let script = format!(
+        "mkdir -p {h} && mount -t cgroup -o net_cls,net_prio berth-test {h} || exit 99; \
+         {berth} --root {root} run --bundle {bundle} {id}; rc=$?; \
+         test -d {h}/berth/{id} && echo left-behind; rmdir {h}/berth; umount {h}; rmdir {h}; exit $rc",
+        h = hierarchy.display(),
+        berth = berth.bin.display(),
+        root = berth.root.display(),
+        bundle = bundle.dir.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1048577\nlo 5\n");
+}

@@ -442,8 +442,16 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if cli.systemd_cgroup {
-        // Engines on systemd hosts pass it; berth places containers through
-        // cgroupfs itself (systemd-managed cgroups come with the cgroups work).
+        let creates = matches!(cli.command, Some(Command::Create(_) | Command::Run { .. }));
+        if creates && !std::path::Path::new("/run/systemd/system").exists() {
+            anyhow::bail!(
+                "--systemd-cgroup is not supported yet on a host without systemd: \
+                 berth places containers through cgroupfs (drop the flag, or use podman's \
+                 --cgroup-manager cgroupfs)"
+            );
+        }
+        // Engines on systemd hosts pass it; berth still places containers
+        // through cgroupfs itself.
         log::debug("--systemd-cgroup: managing cgroups through cgroupfs");
     }
     let root = &cli.root;
