@@ -529,7 +529,9 @@ fn systemd_cgroups_are_refused_on_a_host_without_systemd() {
 
 /// net_cls/net_prio are not mounted on these hosts: the test mounts a v1
 /// hierarchy for them in a private mount namespace, where berth finds it
-/// like any other, and removes it again.
+/// like any other, and removes it again (after the kernel has let go of
+/// the removed children: a hierarchy unmounted with children lives on
+/// unseen).
 #[test]
 fn network_class_and_priorities_are_written_on_v1() {
     if !can_run() || pure_v2() {
@@ -555,7 +557,8 @@ fn network_class_and_priorities_are_written_on_v1() {
     let script = format!(
         "mkdir -p {h} && mount -t cgroup -o net_cls,net_prio berth-test {h} || exit 99; \
          {berth} --root {root} run --bundle {bundle} {id}; rc=$?; \
-         test -d {h}/berth/{id} && echo left-behind; rmdir {h}/berth; umount {h}; rmdir {h}; exit $rc",
+         test -d {h}/berth/{id} && echo left-behind; rmdir {h}/berth; \
+         sleep 0.5; umount {h}; rmdir {h}; exit $rc",
         h = hierarchy.display(),
         berth = berth.bin.display(),
         root = berth.root.display(),
