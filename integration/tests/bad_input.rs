@@ -743,6 +743,37 @@ fn delete_force_clears_what_an_interrupted_create_left() {
 }
 
 #[test]
+fn delete_force_after_a_create_killed_midway_removes_its_cgroups() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    // A createRuntime hook holds the create after its cgroups exist.
+    let bundle = bundle_with("killed-create", |c| {
+        c["hooks"] = json!({"createRuntime": [{"path": "/bin/sleep", "args": ["sleep", "3"]}]});
+    });
+    let id = unique("killed");
+    let mut create = berth
+        .command(&["create", "--bundle", dir_str(&bundle), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while cgroup_dirs(&id).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(!cgroup_dirs(&id).is_empty(), "the create made no cgroups");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    create.kill().unwrap();
+    create.wait().unwrap();
+    assert!(!berth.root.join(&id).join("state.json").exists());
+    let out = berth.exec(&["delete", "--force", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_nothing_left(&berth, &id, &bundle.dir);
+}
+
+#[test]
 fn an_unwritable_pid_file_fails_create_and_leaves_nothing() {
     if !can_run() {
         return;

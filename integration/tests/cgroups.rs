@@ -234,7 +234,11 @@ fn pause_stops_a_counter_and_resume_lets_it_continue() {
     assert!(!out.status.success(), "pausing twice must fail");
     assert!(berth.exec(&["resume", &id]).status.success());
     assert_eq!(berth.status(&id), "running");
-    std::thread::sleep(Duration::from_millis(300));
+    // Generous under load: the counter only has to move again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count(&bundle) <= frozen_at && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert!(count(&bundle) > frozen_at, "the counter did not continue");
     let out = berth.exec(&["resume", &id]);
     assert!(

@@ -193,6 +193,14 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     let dir_path = dir.path.clone();
     guard.dir = Some(dir);
     let hierarchies = cgroups::hierarchies();
+    // Written before the directories exist, so that `delete --force` can
+    // find them if this create is killed before state.json.
+    let planned = cgroups::planned(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
+    let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
+    state::write_atomic(
+        &dir_path.join(PLANNED_CGROUPS),
+        planned_text.join("\n").as_bytes(),
+    )?;
     guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
 
     let (runtime_end, init_end) = channel::pair()?;
@@ -527,9 +535,23 @@ fn remove_unfinished(root: &Path, id: &str) -> Result<(), ContainerError> {
         drop(handle);
         return delete(root, id, true);
     }
+    // The init of a killed create exits when its channel closes; its
+    // cgroups go once it has. A directory still busy is not ours to empty.
+    let planned = std::fs::read_to_string(path.join(PLANNED_CGROUPS)).unwrap_or_default();
+    let dirs: Vec<PathBuf> = planned.lines().map(PathBuf::from).collect();
+    for _ in 0..200 {
+        if cgroups::pids(&dirs).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cgroups::remove(&dirs);
     let _ = std::fs::remove_dir_all(&path);
     Ok(())
 }
+
+/// The cgroup directories a create is about to make, one per line.
+const PLANNED_CGROUPS: &str = "cgroups.planned";
 
 fn kill_and_wait(state: &State) {
     signal_all(state, libc::SIGKILL);

@@ -197,6 +197,18 @@ pub fn hierarchies_for(paths: &[PathBuf]) -> Vec<Hierarchy> {
         .collect()
 }
 
+/// The directories [`create`] will make, in hierarchy order.
+pub fn planned(
+    hierarchies: &[Hierarchy],
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<Vec<PathBuf>, CgroupError> {
+    hierarchies
+        .iter()
+        .map(|h| container_dir(h, cgroups_path, id))
+        .collect()
+}
+
 /// Creates the container's directories; returns them in hierarchy order.
 pub fn create(
     hierarchies: &[Hierarchy],
