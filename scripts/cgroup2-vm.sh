@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs berth's cgroup suite on a pure cgroup v2 kernel: Debian's cloud
 # kernel under qemu (TCG), with an initramfs holding busybox, berth, its
-# conformance checker and the statically linked test binary. Prints the
+# conformance checker and the statically linked test binaries (the cgroup
+# module's unit tests and the end-to-end cgroup suite). Prints the
 # guest's test output and exits with the suite's status.
 #
 #   ./scripts/cgroup2-vm.sh [TEST-FILTER]
@@ -14,7 +15,10 @@ bin_dir=$target_dir/x86_64-unknown-linux-gnu/debug
 cargo build -q -p berth-runtime -p berth-checker
 test_bin=$(cargo test -q -p berth-integration --test cgroups --no-run --message-format=json \
     | jq -r 'select(.profile.test == true and .target.name == "cgroups") | .executable')
-for bin in "$bin_dir/berth" "$bin_dir/berth-checker" "$test_bin" /bin/busybox; do
+# The runtime's unit tests of the cgroup module, the eBPF device filter's among them.
+unit_bin=$(cargo test -q -p berth-runtime --lib --no-run --message-format=json \
+    | jq -r 'select(.profile.test == true and .target.kind == ["lib"]) | .executable')
+for bin in "$bin_dir/berth" "$bin_dir/berth-checker" "$test_bin" "$unit_bin" /bin/busybox; do
     linkage=$(ldd "$bin" 2>&1 || true)
     if ! grep -Eq "statically linked|not a dynamic executable" <<<"$linkage"; then
         echo "cgroup2-vm: $bin is not static; the guest has no shared libraries" >&2
@@ -29,6 +33,7 @@ mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,t,newroot,modules}
 cp /bin/busybox "$root/bin/busybox"
 cp "$bin_dir/berth" "$bin_dir/berth-checker" "$root/t/"
 cp "$test_bin" "$root/t/cgroups-test"
+cp "$unit_bin" "$root/t/unit-test"
 # A RAM disk gives the block IO tests a real block device.
 cp "$(find target/vm/kernel/modules -name brd.ko | head -1)" "$root/modules/"
 
@@ -55,8 +60,11 @@ echo "root:x:0:0:root:/root:/bin/sh" > /etc/passwd
 insmod /modules/brd.ko rd_nr=1 rd_size=8192
 echo "guest: \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
 cd /tmp
+/t/unit-test --test-threads=1 cgroups::
+unit=\$?
 BERTH_TARGET_DIR=/t PATH=/bin RUST_BACKTRACE=1 /t/cgroups-test --test-threads=1 ${1:-}
-echo "berth-vm-exit=\$?"
+suite=\$?
+echo "berth-vm-exit=\$((unit | suite))"
 poweroff -f
 INIT
 chmod +x "$root/init" "$root/init2"
