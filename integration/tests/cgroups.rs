@@ -28,6 +28,29 @@ fn host_dir(controller: &str, id: &str) -> PathBuf {
     }
 }
 
+/// `create` with `resources` fails with status 1 and `words`, leaving no
+/// state and no cgroup.
+fn assert_create_refused(berth: &Runtime, resources: serde_json::Value, words: &str) {
+    let mut bundle = Bundle::new("refused");
+    bundle.config["linux"]["resources"] = resources.clone();
+    bundle.write();
+    let id = unique("refused");
+    let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+    assert_eq!(out.status.code(), Some(1), "{resources}: {}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(words),
+        "{resources}: {}",
+        text(&out)
+    );
+    assert!(!berth.root.join(&id).exists());
+    for controller in ["memory", "pids", "cpu"] {
+        assert!(
+            !host_dir(controller, &id).exists(),
+            "{resources} left a cgroup"
+        );
+    }
+}
+
 fn read_trimmed(path: PathBuf) -> String {
     std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -99,23 +122,7 @@ fn settings_the_host_cannot_apply_are_refused_and_leave_nothing() {
         ]
     };
     for (resources, words) in refused {
-        let mut bundle = Bundle::new("refused");
-        bundle.config["linux"]["resources"] = resources.clone();
-        bundle.write();
-        let id = unique("refused");
-        let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
-        assert_eq!(out.status.code(), Some(1), "{resources}: {}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(words),
-            "{resources}: {}",
-            text(&out)
-        );
-        assert!(!berth.root.join(&id).exists());
-        assert!(
-            !host_dir("memory", &id).exists(),
-            "{resources} left a cgroup"
-        );
-        assert!(!host_dir("pids", &id).exists(), "{resources} left a cgroup");
+        assert_create_refused(&berth, resources, words);
     }
 }
 
@@ -366,19 +373,7 @@ fn bad_limits_are_refused_before_anything_exists() {
             "page size \"3MB\"",
         ),
     ] {
-        let mut bundle = Bundle::new("badlimits");
-        bundle.config["linux"]["resources"] = resources.clone();
-        bundle.write();
-        let id = unique("badlim");
-        let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
-        assert_eq!(out.status.code(), Some(1), "{resources}: {}", text(&out));
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(words),
-            "{resources}: {}",
-            text(&out)
-        );
-        assert!(!berth.root.join(&id).exists());
-        assert!(!host_dir("memory", &id).exists());
+        assert_create_refused(&berth, resources, words);
     }
     let mut bundle = Bundle::new("dotdot");
     bundle.config["linux"]["cgroupsPath"] = json!("/berth/../../escape");
