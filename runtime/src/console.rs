@@ -177,7 +177,7 @@ pub fn relay(master: OwnedFd, pid: i32) -> i32 {
     // SAFETY: signal mask and signalfd for this single thread; poll and
     // read/write on descriptors we own; waitpid on our own child.
     unsafe {
-        let set = crate::container::block_forwarded_signals();
+        let set = crate::process::block_forwarded_signals();
         let signals = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
         let mut stdin_open = true;
         let mut master_open = true;

@@ -289,7 +289,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     if let Some(master) = relay_end.as_ref().and_then(console::receive_master) {
         return Ok(console::relay(master, pid));
     }
-    Ok(crate::container::wait_forwarding_signals(pid))
+    Ok(crate::process::wait_forwarding_signals(pid))
 }
 
 /// What the forked helper C needs.

@@ -257,3 +257,61 @@ pub fn clone_like_fork(flags: libc::c_int) -> std::io::Result<i32> {
     }
     Ok(pid as i32)
 }
+
+/// Signals `run` forwards to the container, as runc does.
+pub const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCONT,
+];
+
+/// Blocks SIGCHLD and the signals forwarded to a container's process, so
+/// the caller can take them with sigwaitinfo or a signalfd; returns the set.
+pub fn block_forwarded_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on local storage, then sigprocmask for this
+    // (single) thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for sig in FORWARDED {
+            libc::sigaddset(&mut set, *sig);
+        }
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+/// Waits for our child `pid`, forwarding the usual signals to it, and
+/// returns its exit status (128+signal when killed).
+pub fn wait_forwarding_signals(pid: i32) -> i32 {
+    // SAFETY: sigset manipulation on local storage, then sigprocmask for this
+    // (single) thread; waitpid on our own child.
+    let set = block_forwarded_signals();
+    let status = unsafe {
+        let mut status = 0;
+        loop {
+            let rc = libc::waitpid(pid, &mut status, libc::WNOHANG);
+            if rc == pid
+                || (rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+            {
+                break;
+            }
+            let sig = libc::sigwaitinfo(&set, std::ptr::null_mut());
+            if sig > 0 && sig != libc::SIGCHLD {
+                libc::kill(pid, sig);
+            }
+        }
+        status
+    };
+    if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        libc::WEXITSTATUS(status)
+    }
+}
