@@ -517,3 +517,51 @@ fn run_with_a_terminal_and_no_socket_relays_the_callers_terminal() {
     assert!(stdout.contains("/dev/pts/0"), "{stdout}");
     assert!(stdout.contains("got hello"), "{stdout}");
 }
+
+/// prestart and createRuntime run "in the runtime namespace": not in the
+/// network namespace the container joins by path, nor in its new time
+/// namespace; createContainer runs in the container's.
+#[test]
+fn runtime_hooks_run_in_the_runtime_namespaces() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    // A network namespace of someone else's for the container to join.
+    let holder = Helper::spawn("unshare", &["--net", "sleep", "30"]);
+    let joined = format!("/proc/{}/ns/net", holder.pid());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::fs::read_link(&joined).ok() == std::fs::read_link("/proc/self/ns/net").ok()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let joined_inode = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(&joined).unwrap().ino()
+    };
+    let mut bundle = Bundle::new("hookns");
+    let log = bundle.dir.join("ns.log");
+    let record = |name: &str| {
+        json!({"path": "/bin/sh", "args": ["sh", "-c", format!(
+            "echo {name} $(stat -L -c %i /proc/self/ns/net) $(stat -L -c %i /proc/self/ns/time) >> {}",
+            log.display())]})
+    };
+    bundle.config["hooks"] = json!({
+        "prestart": [record("prestart")],
+        "createRuntime": [record("createRuntime")],
+    });
+    let namespaces = bundle.config["linux"]["namespaces"].as_array_mut().unwrap();
+    namespaces.retain(|n| n["type"] != "network");
+    namespaces.push(json!({"type": "network", "path": joined}));
+    namespaces.push(json!({"type": "time"}));
+    let out = berth.run(&bundle, &unique("hookns"));
+    assert!(out.status.success(), "{}", text(&out));
+    let host = format!("{} {}", host_ns_inode("net"), host_ns_inode("time"));
+    let lines = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        lines,
+        format!("prestart {host}\ncreateRuntime {host}\n"),
+        "the container's network namespace is {joined_inode}"
+    );
+}

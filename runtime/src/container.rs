@@ -221,16 +221,24 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         }
         (None, None) => None,
     };
+    let runtime_hooks = spec
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty());
+    // Only hooks need the runtime back in its own namespaces after the clone.
+    let own_namespaces = if runtime_hooks {
+        let joined = plan.runtime_joins.iter().map(|(kind, _)| *kind);
+        let time = plan.new_time.then_some(crate::spec::NamespaceKind::Time);
+        Some(namespaces::Saved::take(joined.chain(time))?)
+    } else {
+        None
+    };
     for (kind, path) in &plan.runtime_joins {
         namespaces::join(*kind, path)?;
     }
     if plan.new_time {
         namespaces::unshare_time(&linux.time_offsets)?;
     }
-    let runtime_hooks = spec
-        .hooks
-        .as_ref()
-        .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty());
 
     // berth is single-threaded here, so the child may run ordinary code.
     let pid = crate::process::clone_like_fork(plan.clone_flags)
@@ -259,6 +267,9 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         });
     }
     guard.pid = Some(pid);
+    if let Some(saved) = &own_namespaces {
+        saved.restore()?;
+    }
     drop(init_end);
     drop(listener);
     drop(console);

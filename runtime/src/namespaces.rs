@@ -89,6 +89,47 @@ impl Plan {
     }
 }
 
+/// The runtime's own namespaces of some kinds, kept open so that it can
+/// return to them after joining a container's: hooks that the spec runs
+/// "in the runtime namespace" (prestart, createRuntime) must not run in
+/// the container's network or time namespace.
+pub struct Saved(Vec<(NamespaceKind, std::fs::File)>);
+
+impl Saved {
+    pub fn take(kinds: impl Iterator<Item = NamespaceKind>) -> Result<Saved, NamespaceError> {
+        let mut saved = Vec::new();
+        for kind in kinds {
+            // pid and time: what children get, which joining changes.
+            let name = match kind {
+                NamespaceKind::Pid => "pid_for_children",
+                NamespaceKind::Time => "time_for_children",
+                other => other.proc_name(),
+            };
+            let path = PathBuf::from(format!("/proc/self/ns/{name}"));
+            let file = std::fs::File::open(&path)
+                .map_err(|source| NamespaceError::Open { path, source })?;
+            saved.push((kind, file));
+        }
+        Ok(Saved(saved))
+    }
+
+    /// Returns to the saved namespaces.
+    pub fn restore(&self) -> Result<(), NamespaceError> {
+        for (kind, file) in &self.0 {
+            nix::sched::setns(
+                file.as_fd(),
+                CloneFlags::from_bits_retain(kind.clone_flag()),
+            )
+            .map_err(|errno| NamespaceError::Join {
+                kind: *kind,
+                path: PathBuf::from(format!("/proc/self/ns/{}", kind.proc_name())),
+                errno,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// `setns` into the namespace at `path`.
 pub fn join(kind: NamespaceKind, path: &Path) -> Result<(), NamespaceError> {
     let file = std::fs::File::open(path).map_err(|source| NamespaceError::Open {
