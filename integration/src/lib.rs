@@ -241,7 +241,11 @@ impl Runtime {
     /// gives it one, as a person's shell would) and types `input` there.
     pub fn exec_on_terminal(&self, args: &[&str], input: &[u8]) -> Output {
         let quote = |arg: &str| format!("'{}'", arg.replace('\'', "'\\''"));
+        // A runtime that hangs fails the test instead of hanging it.
         let mut line = vec![
+            "timeout".into(),
+            "-k5".into(),
+            "60".into(),
             quote(&self.bin.to_string_lossy()),
             "--root".into(),
             quote(&self.root.to_string_lossy()),
@@ -254,14 +258,17 @@ impl Runtime {
             .stderr(Stdio::piped())
             .spawn()
             .expect("script (bsdutils)");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input)
-            .expect("type input");
-        child.wait_with_output().expect("script")
+        // Typed from a thread: `script` stops reading its input while
+        // nobody reads its output.
+        let mut stdin = child.stdin.take().expect("stdin");
+        let input = input.to_vec();
+        let typist = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&input);
+        });
+        let output = child.wait_with_output().expect("script");
+        let _ = typist.join();
+        output
     }
 
     pub fn state(&self, id: &str) -> Option<Value> {

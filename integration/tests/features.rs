@@ -518,9 +518,48 @@ fn run_with_a_terminal_and_no_socket_relays_the_callers_terminal() {
     assert!(stdout.contains("got hello"), "{stdout}");
 }
 
+/// Typed-ahead input the container never reads must not stop its output:
+/// the relay keeps input waiting and goes on copying the pty's output.
+#[test]
+fn the_terminal_relay_keeps_output_flowing_while_input_waits() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("run-tty-flood");
+    bundle.config["process"]["terminal"] = json!(true);
+    // 200 KB of output and no reads of stdin at all, on a raw terminal (a
+    // canonical one drops what does not fit; a raw one makes writers wait).
+    bundle.args(&[
+        "/bin/sh",
+        "-c",
+        "/bin/busybox stty raw -echo; sleep 0.3; i=0; while [ $i -lt 2000 ]; do echo 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789; i=$((i+1)); done; echo finished",
+    ]);
+    bundle.write();
+    // More than the kernel buffers for the pty's input (64 KiB), less than
+    // that plus the relay's own 64 KiB.
+    let input = "typed ahead\n".repeat(8000);
+    let out = berth.exec_on_terminal(
+        &[
+            "run",
+            "--bundle",
+            bundle.dir.to_str().unwrap(),
+            &unique("flood"),
+        ],
+        input.as_bytes(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout.contains("finished"),
+        "{}",
+        &stdout[stdout.len().saturating_sub(500)..]
+    );
+}
+
 /// prestart and createRuntime run "in the runtime namespace": not in the
 /// network namespace the container joins by path, nor in its new time
-/// namespace; createContainer runs in the container's.
+/// namespace.
 #[test]
 fn runtime_hooks_run_in_the_runtime_namespaces() {
     if !can_run() {

@@ -167,9 +167,17 @@ fn write_all(fd: RawFd, mut bytes: &[u8]) {
     }
 }
 
+/// Input typed ahead of a container that is not reading it: the relay holds
+/// this much before it stops reading the caller's terminal.
+const MAX_PENDING_INPUT: usize = 64 * 1024;
+
 /// `run` in the foreground with a terminal: relays between the caller's
 /// stdio and the container's pty, forwards signals (and window size), and
 /// returns the exit status of `pid` (128+signal when killed).
+///
+/// The pty master is non-blocking and input waits in a bounded buffer: a
+/// container that does not read its stdin never stops its output from
+/// reaching the caller.
 pub fn relay(master: OwnedFd, pid: i32) -> i32 {
     let master = master.as_raw_fd();
     let _raw = RawMode::enter();
@@ -179,20 +187,29 @@ pub fn relay(master: OwnedFd, pid: i32) -> i32 {
     unsafe {
         let set = crate::process::block_forwarded_signals();
         let signals = libc::signalfd(-1, &set, libc::SFD_CLOEXEC);
+        let flags = libc::fcntl(master, libc::F_GETFL);
+        libc::fcntl(master, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        let would_block = || std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN);
         let mut stdin_open = true;
         let mut master_open = true;
+        let mut pending: Vec<u8> = Vec::new();
         let mut buf = [0u8; 16 * 1024];
         let mut status = 0;
         loop {
+            let read_stdin = stdin_open && pending.len() < MAX_PENDING_INPUT;
+            let mut master_events = libc::POLLIN;
+            if !pending.is_empty() {
+                master_events |= libc::POLLOUT;
+            }
             let mut fds = [
                 libc::pollfd {
-                    fd: if stdin_open { 0 } else { -1 },
+                    fd: if read_stdin { 0 } else { -1 },
                     events: libc::POLLIN,
                     revents: 0,
                 },
                 libc::pollfd {
                     fd: if master_open { master } else { -1 },
-                    events: libc::POLLIN,
+                    events: master_events,
                     revents: 0,
                 },
                 libc::pollfd {
@@ -212,16 +229,25 @@ pub fn relay(master: OwnedFd, pid: i32) -> i32 {
                 if n <= 0 {
                     stdin_open = false;
                 } else {
-                    write_all(master, &buf[..n as usize]);
+                    pending.extend_from_slice(&buf[..n as usize]);
                 }
             }
-            if fds[1].revents != 0 {
+            if fds[1].revents & libc::POLLOUT != 0 && !pending.is_empty() {
+                let n = libc::write(master, pending.as_ptr().cast(), pending.len());
+                if n > 0 {
+                    pending.drain(..n as usize);
+                } else if !would_block() {
+                    pending.clear();
+                }
+            }
+            if fds[1].revents & !libc::POLLOUT != 0 {
                 let n = libc::read(master, buf.as_mut_ptr().cast(), buf.len());
-                if n <= 0 {
+                if n > 0 {
+                    write_all(1, &buf[..n as usize]);
+                } else if n == 0 || !would_block() {
                     // EIO: every slave is closed.
                     master_open = false;
-                } else {
-                    write_all(1, &buf[..n as usize]);
+                    pending.clear();
                 }
             }
             if fds[2].revents != 0 {
@@ -239,10 +265,9 @@ pub fn relay(master: OwnedFd, pid: i32) -> i32 {
                 }
             }
             if libc::waitpid(pid, &mut status, libc::WNOHANG) == pid {
-                // Whatever the process wrote last is still in the pty; a
-                // process left behind holding the slave must not block us.
-                let flags = libc::fcntl(master, libc::F_GETFL);
-                libc::fcntl(master, libc::F_SETFL, flags | libc::O_NONBLOCK);
+                // Whatever the process wrote last is still in the pty (the
+                // master is non-blocking: a process left behind holding the
+                // slave cannot hold us).
                 loop {
                     let n = libc::read(master, buf.as_mut_ptr().cast(), buf.len());
                     if n <= 0 {
