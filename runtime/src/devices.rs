@@ -47,9 +47,29 @@ pub fn default_devices() -> Vec<Device> {
         .collect()
 }
 
+/// Creates every device under `root`, opening each parent directory once
+/// for the devices that share it (most live in `/dev`).
+pub fn create_all(
+    root: RawFd,
+    devices: &[Device],
+    bind_from_host: bool,
+) -> Result<(), DeviceError> {
+    let mut parent: Option<(PathBuf, std::fs::File)> = None;
+    for device in devices {
+        create(root, device, bind_from_host, &mut parent)?;
+    }
+    Ok(())
+}
+
 /// Creates `device` under `root`. In a user namespace `mknod` is not
 /// allowed, so the host's node is bind-mounted instead (as runc does).
-pub fn create(root: RawFd, device: &Device, bind_from_host: bool) -> Result<(), DeviceError> {
+/// `parent` keeps the last parent directory opened.
+fn create(
+    root: RawFd,
+    device: &Device,
+    bind_from_host: bool,
+    parent_dir: &mut Option<(PathBuf, std::fs::File)>,
+) -> Result<(), DeviceError> {
     let path = &device.path;
     let parent = path.parent().unwrap_or(Path::new("/"));
     let name = path.file_name().unwrap_or_default();
@@ -67,8 +87,14 @@ pub fn create(root: RawFd, device: &Device, bind_from_host: bool) -> Result<(), 
             None,
         )?);
     }
-    let dir = safe_path::open_or_create(root, parent, Create::Directory)?;
-    let dir = reopen_dir(&dir).map_err(create_err)?;
+    let dir = match parent_dir {
+        Some((opened, dir)) if opened.as_path() == parent => dir,
+        slot => {
+            let dir = safe_path::open_or_create(root, parent, Create::Directory)?;
+            let dir = reopen_dir(&dir).map_err(create_err)?;
+            &slot.insert((parent.to_path_buf(), dir)).1
+        }
+    };
     let kind = match device.kind.as_str() {
         "b" => libc::S_IFBLK,
         "p" => libc::S_IFIFO,

@@ -100,9 +100,7 @@ pub fn mount_all(ctx: &Context) -> Result<(), RootfsError> {
         let mut devices = crate::devices::default_devices();
         devices.retain(|d| !ctx.spec.linux().devices.iter().any(|s| s.path == d.path));
         devices.extend(ctx.spec.linux().devices.iter().cloned());
-        for device in &devices {
-            crate::devices::create(root.as_raw_fd(), device, ctx.in_user_namespace)?;
-        }
+        crate::devices::create_all(root.as_raw_fd(), &devices, ctx.in_user_namespace)?;
         crate::devices::create_symlinks(root.as_raw_fd())?;
     }
     Ok(())
@@ -219,6 +217,9 @@ fn bind_source(ctx: &Context, mount: &Mount) -> Result<PathBuf, RootfsError> {
 /// `/sys/fs/cgroup`: with cgroup v2 alone, a cgroup2 mount (or a bind of the
 /// container's directory); on v1 and hybrid hosts, a tmpfs holding a bind of
 /// the container's directory for each hierarchy, named as on the host.
+///
+/// Inside the fresh tmpfs names are looked up with plain `openat`: nothing
+/// but berth can have put anything there yet.
 fn mount_cgroups(
     ctx: &Context,
     root: &OwnedFd,
@@ -228,31 +229,20 @@ fn mount_cgroups(
     let dest = &mount.destination;
     let target = safe_path::open_or_create(root.as_raw_fd(), dest, Create::Directory)?;
     let hierarchies = ctx.hierarchies;
-    let bind_flags = MsFlags::MS_BIND | MsFlags::MS_REC;
     let keep = options.flags
         & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
     let pure_v2 = hierarchies.len() == 1 && hierarchies[0].is_unified();
     if pure_v2 {
-        let path = safe_path::fd_path(&target);
         if ctx.new_cgroup_namespace {
             mounts::mount(
                 Some(Path::new("cgroup2")),
-                &path,
+                &safe_path::fd_path(&target),
                 Some("cgroup2"),
                 options.flags,
                 None,
             )?;
         } else if let Some(dir) = ctx.cgroup_paths.first() {
-            mounts::mount(Some(dir), &path, None, bind_flags, None)?;
-            // The flags go on the new mount, reached by a fresh open: `target`
-            // still names the directory underneath it.
-            let mounted = safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(
-                |source| SafePathError::Open {
-                    path: dest.clone(),
-                    source,
-                },
-            )?;
-            mounts::remount_bind(&safe_path::fd_path(&mounted), keep)?;
+            mounts::bind_tree(dir, &target, true, keep)?;
         }
         return Ok(());
     }
@@ -263,47 +253,48 @@ fn mount_cgroups(
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some("mode=755"),
     )?;
+    let open_err = |path: PathBuf| move |source| SafePathError::Open { path, source };
+    // The tmpfs itself (`target` still names the directory beneath it).
+    let tmpfs = safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_RDONLY | libc::O_DIRECTORY)
+        .map_err(open_err(dest.clone()))?;
+    let tmpfs_dir = &tmpfs;
     for (hierarchy, dir) in hierarchies.iter().zip(ctx.cgroup_paths) {
         let name = hierarchy.dir_name();
         let sub = dest.join(&name);
-        let sub_fd = safe_path::open_or_create(root.as_raw_fd(), &sub, Create::Directory)?;
-        let path = safe_path::fd_path(&sub_fd);
-        mounts::mount(Some(dir), &path, None, bind_flags, None)?;
-        let mounted =
-            safe_path::open_in_root(root.as_raw_fd(), &sub, libc::O_PATH).map_err(|source| {
-                SafePathError::Open {
-                    path: sub.clone(),
-                    source,
-                }
-            })?;
-        mounts::remount_bind(&safe_path::fd_path(&mounted), keep)?;
+        nix::sys::stat::mkdirat(
+            Some(tmpfs_dir.as_raw_fd()),
+            name.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .map_err(|errno| open_err(sub.clone())(std::io::Error::from(errno)))?;
+        let sub_fd = nix::fcntl::openat(
+            Some(tmpfs_dir.as_raw_fd()),
+            name.as_str(),
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|errno| open_err(sub.clone())(std::io::Error::from(errno)))?;
+        // SAFETY: openat returned a new descriptor nothing else owns.
+        let sub_fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(sub_fd) };
+        mounts::bind_tree(dir, &sub_fd, true, keep)?;
         // Co-mounted controllers (`cpu,cpuacct`) get a symlink per name.
         if hierarchy.controllers.len() > 1 && name.contains(',') {
-            let dir_fd =
-                crate::devices::reopen_dir(&target).map_err(|source| RootfsError::Root {
-                    path: dest.clone(),
-                    source,
-                })?;
             for controller in &hierarchy.controllers {
                 let _ = nix::unistd::symlinkat(
                     name.as_str(),
-                    Some(dir_fd.as_raw_fd()),
+                    Some(tmpfs_dir.as_raw_fd()),
                     controller.as_str(),
                 );
             }
         }
     }
     if keep.contains(MsFlags::MS_RDONLY) {
-        let mounted =
-            safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(|source| {
-                SafePathError::Open {
-                    path: dest.clone(),
-                    source,
-                }
-            })?;
         mounts::mount(
             None,
-            &safe_path::fd_path(&mounted),
+            &safe_path::fd_path(&tmpfs),
             None,
             MsFlags::MS_REMOUNT
                 | MsFlags::MS_RDONLY

@@ -245,28 +245,25 @@ pub fn create(
 /// A new v1 cpuset starts with no cpus and no mems, and refuses tasks until
 /// they are set: copy them down from the nearest ancestor that has them.
 fn inherit_cpuset(mount_point: &Path, dir: &Path) -> Result<(), CgroupError> {
-    let mut chain = Vec::new();
-    let mut current = dir.to_path_buf();
-    while current.starts_with(mount_point) && current != mount_point {
-        chain.push(current.clone());
-        if !current.pop() {
-            break;
-        }
-    }
-    chain.reverse();
     for file in ["cpuset.cpus", "cpuset.mems"] {
-        for child in &chain {
-            let Some(parent) = child.parent() else {
-                continue;
-            };
-            let own = std::fs::read_to_string(child.join(file)).unwrap_or_default();
+        let mut empty = Vec::new();
+        let mut value = None;
+        for ancestor in dir.ancestors().take_while(|a| a.starts_with(mount_point)) {
+            let path = ancestor.join(file);
+            let own = std::fs::read_to_string(&path).map_err(io(&path))?;
             if !own.trim().is_empty() {
-                continue;
+                value = Some(own.trim().to_string());
+                break;
             }
-            let inherited =
-                std::fs::read_to_string(parent.join(file)).map_err(io(&parent.join(file)))?;
-            let path = child.join(file);
-            std::fs::write(&path, inherited.trim()).map_err(io(&path))?;
+            empty.push(path);
+        }
+        let Some(value) = value else {
+            return Err(CgroupError::NoController(
+                "cpuset (the hierarchy has no cpus)",
+            ));
+        };
+        for path in empty.iter().rev() {
+            std::fs::write(path, &value).map_err(io(path))?;
         }
     }
     Ok(())
