@@ -1,6 +1,6 @@
 //! The long-lived shim's loop: one thread polls the listening socket, the
-//! ttrpc connections, a signalfd for SIGCHLD and the OOM eventfd, and hands
-//! every request to [`Task`]. Reaping comes first in each round, so a Wait
+//! ttrpc connections, a signalfd for SIGCHLD, the OOM eventfd and the stdin
+//! copies, and hands every request to [`Task`]. Reaping comes first in each round, so a Wait
 //! that arrives with an exit already pending sees the exit.
 
 use std::collections::HashMap;
@@ -97,6 +97,12 @@ impl Server {
                 pollfd(oom.unwrap_or(-1)),
             ];
             fds.extend(tokens.iter().map(|t| pollfd(self.conns[t].stream.as_raw_fd())));
+            let stdins = self.task.stdin_fds();
+            fds.extend(stdins.iter().map(|(_, fd, events)| libc::pollfd {
+                fd: *fd,
+                events: *events,
+                revents: 0,
+            }));
             // SAFETY: `fds` is a valid array of pollfd for the call's duration.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
             if n < 0 {
@@ -115,7 +121,13 @@ impl Server {
             if fds[0].revents != 0 {
                 self.accept()?;
             }
-            for (token, fd) in tokens.iter().zip(&fds[3..]) {
+            let (conn_fds, stdin_fds) = fds[3..].split_at(tokens.len());
+            for ((exec_id, _, _), fd) in stdins.iter().zip(stdin_fds) {
+                if fd.revents != 0 {
+                    self.task.stdin_ready(exec_id);
+                }
+            }
+            for (token, fd) in tokens.iter().zip(conn_fds) {
                 if fd.revents != 0 {
                     self.serve(*token);
                 }

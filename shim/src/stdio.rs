@@ -5,9 +5,10 @@
 //! fifo directly. The shim keeps one read-write descriptor of each fifo (a
 //! "holder") for as long as the process runs, so the container never gets
 //! SIGPIPE while the daemon is away (restarting), and drops it when the
-//! process exits so the daemon sees end-of-file. stdin is copied by a small
-//! thread: the fifo's writer may appear only after the container started,
-//! and the container must see end-of-file when that writer closes.
+//! process exits so the daemon sees end-of-file. stdin is copied by the
+//! server's loop ([`StdinCopy`]), without a thread: the fifo's writer may
+//! appear only after the container started (or never), and the container
+//! must see end-of-file when that writer closes or at CloseIO.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -15,8 +16,6 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +35,6 @@ pub enum StdioError {
     },
     #[error("logging binary {0} did not become ready within 10 s")]
     BinaryNotReady(PathBuf),
-    #[error("cannot start the stdin copy: {0}")]
-    Thread(std::io::Error),
 }
 
 /// The stdio paths of a process, as given in Create or Exec.
@@ -55,19 +52,16 @@ pub struct Paths {
 pub struct Opened {
     pub child: [Option<OwnedFd>; 3],
     pub holders: Vec<OwnedFd>,
-    /// Set by CloseIO: the stdin copy stops at its next read.
-    pub stdin_closed: Option<Arc<AtomicBool>>,
+    pub stdin: Option<StdinCopy>,
 }
 
 /// Opens `paths` for a process without a terminal.
 pub fn open(paths: &Paths, id: &str, namespace: &str) -> Result<Opened, StdioError> {
     let mut opened = Opened::default();
     if !paths.stdin.is_empty() {
-        let (read, write) = nix::unistd::pipe().map_err(|e| StdioError::Pipe("stdin", e))?;
-        let closed = Arc::new(AtomicBool::new(false));
-        copy_stdin(PathBuf::from(&paths.stdin), File::from(write), closed.clone())?;
+        let (copy, read) = StdinCopy::open(Path::new(&paths.stdin))?;
         opened.child[0] = Some(read);
-        opened.stdin_closed = Some(closed);
+        opened.stdin = Some(copy);
     }
     if let Some(binary) = paths.stdout.strip_prefix("binary://") {
         let (out, err) = start_binary(binary, id, namespace)?;
@@ -126,29 +120,76 @@ fn open_log_file(path: &Path) -> Result<OwnedFd, StdioError> {
         })
 }
 
-/// Copies the stdin fifo into `pipe` on a thread that ends at end-of-file.
-/// The open blocks until the daemon's writer exists, as containerd's own
-/// fifo package does.
-pub fn copy_stdin(fifo: PathBuf, mut pipe: File, closed: Arc<AtomicBool>) -> Result<(), StdioError> {
-    std::thread::Builder::new()
-        .name("stdin".into())
-        .stack_size(64 << 10)
-        .spawn(move || {
-            let Ok(mut input) = File::open(&fifo) else { return };
-            let mut buf = [0u8; 8192];
-            while !closed.load(Ordering::Relaxed) {
-                match input.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if pipe.write_all(&buf[..n]).is_err() {
-                            break;
-                        }
-                    }
-                }
+/// Copies the stdin fifo into the pipe that is the container's stdin, a
+/// bufferful at a time, whenever the loop's poll says a side is ready.
+pub struct StdinCopy {
+    fifo: File,
+    pipe: File,
+    pending: Vec<u8>,
+}
+
+impl StdinCopy {
+    /// Opens the fifo without waiting for its writer (a fifo opened
+    /// non-blocking reports no hang-up until a writer came and went) and
+    /// returns the pipe's read end for the container.
+    pub fn open(path: &Path) -> Result<(StdinCopy, OwnedFd), StdioError> {
+        let fifo = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|source| StdioError::Open {
+                what: "stdin",
+                path: path.to_path_buf(),
+                source,
+            })?;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| StdioError::Pipe("stdin", e))?;
+        // Only our end is non-blocking: the container reads as usual.
+        nix::fcntl::fcntl(
+            write.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(|e| StdioError::Pipe("stdin", e))?;
+        let copy = StdinCopy {
+            fifo,
+            pipe: File::from(write),
+            pending: Vec::new(),
+        };
+        Ok((copy, read))
+    }
+
+    /// The descriptor and events to poll: the fifo for input, or the pipe
+    /// for room while a chunk is pending.
+    pub fn poll_fd(&self) -> (i32, i16) {
+        if self.pending.is_empty() {
+            (self.fifo.as_raw_fd(), libc::POLLIN)
+        } else {
+            (self.pipe.as_raw_fd(), libc::POLLOUT)
+        }
+    }
+
+    /// Moves what can be moved; false once the copy is over (end-of-file
+    /// from the daemon, or the container closed its stdin).
+    pub fn ready(&mut self) -> bool {
+        if self.pending.is_empty() {
+            let mut buf = [0u8; 16 << 10];
+            match self.fifo.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.pending.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return true,
+                Err(_) => return false,
             }
-        })
-        .map(|_| ())
-        .map_err(StdioError::Thread)
+        }
+        match self.pipe.write(&self.pending) {
+            Ok(n) => {
+                self.pending.drain(..n);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(_) => false,
+        }
+    }
 }
 
 /// Starts a `binary://` logger the way containerd specifies it: the
@@ -211,6 +252,26 @@ fn wait_closed(fd: OwnedFd, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stdin_copies_until_the_writer_closes() {
+        let path = std::env::temp_dir().join(format!("berth-shim-stdin-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (mut copy, read) = StdinCopy::open(&path).unwrap();
+        // No writer yet: nothing to read, and not the end.
+        assert!(copy.ready());
+        let mut writer = OpenOptions::new().write(true).open(&path).unwrap();
+        writer.write_all(b"typed").unwrap();
+        drop(writer);
+        assert!(copy.ready());
+        assert!(!copy.ready());
+        drop(copy);
+        let mut text = String::new();
+        File::from(read).read_to_string(&mut text).unwrap();
+        assert_eq!(text, "typed");
+        let _ = std::fs::remove_file(&path);
+    }
 
     #[test]
     fn a_fifo_nobody_reads_opens_without_blocking() {

@@ -149,6 +149,8 @@ struct Process {
     /// Fifo holders, dropped at exit so the daemon sees end-of-file.
     holders: Vec<OwnedFd>,
     console: Option<OwnedFd>,
+    stdin: Option<stdio::StdinCopy>,
+    /// Set by CloseIO for a terminal's stdin copy.
     stdin_closed: Arc<AtomicBool>,
     waiters: Vec<ReplyTo>,
 }
@@ -163,6 +165,7 @@ impl Process {
             spec: Vec::new(),
             holders: Vec::new(),
             console: None,
+            stdin: None,
             stdin_closed: Arc::new(AtomicBool::new(false)),
             waiters: Vec::new(),
         }
@@ -468,13 +471,12 @@ impl Task {
         }
         runtime.finish(&args, mark, child)?;
         process.holders = opened.holders;
-        if let Some(closed) = opened.stdin_closed {
-            process.stdin_closed = closed;
-        }
+        process.stdin = opened.stdin;
         process.pid = read_pid(pid_file)?;
         if let Some(status) = self.unclaimed.remove(&process.pid) {
             process.phase = Phase::Exited { status, at: now() };
             process.holders.clear();
+            process.stdin = None;
         }
         Ok(())
     }
@@ -727,9 +729,11 @@ impl Task {
     }
 
     fn close_io(&mut self, req: CloseIORequest) -> Result<Empty, TaskError> {
-        let process = self.process(&req.id, &req.exec_id)?;
+        let process = self.process_mut(&req.id, &req.exec_id)?;
         if req.stdin {
             process.stdin_closed.store(true, Ordering::Relaxed);
+            // The container sees end-of-file once its pipe's writer is gone.
+            process.stdin = None;
         }
         Ok(Empty::new())
     }
@@ -808,6 +812,7 @@ impl Task {
         // Our fifo holders go: the daemon sees end-of-file once the
         // container's own descriptors are closed too.
         process.holders.clear();
+        process.stdin = None;
         self.publish_exit(&exec_id)
     }
 
@@ -843,6 +848,33 @@ impl Task {
             }
             Some(false) => {}
             None => self.oom = None,
+        }
+    }
+
+    /// The stdin copies to poll: (exec id, fd, events).
+    pub fn stdin_fds(&self) -> Vec<(String, i32, i16)> {
+        let processes = self.init.iter().chain(self.execs.values());
+        processes
+            .filter_map(|p| {
+                let (fd, events) = p.stdin.as_ref()?.poll_fd();
+                Some((p.exec_id.clone(), fd, events))
+            })
+            .collect()
+    }
+
+    /// A stdin copy's descriptor is ready.
+    pub fn stdin_ready(&mut self, exec_id: &str) {
+        let process = if exec_id.is_empty() {
+            self.init.as_mut()
+        } else {
+            self.execs.get_mut(exec_id)
+        };
+        if let Some(process) = process {
+            if let Some(copy) = process.stdin.as_mut() {
+                if !copy.ready() {
+                    process.stdin = None;
+                }
+            }
         }
     }
 
