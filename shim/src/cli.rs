@@ -141,11 +141,15 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     let path = socket_path(flags);
     std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("cannot create {SOCKET_DIR}"))?;
     if UnixStream::connect(&path).is_ok() {
-        bail!("a shim already serves {} for task {}", path.display(), flags.id);
+        bail!(
+            "a shim already serves {} for task {}",
+            path.display(),
+            flags.id
+        );
     }
     let _ = std::fs::remove_file(&path);
-    let listener =
-        UnixListener::bind(&path).with_context(|| format!("cannot listen on {}", path.display()))?;
+    let listener = UnixListener::bind(&path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
     let address = format!("unix://{}", path.display());
     std::fs::write(bundle.join("address"), &address)
         .with_context(|| format!("cannot write {}/address", bundle.display()))?;
@@ -236,16 +240,32 @@ mod tests {
     #[test]
     fn containerds_flags_parse_in_both_spellings() {
         let flags = parse(&strings(&[
-            "-namespace", "default", "-address", "/run/c.sock", "--publish-binary=/usr/bin/containerd",
-            "-id", "c1", "-debug", "start",
+            "-namespace",
+            "default",
+            "-address",
+            "/run/c.sock",
+            "--publish-binary=/usr/bin/containerd",
+            "-id",
+            "c1",
+            "-debug",
+            "start",
         ]))
         .unwrap();
         assert_eq!(flags.namespace, "default");
         assert_eq!(flags.address, "/run/c.sock");
         assert_eq!(flags.publish_binary, "/usr/bin/containerd");
-        assert_eq!((flags.id.as_str(), flags.debug, flags.action.as_str()), ("c1", true, "start"));
-        assert!(matches!(parse(&strings(&["-id"])), Err(CliError::MissingValue(_))));
-        assert!(matches!(parse(&strings(&["-nope", "x"])), Err(CliError::UnknownFlag(_))));
+        assert_eq!(
+            (flags.id.as_str(), flags.debug, flags.action.as_str()),
+            ("c1", true, "start")
+        );
+        assert!(matches!(
+            parse(&strings(&["-id"])),
+            Err(CliError::MissingValue(_))
+        ));
+        assert!(matches!(
+            parse(&strings(&["-nope", "x"])),
+            Err(CliError::UnknownFlag(_))
+        ));
     }
 
     #[test]

@@ -162,7 +162,9 @@ pub fn start_copies(
         let mut to = clone(master)?;
         let path = PathBuf::from(stdin);
         spawn("tty-in", move || {
-            let Ok(mut from) = File::open(&path) else { return };
+            let Ok(mut from) = File::open(&path) else {
+                return;
+            };
             let mut buf = [0u8; 8192];
             while !closed.load(Ordering::Relaxed) {
                 match from.read(&mut buf) {

@@ -39,5 +39,8 @@ pub mod stdio;
 pub mod task;
 pub mod wire;
 
+/// The containerd protocol types the shim speaks, for clients and tests.
+pub use containerd_shim_protos as protos;
+
 /// The shim's version, reported by `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

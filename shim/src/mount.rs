@@ -63,7 +63,11 @@ pub fn mount_all(mounts: &[Mount], target: &Path) -> Result<(), MountError> {
     })?;
     for m in mounts {
         let (flags, data) = parse_options(&m.options);
-        let kind = if m.type_.is_empty() { "bind" } else { m.type_.as_str() };
+        let kind = if m.type_.is_empty() {
+            "bind"
+        } else {
+            m.type_.as_str()
+        };
         let fstype = (kind != "bind").then_some(kind);
         let result = nix::mount::mount(
             Some(m.source.as_str()),

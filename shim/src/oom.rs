@@ -52,7 +52,10 @@ pub fn memory_cgroup(pid: u32) -> Option<PathBuf> {
 fn oom_kills(dir: &Path) -> Option<u64> {
     let text = std::fs::read_to_string(dir.join("memory.oom_control")).ok()?;
     text.lines()
-        .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse().ok())
+        })
         .or(Some(0))
 }
 

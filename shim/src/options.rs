@@ -153,7 +153,8 @@ impl Options {
             "no_pivot_root": self.no_pivot_root,
             "no_new_keyring": self.no_new_keyring,
         });
-        std::fs::write(&path, json.to_string()).map_err(|source| OptionsError::Save { path, source })
+        std::fs::write(&path, json.to_string())
+            .map_err(|source| OptionsError::Save { path, source })
     }
 
     /// The options `save` recorded, or the defaults.
@@ -187,7 +188,10 @@ fn config_path(bytes: &[u8]) -> Result<String, protobuf::Error> {
         if tag == (2 << 3 | 2) {
             path = input.read_string()?;
         } else {
-            input.skip_field(protobuf::rt::WireType::new(tag & 7).unwrap_or(protobuf::rt::WireType::LengthDelimited))?;
+            input.skip_field(
+                protobuf::rt::WireType::new(tag & 7)
+                    .unwrap_or(protobuf::rt::WireType::LengthDelimited),
+            )?;
         }
     }
     Ok(path)
@@ -213,7 +217,9 @@ mod tests {
         o.no_pivot_root = true;
         let mut options = Options::defaults("default");
         let encoded = any("containerd.runc.v1.Options", o.write_to_bytes().unwrap());
-        options.apply_encoded(&encoded.write_to_bytes().unwrap()).unwrap();
+        options
+            .apply_encoded(&encoded.write_to_bytes().unwrap())
+            .unwrap();
         assert_eq!(options.binary, "runc");
         assert_eq!(options.root, PathBuf::from("/run/x"));
         assert!(options.systemd_cgroup && options.no_pivot_root && !options.no_new_keyring);
@@ -233,13 +239,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("berth-shim-opt-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("runtime.toml");
-        std::fs::write(&file, "# runc through berth's shim\nBinaryName = \"runc\"\nSystemdCgroup = false\n").unwrap();
+        std::fs::write(
+            &file,
+            "# runc through berth's shim\nBinaryName = \"runc\"\nSystemdCgroup = false\n",
+        )
+        .unwrap();
         // runtimeoptions.v1.Options{type_url = 1, config_path = 2}
         let path = file.to_str().unwrap().as_bytes();
         let mut value = vec![0x0a, 1, b'x', 0x12, path.len() as u8];
         value.extend_from_slice(path);
         let mut options = Options::defaults("ns");
-        options.apply(&any("runtimeoptions.v1.Options", value)).unwrap();
+        options
+            .apply(&any("runtimeoptions.v1.Options", value))
+            .unwrap();
         assert_eq!(options.binary, "runc");
         std::fs::write(&file, "BinaryName\n").unwrap();
         let err = options.apply_config_file(&file).unwrap_err();

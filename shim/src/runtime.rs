@@ -145,7 +145,10 @@ mod tests {
             "{\"level\":\"error\",\"msg\":\"container does not exist\"}\n",
             "not json\n",
         );
-        assert_eq!(last_error_in(log).as_deref(), Some("container does not exist"));
+        assert_eq!(
+            last_error_in(log).as_deref(),
+            Some("container does not exist")
+        );
         assert_eq!(last_error_in("{\"level\":\"info\",\"msg\":\"x\"}"), None);
     }
 
@@ -155,6 +158,9 @@ mod tests {
         options.binary = "/nonexistent/berth".into();
         let runtime = Runtime::new(options, Path::new("/nonexistent"));
         let err = runtime.output(&["state", "x"], None).unwrap_err();
-        assert!(err.to_string().contains("cannot run /nonexistent/berth"), "{err}");
+        assert!(
+            err.to_string().contains("cannot run /nonexistent/berth"),
+            "{err}"
+        );
     }
 }

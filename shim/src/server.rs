@@ -96,7 +96,11 @@ impl Server {
                 pollfd(self.signals.as_raw_fd()),
                 pollfd(oom.unwrap_or(-1)),
             ];
-            fds.extend(tokens.iter().map(|t| pollfd(self.conns[t].stream.as_raw_fd())));
+            fds.extend(
+                tokens
+                    .iter()
+                    .map(|t| pollfd(self.conns[t].stream.as_raw_fd())),
+            );
             let stdins = self.task.stdin_fds();
             fds.extend(stdins.iter().map(|(_, fd, events)| libc::pollfd {
                 fd: *fd,
@@ -198,14 +202,18 @@ impl Server {
 
     /// Reads what a connection has and answers every complete request.
     fn serve(&mut self, token: u64) {
-        let Some(conn) = self.conns.get_mut(&token) else { return };
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
         let mut chunk = [0u8; 16 << 10];
         match conn.stream.read(&mut chunk) {
             Ok(0) | Err(_) => return self.close(token),
             Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
         }
         loop {
-            let Some(conn) = self.conns.get_mut(&token) else { return };
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
             let frame = match wire::take_frame(&mut conn.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,

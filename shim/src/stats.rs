@@ -119,8 +119,14 @@ mod tests {
         assert_eq!(m.cpu.usage.per_cpu, vec![600, 400]);
         assert_eq!(m.cpu.throttling.periods, 3);
         assert_eq!(m.memory.usage.limit, 268435456);
-        assert_eq!((m.memory.cache, m.memory.rss, m.memory.pg_fault), (12, 34, 5));
+        assert_eq!(
+            (m.memory.cache, m.memory.rss, m.memory.pg_fault),
+            (12, 34, 5)
+        );
         assert_eq!((m.pids.current, m.pids.limit), (2, 1024));
-        assert_eq!(to_any(&m).unwrap().type_url, "io.containerd.cgroups.v1.Metrics");
+        assert_eq!(
+            to_any(&m).unwrap().type_url,
+            "io.containerd.cgroups.v1.Metrics"
+        );
     }
 }

@@ -233,7 +233,9 @@ fn start_binary(uri: &str, id: &str, namespace: &str) -> Result<(OwnedFd, OwnedF
         source,
     })?;
     drop((out_r, err_r, ready_w));
-    wait_closed(ready_r, Duration::from_secs(10)).then_some(()).ok_or(StdioError::BinaryNotReady(path))?;
+    wait_closed(ready_r, Duration::from_secs(10))
+        .then_some(())
+        .ok_or(StdioError::BinaryNotReady(path))?;
     Ok((out_w, err_w))
 }
 

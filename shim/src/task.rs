@@ -21,8 +21,8 @@ use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
     DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
     PidsRequest, PidsResponse, ProcessInfo, ResizePtyRequest, ResumeRequest, ShutdownRequest,
-    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
-    Status, UpdateTaskRequest, WaitRequest, WaitResponse,
+    StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, Status,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim_protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
@@ -249,7 +249,13 @@ fn give_stdio(command: &mut Command, opened: &mut stdio::Opened) {
 }
 
 impl Task {
-    pub fn new(namespace: &str, id: &str, bundle: &Path, options: Options, events: Publisher) -> Task {
+    pub fn new(
+        namespace: &str,
+        id: &str,
+        bundle: &Path,
+        options: Options,
+        events: Publisher,
+    ) -> Task {
         Task {
             namespace: namespace.to_string(),
             id: id.to_string(),
@@ -339,7 +345,8 @@ impl Task {
 
     fn next_file(&mut self, what: &str) -> PathBuf {
         self.counter += 1;
-        self.bundle.join(format!(".berth-shim-{what}-{}", self.counter))
+        self.bundle
+            .join(format!(".berth-shim-{what}-{}", self.counter))
     }
 
     fn create(&mut self, req: CreateTaskRequest) -> Result<CreateTaskResponse, TaskError> {
@@ -451,7 +458,8 @@ impl Task {
         drop(command);
         let mut child = child?;
         if let Some(socket) = &socket {
-            let master = socket.receive(CONSOLE_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
+            let master =
+                socket.receive(CONSOLE_TIMEOUT, || matches!(child.try_wait(), Ok(Some(_))));
             match master {
                 Ok(master) => {
                     console::start_copies(
@@ -534,7 +542,14 @@ impl Task {
             .and_then(|()| {
                 let spec_arg = spec_file.to_string_lossy().into_owned();
                 let pid_arg = pid_file.to_string_lossy().into_owned();
-                let mut args = vec!["exec", "--detach", "--process", &spec_arg, "--pid-file", &pid_arg];
+                let mut args = vec![
+                    "exec",
+                    "--detach",
+                    "--process",
+                    &spec_arg,
+                    "--pid-file",
+                    &pid_arg,
+                ];
                 if process.paths.terminal {
                     args.push("--tty");
                 }
@@ -619,7 +634,9 @@ impl Task {
 
     fn pids(&mut self, req: PidsRequest) -> Result<PidsResponse, TaskError> {
         self.check_id(&req.id)?;
-        let out = self.runtime()?.output(&["ps", "--format", "json", &req.id], None)?;
+        let out = self
+            .runtime()?
+            .output(&["ps", "--format", "json", &req.id], None)?;
         let pids: Vec<u32> = serde_json::from_slice(&out).unwrap_or_default();
         let mut response = PidsResponse::new();
         for pid in pids {
@@ -709,7 +726,11 @@ impl Task {
         };
         let mut process = Process::new(&req.exec_id, paths);
         // containerd encodes the OCI process spec as JSON inside the Any.
-        process.spec = req.spec.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        process.spec = req
+            .spec
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
         self.execs.insert(req.exec_id.clone(), process);
         let mut event = TaskExecAdded::new();
         event.container_id = req.id;
@@ -741,13 +762,21 @@ impl Task {
     fn update(&mut self, req: UpdateTaskRequest) -> Result<Empty, TaskError> {
         self.check_id(&req.id)?;
         // containerd encodes the OCI LinuxResources as JSON inside the Any.
-        let resources = req.resources.as_ref().map(|a| a.value.clone()).unwrap_or_default();
+        let resources = req
+            .resources
+            .as_ref()
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
         self.runtime()?
             .output(&["update", "--resources", "-", &req.id], Some(&resources))?;
         Ok(Empty::new())
     }
 
-    fn wait(&mut self, req: WaitRequest, reply_to: ReplyTo) -> Result<Option<WaitResponse>, TaskError> {
+    fn wait(
+        &mut self,
+        req: WaitRequest,
+        reply_to: ReplyTo,
+    ) -> Result<Option<WaitResponse>, TaskError> {
         let process = self.process_mut(&req.id, &req.exec_id)?;
         if let Phase::Exited { .. } = process.phase {
             let mut response = WaitResponse::new();
@@ -760,7 +789,9 @@ impl Task {
 
     fn stats(&mut self, req: StatsRequest) -> Result<StatsResponse, TaskError> {
         self.check_id(&req.id)?;
-        let out = self.runtime()?.output(&["events", "--stats", &req.id], None)?;
+        let out = self
+            .runtime()?
+            .output(&["events", "--stats", &req.id], None)?;
         let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
         let mut response = StatsResponse::new();
         response.stats = MessageField::some(stats::to_any(&stats::metrics(line)?)?);
@@ -826,10 +857,18 @@ impl Task {
         response.exit_status = status;
         response.exited_at = at.clone();
         let payload = response.write_to_bytes().unwrap_or_default();
-        let replies = process.waiters.drain(..).map(|w| (w, payload.clone())).collect();
+        let replies = process
+            .waiters
+            .drain(..)
+            .map(|w| (w, payload.clone()))
+            .collect();
         let mut event = TaskExit::new();
         event.container_id = id.clone();
-        event.id = if exec_id.is_empty() { id } else { exec_id.to_string() };
+        event.id = if exec_id.is_empty() {
+            id
+        } else {
+            exec_id.to_string()
+        };
         event.pid = process.pid;
         event.exit_status = status;
         event.exited_at = at;
@@ -839,7 +878,9 @@ impl Task {
 
     /// The OOM eventfd fired.
     pub fn oom_fired(&mut self) {
-        let Some(watch) = self.oom.as_mut() else { return };
+        let Some(watch) = self.oom.as_mut() else {
+            return;
+        };
         match watch.fired() {
             Some(true) => {
                 let mut event = TaskOOM::new();
