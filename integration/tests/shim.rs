@@ -189,10 +189,6 @@ impl Containerd {
             .append(true)
             .open(self.dir.join("containerd.log"))
             .unwrap();
-        let path = format!(
-            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            self.dir.join("bin").display()
-        );
         let child = Command::new("nsenter")
             .arg("-t")
             .arg(self.holder.pid().to_string())
@@ -200,7 +196,7 @@ impl Containerd {
             .arg("containerd")
             .arg("--config")
             .arg(self.dir.join("config.toml"))
-            .env("PATH", path)
+            .env("PATH", self.path())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -210,6 +206,14 @@ impl Containerd {
         wait_for("containerd", Duration::from_secs(20), || {
             self.ctr(&["version"]).status.success()
         });
+    }
+
+    /// containerd's PATH: our shim and berth first.
+    fn path(&self) -> String {
+        format!(
+            "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            self.dir.join("bin").display()
+        )
     }
 
     /// Stops containerd (SIGTERM; its shims and containers stay) and starts it again.
@@ -911,23 +915,30 @@ fn bad_input_gets_precise_errors() {
     );
 }
 
-/// The shim driven directly (no containerd): `start` in a bundle without
-/// `config.json`, then Create over ttrpc must say so, and Shutdown ends it.
+/// The shim driven directly over ttrpc (no containerd), in the private
+/// namespace: Create on a bundle without `config.json` must say so; Create
+/// with a stdout fifo that nobody ever opens must not hang, and the process
+/// runs and exits; Shutdown ends the shim and leaves nothing behind.
 #[test]
-fn create_without_config_json_is_refused() {
+fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     if !(can_run() && have_containerd()) {
         return;
     }
     use berth_shim::protos::protobuf::Message;
-    use berth_shim::protos::shim::shim::{CreateTaskRequest, ShutdownRequest};
+    use berth_shim::protos::shim::shim::{
+        CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, ShutdownRequest,
+        StartRequest, WaitRequest, WaitResponse,
+    };
+    const TASK: &str = "containerd.task.v2.Task";
     let containerd = Containerd::start();
-    let bundle = containerd.dir.join("empty-bundle");
-    std::fs::create_dir_all(&bundle).unwrap();
-    let id = unique("noconfig");
+    let mut bundle = Bundle::new("shim-direct");
+    let id = unique("direct");
     let out = Command::new("nsenter")
         .arg("-t")
         .arg(containerd.holder.pid().to_string())
         .arg("-m")
+        // Entering a mount namespace resets the working directory: set it again.
+        .arg(format!("--wd={}", bundle.dir.display()))
         .arg(shim_bin())
         .args([
             "-namespace",
@@ -938,42 +949,123 @@ fn create_without_config_json_is_refused() {
             "/bin/true",
         ])
         .args(["-id", &id, "start"])
-        .current_dir(&bundle)
+        .env("PATH", containerd.path())
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        address.starts_with("unix:///run/containerd/s/"),
+        "{address}"
+    );
+    let written = std::fs::read_to_string(bundle.dir.join("address")).unwrap();
+    assert_eq!(written, address);
     let socket = containerd.inside(address.trim_start_matches("unix://"));
     let mut client =
-        berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(5))
+        berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
             .unwrap();
+
     let mut create = CreateTaskRequest::new();
     create.id = id.clone();
-    create.bundle = bundle.display().to_string();
+    create.bundle = bundle.dir.display().to_string();
     let err = client
-        .call(
-            "containerd.task.v2.Task",
-            "Create",
-            create.write_to_bytes().unwrap(),
-            &[],
-        )
-        .unwrap_err();
-    let message = err.to_string();
-    assert!(message.contains("has no config.json"), "{message}");
-    assert!(message.contains("FAILED_PRECONDITION"), "{message}");
+        .call(TASK, "Create", create.write_to_bytes().unwrap(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no config.json"), "{err}");
+    assert!(err.contains("FAILED_PRECONDITION"), "{err}");
+
+    bundle.args(&["sh", "-c", "echo into a fifo nobody reads; exit 7"]);
+    bundle.write();
+    let fifo = bundle.dir.join("stdout.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    create.stdout = fifo.display().to_string();
+    let reply = client
+        .call(TASK, "Create", create.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let pid = CreateTaskResponse::parse_from_bytes(&reply).unwrap().pid;
+    assert!(pid > 0);
+    let mut start = StartRequest::new();
+    start.id = id.clone();
+    client
+        .call(TASK, "Start", start.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let mut wait = WaitRequest::new();
+    wait.id = id.clone();
+    let reply = client
+        .call(TASK, "Wait", wait.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    assert_eq!(
+        WaitResponse::parse_from_bytes(&reply).unwrap().exit_status,
+        7
+    );
+    let mut delete = DeleteRequest::new();
+    delete.id = id.clone();
+    let reply = client
+        .call(TASK, "Delete", delete.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    assert_eq!(
+        DeleteResponse::parse_from_bytes(&reply)
+            .unwrap()
+            .exit_status,
+        7
+    );
+    // Deleted twice: the task is gone.
+    let err = client
+        .call(TASK, "Delete", delete.write_to_bytes().unwrap(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NOT_FOUND"), "{err}");
+    let err = client
+        .call(TASK, "Checkpoint", Vec::new(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("UNIMPLEMENTED"), "{err}");
+
     let mut shutdown = ShutdownRequest::new();
     shutdown.id = id.clone();
     client
-        .call(
-            "containerd.task.v2.Task",
-            "Shutdown",
-            shutdown.write_to_bytes().unwrap(),
-            &[],
-        )
+        .call(TASK, "Shutdown", shutdown.write_to_bytes().unwrap(), &[])
         .unwrap();
     wait_for("the shim to exit", Duration::from_secs(10), || {
         shim_pid(&id).is_none()
     });
     assert!(!socket.exists(), "socket {} left behind", socket.display());
+    assert!(
+        !alive(&pid.to_string()),
+        "container process {pid} left behind"
+    );
+
+    // `delete` after the fact is idempotent and answers a DeleteResponse.
+    for _ in 0..2 {
+        let out = Command::new("nsenter")
+            .arg("-t")
+            .arg(containerd.holder.pid().to_string())
+            .arg("-m")
+            .arg("--wd=/")
+            .arg(shim_bin())
+            .args([
+                "-namespace",
+                NS,
+                "-address",
+                "/nonexistent",
+                "-publish-binary",
+                "/bin/true",
+            ])
+            .args([
+                "-id",
+                &id,
+                "-bundle",
+                bundle.dir.to_str().unwrap(),
+                "delete",
+            ])
+            .env("PATH", containerd.path())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let response = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
+        assert_eq!(response.exit_status, 137);
+    }
 }
