@@ -619,13 +619,60 @@ fn detached_exec_ps_pause_metrics_kill(driven: Driven) {
     assert!(out.status.success(), "{}", text(&out));
     containerd.wait_status(&id, "RUNNING");
 
+    // The shim drives the runtime it was told to.
+    let bundle = containerd.inside(&format!(
+        "/run/containerd/io.containerd.runtime.v2.task/{NS}/{id}"
+    ));
+    let options = std::fs::read_to_string(bundle.join("berth-shim.json")).unwrap();
+    let binary = if driven == Driven::Runc {
+        "\"runc\""
+    } else {
+        "\"berth\""
+    };
+    assert!(
+        options.contains(&format!("\"binary\":{binary}")),
+        "{options}"
+    );
+
+    // ctr 1.6 has no `task update`: Update goes straight to the shim's
+    // socket (from the bundle's address file), as containerd would send it.
+    let address = std::fs::read_to_string(bundle.join("address")).unwrap();
+    let socket = containerd.inside(address.trim_start_matches("unix://"));
+    let mut client =
+        berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
+            .unwrap();
+    let mut update = berth_shim::protos::shim::shim::UpdateTaskRequest::new();
+    update.id = id.clone();
+    let mut resources = berth_shim::protos::protobuf::well_known_types::any::Any::new();
+    resources.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    resources.value = br#"{"memory":{"limit":67108864}}"#.to_vec();
+    update.resources = Some(resources).into();
+    use berth_shim::protos::protobuf::Message;
+    client
+        .call(
+            "containerd.task.v2.Task",
+            "Update",
+            update.write_to_bytes().unwrap(),
+            &[("containerd-namespace-ttrpc", NS)],
+        )
+        .unwrap();
+    drop(client);
+
     let out = containerd.ctr(&["task", "metrics", &id]);
     assert!(out.status.success(), "{}", text(&out));
     let metrics = String::from_utf8_lossy(&out.stdout);
     assert!(metrics.contains("memory.usage_in_bytes"), "{metrics}");
     assert!(metrics.contains("pids.current"), "{metrics}");
+    let limit = metrics
+        .lines()
+        .find(|l| l.starts_with("memory.limit_in_bytes"))
+        .unwrap_or("");
+    assert!(
+        limit.contains("67108864"),
+        "Update's limit in the metrics:\n{metrics}"
+    );
 
-    let out = containerd.ctr(&["task", "kill", "-s", "KILL", &id]);
+    let out = containerd.ctr(&["task", "kill", "--all", "-s", "KILL", &id]);
     assert!(out.status.success(), "{}", text(&out));
     containerd.wait_status(&id, "STOPPED");
     let out = containerd.ctr(&["task", "delete", &id]);
@@ -820,6 +867,29 @@ fn terminal_and_oom() {
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(stdout.contains("/dev/pts/0"), "{}", text(&out));
     assert!(stdout.contains("30 100"), "{}", text(&out));
+
+    // `ctr task exec -t` into a detached container, on a terminal too.
+    let id = unique("exec-tty");
+    let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &id, "sleep", "1000"]));
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&id, "RUNNING");
+    let line = format!(
+        "stty rows 20 cols 60; nsenter -t {} -m ctr -n {NS} task exec -t --exec-id t {id} \
+         sh -c 'tty; sleep 1; stty size; exit 6'",
+        containerd.holder.pid()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(stdout.contains("/dev/pts/"), "{}", text(&out));
+    assert!(stdout.contains("20 60"), "{}", text(&out));
+    let out = containerd.ctr(&["task", "kill", "-s", "KILL", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&id, "STOPPED");
 
     // A memory-limited container that outgrows its limit: /tasks/oom.
     let events = containerd.record_events();

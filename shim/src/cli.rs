@@ -11,6 +11,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -164,7 +165,7 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
             let code = match serve(flags, &bundle, options, listener, path) {
                 Ok(()) => 0,
                 Err(err) => {
-                    eprintln!("containerd-shim-berth-v2: {err:#}");
+                    crate::log(format_args!("{err:#}"));
                     1
                 }
             };
@@ -189,6 +190,15 @@ fn serve(
         .context("/dev/null")?;
     for fd in 0..3 {
         nix::unistd::dup2(null.as_raw_fd(), fd).context("cannot detach stdio")?;
+    }
+    // containerd reads the bundle's `log` fifo into its own log; without a
+    // reader (another caller) the log stays /dev/null.
+    if let Ok(log) = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"))
+    {
+        let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
@@ -215,7 +225,7 @@ fn delete(flags: &Flags) -> anyhow::Result<i32> {
     if let Err(err) = runtime.output(&["delete", "--force", &flags.id], None) {
         // Already gone is what a second delete finds.
         if !err.to_string().contains("does not exist") {
-            eprintln!("containerd-shim-berth-v2: {err}");
+            crate::log(&err);
         }
     }
     mount::unmount_all(&bundle.join("rootfs"));

@@ -124,7 +124,7 @@ impl Publisher {
         let request = match envelope(&event, &self.namespace) {
             Ok(request) => request,
             Err(err) => {
-                eprintln!("berth-shim: {err}");
+                crate::log(&err);
                 return;
             }
         };
@@ -188,7 +188,7 @@ fn forward_loop(shared: &(Mutex<Queue>, Condvar), address: &str, namespace: &str
         };
         if !address.is_empty() {
             if let Err(err) = send(&mut client, address, namespace, request) {
-                eprintln!("berth-shim: event dropped: {err}");
+                crate::log(format_args!("event dropped: {err}"));
             }
         }
         if let Ok(mut queue) = lock.lock() {

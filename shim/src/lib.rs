@@ -42,5 +42,13 @@ pub mod wire;
 /// The containerd protocol types the shim speaks, for clients and tests.
 pub use containerd_shim_protos as protos;
 
+/// Writes one line to the shim's log: stderr, which the server points at
+/// the bundle's `log` fifo that containerd copies into its own log. A log
+/// nobody reads (containerd restarting) drops the line rather than failing.
+pub fn log(message: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "containerd-shim-berth-v2: {message}");
+}
+
 /// The shim's version, reported by `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

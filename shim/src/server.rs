@@ -218,7 +218,7 @@ impl Server {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return,
                 Err(err) => {
-                    eprintln!("berth-shim: dropping a connection: {err}");
+                    crate::log(format_args!("dropping a connection: {err}"));
                     return self.close(token);
                 }
             };

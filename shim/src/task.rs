@@ -508,7 +508,7 @@ impl Task {
             self.events.publish(Event::Start(event));
             match OomWatch::new(pid) {
                 Ok(watch) => self.oom = watch,
-                Err(err) => eprintln!("berth-shim: {err}"),
+                Err(err) => crate::log(&err),
             }
             pid
         } else {
