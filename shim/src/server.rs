@@ -89,7 +89,7 @@ impl Server {
                 source,
             })?;
         while !self.task.shutdown {
-            let oom = self.task.oom.as_ref().map(|w| w.eventfd.as_raw_fd());
+            let oom = self.task.oom.as_ref().map(|w| w.fd.as_raw_fd());
             let tokens: Vec<u64> = self.conns.keys().copied().collect();
             let mut fds = vec![
                 pollfd(self.listener.as_raw_fd()),

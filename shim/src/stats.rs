@@ -1,6 +1,8 @@
 //! Stats: the runtime's `events --stats` record (runc's JSON shape, which
-//! berth shares) turned into containerd's cgroup v1 `Metrics` type, as
-//! `ctr task metrics` decodes it.
+//! berth shares) turned into containerd's metrics types, as `ctr task
+//! metrics` decodes them: cgroup v1 `Metrics` on v1 and hybrid hosts,
+//! cgroup v2 `Metrics` on unified hosts (runc reports v2 in the same JSON,
+//! with v2's `memory.stat` keys under `raw`).
 
 use containerd_shim_protos::cgroups::metrics::{
     CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics, PidsStat, Throttle,
@@ -9,7 +11,10 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use serde_json::Value;
 
+use containerd_shim_protos::cgroups_v2::metrics as v2;
+
 pub const TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
+pub const TYPE_URL_V2: &str = "io.containerd.cgroups.v2.Metrics";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -99,6 +104,70 @@ pub fn to_any(metrics: &Metrics) -> Result<Any, StatsError> {
     let mut any = Any::new();
     any.type_url = TYPE_URL.into();
     any.value = metrics.write_to_bytes()?;
+    Ok(any)
+}
+
+/// cgroup v2 `Metrics` from one `events --stats` record.
+pub fn metrics_v2(record: &[u8]) -> Result<v2::Metrics, StatsError> {
+    let record: Value = serde_json::from_slice(record)?;
+    let data = &record["data"];
+    let mut m = v2::Metrics::new();
+    let cpu = &data["cpu"];
+    let mut c = v2::CPUStat::new();
+    // runc reports v2's microseconds as nanoseconds, like v1's.
+    c.usage_usec = u(&cpu["usage"]["total"]) / 1000;
+    c.user_usec = u(&cpu["usage"]["user"]) / 1000;
+    c.system_usec = u(&cpu["usage"]["kernel"]) / 1000;
+    c.nr_periods = u(&cpu["throttling"]["periods"]);
+    c.nr_throttled = u(&cpu["throttling"]["throttledPeriods"]);
+    c.throttled_usec = u(&cpu["throttling"]["throttledTime"]) / 1000;
+    m.cpu = MessageField::some(c);
+    let memory = &data["memory"];
+    let raw = &memory["raw"];
+    let mut mem = v2::MemoryStat::new();
+    mem.anon = u(&raw["anon"]);
+    mem.file = u(&raw["file"]);
+    mem.kernel_stack = u(&raw["kernel_stack"]);
+    mem.slab = u(&raw["slab"]);
+    mem.sock = u(&raw["sock"]);
+    mem.shmem = u(&raw["shmem"]);
+    mem.file_mapped = u(&raw["file_mapped"]);
+    mem.file_dirty = u(&raw["file_dirty"]);
+    mem.file_writeback = u(&raw["file_writeback"]);
+    mem.inactive_anon = u(&raw["inactive_anon"]);
+    mem.active_anon = u(&raw["active_anon"]);
+    mem.inactive_file = u(&raw["inactive_file"]);
+    mem.active_file = u(&raw["active_file"]);
+    mem.unevictable = u(&raw["unevictable"]);
+    mem.pgfault = u(&raw["pgfault"]);
+    mem.pgmajfault = u(&raw["pgmajfault"]);
+    mem.usage = u(&memory["usage"]["usage"]);
+    mem.usage_limit = u(&memory["usage"]["limit"]);
+    mem.max_usage = u(&memory["usage"]["max"]);
+    mem.swap_usage = u(&memory["swap"]["usage"]);
+    mem.swap_limit = u(&memory["swap"]["limit"]);
+    m.memory = MessageField::some(mem);
+    let mut pids = v2::PidsStat::new();
+    pids.current = u(&data["pids"]["current"]);
+    pids.limit = u(&data["pids"]["limit"]);
+    m.pids = MessageField::some(pids);
+    Ok(m)
+}
+
+/// Whether this host has only the unified (v2) hierarchy, as containerd's
+/// `cgroups.Mode() == Unified` decides.
+pub fn unified_host() -> bool {
+    std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The `Any` for a StatsResponse, in the type this host's cgroups call for.
+pub fn for_host(record: &[u8]) -> Result<Any, StatsError> {
+    if !unified_host() {
+        return to_any(&metrics(record)?);
+    }
+    let mut any = Any::new();
+    any.type_url = TYPE_URL_V2.into();
+    any.value = metrics_v2(record)?.write_to_bytes()?;
     Ok(any)
 }
 

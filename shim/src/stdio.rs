@@ -169,7 +169,9 @@ impl StdinCopy {
     }
 
     /// Moves what can be moved; false once the copy is over (end-of-file
-    /// from the daemon, or the container closed its stdin).
+    /// from the daemon, or the container closed its stdin). Call it only
+    /// when poll reports the [`poll_fd`](Self::poll_fd): before the first
+    /// writer, a read says end-of-file where poll rightly says nothing.
     pub fn ready(&mut self) -> bool {
         if self.pending.is_empty() {
             let mut buf = [0u8; 16 << 10];
@@ -261,8 +263,16 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let (mut copy, read) = StdinCopy::open(&path).unwrap();
-        // No writer yet: nothing to read, and not the end.
-        assert!(copy.ready());
+        // No writer yet: poll reports nothing (a read would say end-of-file,
+        // which is why the loop reads only when poll says so).
+        let (fd, events) = copy.poll_fd();
+        let mut pfd = libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        assert_eq!(unsafe { libc::poll(&mut pfd, 1, 0) }, 0);
         let mut writer = OpenOptions::new().write(true).open(&path).unwrap();
         writer.write_all(b"typed").unwrap();
         drop(writer);

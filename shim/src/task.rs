@@ -794,7 +794,7 @@ impl Task {
             .output(&["events", "--stats", &req.id], None)?;
         let line = out.split(|b| *b == b'\n').next().unwrap_or_default();
         let mut response = StatsResponse::new();
-        response.stats = MessageField::some(stats::to_any(&stats::metrics(line)?)?);
+        response.stats = MessageField::some(stats::for_host(line)?);
         Ok(response)
     }
 
