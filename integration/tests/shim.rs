@@ -299,8 +299,17 @@ impl Containerd {
             child: command.spawn().expect("ctr events"),
             path,
         };
-        // Subscribed once ctr has connected: give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        // Subscribed once an event of ours shows up: label the namespace
+        // until its /namespaces/update arrives.
+        wait_for("ctr events to subscribe", Duration::from_secs(20), || {
+            let label = format!("berth-it-probe={}", unique("p"));
+            let _ = self.ctr(&["namespaces", "label", NS, &label]);
+            std::thread::sleep(Duration::from_millis(100));
+            recorder
+                .events()
+                .iter()
+                .any(|(topic, _)| topic == "/namespaces/update")
+        });
         recorder
     }
 
@@ -829,12 +838,22 @@ fn containerd_restart_keeps_container_runc() {
 }
 
 #[test]
-fn terminal_and_oom() {
-    if !(can_run() && have_containerd()) {
-        return;
+fn terminal_and_oom_berth() {
+    if can_run() && have_containerd() {
+        terminal_and_oom(Driven::Berth);
     }
+}
+
+#[test]
+fn terminal_and_oom_runc() {
+    if can_run() && have_containerd() {
+        terminal_and_oom(Driven::Runc);
+    }
+}
+
+fn terminal_and_oom(driven: Driven) {
     let containerd = Containerd::start();
-    let flags = runtime_flags(&containerd, Driven::Berth);
+    let flags = runtime_flags(&containerd, driven);
 
     // `ctr run -t` on a terminal of its own (script), sized 30x100 first:
     // ctr passes the size on with ResizePty, after Start (hence the sleep).
