@@ -1007,7 +1007,8 @@ fn bad_input_gets_precise_errors() {
 /// The shim driven directly over ttrpc (no containerd), in the private
 /// namespace: Create on a bundle without `config.json` must say so; Create
 /// with a stdout fifo that nobody ever opens must not hang, and the process
-/// runs and exits; Shutdown ends the shim and leaves nothing behind.
+/// runs; an exec that fails to start answers its parked Wait; Kill, Wait,
+/// Delete (twice), Checkpoint; Shutdown ends the shim and leaves nothing behind.
 #[test]
 fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     if !(can_run() && have_containerd()) {
@@ -1015,8 +1016,8 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     }
     use berth_shim::protos::protobuf::Message;
     use berth_shim::protos::shim::shim::{
-        CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, ShutdownRequest,
-        StartRequest, WaitRequest, WaitResponse,
+        CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest,
+        KillRequest, ShutdownRequest, StartRequest, WaitRequest, WaitResponse,
     };
     const TASK: &str = "containerd.task.v2.Task";
     let containerd = Containerd::start();
@@ -1065,7 +1066,11 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     assert!(err.contains("has no config.json"), "{err}");
     assert!(err.contains("FAILED_PRECONDITION"), "{err}");
 
-    bundle.args(&["sh", "-c", "echo into a fifo nobody reads; exit 7"]);
+    bundle.args(&[
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; echo into a fifo nobody reads; while :; do sleep 0.1; done",
+    ]);
     bundle.write();
     let fifo = bundle.dir.join("stdout.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -1079,6 +1084,56 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     start.id = id.clone();
     client
         .call(TASK, "Start", start.write_to_bytes().unwrap(), &[])
+        .unwrap();
+
+    // An exec whose Start fails while its Wait is parked (containerd waits
+    // before it starts): the Wait hears 255 and the error is the runtime's.
+    let mut exec = ExecProcessRequest::new();
+    exec.id = id.clone();
+    exec.exec_id = "bad".into();
+    let mut spec = berth_shim::protos::protobuf::well_known_types::any::Any::new();
+    spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    spec.value =
+        br#"{"args":["/nonexistent"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#
+            .to_vec();
+    exec.spec = Some(spec).into();
+    client
+        .call(TASK, "Exec", exec.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let waiter = {
+        let socket = socket.clone();
+        let mut wait = WaitRequest::new();
+        wait.id = id.clone();
+        wait.exec_id = "bad".into();
+        std::thread::spawn(move || {
+            let mut client = berth_shim::wire::Client::connect(
+                socket.to_str().unwrap(),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+            let reply = client.call(TASK, "Wait", wait.write_to_bytes().unwrap(), &[]);
+            WaitResponse::parse_from_bytes(&reply.unwrap())
+                .unwrap()
+                .exit_status
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut start_exec = StartRequest::new();
+    start_exec.id = id.clone();
+    start_exec.exec_id = "bad".into();
+    let err = client
+        .call(TASK, "Start", start_exec.write_to_bytes().unwrap(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("berth exec failed"), "{err}");
+    assert_eq!(waiter.join().unwrap(), 255);
+
+    // SIGTERM, which the container traps into `exit 7`.
+    let mut kill = KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = 15;
+    client
+        .call(TASK, "Kill", kill.write_to_bytes().unwrap(), &[])
         .unwrap();
     let mut wait = WaitRequest::new();
     wait.id = id.clone();

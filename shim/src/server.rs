@@ -176,12 +176,18 @@ impl Server {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
                     if let Some((pid, code)) = exit_status(status) {
-                        for ((token, stream_id), payload) in self.task.reaped(pid, code) {
-                            self.send(token, wire::response(stream_id, Ok(payload)));
-                        }
+                        self.task.reaped(pid, code);
+                        self.send_outbox();
                     }
                 }
             }
+        }
+    }
+
+    /// Sends the answers the task has for parked Waits.
+    fn send_outbox(&mut self) {
+        for ((token, stream_id), payload) in self.task.take_outbox() {
+            self.send(token, wire::response(stream_id, Ok(payload)));
         }
     }
 
@@ -242,6 +248,7 @@ impl Server {
             if let Reply::Now(result) = reply {
                 self.send(token, wire::response(frame.stream_id, result));
             }
+            self.send_outbox();
         }
     }
 }

@@ -193,8 +193,8 @@ pub struct Task {
     init: Option<Process>,
     execs: HashMap<String, Process>,
     paused: bool,
-    /// Exits reaped before their pid was known (a fast exec'd process).
-    unclaimed: HashMap<u32, u32>,
+    /// Answers to parked Waits, for the loop to send.
+    outbox: Vec<(ReplyTo, Vec<u8>)>,
     events: Publisher,
     pub oom: Option<OomWatch>,
     /// Set by Shutdown: the server stops after answering.
@@ -225,6 +225,15 @@ fn decode<M: Message>(payload: &[u8]) -> Result<M, TaskError> {
         what: "request",
         source,
     })
+}
+
+/// An encoded WaitResponse with `process`'s exit (0 and no time if none).
+fn wait_response(process: Option<&Process>) -> Vec<u8> {
+    let mut response = WaitResponse::new();
+    if let Some(process) = process {
+        (response.exit_status, response.exited_at) = process.exit();
+    }
+    response.write_to_bytes().unwrap_or_default()
 }
 
 fn read_pid(path: &Path) -> Result<u32, TaskError> {
@@ -265,7 +274,7 @@ impl Task {
             init: None,
             execs: HashMap::new(),
             paused: false,
-            unclaimed: HashMap::new(),
+            outbox: Vec::new(),
             events,
             oom: None,
             shutdown: false,
@@ -480,12 +489,9 @@ impl Task {
         runtime.finish(&args, mark, child)?;
         process.holders = opened.holders;
         process.stdin = opened.stdin;
+        // No exit can be missed here: the loop reaps only between
+        // requests, so the pid is known before its exit can be collected.
         process.pid = read_pid(pid_file)?;
-        if let Some(status) = self.unclaimed.remove(&process.pid) {
-            process.phase = Phase::Exited { status, at: now() };
-            process.holders.clear();
-            process.stdin = None;
-        }
         Ok(())
     }
 
@@ -558,22 +564,20 @@ impl Task {
         let _ = std::fs::remove_file(&spec_file);
         let _ = std::fs::remove_file(&pid_file);
         let pid = process.pid;
-        if result.is_err() {
-            // A failed exec is a process that exited: Delete still finds it.
-            process.phase = Phase::Exited {
-                status: 255,
-                at: now(),
-            };
-        } else if process.phase == Phase::Created {
-            process.phase = Phase::Running;
+        match result {
+            Ok(()) => process.phase = Phase::Running,
+            Err(_) => {
+                // A failed exec never ran: its parked Waits (containerd waits
+                // before it starts) hear 255, and Delete still finds it.
+                process.phase = Phase::Exited {
+                    status: 255,
+                    at: now(),
+                };
+                self.wake(&mut process);
+            }
         }
-        let exited = matches!(process.phase, Phase::Exited { .. });
         self.execs.insert(exec_id.to_string(), process);
         result?;
-        if exited {
-            // It was reaped before its pid was known: its waiters hear now.
-            let _ = self.publish_exit(exec_id);
-        }
         Ok(pid)
     }
 
@@ -595,8 +599,12 @@ impl Task {
         let runtime = self.runtime()?.clone();
         runtime.output(&["delete", "--force", &req.id], None)?;
         mount::unmount_all(&self.bundle.join("rootfs"));
-        self.init = None;
-        self.execs.clear();
+        // Whoever still waits (a task deleted before it ran) is answered.
+        let mut gone: Vec<Process> = self.init.take().into_iter().collect();
+        gone.extend(self.execs.drain().map(|(_, p)| p));
+        for process in &mut gone {
+            self.wake(process);
+        }
         self.oom = None;
         let mut event = TaskDelete::new();
         event.container_id = req.id.clone();
@@ -815,8 +823,9 @@ impl Task {
     }
 
     /// A child was reaped with `status` (128+signal for a signal): marks the
-    /// process exited, publishes its exit and returns the parked Waits' answers.
-    pub fn reaped(&mut self, pid: u32, status: u32) -> Vec<(ReplyTo, Vec<u8>)> {
+    /// process exited, publishes its exit and answers its parked Waits.
+    /// Other children (a `binary://` logger) need nothing.
+    pub fn reaped(&mut self, pid: u32, status: u32) {
         let exec_id = if self.init.as_ref().is_some_and(|p| p.pid == pid) {
             Some(String::new())
         } else {
@@ -825,19 +834,13 @@ impl Task {
                 .find(|p| p.pid == pid && p.phase == Phase::Running)
                 .map(|p| p.exec_id.clone())
         };
-        let Some(exec_id) = exec_id else {
-            if self.unclaimed.len() > 1024 {
-                self.unclaimed.clear();
-            }
-            self.unclaimed.insert(pid, status);
-            return Vec::new();
-        };
+        let Some(exec_id) = exec_id else { return };
         let id = self.id.clone();
         let Ok(process) = self.process_mut(&id, &exec_id) else {
-            return Vec::new();
+            return;
         };
         if matches!(process.phase, Phase::Exited { .. }) {
-            return Vec::new();
+            return;
         }
         process.phase = Phase::Exited { status, at: now() };
         // Our fifo holders go: the daemon sees end-of-file once the
@@ -847,33 +850,42 @@ impl Task {
         self.publish_exit(&exec_id)
     }
 
-    fn publish_exit(&mut self, exec_id: &str) -> Vec<(ReplyTo, Vec<u8>)> {
+    fn publish_exit(&mut self, exec_id: &str) {
         let id = self.id.clone();
-        let Ok(process) = self.process_mut(&id, exec_id) else {
-            return Vec::new();
+        let (pid, (status, at)) = match self.process(&id, exec_id) {
+            Ok(process) => (process.pid, process.exit()),
+            Err(_) => return,
         };
-        let (status, at) = process.exit();
-        let mut response = WaitResponse::new();
-        response.exit_status = status;
-        response.exited_at = at.clone();
-        let payload = response.write_to_bytes().unwrap_or_default();
-        let replies = process
-            .waiters
-            .drain(..)
-            .map(|w| (w, payload.clone()))
-            .collect();
         let mut event = TaskExit::new();
         event.container_id = id.clone();
         event.id = if exec_id.is_empty() {
-            id
+            id.clone()
         } else {
             exec_id.to_string()
         };
-        event.pid = process.pid;
+        event.pid = pid;
         event.exit_status = status;
         event.exited_at = at;
         self.events.publish(Event::Exit(event));
-        replies
+        let mut waiters = match self.process_mut(&id, exec_id) {
+            Ok(process) => std::mem::take(&mut process.waiters),
+            Err(_) => return,
+        };
+        let payload = wait_response(self.process(&id, exec_id).ok());
+        self.outbox
+            .extend(waiters.drain(..).map(|w| (w, payload.clone())));
+    }
+
+    /// Answers `process`'s parked Waits with its exit as it stands.
+    fn wake(&mut self, process: &mut Process) {
+        let payload = wait_response(Some(process));
+        self.outbox
+            .extend(process.waiters.drain(..).map(|w| (w, payload.clone())));
+    }
+
+    /// Answers for parked Waits, to send now.
+    pub fn take_outbox(&mut self) -> Vec<(ReplyTo, Vec<u8>)> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// The OOM eventfd fired.
