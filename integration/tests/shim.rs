@@ -216,12 +216,7 @@ impl Containerd {
         )
     }
 
-    /// Stops containerd (SIGTERM; its shims and containers stay) and starts it again.
-    fn restart(&mut self) {
-        self.stop_daemon();
-        self.spawn_daemon();
-    }
-
+    /// Stops containerd (SIGTERM); its shims and containers stay.
     fn stop_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -798,8 +793,40 @@ fn containerd_restart_keeps_container(driven: Driven) {
     let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &id, "sleep", "1000"]));
     assert!(out.status.success(), "{}", text(&out));
     containerd.wait_status(&id, "RUNNING");
-    containerd.restart();
+    // A second container dies while containerd is away: its shim keeps the
+    // exit (and retries the event) for the daemon that comes back.
+    let dies = unique("dies");
+    let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &dies, "sleep", "1000"]));
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&dies, "RUNNING");
+    let dies_pid: i32 = containerd
+        .tasks()
+        .into_iter()
+        .find(|(t, _, _)| *t == dies)
+        .and_then(|(_, p, _)| p.parse().ok())
+        .expect("task listed");
+    containerd.stop_daemon();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dies_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the container to die", Duration::from_secs(10), || {
+        !alive(&dies_pid.to_string())
+    });
+    containerd.spawn_daemon();
     containerd.wait_status(&id, "RUNNING");
+    containerd.wait_status(&dies, "STOPPED");
+    let out = containerd.ctr(&["task", "delete", &dies]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("137"),
+        "{}",
+        text(&out)
+    );
+    let out = containerd.ctr(&["containers", "rm", &dies]);
+    assert!(out.status.success(), "{}", text(&out));
+
     let out = containerd.ctr(&[
         "task",
         "exec",

@@ -200,6 +200,14 @@ fn serve(
     {
         let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
+    if flags.debug {
+        crate::log(format_args!(
+            "serving task {} of namespace {} on {}",
+            flags.id,
+            flags.namespace,
+            path.display()
+        ));
+    }
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
