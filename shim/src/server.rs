@@ -260,3 +260,20 @@ fn pollfd(fd: i32) -> libc::pollfd {
         revents: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn killed_processes_exit_with_128_plus_the_signal() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(exit_status(WaitStatus::Exited(pid, 3)), Some((42, 3)));
+        assert_eq!(
+            exit_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((42, 137))
+        );
+        assert_eq!(exit_status(WaitStatus::StillAlive), None);
+    }
+}

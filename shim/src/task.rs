@@ -944,3 +944,88 @@ impl Task {
         self.events.flush(Duration::from_secs(5));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        let events = Publisher::start(String::new(), "test".into()).unwrap();
+        Task::new(
+            "test",
+            "c1",
+            Path::new("/nonexistent"),
+            Options::defaults("test"),
+            events,
+        )
+    }
+
+    fn error(reply: Reply) -> RpcError {
+        match reply {
+            Reply::Now(Err(err)) => err,
+            Reply::Now(Ok(_)) => panic!("expected an error"),
+            Reply::Parked => panic!("expected an answer"),
+        }
+    }
+
+    #[test]
+    fn unknown_methods_and_checkpoint_are_unimplemented() {
+        let mut task = task();
+        let err = error(task.handle("Frobnicate", &[], (1, 1)));
+        assert_eq!(err.code, Code::UNIMPLEMENTED);
+        assert!(err.message.contains("Task/Frobnicate"), "{}", err.message);
+        let err = error(task.handle("Checkpoint", &[], (1, 3)));
+        assert_eq!(err.code, Code::UNIMPLEMENTED);
+        assert!(err.message.contains("checkpoint"), "{}", err.message);
+    }
+
+    #[test]
+    fn rpcs_before_create_say_there_is_no_task() {
+        let mut task = task();
+        let mut state = StateRequest::new();
+        state.id = "c1".into();
+        let err = error(task.handle("State", &state.write_to_bytes().unwrap(), (1, 1)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+        assert_eq!(err.message, "task c1 is not created in this shim");
+        let err = error(task.handle("Wait", &state.write_to_bytes().unwrap(), (1, 3)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+    }
+
+    #[test]
+    fn garbage_requests_are_invalid_arguments() {
+        let mut task = task();
+        let err = error(task.handle("Create", &[0xff, 0xff, 0xff], (1, 1)));
+        assert_eq!(err.code, Code::INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn create_needs_a_config_json() {
+        let mut task = task();
+        let dir = std::env::temp_dir().join(format!("berth-shim-task-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut create = CreateTaskRequest::new();
+        create.id = "c1".into();
+        create.bundle = dir.display().to_string();
+        let err = error(task.handle("Create", &create.write_to_bytes().unwrap(), (1, 1)));
+        assert_eq!(err.code, Code::FAILED_PRECONDITION);
+        assert!(
+            err.message.ends_with("has no config.json"),
+            "{}",
+            err.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shutdown_without_a_task_stops_the_shim() {
+        let mut task = task();
+        assert!(!task.shutdown);
+        let reply = task.handle(
+            "Shutdown",
+            &ShutdownRequest::new().write_to_bytes().unwrap(),
+            (1, 1),
+        );
+        assert!(matches!(reply, Reply::Now(Ok(_))));
+        assert!(task.shutdown);
+    }
+}
