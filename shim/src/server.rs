@@ -1,7 +1,7 @@
 //! The long-lived shim's loop: one thread polls the listening socket, the
 //! ttrpc connections, a signalfd for SIGCHLD, the OOM eventfd and the stdin
-//! copies, and hands every request to [`Task`]. Reaping comes first in each round, so a Wait
-//! that arrives with an exit already pending sees the exit.
+//! copies, and hands every request to [`Task`]. Reaping comes before requests in each round,
+//! so a Wait that arrives with an exit already pending sees the exit.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -116,11 +116,12 @@ impl Server {
                 }
                 return Err(ServerError::Poll(err));
             }
-            if fds[1].revents != 0 {
-                self.reap();
-            }
+            // An OOM kill is reported before the exit it caused.
             if fds[2].revents != 0 {
                 self.task.oom_fired();
+            }
+            if fds[1].revents != 0 {
+                self.reap();
             }
             if fds[0].revents != 0 {
                 self.accept()?;

@@ -394,6 +394,12 @@ impl Task {
         let pid = process.pid;
         self.runtime = Some(runtime);
         self.init = Some(process);
+        // Watched from before Start: a container that outgrows its limit at
+        // once is OOM-killed within milliseconds of starting.
+        match OomWatch::new(pid) {
+            Ok(watch) => self.oom = watch,
+            Err(err) => crate::log(&err),
+        }
         let mut io = TaskIO::new();
         io.stdin = req.stdin;
         io.stdout = req.stdout;
@@ -512,10 +518,6 @@ impl Task {
             event.container_id = req.id.clone();
             event.pid = pid;
             self.events.publish(Event::Start(event));
-            match OomWatch::new(pid) {
-                Ok(watch) => self.oom = watch,
-                Err(err) => crate::log(&err),
-            }
             pid
         } else {
             let pid = self.start_exec(&runtime, &req.id, &req.exec_id)?;
