@@ -1079,6 +1079,9 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     let written = std::fs::read_to_string(bundle.dir.join("address")).unwrap();
     assert_eq!(written, address);
     let socket = containerd.inside(address.trim_start_matches("unix://"));
+    // Whoever can connect controls the container: root only.
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
     let mut client =
         berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
             .unwrap();

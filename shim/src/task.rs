@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -444,7 +445,10 @@ impl Task {
     ) -> Result<(), TaskError> {
         let mut args: Vec<String> = args.into_iter().map(String::from).collect();
         let socket = if process.paths.terminal {
-            let _ = std::fs::create_dir_all(CONSOLE_DIR);
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(CONSOLE_DIR);
             Some(ConsoleSocket::new(Path::new(CONSOLE_DIR))?)
         } else {
             None
