@@ -87,6 +87,8 @@ pub enum TaskError {
         what: &'static str,
         source: protobuf::Error,
     },
+    #[error("cannot encode the response: {0}")]
+    Encode(protobuf::Error),
     #[error("checkpoint is not supported by berth's shim")]
     Checkpoint,
     #[error(transparent)]
@@ -117,6 +119,7 @@ impl From<TaskError> for RpcError {
             | TaskError::NoTerminal(_) => Code::FAILED_PRECONDITION,
             TaskError::Decode { .. } => Code::INVALID_ARGUMENT,
             TaskError::Checkpoint => Code::UNIMPLEMENTED,
+            TaskError::Encode(_) => Code::INTERNAL,
             _ => Code::UNKNOWN,
         };
         RpcError::new(code, err.to_string())
@@ -211,12 +214,7 @@ fn now() -> (i64, i32) {
 fn encode<M: Message>(result: Result<M, TaskError>) -> Reply {
     Reply::Now(
         result
-            .and_then(|m| {
-                m.write_to_bytes().map_err(|source| TaskError::Decode {
-                    what: "response",
-                    source,
-                })
-            })
+            .and_then(|m| m.write_to_bytes().map_err(TaskError::Encode))
             .map_err(RpcError::from),
     )
 }
@@ -858,14 +856,19 @@ impl Task {
 
     fn publish_exit(&mut self, exec_id: &str) {
         let id = self.id.clone();
-        let (pid, (status, at)) = match self.process(&id, exec_id) {
-            Ok(process) => (process.pid, process.exit()),
-            Err(_) => return,
+        let Ok(process) = self.process_mut(&id, exec_id) else {
+            return;
         };
+        let pid = process.pid;
+        let (status, at) = process.exit();
+        let payload = wait_response(Some(process));
+        let waiters = std::mem::take(&mut process.waiters);
+        self.outbox
+            .extend(waiters.into_iter().map(|w| (w, payload.clone())));
         let mut event = TaskExit::new();
         event.container_id = id.clone();
         event.id = if exec_id.is_empty() {
-            id.clone()
+            id
         } else {
             exec_id.to_string()
         };
@@ -873,13 +876,6 @@ impl Task {
         event.exit_status = status;
         event.exited_at = at;
         self.events.publish(Event::Exit(event));
-        let mut waiters = match self.process_mut(&id, exec_id) {
-            Ok(process) => std::mem::take(&mut process.waiters),
-            Err(_) => return,
-        };
-        let payload = wait_response(self.process(&id, exec_id).ok());
-        self.outbox
-            .extend(waiters.drain(..).map(|w| (w, payload.clone())));
     }
 
     /// Answers `process`'s parked Waits with its exit as it stands.
