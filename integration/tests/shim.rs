@@ -1031,6 +1031,56 @@ fn bad_input_gets_precise_errors() {
     );
 }
 
+/// A shim this test started by hand: on the way out (even failing) its
+/// container is killed and deleted and the shim shut down, or killed.
+struct ShimGuard {
+    socket: PathBuf,
+    id: String,
+}
+
+impl Drop for ShimGuard {
+    fn drop(&mut self) {
+        use berth_shim::protos::protobuf::Message;
+        use berth_shim::protos::shim::shim::{DeleteRequest, KillRequest, ShutdownRequest};
+        const TASK: &str = "containerd.task.v2.Task";
+        if let Ok(mut client) = berth_shim::wire::Client::connect(
+            self.socket.to_str().unwrap_or(""),
+            Duration::from_secs(5),
+        ) {
+            let mut kill = KillRequest::new();
+            kill.id = self.id.clone();
+            kill.signal = 9;
+            kill.all = true;
+            let _ = client.call(TASK, "Kill", kill.write_to_bytes().unwrap_or_default(), &[]);
+            std::thread::sleep(Duration::from_millis(200));
+            let mut delete = DeleteRequest::new();
+            delete.id = self.id.clone();
+            let _ = client.call(
+                TASK,
+                "Delete",
+                delete.write_to_bytes().unwrap_or_default(),
+                &[],
+            );
+            let mut shutdown = ShutdownRequest::new();
+            shutdown.id = self.id.clone();
+            shutdown.now = true;
+            let _ = client.call(
+                TASK,
+                "Shutdown",
+                shutdown.write_to_bytes().unwrap_or_default(),
+                &[],
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(pid) = shim_pid(&self.id) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// The shim driven directly over ttrpc (no containerd), in the private
 /// namespace: Create on a bundle without `config.json` must say so; Create
 /// with a stdout fifo that nobody ever opens must not hang, and the process
@@ -1079,6 +1129,10 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     let written = std::fs::read_to_string(bundle.dir.join("address")).unwrap();
     assert_eq!(written, address);
     let socket = containerd.inside(address.trim_start_matches("unix://"));
+    let _guard = ShimGuard {
+        socket: socket.clone(),
+        id: id.clone(),
+    };
     // Whoever can connect controls the container: root only.
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "socket mode {mode:o}");
