@@ -741,7 +741,14 @@ fn shim_sigkill_cleans_up(driven: Driven) {
         .find(|(t, _, _)| *t == id)
         .map(|(_, p, _)| p)
         .expect("task listed");
-    let shim = shim_pid(&id).expect("the shim's process");
+    let bundle = containerd.inside(&format!(
+        "/run/containerd/io.containerd.runtime.v2.task/{NS}/{id}"
+    ));
+    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .expect("the shim's pid file")
+        .parse()
+        .expect("a pid");
+    assert_eq!(shim_pid(&id), Some(shim), "shim.pid names the shim");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
         nix::sys::signal::Signal::SIGKILL,
@@ -755,9 +762,6 @@ fn shim_sigkill_cleans_up(driven: Driven) {
     wait_for("the container to be gone", Duration::from_secs(10), || {
         !alive(&init_pid)
     });
-    let bundle = containerd.inside(&format!(
-        "/run/containerd/io.containerd.runtime.v2.task/{NS}/{id}"
-    ));
     wait_for(
         "containerd to remove the bundle",
         Duration::from_secs(10),
@@ -974,6 +978,15 @@ fn bad_input_gets_precise_errors() {
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("berth exec failed"),
+        "{}",
+        text(&out)
+    );
+
+    // Checkpoint is not supported: containerd passes the shim's words on.
+    let out = containerd.ctr(&["task", "checkpoint", &id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checkpoint is not supported"),
         "{}",
         text(&out)
     );

@@ -215,6 +215,8 @@ fn serve(
             path.display()
         ));
     }
+    // As containerd's own shims do: tools (and tests) find the shim by it.
+    let _ = std::fs::write(bundle.join("shim.pid"), std::process::id().to_string());
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
