@@ -124,7 +124,7 @@ impl Server {
                 self.reap();
             }
             if fds[0].revents != 0 {
-                self.accept()?;
+                self.accept();
             }
             let (conn_fds, stdin_fds) = fds[3..].split_at(tokens.len());
             for ((exec_id, _, _), fd) in stdins.iter().zip(stdin_fds) {
@@ -143,7 +143,9 @@ impl Server {
         Ok(())
     }
 
-    fn accept(&mut self) -> Result<(), ServerError> {
+    /// Takes every pending connection. A failure (out of descriptors) is
+    /// logged, never fatal: the container must keep its shim.
+    fn accept(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -158,13 +160,16 @@ impl Server {
                         },
                     );
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(ServerError::Accept {
+                    crate::log(ServerError::Accept {
                         path: self.path.clone(),
                         source,
-                    })
+                    });
+                    // The connection stays pending: do not spin on it.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    return;
                 }
             }
         }
