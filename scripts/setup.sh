@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(runc crun busybox-static hyperfine jq time podman golang-github-containers-common-dev)
+packages=(runc crun busybox-static hyperfine jq time podman golang-github-containers-common-dev containerd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

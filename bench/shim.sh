@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Shim benchmark: containerd-shim-berth-v2 side by side with containerd's own
+# runc shim (containerd-shim-runc-v2), under one private Debian containerd.
+#
+#   1. `ctr run --rm IMAGE true` through each shim, timed with hyperfine
+#      (prints both and the ratio);
+#   2. N sleeping containers per shim: the idle shims' RSS and thread count
+#      (mean per shim, from /proc/PID/status).
+#
+# Both shims drive the runtime they are made for by default: ours berth, the
+# runc shim runc. With SAME_RUNTIME=1 ours drives runc too, so only the shims differ.
+#
+# containerd runs with its own root, state and sockets in a private mount
+# namespace with its own tmpfs /run (shims put their sockets in
+# /run/containerd/s); everything it made goes when the script exits.
+#
+# Run as root:  bench/shim.sh
+# Environment:  SHIM, BERTH (binaries; release builds by default), RUNS (30),
+#               WARMUP (3), CONTAINERS (50), SAME_RUNTIME (0).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+release=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release
+SHIM=${SHIM:-$release/containerd-shim-berth-v2}
+BERTH=${BERTH:-$release/berth}
+RUNS=${RUNS:-30}
+WARMUP=${WARMUP:-3}
+CONTAINERS=${CONTAINERS:-50}
+SAME_RUNTIME=${SAME_RUNTIME:-0}
+
+die() { echo "shim.sh: $*" >&2; exit 1; }
+say() { echo "shim.sh: $*" >&2; }
+
+[[ $(id -u) == 0 ]] || die "must run as root"
+for tool in containerd ctr containerd-shim-runc-v2 runc hyperfine jq unshare nsenter sha256sum /bin/busybox; do
+    command -v "$tool" >/dev/null || die "missing $tool"
+done
+[[ -x $SHIM && -x $BERTH ]] ||
+    die "no $SHIM or $BERTH (cargo build --release -p berth-shim -p berth-runtime)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/berth-shim-bench.XXXXXX")
+holder=
+daemon=
+ctr() { nsenter -t "$holder" -m ctr --address /run/containerd/containerd.sock -n bench "$@"; }
+
+cleanup() {
+    set +e
+    if [[ -n $daemon ]]; then
+        for id in $(ctr task ls -q 2>/dev/null); do
+            ctr task kill -s KILL "$id" >/dev/null 2>&1
+        done
+        sleep 0.5
+        for id in $(ctr task ls -q 2>/dev/null); do ctr task delete --force "$id" >/dev/null 2>&1; done
+        for id in $(ctr containers ls -q 2>/dev/null); do ctr containers rm "$id" >/dev/null 2>&1; done
+        kill "$daemon" 2>/dev/null
+        wait "$daemon" 2>/dev/null
+    fi
+    [[ -n $holder ]] && kill "$holder" 2>/dev/null && wait "$holder" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# The image: a busybox-static rootfs as a hand-written OCI layout.
+mkdir -p "$work/rootfs/bin" "$work/rootfs/"{proc,sys,dev,tmp,etc} "$work/layout/blobs/sha256"
+cp /bin/busybox "$work/rootfs/bin/"
+for applet in sh true sleep; do ln -s busybox "$work/rootfs/bin/$applet"; done
+blob() { # FILE → prints "digest size" and stores it
+    local d; d=$(sha256sum "$1" | cut -d' ' -f1)
+    cp "$1" "$work/layout/blobs/sha256/$d"
+    echo "$d $(stat -c%s "$1")"
+}
+tar -C "$work/rootfs" -cf "$work/layer.tar" .
+read -r ld ls < <(blob "$work/layer.tar")
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$ld" >"$work/config.json"
+read -r cd cs < <(blob "$work/config.json")
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
+    "$cd" "$cs" "$ld" "$ls" >"$work/manifest.json"
+read -r md ms < <(blob "$work/manifest.json")
+image=docker.io/library/berth-bench-busybox:1
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s"}}]}' \
+    "$md" "$ms" "$image" >"$work/layout/index.json"
+echo '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
+tar -C "$work/layout" -cf "$work/image.tar" .
+
+# The private containerd.
+mkdir -p "$work/bin"
+ln -s "$SHIM" "$work/bin/containerd-shim-berth-v2"
+ln -s "$BERTH" "$work/bin/berth"
+cat >"$work/config.toml" <<EOF
+version = 2
+root = "$work/root"
+state = "/run/containerd"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[ttrpc]
+  address = "/run/containerd/containerd.sock.ttrpc"
+EOF
+unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && exec sleep 100000' &
+holder=$!
+for _ in $(seq 100); do grep -q '^tmpfs /run ' "/proc/$holder/mounts" 2>/dev/null && break; sleep 0.05; done
+PATH=$work/bin:$PATH nsenter -t "$holder" -m containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
+daemon=$!
+for _ in $(seq 200); do ctr version >/dev/null 2>&1 && break; sleep 0.05; done
+ctr images import "$work/image.tar" >/dev/null
+
+berth_flags="--runtime io.containerd.berth.v2"
+if [[ $SAME_RUNTIME == 1 ]]; then
+    echo 'BinaryName = "runc"' >"$work/runc.toml"
+    berth_flags+=" --runtime-config-path $work/runc.toml"
+fi
+runc_flags="--runtime io.containerd.runc.v2"
+
+# 1. ctr run --rm IMAGE true.
+say "timing ctr run --rm $image true ($RUNS runs each)"
+n=0
+cat >"$work/run.sh" <<EOF
+#!/bin/sh
+# \$1: runtime flags (one word each)
+id=bench-\$\$-\$(date +%s%N)
+exec nsenter -t $holder -m ctr --address /run/containerd/containerd.sock -n bench run --rm \$1 $image \$id true
+EOF
+chmod +x "$work/run.sh"
+hyperfine --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/run.json" \
+    -n berth-shim "$work/run.sh '$berth_flags'" \
+    -n runc-shim "$work/run.sh '$runc_flags'" >&2
+berth_ms=$(jq '.results[] | select(.command=="berth-shim") | .median * 1000' "$work/run.json")
+runc_ms=$(jq '.results[] | select(.command=="runc-shim") | .median * 1000' "$work/run.json")
+
+# 2. Idle shims with N sleeping containers each.
+idle() { # NAME FLAGS → prints "rss_kib threads" (means per shim)
+    local name=$1 flags=$2 i
+    for i in $(seq "$CONTAINERS"); do
+        # shellcheck disable=SC2086
+        ctr run -d $flags "$image" "idle-$name-$i" sleep 100000 >/dev/null
+    done
+    sleep 2
+    local rss=0 threads=0 count=0 pid
+    for pid in $(pgrep -f "containerd-shim-$name-v2 .*-id idle-$name-"); do
+        rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")))
+        threads=$((threads + $(awk '/^Threads/ {print $2}' "/proc/$pid/status")))
+        count=$((count + 1))
+    done
+    ((count > 0)) || die "no $name shims found"
+    echo "$((rss / count)) $(awk -v t="$threads" -v c="$count" 'BEGIN {printf "%.1f", t / c}') $count"
+    for i in $(seq "$CONTAINERS"); do ctr task kill -s KILL "idle-$name-$i" >/dev/null 2>&1 || true; done
+    sleep 1
+    for i in $(seq "$CONTAINERS"); do
+        ctr task delete "idle-$name-$i" >/dev/null 2>&1 || true
+        ctr containers rm "idle-$name-$i" >/dev/null 2>&1 || true
+    done
+}
+say "starting $CONTAINERS sleeping containers per shim"
+read -r berth_rss berth_threads berth_count < <(idle berth "$berth_flags")
+read -r runc_rss runc_threads runc_count < <(idle runc "$runc_flags")
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
+cat <<EOF
+
+ctr run --rm IMAGE true (median of $RUNS, ms)
+  containerd-shim-berth-v2 ($( [[ $SAME_RUNTIME == 1 ]] && echo runc || echo berth ))  $(printf %.1f "$berth_ms")
+  containerd-shim-runc-v2 (runc)  $(printf %.1f "$runc_ms")
+  berth ÷ runc shim               $(ratio "$berth_ms" "$runc_ms")
+
+idle shim, mean of $berth_count / $runc_count sleeping containers
+  containerd-shim-berth-v2  RSS $(awk -v k="$berth_rss" 'BEGIN {printf "%.2f", k / 1024}') MiB, $berth_threads threads
+  containerd-shim-runc-v2   RSS $(awk -v k="$runc_rss" 'BEGIN {printf "%.2f", k / 1024}') MiB, $runc_threads threads
+  RSS berth ÷ runc shim     $(ratio "$berth_rss" "$runc_rss")
+EOF

@@ -1,0 +1,207 @@
+//! Terminals: the runtime sends the pty master over `--console-socket`
+//! (SCM_RIGHTS); the shim copies it to the stdout fifo and the stdin fifo
+//! to it on two threads that live as long as the terminal, and applies
+//! ResizePty to it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("cannot listen on console socket {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the runtime did not send the terminal within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot receive the terminal: {0}")]
+    Receive(std::io::Error),
+    #[error("cannot open {path} for the terminal: {source}")]
+    Fifo {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start the terminal copy: {0}")]
+    Thread(std::io::Error),
+    #[error("cannot resize the terminal: {0}")]
+    Resize(std::io::Error),
+}
+
+/// A listening console socket, removed when dropped.
+pub struct ConsoleSocket {
+    listener: UnixListener,
+    pub path: PathBuf,
+}
+
+impl ConsoleSocket {
+    /// A socket in `dir` (a short path: sun_path holds 108 bytes).
+    pub fn new(dir: &Path) -> Result<ConsoleSocket, ConsoleError> {
+        let path = dir.join(format!(
+            "berth-shim-console-{}-{}.sock",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).map_err(|source| ConsoleError::Listen {
+            path: path.clone(),
+            source,
+        })?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| ConsoleError::Listen {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(ConsoleSocket { listener, path })
+    }
+
+    /// Receives the master, giving up when `runtime_done` says the runtime
+    /// exited without sending one or after `timeout`.
+    pub fn receive(
+        &self,
+        timeout: Duration,
+        mut runtime_done: impl FnMut() -> bool,
+    ) -> Result<OwnedFd, ConsoleError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => return receive_fd(stream.as_raw_fd()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(ConsoleError::Receive(e)),
+            }
+            if Instant::now() > deadline || runtime_done() {
+                return Err(ConsoleError::Timeout(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for ConsoleSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn receive_fd(socket: i32) -> Result<OwnedFd, ConsoleError> {
+    let mut data = [0u8; 256];
+    let mut control = [0u8; 64];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: the msghdr points at local buffers that outlive recvmsg; the
+    // control message is checked for SCM_RIGHTS before its fd is taken.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = control.len();
+        // The accepted socket inherits non-blocking mode: wait for the message.
+        let mut pfd = libc::pollfd {
+            fd: socket,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        libc::poll(&mut pfd, 1, 10_000);
+        if libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
+            return Err(ConsoleError::Receive(std::io::Error::last_os_error()));
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if cmsg.is_null()
+            || (*cmsg).cmsg_level != libc::SOL_SOCKET
+            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
+        {
+            return Err(ConsoleError::Receive(std::io::Error::other(
+                "no descriptor in the console socket message",
+            )));
+        }
+        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32);
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Starts copying between `master` and the fifos. The output copy ends when
+/// the terminal's last user closes it (EIO), then closes the stdout fifo so
+/// the daemon sees end-of-file.
+pub fn start_copies(
+    master: &OwnedFd,
+    stdin: &str,
+    stdout: &str,
+    closed: Arc<AtomicBool>,
+) -> Result<(), ConsoleError> {
+    let clone = |m: &OwnedFd| m.try_clone().map(File::from).map_err(ConsoleError::Thread);
+    if !stdout.is_empty() {
+        let mut from = clone(master)?;
+        let path = PathBuf::from(stdout);
+        let mut to = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|source| ConsoleError::Fifo { path, source })?;
+        spawn("tty-out", move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 || to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        })?;
+    }
+    if !stdin.is_empty() {
+        let mut to = clone(master)?;
+        let path = PathBuf::from(stdin);
+        spawn("tty-in", move || {
+            let Ok(mut from) = File::open(&path) else {
+                return;
+            };
+            let mut buf = [0u8; 8192];
+            while !closed.load(Ordering::Relaxed) {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ConsoleError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(64 << 10)
+        .spawn(f)
+        .map(|_| ())
+        .map_err(ConsoleError::Thread)
+}
+
+/// Sets the terminal's window size.
+pub fn resize(master: &OwnedFd, width: u32, height: u32) -> Result<(), ConsoleError> {
+    let size = libc::winsize {
+        ws_row: height.min(u16::MAX as u32) as u16,
+        ws_col: width.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads one winsize from a valid pointer.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    if rc < 0 {
+        return Err(ConsoleError::Resize(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}

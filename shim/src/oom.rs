@@ -1,0 +1,209 @@
+//! OOM notifications, one descriptor in the server's poll:
+//! - cgroup v1: an eventfd registered through the memory cgroup's
+//!   `cgroup.event_control` for `memory.oom_control`;
+//! - cgroup v2: an inotify watch on the cgroup's `memory.events`.
+//!
+//! The kernel wakes either on an OOM in the cgroup, and also when the
+//! cgroup goes away; the `oom_kill` counter (in `memory.oom_control` on v1,
+//! `memory.events` on v2) tells the two apart.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OomError {
+    #[error("cannot create an {0}: {1}")]
+    Descriptor(&'static str, std::io::Error),
+    #[error("cannot register for OOM events in {path}: {source}")]
+    Register {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// One container's OOM watch.
+pub struct OomWatch {
+    pub fd: OwnedFd,
+    /// The file whose `oom_kill` line counts the kills.
+    counter: PathBuf,
+    kills: u64,
+}
+
+/// Where `pid`'s memory cgroup is: a v1 memory hierarchy's directory, or
+/// the unified hierarchy's on a cgroup v2 host.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MemoryCgroup {
+    V1(PathBuf),
+    V2(PathBuf),
+}
+
+/// `pid`'s memory cgroup, from /proc/PID/cgroup and this mount namespace's mountinfo.
+pub fn memory_cgroup(pid: u32) -> Option<MemoryCgroup> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    locate(&cgroups, &mountinfo)
+}
+
+fn locate(cgroups: &str, mountinfo: &str) -> Option<MemoryCgroup> {
+    let entry = |want: &dyn Fn(&str) -> bool| {
+        cgroups.lines().find_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            want(controllers).then(|| path.trim_start_matches('/').to_string())
+        })
+    };
+    let mount = |want: &dyn Fn(&str, &str) -> bool| {
+        mountinfo.lines().find_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut right = right.split_whitespace();
+            let (fstype, _, options) = (right.next()?, right.next()?, right.next()?);
+            want(fstype, options)
+                .then(|| left.split_whitespace().nth(4).map(PathBuf::from))
+                .flatten()
+        })
+    };
+    let v1 = entry(&|c| c.split(',').any(|c| c == "memory"));
+    if let Some(relative) = v1 {
+        let root = mount(&|fstype, options| {
+            fstype == "cgroup" && options.split(',').any(|o| o == "memory")
+        })?;
+        return Some(MemoryCgroup::V1(root.join(relative)));
+    }
+    let relative = entry(&|c| c.is_empty())?;
+    let root = mount(&|fstype, _| fstype == "cgroup2")?;
+    let dir = root.join(relative);
+    // A hybrid host's cgroup2 mount has no memory controller.
+    dir.join("memory.events")
+        .exists()
+        .then_some(MemoryCgroup::V2(dir))
+}
+
+/// The `oom_kill` count in a `memory.oom_control` or `memory.events` text.
+pub fn oom_kills(text: &str) -> u64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("oom_kill ")
+                .and_then(|n| n.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn read_kills(counter: &Path) -> Option<u64> {
+    std::fs::read_to_string(counter).ok().map(|t| oom_kills(&t))
+}
+
+fn owned(fd: i32, what: &'static str) -> Result<OwnedFd, OomError> {
+    if fd < 0 {
+        return Err(OomError::Descriptor(what, std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just returned by the kernel and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+impl OomWatch {
+    /// Watches the memory cgroup of `pid`; None on hosts without one.
+    pub fn new(pid: u32) -> Result<Option<OomWatch>, OomError> {
+        match memory_cgroup(pid) {
+            Some(MemoryCgroup::V1(dir)) => Self::v1(&dir).map(Some),
+            Some(MemoryCgroup::V2(dir)) => Self::v2(&dir).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn v1(dir: &Path) -> Result<OomWatch, OomError> {
+        let counter = dir.join("memory.oom_control");
+        let register_error = |source| OomError::Register {
+            path: dir.to_path_buf(),
+            source,
+        };
+        let control = File::open(&counter).map_err(register_error)?;
+        // SAFETY: eventfd takes no pointers; the result is checked by `owned`.
+        let fd = owned(
+            unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) },
+            "eventfd",
+        )?;
+        std::fs::write(
+            dir.join("cgroup.event_control"),
+            format!("{} {}", fd.as_raw_fd(), control.as_raw_fd()),
+        )
+        .map_err(register_error)?;
+        let kills = read_kills(&counter).unwrap_or(0);
+        Ok(OomWatch { fd, counter, kills })
+    }
+
+    fn v2(dir: &Path) -> Result<OomWatch, OomError> {
+        let counter = dir.join("memory.events");
+        // SAFETY: inotify_init1 takes no pointers; the result is checked by `owned`.
+        let fd = owned(
+            unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) },
+            "inotify instance",
+        )?;
+        let path =
+            std::ffi::CString::new(counter.as_os_str().as_encoded_bytes()).map_err(|_| {
+                OomError::Register {
+                    path: counter.clone(),
+                    source: std::io::ErrorKind::InvalidInput.into(),
+                }
+            })?;
+        // SAFETY: a valid inotify fd and a NUL-terminated path that outlives the call.
+        let watch =
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), path.as_ptr(), libc::IN_MODIFY) };
+        if watch < 0 {
+            return Err(OomError::Register {
+                path: counter,
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let kills = read_kills(&counter).unwrap_or(0);
+        Ok(OomWatch { fd, counter, kills })
+    }
+
+    /// Drains the descriptor: Some(true) for a new OOM kill, Some(false)
+    /// for nothing new, None when the cgroup is gone (stop watching).
+    pub fn fired(&mut self) -> Option<bool> {
+        let mut buf = [0u8; 4096];
+        while matches!(nix::unistd::read(self.fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
+        let kills = read_kills(&self.counter)?;
+        let new = kills > self.kills;
+        self.kills = kills;
+        Some(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO: &str = "\
+35 24 0:30 / /sys/fs/cgroup/memory rw,nosuid shared:14 - cgroup cgroup rw,memory
+36 24 0:31 / /sys/fs/cgroup/unified rw,nosuid shared:15 - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn v1_memory_cgroups_are_found_through_the_mount() {
+        let cgroups = "12:pids:/c1\n7:memory:/berth/c1\n0::/berth/c1\n";
+        assert_eq!(
+            locate(cgroups, MOUNTINFO),
+            Some(MemoryCgroup::V1(PathBuf::from(
+                "/sys/fs/cgroup/memory/berth/c1"
+            )))
+        );
+    }
+
+    #[test]
+    fn a_hybrid_hosts_cgroup2_without_memory_is_not_a_v2_cgroup() {
+        let cgroups = "0::/nonexistent-berth-test\n";
+        assert_eq!(locate(cgroups, MOUNTINFO), None);
+    }
+
+    #[test]
+    fn kill_counters_read_from_either_file() {
+        assert_eq!(
+            oom_kills("oom_kill_disable 0\nunder_oom 0\noom_kill 3\n"),
+            3
+        );
+        assert_eq!(oom_kills("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n"), 1);
+        assert_eq!(oom_kills(""), 0);
+    }
+}

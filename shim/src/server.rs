@@ -1,0 +1,255 @@
+//! The long-lived shim's loop: one thread polls the listening socket, the
+//! ttrpc connections, a signalfd for SIGCHLD, the OOM eventfd and the stdin
+//! copies, and hands every request to [`Task`]. Reaping comes first in each round, so a Wait
+//! that arrives with an exit already pending sees the exit.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use protobuf::Message;
+use ttrpc::proto::{Code, Request};
+
+use crate::task::{Reply, Task};
+use crate::wire::{self, RpcError};
+
+const SERVICE: &str = "containerd.task.v2.Task";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot set up SIGCHLD handling: {0}")]
+    Signals(nix::Error),
+    #[error("poll failed: {0}")]
+    Poll(std::io::Error),
+    #[error("cannot accept on {path}: {source}")]
+    Accept {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Blocks SIGCHLD (in this thread and every thread started later) and
+/// returns a signalfd that reports it. Call before starting any thread.
+pub fn sigchld_fd() -> Result<SignalFd, ServerError> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block().map_err(ServerError::Signals)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(ServerError::Signals)
+}
+
+/// The exit status containerd expects: the code, or 128+signal.
+pub fn exit_status(status: WaitStatus) -> Option<(u32, u32)> {
+    match status {
+        WaitStatus::Exited(pid, code) => Some((pid.as_raw() as u32, code as u32)),
+        WaitStatus::Signaled(pid, signal, _) => {
+            Some((pid.as_raw() as u32, 128 + signal as i32 as u32))
+        }
+        _ => None,
+    }
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+}
+
+pub struct Server {
+    listener: UnixListener,
+    path: PathBuf,
+    signals: SignalFd,
+    conns: HashMap<u64, Conn>,
+    next: u64,
+    task: Task,
+}
+
+impl Server {
+    pub fn new(listener: UnixListener, path: PathBuf, signals: SignalFd, task: Task) -> Server {
+        Server {
+            listener,
+            path,
+            signals,
+            conns: HashMap::new(),
+            next: 0,
+            task,
+        }
+    }
+
+    /// Serves until Shutdown; the queued events are sent before returning.
+    pub fn run(&mut self) -> Result<(), ServerError> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|source| ServerError::Accept {
+                path: self.path.clone(),
+                source,
+            })?;
+        while !self.task.shutdown {
+            let oom = self.task.oom.as_ref().map(|w| w.fd.as_raw_fd());
+            let tokens: Vec<u64> = self.conns.keys().copied().collect();
+            let mut fds = vec![
+                pollfd(self.listener.as_raw_fd()),
+                pollfd(self.signals.as_raw_fd()),
+                pollfd(oom.unwrap_or(-1)),
+            ];
+            fds.extend(
+                tokens
+                    .iter()
+                    .map(|t| pollfd(self.conns[t].stream.as_raw_fd())),
+            );
+            let stdins = self.task.stdin_fds();
+            fds.extend(stdins.iter().map(|(_, fd, events)| libc::pollfd {
+                fd: *fd,
+                events: *events,
+                revents: 0,
+            }));
+            // SAFETY: `fds` is a valid array of pollfd for the call's duration.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            if n < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(ServerError::Poll(err));
+            }
+            if fds[1].revents != 0 {
+                self.reap();
+            }
+            if fds[2].revents != 0 {
+                self.task.oom_fired();
+            }
+            if fds[0].revents != 0 {
+                self.accept()?;
+            }
+            let (conn_fds, stdin_fds) = fds[3..].split_at(tokens.len());
+            for ((exec_id, _, _), fd) in stdins.iter().zip(stdin_fds) {
+                if fd.revents != 0 {
+                    self.task.stdin_ready(exec_id);
+                }
+            }
+            for (token, fd) in tokens.iter().zip(conn_fds) {
+                if fd.revents != 0 {
+                    self.serve(*token);
+                }
+            }
+        }
+        self.task.flush_events();
+        let _ = std::fs::remove_file(&self.path);
+        Ok(())
+    }
+
+    fn accept(&mut self) -> Result<(), ServerError> {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    // Responses are written whole; requests are read when poll says so.
+                    let _ = stream.set_nonblocking(false);
+                    self.next += 1;
+                    self.conns.insert(
+                        self.next,
+                        Conn {
+                            stream,
+                            buf: Vec::new(),
+                        },
+                    );
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ServerError::Accept {
+                        path: self.path.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        while let Ok(Some(_)) = self.signals.read_signal() {}
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(status) => {
+                    if let Some((pid, code)) = exit_status(status) {
+                        for ((token, stream_id), payload) in self.task.reaped(pid, code) {
+                            self.send(token, wire::response(stream_id, Ok(payload)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, token: u64) {
+        self.conns.remove(&token);
+        self.task.disconnected(token);
+    }
+
+    fn send(&mut self, token: u64, frame: Vec<u8>) {
+        let failed = match self.conns.get_mut(&token) {
+            Some(conn) => conn.stream.write_all(&frame).is_err(),
+            None => false,
+        };
+        if failed {
+            self.close(token);
+        }
+    }
+
+    /// Reads what a connection has and answers every complete request.
+    fn serve(&mut self, token: u64) {
+        let Some(conn) = self.conns.get_mut(&token) else {
+            return;
+        };
+        let mut chunk = [0u8; 16 << 10];
+        match conn.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return self.close(token),
+            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+        }
+        loop {
+            let Some(conn) = self.conns.get_mut(&token) else {
+                return;
+            };
+            let frame = match wire::take_frame(&mut conn.buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return,
+                Err(err) => {
+                    crate::log(format_args!("dropping a connection: {err}"));
+                    return self.close(token);
+                }
+            };
+            if frame.kind != wire::TYPE_REQUEST {
+                continue;
+            }
+            let reply = match Request::parse_from_bytes(&frame.payload) {
+                Err(err) => Reply::Now(Err(RpcError::new(
+                    Code::INVALID_ARGUMENT,
+                    format!("cannot decode ttrpc request: {err}"),
+                ))),
+                Ok(request) if request.service != SERVICE => Reply::Now(Err(RpcError::new(
+                    Code::UNIMPLEMENTED,
+                    format!("service {} is not served by this shim", request.service),
+                ))),
+                Ok(request) => {
+                    self.task
+                        .handle(&request.method, &request.payload, (token, frame.stream_id))
+                }
+            };
+            if let Reply::Now(result) = reply {
+                self.send(token, wire::response(frame.stream_id, result));
+            }
+        }
+    }
+}
+
+fn pollfd(fd: i32) -> libc::pollfd {
+    libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }
+}
