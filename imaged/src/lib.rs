@@ -1,0 +1,24 @@
+//! berth-imaged: the daemon that turns a registry reference into root
+//! filesystems, as containerd does for runc, over gRPC on a unix socket.
+//!
+//! Where to start reading:
+//! - [`images::Images::pull`]: the whole path of a pull — resolve, choose a
+//!   platform, fetch blobs into [`content`] (in parallel, hashed as they
+//!   stream), [`unpack`] each layer into its own [`snapshots`] directory,
+//!   commit the layers by chain ID, record the image in [`metadata`].
+//! - [`unpack`]: applying a layer tar safely (every path resolved inside the
+//!   snapshot); [`content`]: ingest, verify, atomic commit.
+//! - [`server`]: the gRPC services of `berth-proto` over those pieces;
+//!   [`config`]: flags and the TOML file.
+//!
+//! On disk, under the root (default `/var/lib/berth`): `content/` (blobs and
+//! ingests), `snapshots/<id>/{fs,work}`, `meta.redb`.
+
+pub mod config;
+pub mod content;
+pub mod images;
+pub mod metadata;
+pub mod registry;
+pub mod server;
+pub mod snapshots;
+pub mod unpack;

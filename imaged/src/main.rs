@@ -1,0 +1,126 @@
+//! `berth-imaged`: parses flags and the config file, opens the stores under
+//! the root, and serves berth's gRPC API on the unix socket until SIGTERM or
+//! SIGINT. See the library (`berth_imaged`) for everything else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use berth_imaged::{config::Config, content, images, metadata, registry, server, snapshots};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth-imaged",
+    version,
+    about = "berth's image and container daemon"
+)]
+struct Args {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Root of content, snapshots and metadata [default: /var/lib/berth].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// The gRPC unix socket [default: /run/berth/berth.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// A registry (host[:port]) to reach over plain http; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+    /// Registry credentials in docker's config.json format.
+    #[arg(long)]
+    registry_config: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(root) = args.root {
+        config.root = root;
+    }
+    if let Some(socket) = args.socket {
+        config.socket = socket;
+    }
+    config.insecure_registries.extend(args.insecure_registry);
+    if args.registry_config.is_some() {
+        config.registry_config = args.registry_config;
+    }
+    // Unpacked files get exactly the modes their layers say.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0) };
+
+    // Two workers: the daemon's work is I/O and unpacking, which runs on
+    // tokio's blocking threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.root)
+        .with_context(|| format!("cannot create root {}", config.root.display()))?;
+    let db = Arc::new(metadata::Db::open(&config.root.join("meta.redb"))?);
+    let content = content::Store::open(config.root.join("content"))?;
+    let snapshots = snapshots::Snapshotter::open(config.root.join("snapshots"), db.clone())?;
+    let mut options = registry::Options {
+        insecure: config.insecure_registries.clone(),
+        ..Default::default()
+    };
+    if let Some(path) = &config.registry_config {
+        options.load_docker_config(path)?;
+    }
+    let images = images::Images {
+        db,
+        content,
+        snapshots,
+        registry: Arc::new(options),
+    };
+    images
+        .recover()
+        .context("cannot recover from an interrupted run")?;
+
+    if let Some(dir) = config.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket left by a daemon that died cannot be bound again.
+    match std::fs::remove_file(&config.socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", config.socket.display()))
+        }
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&config.socket)
+        .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+    eprintln!(
+        "berth-imaged: serving on {} (root {})",
+        config.socket.display(),
+        config.root.display()
+    );
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    };
+    let service = server::Service {
+        images: Arc::new(images),
+    };
+    server::serve(service, listener, shutdown).await?;
+    let _ = std::fs::remove_file(&config.socket);
+    eprintln!("berth-imaged: stopped");
+    Ok(())
+}
