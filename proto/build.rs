@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "containers",
         "tasks",
         "events",
+        "volumes",
     ]
     .map(|name| format!("proto/berth/v1/{name}.proto"));
     for file in &files {
