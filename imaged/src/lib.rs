@@ -14,6 +14,7 @@
 //! On disk, under the root (default `/var/lib/berth`): `content/` (blobs and
 //! ingests), `snapshots/<id>/{fs,work}`, `meta.redb`.
 
+pub mod bundle;
 pub mod config;
 pub mod content;
 pub mod images;

@@ -54,6 +54,14 @@ fn last_cap() -> u8 {
     })
 }
 
+/// The names (`CAP_CHOWN`, …) of every capability the running kernel knows,
+/// in the kernel's order (for engines granting "ALL").
+pub fn all_names() -> Vec<String> {
+    let mut caps: Vec<Capability> = supported().collect();
+    caps.sort_by_key(|c| c.index());
+    caps.iter().map(|c| c.to_string()).collect()
+}
+
 fn supported() -> impl Iterator<Item = Capability> {
     let last = last_cap();
     caps::all().into_iter().filter(move |c| c.index() <= last)
