@@ -16,6 +16,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod containers;
 pub mod content;
 pub mod images;
 pub mod metadata;
@@ -23,3 +24,4 @@ pub mod registry;
 pub mod server;
 pub mod snapshots;
 pub mod unpack;
+pub mod volumes;

@@ -32,6 +32,10 @@ pub enum Table {
     Images,
     /// Snapshot key → [`crate::snapshots::Record`].
     Snapshots,
+    /// Container id → [`crate::containers::ContainerRecord`].
+    Containers,
+    /// Volume name → [`crate::volumes::VolumeRecord`].
+    Volumes,
 }
 
 impl Table {
@@ -39,6 +43,8 @@ impl Table {
         match self {
             Table::Images => "images",
             Table::Snapshots => "snapshots",
+            Table::Containers => "containers",
+            Table::Volumes => "volumes",
         }
     }
 
@@ -74,7 +80,7 @@ impl Db {
         };
         // Tables exist from the start, so readers never meet a missing one.
         db.write(|txn| {
-            for table in [Table::Images, Table::Snapshots] {
+            for table in [Table::Images, Table::Snapshots, Table::Containers, Table::Volumes] {
                 txn.txn.open_table(table.def()).map_err(|e| txn.err(e))?;
             }
             txn.txn.open_table(COUNTERS).map_err(|e| txn.err(e))?;
