@@ -39,6 +39,47 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     #[serde(default)]
     pub registry_config: Option<PathBuf>,
+    /// The shim binary (a name on PATH or a path).
+    #[serde(default = "default_shim")]
+    pub shim: String,
+    /// The OCI runtime the shim drives.
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+    /// The runtime's state root (its `--root`).
+    #[serde(default = "default_runtime_root")]
+    pub runtime_root: PathBuf,
+    /// The ttrpc socket shims publish events to; default: beside `socket`.
+    #[serde(default)]
+    pub events_socket: Option<PathBuf>,
+    /// The engines' default seccomp profile (containers-common's format).
+    #[serde(default = "default_seccomp")]
+    pub seccomp_profile: PathBuf,
+    /// Rotate a container's log past this many bytes.
+    #[serde(default = "default_max_log")]
+    pub max_log_size: u64,
+}
+
+fn default_shim() -> String {
+    "containerd-shim-berth-v2".into()
+}
+
+fn default_runtime() -> String {
+    "berth".into()
+}
+
+fn default_runtime_root() -> PathBuf {
+    PathBuf::from("/run/berth-imaged/runtime")
+}
+
+pub const DEFAULT_SECCOMP: &str =
+    "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
+
+fn default_seccomp() -> PathBuf {
+    PathBuf::from(DEFAULT_SECCOMP)
+}
+
+fn default_max_log() -> u64 {
+    crate::logs::DEFAULT_MAX_LOG
 }
 
 fn default_root() -> PathBuf {
@@ -59,11 +100,27 @@ impl Default for Config {
             socket: default_socket(),
             insecure_registries: Vec::new(),
             registry_config: None,
+            shim: default_shim(),
+            runtime: default_runtime(),
+            runtime_root: default_runtime_root(),
+            events_socket: None,
+            seccomp_profile: default_seccomp(),
+            max_log_size: default_max_log(),
         }
     }
 }
 
 impl Config {
+    /// The events socket: configured, or `berth-events.sock` beside the gRPC socket.
+    pub fn events_socket(&self) -> PathBuf {
+        self.events_socket.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or(Path::new("/run/berth"))
+                .join("berth-events.sock")
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),

@@ -29,3 +29,4 @@ pub mod snapshots;
 pub mod tasks;
 pub mod unpack;
 pub mod volumes;
+pub mod workloads;

@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 /// Rotate the log when it grows past this.
 pub const DEFAULT_MAX_LOG: u64 = 10 << 20;
 
-/// A piece of output as read.
+/// A piece of output as read; an empty one marks the end of its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
     pub stream: pb::StdioStream,
@@ -150,12 +150,25 @@ pub async fn copy_fifo(
     log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
 ) {
     let Ok(mut fifo) = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) else {
+        let _ = output.send(Chunk {
+            stream,
+            data: Vec::new(),
+            time: now_nanos(),
+        });
         return;
     };
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match fifo.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => {
+                // An empty chunk says this stream has ended.
+                let _ = output.send(Chunk {
+                    stream,
+                    data: Vec::new(),
+                    time: now_nanos(),
+                });
+                break;
+            }
             Ok(n) => {
                 let chunk = Chunk {
                     stream,

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use berth_imaged::{config::Config, content, images, metadata, registry, server, snapshots};
+use berth_imaged::{
+    config::Config, containers, content, events, images, metadata, registry, server, shim, snapshots,
+    tasks, volumes, workloads,
+};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -31,6 +34,15 @@ struct Args {
     /// Registry credentials in docker's config.json format.
     #[arg(long)]
     registry_config: Option<PathBuf>,
+    /// The shim binary [default: containerd-shim-berth-v2 on PATH].
+    #[arg(long)]
+    shim: Option<String>,
+    /// The OCI runtime the shim drives [default: berth on PATH].
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The runtime's state root [default: /run/berth-imaged/runtime].
+    #[arg(long)]
+    runtime_root: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,6 +60,15 @@ fn main() -> anyhow::Result<()> {
     config.insecure_registries.extend(args.insecure_registry);
     if args.registry_config.is_some() {
         config.registry_config = args.registry_config;
+    }
+    if let Some(shim) = args.shim {
+        config.shim = shim;
+    }
+    if let Some(runtime) = args.runtime {
+        config.runtime = runtime;
+    }
+    if let Some(root) = args.runtime_root {
+        config.runtime_root = root;
     }
     // Unpacked files get exactly the modes their layers say.
     // SAFETY: umask cannot fail.
@@ -76,15 +97,52 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(path) = &config.registry_config {
         options.load_docker_config(path)?;
     }
-    let images = images::Images {
-        db,
+    let images = Arc::new(images::Images {
+        db: db.clone(),
         content,
         snapshots,
         registry: Arc::new(options),
-    };
+    });
     images
         .recover()
         .context("cannot recover from an interrupted run")?;
+    let volumes = volumes::Volumes::open(config.root.join("volumes"), db.clone())?;
+    let default_seccomp = std::fs::read(&config.seccomp_profile)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .map(Arc::new);
+    if default_seccomp.is_none() {
+        eprintln!(
+            "berth-imaged: no default seccomp profile at {}: containers must ask for one (or for unconfined)",
+            config.seccomp_profile.display()
+        );
+    }
+    let containers = containers::Containers {
+        db: db.clone(),
+        images: images.clone(),
+        volumes: volumes.clone(),
+        bundles: config.root.join("bundles"),
+        default_seccomp,
+    };
+    let hub = events::Hub::new();
+    let events_socket = config.events_socket();
+    if let Some(dir) = events_socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _events_server = events::serve(&events_socket, hub.clone()).await?;
+    let launcher = shim::Launcher {
+        binary: config.shim.clone(),
+        runtime: config.runtime.clone(),
+        runtime_root: config.runtime_root.clone(),
+        namespace: "berth".into(),
+        grpc_address: config.socket.clone(),
+        events_address: events_socket.clone(),
+    };
+    let tasks = Arc::new(tasks::Tasks::new(containers, hub.clone(), launcher, config.max_log_size));
+    tasks.spawn_oom_watch();
+    if let Err(e) = tasks.recover().await {
+        eprintln!("berth-imaged: recovering containers: {e}");
+    }
 
     if let Some(dir) = config.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -116,11 +174,15 @@ async fn run(config: Config) -> anyhow::Result<()> {
             _ = int.recv() => {}
         }
     };
-    let service = server::Service {
-        images: Arc::new(images),
+    let service = server::Service { images };
+    let workloads = workloads::Workloads {
+        tasks,
+        volumes,
+        hub,
     };
-    server::serve(service, listener, shutdown).await?;
+    server::serve(service, workloads, listener, shutdown).await?;
     let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&events_socket);
     eprintln!("berth-imaged: stopped");
     Ok(())
 }

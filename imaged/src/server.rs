@@ -1,9 +1,8 @@
 //! The gRPC services of `berth-proto`, over [`Images`], the content store and
 //! the snapshotter, served on a unix socket.
 //!
-//! Served now: Version, Images (pull, list, get, remove), Content, Snapshots.
-//! Images.Import/Export answer `Unimplemented`; Containers, Tasks and Events
-//! (part 2) are not registered, so tonic answers `Unimplemented` for them.
+//! Served here: Version, Images, Content, Snapshots; Containers, Tasks,
+//! Volumes and Events come from [`crate::workloads`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -537,6 +536,7 @@ impl pb::snapshots_server::Snapshots for Service {
 /// Serves every service on `listener` until `shutdown` resolves.
 pub async fn serve(
     service: Service,
+    workloads: crate::workloads::Workloads,
     listener: tokio::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -545,6 +545,10 @@ pub async fn serve(
         .add_service(pb::images_server::ImagesServer::new(service.clone()))
         .add_service(pb::content_server::ContentServer::new(service.clone()))
         .add_service(pb::snapshots_server::SnapshotsServer::new(service))
+        .add_service(pb::containers_server::ContainersServer::new(workloads.clone()))
+        .add_service(pb::tasks_server::TasksServer::new(workloads.clone()))
+        .add_service(pb::volumes_server::VolumesServer::new(workloads.clone()))
+        .add_service(pb::events_server::EventsServer::new(workloads))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,
