@@ -122,8 +122,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.socket.display(),
         config.root.display()
     );
+    // Archives an import was receiving when the daemon stopped.
+    let tmp = config.root.join("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let service = server::Service {
         images: Arc::new(images),
+        tmp,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(server::serve(service, listener, async {

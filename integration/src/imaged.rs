@@ -623,6 +623,50 @@ impl Daemon {
         done(&progress)
     }
 
+    /// Images.Import of an archive's bytes, in chunks.
+    pub fn import(
+        &self,
+        archive: &[u8],
+        name: Option<&str>,
+    ) -> Result<Vec<pb::Image>, tonic::Status> {
+        let ch = self.channel();
+        let mut chunks: Vec<pb::ImportChunk> = archive
+            .chunks(1 << 20)
+            .map(|c| pb::ImportChunk {
+                name: String::new(),
+                data: c.to_vec(),
+            })
+            .collect();
+        if let (Some(first), Some(name)) = (chunks.first_mut(), name) {
+            first.name = name.to_string();
+        }
+        self.rt.block_on(async move {
+            let mut client = pb::images_client::ImagesClient::new(ch);
+            let stream = tokio_stream_iter(chunks);
+            Ok(client.import(stream).await?.into_inner().images)
+        })
+    }
+
+    /// Images.Export of `names`: the archive's bytes.
+    pub fn export(&self, names: &[&str]) -> Result<Vec<u8>, tonic::Status> {
+        let ch = self.channel();
+        self.rt.block_on(async move {
+            let mut client = pb::images_client::ImagesClient::new(ch);
+            let mut stream = client
+                .export(pb::ExportRequest {
+                    names: names.iter().map(|n| n.to_string()).collect(),
+                    platform: None,
+                })
+                .await?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                out.extend_from_slice(&chunk.data);
+            }
+            Ok(out)
+        })
+    }
+
     pub fn snapshots(&self) -> pb::snapshots_client::SnapshotsClient<tonic::transport::Channel> {
         pb::snapshots_client::SnapshotsClient::new(self.channel())
     }
@@ -888,4 +932,23 @@ impl Drop for SlowProxy {
     fn drop(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+}
+
+/// A stream of the given items, for client-streaming calls.
+fn tokio_stream_iter<T: Send + 'static>(
+    items: Vec<T>,
+) -> impl futures_core::Stream<Item = T> + Send {
+    struct Iter<T>(std::vec::IntoIter<T>);
+    impl<T> futures_core::Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    // Never pinned structurally: the iterator moves freely.
+    impl<T> Unpin for Iter<T> {}
+    Iter(items.into_iter())
 }

@@ -845,3 +845,112 @@ fn a_daemon_killed_mid_pull_recovers_and_resumes() {
         .iter()
         .any(|l| l.starts_with(&format!("data/noise file 644 0:0 {}", sha256(&noise)))));
 }
+
+#[test]
+fn images_move_between_daemons_as_oci_archives() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let layout = push_busybox(&registry, "busybox");
+    let reference = format!("{}/busybox:1", registry.host());
+    let first = Daemon::start();
+    let image = first.pull(&reference);
+    let archive = first.export(&[&reference]).expect("export");
+    drop(registry);
+
+    // Another daemon, no registry anywhere: the archive alone.
+    let second = Daemon::start();
+    let imported = second.import(&archive, None).expect("import");
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].name, reference);
+    assert_eq!(imported[0].chain_id, image.chain_id);
+    assert_eq!(
+        second.image_listing(&imported[0]),
+        first.image_listing(&image)
+    );
+
+    // The archive is an OCI layout other tools read.
+    let dir = std::env::temp_dir().join(unique("exported"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("archive.tar"), &archive).unwrap();
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&dir)
+        .arg("-xf")
+        .arg(dir.join("archive.tar"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", berth_integration::text(&out));
+    let bundle = dir.join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:{reference}", dir.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", berth_integration::text(&out));
+    let umoci = layout.umoci_unpack("1");
+    assert_eq!(
+        listing(&bundle.join("rootfs")),
+        listing(&umoci.0.join("rootfs"))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A corrupt archive is refused and commits nothing.
+    let mut bad = archive.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0xff;
+    let third = Daemon::start();
+    let err = third.import(&bad, None).unwrap_err();
+    assert!(
+        err.message().contains("failed verification") || err.message().contains("corrupt"),
+        "{err}"
+    );
+}
+
+#[test]
+fn docker_save_tarballs_import_without_a_registry() {
+    if !can_run_images() {
+        return;
+    }
+    let layer = busybox_layer();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256(&layer)]},
+    });
+    let config = serde_json::to_vec(&config).unwrap();
+    let config_name = format!("{}.json", sha256(&config).trim_start_matches("sha256:"));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["busybox:saved"],
+        "Layers": ["0123abcd/layer.tar"],
+    }]);
+    let mut save = tar::Builder::new(Vec::new());
+    for (path, bytes) in [
+        ("manifest.json", serde_json::to_vec(&manifest).unwrap()),
+        (config_name.as_str(), config.clone()),
+        ("0123abcd/layer.tar", layer.clone()),
+        ("0123abcd/VERSION", b"1.0".to_vec()),
+    ] {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_size(bytes.len() as u64);
+        save.append_data(&mut h, path, bytes.as_slice()).unwrap();
+    }
+    let save = save.into_inner().unwrap();
+
+    let daemon = Daemon::start();
+    let imported = daemon.import(&save, None).expect("import docker save");
+    assert_eq!(imported[0].name, "docker.io/library/busybox:saved");
+    let mut layout = Layout::new("saved");
+    let image = layout.image(&[(layer, Compression::None)], ("amd64", ""));
+    layout.tag("1", &image);
+    let umoci = layout.umoci_unpack("1");
+    assert_same(
+        &daemon.image_listing(&imported[0]),
+        &listing(&umoci.0.join("rootfs")),
+    );
+}
