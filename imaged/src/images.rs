@@ -136,7 +136,7 @@ impl Platform {
 
     /// Whether an index entry's platform serves `self`. An empty wanted
     /// variant accepts any; arm64's variant defaults to v8.
-    fn matches(&self, entry: &Platform) -> bool {
+    pub(crate) fn matches(&self, entry: &Platform) -> bool {
         let norm = |p: &Platform| {
             if p.architecture == "arm64" && p.variant.is_empty() {
                 "v8".to_string()
@@ -160,16 +160,17 @@ impl std::fmt::Display for Platform {
     }
 }
 
+/// A manifest or an index (manifest list): which one, `manifests` says.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Manifest {
+pub(crate) struct Manifest {
     #[serde(default)]
-    media_type: String,
+    pub media_type: String,
     #[serde(default)]
-    manifests: Option<Vec<Descriptor>>,
-    config: Option<Descriptor>,
+    pub manifests: Option<Vec<Descriptor>>,
+    pub config: Option<Descriptor>,
     #[serde(default)]
-    layers: Vec<Descriptor>,
+    pub layers: Vec<Descriptor>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,10 +263,21 @@ pub struct Images {
     pub registry: Arc<registry::Options>,
 }
 
+/// An image resolved to one platform's manifest, whose manifest and config
+/// are in the content store.
+pub(crate) struct Resolved {
+    pub reference: String,
+    pub name: String,
+    pub target: Descriptor,
+    pub manifest_desc: Descriptor,
+    pub manifest: Manifest,
+    pub platform: Platform,
+}
+
 /// What one pull needs to know, shared by its layer tasks.
 struct PullCtx {
     reference: String,
-    remote: Remote,
+    remote: Option<Remote>,
     content: Store,
     snapshots: Snapshotter,
     progress: mpsc::UnboundedSender<Progress>,
@@ -412,9 +424,46 @@ impl Images {
             detail: "manifest has no config".into(),
         })?;
         let config_digest = self.parse_digest(reference, &config_desc.digest)?;
-        let config_bytes = self
-            .small_blob(&remote, &config_digest, config_desc.size)
+        self.small_blob(&remote, &config_digest, config_desc.size)
             .await?;
+        let resolved = Resolved {
+            reference: reference.to_string(),
+            name,
+            target,
+            manifest_desc,
+            manifest,
+            platform: platform.clone(),
+        };
+        self.unpack_and_record(resolved, Some(remote), unpack, progress)
+            .await
+    }
+
+    /// Layers into the content store and snapshots, then the image record:
+    /// the part of a pull an import shares. Manifest and config are in the
+    /// content store already; with no `remote`, every layer blob must be.
+    pub(crate) async fn unpack_and_record(
+        &self,
+        resolved: Resolved,
+        remote: Option<Remote>,
+        unpack: bool,
+        progress: mpsc::UnboundedSender<Progress>,
+    ) -> Result<ImageRecord> {
+        let Resolved {
+            reference,
+            name,
+            target,
+            manifest_desc,
+            manifest,
+            platform,
+        } = resolved;
+        let reference = reference.as_str();
+        let config_desc = manifest.config.clone().ok_or_else(|| Error::Manifest {
+            reference: reference.to_string(),
+            digest: manifest_desc.digest.clone(),
+            detail: "manifest has no config".into(),
+        })?;
+        let config_digest = self.parse_digest(reference, &config_desc.digest)?;
+        let config_bytes = self.content.read_blob(&config_digest)?;
         let config: ImageConfig =
             serde_json::from_slice(&config_bytes).map_err(|e| Error::Manifest {
                 reference: reference.to_string(),
@@ -502,7 +551,7 @@ impl Images {
                 ..manifest_desc
             },
             config: config_desc,
-            platform: platform.clone(),
+            platform,
             layers: manifest.layers.clone(),
             chain_ids: chains,
             size: manifest.layers.iter().map(|l| l.size).sum(),
@@ -516,7 +565,7 @@ impl Images {
         Ok(record)
     }
 
-    fn parse_digest(&self, reference: &str, digest: &str) -> Result<Digest> {
+    pub(crate) fn parse_digest(&self, reference: &str, digest: &str) -> Result<Digest> {
         Digest::parse(digest).map_err(|e| Error::Manifest {
             reference: reference.to_string(),
             digest: digest.to_string(),
@@ -524,7 +573,12 @@ impl Images {
         })
     }
 
-    fn parse_manifest(&self, reference: &str, digest: &Digest, bytes: &[u8]) -> Result<Manifest> {
+    pub(crate) fn parse_manifest(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Manifest> {
         serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
             reference: reference.to_string(),
             digest: digest.to_string(),
@@ -719,7 +773,13 @@ async fn fetch_and_unpack(
         let mut writer = ctx
             .content
             .writer(&format!("layer-{digest}"), digest, size)?;
-        let (stream, resumed) = ctx.remote.blob(digest, writer.offset()).await?;
+        let remote = ctx.remote.as_ref().ok_or_else(|| {
+            layer_err(
+                "the blob is not in the content store and there is no registry to fetch it from"
+                    .into(),
+            )
+        })?;
+        let (stream, resumed) = remote.blob(digest, writer.offset()).await?;
         if resumed {
             let file = File::open(writer.data_path()).map_err(|e| layer_err(e.to_string()))?;
             source.prefix = Some(file.take(writer.offset()));

@@ -8,12 +8,14 @@
 //!   commit the layers by chain ID, record the image in [`metadata`].
 //! - [`unpack`]: applying a layer tar safely (every path resolved inside the
 //!   snapshot); [`content`]: ingest, verify, atomic commit.
+//! - [`archive`]: import and export of OCI layout and `docker save` tars.
 //! - [`server`]: the gRPC services of `berth-proto` over those pieces;
 //!   [`config`]: flags and the TOML file.
 //!
 //! On disk, under the root (default `/var/lib/berth`): `content/` (blobs and
 //! ingests), `snapshots/<id>/{fs,work}`, `meta.redb`.
 
+pub mod archive;
 pub mod bundle;
 pub mod config;
 pub mod containers;

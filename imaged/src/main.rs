@@ -81,7 +81,26 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(run(config))
+    let result = runtime.block_on(run(config));
+    // An unpack still running on a blocking thread is abandoned: its
+    // staging snapshot is removed at the next start.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
@@ -161,26 +180,34 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.socket.display(),
         config.root.display()
     );
-    let shutdown = async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-    };
-    let service = server::Service { images };
+    // Archives an import was receiving when the daemon stopped.
+    let tmp = config.root.join("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let service = server::Service { images, tmp };
     let workloads = workloads::Workloads {
         tasks,
         volumes,
         hub,
     };
-    server::serve(service, workloads, listener, shutdown).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(server::serve(service, workloads, listener, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::select! {
+        result = &mut server => {
+            result.context("the gRPC server failed")??;
+        }
+        _ = termination() => {
+            let _ = stop_tx.send(());
+            // Graceful: in-flight calls may finish, but a client that keeps
+            // an idle connection open must not hold the daemon up.
+            match tokio::time::timeout(std::time::Duration::from_secs(3), &mut server).await {
+                Ok(result) => result.context("the gRPC server failed")??,
+                Err(_) => server.abort(),
+            }
+        }
+    }
     let _ = std::fs::remove_file(&config.socket);
     let _ = std::fs::remove_file(&events_socket);
     eprintln!("berth-imaged: stopped");

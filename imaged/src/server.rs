@@ -1,8 +1,9 @@
 //! The gRPC services of `berth-proto`, over [`Images`], the content store and
 //! the snapshotter, served on a unix socket.
 //!
-//! Served here: Version, Images, Content, Snapshots; Containers, Tasks,
-//! Volumes and Events come from [`crate::workloads`].
+//! Served here: Version, Images (pull, list, get, remove, import, export),
+//! Content, Snapshots; Containers, Tasks, Volumes and Events come from
+//! [`crate::workloads`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::archive;
 use crate::content::{self, Digest};
 use crate::images::{self, Images, Progress};
 use crate::registry::{self, Credentials};
@@ -128,6 +130,45 @@ fn progress(p: Progress) -> pb::PullProgress {
 #[derive(Debug, Clone)]
 pub struct Service {
     pub images: Arc<Images>,
+    /// Scratch space for archives being imported (emptied at start-up).
+    pub tmp: std::path::PathBuf,
+}
+
+fn archive_status(e: archive::Error) -> Status {
+    match e {
+        archive::Error::Images(e) => images_status(e),
+        archive::Error::Content(e) => content_status(e),
+        e @ archive::Error::Archive(_) => Status::invalid_argument(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+/// Sends what the tar writer produces as export chunks.
+struct ChunkWriter {
+    tx: mpsc::Sender<Result<pb::ExportChunk, Status>>,
+    buf: Vec<u8>,
+}
+
+const EXPORT_CHUNK: usize = 256 << 10;
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= EXPORT_CHUNK {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut self.buf);
+        self.tx
+            .blocking_send(Ok(pb::ExportChunk { data }))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))
+    }
 }
 
 #[tonic::async_trait]
@@ -249,18 +290,73 @@ impl pb::images_server::Images for Service {
 
     async fn import(
         &self,
-        _: Request<tonic::Streaming<pb::ImportChunk>>,
+        request: Request<tonic::Streaming<pb::ImportChunk>>,
     ) -> Result<Response<pb::ImportResponse>, Status> {
-        Err(Status::unimplemented("image import is not implemented yet"))
+        use tokio::io::AsyncWriteExt;
+        static IMPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = IMPORTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let path = self.tmp.join(format!("import-{n}.tar"));
+        let internal = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+        let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
+        let mut stream = request.into_inner();
+        let mut name = None;
+        let received = async {
+            while let Some(chunk) = stream.message().await? {
+                if name.is_none() && !chunk.name.is_empty() {
+                    name = Some(chunk.name);
+                }
+                file.write_all(&chunk.data).await.map_err(internal)?;
+            }
+            file.flush().await.map_err(internal)?;
+            Ok::<_, Status>(())
+        }
+        .await;
+        drop(file);
+        let result = match received {
+            Ok(()) => {
+                let (ptx, _prx) = mpsc::unbounded_channel();
+                archive::import(&self.images, &path, name, &images::Platform::host(), ptx)
+                    .await
+                    .map_err(archive_status)
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_file(&path).await;
+        Ok(Response::new(pb::ImportResponse {
+            images: result?.iter().map(image).collect(),
+        }))
     }
 
     type ExportStream = Stream_<pb::ExportChunk>;
 
     async fn export(
         &self,
-        _: Request<pb::ExportRequest>,
+        request: Request<pb::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        Err(Status::unimplemented("image export is not implemented yet"))
+        let names = request.into_inner().names;
+        if names.is_empty() {
+            return Err(Status::invalid_argument(
+                "export needs at least one image name",
+            ));
+        }
+        // Unknown names fail the call, not the middle of the stream.
+        for name in &names {
+            self.images.get(name).map_err(images_status)?;
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let images = self.images.clone();
+        tokio::task::spawn_blocking(move || {
+            let writer = ChunkWriter {
+                tx: tx.clone(),
+                buf: Vec::new(),
+            };
+            if let Err(e) = archive::export(&images, &names, writer) {
+                let _ = tx.blocking_send(Err(archive_status(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 }
 

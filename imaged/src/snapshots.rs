@@ -336,6 +336,9 @@ impl Snapshotter {
                 }
                 record.parent = parent.map(str::to_string);
             }
+            if parent.is_some() {
+                record.labels.clear();
+            }
             record.kind = Kind::Committed;
             record.labels.extend(labels);
             txn.delete(Table::Snapshots, key)?;

@@ -6,6 +6,8 @@
 //! `--root` and deletes every container it made when dropped, even when the
 //! test fails.
 
+pub mod imaged;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
