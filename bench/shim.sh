@@ -15,8 +15,8 @@
 # /run/containerd/s); everything it made goes when the script exits.
 #
 # Run as root:  bench/shim.sh
-# Environment:  SHIM, BERTH (binaries; release builds by default), RUNS (30),
-#               WARMUP (3), CONTAINERS (50), SAME_RUNTIME (0).
+# Environment:  SHIM, BERTH (binaries; release builds by default), RUNS (30, in all),
+#               ROUNDS (3, alternating the order), WARMUP (3), CONTAINERS (50), SAME_RUNTIME (0).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,6 +25,7 @@ release=${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release
 SHIM=${SHIM:-$release/containerd-shim-berth-v2}
 BERTH=${BERTH:-$release/berth}
 RUNS=${RUNS:-30}
+ROUNDS=${ROUNDS:-3}
 WARMUP=${WARMUP:-3}
 CONTAINERS=${CONTAINERS:-50}
 SAME_RUNTIME=${SAME_RUNTIME:-0}
@@ -123,11 +124,22 @@ id=bench-\$\$-\$(date +%s%N)
 exec nsenter -t $holder -m ctr --address /run/containerd/containerd.sock -n bench run --rm \$1 $image \$id true
 EOF
 chmod +x "$work/run.sh"
-hyperfine --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/run.json" \
-    -n berth-shim "$work/run.sh '$berth_flags'" \
-    -n runc-shim "$work/run.sh '$runc_flags'" >&2
-berth_ms=$(jq '.results[] | select(.command=="berth-shim") | .median * 1000' "$work/run.json")
-runc_ms=$(jq '.results[] | select(.command=="runc-shim") | .median * 1000' "$work/run.json")
+# hyperfine runs one command's series, then the other's: on a shared machine the load moves in
+# between, so ROUNDS rounds alternate the order and the medians of all runs are compared.
+for round in $(seq "$ROUNDS"); do
+    a=(-n berth-shim "$work/run.sh '$berth_flags'")
+    b=(-n runc-shim "$work/run.sh '$runc_flags'")
+    if ((round % 2)); then order=("${a[@]}" "${b[@]}"); else order=("${b[@]}" "${a[@]}"); fi
+    hyperfine --warmup "$WARMUP" --runs "$((RUNS / ROUNDS))" --export-json "$work/run-$round.json" \
+        "${order[@]}" >&2
+done
+median_ms() { # NAME → median over every round's runs, in ms
+    jq -s --arg n "$1" '[.[].results[] | select(.command == $n) | .times[]] | sort |
+        (if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end) * 1000' \
+        "$work"/run-*.json
+}
+berth_ms=$(median_ms berth-shim)
+runc_ms=$(median_ms runc-shim)
 
 # 2. Idle shims with N sleeping containers each.
 idle() { # NAME FLAGS → prints "rss_kib threads" (means per shim)
@@ -159,7 +171,7 @@ read -r runc_rss runc_threads runc_count < <(idle runc "$runc_flags")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 cat <<EOF
 
-ctr run --rm IMAGE true (median of $RUNS, ms)
+ctr run --rm IMAGE true (median of $((RUNS / ROUNDS * ROUNDS)) runs in $ROUNDS alternating rounds, ms)
   containerd-shim-berth-v2 ($( [[ $SAME_RUNTIME == 1 ]] && echo runc || echo berth ))  $(printf %.1f "$berth_ms")
   containerd-shim-runc-v2 (runc)  $(printf %.1f "$runc_ms")
   berth ÷ runc shim               $(ratio "$berth_ms" "$runc_ms")

@@ -216,12 +216,7 @@ impl Containerd {
         )
     }
 
-    /// Stops containerd (SIGTERM; its shims and containers stay) and starts it again.
-    fn restart(&mut self) {
-        self.stop_daemon();
-        self.spawn_daemon();
-    }
-
+    /// Stops containerd (SIGTERM); its shims and containers stay.
     fn stop_daemon(&mut self) {
         if let Some(mut child) = self.daemon.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -299,8 +294,17 @@ impl Containerd {
             child: command.spawn().expect("ctr events"),
             path,
         };
-        // Subscribed once ctr has connected: give it a moment.
-        std::thread::sleep(Duration::from_millis(300));
+        // Subscribed once an event of ours shows up: label the namespace
+        // until its /namespaces/update arrives.
+        wait_for("ctr events to subscribe", Duration::from_secs(20), || {
+            let label = format!("berth-it-probe={}", unique("p"));
+            let _ = self.ctr(&["namespaces", "label", NS, &label]);
+            std::thread::sleep(Duration::from_millis(100));
+            recorder
+                .events()
+                .iter()
+                .any(|(topic, _)| topic == "/namespaces/update")
+        });
         recorder
     }
 
@@ -737,7 +741,14 @@ fn shim_sigkill_cleans_up(driven: Driven) {
         .find(|(t, _, _)| *t == id)
         .map(|(_, p, _)| p)
         .expect("task listed");
-    let shim = shim_pid(&id).expect("the shim's process");
+    let bundle = containerd.inside(&format!(
+        "/run/containerd/io.containerd.runtime.v2.task/{NS}/{id}"
+    ));
+    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .expect("the shim's pid file")
+        .parse()
+        .expect("a pid");
+    assert_eq!(shim_pid(&id), Some(shim), "shim.pid names the shim");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
         nix::sys::signal::Signal::SIGKILL,
@@ -751,9 +762,6 @@ fn shim_sigkill_cleans_up(driven: Driven) {
     wait_for("the container to be gone", Duration::from_secs(10), || {
         !alive(&init_pid)
     });
-    let bundle = containerd.inside(&format!(
-        "/run/containerd/io.containerd.runtime.v2.task/{NS}/{id}"
-    ));
     wait_for(
         "containerd to remove the bundle",
         Duration::from_secs(10),
@@ -789,8 +797,40 @@ fn containerd_restart_keeps_container(driven: Driven) {
     let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &id, "sleep", "1000"]));
     assert!(out.status.success(), "{}", text(&out));
     containerd.wait_status(&id, "RUNNING");
-    containerd.restart();
+    // A second container dies while containerd is away: its shim keeps the
+    // exit (and retries the event) for the daemon that comes back.
+    let dies = unique("dies");
+    let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &dies, "sleep", "1000"]));
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&dies, "RUNNING");
+    let dies_pid: i32 = containerd
+        .tasks()
+        .into_iter()
+        .find(|(t, _, _)| *t == dies)
+        .and_then(|(_, p, _)| p.parse().ok())
+        .expect("task listed");
+    containerd.stop_daemon();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dies_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    wait_for("the container to die", Duration::from_secs(10), || {
+        !alive(&dies_pid.to_string())
+    });
+    containerd.spawn_daemon();
     containerd.wait_status(&id, "RUNNING");
+    containerd.wait_status(&dies, "STOPPED");
+    let out = containerd.ctr(&["task", "delete", &dies]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("137"),
+        "{}",
+        text(&out)
+    );
+    let out = containerd.ctr(&["containers", "rm", &dies]);
+    assert!(out.status.success(), "{}", text(&out));
+
     let out = containerd.ctr(&[
         "task",
         "exec",
@@ -829,12 +869,22 @@ fn containerd_restart_keeps_container_runc() {
 }
 
 #[test]
-fn terminal_and_oom() {
-    if !(can_run() && have_containerd()) {
-        return;
+fn terminal_and_oom_berth() {
+    if can_run() && have_containerd() {
+        terminal_and_oom(Driven::Berth);
     }
+}
+
+#[test]
+fn terminal_and_oom_runc() {
+    if can_run() && have_containerd() {
+        terminal_and_oom(Driven::Runc);
+    }
+}
+
+fn terminal_and_oom(driven: Driven) {
     let containerd = Containerd::start();
-    let flags = runtime_flags(&containerd, Driven::Berth);
+    let flags = runtime_flags(&containerd, driven);
 
     // `ctr run -t` on a terminal of its own (script), sized 30x100 first:
     // ctr passes the size on with ResizePty, after Start (hence the sleep).
@@ -932,6 +982,15 @@ fn bad_input_gets_precise_errors() {
         text(&out)
     );
 
+    // Checkpoint is not supported: containerd passes the shim's words on.
+    let out = containerd.ctr(&["task", "checkpoint", &id]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("checkpoint is not supported"),
+        "{}",
+        text(&out)
+    );
+
     // Kill to a process that exited.
     let quick = unique("quick");
     let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &quick, "true"]));
@@ -985,10 +1044,61 @@ fn bad_input_gets_precise_errors() {
     );
 }
 
+/// A shim this test started by hand: on the way out (even failing) its
+/// container is killed and deleted and the shim shut down, or killed.
+struct ShimGuard {
+    socket: PathBuf,
+    id: String,
+}
+
+impl Drop for ShimGuard {
+    fn drop(&mut self) {
+        use berth_shim::protos::protobuf::Message;
+        use berth_shim::protos::shim::shim::{DeleteRequest, KillRequest, ShutdownRequest};
+        const TASK: &str = "containerd.task.v2.Task";
+        if let Ok(mut client) = berth_shim::wire::Client::connect(
+            self.socket.to_str().unwrap_or(""),
+            Duration::from_secs(5),
+        ) {
+            let mut kill = KillRequest::new();
+            kill.id = self.id.clone();
+            kill.signal = 9;
+            kill.all = true;
+            let _ = client.call(TASK, "Kill", kill.write_to_bytes().unwrap_or_default(), &[]);
+            std::thread::sleep(Duration::from_millis(200));
+            let mut delete = DeleteRequest::new();
+            delete.id = self.id.clone();
+            let _ = client.call(
+                TASK,
+                "Delete",
+                delete.write_to_bytes().unwrap_or_default(),
+                &[],
+            );
+            let mut shutdown = ShutdownRequest::new();
+            shutdown.id = self.id.clone();
+            shutdown.now = true;
+            let _ = client.call(
+                TASK,
+                "Shutdown",
+                shutdown.write_to_bytes().unwrap_or_default(),
+                &[],
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        if let Some(pid) = shim_pid(&self.id) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 /// The shim driven directly over ttrpc (no containerd), in the private
 /// namespace: Create on a bundle without `config.json` must say so; Create
 /// with a stdout fifo that nobody ever opens must not hang, and the process
-/// runs and exits; Shutdown ends the shim and leaves nothing behind.
+/// runs; an exec that fails to start answers its parked Wait; Kill, Wait,
+/// Delete (twice), Checkpoint; Shutdown ends the shim and leaves nothing behind.
 #[test]
 fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     if !(can_run() && have_containerd()) {
@@ -996,8 +1106,8 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     }
     use berth_shim::protos::protobuf::Message;
     use berth_shim::protos::shim::shim::{
-        CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, ShutdownRequest,
-        StartRequest, WaitRequest, WaitResponse,
+        CreateTaskRequest, CreateTaskResponse, DeleteRequest, DeleteResponse, ExecProcessRequest,
+        KillRequest, ShutdownRequest, StartRequest, WaitRequest, WaitResponse,
     };
     const TASK: &str = "containerd.task.v2.Task";
     let containerd = Containerd::start();
@@ -1032,6 +1142,13 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     let written = std::fs::read_to_string(bundle.dir.join("address")).unwrap();
     assert_eq!(written, address);
     let socket = containerd.inside(address.trim_start_matches("unix://"));
+    let _guard = ShimGuard {
+        socket: socket.clone(),
+        id: id.clone(),
+    };
+    // Whoever can connect controls the container: root only.
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "socket mode {mode:o}");
     let mut client =
         berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
             .unwrap();
@@ -1046,7 +1163,11 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     assert!(err.contains("has no config.json"), "{err}");
     assert!(err.contains("FAILED_PRECONDITION"), "{err}");
 
-    bundle.args(&["sh", "-c", "echo into a fifo nobody reads; exit 7"]);
+    bundle.args(&[
+        "sh",
+        "-c",
+        "trap 'exit 7' TERM; echo into a fifo nobody reads; while :; do sleep 0.1; done",
+    ]);
     bundle.write();
     let fifo = bundle.dir.join("stdout.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
@@ -1060,6 +1181,56 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     start.id = id.clone();
     client
         .call(TASK, "Start", start.write_to_bytes().unwrap(), &[])
+        .unwrap();
+
+    // An exec whose Start fails while its Wait is parked (containerd waits
+    // before it starts): the Wait hears 255 and the error is the runtime's.
+    let mut exec = ExecProcessRequest::new();
+    exec.id = id.clone();
+    exec.exec_id = "bad".into();
+    let mut spec = berth_shim::protos::protobuf::well_known_types::any::Any::new();
+    spec.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
+    spec.value =
+        br#"{"args":["/nonexistent"],"cwd":"/","env":["PATH=/bin"],"user":{"uid":0,"gid":0}}"#
+            .to_vec();
+    exec.spec = Some(spec).into();
+    client
+        .call(TASK, "Exec", exec.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let waiter = {
+        let socket = socket.clone();
+        let mut wait = WaitRequest::new();
+        wait.id = id.clone();
+        wait.exec_id = "bad".into();
+        std::thread::spawn(move || {
+            let mut client = berth_shim::wire::Client::connect(
+                socket.to_str().unwrap(),
+                Duration::from_secs(10),
+            )
+            .unwrap();
+            let reply = client.call(TASK, "Wait", wait.write_to_bytes().unwrap(), &[]);
+            WaitResponse::parse_from_bytes(&reply.unwrap())
+                .unwrap()
+                .exit_status
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let mut start_exec = StartRequest::new();
+    start_exec.id = id.clone();
+    start_exec.exec_id = "bad".into();
+    let err = client
+        .call(TASK, "Start", start_exec.write_to_bytes().unwrap(), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("berth exec failed"), "{err}");
+    assert_eq!(waiter.join().unwrap(), 255);
+
+    // SIGTERM, which the container traps into `exit 7`.
+    let mut kill = KillRequest::new();
+    kill.id = id.clone();
+    kill.signal = 15;
+    client
+        .call(TASK, "Kill", kill.write_to_bytes().unwrap(), &[])
         .unwrap();
     let mut wait = WaitRequest::new();
     wait.id = id.clone();

@@ -11,7 +11,7 @@
 
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -140,7 +140,12 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     options.save(&bundle)?;
 
     let path = socket_path(flags);
-    std::fs::create_dir_all(SOCKET_DIR).with_context(|| format!("cannot create {SOCKET_DIR}"))?;
+    // Whoever can connect controls the container: root only, as containerd's shims.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(SOCKET_DIR)
+        .with_context(|| format!("cannot create {SOCKET_DIR}"))?;
     if UnixStream::connect(&path).is_ok() {
         bail!(
             "a shim already serves {} for task {}",
@@ -151,6 +156,8 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path)
         .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))?;
     let address = format!("unix://{}", path.display());
     std::fs::write(bundle.join("address"), &address)
         .with_context(|| format!("cannot write {}/address", bundle.display()))?;
@@ -200,6 +207,16 @@ fn serve(
     {
         let _ = nix::unistd::dup2(log.as_raw_fd(), 2);
     }
+    if flags.debug {
+        crate::log(format_args!(
+            "serving task {} of namespace {} on {}",
+            flags.id,
+            flags.namespace,
+            path.display()
+        ));
+    }
+    // As containerd's own shims do: tools (and tests) find the shim by it.
+    let _ = std::fs::write(bundle.join("shim.pid"), std::process::id().to_string());
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),

@@ -6,6 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -55,6 +56,13 @@ impl ConsoleSocket {
             path: path.clone(),
             source,
         })?;
+        // The terminal is the container's: only root may pick it up.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+            |source| ConsoleError::Listen {
+                path: path.clone(),
+                source,
+            },
+        )?;
         listener
             .set_nonblocking(true)
             .map_err(|source| ConsoleError::Listen {

@@ -3,9 +3,11 @@
 //!   `cgroup.event_control` for `memory.oom_control`;
 //! - cgroup v2: an inotify watch on the cgroup's `memory.events`.
 //!
-//! The kernel wakes either on an OOM in the cgroup, and also when the
-//! cgroup goes away; the `oom_kill` counter (in `memory.oom_control` on v1,
-//! `memory.events` on v2) tells the two apart.
+//! On v1 the kernel signals the eventfd when the cgroup hits OOM (before the
+//! killer has picked its victim, so no counter has moved yet) and when the
+//! cgroup goes away: a signal while the cgroup still exists is an OOM, as
+//! containerd's runc shim counts it. On v2 `memory.events` changes for many
+//! reasons; its `oom_kill` counter going up is an OOM.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -25,9 +27,10 @@ pub enum OomError {
 /// One container's OOM watch.
 pub struct OomWatch {
     pub fd: OwnedFd,
-    /// The file whose `oom_kill` line counts the kills.
+    /// `memory.oom_control` (v1) or `memory.events` (v2).
     counter: PathBuf,
     kills: u64,
+    v2: bool,
 }
 
 /// Where `pid`'s memory cgroup is: a v1 memory hierarchy's directory, or
@@ -129,7 +132,12 @@ impl OomWatch {
         )
         .map_err(register_error)?;
         let kills = read_kills(&counter).unwrap_or(0);
-        Ok(OomWatch { fd, counter, kills })
+        Ok(OomWatch {
+            fd,
+            counter,
+            kills,
+            v2: false,
+        })
     }
 
     fn v2(dir: &Path) -> Result<OomWatch, OomError> {
@@ -156,7 +164,12 @@ impl OomWatch {
             });
         }
         let kills = read_kills(&counter).unwrap_or(0);
-        Ok(OomWatch { fd, counter, kills })
+        Ok(OomWatch {
+            fd,
+            counter,
+            kills,
+            v2: true,
+        })
     }
 
     /// Drains the descriptor: Some(true) for a new OOM kill, Some(false)
@@ -165,7 +178,7 @@ impl OomWatch {
         let mut buf = [0u8; 4096];
         while matches!(nix::unistd::read(self.fd.as_raw_fd(), &mut buf), Ok(n) if n > 0) {}
         let kills = read_kills(&self.counter)?;
-        let new = kills > self.kills;
+        let new = !self.v2 || kills > self.kills;
         self.kills = kills;
         Some(new)
     }

@@ -188,10 +188,13 @@ fn config_path(bytes: &[u8]) -> Result<String, protobuf::Error> {
         if tag == (2 << 3 | 2) {
             path = input.read_string()?;
         } else {
-            input.skip_field(
-                protobuf::rt::WireType::new(tag & 7)
-                    .unwrap_or(protobuf::rt::WireType::LengthDelimited),
-            )?;
+            let wire_type = protobuf::rt::WireType::new(tag & 7).ok_or_else(|| {
+                protobuf::Error::from(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("wire type {} of field {}", tag & 7, tag >> 3),
+                ))
+            })?;
+            input.skip_field(wire_type)?;
         }
     }
     Ok(path)
@@ -256,6 +259,14 @@ mod tests {
         std::fs::write(&file, "BinaryName\n").unwrap();
         let err = options.apply_config_file(&file).unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+        // Field 1 with wire type 7, which protobuf does not have.
+        let err = options
+            .apply(&any("runtimeoptions.v1.Options", vec![0x0f]))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("runtimeoptions.v1.Options"),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,7 +1,7 @@
 //! The long-lived shim's loop: one thread polls the listening socket, the
 //! ttrpc connections, a signalfd for SIGCHLD, the OOM eventfd and the stdin
-//! copies, and hands every request to [`Task`]. Reaping comes first in each round, so a Wait
-//! that arrives with an exit already pending sees the exit.
+//! copies, and hands every request to [`Task`]. Reaping comes before requests in each round,
+//! so a Wait that arrives with an exit already pending sees the exit.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -116,14 +116,15 @@ impl Server {
                 }
                 return Err(ServerError::Poll(err));
             }
-            if fds[1].revents != 0 {
-                self.reap();
-            }
+            // An OOM kill is reported before the exit it caused.
             if fds[2].revents != 0 {
                 self.task.oom_fired();
             }
+            if fds[1].revents != 0 {
+                self.reap();
+            }
             if fds[0].revents != 0 {
-                self.accept()?;
+                self.accept();
             }
             let (conn_fds, stdin_fds) = fds[3..].split_at(tokens.len());
             for ((exec_id, _, _), fd) in stdins.iter().zip(stdin_fds) {
@@ -142,7 +143,9 @@ impl Server {
         Ok(())
     }
 
-    fn accept(&mut self) -> Result<(), ServerError> {
+    /// Takes every pending connection. A failure (out of descriptors) is
+    /// logged, never fatal: the container must keep its shim.
+    fn accept(&mut self) {
         loop {
             match self.listener.accept() {
                 Ok((stream, _)) => {
@@ -157,13 +160,16 @@ impl Server {
                         },
                     );
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(source) => {
-                    return Err(ServerError::Accept {
+                    crate::log(ServerError::Accept {
                         path: self.path.clone(),
                         source,
-                    })
+                    });
+                    // The connection stays pending: do not spin on it.
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    return;
                 }
             }
         }
@@ -176,12 +182,18 @@ impl Server {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
                     if let Some((pid, code)) = exit_status(status) {
-                        for ((token, stream_id), payload) in self.task.reaped(pid, code) {
-                            self.send(token, wire::response(stream_id, Ok(payload)));
-                        }
+                        self.task.reaped(pid, code);
+                        self.send_outbox();
                     }
                 }
             }
+        }
+    }
+
+    /// Sends the answers the task has for parked Waits.
+    fn send_outbox(&mut self) {
+        for ((token, stream_id), payload) in self.task.take_outbox() {
+            self.send(token, wire::response(stream_id, Ok(payload)));
         }
     }
 
@@ -242,6 +254,7 @@ impl Server {
             if let Reply::Now(result) = reply {
                 self.send(token, wire::response(frame.stream_id, result));
             }
+            self.send_outbox();
         }
     }
 }
@@ -251,5 +264,22 @@ fn pollfd(fd: i32) -> libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::unistd::Pid;
+
+    #[test]
+    fn killed_processes_exit_with_128_plus_the_signal() {
+        let pid = Pid::from_raw(42);
+        assert_eq!(exit_status(WaitStatus::Exited(pid, 3)), Some((42, 3)));
+        assert_eq!(
+            exit_status(WaitStatus::Signaled(pid, Signal::SIGKILL, false)),
+            Some((42, 137))
+        );
+        assert_eq!(exit_status(WaitStatus::StillAlive), None);
     }
 }

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +87,8 @@ pub enum TaskError {
         what: &'static str,
         source: protobuf::Error,
     },
+    #[error("cannot encode the response: {0}")]
+    Encode(protobuf::Error),
     #[error("checkpoint is not supported by berth's shim")]
     Checkpoint,
     #[error(transparent)]
@@ -116,6 +119,7 @@ impl From<TaskError> for RpcError {
             | TaskError::NoTerminal(_) => Code::FAILED_PRECONDITION,
             TaskError::Decode { .. } => Code::INVALID_ARGUMENT,
             TaskError::Checkpoint => Code::UNIMPLEMENTED,
+            TaskError::Encode(_) => Code::INTERNAL,
             _ => Code::UNKNOWN,
         };
         RpcError::new(code, err.to_string())
@@ -193,8 +197,8 @@ pub struct Task {
     init: Option<Process>,
     execs: HashMap<String, Process>,
     paused: bool,
-    /// Exits reaped before their pid was known (a fast exec'd process).
-    unclaimed: HashMap<u32, u32>,
+    /// Answers to parked Waits, for the loop to send.
+    outbox: Vec<(ReplyTo, Vec<u8>)>,
     events: Publisher,
     pub oom: Option<OomWatch>,
     /// Set by Shutdown: the server stops after answering.
@@ -210,12 +214,7 @@ fn now() -> (i64, i32) {
 fn encode<M: Message>(result: Result<M, TaskError>) -> Reply {
     Reply::Now(
         result
-            .and_then(|m| {
-                m.write_to_bytes().map_err(|source| TaskError::Decode {
-                    what: "response",
-                    source,
-                })
-            })
+            .and_then(|m| m.write_to_bytes().map_err(TaskError::Encode))
             .map_err(RpcError::from),
     )
 }
@@ -225,6 +224,15 @@ fn decode<M: Message>(payload: &[u8]) -> Result<M, TaskError> {
         what: "request",
         source,
     })
+}
+
+/// An encoded WaitResponse with `process`'s exit (0 and no time if none).
+fn wait_response(process: Option<&Process>) -> Vec<u8> {
+    let mut response = WaitResponse::new();
+    if let Some(process) = process {
+        (response.exit_status, response.exited_at) = process.exit();
+    }
+    response.write_to_bytes().unwrap_or_default()
 }
 
 fn read_pid(path: &Path) -> Result<u32, TaskError> {
@@ -265,7 +273,7 @@ impl Task {
             init: None,
             execs: HashMap::new(),
             paused: false,
-            unclaimed: HashMap::new(),
+            outbox: Vec::new(),
             events,
             oom: None,
             shutdown: false,
@@ -385,6 +393,12 @@ impl Task {
         let pid = process.pid;
         self.runtime = Some(runtime);
         self.init = Some(process);
+        // Watched from before Start: a container that outgrows its limit at
+        // once is OOM-killed within milliseconds of starting.
+        match OomWatch::new(pid) {
+            Ok(watch) => self.oom = watch,
+            Err(err) => crate::log(&err),
+        }
         let mut io = TaskIO::new();
         io.stdin = req.stdin;
         io.stdout = req.stdout;
@@ -429,7 +443,10 @@ impl Task {
     ) -> Result<(), TaskError> {
         let mut args: Vec<String> = args.into_iter().map(String::from).collect();
         let socket = if process.paths.terminal {
-            let _ = std::fs::create_dir_all(CONSOLE_DIR);
+            let _ = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o711)
+                .create(CONSOLE_DIR);
             Some(ConsoleSocket::new(Path::new(CONSOLE_DIR))?)
         } else {
             None
@@ -480,12 +497,9 @@ impl Task {
         runtime.finish(&args, mark, child)?;
         process.holders = opened.holders;
         process.stdin = opened.stdin;
+        // No exit can be missed here: the loop reaps only between
+        // requests, so the pid is known before its exit can be collected.
         process.pid = read_pid(pid_file)?;
-        if let Some(status) = self.unclaimed.remove(&process.pid) {
-            process.phase = Phase::Exited { status, at: now() };
-            process.holders.clear();
-            process.stdin = None;
-        }
         Ok(())
     }
 
@@ -506,10 +520,6 @@ impl Task {
             event.container_id = req.id.clone();
             event.pid = pid;
             self.events.publish(Event::Start(event));
-            match OomWatch::new(pid) {
-                Ok(watch) => self.oom = watch,
-                Err(err) => crate::log(&err),
-            }
             pid
         } else {
             let pid = self.start_exec(&runtime, &req.id, &req.exec_id)?;
@@ -558,22 +568,20 @@ impl Task {
         let _ = std::fs::remove_file(&spec_file);
         let _ = std::fs::remove_file(&pid_file);
         let pid = process.pid;
-        if result.is_err() {
-            // A failed exec is a process that exited: Delete still finds it.
-            process.phase = Phase::Exited {
-                status: 255,
-                at: now(),
-            };
-        } else if process.phase == Phase::Created {
-            process.phase = Phase::Running;
+        match result {
+            Ok(()) => process.phase = Phase::Running,
+            Err(_) => {
+                // A failed exec never ran: its parked Waits (containerd waits
+                // before it starts) hear 255, and Delete still finds it.
+                process.phase = Phase::Exited {
+                    status: 255,
+                    at: now(),
+                };
+                self.wake(&mut process);
+            }
         }
-        let exited = matches!(process.phase, Phase::Exited { .. });
         self.execs.insert(exec_id.to_string(), process);
         result?;
-        if exited {
-            // It was reaped before its pid was known: its waiters hear now.
-            let _ = self.publish_exit(exec_id);
-        }
         Ok(pid)
     }
 
@@ -595,8 +603,12 @@ impl Task {
         let runtime = self.runtime()?.clone();
         runtime.output(&["delete", "--force", &req.id], None)?;
         mount::unmount_all(&self.bundle.join("rootfs"));
-        self.init = None;
-        self.execs.clear();
+        // Whoever still waits (a task deleted before it ran) is answered.
+        let mut gone: Vec<Process> = self.init.take().into_iter().collect();
+        gone.extend(self.execs.drain().map(|(_, p)| p));
+        for process in &mut gone {
+            self.wake(process);
+        }
         self.oom = None;
         let mut event = TaskDelete::new();
         event.container_id = req.id.clone();
@@ -815,8 +827,9 @@ impl Task {
     }
 
     /// A child was reaped with `status` (128+signal for a signal): marks the
-    /// process exited, publishes its exit and returns the parked Waits' answers.
-    pub fn reaped(&mut self, pid: u32, status: u32) -> Vec<(ReplyTo, Vec<u8>)> {
+    /// process exited, publishes its exit and answers its parked Waits.
+    /// Other children (a `binary://` logger) need nothing.
+    pub fn reaped(&mut self, pid: u32, status: u32) {
         let exec_id = if self.init.as_ref().is_some_and(|p| p.pid == pid) {
             Some(String::new())
         } else {
@@ -825,19 +838,13 @@ impl Task {
                 .find(|p| p.pid == pid && p.phase == Phase::Running)
                 .map(|p| p.exec_id.clone())
         };
-        let Some(exec_id) = exec_id else {
-            if self.unclaimed.len() > 1024 {
-                self.unclaimed.clear();
-            }
-            self.unclaimed.insert(pid, status);
-            return Vec::new();
-        };
+        let Some(exec_id) = exec_id else { return };
         let id = self.id.clone();
         let Ok(process) = self.process_mut(&id, &exec_id) else {
-            return Vec::new();
+            return;
         };
         if matches!(process.phase, Phase::Exited { .. }) {
-            return Vec::new();
+            return;
         }
         process.phase = Phase::Exited { status, at: now() };
         // Our fifo holders go: the daemon sees end-of-file once the
@@ -847,21 +854,17 @@ impl Task {
         self.publish_exit(&exec_id)
     }
 
-    fn publish_exit(&mut self, exec_id: &str) -> Vec<(ReplyTo, Vec<u8>)> {
+    fn publish_exit(&mut self, exec_id: &str) {
         let id = self.id.clone();
         let Ok(process) = self.process_mut(&id, exec_id) else {
-            return Vec::new();
+            return;
         };
+        let pid = process.pid;
         let (status, at) = process.exit();
-        let mut response = WaitResponse::new();
-        response.exit_status = status;
-        response.exited_at = at.clone();
-        let payload = response.write_to_bytes().unwrap_or_default();
-        let replies = process
-            .waiters
-            .drain(..)
-            .map(|w| (w, payload.clone()))
-            .collect();
+        let payload = wait_response(Some(process));
+        let waiters = std::mem::take(&mut process.waiters);
+        self.outbox
+            .extend(waiters.into_iter().map(|w| (w, payload.clone())));
         let mut event = TaskExit::new();
         event.container_id = id.clone();
         event.id = if exec_id.is_empty() {
@@ -869,11 +872,22 @@ impl Task {
         } else {
             exec_id.to_string()
         };
-        event.pid = process.pid;
+        event.pid = pid;
         event.exit_status = status;
         event.exited_at = at;
         self.events.publish(Event::Exit(event));
-        replies
+    }
+
+    /// Answers `process`'s parked Waits with its exit as it stands.
+    fn wake(&mut self, process: &mut Process) {
+        let payload = wait_response(Some(process));
+        self.outbox
+            .extend(process.waiters.drain(..).map(|w| (w, payload.clone())));
+    }
+
+    /// Answers for parked Waits, to send now.
+    pub fn take_outbox(&mut self) -> Vec<(ReplyTo, Vec<u8>)> {
+        std::mem::take(&mut self.outbox)
     }
 
     /// The OOM eventfd fired.
@@ -930,5 +944,90 @@ impl Task {
     /// Waits for the queued events to go out (before the shim exits).
     pub fn flush_events(&self) {
         self.events.flush(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Task {
+        let events = Publisher::start(String::new(), "test".into()).unwrap();
+        Task::new(
+            "test",
+            "c1",
+            Path::new("/nonexistent"),
+            Options::defaults("test"),
+            events,
+        )
+    }
+
+    fn error(reply: Reply) -> RpcError {
+        match reply {
+            Reply::Now(Err(err)) => err,
+            Reply::Now(Ok(_)) => panic!("expected an error"),
+            Reply::Parked => panic!("expected an answer"),
+        }
+    }
+
+    #[test]
+    fn unknown_methods_and_checkpoint_are_unimplemented() {
+        let mut task = task();
+        let err = error(task.handle("Frobnicate", &[], (1, 1)));
+        assert_eq!(err.code, Code::UNIMPLEMENTED);
+        assert!(err.message.contains("Task/Frobnicate"), "{}", err.message);
+        let err = error(task.handle("Checkpoint", &[], (1, 3)));
+        assert_eq!(err.code, Code::UNIMPLEMENTED);
+        assert!(err.message.contains("checkpoint"), "{}", err.message);
+    }
+
+    #[test]
+    fn rpcs_before_create_say_there_is_no_task() {
+        let mut task = task();
+        let mut state = StateRequest::new();
+        state.id = "c1".into();
+        let err = error(task.handle("State", &state.write_to_bytes().unwrap(), (1, 1)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+        assert_eq!(err.message, "task c1 is not created in this shim");
+        let err = error(task.handle("Wait", &state.write_to_bytes().unwrap(), (1, 3)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+    }
+
+    #[test]
+    fn garbage_requests_are_invalid_arguments() {
+        let mut task = task();
+        let err = error(task.handle("Create", &[0xff, 0xff, 0xff], (1, 1)));
+        assert_eq!(err.code, Code::INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn create_needs_a_config_json() {
+        let mut task = task();
+        let dir = std::env::temp_dir().join(format!("berth-shim-task-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut create = CreateTaskRequest::new();
+        create.id = "c1".into();
+        create.bundle = dir.display().to_string();
+        let err = error(task.handle("Create", &create.write_to_bytes().unwrap(), (1, 1)));
+        assert_eq!(err.code, Code::FAILED_PRECONDITION);
+        assert!(
+            err.message.ends_with("has no config.json"),
+            "{}",
+            err.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn shutdown_without_a_task_stops_the_shim() {
+        let mut task = task();
+        assert!(!task.shutdown);
+        let reply = task.handle(
+            "Shutdown",
+            &ShutdownRequest::new().write_to_bytes().unwrap(),
+            (1, 1),
+        );
+        assert!(matches!(reply, Reply::Now(Ok(_))));
+        assert!(task.shutdown);
     }
 }
