@@ -223,7 +223,7 @@ fn serve(
         flags.namespace.clone(),
     )?;
     let task = Task::new(&flags.namespace, &flags.id, bundle, options, events);
-    Server::new(listener, path, signals, task).run()?;
+    Server::new(listener, path, signals, task, flags.debug).run()?;
     Ok(())
 }
 

@@ -66,10 +66,18 @@ pub struct Server {
     conns: HashMap<u64, Conn>,
     next: u64,
     task: Task,
+    /// `-debug`: every RPC and its outcome goes to the log.
+    debug: bool,
 }
 
 impl Server {
-    pub fn new(listener: UnixListener, path: PathBuf, signals: SignalFd, task: Task) -> Server {
+    pub fn new(
+        listener: UnixListener,
+        path: PathBuf,
+        signals: SignalFd,
+        task: Task,
+        debug: bool,
+    ) -> Server {
         Server {
             listener,
             path,
@@ -77,6 +85,7 @@ impl Server {
             conns: HashMap::new(),
             next: 0,
             task,
+            debug,
         }
     }
 
@@ -247,8 +256,21 @@ impl Server {
                     format!("service {} is not served by this shim", request.service),
                 ))),
                 Ok(request) => {
-                    self.task
-                        .handle(&request.method, &request.payload, (token, frame.stream_id))
+                    let reply = self.task.handle(
+                        &request.method,
+                        &request.payload,
+                        (token, frame.stream_id),
+                    );
+                    if self.debug {
+                        match &reply {
+                            Reply::Now(Ok(_)) => crate::log(format_args!("{}: ok", request.method)),
+                            Reply::Now(Err(err)) => {
+                                crate::log(format_args!("{}: {err}", request.method))
+                            }
+                            Reply::Parked => crate::log(format_args!("{}: parked", request.method)),
+                        }
+                    }
+                    reply
                 }
             };
             if let Reply::Now(result) = reply {
