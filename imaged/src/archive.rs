@@ -79,7 +79,7 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// A name as berth records it (`busybox:1` → `docker.io/library/busybox:1`).
-fn canonical(name: &str) -> Result<String> {
+pub fn canonical(name: &str) -> Result<String> {
     let reference: oci_client::Reference = name
         .parse()
         .map_err(|e| Error::Archive(format!("invalid image name {name:?}: {e}")))?;

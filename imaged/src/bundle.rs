@@ -126,8 +126,7 @@ pub fn read_image_file(layers: &[PathBuf], relative: &str) -> Option<String> {
             continue;
         };
         let whiteout = parent.join(format!(".wh.{name}"));
-        if berth_runtime::safe_path::open_in_root(root.as_raw_fd(), &whiteout, libc::O_PATH)
-            .is_ok()
+        if berth_runtime::safe_path::open_in_root(root.as_raw_fd(), &whiteout, libc::O_PATH).is_ok()
         {
             return None;
         }
@@ -151,11 +150,7 @@ pub fn resolve_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let user_part = if user_part.is_empty() {
-        "0"
-    } else {
-        user_part
-    };
+    let user_part = if user_part.is_empty() { "0" } else { user_part };
     // name:x:uid:gid:...
     let entries: Vec<Vec<&str>> = passwd
         .lines()
@@ -172,7 +167,9 @@ pub fn resolve_user(user: &str, layers: &[PathBuf]) -> Result<(u32, u32, Vec<u32
             Some(f[0].to_string()),
         ),
         (None, Some(uid)) => {
-            let entry = entries.iter().find(|f| f[2].parse::<u32>().ok() == Some(uid));
+            let entry = entries
+                .iter()
+                .find(|f| f[2].parse::<u32>().ok() == Some(uid));
             (
                 uid,
                 entry.and_then(|f| f[3].parse().ok()).unwrap_or(0),
@@ -222,7 +219,10 @@ fn merge_env(layers: &[&[String]]) -> Result<Vec<String>> {
             if key.is_empty() {
                 return Err(Error::Env(entry.clone()));
             }
-            match out.iter_mut().find(|e| e.split_once('=').map(|(k, _)| k) == Some(key)) {
+            match out
+                .iter_mut()
+                .find(|e| e.split_once('=').map(|(k, _)| k) == Some(key))
+            {
                 Some(existing) => *existing = entry.clone(),
                 None => out.push(entry.clone()),
             }
@@ -340,7 +340,8 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
         "noNewPrivileges": false,
     });
     if let Some(rlimit) = nofile_limit() {
-        spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": rlimit, "soft": rlimit}]);
+        spec["process"]["rlimits"] =
+            json!([{"type": "RLIMIT_NOFILE", "hard": rlimit, "soft": rlimit}]);
     }
     spec["hostname"] = json!(hostname);
     spec["root"] = json!({"path": "rootfs", "readonly": settings.read_only});
@@ -423,13 +424,13 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
             arch: "amd64",
             kernel: berth_runtime::seccomp::engine::kernel_version(),
         };
-        let resolved = if profile.get("syscalls").is_some() || profile.get("defaultAction").is_some()
-        {
-            berth_runtime::seccomp::engine::resolve(&profile, &target)
-                .map_err(|e| Error::Seccomp(e.to_string()))?
-        } else {
-            profile
-        };
+        let resolved =
+            if profile.get("syscalls").is_some() || profile.get("defaultAction").is_some() {
+                berth_runtime::seccomp::engine::resolve(&profile, &target)
+                    .map_err(|e| Error::Seccomp(e.to_string()))?
+            } else {
+                profile
+            };
         linux["seccomp"] = resolved;
     }
     if settings.privileged {
@@ -466,7 +467,11 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
                 "options": options,
             }));
         }
-        for (file, destination) in [("hostname", "/etc/hostname"), ("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
+        for (file, destination) in [
+            ("hostname", "/etc/hostname"),
+            ("hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+        ] {
             let source = inputs.bundle.join(file);
             if source.exists() && !inputs.mounts.iter().any(|m| m.destination == destination) {
                 mounts.push(json!({
@@ -559,19 +564,37 @@ mod tests {
         let base = layer(&[("etc/passwd", PASSWD), ("etc/group", GROUP)]);
         let layers = vec![base.path().to_path_buf()];
         assert_eq!(resolve_user("", &layers).unwrap(), (0, 0, vec![]));
-        assert_eq!(resolve_user("app", &layers).unwrap(), (1000, 1000, vec![29, 44]));
-        assert_eq!(resolve_user("www:video", &layers).unwrap(), (33, 44, vec![]));
-        assert_eq!(resolve_user("1000", &layers).unwrap(), (1000, 1000, vec![29, 44]));
+        assert_eq!(
+            resolve_user("app", &layers).unwrap(),
+            (1000, 1000, vec![29, 44])
+        );
+        assert_eq!(
+            resolve_user("www:video", &layers).unwrap(),
+            (33, 44, vec![])
+        );
+        assert_eq!(
+            resolve_user("1000", &layers).unwrap(),
+            (1000, 1000, vec![29, 44])
+        );
         assert_eq!(resolve_user("4242", &layers).unwrap(), (4242, 0, vec![]));
         assert_eq!(resolve_user("4242:7", &layers).unwrap(), (4242, 7, vec![]));
-        assert!(matches!(resolve_user("nobody", &layers), Err(Error::NoUser(_))));
-        assert!(matches!(resolve_user("app:nogroup", &layers), Err(Error::NoGroup(_))));
+        assert!(matches!(
+            resolve_user("nobody", &layers),
+            Err(Error::NoUser(_))
+        ));
+        assert!(matches!(
+            resolve_user("app:nogroup", &layers),
+            Err(Error::NoGroup(_))
+        ));
     }
 
     #[test]
     fn upper_layers_win_and_whiteouts_hide() {
         let base = layer(&[("etc/passwd", PASSWD)]);
-        let top = layer(&[("etc/passwd", "root:x:0:0::/:/bin/sh\nnew:x:5:6::/:/bin/sh\n")]);
+        let top = layer(&[(
+            "etc/passwd",
+            "root:x:0:0::/:/bin/sh\nnew:x:5:6::/:/bin/sh\n",
+        )]);
         let layers = vec![top.path().to_path_buf(), base.path().to_path_buf()];
         assert_eq!(resolve_user("new", &layers).unwrap(), (5, 6, vec![]));
         assert!(resolve_user("app", &layers).is_err());
@@ -630,7 +653,10 @@ mod tests {
         let generated = spec(&inputs).unwrap();
         let p = &generated["process"];
         assert_eq!(p["args"], json!(["/entry", "default"]));
-        assert_eq!(p["user"], json!({"uid": 1000, "gid": 1000, "additionalGids": [29, 44]}));
+        assert_eq!(
+            p["user"],
+            json!({"uid": 1000, "gid": 1000, "additionalGids": [29, 44]})
+        );
         assert_eq!(p["cwd"], "/work");
         assert_eq!(
             p["env"],
@@ -653,12 +679,20 @@ mod tests {
         // Arguments replace cmd; an entrypoint override drops the image's cmd.
         let mut s = settings();
         s.args = vec!["echo".into(), "hi".into()];
-        let spec2 = spec(&Inputs { settings: &s, ..inputs_like(&inputs) }).unwrap();
+        let spec2 = spec(&Inputs {
+            settings: &s,
+            ..inputs_like(&inputs)
+        })
+        .unwrap();
         assert_eq!(spec2["process"]["args"], json!(["/entry", "echo", "hi"]));
         let mut s = settings();
         s.entrypoint_set = true;
         s.entrypoint = vec!["/bin/sh".into()];
-        let spec3 = spec(&Inputs { settings: &s, ..inputs_like(&inputs) }).unwrap();
+        let spec3 = spec(&Inputs {
+            settings: &s,
+            ..inputs_like(&inputs)
+        })
+        .unwrap();
         assert_eq!(spec3["process"]["args"], json!(["/bin/sh"]));
     }
 
@@ -700,7 +734,10 @@ mod tests {
         s.cap_add = vec!["CAP_MAKE_COFFEE".into()];
         assert!(matches!(check(s), Err(Error::Capability(_))));
         let mut s = settings();
-        s.resources = Some(pb::Resources { memory: 1024, ..Default::default() });
+        s.resources = Some(pb::Resources {
+            memory: 1024,
+            ..Default::default()
+        });
         assert!(matches!(check(s), Err(Error::Invalid { .. })));
         let mut s = settings();
         s.network = "bridge".into();

@@ -25,7 +25,9 @@ pub enum Error {
     NotFound(String),
     #[error("{0:?} matches more than one container: give more of the id")]
     Ambiguous(String),
-    #[error("the name {name:?} is already in use by container {id}: remove it or choose another name")]
+    #[error(
+        "the name {name:?} is already in use by container {id}: remove it or choose another name"
+    )]
     NameInUse { name: String, id: String },
     #[error("invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
     InvalidName(String),
@@ -111,8 +113,7 @@ impl ContainerRecord {
     }
 
     pub fn status(&self) -> pb::container::Status {
-        pb::container::Status::try_from(self.state.status)
-            .unwrap_or(pb::container::Status::Created)
+        pb::container::Status::try_from(self.state.status).unwrap_or(pb::container::Status::Created)
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -141,7 +142,9 @@ impl Containers {
         if let Some(by_name) = all.iter().find(|c| c.name == key) {
             return Ok(by_name.clone());
         }
-        let mut prefixed = all.into_iter().filter(|c| !key.is_empty() && c.id.starts_with(key));
+        let mut prefixed = all
+            .into_iter()
+            .filter(|c| !key.is_empty() && c.id.starts_with(key));
         match (prefixed.next(), prefixed.next()) {
             (Some(one), None) => Ok(one),
             (Some(_), Some(_)) => Err(Error::Ambiguous(key.to_string())),
@@ -212,13 +215,10 @@ impl Containers {
         })?;
         let config_blob = Digest::parse(&image.config.digest)
             .map_err(|e| e.to_string())
-            .and_then(|d| {
-                self.images
-                    .content
-                    .read_blob(&d)
-                    .map_err(|e| e.to_string())
+            .and_then(|d| self.images.content.read_blob(&d).map_err(|e| e.to_string()))
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
             })
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
             .map_err(|detail| Error::ImageConfig {
                 image: settings.image.clone(),
                 detail,
@@ -456,7 +456,9 @@ fn mount_rootfs(id: &str, mounts: &[snapshots::Mount], target: &Path) -> Result<
                 .output()
                 .map_err(|e| fail(format!("cannot run mount: {e}")))?;
             if !out.status.success() {
-                return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+                return Err(fail(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ));
             }
             continue;
         }

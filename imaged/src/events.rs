@@ -108,10 +108,14 @@ impl Hub {
                 _ => None,
             }
         });
-        let timestamp = envelope.timestamp.clone().into_option().map(|t| prost_types::Timestamp {
-            seconds: t.seconds,
-            nanos: t.nanos,
-        });
+        let timestamp = envelope
+            .timestamp
+            .clone()
+            .into_option()
+            .map(|t| prost_types::Timestamp {
+                seconds: t.seconds,
+                nanos: t.nanos,
+            });
         let _ = self.sender.send(Event {
             envelope: pb::Envelope {
                 timestamp: timestamp.or_else(|| Some(now())),

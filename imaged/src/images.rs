@@ -297,10 +297,20 @@ impl Images {
         Ok(())
     }
 
+    /// By the name as recorded, or as a user writes it (`busybox:1` for
+    /// `docker.io/library/busybox:1`).
     pub fn get(&self, name: &str) -> Result<ImageRecord> {
-        self.db
-            .get(Table::Images, name)?
-            .ok_or_else(|| Error::NotFound(name.to_string()))
+        if let Some(record) = self.db.get(Table::Images, name)? {
+            return Ok(record);
+        }
+        let canonical = crate::archive::canonical(name).ok();
+        match canonical {
+            Some(c) if c != name => self
+                .db
+                .get(Table::Images, &c)?
+                .ok_or_else(|| Error::NotFound(name.to_string())),
+            _ => Err(Error::NotFound(name.to_string())),
+        }
     }
 
     pub fn list(&self) -> Result<Vec<ImageRecord>> {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use berth_imaged::{
-    config::Config, containers, content, events, images, metadata, registry, server, shim, snapshots,
-    tasks, volumes, workloads,
+    config::Config, containers, content, events, images, metadata, registry, server, shim,
+    snapshots, tasks, volumes, workloads,
 };
 use clap::Parser;
 
@@ -157,7 +157,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         grpc_address: config.socket.clone(),
         events_address: events_socket.clone(),
     };
-    let tasks = Arc::new(tasks::Tasks::new(containers, hub.clone(), launcher, config.max_log_size));
+    let tasks = Arc::new(tasks::Tasks::new(
+        containers,
+        hub.clone(),
+        launcher,
+        config.max_log_size,
+    ));
     tasks.spawn_oom_watch();
     if let Err(e) = tasks.recover().await {
         eprintln!("berth-imaged: recovering containers: {e}");

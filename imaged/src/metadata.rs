@@ -80,7 +80,12 @@ impl Db {
         };
         // Tables exist from the start, so readers never meet a missing one.
         db.write(|txn| {
-            for table in [Table::Images, Table::Snapshots, Table::Containers, Table::Volumes] {
+            for table in [
+                Table::Images,
+                Table::Snapshots,
+                Table::Containers,
+                Table::Volumes,
+            ] {
                 txn.txn.open_table(table.def()).map_err(|e| txn.err(e))?;
             }
             txn.txn.open_table(COUNTERS).map_err(|e| txn.err(e))?;

@@ -641,7 +641,9 @@ pub async fn serve(
         .add_service(pb::images_server::ImagesServer::new(service.clone()))
         .add_service(pb::content_server::ContentServer::new(service.clone()))
         .add_service(pb::snapshots_server::SnapshotsServer::new(service))
-        .add_service(pb::containers_server::ContainersServer::new(workloads.clone()))
+        .add_service(pb::containers_server::ContainersServer::new(
+            workloads.clone(),
+        ))
         .add_service(pb::tasks_server::TasksServer::new(workloads.clone()))
         .add_service(pb::volumes_server::VolumesServer::new(workloads.clone()))
         .add_service(pb::events_server::EventsServer::new(workloads))

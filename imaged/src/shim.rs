@@ -91,10 +91,13 @@ impl Launcher {
         if let Some(mut stdin) = child.stdin.take() {
             let _ = stdin.write_all(&self.options()).await;
         }
-        let out = child.wait_with_output().await.map_err(|source| Error::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             return Err(Error::Start {

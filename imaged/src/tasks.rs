@@ -153,13 +153,19 @@ impl Tasks {
 
     /// The output channel and exit watch of a process, made on first use
     /// (an Attach before Start subscribes to what Start will send).
-    fn process(&self, key: &ProcessKey) -> (broadcast::Sender<Chunk>, watch::Receiver<Option<u32>>) {
+    fn process(
+        &self,
+        key: &ProcessKey,
+    ) -> (broadcast::Sender<Chunk>, watch::Receiver<Option<u32>>) {
         let mut inner = self.lock();
-        let process = inner.processes.entry(key.clone()).or_insert_with(|| Process {
-            output: broadcast::channel(256).0,
-            exit: watch::channel(None).0,
-            stdin: None,
-        });
+        let process = inner
+            .processes
+            .entry(key.clone())
+            .or_insert_with(|| Process {
+                output: broadcast::channel(256).0,
+                exit: watch::channel(None).0,
+                stdin: None,
+            });
         (process.output.clone(), process.exit.subscribe())
     }
 
@@ -175,7 +181,11 @@ impl Tasks {
         self.start_init(&record, false).await
     }
 
-    async fn start_init(self: &Arc<Self>, record: &ContainerRecord, restarting: bool) -> Result<u32> {
+    async fn start_init(
+        self: &Arc<Self>,
+        record: &ContainerRecord,
+        restarting: bool,
+    ) -> Result<u32> {
         let settings = record.settings();
         self.containers.ensure_rootfs(record)?;
         let bundle = record.bundle.clone();
@@ -214,7 +224,14 @@ impl Tasks {
         let teardown = |tasks: Arc<Tasks>, id: String, bundle: PathBuf, shim: Shim| async move {
             let _ = shim
                 .client
-                .shutdown(tasks.ctx(), &api::ShutdownRequest { id: id.clone(), now: true, ..Default::default() })
+                .shutdown(
+                    tasks.ctx(),
+                    &api::ShutdownRequest {
+                        id: id.clone(),
+                        now: true,
+                        ..Default::default()
+                    },
+                )
                 .await;
             tasks.launcher.delete(&id, &bundle).await;
         };
@@ -223,29 +240,58 @@ impl Tasks {
         create.bundle = bundle.display().to_string();
         create.terminal = settings.tty;
         create.stdout = stdout.display().to_string();
-        create.stderr = stderr.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-        create.stdin = stdin.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+        create.stderr = stderr
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        create.stdin = stdin
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         if let Err(e) = shim.client.create(self.ctx(), &create).await {
             teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
             return Err(shim_err(&record.name, "Create")(e));
         }
-        self.spawn_copiers(&record.id, &bundle, &stdout, stderr.as_deref(), output, true);
+        self.spawn_copiers(
+            &record.id,
+            &bundle,
+            &stdout,
+            stderr.as_deref(),
+            output,
+            true,
+        );
         if let Some(path) = &stdin {
-            let writer = std::fs::OpenOptions::new().read(true).write(true).open(path).ok();
+            let writer = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .ok();
             if let Some(p) = self.lock().processes.get_mut(&key) {
                 p.stdin = writer;
             }
         }
         let started = shim
             .client
-            .start(self.ctx(), &api::StartRequest { id: record.id.clone(), ..Default::default() })
+            .start(
+                self.ctx(),
+                &api::StartRequest {
+                    id: record.id.clone(),
+                    ..Default::default()
+                },
+            )
             .await;
         let pid = match started {
             Ok(r) => r.pid,
             Err(e) => {
                 let _ = shim
                     .client
-                    .delete(self.ctx(), &api::DeleteRequest { id: record.id.clone(), ..Default::default() })
+                    .delete(
+                        self.ctx(),
+                        &api::DeleteRequest {
+                            id: record.id.clone(),
+                            ..Default::default()
+                        },
+                    )
                     .await;
                 teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
                 return Err(shim_err(&record.name, "Start")(e));
@@ -299,7 +345,13 @@ impl Tasks {
         tokio::spawn(async move {
             let waited = shim
                 .client
-                .wait(tasks.ctx(), &api::WaitRequest { id: id.clone(), ..Default::default() })
+                .wait(
+                    tasks.ctx(),
+                    &api::WaitRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    },
+                )
                 .await;
             // A shim that died answers nothing: 255, as containerd reports it.
             let status = waited.map(|r| r.exit_status).unwrap_or(255);
@@ -312,11 +364,24 @@ impl Tasks {
     async fn exited(self: &Arc<Self>, id: &str, shim: Shim, status: u32) {
         let _ = shim
             .client
-            .delete(self.ctx(), &api::DeleteRequest { id: id.to_string(), ..Default::default() })
+            .delete(
+                self.ctx(),
+                &api::DeleteRequest {
+                    id: id.to_string(),
+                    ..Default::default()
+                },
+            )
             .await;
         let _ = shim
             .client
-            .shutdown(self.ctx(), &api::ShutdownRequest { id: id.to_string(), now: true, ..Default::default() })
+            .shutdown(
+                self.ctx(),
+                &api::ShutdownRequest {
+                    id: id.to_string(),
+                    now: true,
+                    ..Default::default()
+                },
+            )
             .await;
         let Ok(record) = self.containers.resolve(id) else {
             self.lock().shims.remove(id);
@@ -396,13 +461,12 @@ impl Tasks {
         if self.shim_of(&record.id).is_none() {
             // Stopping a stopped container is no error (docker's rule), and
             // a pending restart is cancelled.
-            self.containers
-                .update(&record.id, |r| {
-                    r.state.stopped_by_user = true;
-                    if r.state.status == pb::container::Status::Restarting as i32 {
-                        r.state.status = pb::container::Status::Stopped as i32;
-                    }
-                })?;
+            self.containers.update(&record.id, |r| {
+                r.state.stopped_by_user = true;
+                if r.state.status == pb::container::Status::Restarting as i32 {
+                    r.state.status = pb::container::Status::Stopped as i32;
+                }
+            })?;
             return Ok(record.state.exit_status);
         }
         let signal = signal_number(&record.stop_signal).unwrap_or(libc::SIGTERM as u32);
@@ -411,9 +475,12 @@ impl Tasks {
             let _ = self.resume(&record.id).await;
         }
         self.kill(&record.id, "", signal, true).await?;
-        let in_time = tokio::time::timeout(Duration::from_secs(timeout.into()), exit.wait_for(|s| s.is_some()))
-            .await
-            .is_ok();
+        let in_time = tokio::time::timeout(
+            Duration::from_secs(timeout.into()),
+            exit.wait_for(|s| s.is_some()),
+        )
+        .await
+        .is_ok();
         if !in_time {
             let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
         }
@@ -454,7 +521,13 @@ impl Tasks {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
         shim.client
-            .pause(self.ctx(), &api::PauseRequest { id: record.id.clone(), ..Default::default() })
+            .pause(
+                self.ctx(),
+                &api::PauseRequest {
+                    id: record.id.clone(),
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(shim_err(&record.name, "Pause"))?;
         self.containers.update(&record.id, |r| {
@@ -467,7 +540,13 @@ impl Tasks {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
         shim.client
-            .resume(self.ctx(), &api::ResumeRequest { id: record.id.clone(), ..Default::default() })
+            .resume(
+                self.ctx(),
+                &api::ResumeRequest {
+                    id: record.id.clone(),
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(shim_err(&record.name, "Resume"))?;
         self.containers.update(&record.id, |r| {
@@ -481,7 +560,13 @@ impl Tasks {
         let shim = self.running_shim(&record)?;
         let response = shim
             .client
-            .pids(self.ctx(), &api::PidsRequest { id: record.id.clone(), ..Default::default() })
+            .pids(
+                self.ctx(),
+                &api::PidsRequest {
+                    id: record.id.clone(),
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(shim_err(&record.name, "Pids"))?;
         Ok(response.processes.iter().map(|p| p.pid).collect())
@@ -492,7 +577,13 @@ impl Tasks {
         let shim = self.running_shim(&record)?;
         let response = shim
             .client
-            .stats(self.ctx(), &api::StatsRequest { id: record.id.clone(), ..Default::default() })
+            .stats(
+                self.ctx(),
+                &api::StatsRequest {
+                    id: record.id.clone(),
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(shim_err(&record.name, "Stats"))?;
         let mut out = pb::StatsResponse {
@@ -619,7 +710,11 @@ impl Tasks {
         if !request.env.is_empty() {
             let mut env: Vec<String> = process["env"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default();
             for entry in &request.env {
                 let key = entry.split('=').next().unwrap_or_default();
@@ -629,12 +724,10 @@ impl Tasks {
             process["env"] = serde_json::json!(env);
         }
         if !request.user.is_empty() {
-            let (uid, gid, groups) =
-                crate::bundle::resolve_user(&request.user, &[record.rootfs()]).map_err(|e| {
-                    Error::Stdio {
-                        container: record.name.clone(),
-                        detail: e.to_string(),
-                    }
+            let (uid, gid, groups) = crate::bundle::resolve_user(&request.user, &[record.rootfs()])
+                .map_err(|e| Error::Stdio {
+                    container: record.name.clone(),
+                    detail: e.to_string(),
                 })?;
             process["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
         }
@@ -667,9 +760,15 @@ impl Tasks {
             id: record.id.clone(),
             exec_id: exec_id.clone(),
             terminal: request.tty,
-            stdin: stdin.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            stdin: stdin
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             stdout: stdout.display().to_string(),
-            stderr: stderr.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+            stderr: stderr
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
             spec: MessageField::some(any),
             ..Default::default()
         };
@@ -678,9 +777,20 @@ impl Tasks {
             .await
             .map_err(shim_err(&record.name, "Exec"))?;
         let (output, _) = self.process(&key);
-        self.spawn_copiers(&record.id, &record.bundle, &stdout, stderr.as_deref(), output, false);
+        self.spawn_copiers(
+            &record.id,
+            &record.bundle,
+            &stdout,
+            stderr.as_deref(),
+            output,
+            false,
+        );
         if let Some(path) = &stdin {
-            let writer = std::fs::OpenOptions::new().read(true).write(true).open(path).ok();
+            let writer = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .ok();
             if let Some(p) = self.lock().processes.get_mut(&key) {
                 p.stdin = writer;
             }
@@ -716,12 +826,26 @@ impl Tasks {
         tokio::spawn(async move {
             let waited = shim
                 .client
-                .wait(tasks.ctx(), &api::WaitRequest { id: id.clone(), exec_id: exec.clone(), ..Default::default() })
+                .wait(
+                    tasks.ctx(),
+                    &api::WaitRequest {
+                        id: id.clone(),
+                        exec_id: exec.clone(),
+                        ..Default::default()
+                    },
+                )
                 .await;
             let status = waited.map(|r| r.exit_status).unwrap_or(255);
             let _ = shim
                 .client
-                .delete(tasks.ctx(), &api::DeleteRequest { id: id.clone(), exec_id: exec.clone(), ..Default::default() })
+                .delete(
+                    tasks.ctx(),
+                    &api::DeleteRequest {
+                        id: id.clone(),
+                        exec_id: exec.clone(),
+                        ..Default::default()
+                    },
+                )
                 .await;
             let process = tasks.lock().processes.remove(&(id, exec.clone()));
             if let Some(p) = process {
@@ -735,7 +859,15 @@ impl Tasks {
     }
 
     /// The output and exit of a process, for Attach.
-    pub fn attach(&self, id: &str, exec_id: &str) -> Result<(broadcast::Receiver<Chunk>, watch::Receiver<Option<u32>>, String)> {
+    pub fn attach(
+        &self,
+        id: &str,
+        exec_id: &str,
+    ) -> Result<(
+        broadcast::Receiver<Chunk>,
+        watch::Receiver<Option<u32>>,
+        String,
+    )> {
         let record = self.containers.resolve(id)?;
         let key = (record.id.clone(), exec_id.to_string());
         if !exec_id.is_empty() && !self.lock().processes.contains_key(&key) {
@@ -778,7 +910,8 @@ impl Tasks {
             if !was_running {
                 continue;
             }
-            let address = std::fs::read_to_string(record.bundle.join("address")).unwrap_or_default();
+            let address =
+                std::fs::read_to_string(record.bundle.join("address")).unwrap_or_default();
             let shim = match shim::connect(address.trim()).await {
                 Ok(shim) if !address.trim().is_empty() => Some(shim),
                 _ => None,
@@ -786,7 +919,13 @@ impl Tasks {
             let state = match &shim {
                 Some(shim) => shim
                     .client
-                    .state(self.ctx(), &api::StateRequest { id: record.id.clone(), ..Default::default() })
+                    .state(
+                        self.ctx(),
+                        &api::StateRequest {
+                            id: record.id.clone(),
+                            ..Default::default()
+                        },
+                    )
                     .await
                     .ok(),
                 None => None,
@@ -814,7 +953,11 @@ impl Tasks {
                             .write(true)
                             .open(record.bundle.join("init-stdin"))
                             .ok();
-                        if let Some(p) = self.lock().processes.get_mut(&(record.id.clone(), String::new())) {
+                        if let Some(p) = self
+                            .lock()
+                            .processes
+                            .get_mut(&(record.id.clone(), String::new()))
+                        {
                             p.stdin = writer;
                         }
                     }
@@ -827,7 +970,14 @@ impl Tasks {
                     if let Some(shim) = shim {
                         let _ = shim
                             .client
-                            .shutdown(self.ctx(), &api::ShutdownRequest { id: record.id.clone(), now: true, ..Default::default() })
+                            .shutdown(
+                                self.ctx(),
+                                &api::ShutdownRequest {
+                                    id: record.id.clone(),
+                                    now: true,
+                                    ..Default::default()
+                                },
+                            )
                             .await;
                     }
                     self.launcher.delete(&record.id, &record.bundle).await;
@@ -867,7 +1017,8 @@ impl Tasks {
                 let _ = self.resume(&record.id).await;
             }
             let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some())).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some())).await;
         } else {
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
@@ -886,7 +1037,9 @@ impl Tasks {
                 match events.recv().await {
                     Ok(event) => {
                         if let Some(Notice::Oom { container }) = event.notice {
-                            let _ = tasks.containers.update(&container, |r| r.state.oom_killed = true);
+                            let _ = tasks
+                                .containers
+                                .update(&container, |r| r.state.oom_killed = true);
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
@@ -919,7 +1072,8 @@ pub fn restart_delay(record: &ContainerRecord, status: u32) -> Option<Duration> 
         Kind::No => false,
         Kind::Always | Kind::UnlessStopped => true,
         Kind::OnFailure => {
-            status != 0 && (policy.max_retries == 0 || record.state.restart_count < policy.max_retries)
+            status != 0
+                && (policy.max_retries == 0 || record.state.restart_count < policy.max_retries)
         }
     };
     if !restart {

@@ -235,9 +235,7 @@ fn copy_tree(from: RawFd, to: RawFd) -> std::io::Result<()> {
         let c_name = name.to_owned();
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd, C string and stat buffer.
-        check(unsafe {
-            libc::fstatat(from, c_name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW)
-        })?;
+        check(unsafe { libc::fstatat(from, c_name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
         let mode = st.st_mode & libc::S_IFMT;
         let perm = st.st_mode & 0o7777;
         // SAFETY (all calls below): valid fds and C strings owned here.
@@ -272,7 +270,11 @@ fn copy_tree(from: RawFd, to: RawFd) -> std::io::Result<()> {
                     let dst = libc::openat(
                         to,
                         c_name.as_ptr(),
-                        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        libc::O_WRONLY
+                            | libc::O_CREAT
+                            | libc::O_EXCL
+                            | libc::O_NOFOLLOW
+                            | libc::O_CLOEXEC,
                         0o600,
                     );
                     check(dst)?;
@@ -281,7 +283,8 @@ fn copy_tree(from: RawFd, to: RawFd) -> std::io::Result<()> {
                 }
                 libc::S_IFLNK => {
                     let mut buf = vec![0u8; libc::PATH_MAX as usize];
-                    let n = libc::readlinkat(from, c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
+                    let n =
+                        libc::readlinkat(from, c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
                     if n < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -292,7 +295,13 @@ fn copy_tree(from: RawFd, to: RawFd) -> std::io::Result<()> {
                 // Devices, fifos and sockets are not copied into volumes.
                 _ => continue,
             }
-            check(libc::fchownat(to, c_name.as_ptr(), st.st_uid, st.st_gid, libc::AT_SYMLINK_NOFOLLOW))?;
+            check(libc::fchownat(
+                to,
+                c_name.as_ptr(),
+                st.st_uid,
+                st.st_gid,
+                libc::AT_SYMLINK_NOFOLLOW,
+            ))?;
             if mode != libc::S_IFLNK {
                 check(libc::fchmodat(to, c_name.as_ptr(), perm, 0))?;
             }

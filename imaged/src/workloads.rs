@@ -203,7 +203,7 @@ impl pb::containers_server::Containers for Workloads {
                 }
                 if let Some(policy) = &request.restart {
                     let mut settings = r.settings();
-                    settings.restart = Some(policy.clone());
+                    settings.restart = Some(*policy);
                     r.config = prost::Message::encode_to_vec(&settings);
                 }
             })
@@ -220,8 +220,11 @@ impl pb::containers_server::Containers for Workloads {
             .delete_container(&request.id, request.force)
             .await
             .map_err(tasks_status)?;
-        self.hub
-            .publish("/containers/delete", "berth.v1.DeleteContainerRequest", Vec::new());
+        self.hub.publish(
+            "/containers/delete",
+            "berth.v1.DeleteContainerRequest",
+            Vec::new(),
+        );
         Ok(Response::new(pb::DeleteContainerResponse {}))
     }
 }
@@ -281,7 +284,11 @@ impl pb::tasks_server::Tasks for Workloads {
         request: Request<pb::KillTaskRequest>,
     ) -> Result<Response<pb::KillTaskResponse>, Status> {
         let r = request.into_inner();
-        let signal = if r.signal == 0 { libc::SIGKILL as u32 } else { r.signal };
+        let signal = if r.signal == 0 {
+            libc::SIGKILL as u32
+        } else {
+            r.signal
+        };
         self.tasks
             .kill(&r.container_id, &r.exec_id, signal, r.all)
             .await
@@ -315,7 +322,10 @@ impl pb::tasks_server::Tasks for Workloads {
             .containers
             .resolve(&r.container_id)
             .map_err(containers_status)?;
-        Ok(Response::new(state(&record, self.tasks.is_running(&record.id))))
+        Ok(Response::new(state(
+            &record,
+            self.tasks.is_running(&record.id),
+        )))
     }
 
     async fn delete(
@@ -516,10 +526,9 @@ impl pb::tasks_server::Tasks for Workloads {
         request: Request<Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let mut input = request.into_inner();
-        let first = input
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("attach: the first message names the process"))?;
+        let first = input.message().await?.ok_or_else(|| {
+            Status::invalid_argument("attach: the first message names the process")
+        })?;
         let (mut output, mut exit, id) = self
             .tasks
             .attach(&first.container_id, &first.exec_id)
@@ -588,7 +597,14 @@ impl pb::tasks_server::Tasks for Workloads {
                             }
                         }
                         Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            // Every writer is gone; the exit may still be
+                            // on its way (or already set on a closed watch).
+                            if status.is_none() {
+                                status = exit.wait_for(|s| s.is_some()).await.ok().and_then(|v| *v);
+                            }
+                            break;
+                        }
                     },
                     changed = exit.changed(), if status.is_none() => {
                         if changed.is_err() {
@@ -681,9 +697,7 @@ impl pb::volumes_server::Volumes for Workloads {
             .containers
             .volume_users(&name)
             .map_err(containers_status)?;
-        self.volumes
-            .remove(&name, &users)
-            .map_err(volumes_status)?;
+        self.volumes.remove(&name, &users).map_err(volumes_status)?;
         Ok(Response::new(pb::RemoveVolumeResponse {}))
     }
 }
@@ -704,10 +718,10 @@ impl pb::events_server::Events for Workloads {
                 match events.recv().await {
                     Ok(event) => {
                         let topic = &event.envelope.topic;
-                        if topics.is_empty() || topics.iter().any(|t| topic.starts_with(t.as_str())) {
-                            if tx.send(Ok(event.envelope)).await.is_err() {
-                                return;
-                            }
+                        let wanted = topics.is_empty()
+                            || topics.iter().any(|t| topic.starts_with(t.as_str()));
+                        if wanted && tx.send(Ok(event.envelope)).await.is_err() {
+                            return;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => continue,
