@@ -682,3 +682,150 @@ fn bad_requests_get_precise_statuses_and_leave_nothing() {
     env.delete(&c.id, false).unwrap();
     assert_nothing_left(&env, &c);
 }
+
+#[test]
+fn attach_follow_and_events_see_a_running_container() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.busybox("busybox:attach");
+    // An interactive container: it reads what the client types.
+    let mut config = busybox_config(
+        "busybox:attach",
+        &[
+            "sh",
+            "-c",
+            "read line; echo got $line; read more; echo then $more",
+        ],
+    );
+    config.stdin_open = true;
+    let c = env.create("interactive", config).unwrap();
+
+    let mut events_client = pb::events_client::EventsClient::new(env.ch());
+    let mut events = env
+        .daemon
+        .block_on(async move {
+            events_client
+                .subscribe(pb::SubscribeRequest {
+                    topics: vec!["/tasks/".into()],
+                })
+                .await
+        })
+        .unwrap()
+        .into_inner();
+
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    let (out, status) = env.daemon.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(pb::AttachInput {
+            container_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut output = t
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        t.start(pb::StartTaskRequest {
+            container_id: id.clone(),
+            exec_id: String::new(),
+        })
+        .await
+        .unwrap();
+        for line in ["hello\n", "world\n"] {
+            tx.send(pb::AttachInput {
+                stdin: line.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let mut text = String::new();
+        let mut status = None;
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(20), output.message())
+            .await
+            .expect("attach timed out")
+            .unwrap()
+        {
+            if m.exited {
+                status = Some(m.exit_status);
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&m.data));
+        }
+        (text, status)
+    });
+    assert_eq!(out, "got hello\nthen world\n");
+    assert_eq!(status, Some(0));
+
+    // The shim's events reached the subscriber, in order.
+    let topics: Vec<String> = env.daemon.block_on(async move {
+        let mut topics = Vec::new();
+        while let Ok(Some(Ok(e))) =
+            tokio::time::timeout(Duration::from_secs(5), futures_next(&mut events)).await
+        {
+            topics.push(e.topic.clone());
+            if e.topic == "/tasks/delete" {
+                break;
+            }
+        }
+        topics
+    });
+    let position = |t: &str| topics.iter().position(|x| x == t);
+    assert!(
+        position("/tasks/create") < position("/tasks/start")
+            && position("/tasks/start") < position("/tasks/exit")
+            && position("/tasks/exit").is_some(),
+        "{topics:?}"
+    );
+
+    // logs -f of a running container streams new lines and ends with it.
+    let ticker = env
+        .create(
+            "ticker",
+            busybox_config(
+                "busybox:attach",
+                &[
+                    "sh",
+                    "-c",
+                    "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done",
+                ],
+            ),
+        )
+        .unwrap();
+    env.start_task(&ticker.id).unwrap();
+    let mut t = env.tasks();
+    let id = ticker.id.clone();
+    let followed: String = env.daemon.block_on(async move {
+        let mut stream = t
+            .logs(pb::LogsRequest {
+                container_id: id,
+                follow: true,
+                tail: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut text = String::new();
+        while let Some(entry) = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("follow did not end with the container")
+            .unwrap()
+        {
+            text.push_str(&String::from_utf8_lossy(&entry.data));
+        }
+        text
+    });
+    assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+}
+
+async fn futures_next<S>(stream: &mut S) -> Option<S::Item>
+where
+    S: futures_core::Stream + Unpin,
+{
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}
