@@ -189,26 +189,13 @@ impl Tasks {
         let settings = record.settings();
         self.containers.ensure_rootfs(record)?;
         let bundle = record.bundle.clone();
-        let stdio_err = |detail: String| Error::Stdio {
-            container: record.name.clone(),
-            detail,
-        };
-        let fifo = |name: &str| -> Result<PathBuf> {
-            let path = bundle.join(name);
-            logs::make_fifo(&path).map_err(|e| stdio_err(format!("{}: {e}", path.display())))?;
-            Ok(path)
-        };
-        let stdout = fifo("init-stdout")?;
-        let stderr = if settings.tty {
-            None
-        } else {
-            Some(fifo("init-stderr")?)
-        };
-        let stdin = if settings.stdin_open {
-            Some(fifo("init-stdin")?)
-        } else {
-            None
-        };
+        let (stdout, stderr, stdin) = make_stdio(
+            &record.name,
+            &bundle,
+            "init",
+            settings.tty,
+            settings.stdin_open,
+        )?;
         let key: ProcessKey = (record.id.clone(), String::new());
         let (output, _) = self.process(&key);
         // A fresh exit watch for this run (an earlier run's exit is history).
@@ -261,14 +248,7 @@ impl Tasks {
             true,
         );
         if let Some(path) = &stdin {
-            let writer = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .ok();
-            if let Some(p) = self.lock().processes.get_mut(&key) {
-                p.stdin = writer;
-            }
+            self.open_stdin(&key, path);
         }
         let started = shim
             .client
@@ -309,6 +289,19 @@ impl Tasks {
         })?;
         self.spawn_watcher(record.id.clone(), shim);
         Ok(pid)
+    }
+
+    /// Keeps the write end of a process's stdin fifo, for Attach. Read-write,
+    /// so the open never waits for the shim's reader.
+    fn open_stdin(&self, key: &ProcessKey, path: &Path) {
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .ok();
+        if let Some(p) = self.lock().processes.get_mut(key) {
+            p.stdin = writer;
+        }
     }
 
     /// Reads a process's fifos into its output (and, for the init, the log).
@@ -733,26 +726,13 @@ impl Tasks {
         }
         let dir = record.bundle.join("exec");
         let _ = std::fs::create_dir_all(&dir);
-        let stdio_err = |detail: String| Error::Stdio {
-            container: record.name.clone(),
-            detail,
-        };
-        let fifo = |name: String| -> Result<PathBuf> {
-            let path = dir.join(name);
-            logs::make_fifo(&path).map_err(|e| stdio_err(format!("{}: {e}", path.display())))?;
-            Ok(path)
-        };
-        let stdout = fifo(format!("{exec_id}-stdout"))?;
-        let stderr = if request.tty {
-            None
-        } else {
-            Some(fifo(format!("{exec_id}-stderr"))?)
-        };
-        let stdin = if request.stdin_open {
-            Some(fifo(format!("{exec_id}-stdin"))?)
-        } else {
-            None
-        };
+        let (stdout, stderr, stdin) = make_stdio(
+            &record.name,
+            &dir,
+            &exec_id,
+            request.tty,
+            request.stdin_open,
+        )?;
         let mut any = Any::new();
         any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
         any.value = serde_json::to_vec(&process).unwrap_or_default();
@@ -786,14 +766,7 @@ impl Tasks {
             false,
         );
         if let Some(path) = &stdin {
-            let writer = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .ok();
-            if let Some(p) = self.lock().processes.get_mut(&key) {
-                p.stdin = writer;
-            }
+            self.open_stdin(&key, path);
         }
         Ok(exec_id)
     }
@@ -948,18 +921,10 @@ impl Tasks {
                         true,
                     );
                     if settings.stdin_open {
-                        let writer = std::fs::OpenOptions::new()
-                            .read(true)
-                            .write(true)
-                            .open(record.bundle.join("init-stdin"))
-                            .ok();
-                        if let Some(p) = self
-                            .lock()
-                            .processes
-                            .get_mut(&(record.id.clone(), String::new()))
-                        {
-                            p.stdin = writer;
-                        }
+                        self.open_stdin(
+                            &(record.id.clone(), String::new()),
+                            &record.bundle.join("init-stdin"),
+                        );
                     }
                     self.lock().shims.insert(record.id.clone(), shim.clone());
                     self.spawn_watcher(record.id.clone(), shim);
@@ -1048,6 +1013,33 @@ impl Tasks {
             }
         });
     }
+}
+
+/// The fifos of one process in `dir` (`PREFIX-stdout`, `-stderr` unless it
+/// has a terminal, `-stdin` when it keeps stdin open).
+fn make_stdio(
+    name: &str,
+    dir: &Path,
+    prefix: &str,
+    tty: bool,
+    stdin_open: bool,
+) -> Result<(PathBuf, Option<PathBuf>, Option<PathBuf>)> {
+    let fifo = |stream: &str| -> Result<PathBuf> {
+        let path = dir.join(format!("{prefix}-{stream}"));
+        logs::make_fifo(&path).map_err(|e| Error::Stdio {
+            container: name.to_string(),
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        Ok(path)
+    };
+    let stdout = fifo("stdout")?;
+    let stderr = if tty { None } else { Some(fifo("stderr")?) };
+    let stdin = if stdin_open {
+        Some(fifo("stdin")?)
+    } else {
+        None
+    };
+    Ok((stdout, stderr, stdin))
 }
 
 /// v1/v2 "max" arrives as a huge number: 0 means no limit in our API.
