@@ -286,7 +286,8 @@ struct PullCtx {
 impl Images {
     /// Start-up recovery: staging snapshots of pulls a crash interrupted are
     /// removed (their layers are unpacked again; their ingests resume), and
-    /// so are snapshot directories without records.
+    /// so are snapshot directories without records and ingests that cannot
+    /// be resumed.
     pub fn recover(&self) -> Result<()> {
         for (key, record) in self.snapshots.list()? {
             if record.labels.contains_key(STAGING_LABEL) {
@@ -294,6 +295,7 @@ impl Images {
             }
         }
         self.snapshots.cleanup()?;
+        self.content.cleanup()?;
         Ok(())
     }
 
@@ -531,12 +533,13 @@ impl Images {
             let mut parent: Option<&str> = None;
             for (i, key) in staged.iter().enumerate() {
                 if let Some(Some(key)) = key {
-                    if self.snapshots.exists(&chains[i])? {
+                    match self
+                        .snapshots
+                        .commit_onto(&chains[i], key, parent, layer_labels())
+                    {
                         // Another pull committed the same layer meanwhile.
-                        self.snapshots.remove(key)?;
-                    } else {
-                        self.snapshots
-                            .commit_onto(&chains[i], key, parent, layer_labels())?;
+                        Err(snapshots::Error::AlreadyExists(_)) => self.snapshots.remove(key)?,
+                        other => other?,
                     }
                 }
                 parent = Some(&chains[i]);
@@ -636,6 +639,10 @@ async fn layer_task(
     chain: &str,
     unpack: bool,
 ) -> Result<Option<String>> {
+    // Two pulls sharing a layer would append to one ingest: the second
+    // waits, then finds the blob stored (or the layer's snapshot committed).
+    let lock = layer_lock(digest);
+    let _guard = lock.lock().await;
     let unpack = unpack && !ctx.snapshots.exists(chain)?;
     let have_blob = ctx.content.exists(digest);
     if have_blob && !unpack {
@@ -645,10 +652,11 @@ async fn layer_task(
         return Ok(None);
     }
     let staging = if unpack {
-        let key = format!("staging-{}", Digest::of(chain.as_bytes()).hex());
-        if ctx.snapshots.exists(&key)? {
-            ctx.snapshots.remove(&key)?;
-        }
+        // Staging keys are the pull's own: a concurrent pull of the same
+        // layer unpacks into its own snapshot, and the first to commit wins.
+        static PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PULLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let key = format!("staging-{n}-{}", Digest::of(chain.as_bytes()).hex());
         let labels = BTreeMap::from([(STAGING_LABEL.to_string(), chain.to_string())]);
         ctx.snapshots.prepare(&key, None, labels)?;
         Some(key)
@@ -672,6 +680,20 @@ async fn layer_task(
             Err(e)
         }
     }
+}
+
+/// The lock of one layer blob, shared by every pull in this process.
+fn layer_lock(digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Entries no pull holds any more are dropped as new ones come.
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    locks.entry(digest.to_string()).or_default().clone()
 }
 
 /// The bytes of one layer: the part a resumed ingest already has, then the

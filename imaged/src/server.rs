@@ -52,6 +52,7 @@ fn content_status(e: content::Error) -> Status {
         content::Error::NotFound(_) => Status::not_found(msg),
         content::Error::InvalidDigest(_) => Status::invalid_argument(msg),
         content::Error::Mismatch { .. } => Status::data_loss(msg),
+        content::Error::Busy(_) => Status::unavailable(msg),
         content::Error::Io { .. } => Status::internal(msg),
     }
 }
