@@ -131,7 +131,7 @@ fn read_archive(images: &Images, archive: &Path, scratch: &Path) -> Result<()> {
             }
             let mut writer = images
                 .content
-                .writer(&format!("import-{digest}"), &digest, size)?;
+                .writer(&content::unique_ref(&digest), &digest, size)?;
             writer.truncate()?;
             io::copy(&mut entry, &mut writer)
                 .map_err(|e| Error::Archive(format!("reading {}: {e}", path.display())))?;
@@ -159,7 +159,7 @@ fn store_file(images: &Images, path: &Path) -> Result<(Digest, u64)> {
     if !images.content.exists(&digest) {
         let mut writer = images
             .content
-            .writer(&format!("import-{digest}"), &digest, size)?;
+            .writer(&content::unique_ref(&digest), &digest, size)?;
         writer.truncate()?;
         let mut file = File::open(path).map_err(io_err("open", path))?;
         io::copy(&mut file, &mut writer).map_err(io_err("read", path))?;

@@ -36,6 +36,47 @@ fn push_busybox(registry: &Registry, repo: &str) -> Layout {
     layout
 }
 
+/// `n` pulls of `reference` at once, each on its own connection.
+fn pull_at_once(daemon: &Daemon, reference: &str, n: usize) -> Vec<pb::Image> {
+    let pulls: Vec<_> = (0..n)
+        .map(|_| {
+            let (socket, reference) = (daemon.socket.clone(), reference.to_string());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let ch = berth_proto::connect(&socket).await.unwrap();
+                    let mut c = pb::images_client::ImagesClient::new(ch);
+                    let mut s = c
+                        .pull(pb::PullRequest {
+                            reference,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    let mut all = Vec::new();
+                    while let Some(p) = s.message().await? {
+                        all.push(p);
+                    }
+                    Ok::<_, tonic::Status>(all)
+                })
+            })
+        })
+        .collect();
+    pulls
+        .into_iter()
+        .map(|p| {
+            let progress = p
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+            done(&progress)
+        })
+        .collect()
+}
+
 fn assert_same(berth: &[String], umoci: &[String]) {
     let only_berth: Vec<_> = berth.iter().filter(|l| !umoci.contains(l)).collect();
     let only_umoci: Vec<_> = umoci.iter().filter(|l| !berth.contains(l)).collect();
@@ -81,17 +122,30 @@ fn pull_busybox_unpacks_what_umoci_unpacks() {
         &listing(&umoci.0.join("rootfs")),
     );
 
+    // The static binary resolves names (glibc's NSS, /etc/hosts), and two
+    // pulls of one image at once share its layer.
+    let by_name = format!("localhost:{}/busybox:1", registry.port);
+    for got in pull_at_once(&daemon, &by_name, 2) {
+        assert_eq!(got.chain_id, image.chain_id);
+        assert_eq!(got.name, by_name);
+    }
+
     // The image is listed; a second pull finds every layer there already.
     let mut images = pb::images_client::ImagesClient::new(daemon.channel());
     let list = daemon
         .block_on(images.list(pb::ListImagesRequest::default()))
         .unwrap()
         .into_inner();
-    assert_eq!(list.images.len(), 1);
+    assert_eq!(list.images.len(), 2, "{list:?}");
     let again = daemon.pull_with(&reference, None, None).unwrap();
     assert!(again.iter().any(|p| p.phase == Phase::AlreadyExists as i32));
 
     // Removing the image collects its blobs and snapshots.
+    daemon
+        .block_on(images.remove(pb::RemoveImageRequest {
+            name: format!("localhost:{}/busybox:1", registry.port),
+        }))
+        .unwrap();
     let removed = daemon
         .block_on(images.remove(pb::RemoveImageRequest {
             name: reference.clone(),
@@ -101,6 +155,39 @@ fn pull_busybox_unpacks_what_umoci_unpacks() {
     assert_eq!(removed.removed_blobs.len(), 3, "{removed:?}");
     assert_eq!(removed.removed_snapshots.len(), 1, "{removed:?}");
     assert!(daemon.blobs().is_empty());
+}
+
+#[test]
+fn pulls_of_one_image_at_once_share_its_layers() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let mut layout = Layout::new("shared");
+    let image = layout.image(
+        &[
+            (debian_base().to_vec(), Compression::Gzip),
+            (busybox_layer(), Compression::Gzip),
+        ],
+        ("amd64", ""),
+    );
+    layout.tag("1", &image);
+    registry.push(&layout, "1", "shared", None);
+    let daemon = Daemon::start();
+    let images = pull_at_once(&daemon, &format!("{}/shared:1", registry.host()), 3);
+    assert!(images.iter().all(|i| i.chain_id == images[0].chain_id));
+    let mut snaps = daemon.snapshots();
+    let all = daemon
+        .block_on(snaps.list(pb::ListSnapshotsRequest {}))
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert_eq!(all.len(), 2, "one snapshot per layer: {all:#?}");
+    let umoci = layout.umoci_unpack("1");
+    assert_same(
+        &daemon.image_listing(&images[0]),
+        &listing(&umoci.0.join("rootfs")),
+    );
 }
 
 #[test]

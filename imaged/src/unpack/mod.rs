@@ -368,9 +368,9 @@ impl Applier {
     /// resolved inside the root.
     fn dir(&self, parts: &[OsString]) -> io::Result<OwnedFd> {
         let path = join(parts);
-        match at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !parts.is_empty() => {
-                let (last, init) = parts.split_last().expect("non-empty");
+        let opened = at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY);
+        match (opened, parts.split_last()) {
+            (Err(e), Some((last, init))) if e.raw_os_error() == Some(libc::ENOENT) => {
                 let parent = self.dir(init)?;
                 match at::mkdir_at(parent.as_fd(), last, 0o755) {
                     Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
@@ -378,7 +378,7 @@ impl Applier {
                 }
                 at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY)
             }
-            other => other,
+            (opened, _) => opened,
         }
     }
 
