@@ -358,32 +358,9 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
         linux["readonlyPaths"] = json!([]);
     }
     if let Some(limits) = &settings.resources {
-        if limits.memory < 0 || limits.nano_cpus < 0 || limits.pids_limit < 0 {
-            return Err(Error::Invalid {
-                what: "resources",
-                value: format!("{limits:?}"),
-                why: "limits cannot be negative",
-            });
-        }
-        if limits.memory > 0 {
-            if limits.memory < 6 * 1024 * 1024 {
-                return Err(Error::Invalid {
-                    what: "memory limit",
-                    value: limits.memory.to_string(),
-                    why: "the minimum is 6 MiB, as docker's",
-                });
-            }
-            resources["memory"] = json!({"limit": limits.memory});
-        }
-        if limits.nano_cpus > 0 {
-            let period: i64 = 100_000;
-            resources["cpu"] = json!({
-                "quota": limits.nano_cpus * period / 1_000_000_000,
-                "period": period,
-            });
-        }
-        if limits.pids_limit > 0 {
-            resources["pids"] = json!({"limit": limits.pids_limit});
+        let object = resources.as_object_mut();
+        if let (Some(object), Value::Object(limits)) = (object, limit_resources(limits)?) {
+            object.extend(limits);
         }
     }
     linux["resources"] = resources;
@@ -467,6 +444,40 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
     }
     spec["annotations"] = json!({"org.berth.container.id": inputs.id});
     Ok(spec)
+}
+
+/// `linux.resources` (memory, cpu, pids) for docker's limits; what a
+/// container is created with and what an update sends to the shim.
+pub fn limit_resources(limits: &pb::Resources) -> Result<Value> {
+    if limits.memory < 0 || limits.nano_cpus < 0 || limits.pids_limit < 0 {
+        return Err(Error::Invalid {
+            what: "resources",
+            value: format!("{limits:?}"),
+            why: "limits cannot be negative",
+        });
+    }
+    let mut resources = json!({});
+    if limits.memory > 0 {
+        if limits.memory < 6 * 1024 * 1024 {
+            return Err(Error::Invalid {
+                what: "memory limit",
+                value: limits.memory.to_string(),
+                why: "the minimum is 6 MiB, as docker's",
+            });
+        }
+        resources["memory"] = json!({"limit": limits.memory});
+    }
+    if limits.nano_cpus > 0 {
+        let period: i64 = 100_000;
+        resources["cpu"] = json!({
+            "quota": limits.nano_cpus * period / 1_000_000_000,
+            "period": period,
+        });
+    }
+    if limits.pids_limit > 0 {
+        resources["pids"] = json!({"limit": limits.pids_limit});
+    }
+    Ok(resources)
 }
 
 /// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the

@@ -607,6 +607,54 @@ impl Tasks {
         Ok(out)
     }
 
+    /// New limits for a running container (the shim runs the runtime's
+    /// `update --resources -`), kept in its settings for later runs.
+    pub async fn update_resources(&self, id: &str, limits: &pb::Resources) -> Result<()> {
+        let record = self.containers.resolve(id)?;
+        let resources = crate::bundle::limit_resources(limits)
+            .map_err(|e| Error::Containers(containers::Error::Bundle(e)))?;
+        if let Some(shim) = self.shim_of(&record.id) {
+            let mut any = Any::new();
+            any.type_url =
+                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+            any.value = serde_json::to_vec(&resources).unwrap_or_default();
+            shim.client
+                .update(
+                    self.ctx(),
+                    &api::UpdateTaskRequest {
+                        id: record.id.clone(),
+                        resources: MessageField::some(any),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(shim_err(&record.name, "Update"))?;
+        }
+        // The next run's config.json gets them too.
+        let spec_path = record.bundle.join("config.json");
+        if let Some(mut spec) = std::fs::read(&spec_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            if let (Some(object), serde_json::Value::Object(new)) =
+                (spec["linux"]["resources"].as_object_mut(), resources)
+            {
+                object.extend(new);
+            }
+            let _ = std::fs::write(
+                &spec_path,
+                serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+            );
+        }
+        let limits = *limits;
+        self.containers.update(&record.id, move |r| {
+            let mut settings = r.settings();
+            settings.resources = Some(limits);
+            r.config = prost::Message::encode_to_vec(&settings);
+        })?;
+        Ok(())
+    }
+
     pub async fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;

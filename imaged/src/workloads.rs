@@ -189,10 +189,11 @@ impl pb::containers_server::Containers for Workloads {
             .containers
             .resolve(&request.id)
             .map_err(containers_status)?;
-        if request.resources.is_some() {
-            return Err(Status::unimplemented(
-                "changing the limits of a container is not supported yet: recreate it",
-            ));
+        if let Some(limits) = &request.resources {
+            self.tasks
+                .update_resources(&record.id, limits)
+                .await
+                .map_err(tasks_status)?;
         }
         let record = self
             .tasks

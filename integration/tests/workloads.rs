@@ -441,6 +441,41 @@ fn exec_pause_resume_stats_and_kill_of_a_running_container() {
     assert!(stats.memory_usage > 0, "{stats:?}");
     assert!(stats.pids >= 1, "{stats:?}");
 
+    // New limits for the running container reach its cgroup.
+    let mut cc = env.containers();
+    let id = c.id.clone();
+    env.daemon
+        .block_on(async move {
+            cc.update(pb::UpdateContainerRequest {
+                id,
+                resources: Some(pb::Resources {
+                    memory: 32 << 20,
+                    nano_cpus: 0,
+                    pids_limit: 50,
+                }),
+                ..Default::default()
+            })
+            .await
+        })
+        .unwrap_or_else(|e| panic!("update: {e}\n{}", env.daemon.log()));
+    let cgroup = |controller: &str, file: &str| {
+        let v1 = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("berth-imaged")
+            .join(&c.id)
+            .join(file);
+        std::fs::read_to_string(v1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert_eq!(
+            cgroup("memory", "memory.limit_in_bytes"),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(cgroup("pids", "pids.max"), "50");
+    }
     // A running container is not deleted without force.
     let err = env.delete(&c.id, false).unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
