@@ -98,7 +98,12 @@ pub struct Inputs<'a> {
     pub bundle: &'a Path,
 }
 
-/// Reads `relative` from the image's layers, honouring whiteouts.
+/// The most of an image's passwd or group file the daemon reads.
+const MAX_IMAGE_FILE: u64 = 1 << 20;
+
+/// Reads the regular file `relative` from the first of `roots` that has it
+/// (the container's mounted rootfs; or layer directories, topmost first,
+/// where a `.wh.` entry hides the lower ones).
 pub fn read_image_file(layers: &[PathBuf], relative: &str) -> Option<String> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
@@ -114,12 +119,21 @@ pub fn read_image_file(layers: &[PathBuf], relative: &str) -> Option<String> {
         {
             return None;
         }
-        let Ok(fd) = berth_runtime::safe_path::open_in_root(root.as_raw_fd(), path, libc::O_RDONLY)
-        else {
+        // Never blocking (a fifo), never a device (it could be the host's
+        // disk or /dev/zero), never more than a passwd file could need.
+        let Ok(fd) = berth_runtime::safe_path::open_in_root(
+            root.as_raw_fd(),
+            path,
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        ) else {
             continue;
         };
+        let file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         let mut text = String::new();
-        std::fs::File::from(fd).read_to_string(&mut text).ok()?;
+        file.take(MAX_IMAGE_FILE).read_to_string(&mut text).ok()?;
         return Some(text);
     }
     None
@@ -469,10 +483,16 @@ pub fn limit_resources(limits: &pb::Resources) -> Result<Value> {
     }
     if limits.nano_cpus > 0 {
         let period: i64 = 100_000;
-        resources["cpu"] = json!({
-            "quota": limits.nano_cpus * period / 1_000_000_000,
-            "period": period,
-        });
+        // nano_cpus * period / 1e9, without overflowing on absurd input.
+        let quota = limits.nano_cpus / 10_000;
+        if quota < 1000 || limits.nano_cpus > 1_000_000_000_000 {
+            return Err(Error::Invalid {
+                what: "cpus",
+                value: format!("{}", limits.nano_cpus as f64 / 1e9),
+                why: "use between 0.01 and 1000 CPUs",
+            });
+        }
+        resources["cpu"] = json!({"quota": quota, "period": period});
     }
     if limits.pids_limit > 0 {
         resources["pids"] = json!({"limit": limits.pids_limit});

@@ -87,9 +87,12 @@ impl LogWriter {
             self.size = 0;
         }
         if self.file.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Output may hold secrets: the log is root's alone.
             self.file = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o600)
                 .open(&self.path)
                 .ok();
         }

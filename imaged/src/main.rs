@@ -70,9 +70,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(root) = args.runtime_root {
         config.runtime_root = root;
     }
-    // Unpacked files get exactly the modes their layers say.
+    // Unpack sets every mode it writes explicitly (fchmod); everything
+    // else the daemon makes (sockets, bundles, logs) must not be writable
+    // by other users, whatever umask the daemon was started with.
     // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0) };
+    unsafe { libc::umask(0o022) };
 
     // Two workers: the daemon's work is I/O and unpacking, which runs on
     // tokio's blocking threads.
@@ -149,6 +151,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let _events_server = events::serve(&events_socket, hub.clone()).await?;
+    owner_only(&events_socket)?;
     let launcher = shim::Launcher {
         binary: config.shim.clone(),
         runtime: config.runtime.clone(),
@@ -180,6 +183,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let listener = tokio::net::UnixListener::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+    // The socket is root's: whoever can talk to it can run anything as root.
+    owner_only(&config.socket)?;
     eprintln!(
         "berth-imaged: serving on {} (root {})",
         config.socket.display(),
@@ -217,4 +222,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&events_socket);
     eprintln!("berth-imaged: stopped");
     Ok(())
+}
+
+/// chmod 0600: a daemon socket is a root shell for whoever can connect.
+fn owner_only(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
 }

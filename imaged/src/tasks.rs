@@ -45,6 +45,12 @@ pub enum Error {
     },
     #[error("stdio of container {container}: {detail}")]
     Stdio { container: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container {0} is starting: try again in a moment")]
+    Starting(String),
+    #[error("container {container} could not be stopped: {detail}")]
+    Stuck { container: String, detail: String },
     #[error(transparent)]
     Launch(#[from] shim::Error),
     #[error(transparent)]
@@ -62,14 +68,17 @@ struct Process {
     output: broadcast::Sender<Chunk>,
     /// The exit status once known.
     exit: watch::Sender<Option<u32>>,
-    /// The write end of the stdin fifo, while open.
-    stdin: Option<std::fs::File>,
+    /// The write end of the stdin fifo, while open; written outside the
+    /// daemon's lock (a process that does not read must block only its writer).
+    stdin: Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>,
 }
 
 #[derive(Default)]
 struct Inner {
     shims: HashMap<String, Shim>,
     processes: HashMap<ProcessKey, Process>,
+    /// Containers between the start of a Start and its shim being known.
+    starting: std::collections::HashSet<String>,
 }
 
 /// The task service.
@@ -134,8 +143,14 @@ impl Tasks {
         }
     }
 
+    /// Every RPC but Wait has a deadline: a wedged shim must not hang a
+    /// client (or the daemon's start-up recovery) for ever.
     fn ctx(&self) -> ttrpc::context::Context {
-        shim::context(&self.launcher.namespace)
+        shim::context(&self.launcher.namespace, Some(Duration::from_secs(30)))
+    }
+
+    fn wait_ctx(&self) -> ttrpc::context::Context {
+        shim::context(&self.launcher.namespace, None)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -175,13 +190,34 @@ impl Tasks {
         if !exec_id.is_empty() {
             return self.start_exec(&record, exec_id).await;
         }
-        if self.shim_of(&record.id).is_some() {
-            return Err(Error::Running(record.name.clone()));
-        }
         self.start_init(&record, false).await
     }
 
+    /// Claims the container for one start; refused while it runs or
+    /// another start is under way.
+    fn claim_start(&self, record: &ContainerRecord) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.shims.contains_key(&record.id) {
+            return Err(Error::Running(record.name.clone()));
+        }
+        if !inner.starting.insert(record.id.clone()) {
+            return Err(Error::Starting(record.name.clone()));
+        }
+        Ok(())
+    }
+
     async fn start_init(
+        self: &Arc<Self>,
+        record: &ContainerRecord,
+        restarting: bool,
+    ) -> Result<u32> {
+        self.claim_start(record)?;
+        let result = self.start_claimed(record, restarting).await;
+        self.lock().starting.remove(&record.id);
+        result
+    }
+
+    async fn start_claimed(
         self: &Arc<Self>,
         record: &ContainerRecord,
         restarting: bool,
@@ -198,7 +234,8 @@ impl Tasks {
         )?;
         let key: ProcessKey = (record.id.clone(), String::new());
         let (output, _) = self.process(&key);
-        // A fresh exit watch for this run (an earlier run's exit is history).
+        // A fresh exit for this run (an earlier run's is history); attached
+        // clients subscribed to the old one have seen it end.
         {
             let mut inner = self.lock();
             if let Some(p) = inner.processes.get_mut(&key) {
@@ -278,7 +315,10 @@ impl Tasks {
             }
         };
         self.lock().shims.insert(record.id.clone(), shim.clone());
-        self.containers.update(&record.id, |r| {
+        // From here the watcher owns the task: whatever happens next, the
+        // exit is recorded and the shim torn down.
+        self.spawn_watcher(record.id.clone(), shim.clone());
+        let updated = self.containers.update(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32;
             r.state.pid = pid;
             r.state.started_at = now_secs();
@@ -286,19 +326,29 @@ impl Tasks {
             if !restarting {
                 r.state.stopped_by_user = false;
             }
-        })?;
-        self.spawn_watcher(record.id.clone(), shim);
+        });
+        match updated {
+            // Stopped (or deleted) while it was being restarted: stop it again.
+            Ok(r) if restarting && r.state.stopped_by_user => {
+                let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+                return Err(e.into());
+            }
+        }
         Ok(pid)
     }
 
     /// Keeps the write end of a process's stdin fifo, for Attach. Read-write,
     /// so the open never waits for the shim's reader.
     fn open_stdin(&self, key: &ProcessKey, path: &Path) {
-        let writer = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .ok();
+        let writer = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(path)
+            .ok()
+            .map(|w| Arc::new(tokio::sync::Mutex::new(w)));
         if let Some(p) = self.lock().processes.get_mut(key) {
             p.stdin = writer;
         }
@@ -339,7 +389,7 @@ impl Tasks {
             let waited = shim
                 .client
                 .wait(
-                    tasks.ctx(),
+                    tasks.wait_ctx(),
                     &api::WaitRequest {
                         id: id.clone(),
                         ..Default::default()
@@ -377,7 +427,10 @@ impl Tasks {
             )
             .await;
         let Ok(record) = self.containers.resolve(id) else {
+            // Deleted meanwhile: the shim's clean-up still runs.
             self.lock().shims.remove(id);
+            let bundle = self.containers.bundles.join(id);
+            self.launcher.delete(id, &bundle).await;
             return;
         };
         self.launcher.delete(id, &record.bundle).await;
@@ -395,7 +448,7 @@ impl Tasks {
             inner.shims.remove(id);
             if let Some(p) = inner.processes.get_mut(&(id.to_string(), String::new())) {
                 p.stdin = None;
-                let _ = p.exit.send(Some(status));
+                p.exit.send_replace(Some(status));
             }
         }
         if let Some(delay) = restart_delay(&record, status) {
@@ -467,7 +520,13 @@ impl Tasks {
         if record.status() == pb::container::Status::Paused {
             let _ = self.resume(&record.id).await;
         }
-        self.kill(&record.id, "", signal, true).await?;
+        // The init alone gets the stop signal (it may stop its children in
+        // order); an exit that beats the signal is a stop too.
+        if let Err(e) = self.kill(&record.id, "", signal, false).await {
+            if exit.borrow().is_none() && self.is_running(&record.id) {
+                return Err(e);
+            }
+        }
         let in_time = tokio::time::timeout(
             Duration::from_secs(timeout.into()),
             exit.wait_for(|s| s.is_some()),
@@ -489,19 +548,37 @@ impl Tasks {
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<u32> {
         let record = self.containers.resolve(id)?;
         let key = (record.id.clone(), exec_id.to_string());
-        if exec_id.is_empty() && self.shim_of(&record.id).is_none() {
-            // Not running (and not about to restart): its last status.
-            if record.status() != pb::container::Status::Restarting {
+        // Checked and subscribed under one lock: an exit in between is
+        // either seen here or recorded in the watch.
+        let mut exit = {
+            let inner = self.lock();
+            let running =
+                inner.shims.contains_key(&record.id) || inner.starting.contains(&record.id);
+            match inner.processes.get(&key) {
+                Some(p) => p.exit.subscribe(),
+                None if !exec_id.is_empty() => {
+                    return Err(Error::NoExec {
+                        container: record.name.clone(),
+                        exec: exec_id.to_string(),
+                    })
+                }
+                None if !running && record.status() != pb::container::Status::Restarting => {
+                    return Ok(record.state.exit_status);
+                }
+                None => {
+                    drop(inner);
+                    self.process(&key).1
+                }
+            }
+        };
+        if exec_id.is_empty() && !self.is_running(&record.id) && exit.borrow().is_none() {
+            let record = self.containers.resolve(id)?;
+            if record.status() != pb::container::Status::Restarting
+                && !self.lock().starting.contains(&record.id)
+            {
                 return Ok(record.state.exit_status);
             }
         }
-        if !exec_id.is_empty() && !self.lock().processes.contains_key(&key) {
-            return Err(Error::NoExec {
-                container: record.name.clone(),
-                exec: exec_id.to_string(),
-            });
-        }
-        let (_, mut exit) = self.process(&key);
         let status = exit
             .wait_for(|s| s.is_some())
             .await
@@ -699,16 +776,17 @@ impl Tasks {
         Ok(())
     }
 
-    /// Writes to a process's stdin (Attach).
-    pub fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> bool {
-        use std::io::Write;
-        let mut inner = self.lock();
-        match inner
+    /// Writes to a process's stdin (Attach); waits while the process does
+    /// not read, without holding anything else up.
+    pub async fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let writer = self
+            .lock()
             .processes
-            .get_mut(&(id.to_string(), exec_id.to_string()))
-            .and_then(|p| p.stdin.as_mut())
-        {
-            Some(stdin) => stdin.write_all(data).is_ok(),
+            .get(&(id.to_string(), exec_id.to_string()))
+            .and_then(|p| p.stdin.clone());
+        match writer {
+            Some(writer) => writer.lock().await.write_all(data).await.is_ok(),
             None => false,
         }
     }
@@ -725,6 +803,12 @@ impl Tasks {
         } else {
             request.exec_id.clone()
         };
+        // It names files in the bundle: containerd's identifier rule.
+        if !valid_identifier(&exec_id) {
+            return Err(Error::Invalid(format!(
+                "invalid exec id {exec_id:?}: use letters, digits and . _ - between them, at most 76"
+            )));
+        }
         let key = (record.id.clone(), exec_id.clone());
         if self.lock().processes.contains_key(&key) {
             return Err(Error::ExecExists {
@@ -732,16 +816,30 @@ impl Tasks {
                 exec: exec_id,
             });
         }
-        let spec: serde_json::Value = std::fs::read(record.bundle.join("config.json"))
+        // The container's own process (user, capabilities, no_new_privs)
+        // is the template: an exec never runs with less confinement.
+        let spec_path = record.bundle.join("config.json");
+        let spec: serde_json::Value = std::fs::read(&spec_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+            .ok_or_else(|| Error::Stdio {
+                container: record.name.clone(),
+                detail: format!("cannot read the container's spec {}", spec_path.display()),
+            })?;
         let mut process = spec["process"].clone();
-        if request.args.is_empty() {
+        if !process.is_object() {
             return Err(Error::Stdio {
                 container: record.name.clone(),
-                detail: "exec needs a command".into(),
+                detail: format!("{} has no process", spec_path.display()),
             });
+        }
+        if request.args.is_empty() {
+            return Err(Error::Invalid("exec needs a command".into()));
+        }
+        if let Some(bad) = request.env.iter().find(|e| !e.contains('=')) {
+            return Err(Error::Invalid(format!(
+                "invalid environment entry {bad:?}: use KEY=VALUE"
+            )));
         }
         process["args"] = serde_json::json!(request.args);
         process["terminal"] = serde_json::json!(request.tty);
@@ -766,10 +864,7 @@ impl Tasks {
         }
         if !request.user.is_empty() {
             let (uid, gid, groups) = crate::bundle::resolve_user(&request.user, &[record.rootfs()])
-                .map_err(|e| Error::Stdio {
-                    container: record.name.clone(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| Error::Invalid(e.to_string()))?;
             process["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
         }
         let dir = record.bundle.join("exec");
@@ -848,7 +943,7 @@ impl Tasks {
             let waited = shim
                 .client
                 .wait(
-                    tasks.ctx(),
+                    tasks.wait_ctx(),
                     &api::WaitRequest {
                         id: id.clone(),
                         exec_id: exec.clone(),
@@ -868,9 +963,10 @@ impl Tasks {
                     },
                 )
                 .await;
-            let process = tasks.lock().processes.remove(&(id, exec.clone()));
-            if let Some(p) = process {
-                let _ = p.exit.send(Some(status));
+            // The exec's exit stays known (Wait after it ended), its stdin goes.
+            if let Some(p) = tasks.lock().processes.get_mut(&(id, exec.clone())) {
+                p.stdin = None;
+                p.exit.send_replace(Some(status));
             }
             for suffix in ["stdout", "stderr", "stdin"] {
                 let _ = std::fs::remove_file(dir.join(format!("{exec}-{suffix}")));
@@ -896,6 +992,16 @@ impl Tasks {
                 container: record.name.clone(),
                 exec: exec_id.to_string(),
             });
+        }
+        // Attaching to a stopped init would wait for an exit that came and
+        // went (docker refuses it too); a created one is about to start.
+        if exec_id.is_empty()
+            && !self.is_running(&record.id)
+            && !self.lock().starting.contains(&record.id)
+            && record.status() != pb::container::Status::Created
+            && record.status() != pb::container::Status::Restarting
+        {
+            return Err(Error::NotRunning(record.name.clone()));
         }
         let (output, exit) = self.process(&key);
         Ok((output.subscribe(), exit, record.id))
@@ -1030,8 +1136,23 @@ impl Tasks {
                 let _ = self.resume(&record.id).await;
             }
             let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some())).await;
+            let exited =
+                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some()))
+                    .await
+                    .is_ok();
+            if !exited {
+                // The shim does not answer: its own clean-up kills what is
+                // left and removes the runtime's state; only then may the
+                // rootfs and bundle go.
+                self.launcher.delete(&record.id, &record.bundle).await;
+                let gone = self.lock().shims.remove(&record.id).is_some();
+                if gone && self.runtime_still_has(&record.id) {
+                    return Err(Error::Stuck {
+                        container: record.name.clone(),
+                        detail: "its processes did not exit after SIGKILL".into(),
+                    });
+                }
+            }
         } else {
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
@@ -1039,6 +1160,16 @@ impl Tasks {
         self.containers.delete(&record.id)?;
         self.forget(&record.id);
         Ok(())
+    }
+
+    /// Whether the runtime still knows the container (its state directory).
+    fn runtime_still_has(&self, id: &str) -> bool {
+        self.launcher
+            .runtime_root
+            .join(&self.launcher.namespace)
+            .join(id)
+            .exists()
+            || self.launcher.runtime_root.join(id).exists()
     }
 
     /// Watches OOM notices to record them on the container.
@@ -1061,6 +1192,21 @@ impl Tasks {
             }
         });
     }
+}
+
+/// containerd's rule for identifiers that name files.
+fn valid_identifier(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 76
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !bytes
+            .windows(2)
+            .any(|w| !w[0].is_ascii_alphanumeric() && !w[1].is_ascii_alphanumeric())
 }
 
 /// The fifos of one process in `dir` (`PREFIX-stdout`, `-stderr` unless it

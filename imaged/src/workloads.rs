@@ -38,11 +38,12 @@ pub fn containers_status(e: containers::Error) -> Status {
     match e {
         E::NotFound(_) | E::ImageNotFound(_) => Status::not_found(msg),
         E::NameInUse { .. } => Status::already_exists(msg),
-        E::Ambiguous(_)
-        | E::InvalidName(_)
-        | E::InvalidMount(_)
-        | E::BindSource(_)
-        | E::Bundle(_) => Status::invalid_argument(msg),
+        E::Ambiguous(_) | E::InvalidName(_) | E::InvalidMount(_) | E::BindSource(_) => {
+            Status::invalid_argument(msg)
+        }
+        // The daemon, not the request, lacks a default seccomp profile.
+        E::Bundle(crate::bundle::Error::Seccomp(_)) => Status::failed_precondition(msg),
+        E::Bundle(_) => Status::invalid_argument(msg),
         E::Volume(v) => volumes_status(v),
         _ => Status::internal(msg),
     }
@@ -64,7 +65,11 @@ pub fn tasks_status(e: tasks::Error) -> Status {
     use tasks::Error as E;
     let msg = e.to_string();
     match e {
-        E::Running(_) | E::NotRunning(_) | E::Paused(_) => Status::failed_precondition(msg),
+        E::Running(_) | E::NotRunning(_) | E::Paused(_) | E::Starting(_) => {
+            Status::failed_precondition(msg)
+        }
+        E::Invalid(_) => Status::invalid_argument(msg),
+        E::Stuck { .. } => Status::deadline_exceeded(msg),
         E::NoExec { .. } => Status::not_found(msg),
         E::ExecExists { .. } => Status::already_exists(msg),
         E::Shim { code, .. } => match code {
@@ -77,6 +82,7 @@ pub fn tasks_status(e: tasks::Error) -> Status {
             _ => Status::internal(msg),
         },
         E::Launch(crate::shim::Error::Spawn { .. }) => Status::failed_precondition(msg),
+        E::Launch(crate::shim::Error::Connect { .. }) => Status::unavailable(msg),
         E::Launch(_) | E::Stdio { .. } => Status::internal(msg),
         E::Containers(c) => containers_status(c),
     }
@@ -559,7 +565,9 @@ impl pb::tasks_server::Tasks for Workloads {
                     }
                 };
                 if !message.stdin.is_empty() {
-                    tasks.write_stdin(&input_id, &input_exec, &message.stdin);
+                    tasks
+                        .write_stdin(&input_id, &input_exec, &message.stdin)
+                        .await;
                 }
                 if message.width > 0 && message.height > 0 {
                     let _ = tasks

@@ -864,3 +864,121 @@ where
 {
     std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
 }
+
+#[test]
+fn hostile_requests_and_images_cannot_reach_the_host_or_hang_the_daemon() {
+    if !can_run_images() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start();
+    env.busybox("busybox:hostile");
+    // Only root may talk to the daemon or read what it keeps.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.daemon.socket), 0o600);
+    let c = env
+        .create("modes", busybox_config("busybox:hostile", &["sleep", "60"]))
+        .unwrap();
+    assert_eq!(mode(Path::new(&c.bundle).parent().unwrap()), 0o700);
+    assert_eq!(mode(&Path::new(&c.bundle).join("config.json")), 0o600);
+    let mut config = busybox_config("busybox:hostile", &["sleep", "60"]);
+    config.stdin_open = true;
+    let c = env.create("deaf", config).unwrap();
+    env.start_task(&c.id).unwrap();
+
+    // An exec id is a file name in the bundle: no path may ride in it.
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    let err = env
+        .daemon
+        .block_on(async move {
+            t.exec(pb::ExecProcessRequest {
+                container_id: id,
+                exec_id: "../../../../tmp/x".into(),
+                args: vec!["true".into()],
+                ..Default::default()
+            })
+            .await
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    // 1 MiB typed into a process that never reads: the writer waits, the
+    // daemon does not.
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    env.daemon.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tx.send(pb::AttachInput {
+            container_id: id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let _output = t
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        for _ in 0..16 {
+            let _ = tx
+                .send(pb::AttachInput {
+                    stdin: vec![b'x'; 64 * 1024],
+                    ..Default::default()
+                })
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(tx);
+    });
+    let start = Instant::now();
+    assert_eq!(env.status(&c.id), pb::container::Status::Running);
+    assert!(start.elapsed() < Duration::from_secs(5), "the daemon hung");
+    let (out, status) = env.exec(&c.id, &["echo", "alive"]).unwrap();
+    assert_eq!((out.as_str(), status), ("alive\n", 0));
+    env.kill(&c.id, 9).unwrap();
+    assert_eq!(env.wait(&c.id), 137);
+    // Attaching to a stopped container is refused, not a wait for ever.
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    let err = env
+        .daemon
+        .block_on(async move {
+            t.attach(tokio_stream::iter(vec![pb::AttachInput {
+                container_id: id,
+                ..Default::default()
+            }]))
+            .await
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+
+    // An image whose /etc/passwd is a fifo (a device, a huge file): the
+    // user lookup neither blocks nor reads it.
+    let mut layout = Layout::new("wl-fifo");
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut t = LayerTar::new();
+    t.dir("bin/", 0o755)
+        .file("bin/busybox", 0o755, &busybox)
+        .symlink("bin/sh", "busybox")
+        .dir("etc/", 0o755)
+        .fifo("etc/passwd")
+        .char_dev("etc/group", 1, 5);
+    let image = layout.image(&[(t.finish(), Compression::Gzip)], ("amd64", ""));
+    layout.tag("fifo:1", &image);
+    let archive = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout.dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    env.daemon.import(&archive.stdout, None).unwrap();
+    let mut config = busybox_config("fifo:1", &["true"]);
+    config.user = "app".into();
+    let start = Instant::now();
+    let err = env.create("fifo-user", config).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the lookup blocked"
+    );
+}
