@@ -59,6 +59,15 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
+/// What an attached client follows.
+pub struct Attached {
+    pub output: broadcast::Receiver<Chunk>,
+    pub exit: watch::Receiver<Option<u32>>,
+    pub container_id: String,
+    /// Output streams to see end before the exit is the last word.
+    pub streams: usize,
+}
+
 /// (container id, exec id; "" for the init).
 type ProcessKey = (String, String);
 
@@ -68,6 +77,9 @@ struct Process {
     output: broadcast::Sender<Chunk>,
     /// The exit status once known.
     exit: watch::Sender<Option<u32>>,
+    /// Output streams it has (1 with a terminal, else stdout and stderr):
+    /// an attached client has seen all output once that many have ended.
+    streams: usize,
     /// The write end of the stdin fifo, while open; written outside the
     /// daemon's lock (a process that does not read must block only its writer).
     stdin: Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>,
@@ -180,6 +192,7 @@ impl Tasks {
                 output: broadcast::channel(256).0,
                 exit: watch::channel(None).0,
                 stdin: None,
+                streams: 2,
             });
         (process.output.clone(), process.exit.subscribe())
     }
@@ -324,7 +337,9 @@ impl Tasks {
             r.state.started_at = now_secs();
             r.state.oom_killed = false;
             if !restarting {
+                // A client's start begins the policy's count again.
                 r.state.stopped_by_user = false;
+                r.state.restart_count = 0;
             }
         });
         match updated {
@@ -900,6 +915,9 @@ impl Tasks {
             .await
             .map_err(shim_err(&record.name, "Exec"))?;
         let (output, _) = self.process(&key);
+        if let Some(p) = self.lock().processes.get_mut(&key) {
+            p.streams = if request.tty { 1 } else { 2 };
+        }
         self.spawn_copiers(
             &record.id,
             &record.bundle,
@@ -976,15 +994,7 @@ impl Tasks {
     }
 
     /// The output and exit of a process, for Attach.
-    pub fn attach(
-        &self,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(
-        broadcast::Receiver<Chunk>,
-        watch::Receiver<Option<u32>>,
-        String,
-    )> {
+    pub fn attach(&self, id: &str, exec_id: &str) -> Result<Attached> {
         let record = self.containers.resolve(id)?;
         let key = (record.id.clone(), exec_id.to_string());
         if !exec_id.is_empty() && !self.lock().processes.contains_key(&key) {
@@ -1004,7 +1014,18 @@ impl Tasks {
             return Err(Error::NotRunning(record.name.clone()));
         }
         let (output, exit) = self.process(&key);
-        Ok((output.subscribe(), exit, record.id))
+        let tty = exec_id.is_empty() && record.settings().tty;
+        let streams = self
+            .lock()
+            .processes
+            .get(&key)
+            .map_or(if tty { 1 } else { 2 }, |p| if tty { 1 } else { p.streams });
+        Ok(Attached {
+            output: output.subscribe(),
+            exit,
+            container_id: record.id,
+            streams,
+        })
     }
 
     /// The init's live output, for `logs -f`.
@@ -1264,6 +1285,14 @@ pub fn restart_delay(record: &ContainerRecord, status: u32) -> Option<Duration> 
     };
     if !restart {
         return None;
+    }
+    // A run of 10 s or more starts the back-off over (docker's rule).
+    let ran = record
+        .state
+        .finished_at
+        .saturating_sub(record.state.started_at);
+    if ran >= 10 {
+        return Some(Duration::from_millis(100));
     }
     let exponent = record.state.restart_count.min(10);
     Some(Duration::from_millis(100u64 << exponent).min(Duration::from_secs(60)))

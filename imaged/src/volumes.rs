@@ -189,6 +189,16 @@ impl Volumes {
                 path: path.clone(),
                 source: e,
             })?;
+            // The volume's root takes the owner and mode of the image's
+            // directory (an image's USER can write its VOLUME, as in docker).
+            // SAFETY: fstat/fchown/fchmod on descriptors we own.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(source.as_raw_fd(), &mut st) == 0 {
+                    libc::fchown(target.as_raw_fd(), st.st_uid, st.st_gid);
+                    libc::fchmod(target.as_raw_fd(), st.st_mode & 0o7777);
+                }
+            }
             copy_tree(source.as_raw_fd(), target.as_raw_fd(), 0).map_err(|e| Error::Io {
                 name: name.to_string(),
                 op: "seed",

@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use futures_util::Stream;
@@ -536,20 +537,16 @@ impl pb::tasks_server::Tasks for Workloads {
         let first = input.message().await?.ok_or_else(|| {
             Status::invalid_argument("attach: the first message names the process")
         })?;
-        let (mut output, mut exit, id) = self
+        let tasks::Attached {
+            mut output,
+            mut exit,
+            container_id: id,
+            streams,
+        } = self
             .tasks
             .attach(&first.container_id, &first.exec_id)
             .map_err(tasks_status)?;
         let exec_id = first.exec_id.clone();
-        let tty = if exec_id.is_empty() {
-            self.tasks
-                .containers
-                .resolve(&id)
-                .map(|r| r.settings().tty)
-                .unwrap_or(false)
-        } else {
-            false
-        };
         let tasks = self.tasks.clone();
         let (input_id, input_exec) = (id.clone(), exec_id.clone());
         tokio::spawn(async move {
@@ -581,20 +578,15 @@ impl pb::tasks_server::Tasks for Workloads {
         });
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            // An exec with a terminal has one stream; stderr joins stdout.
-            let _ = tty;
             let mut ended = 0;
-            let mut streams_seen = std::collections::HashSet::new();
             let mut status: Option<u32> = *exit.borrow();
+            let mut drain_until =
+                status.map(|_| tokio::time::Instant::now() + Duration::from_secs(2));
             loop {
                 tokio::select! {
                     chunk = output.recv() => match chunk {
-                        Ok(chunk) if chunk.data.is_empty() => {
-                            ended += 1;
-                            streams_seen.insert(chunk.stream as i32);
-                        }
+                        Ok(chunk) if chunk.data.is_empty() => ended += 1,
                         Ok(chunk) => {
-                            streams_seen.insert(chunk.stream as i32);
                             let message = pb::AttachOutput {
                                 stream: chunk.stream as i32,
                                 data: chunk.data,
@@ -620,12 +612,17 @@ impl pb::tasks_server::Tasks for Workloads {
                             break;
                         }
                         status = *exit.borrow();
+                        drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                    }
+                    // An end of stream this client subscribed too late to see
+                    // must not keep it waiting once the exit is known.
+                    _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                        ended = streams;
                     }
                 }
                 if let Some(code) = status {
-                    // Every stream that produced output has ended, or none
-                    // is left to: the exit is the last message.
-                    if ended >= streams_seen.len().max(1) {
+                    // Every output stream has ended: the exit is the last message.
+                    if ended >= streams {
                         let _ = tx
                             .send(Ok(pb::AttachOutput {
                                 stream: 0,
