@@ -49,6 +49,15 @@ fn main() -> anyhow::Result<()> {
     if args.registry_config.is_some() {
         config.registry_config = args.registry_config;
     }
+    // glibc gives each thread that allocates its own arena, and keeps what
+    // it frees there; a pull runs on several blocking threads. One arena
+    // keeps the idle daemon small (the hot loops reuse their buffers, so
+    // the allocator is not contended). MALLOC_ARENA_MAX, if set, wins.
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt changes allocator tuning before any thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
     // Unpacked files get exactly the modes their layers say.
     // SAFETY: umask cannot fail.
     unsafe { libc::umask(0) };
