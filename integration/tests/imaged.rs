@@ -1041,3 +1041,93 @@ fn docker_save_tarballs_import_without_a_registry() {
         &listing(&umoci.0.join("rootfs")),
     );
 }
+
+#[test]
+fn snapshots_prepare_write_commit_view_and_refuse_removing_parents() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let _layout = push_busybox(&registry, "busybox");
+    let daemon = Daemon::start();
+    let image = daemon.pull(&format!("{}/busybox:1", registry.host()));
+    let mut snaps = daemon.snapshots();
+
+    // A writable snapshot on the image: an overlay whose upper dir takes
+    // the writes, and whose lower dir (the image) does not change.
+    let mounts = daemon
+        .block_on(snaps.prepare(pb::PrepareSnapshotRequest {
+            key: "rw".into(),
+            parent: image.chain_id.clone(),
+            labels: Default::default(),
+        }))
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(mounts[0].r#type, "overlay", "{mounts:?}");
+    {
+        let rw = Mounted::new_rw(&mounts);
+        assert!(rw.target.join("bin/busybox").is_file());
+        std::fs::write(rw.target.join("etc/written"), b"hello").unwrap();
+        std::fs::remove_file(rw.target.join("etc/passwd")).unwrap();
+    }
+    let usage = daemon
+        .block_on(snaps.usage(pb::UsageRequest { key: "rw".into() }))
+        .unwrap()
+        .into_inner();
+    assert!(usage.inodes >= 3, "{usage:?}");
+    daemon
+        .block_on(snaps.commit(pb::CommitSnapshotRequest {
+            name: "committed".into(),
+            key: "rw".into(),
+            labels: Default::default(),
+        }))
+        .unwrap();
+    let view = daemon
+        .block_on(snaps.view(pb::ViewSnapshotRequest {
+            key: "view".into(),
+            parent: "committed".into(),
+            labels: Default::default(),
+        }))
+        .unwrap()
+        .into_inner()
+        .mounts;
+    {
+        let ro = Mounted::new(&view);
+        assert_eq!(
+            std::fs::read(ro.target.join("etc/written")).unwrap(),
+            b"hello"
+        );
+        assert!(
+            !ro.target.join("etc/passwd").exists(),
+            "the deletion is a whiteout"
+        );
+        assert!(
+            std::fs::write(ro.target.join("x"), b"").is_err(),
+            "a view is read-only"
+        );
+    }
+    // The image itself is unchanged.
+    assert!(daemon
+        .image_listing(&image)
+        .iter()
+        .any(|l| l.starts_with("etc/passwd ")));
+
+    let err = daemon
+        .block_on(snaps.remove(pb::RemoveSnapshotRequest {
+            key: "committed".into(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let err = daemon
+        .block_on(snaps.prepare(pb::PrepareSnapshotRequest {
+            key: "on-active".into(),
+            parent: "view".into(),
+            labels: Default::default(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    for key in ["view", "committed"] {
+        daemon.remove_snapshot(key);
+    }
+}
