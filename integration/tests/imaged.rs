@@ -572,9 +572,19 @@ fn hostile_layers_never_write_outside_the_snapshot() {
         .symlink("evil", "/tmp")
         .file(&format!("evil/{tag}-sym"), 0o644, b"x")
         .symlink("up", "../../../../../../..")
-        .file(&format!("up/tmp/{tag}-symrel"), 0o644, b"x");
+        .file(&format!("up/tmp/{tag}-symrel"), 0o644, b"x")
+        // A symlink to a directory that does not exist yet: created inside
+        // the root (containerd's behaviour), never on the host.
+        .symlink("dangling", &format!("/tmp/{tag}-dangling/sub"))
+        .file("dangling/inside", 0o644, b"x");
     let image = pull_layers(&registry, &daemon, "sym", vec![t.finish()]).unwrap();
     let list = daemon.image_listing(&image);
+    assert!(
+        list.iter()
+            .any(|l| l.starts_with(&format!("tmp/{tag}-dangling/sub/inside file"))),
+        "{list:?}"
+    );
+    assert!(!host("dangling").exists());
     assert!(
         list.iter()
             .any(|l| l.starts_with(&format!("tmp/{tag}-sym file"))),
