@@ -968,7 +968,8 @@ fn images_move_between_daemons_as_oci_archives() {
     );
 
     // The archive is an OCI layout other tools read.
-    let dir = std::env::temp_dir().join(unique("exported"));
+    let guard = TempDir(std::env::temp_dir().join(unique("exported")).join("layout"));
+    let dir = guard.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("archive.tar"), &archive).unwrap();
     let out = Command::new("tar")
