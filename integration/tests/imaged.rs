@@ -1142,3 +1142,30 @@ fn snapshots_prepare_write_commit_view_and_refuse_removing_parents() {
         daemon.remove_snapshot(key);
     }
 }
+
+#[test]
+fn pull_errors_say_what_failed() {
+    if !can_run_images() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let err = daemon
+        .pull_with("127.0.0.1:1/nothing:1", None, None)
+        .unwrap_err();
+    assert!(err.message().contains("Connection refused"), "{err}");
+
+    let registry = Registry::start();
+    let _layout = push_busybox(&registry, "busybox");
+    let err = daemon
+        .pull_with(&format!("{}/busybox:nope", registry.host()), None, None)
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(
+        err.message()
+            .contains("manifest unknown (is the tag right?)"),
+        "{err}"
+    );
+
+    let err = daemon.pull_with("Not A Reference", None, None).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+}
