@@ -109,6 +109,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         content,
         snapshots,
         registry: Arc::new(options),
+        gc_lock: Default::default(),
     };
     images
         .recover()
