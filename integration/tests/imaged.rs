@@ -224,7 +224,9 @@ fn debian_base() -> &'static [u8] {
                 "debootstrap: {}",
                 berth_integration::text(&out)
             );
-            let tmp = cache.with_extension("tmp");
+            // Test processes of other checkouts may build the cache at the
+            // same time: each writes its own file, the rename is atomic.
+            let tmp = cache.with_extension(unique("tmp"));
             let out = Command::new("tar")
                 .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
                 .arg(&root)
