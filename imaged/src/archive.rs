@@ -190,6 +190,7 @@ pub async fn import(
     platform: &Platform,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<Vec<images::ImageRecord>> {
+    let _working = images.gc_lock.read().await;
     let scratch = archive.with_extension("d");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).map_err(io_err("create", &scratch))?;

@@ -261,6 +261,10 @@ pub struct Images {
     pub content: Store,
     pub snapshots: Snapshotter,
     pub registry: Arc<registry::Options>,
+    /// Pulls and imports hold it shared, garbage collection exclusively:
+    /// blobs and snapshots a pull has made but not yet recorded in an image
+    /// belong to no image, and must not be collected meanwhile.
+    pub gc_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// An image resolved to one platform's manifest, whose manifest and config
@@ -335,7 +339,10 @@ impl Images {
     }
 
     /// Garbage collection: blobs and layer snapshots no image refers to.
+    /// Waits for pulls and imports in progress; call it from a blocking
+    /// thread.
     pub fn gc(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let _exclusive = self.gc_lock.blocking_write();
         let images = self.list()?;
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
@@ -388,6 +395,7 @@ impl Images {
         unpack: bool,
         progress: mpsc::UnboundedSender<Progress>,
     ) -> Result<ImageRecord> {
+        let _working = self.gc_lock.read().await;
         let _ = progress.send(Progress::Resolving);
         let remote = Remote::connect(reference, &self.registry, auth).await?;
         let name = remote.canonical_name();

@@ -70,6 +70,15 @@ fn main() -> anyhow::Result<()> {
     if let Some(root) = args.runtime_root {
         config.runtime_root = root;
     }
+    // glibc gives each thread that allocates its own arena, and keeps what
+    // it frees there; a pull runs on several blocking threads. One arena
+    // keeps the idle daemon small (the hot loops reuse their buffers, so
+    // the allocator is not contended). MALLOC_ARENA_MAX, if set, wins.
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt changes allocator tuning before any thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
     // Unpack sets every mode it writes explicitly (fchmod); everything
     // else the daemon makes (sockets, bundles, logs) must not be writable
     // by other users, whatever umask the daemon was started with.
@@ -123,6 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         content,
         snapshots,
         registry: Arc::new(options),
+        gc_lock: Default::default(),
     });
     images
         .recover()
