@@ -78,12 +78,10 @@ struct ConfigPlatform {
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// A name as berth records it (`busybox:1` → `docker.io/library/busybox:1`).
-pub fn canonical(name: &str) -> Result<String> {
-    let reference: oci_client::Reference = name
-        .parse()
-        .map_err(|e| Error::Archive(format!("invalid image name {name:?}: {e}")))?;
-    Ok(reference.whole())
+/// A name as berth records it, or an archive error saying why it is none.
+fn canonical(name: &str) -> Result<String> {
+    images::canonical_name(name)
+        .ok_or_else(|| Error::Archive(format!("invalid image name {name:?}")))
 }
 
 /// The archive's entry name as a plain relative path, or `None` for names

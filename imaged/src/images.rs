@@ -229,6 +229,13 @@ pub enum Progress {
     Done(Box<ImageRecord>),
 }
 
+/// A name as berth records it (`busybox:1` → `docker.io/library/busybox:1`).
+pub fn canonical_name(name: &str) -> Option<String> {
+    name.parse::<oci_client::Reference>()
+        .ok()
+        .map(|r| r.whole())
+}
+
 /// Chain IDs of a stack of diff IDs (OCI image spec: ChainID(L0) = DiffID(L0),
 /// ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))).
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
@@ -309,7 +316,7 @@ impl Images {
         if let Some(record) = self.db.get(Table::Images, name)? {
             return Ok(record);
         }
-        let canonical = crate::archive::canonical(name).ok();
+        let canonical = canonical_name(name);
         match canonical {
             Some(c) if c != name => self
                 .db
