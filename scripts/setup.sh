@@ -4,7 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(runc crun busybox-static hyperfine jq time podman golang-github-containers-common-dev containerd)
+packages=(runc crun busybox-static hyperfine jq time podman golang-github-containers-common-dev
+    # berth-imaged: protoc for berth-proto's build; a real registry, image
+    # tools and a Debian root filesystem for its tests; containerd for its
+    # benchmark.
+    protobuf-compiler docker-registry skopeo umoci debootstrap apache2-utils containerd zstd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,148 @@
+//! The daemon's configuration: a TOML file (`--config`), overridden by flags.
+//!
+//! ```toml
+//! root = "/var/lib/berth"            # content, snapshots, meta.redb
+//! socket = "/run/berth/berth.sock"   # the gRPC socket
+//! insecure_registries = ["registry.lan:5000"]   # plain http (loopback always is)
+//! registry_config = "/root/.docker/config.json" # credentials, docker's format
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Errors reading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+}
+
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    #[serde(default)]
+    pub registry_config: Option<PathBuf>,
+    /// The shim binary (a name on PATH or a path).
+    #[serde(default = "default_shim")]
+    pub shim: String,
+    /// The OCI runtime the shim drives.
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+    /// The runtime's state root (its `--root`).
+    #[serde(default = "default_runtime_root")]
+    pub runtime_root: PathBuf,
+    /// The ttrpc socket shims publish events to; default: beside `socket`.
+    #[serde(default)]
+    pub events_socket: Option<PathBuf>,
+    /// The engines' default seccomp profile (containers-common's format).
+    #[serde(default = "default_seccomp")]
+    pub seccomp_profile: PathBuf,
+    /// Rotate a container's log past this many bytes.
+    #[serde(default = "default_max_log")]
+    pub max_log_size: u64,
+}
+
+fn default_shim() -> String {
+    "containerd-shim-berth-v2".into()
+}
+
+fn default_runtime() -> String {
+    "berth".into()
+}
+
+fn default_runtime_root() -> PathBuf {
+    PathBuf::from("/run/berth-imaged/runtime")
+}
+
+pub const DEFAULT_SECCOMP: &str =
+    "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
+
+fn default_seccomp() -> PathBuf {
+    PathBuf::from(DEFAULT_SECCOMP)
+}
+
+fn default_max_log() -> u64 {
+    crate::logs::DEFAULT_MAX_LOG
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from(DEFAULT_ROOT)
+}
+
+fn default_socket() -> PathBuf {
+    // /run/berth is also the runtime's state root (one directory per
+    // container id); a socket file cannot collide with a container, whose
+    // ids the runtime keeps as directories.
+    PathBuf::from(berth_proto::DEFAULT_SOCKET)
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            root: default_root(),
+            socket: default_socket(),
+            insecure_registries: Vec::new(),
+            registry_config: None,
+            shim: default_shim(),
+            runtime: default_runtime(),
+            runtime_root: default_runtime_root(),
+            events_socket: None,
+            seccomp_profile: default_seccomp(),
+            max_log_size: default_max_log(),
+        }
+    }
+}
+
+impl Config {
+    /// The events socket: configured, or `berth-events.sock` beside the gRPC socket.
+    pub fn events_socket(&self) -> PathBuf {
+        self.events_socket.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or(Path::new("/run/berth"))
+                .join("berth-events.sock")
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| Error::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_fields_and_defaults() {
+        let c: Config = toml::from_str("root = \"/x\"\ninsecure_registries = [\"a:1\"]").unwrap();
+        assert_eq!(c.root, PathBuf::from("/x"));
+        assert_eq!(c.socket, PathBuf::from("/run/berth/berth.sock"));
+        assert_eq!(c.insecure_registries, vec!["a:1".to_string()]);
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}

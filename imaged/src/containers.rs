@@ -1,0 +1,527 @@
+//! Containers: a record in the metadata store, an active snapshot on the
+//! image's chain, and a bundle directory (`<root>/bundles/<id>`: the
+//! generated `config.json`, `rootfs/` with the snapshot mounted on it, the
+//! hosts files, the log and the stdio fifos). Nothing here runs anything;
+//! [`crate::tasks`] does, and records what happened in [`RunState`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use berth_proto::v1 as pb;
+use prost::Message as _;
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{self, ImageConfig, ResolvedMount};
+use crate::content::Digest;
+use crate::images::{self, Images};
+use crate::metadata::{self, Db, Table};
+use crate::snapshots;
+use crate::volumes::{self, random_hex, valid_name, Volumes};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("{0:?} matches more than one container: give more of the id")]
+    Ambiguous(String),
+    #[error(
+        "the name {name:?} is already in use by container {id}: remove it or choose another name"
+    )]
+    NameInUse { name: String, id: String },
+    #[error("invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    InvalidName(String),
+    #[error("image {0} not found: pull it first (berthctl pull {0})")]
+    ImageNotFound(String),
+    #[error("image {image}: unreadable config: {detail}")]
+    ImageConfig { image: String, detail: String },
+    #[error("bind mount source {0} does not exist on the host")]
+    BindSource(PathBuf),
+    #[error("invalid mount: {0}")]
+    InvalidMount(String),
+    #[error("cannot mount the rootfs of {id} on {target}: {detail}")]
+    Mount {
+        id: String,
+        target: PathBuf,
+        detail: String,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Bundle(#[from] bundle::Error),
+    #[error(transparent)]
+    Volume(#[from] volumes::Error),
+    #[error(transparent)]
+    Snapshot(#[from] snapshots::Error),
+    #[error(transparent)]
+    Images(#[from] images::Error),
+    #[error(transparent)]
+    Metadata(#[from] metadata::Error),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What the daemon knows of a container's last (or current) run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// `pb::container::Status` as a number.
+    pub status: i32,
+    pub pid: u32,
+    pub exit_status: u32,
+    pub started_at: u64,
+    pub finished_at: u64,
+    pub restart_count: u32,
+    pub oom_killed: bool,
+    /// Stopped by Stop/Kill from a client: restart policies leave it alone.
+    pub stopped_by_user: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// `pb::ContainerConfig`, protobuf-encoded.
+    pub config: Vec<u8>,
+    pub image_digest: String,
+    pub snapshot_key: String,
+    pub bundle: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub created: u64,
+    pub state: RunState,
+    /// Named volumes it mounts.
+    pub volumes: Vec<String>,
+    /// The stop signal of the image (`SIGTERM` when it names none).
+    #[serde(default)]
+    pub stop_signal: String,
+}
+
+impl ContainerRecord {
+    pub fn settings(&self) -> pb::ContainerConfig {
+        pb::ContainerConfig::decode(self.config.as_slice()).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> pb::container::Status {
+        pb::container::Status::try_from(self.state.status).unwrap_or(pb::container::Status::Created)
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.bundle.join("rootfs")
+    }
+}
+
+/// The container service.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    pub db: Arc<Db>,
+    pub images: Arc<Images>,
+    pub volumes: Volumes,
+    pub bundles: PathBuf,
+    /// The engines' default seccomp profile, read at start-up.
+    pub default_seccomp: Option<Arc<serde_json::Value>>,
+}
+
+impl Containers {
+    /// Finds a container by id, name or unique id prefix.
+    pub fn resolve(&self, key: &str) -> Result<ContainerRecord> {
+        if let Some(record) = self.db.get::<ContainerRecord>(Table::Containers, key)? {
+            return Ok(record);
+        }
+        let all = self.list()?;
+        if let Some(by_name) = all.iter().find(|c| c.name == key) {
+            return Ok(by_name.clone());
+        }
+        let mut prefixed = all
+            .into_iter()
+            .filter(|c| !key.is_empty() && c.id.starts_with(key));
+        match (prefixed.next(), prefixed.next()) {
+            (Some(one), None) => Ok(one),
+            (Some(_), Some(_)) => Err(Error::Ambiguous(key.to_string())),
+            _ => Err(Error::NotFound(key.to_string())),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerRecord>> {
+        let mut all: Vec<ContainerRecord> = self
+            .db
+            .list::<ContainerRecord>(Table::Containers)?
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        all.sort_by_key(|c| std::cmp::Reverse(c.created));
+        Ok(all)
+    }
+
+    /// Changes a stored record in one transaction; returns the new record.
+    pub fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord> {
+        self.db.write(|txn| {
+            let mut record: ContainerRecord = txn
+                .get(Table::Containers, id)?
+                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            change(&mut record);
+            txn.put(Table::Containers, id, &record)?;
+            Ok(record)
+        })
+    }
+
+    /// Containers that mount the volume `name`.
+    pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|c| c.volumes.iter().any(|v| v == name))
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Creates the container: snapshot, rootfs mount, volumes, bundle,
+    /// record. On any failure everything made so far is undone.
+    pub fn create(
+        &self,
+        name: &str,
+        settings: pb::ContainerConfig,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ContainerRecord> {
+        let id = random_hex(32);
+        let name = if name.is_empty() {
+            format!("berth_{}", &random_hex(4))
+        } else {
+            name.to_string()
+        };
+        if !valid_name(&name) {
+            return Err(Error::InvalidName(name));
+        }
+        if let Some(other) = self.list()?.into_iter().find(|c| c.name == name) {
+            return Err(Error::NameInUse { name, id: other.id });
+        }
+        let image = self.images.get(&settings.image).map_err(|e| match e {
+            images::Error::NotFound(_) => Error::ImageNotFound(settings.image.clone()),
+            other => Error::Images(other),
+        })?;
+        let config_blob = Digest::parse(&image.config.digest)
+            .map_err(|e| e.to_string())
+            .and_then(|d| self.images.content.read_blob(&d).map_err(|e| e.to_string()))
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string())
+            })
+            .map_err(|detail| Error::ImageConfig {
+                image: settings.image.clone(),
+                detail,
+            })?;
+        let image_config = ImageConfig::from_blob(&config_blob);
+        let bundle = self.bundles.join(&id);
+        let mut undo = Undo {
+            containers: self,
+            snapshot: None,
+            bundle: None,
+            mounted: None,
+        };
+        std::fs::create_dir_all(&self.bundles).map_err(io("create", &self.bundles))?;
+        // Bundles hold the spec the container runs with: root's alone.
+        restrict(&self.bundles, 0o700)?;
+        std::fs::create_dir_all(bundle.join("rootfs")).map_err(io("create", &bundle))?;
+        undo.bundle = Some(bundle.clone());
+        let snapshot_key = format!("container/{id}");
+        let chain = image.chain_id().map(str::to_string);
+        let mounts = self.images.snapshots.prepare(
+            &snapshot_key,
+            chain.as_deref(),
+            BTreeMap::from([("berth.container".to_string(), id.clone())]),
+        )?;
+        undo.snapshot = Some(snapshot_key.clone());
+        let rootfs = bundle.join("rootfs");
+        mount_rootfs(&id, &mounts, &rootfs)?;
+        undo.mounted = Some(rootfs.clone());
+
+        let mut resolved = Vec::new();
+        let mut volume_names = Vec::new();
+        for m in &settings.mounts {
+            use pb::container_mount::Kind;
+            let kind = Kind::try_from(m.kind).unwrap_or(Kind::Bind);
+            if !m.destination.starts_with('/') || m.destination.split('/').any(|c| c == "..") {
+                return Err(Error::InvalidMount(format!(
+                    "destination {:?} must be an absolute path without ..",
+                    m.destination
+                )));
+            }
+            let source = match kind {
+                Kind::Volume => {
+                    let volume = self.volumes.get_or_create(&m.source)?;
+                    self.volumes.seed(
+                        &volume.name,
+                        volumes::open_seed_source(&rootfs, &m.destination),
+                    )?;
+                    volume_names.push(volume.name.clone());
+                    self.volumes.path(&volume.name)
+                }
+                Kind::Bind | Kind::Unspecified => {
+                    let source = PathBuf::from(&m.source);
+                    if !source.is_absolute() {
+                        return Err(Error::InvalidMount(format!(
+                            "bind source {:?} must be an absolute path",
+                            m.source
+                        )));
+                    }
+                    if !source.exists() {
+                        return Err(Error::BindSource(source));
+                    }
+                    source
+                }
+                Kind::Tmpfs => PathBuf::from("tmpfs"),
+            };
+            resolved.push(ResolvedMount {
+                kind,
+                source,
+                destination: m.destination.clone(),
+                read_only: m.read_only,
+            });
+        }
+        // Users and groups are read through the mounted rootfs: the overlay
+        // has already applied whiteouts, opaque directories and links.
+        let layers = vec![rootfs.clone()];
+        let hostname = if settings.hostname.is_empty() {
+            id.chars().take(12).collect()
+        } else {
+            settings.hostname.clone()
+        };
+        bundle::write_etc_files(&bundle, &hostname, &settings.network)
+            .map_err(io("write the hosts files of", &bundle))?;
+        let spec = bundle::spec(&bundle::Inputs {
+            id: &id,
+            settings: &settings,
+            image: &image_config,
+            layers: &layers,
+            mounts: &resolved,
+            default_seccomp: self.default_seccomp.as_deref(),
+            bundle: &bundle,
+        })?;
+        let spec_bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
+        write_private(&bundle.join("config.json"), &spec_bytes)?;
+        let record = ContainerRecord {
+            id: id.clone(),
+            name: name.clone(),
+            config: settings.encode_to_vec(),
+            image_digest: image.manifest.digest.clone(),
+            snapshot_key,
+            bundle,
+            labels,
+            created: volumes::now(),
+            state: RunState {
+                status: pb::container::Status::Created as i32,
+                ..Default::default()
+            },
+            volumes: volume_names,
+            stop_signal: if image_config.stop_signal.is_empty() {
+                "SIGTERM".into()
+            } else {
+                image_config.stop_signal.clone()
+            },
+        };
+        self.db.write(|txn| {
+            // The name is checked again inside the transaction: two creates
+            // racing for one name cannot both win.
+            for (_, other) in txn.list::<ContainerRecord>(Table::Containers)? {
+                if other.name == name {
+                    return Err(Error::NameInUse {
+                        name: name.clone(),
+                        id: other.id,
+                    });
+                }
+            }
+            txn.put(Table::Containers, &id, &record)?;
+            Ok(())
+        })?;
+        undo.disarm();
+        Ok(record)
+    }
+
+    /// Makes sure the rootfs is mounted (it is not after a reboot).
+    pub fn ensure_rootfs(&self, record: &ContainerRecord) -> Result<()> {
+        let rootfs = record.rootfs();
+        if is_mount_point(&rootfs) {
+            return Ok(());
+        }
+        let mounts = self.images.snapshots.mounts(&record.snapshot_key)?;
+        mount_rootfs(&record.id, &mounts, &rootfs)
+    }
+
+    /// Removes the record, the rootfs mount, the snapshot and the bundle.
+    /// The caller has made sure no task runs.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let record = self.resolve(id)?;
+        let rootfs = record.rootfs();
+        unmount(&rootfs);
+        match self.images.snapshots.remove(&record.snapshot_key) {
+            Ok(()) | Err(snapshots::Error::NotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let _ = std::fs::remove_dir_all(&record.bundle);
+        self.db.write(|txn| {
+            txn.delete(Table::Containers, &record.id)?;
+            Ok::<_, Error>(())
+        })?;
+        Ok(())
+    }
+}
+
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+/// Writes a file only root can read, through a temporary name and a
+/// rename: a reader (a start, a crash) never sees half of it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename", path))
+}
+
+/// Undoes a half-made create.
+struct Undo<'a> {
+    containers: &'a Containers,
+    snapshot: Option<String>,
+    bundle: Option<PathBuf>,
+    mounted: Option<PathBuf>,
+}
+
+impl Undo<'_> {
+    fn disarm(&mut self) {
+        self.snapshot = None;
+        self.bundle = None;
+        self.mounted = None;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if let Some(rootfs) = self.mounted.take() {
+            unmount(&rootfs);
+        }
+        if let Some(key) = self.snapshot.take() {
+            let _ = self.containers.images.snapshots.remove(&key);
+        }
+        if let Some(bundle) = self.bundle.take() {
+            let _ = std::fs::remove_dir_all(bundle);
+        }
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = path.to_string_lossy();
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|mount_point| mount_point == wanted)
+}
+
+/// Mounts the snapshot's mounts on `target`.
+fn mount_rootfs(id: &str, mounts: &[snapshots::Mount], target: &Path) -> Result<()> {
+    let fail = |detail: String| Error::Mount {
+        id: id.to_string(),
+        target: target.to_path_buf(),
+        detail,
+    };
+    for m in mounts {
+        let data = m.options.join(",");
+        if let Some(base) = &m.base {
+            // Relative lowerdirs (a long chain) resolve against the working
+            // directory: a child process changes it, never the daemon.
+            let out = std::process::Command::new("mount")
+                .current_dir(base)
+                .args(["-t", &m.kind, &m.source, "-o", &data])
+                .arg(target)
+                .output()
+                .map_err(|e| fail(format!("cannot run mount: {e}")))?;
+            if !out.status.success() {
+                return Err(fail(
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ));
+            }
+            continue;
+        }
+        let (kind, flags, data) = if m.kind == "bind" {
+            let ro = m.options.iter().any(|o| o == "ro");
+            let mut flags = libc::MS_BIND | libc::MS_REC;
+            if ro {
+                flags |= libc::MS_RDONLY;
+            }
+            ("none".to_string(), flags, String::new())
+        } else {
+            (m.kind.clone(), 0, data)
+        };
+        let c = |s: &str| std::ffi::CString::new(s).map_err(|e| fail(e.to_string()));
+        let source = c(&m.source)?;
+        let fstype = c(&kind)?;
+        let data = c(&data)?;
+        let target_c = c(&target.to_string_lossy())?;
+        // SAFETY: valid C strings for the duration of the call.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target_c.as_ptr(),
+                fstype.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        };
+        if rc != 0 {
+            return Err(fail(std::io::Error::last_os_error().to_string()));
+        }
+    }
+    Ok(())
+}
+
+fn unmount(target: &Path) {
+    if let Ok(c) = std::ffi::CString::new(target.to_string_lossy().as_bytes()) {
+        // SAFETY: valid C string. Lazily: a process that still holds it
+        // (a dying container) must not make delete fail.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_are_written_whole_and_for_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("berth-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        write_private(&path, b"{}").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(!path.with_extension("tmp").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

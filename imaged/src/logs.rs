@@ -1,0 +1,240 @@
+//! Process output: the daemon reads each process's stdout and stderr fifos,
+//! fans the bytes out to attached clients, and keeps the init's in the
+//! container's log (`<bundle>/container.log`, JSON lines with a timestamp
+//! and the stream, rotated to `container.log.1` at a size).
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use berth_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
+
+/// Rotate the log when it grows past this.
+pub const DEFAULT_MAX_LOG: u64 = 10 << 20;
+
+/// A piece of output as read; an empty one marks the end of its stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub stream: pb::StdioStream,
+    pub data: Vec<u8>,
+    /// Nanoseconds since the epoch.
+    pub time: u128,
+}
+
+/// One line of the log file.
+#[derive(Debug, Serialize, Deserialize)]
+struct Line {
+    /// Nanoseconds since the epoch.
+    t: u128,
+    s: String,
+    /// The bytes as text (invalid UTF-8 is replaced).
+    d: String,
+}
+
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+fn stream_name(stream: pb::StdioStream) -> &'static str {
+    match stream {
+        pb::StdioStream::Stdout => "stdout",
+        pb::StdioStream::Stderr => "stderr",
+    }
+}
+
+pub fn log_path(bundle: &Path) -> PathBuf {
+    bundle.join("container.log")
+}
+
+/// Appends chunks to a container's log, rotating at `max` bytes.
+pub struct LogWriter {
+    path: PathBuf,
+    max: u64,
+    file: Option<std::fs::File>,
+    size: u64,
+}
+
+impl LogWriter {
+    pub fn new(bundle: &Path, max: u64) -> LogWriter {
+        let path = log_path(bundle);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        LogWriter {
+            path,
+            max,
+            file: None,
+            size,
+        }
+    }
+
+    pub fn write(&mut self, chunk: &Chunk) {
+        let line = Line {
+            t: chunk.time,
+            s: stream_name(chunk.stream).to_string(),
+            d: String::from_utf8_lossy(&chunk.data).into_owned(),
+        };
+        let Ok(mut text) = serde_json::to_string(&line) else {
+            return;
+        };
+        text.push('\n');
+        if self.size + text.len() as u64 > self.max && self.size > 0 {
+            self.file = None;
+            let _ = std::fs::rename(&self.path, self.path.with_extension("log.1"));
+            self.size = 0;
+        }
+        if self.file.is_none() {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Output may hold secrets: the log is root's alone.
+            self.file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o600)
+                .open(&self.path)
+                .ok();
+        }
+        if let Some(file) = &mut self.file {
+            if file.write_all(text.as_bytes()).is_ok() {
+                self.size += text.len() as u64;
+            }
+        }
+    }
+}
+
+/// The log's entries, oldest first; only the last `tail` when not 0.
+pub fn read(bundle: &Path, tail: usize) -> Vec<pb::LogEntry> {
+    let path = log_path(bundle);
+    let mut out = Vec::new();
+    for file in [path.with_extension("log.1"), path] {
+        let Ok(f) = std::fs::File::open(&file) else {
+            continue;
+        };
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            if let Ok(l) = serde_json::from_str::<Line>(&line) {
+                out.push(entry(&Chunk {
+                    stream: if l.s == "stderr" {
+                        pb::StdioStream::Stderr
+                    } else {
+                        pb::StdioStream::Stdout
+                    },
+                    data: l.d.into_bytes(),
+                    time: l.t,
+                }));
+            }
+        }
+    }
+    if tail > 0 && out.len() > tail {
+        out.drain(..out.len() - tail);
+    }
+    out
+}
+
+pub fn entry(chunk: &Chunk) -> pb::LogEntry {
+    pb::LogEntry {
+        time: Some(prost_types::Timestamp {
+            seconds: (chunk.time / 1_000_000_000) as i64,
+            nanos: (chunk.time % 1_000_000_000) as i32,
+        }),
+        stream: chunk.stream as i32,
+        data: chunk.data.clone(),
+    }
+}
+
+/// Copies a fifo until end-of-file (the shim closes its end when the
+/// process exits), sending every chunk to `output` and, for the init, to
+/// the log (`log` is shared by stdout's and stderr's copiers).
+pub async fn copy_fifo(
+    path: PathBuf,
+    stream: pb::StdioStream,
+    output: broadcast::Sender<Chunk>,
+    log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
+) {
+    let Ok(mut fifo) = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) else {
+        let _ = output.send(Chunk {
+            stream,
+            data: Vec::new(),
+            time: now_nanos(),
+        });
+        return;
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match fifo.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                // An empty chunk says this stream has ended.
+                let _ = output.send(Chunk {
+                    stream,
+                    data: Vec::new(),
+                    time: now_nanos(),
+                });
+                break;
+            }
+            Ok(n) => {
+                let chunk = Chunk {
+                    stream,
+                    data: buf[..n].to_vec(),
+                    time: now_nanos(),
+                };
+                if let Some(log) = &log {
+                    if let Ok(mut writer) = log.lock() {
+                        writer.write(&chunk);
+                    }
+                }
+                let _ = output.send(chunk);
+            }
+        }
+    }
+}
+
+/// Makes a fifo (replacing a stale one).
+pub fn make_fifo(path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_rotates_at_its_size_and_reads_back_in_order() {
+        let dir = std::env::temp_dir().join(format!("berth-logs-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut writer = LogWriter::new(&dir, 300);
+        for i in 0..20u128 {
+            writer.write(&Chunk {
+                stream: if i % 2 == 0 {
+                    pb::StdioStream::Stdout
+                } else {
+                    pb::StdioStream::Stderr
+                },
+                data: format!("line {i}\n").into_bytes(),
+                time: 1_000 + i,
+            });
+        }
+        assert!(std::fs::metadata(log_path(&dir)).unwrap().len() <= 300);
+        assert!(log_path(&dir).with_extension("log.1").exists());
+        let entries = read(&dir, 0);
+        // Older lines went with the rotation; what is kept is in order.
+        let last: Vec<String> = entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.data).into_owned())
+            .collect();
+        assert_eq!(last.last().unwrap(), "line 19\n");
+        assert!(entries.windows(2).all(|w| {
+            let t = |e: &pb::LogEntry| e.time.as_ref().unwrap().nanos;
+            t(&w[0]) < t(&w[1])
+        }));
+        assert_eq!(
+            entries.last().unwrap().stream,
+            pb::StdioStream::Stderr as i32
+        );
+        let tail = read(&dir, 3);
+        assert_eq!(tail.len(), 3);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,242 @@
+//! `berth-imaged`: parses flags and the config file, opens the stores under
+//! the root, and serves berth's gRPC API on the unix socket until SIGTERM or
+//! SIGINT. See the library (`berth_imaged`) for everything else.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use berth_imaged::{
+    config::Config, containers, content, events, images, metadata, registry, server, shim,
+    snapshots, tasks, volumes, workloads,
+};
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berth-imaged",
+    version,
+    about = "berth's image and container daemon"
+)]
+struct Args {
+    /// TOML config file; flags override its values.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Root of content, snapshots and metadata [default: /var/lib/berth].
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// The gRPC unix socket [default: /run/berth/berth.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// A registry (host[:port]) to reach over plain http; repeatable.
+    #[arg(long = "insecure-registry")]
+    insecure_registry: Vec<String>,
+    /// Registry credentials in docker's config.json format.
+    #[arg(long)]
+    registry_config: Option<PathBuf>,
+    /// The shim binary [default: containerd-shim-berth-v2 on PATH].
+    #[arg(long)]
+    shim: Option<String>,
+    /// The OCI runtime the shim drives [default: berth on PATH].
+    #[arg(long)]
+    runtime: Option<String>,
+    /// The runtime's state root [default: /run/berth-imaged/runtime].
+    #[arg(long)]
+    runtime_root: Option<PathBuf>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(root) = args.root {
+        config.root = root;
+    }
+    if let Some(socket) = args.socket {
+        config.socket = socket;
+    }
+    config.insecure_registries.extend(args.insecure_registry);
+    if args.registry_config.is_some() {
+        config.registry_config = args.registry_config;
+    }
+    if let Some(shim) = args.shim {
+        config.shim = shim;
+    }
+    if let Some(runtime) = args.runtime {
+        config.runtime = runtime;
+    }
+    if let Some(root) = args.runtime_root {
+        config.runtime_root = root;
+    }
+    // glibc gives each thread that allocates its own arena, and keeps what
+    // it frees there; a pull runs on several blocking threads. One arena
+    // keeps the idle daemon small (the hot loops reuse their buffers, so
+    // the allocator is not contended). MALLOC_ARENA_MAX, if set, wins.
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt changes allocator tuning before any thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
+    // Unpack sets every mode it writes explicitly (fchmod); everything
+    // else the daemon makes (sockets, bundles, logs) must not be writable
+    // by other users, whatever umask the daemon was started with.
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(0o022) };
+
+    // Two workers: the daemon's work is I/O and unpacking, which runs on
+    // tokio's blocking threads.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(run(config));
+    // An unpack still running on a blocking thread is abandoned: its
+    // staging snapshot is removed at the next start.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.root)
+        .with_context(|| format!("cannot create root {}", config.root.display()))?;
+    let db = Arc::new(metadata::Db::open(&config.root.join("meta.redb"))?);
+    let content = content::Store::open(config.root.join("content"))?;
+    let snapshots = snapshots::Snapshotter::open(config.root.join("snapshots"), db.clone())?;
+    let mut options = registry::Options {
+        insecure: config.insecure_registries.clone(),
+        ..Default::default()
+    };
+    if let Some(path) = &config.registry_config {
+        options.load_docker_config(path)?;
+    }
+    let images = Arc::new(images::Images {
+        db: db.clone(),
+        content,
+        snapshots,
+        registry: Arc::new(options),
+        gc_lock: Default::default(),
+    });
+    images
+        .recover()
+        .context("cannot recover from an interrupted run")?;
+    let volumes = volumes::Volumes::open(config.root.join("volumes"), db.clone())?;
+    let default_seccomp = std::fs::read(&config.seccomp_profile)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .map(Arc::new);
+    if default_seccomp.is_none() {
+        eprintln!(
+            "berth-imaged: no default seccomp profile at {}: containers must ask for one (or for unconfined)",
+            config.seccomp_profile.display()
+        );
+    }
+    let containers = containers::Containers {
+        db: db.clone(),
+        images: images.clone(),
+        volumes: volumes.clone(),
+        bundles: config.root.join("bundles"),
+        default_seccomp,
+    };
+    let hub = events::Hub::new();
+    let events_socket = config.events_socket();
+    if let Some(dir) = events_socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _events_server = events::serve(&events_socket, hub.clone()).await?;
+    owner_only(&events_socket)?;
+    let launcher = shim::Launcher {
+        binary: config.shim.clone(),
+        runtime: config.runtime.clone(),
+        runtime_root: config.runtime_root.clone(),
+        namespace: "berth".into(),
+        grpc_address: config.socket.clone(),
+        events_address: events_socket.clone(),
+    };
+    let tasks = Arc::new(tasks::Tasks::new(
+        containers,
+        hub.clone(),
+        launcher,
+        config.max_log_size,
+    ));
+    tasks.spawn_oom_watch();
+    if let Err(e) = tasks.recover().await {
+        eprintln!("berth-imaged: recovering containers: {e}");
+    }
+
+    if let Some(dir) = config.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A socket left by a daemon that died cannot be bound again.
+    match std::fs::remove_file(&config.socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", config.socket.display()))
+        }
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(&config.socket)
+        .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+    // The socket is root's: whoever can talk to it can run anything as root.
+    owner_only(&config.socket)?;
+    eprintln!(
+        "berth-imaged: serving on {} (root {})",
+        config.socket.display(),
+        config.root.display()
+    );
+    // Archives an import was receiving when the daemon stopped.
+    let tmp = config.root.join("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let service = server::Service { images, tmp };
+    let workloads = workloads::Workloads {
+        tasks,
+        volumes,
+        hub,
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(server::serve(service, workloads, listener, async {
+        let _ = stop_rx.await;
+    }));
+    tokio::select! {
+        result = &mut server => {
+            result.context("the gRPC server failed")??;
+        }
+        _ = termination() => {
+            let _ = stop_tx.send(());
+            // Graceful: in-flight calls may finish, but a client that keeps
+            // an idle connection open must not hold the daemon up.
+            match tokio::time::timeout(std::time::Duration::from_secs(3), &mut server).await {
+                Ok(result) => result.context("the gRPC server failed")??,
+                Err(_) => server.abort(),
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&events_socket);
+    eprintln!("berth-imaged: stopped");
+    Ok(())
+}
+
+/// chmod 0600: a daemon socket is a root shell for whoever can connect.
+fn owner_only(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
+}

@@ -1,0 +1,213 @@
+//! The daemon's metadata: one redb database (`meta.redb`, the counterpart of
+//! containerd's bbolt `meta.db`), with JSON records in named tables.
+//!
+//! Every change that must be atomic (a snapshot's record and its id, an
+//! image and the snapshots it keeps) happens in one [`Txn`]: redb commits it
+//! durably or not at all, so a SIGKILL leaves the previous state.
+
+use std::path::{Path, PathBuf};
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{de::DeserializeOwned, Serialize};
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("metadata database {path}: {source}")]
+    Db { path: PathBuf, source: redb::Error },
+    #[error("metadata record {table}/{key} is corrupt: {source}")]
+    Corrupt {
+        table: &'static str,
+        key: String,
+        source: serde_json::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// The tables, each holding JSON values by string key.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    /// Image name → [`crate::images::ImageRecord`].
+    Images,
+    /// Snapshot key → [`crate::snapshots::Record`].
+    Snapshots,
+    /// Container id → [`crate::containers::ContainerRecord`].
+    Containers,
+    /// Volume name → [`crate::volumes::VolumeRecord`].
+    Volumes,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Images => "images",
+            Table::Snapshots => "snapshots",
+            Table::Containers => "containers",
+            Table::Volumes => "volumes",
+        }
+    }
+
+    fn def(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        TableDefinition::new(self.name())
+    }
+}
+
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+/// The open database.
+pub struct Db {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db> {
+        let err = |e: redb::Error| Error::Db {
+            path: path.to_path_buf(),
+            source: e,
+        };
+        // The metadata is small and read rarely; redb's default cache (up
+        // to 1 GiB) would only hold on to pages an idle daemon never needs.
+        let db = redb::Builder::new()
+            .set_cache_size(1 << 20)
+            .create(path)
+            .map_err(|e| err(e.into()))?;
+        let db = Db {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Tables exist from the start, so readers never meet a missing one.
+        db.write(|txn| {
+            for table in [
+                Table::Images,
+                Table::Snapshots,
+                Table::Containers,
+                Table::Volumes,
+            ] {
+                txn.txn.open_table(table.def()).map_err(|e| txn.err(e))?;
+            }
+            txn.txn.open_table(COUNTERS).map_err(|e| txn.err(e))?;
+            Ok(())
+        })?;
+        Ok(db)
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        Error::Db {
+            path: self.path.clone(),
+            source: e.into(),
+        }
+    }
+
+    /// Runs `f` in one write transaction, committed if it returns `Ok`.
+    pub fn write<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        let mut wrapped = Txn {
+            txn,
+            path: &self.path,
+        };
+        let out = f(&mut wrapped)?;
+        wrapped.txn.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = read.open_table(table.def()).map_err(|e| self.err(e))?;
+        let value = t.get(key).map_err(|e| self.err(e))?;
+        value.map(|v| decode(table, key, v.value())).transpose()
+    }
+
+    pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = read.open_table(table.def()).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = k.value().to_string();
+            let value = decode(table, &key, v.value())?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+}
+
+fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Corrupt {
+        table: table.name(),
+        key: key.to_string(),
+        source,
+    })
+}
+
+/// A write transaction.
+pub struct Txn<'a> {
+    txn: redb::WriteTransaction,
+    path: &'a Path,
+}
+
+impl Txn<'_> {
+    fn err(&self, e: impl Into<redb::Error>) -> Error {
+        Error::Db {
+            path: self.path.to_path_buf(),
+            source: e.into(),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
+        let t = self.txn.open_table(table.def()).map_err(|e| self.err(e))?;
+        let value = t.get(key).map_err(|e| self.err(e))?;
+        value.map(|v| decode(table, key, v.value())).transpose()
+    }
+
+    pub fn put<T: Serialize>(&mut self, table: Table, key: &str, value: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(value).map_err(|source| Error::Corrupt {
+            table: table.name(),
+            key: key.to_string(),
+            source,
+        })?;
+        let mut t = self.txn.open_table(table.def()).map_err(|e| self.err(e))?;
+        t.insert(key, bytes.as_slice()).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, table: Table, key: &str) -> Result<bool> {
+        let mut t = self.txn.open_table(table.def()).map_err(|e| self.err(e))?;
+        let removed = t.remove(key).map_err(|e| self.err(e))?.is_some();
+        Ok(removed)
+    }
+
+    pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
+        let t = self.txn.open_table(table.def()).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key = k.value().to_string();
+            let value = decode(table, &key, v.value())?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// The next value of the counter `name` (1, 2, …), never reused.
+    pub fn next_id(&mut self, name: &str) -> Result<u64> {
+        let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
+        let next = t
+            .get(name)
+            .map_err(|e| self.err(e))?
+            .map_or(0, |v| v.value())
+            + 1;
+        t.insert(name, next).map_err(|e| self.err(e))?;
+        Ok(next)
+    }
+}

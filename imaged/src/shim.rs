@@ -1,0 +1,164 @@
+//! Starting shims and talking to them, exactly as containerd 1.6 does:
+//! `containerd-shim-berth-v2 -namespace NS -address GRPC -publish-binary BIN
+//! -id ID start` with the bundle as working directory, `TTRPC_ADDRESS` in
+//! the environment and the runtime options (`containerd.runc.v1.Options`)
+//! on stdin; the shim prints its ttrpc address, and the daemon speaks
+//! `containerd.task.v2.Task` to it with the namespace in the metadata.
+
+use std::path::{Path, PathBuf};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use containerd_shim_protos::shim::oci::Options;
+use containerd_shim_protos::shim::shim_ttrpc_async::TaskClient;
+use tokio::io::AsyncWriteExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot run the shim {binary}: {source} (is it on the daemon's PATH?)")]
+    Spawn {
+        binary: String,
+        source: std::io::Error,
+    },
+    #[error("shim {binary} start failed: {detail}")]
+    Start { binary: String, detail: String },
+    #[error("cannot connect to the shim at {address}: {detail}")]
+    Connect { address: String, detail: String },
+}
+
+/// How the daemon starts shims.
+#[derive(Debug, Clone)]
+pub struct Launcher {
+    /// The shim binary, a path or a name on PATH.
+    pub binary: String,
+    /// The runtime the shim drives (`binary_name` of the options).
+    pub runtime: String,
+    /// The runtime's `--root`.
+    pub runtime_root: PathBuf,
+    pub namespace: String,
+    /// The daemon's gRPC socket (`-address`).
+    pub grpc_address: PathBuf,
+    /// The ttrpc events socket (`TTRPC_ADDRESS`).
+    pub events_address: PathBuf,
+}
+
+/// A connected shim.
+#[derive(Clone)]
+pub struct Shim {
+    pub client: TaskClient,
+    pub address: String,
+}
+
+impl Launcher {
+    fn options(&self) -> Vec<u8> {
+        let mut options = Options::new();
+        options.binary_name = self.runtime.clone();
+        options.root = self.runtime_root.display().to_string();
+        let mut any = Any::new();
+        any.type_url = "containerd.runc.v1.Options".into();
+        any.value = options.write_to_bytes().unwrap_or_default();
+        any.write_to_bytes().unwrap_or_default()
+    }
+
+    fn command(&self, id: &str, bundle: &Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&self.binary);
+        command
+            .arg("-namespace")
+            .arg(&self.namespace)
+            .arg("-address")
+            .arg(&self.grpc_address)
+            .arg("-publish-binary")
+            .arg(std::env::current_exe().unwrap_or_default())
+            .arg("-id")
+            .arg(id)
+            .current_dir(bundle)
+            .env("TTRPC_ADDRESS", &self.events_address);
+        command
+    }
+
+    /// Runs `shim start` and connects to the shim it leaves running.
+    pub async fn start(&self, id: &str, bundle: &Path) -> Result<Shim, Error> {
+        let mut command = self.command(id, bundle);
+        command
+            .arg("start")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().map_err(|source| Error::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&self.options()).await;
+        }
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::Start {
+                binary: self.binary.clone(),
+                detail: last_line(&stderr).unwrap_or_else(|| format!("exit {}", out.status)),
+            });
+        }
+        let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        connect(&address).await
+    }
+
+    /// `shim delete`: the clean-up containerd runs after every shim
+    /// teardown (kills what is left, unmounts, removes the runtime state).
+    pub async fn delete(&self, id: &str, bundle: &Path) {
+        let mut command = self.command(id, bundle);
+        command
+            .arg("-bundle")
+            .arg(bundle)
+            .arg("delete")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Ok(mut child) = command.spawn() {
+            let _ = child.wait().await;
+        }
+    }
+}
+
+fn last_line(text: &str) -> Option<String> {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(str::to_string)
+}
+
+/// Connects to a shim's ttrpc address (`unix:///path`, or a bare path).
+pub async fn connect(address: &str) -> Result<Shim, Error> {
+    let url = if address.starts_with("unix://") {
+        address.to_string()
+    } else {
+        format!("unix://{address}")
+    };
+    let client = ttrpc::r#async::Client::connect(&url)
+        .await
+        .map_err(|e| Error::Connect {
+            address: address.to_string(),
+            detail: e.to_string(),
+        })?;
+    Ok(Shim {
+        client: TaskClient::new(client),
+        address: address.to_string(),
+    })
+}
+
+/// A ttrpc context carrying the namespace, with a deadline or none.
+pub fn context(namespace: &str, deadline: Option<std::time::Duration>) -> ttrpc::context::Context {
+    let nanos = deadline.map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+    let mut ctx = ttrpc::context::with_timeout(nanos);
+    ctx.add(
+        "containerd-namespace-ttrpc".to_string(),
+        namespace.to_string(),
+    );
+    ctx
+}

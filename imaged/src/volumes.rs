@@ -1,0 +1,337 @@
+//! Named volumes: `<root>/volumes/<name>/_data`, with a record in the
+//! metadata store. A volume is seeded from the image's files at its mount
+//! point the first time a container mounts it, as docker does, and cannot
+//! be removed while a container uses it.
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::{self, Db, Table};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no such volume: {0}")]
+    NotFound(String),
+    #[error("volume {0} already exists")]
+    Exists(String),
+    #[error("invalid volume name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    InvalidName(String),
+    #[error("volume {name} is in use by container {container}: remove the container first")]
+    InUse { name: String, container: String },
+    #[error("volume {name}: {op} {path}: {source}")]
+    Io {
+        name: String,
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metadata(#[from] metadata::Error),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VolumeRecord {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub created: u64,
+    /// Filled from the image on first use.
+    #[serde(default)]
+    pub seeded: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Volumes {
+    root: PathBuf,
+    db: Arc<Db>,
+}
+
+/// Docker's rule for names of containers and volumes.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && name.len() <= 128
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 32 random bytes as hex (container ids, random names).
+pub fn random_hex(bytes: usize) -> String {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut buf);
+    }
+    hex::encode(buf)
+}
+
+impl Volumes {
+    pub fn open(root: impl Into<PathBuf>, db: Arc<Db>) -> Result<Volumes> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+            name: String::new(),
+            op: "create",
+            path: root.clone(),
+            source,
+        })?;
+        Ok(Volumes { root, db })
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name).join("_data")
+    }
+
+    pub fn create(&self, name: &str, labels: BTreeMap<String, String>) -> Result<VolumeRecord> {
+        let name = if name.is_empty() {
+            random_hex(16)
+        } else {
+            name.to_string()
+        };
+        if !valid_name(&name) {
+            return Err(Error::InvalidName(name));
+        }
+        let record = VolumeRecord {
+            name: name.clone(),
+            labels,
+            created: now(),
+            seeded: false,
+        };
+        let path = self.path(&name);
+        self.db.write(|txn| {
+            if txn.get::<VolumeRecord>(Table::Volumes, &name)?.is_some() {
+                return Err(Error::Exists(name.clone()));
+            }
+            std::fs::create_dir_all(&path).map_err(|source| Error::Io {
+                name: name.clone(),
+                op: "create",
+                path: path.clone(),
+                source,
+            })?;
+            txn.put(Table::Volumes, &name, &record)?;
+            Ok(())
+        })?;
+        Ok(record)
+    }
+
+    pub fn get(&self, name: &str) -> Result<VolumeRecord> {
+        self.db
+            .get(Table::Volumes, name)?
+            .ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    /// The volume, created if it does not exist (`-v NAME:/dst`).
+    pub fn get_or_create(&self, name: &str) -> Result<VolumeRecord> {
+        match self.get(name) {
+            Err(Error::NotFound(_)) => match self.create(name, BTreeMap::new()) {
+                Err(Error::Exists(_)) => self.get(name),
+                other => other,
+            },
+            other => other,
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<VolumeRecord>> {
+        Ok(self
+            .db
+            .list::<VolumeRecord>(Table::Volumes)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
+    }
+
+    /// Removes the volume unless `users` (the containers mounting it) is not empty.
+    pub fn remove(&self, name: &str, users: &[String]) -> Result<()> {
+        if let Some(container) = users.first() {
+            return Err(Error::InUse {
+                name: name.to_string(),
+                container: container.clone(),
+            });
+        }
+        let existed = self.db.write(|txn| txn.delete(Table::Volumes, name))?;
+        if !existed {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        let dir = self.root.join(name);
+        std::fs::remove_dir_all(&dir).map_err(|source| Error::Io {
+            name: name.to_string(),
+            op: "remove",
+            path: dir,
+            source,
+        })
+    }
+
+    /// Seeds an empty, never-seeded volume from `source` (the image's
+    /// directory at the mount point, opened inside the container's rootfs).
+    pub fn seed(&self, name: &str, source: Option<OwnedFd>) -> Result<()> {
+        let mut record = self.get(name)?;
+        if record.seeded {
+            return Ok(());
+        }
+        let path = self.path(name);
+        let empty = std::fs::read_dir(&path)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if let (true, Some(source)) = (empty, source) {
+            let target = std::fs::File::open(&path).map_err(|e| Error::Io {
+                name: name.to_string(),
+                op: "open",
+                path: path.clone(),
+                source: e,
+            })?;
+            // The volume's root takes the owner and mode of the image's
+            // directory (an image's USER can write its VOLUME, as in docker).
+            // SAFETY: fstat/fchown/fchmod on descriptors we own.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(source.as_raw_fd(), &mut st) == 0 {
+                    libc::fchown(target.as_raw_fd(), st.st_uid, st.st_gid);
+                    libc::fchmod(target.as_raw_fd(), st.st_mode & 0o7777);
+                }
+            }
+            copy_tree(source.as_raw_fd(), target.as_raw_fd(), 0).map_err(|e| Error::Io {
+                name: name.to_string(),
+                op: "seed",
+                path: path.clone(),
+                source: e,
+            })?;
+        }
+        record.seeded = true;
+        self.db
+            .write(|txn| txn.put(Table::Volumes, name, &record))?;
+        Ok(())
+    }
+}
+
+fn cstr(name: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(name.as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// How deep a seeded tree may go (each level holds three descriptors).
+const MAX_SEED_DEPTH: usize = 128;
+
+/// Copies the directory open at `from` into the one at `to`: files,
+/// directories, symlinks (as links, never followed), modes and owners.
+/// Every name is opened relative to its parent with `O_NOFOLLOW`, and owner
+/// and mode are set through the new descriptor, so neither a symlink in the
+/// image nor a name swapped meanwhile can lead the copy out of the volume.
+fn copy_tree(from: RawFd, to: RawFd, depth: usize) -> std::io::Result<()> {
+    if depth > MAX_SEED_DEPTH {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    // SAFETY: dup of a valid fd; the Dir owns (and closes) the copy.
+    let dup = unsafe { libc::dup(from) };
+    check(dup)?;
+    let dir = nix::dir::Dir::from_fd(dup).map_err(std::io::Error::from)?;
+    for entry in dir {
+        let entry = entry.map_err(std::io::Error::from)?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
+        }
+        let c_name = name.to_owned();
+        // SAFETY: stat is plain data; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid fd, C string and stat buffer.
+        check(unsafe { libc::fstatat(from, c_name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+        let perm = st.st_mode & 0o7777;
+        let open =
+            |dir: RawFd, flags: libc::c_int, mode: libc::c_uint| -> std::io::Result<OwnedFd> {
+                // SAFETY: valid fd and C string; a new descriptor is owned below.
+                let fd = unsafe {
+                    libc::openat(
+                        dir,
+                        c_name.as_ptr(),
+                        flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        mode,
+                    )
+                };
+                check(fd)?;
+                // SAFETY: fresh descriptor from openat.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            };
+        let set_owner_and_mode = |fd: &OwnedFd| -> std::io::Result<()> {
+            // SAFETY: fchown/fchmod on a descriptor we own.
+            check(unsafe { libc::fchown(fd.as_raw_fd(), st.st_uid, st.st_gid) })?;
+            check(unsafe { libc::fchmod(fd.as_raw_fd(), perm) })
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                // SAFETY: valid fd and C string.
+                check(unsafe { libc::mkdirat(to, c_name.as_ptr(), 0o700) })?;
+                let src = open(from, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                let dst = open(to, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                copy_tree(src.as_raw_fd(), dst.as_raw_fd(), depth + 1)?;
+                set_owner_and_mode(&dst)?;
+            }
+            libc::S_IFREG => {
+                let src = open(from, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+                let dst = open(to, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                std::io::copy(
+                    &mut std::fs::File::from(src),
+                    &mut std::fs::File::from(dst.try_clone()?),
+                )?;
+                set_owner_and_mode(&dst)?;
+            }
+            libc::S_IFLNK => {
+                let mut buf = vec![0u8; libc::PATH_MAX as usize];
+                // SAFETY: valid fd, C string and buffer of the length given.
+                let n = unsafe {
+                    libc::readlinkat(from, c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                buf.truncate(n as usize);
+                let target = cstr(std::os::unix::ffi::OsStrExt::from_bytes(buf.as_slice()))?;
+                // SAFETY: valid fd and C strings.
+                check(unsafe { libc::symlinkat(target.as_ptr(), to, c_name.as_ptr()) })?;
+                // SAFETY: valid fd and C string; the link itself, not its target.
+                check(unsafe {
+                    libc::fchownat(
+                        to,
+                        c_name.as_ptr(),
+                        st.st_uid,
+                        st.st_gid,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                })?;
+            }
+            // Devices, fifos and sockets are not copied into volumes.
+            _ => continue,
+        }
+    }
+    Ok(())
+}
+
+/// Opens `destination` inside the rootfs at `rootfs` for seeding (None
+/// when the image has nothing there).
+pub fn open_seed_source(rootfs: &Path, destination: &str) -> Option<OwnedFd> {
+    let root = std::fs::File::open(rootfs).ok()?;
+    berth_runtime::safe_path::open_in_root(
+        root.as_raw_fd(),
+        Path::new(destination),
+        libc::O_RDONLY | libc::O_DIRECTORY,
+    )
+    .ok()
+}

@@ -1,0 +1,965 @@
+//! Helpers for the `berth-imaged` end-to-end tests: a real `docker-registry`
+//! on 127.0.0.1 ([`Registry`]), the daemon with private directories
+//! ([`Daemon`]), OCI image layouts built from tars made here ([`Layout`],
+//! [`LayerTar`]) and pushed with `skopeo`, overlay mounts that unmount
+//! themselves ([`Mounted`]), and a listing of a root filesystem that two
+//! unpackers can be compared by ([`listing`]).
+//!
+//! Every guard stops what it started, by pid, and removes its directories
+//! when dropped, so a failing test leaves nothing running.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_proto::v1 as pb;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::{target_dir, unique};
+
+pub fn imaged_bin() -> PathBuf {
+    target_dir().join("berth-imaged")
+}
+
+/// Whether the image tests can run: root, and the peers installed.
+pub fn can_run_images() -> bool {
+    if !crate::can_run() {
+        return false;
+    }
+    for tool in ["docker-registry", "skopeo", "umoci"] {
+        if Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true)
+        {
+            panic!("{tool} is missing: run ./scripts/setup.sh");
+        }
+    }
+    assert!(
+        imaged_bin().exists(),
+        "{} is missing: cargo build --workspace first",
+        imaged_bin().display()
+    );
+    true
+}
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(&format!("berth-img-{name}")));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn terminate(child: &mut Child, signal: i32) {
+    // SAFETY: kill on the pid of a child we spawned and have not reaped.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let _ = child.wait();
+}
+
+/// A `docker-registry` (distribution 2.8) on 127.0.0.1 with its own config
+/// and storage.
+pub struct Registry {
+    child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Registry {
+    pub fn start() -> Registry {
+        Self::start_with(None)
+    }
+
+    /// With htpasswd (bcrypt) authentication for `user`/`password`.
+    pub fn with_auth(user: &str, password: &str) -> Registry {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Registry {
+        let dir = temp_dir("registry");
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("storage").display()
+        );
+        if let Some((user, password)) = auth {
+            let htpasswd = dir.join("htpasswd");
+            let out = Command::new("htpasswd")
+                .args(["-Bbc", htpasswd.to_str().expect("utf8"), user, password])
+                .output()
+                .expect("htpasswd (apache2-utils)");
+            assert!(out.status.success(), "{}", crate::text(&out));
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(dir.join("config.yml"), config).expect("registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("log")).expect("log"))
+            .spawn()
+            .expect("spawn docker-registry");
+        wait_for_port(port, "docker-registry");
+        Registry { child, port, dir }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The file a blob is stored in (distribution's filesystem layout), for
+    /// tests that corrupt what the registry serves.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .join("storage/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Pushes the layout's `tag` as `repo:tag` (all platforms of an index).
+    pub fn push(&self, layout: &Layout, tag: &str, repo: &str, creds: Option<(&str, &str)>) {
+        let mut cmd = Command::new("skopeo");
+        cmd.args(["copy", "--all", "--quiet", "--dest-tls-verify=false"]);
+        if let Some((u, p)) = creds {
+            cmd.arg(format!("--dest-creds={u}:{p}"));
+        }
+        let out = cmd
+            .arg(format!("oci:{}:{tag}", layout.dir.display()))
+            .arg(format!("docker://{}/{repo}:{tag}", self.host()))
+            .output()
+            .expect("skopeo");
+        assert!(out.status.success(), "skopeo copy: {}", crate::text(&out));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        terminate(&mut self.child, libc::SIGTERM);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A layer tar built entry by entry, including entries the `tar` crate's
+/// safe setters would refuse (hostile names are written into raw headers).
+pub struct LayerTar {
+    builder: tar::Builder<Vec<u8>>,
+}
+
+impl Default for LayerTar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl LayerTar {
+    pub fn new() -> LayerTar {
+        LayerTar {
+            builder: tar::Builder::new(Vec::new()),
+        }
+    }
+
+    fn header(kind: tar::EntryType, path: &str, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        // Raw bytes: no validation, so `..` and absolute names go through.
+        let name = &mut h.as_old_mut().name;
+        assert!(path.len() < name.len(), "test paths are short");
+        name[..path.len()].copy_from_slice(path.as_bytes());
+        h.set_cksum();
+        h
+    }
+
+    fn append(&mut self, h: tar::Header, data: &[u8]) -> &mut Self {
+        self.builder.append(&h, data).expect("append");
+        self
+    }
+
+    pub fn dir(&mut self, path: &str, mode: u32) -> &mut Self {
+        self.append(Self::header(tar::EntryType::Directory, path, mode, 0), &[])
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) -> &mut Self {
+        self.file_owned(path, mode, 0, 0, data)
+    }
+
+    pub fn file_owned(
+        &mut self,
+        path: &str,
+        mode: u32,
+        uid: u64,
+        gid: u64,
+        data: &[u8],
+    ) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Regular, path, mode, data.len() as u64);
+        h.set_uid(uid);
+        h.set_gid(gid);
+        h.set_cksum();
+        self.append(h, data)
+    }
+
+    /// A file with PAX `SCHILY.xattr.*` records.
+    pub fn file_xattrs(
+        &mut self,
+        path: &str,
+        mode: u32,
+        data: &[u8],
+        xattrs: &[(&str, &[u8])],
+    ) -> &mut Self {
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .expect("pax");
+        self.file(path, mode, data)
+    }
+
+    /// A file whose name needs a GNU long-name record (over 100 bytes).
+    pub fn file_long_name(&mut self, path: &str, data: &[u8]) -> &mut Self {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        self.builder
+            .append_data(&mut h, path, data)
+            .expect("append long name");
+        self
+    }
+
+    /// A directory with PAX `SCHILY.xattr.*` records.
+    pub fn xattr_on_dir(&mut self, path: &str, xattrs: &[(&str, &[u8])]) -> &mut Self {
+        let records: Vec<(String, &[u8])> = xattrs
+            .iter()
+            .map(|(k, v)| (format!("SCHILY.xattr.{k}"), *v))
+            .collect();
+        self.builder
+            .append_pax_extensions(records.iter().map(|(k, v)| (k.as_str(), *v)))
+            .expect("pax");
+        self.dir(path, 0o755)
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Symlink, path, 0o777, 0);
+        h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+        h.set_cksum();
+        self.append(h, &[])
+    }
+
+    pub fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Link, path, 0o644, 0);
+        h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
+        h.set_cksum();
+        self.append(h, &[])
+    }
+
+    pub fn char_dev(&mut self, path: &str, major: u32, minor: u32) -> &mut Self {
+        let mut h = Self::header(tar::EntryType::Char, path, 0o666, 0);
+        h.set_device_major(major).expect("major");
+        h.set_device_minor(minor).expect("minor");
+        h.set_cksum();
+        self.append(h, &[])
+    }
+
+    pub fn fifo(&mut self, path: &str) -> &mut Self {
+        self.append(Self::header(tar::EntryType::Fifo, path, 0o644, 0), &[])
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.builder.into_inner().expect("finish tar")
+    }
+}
+
+/// How a layer blob is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+pub fn compress(tar: &[u8], c: Compression) -> Vec<u8> {
+    match c {
+        Compression::None => tar.to_vec(),
+        Compression::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(tar).expect("gzip");
+            e.finish().expect("gzip")
+        }
+        Compression::Zstd => zstd::encode_all(tar, 3).expect("zstd"),
+    }
+}
+
+/// An OCI image layout directory, as `skopeo` and `umoci` read it.
+pub struct Layout {
+    pub dir: PathBuf,
+    refs: Vec<Value>,
+}
+
+impl Layout {
+    pub fn new(name: &str) -> Layout {
+        let dir = temp_dir(&format!("layout-{name}"));
+        std::fs::create_dir_all(dir.join("blobs/sha256")).expect("blobs");
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
+            .expect("oci-layout");
+        Layout {
+            dir,
+            refs: Vec::new(),
+        }
+    }
+
+    pub fn blob(&self, media_type: &str, bytes: &[u8]) -> Value {
+        let digest = sha256(bytes);
+        std::fs::write(
+            self.dir
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+            bytes,
+        )
+        .expect("write blob");
+        json!({"mediaType": media_type, "digest": digest, "size": bytes.len()})
+    }
+
+    /// An image manifest of `layers` (tar bytes, each with its compression);
+    /// returns its descriptor.
+    pub fn image(&self, layers: &[(Vec<u8>, Compression)], platform: (&str, &str)) -> Value {
+        let mut descs = Vec::new();
+        let mut diff_ids = Vec::new();
+        for (tar, c) in layers {
+            let media_type = match c {
+                Compression::None => "application/vnd.oci.image.layer.v1.tar",
+                Compression::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
+                Compression::Zstd => "application/vnd.oci.image.layer.v1.tar+zstd",
+            };
+            descs.push(self.blob(media_type, &compress(tar, *c)));
+            diff_ids.push(sha256(tar));
+        }
+        let (arch, variant) = platform;
+        let mut config = json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        });
+        if !variant.is_empty() {
+            config["variant"] = json!(variant);
+        }
+        let config = self.blob(
+            "application/vnd.oci.image.config.v1+json",
+            &serde_json::to_vec(&config).expect("json"),
+        );
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": config,
+            "layers": descs,
+        });
+        let mut desc = self.blob(
+            "application/vnd.oci.image.manifest.v1+json",
+            &serde_json::to_vec(&manifest).expect("json"),
+        );
+        let mut p = json!({"architecture": arch, "os": "linux"});
+        if !variant.is_empty() {
+            p["variant"] = json!(variant);
+        }
+        desc["platform"] = p;
+        desc
+    }
+
+    /// An index of `manifests`; returns its descriptor.
+    pub fn index(&self, manifests: &[Value]) -> Value {
+        let index = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests,
+        });
+        self.blob(
+            "application/vnd.oci.image.index.v1+json",
+            &serde_json::to_vec(&index).expect("json"),
+        )
+    }
+
+    /// Names `desc` as `tag` in `index.json`.
+    pub fn tag(&mut self, tag: &str, desc: &Value) {
+        let mut desc = desc.clone();
+        if let Some(d) = desc.as_object_mut() {
+            d.remove("platform");
+        }
+        desc["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+        self.refs.push(desc);
+        let index = json!({"schemaVersion": 2, "manifests": self.refs});
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec(&index).expect("json"),
+        )
+        .expect("index.json");
+    }
+
+    /// `umoci unpack` of `tag` into a fresh bundle; returns the bundle.
+    pub fn umoci_unpack(&self, tag: &str) -> TempDir {
+        let bundle = TempDir(temp_dir("umoci").join("bundle"));
+        let out = Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:{tag}", self.dir.display()))
+            .arg(&bundle.0)
+            .output()
+            .expect("umoci");
+        assert!(out.status.success(), "umoci unpack: {}", crate::text(&out));
+        bundle
+    }
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap_or(&self.0));
+    }
+}
+
+/// `berth-imaged` with a private root and socket.
+pub struct Daemon {
+    child: Option<Child>,
+    pub root: PathBuf,
+    pub socket: PathBuf,
+    extra: Vec<String>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Daemon {
+    pub fn start() -> Daemon {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Daemon {
+        let root = temp_dir("daemon");
+        let mut d = Daemon {
+            child: None,
+            socket: root.join("run/berth.sock"),
+            root,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio"),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.root.join("daemon.log"))
+            .expect("log");
+        let child = Command::new(imaged_bin())
+            .arg("--root")
+            .arg(self.root.join("lib"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth-imaged");
+        self.child = Some(child);
+        let start = Instant::now();
+        loop {
+            if self.health() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "berth-imaged did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn health(&self) -> bool {
+        if !self.socket.exists() {
+            return false;
+        }
+        self.rt.block_on(async {
+            let Ok(ch) = berth_proto::connect(&self.socket).await else {
+                return false;
+            };
+            pb::version_client::VersionClient::new(ch)
+                .health(pb::HealthRequest {})
+                .await
+                .is_ok()
+        })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, libc::SIGKILL);
+        }
+    }
+
+    /// SIGTERM; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: kill on our own unreaped child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        child.wait().ok()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
+    }
+
+    pub fn channel(&self) -> tonic::transport::Channel {
+        self.rt
+            .block_on(berth_proto::connect(&self.socket))
+            .expect("connect")
+    }
+
+    /// Images.Pull; all progress messages, or the error status.
+    pub fn pull_with(
+        &self,
+        reference: &str,
+        platform: Option<(&str, &str)>,
+        auth: Option<(&str, &str)>,
+    ) -> Result<Vec<pb::PullProgress>, tonic::Status> {
+        let ch = self.channel();
+        self.rt.block_on(async move {
+            let mut client = pb::images_client::ImagesClient::new(ch);
+            let req = pb::PullRequest {
+                reference: reference.to_string(),
+                platform: platform.map(|(arch, variant)| pb::Platform {
+                    os: "linux".into(),
+                    architecture: arch.into(),
+                    variant: variant.into(),
+                }),
+                auth: auth.map(|(u, p)| pb::RegistryAuth {
+                    username: u.into(),
+                    password: p.into(),
+                    token: String::new(),
+                }),
+                skip_unpack: false,
+            };
+            let mut stream = client.pull(req).await?.into_inner();
+            let mut all = Vec::new();
+            while let Some(msg) = stream.message().await? {
+                all.push(msg);
+            }
+            Ok(all)
+        })
+    }
+
+    /// Pulls and returns the image, panicking with the daemon's log on error.
+    pub fn pull(&self, reference: &str) -> pb::Image {
+        let progress = self
+            .pull_with(reference, None, None)
+            .unwrap_or_else(|e| panic!("pull {reference}: {e}\n{}", self.log()));
+        done(&progress)
+    }
+
+    /// Images.Import of an archive's bytes, in chunks.
+    pub fn import(
+        &self,
+        archive: &[u8],
+        name: Option<&str>,
+    ) -> Result<Vec<pb::Image>, tonic::Status> {
+        let ch = self.channel();
+        let mut chunks: Vec<pb::ImportChunk> = archive
+            .chunks(1 << 20)
+            .map(|c| pb::ImportChunk {
+                name: String::new(),
+                data: c.to_vec(),
+            })
+            .collect();
+        if let (Some(first), Some(name)) = (chunks.first_mut(), name) {
+            first.name = name.to_string();
+        }
+        self.rt.block_on(async move {
+            let mut client = pb::images_client::ImagesClient::new(ch);
+            let stream = tokio_stream_iter(chunks);
+            Ok(client.import(stream).await?.into_inner().images)
+        })
+    }
+
+    /// Images.Export of `names`: the archive's bytes.
+    pub fn export(&self, names: &[&str]) -> Result<Vec<u8>, tonic::Status> {
+        let ch = self.channel();
+        self.rt.block_on(async move {
+            let mut client = pb::images_client::ImagesClient::new(ch);
+            let mut stream = client
+                .export(pb::ExportRequest {
+                    names: names.iter().map(|n| n.to_string()).collect(),
+                    platform: None,
+                })
+                .await?
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                out.extend_from_slice(&chunk.data);
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn snapshots(&self) -> pb::snapshots_client::SnapshotsClient<tonic::transport::Channel> {
+        pb::snapshots_client::SnapshotsClient::new(self.channel())
+    }
+
+    pub fn content(&self) -> pb::content_client::ContentClient<tonic::transport::Channel> {
+        pb::content_client::ContentClient::new(self.channel())
+    }
+
+    /// A read-only view of the image's top layer, mounted, as `key`.
+    pub fn mount_image(&self, image: &pb::Image, key: &str) -> Mounted {
+        let key = key.to_string();
+        let mut snaps = self.snapshots();
+        let mounts = self
+            .block_on(snaps.view(pb::ViewSnapshotRequest {
+                key: key.clone(),
+                parent: image.chain_id.clone(),
+                labels: Default::default(),
+            }))
+            .expect("view")
+            .into_inner()
+            .mounts;
+        Mounted::new(&mounts)
+    }
+
+    /// The image's root filesystem listed through a view snapshot, which is
+    /// removed again.
+    pub fn image_listing(&self, image: &pb::Image) -> Vec<String> {
+        let key = unique("view");
+        let list = {
+            let mounted = self.mount_image(image, &key);
+            listing(&mounted.target)
+        };
+        self.remove_snapshot(&key);
+        list
+    }
+
+    pub fn remove_snapshot(&self, key: &str) {
+        let mut snaps = self.snapshots();
+        self.block_on(snaps.remove(pb::RemoveSnapshotRequest {
+            key: key.to_string(),
+        }))
+        .expect("remove snapshot");
+    }
+
+    /// Blobs in the daemon's content store.
+    pub fn blobs(&self) -> Vec<String> {
+        let mut c = self.content();
+        self.block_on(c.list(pb::ListContentRequest {}))
+            .expect("content list")
+            .into_inner()
+            .blobs
+            .into_iter()
+            .map(|b| b.digest)
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.stop();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The last progress message of a pull, which carries the image.
+pub fn done(progress: &[pb::PullProgress]) -> pb::Image {
+    let last = progress.last().expect("progress");
+    assert_eq!(last.phase, pb::pull_progress::Phase::Done as i32);
+    last.image.clone().expect("image")
+}
+
+/// Snapshot mounts applied to a temporary directory; unmounted when dropped.
+pub struct Mounted {
+    pub target: PathBuf,
+    mounted: bool,
+}
+
+impl Mounted {
+    /// Read-only, as a view's mounts are used.
+    pub fn new(mounts: &[pb::Mount]) -> Mounted {
+        Self::mount(mounts, true)
+    }
+
+    /// Writable (an active snapshot).
+    pub fn new_rw(mounts: &[pb::Mount]) -> Mounted {
+        Self::mount(mounts, false)
+    }
+
+    fn mount(mounts: &[pb::Mount], ro: bool) -> Mounted {
+        assert_eq!(mounts.len(), 1, "{mounts:?}");
+        let m = &mounts[0];
+        let target = temp_dir("mnt");
+        let mut cmd = Command::new("mount");
+        if m.r#type == "bind" {
+            cmd.args(["--bind", "-o", if ro { "ro" } else { "rw" }])
+                .arg(&m.source);
+        } else {
+            cmd.args(["-t", &m.r#type, "-o", &m.options.join(","), &m.source]);
+        }
+        if !m.workdir_base.is_empty() {
+            cmd.current_dir(&m.workdir_base);
+        }
+        let out = cmd.arg(&target).output().expect("mount");
+        assert!(out.status.success(), "mount {m:?}: {}", crate::text(&out));
+        Mounted {
+            target,
+            mounted: true,
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.target).status();
+        }
+        let _ = std::fs::remove_dir(&self.target);
+    }
+}
+
+/// One line per entry under `root` (not the root itself), sorted: path,
+/// type, mode, owner, link target or device, xattrs, content hash.
+pub fn listing(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(root, root, &mut out);
+    out.sort();
+    out
+}
+
+fn xattrs(path: &Path) -> BTreeMap<String, String> {
+    let c = CString::new(path.as_os_str().as_bytes()).expect("path");
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid C string and buffer of the length passed.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let mut out = BTreeMap::new();
+    if n <= 0 {
+        return out;
+    }
+    for name in names[..n as usize]
+        .split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+    {
+        let cname = CString::new(name).expect("name");
+        let mut value = vec![0u8; 4096];
+        // SAFETY: valid C strings and buffer of the length passed.
+        let len = unsafe {
+            libc::lgetxattr(
+                c.as_ptr(),
+                cname.as_ptr(),
+                value.as_mut_ptr().cast(),
+                value.len(),
+            )
+        };
+        if len >= 0 {
+            out.insert(
+                String::from_utf8_lossy(name).into_owned(),
+                hex::encode(&value[..len as usize]),
+            );
+        }
+    }
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let meta = std::fs::symlink_metadata(&path).expect("lstat");
+        let ft = meta.file_type();
+        let rel = path
+            .strip_prefix(root)
+            .expect("prefix")
+            .display()
+            .to_string();
+        let (kind, extra) = if ft.is_dir() {
+            ("dir", String::new())
+        } else if ft.is_symlink() {
+            (
+                "symlink",
+                std::fs::read_link(&path)
+                    .expect("readlink")
+                    .display()
+                    .to_string(),
+            )
+        } else if ft.is_file() {
+            let bytes = std::fs::read(&path).expect("read");
+            ("file", sha256(&bytes))
+        } else if ft.is_char_device() {
+            ("char", format!("{:x}", meta.rdev()))
+        } else if ft.is_block_device() {
+            ("block", format!("{:x}", meta.rdev()))
+        } else if ft.is_fifo() {
+            ("fifo", String::new())
+        } else {
+            ("socket", String::new())
+        };
+        out.push(format!(
+            "{rel} {kind} {:o} {}:{} {extra} {:?}",
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            xattrs(&path)
+        ));
+        if ft.is_dir() {
+            walk(root, &path, out);
+        }
+    }
+}
+
+/// A TCP proxy on 127.0.0.1 that forwards to `upstream` and sends the
+/// responses at about `bytes_per_sec`, so a test can act in mid-download.
+/// Stops accepting when dropped.
+pub struct SlowProxy {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SlowProxy {
+    pub fn start(upstream: u16, bytes_per_sec: usize) -> SlowProxy {
+        use std::io::Read;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(300);
+            while !stopping.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (mut c_read, mut s_write) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_read, &mut s_write);
+                    let _ = s_write.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut s_read, mut c_write) = (server, client);
+                let stopping = stopping.clone();
+                std::thread::spawn(move || {
+                    let chunk = (bytes_per_sec / 20).max(1);
+                    let mut buf = vec![0u8; chunk];
+                    while !stopping.load(Ordering::SeqCst) {
+                        match s_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                if c_write.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                                std::thread::sleep(Duration::from_millis(50));
+                            }
+                        }
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        SlowProxy { port, stop }
+    }
+}
+
+impl Drop for SlowProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A stream of the given items, for client-streaming calls.
+fn tokio_stream_iter<T: Send + 'static>(
+    items: Vec<T>,
+) -> impl futures_core::Stream<Item = T> + Send {
+    struct Iter<T>(std::vec::IntoIter<T>);
+    impl<T> futures_core::Stream for Iter<T> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready(self.0.next())
+        }
+    }
+    // Never pinned structurally: the iterator moves freely.
+    impl<T> Unpin for Iter<T> {}
+    Iter(items.into_iter())
+}

@@ -1,0 +1,48 @@
+//! berth's own gRPC API: the `.proto` files under `proto/berth/v1/` and the
+//! code tonic and prost generate from them at build time.
+//!
+//! Start reading at `proto/berth/v1/version.proto`, then `images.proto` (a
+//! pull is the whole path from a reference to snapshots), `content.proto`
+//! and `snapshots.proto`. `containers.proto`, `tasks.proto` and
+//! `events.proto` are designed now and served by part 2 of the daemon.
+//!
+//! Clients reach `berth-imaged` on a unix socket: [`connect`] gives a
+//! [`tonic::transport::Channel`] any generated client can use.
+
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("berth.v1");
+}
+
+/// The API revision [`v1::VersionResponse::api_revision`] reports.
+pub const API_REVISION: u32 = 1;
+
+/// The default socket of `berth-imaged`.
+pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
+
+#[cfg(feature = "client")]
+pub use client::connect;
+
+#[cfg(feature = "client")]
+mod client {
+    use std::path::{Path, PathBuf};
+
+    use hyper_util::rt::TokioIo;
+    use tonic::transport::{Channel, Endpoint};
+
+    /// Connects to the daemon's unix socket at `socket`.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Channel, tonic::transport::Error> {
+        let socket: PathBuf = socket.as_ref().to_path_buf();
+        // The URI is required by the HTTP/2 layer but never resolved: the
+        // connector below ignores it and dials the socket.
+        Endpoint::from_static("http://berth-imaged.invalid")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let socket = socket.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(socket).await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(stream))
+                }
+            }))
+            .await
+    }
+}
