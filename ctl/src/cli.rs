@@ -47,7 +47,6 @@ pub enum Command {
     /// Fetch an image from a registry.
     Pull(PullArgs),
     /// List images.
-    #[command(alias = "image-ls")]
     Images(ImagesArgs),
     /// Manage images (ls, rm, mount, unmount, inspect).
     #[command(subcommand)]

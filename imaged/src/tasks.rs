@@ -211,12 +211,14 @@ impl Tasks {
         };
         let key: ProcessKey = (record.id.clone(), String::new());
         let (output, _) = self.process(&key);
-        // A fresh exit watch for this run (an earlier run's exit is history).
+        // The earlier run's exit is history. Reset on the same watch, not a
+        // new one: a client that attached before this start (`start -a`)
+        // holds a receiver of this watch and must see this run's exit.
         {
             let mut inner = self.lock();
             if let Some(p) = inner.processes.get_mut(&key) {
                 if p.exit.borrow().is_some() {
-                    p.exit = watch::channel(None).0;
+                    p.exit.send_replace(None);
                 }
             }
         }

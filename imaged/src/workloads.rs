@@ -543,6 +543,7 @@ impl pb::tasks_server::Tasks for Workloads {
         } else {
             false
         };
+        let waits_for_start = exec_id.is_empty() && !self.tasks.is_running(&id);
         let tasks = self.tasks.clone();
         let (input_id, input_exec) = (id.clone(), exec_id.clone());
         tokio::spawn(async move {
@@ -576,7 +577,14 @@ impl pb::tasks_server::Tasks for Workloads {
             let _ = tty;
             let mut ended = 0;
             let mut streams_seen = std::collections::HashSet::new();
-            let mut status: Option<u32> = *exit.borrow();
+            // Attached to the init of a container that is not running: the
+            // watch still holds the last run's exit; this client waits for
+            // the run it is about to start.
+            let mut status: Option<u32> = if waits_for_start {
+                None
+            } else {
+                *exit.borrow()
+            };
             loop {
                 tokio::select! {
                     chunk = output.recv() => match chunk {

@@ -874,3 +874,28 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         text(&out)
     );
 }
+
+#[test]
+fn start_attach_reports_each_runs_own_output_and_status() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    env.ok(&[
+        "create",
+        "--name",
+        "again",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "sleep 0.3; echo x >> /tmp/n; n=$(wc -l < /tmp/n); echo run $n; exit $((n + 2))",
+    ]);
+    // Each start -a waits for its own run: the bug was a stale exit of the
+    // run before, reported as this run's status.
+    for (run, status) in [(1, 3), (2, 4), (3, 5)] {
+        let out = env.ctl(&["start", "-a", "again"]);
+        assert_eq!(out.status.code(), Some(status), "{}", text(&out));
+        assert_eq!(stdout(&out), format!("run {run}\n"));
+    }
+}
