@@ -256,9 +256,40 @@ fn run_rm_prints_the_output_and_exits_with_the_containers_status() {
     }
     let env = Env::start();
     env.load_busybox("busybox:ctl");
+    let mut events = Command::new(ctl_bin())
+        .args(["--address", &env.address(), "events", "--format", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("events");
+    // Subscribed well before the run (a debug build connects in ~10 ms).
+    std::thread::sleep(Duration::from_millis(500));
     let out = env.ctl(&["run", "--rm", "busybox:ctl", "echo", "hi"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(stdout(&out), "hi\n");
+    // The run's events, one JSON document a line.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let seen = events.wait_with_output().unwrap();
+    let topics: Vec<String> = stdout(&seen)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("an event as JSON")["topic"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for topic in [
+        "/containers/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/containers/delete",
+    ] {
+        assert!(
+            topics.iter().any(|t| t == topic),
+            "{topic} missing: {topics:?}"
+        );
+    }
 
     let out = env.ctl(&["run", "--rm", "busybox:ctl", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
@@ -385,6 +416,8 @@ fn a_detached_container_is_followed_exec_d_paused_stopped_and_removed() {
         "{}",
         text(&out)
     );
+    let out = env.ctl(&["exec", "ticker", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
     let out = env.ctl(&[
         "exec",
         "-e",
