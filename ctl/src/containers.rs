@@ -80,11 +80,19 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
             .unwrap_or_default(),
         restart: a.restart.as_deref().map(flags::restart).transpose()?,
         runtime: a.runtime.clone().unwrap_or_default(),
+        auto_remove: false,
     })
 }
 
-async fn create_container(d: &Daemon, a: &ContainerArgs) -> Result<pb::Container> {
-    let config = config(a)?;
+async fn create_container(
+    d: &Daemon,
+    a: &ContainerArgs,
+    auto_remove: bool,
+) -> Result<pb::Container> {
+    let config = pb::ContainerConfig {
+        auto_remove,
+        ..config(a)?
+    };
     let labels = flags::labels(&a.labels)?;
     let c = d
         .containers()
@@ -101,7 +109,7 @@ async fn create_container(d: &Daemon, a: &ContainerArgs) -> Result<pb::Container
 }
 
 pub async fn create(d: &Daemon, a: &ContainerArgs) -> Result<i32> {
-    let c = create_container(d, a).await?;
+    let c = create_container(d, a, false).await?;
     println!("{}", c.id);
     Ok(0)
 }
@@ -150,10 +158,12 @@ async fn remove(d: &Daemon, id: &str, force: bool) -> Result<()> {
 }
 
 pub async fn run(d: &Daemon, a: &RunArgs) -> Result<i32> {
-    if a.detach && a.rm {
-        bail!("--rm with -d is not supported yet: run -d, then `berthctl rm -f` when done");
+    let restarts = a.container.restart.as_deref().is_some_and(|r| r != "no");
+    if a.rm && restarts {
+        bail!("conflicting options: --rm and --restart (a container that restarts is never done)");
     }
-    let c = create_container(d, &a.container).await?;
+    // Detached, nobody waits here for the exit: the daemon removes it.
+    let c = create_container(d, &a.container, a.rm && a.detach).await?;
     if a.detach {
         start_task(d, &c.id, "").await?;
         println!("{}", c.id);

@@ -407,6 +407,21 @@ impl Tasks {
                 let _ = p.exit.send(Some(status));
             }
         }
+        if record.settings().auto_remove && restart_delay(&record, status).is_none() {
+            // The exit is recorded and sent first: an attached client still
+            // gets it. The task is gone, so this is a plain delete.
+            let tasks = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let _ = tasks.delete_container(&id, false).await;
+                tasks.hub.publish(
+                    "/containers/delete",
+                    "berth.v1.DeleteContainerRequest",
+                    Vec::new(),
+                );
+            });
+            return;
+        }
         if let Some(delay) = restart_delay(&record, status) {
             let _ = self.containers.update(id, |r| {
                 r.state.status = pb::container::Status::Restarting as i32;

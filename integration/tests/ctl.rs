@@ -485,6 +485,20 @@ fn a_detached_container_is_followed_exec_d_paused_stopped_and_removed() {
 
     env.ok(&["rm", "ticker"]);
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    // -d --rm: nobody waits for the exit here, so the daemon removes it.
+    let gone = env.ok(&["run", "-d", "--rm", "busybox:ctl", "sh", "-c", "sleep 0.5"]);
+    assert!(env.ctl(&["inspect", gone.trim()]).status.success());
+    env.until("the container to remove itself", || {
+        !env.ctl(&["inspect", gone.trim()]).status.success()
+    });
+    let out = env.ctl(&["run", "--rm", "--restart", "always", "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("--rm and --restart"),
+        "{}",
+        text(&out)
+    );
     let out = env.ctl(&["inspect", "ticker"]);
     assert_eq!(out.status.code(), Some(125));
 }
