@@ -439,3 +439,50 @@ pub struct EventsArgs {
 pub struct CompletionArgs {
     pub shell: clap_complete::Shell,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berthctl").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn everything_after_the_image_belongs_to_the_command() {
+        let Command::Run(run) = parse(&[
+            "run", "--rm", "-it", "-e", "A=1", "busybox", "ls", "-la", "--rm",
+        ])
+        .command
+        else {
+            panic!("not run");
+        };
+        assert!(run.rm && run.container.tty && run.container.interactive);
+        assert_eq!(run.container.image, "busybox");
+        assert_eq!(run.container.command, ["ls", "-la", "--rm"]);
+        assert_eq!(run.container.env, ["A=1"]);
+        let Command::Exec(exec) = parse(&["exec", "-it", "web", "sh", "-c", "echo -n x"]).command
+        else {
+            panic!("not exec");
+        };
+        assert_eq!((exec.container.as_str(), exec.command.len()), ("web", 3));
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_logs_keeps_its_short_flags() {
+        let cli = parse(&["ps", "--address", "/tmp/s.sock", "-a"]);
+        assert_eq!(cli.address, PathBuf::from("/tmp/s.sock"));
+        let Command::Logs(logs) = parse(&["logs", "-f", "-n", "5", "web"]).command else {
+            panic!("not logs");
+        };
+        assert!(logs.follow);
+        assert_eq!(logs.tail, "5");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -666,6 +666,50 @@ fn save_then_load_into_a_fresh_daemon_keeps_every_digest() {
     // And it runs.
     let out = second.ctl(&["run", "--rm", "busybox:ctl", "cat", "/data/seed.txt"]);
     assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
+
+    // A `docker save` archive (made by skopeo from the same image) loads too,
+    // from stdin, under the name it carries.
+    let layout = Layout::new("ctl-docker-archive");
+    let oci = std::env::temp_dir().join(unique("ctl-oci.tar"));
+    std::fs::write(&oci, busybox_archive("busybox:ctl")).unwrap();
+    let extracted = std::env::temp_dir().join(unique("ctl-oci-dir"));
+    std::fs::create_dir_all(&extracted).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&oci)
+        .arg("-C")
+        .arg(&extracted)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let docker = layout.dir.join("docker.tar");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:busybox:ctl", extracted.display()))
+        .arg(format!(
+            "docker-archive:{}:example.org/saved:2",
+            docker.display()
+        ))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "skopeo: {}", text(&out));
+    let out = second.ctl_with_input(&["load"], &std::fs::read(&docker).unwrap());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("example.org/saved:2"),
+        "{}",
+        text(&out)
+    );
+    let out = second.ctl(&[
+        "run",
+        "--rm",
+        "example.org/saved:2",
+        "cat",
+        "/data/seed.txt",
+    ]);
+    assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
+    let _ = std::fs::remove_file(&oci);
+    let _ = std::fs::remove_dir_all(&extracted);
 }
 
 fn relative_paths(root: &Path) -> BTreeSet<String> {
