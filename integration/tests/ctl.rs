@@ -16,7 +16,7 @@ use serde_json::Value;
 
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "head", "tr", "tty", "stty", "test",
-    "touch", "wc", "hostname", "env", "pwd", "mkdir",
+    "touch", "wc", "hostname", "env", "pwd", "mkdir", "grep",
 ];
 
 /// busybox-static as one layer; /data/seed.txt for volume seeding.
@@ -989,4 +989,76 @@ fn start_attach_reports_each_runs_own_output_and_status() {
         assert_eq!(out.status.code(), Some(status), "{}", text(&out));
         assert_eq!(stdout(&out), format!("run {run}\n"));
     }
+}
+
+#[test]
+fn security_and_network_flags_reach_the_container() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let status = |flags: &[&str], field: &str| -> String {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend(["busybox:ctl", "grep", field, "/proc/self/status"]);
+        let out = env.ctl(&args);
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {}", text(&out));
+        stdout(&out)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let default_caps = status(&[], "CapEff");
+    assert_ne!(default_caps, "0000000000000000");
+    assert_eq!(status(&["--cap-drop", "ALL"], "CapEff"), "0000000000000000");
+    // CAP_NET_ADMIN is bit 12.
+    assert_eq!(
+        status(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"], "CapEff"),
+        "0000000000001000"
+    );
+    let privileged = u64::from_str_radix(&status(&["--privileged"], "CapEff"), 16).unwrap();
+    assert!(privileged > u64::from_str_radix(&default_caps, 16).unwrap());
+    // Seccomp: 2 is a filter, 0 none.
+    assert_eq!(status(&[], "Seccomp:"), "2");
+    assert_eq!(
+        status(&["--security-opt", "seccomp=unconfined"], "Seccomp:"),
+        "0"
+    );
+    let profile = "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
+    let with_file = format!("seccomp={profile}");
+    assert_eq!(status(&["--security-opt", &with_file], "Seccomp:"), "2");
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=/no/such.json",
+        "busybox:ctl",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("/no/such.json"), "{}", text(&out));
+
+    // --network none: loopback only; host: the host's interfaces.
+    let interfaces = |network: &str| -> usize {
+        let out = env.ctl(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "busybox:ctl",
+            "cat",
+            "/proc/net/dev",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        stdout(&out).lines().skip(2).count()
+    };
+    let host = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .count();
+    assert_eq!(interfaces("none"), 1);
+    assert_eq!(interfaces("host"), host);
 }
