@@ -710,6 +710,11 @@ fn save_then_load_into_a_fresh_daemon_keeps_every_digest() {
     assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
     let _ = std::fs::remove_file(&oci);
     let _ = std::fs::remove_dir_all(&extracted);
+    // rmi of one name keeps the other image.
+    let out = second.ctl(&["rmi", "example.org/saved:2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let left = second.ok(&["images", "-q"]);
+    assert_eq!(left, "docker.io/library/busybox:ctl\n");
 }
 
 fn relative_paths(root: &Path) -> BTreeSet<String> {
