@@ -143,6 +143,16 @@ impl Env {
     /// `berthctl ARGS` on a terminal of its own, `input` typed there.
     /// `setup` runs in the same shell first (e.g. `stty cols 100`).
     fn ctl_on_terminal(&self, setup: &str, args: &[&str], input: &[u8]) -> Output {
+        self.ctl_on_terminal_typed(setup, args, &[(Duration::from_millis(1500), input)])
+    }
+
+    /// As [`Env::ctl_on_terminal`], each input typed after its delay.
+    fn ctl_on_terminal_typed(
+        &self,
+        setup: &str,
+        args: &[&str],
+        inputs: &[(Duration, &[u8])],
+    ) -> Output {
         let mut line = vec![
             "timeout".to_string(),
             "-k5".into(),
@@ -165,13 +175,17 @@ impl Env {
             .spawn()
             .expect("script (bsdutils)");
         let mut stdin = child.stdin.take().expect("stdin");
-        let input = input.to_vec();
+        let inputs: Vec<(Duration, Vec<u8>)> =
+            inputs.iter().map(|(d, i)| (*d, i.to_vec())).collect();
         // Typed slowly from a thread: `script` reads its input only while
         // someone reads its output, and the shell must be up first.
         let typist = std::thread::spawn(move || {
             use std::io::Write;
-            std::thread::sleep(Duration::from_millis(1500));
-            let _ = stdin.write_all(&input);
+            for (delay, input) in inputs {
+                std::thread::sleep(delay);
+                let _ = stdin.write_all(&input);
+                let _ = stdin.flush();
+            }
             std::thread::sleep(Duration::from_secs(5));
         });
         let output = child.wait_with_output().expect("script");
@@ -533,6 +547,25 @@ fn run_it_and_exec_it_give_a_real_terminal_with_its_size() {
     assert_eq!(out.status.code(), Some(7), "{screen}\n{}", stderr(&out));
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(screen.contains("24 80"), "{screen}");
+
+    // The window changes size while the shell runs: SIGWINCH → ResizePty.
+    let out = env.ctl_on_terminal_typed(
+        "stty cols 80 rows 24; (sleep 3; stty cols 99 rows 33 </dev/tty) & true",
+        &["exec", "-it", "host", "sh"],
+        &[
+            (Duration::from_millis(1500), b"stty size\r"),
+            (Duration::from_millis(3000), b"stty size; exit 0\r"),
+        ],
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}\n{}", stderr(&out));
+    let before = screen
+        .find("24 80")
+        .unwrap_or_else(|| panic!("no first size: {screen:?}"));
+    let after = screen
+        .find("33 99")
+        .unwrap_or_else(|| panic!("no size after the resize: {screen:?}"));
+    assert!(before < after, "{screen}");
 
     // Without -t the same command sees no terminal.
     let out = env.ctl(&["exec", "host", "sh", "-c", "tty || echo none"]);
