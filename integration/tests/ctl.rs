@@ -154,7 +154,10 @@ impl Env {
         inputs: &[(Duration, &[u8])],
     ) -> Output {
         let mut line = vec![
+            // --foreground: berthctl stays in the terminal's foreground
+            // process group (it reads keys and sets raw mode there).
             "timeout".to_string(),
+            "--foreground".into(),
             "-k5".into(),
             "60".into(),
             quote(&ctl_bin().to_string_lossy()),
@@ -525,13 +528,22 @@ fn run_it_and_exec_it_give_a_real_terminal_with_its_size() {
     let env = Env::start();
     env.load_busybox("busybox:ctl");
     // run -it: a shell on a pty, typed into, with this terminal's size.
+    // The shell around berthctl checks that the terminal's settings are
+    // back as they were (cooked, echo) when berthctl has exited.
+    let saved = std::env::temp_dir().join(unique("ctl-stty"));
+    let setup = format!(
+        "stty cols 123 rows 45; stty -g > {0}; trap 'stty -g | cmp -s - {0} || echo TERMINAL-LEFT-RAW' EXIT",
+        saved.display()
+    );
     let out = env.ctl_on_terminal(
-        "stty cols 123 rows 45",
+        &setup,
         &["run", "--rm", "-it", "busybox:ctl", "sh"],
         b"tty; stty size; echo $((6*7)); exit 5\r",
     );
+    let _ = std::fs::remove_file(&saved);
     let screen = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{screen}\n{}", stderr(&out));
+    assert!(!screen.contains("TERMINAL-LEFT-RAW"), "{screen}");
     assert!(screen.contains("/dev/pts/"), "{screen}");
     assert!(screen.contains("45 123"), "{screen}");
     assert!(screen.contains("42"), "{screen}");
