@@ -118,7 +118,9 @@ say "image $image: $(du -ch "$work"/layer-* | tail -1 | cut -f1) of layers, $(du
 # --- daemons ------------------------------------------------------------------------------------
 imaged_pid='' containerd_pid=''
 wait_socket() { for _ in $(seq 400); do [[ -S $1 ]] && return 0; sleep 0.025; done; die "no socket $1"; }
-stop_pid() { [[ -n $1 ]] && { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }; }
+stop_pid() {
+    if [[ -n $1 ]]; then kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; fi
+}
 start_imaged() {
     stop_pid "$imaged_pid"
     rm -rf "$work/berth"
@@ -168,7 +170,8 @@ for run in $(seq "$RUNS"); do
     done
     t1=$(now_ns)
     times[floor]+="$(( (t1 - t0) / 1000000 )) "
-    say "run $run: berth ${times[berth]##* } containerd ${times[containerd]##* } floor ${times[floor]##* }"
+    last() { local a=($1); echo "${a[-1]}"; }
+    say "run $run: berth $(last "${times[berth]}") containerd $(last "${times[containerd]}") floor $(last "${times[floor]}") ms"
 done
 median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

@@ -40,6 +40,8 @@ pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
     let first = pb::AttachInput {
         container_id: target.container.clone(),
         exec_id: target.exec_id.clone(),
+        // Every caller here starts the process right after attaching.
+        before_start: true,
         ..Default::default()
     };
     // Queued before the call: the daemon reads it before answering.

@@ -78,12 +78,10 @@ struct ConfigPlatform {
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// A name as berth records it (`busybox:1` → `docker.io/library/busybox:1`).
-pub fn canonical(name: &str) -> Result<String> {
-    let reference: oci_client::Reference = name
-        .parse()
-        .map_err(|e| Error::Archive(format!("invalid image name {name:?}: {e}")))?;
-    Ok(reference.whole())
+/// A name as berth records it, or an archive error saying why it is none.
+fn canonical(name: &str) -> Result<String> {
+    images::canonical_name(name)
+        .ok_or_else(|| Error::Archive(format!("invalid image name {name:?}")))
 }
 
 /// The archive's entry name as a plain relative path, or `None` for names
@@ -131,7 +129,7 @@ fn read_archive(images: &Images, archive: &Path, scratch: &Path) -> Result<()> {
             }
             let mut writer = images
                 .content
-                .writer(&format!("import-{digest}"), &digest, size)?;
+                .writer(&content::unique_ref(&digest), &digest, size)?;
             writer.truncate()?;
             io::copy(&mut entry, &mut writer)
                 .map_err(|e| Error::Archive(format!("reading {}: {e}", path.display())))?;
@@ -159,7 +157,7 @@ fn store_file(images: &Images, path: &Path) -> Result<(Digest, u64)> {
     if !images.content.exists(&digest) {
         let mut writer = images
             .content
-            .writer(&format!("import-{digest}"), &digest, size)?;
+            .writer(&content::unique_ref(&digest), &digest, size)?;
         writer.truncate()?;
         let mut file = File::open(path).map_err(io_err("open", path))?;
         io::copy(&mut file, &mut writer).map_err(io_err("read", path))?;
@@ -190,6 +188,7 @@ pub async fn import(
     platform: &Platform,
     progress: mpsc::UnboundedSender<Progress>,
 ) -> Result<Vec<images::ImageRecord>> {
+    let _working = images.gc_lock.read().await;
     let scratch = archive.with_extension("d");
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).map_err(io_err("create", &scratch))?;

@@ -82,23 +82,7 @@ pub struct ResolvedMount {
     pub read_only: bool,
 }
 
-/// docker's default capability set.
-pub const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use berth_runtime::capabilities::DOCKER_DEFAULTS as DOCKER_CAPS;
 
 /// Everything a spec is made from.
 pub struct Inputs<'a> {
@@ -114,7 +98,12 @@ pub struct Inputs<'a> {
     pub bundle: &'a Path,
 }
 
-/// Reads `relative` from the image's layers, honouring whiteouts.
+/// The most of an image's passwd or group file the daemon reads.
+const MAX_IMAGE_FILE: u64 = 1 << 20;
+
+/// Reads the regular file `relative` from the first of `roots` that has it
+/// (the container's mounted rootfs; or layer directories, topmost first,
+/// where a `.wh.` entry hides the lower ones).
 pub fn read_image_file(layers: &[PathBuf], relative: &str) -> Option<String> {
     use std::io::Read;
     use std::os::fd::AsRawFd;
@@ -130,12 +119,21 @@ pub fn read_image_file(layers: &[PathBuf], relative: &str) -> Option<String> {
         {
             return None;
         }
-        let Ok(fd) = berth_runtime::safe_path::open_in_root(root.as_raw_fd(), path, libc::O_RDONLY)
-        else {
+        // Never blocking (a fifo), never a device (it could be the host's
+        // disk or /dev/zero), never more than a passwd file could need.
+        let Ok(fd) = berth_runtime::safe_path::open_in_root(
+            root.as_raw_fd(),
+            path,
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+        ) else {
             continue;
         };
+        let file = std::fs::File::from(fd);
+        if !file.metadata().ok()?.is_file() {
+            return None;
+        }
         let mut text = String::new();
-        std::fs::File::from(fd).read_to_string(&mut text).ok()?;
+        file.take(MAX_IMAGE_FILE).read_to_string(&mut text).ok()?;
         return Some(text);
     }
     None
@@ -387,32 +385,9 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
         linux["readonlyPaths"] = json!([]);
     }
     if let Some(limits) = &settings.resources {
-        if limits.memory < 0 || limits.nano_cpus < 0 || limits.pids_limit < 0 {
-            return Err(Error::Invalid {
-                what: "resources",
-                value: format!("{limits:?}"),
-                why: "limits cannot be negative",
-            });
-        }
-        if limits.memory > 0 {
-            if limits.memory < 6 * 1024 * 1024 {
-                return Err(Error::Invalid {
-                    what: "memory limit",
-                    value: limits.memory.to_string(),
-                    why: "the minimum is 6 MiB, as docker's",
-                });
-            }
-            resources["memory"] = json!({"limit": limits.memory});
-        }
-        if limits.nano_cpus > 0 {
-            let period: i64 = 100_000;
-            resources["cpu"] = json!({
-                "quota": limits.nano_cpus * period / 1_000_000_000,
-                "period": period,
-            });
-        }
-        if limits.pids_limit > 0 {
-            resources["pids"] = json!({"limit": limits.pids_limit});
+        let object = resources.as_object_mut();
+        if let (Some(object), Value::Object(limits)) = (object, limit_resources(limits)?) {
+            object.extend(limits);
         }
     }
     linux["resources"] = resources;
@@ -496,6 +471,46 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
     }
     spec["annotations"] = json!({"org.berth.container.id": inputs.id});
     Ok(spec)
+}
+
+/// `linux.resources` (memory, cpu, pids) for docker's limits; what a
+/// container is created with and what an update sends to the shim.
+pub fn limit_resources(limits: &pb::Resources) -> Result<Value> {
+    if limits.memory < 0 || limits.nano_cpus < 0 || limits.pids_limit < 0 {
+        return Err(Error::Invalid {
+            what: "resources",
+            value: format!("{limits:?}"),
+            why: "limits cannot be negative",
+        });
+    }
+    let mut resources = json!({});
+    if limits.memory > 0 {
+        if limits.memory < 6 * 1024 * 1024 {
+            return Err(Error::Invalid {
+                what: "memory limit",
+                value: limits.memory.to_string(),
+                why: "the minimum is 6 MiB, as docker's",
+            });
+        }
+        resources["memory"] = json!({"limit": limits.memory});
+    }
+    if limits.nano_cpus > 0 {
+        let period: i64 = 100_000;
+        // nano_cpus * period / 1e9, without overflowing on absurd input.
+        let quota = limits.nano_cpus / 10_000;
+        if quota < 1000 || limits.nano_cpus > 1_000_000_000_000 {
+            return Err(Error::Invalid {
+                what: "cpus",
+                value: format!("{}", limits.nano_cpus as f64 / 1e9),
+                why: "use between 0.01 and 1000 CPUs",
+            });
+        }
+        resources["cpu"] = json!({"quota": quota, "period": period});
+    }
+    if limits.pids_limit > 0 {
+        resources["pids"] = json!({"limit": limits.pids_limit});
+    }
+    Ok(resources)
 }
 
 /// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the

@@ -231,6 +231,9 @@ impl Containers {
             bundle: None,
             mounted: None,
         };
+        std::fs::create_dir_all(&self.bundles).map_err(io("create", &self.bundles))?;
+        // Bundles hold the spec the container runs with: root's alone.
+        restrict(&self.bundles, 0o700)?;
         std::fs::create_dir_all(bundle.join("rootfs")).map_err(io("create", &bundle))?;
         undo.bundle = Some(bundle.clone());
         let snapshot_key = format!("container/{id}");
@@ -288,7 +291,9 @@ impl Containers {
                 read_only: m.read_only,
             });
         }
-        let layers = lower_dirs(&mounts);
+        // Users and groups are read through the mounted rootfs: the overlay
+        // has already applied whiteouts, opaque directories and links.
+        let layers = vec![rootfs.clone()];
         let hostname = if settings.hostname.is_empty() {
             id.chars().take(12).collect()
         } else {
@@ -306,8 +311,7 @@ impl Containers {
             bundle: &bundle,
         })?;
         let spec_bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
-        std::fs::write(bundle.join("config.json"), &spec_bytes)
-            .map_err(io("write", &bundle.join("config.json")))?;
+        write_private(&bundle.join("config.json"), &spec_bytes)?;
         let record = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
@@ -375,6 +379,30 @@ impl Containers {
     }
 }
 
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
+}
+
+/// Writes a file only root can read, through a temporary name and a
+/// rename: a reader (a start, a crash) never sees half of it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io("create", &tmp))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, path).map_err(io("rename", path))
+}
+
 /// Undoes a half-made create.
 struct Undo<'a> {
     containers: &'a Containers,
@@ -403,28 +431,6 @@ impl Drop for Undo<'_> {
             let _ = std::fs::remove_dir_all(bundle);
         }
     }
-}
-
-/// The layer directories of an overlay (or bind) mount, topmost first.
-fn lower_dirs(mounts: &[snapshots::Mount]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for m in mounts {
-        let base = m.base.clone().unwrap_or_default();
-        for option in &m.options {
-            if let Some(upper) = option.strip_prefix("upperdir=") {
-                out.insert(0, PathBuf::from(upper));
-            }
-        }
-        for option in &m.options {
-            if let Some(lower) = option.strip_prefix("lowerdir=") {
-                out.extend(lower.split(':').map(|l| base.join(l)));
-            }
-        }
-        if m.kind == "bind" {
-            out.push(PathBuf::from(&m.source));
-        }
-    }
-    out
 }
 
 fn is_mount_point(path: &Path) -> bool {
@@ -507,24 +513,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn layer_dirs_come_topmost_first() {
-        let m = snapshots::Mount {
-            kind: "overlay".into(),
-            source: "overlay".into(),
-            options: vec![
-                "workdir=/s/9/work".into(),
-                "upperdir=/s/9/fs".into(),
-                "lowerdir=/s/3/fs:/s/2/fs".into(),
-            ],
-            base: None,
-        };
-        assert_eq!(
-            lower_dirs(&[m]),
-            vec![
-                PathBuf::from("/s/9/fs"),
-                PathBuf::from("/s/3/fs"),
-                PathBuf::from("/s/2/fs")
-            ]
-        );
+    fn private_files_are_written_whole_and_for_root_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("berth-private-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.json");
+        write_private(&path, b"{}").unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert!(!path.with_extension("tmp").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -21,6 +21,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use sha2::{Digest as _, Sha256};
 
 /// Errors of the content store.
@@ -30,6 +33,8 @@ pub enum Error {
     InvalidDigest(String),
     #[error("blob {0} not found in the content store")]
     NotFound(String),
+    #[error("ingest {0:?} is being written by another writer")]
+    Busy(String),
     #[error("blob {digest} failed verification: expected {expected_size} bytes, got {size} bytes with digest {actual}; nothing was committed")]
     Mismatch {
         digest: String,
@@ -116,6 +121,8 @@ pub struct Ingest {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Ingest references with a live [`Writer`]: one writer per ingest.
+    active: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Store {
@@ -126,7 +133,10 @@ impl Store {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         }
-        Ok(Store { root })
+        Ok(Store {
+            root,
+            active: Arc::default(),
+        })
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
@@ -232,16 +242,27 @@ impl Store {
         Ok(out)
     }
 
+    /// Removes ingests no one can resume (those under a [`unique_ref`], left
+    /// by a crash); resumable ones stay for the next pull.
+    pub fn cleanup(&self) -> Result<()> {
+        let dir = self.root.join("ingest");
+        for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))?.flatten() {
+            let reference = fs::read_to_string(entry.path().join("ref")).unwrap_or_default();
+            if reference.is_empty() || reference.starts_with("once-") {
+                let _ = fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+
     /// Stores a small blob held in memory (manifests, configs), verified
-    /// like any other.
+    /// like any other, under an ingest of its own (nothing to resume).
     pub fn write_bytes(&self, expected: &Digest, bytes: &[u8]) -> Result<()> {
         if self.exists(expected) {
             return Ok(());
         }
-        let mut writer = self.writer(expected.as_str(), expected, bytes.len() as u64)?;
-        if writer.offset() != 0 {
-            writer.truncate()?;
-        }
+        let mut writer = self.writer(&unique_ref(expected), expected, bytes.len() as u64)?;
+        writer.truncate()?;
         writer
             .write_all(bytes)
             .map_err(io_err("write", &writer.data))?;
@@ -252,6 +273,7 @@ impl Store {
     /// reference `reference`. If an earlier ingest of the same reference was
     /// interrupted, the writer resumes at [`Writer::offset`].
     pub fn writer(&self, reference: &str, expected: &Digest, total: u64) -> Result<Writer> {
+        let claim = Claim::new(&self.active, reference)?;
         let dir = self.ingest_dir(reference);
         fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
         let data = dir.join("data");
@@ -273,6 +295,7 @@ impl Store {
             dir,
             data: data.clone(),
             blob: self.blob_path(expected),
+            _claim: claim,
         };
         // Resume: what is already there is hashed again (sha256 state cannot
         // be saved portably), which costs a read, not a download.
@@ -306,6 +329,41 @@ pub struct Writer {
     dir: PathBuf,
     data: PathBuf,
     blob: PathBuf,
+    _claim: Claim,
+}
+
+/// A reference for an ingest no other writer shares (nothing to resume).
+pub fn unique_ref(digest: &Digest) -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    format!("once-{n}-{digest}")
+}
+
+/// An ingest reference held by one writer; released when dropped.
+#[derive(Debug)]
+struct Claim {
+    active: Arc<Mutex<HashSet<String>>>,
+    reference: String,
+}
+
+impl Claim {
+    fn new(active: &Arc<Mutex<HashSet<String>>>, reference: &str) -> Result<Claim> {
+        let mut set = active.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(reference.to_string()) {
+            return Err(Error::Busy(reference.to_string()));
+        }
+        Ok(Claim {
+            active: active.clone(),
+            reference: reference.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut set = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        set.remove(&self.reference);
+    }
 }
 
 impl Writer {

@@ -229,6 +229,13 @@ pub enum Progress {
     Done(Box<ImageRecord>),
 }
 
+/// A name as berth records it (`busybox:1` → `docker.io/library/busybox:1`).
+pub fn canonical_name(name: &str) -> Option<String> {
+    name.parse::<oci_client::Reference>()
+        .ok()
+        .map(|r| r.whole())
+}
+
 /// Chain IDs of a stack of diff IDs (OCI image spec: ChainID(L0) = DiffID(L0),
 /// ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln))).
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
@@ -261,6 +268,10 @@ pub struct Images {
     pub content: Store,
     pub snapshots: Snapshotter,
     pub registry: Arc<registry::Options>,
+    /// Pulls and imports hold it shared, garbage collection exclusively:
+    /// blobs and snapshots a pull has made but not yet recorded in an image
+    /// belong to no image, and must not be collected meanwhile.
+    pub gc_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// An image resolved to one platform's manifest, whose manifest and config
@@ -286,7 +297,8 @@ struct PullCtx {
 impl Images {
     /// Start-up recovery: staging snapshots of pulls a crash interrupted are
     /// removed (their layers are unpacked again; their ingests resume), and
-    /// so are snapshot directories without records.
+    /// so are snapshot directories without records and ingests that cannot
+    /// be resumed.
     pub fn recover(&self) -> Result<()> {
         for (key, record) in self.snapshots.list()? {
             if record.labels.contains_key(STAGING_LABEL) {
@@ -294,6 +306,7 @@ impl Images {
             }
         }
         self.snapshots.cleanup()?;
+        self.content.cleanup()?;
         Ok(())
     }
 
@@ -303,7 +316,7 @@ impl Images {
         if let Some(record) = self.db.get(Table::Images, name)? {
             return Ok(record);
         }
-        let canonical = crate::archive::canonical(name).ok();
+        let canonical = canonical_name(name);
         match canonical {
             Some(c) if c != name => self
                 .db
@@ -333,7 +346,10 @@ impl Images {
     }
 
     /// Garbage collection: blobs and layer snapshots no image refers to.
+    /// Waits for pulls and imports in progress; call it from a blocking
+    /// thread.
     pub fn gc(&self) -> Result<(Vec<String>, Vec<String>)> {
+        let _exclusive = self.gc_lock.blocking_write();
         let images = self.list()?;
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
@@ -386,6 +402,7 @@ impl Images {
         unpack: bool,
         progress: mpsc::UnboundedSender<Progress>,
     ) -> Result<ImageRecord> {
+        let _working = self.gc_lock.read().await;
         let _ = progress.send(Progress::Resolving);
         let remote = Remote::connect(reference, &self.registry, auth).await?;
         let name = remote.canonical_name();
@@ -541,12 +558,13 @@ impl Images {
             let mut parent: Option<&str> = None;
             for (i, key) in staged.iter().enumerate() {
                 if let Some(Some(key)) = key {
-                    if self.snapshots.exists(&chains[i])? {
+                    match self
+                        .snapshots
+                        .commit_onto(&chains[i], key, parent, layer_labels())
+                    {
                         // Another pull committed the same layer meanwhile.
-                        self.snapshots.remove(key)?;
-                    } else {
-                        self.snapshots
-                            .commit_onto(&chains[i], key, parent, layer_labels())?;
+                        Err(snapshots::Error::AlreadyExists(_)) => self.snapshots.remove(key)?,
+                        other => other?,
                     }
                 }
                 parent = Some(&chains[i]);
@@ -646,6 +664,10 @@ async fn layer_task(
     chain: &str,
     unpack: bool,
 ) -> Result<Option<String>> {
+    // Two pulls sharing a layer would append to one ingest: the second
+    // waits, then finds the blob stored (or the layer's snapshot committed).
+    let lock = layer_lock(digest);
+    let _guard = lock.lock().await;
     let unpack = unpack && !ctx.snapshots.exists(chain)?;
     let have_blob = ctx.content.exists(digest);
     if have_blob && !unpack {
@@ -655,10 +677,11 @@ async fn layer_task(
         return Ok(None);
     }
     let staging = if unpack {
-        let key = format!("staging-{}", Digest::of(chain.as_bytes()).hex());
-        if ctx.snapshots.exists(&key)? {
-            ctx.snapshots.remove(&key)?;
-        }
+        // Staging keys are the pull's own: a concurrent pull of the same
+        // layer unpacks into its own snapshot, and the first to commit wins.
+        static PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PULLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let key = format!("staging-{n}-{}", Digest::of(chain.as_bytes()).hex());
         let labels = BTreeMap::from([(STAGING_LABEL.to_string(), chain.to_string())]);
         ctx.snapshots.prepare(&key, None, labels)?;
         Some(key)
@@ -684,13 +707,26 @@ async fn layer_task(
     }
 }
 
-/// The bytes of one layer: the part a resumed ingest already has, then the
-/// network's rest, each network chunk written to the ingest as it passes.
+/// The lock of one layer blob, shared by every pull in this process.
+fn layer_lock(digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    > = std::sync::OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    // Entries no pull holds any more are dropped as new ones come.
+    locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+    locks.entry(digest.to_string()).or_default().clone()
+}
+
+/// The bytes of one layer as the unpacker reads them: the part a resumed
+/// ingest already has, then the network's rest.
 struct Source {
     prefix: Option<io::Take<File>>,
     chunks: mpsc::Receiver<io::Result<Bytes>>,
     pending: Bytes,
-    writer: Option<content::Writer>,
     progress: mpsc::UnboundedSender<Progress>,
     digest: String,
     received: u64,
@@ -710,9 +746,6 @@ impl Read for Source {
         while self.pending.is_empty() {
             match self.chunks.blocking_recv() {
                 Some(Ok(chunk)) => {
-                    if let Some(w) = &mut self.writer {
-                        w.write_all(&chunk)?;
-                    }
                     self.received += chunk.len() as u64;
                     if self.received - self.reported >= 1 << 20 || self.received == self.total {
                         self.reported = self.received;
@@ -750,6 +783,10 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// One layer's bytes through two threads at once: the ingest thread writes
+/// and hashes the blob into the content store while the unpack thread
+/// decompresses, hashes the tar and applies it. On two cores neither waits
+/// for the other; the network chunks are shared, not copied.
 async fn fetch_and_unpack(
     ctx: &Arc<PullCtx>,
     digest: &Digest,
@@ -769,13 +806,13 @@ async fn fetch_and_unpack(
         prefix: None,
         chunks: rx,
         pending: Bytes::new(),
-        writer: None,
         progress: ctx.progress.clone(),
         digest: digest.to_string(),
         received: 0,
         total: size,
         reported: 0,
     };
+    let mut ingest = None;
     if have_blob {
         source.prefix = Some(ctx.content.open_blob(digest)?.take(size));
         drop(tx);
@@ -797,13 +834,29 @@ async fn fetch_and_unpack(
         } else {
             writer.truncate()?;
         }
-        source.writer = Some(writer);
+        let (ingest_tx, mut ingest_rx) = mpsc::channel::<Bytes>(16);
+        ingest = Some(tokio::task::spawn_blocking(move || {
+            while let Some(chunk) = ingest_rx.blocking_recv() {
+                writer.write_all(&chunk)?;
+            }
+            Ok::<_, io::Error>(writer)
+        }));
         tokio::spawn(async move {
             let mut stream = stream;
             while let Some(chunk) = stream.next().await {
-                let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    break;
+                match chunk {
+                    Ok(bytes) => {
+                        // A failed ingest ends the download; the unpack
+                        // side then sees the stream end.
+                        if ingest_tx.send(bytes.clone()).await.is_err() {
+                            break;
+                        }
+                        let _ = tx.send(Ok(bytes)).await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
                 }
             }
         });
@@ -812,89 +865,83 @@ async fn fetch_and_unpack(
     let upper = staging
         .map(|key| ctx.snapshots.upper_dir(key))
         .transpose()?;
-    let blocking_ctx = ctx.clone();
-    let digest_owned = digest.clone();
-    let diff_id = diff_id.to_string();
-    tokio::task::spawn_blocking(move || {
-        let ctx = blocking_ctx;
-        let digest = digest_owned;
-        let reference = ctx.reference.clone();
-        let mut reader = BufReader::with_capacity(1 << 17, source);
-        let mut outcome: Result<()> = Ok(());
-        let mut actual_diff = None;
-        if let Some(upper) = &upper {
-            match unpack::decompress(&mut reader) {
-                Ok(tar) => {
-                    let mut hashing = Hashing {
-                        inner: tar,
-                        hasher: Sha256::new(),
-                    };
-                    if let Err(e) = unpack::apply(upper, &mut hashing) {
-                        outcome = Err(Error::Unpack {
-                            reference: reference.clone(),
-                            digest: digest.to_string(),
-                            source: e,
-                        });
-                    } else if let Err(e) = io::copy(&mut hashing, &mut io::sink()) {
-                        outcome = Err(Error::Unpack {
-                            reference: reference.clone(),
-                            digest: digest.to_string(),
-                            source: unpack::Error::Read(e),
-                        });
-                    } else {
-                        actual_diff = Some(Digest::from_hasher(hashing.hasher).to_string());
-                    }
-                }
-                Err(e) => {
-                    outcome = Err(Error::Unpack {
-                        reference: reference.clone(),
-                        digest: digest.to_string(),
-                        source: unpack::Error::Read(e),
+    let unpacking = tokio::task::spawn_blocking(move || unpack_stream(source, upper.as_deref()));
+    let (unpacked, drained) = unpacking
+        .await
+        .map_err(|e| layer_err(format!("unpack task failed: {e}")))?;
+
+    // The blob's own verdict first: a truncated or corrupt download explains
+    // whatever the unpacker made of it.
+    if let Some(ingest) = ingest {
+        let writer = ingest
+            .await
+            .map_err(|e| layer_err(format!("ingest task failed: {e}")))?
+            .map_err(|e| layer_err(format!("writing the blob: {e}")))?;
+        let got = writer.offset();
+        if got < size {
+            return Err(Error::Truncated {
+                reference: reference.clone(),
+                digest: digest.to_string(),
+                got,
+                expected: size,
+            });
+        }
+        writer.commit()?;
+        let _ = ctx.progress.send(Progress::Verified {
+            digest: digest.to_string(),
+        });
+    }
+    if let Err(e) = drained {
+        return Err(layer_err(format!("download failed: {e}")));
+    }
+    match unpacked {
+        Err(source) => Err(Error::Unpack {
+            reference,
+            digest: digest.to_string(),
+            source,
+        }),
+        Ok(Some(actual)) if actual != diff_id => Err(Error::DiffId {
+            reference,
+            digest: digest.to_string(),
+            expected: diff_id.to_string(),
+            actual,
+        }),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// Unpacks the layer stream into `upper` (if given) and reads it to its
+/// end. Returns the tar's digest (the diff ID) or why unpacking failed, and
+/// whether the stream itself could be read to the end.
+fn unpack_stream(
+    source: Source,
+    upper: Option<&std::path::Path>,
+) -> (
+    std::result::Result<Option<String>, unpack::Error>,
+    io::Result<u64>,
+) {
+    let mut reader = BufReader::with_capacity(1 << 17, source);
+    let unpacked = match upper {
+        None => Ok(None),
+        Some(upper) => match unpack::decompress(&mut reader) {
+            Ok(tar) => {
+                let mut hashing = Hashing {
+                    inner: tar,
+                    hasher: Sha256::new(),
+                };
+                unpack::apply(upper, &mut hashing)
+                    .and_then(|_| {
+                        io::copy(&mut hashing, &mut io::sink()).map_err(unpack::Error::Read)
                     })
-                }
+                    .map(|_| Some(Digest::from_hasher(hashing.hasher).to_string()))
             }
-        }
-        // Every byte reaches the ingest, whatever the unpacker made of
-        // them, so the digest check below judges the blob itself.
-        let drained = io::copy(&mut reader, &mut io::sink());
-        let source = reader.into_inner();
-        if let Some(writer) = source.writer {
-            let got = writer.offset();
-            if got < size {
-                return Err(Error::Truncated {
-                    reference,
-                    digest: digest.to_string(),
-                    got,
-                    expected: size,
-                });
-            }
-            writer.commit()?;
-            let _ = ctx.progress.send(Progress::Verified {
-                digest: digest.to_string(),
-            });
-        }
-        if let Err(e) = drained {
-            return Err(Error::Layer {
-                reference,
-                digest: digest.to_string(),
-                detail: format!("download failed: {e}"),
-            });
-        }
-        outcome?;
-        if let Some(actual) = actual_diff {
-            if actual != diff_id {
-                return Err(Error::DiffId {
-                    reference,
-                    digest: digest.to_string(),
-                    expected: diff_id,
-                    actual,
-                });
-            }
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| layer_err(format!("unpack task failed: {e}")))?
+            Err(e) => Err(unpack::Error::Read(e)),
+        },
+    };
+    // Every byte is read, whatever the unpacker made of them, so the
+    // ingest sees the whole blob and its digest judges it.
+    let drained = io::copy(&mut reader, &mut io::sink());
+    (unpacked, drained)
 }
 
 /// Labels a committed layer snapshot carries: they mark it for garbage

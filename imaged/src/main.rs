@@ -70,9 +70,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(root) = args.runtime_root {
         config.runtime_root = root;
     }
-    // Unpacked files get exactly the modes their layers say.
+    // glibc gives each thread that allocates its own arena, and keeps what
+    // it frees there; a pull runs on several blocking threads. One arena
+    // keeps the idle daemon small (the hot loops reuse their buffers, so
+    // the allocator is not contended). MALLOC_ARENA_MAX, if set, wins.
+    #[cfg(target_env = "gnu")]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt changes allocator tuning before any thread exists.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    }
+    // Unpack sets every mode it writes explicitly (fchmod); everything
+    // else the daemon makes (sockets, bundles, logs) must not be writable
+    // by other users, whatever umask the daemon was started with.
     // SAFETY: umask cannot fail.
-    unsafe { libc::umask(0) };
+    unsafe { libc::umask(0o022) };
 
     // Two workers: the daemon's work is I/O and unpacking, which runs on
     // tokio's blocking threads.
@@ -121,6 +132,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         content,
         snapshots,
         registry: Arc::new(options),
+        gc_lock: Default::default(),
     });
     images
         .recover()
@@ -149,6 +161,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let _events_server = events::serve(&events_socket, hub.clone()).await?;
+    owner_only(&events_socket)?;
     let launcher = shim::Launcher {
         binary: config.shim.clone(),
         runtime: config.runtime.clone(),
@@ -180,6 +193,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     let listener = tokio::net::UnixListener::bind(&config.socket)
         .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
+    // The socket is root's: whoever can talk to it can run anything as root.
+    owner_only(&config.socket)?;
     eprintln!(
         "berth-imaged: serving on {} (root {})",
         config.socket.display(),
@@ -217,4 +232,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&events_socket);
     eprintln!("berth-imaged: stopped");
     Ok(())
+}
+
+/// chmod 0600: a daemon socket is a root shell for whoever can connect.
+fn owner_only(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", path.display()))
 }

@@ -73,7 +73,12 @@ impl Db {
             path: path.to_path_buf(),
             source: e,
         };
-        let db = redb::Database::create(path).map_err(|e| err(e.into()))?;
+        // The metadata is small and read rarely; redb's default cache (up
+        // to 1 GiB) would only hold on to pages an idle daemon never needs.
+        let db = redb::Builder::new()
+            .set_cache_size(1 << 20)
+            .create(path)
+            .map_err(|e| err(e.into()))?;
         let db = Db {
             db,
             path: path.to_path_buf(),

@@ -33,9 +33,12 @@ pub enum Error {
     },
     #[error("cannot pull {reference}: manifest unknown (is the tag right?)")]
     NotFound { reference: String },
-    #[error("cannot pull {reference}: {source}")]
+    #[error("cannot pull {reference}: {detail}")]
     Registry {
         reference: String,
+        /// The error with its causes ("connection refused" hides two levels
+        /// down in reqwest's errors).
+        detail: String,
         source: OciDistributionError,
     },
     #[error("cannot read registry credentials {path}: {detail}")]
@@ -117,6 +120,21 @@ impl Options {
             || host == "[::1]"
             || host.starts_with("127.")
     }
+}
+
+/// `e: cause: cause…`, each cause once (some errors repeat theirs).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// One repository of one registry, authenticated.
@@ -235,6 +253,7 @@ impl Remote {
             }
             source => Error::Registry {
                 reference: self.name.clone(),
+                detail: with_causes(&source),
                 source,
             },
         }

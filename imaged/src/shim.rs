@@ -152,9 +152,10 @@ pub async fn connect(address: &str) -> Result<Shim, Error> {
     })
 }
 
-/// A ttrpc context carrying the namespace, without a deadline.
-pub fn context(namespace: &str) -> ttrpc::context::Context {
-    let mut ctx = ttrpc::context::with_timeout(0);
+/// A ttrpc context carrying the namespace, with a deadline or none.
+pub fn context(namespace: &str, deadline: Option<std::time::Duration>) -> ttrpc::context::Context {
+    let nanos = deadline.map_or(0, |d| d.as_nanos().min(i64::MAX as u128) as i64);
+    let mut ctx = ttrpc::context::with_timeout(nanos);
     ctx.add(
         "containerd-namespace-ttrpc".to_string(),
         namespace.to_string(),

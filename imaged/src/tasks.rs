@@ -45,6 +45,12 @@ pub enum Error {
     },
     #[error("stdio of container {container}: {detail}")]
     Stdio { container: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container {0} is starting: try again in a moment")]
+    Starting(String),
+    #[error("container {container} could not be stopped: {detail}")]
+    Stuck { container: String, detail: String },
     #[error(transparent)]
     Launch(#[from] shim::Error),
     #[error(transparent)]
@@ -52,6 +58,15 @@ pub enum Error {
 }
 
 type Result<T> = std::result::Result<T, Error>;
+
+/// What an attached client follows.
+pub struct Attached {
+    pub output: broadcast::Receiver<Chunk>,
+    pub exit: watch::Receiver<Option<u32>>,
+    pub container_id: String,
+    /// Output streams to see end before the exit is the last word.
+    pub streams: usize,
+}
 
 /// (container id, exec id; "" for the init).
 type ProcessKey = (String, String);
@@ -62,14 +77,20 @@ struct Process {
     output: broadcast::Sender<Chunk>,
     /// The exit status once known.
     exit: watch::Sender<Option<u32>>,
-    /// The write end of the stdin fifo, while open.
-    stdin: Option<std::fs::File>,
+    /// Output streams it has (1 with a terminal, else stdout and stderr):
+    /// an attached client has seen all output once that many have ended.
+    streams: usize,
+    /// The write end of the stdin fifo, while open; written outside the
+    /// daemon's lock (a process that does not read must block only its writer).
+    stdin: Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>,
 }
 
 #[derive(Default)]
 struct Inner {
     shims: HashMap<String, Shim>,
     processes: HashMap<ProcessKey, Process>,
+    /// Containers between the start of a Start and its shim being known.
+    starting: std::collections::HashSet<String>,
 }
 
 /// The task service.
@@ -134,8 +155,14 @@ impl Tasks {
         }
     }
 
+    /// Every RPC but Wait has a deadline: a wedged shim must not hang a
+    /// client (or the daemon's start-up recovery) for ever.
     fn ctx(&self) -> ttrpc::context::Context {
-        shim::context(&self.launcher.namespace)
+        shim::context(&self.launcher.namespace, Some(Duration::from_secs(30)))
+    }
+
+    fn wait_ctx(&self) -> ttrpc::context::Context {
+        shim::context(&self.launcher.namespace, None)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -165,6 +192,7 @@ impl Tasks {
                 output: broadcast::channel(256).0,
                 exit: watch::channel(None).0,
                 stdin: None,
+                streams: 2,
             });
         (process.output.clone(), process.exit.subscribe())
     }
@@ -175,10 +203,20 @@ impl Tasks {
         if !exec_id.is_empty() {
             return self.start_exec(&record, exec_id).await;
         }
-        if self.shim_of(&record.id).is_some() {
+        self.start_init(&record, false).await
+    }
+
+    /// Claims the container for one start; refused while it runs or
+    /// another start is under way.
+    fn claim_start(&self, record: &ContainerRecord) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.shims.contains_key(&record.id) {
             return Err(Error::Running(record.name.clone()));
         }
-        self.start_init(&record, false).await
+        if !inner.starting.insert(record.id.clone()) {
+            return Err(Error::Starting(record.name.clone()));
+        }
+        Ok(())
     }
 
     async fn start_init(
@@ -186,29 +224,27 @@ impl Tasks {
         record: &ContainerRecord,
         restarting: bool,
     ) -> Result<u32> {
+        self.claim_start(record)?;
+        let result = self.start_claimed(record, restarting).await;
+        self.lock().starting.remove(&record.id);
+        result
+    }
+
+    async fn start_claimed(
+        self: &Arc<Self>,
+        record: &ContainerRecord,
+        restarting: bool,
+    ) -> Result<u32> {
         let settings = record.settings();
         self.containers.ensure_rootfs(record)?;
         let bundle = record.bundle.clone();
-        let stdio_err = |detail: String| Error::Stdio {
-            container: record.name.clone(),
-            detail,
-        };
-        let fifo = |name: &str| -> Result<PathBuf> {
-            let path = bundle.join(name);
-            logs::make_fifo(&path).map_err(|e| stdio_err(format!("{}: {e}", path.display())))?;
-            Ok(path)
-        };
-        let stdout = fifo("init-stdout")?;
-        let stderr = if settings.tty {
-            None
-        } else {
-            Some(fifo("init-stderr")?)
-        };
-        let stdin = if settings.stdin_open {
-            Some(fifo("init-stdin")?)
-        } else {
-            None
-        };
+        let (stdout, stderr, stdin) = make_stdio(
+            &record.name,
+            &bundle,
+            "init",
+            settings.tty,
+            settings.stdin_open,
+        )?;
         let key: ProcessKey = (record.id.clone(), String::new());
         let (output, _) = self.process(&key);
         // The earlier run's exit is history. Reset on the same watch, not a
@@ -263,14 +299,7 @@ impl Tasks {
             true,
         );
         if let Some(path) = &stdin {
-            let writer = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .ok();
-            if let Some(p) = self.lock().processes.get_mut(&key) {
-                p.stdin = writer;
-            }
+            self.open_stdin(&key, path);
         }
         let started = shim
             .client
@@ -300,17 +329,45 @@ impl Tasks {
             }
         };
         self.lock().shims.insert(record.id.clone(), shim.clone());
-        self.containers.update(&record.id, |r| {
+        // From here the watcher owns the task: whatever happens next, the
+        // exit is recorded and the shim torn down.
+        self.spawn_watcher(record.id.clone(), shim.clone());
+        let updated = self.containers.update(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32;
             r.state.pid = pid;
             r.state.started_at = now_secs();
             r.state.oom_killed = false;
             if !restarting {
+                // A client's start begins the policy's count again.
                 r.state.stopped_by_user = false;
+                r.state.restart_count = 0;
             }
-        })?;
-        self.spawn_watcher(record.id.clone(), shim);
+        });
+        match updated {
+            // Stopped (or deleted) while it was being restarted: stop it again.
+            Ok(r) if restarting && r.state.stopped_by_user => {
+                let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+                return Err(e.into());
+            }
+        }
         Ok(pid)
+    }
+
+    /// Keeps the write end of a process's stdin fifo, for Attach. Read-write,
+    /// so the open never waits for the shim's reader.
+    fn open_stdin(&self, key: &ProcessKey, path: &Path) {
+        let writer = tokio::net::unix::pipe::OpenOptions::new()
+            .read_write(true)
+            .open_sender(path)
+            .ok()
+            .map(|w| Arc::new(tokio::sync::Mutex::new(w)));
+        if let Some(p) = self.lock().processes.get_mut(key) {
+            p.stdin = writer;
+        }
     }
 
     /// Reads a process's fifos into its output (and, for the init, the log).
@@ -348,7 +405,7 @@ impl Tasks {
             let waited = shim
                 .client
                 .wait(
-                    tasks.ctx(),
+                    tasks.wait_ctx(),
                     &api::WaitRequest {
                         id: id.clone(),
                         ..Default::default()
@@ -386,7 +443,10 @@ impl Tasks {
             )
             .await;
         let Ok(record) = self.containers.resolve(id) else {
+            // Deleted meanwhile: the shim's clean-up still runs.
             self.lock().shims.remove(id);
+            let bundle = self.containers.bundles.join(id);
+            self.launcher.delete(id, &bundle).await;
             return;
         };
         self.launcher.delete(id, &record.bundle).await;
@@ -404,7 +464,7 @@ impl Tasks {
             inner.shims.remove(id);
             if let Some(p) = inner.processes.get_mut(&(id.to_string(), String::new())) {
                 p.stdin = None;
-                let _ = p.exit.send(Some(status));
+                p.exit.send_replace(Some(status));
             }
         }
         if record.settings().auto_remove && restart_delay(&record, status).is_none() {
@@ -491,7 +551,13 @@ impl Tasks {
         if record.status() == pb::container::Status::Paused {
             let _ = self.resume(&record.id).await;
         }
-        self.kill(&record.id, "", signal, true).await?;
+        // The init alone gets the stop signal (it may stop its children in
+        // order); an exit that beats the signal is a stop too.
+        if let Err(e) = self.kill(&record.id, "", signal, false).await {
+            if exit.borrow().is_none() && self.is_running(&record.id) {
+                return Err(e);
+            }
+        }
         let in_time = tokio::time::timeout(
             Duration::from_secs(timeout.into()),
             exit.wait_for(|s| s.is_some()),
@@ -513,19 +579,37 @@ impl Tasks {
     pub async fn wait(&self, id: &str, exec_id: &str) -> Result<u32> {
         let record = self.containers.resolve(id)?;
         let key = (record.id.clone(), exec_id.to_string());
-        if exec_id.is_empty() && self.shim_of(&record.id).is_none() {
-            // Not running (and not about to restart): its last status.
-            if record.status() != pb::container::Status::Restarting {
+        // Checked and subscribed under one lock: an exit in between is
+        // either seen here or recorded in the watch.
+        let mut exit = {
+            let inner = self.lock();
+            let running =
+                inner.shims.contains_key(&record.id) || inner.starting.contains(&record.id);
+            match inner.processes.get(&key) {
+                Some(p) => p.exit.subscribe(),
+                None if !exec_id.is_empty() => {
+                    return Err(Error::NoExec {
+                        container: record.name.clone(),
+                        exec: exec_id.to_string(),
+                    })
+                }
+                None if !running && record.status() != pb::container::Status::Restarting => {
+                    return Ok(record.state.exit_status);
+                }
+                None => {
+                    drop(inner);
+                    self.process(&key).1
+                }
+            }
+        };
+        if exec_id.is_empty() && !self.is_running(&record.id) && exit.borrow().is_none() {
+            let record = self.containers.resolve(id)?;
+            if record.status() != pb::container::Status::Restarting
+                && !self.lock().starting.contains(&record.id)
+            {
                 return Ok(record.state.exit_status);
             }
         }
-        if !exec_id.is_empty() && !self.lock().processes.contains_key(&key) {
-            return Err(Error::NoExec {
-                container: record.name.clone(),
-                exec: exec_id.to_string(),
-            });
-        }
-        let (_, mut exit) = self.process(&key);
         let status = exit
             .wait_for(|s| s.is_some())
             .await
@@ -631,6 +715,54 @@ impl Tasks {
         Ok(out)
     }
 
+    /// New limits for a running container (the shim runs the runtime's
+    /// `update --resources -`), kept in its settings for later runs.
+    pub async fn update_resources(&self, id: &str, limits: &pb::Resources) -> Result<()> {
+        let record = self.containers.resolve(id)?;
+        let resources = crate::bundle::limit_resources(limits)
+            .map_err(|e| Error::Containers(containers::Error::Bundle(e)))?;
+        if let Some(shim) = self.shim_of(&record.id) {
+            let mut any = Any::new();
+            any.type_url =
+                "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+            any.value = serde_json::to_vec(&resources).unwrap_or_default();
+            shim.client
+                .update(
+                    self.ctx(),
+                    &api::UpdateTaskRequest {
+                        id: record.id.clone(),
+                        resources: MessageField::some(any),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(shim_err(&record.name, "Update"))?;
+        }
+        // The next run's config.json gets them too.
+        let spec_path = record.bundle.join("config.json");
+        if let Some(mut spec) = std::fs::read(&spec_path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        {
+            if let (Some(object), serde_json::Value::Object(new)) =
+                (spec["linux"]["resources"].as_object_mut(), resources)
+            {
+                object.extend(new);
+            }
+            let _ = std::fs::write(
+                &spec_path,
+                serde_json::to_vec_pretty(&spec).unwrap_or_default(),
+            );
+        }
+        let limits = *limits;
+        self.containers.update(&record.id, move |r| {
+            let mut settings = r.settings();
+            settings.resources = Some(limits);
+            r.config = prost::Message::encode_to_vec(&settings);
+        })?;
+        Ok(())
+    }
+
     pub async fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
@@ -675,16 +807,17 @@ impl Tasks {
         Ok(())
     }
 
-    /// Writes to a process's stdin (Attach).
-    pub fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> bool {
-        use std::io::Write;
-        let mut inner = self.lock();
-        match inner
+    /// Writes to a process's stdin (Attach); waits while the process does
+    /// not read, without holding anything else up.
+    pub async fn write_stdin(&self, id: &str, exec_id: &str, data: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let writer = self
+            .lock()
             .processes
-            .get_mut(&(id.to_string(), exec_id.to_string()))
-            .and_then(|p| p.stdin.as_mut())
-        {
-            Some(stdin) => stdin.write_all(data).is_ok(),
+            .get(&(id.to_string(), exec_id.to_string()))
+            .and_then(|p| p.stdin.clone());
+        match writer {
+            Some(writer) => writer.lock().await.write_all(data).await.is_ok(),
             None => false,
         }
     }
@@ -701,6 +834,12 @@ impl Tasks {
         } else {
             request.exec_id.clone()
         };
+        // It names files in the bundle: containerd's identifier rule.
+        if !valid_identifier(&exec_id) {
+            return Err(Error::Invalid(format!(
+                "invalid exec id {exec_id:?}: use letters, digits and . _ - between them, at most 76"
+            )));
+        }
         let key = (record.id.clone(), exec_id.clone());
         if self.lock().processes.contains_key(&key) {
             return Err(Error::ExecExists {
@@ -708,16 +847,30 @@ impl Tasks {
                 exec: exec_id,
             });
         }
-        let spec: serde_json::Value = std::fs::read(record.bundle.join("config.json"))
+        // The container's own process (user, capabilities, no_new_privs)
+        // is the template: an exec never runs with less confinement.
+        let spec_path = record.bundle.join("config.json");
+        let spec: serde_json::Value = std::fs::read(&spec_path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+            .ok_or_else(|| Error::Stdio {
+                container: record.name.clone(),
+                detail: format!("cannot read the container's spec {}", spec_path.display()),
+            })?;
         let mut process = spec["process"].clone();
-        if request.args.is_empty() {
+        if !process.is_object() {
             return Err(Error::Stdio {
                 container: record.name.clone(),
-                detail: "exec needs a command".into(),
+                detail: format!("{} has no process", spec_path.display()),
             });
+        }
+        if request.args.is_empty() {
+            return Err(Error::Invalid("exec needs a command".into()));
+        }
+        if let Some(bad) = request.env.iter().find(|e| !e.contains('=')) {
+            return Err(Error::Invalid(format!(
+                "invalid environment entry {bad:?}: use KEY=VALUE"
+            )));
         }
         process["args"] = serde_json::json!(request.args);
         process["terminal"] = serde_json::json!(request.tty);
@@ -742,34 +895,18 @@ impl Tasks {
         }
         if !request.user.is_empty() {
             let (uid, gid, groups) = crate::bundle::resolve_user(&request.user, &[record.rootfs()])
-                .map_err(|e| Error::Stdio {
-                    container: record.name.clone(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| Error::Invalid(e.to_string()))?;
             process["user"] = serde_json::json!({"uid": uid, "gid": gid, "additionalGids": groups});
         }
         let dir = record.bundle.join("exec");
         let _ = std::fs::create_dir_all(&dir);
-        let stdio_err = |detail: String| Error::Stdio {
-            container: record.name.clone(),
-            detail,
-        };
-        let fifo = |name: String| -> Result<PathBuf> {
-            let path = dir.join(name);
-            logs::make_fifo(&path).map_err(|e| stdio_err(format!("{}: {e}", path.display())))?;
-            Ok(path)
-        };
-        let stdout = fifo(format!("{exec_id}-stdout"))?;
-        let stderr = if request.tty {
-            None
-        } else {
-            Some(fifo(format!("{exec_id}-stderr"))?)
-        };
-        let stdin = if request.stdin_open {
-            Some(fifo(format!("{exec_id}-stdin"))?)
-        } else {
-            None
-        };
+        let (stdout, stderr, stdin) = make_stdio(
+            &record.name,
+            &dir,
+            &exec_id,
+            request.tty,
+            request.stdin_open,
+        )?;
         let mut any = Any::new();
         any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/Process".into();
         any.value = serde_json::to_vec(&process).unwrap_or_default();
@@ -794,6 +931,9 @@ impl Tasks {
             .await
             .map_err(shim_err(&record.name, "Exec"))?;
         let (output, _) = self.process(&key);
+        if let Some(p) = self.lock().processes.get_mut(&key) {
+            p.streams = if request.tty { 1 } else { 2 };
+        }
         self.spawn_copiers(
             &record.id,
             &record.bundle,
@@ -803,14 +943,7 @@ impl Tasks {
             false,
         );
         if let Some(path) = &stdin {
-            let writer = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .ok();
-            if let Some(p) = self.lock().processes.get_mut(&key) {
-                p.stdin = writer;
-            }
+            self.open_stdin(&key, path);
         }
         Ok(exec_id)
     }
@@ -844,7 +977,7 @@ impl Tasks {
             let waited = shim
                 .client
                 .wait(
-                    tasks.ctx(),
+                    tasks.wait_ctx(),
                     &api::WaitRequest {
                         id: id.clone(),
                         exec_id: exec.clone(),
@@ -864,9 +997,10 @@ impl Tasks {
                     },
                 )
                 .await;
-            let process = tasks.lock().processes.remove(&(id, exec.clone()));
-            if let Some(p) = process {
-                let _ = p.exit.send(Some(status));
+            // The exec's exit stays known (Wait after it ended), its stdin goes.
+            if let Some(p) = tasks.lock().processes.get_mut(&(id, exec.clone())) {
+                p.stdin = None;
+                p.exit.send_replace(Some(status));
             }
             for suffix in ["stdout", "stderr", "stdin"] {
                 let _ = std::fs::remove_file(dir.join(format!("{exec}-{suffix}")));
@@ -876,15 +1010,7 @@ impl Tasks {
     }
 
     /// The output and exit of a process, for Attach.
-    pub fn attach(
-        &self,
-        id: &str,
-        exec_id: &str,
-    ) -> Result<(
-        broadcast::Receiver<Chunk>,
-        watch::Receiver<Option<u32>>,
-        String,
-    )> {
+    pub fn attach(&self, id: &str, exec_id: &str, before_start: bool) -> Result<Attached> {
         let record = self.containers.resolve(id)?;
         let key = (record.id.clone(), exec_id.to_string());
         if !exec_id.is_empty() && !self.lock().processes.contains_key(&key) {
@@ -893,8 +1019,31 @@ impl Tasks {
                 exec: exec_id.to_string(),
             });
         }
+        // Attaching to a stopped init would wait for an exit that came and
+        // went (docker refuses it too); a created one is about to start, and
+        // so is one whose client says it starts it next (start -a).
+        if exec_id.is_empty()
+            && !before_start
+            && !self.is_running(&record.id)
+            && !self.lock().starting.contains(&record.id)
+            && record.status() != pb::container::Status::Created
+            && record.status() != pb::container::Status::Restarting
+        {
+            return Err(Error::NotRunning(record.name.clone()));
+        }
         let (output, exit) = self.process(&key);
-        Ok((output.subscribe(), exit, record.id))
+        let tty = exec_id.is_empty() && record.settings().tty;
+        let streams = self
+            .lock()
+            .processes
+            .get(&key)
+            .map_or(if tty { 1 } else { 2 }, |p| if tty { 1 } else { p.streams });
+        Ok(Attached {
+            output: output.subscribe(),
+            exit,
+            container_id: record.id,
+            streams,
+        })
     }
 
     /// The init's live output, for `logs -f`.
@@ -965,18 +1114,10 @@ impl Tasks {
                         true,
                     );
                     if settings.stdin_open {
-                        let writer = std::fs::OpenOptions::new()
-                            .read(true)
-                            .write(true)
-                            .open(record.bundle.join("init-stdin"))
-                            .ok();
-                        if let Some(p) = self
-                            .lock()
-                            .processes
-                            .get_mut(&(record.id.clone(), String::new()))
-                        {
-                            p.stdin = writer;
-                        }
+                        self.open_stdin(
+                            &(record.id.clone(), String::new()),
+                            &record.bundle.join("init-stdin"),
+                        );
                     }
                     self.lock().shims.insert(record.id.clone(), shim.clone());
                     self.spawn_watcher(record.id.clone(), shim);
@@ -1034,8 +1175,23 @@ impl Tasks {
                 let _ = self.resume(&record.id).await;
             }
             let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
-            let _ =
-                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some())).await;
+            let exited =
+                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some()))
+                    .await
+                    .is_ok();
+            if !exited {
+                // The shim does not answer: its own clean-up kills what is
+                // left and removes the runtime's state; only then may the
+                // rootfs and bundle go.
+                self.launcher.delete(&record.id, &record.bundle).await;
+                let gone = self.lock().shims.remove(&record.id).is_some();
+                if gone && self.runtime_still_has(&record.id) {
+                    return Err(Error::Stuck {
+                        container: record.name.clone(),
+                        detail: "its processes did not exit after SIGKILL".into(),
+                    });
+                }
+            }
         } else {
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
@@ -1043,6 +1199,16 @@ impl Tasks {
         self.containers.delete(&record.id)?;
         self.forget(&record.id);
         Ok(())
+    }
+
+    /// Whether the runtime still knows the container (its state directory).
+    fn runtime_still_has(&self, id: &str) -> bool {
+        self.launcher
+            .runtime_root
+            .join(&self.launcher.namespace)
+            .join(id)
+            .exists()
+            || self.launcher.runtime_root.join(id).exists()
     }
 
     /// Watches OOM notices to record them on the container.
@@ -1065,6 +1231,48 @@ impl Tasks {
             }
         });
     }
+}
+
+/// containerd's rule for identifiers that name files.
+fn valid_identifier(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 76
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !bytes
+            .windows(2)
+            .any(|w| !w[0].is_ascii_alphanumeric() && !w[1].is_ascii_alphanumeric())
+}
+
+/// The fifos of one process in `dir` (`PREFIX-stdout`, `-stderr` unless it
+/// has a terminal, `-stdin` when it keeps stdin open).
+fn make_stdio(
+    name: &str,
+    dir: &Path,
+    prefix: &str,
+    tty: bool,
+    stdin_open: bool,
+) -> Result<(PathBuf, Option<PathBuf>, Option<PathBuf>)> {
+    let fifo = |stream: &str| -> Result<PathBuf> {
+        let path = dir.join(format!("{prefix}-{stream}"));
+        logs::make_fifo(&path).map_err(|e| Error::Stdio {
+            container: name.to_string(),
+            detail: format!("{}: {e}", path.display()),
+        })?;
+        Ok(path)
+    };
+    let stdout = fifo("stdout")?;
+    let stderr = if tty { None } else { Some(fifo("stderr")?) };
+    let stdin = if stdin_open {
+        Some(fifo("stdin")?)
+    } else {
+        None
+    };
+    Ok((stdout, stderr, stdin))
 }
 
 /// v1/v2 "max" arrives as a huge number: 0 means no limit in our API.
@@ -1095,6 +1303,14 @@ pub fn restart_delay(record: &ContainerRecord, status: u32) -> Option<Duration> 
     };
     if !restart {
         return None;
+    }
+    // A run of 10 s or more starts the back-off over (docker's rule).
+    let ran = record
+        .state
+        .finished_at
+        .saturating_sub(record.state.started_at);
+    if ran >= 10 {
+        return Some(Duration::from_millis(100));
     }
     let exponent = record.state.restart_count.min(10);
     Some(Duration::from_millis(100u64 << exponent).min(Duration::from_secs(60)))

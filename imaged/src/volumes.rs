@@ -189,7 +189,17 @@ impl Volumes {
                 path: path.clone(),
                 source: e,
             })?;
-            copy_tree(source.as_raw_fd(), target.as_raw_fd()).map_err(|e| Error::Io {
+            // The volume's root takes the owner and mode of the image's
+            // directory (an image's USER can write its VOLUME, as in docker).
+            // SAFETY: fstat/fchown/fchmod on descriptors we own.
+            unsafe {
+                let mut st: libc::stat = std::mem::zeroed();
+                if libc::fstat(source.as_raw_fd(), &mut st) == 0 {
+                    libc::fchown(target.as_raw_fd(), st.st_uid, st.st_gid);
+                    libc::fchmod(target.as_raw_fd(), st.st_mode & 0o7777);
+                }
+            }
+            copy_tree(source.as_raw_fd(), target.as_raw_fd(), 0).map_err(|e| Error::Io {
                 name: name.to_string(),
                 op: "seed",
                 path: path.clone(),
@@ -217,11 +227,18 @@ fn check(rc: libc::c_int) -> std::io::Result<()> {
     }
 }
 
+/// How deep a seeded tree may go (each level holds three descriptors).
+const MAX_SEED_DEPTH: usize = 128;
+
 /// Copies the directory open at `from` into the one at `to`: files,
 /// directories, symlinks (as links, never followed), modes and owners.
-/// Every name is opened relative to its parent with `O_NOFOLLOW`, so a
-/// symlink in the image cannot lead the copy out of it.
-fn copy_tree(from: RawFd, to: RawFd) -> std::io::Result<()> {
+/// Every name is opened relative to its parent with `O_NOFOLLOW`, and owner
+/// and mode are set through the new descriptor, so neither a symlink in the
+/// image nor a name swapped meanwhile can lead the copy out of the volume.
+fn copy_tree(from: RawFd, to: RawFd, depth: usize) -> std::io::Result<()> {
+    if depth > MAX_SEED_DEPTH {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
     // SAFETY: dup of a valid fd; the Dir owns (and closes) the copy.
     let dup = unsafe { libc::dup(from) };
     check(dup)?;
@@ -233,78 +250,75 @@ fn copy_tree(from: RawFd, to: RawFd) -> std::io::Result<()> {
             continue;
         }
         let c_name = name.to_owned();
+        // SAFETY: stat is plain data; fstatat fills it.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid fd, C string and stat buffer.
         check(unsafe { libc::fstatat(from, c_name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
-        let mode = st.st_mode & libc::S_IFMT;
         let perm = st.st_mode & 0o7777;
-        // SAFETY (all calls below): valid fds and C strings owned here.
-        unsafe {
-            match mode {
-                libc::S_IFDIR => {
-                    check(libc::mkdirat(to, c_name.as_ptr(), 0o700))?;
-                    let src = libc::openat(
-                        from,
+        let open =
+            |dir: RawFd, flags: libc::c_int, mode: libc::c_uint| -> std::io::Result<OwnedFd> {
+                // SAFETY: valid fd and C string; a new descriptor is owned below.
+                let fd = unsafe {
+                    libc::openat(
+                        dir,
                         c_name.as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    );
-                    check(src)?;
-                    let src = OwnedFd::from_raw_fd(src);
-                    let dst = libc::openat(
+                        flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        mode,
+                    )
+                };
+                check(fd)?;
+                // SAFETY: fresh descriptor from openat.
+                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+            };
+        let set_owner_and_mode = |fd: &OwnedFd| -> std::io::Result<()> {
+            // SAFETY: fchown/fchmod on a descriptor we own.
+            check(unsafe { libc::fchown(fd.as_raw_fd(), st.st_uid, st.st_gid) })?;
+            check(unsafe { libc::fchmod(fd.as_raw_fd(), perm) })
+        };
+        match st.st_mode & libc::S_IFMT {
+            libc::S_IFDIR => {
+                // SAFETY: valid fd and C string.
+                check(unsafe { libc::mkdirat(to, c_name.as_ptr(), 0o700) })?;
+                let src = open(from, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                let dst = open(to, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                copy_tree(src.as_raw_fd(), dst.as_raw_fd(), depth + 1)?;
+                set_owner_and_mode(&dst)?;
+            }
+            libc::S_IFREG => {
+                let src = open(from, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+                let dst = open(to, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                std::io::copy(
+                    &mut std::fs::File::from(src),
+                    &mut std::fs::File::from(dst.try_clone()?),
+                )?;
+                set_owner_and_mode(&dst)?;
+            }
+            libc::S_IFLNK => {
+                let mut buf = vec![0u8; libc::PATH_MAX as usize];
+                // SAFETY: valid fd, C string and buffer of the length given.
+                let n = unsafe {
+                    libc::readlinkat(from, c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+                };
+                if n < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                buf.truncate(n as usize);
+                let target = cstr(std::os::unix::ffi::OsStrExt::from_bytes(buf.as_slice()))?;
+                // SAFETY: valid fd and C strings.
+                check(unsafe { libc::symlinkat(target.as_ptr(), to, c_name.as_ptr()) })?;
+                // SAFETY: valid fd and C string; the link itself, not its target.
+                check(unsafe {
+                    libc::fchownat(
                         to,
                         c_name.as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    );
-                    check(dst)?;
-                    let dst = OwnedFd::from_raw_fd(dst);
-                    copy_tree(src.as_raw_fd(), dst.as_raw_fd())?;
-                }
-                libc::S_IFREG => {
-                    let src = libc::openat(
-                        from,
-                        c_name.as_ptr(),
-                        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                    );
-                    check(src)?;
-                    let mut src = std::fs::File::from_raw_fd(src);
-                    let dst = libc::openat(
-                        to,
-                        c_name.as_ptr(),
-                        libc::O_WRONLY
-                            | libc::O_CREAT
-                            | libc::O_EXCL
-                            | libc::O_NOFOLLOW
-                            | libc::O_CLOEXEC,
-                        0o600,
-                    );
-                    check(dst)?;
-                    let mut dst = std::fs::File::from_raw_fd(dst);
-                    std::io::copy(&mut src, &mut dst)?;
-                }
-                libc::S_IFLNK => {
-                    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-                    let n =
-                        libc::readlinkat(from, c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len());
-                    if n < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    buf.truncate(n as usize);
-                    let target = cstr(std::ffi::OsStr::from_encoded_bytes_unchecked(&buf))?;
-                    check(libc::symlinkat(target.as_ptr(), to, c_name.as_ptr()))?;
-                }
-                // Devices, fifos and sockets are not copied into volumes.
-                _ => continue,
+                        st.st_uid,
+                        st.st_gid,
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                })?;
             }
-            check(libc::fchownat(
-                to,
-                c_name.as_ptr(),
-                st.st_uid,
-                st.st_gid,
-                libc::AT_SYMLINK_NOFOLLOW,
-            ))?;
-            if mode != libc::S_IFLNK {
-                check(libc::fchmodat(to, c_name.as_ptr(), perm, 0))?;
-            }
+            // Devices, fifos and sockets are not copied into volumes.
+            _ => continue,
         }
     }
     Ok(())

@@ -4,6 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_proto::v1 as pb;
 use futures_util::Stream;
@@ -38,11 +39,12 @@ pub fn containers_status(e: containers::Error) -> Status {
     match e {
         E::NotFound(_) | E::ImageNotFound(_) => Status::not_found(msg),
         E::NameInUse { .. } => Status::already_exists(msg),
-        E::Ambiguous(_)
-        | E::InvalidName(_)
-        | E::InvalidMount(_)
-        | E::BindSource(_)
-        | E::Bundle(_) => Status::invalid_argument(msg),
+        E::Ambiguous(_) | E::InvalidName(_) | E::InvalidMount(_) | E::BindSource(_) => {
+            Status::invalid_argument(msg)
+        }
+        // The daemon, not the request, lacks a default seccomp profile.
+        E::Bundle(crate::bundle::Error::Seccomp(_)) => Status::failed_precondition(msg),
+        E::Bundle(_) => Status::invalid_argument(msg),
         E::Volume(v) => volumes_status(v),
         _ => Status::internal(msg),
     }
@@ -64,7 +66,11 @@ pub fn tasks_status(e: tasks::Error) -> Status {
     use tasks::Error as E;
     let msg = e.to_string();
     match e {
-        E::Running(_) | E::NotRunning(_) | E::Paused(_) => Status::failed_precondition(msg),
+        E::Running(_) | E::NotRunning(_) | E::Paused(_) | E::Starting(_) => {
+            Status::failed_precondition(msg)
+        }
+        E::Invalid(_) => Status::invalid_argument(msg),
+        E::Stuck { .. } => Status::deadline_exceeded(msg),
         E::NoExec { .. } => Status::not_found(msg),
         E::ExecExists { .. } => Status::already_exists(msg),
         E::Shim { code, .. } => match code {
@@ -77,6 +83,7 @@ pub fn tasks_status(e: tasks::Error) -> Status {
             _ => Status::internal(msg),
         },
         E::Launch(crate::shim::Error::Spawn { .. }) => Status::failed_precondition(msg),
+        E::Launch(crate::shim::Error::Connect { .. }) => Status::unavailable(msg),
         E::Launch(_) | E::Stdio { .. } => Status::internal(msg),
         E::Containers(c) => containers_status(c),
     }
@@ -197,10 +204,11 @@ impl pb::containers_server::Containers for Workloads {
             .containers
             .resolve(&request.id)
             .map_err(containers_status)?;
-        if request.resources.is_some() {
-            return Err(Status::unimplemented(
-                "changing the limits of a container is not supported yet: recreate it",
-            ));
+        if let Some(limits) = &request.resources {
+            self.tasks
+                .update_resources(&record.id, limits)
+                .await
+                .map_err(tasks_status)?;
         }
         let record = self
             .tasks
@@ -537,20 +545,16 @@ impl pb::tasks_server::Tasks for Workloads {
         let first = input.message().await?.ok_or_else(|| {
             Status::invalid_argument("attach: the first message names the process")
         })?;
-        let (mut output, mut exit, id) = self
+        let tasks::Attached {
+            mut output,
+            mut exit,
+            container_id: id,
+            streams,
+        } = self
             .tasks
-            .attach(&first.container_id, &first.exec_id)
+            .attach(&first.container_id, &first.exec_id, first.before_start)
             .map_err(tasks_status)?;
         let exec_id = first.exec_id.clone();
-        let tty = if exec_id.is_empty() {
-            self.tasks
-                .containers
-                .resolve(&id)
-                .map(|r| r.settings().tty)
-                .unwrap_or(false)
-        } else {
-            false
-        };
         let waits_for_start = exec_id.is_empty() && !self.tasks.is_running(&id);
         let tasks = self.tasks.clone();
         let (input_id, input_exec) = (id.clone(), exec_id.clone());
@@ -567,7 +571,9 @@ impl pb::tasks_server::Tasks for Workloads {
                     }
                 };
                 if !message.stdin.is_empty() {
-                    tasks.write_stdin(&input_id, &input_exec, &message.stdin);
+                    tasks
+                        .write_stdin(&input_id, &input_exec, &message.stdin)
+                        .await;
                 }
                 if message.width > 0 && message.height > 0 {
                     let _ = tasks
@@ -581,10 +587,7 @@ impl pb::tasks_server::Tasks for Workloads {
         });
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
-            // An exec with a terminal has one stream; stderr joins stdout.
-            let _ = tty;
             let mut ended = 0;
-            let mut streams_seen = std::collections::HashSet::new();
             // Attached to the init of a container that is not running: the
             // watch still holds the last run's exit; this client waits for
             // the run it is about to start.
@@ -593,15 +596,13 @@ impl pb::tasks_server::Tasks for Workloads {
             } else {
                 *exit.borrow()
             };
+            let mut drain_until =
+                status.map(|_| tokio::time::Instant::now() + Duration::from_secs(2));
             loop {
                 tokio::select! {
                     chunk = output.recv() => match chunk {
-                        Ok(chunk) if chunk.data.is_empty() => {
-                            ended += 1;
-                            streams_seen.insert(chunk.stream as i32);
-                        }
+                        Ok(chunk) if chunk.data.is_empty() => ended += 1,
                         Ok(chunk) => {
-                            streams_seen.insert(chunk.stream as i32);
                             let message = pb::AttachOutput {
                                 stream: chunk.stream as i32,
                                 data: chunk.data,
@@ -627,12 +628,21 @@ impl pb::tasks_server::Tasks for Workloads {
                             break;
                         }
                         status = *exit.borrow();
+                        // The reset at a start is a change too: the drain
+                        // clock starts with the exit only.
+                        if status.is_some() {
+                            drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                        }
+                    }
+                    // An end of stream this client subscribed too late to see
+                    // must not keep it waiting once the exit is known.
+                    _ = tokio::time::sleep_until(drain_until.unwrap_or_else(tokio::time::Instant::now)), if drain_until.is_some() => {
+                        ended = streams;
                     }
                 }
                 if let Some(code) = status {
-                    // Every stream that produced output has ended, or none
-                    // is left to: the exit is the last message.
-                    if ended >= streams_seen.len().max(1) {
+                    // Every output stream has ended: the exit is the last message.
+                    if ended >= streams {
                         let _ = tx
                             .send(Ok(pb::AttachOutput {
                                 stream: 0,

@@ -745,13 +745,24 @@ pub struct Mounted {
 }
 
 impl Mounted {
+    /// Read-only, as a view's mounts are used.
     pub fn new(mounts: &[pb::Mount]) -> Mounted {
+        Self::mount(mounts, true)
+    }
+
+    /// Writable (an active snapshot).
+    pub fn new_rw(mounts: &[pb::Mount]) -> Mounted {
+        Self::mount(mounts, false)
+    }
+
+    fn mount(mounts: &[pb::Mount], ro: bool) -> Mounted {
         assert_eq!(mounts.len(), 1, "{mounts:?}");
         let m = &mounts[0];
         let target = temp_dir("mnt");
         let mut cmd = Command::new("mount");
         if m.r#type == "bind" {
-            cmd.args(["--bind", "-o", "ro"]).arg(&m.source);
+            cmd.args(["--bind", "-o", if ro { "ro" } else { "rw" }])
+                .arg(&m.source);
         } else {
             cmd.args(["-t", &m.r#type, "-o", &m.options.join(","), &m.source]);
         }

@@ -328,22 +328,7 @@ pub fn pass_fds(command: &mut Command, fds: &[(i32, i32)]) {
 }
 
 /// Docker's default capability set.
-pub const DOCKER_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
+pub use berth_runtime::capabilities::DOCKER_DEFAULTS as DOCKER_CAPS;
 
 /// stdout and stderr as text, for assertion messages.
 pub fn text(out: &Output) -> String {

@@ -36,6 +36,47 @@ fn push_busybox(registry: &Registry, repo: &str) -> Layout {
     layout
 }
 
+/// `n` pulls of `reference` at once, each on its own connection.
+fn pull_at_once(daemon: &Daemon, reference: &str, n: usize) -> Vec<pb::Image> {
+    let pulls: Vec<_> = (0..n)
+        .map(|_| {
+            let (socket, reference) = (daemon.socket.clone(), reference.to_string());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let ch = berth_proto::connect(&socket).await.unwrap();
+                    let mut c = pb::images_client::ImagesClient::new(ch);
+                    let mut s = c
+                        .pull(pb::PullRequest {
+                            reference,
+                            ..Default::default()
+                        })
+                        .await?
+                        .into_inner();
+                    let mut all = Vec::new();
+                    while let Some(p) = s.message().await? {
+                        all.push(p);
+                    }
+                    Ok::<_, tonic::Status>(all)
+                })
+            })
+        })
+        .collect();
+    pulls
+        .into_iter()
+        .map(|p| {
+            let progress = p
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log()));
+            done(&progress)
+        })
+        .collect()
+}
+
 fn assert_same(berth: &[String], umoci: &[String]) {
     let only_berth: Vec<_> = berth.iter().filter(|l| !umoci.contains(l)).collect();
     let only_umoci: Vec<_> = umoci.iter().filter(|l| !berth.contains(l)).collect();
@@ -81,17 +122,30 @@ fn pull_busybox_unpacks_what_umoci_unpacks() {
         &listing(&umoci.0.join("rootfs")),
     );
 
+    // The static binary resolves names (glibc's NSS, /etc/hosts), and two
+    // pulls of one image at once share its layer.
+    let by_name = format!("localhost:{}/busybox:1", registry.port);
+    for got in pull_at_once(&daemon, &by_name, 2) {
+        assert_eq!(got.chain_id, image.chain_id);
+        assert_eq!(got.name, by_name);
+    }
+
     // The image is listed; a second pull finds every layer there already.
     let mut images = pb::images_client::ImagesClient::new(daemon.channel());
     let list = daemon
         .block_on(images.list(pb::ListImagesRequest::default()))
         .unwrap()
         .into_inner();
-    assert_eq!(list.images.len(), 1);
+    assert_eq!(list.images.len(), 2, "{list:?}");
     let again = daemon.pull_with(&reference, None, None).unwrap();
     assert!(again.iter().any(|p| p.phase == Phase::AlreadyExists as i32));
 
     // Removing the image collects its blobs and snapshots.
+    daemon
+        .block_on(images.remove(pb::RemoveImageRequest {
+            name: format!("localhost:{}/busybox:1", registry.port),
+        }))
+        .unwrap();
     let removed = daemon
         .block_on(images.remove(pb::RemoveImageRequest {
             name: reference.clone(),
@@ -101,6 +155,39 @@ fn pull_busybox_unpacks_what_umoci_unpacks() {
     assert_eq!(removed.removed_blobs.len(), 3, "{removed:?}");
     assert_eq!(removed.removed_snapshots.len(), 1, "{removed:?}");
     assert!(daemon.blobs().is_empty());
+}
+
+#[test]
+fn pulls_of_one_image_at_once_share_its_layers() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let mut layout = Layout::new("shared");
+    let image = layout.image(
+        &[
+            (debian_base().to_vec(), Compression::Gzip),
+            (busybox_layer(), Compression::Gzip),
+        ],
+        ("amd64", ""),
+    );
+    layout.tag("1", &image);
+    registry.push(&layout, "1", "shared", None);
+    let daemon = Daemon::start();
+    let images = pull_at_once(&daemon, &format!("{}/shared:1", registry.host()), 3);
+    assert!(images.iter().all(|i| i.chain_id == images[0].chain_id));
+    let mut snaps = daemon.snapshots();
+    let all = daemon
+        .block_on(snaps.list(pb::ListSnapshotsRequest {}))
+        .unwrap()
+        .into_inner()
+        .snapshots;
+    assert_eq!(all.len(), 2, "one snapshot per layer: {all:#?}");
+    let umoci = layout.umoci_unpack("1");
+    assert_same(
+        &daemon.image_listing(&images[0]),
+        &listing(&umoci.0.join("rootfs")),
+    );
 }
 
 #[test]
@@ -137,7 +224,9 @@ fn debian_base() -> &'static [u8] {
                 "debootstrap: {}",
                 berth_integration::text(&out)
             );
-            let tmp = cache.with_extension("tmp");
+            // Test processes of other checkouts may build the cache at the
+            // same time: each writes its own file, the rename is atomic.
+            let tmp = cache.with_extension(unique("tmp"));
             let out = Command::new("tar")
                 .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "-C"])
                 .arg(&root)
@@ -485,9 +574,19 @@ fn hostile_layers_never_write_outside_the_snapshot() {
         .symlink("evil", "/tmp")
         .file(&format!("evil/{tag}-sym"), 0o644, b"x")
         .symlink("up", "../../../../../../..")
-        .file(&format!("up/tmp/{tag}-symrel"), 0o644, b"x");
+        .file(&format!("up/tmp/{tag}-symrel"), 0o644, b"x")
+        // A symlink to a directory that does not exist yet: created inside
+        // the root (containerd's behaviour), never on the host.
+        .symlink("dangling", &format!("/tmp/{tag}-dangling/sub"))
+        .file("dangling/inside", 0o644, b"x");
     let image = pull_layers(&registry, &daemon, "sym", vec![t.finish()]).unwrap();
     let list = daemon.image_listing(&image);
+    assert!(
+        list.iter()
+            .any(|l| l.starts_with(&format!("tmp/{tag}-dangling/sub/inside file"))),
+        "{list:?}"
+    );
+    assert!(!host("dangling").exists());
     assert!(
         list.iter()
             .any(|l| l.starts_with(&format!("tmp/{tag}-sym file"))),
@@ -871,7 +970,8 @@ fn images_move_between_daemons_as_oci_archives() {
     );
 
     // The archive is an OCI layout other tools read.
-    let dir = std::env::temp_dir().join(unique("exported"));
+    let guard = TempDir(std::env::temp_dir().join(unique("exported")).join("layout"));
+    let dir = guard.0.clone();
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("archive.tar"), &archive).unwrap();
     let out = Command::new("tar")
@@ -953,4 +1053,121 @@ fn docker_save_tarballs_import_without_a_registry() {
         &daemon.image_listing(&imported[0]),
         &listing(&umoci.0.join("rootfs")),
     );
+}
+
+#[test]
+fn snapshots_prepare_write_commit_view_and_refuse_removing_parents() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let _layout = push_busybox(&registry, "busybox");
+    let daemon = Daemon::start();
+    let image = daemon.pull(&format!("{}/busybox:1", registry.host()));
+    let mut snaps = daemon.snapshots();
+
+    // A writable snapshot on the image: an overlay whose upper dir takes
+    // the writes, and whose lower dir (the image) does not change.
+    let mounts = daemon
+        .block_on(snaps.prepare(pb::PrepareSnapshotRequest {
+            key: "rw".into(),
+            parent: image.chain_id.clone(),
+            labels: Default::default(),
+        }))
+        .unwrap()
+        .into_inner()
+        .mounts;
+    assert_eq!(mounts[0].r#type, "overlay", "{mounts:?}");
+    {
+        let rw = Mounted::new_rw(&mounts);
+        assert!(rw.target.join("bin/busybox").is_file());
+        std::fs::write(rw.target.join("etc/written"), b"hello").unwrap();
+        std::fs::remove_file(rw.target.join("etc/passwd")).unwrap();
+    }
+    let usage = daemon
+        .block_on(snaps.usage(pb::UsageRequest { key: "rw".into() }))
+        .unwrap()
+        .into_inner();
+    assert!(usage.inodes >= 3, "{usage:?}");
+    daemon
+        .block_on(snaps.commit(pb::CommitSnapshotRequest {
+            name: "committed".into(),
+            key: "rw".into(),
+            labels: Default::default(),
+        }))
+        .unwrap();
+    let view = daemon
+        .block_on(snaps.view(pb::ViewSnapshotRequest {
+            key: "view".into(),
+            parent: "committed".into(),
+            labels: Default::default(),
+        }))
+        .unwrap()
+        .into_inner()
+        .mounts;
+    {
+        let ro = Mounted::new(&view);
+        assert_eq!(
+            std::fs::read(ro.target.join("etc/written")).unwrap(),
+            b"hello"
+        );
+        assert!(
+            !ro.target.join("etc/passwd").exists(),
+            "the deletion is a whiteout"
+        );
+        assert!(
+            std::fs::write(ro.target.join("x"), b"").is_err(),
+            "a view is read-only"
+        );
+    }
+    // The image itself is unchanged.
+    assert!(daemon
+        .image_listing(&image)
+        .iter()
+        .any(|l| l.starts_with("etc/passwd ")));
+
+    let err = daemon
+        .block_on(snaps.remove(pb::RemoveSnapshotRequest {
+            key: "committed".into(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    let err = daemon
+        .block_on(snaps.prepare(pb::PrepareSnapshotRequest {
+            key: "on-active".into(),
+            parent: "view".into(),
+            labels: Default::default(),
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    for key in ["view", "committed"] {
+        daemon.remove_snapshot(key);
+    }
+}
+
+#[test]
+fn pull_errors_say_what_failed() {
+    if !can_run_images() {
+        return;
+    }
+    let daemon = Daemon::start();
+    let err = daemon
+        .pull_with("127.0.0.1:1/nothing:1", None, None)
+        .unwrap_err();
+    assert!(err.message().contains("Connection refused"), "{err}");
+
+    let registry = Registry::start();
+    let _layout = push_busybox(&registry, "busybox");
+    let err = daemon
+        .pull_with(&format!("{}/busybox:nope", registry.host()), None, None)
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(
+        err.message()
+            .contains("manifest unknown (is the tag right?)"),
+        "{err}"
+    );
+
+    let err = daemon.pull_with("Not A Reference", None, None).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
 }

@@ -441,6 +441,41 @@ fn exec_pause_resume_stats_and_kill_of_a_running_container() {
     assert!(stats.memory_usage > 0, "{stats:?}");
     assert!(stats.pids >= 1, "{stats:?}");
 
+    // New limits for the running container reach its cgroup.
+    let mut cc = env.containers();
+    let id = c.id.clone();
+    env.daemon
+        .block_on(async move {
+            cc.update(pb::UpdateContainerRequest {
+                id,
+                resources: Some(pb::Resources {
+                    memory: 32 << 20,
+                    nano_cpus: 0,
+                    pids_limit: 50,
+                }),
+                ..Default::default()
+            })
+            .await
+        })
+        .unwrap_or_else(|e| panic!("update: {e}\n{}", env.daemon.log()));
+    let cgroup = |controller: &str, file: &str| {
+        let v1 = Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join("berth-imaged")
+            .join(&c.id)
+            .join(file);
+        std::fs::read_to_string(v1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    if !Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        assert_eq!(
+            cgroup("memory", "memory.limit_in_bytes"),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(cgroup("pids", "pids.max"), "50");
+    }
     // A running container is not deleted without force.
     let err = env.delete(&c.id, false).unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
@@ -681,4 +716,269 @@ fn bad_requests_get_precise_statuses_and_leave_nothing() {
     assert_eq!(env.status(&c.id), pb::container::Status::Created);
     env.delete(&c.id, false).unwrap();
     assert_nothing_left(&env, &c);
+}
+
+#[test]
+fn attach_follow_and_events_see_a_running_container() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.busybox("busybox:attach");
+    // An interactive container: it reads what the client types.
+    let mut config = busybox_config(
+        "busybox:attach",
+        &[
+            "sh",
+            "-c",
+            "read line; echo got $line; read more; echo then $more",
+        ],
+    );
+    config.stdin_open = true;
+    let c = env.create("interactive", config).unwrap();
+
+    let mut events_client = pb::events_client::EventsClient::new(env.ch());
+    let mut events = env
+        .daemon
+        .block_on(async move {
+            events_client
+                .subscribe(pb::SubscribeRequest {
+                    topics: vec!["/tasks/".into()],
+                })
+                .await
+        })
+        .unwrap()
+        .into_inner();
+
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    let (out, status) = env.daemon.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tx.send(pb::AttachInput {
+            container_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut output = t
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        t.start(pb::StartTaskRequest {
+            container_id: id.clone(),
+            exec_id: String::new(),
+        })
+        .await
+        .unwrap();
+        for line in ["hello\n", "world\n"] {
+            tx.send(pb::AttachInput {
+                stdin: line.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        let mut text = String::new();
+        let mut status = None;
+        while let Some(m) = tokio::time::timeout(Duration::from_secs(20), output.message())
+            .await
+            .expect("attach timed out")
+            .unwrap()
+        {
+            if m.exited {
+                status = Some(m.exit_status);
+                break;
+            }
+            text.push_str(&String::from_utf8_lossy(&m.data));
+        }
+        (text, status)
+    });
+    assert_eq!(out, "got hello\nthen world\n");
+    assert_eq!(status, Some(0));
+
+    // The shim's events reached the subscriber, in order.
+    let topics: Vec<String> = env.daemon.block_on(async move {
+        let mut topics = Vec::new();
+        while let Ok(Some(Ok(e))) =
+            tokio::time::timeout(Duration::from_secs(5), futures_next(&mut events)).await
+        {
+            topics.push(e.topic.clone());
+            if e.topic == "/tasks/delete" {
+                break;
+            }
+        }
+        topics
+    });
+    let position = |t: &str| topics.iter().position(|x| x == t);
+    assert!(
+        position("/tasks/create") < position("/tasks/start")
+            && position("/tasks/start") < position("/tasks/exit")
+            && position("/tasks/exit").is_some(),
+        "{topics:?}"
+    );
+
+    // logs -f of a running container streams new lines and ends with it.
+    let ticker = env
+        .create(
+            "ticker",
+            busybox_config(
+                "busybox:attach",
+                &[
+                    "sh",
+                    "-c",
+                    "for i in 1 2 3 4 5; do echo line $i; sleep 0.2; done",
+                ],
+            ),
+        )
+        .unwrap();
+    env.start_task(&ticker.id).unwrap();
+    let mut t = env.tasks();
+    let id = ticker.id.clone();
+    let followed: String = env.daemon.block_on(async move {
+        let mut stream = t
+            .logs(pb::LogsRequest {
+                container_id: id,
+                follow: true,
+                tail: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut text = String::new();
+        while let Some(entry) = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("follow did not end with the container")
+            .unwrap()
+        {
+            text.push_str(&String::from_utf8_lossy(&entry.data));
+        }
+        text
+    });
+    assert_eq!(followed, "line 1\nline 2\nline 3\nline 4\nline 5\n");
+}
+
+async fn futures_next<S>(stream: &mut S) -> Option<S::Item>
+where
+    S: futures_core::Stream + Unpin,
+{
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+#[test]
+fn hostile_requests_and_images_cannot_reach_the_host_or_hang_the_daemon() {
+    if !can_run_images() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::start();
+    env.busybox("busybox:hostile");
+    // Only root may talk to the daemon or read what it keeps.
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&env.daemon.socket), 0o600);
+    let c = env
+        .create("modes", busybox_config("busybox:hostile", &["sleep", "60"]))
+        .unwrap();
+    assert_eq!(mode(Path::new(&c.bundle).parent().unwrap()), 0o700);
+    assert_eq!(mode(&Path::new(&c.bundle).join("config.json")), 0o600);
+    let mut config = busybox_config("busybox:hostile", &["sleep", "60"]);
+    config.stdin_open = true;
+    let c = env.create("deaf", config).unwrap();
+    env.start_task(&c.id).unwrap();
+
+    // An exec id is a file name in the bundle: no path may ride in it.
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    let err = env
+        .daemon
+        .block_on(async move {
+            t.exec(pb::ExecProcessRequest {
+                container_id: id,
+                exec_id: "../../../../tmp/x".into(),
+                args: vec!["true".into()],
+                ..Default::default()
+            })
+            .await
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    // 1 MiB typed into a process that never reads: the writer waits, the
+    // daemon does not.
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    env.daemon.block_on(async move {
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        tx.send(pb::AttachInput {
+            container_id: id,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let _output = t
+            .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap();
+        for _ in 0..16 {
+            let _ = tx
+                .send(pb::AttachInput {
+                    stdin: vec![b'x'; 64 * 1024],
+                    ..Default::default()
+                })
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(tx);
+    });
+    let start = Instant::now();
+    assert_eq!(env.status(&c.id), pb::container::Status::Running);
+    assert!(start.elapsed() < Duration::from_secs(5), "the daemon hung");
+    let (out, status) = env.exec(&c.id, &["echo", "alive"]).unwrap();
+    assert_eq!((out.as_str(), status), ("alive\n", 0));
+    env.kill(&c.id, 9).unwrap();
+    assert_eq!(env.wait(&c.id), 137);
+    // Attaching to a stopped container is refused, not a wait for ever.
+    let mut t = env.tasks();
+    let id = c.id.clone();
+    let err = env
+        .daemon
+        .block_on(async move {
+            t.attach(tokio_stream::iter(vec![pb::AttachInput {
+                container_id: id,
+                ..Default::default()
+            }]))
+            .await
+        })
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+
+    // An image whose /etc/passwd is a fifo (a device, a huge file): the
+    // user lookup neither blocks nor reads it.
+    let mut layout = Layout::new("wl-fifo");
+    let busybox = std::fs::read("/bin/busybox").unwrap();
+    let mut t = LayerTar::new();
+    t.dir("bin/", 0o755)
+        .file("bin/busybox", 0o755, &busybox)
+        .symlink("bin/sh", "busybox")
+        .dir("etc/", 0o755)
+        .fifo("etc/passwd")
+        .char_dev("etc/group", 1, 5);
+    let image = layout.image(&[(t.finish(), Compression::Gzip)], ("amd64", ""));
+    layout.tag("fifo:1", &image);
+    let archive = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&layout.dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .unwrap();
+    env.daemon.import(&archive.stdout, None).unwrap();
+    let mut config = busybox_config("fifo:1", &["true"]);
+    config.user = "app".into();
+    let start = Instant::now();
+    let err = env.create("fifo-user", config).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the lookup blocked"
+    );
 }

@@ -54,6 +54,25 @@ fn last_cap() -> u8 {
     })
 }
 
+/// docker's (and containerd's CRI) default capability set: what engines
+/// give a container unless told otherwise.
+pub const DOCKER_DEFAULTS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
 /// The names (`CAP_CHOWN`, …) of every capability the running kernel knows,
 /// in the kernel's order (for engines granting "ALL").
 pub fn all_names() -> Vec<String> {

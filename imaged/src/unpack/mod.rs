@@ -367,18 +367,49 @@ impl Applier {
     /// Opens (creating as 0755 what is missing) the directory `parts`,
     /// resolved inside the root.
     fn dir(&self, parts: &[OsString]) -> io::Result<OwnedFd> {
+        self.dir_following(parts, 0)
+    }
+
+    fn dir_following(&self, parts: &[OsString], depth: u32) -> io::Result<OwnedFd> {
+        // The kernel's own limit on symlinks in one lookup.
+        if depth > 40 {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
         let path = join(parts);
-        match at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && !parts.is_empty() => {
-                let (last, init) = parts.split_last().expect("non-empty");
-                let parent = self.dir(init)?;
-                match at::mkdir_at(parent.as_fd(), last, 0o755) {
-                    Err(e) if e.raw_os_error() != Some(libc::EEXIST) => return Err(e),
-                    _ => {}
+        let opened = at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY);
+        let (Err(e), Some((last, init))) = (&opened, parts.split_last()) else {
+            return opened;
+        };
+        if e.raw_os_error() != Some(libc::ENOENT) {
+            return opened;
+        }
+        let parent = self.dir_following(init, depth)?;
+        match at::mkdir_at(parent.as_fd(), last, 0o755) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                // Something is there but did not resolve: a symlink (made
+                // by this layer) to a directory that does not exist yet.
+                // As containerd, create its target, inside the root.
+                let target = at::readlink_at(parent.as_fd(), last)?;
+                let mut next: Vec<OsString> = if target.as_bytes().starts_with(b"/") {
+                    Vec::new()
+                } else {
+                    init.to_vec()
+                };
+                for part in target.as_bytes().split(|&b| b == b'/') {
+                    match part {
+                        b"" | b"." => {}
+                        // `..` at the root stays at the root, as with RESOLVE_IN_ROOT.
+                        b".." => {
+                            next.pop();
+                        }
+                        name => next.push(OsString::from_vec(name.to_vec())),
+                    }
                 }
+                self.dir_following(&next, depth + 1)?;
                 at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY)
             }
-            other => other,
+            Err(e) => Err(e),
+            Ok(()) => at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY),
         }
     }
 
