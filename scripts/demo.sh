@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 
-bin=${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/debug
+# Absolute: the daemon starts the shim from each container's bundle directory.
+bin=$(realpath "${CARGO_TARGET_DIR:-target}/x86_64-unknown-linux-gnu/debug")
 berthctl=$bin/berthctl
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-demo.XXXXXX")
 daemon=
