@@ -251,7 +251,20 @@ fn capabilities(settings: &pb::ContainerConfig) -> Result<Vec<String>> {
     let drop: Vec<String> = settings.cap_drop.iter().map(|c| normal(c)).collect();
     add.iter().chain(&drop).try_for_each(check)?;
     let mut caps: Vec<String> = if settings.privileged || add.iter().any(|c| c == "ALL") {
-        known.clone()
+        // "All" is what the daemon itself may hand on: its bounding set, as
+        // docker does. A capability outside it (root here lacks
+        // CAP_SYS_RESOURCE) would fail the runtime's capset.
+        match caps::read(None, caps::CapSet::Bounding) {
+            Ok(bounding) => known
+                .iter()
+                .filter(|name| {
+                    name.parse::<caps::Capability>()
+                        .is_ok_and(|c| bounding.contains(&c))
+                })
+                .cloned()
+                .collect(),
+            Err(_) => known.clone(),
+        }
     } else {
         DOCKER_CAPS.iter().map(|c| c.to_string()).collect()
     };

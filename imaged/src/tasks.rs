@@ -247,13 +247,14 @@ impl Tasks {
         )?;
         let key: ProcessKey = (record.id.clone(), String::new());
         let (output, _) = self.process(&key);
-        // A fresh exit for this run (an earlier run's is history); attached
-        // clients subscribed to the old one have seen it end.
+        // The earlier run's exit is history. Reset on the same watch, not a
+        // new one: a client that attached before this start (`start -a`)
+        // holds a receiver of this watch and must see this run's exit.
         {
             let mut inner = self.lock();
             if let Some(p) = inner.processes.get_mut(&key) {
                 if p.exit.borrow().is_some() {
-                    p.exit = watch::channel(None).0;
+                    p.exit.send_replace(None);
                 }
             }
         }
@@ -465,6 +466,21 @@ impl Tasks {
                 p.stdin = None;
                 p.exit.send_replace(Some(status));
             }
+        }
+        if record.settings().auto_remove && restart_delay(&record, status).is_none() {
+            // The exit is recorded and sent first: an attached client still
+            // gets it. The task is gone, so this is a plain delete.
+            let tasks = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let _ = tasks.delete_container(&id, false).await;
+                tasks.hub.publish(
+                    "/containers/delete",
+                    "berth.v1.DeleteContainerRequest",
+                    Vec::new(),
+                );
+            });
+            return;
         }
         if let Some(delay) = restart_delay(&record, status) {
             let _ = self.containers.update(id, |r| {
@@ -994,7 +1010,7 @@ impl Tasks {
     }
 
     /// The output and exit of a process, for Attach.
-    pub fn attach(&self, id: &str, exec_id: &str) -> Result<Attached> {
+    pub fn attach(&self, id: &str, exec_id: &str, before_start: bool) -> Result<Attached> {
         let record = self.containers.resolve(id)?;
         let key = (record.id.clone(), exec_id.to_string());
         if !exec_id.is_empty() && !self.lock().processes.contains_key(&key) {
@@ -1004,8 +1020,10 @@ impl Tasks {
             });
         }
         // Attaching to a stopped init would wait for an exit that came and
-        // went (docker refuses it too); a created one is about to start.
+        // went (docker refuses it too); a created one is about to start, and
+        // so is one whose client says it starts it next (start -a).
         if exec_id.is_empty()
+            && !before_start
             && !self.is_running(&record.id)
             && !self.lock().starting.contains(&record.id)
             && record.status() != pb::container::Status::Created

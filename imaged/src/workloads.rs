@@ -140,6 +140,14 @@ impl pb::containers_server::Containers for Workloads {
         if settings.image.is_empty() {
             return Err(Status::invalid_argument("config.image is required"));
         }
+        let restarts = settings
+            .restart
+            .is_some_and(|r| r.kind != pb::restart_policy::Kind::No as i32);
+        if settings.auto_remove && restarts {
+            return Err(Status::invalid_argument(
+                "auto_remove (--rm) and a restart policy conflict: choose one",
+            ));
+        }
         let containers = self.tasks.containers.clone();
         let labels = request.labels.into_iter().collect();
         let record = blocking(move || containers.create(&request.name, settings, labels))
@@ -544,9 +552,10 @@ impl pb::tasks_server::Tasks for Workloads {
             streams,
         } = self
             .tasks
-            .attach(&first.container_id, &first.exec_id)
+            .attach(&first.container_id, &first.exec_id, first.before_start)
             .map_err(tasks_status)?;
         let exec_id = first.exec_id.clone();
+        let waits_for_start = exec_id.is_empty() && !self.tasks.is_running(&id);
         let tasks = self.tasks.clone();
         let (input_id, input_exec) = (id.clone(), exec_id.clone());
         tokio::spawn(async move {
@@ -579,7 +588,14 @@ impl pb::tasks_server::Tasks for Workloads {
         let (tx, rx) = mpsc::channel(64);
         tokio::spawn(async move {
             let mut ended = 0;
-            let mut status: Option<u32> = *exit.borrow();
+            // Attached to the init of a container that is not running: the
+            // watch still holds the last run's exit; this client waits for
+            // the run it is about to start.
+            let mut status: Option<u32> = if waits_for_start {
+                None
+            } else {
+                *exit.borrow()
+            };
             let mut drain_until =
                 status.map(|_| tokio::time::Instant::now() + Duration::from_secs(2));
             loop {
@@ -612,7 +628,11 @@ impl pb::tasks_server::Tasks for Workloads {
                             break;
                         }
                         status = *exit.borrow();
-                        drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                        // The reset at a start is a change too: the drain
+                        // clock starts with the exit only.
+                        if status.is_some() {
+                            drain_until = Some(tokio::time::Instant::now() + Duration::from_secs(2));
+                        }
                     }
                     // An end of stream this client subscribed too late to see
                     // must not keep it waiting once the exit is known.

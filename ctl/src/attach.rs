@@ -1,0 +1,206 @@
+//! A process's stdio over `Tasks.Attach`, as `run`, `start -a` and `exec`
+//! use it: attach first (the first message names the process, so no
+//! output is missed), start, then copy output to stdout/stderr and stdin
+//! to the process until the last message brings the exit status.
+//!
+//! With a terminal: the local terminal goes raw (restored when the session
+//! ends, on errors too), the pty gets this window's size at the start and
+//! on every SIGWINCH. Without one, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
+//! berthctl are passed on to the process, as docker's sig-proxy does.
+
+use std::io::{Read, Write};
+
+use anyhow::{Context, Result};
+use berth_proto::v1 as pb;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::client::{rpc, Daemon};
+use crate::terminal;
+
+/// Which process, and how its stdio is wired.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub container: String,
+    pub exec_id: String,
+    pub tty: bool,
+    pub stdin: bool,
+}
+
+/// An attached process, not yet streaming.
+pub struct Attached {
+    target: Target,
+    input: mpsc::Sender<pb::AttachInput>,
+    output: tonic::Streaming<pb::AttachOutput>,
+}
+
+pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
+    let (input, rx) = mpsc::channel(16);
+    let first = pb::AttachInput {
+        container_id: target.container.clone(),
+        exec_id: target.exec_id.clone(),
+        // Every caller here starts the process right after attaching.
+        before_start: true,
+        ..Default::default()
+    };
+    // Queued before the call: the daemon reads it before answering.
+    let _ = input.send(first).await;
+    let output = d
+        .tasks()
+        .attach(ReceiverStream::new(rx))
+        .await
+        .map_err(rpc)
+        .with_context(|| format!("cannot attach to {}", target.container))?
+        .into_inner();
+    Ok(Attached {
+        target,
+        input,
+        output,
+    })
+}
+
+impl Attached {
+    /// Streams until the process exits; returns its exit status. Call
+    /// after the process was started.
+    pub async fn stream(mut self, d: &Daemon) -> Result<u32> {
+        let t = self.target.clone();
+        let _raw = if t.tty && t.stdin {
+            terminal::RawMode::enter().context("cannot put the terminal in raw mode")?
+        } else {
+            None
+        };
+        if t.tty {
+            resize(d, &t).await;
+            let (d2, t2) = (d.channel.clone(), t.clone());
+            tokio::spawn(async move {
+                let Ok(mut winch) = signal(SignalKind::window_change()) else {
+                    return;
+                };
+                let mut tasks = pb::tasks_client::TasksClient::new(d2);
+                while winch.recv().await.is_some() {
+                    if let Some((cols, rows)) = terminal::size() {
+                        let _ = tasks
+                            .resize_pty(pb::ResizePtyRequest {
+                                container_id: t2.container.clone(),
+                                exec_id: t2.exec_id.clone(),
+                                width: cols.into(),
+                                height: rows.into(),
+                            })
+                            .await;
+                    }
+                }
+            });
+        } else {
+            proxy_signals(d, &t);
+        }
+        if t.stdin {
+            forward_stdin(self.input.clone());
+        }
+        let mut stdout = std::io::stdout();
+        let mut stderr = std::io::stderr();
+        loop {
+            match self.output.message().await {
+                Ok(Some(m)) if m.exited => return Ok(m.exit_status),
+                Ok(Some(m)) => {
+                    let write = if m.stream == pb::StdioStream::Stderr as i32 {
+                        stderr.write_all(&m.data).and_then(|_| stderr.flush())
+                    } else {
+                        stdout.write_all(&m.data).and_then(|_| stdout.flush())
+                    };
+                    // A closed pipe (`| head`) ends the copy, not the
+                    // process: its status still counts.
+                    if write.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Err(rpc(e)).context("the attach stream broke"),
+            }
+        }
+        let status = d
+            .tasks()
+            .wait(pb::WaitTaskRequest {
+                container_id: t.container.clone(),
+                exec_id: t.exec_id.clone(),
+            })
+            .await
+            .map_err(rpc)
+            .context("cannot wait for the exit")?
+            .into_inner()
+            .exit_status;
+        Ok(status)
+    }
+}
+
+async fn resize(d: &Daemon, t: &Target) {
+    if let Some((cols, rows)) = terminal::size() {
+        let _ = d
+            .tasks()
+            .resize_pty(pb::ResizePtyRequest {
+                container_id: t.container.clone(),
+                exec_id: t.exec_id.clone(),
+                width: cols.into(),
+                height: rows.into(),
+            })
+            .await;
+    }
+}
+
+/// Reads stdin on a thread (a blocking read that may outlive the
+/// session: the process exits with it) and sends it on; end of input
+/// closes the process's stdin.
+fn forward_stdin(input: mpsc::Sender<pb::AttachInput>) {
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            let n = match stdin.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            let message = if n == 0 {
+                pb::AttachInput {
+                    close_stdin: true,
+                    ..Default::default()
+                }
+            } else {
+                pb::AttachInput {
+                    stdin: buf[..n].to_vec(),
+                    ..Default::default()
+                }
+            };
+            if input.blocking_send(message).is_err() || n == 0 {
+                return;
+            }
+        }
+    });
+}
+
+fn proxy_signals(d: &Daemon, t: &Target) {
+    for kind in [
+        SignalKind::interrupt(),
+        SignalKind::terminate(),
+        SignalKind::hangup(),
+        SignalKind::quit(),
+    ] {
+        let Ok(mut incoming) = signal(kind) else {
+            continue;
+        };
+        let mut tasks = d.tasks();
+        let t = t.clone();
+        tokio::spawn(async move {
+            while incoming.recv().await.is_some() {
+                let _ = tasks
+                    .kill(pb::KillTaskRequest {
+                        container_id: t.container.clone(),
+                        exec_id: t.exec_id.clone(),
+                        signal: kind.as_raw_value() as u32,
+                        all: false,
+                    })
+                    .await;
+            }
+        });
+    }
+}

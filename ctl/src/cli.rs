@@ -1,0 +1,488 @@
+//! The command line: every command and flag `berthctl` takes, as clap
+//! derives it. Values that need more than clap's parsing (sizes, mounts,
+//! restart policies) stay strings here and are checked in [`crate::flags`],
+//! so a bad value gets a message that names the flag.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "berthctl",
+    version,
+    about = "Run containers with berth: the commands a docker user knows, over berth-imaged's gRPC API",
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// The daemon's unix socket.
+    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = berth_proto::DEFAULT_SOCKET)]
+    pub address: PathBuf,
+    /// Accepted for compatibility with ctr/nerdctl; berth-imaged has one namespace.
+    #[arg(long, global = true, default_value = "default")]
+    pub namespace: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How data is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Columns for a person.
+    #[default]
+    Table,
+    /// One JSON document (a list for listings), for scripts.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct FormatArg {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch an image from a registry.
+    Pull(PullArgs),
+    /// List images.
+    Images(ImagesArgs),
+    /// Manage images (ls, rm, mount, unmount, inspect).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Remove images.
+    Rmi(RmiArgs),
+    /// Write images as an OCI archive (tar) to a file or stdout.
+    Save(SaveArgs),
+    /// Load images from an OCI or `docker save` archive (a file or stdin).
+    Load(LoadArgs),
+    /// Manage named volumes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
+    /// Print containers or images as JSON.
+    Inspect(InspectArgs),
+    /// Create a container from an image and start it.
+    Run(RunArgs),
+    /// Create a container without starting it.
+    Create(CreateArgs),
+    /// Start created or stopped containers.
+    Start(StartArgs),
+    /// List containers.
+    Ps(PsArgs),
+    /// Run a command in a running container.
+    Exec(ExecArgs),
+    /// Print a container's output.
+    Logs(LogsArgs),
+    /// Stop containers: the stop signal, then SIGKILL after a timeout.
+    Stop(StopArgs),
+    /// Send a signal to containers.
+    Kill(KillArgs),
+    /// Remove containers.
+    Rm(RmArgs),
+    /// Freeze every process of containers.
+    Pause(IdsArgs),
+    /// Thaw paused containers.
+    Unpause(IdsArgs),
+    /// CPU, memory and pids of running containers.
+    Stats(StatsArgs),
+    /// Stream the daemon's events.
+    Events(EventsArgs),
+    /// Versions of berthctl and of the daemon.
+    Version(FormatArg),
+    /// What the daemon holds and how it is reached.
+    Info(FormatArg),
+    /// Print a shell completion script (bash, zsh, fish, …).
+    Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// A reference: [registry/]repository[:tag|@digest].
+    pub image: String,
+    /// os/arch[/variant]; default: the daemon's platform.
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Only the image's digest on stdout, no progress.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Only names starting with this.
+    pub prefix: Option<String>,
+    /// Only the names.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images.
+    #[command(alias = "list")]
+    Ls(ImagesArgs),
+    /// Remove images.
+    Rm(RmiArgs),
+    /// Mount an image's root filesystem read-only on the host.
+    Mount(MountArgs),
+    /// Unmount what `image mount` mounted, and drop its view.
+    Unmount(UnmountArgs),
+    /// Print images as JSON.
+    Inspect(NamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from this file instead of stdin.
+    #[arg(long, short = 'i')]
+    pub input: Option<PathBuf>,
+    /// The name for an archive whose image carries none.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Only the names loaded.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct MountArgs {
+    pub image: String,
+    /// Where to mount; default: a new directory under /tmp, printed.
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct UnmountArgs {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume (a random name if none is given).
+    Create(VolumeCreateArgs),
+    /// List volumes.
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Print volumes as JSON.
+    Inspect(NamesArgs),
+    /// Remove volumes no container uses.
+    #[command(alias = "remove")]
+    Rm(NamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    pub name: Option<String>,
+    /// KEY=VALUE; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeLsArgs {
+    /// Only the names.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Container ids, names, id prefixes, or image names.
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    /// Look only at containers or only at images.
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<InspectKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InspectKind {
+    Container,
+    Image,
+}
+
+/// What `create` and `run` share: docker's container settings.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// A name for the container; default: a random one.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// KEY=VALUE, or KEY to pass this shell's value; repeatable.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// A file of KEY=VALUE lines; repeatable.
+    #[arg(long = "env-file")]
+    pub env_files: Vec<PathBuf>,
+    /// SRC:DST[:ro]; an absolute SRC is a host path, else a named volume.
+    #[arg(long = "volume", short = 'v')]
+    pub volumes: Vec<String>,
+    /// The working directory inside the container.
+    #[arg(long = "workdir", short = 'w')]
+    pub workdir: Option<String>,
+    /// user[:group], names or ids.
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Replace the image's entrypoint ("" clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Keep stdin open and forward it.
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    /// A terminal for the container.
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// A memory limit: bytes or a number with b, k, m, g (e.g. 64m).
+    #[arg(long, short = 'm')]
+    pub memory: Option<String>,
+    /// CPUs the container may use, e.g. 1.5.
+    #[arg(long)]
+    pub cpus: Option<String>,
+    /// At most this many processes.
+    #[arg(long = "pids-limit")]
+    pub pids_limit: Option<String>,
+    /// A read-only root filesystem.
+    #[arg(long = "read-only")]
+    pub read_only: bool,
+    /// Capabilities to add (e.g. NET_ADMIN, ALL); repeatable.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
+    /// Capabilities to drop; repeatable.
+    #[arg(long = "cap-drop")]
+    pub cap_drop: Vec<String>,
+    /// Every capability, every device, no seccomp.
+    #[arg(long)]
+    pub privileged: bool,
+    /// seccomp=FILE (a profile in JSON) or seccomp=unconfined.
+    #[arg(long = "security-opt")]
+    pub security_opt: Vec<String>,
+    /// none (loopback only, the default) or host.
+    #[arg(long = "network", alias = "net")]
+    pub network: Option<String>,
+    /// no, on-failure[:N], always or unless-stopped.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// KEY=VALUE; repeatable.
+    #[arg(long = "label", short = 'l')]
+    pub labels: Vec<String>,
+    /// The shim's runtime type (default io.containerd.berth.v2).
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// The image.
+    pub image: String,
+    /// The command and its arguments (replace the image's cmd).
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Start in the background and print the id.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    /// Remove the container when it exits.
+    #[arg(long)]
+    pub rm: bool,
+    #[command(flatten)]
+    pub container: ContainerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub container: ContainerArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach to the output and exit with the container's status.
+    #[arg(long, short = 'a')]
+    pub attach: bool,
+    /// Forward stdin (with --attach).
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Stopped and created containers too.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Only the ids.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Full ids and commands.
+    #[arg(long = "no-trunc")]
+    pub no_trunc: bool,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Start it in the background.
+    #[arg(long, short = 'd')]
+    pub detach: bool,
+    #[arg(long, short = 'i')]
+    pub interactive: bool,
+    #[arg(long, short = 't')]
+    pub tty: bool,
+    /// KEY=VALUE; repeatable.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    #[arg(long = "workdir", short = 'w')]
+    pub workdir: Option<String>,
+    #[arg(long, short = 'u')]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Keep printing new output until the container stops.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only the last N lines ("all": everything).
+    #[arg(long, short = 'n', default_value = "all")]
+    pub tail: String,
+    /// Each line with its time (RFC 3339).
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before SIGKILL.
+    #[arg(long = "time", short = 't', default_value_t = 10)]
+    pub time: u32,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// A signal name (KILL, SIGTERM) or number.
+    #[arg(long, short = 's', default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill running containers first.
+    #[arg(long, short = 'f')]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct IdsArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print once instead of refreshing every second.
+    #[arg(long = "no-stream")]
+    pub no_stream: bool,
+    /// Default: every running container.
+    pub containers: Vec<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Topic prefixes (e.g. /tasks/exit); repeatable; default: all.
+    #[arg(long = "filter")]
+    pub topics: Vec<String>,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    pub shell: clap_complete::Shell,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berthctl").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn everything_after_the_image_belongs_to_the_command() {
+        let Command::Run(run) = parse(&[
+            "run", "--rm", "-it", "-e", "A=1", "busybox", "ls", "-la", "--rm",
+        ])
+        .command
+        else {
+            panic!("not run");
+        };
+        assert!(run.rm && run.container.tty && run.container.interactive);
+        assert_eq!(run.container.image, "busybox");
+        assert_eq!(run.container.command, ["ls", "-la", "--rm"]);
+        assert_eq!(run.container.env, ["A=1"]);
+        let Command::Exec(exec) = parse(&["exec", "-it", "web", "sh", "-c", "echo -n x"]).command
+        else {
+            panic!("not exec");
+        };
+        assert_eq!((exec.container.as_str(), exec.command.len()), ("web", 3));
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_logs_keeps_its_short_flags() {
+        let cli = parse(&["ps", "--address", "/tmp/s.sock", "-a"]);
+        assert_eq!(cli.address, PathBuf::from("/tmp/s.sock"));
+        let Command::Logs(logs) = parse(&["logs", "-f", "-n", "5", "web"]).command else {
+            panic!("not logs");
+        };
+        assert!(logs.follow);
+        assert_eq!(logs.tail, "5");
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

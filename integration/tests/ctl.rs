@@ -1,0 +1,1114 @@
+//! berthctl end to end: the real `berthctl` binary against a real
+//! `berth-imaged` (with this workspace's shim and runtime) and, for `pull`,
+//! a real `docker-registry`. Images come in through `berthctl load`; the
+//! interactive cases run under a pty (`script`), as a person's shell would.
+//! Every test removes its containers (`rm -f`) and stops its daemon when it
+//! ends, failing or not.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_integration::imaged::*;
+use berth_integration::{target_dir, text, unique};
+use serde_json::Value;
+
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "true", "false", "sleep", "id", "head", "tr", "tty", "stty", "test",
+    "touch", "wc", "hostname", "env", "pwd", "mkdir", "grep",
+];
+
+/// busybox-static as one layer; /data/seed.txt for volume seeding.
+fn busybox_layer() -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let mut t = LayerTar::new();
+    t.dir("bin/", 0o755)
+        .file("bin/busybox", 0o755, &busybox)
+        .dir("etc/", 0o755)
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
+        .dir("tmp/", 0o1777)
+        .dir("data/", 0o755)
+        .file("data/seed.txt", 0o644, b"from the image\n");
+    for applet in APPLETS {
+        t.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    t.finish()
+}
+
+/// The files `busybox_layer` holds, as `image mount` must show them.
+fn busybox_paths() -> BTreeSet<String> {
+    let mut paths: BTreeSet<String> = [
+        "bin",
+        "bin/busybox",
+        "etc",
+        "etc/passwd",
+        "etc/group",
+        "tmp",
+        "data",
+        "data/seed.txt",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    paths.extend(APPLETS.iter().map(|a| format!("bin/{a}")));
+    paths
+}
+
+/// An OCI layout tar of the busybox image named `name`.
+fn busybox_archive(name: &str) -> Vec<u8> {
+    let mut layout = Layout::new("ctl-busybox");
+    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+    layout.tag(name, &image);
+    let out = Command::new("tar")
+        .arg("-C")
+        .arg(&layout.dir)
+        .args(["-cf", "-", "."])
+        .output()
+        .expect("tar");
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn ctl_bin() -> PathBuf {
+    target_dir().join("berthctl")
+}
+
+fn quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}
+
+/// A daemon running containers through this workspace's shim and runtime.
+struct Env {
+    daemon: Daemon,
+    runtime_root: PathBuf,
+}
+
+impl Env {
+    fn start() -> Env {
+        assert!(
+            ctl_bin().exists(),
+            "{} is missing: cargo build --workspace first",
+            ctl_bin().display()
+        );
+        let runtime_root = std::env::temp_dir().join(unique("berth-ctl-runtime"));
+        let shim = target_dir().join("containerd-shim-berth-v2");
+        let berth = target_dir().join("berth");
+        let args = [
+            "--shim".to_string(),
+            shim.display().to_string(),
+            "--runtime".to_string(),
+            berth.display().to_string(),
+            "--runtime-root".to_string(),
+            runtime_root.display().to_string(),
+        ];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        Env {
+            daemon: Daemon::start_with(&refs),
+            runtime_root,
+        }
+    }
+
+    fn address(&self) -> String {
+        self.daemon.socket.display().to_string()
+    }
+
+    /// `berthctl --address SOCK ARGS` with `stdin` as input; fails the test
+    /// instead of hanging it.
+    fn ctl_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_ctl(&self.address(), args, stdin)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with_input(args, b"")
+    }
+
+    /// Runs and asserts success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "berthctl {args:?} failed: {}\n{}",
+            text(&out),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berthctl ARGS` on a terminal of its own, `input` typed there.
+    /// `setup` runs in the same shell first (e.g. `stty cols 100`).
+    fn ctl_on_terminal(&self, setup: &str, args: &[&str], input: &[u8]) -> Output {
+        self.ctl_on_terminal_typed(setup, args, &[(Duration::from_millis(1500), input)])
+    }
+
+    /// As [`Env::ctl_on_terminal`], each input typed after its delay.
+    fn ctl_on_terminal_typed(
+        &self,
+        setup: &str,
+        args: &[&str],
+        inputs: &[(Duration, &[u8])],
+    ) -> Output {
+        let mut line = vec![
+            // --foreground: berthctl stays in the terminal's foreground
+            // process group (it reads keys and sets raw mode there).
+            "timeout".to_string(),
+            "--foreground".into(),
+            "-k5".into(),
+            "60".into(),
+            quote(&ctl_bin().to_string_lossy()),
+            "--address".into(),
+            quote(&self.address()),
+        ];
+        line.extend(args.iter().map(|a| quote(a)));
+        let command = if setup.is_empty() {
+            line.join(" ")
+        } else {
+            format!("{setup}; {}", line.join(" "))
+        };
+        let mut child = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("script (bsdutils)");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let inputs: Vec<(Duration, Vec<u8>)> =
+            inputs.iter().map(|(d, i)| (*d, i.to_vec())).collect();
+        // Typed slowly from a thread: `script` reads its input only while
+        // someone reads its output, and the shell must be up first.
+        let typist = std::thread::spawn(move || {
+            use std::io::Write;
+            for (delay, input) in inputs {
+                std::thread::sleep(delay);
+                let _ = stdin.write_all(&input);
+                let _ = stdin.flush();
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        });
+        let output = child.wait_with_output().expect("script");
+        let _ = typist.join();
+        output
+    }
+
+    fn load_busybox(&self, name: &str) {
+        let out = self.ctl_with_input(&["load"], &busybox_archive(name));
+        assert!(out.status.success(), "load: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains(name),
+            "{}",
+            text(&out)
+        );
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let out = self.ok(&["inspect", name]);
+        let docs: Value = serde_json::from_str(&out).expect("inspect prints JSON");
+        docs[0].clone()
+    }
+
+    fn until(&self, what: &str, mut check: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !check() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "timed out waiting for {what}\n{}",
+                self.daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn run_ctl(address: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new("timeout")
+        .args(["-k5", "90"])
+        .arg(ctl_bin())
+        .arg("--address")
+        .arg(address)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berthctl");
+    let mut input = child.stdin.take().expect("stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("berthctl");
+    let _ = writer.join();
+    out
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let out = self.ctl(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.ctl(&["rm", "-f", id.trim()]);
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime_root);
+    }
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_rm_prints_the_output_and_exits_with_the_containers_status() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let mut events = Command::new(ctl_bin())
+        .args(["--address", &env.address(), "events", "--format", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("events");
+    // Subscribed well before the run (a debug build connects in ~10 ms).
+    std::thread::sleep(Duration::from_millis(500));
+    let out = env.ctl(&["run", "--rm", "busybox:ctl", "echo", "hi"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "hi\n");
+    // The run's events, one JSON document a line.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let seen = events.wait_with_output().unwrap();
+    let topics: Vec<String> = stdout(&seen)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("an event as JSON")["topic"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for topic in [
+        "/containers/create",
+        "/tasks/start",
+        "/tasks/exit",
+        "/containers/delete",
+    ] {
+        assert!(
+            topics.iter().any(|t| t == topic),
+            "{topic} missing: {topics:?}"
+        );
+    }
+
+    let out = env.ctl(&["run", "--rm", "busybox:ctl", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    // stdout and stderr stay apart; env, workdir, user and hostname apply.
+    let env_file = std::env::temp_dir().join(unique("ctl-env"));
+    std::fs::write(&env_file, "# a comment\nFROM_FILE=yes\n").unwrap();
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hello",
+        "--env-file",
+        env_file.to_str().unwrap(),
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        "--hostname",
+        "boat",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "echo $GREETING $FROM_FILE $(pwd) $(id -u) $(hostname); echo oops >&2",
+    ]);
+    let _ = std::fs::remove_file(&env_file);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "hello yes /tmp 65534 boat\n");
+    assert_eq!(stderr(&out), "oops\n");
+
+    // --entrypoint replaces the image's.
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "/bin/echo",
+        "busybox:ctl",
+        "a",
+        "b",
+    ]);
+    assert_eq!(stdout(&out), "a b\n", "{}", text(&out));
+
+    // stdin with -i.
+    let out = env.ctl_with_input(
+        &["run", "--rm", "-i", "busybox:ctl", "wc", "-l"],
+        b"1\n2\n3\n",
+    );
+    assert_eq!(stdout(&out).trim(), "3", "{}", text(&out));
+
+    // --rm left nothing.
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    // A command that does not exist: docker's 127.
+    let out = env.ctl(&["run", "--rm", "busybox:ctl", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    // JSON for scripts.
+    let images: Value = serde_json::from_str(&env.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(
+        images[0]["name"], "docker.io/library/busybox:ctl",
+        "{images}"
+    );
+    assert!(images[0]["target"]["digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    let table = env.ok(&["images"]);
+    assert!(table.starts_with("REPOSITORY"), "{table}");
+    assert!(table.contains("busybox"), "{table}");
+    let version: Value = serde_json::from_str(&env.ok(&["version", "--format", "json"])).unwrap();
+    assert_eq!(version["server"]["apiRevision"], 1, "{version}");
+    let info: Value = serde_json::from_str(&env.ok(&["info", "--format", "json"])).unwrap();
+    assert_eq!(info["images"], 1, "{info}");
+}
+
+#[test]
+fn a_detached_container_is_followed_exec_d_paused_stopped_and_removed() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let script = "trap 'echo bye; exit 0' TERM; while true; do echo tick; sleep 0.2; done";
+    let id = env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(env.ok(&["ps"]).contains("ticker"));
+    let ps: Value = serde_json::from_str(&env.ok(&["ps", "--format", "json"])).unwrap();
+    assert_eq!(ps[0]["status"], "running", "{ps}");
+
+    // logs -f runs until the container stops.
+    let mut follow = Command::new(ctl_bin())
+        .args(["--address", &env.address(), "logs", "-f", "ticker"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    env.until("ticks in the log", || {
+        env.ok(&["logs", "--tail", "5", "ticker"])
+            .matches("tick")
+            .count()
+            >= 3
+    });
+
+    // A name in use says by whom.
+    let out = env.ctl(&["run", "-d", "--name", "ticker", "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains(&id), "{}", text(&out));
+
+    let out = env.ctl(&["exec", "ticker", "sh", "-c", "echo inside; exit 4"]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(4), "inside\n"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["exec", "ticker", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    let out = env.ctl(&[
+        "exec",
+        "-e",
+        "X=1",
+        "-w",
+        "/data",
+        "ticker",
+        "sh",
+        "-c",
+        "echo $X $(pwd)",
+    ]);
+    assert_eq!(stdout(&out), "1 /data\n", "{}", text(&out));
+
+    env.ok(&["pause", "ticker"]);
+    assert_eq!(env.inspect("ticker")["status"], "paused");
+    env.ok(&["unpause", "ticker"]);
+    assert_eq!(env.inspect("ticker")["status"], "running");
+
+    let stats: Value =
+        serde_json::from_str(&env.ok(&["stats", "--no-stream", "--format", "json"])).unwrap();
+    assert!(stats[0]["memoryUsage"].as_u64().unwrap() > 0, "{stats}");
+    assert!(stats[0]["pids"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(env
+        .ok(&["stats", "--no-stream", "ticker"])
+        .contains("ticker"));
+
+    let out = env.ctl(&["rm", "ticker"]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("rm -f"), "{}", text(&out));
+
+    env.ok(&["stop", "-t", "5", "ticker"]);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = follow.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "logs -f did not end with the container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = follow.wait_with_output().unwrap();
+    assert!(status.success(), "{}", text(&out));
+    let log = stdout(&out);
+    assert!(log.contains("tick\n") && log.ends_with("bye\n"), "{log}");
+    let c = env.inspect(&id);
+    assert_eq!(
+        (c["status"].as_str(), c["exitStatus"].as_u64()),
+        (Some("exited"), Some(0))
+    );
+    assert!(env.ok(&["ps", "-a"]).contains("Exited (0)"));
+
+    // exec into a stopped container: a clear message.
+    let out = env.ctl(&["exec", "ticker", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not running"), "{}", text(&out));
+
+    // start again, then kill -s.
+    env.ok(&["start", "ticker"]);
+    assert_eq!(env.inspect("ticker")["status"], "running");
+    env.ok(&["kill", "-s", "KILL", "ticker"]);
+    env.until("the kill", || env.inspect("ticker")["status"] == "exited");
+    assert_eq!(env.inspect("ticker")["exitStatus"], 137);
+
+    env.ok(&["rm", "ticker"]);
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    // -d --rm: nobody waits for the exit here, so the daemon removes it.
+    let gone = env.ok(&["run", "-d", "--rm", "busybox:ctl", "sh", "-c", "sleep 0.5"]);
+    assert!(env.ctl(&["inspect", gone.trim()]).status.success());
+    env.until("the container to remove itself", || {
+        !env.ctl(&["inspect", gone.trim()]).status.success()
+    });
+    let out = env.ctl(&["run", "--rm", "--restart", "always", "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("--rm and --restart"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["inspect", "ticker"]);
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn run_it_and_exec_it_give_a_real_terminal_with_its_size() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    // run -it: a shell on a pty, typed into, with this terminal's size.
+    // The shell around berthctl checks that the terminal's settings are
+    // back as they were (cooked, echo) when berthctl has exited.
+    let saved = std::env::temp_dir().join(unique("ctl-stty"));
+    let setup = format!(
+        "stty cols 123 rows 45; stty -g > {0}; trap 'stty -g | cmp -s - {0} || echo TERMINAL-LEFT-RAW' EXIT",
+        saved.display()
+    );
+    let out = env.ctl_on_terminal(
+        &setup,
+        &["run", "--rm", "-it", "busybox:ctl", "sh"],
+        b"tty; stty size; echo $((6*7)); exit 5\r",
+    );
+    let _ = std::fs::remove_file(&saved);
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(5), "{screen}\n{}", stderr(&out));
+    assert!(!screen.contains("TERMINAL-LEFT-RAW"), "{screen}");
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+    assert!(screen.contains("45 123"), "{screen}");
+    assert!(screen.contains("42"), "{screen}");
+
+    // exec -it into a running container.
+    env.ok(&["run", "-d", "--name", "host", "busybox:ctl", "sleep", "60"]);
+    let out = env.ctl_on_terminal(
+        "stty cols 80 rows 24",
+        &["exec", "-it", "host", "sh"],
+        b"tty; stty size; exit 7\r",
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{screen}\n{}", stderr(&out));
+    assert!(screen.contains("/dev/pts/"), "{screen}");
+    assert!(screen.contains("24 80"), "{screen}");
+
+    // The window changes size while the shell runs: SIGWINCH → ResizePty.
+    let out = env.ctl_on_terminal_typed(
+        "stty cols 80 rows 24; (sleep 3; stty cols 99 rows 33 </dev/tty) & true",
+        &["exec", "-it", "host", "sh"],
+        &[
+            (Duration::from_millis(1500), b"stty size\r"),
+            (Duration::from_millis(3000), b"stty size; exit 0\r"),
+        ],
+    );
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}\n{}", stderr(&out));
+    let before = screen
+        .find("24 80")
+        .unwrap_or_else(|| panic!("no first size: {screen:?}"));
+    let after = screen
+        .find("33 99")
+        .unwrap_or_else(|| panic!("no size after the resize: {screen:?}"));
+    assert!(before < after, "{screen}");
+
+    // Without -t the same command sees no terminal.
+    let out = env.ctl(&["exec", "host", "sh", "-c", "tty || echo none"]);
+    assert!(
+        stdout(&out).contains("not a tty") || stdout(&out).contains("none"),
+        "{}",
+        text(&out)
+    );
+    env.ok(&["rm", "-f", "host"]);
+}
+
+#[test]
+fn bind_mounts_and_named_volumes_read_and_write() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let volume = unique("vol");
+    assert_eq!(env.ok(&["volume", "create", &volume]).trim(), volume);
+    let mount = format!("{volume}:/data");
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "cat /data/seed.txt; echo kept > /data/mine.txt",
+    ]);
+    assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        "busybox:ctl",
+        "cat",
+        "/data/mine.txt",
+    ]);
+    assert_eq!(stdout(&out), "kept\n", "{}", text(&out));
+    let ls: Value = serde_json::from_str(&env.ok(&["volume", "ls", "--format", "json"])).unwrap();
+    assert!(
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == volume.as_str()),
+        "{ls}"
+    );
+    let inspect: Value = serde_json::from_str(&env.ok(&["volume", "inspect", &volume])).unwrap();
+    let mountpoint = inspect[0]["mountpoint"].as_str().unwrap().to_string();
+    assert_eq!(
+        std::fs::read_to_string(Path::new(&mountpoint).join("mine.txt")).unwrap(),
+        "kept\n"
+    );
+    env.ok(&["volume", "rm", &volume]);
+    assert!(!env.ok(&["volume", "ls", "-q"]).contains(&volume));
+
+    // A bind mount: read-write, then read-only.
+    let host = std::env::temp_dir().join(unique("ctl-bind"));
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("f"), "host file\n").unwrap();
+    let rw = format!("{}:/host", host.display());
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-v",
+        &rw,
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "cat /host/f; echo from-container > /host/g",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "host file\n");
+    assert_eq!(
+        std::fs::read_to_string(host.join("g")).unwrap(),
+        "from-container\n"
+    );
+    let ro = format!("{}:/host:ro", host.display());
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-v",
+        &ro,
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "cat /host/f; echo x > /host/h",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "a read-only bind was writable");
+    assert_eq!(stdout(&out), "host file\n");
+    assert!(!host.join("h").exists());
+    let _ = std::fs::remove_dir_all(&host);
+
+    // --read-only: the root filesystem refuses writes.
+    let out = env.ctl(&["run", "--rm", "--read-only", "busybox:ctl", "touch", "/x"]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn save_then_load_into_a_fresh_daemon_keeps_every_digest() {
+    if !can_run_images() {
+        return;
+    }
+    let first = Env::start();
+    first.load_busybox("busybox:ctl");
+    let archive = std::env::temp_dir().join(unique("ctl-save.tar"));
+    first.ok(&["save", "-o", archive.to_str().unwrap(), "busybox:ctl"]);
+    // To stdout too: the same bytes.
+    let out = first.ctl(&["save", "busybox:ctl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout, std::fs::read(&archive).unwrap());
+    let before: Value = serde_json::from_str(&first.ok(&["images", "--format", "json"])).unwrap();
+    drop(first);
+
+    let second = Env::start();
+    let out = second.ctl(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let _ = std::fs::remove_file(&archive);
+    let after: Value = serde_json::from_str(&second.ok(&["images", "--format", "json"])).unwrap();
+    for field in ["target", "manifest", "config"] {
+        assert_eq!(
+            before[0][field]["digest"], after[0][field]["digest"],
+            "{field}"
+        );
+    }
+    assert_eq!(before[0]["chainId"], after[0]["chainId"]);
+    assert_eq!(before[0]["name"], after[0]["name"]);
+    // And it runs.
+    let out = second.ctl(&["run", "--rm", "busybox:ctl", "cat", "/data/seed.txt"]);
+    assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
+
+    // A `docker save` archive (made by skopeo from the same image) loads too,
+    // from stdin, under the name it carries.
+    let layout = Layout::new("ctl-docker-archive");
+    let oci = std::env::temp_dir().join(unique("ctl-oci.tar"));
+    std::fs::write(&oci, busybox_archive("busybox:ctl")).unwrap();
+    let extracted = std::env::temp_dir().join(unique("ctl-oci-dir"));
+    std::fs::create_dir_all(&extracted).unwrap();
+    let untar = Command::new("tar")
+        .arg("-xf")
+        .arg(&oci)
+        .arg("-C")
+        .arg(&extracted)
+        .status()
+        .unwrap();
+    assert!(untar.success());
+    let docker = layout.dir.join("docker.tar");
+    let out = Command::new("skopeo")
+        .args(["copy", "--quiet"])
+        .arg(format!("oci:{}:busybox:ctl", extracted.display()))
+        .arg(format!(
+            "docker-archive:{}:example.org/saved:2",
+            docker.display()
+        ))
+        .output()
+        .expect("skopeo");
+    assert!(out.status.success(), "skopeo: {}", text(&out));
+    let out = second.ctl_with_input(&["load"], &std::fs::read(&docker).unwrap());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("example.org/saved:2"),
+        "{}",
+        text(&out)
+    );
+    let out = second.ctl(&[
+        "run",
+        "--rm",
+        "example.org/saved:2",
+        "cat",
+        "/data/seed.txt",
+    ]);
+    assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
+    let _ = std::fs::remove_file(&oci);
+    let _ = std::fs::remove_dir_all(&extracted);
+    // rmi of one name keeps the other image.
+    let out = second.ctl(&["rmi", "example.org/saved:2"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let left = second.ok(&["images", "-q"]);
+    assert_eq!(left, "docker.io/library/busybox:ctl\n");
+}
+
+fn relative_paths(root: &Path) -> BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            out.insert(path.strip_prefix(root).unwrap().display().to_string());
+            if entry.file_type().unwrap().is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn image_mount_shows_exactly_the_images_files_read_only() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let dir = std::env::temp_dir().join(unique("ctl-mnt"));
+    let printed = env.ok(&["image", "mount", "busybox:ctl", dir.to_str().unwrap()]);
+    assert_eq!(Path::new(printed.trim()), dir.canonicalize().unwrap());
+    assert_eq!(relative_paths(&dir), busybox_paths());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("data/seed.txt")).unwrap(),
+        "from the image\n"
+    );
+    let write = std::fs::write(dir.join("new"), "x");
+    assert!(write.is_err(), "the view is writable");
+    env.ok(&["image", "unmount", dir.to_str().unwrap()]);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(dir.to_str().unwrap()), "still mounted");
+    assert!(relative_paths(&dir).is_empty());
+    let _ = std::fs::remove_dir(&dir);
+    // The view is gone: a second unmount says it was not mounted.
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = env.ctl(&["image", "unmount", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not mounted"), "{}", text(&out));
+    let _ = std::fs::remove_dir(&dir);
+
+    // Without a directory: a temporary one, printed, removed on unmount.
+    let printed = env.ok(&["image", "mount", "busybox:ctl"]);
+    let tmp = PathBuf::from(printed.trim());
+    assert!(tmp.join("bin/busybox").exists());
+    env.ok(&["image", "unmount", printed.trim()]);
+    assert!(!tmp.exists());
+}
+
+#[test]
+fn memory_limits_are_enforced() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    // 64 MiB of 'a's in a shell variable under a 16 MiB limit: killed.
+    let hog = "x=$(head -c 67108864 /dev/zero | tr '\\0' a); echo survived ${#x}";
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--memory",
+        "16m",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        hog,
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{}", text(&out));
+    assert!(!stdout(&out).contains("survived"));
+    // Within the limit it runs.
+    let small = "x=$(head -c 1048576 /dev/zero | tr '\\0' a); echo ${#x}";
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--memory",
+        "64m",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "0.5",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        small,
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).trim()),
+        (Some(0), "1048576"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn restart_on_failure_restarts_a_failing_container() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
+    env.until("two restarts", || {
+        let c = env.inspect("flaky");
+        c["restartCount"] == 2 && c["status"] == "exited"
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let c = env.inspect("flaky");
+    assert_eq!(
+        (c["restartCount"].as_u64(), c["exitStatus"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(c["config"]["restart"]["policy"], "on-failure");
+    assert_eq!(env.ok(&["logs", "flaky"]), "run\nrun\nrun\n");
+}
+
+#[test]
+fn pull_draws_bars_on_a_terminal_and_plain_lines_otherwise() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let mut layout = Layout::new("ctl-pull");
+    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+    layout.tag("1", &image);
+    registry.push(&layout, "1", "busybox", None);
+    let reference = format!("{}/busybox:1", registry.host());
+
+    let env = Env::start();
+    let out = env.ctl(&["pull", &reference]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plain = stdout(&out);
+    assert!(plain.contains("resolving\n"), "{plain}");
+    assert!(plain.contains(": downloading"), "{plain}");
+    assert!(plain.contains(": unpacked\n"), "{plain}");
+    assert!(plain.contains(&format!("pulled {reference}")), "{plain}");
+    assert!(
+        !plain.contains('\r') && !plain.contains('\x1b'),
+        "{plain:?}"
+    );
+    // One line per step, not per chunk.
+    assert!(plain.lines().count() < 20, "{plain}");
+    let out = env.ctl(&["run", "--rm", &reference, "echo", "pulled and ran"]);
+    assert_eq!(stdout(&out), "pulled and ran\n", "{}", text(&out));
+
+    let fresh = Env::start();
+    let out = fresh.ctl_on_terminal("", &["pull", &reference], b"");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}\n{}", stderr(&out));
+    assert!(
+        screen.contains('\x1b') || screen.contains('\r'),
+        "no bar drawn: {screen:?}"
+    );
+    assert!(screen.contains("done"), "{screen:?}");
+    assert!(
+        screen.contains("MiB") || screen.contains("KiB"),
+        "no sizes: {screen:?}"
+    );
+    assert!(
+        !screen.contains(": downloading"),
+        "plain lines on a terminal: {screen:?}"
+    );
+
+    let out = fresh.ctl(&["pull", &format!("{}/nosuch:1", registry.host())]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("nosuch"), "{}", text(&out));
+}
+
+#[test]
+fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
+    if !can_run_images() {
+        return;
+    }
+    // No daemon: which socket, and how to start one.
+    let nowhere = std::env::temp_dir().join(unique("ctl-nowhere.sock"));
+    let out = run_ctl(nowhere.to_str().unwrap(), &["ps"], b"");
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains(nowhere.to_str().unwrap()) && err.contains("berth-imaged"),
+        "{err}"
+    );
+    // A bad flag value is refused before anything is asked of a daemon.
+    let out = run_ctl(
+        nowhere.to_str().unwrap(),
+        &["run", "--memory", "12parsecs", "busybox", "true"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--memory") && err.contains("12parsecs") && err.contains("64m"),
+        "{err}"
+    );
+    for (flag, value) in [
+        ("--restart", "sometimes"),
+        ("--cpus", "lots"),
+        ("-v", "rel:tive"),
+        ("--network", "bridge0"),
+    ] {
+        let out = run_ctl(
+            nowhere.to_str().unwrap(),
+            &["run", flag, value, "busybox", "true"],
+            b"",
+        );
+        assert_eq!(out.status.code(), Some(125), "{flag}");
+        assert!(stderr(&out).contains(flag), "{flag}: {}", stderr(&out));
+    }
+    let out = run_ctl(
+        nowhere.to_str().unwrap(),
+        &["run", "--no-such-flag", "busybox"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(125));
+
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let out = env.ctl(&["run", "--rm", "nosuch:image", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("berthctl pull"), "{}", text(&out));
+    let out = env.ctl(&["exec", "nosuch", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("nosuch"), "{}", text(&out));
+    env.ok(&["create", "--name", "idle", "busybox:ctl", "true"]);
+    let out = env.ctl(&["exec", "idle", "true"]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("not running"), "{}", text(&out));
+    let out = env.ctl(&["image", "mount", "nosuch:image"]);
+    assert_eq!(out.status.code(), Some(125));
+    let out = env.ctl(&["rmi", "nosuch:image"]);
+    assert_ne!(out.status.code(), Some(0));
+    // Completions need no daemon.
+    let out = run_ctl(nowhere.to_str().unwrap(), &["completion", "bash"], b"");
+    assert!(
+        out.status.success() && stdout(&out).contains("berthctl"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn start_attach_reports_each_runs_own_output_and_status() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    env.ok(&[
+        "create",
+        "--name",
+        "again",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "sleep 0.3; echo x >> /tmp/n; n=$(wc -l < /tmp/n); echo run $n; exit $((n + 2))",
+    ]);
+    // Each start -a waits for its own run: the bug was a stale exit of the
+    // run before, reported as this run's status.
+    for (run, status) in [(1, 3), (2, 4), (3, 5)] {
+        let out = env.ctl(&["start", "-a", "again"]);
+        assert_eq!(out.status.code(), Some(status), "{}", text(&out));
+        assert_eq!(stdout(&out), format!("run {run}\n"));
+    }
+}
+
+#[test]
+fn security_and_network_flags_reach_the_container() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let status = |flags: &[&str], field: &str| -> String {
+        let mut args = vec!["run", "--rm"];
+        args.extend_from_slice(flags);
+        args.extend(["busybox:ctl", "grep", field, "/proc/self/status"]);
+        let out = env.ctl(&args);
+        assert_eq!(out.status.code(), Some(0), "{flags:?}: {}", text(&out));
+        stdout(&out)
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let default_caps = status(&[], "CapEff");
+    assert_ne!(default_caps, "0000000000000000");
+    assert_eq!(status(&["--cap-drop", "ALL"], "CapEff"), "0000000000000000");
+    // CAP_NET_ADMIN is bit 12.
+    assert_eq!(
+        status(&["--cap-drop", "ALL", "--cap-add", "NET_ADMIN"], "CapEff"),
+        "0000000000001000"
+    );
+    let privileged = u64::from_str_radix(&status(&["--privileged"], "CapEff"), 16).unwrap();
+    assert!(privileged > u64::from_str_radix(&default_caps, 16).unwrap());
+    // Seccomp: 2 is a filter, 0 none.
+    assert_eq!(status(&[], "Seccomp:"), "2");
+    assert_eq!(
+        status(&["--security-opt", "seccomp=unconfined"], "Seccomp:"),
+        "0"
+    );
+    let profile = "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
+    let with_file = format!("seccomp={profile}");
+    assert_eq!(status(&["--security-opt", &with_file], "Seccomp:"), "2");
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=/no/such.json",
+        "busybox:ctl",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("/no/such.json"), "{}", text(&out));
+
+    // --network none: loopback only; host: the host's interfaces.
+    let interfaces = |network: &str| -> usize {
+        let out = env.ctl(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "busybox:ctl",
+            "cat",
+            "/proc/net/dev",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        stdout(&out).lines().skip(2).count()
+    };
+    let host = std::fs::read_to_string("/proc/net/dev")
+        .unwrap()
+        .lines()
+        .skip(2)
+        .count();
+    assert_eq!(interfaces("none"), 1);
+    assert_eq!(interfaces("host"), host);
+}
