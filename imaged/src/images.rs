@@ -231,7 +231,7 @@ pub enum Progress {
 
 /// A name as berth records it (`busybox:1` → `docker.io/library/busybox:1`).
 pub fn canonical_name(name: &str) -> Option<String> {
-    name.parse::<oci_client::Reference>()
+    crate::registry::parse_reference(name)
         .ok()
         .map(|r| r.whole())
 }

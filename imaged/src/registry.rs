@@ -167,6 +167,103 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Parses an image reference the way docker normalises it
+/// (`busybox` → `docker.io/library/busybox:latest`), without the `regex`
+/// crate: `Reference`'s own parser compiles a Unicode regular expression
+/// into about 7 MB that the process then keeps for ever, more than the
+/// whole idle daemon.
+pub fn parse_reference(text: &str) -> std::result::Result<Reference, String> {
+    if text.is_empty() || text.len() > 512 {
+        return Err("a reference is a name of 1 to 512 characters".into());
+    }
+    let (rest, digest) = match text.split_once('@') {
+        Some((rest, digest)) => (rest, Some(digest)),
+        None => (text, None),
+    };
+    // A tag follows the last ':' after the last '/' (a port comes before it).
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    let (registry, repository) = match name.split_once('/') {
+        Some((first, path))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (first.to_string(), path.to_string())
+        }
+        _ => ("docker.io".to_string(), name.to_string()),
+    };
+    let registry = if registry == "index.docker.io" {
+        "docker.io".to_string()
+    } else {
+        registry
+    };
+    let repository = if registry == "docker.io" && !repository.contains('/') {
+        format!("library/{repository}")
+    } else {
+        repository
+    };
+    let host_ok = registry.split(':').next().is_some_and(|h| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    }) && registry
+        .split_once(':')
+        .is_none_or(|(_, port)| !port.is_empty() && port.chars().all(|c| c.is_ascii_digit()));
+    if !host_ok {
+        return Err(format!("invalid registry {registry:?}"));
+    }
+    let component_ok = |c: &str| {
+        !c.is_empty()
+            && c.starts_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.ends_with(|ch: char| ch.is_ascii_lowercase() || ch.is_ascii_digit())
+            && c.chars().all(|ch| {
+                ch.is_ascii_lowercase() || ch.is_ascii_digit() || matches!(ch, '.' | '_' | '-')
+            })
+    };
+    if !repository.split('/').all(component_ok) || registry.len() + repository.len() > 255 {
+        return Err(format!(
+            "invalid repository {repository:?} (lowercase letters, digits and . _ - between them)"
+        ));
+    }
+    if let Some(tag) = tag {
+        let ok = tag.len() <= 128
+            && tag.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !ok {
+            return Err(format!("invalid tag {tag:?}"));
+        }
+    }
+    if let Some(digest) = digest {
+        let ok = digest.split_once(':').is_some_and(|(algorithm, hex)| {
+            !algorithm.is_empty()
+                && algorithm
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '_' | '-'))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return Err(format!("invalid digest {digest:?}"));
+        }
+    }
+    Ok(match (tag, digest) {
+        (Some(tag), Some(digest)) => Reference::with_tag_and_digest(
+            registry,
+            repository,
+            tag.to_string(),
+            digest.to_string(),
+        ),
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest.to_string()),
+        (tag, None) => {
+            Reference::with_tag(registry, repository, tag.unwrap_or("latest").to_string())
+        }
+    })
+}
+
 impl Remote {
     /// Parses `reference` and authenticates for pulling from its repository
     /// with `auth`, or the configured credentials of its registry.
@@ -176,9 +273,9 @@ impl Remote {
         auth: Option<Credentials>,
     ) -> Result<Remote> {
         install_crypto_provider();
-        let parsed: Reference = reference.parse().map_err(|e| Error::Reference {
+        let parsed = parse_reference(reference).map_err(|detail| Error::Reference {
             reference: reference.to_string(),
-            detail: format!("{e}"),
+            detail,
         })?;
         let registry = parsed.resolve_registry().to_string();
         let protocol = if options.plain_http(&registry) {
@@ -311,6 +408,50 @@ impl Remote {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn references_normalise_as_docker_does_without_regex() {
+        let whole = |t: &str| parse_reference(t).map(|r| r.whole());
+        assert_eq!(
+            whole("busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(whole("busybox:1").unwrap(), "docker.io/library/busybox:1");
+        assert_eq!(whole("index.docker.io/x/y:2").unwrap(), "docker.io/x/y:2");
+        assert_eq!(
+            whole("127.0.0.1:5000/app").unwrap(),
+            "127.0.0.1:5000/app:latest"
+        );
+        assert_eq!(whole("localhost/a/b:c").unwrap(), "localhost/a/b:c");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            whole(&format!("reg.lan:5000/app@{digest}")).unwrap(),
+            format!("reg.lan:5000/app@{digest}")
+        );
+        // Agrees with oci-client's own (regex) parser where both accept.
+        for text in [
+            "busybox",
+            "a/b/c:1.0",
+            "127.0.0.1:5000/x/y:z",
+            "docker.io/library/debian:bookworm",
+        ] {
+            let ours = parse_reference(text).unwrap();
+            let theirs: Reference = text.parse().unwrap();
+            assert_eq!(ours.whole(), theirs.whole(), "{text}");
+        }
+        for bad in [
+            "",
+            "UPPER/case",
+            "a//b",
+            "x:",
+            "a:b:c/d",
+            "app@sha256:xyz",
+            "-a",
+            "reg:port/x",
+        ] {
+            assert!(parse_reference(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
