@@ -333,6 +333,30 @@ pub fn compress(tar: &[u8], c: Compression) -> Vec<u8> {
     }
 }
 
+/// busybox-static as one layer with `applets` linked in `bin/`, root and
+/// nobody in `etc/passwd` and `etc/group`, `tmp/`, and `data/seed.txt`
+/// (for volume seeding).
+pub fn busybox_layer(applets: &[&str]) -> Vec<u8> {
+    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
+    let mut t = LayerTar::new();
+    t.dir("bin/", 0o755)
+        .file("bin/busybox", 0o755, &busybox)
+        .dir("etc/", 0o755)
+        .file(
+            "etc/passwd",
+            0o644,
+            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
+        )
+        .file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
+        .dir("tmp/", 0o1777)
+        .dir("data/", 0o755)
+        .file("data/seed.txt", 0o644, b"from the image\n");
+    for applet in applets {
+        t.symlink(&format!("bin/{applet}"), "busybox");
+    }
+    t.finish()
+}
+
 /// An OCI image layout directory, as `skopeo` and `umoci` read it.
 pub struct Layout {
     pub dir: PathBuf,
@@ -436,6 +460,18 @@ impl Layout {
             serde_json::to_vec(&index).expect("json"),
         )
         .expect("index.json");
+    }
+
+    /// The layout as a tar archive, what Images.Import and `berthctl load` read.
+    pub fn archive(&self) -> Vec<u8> {
+        let out = Command::new("tar")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(["-cf", "-", "."])
+            .output()
+            .expect("tar");
+        assert!(out.status.success(), "tar: {}", crate::text(&out));
+        out.stdout
     }
 
     /// `umoci unpack` of `tag` into a fresh bundle; returns the bundle.

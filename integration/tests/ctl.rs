@@ -19,28 +19,6 @@ const APPLETS: &[&str] = &[
     "touch", "wc", "hostname", "env", "pwd", "mkdir", "grep",
 ];
 
-/// busybox-static as one layer; /data/seed.txt for volume seeding.
-fn busybox_layer() -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    let mut t = LayerTar::new();
-    t.dir("bin/", 0o755)
-        .file("bin/busybox", 0o755, &busybox)
-        .dir("etc/", 0o755)
-        .file(
-            "etc/passwd",
-            0o644,
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-        )
-        .file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
-        .dir("tmp/", 0o1777)
-        .dir("data/", 0o755)
-        .file("data/seed.txt", 0o644, b"from the image\n");
-    for applet in APPLETS {
-        t.symlink(&format!("bin/{applet}"), "busybox");
-    }
-    t.finish()
-}
-
 /// The files `busybox_layer` holds, as `image mount` must show them.
 fn busybox_paths() -> BTreeSet<String> {
     let mut paths: BTreeSet<String> = [
@@ -63,16 +41,12 @@ fn busybox_paths() -> BTreeSet<String> {
 /// An OCI layout tar of the busybox image named `name`.
 fn busybox_archive(name: &str) -> Vec<u8> {
     let mut layout = Layout::new("ctl-busybox");
-    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+    let image = layout.image(
+        &[(busybox_layer(APPLETS), Compression::Gzip)],
+        ("amd64", ""),
+    );
     layout.tag(name, &image);
-    let out = Command::new("tar")
-        .arg("-C")
-        .arg(&layout.dir)
-        .args(["-cf", "-", "."])
-        .output()
-        .expect("tar");
-    assert!(out.status.success());
-    out.stdout
+    layout.archive()
 }
 
 fn ctl_bin() -> PathBuf {
@@ -899,7 +873,10 @@ fn pull_draws_bars_on_a_terminal_and_plain_lines_otherwise() {
     }
     let registry = Registry::start();
     let mut layout = Layout::new("ctl-pull");
-    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+    let image = layout.image(
+        &[(busybox_layer(APPLETS), Compression::Gzip)],
+        ("amd64", ""),
+    );
     layout.tag("1", &image);
     registry.push(&layout, "1", "busybox", None);
     let reference = format!("{}/busybox:1", registry.host());

@@ -13,30 +13,10 @@ use berth_integration::{target_dir, unique};
 use berth_proto::v1 as pb;
 use tonic::transport::Channel;
 
-/// A busybox-static root filesystem as one layer, with a file at /data for
-/// volume seeding.
-fn busybox_layer() -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    let mut t = LayerTar::new();
-    t.dir("bin/", 0o755)
-        .file("bin/busybox", 0o755, &busybox)
-        .dir("etc/", 0o755)
-        .file(
-            "etc/passwd",
-            0o644,
-            b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n",
-        )
-        .file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n")
-        .dir("tmp/", 0o1777)
-        .dir("data/", 0o755)
-        .file("data/seed.txt", 0o644, b"from the image\n");
-    for applet in [
-        "sh", "ls", "cat", "echo", "true", "sleep", "id", "seq", "head", "tr", "date",
-    ] {
-        t.symlink(&format!("bin/{applet}"), "busybox");
-    }
-    t.finish()
-}
+/// The applets the tests run.
+const APPLETS: &[&str] = &[
+    "sh", "ls", "cat", "echo", "true", "sleep", "id", "seq", "head", "tr", "date",
+];
 
 /// The daemon, set up to run containers with this workspace's shim and
 /// runtime, and clients for its services.
@@ -91,16 +71,13 @@ impl Env {
     /// Imports the busybox image under `name`.
     fn busybox(&self, name: &str) {
         let mut layout = Layout::new("wl-busybox");
-        let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+        let image = layout.image(
+            &[(busybox_layer(APPLETS), Compression::Gzip)],
+            ("amd64", ""),
+        );
         layout.tag(name, &image);
-        let archive = std::process::Command::new("tar")
-            .arg("-C")
-            .arg(&layout.dir)
-            .args(["-cf", "-", "."])
-            .output()
-            .expect("tar");
         self.daemon
-            .import(&archive.stdout, None)
+            .import(&layout.archive(), None)
             .unwrap_or_else(|e| panic!("import: {e}\n{}", self.daemon.log()));
     }
 
@@ -351,7 +328,10 @@ fn a_pulled_image_runs_through_the_shim_with_its_output_in_the_log() {
     }
     let registry = Registry::start();
     let mut layout = Layout::new("wl-pull");
-    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+    let image = layout.image(
+        &[(busybox_layer(APPLETS), Compression::Gzip)],
+        ("amd64", ""),
+    );
     layout.tag("1", &image);
     registry.push(&layout, "1", "busybox", None);
     let env = Env::start();
@@ -965,13 +945,7 @@ fn hostile_requests_and_images_cannot_reach_the_host_or_hang_the_daemon() {
         .char_dev("etc/group", 1, 5);
     let image = layout.image(&[(t.finish(), Compression::Gzip)], ("amd64", ""));
     layout.tag("fifo:1", &image);
-    let archive = std::process::Command::new("tar")
-        .arg("-C")
-        .arg(&layout.dir)
-        .args(["-cf", "-", "."])
-        .output()
-        .unwrap();
-    env.daemon.import(&archive.stdout, None).unwrap();
+    env.daemon.import(&layout.archive(), None).unwrap();
     let mut config = busybox_config("fifo:1", &["true"]);
     config.user = "app".into();
     let start = Instant::now();
