@@ -244,8 +244,13 @@ impl Runtime {
     pub fn exec_on_terminal(&self, args: &[&str], input: &[u8]) -> Output {
         let quote = |arg: &str| format!("'{}'", arg.replace('\'', "'\\''"));
         // A runtime that hangs fails the test instead of hanging it.
+        // --foreground keeps the runtime in the terminal's foreground
+        // process group: without it `timeout` makes a group of its own
+        // (unless the shell execs it, as bash does and dash does not) and
+        // the runtime's tcsetattr on its terminal stops it with SIGTTOU.
         let mut line = vec![
             "timeout".into(),
+            "--foreground".into(),
             "-k5".into(),
             "60".into(),
             quote(&self.bin.to_string_lossy()),
