@@ -45,8 +45,7 @@ pub async fn pull(d: &Daemon, args: &PullArgs) -> Result<()> {
             skip_unpack: false,
         })
         .await
-        .map_err(rpc)
-        .with_context(|| format!("cannot pull {}", args.image))?
+        .map_err(|e| pull_error(&args.image, e))?
         .into_inner();
     let mut image = None;
     loop {
@@ -60,7 +59,7 @@ pub async fn pull(d: &Daemon, args: &PullArgs) -> Result<()> {
             Ok(None) => break,
             Err(e) => {
                 progress.finish();
-                return Err(rpc(e)).with_context(|| format!("cannot pull {}", args.image));
+                return Err(pull_error(&args.image, e));
             }
         }
     }
@@ -78,6 +77,18 @@ pub async fn pull(d: &Daemon, args: &PullArgs) -> Result<()> {
         println!("pulled {} ({digest})", image.name);
     }
     Ok(())
+}
+
+/// The daemon's pull errors already begin "cannot pull REF: "; the rest
+/// (a connection lost, say) get that prefix here.
+fn pull_error(image: &str, status: tonic::Status) -> anyhow::Error {
+    let named = status.message().starts_with("cannot pull ");
+    let error = rpc(status);
+    if named {
+        error
+    } else {
+        error.context(format!("cannot pull {image}"))
+    }
 }
 
 pub async fn list(d: &Daemon, args: &ImagesArgs) -> Result<()> {

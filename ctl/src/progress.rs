@@ -1,6 +1,7 @@
 //! Pull progress as a person or a script wants it: one bar per layer with
-//! size and speed when stdout is a terminal, otherwise one plain line per
-//! step of each blob (never per chunk, so logs stay short).
+//! size and speed when stdout is a terminal that can draw them, otherwise
+//! (a pipe, a file, `TERM` unset or `dumb`) one plain line per step of each
+//! blob (never per chunk, so logs stay short).
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -24,12 +25,18 @@ pub enum Progress {
     Quiet,
 }
 
+/// Whether the terminal can redraw a line: indicatif draws nothing at all
+/// on a `dumb` one (or with `TERM` unset, as under cron or a bare `env -i`).
+fn draws_bars() -> bool {
+    std::env::var_os("TERM").is_some_and(|term| !term.is_empty() && term != "dumb")
+}
+
 impl Progress {
     pub fn new(quiet: bool) -> Progress {
         if quiet {
             return Progress::Quiet;
         }
-        if std::io::stdout().is_terminal() {
+        if std::io::stdout().is_terminal() && draws_bars() {
             let style = ProgressStyle::with_template(
                 "{prefix:.bold} {msg:<12} [{bar:30}] {bytes:>10}/{total_bytes:<10} {binary_bytes_per_sec:>12} {eta}",
             )

@@ -260,6 +260,7 @@ impl Runtime {
         line.extend(args.iter().map(|a| quote(a)));
         let mut child = Command::new("script")
             .args(["-qec", &line.join(" "), "/dev/null"])
+            .env("TERM", "xterm")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -144,8 +144,10 @@ impl Env {
         } else {
             format!("{setup}; {}", line.join(" "))
         };
+        // A terminal that draws (CI runs with TERM unset, which is `dumb`).
         let mut child = Command::new("script")
             .args(["-qec", &command, "/dev/null"])
+            .env("TERM", "xterm")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -916,9 +918,22 @@ fn pull_draws_bars_on_a_terminal_and_plain_lines_otherwise() {
         "plain lines on a terminal: {screen:?}"
     );
 
+    // A terminal that cannot redraw a line gets the plain lines.
+    let out = fresh.ctl_on_terminal("TERM=dumb; export TERM", &["pull", &reference], b"");
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{screen}\n{}", stderr(&out));
+    assert!(screen.contains("resolving\r\n"), "{screen:?}");
+    assert!(!screen.contains('\x1b'), "{screen:?}");
+
     let out = fresh.ctl(&["pull", &format!("{}/nosuch:1", registry.host())]);
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("nosuch"), "{}", text(&out));
+    assert_eq!(
+        stderr(&out).matches("cannot pull").count(),
+        1,
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -183,6 +183,71 @@ fn the_runtime_binary_is_out_of_reach_through_proc_exe() {
 }
 
 #[test]
+fn a_process_with_cap_sys_ptrace_cannot_rewrite_the_runtime_binary() {
+    if !can_run() {
+        return;
+    }
+    // CVE-2019-5736 with CAP_SYS_PTRACE, which non-dumpable does not stop:
+    // open /proc/1/exe while the created init is berth, wait until `start`
+    // replaced it, then write through the descriptor. berth runs from a
+    // read-only view of itself, so the write fails. A copy of the binary is
+    // the target, so that a failure here breaks no other test.
+    let mut berth = Runtime::berth();
+    let copy_dir = std::env::temp_dir().join(unique("berth-it-exe"));
+    std::fs::create_dir_all(&copy_dir).unwrap();
+    berth.bin = copy_dir.join("berth");
+    std::fs::copy(berth_bin(), &berth.bin).unwrap();
+    let original = std::fs::read(&berth.bin).unwrap();
+
+    let mut bundle = Bundle::new("exe-ptrace");
+    bundle.config["root"]["readonly"] = json!(false);
+    bundle.args(&["/bin/sleep", "1000"]);
+    bundle.write();
+    let rootfs = bundle.dir.join("rootfs");
+    let id = unique("exe-ptrace");
+    let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Detached: the attacker outlives every berth process, so nothing
+    // executes the binary any more when it writes.
+    let out = berth.exec(&[
+        "exec",
+        "-d",
+        "--cap",
+        "CAP_SYS_PTRACE",
+        &id,
+        "/bin/sh",
+        "-c",
+        "exec 3< /proc/1/exe || exit 10; touch /opened; \
+         while [ ! -e /go ]; do sleep 0.05; done; \
+         { echo x >> /proc/self/fd/3 && echo WROTE; readlink /proc/self/fd/3; } > /partial 2>&1; mv /partial /result",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let wait_for = |name: &str| {
+        let start = std::time::Instant::now();
+        while !rootfs.join(name).exists() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "no /{name} in the container"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    wait_for("opened");
+    let out = berth.exec(&["start", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::write(rootfs.join("go"), "").unwrap();
+    wait_for("result");
+    let result = std::fs::read_to_string(rootfs.join("result")).unwrap();
+    assert!(!result.contains("WROTE"), "{result}");
+    assert!(
+        std::fs::read(&berth.bin).unwrap() == original,
+        "berth was modified: {result}"
+    );
+    assert!(berth.exec(&["delete", "--force", &id]).status.success());
+    let _ = std::fs::remove_dir_all(&copy_dir);
+}
+
+#[test]
 fn exec_with_a_terminal_echoes_typed_input() {
     if !can_run() {
         return;

@@ -16,9 +16,10 @@
 //! - [`exec`]: a new process in a running container;
 //! - [`seccomp`]: profiles compiled to BPF, and engines' profiles resolved.
 //!
-//! Unlike runc there is no re-exec and no second binary: the runtime clones
-//! the container's init directly (as crun does), so a container costs one
-//! `clone` and one `execve` of the user's program.
+//! There is no second binary and no `init` subcommand: the runtime clones the
+//! container's init directly (as crun does). The one re-execution is
+//! [`sealed_exe`]: `create`, `run` and `exec` first run berth again from a
+//! read-only view of itself, so the container can never write the binary.
 
 pub mod capabilities;
 pub mod cgroups;
@@ -37,6 +38,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod safe_path;
+pub mod sealed_exe;
 pub mod seccomp;
 pub mod spec;
 pub mod state;

@@ -458,6 +458,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     let Some(command) = &cli.command else {
         anyhow::bail!("no command given (see berth --help)");
     };
+    if matches!(
+        command,
+        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
+    ) {
+        berth_runtime::sealed_exe::ensure()?;
+    }
     match command {
         Command::Create(args) => {
             container::create(root, &create_options(args, false))?;
