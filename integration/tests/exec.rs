@@ -192,12 +192,8 @@ fn a_process_with_cap_sys_ptrace_cannot_rewrite_the_runtime_binary() {
     // replaced it, then write through the descriptor. berth runs from a
     // read-only view of itself, so the write fails. A copy of the binary is
     // the target, so that a failure here breaks no other test.
-    let mut berth = Runtime::berth();
-    let copy_dir = std::env::temp_dir().join(unique("berth-it-exe"));
-    std::fs::create_dir_all(&copy_dir).unwrap();
-    berth.bin = copy_dir.join("berth");
-    std::fs::copy(berth_bin(), &berth.bin).unwrap();
-    let original = std::fs::read(&berth.bin).unwrap();
+    let target = BinaryCopy::new();
+    let berth = &target.berth;
 
     let mut bundle = Bundle::new("exe-ptrace");
     bundle.config["root"]["readonly"] = json!(false);
@@ -222,29 +218,140 @@ fn a_process_with_cap_sys_ptrace_cannot_rewrite_the_runtime_binary() {
          { echo x >> /proc/self/fd/3 && echo WROTE; readlink /proc/self/fd/3; } > /partial 2>&1; mv /partial /result",
     ]);
     assert!(out.status.success(), "{}", text(&out));
-    let wait_for = |name: &str| {
-        let start = std::time::Instant::now();
-        while !rootfs.join(name).exists() {
-            assert!(
-                start.elapsed() < std::time::Duration::from_secs(30),
-                "no /{name} in the container"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-    };
-    wait_for("opened");
+    wait_for_file(&rootfs, "opened");
     let out = berth.exec(&["start", &id]);
     assert!(out.status.success(), "{}", text(&out));
     std::fs::write(rootfs.join("go"), "").unwrap();
-    wait_for("result");
+    wait_for_file(&rootfs, "result");
     let result = std::fs::read_to_string(rootfs.join("result")).unwrap();
-    assert!(!result.contains("WROTE"), "{result}");
-    assert!(
-        std::fs::read(&berth.bin).unwrap() == original,
-        "berth was modified: {result}"
-    );
+    target.assert_untouched(&result);
     assert!(berth.exec(&["delete", "--force", &id]).status.success());
-    let _ = std::fs::remove_dir_all(&copy_dir);
+}
+
+/// A copy of berth to attack, so that an attack that works breaks no
+/// other test.
+struct BinaryCopy {
+    /// Dropped first: it cleans its containers up with the copy.
+    berth: Runtime,
+    _dir: RemovedOnDrop,
+    original: Vec<u8>,
+}
+
+struct RemovedOnDrop(std::path::PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl BinaryCopy {
+    fn new() -> BinaryCopy {
+        let mut berth = Runtime::berth();
+        let dir = std::env::temp_dir().join(unique("berth-it-exe"));
+        std::fs::create_dir_all(&dir).unwrap();
+        berth.bin = dir.join("berth");
+        std::fs::copy(berth_bin(), &berth.bin).unwrap();
+        let original = std::fs::read(&berth.bin).unwrap();
+        BinaryCopy {
+            berth,
+            _dir: RemovedOnDrop(dir),
+            original,
+        }
+    }
+
+    /// The attacker's report says the write failed, and the file agrees.
+    fn assert_untouched(&self, report: &str) {
+        assert!(!report.contains("WROTE"), "{report}");
+        assert!(
+            report.contains("Read-only file system") || report.contains("Operation not permitted"),
+            "{report}"
+        );
+        assert!(
+            std::fs::read(&self.berth.bin).unwrap() == self.original,
+            "berth was modified: {report}"
+        );
+    }
+}
+
+/// Waits (up to 30 s) for the container to create `/name`.
+fn wait_for_file(rootfs: &std::path::Path, name: &str) {
+    let start = std::time::Instant::now();
+    while !rootfs.join(name).exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(30),
+            "no /{name} in the container"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_entry_point_of_proc_self_exe_cannot_rewrite_the_runtime_binary() {
+    if !can_run() {
+        return;
+    }
+    // CVE-2019-5736 as published, no capability needed: a program whose
+    // interpreter is /proc/self/exe makes the kernel run the runtime's own
+    // binary as a container process (dumpable again after execve). Held on
+    // a full stderr pipe, it stays long enough for a container process to
+    // open /proc/PID/exe, kill it and write through the descriptor.
+    let target = BinaryCopy::new();
+    let berth = &target.berth;
+    let (bundle, id) = running(berth, "exe-shebang");
+    let rootfs = bundle.rootfs();
+    std::fs::write(rootfs.join("evil"), "#!/proc/self/exe\n").unwrap();
+    std::fs::set_permissions(
+        rootfs.join("evil"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(
+        rootfs.join("attack"),
+        "while :; do\n\
+           for p in /proc/[0-9]*; do\n\
+             case \"$(busybox readlink $p/exe 2>/dev/null)\" in\n\
+               *berth) exec 3< $p/exe && { busybox kill -9 ${p#/proc/}; break 2; } ;;\n\
+             esac\n\
+           done\n\
+         done\n\
+         busybox sleep 0.3\n\
+         { echo x >> /proc/self/fd/3 && echo WROTE; busybox readlink /proc/self/fd/3; } > /partial 2>&1\n\
+         busybox mv /partial /result\n",
+    )
+    .unwrap();
+    let out = berth.exec(&["exec", "-d", &id, "/bin/sh", "/attack"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let (hold, stderr) = full_pipe();
+    let status = berth
+        .command(&["exec", "-d", &id, "/evil"])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_file(&rootfs, "result");
+    drop(hold);
+    let result = std::fs::read_to_string(rootfs.join("result")).unwrap();
+    target.assert_untouched(&result);
+    assert!(berth.exec(&["delete", "--force", &id]).status.success());
+}
+
+/// A pipe whose buffer is full (a blocking write end, for a child's
+/// stderr) and its read end, which nobody reads.
+fn full_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&write);
+    // SAFETY: fcntl and write on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        let chunk = [b'x'; 4096];
+        while libc::write(fd, chunk.as_ptr().cast(), chunk.len()) > 0 {}
+        libc::fcntl(fd, libc::F_SETFL, flags);
+    }
+    (read, write)
 }
 
 #[test]
