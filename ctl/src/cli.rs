@@ -405,6 +405,9 @@ pub struct RmArgs {
     /// Kill running containers first.
     #[arg(long, short = 'f')]
     pub force: bool,
+    /// Remove the containers' anonymous volumes too.
+    #[arg(long, short = 'v')]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }

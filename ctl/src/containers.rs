@@ -145,11 +145,12 @@ async fn start_task(d: &Daemon, id: &str, exec_id: &str) -> Result<()> {
     Ok(())
 }
 
-async fn remove(d: &Daemon, id: &str, force: bool) -> Result<()> {
+async fn remove(d: &Daemon, id: &str, force: bool, volumes: bool) -> Result<()> {
     d.containers()
         .delete(pb::DeleteContainerRequest {
             id: id.to_string(),
             force,
+            volumes,
         })
         .await
         .map_err(rpc)
@@ -171,7 +172,8 @@ pub async fn run(d: &Daemon, a: &RunArgs) -> Result<i32> {
     }
     let result = attached_run(d, &c, a.container.tty, a.container.interactive).await;
     if a.rm {
-        if let Err(e) = remove(d, &c.id, true).await {
+        // As docker's --rm: the anonymous volumes go with the container.
+        if let Err(e) = remove(d, &c.id, true, true).await {
             eprintln!("berthctl: {e:#}");
         }
     }
@@ -456,7 +458,7 @@ pub async fn kill(d: &Daemon, a: &KillArgs) -> Result<i32> {
 
 pub async fn rm(d: &Daemon, a: &RmArgs) -> Result<i32> {
     for_each(&a.containers, |name| async move {
-        remove(d, &name, a.force).await.map_err(|e| {
+        remove(d, &name, a.force, a.volumes).await.map_err(|e| {
             if format!("{e:#}").contains("running") && !a.force {
                 e.context("stop it first, or use rm -f")
             } else {

@@ -230,6 +230,7 @@ impl Containers {
             snapshot: None,
             bundle: None,
             mounted: None,
+            anonymous: Vec::new(),
         };
         std::fs::create_dir_all(&self.bundles).map_err(io("create", &self.bundles))?;
         // Bundles hold the spec the container runs with: root's alone.
@@ -261,7 +262,13 @@ impl Containers {
             }
             let source = match kind {
                 Kind::Volume => {
-                    let volume = self.volumes.get_or_create(&m.source)?;
+                    let volume = if m.source.is_empty() {
+                        let volume = self.volumes.create_anonymous(&id)?;
+                        undo.anonymous.push(volume.name.clone());
+                        volume
+                    } else {
+                        self.volumes.get_or_create(&m.source)?
+                    };
                     self.volumes.seed(
                         &volume.name,
                         volumes::open_seed_source(&rootfs, &m.destination),
@@ -360,9 +367,10 @@ impl Containers {
         mount_rootfs(&record.id, &mounts, &rootfs)
     }
 
-    /// Removes the record, the rootfs mount, the snapshot and the bundle.
-    /// The caller has made sure no task runs.
-    pub fn delete(&self, id: &str) -> Result<()> {
+    /// Removes the record, the rootfs mount, the snapshot and the bundle,
+    /// and with `volumes` the container's anonymous volumes. The caller has
+    /// made sure no task runs.
+    pub fn delete(&self, id: &str, volumes: bool) -> Result<()> {
         let record = self.resolve(id)?;
         let rootfs = record.rootfs();
         unmount(&rootfs);
@@ -375,6 +383,14 @@ impl Containers {
             txn.delete(Table::Containers, &record.id)?;
             Ok::<_, Error>(())
         })?;
+        if volumes {
+            for name in &record.volumes {
+                if self.volumes.is_anonymous_of(name, &record.id)? {
+                    let users = self.volume_users(name)?;
+                    self.volumes.remove(name, &users)?;
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -409,6 +425,8 @@ struct Undo<'a> {
     snapshot: Option<String>,
     bundle: Option<PathBuf>,
     mounted: Option<PathBuf>,
+    /// Anonymous volumes made for this container.
+    anonymous: Vec<String>,
 }
 
 impl Undo<'_> {
@@ -416,6 +434,7 @@ impl Undo<'_> {
         self.snapshot = None;
         self.bundle = None;
         self.mounted = None;
+        self.anonymous.clear();
     }
 }
 
@@ -429,6 +448,9 @@ impl Drop for Undo<'_> {
         }
         if let Some(bundle) = self.bundle.take() {
             let _ = std::fs::remove_dir_all(bundle);
+        }
+        for name in self.anonymous.drain(..) {
+            let _ = self.containers.volumes.remove(&name, &[]);
         }
     }
 }

@@ -473,7 +473,7 @@ impl Tasks {
             let tasks = self.clone();
             let id = id.to_string();
             tokio::spawn(async move {
-                let _ = tasks.delete_container(&id, false).await;
+                let _ = tasks.delete_container(&id, false, true).await;
                 tasks.hub.publish(
                     "/containers/delete",
                     "berth.v1.DeleteContainerRequest",
@@ -1162,7 +1162,13 @@ impl Tasks {
     }
 
     /// Deletes a container: its task first (killed when `force`).
-    pub async fn delete_container(self: &Arc<Self>, id: &str, force: bool) -> Result<()> {
+    /// `volumes`: its anonymous volumes go too (`rm -v`, `--rm`).
+    pub async fn delete_container(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         let record = self.containers.resolve(id)?;
         if self.shim_of(&record.id).is_some() {
             if !force {
@@ -1196,7 +1202,7 @@ impl Tasks {
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
         }
-        self.containers.delete(&record.id)?;
+        self.containers.delete(&record.id, volumes)?;
         self.forget(&record.id);
         Ok(())
     }

@@ -51,6 +51,9 @@ pub struct Volumes {
     db: Arc<Db>,
 }
 
+/// The label an anonymous volume carries: the id of its container.
+pub const ANONYMOUS_LABEL: &str = "berth.anonymous-of";
+
 /// Docker's rule for names of containers and volumes.
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
@@ -128,6 +131,22 @@ impl Volumes {
         self.db
             .get(Table::Volumes, name)?
             .ok_or_else(|| Error::NotFound(name.to_string()))
+    }
+
+    /// A fresh volume with a random name for `-v /DST`, labelled with the
+    /// container it belongs to (removed with it by `rm -v` and `--rm`).
+    pub fn create_anonymous(&self, container: &str) -> Result<VolumeRecord> {
+        let labels = BTreeMap::from([(ANONYMOUS_LABEL.to_string(), container.to_string())]);
+        self.create("", labels)
+    }
+
+    /// Whether `name` is the anonymous volume of `container`.
+    pub fn is_anonymous_of(&self, name: &str, container: &str) -> Result<bool> {
+        Ok(self
+            .get(name)?
+            .labels
+            .get(ANONYMOUS_LABEL)
+            .is_some_and(|owner| owner == container))
     }
 
     /// The volume, created if it does not exist (`-v NAME:/dst`).

@@ -233,7 +233,7 @@ impl pb::containers_server::Containers for Workloads {
     ) -> Result<Response<pb::DeleteContainerResponse>, Status> {
         let request = request.into_inner();
         self.tasks
-            .delete_container(&request.id, request.force)
+            .delete_container(&request.id, request.force, request.volumes)
             .await
             .map_err(tasks_status)?;
         self.hub.publish(

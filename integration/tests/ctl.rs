@@ -613,6 +613,49 @@ fn bind_mounts_and_named_volumes_read_and_write() {
     env.ok(&["volume", "rm", &volume]);
     assert!(!env.ok(&["volume", "ls", "-q"]).contains(&volume));
 
+    // Anonymous volumes (`-v /DST`): seeded like named ones, gone with a
+    // --rm container, kept by a plain rm (as docker does), removed by rm -v.
+    let volumes = || env.ok(&["volume", "ls", "-q"]).lines().count();
+    let before = volumes();
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-v",
+        "/data",
+        "busybox:ctl",
+        "cat",
+        "/data/seed.txt",
+    ]);
+    assert_eq!(stdout(&out), "from the image\n", "{}", text(&out));
+    assert_eq!(volumes(), before, "--rm left its anonymous volume");
+    for name in ["anon-kept", "anon-gone"] {
+        env.ok(&[
+            "create",
+            "--name",
+            name,
+            "-v",
+            "/data",
+            "busybox:ctl",
+            "true",
+        ]);
+    }
+    assert_eq!(volumes(), before + 2);
+    env.ok(&["rm", "anon-kept"]);
+    env.ok(&["rm", "-v", "anon-gone"]);
+    assert_eq!(volumes(), before + 1);
+    // A create that fails after making its anonymous volume leaves none.
+    let out = env.ctl(&[
+        "create",
+        "-v",
+        "/data",
+        "-v",
+        "/no/such/dir:/x",
+        "busybox:ctl",
+        "true",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(volumes(), before + 1, "a failed create left its volume");
+
     // A bind mount: read-write, then read-only.
     let host = std::env::temp_dir().join(unique("ctl-bind"));
     std::fs::create_dir_all(&host).unwrap();

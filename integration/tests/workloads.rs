@@ -235,6 +235,7 @@ impl Env {
             c.delete(pb::DeleteContainerRequest {
                 id: id.to_string(),
                 force,
+                volumes: true,
             })
             .await
             .map(drop)
