@@ -1145,6 +1145,18 @@ impl Tasks {
                         r.state.finished_at = now_secs();
                         r.state.pid = 0;
                     })?;
+                    if record.settings().auto_remove {
+                        // A `run -d --rm` that ended while the daemon was
+                        // away: removed as it would have been (no restart
+                        // policy can go with auto_remove).
+                        if let Err(e) = self.delete_container(&record.id, false, true).await {
+                            eprintln!(
+                                "berth-imaged: cannot remove {} (--rm) after its end: {e}",
+                                record.name
+                            );
+                        }
+                        continue;
+                    }
                     let policy = record.settings().restart.unwrap_or_default();
                     use pb::restart_policy::Kind;
                     let again = match Kind::try_from(policy.kind).unwrap_or(Kind::No) {

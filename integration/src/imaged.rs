@@ -533,7 +533,8 @@ impl Daemon {
         d
     }
 
-    fn spawn(&mut self) {
+    /// Starts the daemon (again, after [`Daemon::kill9`] or [`Daemon::stop`]).
+    pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -578,6 +578,47 @@ fn restart_policies_restart_failures_up_to_their_limit_and_always_survives_a_dae
 }
 
 #[test]
+fn an_auto_remove_container_that_ends_while_the_daemon_is_down_is_removed_at_its_restart() {
+    if !can_run_images() {
+        return;
+    }
+    let mut env = Env::start();
+    env.busybox("busybox:gone");
+    let mut config = busybox_config("busybox:gone", &["sleep", "1"]);
+    config.auto_remove = true;
+    config.mounts = vec![pb::ContainerMount {
+        kind: pb::container_mount::Kind::Volume as i32,
+        source: String::new(),
+        destination: "/data".into(),
+        read_only: false,
+    }];
+    let c = env.create("gone", config).unwrap();
+    env.start_task(&c.id).unwrap();
+    let pid = env.get(&c.id).unwrap().pid;
+    env.daemon.kill9();
+    let start = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "sleep 1 never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    env.daemon.spawn();
+    let err = env.get(&c.id).map(|c| c.status).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert_nothing_left(&env, &c);
+    let mut v = env.volumes();
+    let volumes = env
+        .daemon
+        .block_on(async move { v.list(pb::ListVolumesRequest {}).await })
+        .unwrap()
+        .into_inner()
+        .volumes;
+    assert!(volumes.is_empty(), "anonymous volume left: {volumes:?}");
+}
+
+#[test]
 fn a_named_volume_keeps_its_data_and_is_not_removed_while_in_use() {
     if !can_run_images() {
         return;
