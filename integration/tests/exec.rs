@@ -295,7 +295,8 @@ fn an_entry_point_of_proc_self_exe_cannot_rewrite_the_runtime_binary() {
     // interpreter is /proc/self/exe makes the kernel run the runtime's own
     // binary as a container process (dumpable again after execve). Held on
     // a full stderr pipe, it stays long enough for a container process to
-    // open /proc/PID/exe, kill it and write through the descriptor.
+    // open /proc/PID/exe, kill it and write through the descriptor. (The
+    // link reads "/" when the binary is the root of berth's bind mount.)
     let target = BinaryCopy::new();
     let berth = &target.berth;
     let (bundle, id) = running(berth, "exe-shebang");
@@ -311,7 +312,7 @@ fn an_entry_point_of_proc_self_exe_cannot_rewrite_the_runtime_binary() {
         "while :; do\n\
            for p in /proc/[0-9]*; do\n\
              case \"$(busybox readlink $p/exe 2>/dev/null)\" in\n\
-               *berth) exec 3< $p/exe && { busybox kill -9 ${p#/proc/}; break 2; } ;;\n\
+               *berth|/) exec 3< $p/exe && { busybox kill -9 ${p#/proc/}; break 2; } ;;\n\
              esac\n\
            done\n\
          done\n\

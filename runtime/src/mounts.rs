@@ -112,9 +112,9 @@ pub fn propagation_flag(name: &str) -> Option<MsFlags> {
     })
 }
 
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
 const MOUNT_ATTR_NOEXEC: u64 = 0x8;
 const MOUNT_ATTR__ATIME: u64 = 0x70;
 const MOUNT_ATTR_NOATIME: u64 = 0x10;
@@ -238,7 +238,7 @@ pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), Mo
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
-struct MountAttr {
+pub(crate) struct MountAttr {
     attr_set: u64,
     attr_clr: u64,
     propagation: u64,
@@ -246,7 +246,7 @@ struct MountAttr {
 }
 
 impl MountAttr {
-    fn new(attr_set: u64, attr_clr: u64) -> MountAttr {
+    pub(crate) fn new(attr_set: u64, attr_clr: u64) -> MountAttr {
         MountAttr {
             attr_set,
             attr_clr,

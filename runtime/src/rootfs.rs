@@ -336,6 +336,8 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
             None::<&str>,
         )
         .map_err(err)?;
+        // Paths resolve in the old root until it is detached.
+        crate::sealed_exe::park_under_old_root();
         nix::mount::umount2(".", MntFlags::MNT_DETACH).map_err(err)?;
     }
     nix::unistd::chdir("/").map_err(err)

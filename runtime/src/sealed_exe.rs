@@ -2,45 +2,58 @@
 //!
 //! Until the user's program replaces it, the container's init (and every
 //! `exec` helper) *is* berth: its `/proc/PID/exe` is the binary on the host.
-//! Being non-dumpable keeps ordinary container processes away from it, but a
-//! process with `CAP_SYS_PTRACE` in the host user namespace (a privileged
-//! container, or `exec --cap CAP_SYS_PTRACE`) can open that file, wait until
-//! berth has stopped running it, reopen it for writing and replace the
-//! runtime every later container runs.
+//! Two ways lead from there to rewriting the runtime every later container
+//! runs: a container process with `CAP_SYS_PTRACE` opens that file (being
+//! non-dumpable stops everyone else), or the user's program is a script
+//! whose interpreter is `/proc/self/exe`, so that the kernel runs berth's
+//! binary again as an ordinary, dumpable container process. Either way the
+//! container then holds a descriptor of the binary and writes through it
+//! once no berth process runs it any more.
 //!
-//! So `create`, `run` and `exec` first execute berth again from a file the
-//! container cannot write whatever its capabilities: the binary seen through
-//! a private, detached overlayfs with no upper layer (a filesystem no remount
-//! can make writable, sharing the page cache with the real binary, gone when
-//! its last process is), or, where overlayfs is missing, a sealed memfd copy.
-//! It costs one `execve` of the static binary.
+//! So `create`, `run` and `exec` first execute berth again from a file
+//! nothing in the container can write: the binary through a detached,
+//! read-only bind mount of its own (gone with the last process running it),
+//! or, where the mount API is missing, a sealed memfd copy. A binary that
+//! already sits on a read-only mount is run as it is. The cost is one
+//! `execve` of the static binary.
+//!
+//! Closing the last descriptor of a detached mount unmounts it, and every
+//! unmount waits for an RCU grace period (about a millisecond on a small
+//! VM). So the re-executed process keeps the mount's descriptor, and a
+//! container's init attaches the mount under the host's old root just
+//! before it detaches that (see [`park_under_old_root`]): both go in the
+//! one unmount `pivot_root` needs anyway.
+//!
+//! What the bind mount does not stop is a container that holds
+//! `CAP_SYS_ADMIN` in the host's user namespace (it could clear the
+//! read-only flag of that detached mount): such a container can write the
+//! host's block devices anyway.
 
 use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-const OVERLAYFS_SUPER_MAGIC: libc::c_long = 0x794c_7630;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
-const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+use crate::mounts::{MountAttr, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
-/// Set across the re-execution: a second pass that still finds the binary
-/// unprotected is an error, not a loop.
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+
+/// Set across the re-execution (to `FD:PATH`, the bind mount's descriptor
+/// and the binary's path on the host, or to `-`): a second pass that still
+/// finds the binary writable is an error, not a loop.
 const REEXECUTED: &str = "_BERTH_SEALED_EXE";
+
+/// The bind mount this process runs from, and where its binary lives on
+/// the host (see [`park_under_old_root`]).
+static MOUNT: std::sync::OnceLock<(OwnedFd, std::path::PathBuf)> = std::sync::OnceLock::new();
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error(
         "cannot protect the runtime binary from the container (CVE-2019-5736): \
-         overlayfs: {overlay}; memfd copy: {memfd}"
+         read-only bind mount: {bind}; memfd copy: {memfd}"
     )]
     NoCopy {
-        overlay: std::io::Error,
+        bind: std::io::Error,
         memfd: std::io::Error,
     },
     #[error("cannot execute the protected runtime binary: {0}")]
@@ -49,51 +62,103 @@ pub enum SealError {
     StillExposed,
 }
 
-/// Returns when this process runs from a protected binary; otherwise
-/// executes one with the same arguments and environment (and does not
-/// return unless that fails).
+/// Returns when this process runs from a binary nobody can write;
+/// otherwise executes such a view of itself with the same arguments and
+/// environment (and does not return unless that fails).
 pub fn ensure() -> Result<(), SealError> {
     let exposed = !is_protected();
-    if std::env::var_os(REEXECUTED).is_some() {
+    if let Some(marker) = std::env::var_os(REEXECUTED) {
         std::env::remove_var(REEXECUTED);
-        return if exposed {
-            Err(SealError::StillExposed)
-        } else {
-            Ok(())
-        };
+        if exposed {
+            return Err(SealError::StillExposed);
+        }
+        keep_mount(&marker.to_string_lossy());
+        return Ok(());
     }
     if !exposed {
         return Ok(());
     }
-    let exe = match overlay_view() {
-        Ok(fd) => fd,
-        Err(overlay) => memfd_copy().map_err(|memfd| SealError::NoCopy { overlay, memfd })?,
+    let (exe, marker) = match read_only_bind() {
+        Ok(tree) => {
+            let host_path = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+            // Inherited by the new image (see `keep_mount`).
+            // SAFETY: clearing FD_CLOEXEC on our own descriptor.
+            unsafe { libc::fcntl(tree.as_raw_fd(), libc::F_SETFD, 0) };
+            let marker = format!("{}:{}", tree.as_raw_fd(), host_path.display());
+            (tree, marker)
+        }
+        Err(bind) => (
+            memfd_copy().map_err(|memfd| SealError::NoCopy { bind, memfd })?,
+            "-".to_string(),
+        ),
     };
-    std::env::set_var(REEXECUTED, "1");
+    std::env::set_var(REEXECUTED, marker);
     let error = execute(&exe);
     std::env::remove_var(REEXECUTED);
     Err(SealError::Exec(error))
 }
 
+/// Takes over the bind mount's descriptor that the previous image left
+/// open (close-on-exec from here: no program berth starts inherits it).
+fn keep_mount(marker: &str) {
+    let Some((fd, path)) = marker.split_once(':') else {
+        return;
+    };
+    let Ok(fd) = fd.parse::<RawFd>() else {
+        return;
+    };
+    // SAFETY: the descriptor is the one the previous image opened and
+    // named in the marker; checking it is ours before owning it.
+    unsafe {
+        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
+            return;
+        }
+        let _ = MOUNT.set((OwnedFd::from_raw_fd(fd), path.into()));
+    }
+}
+
+/// Called by a container's init between `pivot_root(".", ".")` and the
+/// detach of the old root stacked on "/": attaches the binary's bind mount
+/// over the binary's own path in that old root, so that the one detach
+/// unmounts both (saving the grace period that closing the detached
+/// mount's last descriptor would cost). Best effort: when it cannot, the
+/// mount goes when the last berth process exits.
+pub fn park_under_old_root() {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    let Some((tree, path)) = MOUNT.get() else {
+        return;
+    };
+    let Ok(target) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    // SAFETY: move_mount of our detached tree onto a NUL-terminated path.
+    unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            target.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+}
+
 /// Whether `/proc/self/exe` is a file nobody can write: on a read-only
-/// overlayfs, or a memfd sealed against writes.
+/// mount, or a memfd sealed against writes.
 pub fn is_protected() -> bool {
     let Ok(exe) = std::fs::File::open("/proc/self/exe") else {
         return false;
     };
     let fd = exe.as_raw_fd();
-    // SAFETY: fcntl, fstatfs and fstatvfs on a descriptor we own, into a zeroed struct.
+    // SAFETY: fcntl and fstatvfs on a descriptor we own, into a zeroed struct.
     unsafe {
         let seals = libc::fcntl(fd, libc::F_GET_SEALS);
         if seals >= 0 && seals & libc::F_SEAL_WRITE != 0 {
             return true;
         }
-        let mut fs: libc::statfs = std::mem::zeroed();
         let mut vfs: libc::statvfs = std::mem::zeroed();
-        libc::fstatfs(fd, &mut fs) == 0
-            && fs.f_type == OVERLAYFS_SUPER_MAGIC
-            && libc::fstatvfs(fd, &mut vfs) == 0
-            && vfs.f_flag & libc::ST_RDONLY != 0
+        libc::fstatvfs(fd, &mut vfs) == 0 && vfs.f_flag & libc::ST_RDONLY != 0
     }
 }
 
@@ -109,95 +174,35 @@ fn owned(fd: libc::c_long) -> std::io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn fsopen(fstype: &str) -> std::io::Result<OwnedFd> {
-    let name = CString::new(fstype).expect("no NUL");
-    // SAFETY: fsopen with a NUL-terminated name.
-    owned(unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) })
-}
-
-fn fsconfig(
-    fs: &OwnedFd,
-    command: libc::c_uint,
-    key: Option<&str>,
-    value: Option<&[u8]>,
-) -> std::io::Result<()> {
-    let key = key.map(|k| CString::new(k).expect("no NUL"));
-    let value = value.map(|v| CString::new(v).expect("no NUL"));
-    let ptr = |s: &Option<CString>| s.as_ref().map_or(std::ptr::null(), |s| s.as_ptr());
-    // SAFETY: fsconfig with NUL-terminated strings (or NULL) that outlive the call.
+/// The binary as the root of a detached bind mount of that one file,
+/// read-only, nosuid and nodev: an `O_PATH` descriptor to execute.
+fn read_only_bind() -> std::io::Result<OwnedFd> {
+    let exe = CString::new("/proc/self/exe").expect("no NUL");
+    // SAFETY: open_tree of a NUL-terminated path.
+    let tree = owned(unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            exe.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    })?;
+    let attr = MountAttr::new(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0);
+    // SAFETY: mount_setattr on our detached mount with an attr of the size passed.
     let rc = unsafe {
         libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            command,
-            ptr(&key),
-            ptr(&value),
-            0,
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
         )
     };
-    if rc < 0 {
+    if rc != 0 {
         return Err(last_error());
     }
-    Ok(())
-}
-
-/// A detached mount of the configured filesystem: a directory descriptor.
-fn fsmount(fs: &OwnedFd, attributes: libc::c_uint) -> std::io::Result<OwnedFd> {
-    fsconfig(fs, FSCONFIG_CMD_CREATE, None, None)?;
-    // SAFETY: fsmount of a created filesystem context.
-    owned(unsafe {
-        libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            attributes,
-        )
-    })
-}
-
-/// The binary seen through a detached overlayfs of its directory over an
-/// empty tmpfs (overlayfs wants two lower layers when it has no upper one).
-fn overlay_view() -> std::io::Result<OwnedFd> {
-    let path = std::fs::read_link("/proc/self/exe")?;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(std::io::Error::other(format!(
-            "{} has no directory",
-            path.display()
-        )));
-    };
-    let dir = std::fs::File::open(dir)?;
-    let tmpfs = fsopen("tmpfs")?;
-    let empty = fsmount(
-        &tmpfs,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOEXEC | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    )?;
-    // The layers by descriptor: no escaping of ':' or ',' in the path.
-    let lower = format!(
-        "/proc/self/fd/{}:/proc/self/fd/{}",
-        dir.as_raw_fd(),
-        empty.as_raw_fd()
-    );
-    let overlay = fsopen("overlay")?;
-    fsconfig(
-        &overlay,
-        FSCONFIG_SET_STRING,
-        Some("lowerdir"),
-        Some(lower.as_bytes()),
-    )?;
-    let view = fsmount(
-        &overlay,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-    )?;
-    let name = CString::new(name.as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: openat relative to the detached mount's root.
-    let fd = unsafe {
-        libc::openat(
-            view.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
-        )
-    };
-    owned(fd as libc::c_long)
+    Ok(tree)
 }
 
 /// A copy of the binary in a memfd sealed against every change.
@@ -237,13 +242,12 @@ fn execute(exe: &OwnedFd) -> std::io::Error {
         p
     };
     let (argv, envp) = (pointers(&args), pointers(&env));
-    let empty = CString::default();
     // SAFETY: NULL-terminated arrays of strings that outlive the call.
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
             exe.as_raw_fd(),
-            empty.as_ptr(),
+            c"".as_ptr(),
             argv.as_ptr(),
             envp.as_ptr(),
             libc::AT_EMPTY_PATH,
@@ -257,24 +261,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn both_copies_are_read_only_executables() {
+    fn both_copies_are_unwritable_and_whole() {
         if !nix::unistd::geteuid().is_root() {
             return;
         }
-        for (how, fd) in [("overlay", overlay_view()), ("memfd", memfd_copy())] {
-            let fd = fd.unwrap_or_else(|e| panic!("{how}: {e}"));
-            let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
-            let written = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"));
-            let error = written.unwrap_err();
-            assert!(
-                matches!(error.raw_os_error(), Some(libc::EROFS | libc::EPERM)),
-                "{how}: {error}"
-            );
-            let original = std::fs::read("/proc/self/exe").unwrap();
-            assert_eq!(std::fs::read(&path).unwrap(), original, "{how}");
-        }
+        let original = std::fs::read("/proc/self/exe").unwrap();
+        // The bind mount: read-only (a write would fail with ETXTBSY first
+        // here, this test binary being the running file).
+        let tree = read_only_bind().unwrap();
+        // SAFETY: fstatvfs on our descriptor into a zeroed struct.
+        let flags = unsafe {
+            let mut vfs: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::fstatvfs(tree.as_raw_fd(), &mut vfs), 0);
+            vfs.f_flag
+        };
+        assert_ne!(flags & libc::ST_RDONLY, 0, "bind mount is writable");
+        let path = format!("/proc/self/fd/{}", tree.as_raw_fd());
+        assert_eq!(std::fs::read(&path).unwrap(), original, "bind");
+        // The memfd: sealed against writes.
+        let copy = memfd_copy().unwrap();
+        let path = format!("/proc/self/fd/{}", copy.as_raw_fd());
+        let written = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"x"));
+        assert_eq!(written.unwrap_err().raw_os_error(), Some(libc::EPERM));
+        assert_eq!(std::fs::read(&path).unwrap(), original, "memfd");
     }
 }
