@@ -5,7 +5,7 @@
 //! attributes (`mount_setattr(2)` with `AT_RECURSIVE`) and filesystem data.
 
 use std::ffi::CString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
@@ -209,36 +209,50 @@ pub fn mount(
 
 /// Applies recursive attributes to the mount tree at `target` (an `O_PATH` fd path).
 pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), MountError> {
-    let attr = MountAttr::new(set, clear);
     let name = cstring(target);
     let dir = std::fs::File::open(target).ok();
-    let (dirfd, path_ptr, flags) = match &dir {
-        Some(file) => (file.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH | 0x8000),
-        None => (libc::AT_FDCWD, name.as_ptr(), 0x8000),
+    let (dirfd, path, flags) = match &dir {
+        Some(file) => (file.as_raw_fd(), c"", libc::AT_EMPTY_PATH | AT_RECURSIVE),
+        None => (libc::AT_FDCWD, name.as_c_str(), AT_RECURSIVE),
     };
-    // SAFETY: valid fd, C string and mount_attr of the size passed.
+    mount_setattr(dirfd, path, flags, set, clear).map_err(|errno| MountError::SetAttr {
+        target: target.display().to_string(),
+        errno,
+    })
+}
+
+const AT_RECURSIVE: libc::c_int = 0x8000;
+
+/// `mount_setattr(2)`: sets then clears `MOUNT_ATTR_*` bits on the mount
+/// at `dirfd` + `path` (`AT_EMPTY_PATH`: the mount of `dirfd` itself).
+pub(crate) fn mount_setattr(
+    dirfd: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    set: u64,
+    clear: u64,
+) -> Result<(), nix::Error> {
+    let attr = MountAttr::new(set, clear);
+    // SAFETY: fd, C string and a mount_attr of the size passed.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             dirfd,
-            path_ptr,
+            path.as_ptr(),
             flags,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
     if rc != 0 {
-        return Err(MountError::SetAttr {
-            target: target.display().to_string(),
-            errno: nix::Error::last(),
-        });
+        return Err(nix::Error::last());
     }
     Ok(())
 }
 
 /// `struct mount_attr` of `mount_setattr(2)`.
 #[repr(C)]
-pub(crate) struct MountAttr {
+struct MountAttr {
     attr_set: u64,
     attr_clr: u64,
     propagation: u64,
@@ -246,7 +260,7 @@ pub(crate) struct MountAttr {
 }
 
 impl MountAttr {
-    pub(crate) fn new(attr_set: u64, attr_clr: u64) -> MountAttr {
+    fn new(attr_set: u64, attr_clr: u64) -> MountAttr {
         MountAttr {
             attr_set,
             attr_clr,
@@ -327,21 +341,7 @@ pub fn bind_tree(
     let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
     let (set, clear) = ms_to_attr(flags);
     if set != 0 || clear != 0 {
-        let attr = MountAttr::new(set, clear);
-        // SAFETY: fd, empty C string and mount_attr of the size passed.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc != 0 {
-            return Err(fail(nix::Error::last()));
-        }
+        mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, clear).map_err(fail)?;
     }
     // SAFETY: both fds are valid; empty paths with the *_EMPTY_PATH flags.
     let rc = unsafe {
