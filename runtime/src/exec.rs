@@ -286,6 +286,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     if options.detach {
         return Ok(0);
     }
+    crate::sealed_exe::release();
     if let Some(master) = relay_end.as_ref().and_then(console::receive_master) {
         return Ok(console::relay(master, pid));
     }

@@ -44,7 +44,7 @@ const REEXECUTED: &str = "_BERTH_SEALED_EXE";
 
 /// The bind mount this process runs from, and where its binary lives on
 /// the host (see [`park_under_old_root`]).
-static MOUNT: std::sync::OnceLock<(OwnedFd, std::path::PathBuf)> = std::sync::OnceLock::new();
+static MOUNT: std::sync::Mutex<Option<(OwnedFd, std::path::PathBuf)>> = std::sync::Mutex::new(None);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -113,8 +113,22 @@ fn keep_mount(marker: &str) {
         if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) != 0 {
             return;
         }
-        let _ = MOUNT.set((OwnedFd::from_raw_fd(fd), path.into()));
+        *lock() = Some((OwnedFd::from_raw_fd(fd), path.into()));
     }
+}
+
+fn lock() -> std::sync::MutexGuard<'static, Option<(OwnedFd, std::path::PathBuf)>> {
+    MOUNT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Closes the bind mount's descriptor now (the mount itself stays while
+/// this process runs from it): `exec` calls it once the container's process
+/// runs, so that the unmount's grace period passes while it runs rather
+/// than when berth exits.
+pub fn release() {
+    drop(lock().take());
 }
 
 /// Called by a container's init between `pivot_root(".", ".")` and the
@@ -125,7 +139,8 @@ fn keep_mount(marker: &str) {
 /// mount goes when the last berth process exits.
 pub fn park_under_old_root() {
     const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    let Some((tree, path)) = MOUNT.get() else {
+    let mount = lock();
+    let Some((tree, path)) = mount.as_ref() else {
         return;
     };
     let Ok(target) = CString::new(path.as_os_str().as_bytes()) else {
