@@ -1214,7 +1214,13 @@ impl Tasks {
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
         }
-        self.containers.delete(&record.id, volumes)?;
+        // Unmounting and removing a rootfs that holds many files can take
+        // seconds: not on one of the daemon's two async threads.
+        let containers = self.containers.clone();
+        let id = record.id.clone();
+        tokio::task::spawn_blocking(move || containers.delete(&id, volumes))
+            .await
+            .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
         self.forget(&record.id);
         Ok(())
     }
