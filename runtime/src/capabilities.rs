@@ -32,14 +32,7 @@ pub enum CapabilityError {
 
 /// `CAP_SYS_ADMIN` → the capability; names are matched case-insensitively, as runc does.
 pub fn parse(name: &str) -> Result<Capability, CapabilityError> {
-    let upper = name.to_ascii_uppercase();
-    let full = if upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    };
-    full.parse::<Capability>()
-        .map_err(|_| CapabilityError::Unknown(name.to_string()))
+    crate::kernel_names::capability(name).ok_or_else(|| CapabilityError::Unknown(name.to_string()))
 }
 
 /// The highest capability the running kernel knows, read once (the `caps`

@@ -32,6 +32,7 @@ pub mod events;
 pub mod exec;
 pub mod hooks;
 pub mod init;
+pub mod kernel_names;
 pub mod log;
 pub mod mounts;
 pub mod namespaces;

@@ -25,32 +25,9 @@ pub enum ProcessError {
     Nul { what: &'static str, value: String },
 }
 
-/// The `RLIMIT_*` resource named in the spec.
-pub fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
-    Some(match kind {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        _ => return None,
-    })
-}
-
 pub fn apply_rlimits(rlimits: &[Rlimit]) -> Result<(), ProcessError> {
     for rlimit in rlimits {
-        let Some(resource) = rlimit_resource(&rlimit.kind) else {
+        let Some(resource) = crate::kernel_names::rlimit(&rlimit.kind) else {
             continue;
         };
         let value = libc::rlimit {

@@ -593,7 +593,7 @@ impl Spec {
             check_sysctl(key, &private)?;
         }
         for rlimit in &process.rlimits {
-            if crate::process::rlimit_resource(&rlimit.kind).is_none() {
+            if crate::kernel_names::rlimit(&rlimit.kind).is_none() {
                 return invalid(format!("unknown rlimit type {:?}", rlimit.kind));
             }
             if rlimit.soft > rlimit.hard {
@@ -615,8 +615,9 @@ impl Spec {
             .flatten()
             {
                 for name in set {
-                    crate::capabilities::parse(name)
-                        .map_err(|e| SpecError::Invalid(e.to_string()))?;
+                    if crate::kernel_names::capability(name).is_none() {
+                        return invalid(format!("unknown capability {name:?}"));
+                    }
                 }
             }
         }
