@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
+use std::process::Command;
 
 use berth_integration::*;
 use serde_json::json;
@@ -298,8 +299,49 @@ fn an_entry_point_of_proc_self_exe_cannot_rewrite_the_runtime_binary() {
     // open /proc/PID/exe, kill it and write through the descriptor. (The
     // link reads "/" when the binary is the root of berth's bind mount.)
     let target = BinaryCopy::new();
-    let berth = &target.berth;
-    let (bundle, id) = running(berth, "exe-shebang");
+    let report = entry_point_attack(&target.berth, "exe-shebang");
+    target.assert_untouched(&report);
+    assert!(
+        report.contains("\n/\n") || report.ends_with("\n/"),
+        "{report}"
+    );
+}
+
+#[test]
+fn a_binary_on_a_read_only_mount_runs_as_it_is_and_stays_unwritable() {
+    if !can_run() {
+        return;
+    }
+    // The install README suggests for busy hosts: the binary bound
+    // read-only onto itself. berth runs it without re-executing (the link
+    // names the file itself) and the attack above still cannot write it.
+    let target = BinaryCopy::new();
+    let bin = target.berth.bin.to_str().unwrap().to_string();
+    let mount = |args: &[&str]| {
+        let out = Command::new("mount").args(args).output().unwrap();
+        assert!(out.status.success(), "mount {args:?}: {}", text(&out));
+    };
+    mount(&["--bind", &bin, &bin]);
+    let _unmount = Unmount(target.berth.bin.clone());
+    mount(&["-o", "remount,bind,ro", &bin]);
+    let report = entry_point_attack(&target.berth, "exe-ro");
+    target.assert_untouched(&report);
+    assert!(report.contains(&bin), "{report}");
+}
+
+/// Unmounts a path when dropped.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Runs the `#!/proc/self/exe` attack against `berth` and returns what the
+/// attacker wrote down: the write's error, or WROTE, and the file it held.
+fn entry_point_attack(berth: &Runtime, name: &str) -> String {
+    let (bundle, id) = running(berth, name);
     let rootfs = bundle.rootfs();
     std::fs::write(rootfs.join("evil"), "#!/proc/self/exe\n").unwrap();
     std::fs::set_permissions(
@@ -335,8 +377,8 @@ fn an_entry_point_of_proc_self_exe_cannot_rewrite_the_runtime_binary() {
     wait_for_file(&rootfs, "result");
     drop(hold);
     let result = std::fs::read_to_string(rootfs.join("result")).unwrap();
-    target.assert_untouched(&result);
     assert!(berth.exec(&["delete", "--force", &id]).status.success());
+    result
 }
 
 /// A pipe whose buffer is full (a blocking write end, for a child's
