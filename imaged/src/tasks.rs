@@ -474,11 +474,6 @@ impl Tasks {
             let id = id.to_string();
             tokio::spawn(async move {
                 let _ = tasks.delete_container(&id, false, true).await;
-                tasks.hub.publish(
-                    "/containers/delete",
-                    "berth.v1.DeleteContainerRequest",
-                    Vec::new(),
-                );
             });
             return;
         }
@@ -1222,6 +1217,17 @@ impl Tasks {
             .await
             .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
         self.forget(&record.id);
+        // Every removal is announced, whoever asked (a client, --rm, the
+        // recovery at start-up), with the container's id.
+        self.hub.publish(
+            "/containers/delete",
+            "berth.v1.DeleteContainerRequest",
+            prost::Message::encode_to_vec(&pb::DeleteContainerRequest {
+                id: record.id.clone(),
+                force,
+                volumes,
+            }),
+        );
         Ok(())
     }
 

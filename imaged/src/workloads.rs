@@ -236,11 +236,6 @@ impl pb::containers_server::Containers for Workloads {
             .delete_container(&request.id, request.force, request.volumes)
             .await
             .map_err(tasks_status)?;
-        self.hub.publish(
-            "/containers/delete",
-            "berth.v1.DeleteContainerRequest",
-            Vec::new(),
-        );
         Ok(Response::new(pb::DeleteContainerResponse {}))
     }
 }

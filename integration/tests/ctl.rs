@@ -263,14 +263,13 @@ fn run_rm_prints_the_output_and_exits_with_the_containers_status() {
     std::thread::sleep(Duration::from_millis(300));
     let _ = events.kill();
     let seen = events.wait_with_output().unwrap();
-    let topics: Vec<String> = stdout(&seen)
+    let seen: Vec<Value> = stdout(&seen)
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("an event as JSON")["topic"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).expect("an event as JSON"))
+        .collect();
+    let topics: Vec<String> = seen
+        .iter()
+        .map(|e| e["topic"].as_str().unwrap().to_string())
         .collect();
     for topic in [
         "/containers/create",
@@ -283,6 +282,15 @@ fn run_rm_prints_the_output_and_exits_with_the_containers_status() {
             "{topic} missing: {topics:?}"
         );
     }
+    // The delete names the container the create made.
+    let id_of = |topic: &str| {
+        seen.iter()
+            .find(|e| e["topic"] == topic)
+            .map(|e| e["id"].as_str().unwrap_or("").to_string())
+            .unwrap()
+    };
+    assert!(!id_of("/containers/create").is_empty(), "{seen:?}");
+    assert_eq!(id_of("/containers/delete"), id_of("/containers/create"));
 
     let out = env.ctl(&["run", "--rm", "busybox:ctl", "sh", "-c", "exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
