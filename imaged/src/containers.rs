@@ -251,6 +251,8 @@ impl Containers {
 
         let mut resolved = Vec::new();
         let mut volume_names = Vec::new();
+        // Held until the record names the volumes (see `volumes::Claim`).
+        let mut claims = Vec::new();
         for m in &settings.mounts {
             use pb::container_mount::Kind;
             let kind = Kind::try_from(m.kind).unwrap_or(Kind::Bind);
@@ -264,9 +266,11 @@ impl Containers {
                 Kind::Volume => {
                     let volume = if m.source.is_empty() {
                         let volume = self.volumes.create_anonymous(&id)?;
+                        claims.push(self.volumes.claim(&volume.name));
                         undo.anonymous.push(volume.name.clone());
                         volume
                     } else {
+                        claims.push(self.volumes.claim(&m.source));
                         self.volumes.get_or_create(&m.source)?
                     };
                     self.volumes.seed(

@@ -3,10 +3,10 @@
 //! point the first time a container mounts it, as docker does, and cannot
 //! be removed while a container uses it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +22,8 @@ pub enum Error {
     InvalidName(String),
     #[error("volume {name} is in use by container {container}: remove the container first")]
     InUse { name: String, container: String },
+    #[error("volume {0} is being mounted by a container that is being created: try again")]
+    Claimed(String),
     #[error("volume {name}: {op} {path}: {source}")]
     Io {
         name: String,
@@ -49,6 +51,38 @@ pub struct VolumeRecord {
 pub struct Volumes {
     root: PathBuf,
     db: Arc<Db>,
+    /// Volumes that creates in progress mount (not yet containers' users):
+    /// the count of claims by name. A remove holds this lock throughout.
+    claims: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// A volume held by a container being created, from before the volume is
+/// looked up until the container's record names it: it cannot be removed
+/// meanwhile (it would vanish under the seeding or the new container).
+#[derive(Debug)]
+pub struct Claim {
+    claims: Arc<Mutex<HashMap<String, usize>>>,
+    name: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = lock(&self.claims);
+        if let Some(count) = claims.get_mut(&self.name) {
+            *count -= 1;
+            if *count == 0 {
+                claims.remove(&self.name);
+            }
+        }
+    }
+}
+
+fn lock(
+    claims: &Mutex<HashMap<String, usize>>,
+) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+    claims
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The label an anonymous volume carries: the id of its container.
@@ -88,7 +122,11 @@ impl Volumes {
             path: root.clone(),
             source,
         })?;
-        Ok(Volumes { root, db })
+        Ok(Volumes {
+            root,
+            db,
+            claims: Arc::default(),
+        })
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -169,13 +207,27 @@ impl Volumes {
             .collect())
     }
 
-    /// Removes the volume unless `users` (the containers mounting it) is not empty.
+    /// Claims `name` for a create in progress (waits while a remove runs).
+    pub fn claim(&self, name: &str) -> Claim {
+        *lock(&self.claims).entry(name.to_string()).or_default() += 1;
+        Claim {
+            claims: self.claims.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// Removes the volume unless `users` (the containers mounting it) is
+    /// not empty or a create in progress has claimed it.
     pub fn remove(&self, name: &str, users: &[String]) -> Result<()> {
         if let Some(container) = users.first() {
             return Err(Error::InUse {
                 name: name.to_string(),
                 container: container.clone(),
             });
+        }
+        let claims = lock(&self.claims);
+        if claims.contains_key(name) {
+            return Err(Error::Claimed(name.to_string()));
         }
         let existed = self.db.write(|txn| txn.delete(Table::Volumes, name))?;
         if !existed {
@@ -353,4 +405,33 @@ pub fn open_seed_source(rootfs: &Path, destination: &str) -> Option<OwnedFd> {
         libc::O_RDONLY | libc::O_DIRECTORY,
     )
     .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claimed_volume_cannot_be_removed_until_the_claim_ends() {
+        let dir = std::env::temp_dir().join(format!("berth-volumes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = Arc::new(Db::open(&dir.join("meta.db")).unwrap());
+        let volumes = Volumes::open(dir.join("volumes"), db).unwrap();
+        volumes.create("data", BTreeMap::new()).unwrap();
+        let first = volumes.claim("data");
+        let second = volumes.claim("data");
+        assert!(matches!(
+            volumes.remove("data", &[]),
+            Err(Error::Claimed(_))
+        ));
+        drop(first);
+        assert!(matches!(
+            volumes.remove("data", &[]),
+            Err(Error::Claimed(_))
+        ));
+        drop(second);
+        volumes.remove("data", &[]).unwrap();
+        assert!(!volumes.path("data").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

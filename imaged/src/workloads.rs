@@ -57,7 +57,7 @@ pub fn volumes_status(e: volumes::Error) -> Status {
         E::NotFound(_) => Status::not_found(msg),
         E::Exists(_) => Status::already_exists(msg),
         E::InvalidName(_) => Status::invalid_argument(msg),
-        E::InUse { .. } => Status::failed_precondition(msg),
+        E::InUse { .. } | E::Claimed(_) => Status::failed_precondition(msg),
         _ => Status::internal(msg),
     }
 }
@@ -718,7 +718,10 @@ impl pb::volumes_server::Volumes for Workloads {
             .containers
             .volume_users(&name)
             .map_err(containers_status)?;
-        self.volumes.remove(&name, &users).map_err(volumes_status)?;
+        let volumes = self.volumes.clone();
+        blocking(move || volumes.remove(&name, &users))
+            .await?
+            .map_err(volumes_status)?;
         Ok(Response::new(pb::RemoveVolumeResponse {}))
     }
 }
