@@ -33,11 +33,10 @@ for b in berthctl berth-imaged containerd-shim-berth-v2 berth; do
 done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-ctl-bench.XXXXXX")
-holder=
-containerd=
 imaged=
 sock=$work/berth.sock
-ctr() { nsenter -t "$holder" -m ctr --address /run/containerd/containerd.sock -n bench "$@"; }
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 berthctl() { "$BIN/berthctl" --address "$sock" "$@"; }
 
 cleanup() {
@@ -47,39 +46,13 @@ cleanup() {
         kill "$imaged" 2>/dev/null
         wait "$imaged" 2>/dev/null
     fi
-    if [[ -n $containerd ]]; then
-        for id in $(ctr task ls -q 2>/dev/null); do ctr task delete --force "$id" >/dev/null 2>&1; done
-        for id in $(ctr containers ls -q 2>/dev/null); do ctr containers rm "$id" >/dev/null 2>&1; done
-        kill "$containerd" 2>/dev/null
-        wait "$containerd" 2>/dev/null
-    fi
-    [[ -n $holder ]] && kill "$holder" 2>/dev/null && wait "$holder" 2>/dev/null
+    bench_stop_containerd
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-# The image: a busybox-static rootfs as a hand-written OCI layout.
-mkdir -p "$work/rootfs/bin" "$work/rootfs/"{proc,sys,dev,tmp,etc} "$work/layout/blobs/sha256"
-cp /bin/busybox "$work/rootfs/bin/"
-for applet in sh true sleep; do ln -s busybox "$work/rootfs/bin/$applet"; done
-blob() { # FILE → prints "digest size" and stores it
-    local d; d=$(sha256sum "$1" | cut -d' ' -f1)
-    cp "$1" "$work/layout/blobs/sha256/$d"
-    echo "$d $(stat -c%s "$1")"
-}
-tar -C "$work/rootfs" --owner=0 --group=0 -cf "$work/layer.tar" .
-read -r ld ls < <(blob "$work/layer.tar")
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$ld" >"$work/config.json"
-read -r cd cs < <(blob "$work/config.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-    "$cd" "$cs" "$ld" "$ls" >"$work/manifest.json"
-read -r md ms < <(blob "$work/manifest.json")
 image=docker.io/library/berth-bench-busybox:1
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-    "$md" "$ms" "$image" "$image" >"$work/layout/index.json"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-tar -C "$work/layout" -cf "$work/image.tar" .
+bench_busybox_image "$image"
 
 # The private berth-imaged.
 "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" \
@@ -89,24 +62,7 @@ imaged=$!
 for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
 berthctl load -q -i "$work/image.tar" >/dev/null
 
-# The private containerd.
-cat >"$work/config.toml" <<EOT
-version = 2
-root = "$work/root"
-state = "/run/containerd"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "/run/containerd/containerd.sock"
-[ttrpc]
-  address = "/run/containerd/containerd.sock.ttrpc"
-EOT
-unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && exec sleep 100000' &
-holder=$!
-for _ in $(seq 100); do grep -q '^tmpfs /run ' "/proc/$holder/mounts" 2>/dev/null && break; sleep 0.05; done
-nsenter -t "$holder" -m containerd --config "$work/config.toml" >"$work/containerd.log" 2>&1 &
-containerd=$!
-for _ in $(seq 200); do ctr version >/dev/null 2>&1 && break; sleep 0.05; done
-ctr images import "$work/image.tar" >/dev/null
+bench_start_containerd
 
 cat >"$work/ctr-run.sh" <<EOT
 #!/bin/sh
@@ -125,11 +81,6 @@ for round in $(seq "$ROUNDS"); do
     hyperfine -N --warmup "$WARMUP" --runs "$((RUNS / ROUNDS))" --export-json "$work/run-$round.json" \
         "${order[@]}" >&2
 done
-median_ms() { # NAME → median over every round's runs, in ms
-    jq -s --arg n "$1" '[.[].results[] | select(.command == $n) | .times[]] | sort |
-        (if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end) * 1000' \
-        "$work"/run-*.json
-}
 berth_ms=$(median_ms berthctl)
 ctr_ms=$(median_ms ctr)
 ratio=$(awk -v a="$berth_ms" -v b="$ctr_ms" 'BEGIN {printf "%.2f", a / b}')
