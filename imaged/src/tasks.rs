@@ -1060,7 +1060,8 @@ impl Tasks {
     /// were running (their bundles' `address` files), resumes reading their
     /// output, and marks those whose shims are gone as stopped. Containers
     /// with `always` (or `unless-stopped`, not stopped by the user) whose
-    /// shims are gone are started again.
+    /// shims are gone are started again, and so are `always` containers a
+    /// client stopped, as docker does at its start.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         for record in self.containers.list()? {
             use pb::container::Status;
@@ -1069,6 +1070,17 @@ impl Tasks {
                 Status::Running | Status::Paused | Status::Restarting
             );
             if !was_running {
+                let always = record
+                    .settings()
+                    .restart
+                    .is_some_and(|policy| policy.kind == pb::restart_policy::Kind::Always as i32);
+                let ran = record.state.started_at != 0;
+                if always && ran && record.status() == Status::Stopped {
+                    // A start as a client's: the stop is forgotten.
+                    if let Err(e) = self.start_init(&record, false).await {
+                        eprintln!("berth-imaged: cannot restart {} (always): {e}", record.name);
+                    }
+                }
                 continue;
             }
             let address =

@@ -570,11 +570,18 @@ fn restart_policies_restart_failures_up_to_their_limit_and_always_survives_a_dae
     });
     env.daemon.restart();
     assert_eq!(env.status(&always.id), pb::container::Status::Running);
-    // Stopped by a client: not restarted.
+    // Stopped by a client: not restarted...
     env.kill(&always.id, 9).unwrap();
     assert_eq!(env.wait(&always.id), 137);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(env.status(&always.id), pb::container::Status::Stopped);
+    // ...until the daemon starts again (docker's `always`).
+    env.daemon.restart();
+    env.until("`always` running again after the daemon's restart", || {
+        env.status(&always.id) == pb::container::Status::Running
+    });
+    env.kill(&always.id, 9).unwrap();
+    assert_eq!(env.wait(&always.id), 137);
 }
 
 #[test]
