@@ -104,13 +104,14 @@ idle() { # NAME FLAGS → prints "rss_kib threads" (means per shim)
         count=$((count + 1))
     done
     ((count > 0)) || die "no $name shims found"
-    echo "$((rss / count)) $(awk -v t="$threads" -v c="$count" 'BEGIN {printf "%.1f", t / c}') $count"
+    # Cleaned up before the line is printed: the reader goes on at once.
     for i in $(seq "$CONTAINERS"); do ctr task kill -s KILL "idle-$name-$i" >/dev/null 2>&1 || true; done
     sleep 1
     for i in $(seq "$CONTAINERS"); do
         ctr task delete "idle-$name-$i" >/dev/null 2>&1 || true
         ctr containers rm "idle-$name-$i" >/dev/null 2>&1 || true
     done
+    echo "$((rss / count)) $(awk -v t="$threads" -v c="$count" 'BEGIN {printf "%.1f", t / c}') $count"
 }
 say "starting $CONTAINERS sleeping containers per shim"
 read -r berth_rss berth_threads berth_count < <(idle berth "$berth_flags")
