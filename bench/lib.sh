@@ -8,30 +8,12 @@ containerd=
 # ctr against the private containerd, in its mount namespace.
 ctr() { nsenter -t "$holder" -m ctr --address /run/containerd/containerd.sock -n bench "$@"; }
 
-# IMAGE → $work/image.tar: a busybox-static rootfs as a hand-written OCI
-# layout (containerd and berth-imaged both import it).
+# shellcheck source=scripts/busybox-oci.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../scripts/busybox-oci.sh"
+
+# IMAGE → $work/image.tar, the busybox image both daemons import.
 bench_busybox_image() {
-    local image=$1
-    mkdir -p "$work/rootfs/bin" "$work/rootfs/"{proc,sys,dev,tmp,etc} "$work/layout/blobs/sha256"
-    cp /bin/busybox "$work/rootfs/bin/"
-    for applet in sh true sleep; do ln -s busybox "$work/rootfs/bin/$applet"; done
-    blob() { # FILE → prints "digest size" and stores it
-        local d; d=$(sha256sum "$1" | cut -d' ' -f1)
-        cp "$1" "$work/layout/blobs/sha256/$d"
-        echo "$d $(stat -c%s "$1")"
-    }
-    tar -C "$work/rootfs" --owner=0 --group=0 -cf "$work/layer.tar" .
-    read -r ld ls < <(blob "$work/layer.tar")
-    printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-        "$ld" >"$work/config.json"
-    read -r cd cs < <(blob "$work/config.json")
-    printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-        "$cd" "$cs" "$ld" "$ls" >"$work/manifest.json"
-    read -r md ms < <(blob "$work/manifest.json")
-    printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
-        "$md" "$ms" "$image" "$image" >"$work/layout/index.json"
-    echo '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-    tar -C "$work/layout" -cf "$work/image.tar" .
+    busybox_oci_archive "$work/image" "$1" "$work/image.tar" sh true sleep
 }
 
 # [PATH-PREFIX] → a private containerd with its own root, state and sockets

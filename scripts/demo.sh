@@ -27,29 +27,8 @@ cleanup() {
 trap cleanup EXIT
 
 # The image: busybox-static as one layer of a hand-written OCI image layout.
-mkdir -p "$work/rootfs/bin" "$work/rootfs/"{proc,sys,dev,tmp,etc} "$work/layout/blobs/sha256"
-cp /bin/busybox "$work/rootfs/bin/"
-for applet in sh echo cat hostname id ls grep; do ln -s busybox "$work/rootfs/bin/$applet"; done
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$work/rootfs/etc/passwd"
-printf 'root:x:0:\n' >"$work/rootfs/etc/group"
-blob() { # FILE → stores it under its digest, prints "digest size"
-    local d
-    d=$(sha256sum "$1" | cut -d' ' -f1)
-    cp "$1" "$work/layout/blobs/sha256/$d"
-    echo "$d $(stat -c%s "$1")"
-}
-tar -C "$work/rootfs" --owner=0 --group=0 -cf "$work/layer.tar" .
-read -r layer layer_size < <(blob "$work/layer.tar")
-printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-    "$layer" >"$work/config.json"
-read -r config config_size < <(blob "$work/config.json")
-printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
-    "$config" "$config_size" "$layer" "$layer_size" >"$work/manifest.json"
-read -r manifest manifest_size < <(blob "$work/manifest.json")
-printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"busybox:demo"}}]}' \
-    "$manifest" "$manifest_size" >"$work/layout/index.json"
-echo '{"imageLayoutVersion":"1.0.0"}' >"$work/layout/oci-layout"
-tar -C "$work/layout" -cf "$work/busybox.tar" .
+source scripts/busybox-oci.sh
+busybox_oci_archive "$work/image" busybox:demo "$work/busybox.tar" sh echo cat hostname id ls grep
 
 # The daemon, private to this run.
 "$bin/berth-imaged" --root "$work/root" --socket "$work/berth.sock" \

@@ -357,6 +357,18 @@ pub fn busybox_layer(applets: &[&str]) -> Vec<u8> {
     t.finish()
 }
 
+/// A layout (directory named after `name`) with the image of one
+/// [`busybox_layer`] of `applets` (gzip, amd64) tagged `tag`.
+pub fn busybox_layout(name: &str, applets: &[&str], tag: &str) -> Layout {
+    let mut layout = Layout::new(name);
+    let image = layout.image(
+        &[(busybox_layer(applets), Compression::Gzip)],
+        ("amd64", ""),
+    );
+    layout.tag(tag, &image);
+    layout
+}
+
 /// An OCI image layout directory, as `skopeo` and `umoci` read it.
 pub struct Layout {
     pub dir: PathBuf,

@@ -47,6 +47,73 @@ pub fn checker_bin() -> PathBuf {
     target_dir().join("berth-checker")
 }
 
+/// `arg` quoted for `sh`.
+pub fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', "'\\''"))
+}
+
+/// `program args…` as a shell line under `timeout --foreground -k5 60`: a
+/// program that hangs fails the test instead of hanging it, and stays in
+/// the terminal's foreground process group. (Without --foreground, `timeout`
+/// makes a group of its own unless the shell execs it, as bash does and dash
+/// does not, and a tcsetattr on the terminal stops the program with SIGTTOU.)
+pub fn foreground_line(program: &str, args: &[&str]) -> String {
+    let mut line = vec![
+        "timeout --foreground -k5 60".to_string(),
+        shell_quote(program),
+    ];
+    line.extend(args.iter().map(|a| shell_quote(a)));
+    line.join(" ")
+}
+
+/// Runs the shell line `line` on a terminal of its own (`script`; with
+/// TERM=xterm, since CI has no TERM and that is a `dumb` terminal), typing
+/// each input after its delay and holding the terminal's input open `hold`
+/// after the last.
+pub fn on_terminal(
+    line: &str,
+    inputs: &[(std::time::Duration, &[u8])],
+    hold: std::time::Duration,
+) -> Output {
+    let mut command = Command::new("script");
+    command
+        .args(["-qec", line, "/dev/null"])
+        .env("TERM", "xterm");
+    typed_output(command, inputs, hold)
+}
+
+/// Runs `command` with its stdout and stderr collected and `inputs` written
+/// to its stdin from a thread (a child like `script` stops reading its
+/// input while nobody reads its output), each after its delay; stdin stays
+/// open `hold` after the last, then closes.
+pub fn typed_output(
+    mut command: Command,
+    inputs: &[(std::time::Duration, &[u8])],
+    hold: std::time::Duration,
+) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
+    let mut stdin = child.stdin.take().expect("stdin");
+    let inputs: Vec<(std::time::Duration, Vec<u8>)> =
+        inputs.iter().map(|(d, i)| (*d, i.to_vec())).collect();
+    let typist = std::thread::spawn(move || {
+        use std::io::Write;
+        for (delay, input) in inputs {
+            std::thread::sleep(delay);
+            let _ = stdin.write_all(&input);
+            let _ = stdin.flush();
+        }
+        std::thread::sleep(hold);
+    });
+    let output = child.wait_with_output().expect("wait");
+    let _ = typist.join();
+    output
+}
+
 /// Skips (returns false) when the tests cannot run here: they need root.
 pub fn can_run() -> bool {
     // SAFETY: geteuid cannot fail.
@@ -242,41 +309,15 @@ impl Runtime {
     /// Runs the runtime with `args` on a terminal of its own (`script`
     /// gives it one, as a person's shell would) and types `input` there.
     pub fn exec_on_terminal(&self, args: &[&str], input: &[u8]) -> Output {
-        let quote = |arg: &str| format!("'{}'", arg.replace('\'', "'\\''"));
-        // A runtime that hangs fails the test instead of hanging it.
-        // --foreground keeps the runtime in the terminal's foreground
-        // process group: without it `timeout` makes a group of its own
-        // (unless the shell execs it, as bash does and dash does not) and
-        // the runtime's tcsetattr on its terminal stops it with SIGTTOU.
-        let mut line = vec![
-            "timeout".into(),
-            "--foreground".into(),
-            "-k5".into(),
-            "60".into(),
-            quote(&self.bin.to_string_lossy()),
-            "--root".into(),
-            quote(&self.root.to_string_lossy()),
-        ];
-        line.extend(args.iter().map(|a| quote(a)));
-        let mut child = Command::new("script")
-            .args(["-qec", &line.join(" "), "/dev/null"])
-            .env("TERM", "xterm")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script (bsdutils)");
-        // Typed from a thread: `script` stops reading its input while
-        // nobody reads its output.
-        let mut stdin = child.stdin.take().expect("stdin");
-        let input = input.to_vec();
-        let typist = std::thread::spawn(move || {
-            use std::io::Write;
-            let _ = stdin.write_all(&input);
-        });
-        let output = child.wait_with_output().expect("script");
-        let _ = typist.join();
-        output
+        let bin = self.bin.to_string_lossy();
+        let root = self.root.to_string_lossy();
+        let mut all = vec!["--root", root.as_ref()];
+        all.extend_from_slice(args);
+        on_terminal(
+            &foreground_line(&bin, &all),
+            &[(std::time::Duration::ZERO, input)],
+            std::time::Duration::ZERO,
+        )
     }
 
     pub fn state(&self, id: &str) -> Option<Value> {

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_integration::imaged::*;
-use berth_integration::{target_dir, text, unique};
+use berth_integration::{foreground_line, on_terminal, target_dir, text, typed_output, unique};
 use serde_json::Value;
 
 const APPLETS: &[&str] = &[
@@ -40,21 +40,11 @@ fn busybox_paths() -> BTreeSet<String> {
 
 /// An OCI layout tar of the busybox image named `name`.
 fn busybox_archive(name: &str) -> Vec<u8> {
-    let mut layout = Layout::new("ctl-busybox");
-    let image = layout.image(
-        &[(busybox_layer(APPLETS), Compression::Gzip)],
-        ("amd64", ""),
-    );
-    layout.tag(name, &image);
-    layout.archive()
+    busybox_layout("ctl-busybox", APPLETS, name).archive()
 }
 
 fn ctl_bin() -> PathBuf {
     target_dir().join("berthctl")
-}
-
-fn quote(arg: &str) -> String {
-    format!("'{}'", arg.replace('\'', "'\\''"))
 }
 
 /// A daemon running containers through this workspace's shim and runtime.
@@ -127,49 +117,17 @@ impl Env {
         args: &[&str],
         inputs: &[(Duration, &[u8])],
     ) -> Output {
-        let mut line = vec![
-            // --foreground: berthctl stays in the terminal's foreground
-            // process group (it reads keys and sets raw mode there).
-            "timeout".to_string(),
-            "--foreground".into(),
-            "-k5".into(),
-            "60".into(),
-            quote(&ctl_bin().to_string_lossy()),
-            "--address".into(),
-            quote(&self.address()),
-        ];
-        line.extend(args.iter().map(|a| quote(a)));
+        let address = self.address();
+        let mut all = vec!["--address", address.as_str()];
+        all.extend_from_slice(args);
+        let line = foreground_line(&ctl_bin().to_string_lossy(), &all);
         let command = if setup.is_empty() {
-            line.join(" ")
+            line
         } else {
-            format!("{setup}; {}", line.join(" "))
+            format!("{setup}; {line}")
         };
-        // A terminal that draws (CI runs with TERM unset, which is `dumb`).
-        let mut child = Command::new("script")
-            .args(["-qec", &command, "/dev/null"])
-            .env("TERM", "xterm")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("script (bsdutils)");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let inputs: Vec<(Duration, Vec<u8>)> =
-            inputs.iter().map(|(d, i)| (*d, i.to_vec())).collect();
-        // Typed slowly from a thread: `script` reads its input only while
-        // someone reads its output, and the shell must be up first.
-        let typist = std::thread::spawn(move || {
-            use std::io::Write;
-            for (delay, input) in inputs {
-                std::thread::sleep(delay);
-                let _ = stdin.write_all(&input);
-                let _ = stdin.flush();
-            }
-            std::thread::sleep(Duration::from_secs(5));
-        });
-        let output = child.wait_with_output().expect("script");
-        let _ = typist.join();
-        output
+        // Typed slowly: the shell must be up first.
+        on_terminal(&command, inputs, Duration::from_secs(5))
     }
 
     fn load_busybox(&self, name: &str) {
@@ -202,26 +160,14 @@ impl Env {
 }
 
 fn run_ctl(address: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new("timeout")
+    let mut command = Command::new("timeout");
+    command
         .args(["-k5", "90"])
         .arg(ctl_bin())
         .arg("--address")
         .arg(address)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn berthctl");
-    let mut input = child.stdin.take().expect("stdin");
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        use std::io::Write;
-        let _ = input.write_all(&data);
-    });
-    let out = child.wait_with_output().expect("berthctl");
-    let _ = writer.join();
-    out
+        .args(args);
+    typed_output(command, &[(Duration::ZERO, stdin)], Duration::ZERO)
 }
 
 impl Drop for Env {
@@ -925,12 +871,7 @@ fn pull_draws_bars_on_a_terminal_and_plain_lines_otherwise() {
         return;
     }
     let registry = Registry::start();
-    let mut layout = Layout::new("ctl-pull");
-    let image = layout.image(
-        &[(busybox_layer(APPLETS), Compression::Gzip)],
-        ("amd64", ""),
-    );
-    layout.tag("1", &image);
+    let layout = busybox_layout("ctl-pull", APPLETS, "1");
     registry.push(&layout, "1", "busybox", None);
     let reference = format!("{}/busybox:1", registry.host());
 

@@ -13,25 +13,11 @@ use berth_integration::imaged::*;
 use berth_integration::unique;
 use berth_proto::v1 as pb;
 
-/// A busybox-static root filesystem as one layer.
-fn busybox_layer() -> Vec<u8> {
-    let busybox = std::fs::read("/bin/busybox").expect("busybox-static");
-    let mut t = LayerTar::new();
-    t.dir("bin/", 0o755)
-        .file("bin/busybox", 0o755, &busybox)
-        .dir("etc/", 0o755)
-        .file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")
-        .dir("tmp/", 0o1777);
-    for applet in ["sh", "ls", "cat", "echo", "true"] {
-        t.symlink(&format!("bin/{applet}"), "busybox");
-    }
-    t.finish()
-}
+/// The applets these tests' busybox image links.
+const APPLETS: &[&str] = &["sh", "ls", "cat", "echo", "true"];
 
 fn push_busybox(registry: &Registry, repo: &str) -> Layout {
-    let mut layout = Layout::new("busybox");
-    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
-    layout.tag("1", &image);
+    let layout = busybox_layout("busybox", APPLETS, "1");
     registry.push(&layout, "1", repo, None);
     layout
 }
@@ -86,6 +72,16 @@ fn assert_same(berth: &[String], umoci: &[String]) {
     );
 }
 
+/// The daemon's unpack of `image` has the files umoci unpacks from the
+/// layout's tag "1".
+fn assert_unpacks_like_umoci(daemon: &Daemon, image: &pb::Image, layout: &Layout) {
+    let umoci = layout.umoci_unpack("1");
+    assert_same(
+        &daemon.image_listing(image),
+        &listing(&umoci.0.join("rootfs")),
+    );
+}
+
 #[test]
 fn pull_busybox_unpacks_what_umoci_unpacks() {
     if !can_run_images() {
@@ -116,11 +112,7 @@ fn pull_busybox_unpacks_what_umoci_unpacks() {
     assert_eq!(image.name, reference);
     assert_eq!(image.platform.as_ref().unwrap().architecture, "amd64");
 
-    let umoci = layout.umoci_unpack("1");
-    assert_same(
-        &daemon.image_listing(&image),
-        &listing(&umoci.0.join("rootfs")),
-    );
+    assert_unpacks_like_umoci(&daemon, &image, &layout);
 
     // The static binary resolves names (glibc's NSS, /etc/hosts), and two
     // pulls of one image at once share its layer.
@@ -167,7 +159,7 @@ fn pulls_of_one_image_at_once_share_its_layers() {
     let image = layout.image(
         &[
             (debian_base().to_vec(), Compression::Gzip),
-            (busybox_layer(), Compression::Gzip),
+            (busybox_layer(APPLETS), Compression::Gzip),
         ],
         ("amd64", ""),
     );
@@ -183,11 +175,7 @@ fn pulls_of_one_image_at_once_share_its_layers() {
         .into_inner()
         .snapshots;
     assert_eq!(all.len(), 2, "one snapshot per layer: {all:#?}");
-    let umoci = layout.umoci_unpack("1");
-    assert_same(
-        &daemon.image_listing(&images[0]),
-        &listing(&umoci.0.join("rootfs")),
-    );
+    assert_unpacks_like_umoci(&daemon, &images[0], &layout);
 }
 
 #[test]
@@ -456,7 +444,7 @@ fn an_index_is_resolved_by_os_architecture_and_variant() {
         .map(|&(arch, variant)| {
             layout.image(
                 &[
-                    (busybox_layer(), Compression::Gzip),
+                    (busybox_layer(APPLETS), Compression::Gzip),
                     (marker(&format!("{arch}{variant}")), Compression::None),
                 ],
                 (arch, variant),
@@ -756,11 +744,7 @@ fn a_corrupt_or_truncated_blob_is_never_committed() {
     std::fs::write(&stored, &good).unwrap();
     let image = daemon.pull(&reference);
     assert!(daemon.blobs().contains(&digest));
-    let umoci = layout.umoci_unpack("1");
-    assert_same(
-        &daemon.image_listing(&image),
-        &listing(&umoci.0.join("rootfs")),
-    );
+    assert_unpacks_like_umoci(&daemon, &image, &layout);
 }
 
 #[test]
@@ -770,7 +754,10 @@ fn wrong_credentials_are_an_authentication_error() {
     }
     let registry = Registry::with_auth("berth", "s3cret");
     let mut layout = Layout::new("auth");
-    let image = layout.image(&[(busybox_layer(), Compression::Gzip)], ("amd64", ""));
+    let image = layout.image(
+        &[(busybox_layer(APPLETS), Compression::Gzip)],
+        ("amd64", ""),
+    );
     layout.tag("1", &image);
     registry.push(&layout, "1", "private", Some(("berth", "s3cret")));
     let reference = format!("{}/private:1", registry.host());
@@ -1014,7 +1001,7 @@ fn docker_save_tarballs_import_without_a_registry() {
     if !can_run_images() {
         return;
     }
-    let layer = busybox_layer();
+    let layer = busybox_layer(APPLETS);
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
@@ -1048,11 +1035,7 @@ fn docker_save_tarballs_import_without_a_registry() {
     let mut layout = Layout::new("saved");
     let image = layout.image(&[(layer, Compression::None)], ("amd64", ""));
     layout.tag("1", &image);
-    let umoci = layout.umoci_unpack("1");
-    assert_same(
-        &daemon.image_listing(&imported[0]),
-        &listing(&umoci.0.join("rootfs")),
-    );
+    assert_unpacks_like_umoci(&daemon, &imported[0], &layout);
 }
 
 #[test]

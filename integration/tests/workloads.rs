@@ -70,12 +70,7 @@ impl Env {
 
     /// Imports the busybox image under `name`.
     fn busybox(&self, name: &str) {
-        let mut layout = Layout::new("wl-busybox");
-        let image = layout.image(
-            &[(busybox_layer(APPLETS), Compression::Gzip)],
-            ("amd64", ""),
-        );
-        layout.tag(name, &image);
+        let layout = busybox_layout("wl-busybox", APPLETS, name);
         self.daemon
             .import(&layout.archive(), None)
             .unwrap_or_else(|e| panic!("import: {e}\n{}", self.daemon.log()));
@@ -328,12 +323,7 @@ fn a_pulled_image_runs_through_the_shim_with_its_output_in_the_log() {
         return;
     }
     let registry = Registry::start();
-    let mut layout = Layout::new("wl-pull");
-    let image = layout.image(
-        &[(busybox_layer(APPLETS), Compression::Gzip)],
-        ("amd64", ""),
-    );
-    layout.tag("1", &image);
+    let layout = busybox_layout("wl-pull", APPLETS, "1");
     registry.push(&layout, "1", "busybox", None);
     let env = Env::start();
     let reference = format!("{}/busybox:1", registry.host());
