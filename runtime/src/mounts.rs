@@ -223,6 +223,38 @@ pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), Mo
 
 const AT_RECURSIVE: libc::c_int = 0x8000;
 
+/// `move_mount(2)`: the source is the descriptor itself.
+pub(crate) const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
+
+/// A detached copy of the mount at `source` (`open_tree(OPEN_TREE_CLONE)`,
+/// with its submounts when `recursive`), `MOUNT_ATTR_*` bits `set` then
+/// `clear`ed on it: attach it with `move_mount`, or use it where it is.
+pub(crate) fn detached_clone(
+    source: &std::ffi::CStr,
+    recursive: bool,
+    set: u64,
+    clear: u64,
+) -> Result<std::os::fd::OwnedFd, nix::Error> {
+    use std::os::fd::FromRawFd;
+    const OPEN_TREE_CLONE: u32 = 1;
+    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32;
+    if recursive {
+        flags |= AT_RECURSIVE as u32;
+    }
+    // SAFETY: valid C string; returns a new fd or -1.
+    let tree =
+        unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
+    if tree < 0 {
+        return Err(nix::Error::last());
+    }
+    // SAFETY: fresh descriptor from open_tree.
+    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
+    if set != 0 || clear != 0 {
+        mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, clear)?;
+    }
+    Ok(tree)
+}
+
 /// `mount_setattr(2)`: sets then clears `MOUNT_ATTR_*` bits on the mount
 /// at `dirfd` + `path` (`AT_EMPTY_PATH`: the mount of `dirfd` itself).
 pub(crate) fn mount_setattr(
@@ -308,10 +340,6 @@ pub fn bind_tree(
     recursive: bool,
     flags: MsFlags,
 ) -> Result<std::os::fd::OwnedFd, MountError> {
-    use std::os::fd::FromRawFd;
-    const OPEN_TREE_CLONE: u32 = 1;
-    const AT_RECURSIVE: u32 = 0x8000;
-    const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
     const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
     let fail = |errno| MountError::Mount {
         source_name: source.display().to_string(),
@@ -320,29 +348,8 @@ pub fn bind_tree(
         data: format!("{flags:?}"),
         errno,
     };
-    let name = cstring(source);
-    let mut open_flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32;
-    if recursive {
-        open_flags |= AT_RECURSIVE;
-    }
-    // SAFETY: valid C string; returns a new fd or -1.
-    let tree = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            name.as_ptr(),
-            open_flags,
-        )
-    };
-    if tree < 0 {
-        return Err(fail(nix::Error::last()));
-    }
-    // SAFETY: fresh descriptor from open_tree.
-    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
     let (set, clear) = ms_to_attr(flags);
-    if set != 0 || clear != 0 {
-        mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, clear).map_err(fail)?;
-    }
+    let tree = detached_clone(&cstring(source), recursive, set, clear).map_err(fail)?;
     // SAFETY: both fds are valid; empty paths with the *_EMPTY_PATH flags.
     let rc = unsafe {
         libc::syscall(

@@ -33,9 +33,7 @@ use std::ffi::{CString, OsString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
-use crate::mounts::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
+use crate::mounts::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 
 /// Set across the re-execution (to `FD:PATH`, the bind mount's descriptor
 /// and the binary's path on the host, or to `-`): a second pass that still
@@ -138,7 +136,6 @@ pub fn release() {
 /// mount's last descriptor would cost). Best effort: when it cannot, the
 /// mount goes when the last berth process exits.
 pub fn park_under_old_root() {
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
     let mount = lock();
     let Some((tree, path)) = mount.as_ref() else {
         return;
@@ -154,7 +151,7 @@ pub fn park_under_old_root() {
             c"".as_ptr(),
             libc::AT_FDCWD,
             target.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
+            mounts::MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
 }
@@ -192,24 +189,8 @@ fn owned(fd: libc::c_long) -> std::io::Result<OwnedFd> {
 /// The binary as the root of a detached bind mount of that one file,
 /// read-only, nosuid and nodev: an `O_PATH` descriptor to execute.
 fn read_only_bind() -> std::io::Result<OwnedFd> {
-    let exe = CString::new("/proc/self/exe").expect("no NUL");
-    // SAFETY: open_tree of a NUL-terminated path.
-    let tree = owned(unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            exe.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    })?;
-    crate::mounts::mount_setattr(
-        tree.as_raw_fd(),
-        c"",
-        libc::AT_EMPTY_PATH,
-        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-        0,
-    )?;
-    Ok(tree)
+    let set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV;
+    Ok(mounts::detached_clone(c"/proc/self/exe", false, set, 0)?)
 }
 
 /// A copy of the binary in a memfd sealed against every change.
