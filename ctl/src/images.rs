@@ -340,7 +340,9 @@ pub async fn mount(d: &Daemon, args: &MountArgs) -> Result<()> {
     Ok(())
 }
 
-/// Mounts the snapshot's mounts on `dir`, read-only whatever they say.
+/// Mounts the snapshot's mounts on `dir`, read-only whatever they say, and
+/// nosuid,nodev: an image's setuid programs and device nodes are not for
+/// whoever can reach the mount point on the host.
 fn apply_read_only(mounts: &[pb::Mount], dir: &Path) -> Result<()> {
     use nix::mount::{mount, MsFlags};
     let [m] = mounts else {
@@ -363,7 +365,11 @@ fn apply_read_only(mounts: &[pb::Mount], dir: &Path) -> Result<()> {
             None::<&str>,
             dir,
             None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV,
             None::<&str>,
         )
         .with_context(|| format!("cannot make {} read-only", dir.display()))?;
@@ -381,7 +387,7 @@ fn apply_read_only(mounts: &[pb::Mount], dir: &Path) -> Result<()> {
         Some(m.source.as_str()),
         dir,
         Some(m.r#type.as_str()),
-        MsFlags::MS_RDONLY,
+        MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(data.as_str()),
     );
     if let Some(previous) = previous {

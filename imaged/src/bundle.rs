@@ -514,7 +514,9 @@ pub fn limit_resources(limits: &pb::Resources) -> Result<Value> {
 }
 
 /// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the
-/// container into its bundle (the host's for `--network host`).
+/// container into its bundle (the host's for `--network host`). They keep
+/// the ordinary 0644: the container's users read them as any `/etc/hosts`
+/// (the bundle around them is root's alone).
 pub fn write_etc_files(bundle: &Path, hostname: &str, network: &str) -> std::io::Result<()> {
     std::fs::write(bundle.join("hostname"), format!("{hostname}\n"))?;
     if network == "host" {

@@ -232,9 +232,8 @@ impl Containers {
             mounted: None,
             anonymous: Vec::new(),
         };
-        std::fs::create_dir_all(&self.bundles).map_err(io("create", &self.bundles))?;
         // Bundles hold the spec the container runs with: root's alone.
-        restrict(&self.bundles, 0o700)?;
+        crate::private::create_dir(&bundle).map_err(io("create", &bundle))?;
         std::fs::create_dir_all(bundle.join("rootfs")).map_err(io("create", &bundle))?;
         undo.bundle = Some(bundle.clone());
         let snapshot_key = format!("container/{id}");
@@ -397,11 +396,6 @@ impl Containers {
         }
         Ok(())
     }
-}
-
-fn restrict(path: &Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(io("chmod", path))
 }
 
 /// Writes a file only root can read, through a temporary name and a

@@ -19,6 +19,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use std::collections::HashSet;
@@ -131,7 +132,7 @@ impl Store {
         let root = root.into();
         for sub in ["blobs/sha256", "ingest"] {
             let dir = root.join(sub);
-            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            crate::private::create_dir(&dir).map_err(io_err("create", &dir))?;
         }
         Ok(Store {
             root,
@@ -275,15 +276,18 @@ impl Store {
     pub fn writer(&self, reference: &str, expected: &Digest, total: u64) -> Result<Writer> {
         let claim = Claim::new(&self.active, reference)?;
         let dir = self.ingest_dir(reference);
-        fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+        crate::private::create_dir(&dir).map_err(io_err("create", &dir))?;
         let data = dir.join("data");
-        fs::write(dir.join("ref"), reference).map_err(io_err("write", &dir))?;
-        fs::write(dir.join("total"), total.to_string()).map_err(io_err("write", &dir))?;
+        crate::private::write_file(&dir.join("ref"), reference.as_bytes())
+            .map_err(io_err("write", &dir))?;
+        crate::private::write_file(&dir.join("total"), total.to_string().as_bytes())
+            .map_err(io_err("write", &dir))?;
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(crate::private::FILE_MODE)
             .open(&data)
             .map_err(io_err("open", &data))?;
         let mut writer = Writer {

@@ -24,6 +24,7 @@ pub mod events;
 pub mod images;
 pub mod logs;
 pub mod metadata;
+pub mod private;
 pub mod registry;
 pub mod server;
 pub mod shim;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use berth_imaged::{
-    config::Config, containers, content, events, images, metadata, registry, server, shim,
+    config::Config, containers, content, events, images, metadata, private, registry, server, shim,
     snapshots, tasks, volumes, workloads,
 };
 use clap::Parser;
@@ -115,8 +115,9 @@ async fn termination() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.root)
-        .with_context(|| format!("cannot create root {}", config.root.display()))?;
+    // Root's alone, and a store made by an older daemon is tightened.
+    private::tighten_store(&config.root)
+        .with_context(|| format!("cannot create or restrict root {}", config.root.display()))?;
     let db = Arc::new(metadata::Db::open(&config.root.join("meta.redb"))?);
     let content = content::Store::open(config.root.join("content"))?;
     let snapshots = snapshots::Snapshotter::open(config.root.join("snapshots"), db.clone())?;
@@ -203,7 +204,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Archives an import was receiving when the daemon stopped.
     let tmp = config.root.join("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    private::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let service = server::Service { images, tmp };
     let workloads = workloads::Workloads {
         tasks,

@@ -75,6 +75,18 @@ impl Db {
         };
         // The metadata is small and read rarely; redb's default cache (up
         // to 1 GiB) would only hold on to pages an idle daemon never needs.
+        // The file is root's alone (see `crate::private`); redb would make
+        // it with the default 0644.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(crate::private::FILE_MODE)
+                .open(path)
+                .map_err(|e| err(e.into()))?;
+        }
         let db = redb::Builder::new()
             .set_cache_size(1 << 20)
             .create(path)

@@ -117,7 +117,7 @@ fn now() -> u64 {
 impl Snapshotter {
     pub fn open(root: impl Into<PathBuf>, db: Arc<Db>) -> Result<Snapshotter> {
         let root = root.into();
-        fs::create_dir_all(&root).map_err(|source| Error::Io {
+        crate::private::create_dir(&root).map_err(|source| Error::Io {
             key: String::new(),
             op: "create",
             path: root.clone(),
@@ -202,6 +202,12 @@ impl Snapshotter {
             }
             let id = txn.next_id("snapshots")?;
             let dir = self.dir(id);
+            crate::private::create_dir(&dir).map_err(|source| Error::Io {
+                key: key.to_string(),
+                op: "create",
+                path: dir.clone(),
+                source,
+            })?;
             for sub in ["fs", "work"] {
                 let path = dir.join(sub);
                 fs::create_dir_all(&path).map_err(|source| Error::Io {

@@ -116,7 +116,7 @@ pub fn random_hex(bytes: usize) -> String {
 impl Volumes {
     pub fn open(root: impl Into<PathBuf>, db: Arc<Db>) -> Result<Volumes> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(|source| Error::Io {
+        crate::private::create_dir(&root).map_err(|source| Error::Io {
             name: String::new(),
             op: "create",
             path: root.clone(),
@@ -153,12 +153,17 @@ impl Volumes {
             if txn.get::<VolumeRecord>(Table::Volumes, &name)?.is_some() {
                 return Err(Error::Exists(name.clone()));
             }
-            std::fs::create_dir_all(&path).map_err(|source| Error::Io {
-                name: name.clone(),
-                op: "create",
-                path: path.clone(),
-                source,
-            })?;
+            // The volume's own directory is root's; `_data` is the
+            // container's and keeps an ordinary directory's mode.
+            let own = path.parent().unwrap_or(&path);
+            crate::private::create_dir(own)
+                .and_then(|()| std::fs::create_dir_all(&path))
+                .map_err(|source| Error::Io {
+                    name: name.clone(),
+                    op: "create",
+                    path: path.clone(),
+                    source,
+                })?;
             txn.put(Table::Volumes, &name, &record)?;
             Ok(())
         })?;

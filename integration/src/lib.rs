@@ -114,14 +114,31 @@ pub fn typed_output(
     output
 }
 
-/// Skips (returns false) when the tests cannot run here: they need root.
+/// Whether the tests run under CI (`CI=true`), where nothing may be skipped.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// A test's prerequisite is missing. On a developer's machine the test is
+/// skipped with the reason on stderr (returns false); under CI it fails,
+/// naming what is missing: a suite that did not run must never look green.
+pub fn missing_prerequisite(what: &str) -> bool {
+    skip_or_fail(under_ci(), what)
+}
+
+fn skip_or_fail(ci: bool, what: &str) -> bool {
+    assert!(!ci, "cannot run under CI=true: {what}");
+    eprintln!("skipping: {what}");
+    false
+}
+
+/// Whether the end-to-end tests can run here: they need root.
 pub fn can_run() -> bool {
     // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        eprintln!("skipping: end-to-end tests need root");
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
     }
-    root
+    missing_prerequisite("end-to-end tests need root")
 }
 
 /// Busybox applets the tests use.
@@ -467,5 +484,20 @@ pub fn receive_fd(listener: &std::os::unix::net::UnixListener) -> OwnedFd {
         assert!(!cmsg.is_null(), "no fd received");
         let fd = *(libc::CMSG_DATA(cmsg) as *const i32);
         OwnedFd::from_raw_fd(fd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_missing_prerequisite_skips_only_outside_ci() {
+        assert!(!super::skip_or_fail(false, "a tool"));
+        let under_ci = std::panic::catch_unwind(|| super::skip_or_fail(true, "a tool"));
+        let message = under_ci.expect_err("CI must fail the test");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(text.contains("a tool"), "{text}");
     }
 }

@@ -538,7 +538,7 @@ fn network_class_and_priorities_are_written_on_v1() {
     }
     let cgroups = std::fs::read_to_string("/proc/cgroups").unwrap_or_default();
     if !cgroups.lines().any(|l| l.starts_with("net_cls\t0\t")) {
-        eprintln!("skipping: net_cls is already mounted or absent");
+        missing_prerequisite("an unmounted net_cls controller (it is already mounted or absent)");
         return;
     }
     let berth = Runtime::berth();

@@ -1096,3 +1096,148 @@ fn security_and_network_flags_reach_the_container() {
     assert_eq!(interfaces("none"), 1);
     assert_eq!(interfaces("host"), host);
 }
+
+/// `cmd` as the unprivileged user nobody, as a local attacker would run it.
+/// Through a shell: setpriv itself finds its program before it drops root.
+fn as_nobody(cmd: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(["/bin/sh", "-c", "exec \"$@\"", "sh"])
+        .args(cmd)
+        .output()
+        .expect("setpriv")
+}
+
+/// Every directory of the daemon's own under `dir` is 0700 and every file
+/// 0600; the image's and containers' own trees (a snapshot's `fs/`, a
+/// volume's `_data/`, a bundle's `rootfs/`) are theirs and not walked.
+fn assert_private_tree(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(dir).unwrap();
+    assert_eq!(
+        meta.mode() & 0o7777,
+        0o700,
+        "{} is not root's alone",
+        dir.display()
+    );
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        let kind = entry.file_type().unwrap();
+        let name = entry.file_name();
+        if kind.is_dir() {
+            if ["fs", "work", "_data", "rootfs"].contains(&name.to_str().unwrap_or("")) {
+                continue;
+            }
+            assert_private_tree(&path);
+        } else if kind.is_file() {
+            let mode = entry.metadata().unwrap().mode() & 0o7777;
+            // The container's /etc files are read by its own users, as any
+            // /etc/hosts is: 0644, inside a bundle only root can enter.
+            let etc = ["hosts", "hostname", "resolv.conf"].contains(&name.to_str().unwrap_or(""));
+            let expected = if etc { 0o644 } else { 0o600 };
+            assert_eq!(mode, expected, "{} has mode {mode:o}", path.display());
+        }
+    }
+}
+
+/// Issue 12 (1): the store was 0755 all the way down, so any local user could
+/// run a setuid-root program of a pulled image out of `snapshots/N/fs/` as
+/// root, and `image mount` honoured setuid bits and device nodes.
+#[test]
+fn local_users_reach_no_setuid_program_or_device_of_an_image() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    // The checker's `--syscall 105 0` is setuid(0): "ok" only when it runs
+    // as root. Setuid root, it says whether the setuid bit took effect.
+    let checker = std::fs::read(berth_integration::checker_bin()).expect("checker");
+    let mut extra = LayerTar::new();
+    extra
+        .dir("bin/", 0o755)
+        .file("bin/suid-probe", 0o4755, &checker)
+        .dir("dev/", 0o755)
+        .char_dev("dev/null-copy", 1, 3);
+    let mut layout = Layout::new("ctl-suid");
+    let image = layout.image(
+        &[
+            (busybox_layer(APPLETS), Compression::Gzip),
+            (extra.finish(), Compression::Gzip),
+        ],
+        ("amd64", ""),
+    );
+    layout.tag("suid:1", &image);
+    let out = env.ctl_with_input(&["load"], &layout.archive());
+    assert!(out.status.success(), "load: {}", text(&out));
+    env.ok(&["create", "--name", "held", "-v", "/keep", "suid:1", "true"]);
+
+    let store = env.daemon.root.join("lib");
+    let probes: Vec<PathBuf> = std::fs::read_dir(store.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("fs/bin/suid-probe"))
+        .filter(|p| p.exists())
+        .collect();
+    assert!(!probes.is_empty(), "the probe is in some snapshot");
+    for probe in &probes {
+        let out = as_nobody(&[probe.to_str().unwrap(), "--syscall", "105", "0"]);
+        assert!(
+            !out.status.success(),
+            "nobody ran {}: {}",
+            probe.display(),
+            text(&out)
+        );
+        assert!(text(&out).contains("Permission denied"), "{}", text(&out));
+    }
+    let out = as_nobody(&["ls", store.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "nobody listed the store: {}",
+        text(&out)
+    );
+    assert_private_tree(&store);
+
+    // A store an older daemon left open is closed at the next start.
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [
+        store.clone(),
+        store.join("snapshots"),
+        store.join("content"),
+    ] {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let mut env = env;
+    env.daemon.restart();
+    env.ok(&["images"]);
+    assert_private_tree(&store);
+
+    // The image mounted for a person: no setuid, no devices.
+    let dir = std::env::temp_dir().join(unique("ctl-suid-mnt"));
+    env.ok(&["image", "mount", "suid:1", dir.to_str().unwrap()]);
+    let probe = dir.join("bin/suid-probe");
+    let ran = as_nobody(&[probe.to_str().unwrap(), "--syscall", "105", "0"]);
+    let device = as_nobody(&[
+        "head",
+        "-c",
+        "1",
+        dir.join("dev/null-copy").to_str().unwrap(),
+    ]);
+    env.ok(&["image", "unmount", dir.to_str().unwrap()]);
+    let _ = std::fs::remove_dir(&dir);
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        "errno 1",
+        "the setuid bit took effect on the image mount: {}",
+        text(&ran)
+    );
+    assert!(
+        !device.status.success(),
+        "nobody opened a device of the image"
+    );
+    assert!(
+        text(&device).contains("Permission denied"),
+        "{}",
+        text(&device)
+    );
+    env.ok(&["rm", "-v", "held"]);
+}

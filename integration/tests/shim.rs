@@ -30,10 +30,7 @@ fn have_containerd() -> bool {
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
-    if !found {
-        eprintln!("skipping: containerd is not installed (scripts/setup.sh installs it)");
-    }
-    found
+    found || missing_prerequisite("containerd is not installed (scripts/setup.sh installs it)")
 }
 
 fn sha256(path: &Path) -> String {
