@@ -143,23 +143,28 @@ pub fn entry(chunk: &Chunk) -> pb::LogEntry {
     }
 }
 
+/// The daemon's read end of an output fifo.
+pub type FifoReader = tokio::net::unix::pipe::Receiver;
+
+/// Opens the read end of an output fifo without waiting for a writer. It
+/// must be open before the shim is asked to open the write end (Create,
+/// Exec): the fifo's buffer lives only while some end is open, so output
+/// written and closed by a short process before the daemon's end exists is
+/// lost, and a reader that arrives after the last writer has gone waits
+/// for an end of file that never comes (it never saw a writer to lose).
+pub fn open_reader(path: &Path) -> std::io::Result<FifoReader> {
+    tokio::net::unix::pipe::OpenOptions::new().open_receiver(path)
+}
+
 /// Copies a fifo until end-of-file (the shim closes its end when the
 /// process exits), sending every chunk to `output` and, for the init, to
 /// the log (`log` is shared by stdout's and stderr's copiers).
 pub async fn copy_fifo(
-    path: PathBuf,
+    mut fifo: FifoReader,
     stream: pb::StdioStream,
     output: broadcast::Sender<Chunk>,
     log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
 ) {
-    let Ok(mut fifo) = tokio::net::unix::pipe::OpenOptions::new().open_receiver(&path) else {
-        let _ = output.send(Chunk {
-            stream,
-            data: Vec::new(),
-            time: now_nanos(),
-        });
-        return;
-    };
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match fifo.read(&mut buf).await {

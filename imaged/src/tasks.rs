@@ -286,18 +286,18 @@ impl Tasks {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        let readers = match OutputReaders::open(&record.name, &stdout, stderr.as_deref()) {
+            Ok(readers) => readers,
+            Err(e) => {
+                teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
+                return Err(e);
+            }
+        };
         if let Err(e) = shim.client.create(self.ctx(), &create).await {
             teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
             return Err(shim_err(&record.name, "Create")(e));
         }
-        self.spawn_copiers(
-            &record.id,
-            &bundle,
-            &stdout,
-            stderr.as_deref(),
-            output,
-            true,
-        );
+        self.spawn_copiers(&bundle, readers, output, true);
         if let Some(path) = &stdin {
             self.open_stdin(&key, path);
         }
@@ -373,24 +373,21 @@ impl Tasks {
     /// Reads a process's fifos into its output (and, for the init, the log).
     fn spawn_copiers(
         &self,
-        id: &str,
         bundle: &Path,
-        stdout: &Path,
-        stderr: Option<&Path>,
+        readers: OutputReaders,
         output: broadcast::Sender<Chunk>,
         to_log: bool,
     ) {
         let log = to_log.then(|| Arc::new(Mutex::new(LogWriter::new(bundle, self.max_log))));
-        let _ = id;
         tokio::spawn(logs::copy_fifo(
-            stdout.to_path_buf(),
+            readers.stdout,
             pb::StdioStream::Stdout,
             output.clone(),
             log.clone(),
         ));
-        if let Some(stderr) = stderr {
+        if let Some(stderr) = readers.stderr {
             tokio::spawn(logs::copy_fifo(
-                stderr.to_path_buf(),
+                stderr,
                 pb::StdioStream::Stderr,
                 output,
                 log,
@@ -477,29 +474,39 @@ impl Tasks {
             });
             return;
         }
-        if let Some(delay) = restart_delay(&record, status) {
-            let _ = self.containers.update(id, |r| {
-                r.state.status = pb::container::Status::Restarting as i32;
-            });
-            let tasks = self.clone();
-            let id = id.to_string();
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                // Stopped or removed meanwhile: no restart.
-                let Ok(record) = tasks.containers.resolve(&id) else {
-                    return;
-                };
-                if record.state.stopped_by_user || tasks.shim_of(&id).is_some() {
-                    return;
-                }
-                let _ = tasks.containers.update(&id, |r| r.state.restart_count += 1);
-                if tasks.start_init(&record, true).await.is_err() {
-                    let _ = tasks.containers.update(&id, |r| {
-                        r.state.status = pb::container::Status::Stopped as i32;
-                    });
-                }
-            });
-        }
+        self.apply_restart_policy(&record, status);
+    }
+
+    /// Restarts the container after the policy's back-off if its policy
+    /// says so for an exit with `status` (at an exit, and at the daemon's
+    /// start for exits it did not see). A restart that fails is logged and
+    /// leaves the container stopped.
+    fn apply_restart_policy(self: &Arc<Self>, record: &ContainerRecord, status: u32) {
+        let Some(delay) = restart_delay(record, status) else {
+            return;
+        };
+        let id = record.id.clone();
+        let _ = self.containers.update(&id, |r| {
+            r.state.status = pb::container::Status::Restarting as i32;
+        });
+        let tasks = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // Stopped or removed meanwhile: no restart.
+            let Ok(record) = tasks.containers.resolve(&id) else {
+                return;
+            };
+            if record.state.stopped_by_user || tasks.shim_of(&id).is_some() {
+                return;
+            }
+            let _ = tasks.containers.update(&id, |r| r.state.restart_count += 1);
+            if let Err(e) = tasks.start_init(&record, true).await {
+                eprintln!("berth-imaged: cannot restart {}: {e}", record.name);
+                let _ = tasks.containers.update(&id, |r| {
+                    r.state.status = pb::container::Status::Stopped as i32;
+                });
+            }
+        });
     }
 
     /// Marks the container as stopped by the user (restart policies then
@@ -921,6 +928,7 @@ impl Tasks {
             spec: MessageField::some(any),
             ..Default::default()
         };
+        let readers = OutputReaders::open(&record.name, &stdout, stderr.as_deref())?;
         shim.client
             .exec(self.ctx(), &request_)
             .await
@@ -929,14 +937,7 @@ impl Tasks {
         if let Some(p) = self.lock().processes.get_mut(&key) {
             p.streams = if request.tty { 1 } else { 2 };
         }
-        self.spawn_copiers(
-            &record.id,
-            &record.bundle,
-            &stdout,
-            stderr.as_deref(),
-            output,
-            false,
-        );
+        self.spawn_copiers(&record.bundle, readers, output, false);
         if let Some(path) = &stdin {
             self.open_stdin(&key, path);
         }
@@ -1070,16 +1071,9 @@ impl Tasks {
                 Status::Running | Status::Paused | Status::Restarting
             );
             if !was_running {
-                let always = record
-                    .settings()
-                    .restart
-                    .is_some_and(|policy| policy.kind == pb::restart_policy::Kind::Always as i32);
                 let ran = record.state.started_at != 0;
-                if always && ran && record.status() == Status::Stopped {
-                    // A start as a client's: the stop is forgotten.
-                    if let Err(e) = self.start_init(&record, false).await {
-                        eprintln!("berth-imaged: cannot restart {} (always): {e}", record.name);
-                    }
+                if restarts_always(&record) && ran && record.status() == Status::Stopped {
+                    self.start_always(&record).await;
                 }
                 continue;
             }
@@ -1112,14 +1106,16 @@ impl Tasks {
                     let settings = record.settings();
                     let (output, _) = self.process(&(record.id.clone(), String::new()));
                     let stderr = (!settings.tty).then(|| record.bundle.join("init-stderr"));
-                    self.spawn_copiers(
-                        &record.id,
-                        &record.bundle,
+                    // The shim holds the write ends: output written while the
+                    // daemon was away waits in the fifos.
+                    match OutputReaders::open(
+                        &record.name,
                         &record.bundle.join("init-stdout"),
                         stderr.as_deref(),
-                        output,
-                        true,
-                    );
+                    ) {
+                        Ok(readers) => self.spawn_copiers(&record.bundle, readers, output, true),
+                        Err(e) => eprintln!("berth-imaged: {e}: its output is not read"),
+                    }
                     if settings.stdin_open {
                         self.open_stdin(
                             &(record.id.clone(), String::new()),
@@ -1164,20 +1160,25 @@ impl Tasks {
                         }
                         continue;
                     }
-                    let policy = record.settings().restart.unwrap_or_default();
-                    use pb::restart_policy::Kind;
-                    let again = match Kind::try_from(policy.kind).unwrap_or(Kind::No) {
-                        Kind::Always => true,
-                        Kind::UnlessStopped => !record.state.stopped_by_user,
-                        _ => false,
-                    };
-                    if again {
-                        let _ = self.start_init(&record, true).await;
+                    if restarts_always(&record) && record.state.stopped_by_user {
+                        self.start_always(&record).await;
+                    } else {
+                        // Its exit, unseen while the daemon was away, is
+                        // treated as any other.
+                        self.apply_restart_policy(&record, status);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Starts an `always` container a client stopped, as docker does when
+    /// its daemon starts: as a client's start, so the stop is forgotten.
+    async fn start_always(self: &Arc<Self>, record: &ContainerRecord) {
+        if let Err(e) = self.start_init(record, false).await {
+            eprintln!("berth-imaged: cannot restart {} (always): {e}", record.name);
+        }
     }
 
     /// Deletes a container: its task first (killed when `force`).
@@ -1290,6 +1291,29 @@ fn valid_identifier(id: &str) -> bool {
             .any(|w| !w[0].is_ascii_alphanumeric() && !w[1].is_ascii_alphanumeric())
 }
 
+/// The daemon's read ends of one process's output fifos.
+struct OutputReaders {
+    stdout: logs::FifoReader,
+    stderr: Option<logs::FifoReader>,
+}
+
+impl OutputReaders {
+    /// Opens them; done before the shim opens the write ends (see
+    /// [`logs::open_reader`]), and dropped if it never does.
+    fn open(container: &str, stdout: &Path, stderr: Option<&Path>) -> Result<OutputReaders> {
+        let open = |path: &Path| {
+            logs::open_reader(path).map_err(|e| Error::Stdio {
+                container: container.to_string(),
+                detail: format!("cannot open {}: {e}", path.display()),
+            })
+        };
+        Ok(OutputReaders {
+            stdout: open(stdout)?,
+            stderr: stderr.map(open).transpose()?,
+        })
+    }
+}
+
 /// The fifos of one process in `dir` (`PREFIX-stdout`, `-stderr` unless it
 /// has a terminal, `-stdin` when it keeps stdin open).
 fn make_stdio(
@@ -1324,6 +1348,13 @@ fn limit(value: u64) -> u64 {
     } else {
         value
     }
+}
+
+fn restarts_always(record: &ContainerRecord) -> bool {
+    record
+        .settings()
+        .restart
+        .is_some_and(|policy| policy.kind == pb::restart_policy::Kind::Always as i32)
 }
 
 /// How long to wait before restarting after an exit with `status`, or

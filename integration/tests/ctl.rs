@@ -1241,3 +1241,72 @@ fn local_users_reach_no_setuid_program_or_device_of_an_image() {
     );
     env.ok(&["rm", "-v", "held"]);
 }
+
+/// The daemon's open descriptors: how many, and those of deleted files.
+fn daemon_fds(env: &Env) -> (usize, Vec<String>) {
+    let dir = PathBuf::from(format!("/proc/{}/fd", env.daemon.pid()));
+    let mut count = 0;
+    let mut deleted = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        count += 1;
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            let target = target.display().to_string();
+            if target.ends_with("(deleted)") {
+                deleted.push(target);
+            }
+        }
+    }
+    (count, deleted)
+}
+
+/// Issue 12 (2): 15–20 `run --rm … echo` at once all exited 0, but some
+/// printed nothing, and the daemon kept their deleted fifos open for ever.
+#[test]
+fn parallel_runs_print_all_their_output_and_leak_no_descriptors() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let (baseline, _) = daemon_fds(&env);
+    let address = env.address();
+    for round in 0..3 {
+        let runs: Vec<_> = (0..30)
+            .map(|i| {
+                let address = address.clone();
+                let line = format!("out-{round}-{i}");
+                std::thread::spawn(move || {
+                    let out = run_ctl(
+                        &address,
+                        &["run", "--rm", "busybox:ctl", "echo", &line],
+                        b"",
+                    );
+                    (line, out)
+                })
+            })
+            .collect();
+        let mut silent = Vec::new();
+        for run in runs {
+            let (line, out) = run.join().unwrap();
+            assert!(out.status.success(), "{line}: {}", text(&out));
+            if stdout(&out) != format!("{line}\n") {
+                silent.push(format!("{line}: {}", text(&out)));
+            }
+        }
+        assert!(silent.is_empty(), "round {round}: output lost: {silent:#?}");
+    }
+    // The removals finish after the clients have their exit: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let listed = env.ok(&["ps", "-a", "-q"]);
+        let (count, deleted) = daemon_fds(&env);
+        if listed.trim().is_empty() && count <= baseline && deleted.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the daemon holds {count} descriptors (baseline {baseline}), deleted: {deleted:#?}, containers: {listed}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -995,3 +995,73 @@ fn hostile_requests_and_images_cannot_reach_the_host_or_hang_the_daemon() {
         "the lookup blocked"
     );
 }
+
+/// Issue 12 (5): containers whose process ended while the daemon was down
+/// stayed stopped whatever their restart policy said.
+#[test]
+fn restart_policies_apply_to_exits_during_the_daemons_downtime() {
+    if !can_run_images() {
+        return;
+    }
+    use pb::restart_policy::Kind;
+    let mut env = Env::start();
+    env.busybox("busybox:downtime");
+    let mut started = Vec::new();
+    for (name, kind, max_retries) in [
+        ("always", Kind::Always, 0),
+        ("unless", Kind::UnlessStopped, 0),
+        ("onfail", Kind::OnFailure, 3),
+        ("never", Kind::No, 0),
+    ] {
+        let mut config = busybox_config("busybox:downtime", &["sleep", "600"]);
+        config.restart = Some(pb::RestartPolicy {
+            kind: kind as i32,
+            max_retries,
+        });
+        let c = env.create(name, config).unwrap();
+        env.start_task(&c.id).unwrap();
+        let pid = env.get(&c.id).unwrap().pid;
+        started.push((name, c, pid));
+    }
+    env.daemon.kill9();
+    for (_, _, pid) in &started {
+        // SAFETY: kill of a container's init, by pid, while nobody watches.
+        unsafe { libc::kill(*pid as i32, libc::SIGKILL) };
+    }
+    for (name, _, pid) in &started {
+        let start = Instant::now();
+        while Path::new(&format!("/proc/{pid}/stat")).exists()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z ")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{name} never ended"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    env.daemon.spawn();
+    for (name, c, pid) in &started {
+        if *name == "never" {
+            continue;
+        }
+        env.until(
+            &format!("{name} running again after the daemon's start"),
+            || {
+                let now = env.get(&c.id).unwrap();
+                now.status == pb::container::Status::Running as i32 && now.pid != *pid
+            },
+        );
+        assert_eq!(env.get(&c.id).unwrap().restart_count, 1, "{name}");
+    }
+    let (_, never, _) = &started[3];
+    let never = env.get(&never.id).unwrap();
+    assert_eq!(never.status, pb::container::Status::Stopped as i32);
+    assert_eq!(never.exit_status, 137);
+    for (_, c, _) in &started[..3] {
+        env.kill(&c.id, 9).unwrap();
+        assert_eq!(env.wait(&c.id), 137);
+    }
+}
