@@ -29,6 +29,9 @@ pub enum Error {
         value: String,
         why: &'static str,
     },
+    // docker's words.
+    #[error("range of CPUs is from 0.01 to {available}.00, as there are only {available} CPUs available (asked for {asked})")]
+    TooManyCpus { asked: f64, available: usize },
     #[error("seccomp profile: {0}")]
     Seccomp(String),
     #[error("capability {0:?} is not one the kernel knows")]
@@ -503,6 +506,13 @@ pub fn limit_resources(limits: &pb::Resources) -> Result<Value> {
                 what: "cpus",
                 value: format!("{}", limits.nano_cpus as f64 / 1e9),
                 why: "use between 0.01 and 1000 CPUs",
+            });
+        }
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if limits.nano_cpus > available as i64 * 1_000_000_000 {
+            return Err(Error::TooManyCpus {
+                asked: limits.nano_cpus as f64 / 1e9,
+                available,
             });
         }
         resources["cpu"] = json!({"quota": quota, "period": period});

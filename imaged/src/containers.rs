@@ -261,6 +261,12 @@ impl Containers {
                     m.destination
                 )));
             }
+            if covers_procfs(&m.destination) {
+                return Err(Error::InvalidMount(format!(
+                    "destination {:?} is inside the container's /proc, which is the kernel's: mount it elsewhere (e.g. /host{})",
+                    m.destination, m.destination
+                )));
+            }
             let source = match kind {
                 Kind::Volume => {
                     let volume = if m.source.is_empty() {
@@ -398,6 +404,30 @@ impl Containers {
     }
 }
 
+/// Whether a mount on `destination` would cover (part of) the container's
+/// procfs, which the runtime refuses once the container is half made. The
+/// files lxcfs-style tools replace are allowed, as runc allows them.
+fn covers_procfs(destination: &str) -> bool {
+    const REPLACEABLE: &[&str] = &[
+        "/proc/cpuinfo",
+        "/proc/diskstats",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/swaps",
+        "/proc/uptime",
+        "/proc/loadavg",
+        "/proc/slabinfo",
+        "/proc/net/dev",
+        "/proc/sys/kernel/ns_last_pid",
+    ];
+    let path = destination.trim_end_matches('/');
+    let path = path
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .fold(String::new(), |acc, c| acc + "/" + c);
+    (path == "/proc" || path.starts_with("/proc/")) && !REPLACEABLE.contains(&path.as_str())
+}
+
 /// Writes a file only root can read, through a temporary name and a
 /// rename: a reader (a start, a crash) never sees half of it.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -531,6 +561,16 @@ fn unmount(target: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_over_procfs_are_refused_but_lxcfs_files_are_not() {
+        for refused in ["/proc", "/proc/", "//proc", "/./proc/sys", "/proc/1/root"] {
+            assert!(covers_procfs(refused), "{refused}");
+        }
+        for allowed in ["/host/proc", "/procs", "/proc/meminfo", "/sys", "/"] {
+            assert!(!covers_procfs(allowed), "{allowed}");
+        }
+    }
 
     #[test]
     fn private_files_are_written_whole_and_for_root_only() {

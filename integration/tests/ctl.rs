@@ -1310,3 +1310,52 @@ fn parallel_runs_print_all_their_output_and_leak_no_descriptors() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Issue 12 (8): `-v /tmp:/proc` got as far as the runtime (exit 127, its
+/// internal words) and `--cpus` above the host's count was accepted.
+#[test]
+fn mounts_over_proc_and_more_cpus_than_the_host_has_are_refused_up_front() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let out = env.ctl(&["run", "--rm", "-v", "/tmp:/proc", "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("\"/proc\" is inside the container's /proc"),
+        "{}",
+        text(&out)
+    );
+    // An lxcfs-style file over one of /proc's is allowed, as runc allows it.
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "-v",
+        "/proc/meminfo:/proc/meminfo:ro",
+        "busybox:ctl",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let too_many = (cpus + 1).to_string();
+    let out = env.ctl(&["run", "--rm", "--cpus", &too_many, "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    let words =
+        format!("range of CPUs is from 0.01 to {cpus}.00, as there are only {cpus} CPUs available");
+    assert!(stderr(&out).contains(&words), "{}", text(&out));
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--cpus",
+        &cpus.to_string(),
+        "busybox:ctl",
+        "true",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        env.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+        "a refused run left a container"
+    );
+}
