@@ -55,7 +55,9 @@ image=docker.io/library/berth-bench-busybox:1
 bench_busybox_image "$image"
 
 # The private berth-imaged.
-"$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" \
+# Loopback-only containers, as `ctr run`'s are: like is compared with like,
+# and the machine's network is left alone.
+"$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network none \
     --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
     2>"$work/imaged.log" &
 imaged=$!

@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "tasks",
         "events",
         "volumes",
+        "networks",
     ]
     .map(|name| format!("proto/berth/v1/{name}.proto"));
     for file in &files {

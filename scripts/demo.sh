@@ -31,7 +31,9 @@ source scripts/busybox-oci.sh
 busybox_oci_archive "$work/image" busybox:demo "$work/busybox.tar" sh echo cat hostname id ls grep
 
 # The daemon, private to this run.
-"$bin/berth-imaged" --root "$work/root" --socket "$work/berth.sock" \
+# Containers get loopback only: the demo leaves the machine's network as it
+# is (no bridge, no NAT rules; `--default-network bridge` is docker's way).
+"$bin/berth-imaged" --root "$work/root" --socket "$work/berth.sock" --default-network none \
     --shim "$bin/containerd-shim-berth-v2" --runtime "$bin/berth" --runtime-root "$work/runtime" \
     2>"$work/daemon.log" &
 daemon=$!

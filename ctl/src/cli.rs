@@ -60,11 +60,18 @@ pub enum Command {
     /// Manage named volumes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// The published ports of a container, or where one of its ports is.
+    Port(PortArgs),
     /// Print containers or images as JSON.
     Inspect(InspectArgs),
     /// Create a container from an image and start it.
+    #[command(disable_help_flag = true)]
     Run(RunArgs),
     /// Create a container without starting it.
+    #[command(disable_help_flag = true)]
     Create(CreateArgs),
     /// Start created or stopped containers.
     Start(StartArgs),
@@ -194,6 +201,41 @@ pub enum VolumeCommand {
     Rm(NamesArgs),
 }
 
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network: a bridge with its own subnet.
+    Create(NetworkCreateArgs),
+    /// List networks.
+    #[command(alias = "list")]
+    Ls(VolumeLsArgs),
+    /// Print networks as JSON.
+    Inspect(NamesArgs),
+    /// Remove networks no container uses.
+    #[command(alias = "remove")]
+    Rm(NamesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    pub name: String,
+    /// IPv4 CIDR, e.g. 10.90.0.0/24; default: a free one.
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// bridge (the only driver).
+    #[arg(long, short = 'd', default_value = "bridge")]
+    pub driver: String,
+    /// KEY=VALUE; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    pub container: String,
+    /// PORT[/PROTO]: only where this port is published.
+    pub port: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct VolumeCreateArgs {
     pub name: Option<String>,
@@ -248,8 +290,12 @@ pub struct ContainerArgs {
     /// user[:group], names or ids.
     #[arg(long, short = 'u')]
     pub user: Option<String>,
-    #[arg(long)]
+    /// The container's host name (docker's -h).
+    #[arg(long, short = 'h')]
     pub hostname: Option<String>,
+    /// Print help (-h is the host name, as in docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    pub help: Option<bool>,
     /// Replace the image's entrypoint ("" clears it).
     #[arg(long)]
     pub entrypoint: Option<String>,
@@ -283,9 +329,22 @@ pub struct ContainerArgs {
     /// seccomp=FILE (a profile in JSON) or seccomp=unconfined.
     #[arg(long = "security-opt")]
     pub security_opt: Vec<String>,
-    /// none (loopback only, the default) or host.
+    /// bridge (the default), a network's name, none (loopback only), host,
+    /// or container:NAME|ID (share its network).
     #[arg(long = "network", alias = "net")]
     pub network: Option<String>,
+    /// Publish a port: [[IP:]HOST:]CTR[/tcp|udp] (no HOST: a random one).
+    #[arg(long = "publish", short = 'p')]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on a random host port.
+    #[arg(long = "publish-all", short = 'P')]
+    pub publish_all: bool,
+    /// NAME:IP, a line of /etc/hosts; repeatable.
+    #[arg(long = "add-host")]
+    pub add_hosts: Vec<String>,
+    /// A name server for /etc/resolv.conf; repeatable.
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
     /// no, on-failure[:N], always or unless-stopped.
     #[arg(long)]
     pub restart: Option<String>,

@@ -67,6 +67,10 @@ impl Daemon {
         pb::volumes_client::VolumesClient::new(self.channel.clone())
     }
 
+    pub fn networks(&self) -> pb::networks_client::NetworksClient<Channel> {
+        pb::networks_client::NetworksClient::new(self.channel.clone())
+    }
+
     pub fn snapshots(&self) -> pb::snapshots_client::SnapshotsClient<Channel> {
         pb::snapshots_client::SnapshotsClient::new(self.channel.clone())
     }

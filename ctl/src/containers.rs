@@ -81,6 +81,18 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
         restart: a.restart.as_deref().map(flags::restart).transpose()?,
         runtime: a.runtime.clone().unwrap_or_default(),
         auto_remove: false,
+        ports: a
+            .publish
+            .iter()
+            .map(|p| flags::publish(p))
+            .collect::<Result<_, _>>()?,
+        publish_all: a.publish_all,
+        extra_hosts: a
+            .add_hosts
+            .iter()
+            .map(|h| flags::add_host(h))
+            .collect::<Result<_, _>>()?,
+        dns: a.dns.clone(),
     })
 }
 

@@ -172,16 +172,66 @@ pub fn restart(value: &str) -> Result<pb::RestartPolicy, FlagError> {
     })
 }
 
+/// `--network`: "default" is docker's other name for the default network;
+/// the daemon knows the rest (a network's name is checked there).
 pub fn network(value: &str) -> Result<String, FlagError> {
     match value {
-        "none" | "host" => Ok(value.to_string()),
-        // docker's default network; here the default is loopback only.
-        "bridge" | "default" => Ok("none".to_string()),
-        _ => Err(invalid(
+        "" => Err(invalid(
             "--network",
             value,
-            "none (loopback only) or host (berth has no bridge networks yet)",
+            "bridge, a network's name, none, host or container:NAME",
         )),
+        "default" => Ok(String::new()),
+        _ => Ok(value.to_string()),
+    }
+}
+
+/// docker's `-p [[IP:]HOST:]CTR[/PROTO]`; no HOST (or an empty one) asks
+/// for a random host port.
+pub fn publish(value: &str) -> Result<pb::PortMapping, FlagError> {
+    const EXPECTED: &str = "[[IP:]HOST:]CONTAINER[/tcp|udp], ports 1-65535";
+    let (ports, protocol) = match value.rsplit_once('/') {
+        Some((ports, protocol @ ("tcp" | "udp"))) => (ports, protocol),
+        Some(_) => return Err(invalid("--publish", value, EXPECTED)),
+        None => (value, "tcp"),
+    };
+    let parts: Vec<&str> = ports.rsplitn(3, ':').collect();
+    let (container, host, ip) = match parts.as_slice() {
+        [c] => (*c, "", ""),
+        [c, h] => (*c, *h, ""),
+        [c, h, ip] => (*c, *h, *ip),
+        _ => return Err(invalid("--publish", value, EXPECTED)),
+    };
+    let port = |text: &str, what: &'static str| -> Result<u32, FlagError> {
+        match text.parse::<u32>() {
+            Ok(p) if (1..=65535).contains(&p) => Ok(p),
+            _ => Err(invalid(what, text, EXPECTED)),
+        }
+    };
+    let host_port = if host.is_empty() {
+        0
+    } else {
+        port(host, "--publish host port")?
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if !ip.is_empty() && ip.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(invalid("--publish", value, "an IPv4 host address"));
+    }
+    Ok(pb::PortMapping {
+        host_ip: ip.to_string(),
+        host_port,
+        container_port: port(container, "--publish container port")?,
+        protocol: protocol.to_string(),
+    })
+}
+
+/// `--add-host NAME:IP`.
+pub fn add_host(value: &str) -> Result<String, FlagError> {
+    match value.split_once(':') {
+        Some((name, ip)) if !name.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() => {
+            Ok(value.to_string())
+        }
+        _ => Err(invalid("--add-host", value, "NAME:IP")),
     }
 }
 
@@ -314,6 +364,46 @@ mod tests {
             assert!(err.contains("--memory"), "{bad}: {err}");
         }
         assert!(memory("12parsecs").unwrap_err().to_string().contains("64m"));
+    }
+
+    #[test]
+    fn published_ports_read_as_docker_reads_them() {
+        let p = publish("8080:80").unwrap();
+        assert_eq!(
+            (
+                p.host_ip.as_str(),
+                p.host_port,
+                p.container_port,
+                p.protocol.as_str()
+            ),
+            ("", 8080, 80, "tcp")
+        );
+        let p = publish("127.0.0.1:53:5353/udp").unwrap();
+        assert_eq!(
+            (
+                p.host_ip.as_str(),
+                p.host_port,
+                p.container_port,
+                p.protocol.as_str()
+            ),
+            ("127.0.0.1", 53, 5353, "udp")
+        );
+        let p = publish("80").unwrap();
+        assert_eq!((p.host_port, p.container_port), (0, 80));
+        let p = publish("127.0.0.1::80").unwrap();
+        assert_eq!((p.host_ip.as_str(), p.host_port), ("127.0.0.1", 0));
+        for bad in [
+            "70000:80",
+            "80:0",
+            "80/sctp",
+            "x:80",
+            "1.2.3:80:80",
+            "a:b:c:d",
+        ] {
+            assert!(publish(bad).is_err(), "{bad}");
+        }
+        assert!(add_host("db:10.0.0.2").is_ok());
+        assert!(add_host("db").is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod containers;
 mod exit;
 mod flags;
 mod images;
+mod networks;
 mod output;
 mod progress;
 mod system;
@@ -118,6 +119,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Save(a) => images::save(&d, &a).await.map(|()| 0),
         Command::Load(a) => images::load(&d, &a).await.map(|()| 0),
         Command::Volume(v) => volumes::run(&d, &v).await,
+        Command::Network(n) => networks::run(&d, &n).await,
+        Command::Port(a) => networks::port(&d, &a).await,
         Command::Inspect(a) => system::inspect(&d, &a).await,
         Command::Run(a) => containers::run(&d, &a).await,
         Command::Create(a) => containers::create(&d, &a.container).await,

@@ -285,7 +285,56 @@ pub fn container(c: &pb::Container) -> Value {
         "bundle": c.bundle,
         "labels": labels(&c.labels),
         "config": c.config.as_ref().map(config),
+        "networkSettings": c.network_settings.as_ref().map(network_settings),
         "spec": spec,
+    })
+}
+
+fn network_settings(n: &pb::NetworkSettings) -> Value {
+    json!({
+        "network": n.network,
+        "ipAddress": n.ip_address,
+        "ipPrefixLen": n.ip_prefix_len,
+        "gateway": n.gateway,
+        "macAddress": n.mac_address,
+        "ports": n.ports.iter().map(port_mapping).collect::<Vec<_>>(),
+        "sandboxKey": n.sandbox_key,
+    })
+}
+
+fn port_mapping(p: &pb::PortMapping) -> Value {
+    json!({
+        "hostIp": p.host_ip,
+        "hostPort": p.host_port,
+        "containerPort": p.container_port,
+        "protocol": p.protocol,
+    })
+}
+
+/// docker's `port` line: `80/tcp -> 0.0.0.0:18080`.
+pub fn port_line(p: &pb::PortMapping) -> String {
+    let ip = if p.host_ip.is_empty() {
+        "0.0.0.0"
+    } else {
+        &p.host_ip
+    };
+    format!(
+        "{}/{} -> {ip}:{}",
+        p.container_port, p.protocol, p.host_port
+    )
+}
+
+pub fn network(n: &pb::Network) -> Value {
+    json!({
+        "name": n.name,
+        "id": n.id,
+        "driver": n.driver,
+        "bridge": n.bridge,
+        "subnet": n.subnet,
+        "gateway": n.gateway,
+        "labels": labels(&n.labels),
+        "created": rfc3339(n.created.as_ref()),
+        "containers": n.containers,
     })
 }
 

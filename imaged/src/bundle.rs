@@ -49,6 +49,8 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     pub working_dir: String,
     pub stop_signal: String,
+    /// `ExposedPorts`: (port, "tcp" | "udp").
+    pub exposed_ports: Vec<(u16, String)>,
 }
 
 impl ImageConfig {
@@ -72,6 +74,18 @@ impl ImageConfig {
             cmd: strings(&config["Cmd"]),
             working_dir: text(&config["WorkingDir"]),
             stop_signal: text(&config["StopSignal"]),
+            exposed_ports: config["ExposedPorts"]
+                .as_object()
+                .map(|ports| {
+                    ports
+                        .keys()
+                        .filter_map(|key| {
+                            let (port, protocol) = key.split_once('/').unwrap_or((key, "tcp"));
+                            Some((port.parse().ok()?, protocol.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }
@@ -99,6 +113,10 @@ pub struct Inputs<'a> {
     pub default_seccomp: Option<&'a Value>,
     /// Files the daemon writes for the container (hosts, hostname, resolv.conf).
     pub bundle: &'a Path,
+    /// The network namespace to join (a pinned one, or another
+    /// container's); `None`: a new one, or the host's with `host_network`.
+    pub netns: Option<&'a Path>,
+    pub host_network: bool,
 }
 
 /// The most of an image's passwd or group file the daemon reads.
@@ -368,16 +386,10 @@ pub fn spec(inputs: &Inputs<'_>) -> Result<Value> {
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    match settings.network.as_str() {
-        "" | "none" => namespaces.push(json!({"type": "network"})),
-        "host" => {}
-        other => {
-            return Err(Error::Invalid {
-                what: "network",
-                value: other.to_string(),
-                why: "use none or host",
-            })
-        }
+    match inputs.netns {
+        Some(path) => namespaces.push(json!({"type": "network", "path": path})),
+        None if inputs.host_network => {}
+        None => namespaces.push(json!({"type": "network"})),
     }
     linux["namespaces"] = json!(namespaces);
     linux["cgroupsPath"] = json!(format!("/berth-imaged/{}", inputs.id));
@@ -523,27 +535,93 @@ pub fn limit_resources(limits: &pb::Resources) -> Result<Value> {
     Ok(resources)
 }
 
+/// How a container's `/etc/hosts` and `/etc/resolv.conf` are made.
+pub enum EtcNetwork<'a> {
+    /// The host's files, as they are.
+    Host,
+    /// Loopback only: no resolver.
+    Isolated,
+    /// On a network: the name servers asked for, else the host's that are
+    /// reachable from a container (not its loopback ones).
+    Network { dns: &'a [String] },
+}
+
 /// Writes `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` for the
-/// container into its bundle (the host's for `--network host`). They keep
-/// the ordinary 0644: the container's users read them as any `/etc/hosts`
-/// (the bundle around them is root's alone).
-pub fn write_etc_files(bundle: &Path, hostname: &str, network: &str) -> std::io::Result<()> {
+/// container into its bundle. They keep the ordinary 0644: the container's
+/// users read them as any `/etc/hosts` (the bundle around them is root's
+/// alone). `extra_hosts` are `NAME:IP` lines (docker's --add-host).
+pub fn write_etc_files(
+    bundle: &Path,
+    hostname: &str,
+    network: EtcNetwork,
+    extra_hosts: &[String],
+) -> std::io::Result<()> {
     std::fs::write(bundle.join("hostname"), format!("{hostname}\n"))?;
-    if network == "host" {
-        for (file, host) in [("hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf")] {
-            if let Ok(text) = std::fs::read(host) {
-                std::fs::write(bundle.join(file), text)?;
+    let resolv = match network {
+        EtcNetwork::Host => {
+            if let Ok(text) = std::fs::read("/etc/hosts") {
+                std::fs::write(bundle.join("hosts"), text)?;
             }
+            std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
         }
-    } else {
-        std::fs::write(
-            bundle.join("hosts"),
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-        )?;
-        // A private network namespace has only loopback: no resolver to name.
-        std::fs::write(bundle.join("resolv.conf"), "")?;
+        EtcNetwork::Isolated => {
+            write_hosts(bundle, hostname, None, extra_hosts)?;
+            String::new()
+        }
+        EtcNetwork::Network { dns } => {
+            write_hosts(bundle, hostname, None, extra_hosts)?;
+            resolv_conf(dns)
+        }
+    };
+    std::fs::write(bundle.join("resolv.conf"), resolv)
+}
+
+/// `/etc/hosts` of a container: loopback, its own name (on its address
+/// once it has one), and `NAME:IP` extras. Written in place: the file is
+/// bind-mounted by inode into a container that may exist already.
+pub fn write_hosts(
+    bundle: &Path,
+    hostname: &str,
+    address: Option<&str>,
+    extra_hosts: &[String],
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for extra in extra_hosts {
+        if let Some((name, ip)) = extra.rsplit_once(':').filter(|(n, _)| !n.contains(':')) {
+            text.push_str(&format!("{ip}\t{name}\n"));
+        } else if let Some((name, ip)) = extra.split_once(':') {
+            text.push_str(&format!("{ip}\t{name}\n"));
+        }
     }
-    Ok(())
+    text.push_str(&format!("{}\t{hostname}\n", address.unwrap_or("127.0.1.1")));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(bundle.join("hosts"))?;
+    file.write_all(text.as_bytes())
+}
+
+/// `nameserver` lines: `dns`, else the host's that a container can reach
+/// (a loopback resolver of the host is not the container's).
+fn resolv_conf(dns: &[String]) -> String {
+    let servers: Vec<String> = if dns.is_empty() {
+        std::fs::read_to_string("/etc/resolv.conf")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("nameserver"))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.starts_with("127.") && s != "::1")
+            .collect()
+    } else {
+        dns.to_vec()
+    };
+    servers
+        .iter()
+        .map(|s| format!("nameserver {s}\n"))
+        .collect()
 }
 
 /// The highest nofile limit this daemon may give (its own hard limit):
@@ -671,6 +749,7 @@ mod tests {
             cmd: vec!["default".into()],
             working_dir: "/work".into(),
             stop_signal: String::new(),
+            exposed_ports: Vec::new(),
         };
         let mut s = settings();
         s.env = vec!["A=2".into(), "B=3".into()];
@@ -689,6 +768,8 @@ mod tests {
             mounts: &[],
             default_seccomp: None,
             bundle: base.path(),
+            netns: None,
+            host_network: false,
         };
         let generated = spec(&inputs).unwrap();
         let p = &generated["process"];
@@ -745,6 +826,8 @@ mod tests {
             mounts: i.mounts,
             default_seccomp: i.default_seccomp,
             bundle: i.bundle,
+            netns: i.netns,
+            host_network: i.host_network,
         }
     }
 
@@ -765,6 +848,8 @@ mod tests {
                 mounts: &[],
                 default_seccomp: None,
                 bundle: base.path(),
+                netns: None,
+                host_network: false,
             })
         };
         let mut s = settings();
@@ -778,9 +863,6 @@ mod tests {
             memory: 1024,
             ..Default::default()
         });
-        assert!(matches!(check(s), Err(Error::Invalid { .. })));
-        let mut s = settings();
-        s.network = "bridge".into();
         assert!(matches!(check(s), Err(Error::Invalid { .. })));
         // Seccomp by default needs a profile: never silently unconfined.
         let mut s = settings();
@@ -797,6 +879,8 @@ mod tests {
                 mounts: &[],
                 default_seccomp: None,
                 bundle: base.path(),
+                netns: None,
+                host_network: false,
             }),
             Err(Error::NoCommand)
         ));

@@ -57,6 +57,21 @@ pub struct Config {
     /// Rotate a container's log past this many bytes.
     #[serde(default = "default_max_log")]
     pub max_log_size: u64,
+    /// The network of containers that name none: "bridge" (docker's
+    /// default), "none", "host" or a network's name.
+    #[serde(default = "default_network")]
+    pub default_network: String,
+    /// The subnet of the `bridge` network when it is first made; default:
+    /// the first of docker's pools clear of the host's routes.
+    #[serde(default)]
+    pub bridge_subnet: Option<String>,
+    /// Where the CNI plugins are (Debian's containernetworking-plugins).
+    #[serde(default = "default_cni_path")]
+    pub cni_path: PathBuf,
+    /// Pinned network namespaces and address leases; default: `net/`
+    /// beside the socket (they end with the machine, as /run does).
+    #[serde(default)]
+    pub net_state: Option<PathBuf>,
 }
 
 fn default_shim() -> String {
@@ -80,6 +95,14 @@ fn default_seccomp() -> PathBuf {
 
 fn default_max_log() -> u64 {
     crate::logs::DEFAULT_MAX_LOG
+}
+
+fn default_network() -> String {
+    "bridge".into()
+}
+
+fn default_cni_path() -> PathBuf {
+    PathBuf::from("/usr/lib/cni")
 }
 
 fn default_root() -> PathBuf {
@@ -106,6 +129,10 @@ impl Default for Config {
             events_socket: None,
             seccomp_profile: default_seccomp(),
             max_log_size: default_max_log(),
+            default_network: default_network(),
+            bridge_subnet: None,
+            cni_path: default_cni_path(),
+            net_state: None,
         }
     }
 }
@@ -118,6 +145,16 @@ impl Config {
                 .parent()
                 .unwrap_or(Path::new("/run/berth"))
                 .join("berth-events.sock")
+        })
+    }
+
+    /// The network state directory: configured, or `net/` beside the socket.
+    pub fn net_state(&self) -> PathBuf {
+        self.net_state.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or(Path::new("/run/berth"))
+                .join("net")
         })
     }
 

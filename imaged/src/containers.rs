@@ -16,6 +16,7 @@ use crate::bundle::{self, ImageConfig, ResolvedMount};
 use crate::content::Digest;
 use crate::images::{self, Images};
 use crate::metadata::{self, Db, Table};
+use crate::networks::{self, Networks};
 use crate::snapshots;
 use crate::volumes::{self, random_hex, valid_name, Volumes};
 
@@ -61,6 +62,12 @@ pub enum Error {
     Images(#[from] images::Error),
     #[error(transparent)]
     Metadata(#[from] metadata::Error),
+    #[error(transparent)]
+    Network(#[from] networks::Error),
+    #[error("invalid port mapping: {0}")]
+    InvalidPort(String),
+    #[error("cannot share the network of container {0}: it is not running")]
+    NetworkOwnerNotRunning(String),
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -130,6 +137,7 @@ pub struct Containers {
     pub bundles: PathBuf,
     /// The engines' default seccomp profile, read at start-up.
     pub default_seccomp: Option<Arc<serde_json::Value>>,
+    pub networks: Arc<Networks>,
 }
 
 impl Containers {
@@ -194,9 +202,32 @@ impl Containers {
     pub fn create(
         &self,
         name: &str,
-        settings: pb::ContainerConfig,
+        mut settings: pb::ContainerConfig,
         labels: BTreeMap<String, String>,
     ) -> Result<ContainerRecord> {
+        let mode = self.networks.mode(&settings.network)?;
+        check_ports(&settings.ports)?;
+        let publishes = !settings.ports.is_empty() || settings.publish_all;
+        if publishes && !matches!(mode, networks::Mode::Network(_)) {
+            return Err(Error::InvalidPort(format!(
+                "ports can only be published on a network, not with --network {}",
+                settings.network
+            )));
+        }
+        // Another container's namespace: its pin, or its init's while it runs.
+        let shared_netns = match &mode {
+            networks::Mode::Container(other) => {
+                let other = self.resolve(other)?;
+                if other.status() != pb::container::Status::Running {
+                    return Err(Error::NetworkOwnerNotRunning(other.name));
+                }
+                Some(match self.networks.attachment(&other.id) {
+                    Some(a) => a.netns,
+                    None => PathBuf::from(format!("/proc/{}/ns/net", other.state.pid)),
+                })
+            }
+            _ => None,
+        };
         let id = random_hex(32);
         let name = if name.is_empty() {
             format!("berth_{}", &random_hex(4))
@@ -224,6 +255,23 @@ impl Containers {
                 detail,
             })?;
         let image_config = ImageConfig::from_blob(&config_blob);
+        if settings.publish_all {
+            // -P: every port the image exposes, on a host port chosen at start.
+            for (port, protocol) in &image_config.exposed_ports {
+                let taken = settings
+                    .ports
+                    .iter()
+                    .any(|p| p.container_port == u32::from(*port) && p.protocol == *protocol);
+                if !taken {
+                    settings.ports.push(pb::PortMapping {
+                        host_ip: String::new(),
+                        host_port: 0,
+                        container_port: u32::from(*port),
+                        protocol: protocol.clone(),
+                    });
+                }
+            }
+        }
         let bundle = self.bundles.join(&id);
         let mut undo = Undo {
             containers: self,
@@ -315,8 +363,17 @@ impl Containers {
         } else {
             settings.hostname.clone()
         };
-        bundle::write_etc_files(&bundle, &hostname, &settings.network)
+        let etc = match &mode {
+            networks::Mode::Host => bundle::EtcNetwork::Host,
+            networks::Mode::None => bundle::EtcNetwork::Isolated,
+            networks::Mode::Container(_) | networks::Mode::Network(_) => {
+                bundle::EtcNetwork::Network { dns: &settings.dns }
+            }
+        };
+        bundle::write_etc_files(&bundle, &hostname, etc, &settings.extra_hosts)
             .map_err(io("write the hosts files of", &bundle))?;
+        let pinned =
+            matches!(mode, networks::Mode::Network(_)).then(|| self.networks.netns_path(&id));
         let spec = bundle::spec(&bundle::Inputs {
             id: &id,
             settings: &settings,
@@ -325,6 +382,8 @@ impl Containers {
             mounts: &resolved,
             default_seccomp: self.default_seccomp.as_deref(),
             bundle: &bundle,
+            netns: pinned.as_deref().or(shared_netns.as_deref()),
+            host_network: mode == networks::Mode::Host,
         })?;
         let spec_bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
         write_private(&bundle.join("config.json"), &spec_bytes)?;
@@ -402,6 +461,34 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// Ports are 16-bit; a container port is never 0; tcp or udp.
+fn check_ports(ports: &[pb::PortMapping]) -> Result<()> {
+    for p in ports {
+        if p.host_port > 65535 {
+            return Err(Error::InvalidPort(format!(
+                "invalid hostPort: {}",
+                p.host_port
+            )));
+        }
+        if p.container_port == 0 || p.container_port > 65535 {
+            return Err(Error::InvalidPort(format!(
+                "invalid containerPort: {}",
+                p.container_port
+            )));
+        }
+        if !matches!(p.protocol.as_str(), "" | "tcp" | "udp") {
+            return Err(Error::InvalidPort(format!("invalid proto: {}", p.protocol)));
+        }
+        if !p.host_ip.is_empty() && p.host_ip.parse::<std::net::Ipv4Addr>().is_err() {
+            return Err(Error::InvalidPort(format!(
+                "invalid IP address: {}",
+                p.host_ip
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a mount on `destination` would cover (part of) the container's

@@ -24,6 +24,8 @@ pub mod events;
 pub mod images;
 pub mod logs;
 pub mod metadata;
+pub mod networks;
+pub mod networks_service;
 pub mod private;
 pub mod registry;
 pub mod server;

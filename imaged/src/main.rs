@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use berth_imaged::{
-    config::Config, containers, content, events, images, metadata, private, registry, server, shim,
-    snapshots, tasks, volumes, workloads,
+    config::Config, containers, content, events, images, metadata, networks, private, registry,
+    server, shim, snapshots, tasks, volumes, workloads,
 };
 use clap::Parser;
 
@@ -43,6 +43,16 @@ struct Args {
     /// The runtime's state root [default: /run/berth-imaged/runtime].
     #[arg(long)]
     runtime_root: Option<PathBuf>,
+    /// The network of containers that name none [default: bridge].
+    #[arg(long)]
+    default_network: Option<String>,
+    /// The bridge network's subnet when it is first made [default: the
+    /// first of 172.17-31.0.0/16, 192.168.N.0/20 clear of the host's routes].
+    #[arg(long)]
+    bridge_subnet: Option<String>,
+    /// Directory of the CNI plugins [default: /usr/lib/cni].
+    #[arg(long)]
+    cni_path: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,6 +79,15 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(root) = args.runtime_root {
         config.runtime_root = root;
+    }
+    if let Some(network) = args.default_network {
+        config.default_network = network;
+    }
+    if args.bridge_subnet.is_some() {
+        config.bridge_subnet = args.bridge_subnet;
+    }
+    if let Some(path) = args.cni_path {
+        config.cni_path = path;
     }
     // glibc gives each thread that allocates its own arena, and keeps what
     // it frees there; a pull runs on several blocking threads. One arena
@@ -149,7 +168,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
             config.seccomp_profile.display()
         );
     }
+    let bridge_subnet = config
+        .bridge_subnet
+        .as_deref()
+        .map(str::parse)
+        .transpose()
+        .context("--bridge-subnet")?;
+    let networks = Arc::new(
+        networks::Networks::open(
+            db.clone(),
+            &config.net_state(),
+            &config.cni_path,
+            &config.default_network,
+            bridge_subnet,
+        )
+        .context("cannot open the networks")?,
+    );
+    networks
+        .mode("")
+        .with_context(|| format!("default network {:?}", config.default_network))?;
     let containers = containers::Containers {
+        networks: networks.clone(),
         db: db.clone(),
         images: images.clone(),
         volumes: volumes.clone(),

@@ -36,6 +36,10 @@ pub enum Table {
     Containers,
     /// Volume name → [`crate::volumes::VolumeRecord`].
     Volumes,
+    /// Network name → [`berth_net::network::Network`].
+    Networks,
+    /// Container id → [`crate::networks::AttachmentRecord`].
+    Attachments,
 }
 
 impl Table {
@@ -45,6 +49,8 @@ impl Table {
             Table::Snapshots => "snapshots",
             Table::Containers => "containers",
             Table::Volumes => "volumes",
+            Table::Networks => "networks",
+            Table::Attachments => "attachments",
         }
     }
 
@@ -102,6 +108,8 @@ impl Db {
                 Table::Snapshots,
                 Table::Containers,
                 Table::Volumes,
+                Table::Networks,
+                Table::Attachments,
             ] {
                 txn.txn.open_table(table.def()).map_err(|e| txn.err(e))?;
             }

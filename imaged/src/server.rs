@@ -661,6 +661,7 @@ pub async fn serve(
         ))
         .add_service(pb::tasks_server::TasksServer::new(workloads.clone()))
         .add_service(pb::volumes_server::VolumesServer::new(workloads.clone()))
+        .add_service(pb::networks_server::NetworksServer::new(workloads.clone()))
         .add_service(pb::events_server::EventsServer::new(workloads))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),

@@ -57,6 +57,12 @@ pub enum Error {
     Containers(#[from] containers::Error),
 }
 
+impl From<crate::networks::Error> for Error {
+    fn from(e: crate::networks::Error) -> Error {
+        Error::Containers(containers::Error::Network(e))
+    }
+}
+
 type Result<T> = std::result::Result<T, Error>;
 
 /// What an attached client follows.
@@ -258,7 +264,14 @@ impl Tasks {
                 }
             }
         }
-        let shim = self.launcher.start(&record.id, &bundle).await?;
+        self.connect_network(record).await?;
+        let shim = match self.launcher.start(&record.id, &bundle).await {
+            Ok(shim) => shim,
+            Err(e) => {
+                self.disconnect_network(&record.id).await;
+                return Err(e.into());
+            }
+        };
         let teardown = |tasks: Arc<Tasks>, id: String, bundle: PathBuf, shim: Shim| async move {
             let _ = shim
                 .client
@@ -272,6 +285,7 @@ impl Tasks {
                 )
                 .await;
             tasks.launcher.delete(&id, &bundle).await;
+            tasks.disconnect_network(&id).await;
         };
         let mut create = api::CreateTaskRequest::new();
         create.id = record.id.clone();
@@ -444,9 +458,11 @@ impl Tasks {
             self.lock().shims.remove(id);
             let bundle = self.containers.bundles.join(id);
             self.launcher.delete(id, &bundle).await;
+            self.disconnect_network(id).await;
             return;
         };
         self.launcher.delete(id, &record.bundle).await;
+        self.disconnect_network(id).await;
         let record = self
             .containers
             .update(id, |r| {
@@ -1142,6 +1158,7 @@ impl Tasks {
                             .await;
                     }
                     self.launcher.delete(&record.id, &record.bundle).await;
+                    self.disconnect_network(&record.id).await;
                     let record = self.containers.update(&record.id, |r| {
                         r.state.status = Status::Stopped as i32;
                         r.state.exit_status = status;
@@ -1170,7 +1187,76 @@ impl Tasks {
                 }
             }
         }
+        // Namespaces, leases and rules of containers that are not running
+        // (ended or half started while the daemon was away) go; the running
+        // ones get their host ports held again.
+        let networks = self.containers.networks.clone();
+        let running: std::collections::HashSet<String> =
+            self.lock().shims.keys().cloned().collect();
+        let _ =
+            tokio::task::spawn_blocking(move || networks.recover(|id| running.contains(id))).await;
         Ok(())
+    }
+
+    /// Puts a container that runs on a network of ours on it: its namespace
+    /// pinned, the plugins run, its ports held, its /etc/hosts naming its
+    /// address. Other modes need nothing at start.
+    async fn connect_network(&self, record: &ContainerRecord) -> Result<()> {
+        let settings = record.settings();
+        let networks = self.containers.networks.clone();
+        let crate::networks::Mode::Network(network) = networks.mode(&settings.network)? else {
+            return Ok(());
+        };
+        let ports = settings
+            .ports
+            .iter()
+            .map(|p| berth_net::ports::PortMapping {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port as u16,
+                container_port: p.container_port as u16,
+                protocol: if p.protocol.is_empty() {
+                    "tcp".into()
+                } else {
+                    p.protocol.clone()
+                },
+            })
+            .collect();
+        let id = record.id.clone();
+        let attached = tokio::task::spawn_blocking(move || networks.connect(&id, &network, ports))
+            .await
+            .map_err(|e| Error::Invalid(format!("connecting {}: {e}", record.name)))??;
+        let hostname = if settings.hostname.is_empty() {
+            record.id.chars().take(12).collect()
+        } else {
+            settings.hostname.clone()
+        };
+        let address = attached.attachment.address.clone();
+        if let Err(e) = crate::bundle::write_hosts(
+            &record.bundle,
+            &hostname,
+            (!address.is_empty()).then_some(address.as_str()),
+            &settings.extra_hosts,
+        ) {
+            self.disconnect_network(&record.id).await;
+            return Err(Error::Stdio {
+                container: record.name.clone(),
+                detail: format!("cannot write its /etc/hosts: {e}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes a container off its network (nothing to do is fine); failures
+    /// are logged: the task is gone whatever the plugins say.
+    async fn disconnect_network(&self, id: &str) {
+        let networks = self.containers.networks.clone();
+        let owned = id.to_string();
+        let done = tokio::task::spawn_blocking(move || networks.disconnect(&owned)).await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("berth-imaged: container {id}: {e}"),
+            Err(e) => eprintln!("berth-imaged: container {id}: disconnecting: {e}"),
+        }
     }
 
     /// Starts an `always` container a client stopped, as docker does when

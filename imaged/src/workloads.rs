@@ -14,8 +14,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::containers::{self, ContainerRecord};
 use crate::events::Hub;
+use crate::networks::{AttachmentRecord, Networks};
 use crate::tasks::{self, Tasks};
 use crate::volumes::{self, Volumes};
+use berth_net::ports::PortMapping;
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -26,7 +28,7 @@ pub struct Workloads {
     pub hub: Hub,
 }
 
-fn timestamp(secs: u64) -> Option<prost_types::Timestamp> {
+pub fn timestamp(secs: u64) -> Option<prost_types::Timestamp> {
     (secs > 0).then_some(prost_types::Timestamp {
         seconds: secs as i64,
         nanos: 0,
@@ -46,6 +48,25 @@ pub fn containers_status(e: containers::Error) -> Status {
         E::Bundle(crate::bundle::Error::Seccomp(_)) => Status::failed_precondition(msg),
         E::Bundle(_) => Status::invalid_argument(msg),
         E::Volume(v) => volumes_status(v),
+        E::Network(n) => networks_status(n),
+        E::InvalidPort(_) => Status::invalid_argument(msg),
+        E::NetworkOwnerNotRunning(_) => Status::failed_precondition(msg),
+        _ => Status::internal(msg),
+    }
+}
+
+pub fn networks_status(e: crate::networks::Error) -> Status {
+    use crate::networks::Error as E;
+    let msg = e.to_string();
+    match e {
+        E::NotFound(_) => Status::not_found(msg),
+        E::Exists(_) => Status::already_exists(msg),
+        E::InUse { .. } | E::Predefined(_) => Status::failed_precondition(msg),
+        E::Network(_) | E::Ports(berth_net::ports::Error::Protocol(_)) => {
+            Status::invalid_argument(msg)
+        }
+        // A host port someone else holds: the request cannot be met now.
+        E::Ports(_) => Status::failed_precondition(msg),
         _ => Status::internal(msg),
     }
 }
@@ -89,7 +110,11 @@ pub fn tasks_status(e: tasks::Error) -> Status {
     }
 }
 
-pub fn container(record: &ContainerRecord) -> pb::Container {
+pub fn container(record: &ContainerRecord, networks: &Networks) -> pb::Container {
+    let network_settings = networks
+        .attachment(&record.id)
+        .filter(|a| a.connected)
+        .map(|a| network_settings(&a));
     pb::Container {
         id: record.id.clone(),
         name: record.name.clone(),
@@ -107,6 +132,29 @@ pub fn container(record: &ContainerRecord) -> pb::Container {
         finished_at: timestamp(record.state.finished_at),
         restart_count: record.state.restart_count,
         oom_killed: record.state.oom_killed,
+        network_settings,
+    }
+}
+
+fn network_settings(record: &AttachmentRecord) -> pb::NetworkSettings {
+    let a = &record.attachment;
+    pb::NetworkSettings {
+        network: a.network.clone(),
+        ip_address: a.address.clone(),
+        ip_prefix_len: u32::from(a.prefix),
+        gateway: a.gateway.clone(),
+        mac_address: a.mac.clone(),
+        ports: a.ports.iter().map(port_mapping).collect(),
+        sandbox_key: record.netns.display().to_string(),
+    }
+}
+
+pub fn port_mapping(m: &PortMapping) -> pb::PortMapping {
+    pb::PortMapping {
+        host_ip: m.host_ip.clone(),
+        host_port: u32::from(m.host_port),
+        container_port: u32::from(m.container_port),
+        protocol: m.protocol.clone(),
     }
 }
 
@@ -156,9 +204,12 @@ impl pb::containers_server::Containers for Workloads {
         self.hub.publish(
             "/containers/create",
             "berth.v1.Container",
-            prost::Message::encode_to_vec(&container(&record)),
+            prost::Message::encode_to_vec(&container(&record, &self.tasks.containers.networks)),
         );
-        Ok(Response::new(container(&record)))
+        Ok(Response::new(container(
+            &record,
+            &self.tasks.containers.networks,
+        )))
     }
 
     async fn get(
@@ -170,7 +221,10 @@ impl pb::containers_server::Containers for Workloads {
             .containers
             .resolve(&request.into_inner().id)
             .map_err(containers_status)?;
-        Ok(Response::new(container(&record)))
+        Ok(Response::new(container(
+            &record,
+            &self.tasks.containers.networks,
+        )))
     }
 
     async fn list(
@@ -189,7 +243,7 @@ impl pb::containers_server::Containers for Workloads {
                         | pb::container::Status::Restarting
                 )
             })
-            .map(container)
+            .map(|r| container(r, &self.tasks.containers.networks))
             .collect();
         Ok(Response::new(pb::ListContainersResponse { containers }))
     }
@@ -224,7 +278,10 @@ impl pb::containers_server::Containers for Workloads {
                 }
             })
             .map_err(containers_status)?;
-        Ok(Response::new(container(&record)))
+        Ok(Response::new(container(
+            &record,
+            &self.tasks.containers.networks,
+        )))
     }
 
     async fn delete(

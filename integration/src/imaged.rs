@@ -402,6 +402,17 @@ impl Layout {
     /// An image manifest of `layers` (tar bytes, each with its compression);
     /// returns its descriptor.
     pub fn image(&self, layers: &[(Vec<u8>, Compression)], platform: (&str, &str)) -> Value {
+        self.image_with(layers, platform, json!({"Cmd": ["/bin/sh"]}))
+    }
+
+    /// As [`Layout::image`], with `config` as the image config's `config`
+    /// object (Cmd, ExposedPorts, …).
+    pub fn image_with(
+        &self,
+        layers: &[(Vec<u8>, Compression)],
+        platform: (&str, &str),
+        image_config: Value,
+    ) -> Value {
         let mut descs = Vec::new();
         let mut diff_ids = Vec::new();
         for (tar, c) in layers {
@@ -417,7 +428,7 @@ impl Layout {
         let mut config = json!({
             "architecture": arch,
             "os": "linux",
-            "config": {"Cmd": ["/bin/sh"]},
+            "config": image_config,
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
         });
         if !variant.is_empty() {
@@ -521,6 +532,8 @@ pub struct Daemon {
     pub root: PathBuf,
     pub socket: PathBuf,
     extra: Vec<String>,
+    /// The network namespace it runs in (a pin); `None`: the test's.
+    netns: Option<PathBuf>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -529,13 +542,27 @@ impl Daemon {
         Self::start_with(&[])
     }
 
+    /// A daemon with `extra` flags. Its containers have no network but
+    /// loopback unless `extra` says otherwise: the tests that make bridges
+    /// run the daemon in a namespace of their own ([`Daemon::start_in`]).
     pub fn start_with(extra: &[&str]) -> Daemon {
+        Self::start_in(None, extra)
+    }
+
+    /// A daemon in the network namespace pinned at `netns`, whose bridges,
+    /// veths and NAT rules therefore live there.
+    pub fn start_in(netns: Option<&Path>, extra: &[&str]) -> Daemon {
         let root = temp_dir("daemon");
+        let mut extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        if !extra.iter().any(|a| a == "--default-network") {
+            extra.extend(["--default-network".into(), "none".into()]);
+        }
         let mut d = Daemon {
             child: None,
             socket: root.join("run/berth.sock"),
             root,
-            extra: extra.iter().map(|s| s.to_string()).collect(),
+            netns: netns.map(Path::to_path_buf),
+            extra,
             rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -552,7 +579,23 @@ impl Daemon {
             .append(true)
             .open(self.root.join("daemon.log"))
             .expect("log");
-        let child = Command::new(imaged_bin())
+        let mut command = Command::new(imaged_bin());
+        if let Some(netns) = &self.netns {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let ns = std::fs::File::open(netns).expect("the test's network namespace");
+            // SAFETY: setns is async-signal-safe; the descriptor stays open
+            // in the closure until the exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--root")
             .arg(self.root.join("lib"))
             .arg("--socket")

@@ -958,7 +958,7 @@ fn bad_input_gets_a_clear_message_and_a_non_zero_exit() {
         ("--restart", "sometimes"),
         ("--cpus", "lots"),
         ("-v", "rel:tive"),
-        ("--network", "bridge0"),
+        ("--network", ""),
     ] {
         let out = run_ctl(
             nowhere.to_str().unwrap(),

@@ -256,7 +256,11 @@ pub fn free_subnet(taken: &[Subnet], routes: &[Subnet]) -> Result<Subnet, Error>
 }
 
 /// Refuses `subnet` if it overlaps a route of the host or another network.
-pub fn check_free(subnet: &Subnet, taken: &[(String, Subnet)], routes: &[Subnet]) -> Result<(), Error> {
+pub fn check_free(
+    subnet: &Subnet,
+    taken: &[(String, Subnet)],
+    routes: &[Subnet],
+) -> Result<(), Error> {
     if let Some((name, _)) = taken.iter().find(|(_, s)| s.overlaps(subnet)) {
         return Err(Error::Overlap {
             subnet: *subnet,
@@ -285,7 +289,13 @@ mod tests {
         let b: Subnet = "10.90.0.0/16".parse().unwrap();
         assert!(a.overlaps(&b) && b.overlaps(&a));
         assert!(!a.overlaps(&"10.91.0.0/24".parse().unwrap()));
-        for bad in ["10.90.0.1/24", "10.90.0.0", "10.90.0.0/31", "nope/8", "::1/64"] {
+        for bad in [
+            "10.90.0.1/24",
+            "10.90.0.0",
+            "10.90.0.0/31",
+            "nope/8",
+            "::1/64",
+        ] {
             assert!(bad.parse::<Subnet>().is_err(), "{bad}");
         }
     }
@@ -322,7 +332,10 @@ mod tests {
         assert!(bridge.get("runtimeConfig").is_none());
         assert_eq!(bridge["cniVersion"], cni::VERSION);
         let portmap = net.plugin_config(&plugins[1], &ports, Some(&json!({"ips": []})));
-        assert_eq!(portmap["runtimeConfig"], json!({"portMappings": [{"hostPort": 80}]}));
+        assert_eq!(
+            portmap["runtimeConfig"],
+            json!({"portMappings": [{"hostPort": 80}]})
+        );
         assert_eq!(portmap["prevResult"], json!({"ips": []}));
     }
 }

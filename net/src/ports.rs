@@ -87,11 +87,7 @@ pub fn reserve(mappings: &mut [PortMapping]) -> Result<Reservation, Error> {
         let SocketAddr::V4(v4) = address else {
             unreachable!("built from an IPv4 address")
         };
-        bind(
-            std::os::fd::AsRawFd::as_raw_fd(&fd),
-            &SockaddrIn::from(v4),
-        )
-        .map_err(fail)?;
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).map_err(fail)?;
         if m.host_port == 0 {
             let bound: SockaddrIn =
                 getsockname(std::os::fd::AsRawFd::as_raw_fd(&fd)).map_err(fail)?;

@@ -1,0 +1,402 @@
+//! Networks: the daemon's side of [`berth_net`]. It keeps the networks
+//! (`Table::Networks`) and, for each container on one, its attachment
+//! (`Table::Attachments`: address, ports, the plugins' result) — written
+//! before the plugins run and removed only after they have been undone, so
+//! a daemon killed at any point finds every namespace, lease and rule it
+//! made and can undo them ([`Networks::recover`]).
+//!
+//! A container on a network gets a namespace pinned at
+//! `<state>/netns/<id>` when its task starts; the runtime joins it by that
+//! path. The namespace, its veth, lease and port rules go when the task
+//! ends. The host ports it publishes are held by sockets of the daemon
+//! while it runs ([`berth_net::ports`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use berth_net::attach::{Attachment, Plugins};
+use berth_net::network::{self, Network, Subnet};
+use berth_net::ports::{self, PortMapping, Reservation};
+use berth_net::{cni, netns};
+use serde::{Deserialize, Serialize};
+
+use crate::metadata::{self, Db, Table};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("network {0} not found (berthctl network ls lists them)")]
+    NotFound(String),
+    #[error("network with name {0} already exists")]
+    Exists(String),
+    #[error("network {name} has active endpoints ({containers}): remove or stop them first")]
+    InUse { name: String, containers: String },
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    Predefined(String),
+    #[error(transparent)]
+    Network(#[from] network::Error),
+    #[error(transparent)]
+    Ports(#[from] ports::Error),
+    #[error(transparent)]
+    Plugin(#[from] cni::Error),
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    #[error("cannot create {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Db(#[from] metadata::Error),
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// How a container is networked, from its `--network`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The host's namespace.
+    Host,
+    /// A namespace of its own with loopback only.
+    None,
+    /// Another container's namespace (`container:ID`).
+    Container(String),
+    /// A network of ours, by name.
+    Network(String),
+}
+
+/// What is kept of a container on a network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    pub attachment: Attachment,
+    pub netns: PathBuf,
+    /// Whether the plugins' ADD completed (else only its undo is known).
+    pub connected: bool,
+}
+
+pub struct Networks {
+    db: Arc<Db>,
+    plugins: Plugins,
+    pins: PathBuf,
+    /// The network of containers that name none.
+    pub default: String,
+    held: Mutex<HashMap<String, Reservation>>,
+}
+
+impl std::fmt::Debug for Networks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Networks")
+            .field("pins", &self.pins)
+            .field("default", &self.default)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Networks {
+    /// Opens the networks, making `bridge` (on `bridge_subnet`, or one free
+    /// of the host's routes) the first time.
+    pub fn open(
+        db: Arc<Db>,
+        state: &Path,
+        plugin_dir: &Path,
+        default: &str,
+        bridge_subnet: Option<Subnet>,
+    ) -> Result<Networks> {
+        let pins = state.join("netns");
+        let ipam_dir = state.join("ipam");
+        for dir in [&pins, &ipam_dir] {
+            crate::private::create_dir(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let networks = Networks {
+            db,
+            plugins: Plugins {
+                dir: plugin_dir.to_path_buf(),
+                ipam_dir,
+            },
+            pins,
+            default: default.to_string(),
+            held: Mutex::default(),
+        };
+        if networks
+            .db
+            .get::<Network>(Table::Networks, network::DEFAULT)?
+            .is_none()
+        {
+            networks.create(network::DEFAULT, bridge_subnet, BTreeMap::new())?;
+        }
+        Ok(networks)
+    }
+
+    /// What `--network VALUE` means ("" is the default network).
+    pub fn mode(&self, value: &str) -> Result<Mode> {
+        let value = if value.is_empty() {
+            self.default.as_str()
+        } else {
+            value
+        };
+        Ok(match value {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            other => match other.strip_prefix("container:") {
+                Some(id) => Mode::Container(id.to_string()),
+                None => Mode::Network(self.get(other)?.name),
+            },
+        })
+    }
+
+    pub fn create(
+        &self,
+        name: &str,
+        subnet: Option<Subnet>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Network> {
+        network::valid_name(name)?;
+        if matches!(name, "host" | "none") {
+            return Err(Error::Exists(name.to_string()));
+        }
+        let id = crate::volumes::random_hex(32);
+        self.db.write(|txn| {
+            let existing: Vec<(String, Network)> = txn.list(Table::Networks)?;
+            if existing.iter().any(|(n, _)| n == name) {
+                return Err(Error::Exists(name.to_string()));
+            }
+            let taken: Vec<(String, Subnet)> = existing
+                .into_iter()
+                .map(|(n, net)| (n, net.subnet))
+                .collect();
+            let routes = network::host_routes();
+            let subnet = match subnet {
+                Some(subnet) => {
+                    network::check_free(&subnet, &taken, &routes)?;
+                    subnet
+                }
+                None => {
+                    let subnets: Vec<Subnet> = taken.iter().map(|(_, s)| *s).collect();
+                    network::free_subnet(&subnets, &routes)?
+                }
+            };
+            let mut network = Network::new(name, &id, subnet);
+            network.labels = labels;
+            network.created = crate::volumes::now();
+            txn.put(Table::Networks, name, &network)?;
+            Ok(network)
+        })
+    }
+
+    /// By name, id, or a unique id prefix.
+    pub fn get(&self, name: &str) -> Result<Network> {
+        if let Some(network) = self.db.get::<Network>(Table::Networks, name)? {
+            return Ok(network);
+        }
+        let matches: Vec<Network> = self
+            .list()?
+            .into_iter()
+            .filter(|n| !name.is_empty() && n.id.starts_with(name))
+            .collect();
+        match <[Network; 1]>::try_from(matches) {
+            Ok([network]) => Ok(network),
+            Err(_) => Err(Error::NotFound(name.to_string())),
+        }
+    }
+
+    pub fn list(&self) -> Result<Vec<Network>> {
+        Ok(self
+            .db
+            .list::<Network>(Table::Networks)?
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect())
+    }
+
+    /// Containers (ids) with an attachment to `network`.
+    pub fn users(&self, network: &str) -> Result<Vec<String>> {
+        Ok(self
+            .db
+            .list::<AttachmentRecord>(Table::Attachments)?
+            .into_iter()
+            .filter(|(_, a)| a.attachment.network == network)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Removes a network no container is on; `named_by` lists containers
+    /// (stopped ones too) whose settings name it.
+    pub fn remove(&self, name: &str, named_by: &[String]) -> Result<()> {
+        let network = self.get(name)?;
+        if network.name == network::DEFAULT {
+            return Err(Error::Predefined(network.name));
+        }
+        // By name where a container's settings say it; an attachment
+        // without such a container (only possible by hand) by id.
+        let mut users = named_by.to_vec();
+        if users.is_empty() {
+            users = self.users(&network.name)?;
+        }
+        if !users.is_empty() {
+            users.sort();
+            let more = users.len().saturating_sub(5);
+            users.truncate(5);
+            let mut containers = users.join(", ");
+            if more > 0 {
+                containers.push_str(&format!(" and {more} more"));
+            }
+            return Err(Error::InUse {
+                name: network.name,
+                containers,
+            });
+        }
+        self.db.write(|txn| {
+            txn.delete(Table::Networks, &network.name)?;
+            Ok::<_, Error>(())
+        })?;
+        // The bridge device goes with it; its subnet may be reused.
+        let _ = std::process::Command::new("ip")
+            .args(["link", "delete", &network.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        Ok(())
+    }
+
+    pub fn netns_path(&self, container: &str) -> PathBuf {
+        self.pins.join(container)
+    }
+
+    pub fn attachment(&self, container: &str) -> Option<AttachmentRecord> {
+        self.db
+            .get::<AttachmentRecord>(Table::Attachments, container)
+            .ok()
+            .flatten()
+    }
+
+    /// Makes the container's namespace and connects it to `network`,
+    /// publishing `ports` (random host ports chosen). Blocking. On failure
+    /// nothing is left: no namespace, lease, rule or held port.
+    pub fn connect(
+        &self,
+        container: &str,
+        network: &str,
+        mut ports: Vec<PortMapping>,
+    ) -> Result<AttachmentRecord> {
+        let network = self.get(network)?;
+        // A namespace left by a run whose end was not seen goes first.
+        self.disconnect(container)?;
+        let reservation = ports::reserve(&mut ports)?;
+        let netns = self.netns_path(container);
+        let mut record = AttachmentRecord {
+            attachment: Attachment {
+                network: network.name.clone(),
+                ifname: "eth0".into(),
+                ports: ports.clone(),
+                ..Default::default()
+            },
+            netns: netns.clone(),
+            connected: false,
+        };
+        // Recorded first: a daemon killed during ADD still knows what to DEL.
+        self.db.write(|txn| {
+            txn.put(Table::Attachments, container, &record)?;
+            Ok::<_, Error>(())
+        })?;
+        let connected = netns::create(&netns)
+            .map_err(Error::from)
+            .and_then(|()| Ok(self.plugins.loopback(container, &netns)?))
+            .and_then(|()| {
+                Ok(self
+                    .plugins
+                    .connect(&network, container, &netns, "eth0", &ports)?)
+            });
+        match connected {
+            Ok(attachment) => {
+                record.attachment = attachment;
+                record.connected = true;
+                self.db.write(|txn| {
+                    txn.put(Table::Attachments, container, &record)?;
+                    Ok::<_, Error>(())
+                })?;
+                self.hold(container, reservation);
+                Ok(record)
+            }
+            Err(e) => {
+                let _ = netns::remove(&netns);
+                let _ = self.db.write(|txn| {
+                    txn.delete(Table::Attachments, container)?;
+                    Ok::<_, Error>(())
+                });
+                Err(e)
+            }
+        }
+    }
+
+    fn hold(&self, container: &str, reservation: Reservation) {
+        if let Ok(mut held) = self.held.lock() {
+            held.insert(container.to_string(), reservation);
+        }
+    }
+
+    /// Undoes [`Networks::connect`]: DEL through the plugins, the namespace
+    /// unpinned, the ports let go. Nothing to undo is fine. Blocking.
+    pub fn disconnect(&self, container: &str) -> Result<()> {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(container);
+        }
+        let Some(record) = self.attachment(container) else {
+            return Ok(());
+        };
+        let deleted = match self.get(&record.attachment.network) {
+            Ok(network) => self
+                .plugins
+                .disconnect(&network, container, &record.netns, &record.attachment)
+                .map_err(Error::from),
+            // Its network is gone (only possible by hand): the pin still goes.
+            Err(_) => Ok(()),
+        };
+        netns::remove(&record.netns)?;
+        deleted?;
+        self.db.write(|txn| {
+            txn.delete(Table::Attachments, container)?;
+            Ok::<_, Error>(())
+        })?;
+        Ok(())
+    }
+
+    /// At start: the attachments of containers still running keep their
+    /// namespaces and get their host ports held again; the others (ended
+    /// while the daemon was away, or half made when it died) are undone.
+    pub fn recover(&self, running: impl Fn(&str) -> bool) {
+        let records = match self.db.list::<AttachmentRecord>(Table::Attachments) {
+            Ok(records) => records,
+            Err(e) => {
+                eprintln!("berth-imaged: cannot read network attachments: {e}");
+                return;
+            }
+        };
+        for (container, record) in records {
+            let held = self.held.lock().is_ok_and(|h| h.contains_key(&container));
+            if held {
+                // Connected by a start during this recovery.
+                continue;
+            }
+            if record.connected && running(&container) {
+                let mut ports = record.attachment.ports.clone();
+                match ports::reserve(&mut ports) {
+                    Ok(reservation) => self.hold(&container, reservation),
+                    Err(e) => eprintln!("berth-imaged: container {container}: {e}"),
+                }
+            } else if let Err(e) = self.disconnect(&container) {
+                eprintln!("berth-imaged: cannot disconnect container {container}: {e}");
+            }
+        }
+        // Pins no record names: a daemon killed between pin and record.
+        if let Ok(entries) = std::fs::read_dir(&self.pins) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if self.attachment(&name).is_none() {
+                    let _ = netns::remove(&entry.path());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! Container networks end to end: the real `berthctl` against a real
+//! `berth-imaged` that runs in a network namespace each test makes, so the
+//! bridges, veths, NAT rules and leases it makes through Debian's CNI
+//! plugins live there and the machine's own network is never touched.
+//! Traffic goes only to addresses inside that namespace. Every test removes
+//! its containers, its daemon and its namespace, failing or not.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use berth_integration::imaged::*;
+use berth_integration::{missing_prerequisite, target_dir, text, unique, Helper};
+use serde_json::{json, Value};
+
+const APPLETS: &[&str] = &[
+    "sh", "httpd", "echo", "cat", "ip", "hostname", "sleep", "mkdir", "true", "grep",
+];
+
+/// Whether the network tests can run: the image tests' prerequisites and
+/// the CNI plugins, iproute2 and curl.
+fn can_run_networks() -> bool {
+    if !can_run_images() {
+        return false;
+    }
+    for (what, path) in [
+        (
+            "the CNI plugins (containernetworking-plugins)",
+            "/usr/lib/cni/bridge",
+        ),
+        ("ip (iproute2)", "/usr/bin/ip"),
+        ("curl", "/usr/bin/curl"),
+        ("iptables", "/usr/sbin/iptables"),
+    ] {
+        if !Path::new(path).exists() && !Path::new(&path.replace("/usr/", "/")).exists() {
+            return missing_prerequisite(&format!(
+                "{what} is not installed: run ./scripts/setup.sh"
+            ));
+        }
+    }
+    true
+}
+
+/// A network namespace of the test's (`ip netns add`), with loopback up;
+/// deleted when dropped.
+struct Netns {
+    name: String,
+    path: PathBuf,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let name = unique("berth-it-net");
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("ip netns add");
+        assert!(out.status.success(), "ip netns add: {}", text(&out));
+        let ns = Netns {
+            path: PathBuf::from("/run/netns").join(&name),
+            name,
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS`, which must succeed; its stdout.
+    fn ip(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .expect("ip");
+        assert!(out.status.success(), "ip {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `program ARGS` inside the namespace.
+    fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.path.display()))
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("nsenter")
+    }
+
+    /// The page at `url`, fetched from the namespace's host side.
+    fn curl(&self, url: &str) -> Result<String, String> {
+        let out = self.run("curl", &["-s", "-S", "-m", "5", url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(text(&out))
+        }
+    }
+
+    /// Host-side interfaces whose name starts with `prefix`.
+    fn links(&self, prefix: &str) -> Vec<String> {
+        self.ip(&["-br", "link"])
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .filter(|n| n.starts_with(prefix))
+            .collect()
+    }
+
+    /// The NAT rules the portmap and bridge plugins keep per container.
+    fn container_rules(&self) -> usize {
+        let out = self.run("iptables", &["-t", "nat", "-S"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A CNI-DN-") || l.starts_with("-A POSTROUTING -s "))
+            .count()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// A daemon in a namespace of its own, its containers on `bridge` unless
+/// they say otherwise, and the images the tests use loaded.
+struct Net {
+    daemon: Daemon,
+    netns: Netns,
+    runtime_root: PathBuf,
+}
+
+impl Net {
+    fn start() -> Net {
+        let netns = Netns::new();
+        let runtime_root = std::env::temp_dir().join(unique("berth-net-runtime"));
+        let shim = target_dir().join("containerd-shim-berth-v2");
+        let berth = target_dir().join("berth");
+        let args = [
+            "--shim".to_string(),
+            shim.display().to_string(),
+            "--runtime".to_string(),
+            berth.display().to_string(),
+            "--runtime-root".to_string(),
+            runtime_root.display().to_string(),
+            "--default-network".to_string(),
+            "bridge".to_string(),
+        ];
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let net = Net {
+            daemon: Daemon::start_in(Some(&netns.path), &refs),
+            netns,
+            runtime_root,
+        };
+        net.load_web_image();
+        net
+    }
+
+    /// `web:1`: busybox with a page in /www, exposing 80/tcp.
+    fn load_web_image(&self) {
+        let mut page = LayerTar::new();
+        page.dir("www/", 0o755)
+            .file("www/index.html", 0o644, b"hello from berth\n");
+        let mut layout = Layout::new("net-web");
+        let image = layout.image_with(
+            &[
+                (busybox_layer(APPLETS), Compression::Gzip),
+                (page.finish(), Compression::Gzip),
+            ],
+            ("amd64", ""),
+            json!({"Cmd": ["httpd", "-f", "-p", "80", "-h", "/www"], "ExposedPorts": {"80/tcp": {}}}),
+        );
+        layout.tag("web:1", &image);
+        let out = self.ctl_with_input(&["load"], &layout.archive());
+        assert!(out.status.success(), "load: {}", text(&out));
+    }
+
+    fn ctl_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new("timeout")
+            .args(["-k5", "90"])
+            .arg(target_dir().join("berthctl"))
+            .arg("--address")
+            .arg(&self.daemon.socket)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("berthctl");
+        if let Some(mut input) = child.stdin.take() {
+            let _ = input.write_all(stdin);
+        }
+        child.wait_with_output().expect("berthctl")
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.ctl_with_input(args, b"")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "berthctl {args:?}: {}\n{}",
+            text(&out),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `berthctl ARGS` must fail as docker fails a bad request: 125, and
+    /// stderr holding `words`.
+    fn refused(&self, args: &[&str], words: &str) {
+        self.refused_with(125, args, words);
+    }
+
+    /// As [`Net::refused`], with docker's status for the command (`network
+    /// rm` fails with 1, as docker's does).
+    fn refused_with(&self, code: i32, args: &[&str], words: &str) {
+        let out = self.ctl(args);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(words), "{args:?}: expected {words:?} in {err}");
+    }
+
+    fn inspect(&self, name: &str) -> Value {
+        let docs: Value = serde_json::from_str(&self.ok(&["inspect", name])).expect("json");
+        docs[0].clone()
+    }
+
+    /// The container's address on its network.
+    fn address(&self, name: &str) -> String {
+        self.inspect(name)["networkSettings"]["ipAddress"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Waits until `url` serves the page.
+    fn page(&self, url: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..50 {
+            match self.netns.curl(url) {
+                Ok(page) => return page,
+                Err(e) => last = e,
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{url} never answered: {last}\n{}", self.daemon.log());
+    }
+
+    /// Leases host-local holds for `network`.
+    fn leases(&self, network: &str) -> usize {
+        let dir = self.daemon.root.join("run/net/ipam").join(network);
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| {
+                        e.file_name().to_string_lossy().contains('.')
+                            && !e.file_name().to_string_lossy().starts_with("last_")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Network namespaces the daemon has pinned.
+    fn pins(&self) -> usize {
+        std::fs::read_dir(self.daemon.root.join("run/net/netns"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn assert_nothing_left(&self) {
+        assert!(self.ok(&["ps", "-a", "-q"]).trim().is_empty());
+        assert_eq!(self.netns.links("veth"), Vec::<String>::new(), "veths left");
+        assert_eq!(self.netns.container_rules(), 0, "NAT rules left");
+        assert_eq!(self.leases("bridge"), 0, "leases left");
+        assert_eq!(self.pins(), 0, "namespaces left");
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let out = self.ctl(&["ps", "-a", "-q", "--no-trunc"]);
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = self.ctl(&["rm", "-f", id.trim()]);
+        }
+        let _ = self.daemon.stop();
+        // Pins a failing test left: unmounted before the daemon's root goes.
+        if let Ok(pins) = std::fs::read_dir(self.daemon.root.join("run/net/netns")) {
+            for pin in pins.flatten() {
+                let _ = nix::mount::umount2(&pin.path(), nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime_root);
+    }
+}
+
+#[test]
+fn published_ports_serve_the_host_the_bridge_and_other_containers() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    net.ok(&["run", "-d", "--name", "web", "-p", "18080:80", "web:1"]);
+    assert_eq!(net.page("http://127.0.0.1:18080/"), "hello from berth\n");
+    let settings = &net.inspect("web")["networkSettings"];
+    let gateway = settings["gateway"].as_str().unwrap().to_string();
+    assert_eq!(settings["network"], "bridge");
+    assert_eq!(settings["ports"][0]["hostPort"], 18080);
+    // The host's address on the bridge, and the container's own.
+    assert_eq!(
+        net.page(&format!("http://{gateway}:18080/")),
+        "hello from berth\n"
+    );
+    let ip = net.address("web");
+    assert_eq!(net.page(&format!("http://{ip}:80/")), "hello from berth\n");
+    assert_eq!(net.ok(&["port", "web"]), "80/tcp -> 0.0.0.0:18080\n");
+    assert_eq!(net.ok(&["port", "web", "80"]), "0.0.0.0:18080\n");
+
+    // -P: every exposed port on a random host port, which `port` reports.
+    net.ok(&["run", "-d", "--name", "any", "-P", "web:1"]);
+    let line = net.ok(&["port", "any", "80/tcp"]);
+    let port: u16 = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    assert_ne!(port, 0);
+    assert_eq!(
+        net.page(&format!("http://127.0.0.1:{port}/")),
+        "hello from berth\n"
+    );
+
+    // The host port is held: a second container cannot have it.
+    net.refused(
+        &["run", "-d", "--name", "twice", "-p", "18080:80", "web:1"],
+        "port is already allocated",
+    );
+    net.ok(&["rm", "-f", "web", "any", "twice"]);
+    assert!(
+        net.netns.curl("http://127.0.0.1:18080/").is_err(),
+        "still served after rm"
+    );
+    net.assert_nothing_left();
+}
+
+#[test]
+fn containers_get_their_own_address_names_and_files_or_share_or_have_none() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    let out = net.ok(&[
+        "run",
+        "--rm",
+        "-h",
+        "web1",
+        "--add-host",
+        "db:10.1.2.3",
+        "--dns",
+        "10.0.0.53",
+        "web:1",
+        "sh",
+        "-c",
+        "hostname; ip -o -4 addr show eth0; cat /etc/hosts /etc/resolv.conf",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("web1"));
+    let eth0 = lines.next().unwrap_or_default();
+    let address = eth0
+        .split_whitespace()
+        .nth(3)
+        .and_then(|a| a.split('/').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(address.starts_with("172."), "{out}");
+    assert!(out.contains("10.1.2.3\tdb\n"), "{out}");
+    assert!(out.contains(&format!("{address}\tweb1\n")), "{out}");
+    assert!(out.contains("nameserver 10.0.0.53\n"), "{out}");
+
+    // --network none: loopback only.
+    let out = net.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "web:1",
+        "ip",
+        "-o",
+        "link",
+    ]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.contains(": lo:"), "{out}");
+
+    // container:NAME: the same namespace, the same address.
+    net.ok(&["run", "-d", "--name", "owner", "web:1"]);
+    let owner = net.address("owner");
+    let out = net.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "container:owner",
+        "web:1",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(out.contains(&format!("inet {owner}/")), "{out}");
+    net.ok(&["rm", "-f", "owner"]);
+    net.assert_nothing_left();
+}
+
+#[test]
+fn user_networks_have_their_own_bridge_and_subnet_and_many_distinct_addresses() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    let id = net.ok(&["network", "create", "--subnet", "10.90.0.0/24", "back"]);
+    assert_eq!(id.trim().len(), 64);
+    let listed = net.ok(&["network", "ls"]);
+    assert!(
+        listed.contains("back") && listed.contains("10.90.0.0/24"),
+        "{listed}"
+    );
+    let bridge = format!("br-{}", &id.trim()[..12]);
+    let mut names = Vec::new();
+    let runs: Vec<_> = (0..50)
+        .map(|i| {
+            let name = format!("c{i}");
+            names.push(name.clone());
+            name
+        })
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(|chunk| chunk.to_vec())
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in &runs {
+            let net = &net;
+            s.spawn(move || {
+                for name in chunk {
+                    net.ok(&[
+                        "run",
+                        "-d",
+                        "--name",
+                        name,
+                        "--network",
+                        "back",
+                        "web:1",
+                        "sleep",
+                        "600",
+                    ]);
+                }
+            });
+        }
+    });
+    let mut addresses: Vec<String> = names.iter().map(|n| net.address(n)).collect();
+    assert!(
+        addresses.iter().all(|a| a.starts_with("10.90.0.")),
+        "{addresses:?}"
+    );
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 50, "addresses shared");
+    assert!(net.netns.links(&bridge).len() == 1, "no bridge {bridge}");
+    net.refused_with(
+        1,
+        &["network", "rm", "back"],
+        "has active endpoints (c0, c1, c10, c11, c12 and 45 more)",
+    );
+    let mut rm = vec!["rm", "-f"];
+    rm.extend(names.iter().map(String::as_str));
+    net.ok(&rm);
+    assert_eq!(net.leases("back"), 0, "leases left on back");
+    net.ok(&["network", "rm", "back"]);
+    assert!(net.netns.links(&bridge).is_empty(), "bridge {bridge} left");
+    net.assert_nothing_left();
+}
+
+#[test]
+fn bad_network_requests_are_refused_and_leave_nothing() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    net.refused(&["run", "--rm", "-p", "70000:80", "web:1", "true"], "70000");
+    net.refused(
+        &["run", "--rm", "--network", "nowhere", "web:1", "true"],
+        "network nowhere not found",
+    );
+    net.refused(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-p",
+            "80",
+            "web:1",
+            "true",
+        ],
+        "published on a network",
+    );
+    net.ok(&["network", "create", "--subnet", "10.91.0.0/24", "front"]);
+    net.refused(
+        &["network", "create", "--subnet", "10.91.0.128/25", "overlap"],
+        "overlaps network front",
+    );
+    net.refused(&["network", "create", "front"], "already exists");
+    net.refused_with(1, &["network", "rm", "bridge"], "pre-defined");
+    net.ok(&["create", "--name", "user", "--network", "front", "web:1"]);
+    net.refused_with(
+        1,
+        &["network", "rm", "front"],
+        "has active endpoints (user)",
+    );
+    net.ok(&["rm", "user"]);
+    // A host port something else holds in the namespace.
+    let netns_flag = format!("--net={}", net.netns.path.display());
+    let holder = Helper::spawn(
+        "nsenter",
+        &[&netns_flag, "busybox", "nc", "-l", "-p", "18081"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    net.refused(
+        &["run", "-d", "--name", "busy", "-p", "18081:80", "web:1"],
+        "port is already allocated",
+    );
+    drop(holder);
+    net.ok(&["rm", "-f", "busy"]);
+    net.ok(&["network", "rm", "front"]);
+    net.assert_nothing_left();
+}
+
+#[test]
+fn a_daemon_killed_with_sigkill_keeps_published_ports_working_and_leaks_nothing() {
+    if !can_run_networks() {
+        return;
+    }
+    let mut net = Net::start();
+    net.ok(&["run", "-d", "--name", "web", "-p", "18082:80", "web:1"]);
+    net.ok(&["run", "-d", "--name", "brief", "web:1", "sleep", "1"]);
+    assert_eq!(net.page("http://127.0.0.1:18082/"), "hello from berth\n");
+    net.daemon.kill9();
+    // brief ends while the daemon is away; web keeps serving.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(net.page("http://127.0.0.1:18082/"), "hello from berth\n");
+    net.daemon.spawn();
+    assert_eq!(net.page("http://127.0.0.1:18082/"), "hello from berth\n");
+    // brief's namespace, veth, lease and rules went at the restart.
+    assert_eq!(net.pins(), 1, "only web's namespace is left");
+    assert_eq!(net.netns.links("veth").len(), 1);
+    // The port is still held for web.
+    net.refused(
+        &["run", "-d", "--name", "twice", "-p", "18082:80", "web:1"],
+        "port is already allocated",
+    );
+    net.ok(&["rm", "-f", "web", "brief", "twice"]);
+    net.assert_nothing_left();
+}
