@@ -1096,3 +1096,54 @@ fn security_and_network_flags_reach_the_container() {
     assert_eq!(interfaces("none"), 1);
     assert_eq!(interfaces("host"), host);
 }
+
+#[test]
+fn a_killed_pull_is_cancelled_and_the_next_pull_resumes_it() {
+    if !can_run_images() {
+        return;
+    }
+    let (layout, _) = noise_layout("cancel", 4);
+    let digest = layout.layer_digest("1", 0);
+    let hostile = HostileRegistry::stalling(&layout, 1 << 20);
+    // Far longer than the test: only the cancellation can end the download.
+    let daemon = Daemon::start_with(&["--registry-read-timeout", "3600"]);
+    let reference = format!("{}/noise:1", hostile.host());
+
+    let mut client = Command::new(ctl_bin())
+        .arg("--address")
+        .arg(&daemon.socket)
+        .args(["pull", &reference])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stalls = |l: &HostileLog| l.stalled.load(std::sync::atomic::Ordering::SeqCst);
+    let reached = hostile.wait_for(stalls, 1, Duration::from_secs(60));
+    // SAFETY: kill on our own child, not yet reaped.
+    unsafe { libc::kill(client.id() as i32, libc::SIGKILL) };
+    let _ = client.wait();
+    assert!(
+        reached,
+        "the pull never reached the stall: {}",
+        daemon.log()
+    );
+
+    // The daemon gives up the download: the registry sees it close.
+    let closed = |l: &HostileLog| l.closed.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        hostile.wait_for(closed, 1, Duration::from_secs(30)),
+        "the daemon kept downloading for a client that is gone: {}",
+        daemon.log()
+    );
+
+    // The next pull resumes what the cancelled one downloaded.
+    done(
+        &daemon
+            .pull_with(&reference, None, None)
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log())),
+    );
+    let ranges = hostile.log.ranges.lock().unwrap().clone();
+    assert!(ranges.iter().any(|&from| from > 0), "{ranges:?}");
+    assert!(daemon.blobs().contains(&digest));
+}
