@@ -243,12 +243,18 @@ impl Store {
     }
 
     /// Removes ingests no one can resume (those under a [`unique_ref`], left
-    /// by a crash); resumable ones stay for the next pull.
+    /// by a crash or a failed pull) that no writer holds; resumable ones stay
+    /// for the next pull.
     pub fn cleanup(&self) -> Result<()> {
         let dir = self.root.join("ingest");
         for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))?.flatten() {
             let reference = fs::read_to_string(entry.path().join("ref")).unwrap_or_default();
-            if reference.is_empty() || reference.starts_with("once-") {
+            let held = self
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&reference);
+            if !held && (reference.is_empty() || reference.starts_with("once-")) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }

@@ -429,7 +429,10 @@ impl Images {
     }
 
     /// The collection itself; the caller holds `gc_lock` exclusively.
+    /// Ingests nothing can resume go too (a pull that found a blob's
+    /// ingest busy wrote one of its own).
     fn collect(&self) -> Result<(Vec<String>, Vec<String>)> {
+        self.content.cleanup()?;
         let images = self.list()?;
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();

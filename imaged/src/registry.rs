@@ -565,7 +565,10 @@ impl Remote {
             (None, RegistryAuth::Basic(user, password)) => request.basic_auth(user, Some(password)),
             (None, _) => request,
         };
-        let what = format!("the manifest {tag_or_digest}");
+        let what = match &wanted {
+            Some(digest) => format!("the manifest {digest}"),
+            None => format!("the manifest of tag {tag_or_digest}"),
+        };
         let response = request.send().await.map_err(|e| {
             if e.is_timeout() || e.is_connect() {
                 self.read_error(&what, &e)

@@ -1098,7 +1098,7 @@ fn security_and_network_flags_reach_the_container() {
 }
 
 #[test]
-fn a_killed_pull_is_cancelled_and_the_next_pull_resumes_it() {
+fn a_killed_pull_is_cancelled_and_a_waiting_pull_resumes_its_download() {
     if !can_run_images() {
         return;
     }
@@ -1120,6 +1120,8 @@ fn a_killed_pull_is_cancelled_and_the_next_pull_resumes_it() {
         .unwrap();
     let stalls = |l: &HostileLog| l.stalled.load(std::sync::atomic::Ordering::SeqCst);
     let reached = hostile.wait_for(stalls, 1, Duration::from_secs(60));
+    // A second pull of the same image waits for the first one's download.
+    let waiting = pull_on_thread(&daemon.socket, &reference);
     // SAFETY: kill on our own child, not yet reaped.
     unsafe { libc::kill(client.id() as i32, libc::SIGKILL) };
     let _ = client.wait();
@@ -1137,13 +1139,19 @@ fn a_killed_pull_is_cancelled_and_the_next_pull_resumes_it() {
         daemon.log()
     );
 
-    // The next pull resumes what the cancelled one downloaded.
+    // The waiting pull takes the download over where it stopped: one
+    // download of the blob in all, resumed once.
     done(
-        &daemon
-            .pull_with(&reference, None, None)
+        &waiting
+            .join()
+            .unwrap()
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log())),
     );
+    assert_eq!(stalls(&hostile.log), 1);
     let ranges = hostile.log.ranges.lock().unwrap().clone();
-    assert!(ranges.iter().any(|&from| from > 0), "{ranges:?}");
+    assert!(
+        ranges.len() == 1 && ranges[0] > 0,
+        "expected one resumed request: {ranges:?}"
+    );
     assert!(daemon.blobs().contains(&digest));
 }
