@@ -800,6 +800,7 @@ fn a_stalled_registry_fails_its_pull_in_time_while_a_good_one_serves_the_same_im
         .expect("pull thread")
         .expect_err("a stalled pull cannot succeed");
     let waited = stalled_at.elapsed();
+    eprintln!("the stalled pull failed {waited:?} after the stall (read timeout {TIMEOUT} s)");
     assert!(
         waited < Duration::from_secs(TIMEOUT + 30),
         "failed only after {waited:?}"
@@ -1360,6 +1361,7 @@ fn sparse_files_stay_sparse_and_unpack_as_umoci_unpacks_them() {
         let mounted = daemon.mount_image(&image, &format!("view-{format}"));
         let meta = std::fs::metadata(mounted.target.join("data/sparse")).unwrap();
         assert_eq!(meta.len(), 64 << 20, "{format}");
+        eprintln!("{format}: 64 MiB sparse file, {} bytes allocated", meta.blocks() * 512);
         assert!(
             meta.blocks() * 512 <= 64 << 10,
             "{format}: {} bytes allocated for 16 bytes of data",
