@@ -97,7 +97,7 @@ pub enum Error {
     },
     #[error("image {0:?} not found")]
     NotFound(String),
-    #[error("cannot pull {reference}: too many layers: the image has {layers}, berth mounts at most {limit} (overlayfs takes the whole stack in one page of mount options)")]
+    #[error("cannot use {reference}: too many layers: the image has {layers}, berth mounts at most {limit} (overlayfs takes the whole stack in one page of mount options)")]
     TooManyLayers {
         reference: String,
         layers: usize,
@@ -226,6 +226,21 @@ pub struct ImageRecord {
 impl ImageRecord {
     pub fn chain_id(&self) -> Option<&str> {
         self.chain_ids.last().map(String::as_str)
+    }
+
+    /// Whether a container's root can be mounted from this image: pulls
+    /// refuse more than [`MAX_LAYERS`] layers, but a store may hold an
+    /// image recorded before they did. For container creation and image
+    /// mounts, before anything is mounted.
+    pub fn check_mountable(&self) -> Result<()> {
+        if self.chain_ids.len() > MAX_LAYERS {
+            return Err(Error::TooManyLayers {
+                reference: self.name.clone(),
+                layers: self.chain_ids.len(),
+                limit: MAX_LAYERS,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -836,7 +851,7 @@ fn check_size(
 
 /// Refuses an image with more layers than a container's root can mount,
 /// before any layer is fetched.
-fn check_layer_count(reference: &str, manifest: &Manifest) -> Result<()> {
+pub(crate) fn check_layer_count(reference: &str, manifest: &Manifest) -> Result<()> {
     if manifest.layers.len() > MAX_LAYERS {
         return Err(Error::TooManyLayers {
             reference: reference.to_string(),
@@ -1250,6 +1265,32 @@ mod tests {
             chains[1],
             Digest::of(format!("{a} {b}").as_bytes()).to_string()
         );
+    }
+
+    #[test]
+    fn a_record_of_too_many_layers_is_not_mountable() {
+        let desc = Descriptor {
+            media_type: String::new(),
+            digest: String::new(),
+            size: 0,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        let mut record = ImageRecord {
+            name: "old/tall:1".into(),
+            target: desc.clone(),
+            manifest: desc.clone(),
+            config: desc,
+            platform: Platform::host(),
+            layers: Vec::new(),
+            chain_ids: vec![String::new(); MAX_LAYERS],
+            size: 0,
+            created: 0,
+        };
+        assert!(record.check_mountable().is_ok());
+        record.chain_ids.push(String::new());
+        let err = record.check_mountable().unwrap_err().to_string();
+        assert!(err.contains("too many layers: the image has 129"), "{err}");
     }
 
     #[test]

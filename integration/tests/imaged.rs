@@ -1361,7 +1361,10 @@ fn sparse_files_stay_sparse_and_unpack_as_umoci_unpacks_them() {
         let mounted = daemon.mount_image(&image, &format!("view-{format}"));
         let meta = std::fs::metadata(mounted.target.join("data/sparse")).unwrap();
         assert_eq!(meta.len(), 64 << 20, "{format}");
-        eprintln!("{format}: 64 MiB sparse file, {} bytes allocated", meta.blocks() * 512);
+        eprintln!(
+            "{format}: 64 MiB sparse file, {} bytes allocated",
+            meta.blocks() * 512
+        );
         assert!(
             meta.blocks() * 512 <= 64 << 10,
             "{format}: {} bytes allocated for 16 bytes of data",
