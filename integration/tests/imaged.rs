@@ -823,6 +823,62 @@ fn a_stalled_registry_fails_its_pull_in_time_while_a_good_one_serves_the_same_im
 }
 
 #[test]
+fn an_image_removal_waiting_for_a_stalled_pull_holds_back_no_other_pull() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    push_busybox(&registry, "first");
+    let (other, _) = noise_layout("other", 1);
+    registry.push(&other, "1", "other", None);
+    let (layout, _) = noise_layout("stall", 4);
+    let hostile = HostileRegistry::stalling(&layout, 1 << 20);
+    let daemon = Daemon::start_with(&["--registry-read-timeout", "20"]);
+    daemon.pull(&format!("{}/first:1", registry.host()));
+
+    let stalled = pull_on_thread(&daemon.socket, &format!("{}/noise:1", hostile.host()));
+    let stalls = |l: &HostileLog| l.stalled.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        hostile.wait_for(stalls, 1, Duration::from_secs(60)),
+        "the pull never reached the stall: {}",
+        daemon.log()
+    );
+    // Removal collects garbage, which waits until no pull runs...
+    let socket = daemon.socket.clone();
+    let name = format!("{}/first:1", registry.host());
+    let removal = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let ch = berth_proto::connect(&socket).await.unwrap();
+            pb::images_client::ImagesClient::new(ch)
+                .remove(pb::RemoveImageRequest { name })
+                .await
+        })
+    });
+    // (A moment for it to start waiting: if it has not, this proves less,
+    // but never fails wrongly.)
+    std::thread::sleep(Duration::from_millis(300));
+    // ...but does not queue new pulls behind the stalled one.
+    let other_pull = pull_on_thread(&daemon.socket, &format!("{}/other:1", registry.host()));
+    let start = Instant::now();
+    while !other_pull.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        other_pull.is_finished(),
+        "a pull from a good registry waited behind the removal: {}",
+        daemon.log()
+    );
+    done(&other_pull.join().unwrap().unwrap());
+    assert!(!stalled.is_finished(), "the stalled pull ended too soon");
+    stalled.join().unwrap().unwrap_err();
+    removal.join().unwrap().unwrap();
+}
+
+#[test]
 fn a_daemon_killed_mid_pull_recovers_and_resumes() {
     if !can_run_images() {
         return;
