@@ -1123,15 +1123,29 @@ impl HostileRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Waits (up to `limit`) until `count` reaches `n`; whether it did.
-    pub fn wait_for(
-        &self,
-        count: impl Fn(&HostileLog) -> usize,
-        n: usize,
-        limit: Duration,
-    ) -> bool {
+    /// Connections held silent so far.
+    pub fn stalls(&self) -> usize {
+        self.log.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stalled connections their client closed so far.
+    pub fn closes(&self) -> usize {
+        self.log.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (up to a minute) until a pull has reached the stall.
+    pub fn wait_stalled(&self) -> bool {
+        Self::wait(|| self.stalls() >= 1, Duration::from_secs(60))
+    }
+
+    /// Waits (up to 30 s) until the client has closed a stalled connection.
+    pub fn wait_closed(&self) -> bool {
+        Self::wait(|| self.closes() >= 1, Duration::from_secs(30))
+    }
+
+    fn wait(done: impl Fn() -> bool, limit: Duration) -> bool {
         let start = Instant::now();
-        while count(&self.log) < n {
+        while !done() {
             if start.elapsed() > limit {
                 return false;
             }

@@ -1118,8 +1118,7 @@ fn a_killed_pull_is_cancelled_and_a_waiting_pull_resumes_its_download() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let stalls = |l: &HostileLog| l.stalled.load(std::sync::atomic::Ordering::SeqCst);
-    let reached = hostile.wait_for(stalls, 1, Duration::from_secs(60));
+    let reached = hostile.wait_stalled();
     // A second pull of the same image waits for the first one's download.
     let waiting = pull_on_thread(&daemon.socket, &reference);
     // SAFETY: kill on our own child, not yet reaped.
@@ -1132,9 +1131,8 @@ fn a_killed_pull_is_cancelled_and_a_waiting_pull_resumes_its_download() {
     );
 
     // The daemon gives up the download: the registry sees it close.
-    let closed = |l: &HostileLog| l.closed.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        hostile.wait_for(closed, 1, Duration::from_secs(30)),
+        hostile.wait_closed(),
         "the daemon kept downloading for a client that is gone: {}",
         daemon.log()
     );
@@ -1147,7 +1145,7 @@ fn a_killed_pull_is_cancelled_and_a_waiting_pull_resumes_its_download() {
             .unwrap()
             .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log())),
     );
-    assert_eq!(stalls(&hostile.log), 1);
+    assert_eq!(hostile.stalls(), 1);
     let ranges = hostile.log.ranges.lock().unwrap().clone();
     assert!(
         ranges.len() == 1 && ranges[0] > 0,

@@ -779,9 +779,8 @@ fn a_stalled_registry_fails_its_pull_in_time_while_a_good_one_serves_the_same_im
     let daemon = Daemon::start_with(&["--registry-read-timeout", &TIMEOUT.to_string()]);
 
     let stalled = pull_on_thread(&daemon.socket, &format!("{}/noise:1", hostile.host()));
-    let stalls = |l: &HostileLog| l.stalled.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        hostile.wait_for(stalls, 1, Duration::from_secs(60)),
+        hostile.wait_stalled(),
         "the pull never reached the stall: {}",
         daemon.log()
     );
@@ -814,8 +813,7 @@ fn a_stalled_registry_fails_its_pull_in_time_while_a_good_one_serves_the_same_im
         assert!(err.message().contains(&part), "{part:?} not in {err}");
     }
     // The pull that timed out closed its connection.
-    let closed = |l: &HostileLog| l.closed.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(hostile.wait_for(closed, 1, Duration::from_secs(30)));
+    assert!(hostile.wait_closed());
     assert!(daemon
         .image_listing(&image)
         .iter()
@@ -837,9 +835,8 @@ fn an_image_removal_waiting_for_a_stalled_pull_holds_back_no_other_pull() {
     daemon.pull(&format!("{}/first:1", registry.host()));
 
     let stalled = pull_on_thread(&daemon.socket, &format!("{}/noise:1", hostile.host()));
-    let stalls = |l: &HostileLog| l.stalled.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        hostile.wait_for(stalls, 1, Duration::from_secs(60)),
+        hostile.wait_stalled(),
         "the pull never reached the stall: {}",
         daemon.log()
     );
