@@ -792,6 +792,15 @@ mod tests {
 
     /// A layer holding one GNU sparse 1.0 file, as GNU tar writes it.
     fn pax_sparse_layer(regions: &[(u64, &[u8])], real_size: u64) -> Vec<u8> {
+        sparse_layer_of_version("1", "0", regions, real_size)
+    }
+
+    fn sparse_layer_of_version(
+        major: &str,
+        minor: &str,
+        regions: &[(u64, &[u8])],
+        real_size: u64,
+    ) -> Vec<u8> {
         let mut map = format!("{}\n", regions.len());
         for (offset, bytes) in regions {
             map.push_str(&format!("{offset}\n{}\n", bytes.len()));
@@ -805,8 +814,8 @@ mod tests {
         let size = real_size.to_string();
         builder
             .append_pax_extensions([
-                ("GNU.sparse.major", &b"1"[..]),
-                ("GNU.sparse.minor", b"0"),
+                ("GNU.sparse.major", major.as_bytes()),
+                ("GNU.sparse.minor", minor.as_bytes()),
                 ("GNU.sparse.name", b"data/sparse"),
                 ("GNU.sparse.realsize", size.as_bytes()),
             ])
@@ -845,6 +854,19 @@ mod tests {
         assert_eq!(&bytes[bytes.len() - 4..], b"tail");
         assert!(bytes[..4096].iter().all(|&b| b == 0));
         assert!(!dir.join("data/GNUSparseFile.1").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn older_pax_sparse_formats_are_refused_by_name() {
+        let dir =
+            std::env::temp_dir().join(format!("berth-unpack-sparse01-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let layer = sparse_layer_of_version("0", "1", &[(0, b"x")], 4096);
+        let err = apply(&dir, &layer[..]).unwrap_err().to_string();
+        assert!(err.contains("\"data/sparse\""), "{err}");
+        assert!(err.contains("GNU sparse format 0.1"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
