@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::content::{self, Digest};
 use crate::images::{self, Descriptor, Images, Platform, Progress, Resolved};
+use crate::registry::MAX_MANIFEST;
 
 /// Errors of import and export.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,22 @@ pub enum Error {
 }
 
 type Result<T> = std::result::Result<T, Error>;
+
+/// `index.json` or `manifest.json` of an archive, refused past the cap on
+/// manifests rather than read whole.
+fn read_capped(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|f| f.take(MAX_MANIFEST + 1).read_to_end(&mut bytes))
+        .map_err(io_err("read", path))?;
+    if bytes.len() as u64 > MAX_MANIFEST {
+        return Err(Error::Archive(format!(
+            "{} is larger than the {MAX_MANIFEST}-byte limit",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
     move |source| Error::Io {
@@ -214,7 +231,7 @@ async fn import_from(
     }
     let mut resolved = Vec::new();
     if scratch.join("index.json").is_file() {
-        let bytes = fs::read(scratch.join("index.json")).map_err(io_err("read", scratch))?;
+        let bytes = read_capped(&scratch.join("index.json"))?;
         let index: Index = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Archive(format!("invalid index.json: {e}")))?;
         if name.is_some() && index.manifests.len() != 1 {
@@ -243,7 +260,7 @@ async fn import_from(
             )?);
         }
     } else if scratch.join("manifest.json").is_file() {
-        let bytes = fs::read(scratch.join("manifest.json")).map_err(io_err("read", scratch))?;
+        let bytes = read_capped(&scratch.join("manifest.json"))?;
         let list: Vec<DockerImage> = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Archive(format!("invalid manifest.json: {e}")))?;
         for image in list {
@@ -288,7 +305,7 @@ fn resolve_stored(
     platform: &Platform,
 ) -> Result<Resolved> {
     let digest = images.parse_digest(name, &entry.digest)?;
-    let top = images.content.read_blob(&digest)?;
+    let top = images.read_small(name, "manifest", &digest, entry.size, MAX_MANIFEST)?;
     let manifest = images.parse_manifest(name, &digest, &top)?;
     let target = Descriptor {
         annotations: BTreeMap::new(),
@@ -305,7 +322,7 @@ fn resolve_stored(
                 })?
                 .clone();
             let digest = images.parse_digest(name, &chosen.digest)?;
-            let bytes = images.content.read_blob(&digest)?;
+            let bytes = images.read_small(name, "manifest", &digest, chosen.size, MAX_MANIFEST)?;
             (chosen, images.parse_manifest(name, &digest, &bytes)?)
         }
         None => (target.clone(), manifest),
@@ -348,7 +365,13 @@ fn docker_image(
         Some(found) => found,
         None => store_file(images, &file(&image.config)?)?,
     };
-    let config_bytes = images.content.read_blob(&config_digest)?;
+    let config_bytes = images.read_small(
+        name,
+        "config",
+        &config_digest,
+        config_size as i64,
+        images::MAX_CONFIG,
+    )?;
     let cp: ConfigPlatform = serde_json::from_slice(&config_bytes).unwrap_or_default();
     let mut layers = Vec::new();
     for layer in &image.layers {

@@ -5,6 +5,9 @@
 //! socket = "/run/berth/berth.sock"   # the gRPC socket
 //! insecure_registries = ["registry.lan:5000"]   # plain http (loopback always is)
 //! registry_config = "/root/.docker/config.json" # credentials, docker's format
+//! registry_connect_timeout = 30      # seconds to connect to a registry
+//! registry_read_timeout = 60         # seconds a registry may stay silent mid-response
+//! gc_interval = 600                  # seconds between sweeps of unused blobs (0: never)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -72,6 +75,29 @@ pub struct Config {
     /// beside the socket (they end with the machine, as /run does).
     #[serde(default)]
     pub net_state: Option<PathBuf>,
+    /// Seconds to wait for a registry to accept a connection.
+    #[serde(default = "default_connect_timeout")]
+    pub registry_connect_timeout: u64,
+    /// Seconds a registry may send nothing in the middle of a response
+    /// before the pull fails (and can be resumed).
+    #[serde(default = "default_read_timeout")]
+    pub registry_read_timeout: u64,
+    /// Seconds between sweeps that remove blobs no image uses (left by
+    /// failed pulls); 0 turns them off.
+    #[serde(default = "default_gc_interval")]
+    pub gc_interval: u64,
+}
+
+fn default_connect_timeout() -> u64 {
+    crate::registry::Timeouts::default().connect.as_secs()
+}
+
+fn default_read_timeout() -> u64 {
+    crate::registry::Timeouts::default().read.as_secs()
+}
+
+fn default_gc_interval() -> u64 {
+    600
 }
 
 fn default_shim() -> String {
@@ -133,6 +159,9 @@ impl Default for Config {
             bridge_subnet: None,
             cni_path: default_cni_path(),
             net_state: None,
+            registry_connect_timeout: default_connect_timeout(),
+            registry_read_timeout: default_read_timeout(),
+            gc_interval: default_gc_interval(),
         }
     }
 }
@@ -158,6 +187,16 @@ impl Config {
         })
     }
 
+    /// The registry timeouts; a zero is taken as one second (no timeout
+    /// would let one silent registry hold a pull for ever).
+    pub fn registry_timeouts(&self) -> crate::registry::Timeouts {
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
+        crate::registry::Timeouts {
+            connect: secs(self.registry_connect_timeout),
+            read: secs(self.registry_read_timeout),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Config, Error> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
@@ -181,5 +220,9 @@ mod tests {
         assert_eq!(c.socket, PathBuf::from("/run/berth/berth.sock"));
         assert_eq!(c.insecure_registries, vec!["a:1".to_string()]);
         assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        assert_eq!(c.registry_timeouts(), crate::registry::Timeouts::default());
+        let c: Config = toml::from_str("registry_read_timeout = 5\ngc_interval = 0").unwrap();
+        assert_eq!(c.registry_timeouts().read.as_secs(), 5);
+        assert_eq!(c.gc_interval, 0);
     }
 }

@@ -244,12 +244,18 @@ impl Store {
     }
 
     /// Removes ingests no one can resume (those under a [`unique_ref`], left
-    /// by a crash); resumable ones stay for the next pull.
+    /// by a crash or a failed pull) that no writer holds; resumable ones stay
+    /// for the next pull.
     pub fn cleanup(&self) -> Result<()> {
         let dir = self.root.join("ingest");
         for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))?.flatten() {
             let reference = fs::read_to_string(entry.path().join("ref")).unwrap_or_default();
-            if reference.is_empty() || reference.starts_with("once-") {
+            let held = self
+                .active
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&reference);
+            if !held && (reference.is_empty() || reference.starts_with("once-")) {
                 let _ = fs::remove_dir_all(entry.path());
             }
         }
@@ -315,6 +321,15 @@ impl Store {
                 }
                 writer.hasher.update(&buf[..n]);
                 writer.offset += n as u64;
+            }
+            // Whole but wrong: resuming cannot make it right.
+            if writer.offset == total && Digest::from_hasher(writer.hasher.clone()) != *expected {
+                file.set_len(0).map_err(io_err("truncate", &data))?;
+                use std::io::Seek;
+                file.seek(io::SeekFrom::Start(0))
+                    .map_err(io_err("seek", &data))?;
+                writer.hasher = Sha256::new();
+                writer.offset = 0;
             }
         }
         writer.file = Some(file);
@@ -475,6 +490,21 @@ mod tests {
         w.commit().unwrap();
         assert_eq!(store.read_blob(&digest).unwrap(), blob);
         assert!(store.ingests().unwrap().is_empty());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_whole_but_wrong_ingest_starts_over() {
+        let dir = temp("whole-wrong");
+        let store = Store::open(&dir).unwrap();
+        let digest = Digest::of(b"the right bytes");
+        {
+            let mut w = store.writer("r", &digest, 15).unwrap();
+            w.write_all(b"the wrong bytes").unwrap();
+            // Dropped: a pull that stopped before its commit.
+        }
+        let w = store.writer("r", &digest, 15).unwrap();
+        assert_eq!(w.offset(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -14,9 +14,20 @@
 //!    chain ID on top of the previous layer's ([`Snapshotter::commit_onto`]);
 //! 5. record the image.
 //!
-//! A failure removes the staging snapshots but keeps verified blobs and
-//! partial ingests, so the next pull resumes. A crash leaves staging
-//! snapshots behind; [`Images::recover`] removes them at start-up.
+//! A failure removes the staging snapshots and keeps partial ingests, so the
+//! next pull resumes the download; the verified blobs it leaves that no
+//! image uses are collected at once when no other pull or import runs, else
+//! by the next sweep ([`Images::collect_if_idle`], every `gc_interval`). A
+//! pull whose client went away is dropped: its download tasks are aborted
+//! (closing their connections) and its staging snapshots removed. A crash
+//! leaves staging snapshots behind; [`Images::recover`] removes them at
+//! start-up.
+//!
+//! Nothing a registry sends is trusted for its size: manifests and indexes
+//! are read through [`registry::MAX_MANIFEST`], configs through
+//! [`MAX_CONFIG`], every blob must have exactly its descriptor's size (also
+//! one already stored), and an image of more than [`MAX_LAYERS`] layers is
+//! refused before anything is fetched or mounted.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -86,6 +97,20 @@ pub enum Error {
     },
     #[error("image {0:?} not found")]
     NotFound(String),
+    #[error("cannot use {reference}: too many layers: the image has {layers}, berth mounts at most {limit} (overlayfs takes the whole stack in one page of mount options)")]
+    TooManyLayers {
+        reference: String,
+        layers: usize,
+        limit: usize,
+    },
+    #[error("cannot pull {reference}: {what} {digest}: the descriptor says {expected} bytes but the blob has {actual}")]
+    SizeMismatch {
+        reference: String,
+        what: &'static str,
+        digest: String,
+        expected: i64,
+        actual: u64,
+    },
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -202,6 +227,21 @@ impl ImageRecord {
     pub fn chain_id(&self) -> Option<&str> {
         self.chain_ids.last().map(String::as_str)
     }
+
+    /// Whether a container's root can be mounted from this image: pulls
+    /// refuse more than [`MAX_LAYERS`] layers, but a store may hold an
+    /// image recorded before they did. For container creation and image
+    /// mounts, before anything is mounted.
+    pub fn check_mountable(&self) -> Result<()> {
+        if self.chain_ids.len() > MAX_LAYERS {
+            return Err(Error::TooManyLayers {
+                reference: self.name.clone(),
+                layers: self.chain_ids.len(),
+                limit: MAX_LAYERS,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A step of a pull, streamed to the client.
@@ -255,8 +295,21 @@ const STAGING_LABEL: &str = "berth.pull/staging";
 /// Label on committed layer snapshots.
 const LAYER_LABEL: &str = "berth.image/layer";
 
-/// Largest manifest or config accepted (both are read into memory).
-const MAX_SMALL_BLOB: i64 = 8 << 20;
+/// Largest image config accepted (it is read into memory). Configs are a
+/// few KiB; a long history makes some 100 KiB. containerd caps manifests
+/// and indexes at 4 MiB and berth takes the same for configs.
+pub const MAX_CONFIG: u64 = 4 << 20;
+
+/// Most layers an image may have. A container's root is one overlay mount
+/// whose `lowerdir` names every layer, and mount(2) takes its options in
+/// one page (4096 bytes, with the NUL). berth's snapshotter switches long
+/// stacks to relative lowerdirs (`ID/fs`, 4 bytes + the id's digits + ':'),
+/// next to absolute `upperdir=`/`workdir=` paths under the store's root.
+/// With a root path of up to 256 bytes and ids of up to 8 digits,
+/// (4095 - 2 * (256 + 30) - 20) / 12 = 291 layers fit; overlayfs itself
+/// stacks at most 500 (`OVL_MAX_STACK`). 128 is docker's overlay2 limit as
+/// well, comfortably inside both: no image a real builder makes exceeds it.
+pub const MAX_LAYERS: usize = 128;
 
 /// Layers fetched and unpacked at once.
 const PARALLEL_LAYERS: usize = 3;
@@ -288,6 +341,9 @@ pub(crate) struct Resolved {
 /// What one pull needs to know, shared by its layer tasks.
 struct PullCtx {
     reference: String,
+    /// The registry's host (empty for an import): downloads are shared per
+    /// registry and blob.
+    registry: String,
     remote: Option<Remote>,
     content: Store,
     snapshots: Snapshotter,
@@ -346,10 +402,52 @@ impl Images {
     }
 
     /// Garbage collection: blobs and layer snapshots no image refers to.
-    /// Waits for pulls and imports in progress; call it from a blocking
-    /// thread.
+    /// Waits for a moment when no pull or import runs; call it from a
+    /// blocking thread.
     pub fn gc(&self) -> Result<(Vec<String>, Vec<String>)> {
-        let _exclusive = self.gc_lock.blocking_write();
+        // Polled, not queued: a writer waiting in tokio's fair RwLock would
+        // hold back every new pull behind the slowest one in progress.
+        let _exclusive = loop {
+            match self.gc_lock.try_write() {
+                Ok(guard) => break guard,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(50)),
+            }
+        };
+        self.collect()
+    }
+
+    /// Garbage collection now if no pull or import runs, else nothing
+    /// (`None`): what a failed pull left is then collected by the next one
+    /// that finds the daemon idle, or by the periodic sweep.
+    pub fn collect_if_idle(&self) -> Result<Option<(Vec<String>, Vec<String>)>> {
+        match self.gc_lock.try_write() {
+            Ok(_exclusive) => self.collect().map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Sweeps every `interval` (see [`Images::collect_if_idle`]).
+    pub fn spawn_sweeper(self: &Arc<Self>, interval: std::time::Duration) {
+        let images = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let images = images.clone();
+                let swept = tokio::task::spawn_blocking(move || images.collect_if_idle()).await;
+                if let Ok(Err(e)) = swept {
+                    eprintln!("berth-imaged: sweeping unused blobs: {e}");
+                }
+            }
+        });
+    }
+
+    /// The collection itself; the caller holds `gc_lock` exclusively.
+    /// Ingests nothing can resume go too (a pull that found a blob's
+    /// ingest busy wrote one of its own).
+    fn collect(&self) -> Result<(Vec<String>, Vec<String>)> {
+        self.content.cleanup()?;
         let images = self.list()?;
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
@@ -393,7 +491,9 @@ impl Images {
         Ok((removed_blobs, removed_snaps))
     }
 
-    /// Pulls `reference` for `platform`, sending progress as it goes.
+    /// Pulls `reference` for `platform`, sending progress as it goes. What
+    /// a pull that fails or is dropped stored and no image uses is
+    /// collected (at once if nothing else runs, else by the next sweep).
     pub async fn pull(
         &self,
         reference: &str,
@@ -402,6 +502,8 @@ impl Images {
         unpack: bool,
         progress: mpsc::UnboundedSender<Progress>,
     ) -> Result<ImageRecord> {
+        // Declared before the read lock, so dropped after it.
+        let mut collect = CollectUnlessDone(Some(self.clone()));
         let _working = self.gc_lock.read().await;
         let _ = progress.send(Progress::Resolving);
         let remote = Remote::connect(reference, &self.registry, auth).await?;
@@ -438,20 +540,39 @@ impl Images {
                     })?
                     .clone();
                 let digest = self.parse_digest(reference, &chosen.digest)?;
-                let (bytes, _) = remote.manifest(Some(&digest)).await?;
-                self.content.write_bytes(&digest, &bytes)?;
+                let bytes = if self.content.exists(&digest) {
+                    self.read_small(
+                        reference,
+                        "manifest",
+                        &digest,
+                        chosen.size,
+                        registry::MAX_MANIFEST,
+                    )?
+                } else {
+                    let (bytes, _) = remote.manifest(Some(&digest)).await?;
+                    check_size(
+                        reference,
+                        "manifest",
+                        &digest,
+                        chosen.size,
+                        bytes.len() as u64,
+                    )?;
+                    self.content.write_bytes(&digest, &bytes)?;
+                    bytes
+                };
                 let manifest = self.parse_manifest(reference, &digest, &bytes)?;
                 (chosen, manifest)
             }
             None => (target.clone(), top_manifest),
         };
+        check_layer_count(reference, &manifest)?;
         let config_desc = manifest.config.clone().ok_or_else(|| Error::Manifest {
             reference: reference.to_string(),
             digest: manifest_desc.digest.clone(),
             detail: "manifest has no config".into(),
         })?;
         let config_digest = self.parse_digest(reference, &config_desc.digest)?;
-        self.small_blob(&remote, &config_digest, config_desc.size)
+        self.config_blob(&remote, &config_digest, config_desc.size)
             .await?;
         let resolved = Resolved {
             reference: reference.to_string(),
@@ -461,8 +582,33 @@ impl Images {
             manifest,
             platform: platform.clone(),
         };
-        self.unpack_and_record(resolved, Some(remote), unpack, progress)
-            .await
+        let record = self
+            .unpack_and_record(resolved, Some(remote), unpack, progress)
+            .await?;
+        collect.0 = None;
+        Ok(record)
+    }
+
+    /// A stored manifest or config, read only if its size is the
+    /// descriptor's and within `limit`.
+    pub(crate) fn read_small(
+        &self,
+        reference: &str,
+        what: &'static str,
+        digest: &Digest,
+        size: i64,
+        limit: u64,
+    ) -> Result<Vec<u8>> {
+        let stored = self.content.info(digest)?.size;
+        check_size(reference, what, digest, size, stored)?;
+        if stored > limit {
+            return Err(Error::Manifest {
+                reference: reference.to_string(),
+                digest: digest.to_string(),
+                detail: format!("the {what} is {stored} bytes, more than the {limit}-byte limit"),
+            });
+        }
+        Ok(self.content.read_blob(digest)?)
     }
 
     /// Layers into the content store and snapshots, then the image record:
@@ -489,8 +635,15 @@ impl Images {
             digest: manifest_desc.digest.clone(),
             detail: "manifest has no config".into(),
         })?;
+        check_layer_count(reference, &manifest)?;
         let config_digest = self.parse_digest(reference, &config_desc.digest)?;
-        let config_bytes = self.content.read_blob(&config_digest)?;
+        let config_bytes = self.read_small(
+            reference,
+            "config",
+            &config_digest,
+            config_desc.size,
+            MAX_CONFIG,
+        )?;
         let config: ImageConfig =
             serde_json::from_slice(&config_bytes).map_err(|e| Error::Manifest {
                 reference: reference.to_string(),
@@ -512,6 +665,10 @@ impl Images {
 
         let ctx = Arc::new(PullCtx {
             reference: reference.to_string(),
+            registry: remote
+                .as_ref()
+                .map(|r| r.registry().to_string())
+                .unwrap_or_default(),
             remote,
             content: self.content.clone(),
             snapshots: self.snapshots.clone(),
@@ -523,7 +680,11 @@ impl Images {
             let digest = self.parse_digest(reference, &layer.digest)?;
             let diff_id = config.rootfs.diff_ids[i].clone();
             let chain = chains[i].clone();
-            let size = layer.size.max(0) as u64;
+            let size = u64::try_from(layer.size).map_err(|_| Error::Manifest {
+                reference: reference.to_string(),
+                digest: layer.digest.clone(),
+                detail: format!("negative layer size {}", layer.size),
+            })?;
             let (ctx, limit) = (ctx.clone(), limit.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -531,7 +692,7 @@ impl Images {
                 (i, staged)
             });
         }
-        let mut staged: Vec<Option<Option<String>>> = vec![None; manifest.layers.len()];
+        let mut staged: Vec<Option<Option<Arc<Staging>>>> = vec![None; manifest.layers.len()];
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -548,23 +709,25 @@ impl Images {
                 }
             }
         }
+        // On an error the staging snapshots go with `staged`.
         if let Some(e) = first_error {
-            for key in staged.into_iter().flatten().flatten() {
-                let _ = self.snapshots.remove(&key);
-            }
             return Err(e);
         }
         if unpack {
             let mut parent: Option<&str> = None;
-            for (i, key) in staged.iter().enumerate() {
-                if let Some(Some(key)) = key {
-                    match self
-                        .snapshots
-                        .commit_onto(&chains[i], key, parent, layer_labels())
-                    {
-                        // Another pull committed the same layer meanwhile.
-                        Err(snapshots::Error::AlreadyExists(_)) => self.snapshots.remove(key)?,
-                        other => other?,
+            for (i, staging) in staged.iter().enumerate() {
+                if let Some(Some(staging)) = staging {
+                    match self.snapshots.commit_onto(
+                        &chains[i],
+                        &staging.key,
+                        parent,
+                        layer_labels(),
+                    ) {
+                        Ok(()) => staging.committed(),
+                        // Another pull committed the same layer meanwhile:
+                        // this copy goes when `staging` is dropped.
+                        Err(snapshots::Error::AlreadyExists(_)) => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 parent = Some(&chains[i]);
@@ -614,43 +777,89 @@ impl Images {
         })
     }
 
-    /// A manifest-sized blob: fetched (if not stored), verified, returned.
-    async fn small_blob(&self, remote: &Remote, digest: &Digest, size: i64) -> Result<Vec<u8>> {
+    /// The image config: fetched unless stored, read through [`MAX_CONFIG`],
+    /// verified (size and digest), stored.
+    async fn config_blob(&self, remote: &Remote, digest: &Digest, size: i64) -> Result<()> {
+        let reference = remote.name();
         if self.content.exists(digest) {
-            return Ok(self.content.read_blob(digest)?);
+            self.read_small(reference, "config", digest, size, MAX_CONFIG)?;
+            return Ok(());
         }
-        if !(0..=MAX_SMALL_BLOB).contains(&size) {
+        if !(0..=MAX_CONFIG as i64).contains(&size) {
             return Err(Error::Manifest {
-                reference: remote.name().to_string(),
+                reference: reference.to_string(),
                 digest: digest.to_string(),
-                detail: format!("size {size} is out of bounds for a config"),
+                detail: format!(
+                    "the config's size {size} is out of bounds (0 to {MAX_CONFIG} bytes)"
+                ),
             });
         }
         let (mut stream, _) = remote.blob(digest, 0).await?;
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| Error::Layer {
-                reference: remote.name().to_string(),
-                digest: digest.to_string(),
-                detail: format!("download failed: {e}"),
-            })?;
+            let chunk =
+                chunk.map_err(|e| remote.read_error(&format!("the config {digest}"), &e))?;
             bytes.extend_from_slice(&chunk);
+            // More than promised is wrong whatever follows: stop reading.
             if bytes.len() as i64 > size {
                 break;
             }
         }
-        if Digest::of(&bytes) != *digest || bytes.len() as i64 != size {
-            return Err(content::Error::Mismatch {
-                digest: digest.to_string(),
-                expected_size: size as u64,
-                size: bytes.len() as u64,
-                actual: Digest::of(&bytes).to_string(),
-            }
-            .into());
-        }
+        check_size(reference, "config", digest, size, bytes.len() as u64)?;
         self.content.write_bytes(digest, &bytes)?;
-        Ok(bytes)
+        Ok(())
     }
+}
+
+/// Collects garbage when dropped, unless emptied: a pull that fails or is
+/// dropped leaves no orphan blobs once the daemon is idle.
+struct CollectUnlessDone(Option<Images>);
+
+impl Drop for CollectUnlessDone {
+    fn drop(&mut self) {
+        let (Some(images), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        runtime.spawn_blocking(move || {
+            if let Err(e) = images.collect_if_idle() {
+                eprintln!("berth-imaged: collecting what a failed pull left: {e}");
+            }
+        });
+    }
+}
+
+/// A blob's size must be its descriptor's, exactly.
+fn check_size(
+    reference: &str,
+    what: &'static str,
+    digest: &Digest,
+    expected: i64,
+    actual: u64,
+) -> Result<()> {
+    if expected < 0 || expected as u64 != actual {
+        return Err(Error::SizeMismatch {
+            reference: reference.to_string(),
+            what,
+            digest: digest.to_string(),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses an image with more layers than a container's root can mount,
+/// before any layer is fetched.
+pub(crate) fn check_layer_count(reference: &str, manifest: &Manifest) -> Result<()> {
+    if manifest.layers.len() > MAX_LAYERS {
+        return Err(Error::TooManyLayers {
+            reference: reference.to_string(),
+            layers: manifest.layers.len(),
+            limit: MAX_LAYERS,
+        });
+    }
+    Ok(())
 }
 
 /// Fetches and unpacks one layer. Returns the staging snapshot it was
@@ -663,13 +872,19 @@ async fn layer_task(
     diff_id: &str,
     chain: &str,
     unpack: bool,
-) -> Result<Option<String>> {
-    // Two pulls sharing a layer would append to one ingest: the second
-    // waits, then finds the blob stored (or the layer's snapshot committed).
-    let lock = layer_lock(digest);
-    let _guard = lock.lock().await;
+) -> Result<Option<Arc<Staging>>> {
+    // Two pulls of one layer from one registry share its download: the
+    // second waits, then finds the blob stored (or the layer's snapshot
+    // committed), or resumes the ingest if the first was cancelled. A pull
+    // from another registry does not wait: one stalled registry must not
+    // hold up pulls from a good one.
+    let guard = layer_lock(&ctx.registry, digest).lock_owned().await;
     let unpack = unpack && !ctx.snapshots.exists(chain)?;
     let have_blob = ctx.content.exists(digest);
+    if have_blob {
+        let stored = ctx.content.info(digest)?.size;
+        check_size(&ctx.reference, "layer", digest, size as i64, stored)?;
+    }
     if have_blob && !unpack {
         let _ = ctx.progress.send(Progress::AlreadyExists {
             digest: digest.to_string(),
@@ -677,38 +892,82 @@ async fn layer_task(
         return Ok(None);
     }
     let staging = if unpack {
+        Some(Arc::new(Staging::prepare(&ctx.snapshots, chain)?))
+    } else {
+        None
+    };
+    fetch_and_unpack(
+        ctx,
+        digest,
+        size,
+        diff_id,
+        staging.clone(),
+        have_blob,
+        guard,
+    )
+    .await?;
+    if staging.is_some() {
+        let _ = ctx.progress.send(Progress::Unpacked {
+            digest: digest.to_string(),
+        });
+    }
+    Ok(staging)
+}
+
+/// A parentless snapshot one layer is unpacked into, removed when its last
+/// holder lets go unless it was committed: a pull that fails, or is dropped
+/// because its client went away, leaves none behind, even while its unpack
+/// thread is still finishing.
+#[derive(Debug)]
+struct Staging {
+    key: String,
+    snapshots: Snapshotter,
+    committed: std::sync::atomic::AtomicBool,
+}
+
+impl Staging {
+    fn prepare(snapshots: &Snapshotter, chain: &str) -> Result<Staging> {
         // Staging keys are the pull's own: a concurrent pull of the same
         // layer unpacks into its own snapshot, and the first to commit wins.
         static PULLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = PULLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let key = format!("staging-{n}-{}", Digest::of(chain.as_bytes()).hex());
         let labels = BTreeMap::from([(STAGING_LABEL.to_string(), chain.to_string())]);
-        ctx.snapshots.prepare(&key, None, labels)?;
-        Some(key)
-    } else {
-        None
-    };
-    let result = fetch_and_unpack(ctx, digest, size, diff_id, staging.as_deref(), have_blob).await;
-    match result {
-        Ok(()) => {
-            if staging.is_some() {
-                let _ = ctx.progress.send(Progress::Unpacked {
-                    digest: digest.to_string(),
-                });
-            }
-            Ok(staging)
-        }
-        Err(e) => {
-            if let Some(key) = &staging {
-                let _ = ctx.snapshots.remove(key);
-            }
-            Err(e)
+        snapshots.prepare(&key, None, labels)?;
+        Ok(Staging {
+            key,
+            snapshots: snapshots.clone(),
+            committed: Default::default(),
+        })
+    }
+
+    fn committed(&self) {
+        self.committed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.committed.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.snapshots.remove(&self.key);
         }
     }
 }
 
-/// The lock of one layer blob, shared by every pull in this process.
-fn layer_lock(digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
+/// A task aborted when this is dropped: a download's forwarding task dies
+/// with the pull that started it, and with it the registry connection.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The lock of one layer blob from one registry, shared by every pull in
+/// this process.
+fn layer_lock(registry: &str, digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
     static LOCKS: std::sync::OnceLock<
         std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     > = std::sync::OnceLock::new();
@@ -718,7 +977,10 @@ fn layer_lock(digest: &Digest) -> Arc<tokio::sync::Mutex<()>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     // Entries no pull holds any more are dropped as new ones come.
     locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-    locks.entry(digest.to_string()).or_default().clone()
+    locks
+        .entry(format!("{registry} {digest}"))
+        .or_default()
+        .clone()
 }
 
 /// The bytes of one layer as the unpacker reads them: the part a resumed
@@ -792,8 +1054,9 @@ async fn fetch_and_unpack(
     digest: &Digest,
     size: u64,
     diff_id: &str,
-    staging: Option<&str>,
+    staging: Option<Arc<Staging>>,
     have_blob: bool,
+    guard: tokio::sync::OwnedMutexGuard<()>,
 ) -> Result<()> {
     let reference = ctx.reference.clone();
     let layer_err = |detail: String| Error::Layer {
@@ -813,20 +1076,35 @@ async fn fetch_and_unpack(
         reported: 0,
     };
     let mut ingest = None;
+    let mut _forwarder = None;
+    let failure = Arc::new(std::sync::Mutex::new(None::<registry::Error>));
     if have_blob {
         source.prefix = Some(ctx.content.open_blob(digest)?.take(size));
         drop(tx);
     } else {
-        let mut writer = ctx
-            .content
-            .writer(&format!("layer-{digest}"), digest, size)?;
+        // The ingest is the blob's, whichever registry it comes from, so a
+        // pull from anywhere resumes it. A pull from another registry that
+        // finds it busy downloads into an ingest of its own.
+        let mut writer = match ctx.content.writer(&format!("layer-{digest}"), digest, size) {
+            Err(content::Error::Busy(_)) => {
+                ctx.content
+                    .writer(&content::unique_ref(digest), digest, size)?
+            }
+            other => other?,
+        };
         let remote = ctx.remote.as_ref().ok_or_else(|| {
             layer_err(
                 "the blob is not in the content store and there is no registry to fetch it from"
                     .into(),
             )
         })?;
-        let (stream, resumed) = remote.blob(digest, writer.offset()).await?;
+        // An ingest already whole (and right: the store starts a wrong one
+        // over) needs no request, only its commit.
+        let (stream, resumed) = if writer.offset() == size {
+            (futures_util::stream::empty().boxed(), true)
+        } else {
+            remote.blob(digest, writer.offset()).await?
+        };
         if resumed {
             let file = File::open(writer.data_path()).map_err(|e| layer_err(e.to_string()))?;
             source.prefix = Some(file.take(writer.offset()));
@@ -835,13 +1113,19 @@ async fn fetch_and_unpack(
             writer.truncate()?;
         }
         let (ingest_tx, mut ingest_rx) = mpsc::channel::<Bytes>(16);
+        // The layer's lock goes with the writer: a pull that was dropped
+        // keeps the ingest claimed until its thread has let go of it, so
+        // the next pull resumes the ingest instead of finding it busy.
         ingest = Some(tokio::task::spawn_blocking(move || {
             while let Some(chunk) = ingest_rx.blocking_recv() {
-                writer.write_all(&chunk)?;
+                if let Err(e) = writer.write_all(&chunk) {
+                    return (Err(e), guard);
+                }
             }
-            Ok::<_, io::Error>(writer)
+            (Ok(writer), guard)
         }));
-        tokio::spawn(async move {
+        let (ctx, failure, digest) = (ctx.clone(), failure.clone(), digest.to_string());
+        _forwarder = Some(AbortOnDrop(tokio::spawn(async move {
             let mut stream = stream;
             while let Some(chunk) = stream.next().await {
                 match chunk {
@@ -854,31 +1138,48 @@ async fn fetch_and_unpack(
                         let _ = tx.send(Ok(bytes)).await;
                     }
                     Err(e) => {
+                        if let Some(remote) = &ctx.remote {
+                            let what = format!("layer {digest}");
+                            *failure.lock().unwrap_or_else(|p| p.into_inner()) =
+                                Some(remote.read_error(&what, &e));
+                        }
                         let _ = tx.send(Err(e)).await;
                         break;
                     }
                 }
             }
-        });
+        })));
     }
 
     let upper = staging
-        .map(|key| ctx.snapshots.upper_dir(key))
+        .as_ref()
+        .map(|s| ctx.snapshots.upper_dir(&s.key))
         .transpose()?;
-    let unpacking = tokio::task::spawn_blocking(move || unpack_stream(source, upper.as_deref()));
+    // The unpack thread holds the staging snapshot until it is done with
+    // it, also when this pull is dropped meanwhile.
+    let unpacking = tokio::task::spawn_blocking(move || {
+        let result = unpack_stream(source, upper.as_deref());
+        drop(staging);
+        result
+    });
     let (unpacked, drained) = unpacking
         .await
         .map_err(|e| layer_err(format!("unpack task failed: {e}")))?;
 
-    // The blob's own verdict first: a truncated or corrupt download explains
-    // whatever the unpacker made of it.
+    // The blob's own verdict first: a truncated or corrupt download
+    // explains whatever the unpacker made of it; and why the download
+    // stopped (a stalled registry) explains a truncated blob.
+    let stopped = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     if let Some(ingest) = ingest {
-        let writer = ingest
+        let (writer, _guard) = ingest
             .await
-            .map_err(|e| layer_err(format!("ingest task failed: {e}")))?
-            .map_err(|e| layer_err(format!("writing the blob: {e}")))?;
+            .map_err(|e| layer_err(format!("ingest task failed: {e}")))?;
+        let writer = writer.map_err(|e| layer_err(format!("writing the blob: {e}")))?;
         let got = writer.offset();
         if got < size {
+            if let Some(e) = stopped {
+                return Err(e.into());
+            }
             return Err(Error::Truncated {
                 reference: reference.clone(),
                 digest: digest.to_string(),
@@ -964,6 +1265,32 @@ mod tests {
             chains[1],
             Digest::of(format!("{a} {b}").as_bytes()).to_string()
         );
+    }
+
+    #[test]
+    fn a_record_of_too_many_layers_is_not_mountable() {
+        let desc = Descriptor {
+            media_type: String::new(),
+            digest: String::new(),
+            size: 0,
+            platform: None,
+            annotations: BTreeMap::new(),
+        };
+        let mut record = ImageRecord {
+            name: "old/tall:1".into(),
+            target: desc.clone(),
+            manifest: desc.clone(),
+            config: desc,
+            platform: Platform::host(),
+            layers: Vec::new(),
+            chain_ids: vec![String::new(); MAX_LAYERS],
+            size: 0,
+            created: 0,
+        };
+        assert!(record.check_mountable().is_ok());
+        record.chain_ids.push(String::new());
+        let err = record.check_mountable().unwrap_err().to_string();
+        assert!(err.contains("too many layers: the image has 129"), "{err}");
     }
 
     #[test]

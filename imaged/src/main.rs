@@ -53,6 +53,15 @@ struct Args {
     /// Directory of the CNI plugins [default: /usr/lib/cni].
     #[arg(long)]
     cni_path: Option<PathBuf>,
+    /// Seconds to wait for a registry to accept a connection.
+    #[arg(long)]
+    registry_connect_timeout: Option<u64>,
+    /// Seconds a registry may send nothing mid-response before a pull fails.
+    #[arg(long)]
+    registry_read_timeout: Option<u64>,
+    /// Seconds between sweeps of blobs no image uses (0: never).
+    #[arg(long)]
+    gc_interval: Option<u64>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +97,15 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(path) = args.cni_path {
         config.cni_path = path;
+    }
+    if let Some(secs) = args.registry_connect_timeout {
+        config.registry_connect_timeout = secs;
+    }
+    if let Some(secs) = args.registry_read_timeout {
+        config.registry_read_timeout = secs;
+    }
+    if let Some(secs) = args.gc_interval {
+        config.gc_interval = secs;
     }
     // glibc gives each thread that allocates its own arena, and keeps what
     // it frees there; a pull runs on several blocking threads. One arena
@@ -140,12 +158,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let db = Arc::new(metadata::Db::open(&config.root.join("meta.redb"))?);
     let content = content::Store::open(config.root.join("content"))?;
     let snapshots = snapshots::Snapshotter::open(config.root.join("snapshots"), db.clone())?;
-    let mut options = registry::Options {
-        insecure: config.insecure_registries.clone(),
-        ..Default::default()
-    };
+    let mut options = registry::Options::new(
+        config.insecure_registries.clone(),
+        config.registry_timeouts(),
+    );
     if let Some(path) = &config.registry_config {
-        options.load_docker_config(path)?;
+        options.watch_docker_config(path)?;
     }
     let images = Arc::new(images::Images {
         db: db.clone(),
@@ -157,6 +175,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     images
         .recover()
         .context("cannot recover from an interrupted run")?;
+    if config.gc_interval > 0 {
+        images.spawn_sweeper(std::time::Duration::from_secs(config.gc_interval));
+    }
     let volumes = volumes::Volumes::open(config.root.join("volumes"), db.clone())?;
     let default_seccomp = std::fs::read(&config.seccomp_profile)
         .ok()

@@ -42,6 +42,12 @@ fn images_status(e: images::Error) -> Status {
         images::Error::Content(e) => content_status(e),
         images::Error::Snapshot(e) => snapshot_status(e),
         images::Error::NoPlatform { .. } => Status::not_found(msg),
+        images::Error::Registry(registry::Error::Stalled { .. }) => Status::unavailable(msg),
+        images::Error::TooManyLayers { .. }
+        | images::Error::SizeMismatch { .. }
+        | images::Error::Registry(registry::Error::TooLarge { .. }) => {
+            Status::failed_precondition(msg)
+        }
         _ => Status::internal(msg),
     }
 }
@@ -246,14 +252,17 @@ impl pb::images_server::Images for Service {
                 let _ = forward.send(Ok(progress(p)));
             }
         });
-        // The pull runs to its end even if the client goes away: a
-        // half-finished pull is wasted work the next one would redo.
+        // A pull no client waits for any more (`berthctl pull` killed) is
+        // dropped: its downloads stop and their connections close. What it
+        // downloaded stays in its ingests, for the next pull to resume.
         tokio::spawn(async move {
-            let result = images
-                .pull(&req.reference, &platform, auth, !req.skip_unpack, ptx)
-                .await;
+            let pull = images.pull(&req.reference, &platform, auth, !req.skip_unpack, ptx);
+            let result = tokio::select! {
+                result = pull => Some(result),
+                _ = tx.closed() => None,
+            };
             release_memory();
-            if let Err(e) = result {
+            if let Some(Err(e)) = result {
                 let _ = tx.send(Err(images_status(e)));
             }
         });

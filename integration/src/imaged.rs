@@ -1055,3 +1055,383 @@ fn tokio_stream_iter<T: Send + 'static>(
     impl<T> Unpin for Iter<T> {}
     Iter(items.into_iter())
 }
+
+/// What a [`HostileRegistry`] saw.
+#[derive(Debug, Default)]
+pub struct HostileLog {
+    /// Connections now held silent after part of the stalled blob.
+    pub stalled: std::sync::atomic::AtomicUsize,
+    /// Of those, how many the client closed.
+    pub closed: std::sync::atomic::AtomicUsize,
+    /// The start offsets of every ranged blob request (resumed downloads).
+    pub ranges: std::sync::Mutex<Vec<u64>>,
+}
+
+/// The deliberately misbehaving peer: a registry on 127.0.0.1 written by
+/// hand over HTTP/1.1 that serves a [`Layout`]'s manifests (by tag or
+/// digest) and blobs, plus any extra manifests a test makes up, but sends
+/// only the first `stall_after` bytes of the blob `stall` and then goes
+/// silent, holding the connection until the client closes it. A ranged
+/// request for that blob (a resume) is answered in full. Everything it saw
+/// is in [`HostileRegistry::log`]. Stops accepting when dropped.
+pub struct HostileRegistry {
+    pub port: u16,
+    pub log: std::sync::Arc<HostileLog>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The bytes a [`HostileRegistry`] serves and how it misbehaves.
+#[derive(Debug, Clone, Default)]
+pub struct HostileContent {
+    /// Blobs (manifests too) by digest.
+    pub blobs: BTreeMap<String, Vec<u8>>,
+    /// Tags: manifest media type and digest.
+    pub tags: BTreeMap<String, (String, String)>,
+    /// The blob whose plain requests stall, and after how many bytes.
+    pub stall: Option<(String, usize)>,
+}
+
+impl HostileContent {
+    /// Every blob and tag of `layout`.
+    pub fn of(layout: &Layout) -> HostileContent {
+        let mut content = HostileContent::default();
+        let blobs = layout.dir.join("blobs/sha256");
+        for entry in std::fs::read_dir(&blobs).expect("layout blobs").flatten() {
+            let hex = entry.file_name().to_string_lossy().into_owned();
+            let bytes = std::fs::read(entry.path()).expect("blob");
+            content.blobs.insert(format!("sha256:{hex}"), bytes);
+        }
+        let index: Value = serde_json::from_slice(
+            &std::fs::read(layout.dir.join("index.json")).expect("index.json"),
+        )
+        .expect("index json");
+        for m in index["manifests"].as_array().into_iter().flatten() {
+            if let Some(tag) = m["annotations"]["org.opencontainers.image.ref.name"].as_str() {
+                content.tags.insert(
+                    tag.to_string(),
+                    (
+                        m["mediaType"].as_str().unwrap_or_default().to_string(),
+                        m["digest"].as_str().unwrap_or_default().to_string(),
+                    ),
+                );
+            }
+        }
+        content
+    }
+
+    /// Adds a manifest of `media_type` under `tag`; returns its digest.
+    pub fn manifest(&mut self, tag: &str, media_type: &str, bytes: Vec<u8>) -> String {
+        let digest = sha256(&bytes);
+        self.blobs.insert(digest.clone(), bytes);
+        self.tags
+            .insert(tag.to_string(), (media_type.to_string(), digest.clone()));
+        digest
+    }
+}
+
+impl HostileRegistry {
+    /// Serves `layout`, stalling after `after` bytes of the first layer of
+    /// its tag "1".
+    pub fn stalling(layout: &Layout, after: usize) -> HostileRegistry {
+        let mut content = HostileContent::of(layout);
+        content.stall = Some((layout.layer_digest("1", 0), after));
+        HostileRegistry::start(content)
+    }
+
+    pub fn start(content: HostileContent) -> HostileRegistry {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind hostile registry");
+        let port = listener.local_addr().expect("addr").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let log = Arc::new(HostileLog::default());
+        let content = Arc::new(content);
+        let (stopping, seen) = (stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(600);
+            while !stopping.load(Ordering::SeqCst) && Instant::now() < deadline {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let (content, seen) = (content.clone(), seen.clone());
+                std::thread::spawn(move || serve_hostile(client, &content, &seen));
+            }
+        });
+        HostileRegistry { port, log, stop }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Connections held silent so far.
+    pub fn stalls(&self) -> usize {
+        self.log.stalled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Stalled connections their client closed so far.
+    pub fn closes(&self) -> usize {
+        self.log.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits (up to a minute) until a pull has reached the stall.
+    pub fn wait_stalled(&self) -> bool {
+        Self::wait(|| self.stalls() >= 1, Duration::from_secs(60))
+    }
+
+    /// Waits (up to 30 s) until the client has closed a stalled connection.
+    pub fn wait_closed(&self) -> bool {
+        Self::wait(|| self.closes() >= 1, Duration::from_secs(30))
+    }
+
+    fn wait(done: impl Fn() -> bool, limit: Duration) -> bool {
+        let start = Instant::now();
+        while !done() {
+            if start.elapsed() > limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+}
+
+impl Drop for HostileRegistry {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// One client connection of a [`HostileRegistry`]: requests in turn
+/// (keep-alive), until the client closes or a stall ends it.
+fn serve_hostile(mut client: TcpStream, content: &HostileContent, log: &HostileLog) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let _ = client.set_nonblocking(false);
+    // Never hold a thread for ever, whatever the client does.
+    let _ = client.set_read_timeout(Some(Duration::from_secs(300)));
+    let mut pending = Vec::new();
+    loop {
+        let end = loop {
+            if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            let mut buf = [0u8; 4096];
+            match client.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&pending[..end]).into_owned();
+        pending.drain(..end + 4);
+        let mut lines = head.lines();
+        let request = lines.next().unwrap_or_default().to_string();
+        let range: Option<u64> = lines
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("range"))
+            .and_then(|(_, v)| {
+                v.trim()
+                    .strip_prefix("bytes=")?
+                    .split('-')
+                    .next()?
+                    .parse()
+                    .ok()
+            });
+        let mut parts = request.split_whitespace();
+        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let found = if path == "/v2/" || path == "/v2" {
+            Some((
+                "application/json".to_string(),
+                String::new(),
+                b"{}".to_vec(),
+            ))
+        } else if let Some((_, reference)) = path.split_once("/manifests/") {
+            let digest = content
+                .tags
+                .get(reference)
+                .map(|(_, d)| d.clone())
+                .unwrap_or_else(|| reference.to_string());
+            let media_type = content
+                .tags
+                .values()
+                .find(|(_, d)| *d == digest)
+                .map(|(m, _)| m.clone())
+                .unwrap_or_else(|| "application/vnd.oci.image.manifest.v1+json".into());
+            content
+                .blobs
+                .get(&digest)
+                .map(|b| (media_type, digest.clone(), b.clone()))
+        } else if let Some((_, digest)) = path.split_once("/blobs/") {
+            content.blobs.get(digest).map(|b| {
+                (
+                    "application/octet-stream".to_string(),
+                    digest.to_string(),
+                    b.clone(),
+                )
+            })
+        } else {
+            None
+        };
+        let Some((media_type, digest, body)) = found else {
+            let body = br#"{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}"#;
+            let head = format!(
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            if client.write_all(head.as_bytes()).is_err() || client.write_all(body).is_err() {
+                return;
+            }
+            continue;
+        };
+        let start = range.unwrap_or(0).min(body.len() as u64) as usize;
+        let status = if range.is_some() {
+            log.ranges.lock().expect("log").push(start as u64);
+            format!(
+                "206 Partial Content\r\nContent-Range: bytes {start}-{}/{}",
+                body.len().saturating_sub(1),
+                body.len()
+            )
+        } else {
+            "200 OK".to_string()
+        };
+        let mut head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {media_type}\r\nContent-Length: {}\r\n",
+            body.len() - start
+        );
+        if !digest.is_empty() {
+            head.push_str(&format!("Docker-Content-Digest: {digest}\r\n"));
+        }
+        head.push_str("\r\n");
+        if client.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        if method == "HEAD" {
+            continue;
+        }
+        match &content.stall {
+            Some((stalled, after)) if *stalled == digest && range.is_none() => {
+                let _ = client.write_all(&body[..(*after).min(body.len())]);
+                let _ = client.flush();
+                log.stalled.fetch_add(1, Ordering::SeqCst);
+                // Silent from now on; the client's close ends the read.
+                let mut buf = [0u8; 4096];
+                loop {
+                    match client.read(&mut buf) {
+                        Ok(0) => {
+                            log.closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e)
+                            if matches!(
+                                e.kind(),
+                                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                            ) =>
+                        {
+                            return
+                        }
+                        Err(_) => {
+                            log.closed.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                    }
+                }
+            }
+            _ => {
+                if client.write_all(&body[start..]).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Images.Pull of `reference` on a thread of its own (its own runtime and
+/// connection), so a test can act while it runs.
+pub fn pull_on_thread(
+    socket: &Path,
+    reference: &str,
+) -> std::thread::JoinHandle<Result<Vec<pb::PullProgress>, tonic::Status>> {
+    let (socket, reference) = (socket.to_path_buf(), reference.to_string());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("tokio");
+        rt.block_on(async move {
+            let ch = berth_proto::connect(&socket)
+                .await
+                .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut client = pb::images_client::ImagesClient::new(ch);
+            let mut stream = client
+                .pull(pb::PullRequest {
+                    reference,
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let mut all = Vec::new();
+            while let Some(msg) = stream.message().await? {
+                all.push(msg);
+            }
+            Ok(all)
+        })
+    })
+}
+
+impl Layout {
+    /// The digest of layer `index` of the image tagged `tag`.
+    pub fn layer_digest(&self, tag: &str, index: usize) -> String {
+        let read = |digest: &str| -> Value {
+            let path = self
+                .dir
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"));
+            serde_json::from_slice(&std::fs::read(path).expect("blob")).expect("json")
+        };
+        let index_json: Value = serde_json::from_slice(
+            &std::fs::read(self.dir.join("index.json")).expect("index.json"),
+        )
+        .expect("json");
+        let manifest = index_json["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+            .and_then(|m| m["digest"].as_str())
+            .unwrap_or_else(|| panic!("no tag {tag} in the layout"))
+            .to_string();
+        read(&manifest)["layers"][index]["digest"]
+            .as_str()
+            .expect("layer digest")
+            .to_string()
+    }
+}
+
+/// Bytes that do not compress, so a blob is as large as its content.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut noise = vec![0u8; len];
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    for chunk in noise.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    noise
+}
+
+/// An image tagged "1" of one layer holding `mib` MiB of [`noise`] as
+/// `data/noise`; the layout and the noise.
+pub fn noise_layout(name: &str, mib: usize) -> (Layout, Vec<u8>) {
+    let noise = noise(mib << 20);
+    let mut t = LayerTar::new();
+    t.dir("data/", 0o755).file("data/noise", 0o644, &noise);
+    let mut layout = Layout::new(name);
+    let image = layout.image(&[(t.finish(), Compression::Gzip)], ("amd64", ""));
+    layout.tag("1", &image);
+    (layout, noise)
+}

@@ -1359,3 +1359,60 @@ fn mounts_over_proc_and_more_cpus_than_the_host_has_are_refused_up_front() {
         "a refused run left a container"
     );
 }
+
+#[test]
+fn a_killed_pull_is_cancelled_and_a_waiting_pull_resumes_its_download() {
+    if !can_run_images() {
+        return;
+    }
+    let (layout, _) = noise_layout("cancel", 4);
+    let digest = layout.layer_digest("1", 0);
+    let hostile = HostileRegistry::stalling(&layout, 1 << 20);
+    // Far longer than the test: only the cancellation can end the download.
+    let daemon = Daemon::start_with(&["--registry-read-timeout", "3600"]);
+    let reference = format!("{}/noise:1", hostile.host());
+
+    let mut client = Command::new(ctl_bin())
+        .arg("--address")
+        .arg(&daemon.socket)
+        .args(["pull", &reference])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let reached = hostile.wait_stalled();
+    // A second pull of the same image waits for the first one's download.
+    let waiting = pull_on_thread(&daemon.socket, &reference);
+    // SAFETY: kill on our own child, not yet reaped.
+    unsafe { libc::kill(client.id() as i32, libc::SIGKILL) };
+    let _ = client.wait();
+    assert!(
+        reached,
+        "the pull never reached the stall: {}",
+        daemon.log()
+    );
+
+    // The daemon gives up the download: the registry sees it close.
+    assert!(
+        hostile.wait_closed(),
+        "the daemon kept downloading for a client that is gone: {}",
+        daemon.log()
+    );
+
+    // The waiting pull takes the download over where it stopped: one
+    // download of the blob in all, resumed once.
+    done(
+        &waiting
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log())),
+    );
+    assert_eq!(hostile.stalls(), 1);
+    let ranges = hostile.log.ranges.lock().unwrap().clone();
+    assert!(
+        ranges.len() == 1 && ranges[0] > 0,
+        "expected one resumed request: {ranges:?}"
+    );
+    assert!(daemon.blobs().contains(&digest));
+}

@@ -25,31 +25,7 @@ fn push_busybox(registry: &Registry, repo: &str) -> Layout {
 /// `n` pulls of `reference` at once, each on its own connection.
 fn pull_at_once(daemon: &Daemon, reference: &str, n: usize) -> Vec<pb::Image> {
     let pulls: Vec<_> = (0..n)
-        .map(|_| {
-            let (socket, reference) = (daemon.socket.clone(), reference.to_string());
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(async {
-                    let ch = berth_proto::connect(&socket).await.unwrap();
-                    let mut c = pb::images_client::ImagesClient::new(ch);
-                    let mut s = c
-                        .pull(pb::PullRequest {
-                            reference,
-                            ..Default::default()
-                        })
-                        .await?
-                        .into_inner();
-                    let mut all = Vec::new();
-                    while let Some(p) = s.message().await? {
-                        all.push(p);
-                    }
-                    Ok::<_, tonic::Status>(all)
-                })
-            })
-        })
+        .map(|_| pull_on_thread(&daemon.socket, reference))
         .collect();
     pulls
         .into_iter()
@@ -473,14 +449,6 @@ fn an_index_is_resolved_by_os_architecture_and_variant() {
             "{platform:?}: {line}"
         );
     }
-    let err = daemon
-        .pull_with(&reference, Some(("riscv64", "")), None)
-        .unwrap_err();
-    assert!(
-        err.message()
-            .contains("no manifest for platform linux/riscv64"),
-        "{err}"
-    );
     // The busybox layer is shared by all four platforms: one snapshot.
     let mut snaps = daemon.snapshots();
     let all = daemon
@@ -489,6 +457,16 @@ fn an_index_is_resolved_by_os_architecture_and_variant() {
         .into_inner()
         .snapshots;
     assert_eq!(all.len(), 5, "{all:#?}");
+    // (A failed pull collects what no image uses: the three platforms'
+    // layers whose image record the last pull of the name replaced.)
+    let err = daemon
+        .pull_with(&reference, Some(("riscv64", "")), None)
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("no manifest for platform linux/riscv64"),
+        "{err}"
+    );
 }
 
 /// Pushes `layers` as `repo:1` and pulls it; the pull's result.
@@ -678,34 +656,6 @@ fn hostile_layers_never_write_outside_the_snapshot() {
     );
 }
 
-fn layer_digest(layout: &Layout, tag: &str) -> String {
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(layout.dir.join("index.json")).unwrap()).unwrap();
-    let manifest = index["manifests"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
-        .unwrap()["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            layout
-                .dir
-                .join("blobs/sha256")
-                .join(manifest.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    manifest["layers"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn a_corrupt_or_truncated_blob_is_never_committed() {
     if !can_run_images() {
@@ -713,7 +663,7 @@ fn a_corrupt_or_truncated_blob_is_never_committed() {
     }
     let registry = Registry::start();
     let layout = push_busybox(&registry, "busybox");
-    let digest = layer_digest(&layout, "1");
+    let digest = layout.layer_digest("1", 0);
     let stored = registry.blob_file(&digest);
     let good = std::fs::read(&stored).unwrap();
     let daemon = Daemon::start();
@@ -816,27 +766,124 @@ fn base64_encode(bytes: &[u8]) -> String {
 }
 
 #[test]
+fn a_stalled_registry_fails_its_pull_in_time_while_a_good_one_serves_the_same_image() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let (layout, _) = noise_layout("stall", 4);
+    registry.push(&layout, "1", "noise", None);
+    let digest = layout.layer_digest("1", 0);
+    let hostile = HostileRegistry::stalling(&layout, 1 << 20);
+    const TIMEOUT: u64 = 10;
+    let daemon = Daemon::start_with(&["--registry-read-timeout", &TIMEOUT.to_string()]);
+
+    let stalled = pull_on_thread(&daemon.socket, &format!("{}/noise:1", hostile.host()));
+    assert!(
+        hostile.wait_stalled(),
+        "the pull never reached the stall: {}",
+        daemon.log()
+    );
+    let stalled_at = Instant::now();
+
+    // The same image (the same blobs) from a good registry meanwhile.
+    let image = daemon.pull(&format!("{}/noise:1", registry.host()));
+    assert!(
+        !stalled.is_finished(),
+        "the stalled pull ended before the good one did"
+    );
+    assert!(daemon.blobs().contains(&digest));
+
+    let err = stalled
+        .join()
+        .expect("pull thread")
+        .expect_err("a stalled pull cannot succeed");
+    let waited = stalled_at.elapsed();
+    eprintln!("the stalled pull failed {waited:?} after the stall (read timeout {TIMEOUT} s)");
+    assert!(
+        waited < Duration::from_secs(TIMEOUT + 30),
+        "failed only after {waited:?}"
+    );
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    for part in [
+        hostile.host(),
+        format!("sent nothing for {TIMEOUT}s (its read timeout)"),
+        digest.clone(),
+    ] {
+        assert!(err.message().contains(&part), "{part:?} not in {err}");
+    }
+    // The pull that timed out closed its connection.
+    assert!(hostile.wait_closed());
+    assert!(daemon
+        .image_listing(&image)
+        .iter()
+        .any(|l| l.starts_with("data/noise file")));
+}
+
+#[test]
+fn an_image_removal_waiting_for_a_stalled_pull_holds_back_no_other_pull() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    push_busybox(&registry, "first");
+    let (other, _) = noise_layout("other", 1);
+    registry.push(&other, "1", "other", None);
+    let (layout, _) = noise_layout("stall", 4);
+    let hostile = HostileRegistry::stalling(&layout, 1 << 20);
+    let daemon = Daemon::start_with(&["--registry-read-timeout", "20"]);
+    daemon.pull(&format!("{}/first:1", registry.host()));
+
+    let stalled = pull_on_thread(&daemon.socket, &format!("{}/noise:1", hostile.host()));
+    assert!(
+        hostile.wait_stalled(),
+        "the pull never reached the stall: {}",
+        daemon.log()
+    );
+    // Removal collects garbage, which waits until no pull runs...
+    let socket = daemon.socket.clone();
+    let name = format!("{}/first:1", registry.host());
+    let removal = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let ch = berth_proto::connect(&socket).await.unwrap();
+            pb::images_client::ImagesClient::new(ch)
+                .remove(pb::RemoveImageRequest { name })
+                .await
+        })
+    });
+    // (A moment for it to start waiting: if it has not, this proves less,
+    // but never fails wrongly.)
+    std::thread::sleep(Duration::from_millis(300));
+    // ...but does not queue new pulls behind the stalled one.
+    let other_pull = pull_on_thread(&daemon.socket, &format!("{}/other:1", registry.host()));
+    let start = Instant::now();
+    while !other_pull.is_finished() && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        other_pull.is_finished(),
+        "a pull from a good registry waited behind the removal: {}",
+        daemon.log()
+    );
+    done(&other_pull.join().unwrap().unwrap());
+    assert!(!stalled.is_finished(), "the stalled pull ended too soon");
+    stalled.join().unwrap().unwrap_err();
+    removal.join().unwrap().unwrap();
+}
+
+#[test]
 fn a_daemon_killed_mid_pull_recovers_and_resumes() {
     if !can_run_images() {
         return;
     }
     let registry = Registry::start();
-    // 48 MiB that do not compress, so the blob is as large as its content.
-    let mut noise = vec![0u8; 48 << 20];
-    let mut x: u64 = 0x9e3779b97f4a7c15;
-    for chunk in noise.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    let mut t = LayerTar::new();
-    t.dir("data/", 0o755).file("data/noise", 0o644, &noise);
-    let mut layout = Layout::new("big");
-    let image = layout.image(&[(t.finish(), Compression::Gzip)], ("amd64", ""));
-    layout.tag("1", &image);
+    let (layout, noise) = noise_layout("big", 48);
     registry.push(&layout, "1", "big", None);
-    let digest = layer_digest(&layout, "1");
+    let digest = layout.layer_digest("1", 0);
 
     let proxy = SlowProxy::start(registry.port, 8 << 20);
     let reference = format!("127.0.0.1:{}/big:1", proxy.port);
@@ -1153,4 +1200,230 @@ fn pull_errors_say_what_failed() {
 
     let err = daemon.pull_with("Not A Reference", None, None).unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+}
+
+#[test]
+fn oversized_manifests_lying_sizes_and_too_many_layers_are_refused() {
+    if !can_run_images() {
+        return;
+    }
+    const MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    let layout = busybox_layout("caps", APPLETS, "1");
+    let mut content = HostileContent::of(&layout);
+    let good: serde_json::Value =
+        serde_json::from_slice(&content.blobs[&content.tags["1"].1]).unwrap();
+    let mut huge = good.clone();
+    huge["annotations"] = serde_json::json!({"padding": "x".repeat(5 << 20)});
+    content.manifest("huge", MANIFEST, serde_json::to_vec(&huge).unwrap());
+    let mut lying = good.clone();
+    let size = lying["layers"][0]["size"].as_i64().unwrap();
+    lying["layers"][0]["size"] = serde_json::json!(size + 1);
+    content.manifest("lying", MANIFEST, serde_json::to_vec(&lying).unwrap());
+    let mut tall = good.clone();
+    tall["layers"] = (0..1000)
+        .map(|i: u32| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": sha256(&i.to_le_bytes()),
+                "size": 4,
+            })
+        })
+        .collect();
+    content.manifest("tall", MANIFEST, serde_json::to_vec(&tall).unwrap());
+    let hostile = HostileRegistry::start(content);
+    let daemon = Daemon::start();
+    let at = |tag: &str| format!("{}/caps:{tag}", hostile.host());
+
+    let err = daemon.pull_with(&at("huge"), None, None).unwrap_err();
+    assert!(
+        err.message()
+            .contains("is larger than the 4194304-byte limit"),
+        "{err}"
+    );
+    // The true image, stored; then a manifest that lies about a stored blob.
+    daemon.pull(&at("1"));
+    let err = daemon.pull_with(&at("lying"), None, None).unwrap_err();
+    assert!(
+        err.message().contains(&format!(
+            "the descriptor says {} bytes but the blob has {size}",
+            size + 1
+        )),
+        "{err}"
+    );
+    let err = daemon.pull_with(&at("tall"), None, None).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
+    assert!(
+        err.message()
+            .contains("too many layers: the image has 1000, berth mounts at most 128"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_pull_leaves_no_orphan_blobs() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::start();
+    let mut second = LayerTar::new();
+    second.dir("data/", 0o755).file("data/x", 0o644, b"second");
+    let mut layout = Layout::new("orphans");
+    let image = layout.image(
+        &[
+            (busybox_layer(APPLETS), Compression::Gzip),
+            (second.finish(), Compression::Gzip),
+        ],
+        ("amd64", ""),
+    );
+    layout.tag("1", &image);
+    registry.push(&layout, "1", "orphans", None);
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            layout.dir.join("blobs/sha256").join(
+                image["digest"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("sha256:"),
+            ),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // The second layer is corrupt; the first, the config and the manifest
+    // are fine and get stored before the pull fails.
+    let stored = registry.blob_file(manifest["layers"][1]["digest"].as_str().unwrap());
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&stored, &bytes).unwrap();
+
+    let daemon = Daemon::start();
+    daemon
+        .pull_with(&format!("{}/orphans:1", registry.host()), None, None)
+        .unwrap_err();
+    // Collected as the pull ends, on a thread of the daemon's.
+    let start = Instant::now();
+    while !daemon.blobs().is_empty() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(daemon.blobs(), Vec::<String>::new());
+}
+
+#[test]
+fn registry_credentials_are_read_again_when_their_file_changes() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::with_auth("berth", "s3cret");
+    let layout = busybox_layout("creds", APPLETS, "1");
+    registry.push(&layout, "1", "private", Some(("berth", "s3cret")));
+    let reference = format!("{}/private:1", registry.host());
+    let dir = TempDir(std::env::temp_dir().join(unique("berth-creds")).join("d"));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let config = dir.0.join("config.json");
+    let write = |password: &str| {
+        let auth = base64_encode(format!("berth:{password}").as_bytes());
+        let tmp = dir.0.join("config.json.new");
+        std::fs::write(
+            &tmp,
+            format!(
+                r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#,
+                registry.host()
+            ),
+        )
+        .unwrap();
+        std::fs::rename(&tmp, &config).unwrap();
+    };
+    write("outdated");
+    let daemon = Daemon::start_with(&["--registry-config", config.to_str().unwrap()]);
+    let err = daemon.pull_with(&reference, None, None).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err}");
+
+    // A login elsewhere rewrites the file: no restart needed.
+    write("s3cret");
+    done(
+        &daemon
+            .pull_with(&reference, None, None)
+            .unwrap_or_else(|e| panic!("{e}\n{}", daemon.log())),
+    );
+}
+
+/// `tar --sparse` of a 64 MiB file with data at 1 MiB and at its end, in
+/// GNU tar's `format` (pax: GNU sparse 1.0 records; gnu: old 'S' entries).
+fn gnu_sparse_layer(format: &str) -> Vec<u8> {
+    let dir = TempDir(std::env::temp_dir().join(unique("berth-sparse")).join("d"));
+    std::fs::create_dir_all(dir.0.join("data")).unwrap();
+    let file = std::fs::File::create(dir.0.join("data/sparse")).unwrap();
+    file.set_len(64 << 20).unwrap();
+    use std::os::unix::fs::FileExt;
+    file.write_all_at(b"in the middle", 1 << 20).unwrap();
+    file.write_all_at(b"end", (64 << 20) - 3).unwrap();
+    let out = Command::new("tar")
+        .args([
+            "--sparse",
+            &format!("--format={format}"),
+            "--owner=0",
+            "--group=0",
+        ])
+        .arg("-C")
+        .arg(&dir.0)
+        .args(["-cf", "-", "data"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn sparse_files_stay_sparse_and_unpack_as_umoci_unpacks_them() {
+    if !can_run_images() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let registry = Registry::start();
+    let daemon = Daemon::start();
+    for format in ["pax", "gnu"] {
+        let tar = gnu_sparse_layer(format);
+        let mut layout = Layout::new(&format!("sparse-{format}"));
+        let image = layout.image(&[(tar.clone(), Compression::Gzip)], ("amd64", ""));
+        layout.tag("1", &image);
+        registry.push(&layout, "1", &format!("sparse-{format}"), None);
+        let image = daemon.pull(&format!("{}/sparse-{format}:1", registry.host()));
+        if format == "pax" {
+            assert_unpacks_like_umoci(&daemon, &image, &layout);
+        } else {
+            // umoci refuses type 'S' entries: GNU tar itself is the reference.
+            let dir = TempDir(std::env::temp_dir().join(unique("berth-untar")).join("d"));
+            std::fs::create_dir_all(&dir.0).unwrap();
+            let mut untar = Command::new("tar")
+                .arg("-C")
+                .arg(&dir.0)
+                .args(["--sparse", "-xpf", "-"])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            untar.stdin.take().unwrap().write_all(&tar).unwrap();
+            assert!(untar.wait().unwrap().success());
+            assert_same(&daemon.image_listing(&image), &listing(&dir.0));
+        }
+        let mounted = daemon.mount_image(&image, &format!("view-{format}"));
+        let meta = std::fs::metadata(mounted.target.join("data/sparse")).unwrap();
+        assert_eq!(meta.len(), 64 << 20, "{format}");
+        eprintln!(
+            "{format}: 64 MiB sparse file, {} bytes allocated",
+            meta.blocks() * 512
+        );
+        assert!(
+            meta.blocks() * 512 <= 64 << 10,
+            "{format}: {} bytes allocated for 16 bytes of data",
+            meta.blocks() * 512
+        );
+        drop(mounted);
+        daemon.remove_snapshot(&format!("view-{format}"));
+    }
 }

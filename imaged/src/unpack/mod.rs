@@ -23,6 +23,13 @@
 //!   dir, hiding the symlink, as with containerd: each layer is applied to
 //!   its own upper directory, which never holds its parents' entries.
 //!
+//! - sparse files stay sparse: GNU sparse 1.0 in PAX records (what GNU tar
+//!   writes with `--sparse --format=pax`: the map at the start of the data,
+//!   the real name in `GNU.sparse.name`) is written region by region with
+//!   holes between; old GNU sparse entries (type `S`, expanded by the `tar`
+//!   crate) get holes where whole blocks read as zeros. The PAX formats 0.0
+//!   and 0.1 are refused by name.
+//!
 //! The layer stream itself may be plain tar, gzip or zstd: [`decompress`]
 //! tells them apart by their magic bytes, whatever the media type says.
 
@@ -30,7 +37,7 @@ mod at;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, BufRead, Read, Write};
+use std::io::{self, BufRead, Read, Seek, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -56,6 +63,8 @@ pub enum Error {
     },
     #[error("layer entry {path:?}: unsupported tar entry type {kind}")]
     Unsupported { path: String, kind: u8 },
+    #[error("layer entry {path:?}: sparse file: {detail}")]
+    Sparse { path: String, detail: String },
     #[error("layer entry {path:?}: {op}: {source}")]
     Entry {
         path: String,
@@ -240,7 +249,11 @@ fn parse_mtime(v: &str) -> Option<(i64, u32)> {
 
 impl Applier {
     fn entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
+        let sparse = pax_sparse(&mut entry)?;
+        let raw = match &sparse {
+            Some(sparse) => sparse.name.clone(),
+            None => entry.path_bytes().into_owned(),
+        };
         let path = String::from_utf8_lossy(&raw).into_owned();
         let mut parts = components(&raw)?;
         let Some(name) = parts.pop() else {
@@ -281,13 +294,19 @@ impl Applier {
                 )
                 .map_err(io_err("create file"))?;
                 let mut file = File::from(fd);
-                loop {
-                    let n = entry.read(&mut self.buf).map_err(Error::Read)?;
-                    if n == 0 {
-                        break;
+                if let Some(sparse) = &sparse {
+                    self.write_regions(&mut entry, &mut file, sparse.real_size, &path)?;
+                } else if kind == T::GNUSparse {
+                    self.write_with_holes(&mut entry, &mut file, &path)?;
+                } else {
+                    loop {
+                        let n = entry.read(&mut self.buf).map_err(Error::Read)?;
+                        if n == 0 {
+                            break;
+                        }
+                        file.write_all(&self.buf[..n]).map_err(io_err("write"))?;
+                        self.stats.bytes += n as u64;
                     }
-                    file.write_all(&self.buf[..n]).map_err(io_err("write"))?;
-                    self.stats.bytes += n as u64;
                 }
                 self.set_fd_meta(file.as_fd(), &meta, true)
                     .map_err(io_err("set metadata"))?;
@@ -362,6 +381,74 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    /// A GNU sparse 1.0 file: the map, then each region at its offset, and
+    /// the holes between left unwritten.
+    fn write_regions<R: Read>(
+        &mut self,
+        entry: &mut R,
+        file: &mut File,
+        real_size: u64,
+        path: &str,
+    ) -> Result<()> {
+        let regions = read_sparse_map(entry, real_size).map_err(|e| match e {
+            SparseMapError::Read(e) => Error::Read(e),
+            SparseMapError::Invalid(detail) => Error::Sparse {
+                path: path.to_string(),
+                detail,
+            },
+        })?;
+        let io_err = |op: &'static str| {
+            let path = path.to_string();
+            move |source| Error::Entry { path, op, source }
+        };
+        for (offset, len) in regions {
+            file.seek(io::SeekFrom::Start(offset))
+                .map_err(io_err("seek"))?;
+            let copied = io::copy(&mut entry.take(len), file).map_err(Error::Read)?;
+            if copied != len {
+                return Err(Error::Read(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{path}: sparse region at {offset} ends after {copied} of {len} bytes"),
+                )));
+            }
+            self.stats.bytes += len;
+        }
+        file.set_len(real_size).map_err(io_err("set size"))
+    }
+
+    /// An old GNU sparse entry, which the `tar` crate reads back with its
+    /// holes as zeros: whole zero blocks are skipped, so they stay holes.
+    fn write_with_holes<R: Read>(
+        &mut self,
+        entry: &mut R,
+        file: &mut File,
+        path: &str,
+    ) -> Result<()> {
+        const BLOCK: usize = 4096;
+        let io_err = |op: &'static str| {
+            let path = path.to_string();
+            move |source| Error::Entry { path, op, source }
+        };
+        let mut size = 0u64;
+        loop {
+            let n = read_full(entry, &mut self.buf).map_err(Error::Read)?;
+            if n == 0 {
+                break;
+            }
+            for block in self.buf[..n].chunks(BLOCK) {
+                if block.iter().all(|&b| b == 0) {
+                    file.seek(io::SeekFrom::Current(block.len() as i64))
+                        .map_err(io_err("seek"))?;
+                } else {
+                    file.write_all(block).map_err(io_err("write"))?;
+                    self.stats.bytes += block.len() as u64;
+                }
+            }
+            size += n as u64;
+        }
+        file.set_len(size).map_err(io_err("set size"))
     }
 
     /// Opens (creating as 0755 what is missing) the directory `parts`,
@@ -515,6 +602,141 @@ impl Applier {
     }
 }
 
+/// A sparse file in GNU's 1.0 format, from an entry's PAX records.
+#[derive(Debug)]
+struct PaxSparse {
+    /// The file's real name (the entry's own is `GNUSparseFile.N/NAME`).
+    name: Vec<u8>,
+    real_size: u64,
+}
+
+/// The entry's GNU sparse PAX records, if any: format 1.0 is returned, the
+/// older 0.x formats (whose maps live in the records) are refused.
+fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<PaxSparse>> {
+    let Some(pax) = entry.pax_extensions().map_err(Error::Read)? else {
+        return Ok(None);
+    };
+    let (mut major, mut minor, mut name, mut real_size, mut any) = (None, None, None, None, false);
+    for ext in pax {
+        let ext = ext.map_err(Error::Read)?;
+        let Some(key) = ext.key_bytes().strip_prefix(b"GNU.sparse.") else {
+            continue;
+        };
+        any = true;
+        let value = ext.value_bytes();
+        let number = || std::str::from_utf8(value).ok()?.parse::<u64>().ok();
+        match key {
+            b"major" => major = number(),
+            b"minor" => minor = number(),
+            b"name" => name = Some(value.to_vec()),
+            b"realsize" => real_size = number(),
+            _ => {}
+        }
+    }
+    if !any {
+        return Ok(None);
+    }
+    let path = String::from_utf8_lossy(name.as_deref().unwrap_or(&entry.path_bytes())).into_owned();
+    match (major, minor, name, real_size) {
+        (Some(1), Some(0), Some(name), Some(real_size)) => Ok(Some(PaxSparse { name, real_size })),
+        (Some(1), Some(0), ..) => Err(Error::Sparse {
+            path,
+            detail: "GNU sparse 1.0 without GNU.sparse.name or GNU.sparse.realsize".into(),
+        }),
+        (major, minor, ..) => Err(Error::Sparse {
+            path,
+            detail: format!(
+                "GNU sparse format {}.{} in PAX records is not supported (only 1.0, GNU tar's default)",
+                major.map_or("0".into(), |m| m.to_string()),
+                minor.map_or("?".into(), |m| m.to_string()),
+            ),
+        }),
+    }
+}
+
+#[derive(Debug)]
+enum SparseMapError {
+    Read(io::Error),
+    Invalid(String),
+}
+
+/// Most regions a sparse map may list (each costs 16 bytes here).
+const MAX_SPARSE_REGIONS: u64 = 1 << 20;
+
+/// GNU sparse 1.0's map, at the start of the entry's data: decimal lines
+/// (the number of regions, then each one's offset and size), padded to a
+/// 512-byte block. Regions must be in order, apart and inside the file.
+fn read_sparse_map<R: Read>(
+    data: &mut R,
+    real_size: u64,
+) -> std::result::Result<Vec<(u64, u64)>, SparseMapError> {
+    let mut consumed = 0u64;
+    let mut number = |data: &mut R| -> std::result::Result<u64, SparseMapError> {
+        let mut digits = Vec::new();
+        loop {
+            let mut byte = [0u8];
+            data.read_exact(&mut byte).map_err(SparseMapError::Read)?;
+            consumed += 1;
+            match byte[0] {
+                b'\n' => break,
+                b @ b'0'..=b'9' if digits.len() < 20 => digits.push(b),
+                other => {
+                    return Err(SparseMapError::Invalid(format!(
+                        "unexpected byte {other:#04x} in the sparse map"
+                    )))
+                }
+            }
+        }
+        std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(|| {
+                SparseMapError::Invalid("empty or overlong number in the sparse map".into())
+            })
+    };
+    let count = number(data)?;
+    if count > MAX_SPARSE_REGIONS {
+        return Err(SparseMapError::Invalid(format!(
+            "{count} regions, more than the {MAX_SPARSE_REGIONS} accepted"
+        )));
+    }
+    let mut regions = Vec::with_capacity(count as usize);
+    let mut end = 0u64;
+    for _ in 0..count {
+        let offset = number(data)?;
+        let len = number(data)?;
+        let region_end = offset.checked_add(len).filter(|&e| e <= real_size);
+        match region_end {
+            Some(region_end) if offset >= end => {
+                regions.push((offset, len));
+                end = region_end;
+            }
+            _ => {
+                return Err(SparseMapError::Invalid(format!(
+                    "region {offset}+{len} overlaps the one before or passes the file's size {real_size}"
+                )))
+            }
+        }
+    }
+    let padding = (512 - consumed % 512) % 512;
+    io::copy(&mut data.take(padding), &mut io::sink()).map_err(SparseMapError::Read)?;
+    Ok(regions)
+}
+
+/// Reads until `buf` is full or the stream ends.
+fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// chmod through an `O_PATH` fd: `/proc/self/fd/N` names the inode itself.
 fn chmod_o_path(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     let path = std::ffi::CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd()))
@@ -548,6 +770,104 @@ mod tests {
             Compression::Zstd
         );
         assert_eq!(Compression::detect(b"etc/\0"), Compression::None);
+    }
+
+    #[test]
+    fn sparse_maps_are_read_and_checked() {
+        let mut data: &[u8] = b"2\n0\n3\n100\n5\n";
+        assert_eq!(
+            read_sparse_map(&mut data, 200).unwrap(),
+            vec![(0, 3), (100, 5)]
+        );
+        for (bad, size) in [
+            (&b"1\n10\n5\n"[..], 12),         // past the end
+            (&b"2\n10\n5\n12\n1\n"[..], 100), // overlapping
+            (&b"1\n-1\n5\n"[..], 100),        // not a number
+            (&b"99999999\n"[..], 100),        // too many regions
+        ] {
+            let mut data = bad;
+            assert!(read_sparse_map(&mut data, size).is_err(), "{bad:?}");
+        }
+    }
+
+    /// A layer holding one GNU sparse 1.0 file, as GNU tar writes it.
+    fn pax_sparse_layer(regions: &[(u64, &[u8])], real_size: u64) -> Vec<u8> {
+        sparse_layer_of_version("1", "0", regions, real_size)
+    }
+
+    fn sparse_layer_of_version(
+        major: &str,
+        minor: &str,
+        regions: &[(u64, &[u8])],
+        real_size: u64,
+    ) -> Vec<u8> {
+        let mut map = format!("{}\n", regions.len());
+        for (offset, bytes) in regions {
+            map.push_str(&format!("{offset}\n{}\n", bytes.len()));
+        }
+        let mut data = map.into_bytes();
+        data.resize(data.len().div_ceil(512) * 512, 0);
+        for (_, bytes) in regions {
+            data.extend_from_slice(bytes);
+        }
+        let mut builder = tar::Builder::new(Vec::new());
+        let size = real_size.to_string();
+        builder
+            .append_pax_extensions([
+                ("GNU.sparse.major", major.as_bytes()),
+                ("GNU.sparse.minor", minor.as_bytes()),
+                ("GNU.sparse.name", b"data/sparse"),
+                ("GNU.sparse.realsize", size.as_bytes()),
+            ])
+            .unwrap();
+        let mut header = tar::Header::new_ustar();
+        header.set_path("data/GNUSparseFile.1/sparse").unwrap();
+        header.set_size(data.len() as u64);
+        header.set_mode(0o644);
+        // SAFETY: getuid/getgid cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        header.set_uid(uid.into());
+        header.set_gid(gid.into());
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append(&header, &data[..]).unwrap();
+        builder.into_inner().unwrap()
+    }
+
+    #[test]
+    fn gnu_sparse_1_0_files_stay_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = std::env::temp_dir().join(format!("berth-unpack-sparse-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let real_size = 256 << 20;
+        let layer = pax_sparse_layer(&[(4096, b"hello"), (real_size - 4, b"tail")], real_size);
+        apply(&dir, &layer[..]).unwrap();
+
+        let path = dir.join("data/sparse");
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), real_size);
+        // Two regions, a few blocks; written whole it would be 256 MiB.
+        assert!(meta.blocks() * 512 < 1 << 20, "{} blocks", meta.blocks());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[4096..4101], b"hello");
+        assert_eq!(&bytes[bytes.len() - 4..], b"tail");
+        assert!(bytes[..4096].iter().all(|&b| b == 0));
+        assert!(!dir.join("data/GNUSparseFile.1").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn older_pax_sparse_formats_are_refused_by_name() {
+        let dir =
+            std::env::temp_dir().join(format!("berth-unpack-sparse01-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let layer = sparse_layer_of_version("0", "1", &[(0, b"x")], 4096);
+        let err = apply(&dir, &layer[..]).unwrap_err().to_string();
+        assert!(err.contains("\"data/sparse\""), "{err}");
+        assert!(err.contains("GNU sparse format 0.1"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
