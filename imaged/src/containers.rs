@@ -244,6 +244,8 @@ impl Containers {
             images::Error::NotFound(_) => Error::ImageNotFound(settings.image.clone()),
             other => Error::Images(other),
         })?;
+        // Too many layers for one overlay mount: said before anything is made.
+        image.check_mountable()?;
         let config_blob = Digest::parse(&image.config.digest)
             .map_err(|e| e.to_string())
             .and_then(|d| self.images.content.read_blob(&d).map_err(|e| e.to_string()))
