@@ -93,6 +93,7 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
             .map(|h| flags::add_host(h))
             .collect::<Result<_, _>>()?,
         dns: a.dns.clone(),
+        network_aliases: a.network_aliases.clone(),
     })
 }
 

@@ -565,11 +565,11 @@ pub fn write_etc_files(
             std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
         }
         EtcNetwork::Isolated => {
-            write_hosts(bundle, hostname, None, extra_hosts)?;
+            write_hosts(bundle, hostname, None, extra_hosts, &[])?;
             String::new()
         }
         EtcNetwork::Network { dns } => {
-            write_hosts(bundle, hostname, None, extra_hosts)?;
+            write_hosts(bundle, hostname, None, extra_hosts, &[])?;
             resolv_conf(dns)
         }
     };
@@ -577,13 +577,15 @@ pub fn write_etc_files(
 }
 
 /// `/etc/hosts` of a container: loopback, its own name (on its address
-/// once it has one), and `NAME:IP` extras. Written in place: the file is
-/// bind-mounted by inode into a container that may exist already.
+/// once it has one), `NAME:IP` extras, and its peers on a user network
+/// (address, names). Written in place: the file is bind-mounted by inode
+/// into a container that may exist already.
 pub fn write_hosts(
     bundle: &Path,
     hostname: &str,
     address: Option<&str>,
     extra_hosts: &[String],
+    peers: &[(String, Vec<String>)],
 ) -> std::io::Result<()> {
     use std::io::Write;
     let mut text =
@@ -596,6 +598,9 @@ pub fn write_hosts(
         }
     }
     text.push_str(&format!("{}\t{hostname}\n", address.unwrap_or("127.0.1.1")));
+    for (ip, names) in peers {
+        text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)

@@ -222,6 +222,17 @@ impl Networks {
             .collect())
     }
 
+    /// Containers connected to `network` and their addresses.
+    pub fn members(&self, network: &str) -> Vec<(String, String)> {
+        self.db
+            .list::<AttachmentRecord>(Table::Attachments)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, a)| a.connected && a.attachment.network == network)
+            .map(|(id, a)| (id, a.attachment.address))
+            .collect()
+    }
+
     /// Removes a network no container is on; `named_by` lists containers
     /// (stopped ones too) whose settings name it.
     pub fn remove(&self, name: &str, named_by: &[String]) -> Result<()> {

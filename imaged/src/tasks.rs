@@ -1198,67 +1198,6 @@ impl Tasks {
         Ok(())
     }
 
-    /// Puts a container that runs on a network of ours on it: its namespace
-    /// pinned, the plugins run, its ports held, its /etc/hosts naming its
-    /// address. Other modes need nothing at start.
-    async fn connect_network(&self, record: &ContainerRecord) -> Result<()> {
-        let settings = record.settings();
-        let networks = self.containers.networks.clone();
-        let crate::networks::Mode::Network(network) = networks.mode(&settings.network)? else {
-            return Ok(());
-        };
-        let ports = settings
-            .ports
-            .iter()
-            .map(|p| berth_net::ports::PortMapping {
-                host_ip: p.host_ip.clone(),
-                host_port: p.host_port as u16,
-                container_port: p.container_port as u16,
-                protocol: if p.protocol.is_empty() {
-                    "tcp".into()
-                } else {
-                    p.protocol.clone()
-                },
-            })
-            .collect();
-        let id = record.id.clone();
-        let attached = tokio::task::spawn_blocking(move || networks.connect(&id, &network, ports))
-            .await
-            .map_err(|e| Error::Invalid(format!("connecting {}: {e}", record.name)))??;
-        let hostname = if settings.hostname.is_empty() {
-            record.id.chars().take(12).collect()
-        } else {
-            settings.hostname.clone()
-        };
-        let address = attached.attachment.address.clone();
-        if let Err(e) = crate::bundle::write_hosts(
-            &record.bundle,
-            &hostname,
-            (!address.is_empty()).then_some(address.as_str()),
-            &settings.extra_hosts,
-        ) {
-            self.disconnect_network(&record.id).await;
-            return Err(Error::Stdio {
-                container: record.name.clone(),
-                detail: format!("cannot write its /etc/hosts: {e}"),
-            });
-        }
-        Ok(())
-    }
-
-    /// Takes a container off its network (nothing to do is fine); failures
-    /// are logged: the task is gone whatever the plugins say.
-    async fn disconnect_network(&self, id: &str) {
-        let networks = self.containers.networks.clone();
-        let owned = id.to_string();
-        let done = tokio::task::spawn_blocking(move || networks.disconnect(&owned)).await;
-        match done {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => eprintln!("berth-imaged: container {id}: {e}"),
-            Err(e) => eprintln!("berth-imaged: container {id}: disconnecting: {e}"),
-        }
-    }
-
     /// Starts an `always` container a client stopped, as docker does when
     /// its daemon starts: as a client's start, so the stop is forgotten.
     async fn start_always(self: &Arc<Self>, record: &ContainerRecord) {

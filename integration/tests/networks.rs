@@ -563,3 +563,79 @@ fn a_daemon_killed_with_sigkill_keeps_published_ports_working_and_leaks_nothing(
     net.ok(&["rm", "-f", "web", "brief", "twice"]);
     net.assert_nothing_left();
 }
+
+#[test]
+fn containers_on_a_user_network_find_each_other_by_name_and_alias() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    net.ok(&["network", "create", "apps"]);
+    net.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--network",
+        "apps",
+        "--network-alias",
+        "database",
+        "web:1",
+    ]);
+    net.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "cache",
+        "-h",
+        "redis1",
+        "--network",
+        "apps",
+        "web:1",
+    ]);
+    let db = net.address("db");
+    let cache = net.address("cache");
+    let hosts = |name: &str| net.ok(&["exec", name, "cat", "/etc/hosts"]);
+    // The names a hosts file gives an address.
+    let names_of = |hosts: &str, ip: &str| -> Vec<String> {
+        hosts
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(ip))
+            .flat_map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let seen_by_cache = hosts("cache");
+    let db_names = names_of(&seen_by_cache, &db);
+    // Its name, its host name (its short id), its alias, as docker's DNS.
+    assert_eq!(db_names[0], "db", "{seen_by_cache}");
+    assert!(
+        db_names.contains(&"database".to_string()),
+        "{seen_by_cache}"
+    );
+    assert_eq!(
+        names_of(&seen_by_cache, &cache),
+        ["redis1"],
+        "{seen_by_cache}"
+    );
+    let seen_by_db = hosts("db");
+    assert_eq!(
+        names_of(&seen_by_db, &cache),
+        ["cache", "redis1"],
+        "{seen_by_db}"
+    );
+    // A container on the default network is not named, as with docker.
+    net.ok(&["run", "-d", "--name", "outsider", "web:1"]);
+    assert!(!hosts("outsider").contains("db"), "{}", hosts("outsider"));
+    assert!(!hosts("db").contains("outsider"));
+    // One that leaves is forgotten by the others.
+    net.ok(&["rm", "-f", "cache"]);
+    assert!(!hosts("db").contains("redis1"), "{}", hosts("db"));
+    net.ok(&["rm", "-f", "db", "outsider"]);
+    net.ok(&["network", "rm", "apps"]);
+    net.assert_nothing_left();
+}
