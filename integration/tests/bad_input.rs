@@ -792,3 +792,86 @@ fn an_unwritable_pid_file_fails_create_and_leaves_nothing() {
     assert_fails(&berth, &out, &["/nonexistent-dir/pid"]);
     assert_nothing_left(&berth, &id, &bundle.dir);
 }
+
+/// Text that only looks bad: configs as Go engines write them. Go's
+/// decoder (runc's) reads `null` as absent and keys ignoring case, and
+/// runc's cgroup code skips the zero values Go writes for unset fields.
+/// Each row runs under both runtimes; both must run it and print the same.
+#[test]
+fn configs_written_by_go_engines_run_as_under_runc() {
+    if !can_run() {
+        return;
+    }
+    type Edit = fn(&mut Value);
+    let rows: &[(&str, Edit)] = &[
+        (
+            "dockerd 20.10's resources (blockIO.weight 0 and friends)",
+            |c| {
+                c["linux"]["resources"] = json!({
+                    "devices": [{"allow": false, "access": "rwm"}],
+                    "memory": {"limit": 0, "reservation": 0, "swap": 0, "disableOOMKiller": false},
+                    "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                            "realtimePeriod": 0, "cpus": "", "mems": ""},
+                    "pids": {"limit": 0},
+                    "blockIO": {"weight": 0, "leafWeight": 0, "weightDevice": null},
+                    "network": null
+                });
+            },
+        ),
+        (
+            "containers-common's \"args\": null in a seccomp rule",
+            |c| {
+                c["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64"],
+                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                                  "errnoRet": 13, "args": null}]
+                });
+            },
+        ),
+        ("null lists and objects", |c| {
+            c["hooks"] = Value::Null;
+            c["annotations"] = Value::Null;
+            c["process"]["rlimits"] = Value::Null;
+            c["process"]["capabilities"]["ambient"] = Value::Null;
+            c["linux"]["sysctl"] = Value::Null;
+            c["linux"]["uidMappings"] = Value::Null;
+        }),
+        ("keys in other cases", |c| {
+            let object = c.as_object_mut().expect("object");
+            let mut process = object.remove("process").expect("process");
+            let env = process.as_object_mut().and_then(|p| p.remove("env"));
+            process["Env"] = env.expect("env");
+            object.insert("PROCESS".into(), process);
+            let root = object.remove("root").expect("root");
+            object.insert(
+                "Root".into(),
+                json!({"Path": root["path"], "ReadOnly": root["readonly"]}),
+            );
+        }),
+    ];
+    let runtimes = runtimes();
+    for (what, edit) in rows {
+        let mut outputs = Vec::new();
+        for rt in &runtimes {
+            let mut bundle = Bundle::new("go-config");
+            bundle.args(&["/bin/sh", "-c", "mkdir /tmp/d 2>&1; echo ran as $HOME"]);
+            bundle.config["process"]["env"] = json!(["PATH=/bin", "HOME=/root"]);
+            edit(&mut bundle.config);
+            let out = rt.run(&bundle, &unique("go"));
+            assert!(
+                out.status.success(),
+                "{what}: {:?}\n{}",
+                rt.kind,
+                text(&out)
+            );
+            outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        assert_eq!(outputs[0], outputs[1], "{what}: berth, then runc");
+        assert!(
+            outputs[0].ends_with("ran as /root\n"),
+            "{what}: {}",
+            outputs[0]
+        );
+    }
+}

@@ -81,10 +81,12 @@ fn build_process(options: &ExecOptions, spec: &Spec) -> Result<Process, ExecErro
             message: e.to_string(),
         })?;
         let process: Process =
-            serde_json::from_slice(&bytes).map_err(|e| ExecError::ProcessFile {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            crate::spec::go_schema()
+                .from_slice(&bytes)
+                .map_err(|e| ExecError::ProcessFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
         if process.args.is_empty() {
             return Err(ExecError::ProcessFile {
                 path: path.clone(),

@@ -177,17 +177,26 @@ fn parse_bytes(text: &str) -> anyhow::Result<i64> {
 
 fn update_resources(args: &UpdateArgs) -> anyhow::Result<berth_runtime::spec::Resources> {
     use berth_runtime::spec::{Cpu, Memory, Pids, Resources};
+    let schema = berth_runtime::spec::go_schema();
     let mut resources: Resources = match args.resources.as_deref() {
-        Some("-") => serde_json::from_reader(std::io::stdin().lock())
-            .map_err(|e| anyhow::anyhow!("invalid resources on stdin: {e}"))?,
+        Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .map_err(|e| anyhow::anyhow!("cannot read resources from stdin: {e}"))?;
+            schema
+                .from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("invalid resources on stdin: {e}"))?
+        }
         Some(path) => {
             let bytes =
                 std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
-            serde_json::from_slice(&bytes)
+            schema
+                .from_slice(&bytes)
                 .map_err(|e| anyhow::anyhow!("invalid resources in {path}: {e}"))?
         }
         None => Resources::default(),
-    };
+    }
+    .without_go_zero_values();
     let bytes = |v: &Option<String>| v.as_deref().map(parse_bytes).transpose();
     let memory = Memory {
         limit: bytes(&args.memory)?,

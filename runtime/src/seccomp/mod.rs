@@ -44,36 +44,31 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, SeccompError> {
 }
 
 /// The OCI form of a profile (`linux.seccomp`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Profile {
     pub default_action: String,
     pub default_errno_ret: Option<u32>,
-    #[serde(default)]
     pub architectures: Vec<String>,
-    #[serde(default)]
     pub flags: Vec<String>,
     pub listener_path: Option<String>,
-    #[serde(default)]
     pub syscalls: Vec<SyscallRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct SyscallRule {
     pub names: Vec<String>,
     pub action: String,
     pub errno_ret: Option<u32>,
-    #[serde(default)]
     pub args: Vec<ArgRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ArgRule {
     pub index: u8,
     pub value: u64,
-    #[serde(default)]
     pub value_two: u64,
     pub op: String,
 }
