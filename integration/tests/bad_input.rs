@@ -53,8 +53,8 @@ fn assert_fails(rt: &Runtime, out: &Output, words: &[&str]) -> String {
 }
 
 /// Processes that belong to container `id` or run from `bundle`: their
-/// arguments name either (berth's init before `start`), or they sit in a
-/// cgroup named `id` (any process after `start`, and runc's `runc init`).
+/// arguments name either (a runtime still at work), or they sit in a cgroup
+/// named `id` (any container process, `berth init` and `runc init` included).
 fn processes_of(id: &str, bundle: &Path) -> Vec<String> {
     let own = std::process::id().to_string();
     let mut found = Vec::new();

@@ -604,3 +604,97 @@ fn runtime_hooks_run_in_the_runtime_namespaces() {
         "the container's network namespace is {joined_inode}"
     );
 }
+
+/// Runs `script` in a container of `config` under both runtimes, returning
+/// berth's and runc's outputs (each must succeed).
+fn beside_runc(name: &str, edit: impl Fn(&mut serde_json::Value), script: &str) -> [String; 2] {
+    [Runtime::berth(), Runtime::runc()].map(|rt| {
+        let mut bundle = Bundle::new(name);
+        bundle.args(&["/bin/sh", "-c", script]);
+        edit(&mut bundle.config);
+        let out = rt.run(&bundle, &unique(name));
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+}
+
+/// The device allow-list is runc's: a `linux.devices` node is created but
+/// not usable unless the rules allow it, and the host console (c 5:1) is
+/// not in the defaults.
+#[test]
+fn devices_and_the_console_are_allowed_as_runc_allows_them() {
+    if !can_run() {
+        return;
+    }
+    let [berth, runc] = beside_runc(
+        "devices",
+        |c| {
+            c["linux"]["devices"] = json!([{"path": "/dev/fuse", "type": "c", "major": 10,
+                "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}]);
+            let caps = c["process"]["capabilities"].as_object_mut().unwrap();
+            for set in ["bounding", "effective", "permitted"] {
+                caps[set].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+            }
+            c["root"]["readonly"] = json!(false);
+        },
+        // `true`, not `:`: a failed redirection of a special builtin ends sh.
+        "test -c /dev/fuse && echo node; true < /dev/fuse && echo fuse open; \
+         mknod /tmp/console c 5 1 && echo made; true < /tmp/console && echo console open; \
+         true < /dev/null && echo null open",
+    );
+    assert_eq!(berth, runc);
+    assert_eq!(berth, "node\nmade\nnull open\n");
+}
+
+/// A tmpfs without `mode=` takes the mode of the directory it covers (runc
+/// chmods it so); over a new directory it is the kernel's 1777.
+#[test]
+fn a_tmpfs_keeps_the_mode_of_the_directory_it_covers() {
+    if !can_run() {
+        return;
+    }
+    let [berth, runc] = beside_runc(
+        "tmpfs-mode",
+        |c| {
+            let mounts = c["mounts"].as_array_mut().unwrap();
+            for dest in ["/etc", "/fresh"] {
+                mounts.push(
+                    json!({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                                   "options": ["nosuid", "nodev"]}),
+                );
+            }
+            c["root"]["readonly"] = json!(false);
+        },
+        "stat -c '%n %a' /etc /fresh",
+    );
+    assert_eq!(berth, runc);
+    assert_eq!(berth, "/etc 755\n/fresh 1777\n");
+}
+
+/// `--preserve-fds` beyond the open descriptors is refused by both (runc:
+/// "unable to stat preserved-fd"); near 2^32 it must not wrap around.
+#[test]
+fn preserve_fds_beyond_the_open_descriptors_is_refused() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("preserve");
+        bundle.args(&["/bin/echo", "ran"]);
+        bundle.write();
+        for count in ["4294967293", "4294967295", "1000"] {
+            let id = unique("preserve");
+            let dir = bundle.dir.to_str().unwrap();
+            let out = rt.exec(&["run", "--preserve-fds", count, "--bundle", dir, &id]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{:?} {count}: {}",
+                rt.kind,
+                text(&out)
+            );
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+            assert!(rt.state(&id).is_none(), "{:?}: {id} left behind", rt.kind);
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The runc CLI contract: lifecycle verbs, their output and exit codes.
 
 use berth_integration::*;
+use serde_json::json;
 
 #[test]
 fn run_prints_output_and_returns_the_exit_status() {
@@ -191,4 +192,193 @@ fn errors_go_to_the_json_log_as_engines_read_it() {
     assert_eq!(record["msg"], "container does not exist");
     assert!(record["time"].as_str().unwrap().ends_with('Z'));
     std::fs::remove_file(&log).unwrap();
+}
+
+/// A temporary directory removed even when the test fails.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn dir(prefix: &str) -> Scratch {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `script` with `sh` as user and group 65534 with no other groups: a
+/// local user without privileges.
+fn as_nobody(script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// A local user plants symlinks to a root-owned file at every temporary
+/// name a pid file could be written through (runc's `.NAME`, berth's old
+/// `.NAME.PID.tmp` for the next pids) in a world-writable sticky directory,
+/// and tries to read the runtime's state. Both runtimes must leave the file
+/// intact (berth writes the pid file, runc refuses), and keep their state
+/// from that user.
+#[test]
+fn a_local_user_can_neither_redirect_the_pid_file_nor_read_the_state() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let shared = Scratch::dir("berth-it-sticky");
+        std::fs::set_permissions(
+            &shared.0,
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        let precious = Scratch::dir("berth-it-precious");
+        let precious = precious.0.join("file");
+        std::fs::write(&precious, "precious\n").unwrap();
+        let next: u64 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let plant = format!(
+            "cd {dir} && ln -s {target} .c.pid && for p in $(seq {from} {to}); do ln -s {target} .c.pid.$p.tmp; done",
+            dir = shared.0.display(),
+            target = precious.display(),
+            from = next + 1,
+            to = next + 400,
+        );
+        let planted = as_nobody(&plant);
+        assert!(planted.status.success(), "{}", text(&planted));
+
+        let mut bundle = Bundle::new("pidfile");
+        bundle.args(&["/bin/sleep", "1000"]);
+        bundle.config["process"]["env"] = json!(["PATH=/bin", "TOKEN=s3cret"]);
+        bundle.write();
+        let id = unique("pidfile");
+        let pid_file = shared.0.join("c.pid");
+        let out = rt.exec(&[
+            "create",
+            "--bundle",
+            bundle.dir.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(&precious).unwrap(),
+            "precious\n",
+            "{:?} wrote through a planted symlink",
+            rt.kind
+        );
+        if rt.kind == Kind::Runc && !out.status.success() {
+            // runc refuses rather than write (its temporary name is fixed);
+            // berth's is not known in advance, so it writes the pid file.
+            assert!(text(&out).contains("file exists"), "{}", text(&out));
+            let dir = bundle.dir.to_str().unwrap();
+            assert!(rt.exec(&["create", "--bundle", dir, &id]).status.success());
+        } else {
+            assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+            let meta = std::fs::symlink_metadata(&pid_file).unwrap();
+            assert!(meta.file_type().is_file(), "{:?}: pid file", rt.kind);
+            let pid = std::fs::read_to_string(&pid_file).unwrap();
+            assert_eq!(
+                rt.state(&id).unwrap()["pid"].as_i64().unwrap().to_string(),
+                pid.trim()
+            );
+        }
+
+        // The state (which holds the container's environment) is the owner's.
+        let root = rt.root.display().to_string();
+        let dir = rt.root.join(&id).display().to_string();
+        for attempt in [
+            format!("ls {root}"),
+            format!("cat {dir}/state.json"),
+            format!("cat {dir}/config.json"),
+            format!("{} --root {root} state {id}", rt.bin.display()),
+        ] {
+            let out = as_nobody(&attempt);
+            assert!(
+                !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains(&id),
+                "{:?}: a local user ran {attempt:?}\n{}",
+                rt.kind,
+                text(&out)
+            );
+        }
+        for (path, private) in [
+            (rt.root.clone(), 0o700),
+            (rt.root.join(&id), 0o711),
+            (rt.root.join(&id).join("state.json"), 0o600),
+        ] {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+                assert_eq!(mode, private, "{:?}: {}", rt.kind, path.display());
+            }
+        }
+        assert!(rt.exec(&["delete", "--force", &id]).status.success());
+    }
+}
+
+/// Until `start`, the init must not show the environment or the command
+/// line of whoever ran `create`: a process in the container that may trace
+/// (an exec with CAP_SYS_PTRACE) reads `/proc/1/environ` and
+/// `/proc/1/cmdline`. runc's init is a fresh program; berth's wipes them.
+#[test]
+fn the_init_before_start_shows_nothing_of_its_caller() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("environ");
+        bundle.args(&["/bin/sleep", "1000"]);
+        let caps = bundle.config["process"]["capabilities"]
+            .as_object_mut()
+            .unwrap();
+        for set in ["bounding", "effective", "permitted"] {
+            caps[set]
+                .as_array_mut()
+                .unwrap()
+                .push(json!("CAP_SYS_PTRACE"));
+        }
+        bundle.write();
+        let id = unique("environ");
+        // Not through pipes: the created init keeps the caller's stdio.
+        let status = rt
+            .command(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id])
+            .env("HOST_SECRET", "hunter2")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{:?}: create failed", rt.kind);
+        let seen = rt.exec(&[
+            "exec",
+            &id,
+            "/bin/sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/environ; echo; tr '\\0' ' ' < /proc/1/cmdline",
+        ]);
+        assert!(seen.status.success(), "{:?}: {}", rt.kind, text(&seen));
+        let seen = String::from_utf8_lossy(&seen.stdout).into_owned();
+        for secret in ["hunter2", "HOST_SECRET", bundle.dir.to_str().unwrap()] {
+            assert!(
+                !seen.contains(secret),
+                "{:?}: the container sees {secret:?} in its init:\n{seen}",
+                rt.kind
+            );
+        }
+        assert!(rt.exec(&["delete", "--force", &id]).status.success());
+    }
 }

@@ -27,6 +27,8 @@ pub enum ContainerError {
     Channel(#[from] ChannelError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -123,7 +125,9 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     // LISTEN_PID) pass through after the preserved fds, as runc does. The
     // container's own environment never decides which fds stay open.
     let listen_fds = listen_fds();
-    let preserve_fds = options.preserve_fds + listen_fds;
+    let preserve_fds = crate::process::check_preserved_fds(
+        u64::from(options.preserve_fds) + u64::from(listen_fds),
+    )? - 3;
     if listen_fds > 0 {
         if let Some(process) = spec.process.as_mut() {
             process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
@@ -200,6 +204,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     state::write_atomic(
         &dir_path.join(PLANNED_CGROUPS),
         planned_text.join("\n").as_bytes(),
+        state::Access::Private,
     )?;
     guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
 
@@ -296,7 +301,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     if let Some(resources) = &linux.resources {
         driver.apply(resources)?;
     }
-    driver.apply_devices(&cgroups::device_rules(&device_rules, &linux.devices)?)?;
+    driver.apply_devices(&cgroups::device_rules(&device_rules)?)?;
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
     loop {
@@ -320,14 +325,18 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     // everything, and no stopped container is left in the state directory.
     if let Some(pid_file) = &options.pid_file {
         let path = absolute(pid_file);
-        state::write_atomic(&path, pid.to_string().as_bytes())?;
+        state::write_atomic(&path, pid.to_string().as_bytes(), state::Access::Public)?;
     }
     let dir = guard
         .dir
         .as_ref()
         .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?;
     // The config as validated, for `exec` (the bundle's may change later).
-    state::write_atomic(&dir.path.join("config.json"), &config_bytes)?;
+    state::write_atomic(
+        &dir.path.join("config.json"),
+        &config_bytes,
+        state::Access::Private,
+    )?;
     dir.save(&state)?;
     // Done: disarm the guard (the lock goes with the directory handle).
     guard.dir = None;
@@ -370,7 +379,15 @@ fn bind_start_socket(dir: &Path) -> Result<UnixListener, ContainerError> {
         dir_fd.as_raw_fd(),
         state::START_SOCKET
     );
-    UnixListener::bind(&short).map_err(io(format!(
+    // Connecting needs write access to the socket: only its owner may start
+    // the container, whatever the caller's umask. berth is single-threaded
+    // here, so the process-wide umask is ours to change for the bind.
+    // SAFETY: umask only changes this process's file-creation mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&short);
+    // SAFETY: as above, restoring the caller's mask.
+    unsafe { libc::umask(previous) };
+    bound.map_err(io(format!(
         "bind {}",
         dir.join(state::START_SOCKET).display()
     )))

@@ -30,6 +30,8 @@ use crate::{capabilities, cgroups, console, process, seccomp};
 pub enum ExecError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("cannot exec in a stopped container")]
     Stopped,
     #[error("cannot exec in a paused container")]
@@ -231,7 +233,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| io("socketpair")(e.into()))?;
-    let preserve = options.preserve_fds;
+    let preserve = crate::process::check_preserved_fds(u64::from(options.preserve_fds))? - 3;
     // SAFETY: berth is single-threaded; the child runs ordinary code.
     let child = unsafe { libc::fork() };
     if child < 0 {
@@ -283,7 +285,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
         ));
     }
     if let Some(pid_file) = &options.pid_file {
-        state::write_atomic(pid_file, pid.to_string().as_bytes())?;
+        state::write_atomic(pid_file, pid.to_string().as_bytes(), state::Access::Public)?;
     }
     if options.detach {
         return Ok(0);
@@ -344,6 +346,7 @@ impl ChildSetup<'_> {
         // the container must not reach it through /proc/PID/exe (CVE-2019-5736,
         // see the module comment for the case this does not cover).
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+        process::forget_caller();
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
         cgroups::join(&self.state.cgroup_paths, me).map_err(|e| e.to_string())?;

@@ -55,6 +55,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     let spec = args.spec;
     let plan = args.plan;
     let process = spec.process.as_ref().ok_or("process must be specified")?;
+    process::forget_caller();
     // SAFETY: plain prctl/umask calls.
     unsafe {
         // Die with the runtime while it still supervises the setup.

@@ -139,8 +139,20 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
                 dest: dest.clone(),
             });
         }
+        let covered_mode = (kind == "tmpfs")
+            .then(|| existing_dir_mode(root, dest))
+            .flatten();
         let target = safe_path::open_or_create(root.as_raw_fd(), dest, Create::Directory)?;
-        let data = options.data_string();
+        let mut data = options.data_string();
+        // A tmpfs over an existing directory keeps that directory's mode
+        // unless the spec says otherwise (runc chmods it so): /tmp stays
+        // 1777, a 0755 directory does not become world-writable.
+        if let Some(mode) = covered_mode.filter(|_| !has_mode_option(&data)) {
+            if !data.is_empty() {
+                data.push(',');
+            }
+            data.push_str(&format!("mode={mode:o}"));
+        }
         let source = mount.source.clone().unwrap_or_else(|| PathBuf::from(kind));
         let result = mounts::mount(
             Some(&source),
@@ -183,6 +195,19 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
         mounts::set_recursive_attrs(&path, options.recursive_set, options.recursive_clear)?;
     }
     Ok(())
+}
+
+/// The permission bits (with setuid, setgid, sticky) of `dest` in the
+/// rootfs, if it is a directory already.
+fn existing_dir_mode(root: &OwnedFd, dest: &Path) -> Option<u32> {
+    let fd =
+        safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH | libc::O_DIRECTORY).ok()?;
+    let stat = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+    Some(stat.st_mode & 0o7777)
+}
+
+fn has_mode_option(data: &str) -> bool {
+    data.split(',').any(|o| o.starts_with("mode="))
 }
 
 fn is_symlink(root: &OwnedFd, dest: &Path) -> bool {

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Device, DeviceRule, Resources};
+use crate::spec::{DeviceRule, Resources};
 
 pub mod device_filter;
 pub mod v1;
@@ -375,9 +375,10 @@ impl DeviceAccess {
 }
 
 /// The devices every container may use, as runc allows them by default:
-/// mknod of any device, and null, zero, full, random, urandom, tty,
-/// console, ptmx, the pty slaves and /dev/net/tun.
-fn default_allowed() -> [DeviceAccess; 12] {
+/// mknod of any device, and null, zero, full, random, urandom, tty, ptmx,
+/// the pty slaves and /dev/net/tun. Not the host's console (5:1): a
+/// container's `/dev/console` is a pty slave bound there.
+fn default_allowed() -> [DeviceAccess; 11] {
     let all = ACCESS_READ | ACCESS_WRITE | ACCESS_MKNOD;
     let c = |major, minor| DeviceAccess::allow('c', Some(major), minor, all);
     [
@@ -389,7 +390,6 @@ fn default_allowed() -> [DeviceAccess; 12] {
         c(1, Some(8)),
         c(1, Some(9)),
         c(5, Some(0)),
-        c(5, Some(1)),
         c(5, Some(2)),
         c(136, None),
         c(10, Some(200)),
@@ -443,12 +443,10 @@ fn check_rule(rule: &DeviceRule) -> Result<DeviceAccess, CgroupError> {
 }
 
 /// The whole allow-list in the order it applies: deny everything, then the
-/// spec's rules, the spec's devices, and runc's defaults (a later rule
-/// overrides an earlier one for the devices both name).
-pub fn device_rules(
-    rules: &[DeviceRule],
-    devices: &[Device],
-) -> Result<Vec<DeviceAccess>, CgroupError> {
+/// spec's rules, then runc's defaults (a later rule overrides an earlier one
+/// for the devices both name). `linux.devices` only creates nodes: as with
+/// runc, a node the rules do not allow stays unusable.
+pub fn device_rules(rules: &[DeviceRule]) -> Result<Vec<DeviceAccess>, CgroupError> {
     let mut out = vec![DeviceAccess {
         allow: false,
         kind: None,
@@ -458,21 +456,6 @@ pub fn device_rules(
     }];
     for rule in rules {
         out.push(check_rule(rule)?);
-    }
-    for device in devices {
-        let kind = match device.kind.as_str() {
-            "c" | "u" => 'c',
-            "b" => 'b',
-            // fifos are not devices to the cgroup
-            _ => continue,
-        };
-        let number = |n: i64| u32::try_from(n).ok();
-        out.push(DeviceAccess::allow(
-            kind,
-            number(device.major),
-            number(device.minor),
-            ACCESS_READ | ACCESS_WRITE | ACCESS_MKNOD,
-        ));
     }
     out.extend(default_allowed());
     Ok(out)
@@ -749,7 +732,7 @@ mod tests {
 
     #[test]
     fn the_allow_list_starts_with_deny_all_and_ends_with_the_defaults() {
-        let list = device_rules(&[rule("c", "r")], &[]).unwrap();
+        let list = device_rules(&[rule("c", "r")]).unwrap();
         assert_eq!(list[0].v1_line(), "a");
         assert!(!list[0].allow);
         assert_eq!(list[1].v1_line(), "c 1:* r");
