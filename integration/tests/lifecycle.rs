@@ -382,3 +382,182 @@ fn the_init_before_start_shows_nothing_of_its_caller() {
         assert!(rt.exec(&["delete", "--force", &id]).status.success());
     }
 }
+
+/// A detached `sleep` container of `rt` with its cgroups at `/ID` in every
+/// hierarchy (so the test knows where they are).
+fn sleeper(rt: &Runtime, name: &str) -> (Bundle, String) {
+    let mut bundle = Bundle::new(name);
+    bundle.args(&["/bin/sleep", "1000"]);
+    let id = unique(name);
+    bundle.config["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+    bundle.write();
+    let dir = bundle.dir.to_str().unwrap();
+    let out = rt.exec(&["run", "--detach", "--bundle", dir, &id]);
+    assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+    (bundle, id)
+}
+
+/// Output through a pipe whose reader is gone: the runtime must end as Go
+/// programs do (killed by SIGPIPE), without a panic on stderr.
+fn into_closed_pipe(rt: &Runtime, args: &[&str]) -> (Option<i32>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = rt
+        .command(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What scripts and engines rely on in the CLI, beside runc: quiet EPIPE,
+/// the events record's field order, debug records, the version lines,
+/// signal 0, negative update values, `exec --ignore-paused` and `--cgroup`,
+/// and `ps` of a stopped container.
+#[test]
+fn cli_contracts_as_runc_keeps_them() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let kind = rt.kind;
+        let (_bundle, id) = sleeper(&rt, "cli");
+        let ok = |args: &[&str]| {
+            let out = rt.exec(args);
+            assert!(out.status.success(), "{kind:?} {args:?}: {}", text(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+
+        for args in [&["state", &id][..], &["events", "--interval", "100ms", &id]] {
+            let (signal, stderr) = into_closed_pipe(&rt, args);
+            assert_eq!(signal, Some(libc::SIGPIPE), "{kind:?} {args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{kind:?}: {stderr}");
+        }
+        let stats = ok(&["events", "--stats", &id]);
+        let prefix = format!("{{\"type\":\"stats\",\"id\":\"{id}\",\"data\":{{");
+        assert!(stats.starts_with(&prefix), "{kind:?}: {stats}");
+
+        let version = ok(&["--version"]);
+        let lines: Vec<&str> = version.lines().collect();
+        let name = if kind == Kind::Berth { "berth" } else { "runc" };
+        assert!(
+            lines[0].starts_with(&format!("{name} version ")),
+            "{version}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("commit: ")), "{version}");
+        let spec = lines.iter().find_map(|l| l.strip_prefix("spec: "));
+        assert!(spec.is_some_and(|s| s.starts_with("1.")), "{version}");
+
+        ok(&["kill", &id, "0"]);
+        ok(&["kill", "--all", &id, "0"]);
+        ok(&["update", "--memory-swap", "-1", "--cpu-quota", "-1", &id]);
+
+        // A sub-cgroup in the memory hierarchy only.
+        let sub = std::path::Path::new("/sys/fs/cgroup/memory")
+            .join(&id)
+            .join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let cgroups = ok(&[
+            "exec",
+            "--cgroup",
+            "memory:sub",
+            &id,
+            "cat",
+            "/proc/self/cgroup",
+        ]);
+        let memory = cgroups.lines().find(|l| l.contains(":memory:"));
+        assert_eq!(
+            memory.and_then(|l| l.rsplit(':').next()),
+            Some(format!("/{id}/sub").as_str()),
+            "{kind:?}: {cgroups}"
+        );
+        let missing = rt.exec(&["exec", "--cgroup", "memory:nope", &id, "true"]);
+        assert_eq!(
+            missing.status.code(),
+            Some(255),
+            "{kind:?}: {}",
+            text(&missing)
+        );
+
+        ok(&["pause", &id]);
+        let refused = rt.exec(&["exec", &id, "true"]);
+        assert_eq!(refused.status.code(), Some(255), "{kind:?}");
+        assert!(
+            text(&refused).contains("--ignore-paused"),
+            "{}",
+            text(&refused)
+        );
+        // The process starts frozen and runs once the container resumes.
+        let waiting = rt
+            .command(&["exec", "--ignore-paused", &id, "echo", "ran"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        ok(&["resume", &id]);
+        let ran = waiting.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "ran\n", "{kind:?}");
+
+        ok(&["kill", &id, "KILL"]);
+        rt.wait_stopped(&id);
+        assert_eq!(ok(&["ps", "--format", "json", &id]).trim(), "null");
+        assert!(ok(&["ps", &id]).starts_with("UID"), "{kind:?}");
+        let stopped = rt.exec(&["kill", &id, "0"]);
+        assert!(
+            text(&stopped).contains("container not running"),
+            "{}",
+            text(&stopped)
+        );
+        ok(&["delete", &id]);
+        assert!(!sub.exists(), "{kind:?} left {}", sub.display());
+    }
+}
+
+/// `--debug` writes debug records, to stderr or to `--log`, in text or JSON
+/// as `--log-format` says (runc's records name its setup steps).
+#[test]
+fn debug_writes_debug_records_in_both_formats() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let bundle = Bundle::new("debug");
+        bundle.write();
+        let dir = bundle.dir.to_str().unwrap();
+        let out = rt.exec(&["--debug", "run", "--bundle", dir, &unique("debug")]);
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("level=debug msg="),
+            "{:?}: {stderr}",
+            rt.kind
+        );
+
+        let log = bundle.dir.join("debug.log");
+        let log_arg = log.to_str().unwrap();
+        let args = [
+            "--debug",
+            "--log",
+            log_arg,
+            "--log-format",
+            "json",
+            "run",
+            "--bundle",
+            dir,
+        ];
+        let id = unique("debug");
+        let out = rt.exec(&[&args[..], &[id.as_str()]].concat());
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        let records = std::fs::read_to_string(&log).unwrap();
+        let debug = records
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["level"] == "debug" && r["msg"].is_string() && r["time"].is_string())
+            .count();
+        assert!(debug > 0, "{:?}: {records}", rt.kind);
+    }
+}

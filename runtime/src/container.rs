@@ -246,6 +246,12 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     }
 
     // berth is single-threaded here, so the child may run ordinary code.
+    crate::log::debug(&format!(
+        "{}: cloning the init (flags {:#x}) for rootfs {}",
+        options.id,
+        plan.clone_flags,
+        rootfs.display()
+    ));
     let pid = crate::process::clone_like_fork(plan.clone_flags)
         .map_err(io("cannot clone the container init"))?;
     if pid == 0 {
@@ -297,6 +303,10 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
+    crate::log::debug(&format!(
+        "{}: init {pid} joined cgroups {:?}",
+        options.id, guard.cgroups
+    ));
     let driver = cgroups::driver(&hierarchies, &guard.cgroups);
     if let Some(resources) = &linux.resources {
         driver.apply(resources)?;
@@ -338,6 +348,10 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         state::Access::Private,
     )?;
     dir.save(&state)?;
+    crate::log::debug(&format!(
+        "{}: created, init {pid} waits for start",
+        options.id
+    ));
     // Done: disarm the guard (the lock goes with the directory handle).
     guard.dir = None;
     guard.pid = None;
@@ -444,9 +458,11 @@ pub fn state_json(root: &Path, id: &str) -> Result<String, ContainerError> {
 }
 
 /// A signal by name (`TERM`, `SIGTERM`) or number.
+/// A signal by number or name; 0 sends nothing and only checks that the
+/// process exists (kill(2)), as `runc kill ID 0` does.
 pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
     if let Ok(n) = text.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
     }
@@ -615,11 +631,9 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
 }
 
 /// The pids of every process in the container.
+/// A stopped container has none, which is an answer, not an error (runc).
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
-    let (dir, state) = state::read_unlocked(root, id)?;
-    if state::status_at(&dir, &state) == Status::Stopped {
-        return Err(ContainerError::NotRunning);
-    }
+    let (_, state) = state::read_unlocked(root, id)?;
     Ok(cgroups::pids(&state.cgroup_paths))
 }
 

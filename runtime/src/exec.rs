@@ -34,7 +34,7 @@ pub enum ExecError {
     Process(#[from] crate::process::ProcessError),
     #[error("cannot exec in a stopped container")]
     Stopped,
-    #[error("cannot exec in a paused container")]
+    #[error("cannot exec in a paused container (use --ignore-paused to override)")]
     Paused,
     #[error("invalid process file {path}: {message}")]
     ProcessFile { path: PathBuf, message: String },
@@ -67,6 +67,10 @@ pub struct ExecOptions {
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// `--ignore-paused`: exec into a frozen container (runc's flag).
+    pub ignore_paused: bool,
+    /// `--cgroup`: sub-cgroups to run in (see `cgroups::sub_cgroups`).
+    pub sub_cgroups: Vec<String>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecError {
@@ -176,13 +180,16 @@ fn namespaces_of(pid: i32) -> Result<Vec<(NamespaceKind, OwnedFd)>, ExecError> {
 
 /// `berth exec`; returns the exit status to exit with (0 when detached).
 pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
-    let (dir, state) = state::read_unlocked(root, &options.id)?;
+    let (dir, mut state) = state::read_unlocked(root, &options.id)?;
     if !state::process_is(state.pid, state.init_start_time) {
         return Err(ExecError::Stopped);
     }
-    if cgroups::is_frozen(&state.cgroup_paths) {
+    if !options.ignore_paused && cgroups::is_frozen(&state.cgroup_paths) {
         return Err(ExecError::Paused);
     }
+    // The process joins these (the container's own, or sub-cgroups of them).
+    state.cgroup_paths = cgroups::sub_cgroups(&state.cgroup_paths, &options.sub_cgroups)
+        .map_err(|e| ExecError::Usage(e.to_string()))?;
     // The config saved at create; containers of older berths only have the bundle's.
     let saved = dir.join("config.json");
     let spec = match std::fs::read(&saved) {

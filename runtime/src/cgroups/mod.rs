@@ -51,6 +51,8 @@ pub enum CgroupError {
     FreezeTimeout(PathBuf),
     #[error("invalid device rule {0}")]
     InvalidRule(String),
+    #[error("exec --cgroup {arg:?}: {why}")]
+    SubCgroup { arg: String, why: String },
 }
 
 /// One mounted hierarchy: where it is mounted, and its controllers
@@ -278,10 +280,75 @@ pub fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// The container's cgroup directories with `exec --cgroup` applied: each
+/// argument is `PATH` (every hierarchy) or `CONTROLLER[,CONTROLLER]:PATH`,
+/// naming an existing sub-cgroup of the container's own (as runc's flag).
+pub fn sub_cgroups(paths: &[PathBuf], args: &[String]) -> Result<Vec<PathBuf>, CgroupError> {
+    let hierarchies = hierarchies_for(paths);
+    let mut parsed = Vec::new();
+    for arg in args {
+        let bad = |why: &str| CgroupError::SubCgroup {
+            arg: arg.clone(),
+            why: why.to_string(),
+        };
+        let (controllers, sub) = match arg.split_once(':') {
+            Some((list, sub)) => (list.split(',').map(str::to_string).collect(), sub),
+            None => (Vec::new(), arg.as_str()),
+        };
+        let sub = Path::new(sub.trim_start_matches('/'));
+        if sub.as_os_str().is_empty()
+            || sub
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad("the path must name a cgroup below the container's"));
+        }
+        for name in &controllers {
+            if !hierarchies.iter().any(|h| h.controllers.contains(name)) {
+                return Err(bad(&format!("the container has no {name:?} controller")));
+            }
+        }
+        parsed.push((arg, controllers, sub.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    for (dir, hierarchy) in paths.iter().zip(&hierarchies) {
+        let chosen = parsed.iter().find(|(_, controllers, _)| {
+            controllers.is_empty()
+                || controllers
+                    .iter()
+                    .any(|c| hierarchy.controllers.contains(c))
+        });
+        let path = match chosen {
+            Some((arg, _, sub)) => {
+                let path = dir.join(sub);
+                if !path.is_dir() {
+                    return Err(CgroupError::SubCgroup {
+                        arg: (*arg).clone(),
+                        why: format!("{} does not exist", path.display()),
+                    });
+                }
+                path
+            }
+            None => dir.clone(),
+        };
+        out.push(path);
+    }
+    Ok(out)
+}
+
 /// Removes the directories, retrying while the kernel still counts exiting
 /// tasks.
 pub fn remove(paths: &[PathBuf]) {
     for dir in paths {
+        // Sub-cgroups first (`exec --cgroup` ones, or a nested engine's).
+        let children: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        remove(&children);
         for attempt in 0..50 {
             match std::fs::remove_dir(dir) {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
