@@ -631,10 +631,7 @@ fn devices_and_the_console_are_allowed_as_runc_allows_them() {
         |c| {
             c["linux"]["devices"] = json!([{"path": "/dev/fuse", "type": "c", "major": 10,
                 "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}]);
-            let caps = c["process"]["capabilities"].as_object_mut().unwrap();
-            for set in ["bounding", "effective", "permitted"] {
-                caps[set].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
-            }
+            add_capability(c, "CAP_MKNOD");
             c["root"]["readonly"] = json!(false);
         },
         // `true`, not `:`: a failed redirection of a special builtin ends sh.
@@ -695,6 +692,135 @@ fn preserve_fds_beyond_the_open_descriptors_is_refused() {
             );
             assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
             assert!(rt.state(&id).is_none(), "{:?}: {id} left behind", rt.kind);
+        }
+    }
+}
+
+/// Unmounts (lazily) what a test mounted on the host, even when it fails.
+struct HostMounts(Vec<std::path::PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Kubernetes' Bidirectional volumes: with `rootfsPropagation: rshared` and
+/// an `rshared` bind of a shared host directory, a mount made in the
+/// container appears on the host, and one made on the host appears in the
+/// container. pivot_root must accept the shared root (its parent goes
+/// private first, as runc does).
+#[test]
+fn rshared_root_propagates_mounts_both_ways() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("rshared");
+        let shared = bundle.dir.join("shared");
+        for sub in ["inner", "fromhost"] {
+            std::fs::create_dir_all(shared.join(sub)).unwrap();
+        }
+        let mut mounted = HostMounts(Vec::new());
+        let flags = nix::mount::MsFlags::MS_BIND;
+        nix::mount::mount(Some(&shared), &shared, None::<&str>, flags, None::<&str>).unwrap();
+        mounted.0.push(shared.clone());
+        let share = nix::mount::MsFlags::MS_SHARED;
+        nix::mount::mount(None::<&str>, &shared, None::<&str>, share, None::<&str>).unwrap();
+        mounted.0.push(shared.join("inner"));
+
+        bundle.config["linux"]["rootfsPropagation"] = json!("rshared");
+        bundle.config["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/shared", "type": "bind", "source": shared,
+            "options": ["rbind", "rshared"]
+        }));
+        add_capability(&mut bundle.config, "CAP_SYS_ADMIN");
+        bundle.args(&[
+            "/bin/sh",
+            "-c",
+            "mount -t tmpfs -o size=1m inner /shared/inner && touch /shared/inner/made-inside \
+             || exit 2; i=0; while ! test -e /shared/fromhost/marker; do \
+             i=$((i+1)); test $i -gt 3000 && exit 3; sleep 0.01; done; echo saw the host mount",
+        ]);
+        bundle.write();
+        let id = unique("rshared");
+        let mut child = rt
+            .command(&["run", "--bundle", bundle.dir.to_str().unwrap(), &id])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The container's mount shows on the host (until the container gives up).
+        let inside = shared.join("inner/made-inside");
+        while !inside.exists() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let host_saw = inside.exists();
+        if host_saw {
+            let fromhost = shared.join("fromhost");
+            nix::mount::mount(
+                Some("tmpfs"),
+                &fromhost,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=1m"),
+            )
+            .unwrap();
+            mounted.0.push(fromhost.clone());
+            std::fs::write(fromhost.join("marker"), "").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            host_saw,
+            "{:?}: the host does not see the container's mount\n{}",
+            rt.kind,
+            text(&out)
+        );
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "saw the host mount\n");
+    }
+}
+
+/// `unbindable` and the other root propagations run, and `/` carries the
+/// one asked for. DIFFERENCE: runc 1.1.5 fails `unbindable` when the rootfs
+/// lies on the host's `/` mount (its bind of the rootfs is refused) and does
+/// not apply the propagation to the container's `/` after pivot_root.
+#[test]
+fn every_root_propagation_runs() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    for (propagation, shown) in [
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("slave", ""),
+        ("rslave", ""),
+        ("private", ""),
+        ("rprivate", ""),
+        ("unbindable", "unbindable"),
+        ("runbindable", "unbindable"),
+    ] {
+        let mut bundle = Bundle::new("propagation");
+        bundle.config["linux"]["rootfsPropagation"] = json!(propagation);
+        bundle.args(&["/bin/cat", "/proc/self/mountinfo"]);
+        let out = berth.run(&bundle, &unique("propagation"));
+        assert!(out.status.success(), "{propagation}: {}", text(&out));
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        let root = table
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_default();
+        // Between the mount options and " - ": the propagation fields.
+        let fields = root.split(" - ").next().unwrap_or_default();
+        assert!(
+            fields.split(' ').skip(6).any(|f| f.starts_with(shown)) || shown.is_empty(),
+            "{propagation}: {root}"
+        );
+        if shown.is_empty() {
+            assert!(!fields.contains("shared:"), "{propagation}: {root}");
         }
     }
 }

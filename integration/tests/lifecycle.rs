@@ -343,15 +343,7 @@ fn the_init_before_start_shows_nothing_of_its_caller() {
     for rt in [Runtime::berth(), Runtime::runc()] {
         let mut bundle = Bundle::new("environ");
         bundle.args(&["/bin/sleep", "1000"]);
-        let caps = bundle.config["process"]["capabilities"]
-            .as_object_mut()
-            .unwrap();
-        for set in ["bounding", "effective", "permitted"] {
-            caps[set]
-                .as_array_mut()
-                .unwrap()
-                .push(json!("CAP_SYS_PTRACE"));
-        }
+        add_capability(&mut bundle.config, "CAP_SYS_PTRACE");
         bundle.write();
         let id = unique("environ");
         // Not through pipes: the created init keeps the caller's stdio.

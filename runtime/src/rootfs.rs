@@ -65,7 +65,15 @@ fn root_fd(path: &Path) -> Result<OwnedFd, RootfsError> {
         })
 }
 
-/// Makes the host's mounts invisible to propagation and the rootfs a mount point.
+/// Sets the propagation of the container's copy of the host's mounts
+/// (`rootfsPropagation`, else rslave: nothing the container mounts reaches
+/// the host) and makes the rootfs a mount point.
+///
+/// pivot_root(2) refuses a new root whose parent mount is shared, and a
+/// bind made under a shared mount would propagate back to the host: the
+/// mount holding the rootfs goes private first (as runc does), whatever
+/// `rootfsPropagation` asked for `/`; `/` gets that at the end
+/// ([`finish_root`]).
 pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
     let propagation = ctx
         .spec
@@ -73,8 +81,14 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
         .rootfs_propagation
         .as_deref()
         .and_then(mounts::propagation_flag)
+        // An unbindable `/` now would refuse the bind of a rootfs that lies
+        // on it (runc fails so): it becomes unbindable at the end.
+        .filter(|f| !f.contains(MsFlags::MS_UNBINDABLE))
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mounts::mount(None, Path::new("/"), None, propagation, None)?;
+    if let Some(parent) = mounts::shared_mount_holding(ctx.rootfs) {
+        mounts::mount(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+    }
     mounts::mount(
         Some(ctx.rootfs),
         ctx.rootfs,
@@ -352,7 +366,14 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one;
         // detaching it leaves the rootfs alone at "/" without a temp dir.
+        // The old root is entered by a descriptor taken before: "." after
+        // pivot_root may still be the new root, and making that rslave
+        // would cut every shared mount of the container off its peers.
+        let old_root = std::fs::File::open("/")
+            .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
         nix::unistd::pivot_root(".", ".").map_err(err)?;
+        nix::unistd::fchdir(old_root.as_raw_fd()).map_err(err)?;
+        drop(old_root);
         nix::mount::mount(
             None::<&str>,
             ".",
@@ -445,11 +466,14 @@ pub fn finish_root(spec: &Spec) -> Result<(), RootfsError> {
     if spec.root.as_ref().is_some_and(|r| r.readonly) {
         mounts::remount_bind(root, MsFlags::MS_RDONLY)?;
     }
+    // After pivot_root, so that it applies to the container's root and not
+    // to the mount the rootfs came from; private is already so.
     if let Some(flag) = spec
         .linux()
         .rootfs_propagation
         .as_deref()
         .and_then(mounts::propagation_flag)
+        .filter(|f| !f.contains(MsFlags::MS_PRIVATE))
     {
         mounts::mount(None, root, None, flag, None)?;
     }
