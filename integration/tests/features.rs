@@ -203,6 +203,21 @@ fn no_pivot_runs_with_a_moved_root() {
     );
 }
 
+/// What a terminal's master reads until the slave closes (EIO) or "done"
+/// arrives.
+fn read_terminal_until_done(master: OwnedFd) -> String {
+    let mut output = String::new();
+    let mut file = std::fs::File::from(master);
+    let mut buf = [0u8; 1024];
+    while !output.contains("done") {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => output.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    output
+}
+
 #[test]
 fn terminal_master_goes_to_the_console_socket() {
     if !can_run() {
@@ -247,16 +262,7 @@ fn terminal_master_goes_to_the_console_socket() {
     let id = berth.exec(&["list", "-q"]).stdout;
     let id = String::from_utf8_lossy(&id).trim().to_string();
     assert!(berth.exec(&["start", &id]).status.success());
-    let mut output = String::new();
-    let mut file = std::fs::File::from(master);
-    let mut buf = [0u8; 1024];
-    // Read until the slave closes (EIO) or "done" arrives.
-    while !output.contains("done") {
-        match file.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => output.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
+    let output = read_terminal_until_done(master);
     assert!(output.contains("/dev/pts/0"), "{output}");
     berth.wait_stopped(&id);
 }
@@ -823,4 +829,77 @@ fn every_root_propagation_runs() {
             assert!(!fields.contains("shared:"), "{propagation}: {root}");
         }
     }
+}
+
+/// The console belongs to the process's user (its group stays devpts'),
+/// so a non-root process can use its terminal: runc does the same.
+#[test]
+fn the_console_belongs_to_the_process_user() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("console-owner");
+        bundle.config["process"]["terminal"] = json!(true);
+        bundle.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        bundle.args(&[
+            "/bin/sh",
+            "-c",
+            "stat -L -c 'owner %u' /proc/self/fd/0; echo done",
+        ]);
+        bundle.write();
+        let socket = bundle.dir.join("console.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let id = unique("console");
+        let dir = bundle.dir.to_str().unwrap();
+        let mut create = rt
+            .command(&[
+                "create",
+                "--bundle",
+                dir,
+                "--console-socket",
+                socket.to_str().unwrap(),
+                &id,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let master = receive_fd(&listener);
+        assert!(create.wait().unwrap().success(), "{:?}: create", rt.kind);
+        assert!(rt.exec(&["start", &id]).status.success());
+        let output = read_terminal_until_done(master);
+        assert!(output.contains("owner 1000"), "{:?}: {output}", rt.kind);
+        rt.wait_stopped(&id);
+    }
+}
+
+/// A config without a mount namespace still gets one: the container's
+/// mounts never land in the host's table. DIFFERENCE: runc 1.1.5 runs such
+/// a config in the host's mount namespace (chroot instead of pivot_root)
+/// and leaves its proc, dev, sys mounts on the host (17 here), and refuses
+/// it when maskedPaths are set; so runc is not run here.
+#[test]
+fn a_config_without_a_mount_namespace_runs_in_one_of_its_own() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("no-mountns");
+    bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    bundle.args(&["/bin/readlink", "/proc/self/ns/mnt"]);
+    let out = berth.run(&bundle, &unique("nomnt"));
+    assert!(out.status.success(), "{}", text(&out));
+    let host = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(seen.starts_with("mnt:["), "{seen}");
+    assert_ne!(seen, host.to_string_lossy(), "the host's mount namespace");
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !table.contains(bundle.rootfs().to_str().unwrap()),
+        "mounts left on the host:\n{table}"
+    );
 }

@@ -418,7 +418,8 @@ impl ChildSetup<'_> {
     fn prepare(&self) -> Result<(CString, Vec<CString>, Vec<CString>), String> {
         let process = self.process;
         if let (true, Some(socket)) = (process.terminal, self.console) {
-            console::setup(socket, process.console_size).map_err(|e| e.to_string())?;
+            console::setup(socket, process.console_size, process.user.uid)
+                .map_err(|e| e.to_string())?;
         }
         process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
         if !process.cwd.starts_with('/') {

@@ -139,7 +139,8 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // Without a socket (`run` in the foreground) the caller's terminal is the
     // process's stdio already.
     if let (true, Some(socket)) = (process.terminal, args.console_socket) {
-        console::setup(socket, process.console_size).map_err(|e| e.to_string())?;
+        console::setup(socket, process.console_size, process.user.uid)
+            .map_err(|e| e.to_string())?;
     }
     process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
     let env = process::environment(process);

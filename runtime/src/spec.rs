@@ -644,11 +644,6 @@ impl Spec {
         if !linux.time_offsets.is_empty() && !has(NamespaceKind::Time) {
             return invalid("time offsets given without a time namespace".into());
         }
-        if !has(NamespaceKind::Mount) {
-            return invalid(
-                "berth needs a private mount namespace (linux.namespaces has no \"mount\")".into(),
-            );
-        }
         for mount in &self.mounts {
             if !mount.destination.is_absolute() {
                 return invalid(format!(
