@@ -903,3 +903,53 @@ fn a_config_without_a_mount_namespace_runs_in_one_of_its_own() {
         "mounts left on the host:\n{table}"
     );
 }
+
+/// A createContainer hook runs from the container's root; a startContainer
+/// hook runs under the container's seccomp filter (here, one that refuses
+/// mkdir): both as runc runs them.
+#[test]
+fn container_hooks_run_from_the_root_and_under_seccomp() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("hook-places");
+        let record = bundle.dir.join("create-cwd");
+        bundle.config["root"]["readonly"] = json!(false);
+        bundle.config["process"]["noNewPrivileges"] = json!(true);
+        bundle.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+        bundle.config["hooks"] = json!({
+            "createContainer": [{"path": "/bin/sh",
+                "args": ["sh", "-c", format!("pwd > {}", record.display())]}],
+            "startContainer": [{"path": "/bin/sh",
+                "args": ["sh", "-c", "mkdir /made-by-hook"]}]
+        });
+        bundle.args(&["/bin/true"]);
+        bundle.write();
+        let id = unique("hooks");
+        let dir = bundle.dir.to_str().unwrap();
+        let created = rt.exec(&["create", "--bundle", dir, &id]);
+        assert!(
+            created.status.success(),
+            "{:?}: {}",
+            rt.kind,
+            text(&created)
+        );
+        let cwd = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(
+            cwd.trim(),
+            bundle.rootfs().to_str().unwrap(),
+            "{:?}",
+            rt.kind
+        );
+        // The hook fails, and with it the start (berth's `start` says so;
+        // runc's returns before its init runs the hook).
+        rt.exec(&["start", &id]);
+        rt.wait_stopped(&id);
+        let made = bundle.rootfs().join("made-by-hook").exists();
+        assert!(!made, "{:?}: the hook's mkdir was allowed", rt.kind);
+    }
+}
