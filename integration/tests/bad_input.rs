@@ -875,3 +875,66 @@ fn configs_written_by_go_engines_run_as_under_runc() {
         );
     }
 }
+
+/// A freezer cgroup made frozen beforehand; thawed and removed when dropped.
+struct FrozenCgroup(PathBuf);
+
+impl FrozenCgroup {
+    fn new(name: &str) -> FrozenCgroup {
+        let dir = Path::new("/sys/fs/cgroup/freezer").join(name);
+        std::fs::create_dir(&dir).expect("freezer cgroup (v1 host)");
+        std::fs::write(dir.join("freezer.state"), "FROZEN").expect("freeze");
+        FrozenCgroup(dir)
+    }
+}
+
+impl Drop for FrozenCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `create` into a cgroup that is already frozen is refused (runc: "container's
+/// cgroup unexpectedly frozen"), instead of waiting for ever on an init that
+/// cannot run; the engine's cgroup is left as it was.
+#[test]
+fn create_into_a_frozen_cgroup_is_refused() {
+    if !can_run() {
+        return;
+    }
+    for rt in runtimes() {
+        let id = unique("frozen");
+        let frozen = FrozenCgroup::new(&id);
+        let mut bundle = Bundle::new("frozen");
+        bundle.config["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+        bundle.write();
+        let mut create = rt
+            .command(&["create", "--bundle", dir(&bundle), &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Bounded so that a regression fails instead of hanging the suite.
+        let mut waited = 0;
+        while create.try_wait().expect("wait").is_none() && waited < 2000 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        if create.try_wait().expect("wait").is_none() {
+            let _ = create.kill();
+            let _ = std::fs::write(frozen.0.join("freezer.state"), "THAWED");
+        }
+        let out = create.wait_with_output().expect("output");
+        assert_fails(&rt, &out, &["cgroup unexpectedly frozen"]);
+        assert_eq!(
+            std::fs::read_to_string(frozen.0.join("freezer.state"))
+                .unwrap()
+                .trim(),
+            "FROZEN",
+            "{:?} changed the engine's cgroup",
+            rt.kind
+        );
+        assert!(rt.state(&id).is_none(), "{:?} still knows {id}", rt.kind);
+    }
+}

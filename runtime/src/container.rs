@@ -206,6 +206,14 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         planned_text.join("\n").as_bytes(),
         state::Access::Private,
     )?;
+    // An init moved into a frozen cgroup would never answer: refuse, and
+    // leave the engine's cgroup as it is (runc's words).
+    if cgroups::is_frozen(&planned) {
+        return Err(ContainerError::Usage(
+            "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
+                .into(),
+        ));
+    }
     guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
 
     let (runtime_end, init_end) = channel::pair()?;
