@@ -8,7 +8,7 @@ packages=(runc crun busybox-static hyperfine jq time podman golang-github-contai
     # berth-imaged: protoc for berth-proto's build; a real registry, image
     # tools and a Debian root filesystem for its tests; containerd for its
     # benchmark.
-    protobuf-compiler docker-registry skopeo umoci debootstrap apache2-utils containerd zstd)
+    protobuf-compiler docker-registry skopeo umoci debootstrap apache2-utils containerd zstd docker.io)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
