@@ -938,3 +938,43 @@ fn create_into_a_frozen_cgroup_is_refused() {
         assert!(rt.state(&id).is_none(), "{:?} still knows {id}", rt.kind);
     }
 }
+
+/// A `create` that fails (here on a blkio weight out of range) closes its `--console-socket`
+/// connection: the caller's receiver hears of it instead of waiting for a
+/// terminal for ever. runc connects before it builds anything, too.
+#[test]
+fn a_failed_create_does_not_leave_the_console_receiver_waiting() {
+    if !can_run() {
+        return;
+    }
+    for rt in runtimes() {
+        let mut bundle = Bundle::new("console-fail");
+        bundle.config["process"]["terminal"] = json!(true);
+        // berth refuses the weight when it validates the config, runc when
+        // the kernel has no file for it: both after connecting.
+        bundle.config["linux"]["resources"]["blockIO"] = json!({"weight": 5});
+        bundle.write();
+        let socket = bundle.dir.join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let id = unique("console-fail");
+        let out = rt.exec(&[
+            "create",
+            "--bundle",
+            dir(&bundle),
+            "--console-socket",
+            socket.to_str().expect("utf8"),
+            &id,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{:?}: {}", rt.kind, text(&out));
+        // The runtime has exited: its connection is there, and closed.
+        let (mut stream, _) = listener
+            .accept()
+            .unwrap_or_else(|e| panic!("{:?} never connected: {e}", rt.kind));
+        stream.set_nonblocking(false).expect("blocking");
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut rest).expect("read");
+        assert!(rest.is_empty(), "{:?} sent {rest:?}", rt.kind);
+        assert_nothing_left(&rt, &id, &bundle.dir);
+    }
+}

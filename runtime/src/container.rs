@@ -115,19 +115,39 @@ fn oci_state_json(state: &State, status: Status) -> String {
 
 /// `berth create`: builds the container and leaves its init waiting for `start`.
 pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
+    // Socket activation: the caller's LISTEN_FDS (meant for us, per
+    // LISTEN_PID) pass through after the preserved fds, as runc does. The
+    // container's own environment never decides which fds stay open.
+    // Checked before berth opens a descriptor of its own.
+    let listen_fds = listen_fds();
+    let preserve_fds = crate::process::check_preserved_fds(
+        u64::from(options.preserve_fds) + u64::from(listen_fds),
+    )? - 3;
+    // Then at once: whatever fails later closes this connection, so the
+    // caller's console receiver hears of the failure instead of waiting
+    // for a terminal that never comes (runc connects as early).
+    let console = match (&options.console_socket, options.console_fd) {
+        (Some(path), _) => Some(UnixStream::connect(path).map_err(io(format!(
+            "cannot connect to console socket {}",
+            path.display()
+        )))?),
+        (None, Some(fd)) => {
+            // SAFETY: the caller keeps the descriptor open for this call.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            Some(UnixStream::from(
+                borrowed
+                    .try_clone_to_owned()
+                    .map_err(io("console socket"))?,
+            ))
+        }
+        (None, None) => None,
+    };
     let bundle =
         std::fs::canonicalize(&options.bundle).map_err(|source| ContainerError::Bundle {
             path: options.bundle.clone(),
             source,
         })?;
     let (mut spec, config_bytes) = Spec::read(&bundle)?;
-    // Socket activation: the caller's LISTEN_FDS (meant for us, per
-    // LISTEN_PID) pass through after the preserved fds, as runc does. The
-    // container's own environment never decides which fds stay open.
-    let listen_fds = listen_fds();
-    let preserve_fds = crate::process::check_preserved_fds(
-        u64::from(options.preserve_fds) + u64::from(listen_fds),
-    )? - 3;
     if listen_fds > 0 {
         if let Some(process) = spec.process.as_mut() {
             process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
@@ -218,22 +238,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
 
     let (runtime_end, init_end) = channel::pair()?;
     let listener = bind_start_socket(&dir_path)?;
-    let console = match (&options.console_socket, options.console_fd) {
-        (Some(path), _) => Some(UnixStream::connect(path).map_err(io(format!(
-            "cannot connect to console socket {}",
-            path.display()
-        )))?),
-        (None, Some(fd)) => {
-            // SAFETY: the caller keeps the descriptor open for this call.
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            Some(UnixStream::from(
-                borrowed
-                    .try_clone_to_owned()
-                    .map_err(io("console socket"))?,
-            ))
-        }
-        (None, None) => None,
-    };
+
     let runtime_hooks = spec
         .hooks
         .as_ref()
