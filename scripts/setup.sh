@@ -9,6 +9,8 @@ packages=(runc crun busybox-static hyperfine jq time podman golang-github-contai
     # tools and a Debian root filesystem for its tests; containerd for its
     # benchmark.
     protobuf-compiler docker-registry skopeo umoci debootstrap apache2-utils containerd zstd
+    # docker, to test berth as its runtime (never started as a service here).
+    docker.io
     # Container networks: the CNI plugins berth-imaged runs, the iptables
     # they drive, and what the network tests reach containers with.
     containernetworking-plugins iptables iproute2 curl)

@@ -259,6 +259,16 @@ pub fn default_config() -> Value {
     config
 }
 
+/// Grants `cap` (`CAP_SYS_ADMIN`, …) to the config's process: bounding,
+/// effective and permitted sets.
+pub fn add_capability(config: &mut Value, cap: &str) {
+    for set in ["bounding", "effective", "permitted"] {
+        if let Some(list) = config["process"]["capabilities"][set].as_array_mut() {
+            list.push(json!(cap));
+        }
+    }
+}
+
 /// Which runtime binary a [`Runtime`] drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

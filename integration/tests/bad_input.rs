@@ -53,8 +53,8 @@ fn assert_fails(rt: &Runtime, out: &Output, words: &[&str]) -> String {
 }
 
 /// Processes that belong to container `id` or run from `bundle`: their
-/// arguments name either (berth's init before `start`), or they sit in a
-/// cgroup named `id` (any process after `start`, and runc's `runc init`).
+/// arguments name either (a runtime still at work), or they sit in a cgroup
+/// named `id` (any container process, `berth init` and `runc init` included).
 fn processes_of(id: &str, bundle: &Path) -> Vec<String> {
     let own = std::process::id().to_string();
     let mut found = Vec::new();
@@ -791,4 +791,190 @@ fn an_unwritable_pid_file_fails_create_and_leaves_nothing() {
     ]);
     assert_fails(&berth, &out, &["/nonexistent-dir/pid"]);
     assert_nothing_left(&berth, &id, &bundle.dir);
+}
+
+/// Text that only looks bad: configs as Go engines write them. Go's
+/// decoder (runc's) reads `null` as absent and keys ignoring case, and
+/// runc's cgroup code skips the zero values Go writes for unset fields.
+/// Each row runs under both runtimes; both must run it and print the same.
+#[test]
+fn configs_written_by_go_engines_run_as_under_runc() {
+    if !can_run() {
+        return;
+    }
+    type Edit = fn(&mut Value);
+    let rows: &[(&str, Edit)] = &[
+        (
+            "dockerd 20.10's resources (blockIO.weight 0 and friends)",
+            |c| {
+                c["linux"]["resources"] = json!({
+                    "devices": [{"allow": false, "access": "rwm"}],
+                    "memory": {"limit": 0, "reservation": 0, "swap": 0, "disableOOMKiller": false},
+                    "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                            "realtimePeriod": 0, "cpus": "", "mems": ""},
+                    "pids": {"limit": 0},
+                    "blockIO": {"weight": 0, "leafWeight": 0, "weightDevice": null},
+                    "network": null
+                });
+            },
+        ),
+        (
+            "containers-common's \"args\": null in a seccomp rule",
+            |c| {
+                c["linux"]["seccomp"] = json!({
+                    "defaultAction": "SCMP_ACT_ALLOW",
+                    "architectures": ["SCMP_ARCH_X86_64"],
+                    "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO",
+                                  "errnoRet": 13, "args": null}]
+                });
+            },
+        ),
+        ("null lists and objects", |c| {
+            c["hooks"] = Value::Null;
+            c["annotations"] = Value::Null;
+            c["process"]["rlimits"] = Value::Null;
+            c["process"]["capabilities"]["ambient"] = Value::Null;
+            c["linux"]["sysctl"] = Value::Null;
+            c["linux"]["uidMappings"] = Value::Null;
+        }),
+        ("keys in other cases", |c| {
+            let object = c.as_object_mut().expect("object");
+            let mut process = object.remove("process").expect("process");
+            let env = process.as_object_mut().and_then(|p| p.remove("env"));
+            process["Env"] = env.expect("env");
+            object.insert("PROCESS".into(), process);
+            let root = object.remove("root").expect("root");
+            object.insert(
+                "Root".into(),
+                json!({"Path": root["path"], "ReadOnly": root["readonly"]}),
+            );
+        }),
+    ];
+    let runtimes = runtimes();
+    for (what, edit) in rows {
+        let mut outputs = Vec::new();
+        for rt in &runtimes {
+            let mut bundle = Bundle::new("go-config");
+            bundle.args(&["/bin/sh", "-c", "mkdir /tmp/d 2>&1; echo ran as $HOME"]);
+            bundle.config["process"]["env"] = json!(["PATH=/bin", "HOME=/root"]);
+            edit(&mut bundle.config);
+            let out = rt.run(&bundle, &unique("go"));
+            assert!(
+                out.status.success(),
+                "{what}: {:?}\n{}",
+                rt.kind,
+                text(&out)
+            );
+            outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        }
+        assert_eq!(outputs[0], outputs[1], "{what}: berth, then runc");
+        assert!(
+            outputs[0].ends_with("ran as /root\n"),
+            "{what}: {}",
+            outputs[0]
+        );
+    }
+}
+
+/// A freezer cgroup made frozen beforehand; thawed and removed when dropped.
+struct FrozenCgroup(PathBuf);
+
+impl FrozenCgroup {
+    fn new(name: &str) -> FrozenCgroup {
+        let dir = Path::new("/sys/fs/cgroup/freezer").join(name);
+        std::fs::create_dir(&dir).expect("freezer cgroup (v1 host)");
+        std::fs::write(dir.join("freezer.state"), "FROZEN").expect("freeze");
+        FrozenCgroup(dir)
+    }
+}
+
+impl Drop for FrozenCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `create` into a cgroup that is already frozen is refused (runc: "container's
+/// cgroup unexpectedly frozen"), instead of waiting for ever on an init that
+/// cannot run; the engine's cgroup is left as it was.
+#[test]
+fn create_into_a_frozen_cgroup_is_refused() {
+    if !can_run() {
+        return;
+    }
+    for rt in runtimes() {
+        let id = unique("frozen");
+        let frozen = FrozenCgroup::new(&id);
+        let mut bundle = Bundle::new("frozen");
+        bundle.config["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+        bundle.write();
+        let mut create = rt
+            .command(&["create", "--bundle", dir(&bundle), &id])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        // Bounded so that a regression fails instead of hanging the suite.
+        let mut waited = 0;
+        while create.try_wait().expect("wait").is_none() && waited < 2000 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            waited += 1;
+        }
+        if create.try_wait().expect("wait").is_none() {
+            let _ = create.kill();
+            let _ = std::fs::write(frozen.0.join("freezer.state"), "THAWED");
+        }
+        let out = create.wait_with_output().expect("output");
+        assert_fails(&rt, &out, &["cgroup unexpectedly frozen"]);
+        assert_eq!(
+            std::fs::read_to_string(frozen.0.join("freezer.state"))
+                .unwrap()
+                .trim(),
+            "FROZEN",
+            "{:?} changed the engine's cgroup",
+            rt.kind
+        );
+        assert!(rt.state(&id).is_none(), "{:?} still knows {id}", rt.kind);
+    }
+}
+
+/// A `create` that fails (here on a blkio weight out of range) closes its `--console-socket`
+/// connection: the caller's receiver hears of it instead of waiting for a
+/// terminal for ever. runc connects before it builds anything, too.
+#[test]
+fn a_failed_create_does_not_leave_the_console_receiver_waiting() {
+    if !can_run() {
+        return;
+    }
+    for rt in runtimes() {
+        let mut bundle = Bundle::new("console-fail");
+        bundle.config["process"]["terminal"] = json!(true);
+        // berth refuses the weight when it validates the config, runc when
+        // the kernel has no file for it: both after connecting.
+        bundle.config["linux"]["resources"]["blockIO"] = json!({"weight": 5});
+        bundle.write();
+        let socket = bundle.dir.join("console.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let id = unique("console-fail");
+        let out = rt.exec(&[
+            "create",
+            "--bundle",
+            dir(&bundle),
+            "--console-socket",
+            socket.to_str().expect("utf8"),
+            &id,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{:?}: {}", rt.kind, text(&out));
+        // The runtime has exited: its connection is there, and closed.
+        let (mut stream, _) = listener
+            .accept()
+            .unwrap_or_else(|e| panic!("{:?} never connected: {e}", rt.kind));
+        stream.set_nonblocking(false).expect("blocking");
+        let mut rest = Vec::new();
+        std::io::Read::read_to_end(&mut stream, &mut rest).expect("read");
+        assert!(rest.is_empty(), "{:?} sent {rest:?}", rt.kind);
+        assert_nothing_left(&rt, &id, &bundle.dir);
+    }
 }

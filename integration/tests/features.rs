@@ -203,6 +203,21 @@ fn no_pivot_runs_with_a_moved_root() {
     );
 }
 
+/// What a terminal's master reads until the slave closes (EIO) or "done"
+/// arrives.
+fn read_terminal_until_done(master: OwnedFd) -> String {
+    let mut output = String::new();
+    let mut file = std::fs::File::from(master);
+    let mut buf = [0u8; 1024];
+    while !output.contains("done") {
+        match file.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => output.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    output
+}
+
 #[test]
 fn terminal_master_goes_to_the_console_socket() {
     if !can_run() {
@@ -247,16 +262,7 @@ fn terminal_master_goes_to_the_console_socket() {
     let id = berth.exec(&["list", "-q"]).stdout;
     let id = String::from_utf8_lossy(&id).trim().to_string();
     assert!(berth.exec(&["start", &id]).status.success());
-    let mut output = String::new();
-    let mut file = std::fs::File::from(master);
-    let mut buf = [0u8; 1024];
-    // Read until the slave closes (EIO) or "done" arrives.
-    while !output.contains("done") {
-        match file.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => output.push_str(&String::from_utf8_lossy(&buf[..n])),
-        }
-    }
+    let output = read_terminal_until_done(master);
     assert!(output.contains("/dev/pts/0"), "{output}");
     berth.wait_stopped(&id);
 }
@@ -603,4 +609,347 @@ fn runtime_hooks_run_in_the_runtime_namespaces() {
         format!("prestart {host}\ncreateRuntime {host}\n"),
         "the container's network namespace is {joined_inode}"
     );
+}
+
+/// Runs `script` in a container of `config` under both runtimes, returning
+/// berth's and runc's outputs (each must succeed).
+fn beside_runc(name: &str, edit: impl Fn(&mut serde_json::Value), script: &str) -> [String; 2] {
+    [Runtime::berth(), Runtime::runc()].map(|rt| {
+        let mut bundle = Bundle::new(name);
+        bundle.args(&["/bin/sh", "-c", script]);
+        edit(&mut bundle.config);
+        let out = rt.run(&bundle, &unique(name));
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+}
+
+/// The device allow-list is runc's: a `linux.devices` node is created but
+/// not usable unless the rules allow it, and the host console (c 5:1) is
+/// not in the defaults.
+#[test]
+fn devices_and_the_console_are_allowed_as_runc_allows_them() {
+    if !can_run() {
+        return;
+    }
+    let [berth, runc] = beside_runc(
+        "devices",
+        |c| {
+            c["linux"]["devices"] = json!([{"path": "/dev/fuse", "type": "c", "major": 10,
+                "minor": 229, "fileMode": 438, "uid": 0, "gid": 0}]);
+            add_capability(c, "CAP_MKNOD");
+            c["root"]["readonly"] = json!(false);
+        },
+        // `true`, not `:`: a failed redirection of a special builtin ends sh.
+        "test -c /dev/fuse && echo node; true < /dev/fuse && echo fuse open; \
+         mknod /tmp/console c 5 1 && echo made; true < /tmp/console && echo console open; \
+         true < /dev/null && echo null open",
+    );
+    assert_eq!(berth, runc);
+    assert_eq!(berth, "node\nmade\nnull open\n");
+}
+
+/// A tmpfs without `mode=` takes the mode of the directory it covers (runc
+/// chmods it so); over a new directory it is the kernel's 1777.
+#[test]
+fn a_tmpfs_keeps_the_mode_of_the_directory_it_covers() {
+    if !can_run() {
+        return;
+    }
+    let [berth, runc] = beside_runc(
+        "tmpfs-mode",
+        |c| {
+            let mounts = c["mounts"].as_array_mut().unwrap();
+            for dest in ["/etc", "/fresh"] {
+                mounts.push(
+                    json!({"destination": dest, "type": "tmpfs", "source": "tmpfs",
+                                   "options": ["nosuid", "nodev"]}),
+                );
+            }
+            c["root"]["readonly"] = json!(false);
+        },
+        "stat -c '%n %a' /etc /fresh",
+    );
+    assert_eq!(berth, runc);
+    assert_eq!(berth, "/etc 755\n/fresh 1777\n");
+}
+
+/// `--preserve-fds` beyond the open descriptors is refused by both (runc:
+/// "unable to stat preserved-fd"); near 2^32 it must not wrap around.
+#[test]
+fn preserve_fds_beyond_the_open_descriptors_is_refused() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("preserve");
+        bundle.args(&["/bin/echo", "ran"]);
+        bundle.write();
+        for count in ["4294967293", "4294967295", "1000"] {
+            let id = unique("preserve");
+            let dir = bundle.dir.to_str().unwrap();
+            let out = rt.exec(&["run", "--preserve-fds", count, "--bundle", dir, &id]);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{:?} {count}: {}",
+                rt.kind,
+                text(&out)
+            );
+            assert!(!String::from_utf8_lossy(&out.stdout).contains("ran"));
+            assert!(rt.state(&id).is_none(), "{:?}: {id} left behind", rt.kind);
+        }
+    }
+}
+
+/// Unmounts (lazily) what a test mounted on the host, even when it fails.
+struct HostMounts(Vec<std::path::PathBuf>);
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for path in self.0.iter().rev() {
+            let _ = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Kubernetes' Bidirectional volumes: with `rootfsPropagation: rshared` and
+/// an `rshared` bind of a shared host directory, a mount made in the
+/// container appears on the host, and one made on the host appears in the
+/// container. pivot_root must accept the shared root (its parent goes
+/// private first, as runc does).
+#[test]
+fn rshared_root_propagates_mounts_both_ways() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("rshared");
+        let shared = bundle.dir.join("shared");
+        for sub in ["inner", "fromhost"] {
+            std::fs::create_dir_all(shared.join(sub)).unwrap();
+        }
+        let mut mounted = HostMounts(Vec::new());
+        let flags = nix::mount::MsFlags::MS_BIND;
+        nix::mount::mount(Some(&shared), &shared, None::<&str>, flags, None::<&str>).unwrap();
+        mounted.0.push(shared.clone());
+        let share = nix::mount::MsFlags::MS_SHARED;
+        nix::mount::mount(None::<&str>, &shared, None::<&str>, share, None::<&str>).unwrap();
+        mounted.0.push(shared.join("inner"));
+
+        bundle.config["linux"]["rootfsPropagation"] = json!("rshared");
+        bundle.config["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/shared", "type": "bind", "source": shared,
+            "options": ["rbind", "rshared"]
+        }));
+        add_capability(&mut bundle.config, "CAP_SYS_ADMIN");
+        bundle.args(&[
+            "/bin/sh",
+            "-c",
+            "mount -t tmpfs -o size=1m inner /shared/inner && touch /shared/inner/made-inside \
+             || exit 2; i=0; while ! test -e /shared/fromhost/marker; do \
+             i=$((i+1)); test $i -gt 3000 && exit 3; sleep 0.01; done; echo saw the host mount",
+        ]);
+        bundle.write();
+        let id = unique("rshared");
+        let mut child = rt
+            .command(&["run", "--bundle", bundle.dir.to_str().unwrap(), &id])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The container's mount shows on the host (until the container gives up).
+        let inside = shared.join("inner/made-inside");
+        while !inside.exists() && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let host_saw = inside.exists();
+        if host_saw {
+            let fromhost = shared.join("fromhost");
+            nix::mount::mount(
+                Some("tmpfs"),
+                &fromhost,
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                Some("size=1m"),
+            )
+            .unwrap();
+            mounted.0.push(fromhost.clone());
+            std::fs::write(fromhost.join("marker"), "").unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            host_saw,
+            "{:?}: the host does not see the container's mount\n{}",
+            rt.kind,
+            text(&out)
+        );
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "saw the host mount\n");
+    }
+}
+
+/// `unbindable` and the other root propagations run, and `/` carries the
+/// one asked for. DIFFERENCE: runc 1.1.5 fails `unbindable` when the rootfs
+/// lies on the host's `/` mount (its bind of the rootfs is refused) and does
+/// not apply the propagation to the container's `/` after pivot_root.
+#[test]
+fn every_root_propagation_runs() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    for (propagation, shown) in [
+        ("shared", "shared:"),
+        ("rshared", "shared:"),
+        ("slave", ""),
+        ("rslave", ""),
+        ("private", ""),
+        ("rprivate", ""),
+        ("unbindable", "unbindable"),
+        ("runbindable", "unbindable"),
+    ] {
+        let mut bundle = Bundle::new("propagation");
+        bundle.config["linux"]["rootfsPropagation"] = json!(propagation);
+        bundle.args(&["/bin/cat", "/proc/self/mountinfo"]);
+        let out = berth.run(&bundle, &unique("propagation"));
+        assert!(out.status.success(), "{propagation}: {}", text(&out));
+        let table = String::from_utf8_lossy(&out.stdout).into_owned();
+        let root = table
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_default();
+        // Between the mount options and " - ": the propagation fields.
+        let fields = root.split(" - ").next().unwrap_or_default();
+        assert!(
+            fields.split(' ').skip(6).any(|f| f.starts_with(shown)) || shown.is_empty(),
+            "{propagation}: {root}"
+        );
+        if shown.is_empty() {
+            assert!(!fields.contains("shared:"), "{propagation}: {root}");
+        }
+    }
+}
+
+/// The console belongs to the process's user (its group stays devpts'),
+/// so a non-root process can use its terminal: runc does the same.
+#[test]
+fn the_console_belongs_to_the_process_user() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("console-owner");
+        bundle.config["process"]["terminal"] = json!(true);
+        bundle.config["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        bundle.args(&[
+            "/bin/sh",
+            "-c",
+            "stat -L -c 'owner %u' /proc/self/fd/0; echo done",
+        ]);
+        bundle.write();
+        let socket = bundle.dir.join("console.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let id = unique("console");
+        let dir = bundle.dir.to_str().unwrap();
+        let mut create = rt
+            .command(&[
+                "create",
+                "--bundle",
+                dir,
+                "--console-socket",
+                socket.to_str().unwrap(),
+                &id,
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let master = receive_fd(&listener);
+        assert!(create.wait().unwrap().success(), "{:?}: create", rt.kind);
+        assert!(rt.exec(&["start", &id]).status.success());
+        let output = read_terminal_until_done(master);
+        assert!(output.contains("owner 1000"), "{:?}: {output}", rt.kind);
+        rt.wait_stopped(&id);
+    }
+}
+
+/// A config without a mount namespace still gets one: the container's
+/// mounts never land in the host's table. DIFFERENCE: runc 1.1.5 runs such
+/// a config in the host's mount namespace (chroot instead of pivot_root)
+/// and leaves its proc, dev, sys mounts on the host (17 here), and refuses
+/// it when maskedPaths are set; so runc is not run here.
+#[test]
+fn a_config_without_a_mount_namespace_runs_in_one_of_its_own() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("no-mountns");
+    bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|n| n["type"] != "mount");
+    bundle.args(&["/bin/readlink", "/proc/self/ns/mnt"]);
+    let out = berth.run(&bundle, &unique("nomnt"));
+    assert!(out.status.success(), "{}", text(&out));
+    let host = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(seen.starts_with("mnt:["), "{seen}");
+    assert_ne!(seen, host.to_string_lossy(), "the host's mount namespace");
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !table.contains(bundle.rootfs().to_str().unwrap()),
+        "mounts left on the host:\n{table}"
+    );
+}
+
+/// A createContainer hook runs from the container's root; a startContainer
+/// hook runs under the container's seccomp filter (here, one that refuses
+/// mkdir): both as runc runs them.
+#[test]
+fn container_hooks_run_from_the_root_and_under_seccomp() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("hook-places");
+        let record = bundle.dir.join("create-cwd");
+        bundle.config["root"]["readonly"] = json!(false);
+        bundle.config["process"]["noNewPrivileges"] = json!(true);
+        bundle.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+        });
+        bundle.config["hooks"] = json!({
+            "createContainer": [{"path": "/bin/sh",
+                "args": ["sh", "-c", format!("pwd > {}", record.display())]}],
+            "startContainer": [{"path": "/bin/sh",
+                "args": ["sh", "-c", "mkdir /made-by-hook"]}]
+        });
+        bundle.args(&["/bin/true"]);
+        bundle.write();
+        let id = unique("hooks");
+        let dir = bundle.dir.to_str().unwrap();
+        let created = rt.exec(&["create", "--bundle", dir, &id]);
+        assert!(
+            created.status.success(),
+            "{:?}: {}",
+            rt.kind,
+            text(&created)
+        );
+        let cwd = std::fs::read_to_string(&record).unwrap();
+        assert_eq!(
+            cwd.trim(),
+            bundle.rootfs().to_str().unwrap(),
+            "{:?}",
+            rt.kind
+        );
+        // The hook fails, and with it the start (berth's `start` says so;
+        // runc's returns before its init runs the hook).
+        rt.exec(&["start", &id]);
+        rt.wait_stopped(&id);
+        let made = bundle.rootfs().join("made-by-hook").exists();
+        assert!(!made, "{:?}: the hook's mkdir was allowed", rt.kind);
+    }
 }

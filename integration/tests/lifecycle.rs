@@ -1,6 +1,7 @@
 //! The runc CLI contract: lifecycle verbs, their output and exit codes.
 
 use berth_integration::*;
+use serde_json::json;
 
 #[test]
 fn run_prints_output_and_returns_the_exit_status() {
@@ -191,4 +192,364 @@ fn errors_go_to_the_json_log_as_engines_read_it() {
     assert_eq!(record["msg"], "container does not exist");
     assert!(record["time"].as_str().unwrap().ends_with('Z'));
     std::fs::remove_file(&log).unwrap();
+}
+
+/// A temporary directory removed even when the test fails.
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn dir(prefix: &str) -> Scratch {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `script` with `sh` as user and group 65534 with no other groups: a
+/// local user without privileges.
+fn as_nobody(script: &str) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// A local user plants symlinks to a root-owned file at every temporary
+/// name a pid file could be written through (runc's `.NAME`, berth's old
+/// `.NAME.PID.tmp` for the next pids) in a world-writable sticky directory,
+/// and tries to read the runtime's state. Both runtimes must leave the file
+/// intact (berth writes the pid file, runc refuses), and keep their state
+/// from that user.
+#[test]
+fn a_local_user_can_neither_redirect_the_pid_file_nor_read_the_state() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let shared = Scratch::dir("berth-it-sticky");
+        std::fs::set_permissions(
+            &shared.0,
+            std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+        )
+        .unwrap();
+        let precious = Scratch::dir("berth-it-precious");
+        let precious = precious.0.join("file");
+        std::fs::write(&precious, "precious\n").unwrap();
+        let next: u64 = std::fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let plant = format!(
+            "cd {dir} && ln -s {target} .c.pid && for p in $(seq {from} {to}); do ln -s {target} .c.pid.$p.tmp; done",
+            dir = shared.0.display(),
+            target = precious.display(),
+            from = next + 1,
+            to = next + 400,
+        );
+        let planted = as_nobody(&plant);
+        assert!(planted.status.success(), "{}", text(&planted));
+
+        let mut bundle = Bundle::new("pidfile");
+        bundle.args(&["/bin/sleep", "1000"]);
+        bundle.config["process"]["env"] = json!(["PATH=/bin", "TOKEN=s3cret"]);
+        bundle.write();
+        let id = unique("pidfile");
+        let pid_file = shared.0.join("c.pid");
+        let out = rt.exec(&[
+            "create",
+            "--bundle",
+            bundle.dir.to_str().unwrap(),
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+        ]);
+        assert_eq!(
+            std::fs::read_to_string(&precious).unwrap(),
+            "precious\n",
+            "{:?} wrote through a planted symlink",
+            rt.kind
+        );
+        if rt.kind == Kind::Runc && !out.status.success() {
+            // runc refuses rather than write (its temporary name is fixed);
+            // berth's is not known in advance, so it writes the pid file.
+            assert!(text(&out).contains("file exists"), "{}", text(&out));
+            let dir = bundle.dir.to_str().unwrap();
+            assert!(rt.exec(&["create", "--bundle", dir, &id]).status.success());
+        } else {
+            assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+            let meta = std::fs::symlink_metadata(&pid_file).unwrap();
+            assert!(meta.file_type().is_file(), "{:?}: pid file", rt.kind);
+            let pid = std::fs::read_to_string(&pid_file).unwrap();
+            assert_eq!(
+                rt.state(&id).unwrap()["pid"].as_i64().unwrap().to_string(),
+                pid.trim()
+            );
+        }
+
+        // The state (which holds the container's environment) is the owner's.
+        let root = rt.root.display().to_string();
+        let dir = rt.root.join(&id).display().to_string();
+        for attempt in [
+            format!("ls {root}"),
+            format!("cat {dir}/state.json"),
+            format!("cat {dir}/config.json"),
+            format!("{} --root {root} state {id}", rt.bin.display()),
+        ] {
+            let out = as_nobody(&attempt);
+            assert!(
+                !out.status.success() && !String::from_utf8_lossy(&out.stdout).contains(&id),
+                "{:?}: a local user ran {attempt:?}\n{}",
+                rt.kind,
+                text(&out)
+            );
+        }
+        for (path, private) in [
+            (rt.root.clone(), 0o700),
+            (rt.root.join(&id), 0o711),
+            (rt.root.join(&id).join("state.json"), 0o600),
+        ] {
+            if let Ok(meta) = std::fs::metadata(&path) {
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777;
+                assert_eq!(mode, private, "{:?}: {}", rt.kind, path.display());
+            }
+        }
+        assert!(rt.exec(&["delete", "--force", &id]).status.success());
+    }
+}
+
+/// Until `start`, the init must not show the environment or the command
+/// line of whoever ran `create`: a process in the container that may trace
+/// (an exec with CAP_SYS_PTRACE) reads `/proc/1/environ` and
+/// `/proc/1/cmdline`. runc's init is a fresh program; berth's wipes them.
+#[test]
+fn the_init_before_start_shows_nothing_of_its_caller() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let mut bundle = Bundle::new("environ");
+        bundle.args(&["/bin/sleep", "1000"]);
+        add_capability(&mut bundle.config, "CAP_SYS_PTRACE");
+        bundle.write();
+        let id = unique("environ");
+        // Not through pipes: the created init keeps the caller's stdio.
+        let status = rt
+            .command(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id])
+            .env("HOST_SECRET", "hunter2")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{:?}: create failed", rt.kind);
+        let seen = rt.exec(&[
+            "exec",
+            &id,
+            "/bin/sh",
+            "-c",
+            "tr '\\0' ' ' < /proc/1/environ; echo; tr '\\0' ' ' < /proc/1/cmdline",
+        ]);
+        assert!(seen.status.success(), "{:?}: {}", rt.kind, text(&seen));
+        let seen = String::from_utf8_lossy(&seen.stdout).into_owned();
+        for secret in ["hunter2", "HOST_SECRET", bundle.dir.to_str().unwrap()] {
+            assert!(
+                !seen.contains(secret),
+                "{:?}: the container sees {secret:?} in its init:\n{seen}",
+                rt.kind
+            );
+        }
+        assert!(rt.exec(&["delete", "--force", &id]).status.success());
+    }
+}
+
+/// A detached `sleep` container of `rt` with its cgroups at `/ID` in every
+/// hierarchy (so the test knows where they are).
+fn sleeper(rt: &Runtime, name: &str) -> (Bundle, String) {
+    let mut bundle = Bundle::new(name);
+    bundle.args(&["/bin/sleep", "1000"]);
+    let id = unique(name);
+    bundle.config["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+    bundle.write();
+    let dir = bundle.dir.to_str().unwrap();
+    let out = rt.exec(&["run", "--detach", "--bundle", dir, &id]);
+    assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+    (bundle, id)
+}
+
+/// Output through a pipe whose reader is gone: the runtime must end as Go
+/// programs do (killed by SIGPIPE), without a panic on stderr.
+fn into_closed_pipe(rt: &Runtime, args: &[&str]) -> (Option<i32>, String) {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = rt
+        .command(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.signal(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What scripts and engines rely on in the CLI, beside runc: quiet EPIPE,
+/// the events record's field order, debug records, the version lines,
+/// signal 0, negative update values, `exec --ignore-paused` and `--cgroup`,
+/// and `ps` of a stopped container.
+#[test]
+fn cli_contracts_as_runc_keeps_them() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let kind = rt.kind;
+        let (_bundle, id) = sleeper(&rt, "cli");
+        let ok = |args: &[&str]| {
+            let out = rt.exec(args);
+            assert!(out.status.success(), "{kind:?} {args:?}: {}", text(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+
+        for args in [&["state", &id][..], &["events", "--interval", "100ms", &id]] {
+            let (signal, stderr) = into_closed_pipe(&rt, args);
+            assert_eq!(signal, Some(libc::SIGPIPE), "{kind:?} {args:?}: {stderr}");
+            assert!(!stderr.contains("panicked"), "{kind:?}: {stderr}");
+        }
+        let stats = ok(&["events", "--stats", &id]);
+        let prefix = format!("{{\"type\":\"stats\",\"id\":\"{id}\",\"data\":{{");
+        assert!(stats.starts_with(&prefix), "{kind:?}: {stats}");
+
+        let version = ok(&["--version"]);
+        let lines: Vec<&str> = version.lines().collect();
+        let name = if kind == Kind::Berth { "berth" } else { "runc" };
+        assert!(
+            lines[0].starts_with(&format!("{name} version ")),
+            "{version}"
+        );
+        assert!(lines.iter().any(|l| l.starts_with("commit: ")), "{version}");
+        let spec = lines.iter().find_map(|l| l.strip_prefix("spec: "));
+        assert!(spec.is_some_and(|s| s.starts_with("1.")), "{version}");
+
+        ok(&["kill", &id, "0"]);
+        ok(&["kill", "--all", &id, "0"]);
+        ok(&["update", "--memory-swap", "-1", "--cpu-quota", "-1", &id]);
+
+        // A sub-cgroup in the memory hierarchy only.
+        let sub = std::path::Path::new("/sys/fs/cgroup/memory")
+            .join(&id)
+            .join("sub");
+        std::fs::create_dir(&sub).unwrap();
+        let cgroups = ok(&[
+            "exec",
+            "--cgroup",
+            "memory:sub",
+            &id,
+            "cat",
+            "/proc/self/cgroup",
+        ]);
+        let memory = cgroups.lines().find(|l| l.contains(":memory:"));
+        assert_eq!(
+            memory.and_then(|l| l.rsplit(':').next()),
+            Some(format!("/{id}/sub").as_str()),
+            "{kind:?}: {cgroups}"
+        );
+        let missing = rt.exec(&["exec", "--cgroup", "memory:nope", &id, "true"]);
+        assert_eq!(
+            missing.status.code(),
+            Some(255),
+            "{kind:?}: {}",
+            text(&missing)
+        );
+
+        ok(&["pause", &id]);
+        let refused = rt.exec(&["exec", &id, "true"]);
+        assert_eq!(refused.status.code(), Some(255), "{kind:?}");
+        assert!(
+            text(&refused).contains("--ignore-paused"),
+            "{}",
+            text(&refused)
+        );
+        // The process starts frozen and runs once the container resumes.
+        let waiting = rt
+            .command(&["exec", "--ignore-paused", &id, "echo", "ran"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        ok(&["resume", &id]);
+        let ran = waiting.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "ran\n", "{kind:?}");
+
+        ok(&["kill", &id, "KILL"]);
+        rt.wait_stopped(&id);
+        assert_eq!(ok(&["ps", "--format", "json", &id]).trim(), "null");
+        assert!(ok(&["ps", &id]).starts_with("UID"), "{kind:?}");
+        let stopped = rt.exec(&["kill", &id, "0"]);
+        assert!(
+            text(&stopped).contains("container not running"),
+            "{}",
+            text(&stopped)
+        );
+        ok(&["delete", &id]);
+        assert!(!sub.exists(), "{kind:?} left {}", sub.display());
+    }
+}
+
+/// `--debug` writes debug records, to stderr or to `--log`, in text or JSON
+/// as `--log-format` says (runc's records name its setup steps).
+#[test]
+fn debug_writes_debug_records_in_both_formats() {
+    if !can_run() {
+        return;
+    }
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let bundle = Bundle::new("debug");
+        bundle.write();
+        let dir = bundle.dir.to_str().unwrap();
+        let out = rt.exec(&["--debug", "run", "--bundle", dir, &unique("debug")]);
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("level=debug msg="),
+            "{:?}: {stderr}",
+            rt.kind
+        );
+
+        let log = bundle.dir.join("debug.log");
+        let log_arg = log.to_str().unwrap();
+        let args = [
+            "--debug",
+            "--log",
+            log_arg,
+            "--log-format",
+            "json",
+            "run",
+            "--bundle",
+            dir,
+        ];
+        let id = unique("debug");
+        let out = rt.exec(&[&args[..], &[id.as_str()]].concat());
+        assert!(out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        let records = std::fs::read_to_string(&log).unwrap();
+        let debug = records
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["level"] == "debug" && r["msg"].is_string() && r["time"].is_string())
+            .count();
+        assert!(debug > 0, "{:?}: {records}", rt.kind);
+    }
 }

@@ -152,6 +152,15 @@ const CHECKER_SYSCALLS: &[&str] = &[
     "readlink",
     "futex",
     "madvise",
+    // The init's wait for `start`, which runs under the filter (as runc's
+    // wait on its exec fifo does) so that startContainer hooks are filtered.
+    "sendmsg",
+    "sendto",
+    "accept4",
+    "recvfrom",
+    "recvmsg",
+    "fcntl",
+    "close_range",
 ];
 
 #[test]
@@ -392,4 +401,33 @@ fn rules_repeating_the_default_and_alternatives_on_one_argument() {
         "{}",
         text(&out)
     );
+}
+
+/// A syscall newer than any the profile could name (number 1000 here) fails
+/// with ENOSYS, not the profile's default errno, under both runtimes:
+/// programs probe new syscalls and fall back only on ENOSYS.
+#[test]
+fn a_syscall_unknown_to_the_profile_fails_with_enosys() {
+    if !can_run() {
+        return;
+    }
+    // The engines' profile (enough for runc's init too), with EPERM as the
+    // default errno so that ENOSYS can only come from the unknown-syscall rule.
+    let mut profile = engine_profile(DOCKER_CAPS);
+    profile["defaultErrnoRet"] = json!(1);
+    let mut bundle = with_profile("enosys", profile);
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        // bpf(2) (321) is denied without CAP_SYS_ADMIN: the default errno.
+        for (number, expected) in [("1000", "errno 38"), ("321", "errno 1")] {
+            bundle.args(&["/berth-checker", "--syscall", number]);
+            let out = rt.run(&bundle, &unique("enosys"));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                expected,
+                "{:?} syscall {number}: {}",
+                rt.kind,
+                text(&out)
+            );
+        }
+    }
 }

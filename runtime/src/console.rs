@@ -28,7 +28,11 @@ fn last(what: &'static str) -> ConsoleError {
 
 /// Allocates the pty (after `pivot_root`), sends its master to `socket`, and
 /// makes the slave the controlling terminal and stdio of this process.
-pub fn setup(socket: RawFd, size: Option<ConsoleSize>) -> Result<(), ConsoleError> {
+///
+/// The terminal belongs to the process's user (`uid`), its group stays the
+/// one devpts gave it (tty), as runc leaves it: a non-root process can use
+/// its own console.
+pub fn setup(socket: RawFd, size: Option<ConsoleSize>, uid: u32) -> Result<(), ConsoleError> {
     // SAFETY: plain syscalls on descriptors we own; the C strings are literals
     // or come from ptsname_r into a buffer of the length passed.
     unsafe {
@@ -50,6 +54,10 @@ pub fn setup(socket: RawFd, size: Option<ConsoleSize>) -> Result<(), ConsoleErro
         let slave = libc::open(name.as_ptr(), libc::O_RDWR | libc::O_NOCTTY);
         if slave < 0 {
             return Err(last("open pts"));
+        }
+        // gid -1: unchanged.
+        if libc::fchown(slave, uid, u32::MAX) != 0 {
+            return Err(last("chown the console to the process's user"));
         }
         if let Some(size) = size {
             let ws = libc::winsize {

@@ -27,6 +27,8 @@ pub enum ContainerError {
     Channel(#[from] ChannelError),
     #[error(transparent)]
     Hook(#[from] HookError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -113,17 +115,39 @@ fn oci_state_json(state: &State, status: Status) -> String {
 
 /// `berth create`: builds the container and leaves its init waiting for `start`.
 pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
+    // Socket activation: the caller's LISTEN_FDS (meant for us, per
+    // LISTEN_PID) pass through after the preserved fds, as runc does. The
+    // container's own environment never decides which fds stay open.
+    // Checked before berth opens a descriptor of its own.
+    let listen_fds = listen_fds();
+    let preserve_fds = crate::process::check_preserved_fds(
+        u64::from(options.preserve_fds) + u64::from(listen_fds),
+    )? - 3;
+    // Then at once: whatever fails later closes this connection, so the
+    // caller's console receiver hears of the failure instead of waiting
+    // for a terminal that never comes (runc connects as early).
+    let console = match (&options.console_socket, options.console_fd) {
+        (Some(path), _) => Some(UnixStream::connect(path).map_err(io(format!(
+            "cannot connect to console socket {}",
+            path.display()
+        )))?),
+        (None, Some(fd)) => {
+            // SAFETY: the caller keeps the descriptor open for this call.
+            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+            Some(UnixStream::from(
+                borrowed
+                    .try_clone_to_owned()
+                    .map_err(io("console socket"))?,
+            ))
+        }
+        (None, None) => None,
+    };
     let bundle =
         std::fs::canonicalize(&options.bundle).map_err(|source| ContainerError::Bundle {
             path: options.bundle.clone(),
             source,
         })?;
     let (mut spec, config_bytes) = Spec::read(&bundle)?;
-    // Socket activation: the caller's LISTEN_FDS (meant for us, per
-    // LISTEN_PID) pass through after the preserved fds, as runc does. The
-    // container's own environment never decides which fds stay open.
-    let listen_fds = listen_fds();
-    let preserve_fds = options.preserve_fds + listen_fds;
     if listen_fds > 0 {
         if let Some(process) = spec.process.as_mut() {
             process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
@@ -200,27 +224,21 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     state::write_atomic(
         &dir_path.join(PLANNED_CGROUPS),
         planned_text.join("\n").as_bytes(),
+        state::Access::Private,
     )?;
+    // An init moved into a frozen cgroup would never answer: refuse, and
+    // leave the engine's cgroup as it is (runc's words).
+    if cgroups::is_frozen(&planned) {
+        return Err(ContainerError::Usage(
+            "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
+                .into(),
+        ));
+    }
     guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
 
     let (runtime_end, init_end) = channel::pair()?;
     let listener = bind_start_socket(&dir_path)?;
-    let console = match (&options.console_socket, options.console_fd) {
-        (Some(path), _) => Some(UnixStream::connect(path).map_err(io(format!(
-            "cannot connect to console socket {}",
-            path.display()
-        )))?),
-        (None, Some(fd)) => {
-            // SAFETY: the caller keeps the descriptor open for this call.
-            let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-            Some(UnixStream::from(
-                borrowed
-                    .try_clone_to_owned()
-                    .map_err(io("console socket"))?,
-            ))
-        }
-        (None, None) => None,
-    };
+
     let runtime_hooks = spec
         .hooks
         .as_ref()
@@ -241,6 +259,12 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     }
 
     // berth is single-threaded here, so the child may run ordinary code.
+    crate::log::debug(&format!(
+        "{}: cloning the init (flags {:#x}) for rootfs {}",
+        options.id,
+        plan.clone_flags,
+        rootfs.display()
+    ));
     let pid = crate::process::clone_like_fork(plan.clone_flags)
         .map_err(io("cannot clone the container init"))?;
     if pid == 0 {
@@ -292,11 +316,15 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
+    crate::log::debug(&format!(
+        "{}: init {pid} joined cgroups {:?}",
+        options.id, guard.cgroups
+    ));
     let driver = cgroups::driver(&hierarchies, &guard.cgroups);
     if let Some(resources) = &linux.resources {
         driver.apply(resources)?;
     }
-    driver.apply_devices(&cgroups::device_rules(&device_rules, &linux.devices)?)?;
+    driver.apply_devices(&cgroups::device_rules(&device_rules)?)?;
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
     loop {
@@ -320,15 +348,23 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     // everything, and no stopped container is left in the state directory.
     if let Some(pid_file) = &options.pid_file {
         let path = absolute(pid_file);
-        state::write_atomic(&path, pid.to_string().as_bytes())?;
+        state::write_atomic(&path, pid.to_string().as_bytes(), state::Access::Public)?;
     }
     let dir = guard
         .dir
         .as_ref()
         .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?;
     // The config as validated, for `exec` (the bundle's may change later).
-    state::write_atomic(&dir.path.join("config.json"), &config_bytes)?;
+    state::write_atomic(
+        &dir.path.join("config.json"),
+        &config_bytes,
+        state::Access::Private,
+    )?;
     dir.save(&state)?;
+    crate::log::debug(&format!(
+        "{}: created, init {pid} waits for start",
+        options.id
+    ));
     // Done: disarm the guard (the lock goes with the directory handle).
     guard.dir = None;
     guard.pid = None;
@@ -370,7 +406,15 @@ fn bind_start_socket(dir: &Path) -> Result<UnixListener, ContainerError> {
         dir_fd.as_raw_fd(),
         state::START_SOCKET
     );
-    UnixListener::bind(&short).map_err(io(format!(
+    // Connecting needs write access to the socket: only its owner may start
+    // the container, whatever the caller's umask. berth is single-threaded
+    // here, so the process-wide umask is ours to change for the bind.
+    // SAFETY: umask only changes this process's file-creation mask.
+    let previous = unsafe { libc::umask(0o177) };
+    let bound = UnixListener::bind(&short);
+    // SAFETY: as above, restoring the caller's mask.
+    unsafe { libc::umask(previous) };
+    bound.map_err(io(format!(
         "bind {}",
         dir.join(state::START_SOCKET).display()
     )))
@@ -427,9 +471,11 @@ pub fn state_json(root: &Path, id: &str) -> Result<String, ContainerError> {
 }
 
 /// A signal by name (`TERM`, `SIGTERM`) or number.
+/// A signal by number or name; 0 sends nothing and only checks that the
+/// process exists (kill(2)), as `runc kill ID 0` does.
 pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
     if let Ok(n) = text.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
     }
@@ -598,11 +644,9 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
 }
 
 /// The pids of every process in the container.
+/// A stopped container has none, which is an answer, not an error (runc).
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
-    let (dir, state) = state::read_unlocked(root, id)?;
-    if state::status_at(&dir, &state) == Status::Stopped {
-        return Err(ContainerError::NotRunning);
-    }
+    let (_, state) = state::read_unlocked(root, id)?;
     Ok(cgroups::pids(&state.cgroup_paths))
 }
 

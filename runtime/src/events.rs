@@ -6,7 +6,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::cgroups;
 use crate::state::{self, State, StateError};
@@ -21,16 +22,32 @@ pub enum EventsError {
     Output(std::io::Error),
 }
 
-/// One stats record of the container's cgroups.
-pub fn stats(state: &State) -> Value {
-    let data = cgroups::driver_for(&state.cgroup_paths).stats();
-    json!({"type": "stats", "id": state.id, "data": data})
+/// One record, its fields in runc's order (`{"type","id","data"}`: tools
+/// match the text), `data` left out when there is none.
+#[derive(Debug, Serialize)]
+pub struct Event<'a> {
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
 }
 
-fn emit(record: &Value) -> Result<(), EventsError> {
+/// One stats record of the container's cgroups.
+pub fn stats(state: &State) -> Event<'_> {
+    let data = cgroups::driver_for(&state.cgroup_paths).stats();
+    Event {
+        kind: "stats",
+        id: &state.id,
+        data: Some(data),
+    }
+}
+
+fn emit(record: &Event) -> Result<(), EventsError> {
     use std::io::Write;
+    let text = serde_json::to_string(record).map_err(|e| EventsError::Output(e.into()))?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{record}")
+    writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(EventsError::Output)
 }
@@ -50,7 +67,16 @@ pub fn events(
         return emit(&stats(&state));
     }
     let driver = cgroups::driver_for(&state.cgroup_paths);
-    let record = |data| json!({"type": "stats", "id": state.id, "data": data});
+    let record = |data| Event {
+        kind: "stats",
+        id: &state.id,
+        data: Some(data),
+    };
+    let oom = || Event {
+        kind: "oom",
+        id: &state.id,
+        data: None,
+    };
     let mut ooms = driver.oom_kills();
     let tick = Duration::from_millis(100).min(interval);
     let mut since_stats = interval;
@@ -62,7 +88,7 @@ pub fn events(
         }
         let now = driver.oom_kills();
         if now > ooms {
-            emit(&json!({"type": "oom", "id": state.id}))?;
+            emit(&oom())?;
             ooms = now;
         }
         std::thread::sleep(tick);
@@ -70,7 +96,7 @@ pub fn events(
     }
     let now = driver.oom_kills();
     if now > ooms {
-        emit(&json!({"type": "oom", "id": state.id}))?;
+        emit(&oom())?;
     }
     Ok(())
 }

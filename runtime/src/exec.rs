@@ -30,9 +30,11 @@ use crate::{capabilities, cgroups, console, process, seccomp};
 pub enum ExecError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
     #[error("cannot exec in a stopped container")]
     Stopped,
-    #[error("cannot exec in a paused container")]
+    #[error("cannot exec in a paused container (use --ignore-paused to override)")]
     Paused,
     #[error("invalid process file {path}: {message}")]
     ProcessFile { path: PathBuf, message: String },
@@ -65,6 +67,10 @@ pub struct ExecOptions {
     pub detach: bool,
     pub pid_file: Option<PathBuf>,
     pub preserve_fds: u32,
+    /// `--ignore-paused`: exec into a frozen container (runc's flag).
+    pub ignore_paused: bool,
+    /// `--cgroup`: sub-cgroups to run in (see `cgroups::sub_cgroups`).
+    pub sub_cgroups: Vec<String>,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExecError {
@@ -81,10 +87,12 @@ fn build_process(options: &ExecOptions, spec: &Spec) -> Result<Process, ExecErro
             message: e.to_string(),
         })?;
         let process: Process =
-            serde_json::from_slice(&bytes).map_err(|e| ExecError::ProcessFile {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
+            crate::spec::go_schema()
+                .from_slice(&bytes)
+                .map_err(|e| ExecError::ProcessFile {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
         if process.args.is_empty() {
             return Err(ExecError::ProcessFile {
                 path: path.clone(),
@@ -172,13 +180,16 @@ fn namespaces_of(pid: i32) -> Result<Vec<(NamespaceKind, OwnedFd)>, ExecError> {
 
 /// `berth exec`; returns the exit status to exit with (0 when detached).
 pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
-    let (dir, state) = state::read_unlocked(root, &options.id)?;
+    let (dir, mut state) = state::read_unlocked(root, &options.id)?;
     if !state::process_is(state.pid, state.init_start_time) {
         return Err(ExecError::Stopped);
     }
-    if cgroups::is_frozen(&state.cgroup_paths) {
+    if !options.ignore_paused && cgroups::is_frozen(&state.cgroup_paths) {
         return Err(ExecError::Paused);
     }
+    // The process joins these (the container's own, or sub-cgroups of them).
+    state.cgroup_paths = cgroups::sub_cgroups(&state.cgroup_paths, &options.sub_cgroups)
+        .map_err(|e| ExecError::Usage(e.to_string()))?;
     // The config saved at create; containers of older berths only have the bundle's.
     let saved = dir.join("config.json");
     let spec = match std::fs::read(&saved) {
@@ -229,7 +240,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
         nix::sys::socket::SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| io("socketpair")(e.into()))?;
-    let preserve = options.preserve_fds;
+    let preserve = crate::process::check_preserved_fds(u64::from(options.preserve_fds))? - 3;
     // SAFETY: berth is single-threaded; the child runs ordinary code.
     let child = unsafe { libc::fork() };
     if child < 0 {
@@ -281,7 +292,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
         ));
     }
     if let Some(pid_file) = &options.pid_file {
-        state::write_atomic(pid_file, pid.to_string().as_bytes())?;
+        state::write_atomic(pid_file, pid.to_string().as_bytes(), state::Access::Public)?;
     }
     if options.detach {
         return Ok(0);
@@ -342,6 +353,7 @@ impl ChildSetup<'_> {
         // the container must not reach it through /proc/PID/exe (CVE-2019-5736,
         // see the module comment for the case this does not cover).
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+        process::forget_caller();
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
         cgroups::join(&self.state.cgroup_paths, me).map_err(|e| e.to_string())?;
@@ -406,7 +418,8 @@ impl ChildSetup<'_> {
     fn prepare(&self) -> Result<(CString, Vec<CString>, Vec<CString>), String> {
         let process = self.process;
         if let (true, Some(socket)) = (process.terminal, self.console) {
-            console::setup(socket, process.console_size).map_err(|e| e.to_string())?;
+            console::setup(socket, process.console_size, process.user.uid)
+                .map_err(|e| e.to_string())?;
         }
         process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
         if !process.cwd.starts_with('/') {

@@ -55,6 +55,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     let spec = args.spec;
     let plan = args.plan;
     let process = spec.process.as_ref().ok_or("process must be specified")?;
+    process::forget_caller();
     // SAFETY: plain prctl/umask calls.
     unsafe {
         // Die with the runtime while it still supervises the setup.
@@ -120,7 +121,15 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
             .expect(crate::channel::Message::RuntimeHooksDone)
             .map_err(|e| e.to_string())?;
     }
-    if let Some(hooks) = &spec.hooks {
+    if let Some(hooks) = spec
+        .hooks
+        .as_ref()
+        .filter(|h| !h.create_container.is_empty())
+    {
+        // The hooks run from the container's root, as runc's do (its init
+        // works from there while it mounts).
+        nix::unistd::chdir(&args.rootfs)
+            .map_err(|e| format!("chdir to {}: {e}", args.rootfs.display()))?;
         hooks::run_all(
             "createContainer",
             &hooks.create_container,
@@ -138,7 +147,8 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // Without a socket (`run` in the foreground) the caller's terminal is the
     // process's stdio already.
     if let (true, Some(socket)) = (process.terminal, args.console_socket) {
-        console::setup(socket, process.console_size).map_err(|e| e.to_string())?;
+        console::setup(socket, process.console_size, process.user.uid)
+            .map_err(|e| e.to_string())?;
     }
     process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
     let env = process::environment(process);
@@ -187,6 +197,15 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
+    // With no_new_privs the filter goes on as late as runc puts it: before
+    // the wait for `start`, so that the startContainer hooks run under it
+    // too (the spec runs them in the container).
+    if process.no_new_privileges {
+        if let Some(filters) = args.seccomp {
+            crate::seccomp::install(filters).map_err(|e| e.to_string())?;
+        }
+    }
+
     // 7. Ready; wait for `start`.
     args.channel.ready().map_err(|e| e.to_string())?;
     let connection = accept_start(args.start_listener)?;
@@ -200,15 +219,6 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         }
     }
     process::reset_signals();
-    // With no_new_privs the filter goes on last, so it only ever sees the
-    // user's program (and this execve).
-    if process.no_new_privileges {
-        if let Some(filters) = args.seccomp {
-            if let Err(e) = crate::seccomp::install(filters) {
-                report_start_failure(&connection, &e.to_string());
-            }
-        }
-    }
     let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_ptrs.push(std::ptr::null());
     let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();

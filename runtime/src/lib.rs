@@ -30,6 +30,7 @@ pub mod defaults;
 pub mod devices;
 pub mod events;
 pub mod exec;
+pub mod go_json;
 pub mod hooks;
 pub mod init;
 pub mod kernel_names;

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 static SINK: Mutex<Option<Sink>> = Mutex::new(None);
 
 struct Sink {
-    file: std::fs::File,
+    /// The `--log` file; without one, records go to stderr.
+    file: Option<std::fs::File>,
     json: bool,
     debug: bool,
 }
@@ -37,35 +38,60 @@ pub fn init(path: &std::path::Path, json: bool, debug: bool) -> std::io::Result<
         .create(true)
         .append(true)
         .open(path)?;
-    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink { file, json, debug });
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink {
+        file: Some(file),
+        json,
+        debug,
+    });
     Ok(())
 }
 
-/// Writes one record to the log file; without one, warnings and errors go to stderr.
+/// Without `--log`, `--debug` sends debug records to stderr (as runc's
+/// do), in the `--log-format` given; errors keep their `berth: ` line.
+pub fn init_stderr(json: bool, debug: bool) {
+    *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(Sink {
+        file: None,
+        json,
+        debug,
+    });
+}
+
+fn record(json: bool, level: Level, msg: &str) -> String {
+    let time = crate::time::rfc3339_now();
+    if json {
+        let record = serde_json::json!({"level": level.name(), "msg": msg, "time": time});
+        format!("{record}\n")
+    } else {
+        format!("time={time:?} level={} msg={msg:?}\n", level.name())
+    }
+}
+
+/// Writes one record to the log file; without one, warnings and errors go
+/// to stderr (and debug records with `--debug`).
 pub fn write(level: Level, msg: &str) {
     let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    match guard.as_mut() {
-        Some(sink) => {
-            if level == Level::Debug && !sink.debug {
-                return;
-            }
-            let time = crate::time::rfc3339_now();
-            let line = if sink.json {
-                let record = serde_json::json!({"level": level.name(), "msg": msg, "time": time});
-                format!("{record}\n")
-            } else {
-                format!("time={time:?} level={} msg={msg:?}\n", level.name())
-            };
-            let _ = sink.file.write_all(line.as_bytes());
+    let sink = guard.as_mut();
+    if level == Level::Debug && !sink.as_ref().is_some_and(|s| s.debug) {
+        return;
+    }
+    match sink {
+        Some(Sink {
+            file: Some(file),
+            json,
+            ..
+        }) => {
+            let _ = file.write_all(record(*json, level, msg).as_bytes());
         }
-        None if level >= Level::Warn => {
+        Some(Sink { json, .. }) if level == Level::Debug => {
+            let _ = std::io::stderr().write_all(record(*json, level, msg).as_bytes());
+        }
+        _ => {
             let _ = if level == Level::Error {
                 writeln!(std::io::stderr(), "berth: {msg}")
             } else {
                 writeln!(std::io::stderr(), "berth: {}: {msg}", level.name())
             };
         }
-        None => {}
     }
 }
 

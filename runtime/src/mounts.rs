@@ -7,7 +7,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
@@ -95,6 +95,65 @@ fn flag_option(name: &str) -> Option<(bool, MsFlags)> {
         "symfollow" => (true, MsFlags::from_bits_retain(256)),
         _ => return None,
     })
+}
+
+/// The mount point of the mount that holds `path`, if that mount is
+/// shared (a `shared:N` optional field in `/proc/self/mountinfo`).
+pub fn shared_mount_holding(path: &Path) -> Option<PathBuf> {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let (mount_point, shared) = holding_mount(&table, path)?;
+    shared.then_some(mount_point)
+}
+
+/// The last-mounted, longest mount point of `table` (mountinfo text) at or
+/// above `path`, and whether it is shared.
+fn holding_mount(table: &str, path: &Path) -> Option<(PathBuf, bool)> {
+    let mut best: Option<(PathBuf, bool)> = None;
+    for line in table.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let (Some(point), Some(end)) = (fields.get(4), fields.iter().position(|f| *f == "-"))
+        else {
+            continue;
+        };
+        // The kernel escapes space, tab, newline and backslash as \ooo.
+        let point = PathBuf::from(unescape_octal(point));
+        if !path.starts_with(&point) {
+            continue;
+        }
+        let shared = fields[6..end].iter().any(|f| f.starts_with("shared:"));
+        // Later lines are mounted later: on an equal mount point, on top.
+        if best
+            .as_ref()
+            .is_none_or(|(b, _)| point.as_os_str().len() >= b.as_os_str().len())
+        {
+            best = Some((point, shared));
+        }
+    }
+    best
+}
+
+fn unescape_octal(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes.get(i + 1..i + 4).and_then(|d| {
+            std::str::from_utf8(d)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+        });
+        match (bytes[i], octal) {
+            (b'\\', Some(byte)) => {
+                out.push(byte);
+                i += 4;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A propagation option (`rprivate`, `shared`, …) as the flags of its own `mount` call.
@@ -413,6 +472,20 @@ pub fn remount_bind(target: &Path, flags: MsFlags) -> Result<(), MountError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_mount_holding_a_path_is_the_longest_and_latest() {
+        let table = "\
+22 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw
+30 22 0:25 / /var/lib rw - tmpfs tmpfs rw
+31 22 0:26 / /var/lib rw shared:7 master:2 - tmpfs tmpfs rw
+32 22 0:27 / /var/lib\\040x rw - tmpfs tmpfs rw
+";
+        let at = |p: &str| holding_mount(table, Path::new(p));
+        assert_eq!(at("/var/lib/c/rootfs"), Some(("/var/lib".into(), true)));
+        assert_eq!(at("/var/libx"), Some(("/".into(), true)));
+        assert_eq!(at("/var/lib x/r"), Some(("/var/lib x".into(), false)));
+    }
 
     #[test]
     fn options_split_into_flags_propagation_and_data() {

@@ -83,6 +83,12 @@ impl Plan {
                 (kind, None) => plan.unshare_flags |= kind.clone_flag(),
             }
         }
+        // The rootfs is always built in a mount namespace of its own: without
+        // one the container's mounts would be made in (and left in) the
+        // host's, which runc 1.1 does.
+        if !namespaces.iter().any(|(k, _)| *k == NamespaceKind::Mount) {
+            plan.unshare_flags |= libc::CLONE_NEWNS;
+        }
         plan.init_joins
             .sort_by_key(|(k, _)| *k != NamespaceKind::User);
         plan

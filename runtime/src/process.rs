@@ -23,6 +23,8 @@ pub enum ProcessError {
     },
     #[error("invalid {what} {value:?}: contains a NUL byte")]
     Nul { what: &'static str, value: String },
+    #[error("unable to use preserved fd {fd} (of {count}): it is not open")]
+    PreservedFd { fd: u64, count: u64 },
 }
 
 pub fn apply_rlimits(rlimits: &[Rlimit]) -> Result<(), ProcessError> {
@@ -186,6 +188,81 @@ pub fn mark_cloexec_from(first: u32) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Forgets who started berth, in a child that will become a container
+/// process: its environment is emptied and the memory the kernel shows as
+/// `/proc/PID/environ` and `/proc/PID/cmdline` is overwritten (the latter
+/// with `berth init`).
+///
+/// Threat: until `start`, the init is a copy of the runtime that ran
+/// `create`; a process in the container able to read its `/proc/1/environ`
+/// (an exec with `CAP_SYS_PTRACE`) would read the caller's host secrets and
+/// host command line there. runc's init is a new program with a clean
+/// environment; berth clones, so it wipes. Only for a process whose memory
+/// is its own (not `CLONE_VM`), before anything reads the environment.
+pub fn forget_caller() {
+    // SAFETY: clearenv only resets this process's `environ`; nothing holds
+    // a reference into it (the init is single-threaded).
+    unsafe { libc::clearenv() };
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields 48-51 (arg_start, arg_end, env_start, env_end) counted from
+    // field 3, the first after the command name's closing parenthesis.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+        return;
+    };
+    let fields: Vec<usize> = rest
+        .split_whitespace()
+        .skip(45)
+        .take(4)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let [arg_start, arg_end, env_start, env_end] = fields[..] else {
+        return;
+    };
+    for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
+        if start != 0 && end > start {
+            // SAFETY: the kernel reports these ranges as this process's own
+            // initial stack (argument and environment strings), mapped
+            // writable; after clearenv nothing reads them.
+            unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
+        }
+    }
+    let title = b"berth\0init\0";
+    if arg_end - arg_start > title.len() {
+        // SAFETY: within the argument area zeroed above.
+        unsafe { std::ptr::copy_nonoverlapping(title.as_ptr(), arg_start as *mut u8, title.len()) };
+    }
+}
+
+/// Checks that descriptors 3..3+`count` are all open in this process (as
+/// runc does) and returns the first descriptor past them. A count near
+/// 2^32 would otherwise wrap the sum and close the container's stdio.
+pub fn check_preserved_fds(count: u64) -> Result<u32, ProcessError> {
+    let end = 3 + count;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct we own.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    // Descriptors at or above the soft limit cannot be open.
+    let possible = end.min(limit.rlim_cur.max(3));
+    for fd in 3..possible {
+        // SAFETY: F_GETFD only asks whether the descriptor number is open.
+        if unsafe { libc::fcntl(fd as libc::c_int, libc::F_GETFD) } < 0 {
+            return Err(ProcessError::PreservedFd { fd, count });
+        }
+    }
+    if possible < end {
+        return Err(ProcessError::PreservedFd {
+            fd: possible,
+            count,
+        });
+    }
+    Ok(end as u32)
 }
 
 /// Default dispositions and an empty mask: ignored signals survive execve,

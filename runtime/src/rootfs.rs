@@ -65,7 +65,15 @@ fn root_fd(path: &Path) -> Result<OwnedFd, RootfsError> {
         })
 }
 
-/// Makes the host's mounts invisible to propagation and the rootfs a mount point.
+/// Sets the propagation of the container's copy of the host's mounts
+/// (`rootfsPropagation`, else rslave: nothing the container mounts reaches
+/// the host) and makes the rootfs a mount point.
+///
+/// pivot_root(2) refuses a new root whose parent mount is shared, and a
+/// bind made under a shared mount would propagate back to the host: the
+/// mount holding the rootfs goes private first (as runc does), whatever
+/// `rootfsPropagation` asked for `/`; `/` gets that at the end
+/// ([`finish_root`]).
 pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
     let propagation = ctx
         .spec
@@ -73,8 +81,14 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
         .rootfs_propagation
         .as_deref()
         .and_then(mounts::propagation_flag)
+        // An unbindable `/` now would refuse the bind of a rootfs that lies
+        // on it (runc fails so): it becomes unbindable at the end.
+        .filter(|f| !f.contains(MsFlags::MS_UNBINDABLE))
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mounts::mount(None, Path::new("/"), None, propagation, None)?;
+    if let Some(parent) = mounts::shared_mount_holding(ctx.rootfs) {
+        mounts::mount(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+    }
     mounts::mount(
         Some(ctx.rootfs),
         ctx.rootfs,
@@ -139,8 +153,20 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
                 dest: dest.clone(),
             });
         }
+        let covered_mode = (kind == "tmpfs")
+            .then(|| existing_dir_mode(root, dest))
+            .flatten();
         let target = safe_path::open_or_create(root.as_raw_fd(), dest, Create::Directory)?;
-        let data = options.data_string();
+        let mut data = options.data_string();
+        // A tmpfs over an existing directory keeps that directory's mode
+        // unless the spec says otherwise (runc chmods it so): /tmp stays
+        // 1777, a 0755 directory does not become world-writable.
+        if let Some(mode) = covered_mode.filter(|_| !has_mode_option(&data)) {
+            if !data.is_empty() {
+                data.push(',');
+            }
+            data.push_str(&format!("mode={mode:o}"));
+        }
         let source = mount.source.clone().unwrap_or_else(|| PathBuf::from(kind));
         let result = mounts::mount(
             Some(&source),
@@ -183,6 +209,19 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
         mounts::set_recursive_attrs(&path, options.recursive_set, options.recursive_clear)?;
     }
     Ok(())
+}
+
+/// The permission bits (with setuid, setgid, sticky) of `dest` in the
+/// rootfs, if it is a directory already.
+fn existing_dir_mode(root: &OwnedFd, dest: &Path) -> Option<u32> {
+    let fd =
+        safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH | libc::O_DIRECTORY).ok()?;
+    let stat = nix::sys::stat::fstat(fd.as_raw_fd()).ok()?;
+    Some(stat.st_mode & 0o7777)
+}
+
+fn has_mode_option(data: &str) -> bool {
+    data.split(',').any(|o| o.starts_with("mode="))
 }
 
 fn is_symlink(root: &OwnedFd, dest: &Path) -> bool {
@@ -327,7 +366,14 @@ pub fn pivot(rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
     } else {
         // pivot_root(".", ".") stacks the old root on top of the new one;
         // detaching it leaves the rootfs alone at "/" without a temp dir.
+        // The old root is entered by a descriptor taken before: "." after
+        // pivot_root may still be the new root, and making that rslave
+        // would cut every shared mount of the container off its peers.
+        let old_root = std::fs::File::open("/")
+            .map_err(|e| err(nix::Error::from_raw(e.raw_os_error().unwrap_or(libc::EIO))))?;
         nix::unistd::pivot_root(".", ".").map_err(err)?;
+        nix::unistd::fchdir(old_root.as_raw_fd()).map_err(err)?;
+        drop(old_root);
         nix::mount::mount(
             None::<&str>,
             ".",
@@ -420,11 +466,14 @@ pub fn finish_root(spec: &Spec) -> Result<(), RootfsError> {
     if spec.root.as_ref().is_some_and(|r| r.readonly) {
         mounts::remount_bind(root, MsFlags::MS_RDONLY)?;
     }
+    // After pivot_root, so that it applies to the container's root and not
+    // to the mount the rootfs came from; private is already so.
     if let Some(flag) = spec
         .linux()
         .rootfs_propagation
         .as_deref()
         .and_then(mounts::propagation_flag)
+        .filter(|f| !f.contains(MsFlags::MS_PRIVATE))
     {
         mounts::mount(None, root, None, flag, None)?;
     }

@@ -4,11 +4,19 @@
 //! start-up path of every container, and owning the types lets the error
 //! for a wrong-typed field name the field. Unknown fields are ignored, as
 //! the spec requires.
+//!
+//! The text is read as runc (Go) reads it, because engines write it in Go:
+//! `null` is absent, keys match fields ignoring case ([`crate::go_json`]),
+//! a missing field is its zero value (every struct is `serde(default)`), and
+//! the zero values runc takes for "unset" are unset
+//! ([`Resources::without_go_zero_values`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::go_json::{GoSchema, Zero};
 
 /// Everything that can be wrong with a bundle's `config.json`.
 #[derive(Debug, thiserror::Error)]
@@ -28,41 +36,33 @@ pub enum SpecError {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
-    #[serde(default)]
     pub oci_version: String,
     pub process: Option<Process>,
     pub root: Option<Root>,
     pub hostname: Option<String>,
     pub domainname: Option<String>,
-    #[serde(default)]
     pub mounts: Vec<Mount>,
     pub hooks: Option<Hooks>,
-    #[serde(default)]
     pub annotations: BTreeMap<String, String>,
     pub linux: Option<Linux>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Process {
-    #[serde(default)]
     pub terminal: bool,
     pub console_size: Option<ConsoleSize>,
-    #[serde(default)]
     pub user: User,
-    #[serde(default)]
     pub args: Vec<String>,
     pub command_line: Option<String>,
-    #[serde(default)]
     pub env: Vec<String>,
-    #[serde(default)]
     pub cwd: String,
     pub capabilities: Option<Capabilities>,
-    #[serde(default)]
     pub rlimits: Vec<Rlimit>,
-    #[serde(default)]
     pub no_new_privileges: bool,
     pub apparmor_profile: Option<String>,
     pub oom_score_adj: Option<i32>,
@@ -72,24 +72,24 @@ pub struct Process {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConsoleSize {
     pub height: u16,
     pub width: u16,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
-    #[serde(default)]
     pub uid: u32,
-    #[serde(default)]
     pub gid: u32,
     pub umask: Option<u32>,
-    #[serde(default)]
     pub additional_gids: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Capabilities {
     pub bounding: Option<Vec<String>>,
     pub effective: Option<Vec<String>>,
@@ -98,7 +98,8 @@ pub struct Capabilities {
     pub ambient: Option<Vec<String>>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Rlimit {
     #[serde(rename = "type")]
     pub kind: String,
@@ -106,91 +107,78 @@ pub struct Rlimit {
     pub soft: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Root {
     pub path: PathBuf,
-    #[serde(default)]
     pub readonly: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Mount {
     pub destination: PathBuf,
     #[serde(rename = "type")]
     pub kind: Option<String>,
     pub source: Option<PathBuf>,
-    #[serde(default)]
     pub options: Vec<String>,
-    #[serde(default)]
     pub uid_mappings: Vec<IdMapping>,
-    #[serde(default)]
     pub gid_mappings: Vec<IdMapping>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Hooks {
-    #[serde(default)]
     pub prestart: Vec<Hook>,
-    #[serde(default)]
     pub create_runtime: Vec<Hook>,
-    #[serde(default)]
     pub create_container: Vec<Hook>,
-    #[serde(default)]
     pub start_container: Vec<Hook>,
-    #[serde(default)]
     pub poststart: Vec<Hook>,
-    #[serde(default)]
     pub poststop: Vec<Hook>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Hook {
     pub path: PathBuf,
-    #[serde(default)]
     pub args: Vec<String>,
-    #[serde(default)]
     pub env: Vec<String>,
     pub timeout: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Linux {
-    #[serde(default)]
     pub namespaces: Vec<Namespace>,
-    #[serde(default)]
     pub uid_mappings: Vec<IdMapping>,
-    #[serde(default)]
     pub gid_mappings: Vec<IdMapping>,
-    #[serde(default)]
     pub time_offsets: BTreeMap<String, TimeOffset>,
-    #[serde(default)]
     pub devices: Vec<Device>,
     pub cgroups_path: Option<String>,
     pub resources: Option<Resources>,
     pub rootfs_propagation: Option<String>,
     pub seccomp: Option<serde_json::Value>,
-    #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
-    #[serde(default)]
     pub masked_paths: Vec<PathBuf>,
-    #[serde(default)]
     pub readonly_paths: Vec<PathBuf>,
     pub mount_label: Option<String>,
     pub personality: Option<serde_json::Value>,
     pub intel_rdt: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Namespace {
     #[serde(rename = "type")]
     pub kind: String,
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct IdMapping {
     #[serde(rename = "containerID")]
@@ -201,22 +189,20 @@ pub struct IdMapping {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TimeOffset {
-    #[serde(default)]
     pub secs: i64,
-    #[serde(default)]
     pub nanosecs: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Device {
     #[serde(rename = "type")]
     pub kind: String,
     pub path: PathBuf,
-    #[serde(default)]
     pub major: i64,
-    #[serde(default)]
     pub minor: i64,
     pub file_mode: Option<u32>,
     pub uid: Option<u32>,
@@ -225,20 +211,18 @@ pub struct Device {
 
 /// `linux.resources`. Keys berth does not know (`rdma`) are refused.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Resources {
-    #[serde(default)]
     pub devices: Vec<DeviceRule>,
     pub pids: Option<Pids>,
     pub memory: Option<Memory>,
     pub cpu: Option<Cpu>,
     #[serde(rename = "blockIO")]
     pub block_io: Option<BlockIo>,
-    #[serde(default)]
     pub hugepage_limits: Vec<HugepageLimit>,
     pub network: Option<Network>,
     /// cgroup v2 files of the container's cgroup, written as they are.
-    #[serde(default)]
     pub unified: BTreeMap<String, String>,
     #[serde(flatten)]
     pub others: BTreeMap<String, serde_json::Value>,
@@ -246,6 +230,7 @@ pub struct Resources {
 
 /// `linux.resources.memory` (bytes; -1 means unlimited).
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Memory {
     pub limit: Option<i64>,
@@ -258,6 +243,7 @@ pub struct Memory {
 
 /// `linux.resources.cpu`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Cpu {
     pub shares: Option<u64>,
@@ -273,15 +259,16 @@ pub struct Cpu {
 
 /// `linux.resources.network` (the v1 net_cls and net_prio controllers).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct Network {
     #[serde(rename = "classID")]
     pub class_id: Option<u32>,
-    #[serde(default)]
     pub priorities: Vec<InterfacePriority>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InterfacePriority {
     pub name: String,
     pub priority: u32,
@@ -289,15 +276,13 @@ pub struct InterfacePriority {
 
 /// `linux.resources.blockIO`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct BlockIo {
     pub weight: Option<u16>,
     pub leaf_weight: Option<u16>,
-    #[serde(default)]
     pub weight_device: Vec<WeightDevice>,
-    #[serde(default)]
     pub throttle_read_bps_device: Vec<ThrottleDevice>,
-    #[serde(default)]
     pub throttle_write_bps_device: Vec<ThrottleDevice>,
     #[serde(default, rename = "throttleReadIOPSDevice")]
     pub throttle_read_iops_device: Vec<ThrottleDevice>,
@@ -305,7 +290,8 @@ pub struct BlockIo {
     pub throttle_write_iops_device: Vec<ThrottleDevice>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct WeightDevice {
     pub major: i64,
@@ -314,7 +300,8 @@ pub struct WeightDevice {
     pub leaf_weight: Option<u16>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ThrottleDevice {
     pub major: i64,
     pub minor: i64,
@@ -322,7 +309,8 @@ pub struct ThrottleDevice {
 }
 
 /// `linux.resources.hugepageLimits[]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 #[serde(rename_all = "camelCase")]
 pub struct HugepageLimit {
     pub page_size: String,
@@ -330,12 +318,14 @@ pub struct HugepageLimit {
 }
 
 /// `linux.resources.pids`: a limit above 0, below 0 for "max", 0 for untouched (as runc).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Pids {
     pub limit: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct DeviceRule {
     pub allow: bool,
     #[serde(rename = "type")]
@@ -343,6 +333,105 @@ pub struct DeviceRule {
     pub major: Option<i64>,
     pub minor: Option<i64>,
     pub access: Option<String>,
+}
+
+/// Keys of `linux.resources` (it flattens its unknown keys, so serde does
+/// not list its fields).
+const RESOURCES_KEYS: &[&str] = &[
+    "devices",
+    "pids",
+    "memory",
+    "cpu",
+    "blockIO",
+    "hugepageLimits",
+    "network",
+    "unified",
+    "rdma",
+];
+
+/// Every object key of `config.json` (and of `exec --process`, `update
+/// --resources` and `linux.seccomp`, which are parts of it), for Go's
+/// case-insensitive matching.
+pub fn go_schema() -> &'static GoSchema {
+    use crate::seccomp::{ArgRule, Profile, SyscallRule};
+    static SCHEMA: std::sync::OnceLock<GoSchema> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        GoSchema::new()
+            .with::<Spec>()
+            .with::<Process>()
+            .with::<ConsoleSize>()
+            .with::<User>()
+            .with::<Capabilities>()
+            .with::<Rlimit>()
+            .with::<Root>()
+            .with::<Mount>()
+            .with::<Hooks>()
+            .with::<Hook>()
+            .with::<Linux>()
+            .with::<Namespace>()
+            .with::<IdMapping>()
+            .with::<TimeOffset>()
+            .with::<Device>()
+            .with_keys(RESOURCES_KEYS)
+            .with::<Memory>()
+            .with::<Cpu>()
+            .with::<Network>()
+            .with::<InterfacePriority>()
+            .with::<BlockIo>()
+            .with::<WeightDevice>()
+            .with::<ThrottleDevice>()
+            .with::<HugepageLimit>()
+            .with::<Pids>()
+            .with::<DeviceRule>()
+            .with::<Profile>()
+            .with::<SyscallRule>()
+            .with::<ArgRule>()
+            .with_map("annotations", Zero::String)
+            .with_map("sysctl", Zero::String)
+            .with_map("unified", Zero::String)
+            .with_map("timeOffsets", Zero::Object)
+    })
+}
+
+impl Resources {
+    /// The zero values Go writes for fields an engine did not set, and that
+    /// runc's cgroup code skips (`if r.BlkioWeight != 0`), as `None`: dockerd
+    /// writes `"blockIO": {"weight": 0}` for every container. Values that
+    /// are pointers in runc's types (swappiness, cpu.idle, a throttle rate)
+    /// keep their 0; a pids limit of 0 already means "untouched".
+    pub fn without_go_zero_values(mut self) -> Resources {
+        fn set<T: PartialEq + Default>(value: &mut Option<T>) {
+            if value.as_ref() == Some(&T::default()) {
+                *value = None;
+            }
+        }
+        if let Some(memory) = &mut self.memory {
+            set(&mut memory.limit);
+            set(&mut memory.reservation);
+            set(&mut memory.swap);
+        }
+        if let Some(cpu) = &mut self.cpu {
+            set(&mut cpu.shares);
+            set(&mut cpu.quota);
+            set(&mut cpu.period);
+            set(&mut cpu.realtime_runtime);
+            set(&mut cpu.realtime_period);
+            set(&mut cpu.cpus);
+            set(&mut cpu.mems);
+        }
+        if let Some(block_io) = &mut self.block_io {
+            set(&mut block_io.weight);
+            set(&mut block_io.leaf_weight);
+            for device in &mut block_io.weight_device {
+                set(&mut device.weight);
+                set(&mut device.leaf_weight);
+            }
+        }
+        if let Some(network) = &mut self.network {
+            set(&mut network.class_id);
+        }
+        self
+    }
 }
 
 /// A namespace kind as named in `linux.namespaces[].type`.
@@ -467,10 +556,15 @@ impl Spec {
 
     /// Parses and validates a `config.json` held in memory.
     pub fn from_slice(bytes: &[u8]) -> Result<Spec, SpecError> {
-        let spec: Spec = serde_json::from_slice(bytes).map_err(|source| SpecError::Parse {
-            path: PathBuf::from("config.json"),
-            source,
-        })?;
+        let mut spec: Spec = go_schema()
+            .from_slice(bytes)
+            .map_err(|source| SpecError::Parse {
+                path: PathBuf::from("config.json"),
+                source,
+            })?;
+        if let Some(resources) = spec.linux.as_mut().and_then(|l| l.resources.as_mut()) {
+            *resources = std::mem::take(resources).without_go_zero_values();
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -549,11 +643,6 @@ impl Spec {
         }
         if !linux.time_offsets.is_empty() && !has(NamespaceKind::Time) {
             return invalid("time offsets given without a time namespace".into());
-        }
-        if !has(NamespaceKind::Mount) {
-            return invalid(
-                "berth needs a private mount namespace (linux.namespaces has no \"mount\")".into(),
-            );
         }
         for mount in &self.mounts {
             if !mount.destination.is_absolute() {
@@ -647,5 +736,212 @@ impl Spec {
             return invalid("process.scheduler / process.ioPriority are not supported".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// The smallest config runc runs, with `patch` merged in (objects merge,
+    /// anything else replaces).
+    fn config(patch: Value) -> Vec<u8> {
+        fn merge(into: &mut Value, patch: Value) {
+            match (into, patch) {
+                (Value::Object(into), Value::Object(patch)) => {
+                    for (key, value) in patch {
+                        merge(into.entry(key).or_insert(Value::Null), value);
+                    }
+                }
+                (into, patch) => *into = patch,
+            }
+        }
+        let mut base = json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/bin/true"], "cwd": "/"},
+            "linux": {"namespaces": [{"type": "mount"}]}
+        });
+        merge(&mut base, patch);
+        serde_json::to_vec(&base).expect("json")
+    }
+
+    fn resources(spec: &Spec) -> &Resources {
+        spec.linux().resources.as_ref().expect("resources")
+    }
+
+    /// One row per field whose Go reading differs from serde's: what Go
+    /// (runc 1.1) makes of the text, checked on the parsed spec.
+    #[test]
+    fn config_json_is_read_as_go_reads_it() {
+        type Check = fn(&Spec) -> bool;
+        let rows: &[(&str, Value, Check)] = &[
+            (
+                "blockIO.weight 0 is unset (dockerd writes it for every container)",
+                json!({"linux": {"resources": {"blockIO": {"weight": 0}}}}),
+                |s| {
+                    resources(s)
+                        .block_io
+                        .as_ref()
+                        .is_some_and(|b| b.weight.is_none())
+                },
+            ),
+            (
+                "blockIO.leafWeight 0 is unset",
+                json!({"linux": {"resources": {"blockIO": {"leafWeight": 0}}}}),
+                |s| {
+                    resources(s)
+                        .block_io
+                        .as_ref()
+                        .is_some_and(|b| b.leaf_weight.is_none())
+                },
+            ),
+            (
+                "blockIO.weightDevice[].weight 0 is unset",
+                json!({"linux": {"resources": {"blockIO": {"weightDevice": [
+                    {"major": 8, "minor": 0, "weight": 0, "leafWeight": 0}]}}}}),
+                |s| {
+                    let d = &resources(s)
+                        .block_io
+                        .as_ref()
+                        .expect("blockIO")
+                        .weight_device[0];
+                    d.weight.is_none() && d.leaf_weight.is_none()
+                },
+            ),
+            (
+                "memory limit, reservation, swap 0 are unset; swappiness 0 is kept",
+                json!({"linux": {"resources": {"memory": {
+                    "limit": 0, "reservation": 0, "swap": 0, "swappiness": 0}}}}),
+                |s| {
+                    let m = resources(s).memory.expect("memory");
+                    m.limit.is_none()
+                        && m.reservation.is_none()
+                        && m.swap.is_none()
+                        && m.swappiness == Some(0)
+                },
+            ),
+            (
+                "cpu shares, quota, period, realtime 0 and empty cpus/mems are unset; idle 0 kept",
+                json!({"linux": {"resources": {"cpu": {
+                    "shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
+                    "realtimePeriod": 0, "cpus": "", "mems": "", "idle": 0}}}}),
+                |s| {
+                    let c = resources(s).cpu.as_ref().expect("cpu");
+                    c.shares.is_none()
+                        && c.quota.is_none()
+                        && c.period.is_none()
+                        && c.realtime_runtime.is_none()
+                        && c.realtime_period.is_none()
+                        && c.cpus.is_none()
+                        && c.mems.is_none()
+                        && c.idle == Some(0)
+                },
+            ),
+            (
+                "network.classID 0 is unset",
+                json!({"linux": {"resources": {"network": {"classID": 0}}}}),
+                |s| {
+                    resources(s)
+                        .network
+                        .as_ref()
+                        .is_some_and(|n| n.class_id.is_none())
+                },
+            ),
+            (
+                "pids {} is a limit of 0 (untouched)",
+                json!({"linux": {"resources": {"pids": {}}}}),
+                |s| resources(s).pids.is_some_and(|p| p.limit == 0),
+            ),
+            (
+                "a device rule without allow denies",
+                json!({"linux": {"resources": {"devices": [{"access": "rwm"}]}}}),
+                |s| !resources(s).devices[0].allow,
+            ),
+            (
+                "null lists, maps and objects are absent",
+                json!({"mounts": null, "annotations": null, "hooks": null,
+                       "process": {"env": null, "rlimits": null, "capabilities": null},
+                       "linux": {"devices": null, "maskedPaths": null, "sysctl": null,
+                                 "resources": {"devices": null, "blockIO": null}}}),
+                |s| {
+                    s.mounts.is_empty()
+                        && s.annotations.is_empty()
+                        && s.process.as_ref().is_some_and(|p| p.env.is_empty())
+                        && resources(s).block_io.is_none()
+                },
+            ),
+            (
+                "a null annotation is an empty string",
+                json!({"annotations": {"Org.Key": null}}),
+                |s| s.annotations.get("Org.Key").map(String::as_str) == Some(""),
+            ),
+            (
+                "keys match ignoring case; map keys stay data",
+                json!({"process": null, "Process": {"Args": ["/bin/sh"], "CWD": "/tmp"},
+                       "linux": null,
+                       "LINUX": {"Namespaces": [{"TYPE": "mount"}, {"type": "network"}],
+                                 "Resources": {"BlockIo": {"Weight": 300}},
+                                 "sysctl": {"net.ipv4.ip_forward": "1"}}}),
+                |s| {
+                    let p = s.process.as_ref().expect("process");
+                    p.args == ["/bin/sh"]
+                        && p.cwd == "/tmp"
+                        && resources(s)
+                            .block_io
+                            .as_ref()
+                            .is_some_and(|b| b.weight == Some(300))
+                        && s.linux().sysctl.contains_key("net.ipv4.ip_forward")
+                },
+            ),
+            (
+                "seccomp: args null, Go-cased keys",
+                json!({"linux": {"seccomp": {"DefaultAction": "SCMP_ACT_ERRNO",
+                    "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": null}]}}}),
+                |s| {
+                    let value = s.linux().seccomp.as_ref().expect("seccomp");
+                    crate::seccomp::parse(value).is_ok_and(|p| {
+                        p.default_action == "SCMP_ACT_ERRNO" && p.syscalls[0].args.is_empty()
+                    })
+                },
+            ),
+        ];
+        for (what, patch, check) in rows {
+            let spec = Spec::from_slice(&config(patch.clone()))
+                .unwrap_or_else(|e| panic!("{what}: refused: {e}"));
+            assert!(check(&spec), "{what}: read as {spec:?}");
+        }
+    }
+
+    /// What runc refuses stays refused once zeros and nulls are read as Go does.
+    #[test]
+    fn values_runc_refuses_stay_refused() {
+        for (what, patch) in [
+            (
+                "blockIO.weight below 10",
+                json!({"linux": {"resources": {"blockIO": {"weight": 5}}}}),
+            ),
+            ("no args", json!({"process": {"args": null}})),
+            ("no root", json!({"root": null})),
+            ("relative cwd", json!({"process": {"cwd": ""}})),
+            (
+                "rlimit without a type",
+                json!({"process": {"rlimits": [{"hard": 1}]}}),
+            ),
+        ] {
+            let spec = Spec::from_slice(&config(patch));
+            let valid = spec.and_then(|s| {
+                let resources = s.linux().resources.clone().unwrap_or_default();
+                crate::cgroups::validate_resources(&resources)
+                    .map_err(|e| SpecError::Invalid(e.to_string()))
+            });
+            assert!(valid.is_err(), "{what} was accepted");
+        }
+    }
+
+    #[test]
+    fn no_two_keys_fold_together() {
+        assert_eq!(go_schema().ambiguous(), None);
     }
 }

@@ -137,10 +137,17 @@ pub fn validate_id(id: &str) -> Result<(), StateError> {
 impl ContainerDir {
     /// Reserves `ROOT/ID` for a new container and locks it.
     pub fn create(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        use std::os::unix::fs::DirBuilderExt;
         validate_id(id)?;
-        std::fs::create_dir_all(root).map_err(io("cannot create runtime root", root))?;
+        // The root is private to its owner (runc: 0700); each container's
+        // directory may be passed through but not listed (runc: 0711).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(io("cannot create runtime root", root))?;
         let path = root.join(id);
-        match std::fs::create_dir(&path) {
+        match std::fs::DirBuilder::new().mode(0o711).create(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists(id.to_string()))
@@ -189,7 +196,7 @@ impl ContainerDir {
             path: self.path.join(STATE_FILE),
             source,
         })?;
-        write_atomic(&self.path.join(STATE_FILE), &bytes)
+        write_atomic(&self.path.join(STATE_FILE), &bytes, Access::Private)
     }
 
     pub fn start_socket(&self) -> PathBuf {
@@ -266,24 +273,86 @@ impl State {
     }
 }
 
+/// Who may read a file berth writes: state and configs hold the
+/// container's environment (secrets), the pid file is public (runc's modes).
+#[derive(Debug, Clone, Copy)]
+pub enum Access {
+    Private,
+    Public,
+}
+
 /// Writes `path` through a temporary file and a rename, so readers see the
 /// old content or the new, never a part.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+///
+/// Threat: a local user who can write in `path`'s directory (a pid file in
+/// /tmp, or a user's own directory) plants a symlink or file at the
+/// temporary name to make root write through it. The temporary file is
+/// created with `O_EXCL | O_NOFOLLOW` under a name that is not known in
+/// advance, so it is always a new file of ours; the rename then replaces
+/// whatever `path` was (a symlink included) without following it.
+pub fn write_atomic(path: &Path, bytes: &[u8], access: Access) -> Result<(), StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut file = File::create(&tmp)?;
-        file.write_all(bytes)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io("cannot write", path)(e));
+    let mode = match access {
+        Access::Private => 0o600,
+        Access::Public => 0o644,
+    };
+    let mut last = None;
+    for attempt in 0..16u32 {
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", unpredictable(attempt)));
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp);
+        let mut file = match created {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(io("cannot write", path)(e)),
+        };
+        let result = file
+            .write_all(bytes)
+            .and_then(|()| std::fs::rename(&tmp, path));
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("cannot write", path)(e));
+        }
+        return Ok(());
     }
-    Ok(())
+    let e = last.unwrap_or_else(|| std::io::ErrorKind::AlreadyExists.into());
+    Err(io("cannot create a temporary file beside", path)(e))
+}
+
+/// A name part nobody can plant in advance: the pid, the clock's
+/// nanoseconds and a counter, mixed.
+fn unpredictable(attempt: u32) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut random = [0u8; 8];
+    // SAFETY: getrandom fills the buffer we own; a failure leaves zeros and
+    // the clock still varies the name.
+    unsafe {
+        libc::getrandom(
+            random.as_mut_ptr().cast(),
+            random.len(),
+            libc::GRND_NONBLOCK,
+        )
+    };
+    format!(
+        "{}.{:x}{:x}.{attempt}",
+        std::process::id(),
+        nanos,
+        u64::from_ne_bytes(random)
+    )
 }
 
 /// Start time (clock ticks since boot) of `pid`, if it is alive and not a zombie.

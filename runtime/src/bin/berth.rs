@@ -89,6 +89,13 @@ struct ExecArgs {
     no_new_privs: bool,
     #[arg(long = "preserve-fds", default_value_t = 0)]
     preserve_fds: u32,
+    /// Allow exec in a paused container (the process starts frozen).
+    #[arg(long = "ignore-paused")]
+    ignore_paused: bool,
+    /// Run in a sub-cgroup of the container's: PATH, or
+    /// CONTROLLER[,CONTROLLER]:PATH (may repeat).
+    #[arg(long)]
+    cgroup: Vec<String>,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -99,19 +106,20 @@ struct UpdateArgs {
     /// A JSON file with `linux.resources` (`-` for stdin).
     #[arg(short, long)]
     resources: Option<String>,
-    #[arg(long)]
+    /// Bytes (k, m, g suffixes) or -1 for unlimited.
+    #[arg(long, allow_negative_numbers = true)]
     memory: Option<String>,
-    #[arg(long = "memory-reservation")]
+    #[arg(long = "memory-reservation", allow_negative_numbers = true)]
     memory_reservation: Option<String>,
-    #[arg(long = "memory-swap")]
+    #[arg(long = "memory-swap", allow_negative_numbers = true)]
     memory_swap: Option<String>,
     #[arg(long = "cpu-share")]
     cpu_share: Option<u64>,
-    #[arg(long = "cpu-quota")]
+    #[arg(long = "cpu-quota", allow_negative_numbers = true)]
     cpu_quota: Option<i64>,
     #[arg(long = "cpu-period")]
     cpu_period: Option<u64>,
-    #[arg(long = "cpu-rt-runtime")]
+    #[arg(long = "cpu-rt-runtime", allow_negative_numbers = true)]
     cpu_rt_runtime: Option<i64>,
     #[arg(long = "cpu-rt-period")]
     cpu_rt_period: Option<u64>,
@@ -119,9 +127,9 @@ struct UpdateArgs {
     cpuset_cpus: Option<String>,
     #[arg(long = "cpuset-mems")]
     cpuset_mems: Option<String>,
-    #[arg(long = "cpu-idle")]
+    #[arg(long = "cpu-idle", allow_negative_numbers = true)]
     cpu_idle: Option<i64>,
-    #[arg(long = "pids-limit")]
+    #[arg(long = "pids-limit", allow_negative_numbers = true)]
     pids_limit: Option<i64>,
     #[arg(long = "blkio-weight")]
     blkio_weight: Option<u16>,
@@ -177,17 +185,26 @@ fn parse_bytes(text: &str) -> anyhow::Result<i64> {
 
 fn update_resources(args: &UpdateArgs) -> anyhow::Result<berth_runtime::spec::Resources> {
     use berth_runtime::spec::{Cpu, Memory, Pids, Resources};
+    let schema = berth_runtime::spec::go_schema();
     let mut resources: Resources = match args.resources.as_deref() {
-        Some("-") => serde_json::from_reader(std::io::stdin().lock())
-            .map_err(|e| anyhow::anyhow!("invalid resources on stdin: {e}"))?,
+        Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut bytes)
+                .map_err(|e| anyhow::anyhow!("cannot read resources from stdin: {e}"))?;
+            schema
+                .from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("invalid resources on stdin: {e}"))?
+        }
         Some(path) => {
             let bytes =
                 std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
-            serde_json::from_slice(&bytes)
+            schema
+                .from_slice(&bytes)
                 .map_err(|e| anyhow::anyhow!("invalid resources in {path}: {e}"))?
         }
         None => Resources::default(),
-    };
+    }
+    .without_go_zero_values();
     let bytes = |v: &Option<String>| v.as_deref().map(parse_bytes).transpose();
     let memory = Memory {
         limit: bytes(&args.memory)?,
@@ -250,39 +267,41 @@ fn print_ps(
 ) -> anyhow::Result<()> {
     let pids = container::pids(root, id)?;
     match format {
-        "json" => println!("{}", serde_json::to_string(&pids)?),
+        // runc prints Go's nil slice for a container without processes.
+        "json" if pids.is_empty() => out("null")?,
+        "json" => out(serde_json::to_string(&pids)?)?,
         "table" => {
             let args: Vec<String> = if ps_args.is_empty() {
                 vec!["-ef".into()]
             } else {
                 ps_args.to_vec()
             };
-            let out = std::process::Command::new("ps")
+            let listing = std::process::Command::new("ps")
                 .args(&args)
                 .output()
                 .map_err(|e| anyhow::anyhow!("cannot run ps: {e}"))?;
-            if !out.status.success() {
+            if !listing.status.success() {
                 anyhow::bail!(
                     "ps {}: {}",
                     args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
+                    String::from_utf8_lossy(&listing.stderr).trim()
                 );
             }
-            let text = String::from_utf8_lossy(&out.stdout);
+            let text = String::from_utf8_lossy(&listing.stdout);
             let mut lines = text.lines();
             let header = lines.next().unwrap_or_default();
             let column = header
                 .split_whitespace()
                 .position(|c| c == "PID")
                 .ok_or_else(|| anyhow::anyhow!("ps output has no PID column"))?;
-            println!("{header}");
+            out(header)?;
             for line in lines {
                 let pid = line
                     .split_whitespace()
                     .nth(column)
                     .and_then(|p| p.parse::<i32>().ok());
                 if pid.is_some_and(|p| pids.contains(&p)) {
-                    println!("{line}");
+                    out(line)?;
                 }
             }
         }
@@ -386,9 +405,12 @@ fn main() -> ExitCode {
             eprintln!("berth: cannot open log file {}: {e}", path.display());
             return ExitCode::from(1);
         }
+    } else if cli.debug {
+        log::init_stderr(cli.log_format == "json", true);
     }
     match dispatch(&cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if stdout_closed(&e) => die_of_sigpipe(),
         Err(e) => {
             // Library errors already name their cause: print the top only.
             // With --log the error goes to the log only, as runc does: engines
@@ -398,6 +420,38 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Prints one line on stdout; a reader that went away (`berth state ID |
+/// head -c 10`) is an error [`stdout_closed`] recognises, not a panic.
+fn out(text: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{text}").and_then(|()| stdout.flush())
+}
+
+/// Whether `e` is stdout's reader having gone away.
+fn stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        let io = cause.downcast_ref::<std::io::Error>().or_else(|| {
+            match cause.downcast_ref::<berth_runtime::events::EventsError>() {
+                Some(berth_runtime::events::EventsError::Output(io)) => Some(io),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Ends as runc (Go) does when stdout's reader is gone: killed by SIGPIPE,
+/// quietly; Rust ignores SIGPIPE, so restore it first.
+fn die_of_sigpipe() -> ExitCode {
+    // SAFETY: resetting one disposition and raising it on ourselves.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::raise(libc::SIGPIPE);
+    }
+    ExitCode::from(141)
 }
 
 fn log_usage_error(message: &str) {
@@ -434,11 +488,14 @@ fn create_options(args: &CreateArgs, foreground: bool) -> CreateOptions {
 
 fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     if cli.version {
-        println!(
-            "berth version {}\nspec: {}",
+        // runc's first lines, which go-runc parses: `NAME version V`,
+        // `commit: C`, `spec: S`.
+        out(format_args!(
+            "berth version {}\ncommit: {}\nspec: {}",
             env!("CARGO_PKG_VERSION"),
+            env!("BERTH_COMMIT"),
             berth_runtime::OCI_VERSION
-        );
+        ))?;
         return Ok(0);
     }
     if cli.systemd_cgroup {
@@ -458,6 +515,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     let Some(command) = &cli.command else {
         anyhow::bail!("no command given (see berth --help)");
     };
+    log::debug(&format!(
+        "berth {} ({}): {:?} with root {}",
+        env!("CARGO_PKG_VERSION"),
+        env!("BERTH_COMMIT"),
+        std::env::args().skip(1).collect::<Vec<_>>(),
+        root.display()
+    ));
     if matches!(
         command,
         Command::Create(_) | Command::Run { .. } | Command::Exec(_)
@@ -469,7 +533,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             container::create(root, &create_options(args, false))?;
         }
         Command::Start { id } => container::start(root, id)?,
-        Command::State { id } => println!("{}", container::state_json(root, id)?),
+        Command::State { id } => out(container::state_json(root, id)?)?,
         Command::Kill { all, id, signal } => {
             container::kill(root, id, container::parse_signal(signal)?, *all)?
         }
@@ -486,7 +550,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Command::Spec { bundle } => {
             berth_runtime::defaults::write_spec(bundle, cli.rootless.as_deref() == Some("true"))?
         }
-        Command::Features => println!("{}", berth_runtime::defaults::features_json()),
+        Command::Features => out(berth_runtime::defaults::features_json())?,
         Command::Pause { id } => container::pause(root, id)?,
         Command::Resume { id } => container::resume(root, id)?,
         Command::Ps {
@@ -516,6 +580,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
                 detach: args.detach,
                 pid_file: args.pid_file.clone(),
                 preserve_fds: args.preserve_fds,
+                ignore_paused: args.ignore_paused,
+                sub_cgroups: args.cgroup.clone(),
             };
             // As runc: a failure of exec itself is "exec failed: …" with
             // status 255, apart from any status of the process.
@@ -536,12 +602,12 @@ fn print_list(root: &std::path::Path, format: &str, quiet: bool) -> anyhow::Resu
     let entries = container::list(root);
     if quiet {
         for entry in &entries {
-            println!("{}", entry.id);
+            out(&entry.id)?;
         }
         return Ok(());
     }
     match format {
-        "json" => println!("{}", serde_json::to_string(&entries)?),
+        "json" => out(serde_json::to_string(&entries)?)?,
         "table" => {
             let rows: Vec<[String; 6]> = std::iter::once(
                 ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from),
@@ -569,7 +635,7 @@ fn print_list(root: &std::path::Path, format: &str, quiet: bool) -> anyhow::Resu
                     .zip(widths)
                     .map(|(cell, w)| format!("{cell:<w$}"))
                     .collect();
-                println!("{}", line.join("   ").trim_end());
+                out(line.join("   ").trim_end())?;
             }
         }
         other => anyhow::bail!("invalid format option {other:?}: use table or json"),

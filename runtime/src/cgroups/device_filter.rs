@@ -273,11 +273,8 @@ mod tests {
 
     #[test]
     fn every_jump_lands_inside_the_program() {
-        let rules = device_rules(
-            &[rule(true, "c", 1, -1, "r"), rule(false, "b", 8, 0, "w")],
-            &[],
-        )
-        .unwrap();
+        let rules =
+            device_rules(&[rule(true, "c", 1, -1, "r"), rule(false, "b", 8, 0, "w")]).unwrap();
         let program = Program::compile(&rules);
         for (at, insn) in program.0.iter().enumerate() {
             if matches!(insn.code, JMP_JEQ_K | JMP_JNE_K) {
@@ -295,16 +292,13 @@ mod tests {
             insn(ALU64_MOV_K, 0, 0, 0, 0)
         );
         // An allow-all in the middle hides what comes before it.
-        let privileged = device_rules(
-            &[DeviceRule {
-                allow: true,
-                kind: None,
-                major: None,
-                minor: None,
-                access: None,
-            }],
-            &[],
-        )
+        let privileged = device_rules(&[DeviceRule {
+            allow: true,
+            kind: None,
+            major: None,
+            minor: None,
+            access: None,
+        }])
         .unwrap();
         let short = Program::compile(&privileged);
         assert!(short.0.len() < program.0.len());
@@ -326,7 +320,7 @@ mod tests {
             script.len()
         ));
         std::fs::create_dir(&dir).unwrap();
-        let program = Program::compile(&device_rules(rules, &[]).unwrap());
+        let program = Program::compile(&device_rules(rules).unwrap());
         let loaded = program.load().unwrap();
         let handle = std::fs::File::open(&dir).unwrap();
         use std::os::fd::AsRawFd;

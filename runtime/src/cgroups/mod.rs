@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Device, DeviceRule, Resources};
+use crate::spec::{DeviceRule, Resources};
 
 pub mod device_filter;
 pub mod v1;
@@ -51,6 +51,8 @@ pub enum CgroupError {
     FreezeTimeout(PathBuf),
     #[error("invalid device rule {0}")]
     InvalidRule(String),
+    #[error("exec --cgroup {arg:?}: {why}")]
+    SubCgroup { arg: String, why: String },
 }
 
 /// One mounted hierarchy: where it is mounted, and its controllers
@@ -278,10 +280,75 @@ pub fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
     Ok(())
 }
 
+/// The container's cgroup directories with `exec --cgroup` applied: each
+/// argument is `PATH` (every hierarchy) or `CONTROLLER[,CONTROLLER]:PATH`,
+/// naming an existing sub-cgroup of the container's own (as runc's flag).
+pub fn sub_cgroups(paths: &[PathBuf], args: &[String]) -> Result<Vec<PathBuf>, CgroupError> {
+    let hierarchies = hierarchies_for(paths);
+    let mut parsed = Vec::new();
+    for arg in args {
+        let bad = |why: &str| CgroupError::SubCgroup {
+            arg: arg.clone(),
+            why: why.to_string(),
+        };
+        let (controllers, sub) = match arg.split_once(':') {
+            Some((list, sub)) => (list.split(',').map(str::to_string).collect(), sub),
+            None => (Vec::new(), arg.as_str()),
+        };
+        let sub = Path::new(sub.trim_start_matches('/'));
+        if sub.as_os_str().is_empty()
+            || sub
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad("the path must name a cgroup below the container's"));
+        }
+        for name in &controllers {
+            if !hierarchies.iter().any(|h| h.controllers.contains(name)) {
+                return Err(bad(&format!("the container has no {name:?} controller")));
+            }
+        }
+        parsed.push((arg, controllers, sub.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    for (dir, hierarchy) in paths.iter().zip(&hierarchies) {
+        let chosen = parsed.iter().find(|(_, controllers, _)| {
+            controllers.is_empty()
+                || controllers
+                    .iter()
+                    .any(|c| hierarchy.controllers.contains(c))
+        });
+        let path = match chosen {
+            Some((arg, _, sub)) => {
+                let path = dir.join(sub);
+                if !path.is_dir() {
+                    return Err(CgroupError::SubCgroup {
+                        arg: (*arg).clone(),
+                        why: format!("{} does not exist", path.display()),
+                    });
+                }
+                path
+            }
+            None => dir.clone(),
+        };
+        out.push(path);
+    }
+    Ok(out)
+}
+
 /// Removes the directories, retrying while the kernel still counts exiting
 /// tasks.
 pub fn remove(paths: &[PathBuf]) {
     for dir in paths {
+        // Sub-cgroups first (`exec --cgroup` ones, or a nested engine's).
+        let children: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        remove(&children);
         for attempt in 0..50 {
             match std::fs::remove_dir(dir) {
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
@@ -375,9 +442,10 @@ impl DeviceAccess {
 }
 
 /// The devices every container may use, as runc allows them by default:
-/// mknod of any device, and null, zero, full, random, urandom, tty,
-/// console, ptmx, the pty slaves and /dev/net/tun.
-fn default_allowed() -> [DeviceAccess; 12] {
+/// mknod of any device, and null, zero, full, random, urandom, tty, ptmx,
+/// the pty slaves and /dev/net/tun. Not the host's console (5:1): a
+/// container's `/dev/console` is a pty slave bound there.
+fn default_allowed() -> [DeviceAccess; 11] {
     let all = ACCESS_READ | ACCESS_WRITE | ACCESS_MKNOD;
     let c = |major, minor| DeviceAccess::allow('c', Some(major), minor, all);
     [
@@ -389,7 +457,6 @@ fn default_allowed() -> [DeviceAccess; 12] {
         c(1, Some(8)),
         c(1, Some(9)),
         c(5, Some(0)),
-        c(5, Some(1)),
         c(5, Some(2)),
         c(136, None),
         c(10, Some(200)),
@@ -443,12 +510,10 @@ fn check_rule(rule: &DeviceRule) -> Result<DeviceAccess, CgroupError> {
 }
 
 /// The whole allow-list in the order it applies: deny everything, then the
-/// spec's rules, the spec's devices, and runc's defaults (a later rule
-/// overrides an earlier one for the devices both name).
-pub fn device_rules(
-    rules: &[DeviceRule],
-    devices: &[Device],
-) -> Result<Vec<DeviceAccess>, CgroupError> {
+/// spec's rules, then runc's defaults (a later rule overrides an earlier one
+/// for the devices both name). `linux.devices` only creates nodes: as with
+/// runc, a node the rules do not allow stays unusable.
+pub fn device_rules(rules: &[DeviceRule]) -> Result<Vec<DeviceAccess>, CgroupError> {
     let mut out = vec![DeviceAccess {
         allow: false,
         kind: None,
@@ -458,21 +523,6 @@ pub fn device_rules(
     }];
     for rule in rules {
         out.push(check_rule(rule)?);
-    }
-    for device in devices {
-        let kind = match device.kind.as_str() {
-            "c" | "u" => 'c',
-            "b" => 'b',
-            // fifos are not devices to the cgroup
-            _ => continue,
-        };
-        let number = |n: i64| u32::try_from(n).ok();
-        out.push(DeviceAccess::allow(
-            kind,
-            number(device.major),
-            number(device.minor),
-            ACCESS_READ | ACCESS_WRITE | ACCESS_MKNOD,
-        ));
     }
     out.extend(default_allowed());
     Ok(out)
@@ -749,7 +799,7 @@ mod tests {
 
     #[test]
     fn the_allow_list_starts_with_deny_all_and_ends_with_the_defaults() {
-        let list = device_rules(&[rule("c", "r")], &[]).unwrap();
+        let list = device_rules(&[rule("c", "r")]).unwrap();
         assert_eq!(list[0].v1_line(), "a");
         assert!(!list[0].allow);
         assert_eq!(list[1].v1_line(), "c 1:* r");

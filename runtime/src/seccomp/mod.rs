@@ -44,36 +44,31 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, SeccompError> {
 }
 
 /// The OCI form of a profile (`linux.seccomp`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct Profile {
     pub default_action: String,
     pub default_errno_ret: Option<u32>,
-    #[serde(default)]
     pub architectures: Vec<String>,
-    #[serde(default)]
     pub flags: Vec<String>,
     pub listener_path: Option<String>,
-    #[serde(default)]
     pub syscalls: Vec<SyscallRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct SyscallRule {
     pub names: Vec<String>,
     pub action: String,
     pub errno_ret: Option<u32>,
-    #[serde(default)]
     pub args: Vec<ArgRule>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
 pub struct ArgRule {
     pub index: u8,
     pub value: u64,
-    #[serde(default)]
     pub value_two: u64,
     pub op: String,
 }
@@ -308,7 +303,9 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
                 }
             }
         }
-        filters.push(build(all, default, Action::Allow)?);
+        let mut program = unknown_syscall_stub();
+        program.extend(build(all, default, Action::Allow)?);
+        filters.push(program);
     }
     for (action, rules) in by_action {
         if action == Action::Allow || action == default || rules.is_empty() {
@@ -317,6 +314,33 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
         filters.push(build(rules, Action::Allow, action)?);
     }
     Ok(Compiled { filters, flags })
+}
+
+/// Instructions put before the default action's filter: a syscall newer
+/// than every one berth knows (so no profile can name it) fails with ENOSYS,
+/// not the default errno, as runc's filters answer it: programs probe new
+/// syscalls and fall back on ENOSYS only. The rest goes on to the filter.
+fn unknown_syscall_stub() -> BpfProgram {
+    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+    const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+    const BPF_JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
+    const BPF_RET_K: u16 = 0x06;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+    let newest = table_x86_64::SYSCALLS
+        .iter()
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0) as u32;
+    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
+    // Jumps count from the next instruction; index 5 is the filter proper.
+    vec![
+        insn(BPF_LD_W_ABS, 0, 0, 4), // seccomp_data.arch
+        insn(BPF_JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
+        insn(BPF_LD_W_ABS, 0, 0, 0), // seccomp_data.nr
+        insn(BPF_JGT_K, 0, 1, newest),
+        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+    ]
 }
 
 /// A filter returning ENOSYS for x32 syscall numbers and allowing the rest.
@@ -363,6 +387,22 @@ pub fn install(compiled: &Compiled) -> Result<(), SeccompError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_default_filter_starts_with_the_unknown_syscall_stub() {
+        let profile: Profile = serde_json::from_value(json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW"}]
+        }))
+        .unwrap();
+        let compiled = compile(&profile).unwrap();
+        let stub = unknown_syscall_stub();
+        let default = &compiled.filters[1];
+        assert_eq!(default[..stub.len()], stub[..]);
+        // The filter proper loads what it tests first (the stub leaves
+        // the syscall number in the accumulator).
+        assert_eq!(default[stub.len()].code, 0x20);
+    }
 
     fn profile(value: serde_json::Value) -> Result<Compiled, SeccompError> {
         compile(&parse(&value)?)
