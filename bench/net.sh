@@ -37,13 +37,18 @@ netns=berth-bench-net-$$
 imaged=
 sock=$work/berth.sock
 podman_image=localhost/berth-bench-net:1
-# shellcheck source=scripts/busybox-oci.sh
-source "$repo/scripts/busybox-oci.sh"
+# busybox_oci_archive, median_ms, and `holder` (here: the pid holding
+# podman's mount namespace).
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
-# podman with storage, state and temporary files of its own in $work; the
-# ulimits are podman's defaults' most this sandbox allows.
-podman_flags="--root $work/podman/root --runroot $work/podman/run --tmpdir $work/podman/tmp --cgroup-manager cgroupfs --events-backend file"
-podman() { TMPDIR=$work/podman/tmp command podman $podman_flags "$@"; }
+# podman with storage, state and temporary files of its own, run in a mount
+# namespace with a private /tmp (holder, below: podman must not touch the
+# machine's /tmp), with runc (crun refuses this host's hybrid cgroups), and
+# the ulimits this sandbox allows.
+pwork=/var/tmp/berth-net-bench-podman-$$
+podman_flags="--root $pwork/root --runroot $pwork/run --tmpdir $pwork/tmp --runtime runc --cgroup-manager cgroupfs --events-backend file"
+podman_in() { nsenter -t "$holder" -m --net="/run/netns/$netns" podman $podman_flags "$@"; }
 berthctl() { "$BIN/berthctl" --address "$sock" "$@"; }
 
 cleanup() {
@@ -53,20 +58,30 @@ cleanup() {
         kill "$imaged" 2>/dev/null
         wait "$imaged" 2>/dev/null
     fi
-    podman rm -af >/dev/null 2>&1
+    if [[ -n $holder ]]; then
+        podman_in rm -af >/dev/null 2>&1
+        podman_in rmi -af >/dev/null 2>&1
+        kill "$holder" 2>/dev/null
+        wait "$holder" 2>/dev/null
+    fi
+    rm -rf "$pwork"
     ip netns delete "$netns" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-mkdir -p "$work/podman/tmp"
+mkdir -p "$pwork/tmp"
 ip netns add "$netns"
 ip -n "$netns" link set lo up
 
 image=docker.io/library/berth-bench-net:1
 busybox_oci_archive "$work/image" "$image" "$work/image.tar" sh true
 tar -C "$work/image/rootfs" -cf "$work/rootfs.tar" .
-podman import -q "$work/rootfs.tar" "$podman_image" >/dev/null
+cp "$work/rootfs.tar" "$pwork/rootfs.tar"
+unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /tmp && exec sleep 100000' &
+holder=$!
+for _ in $(seq 100); do grep -q '^tmpfs /tmp ' "/proc/$holder/mounts" 2>/dev/null && break; sleep 0.05; done
+podman_in import -q "$pwork/rootfs.tar" "$podman_image" >/dev/null
 
 in_ns "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" \
     --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
@@ -78,17 +93,15 @@ berthctl load -q -i "$work/image.tar" >/dev/null
 # Each sanity-checked once, outside the timing.
 berthctl run --rm "$image" true || die "berthctl run failed: $(tail -5 "$work/imaged.log")"
 run_opts="--ulimit nofile=1024:1024 --ulimit nproc=4096:4096"
-in_ns env TMPDIR="$work/podman/tmp" podman $podman_flags run --rm $run_opts "$podman_image" true || die "podman run failed"
+podman_in run --rm $run_opts "$podman_image" true || die "podman run failed"
 
 say "timing run --rm IMAGE true, bridge and none ($RUNS runs each)"
 hyperfine -N --warmup "$WARMUP" --runs "$RUNS" --export-json "$work/run-1.json" \
     -n berth-bridge "$BIN/berthctl --address $sock run --rm $image true" \
     -n berth-none "$BIN/berthctl --address $sock run --rm --network none $image true" \
-    -n podman-bridge "nsenter --net=/run/netns/$netns podman $podman_flags run --rm $run_opts $podman_image true" \
-    -n podman-none "nsenter --net=/run/netns/$netns podman $podman_flags run --rm $run_opts --network none $podman_image true" >&2
+    -n podman-bridge "nsenter -t $holder -m --net=/run/netns/$netns podman $podman_flags run --rm $run_opts $podman_image true" \
+    -n podman-none "nsenter -t $holder -m --net=/run/netns/$netns podman $podman_flags run --rm $run_opts --network none $podman_image true" >&2
 
-# shellcheck source=bench/lib.sh
-source "$here/lib.sh"
 b_bridge=$(median_ms berth-bridge)
 b_none=$(median_ms berth-none)
 p_bridge=$(median_ms podman-bridge)

@@ -345,6 +345,9 @@ pub struct ContainerArgs {
     /// A name server for /etc/resolv.conf; repeatable.
     #[arg(long = "dns")]
     pub dns: Vec<String>,
+    /// Its IPv4 address on a user-defined network.
+    #[arg(long)]
+    pub ip: Option<String>,
     /// Another name the container has on a user network; repeatable.
     #[arg(long = "network-alias", alias = "net-alias")]
     pub network_aliases: Vec<String>,

@@ -94,6 +94,7 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
             .collect::<Result<_, _>>()?,
         dns: a.dns.clone(),
         network_aliases: a.network_aliases.clone(),
+        ip: a.ip.clone().unwrap_or_default(),
     })
 }
 

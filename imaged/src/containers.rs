@@ -207,6 +207,15 @@ impl Containers {
     ) -> Result<ContainerRecord> {
         let mode = self.networks.mode(&settings.network)?;
         check_ports(&settings.ports)?;
+        if !settings.ip.is_empty() {
+            let networks::Mode::Network(network) = &mode else {
+                return Err(Error::Network(networks::Error::Address(format!(
+                    "{}: a chosen address needs a user-defined network",
+                    settings.ip
+                ))));
+            };
+            self.networks.check_address(network, &settings.ip)?;
+        }
         let publishes = !settings.ports.is_empty() || settings.publish_all;
         if publishes && !matches!(mode, networks::Mode::Network(_)) {
             return Err(Error::InvalidPort(format!(

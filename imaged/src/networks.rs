@@ -33,6 +33,8 @@ pub enum Error {
     InUse { name: String, containers: String },
     #[error("{0} is a pre-defined network and cannot be removed")]
     Predefined(String),
+    #[error("invalid address {0}")]
+    Address(String),
     #[error(transparent)]
     Network(#[from] network::Error),
     #[error(transparent)]
@@ -222,6 +224,26 @@ impl Networks {
             .collect())
     }
 
+    /// Checks a requested address (docker's `--ip`): on a user network,
+    /// inside its subnet, neither its network's nor its gateway's.
+    pub fn check_address(&self, network: &str, address: &str) -> Result<std::net::Ipv4Addr> {
+        let net = self.get(network)?;
+        let bad = |why: &str| Error::Address(format!("{address}: {why}"));
+        if net.name == network::DEFAULT {
+            return Err(bad(
+                "a chosen address is supported on user-defined networks only",
+            ));
+        }
+        let ip: std::net::Ipv4Addr = address.parse().map_err(|_| bad("not an IPv4 address"))?;
+        if !net.subnet.contains(ip) || ip == net.subnet.base || ip == net.subnet.gateway() {
+            return Err(bad(&format!(
+                "not a free host address of network {} ({})",
+                net.name, net.subnet
+            )));
+        }
+        Ok(ip)
+    }
+
     /// Containers connected to `network` and their addresses.
     pub fn members(&self, network: &str) -> Vec<(String, String)> {
         self.db
@@ -290,6 +312,7 @@ impl Networks {
         container: &str,
         network: &str,
         mut ports: Vec<PortMapping>,
+        address: Option<std::net::Ipv4Addr>,
     ) -> Result<AttachmentRecord> {
         let network = self.get(network)?;
         // A namespace left by a run whose end was not seen goes first.
@@ -317,7 +340,7 @@ impl Networks {
             .and_then(|()| {
                 Ok(self
                     .plugins
-                    .connect(&network, container, &netns, "eth0", &ports)?)
+                    .connect(&network, container, &netns, "eth0", &ports, address)?)
             });
         match connected {
             Ok(attachment) => {

@@ -57,9 +57,14 @@ impl Tasks {
                 },
             })
             .collect();
+        let address = if settings.ip.is_empty() {
+            None
+        } else {
+            Some(networks.check_address(&network, &settings.ip)?)
+        };
         let id = record.id.clone();
         let name = network.clone();
-        tokio::task::spawn_blocking(move || networks.connect(&id, &name, ports))
+        tokio::task::spawn_blocking(move || networks.connect(&id, &name, ports, address))
             .await
             .map_err(|e| Error::Invalid(format!("connecting {}: {e}", record.name)))??;
         if let Err(e) = self.refresh_hosts(&network) {

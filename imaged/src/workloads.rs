@@ -62,7 +62,7 @@ pub fn networks_status(e: crate::networks::Error) -> Status {
         E::NotFound(_) => Status::not_found(msg),
         E::Exists(_) => Status::already_exists(msg),
         E::InUse { .. } | E::Predefined(_) => Status::failed_precondition(msg),
-        E::Network(_) | E::Ports(berth_net::ports::Error::Protocol(_)) => {
+        E::Network(_) | E::Address(_) | E::Ports(berth_net::ports::Error::Protocol(_)) => {
             Status::invalid_argument(msg)
         }
         // A host port someone else holds: the request cannot be met now.

@@ -468,6 +468,52 @@ fn user_networks_have_their_own_bridge_and_subnet_and_many_distinct_addresses() 
     addresses.dedup();
     assert_eq!(addresses.len(), 50, "addresses shared");
     assert!(net.netns.links(&bridge).len() == 1, "no bridge {bridge}");
+    // A chosen address: given, then refused to a second container (the
+    // plugin's own words), and outside user networks.
+    net.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "fixed",
+        "--network",
+        "back",
+        "--ip",
+        "10.90.0.200",
+        "web:1",
+    ]);
+    assert_eq!(net.address("fixed"), "10.90.0.200");
+    net.refused(
+        &[
+            "run",
+            "-d",
+            "--name",
+            "clash",
+            "--network",
+            "back",
+            "--ip",
+            "10.90.0.200",
+            "web:1",
+        ],
+        "10.90.0.200",
+    );
+    net.refused(
+        &[
+            "run",
+            "--rm",
+            "--network",
+            "back",
+            "--ip",
+            "10.91.0.5",
+            "web:1",
+            "true",
+        ],
+        "not a free host address",
+    );
+    net.refused(
+        &["run", "--rm", "--ip", "172.17.0.9", "web:1", "true"],
+        "user-defined networks only",
+    );
+    net.ok(&["rm", "-f", "fixed", "clash"]);
     net.refused_with(
         1,
         &["network", "rm", "back"],

@@ -6,6 +6,7 @@
 //! backwards and goes on past failures (the namespace may be gone, a rule
 //! may have been removed by hand): every plugin gets its chance to clean up.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -49,7 +50,7 @@ impl Plugins {
     }
 
     /// Connects the namespace to `network` as `ifname`, publishing `ports`
-    /// (their host ports already chosen).
+    /// (their host ports already chosen), at `address` if one is asked for.
     pub fn connect(
         &self,
         network: &Network,
@@ -57,13 +58,17 @@ impl Plugins {
         netns: &Path,
         ifname: &str,
         ports: &[PortMapping],
+        address: Option<Ipv4Addr>,
     ) -> Result<Attachment, cni::Error> {
         let target = Target {
             container_id,
             netns,
             ifname,
         };
-        let runtime = ports::runtime_config(ports);
+        let mut runtime = ports::runtime_config(ports);
+        if let Some(address) = address {
+            runtime["ips"] = json!([address.to_string()]);
+        }
         let chain = network.plugins(&self.ipam_dir);
         let mut prev: Option<Value> = None;
         let mut outcome = cni::Outcome::default();

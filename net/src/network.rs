@@ -157,6 +157,8 @@ impl Network {
         vec![
             json!({
                 "type": "bridge",
+                // host-local, which the bridge runs, takes a requested address.
+                "capabilities": {"ips": true},
                 "bridge": self.bridge,
                 "isGateway": true,
                 "ipMasq": true,
