@@ -213,6 +213,28 @@ pub enum NetworkCommand {
     /// Remove networks no container uses.
     #[command(alias = "remove")]
     Rm(NamesArgs),
+    /// Connect a container to a network (now if it runs, and at each start).
+    Connect(NetworkConnectArgs),
+    /// Disconnect a container from a network it was connected to.
+    Disconnect(NetworkDisconnectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkConnectArgs {
+    pub network: String,
+    pub container: String,
+    /// Another name the container has on this network; repeatable.
+    #[arg(long = "alias")]
+    pub aliases: Vec<String>,
+    /// Its IPv4 address on this network.
+    #[arg(long)]
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkDisconnectArgs {
+    pub network: String,
+    pub container: String,
 }
 
 #[derive(Debug, Args)]

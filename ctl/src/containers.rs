@@ -95,6 +95,7 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
         dns: a.dns.clone(),
         network_aliases: a.network_aliases.clone(),
         ip: a.ip.clone().unwrap_or_default(),
+        more_networks: Vec::new(),
     })
 }
 

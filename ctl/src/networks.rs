@@ -74,6 +74,30 @@ pub async fn run(d: &Daemon, command: &NetworkCommand) -> Result<i32> {
             output::print_json(&serde_json::Value::Array(docs));
             Ok(0)
         }
+        NetworkCommand::Connect(a) => {
+            d.networks()
+                .connect_container(pb::ConnectNetworkRequest {
+                    network: a.network.clone(),
+                    container: a.container.clone(),
+                    aliases: a.aliases.clone(),
+                    ip: a.ip.clone().unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc)
+                .with_context(|| format!("cannot connect {} to {}", a.container, a.network))?;
+            Ok(0)
+        }
+        NetworkCommand::Disconnect(a) => {
+            d.networks()
+                .disconnect_container(pb::DisconnectNetworkRequest {
+                    network: a.network.clone(),
+                    container: a.container.clone(),
+                })
+                .await
+                .map_err(rpc)
+                .with_context(|| format!("cannot disconnect {} from {}", a.container, a.network))?;
+            Ok(0)
+        }
         NetworkCommand::Rm(a) => {
             let mut failed = false;
             for name in &a.names {

@@ -286,6 +286,7 @@ pub fn container(c: &pb::Container) -> Value {
         "labels": labels(&c.labels),
         "config": c.config.as_ref().map(config),
         "networkSettings": c.network_settings.as_ref().map(network_settings),
+        "networks": c.networks.iter().map(network_settings).collect::<Vec<_>>(),
         "spec": spec,
     })
 }

@@ -35,6 +35,14 @@ pub enum Error {
     Predefined(String),
     #[error("invalid address {0}")]
     Address(String),
+    #[error("container {container} is already connected to network {network}")]
+    Connected { container: String, network: String },
+    #[error("container {container} is not connected to network {network}")]
+    NotConnected { container: String, network: String },
+    #[error("container {0} has no network namespace of berth's: it must run on a network (not none, host or another container's)")]
+    NoNamespace(String),
+    #[error("network {0} is the container's first network, which holds its published ports: it stays while the container runs")]
+    Primary(String),
     #[error(transparent)]
     Network(#[from] network::Error),
     #[error(transparent)]
@@ -216,8 +224,7 @@ impl Networks {
     /// Containers (ids) with an attachment to `network`.
     pub fn users(&self, network: &str) -> Result<Vec<String>> {
         Ok(self
-            .db
-            .list::<AttachmentRecord>(Table::Attachments)?
+            .all_attachments()
             .into_iter()
             .filter(|(_, a)| a.attachment.network == network)
             .map(|(id, _)| id)
@@ -244,11 +251,9 @@ impl Networks {
         Ok(ip)
     }
 
-    /// Containers connected to `network` and their addresses.
+    /// Containers connected to `network` and their addresses there.
     pub fn members(&self, network: &str) -> Vec<(String, String)> {
-        self.db
-            .list::<AttachmentRecord>(Table::Attachments)
-            .unwrap_or_default()
+        self.all_attachments()
             .into_iter()
             .filter(|(_, a)| a.connected && a.attachment.network == network)
             .map(|(id, a)| (id, a.attachment.address))
@@ -297,16 +302,52 @@ impl Networks {
         self.pins.join(container)
     }
 
-    pub fn attachment(&self, container: &str) -> Option<AttachmentRecord> {
+    /// Every attachment, with its container.
+    fn all_attachments(&self) -> Vec<(String, AttachmentRecord)> {
         self.db
-            .get::<AttachmentRecord>(Table::Attachments, container)
-            .ok()
-            .flatten()
+            .list::<AttachmentRecord>(Table::Attachments)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(key, a)| Some((key.split_once('/')?.0.to_string(), a)))
+            .collect()
     }
 
-    /// Makes the container's namespace and connects it to `network`,
-    /// publishing `ports` (random host ports chosen). Blocking. On failure
-    /// nothing is left: no namespace, lease, rule or held port.
+    /// The container's attachments, its first interface first.
+    pub fn attachments(&self, container: &str) -> Vec<AttachmentRecord> {
+        let mut own: Vec<AttachmentRecord> = self
+            .all_attachments()
+            .into_iter()
+            .filter(|(c, _)| c == container)
+            .map(|(_, a)| a)
+            .collect();
+        own.sort_by_key(|a| interface_number(&a.attachment.ifname));
+        own
+    }
+
+    /// The container's first attachment (`eth0`), made at its start.
+    pub fn attachment(&self, container: &str) -> Option<AttachmentRecord> {
+        self.attachments(container).into_iter().next()
+    }
+
+    fn put(&self, container: &str, record: &AttachmentRecord) -> Result<()> {
+        let key = format!("{container}/{}", record.attachment.network);
+        self.db.write(|txn| {
+            txn.put(Table::Attachments, &key, record)?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    fn forget(&self, container: &str, network: &str) -> Result<()> {
+        let key = format!("{container}/{network}");
+        self.db.write(|txn| {
+            txn.delete(Table::Attachments, &key)?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// Makes the container's namespace and connects it to `network` as
+    /// `eth0`, publishing `ports` (random host ports chosen). Blocking. On
+    /// failure nothing is left: no namespace, lease, rule or held port.
     pub fn connect(
         &self,
         container: &str,
@@ -319,47 +360,92 @@ impl Networks {
         self.disconnect(container)?;
         let reservation = ports::reserve(&mut ports)?;
         let netns = self.netns_path(container);
-        let mut record = AttachmentRecord {
-            attachment: Attachment {
-                network: network.name.clone(),
-                ifname: "eth0".into(),
-                ports: ports.clone(),
-                ..Default::default()
-            },
-            netns: netns.clone(),
-            connected: false,
-        };
-        // Recorded first: a daemon killed during ADD still knows what to DEL.
-        self.db.write(|txn| {
-            txn.put(Table::Attachments, container, &record)?;
-            Ok::<_, Error>(())
-        })?;
-        let connected = netns::create(&netns)
+        let made = netns::create(&netns)
             .map_err(Error::from)
             .and_then(|()| Ok(self.plugins.loopback(container, &netns)?))
-            .and_then(|()| {
-                Ok(self
-                    .plugins
-                    .connect(&network, container, &netns, "eth0", &ports, address)?)
-            });
-        match connected {
-            Ok(attachment) => {
-                record.attachment = attachment;
-                record.connected = true;
-                self.db.write(|txn| {
-                    txn.put(Table::Attachments, container, &record)?;
-                    Ok::<_, Error>(())
-                })?;
+            .and_then(|()| self.attach(container, &network, &netns, "eth0", ports, address));
+        match made {
+            Ok(record) => {
                 self.hold(container, reservation);
                 Ok(record)
             }
             Err(e) => {
                 let _ = netns::remove(&netns);
-                let _ = self.db.write(|txn| {
-                    txn.delete(Table::Attachments, container)?;
-                    Ok::<_, Error>(())
-                });
                 Err(e)
+            }
+        }
+    }
+
+    /// Connects a running container's namespace to one more network (the
+    /// next free `ethN`), as `network connect` does.
+    pub fn connect_more(
+        &self,
+        container: &str,
+        network: &str,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<AttachmentRecord> {
+        let network = self.get(network)?;
+        let own = self.attachments(container);
+        if own.iter().any(|a| a.attachment.network == network.name) {
+            return Err(Error::Connected {
+                container: container.to_string(),
+                network: network.name,
+            });
+        }
+        let Some(first) = own.first() else {
+            return Err(Error::NoNamespace(container.to_string()));
+        };
+        let taken: Vec<u32> = own
+            .iter()
+            .map(|a| interface_number(&a.attachment.ifname))
+            .collect();
+        let next = (0..).find(|n| !taken.contains(n)).unwrap_or(0);
+        let netns = first.netns.clone();
+        self.attach(
+            container,
+            &network,
+            &netns,
+            &format!("eth{next}"),
+            Vec::new(),
+            address,
+        )
+    }
+
+    /// One plugin chain run, recorded before it starts (a daemon killed
+    /// during ADD still knows what to DEL) and forgotten if it fails.
+    fn attach(
+        &self,
+        container: &str,
+        network: &Network,
+        netns: &Path,
+        ifname: &str,
+        ports: Vec<PortMapping>,
+        address: Option<std::net::Ipv4Addr>,
+    ) -> Result<AttachmentRecord> {
+        let mut record = AttachmentRecord {
+            attachment: Attachment {
+                network: network.name.clone(),
+                ifname: ifname.to_string(),
+                ports: ports.clone(),
+                ..Default::default()
+            },
+            netns: netns.to_path_buf(),
+            connected: false,
+        };
+        self.put(container, &record)?;
+        match self
+            .plugins
+            .connect(network, container, netns, ifname, &ports, address)
+        {
+            Ok(attachment) => {
+                record.attachment = attachment;
+                record.connected = true;
+                self.put(container, &record)?;
+                Ok(record)
+            }
+            Err(e) => {
+                let _ = self.forget(container, &network.name);
+                Err(e.into())
             }
         }
     }
@@ -370,60 +456,97 @@ impl Networks {
         }
     }
 
-    /// Undoes [`Networks::connect`]: DEL through the plugins, the namespace
-    /// unpinned, the ports let go. Nothing to undo is fine. Blocking.
-    pub fn disconnect(&self, container: &str) -> Result<()> {
-        if let Ok(mut held) = self.held.lock() {
-            held.remove(container);
-        }
-        let Some(record) = self.attachment(container) else {
-            return Ok(());
-        };
+    /// DEL of one attachment through its network's plugins.
+    fn detach(&self, container: &str, record: &AttachmentRecord) -> Result<()> {
         let deleted = match self.get(&record.attachment.network) {
             Ok(network) => self
                 .plugins
                 .disconnect(&network, container, &record.netns, &record.attachment)
                 .map_err(Error::from),
-            // Its network is gone (only possible by hand): the pin still goes.
+            // Its network is gone (only possible by hand): nothing to run.
             Err(_) => Ok(()),
         };
-        netns::remove(&record.netns)?;
         deleted?;
-        self.db.write(|txn| {
-            txn.delete(Table::Attachments, container)?;
-            Ok::<_, Error>(())
-        })?;
-        Ok(())
+        self.forget(container, &record.attachment.network)
+    }
+
+    /// Takes a running container off one network (`network disconnect`);
+    /// its namespace stays.
+    pub fn disconnect_one(&self, container: &str, network: &str) -> Result<()> {
+        let network = self.get(network)?;
+        let record = self
+            .attachments(container)
+            .into_iter()
+            .find(|a| a.attachment.network == network.name)
+            .ok_or_else(|| Error::NotConnected {
+                container: container.to_string(),
+                network: network.name.clone(),
+            })?;
+        if record.attachment.ifname == "eth0" {
+            // The first network carries the published ports and the pin.
+            return Err(Error::Primary(network.name));
+        }
+        self.detach(container, &record)
+    }
+
+    /// Undoes every [`Networks::connect`] of the container: DEL through the
+    /// plugins, the namespace unpinned, the ports let go. Nothing to undo
+    /// is fine. Blocking.
+    pub fn disconnect(&self, container: &str) -> Result<()> {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(container);
+        }
+        let own = self.attachments(container);
+        let mut first_error = None;
+        for record in own.iter().rev() {
+            if let Err(e) = self.detach(container, record) {
+                first_error.get_or_insert(e);
+            }
+        }
+        if let Some(record) = own.first() {
+            netns::remove(&record.netns)?;
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// At start: the attachments of containers still running keep their
     /// namespaces and get their host ports held again; the others (ended
     /// while the daemon was away, or half made when it died) are undone.
     pub fn recover(&self, running: impl Fn(&str) -> bool) {
-        let records = match self.db.list::<AttachmentRecord>(Table::Attachments) {
-            Ok(records) => records,
-            Err(e) => {
-                eprintln!("berth-imaged: cannot read network attachments: {e}");
-                return;
-            }
-        };
-        for (container, record) in records {
+        let mut containers: Vec<String> =
+            self.all_attachments().into_iter().map(|(c, _)| c).collect();
+        containers.sort();
+        containers.dedup();
+        for container in containers {
             let held = self.held.lock().is_ok_and(|h| h.contains_key(&container));
             if held {
                 // Connected by a start during this recovery.
                 continue;
             }
-            if record.connected && running(&container) {
-                let mut ports = record.attachment.ports.clone();
+            let own = self.attachments(&container);
+            let whole = own.iter().all(|a| a.connected);
+            if whole && running(&container) {
+                let mut ports: Vec<PortMapping> = own
+                    .iter()
+                    .flat_map(|a| a.attachment.ports.clone())
+                    .collect();
                 match ports::reserve(&mut ports) {
                     Ok(reservation) => self.hold(&container, reservation),
                     Err(e) => eprintln!("berth-imaged: container {container}: {e}"),
+                }
+            } else if running(&container) {
+                // A connect cut short: only its half-made attachments go.
+                for record in own.iter().filter(|a| !a.connected) {
+                    if let Err(e) = self.detach(&container, record) {
+                        eprintln!("berth-imaged: cannot disconnect container {container}: {e}");
+                    }
                 }
             } else if let Err(e) = self.disconnect(&container) {
                 eprintln!("berth-imaged: cannot disconnect container {container}: {e}");
             }
         }
-        // Pins no record names: a daemon killed between pin and record.
+        // Pins no record names (a failed start, or a daemon killed between
+        // pin and record).
         if let Ok(entries) = std::fs::read_dir(&self.pins) {
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
@@ -433,4 +556,12 @@ impl Networks {
             }
         }
     }
+}
+
+/// `eth3` → 3 (interfaces sort by number, `eth10` after `eth9`).
+fn interface_number(ifname: &str) -> u32 {
+    ifname
+        .trim_start_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap_or(u32::MAX)
 }

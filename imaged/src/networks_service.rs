@@ -5,7 +5,7 @@ use berth_net::network::Network;
 use berth_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::workloads::{containers_status, networks_status, timestamp, Workloads};
+use crate::workloads::{containers_status, networks_status, tasks_status, timestamp, Workloads};
 
 fn network(n: &Network, containers: Vec<String>) -> pb::Network {
     pb::Network {
@@ -71,6 +71,35 @@ impl pb::networks_server::Networks for Workloads {
         Ok(Response::new(pb::ListNetworksResponse { networks: out }))
     }
 
+    async fn connect_container(
+        &self,
+        request: Request<pb::ConnectNetworkRequest>,
+    ) -> Result<Response<pb::ConnectNetworkResponse>, Status> {
+        let r = request.into_inner();
+        let endpoint = pb::NetworkEndpoint {
+            network: r.network,
+            aliases: r.aliases,
+            ip: r.ip,
+        };
+        self.tasks
+            .connect_container(&r.container, endpoint)
+            .await
+            .map_err(tasks_status)?;
+        Ok(Response::new(pb::ConnectNetworkResponse {}))
+    }
+
+    async fn disconnect_container(
+        &self,
+        request: Request<pb::DisconnectNetworkRequest>,
+    ) -> Result<Response<pb::DisconnectNetworkResponse>, Status> {
+        let r = request.into_inner();
+        self.tasks
+            .disconnect_container(&r.container, &r.network)
+            .await
+            .map_err(tasks_status)?;
+        Ok(Response::new(pb::DisconnectNetworkResponse {}))
+    }
+
     async fn remove(
         &self,
         request: Request<pb::RemoveNetworkRequest>,
@@ -87,8 +116,14 @@ impl pb::networks_server::Networks for Workloads {
             .map_err(containers_status)?
             .into_iter()
             .filter(|c| {
-                let wanted = c.settings().network;
-                wanted == target.name || (!wanted.is_empty() && target.id.starts_with(&wanted))
+                let settings = c.settings();
+                let wanted = settings.network;
+                wanted == target.name
+                    || (!wanted.is_empty() && target.id.starts_with(&wanted))
+                    || settings
+                        .more_networks
+                        .iter()
+                        .any(|e| e.network == target.name)
             })
             .map(|c| c.name)
             .collect();

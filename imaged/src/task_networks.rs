@@ -33,10 +33,10 @@ fn hostname_of(record: &ContainerRecord) -> String {
 }
 
 impl Tasks {
-    /// Puts a container that runs on a network of ours on it: its namespace
-    /// pinned, the plugins run, its ports held, its /etc/hosts naming its
-    /// address (and, on a user network, its peers' and its peers' its).
-    /// Other modes need nothing at start.
+    /// Puts a container that runs on a network of ours on it (its
+    /// namespace pinned, the plugins run, its ports held), then on each
+    /// network added by `network connect`, and rewrites the /etc/hosts of
+    /// everyone concerned. Other modes need nothing at start.
     pub(crate) async fn connect_network(&self, record: &ContainerRecord) -> Result<()> {
         let settings = record.settings();
         let networks = self.containers.networks.clone();
@@ -62,12 +62,29 @@ impl Tasks {
         } else {
             Some(networks.check_address(&network, &settings.ip)?)
         };
+        let mut wanted = vec![network.clone()];
         let id = record.id.clone();
-        let name = network.clone();
-        tokio::task::spawn_blocking(move || networks.connect(&id, &name, ports, address))
-            .await
-            .map_err(|e| Error::Invalid(format!("connecting {}: {e}", record.name)))??;
-        if let Err(e) = self.refresh_hosts(&network) {
+        let more = settings.more_networks.clone();
+        let connected = tokio::task::spawn_blocking(move || {
+            networks.connect(&id, &network, ports, address)?;
+            for endpoint in &more {
+                let address = if endpoint.ip.is_empty() {
+                    None
+                } else {
+                    Some(networks.check_address(&endpoint.network, &endpoint.ip)?)
+                };
+                networks.connect_more(&id, &endpoint.network, address)?;
+            }
+            Ok::<_, crate::networks::Error>(())
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("connecting {}: {e}", record.name)))?;
+        if let Err(e) = connected {
+            self.disconnect_network(&record.id).await;
+            return Err(e.into());
+        }
+        wanted.extend(settings.more_networks.iter().map(|e| e.network.clone()));
+        if let Err(e) = self.refresh_networks(&wanted, &record.id) {
             self.disconnect_network(&record.id).await;
             return Err(Error::Stdio {
                 container: record.name.clone(),
@@ -77,11 +94,15 @@ impl Tasks {
         Ok(())
     }
 
-    /// Takes a container off its network (nothing to do is fine); failures
-    /// are logged: the task is gone whatever the plugins say.
+    /// Takes a container off all its networks (nothing to do is fine);
+    /// failures are logged: the task is gone whatever the plugins say.
     pub(crate) async fn disconnect_network(&self, id: &str) {
         let networks = self.containers.networks.clone();
-        let network = networks.attachment(id).map(|a| a.attachment.network);
+        let left: Vec<String> = networks
+            .attachments(id)
+            .into_iter()
+            .map(|a| a.attachment.network)
+            .collect();
         let owned = id.to_string();
         let done = tokio::task::spawn_blocking(move || networks.disconnect(&owned)).await;
         match done {
@@ -89,51 +110,176 @@ impl Tasks {
             Ok(Err(e)) => eprintln!("berth-imaged: container {id}: {e}"),
             Err(e) => eprintln!("berth-imaged: container {id}: disconnecting: {e}"),
         }
-        if let Some(network) = network {
-            if let Err(e) = self.refresh_hosts(&network) {
-                eprintln!("berth-imaged: /etc/hosts of network {network}: {e}");
-            }
+        if let Err(e) = self.refresh_networks(&left, id) {
+            eprintln!("berth-imaged: /etc/hosts on the networks of {id}: {e}");
         }
     }
 
-    /// Rewrites the /etc/hosts of every container connected to `network`.
-    fn refresh_hosts(&self, network: &str) -> std::io::Result<()> {
-        let members: Vec<(ContainerRecord, String)> = self
-            .containers
-            .networks
-            .members(network)
-            .into_iter()
-            .filter_map(|(id, address)| Some((self.containers.resolve(&id).ok()?, address)))
-            .collect();
-        let peers: Vec<(String, Vec<String>)> = if network == network::DEFAULT {
-            Vec::new()
-        } else {
-            members
-                .iter()
-                .map(|(record, address)| {
-                    let mut names = vec![record.name.clone()];
-                    let hostname = hostname_of(record);
-                    if hostname != record.name {
-                        names.push(hostname);
-                    }
-                    names.extend(record.settings().network_aliases);
-                    (address.clone(), names)
-                })
-                .collect()
+    /// Rewrites the /etc/hosts of `container` and of every container on
+    /// one of `networks`.
+    pub(crate) fn refresh_networks(
+        &self,
+        networks: &[String],
+        container: &str,
+    ) -> std::io::Result<()> {
+        let mut affected = vec![container.to_string()];
+        for network in networks {
+            affected.extend(
+                self.containers
+                    .networks
+                    .members(network)
+                    .into_iter()
+                    .map(|(id, _)| id),
+            );
+        }
+        affected.sort();
+        affected.dedup();
+        for id in affected {
+            self.write_hosts_of(&id)?;
+        }
+        Ok(())
+    }
+
+    /// One container's /etc/hosts: its first address, and on each user
+    /// network it is on, every other member there.
+    fn write_hosts_of(&self, id: &str) -> std::io::Result<()> {
+        let Ok(record) = self.containers.resolve(id) else {
+            return Ok(());
         };
-        for (record, address) in &members {
-            let others: Vec<(String, Vec<String>)> = peers
+        let networks = &self.containers.networks;
+        let own = networks.attachments(id);
+        let Some(first) = own.first().filter(|a| a.connected) else {
+            return Ok(());
+        };
+        let mut peers: Vec<(String, Vec<String>)> = Vec::new();
+        for attachment in own
+            .iter()
+            .filter(|a| a.attachment.network != network::DEFAULT)
+        {
+            for (peer, address) in networks.members(&attachment.attachment.network) {
+                if peer == id || peers.iter().any(|(ip, _)| *ip == address) {
+                    continue;
+                }
+                let Ok(peer) = self.containers.resolve(&peer) else {
+                    continue;
+                };
+                let mut names = vec![peer.name.clone()];
+                let hostname = hostname_of(&peer);
+                if hostname != peer.name {
+                    names.push(hostname);
+                }
+                let settings = peer.settings();
+                if settings.network == attachment.attachment.network {
+                    names.extend(settings.network_aliases);
+                }
+                if let Some(endpoint) = settings
+                    .more_networks
+                    .iter()
+                    .find(|e| e.network == attachment.attachment.network)
+                {
+                    names.extend(endpoint.aliases.iter().cloned());
+                }
+                peers.push((address, names));
+            }
+        }
+        crate::bundle::write_hosts(
+            &record.bundle,
+            &hostname_of(&record),
+            Some(first.attachment.address.as_str()),
+            &record.settings().extra_hosts,
+            &peers,
+        )
+    }
+}
+
+impl Tasks {
+    /// `network connect`: the network is added to the container's settings
+    /// (joined at each start) and, if it runs, joined now.
+    pub async fn connect_container(
+        &self,
+        container: &str,
+        endpoint: berth_proto::v1::NetworkEndpoint,
+    ) -> Result<()> {
+        use prost::Message as _;
+        let record = self.containers.resolve(container)?;
+        let networks = self.containers.networks.clone();
+        let network = networks.get(&endpoint.network)?;
+        let settings = record.settings();
+        let on_it = settings.network == network.name
+            || settings
+                .more_networks
                 .iter()
-                .filter(|(ip, _)| ip != address)
-                .cloned()
-                .collect();
-            crate::bundle::write_hosts(
-                &record.bundle,
-                &hostname_of(record),
-                Some(address.as_str()),
-                &record.settings().extra_hosts,
-                &others,
-            )?;
+                .any(|e| e.network == network.name);
+        if on_it {
+            return Err(crate::networks::Error::Connected {
+                container: record.name.clone(),
+                network: network.name,
+            }
+            .into());
+        }
+        let address = if endpoint.ip.is_empty() {
+            None
+        } else {
+            Some(networks.check_address(&network.name, &endpoint.ip)?)
+        };
+        let endpoint = berth_proto::v1::NetworkEndpoint {
+            network: network.name.clone(),
+            ..endpoint
+        };
+        if self.is_running(&record.id) {
+            let id = record.id.clone();
+            let name = network.name.clone();
+            tokio::task::spawn_blocking(move || networks.connect_more(&id, &name, address))
+                .await
+                .map_err(|e| Error::Invalid(format!("connecting {}: {e}", record.name)))??;
+        }
+        self.containers.update(&record.id, |r| {
+            let mut settings = r.settings();
+            settings.more_networks.push(endpoint);
+            r.config = settings.encode_to_vec();
+        })?;
+        if let Err(e) = self.refresh_networks(std::slice::from_ref(&network.name), &record.id) {
+            eprintln!("berth-imaged: /etc/hosts on network {}: {e}", network.name);
+        }
+        Ok(())
+    }
+
+    /// `network disconnect`: the reverse of [`Tasks::connect_container`].
+    pub async fn disconnect_container(&self, container: &str, network: &str) -> Result<()> {
+        use prost::Message as _;
+        let record = self.containers.resolve(container)?;
+        let networks = self.containers.networks.clone();
+        let network = networks.get(network)?;
+        let settings = record.settings();
+        if settings.network == network.name {
+            return Err(crate::networks::Error::Primary(network.name).into());
+        }
+        if !settings
+            .more_networks
+            .iter()
+            .any(|e| e.network == network.name)
+        {
+            return Err(crate::networks::Error::NotConnected {
+                container: record.name.clone(),
+                network: network.name,
+            }
+            .into());
+        }
+        if self.is_running(&record.id) {
+            let id = record.id.clone();
+            let name = network.name.clone();
+            let nets = networks.clone();
+            tokio::task::spawn_blocking(move || nets.disconnect_one(&id, &name))
+                .await
+                .map_err(|e| Error::Invalid(format!("disconnecting {}: {e}", record.name)))??;
+        }
+        self.containers.update(&record.id, |r| {
+            let mut settings = r.settings();
+            settings.more_networks.retain(|e| e.network != network.name);
+            r.config = settings.encode_to_vec();
+        })?;
+        if let Err(e) = self.refresh_networks(std::slice::from_ref(&network.name), &record.id) {
+            eprintln!("berth-imaged: /etc/hosts on network {}: {e}", network.name);
         }
         Ok(())
     }

@@ -61,7 +61,11 @@ pub fn networks_status(e: crate::networks::Error) -> Status {
     match e {
         E::NotFound(_) => Status::not_found(msg),
         E::Exists(_) => Status::already_exists(msg),
-        E::InUse { .. } | E::Predefined(_) => Status::failed_precondition(msg),
+        E::InUse { .. } | E::Predefined(_) | E::NoNamespace(_) | E::Primary(_) => {
+            Status::failed_precondition(msg)
+        }
+        E::Connected { .. } => Status::already_exists(msg),
+        E::NotConnected { .. } => Status::not_found(msg),
         E::Network(_) | E::Address(_) | E::Ports(berth_net::ports::Error::Protocol(_)) => {
             Status::invalid_argument(msg)
         }
@@ -111,10 +115,13 @@ pub fn tasks_status(e: tasks::Error) -> Status {
 }
 
 pub fn container(record: &ContainerRecord, networks: &Networks) -> pb::Container {
-    let network_settings = networks
-        .attachment(&record.id)
+    let all: Vec<pb::NetworkSettings> = networks
+        .attachments(&record.id)
+        .iter()
         .filter(|a| a.connected)
-        .map(|a| network_settings(&a));
+        .map(network_settings)
+        .collect();
+    let network_settings = all.first().cloned();
     pb::Container {
         id: record.id.clone(),
         name: record.name.clone(),
@@ -133,6 +140,7 @@ pub fn container(record: &ContainerRecord, networks: &Networks) -> pb::Container
         restart_count: record.state.restart_count,
         oom_killed: record.state.oom_killed,
         network_settings,
+        networks: all,
     }
 }
 

@@ -685,3 +685,58 @@ fn containers_on_a_user_network_find_each_other_by_name_and_alias() {
     net.ok(&["network", "rm", "apps"]);
     net.assert_nothing_left();
 }
+
+#[test]
+fn network_connect_adds_an_interface_now_and_at_each_start_and_disconnect_removes_it() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    net.ok(&["network", "create", "--subnet", "10.92.0.0/24", "front"]);
+    net.ok(&["network", "create", "--subnet", "10.93.0.0/24", "back"]);
+    net.ok(&["run", "-d", "--name", "api", "--network", "front", "web:1"]);
+    net.ok(&["run", "-d", "--name", "db", "--network", "back", "web:1"]);
+    net.ok(&[
+        "network",
+        "connect",
+        "--alias",
+        "gateway",
+        "--ip",
+        "10.93.0.50",
+        "back",
+        "api",
+    ]);
+    let addresses = |name: &str| net.ok(&["exec", name, "ip", "-o", "-4", "addr"]);
+    let api = addresses("api");
+    assert!(
+        api.contains("eth0") && api.contains("inet 10.92.0."),
+        "{api}"
+    );
+    assert!(
+        api.contains("eth1") && api.contains("inet 10.93.0.50/24"),
+        "{api}"
+    );
+    let networks = net.inspect("api")["networks"].clone();
+    assert_eq!(networks.as_array().map(Vec::len), Some(2), "{networks}");
+    // db, on back only, now knows api (and its alias there).
+    let hosts = net.ok(&["exec", "db", "cat", "/etc/hosts"]);
+    assert!(hosts.contains("10.93.0.50\tapi "), "{hosts}");
+    assert!(hosts.contains(" gateway"), "{hosts}");
+    net.refused(&["network", "connect", "back", "api"], "already connected");
+    net.refused(&["network", "connect", "back", "nosuch"], "nosuch");
+    // Kept in the container's settings: a restart joins both again.
+    net.ok(&["stop", "-t", "1", "api"]);
+    net.ok(&["start", "api"]);
+    let api = addresses("api");
+    assert!(api.contains("inet 10.93.0.50/24"), "after a restart: {api}");
+    net.ok(&["network", "disconnect", "back", "api"]);
+    let api = addresses("api");
+    assert!(!api.contains("10.93.0."), "{api}");
+    let hosts = net.ok(&["exec", "db", "cat", "/etc/hosts"]);
+    assert!(!hosts.contains("api"), "{hosts}");
+    net.refused(&["network", "disconnect", "back", "api"], "not connected");
+    net.refused(&["network", "disconnect", "front", "api"], "first network");
+    net.ok(&["rm", "-f", "api", "db"]);
+    net.ok(&["network", "rm", "front", "back"]);
+    net.assert_nothing_left();
+}
