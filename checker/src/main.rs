@@ -31,10 +31,44 @@ fn probe_syscall(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `berth-checker --http IP:PORT`: one HTTP/1.0 GET of `/` by number (no
+/// name lookup, which a static libc cannot do in a bare rootfs), the body
+/// on stdout; so tests can reach a published port from inside a container.
+fn probe_http(args: &[String]) -> ExitCode {
+    use std::io::Read;
+    let Some(Ok(address)) = args.first().map(|a| a.parse::<std::net::SocketAddr>()) else {
+        eprintln!("usage: berth-checker --http IP:PORT");
+        return ExitCode::from(2);
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    let fetched = std::net::TcpStream::connect_timeout(&address, timeout).and_then(|mut s| {
+        s.set_read_timeout(Some(timeout))?;
+        s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+        let mut response = Vec::new();
+        s.read_to_end(&mut response)?;
+        Ok(response)
+    });
+    match fetched {
+        Ok(response) => {
+            let text = String::from_utf8_lossy(&response);
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{address}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--syscall") {
         return probe_syscall(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--http") {
+        return probe_http(&args[2..]);
     }
     let report = match std::env::args_os().nth(1) {
         Some(path) => berth_checker::run(Path::new(&path)),

@@ -161,8 +161,12 @@ impl Net {
     /// `web:1`: busybox with a page in /www, exposing 80/tcp.
     fn load_web_image(&self) {
         let mut page = LayerTar::new();
+        // The checker's --http reaches a published port from inside.
+        let checker = std::fs::read(berth_integration::checker_bin()).expect("checker");
         page.dir("www/", 0o755)
-            .file("www/index.html", 0o644, b"hello from berth\n");
+            .file("www/index.html", 0o644, b"hello from berth\n")
+            .dir("bin/", 0o755)
+            .file("bin/fetch", 0o755, &checker);
         let mut layout = Layout::new("net-web");
         let image = layout.image_with(
             &[
@@ -320,6 +324,16 @@ fn published_ports_serve_the_host_the_bridge_and_other_containers() {
     let ip = net.address("web");
     assert_eq!(net.page(&format!("http://{ip}:80/")), "hello from berth\n");
     assert_eq!(net.ok(&["port", "web"]), "80/tcp -> 0.0.0.0:18080\n");
+    // Hairpin: the container itself, and another one, through the host port.
+    let through_host = format!("{gateway}:18080");
+    assert_eq!(
+        net.ok(&["exec", "web", "fetch", "--http", &through_host]),
+        "hello from berth\n"
+    );
+    assert_eq!(
+        net.ok(&["run", "--rm", "web:1", "fetch", "--http", &through_host]),
+        "hello from berth\n"
+    );
     assert_eq!(net.ok(&["port", "web", "80"]), "0.0.0.0:18080\n");
 
     // -P: every exposed port on a random host port, which `port` reports.
