@@ -362,7 +362,6 @@ impl Networks {
         let netns = self.netns_path(container);
         let made = netns::create(&netns)
             .map_err(Error::from)
-            .and_then(|()| Ok(self.plugins.loopback(container, &netns)?))
             .and_then(|()| self.attach(container, &network, &netns, "eth0", ports, address));
         match made {
             Ok(record) => {

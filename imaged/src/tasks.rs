@@ -230,6 +230,7 @@ impl Tasks {
         record: &ContainerRecord,
         restarting: bool,
     ) -> Result<u32> {
+        self.torn_down(&record.id).await;
         self.claim_start(record)?;
         let result = self.start_claimed(record, restarting).await;
         self.lock().starting.remove(&record.id);
@@ -462,7 +463,6 @@ impl Tasks {
             return;
         };
         self.launcher.delete(id, &record.bundle).await;
-        self.disconnect_network(id).await;
         let record = self
             .containers
             .update(id, |r| {
@@ -472,14 +472,20 @@ impl Tasks {
                 r.state.pid = 0;
             })
             .unwrap_or(record);
+        // The exit goes out before the network's teardown: a client waiting
+        // for it (`run --rm`, `wait`) need not wait for the plugins' DEL.
+        // The shim's entry stays until the teardown is done, so no start
+        // can race it for the container's namespace.
+        if let Some(p) = self
+            .lock()
+            .processes
+            .get_mut(&(id.to_string(), String::new()))
         {
-            let mut inner = self.lock();
-            inner.shims.remove(id);
-            if let Some(p) = inner.processes.get_mut(&(id.to_string(), String::new())) {
-                p.stdin = None;
-                p.exit.send_replace(Some(status));
-            }
+            p.stdin = None;
+            p.exit.send_replace(Some(status));
         }
+        self.disconnect_network(id).await;
+        self.lock().shims.remove(id);
         if record.settings().auto_remove && restart_delay(&record, status).is_none() {
             // The exit is recorded and sent first: an attached client still
             // gets it. The task is gone, so this is a plain delete.
@@ -590,7 +596,25 @@ impl Tasks {
             .await
             .map(|s| s.unwrap_or(137))
             .unwrap_or(137);
+        self.torn_down(&record.id).await;
         Ok(status)
+    }
+
+    /// Waits (at most 10 s) until an ended task's teardown is done: its
+    /// exit is sent before its network is taken down (see `exited`), and a
+    /// stop, a removal or a new start must find all of it gone.
+    async fn torn_down(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let ended = |tasks: &Tasks| {
+            tasks
+                .lock()
+                .processes
+                .get(&(id.to_string(), String::new()))
+                .is_some_and(|p| p.exit.borrow().is_some())
+        };
+        while ended(self) && self.shim_of(id).is_some() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Waits for the init (or an exec) to exit; the status.
@@ -1215,6 +1239,8 @@ impl Tasks {
         volumes: bool,
     ) -> Result<()> {
         let record = self.containers.resolve(id)?;
+        // A task that has just ended may still be taking its network down.
+        self.torn_down(&record.id).await;
         if self.shim_of(&record.id).is_some() {
             if !force {
                 return Err(Error::Running(record.name.clone()));
@@ -1230,6 +1256,9 @@ impl Tasks {
                 tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some()))
                     .await
                     .is_ok();
+            if exited {
+                self.torn_down(&record.id).await;
+            }
             if !exited {
                 // The shim does not answer: its own clean-up kills what is
                 // left and removes the runtime's state; only then may the

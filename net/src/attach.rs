@@ -38,17 +38,6 @@ pub struct Attachment {
 }
 
 impl Plugins {
-    /// Brings the namespace's loopback up (the CNI `loopback` plugin).
-    pub fn loopback(&self, container_id: &str, netns: &Path) -> Result<(), cni::Error> {
-        let config = json!({"cniVersion": cni::VERSION, "name": "lo", "type": "loopback"});
-        let target = Target {
-            container_id,
-            netns,
-            ifname: "lo",
-        };
-        cni::run(&self.dir, Verb::Add, &target, &config).map(|_| ())
-    }
-
     /// Connects the namespace to `network` as `ifname`, publishing `ports`
     /// (their host ports already chosen), at `address` if one is asked for.
     pub fn connect(
@@ -69,7 +58,7 @@ impl Plugins {
         if let Some(address) = address {
             runtime["ips"] = json!([address.to_string()]);
         }
-        let chain = network.plugins(&self.ipam_dir);
+        let chain = network.plugins(&self.ipam_dir, !ports.is_empty());
         let mut prev: Option<Value> = None;
         let mut outcome = cni::Outcome::default();
         for (done, plugin) in chain.iter().enumerate() {
@@ -130,7 +119,8 @@ impl Plugins {
         let runtime = ports::runtime_config(&attachment.ports);
         let prev = (!attachment.result.is_null()).then_some(&attachment.result);
         let mut first = None;
-        for plugin in network.plugins(&self.ipam_dir).iter().rev() {
+        let chain = network.plugins(&self.ipam_dir, !attachment.ports.is_empty());
+        for plugin in chain.iter().rev() {
             let config = network.plugin_config(plugin, &runtime, prev);
             if let Err(e) = cni::run(&self.dir, Verb::Del, &target, &config) {
                 first.get_or_insert(e);

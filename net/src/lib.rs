@@ -6,11 +6,12 @@
 //! Where to start reading:
 //! - [`network::Network`]: what a network is (a bridge, a subnet) and the
 //!   plugin list ([`network::Network::plugins`]) it becomes.
-//! - [`attach`]: connecting a container (loopback, then the network's chain
-//!   with its port mappings) and disconnecting it again.
+//! - [`attach`]: connecting a container (the network's chain with its port
+//!   mappings) and disconnecting it again.
 //! - [`cni`]: running one plugin by the CNI 1.0 contract: environment in,
 //!   config on stdin, a result or an error on stdout.
-//! - [`netns`]: making, pinning and removing a network namespace.
+//! - [`netns`]: making (loopback up), pinning and removing a network
+//!   namespace.
 //!
 //! Everything here is synchronous and blocking (plugins are processes): the
 //! daemon calls it from a blocking thread.

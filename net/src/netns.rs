@@ -29,7 +29,8 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Er
 }
 
 /// Makes a new network namespace pinned at `path` (a file, created; its
-/// directory must exist). Its only interface is a down loopback.
+/// directory must exist), its loopback up (as the CNI `loopback` plugin
+/// would, without a process of its own).
 pub fn create(path: &Path) -> Result<(), Error> {
     if is_pinned(path) {
         return Err(Error::Exists {
@@ -48,6 +49,7 @@ pub fn create(path: &Path) -> Result<(), Error> {
     let target = path.to_path_buf();
     let made = std::thread::spawn(move || -> std::io::Result<()> {
         unshare(CloneFlags::CLONE_NEWNET)?;
+        loopback_up()?;
         mount(
             Some("/proc/thread-self/ns/net"),
             &target,
@@ -62,6 +64,34 @@ pub fn create(path: &Path) -> Result<(), Error> {
     if let Err(e) = made {
         let _ = std::fs::remove_file(path);
         return Err(io("make", path)(e));
+    }
+    Ok(())
+}
+
+/// Sets `lo` up in the calling thread's network namespace.
+fn loopback_up() -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Inet,
+        nix::sys::socket::SockType::Datagram,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    // SAFETY: ifreq is plain data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *slot = *byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `request`, which
+    // names an interface and outlives both calls.
+    unsafe {
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
     }
     Ok(())
 }
@@ -110,6 +140,13 @@ mod tests {
         let theirs = std::fs::metadata(&pin).unwrap();
         use std::os::unix::fs::MetadataExt;
         assert_ne!(ours.ino(), theirs.ino(), "not a new namespace");
+        let lo = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", pin.display()))
+            .args(["ip", "-o", "link", "show", "lo"])
+            .output()
+            .unwrap();
+        let lo = String::from_utf8_lossy(&lo.stdout);
+        assert!(lo.contains(",UP"), "lo is down: {lo}");
         assert!(matches!(create(&pin), Err(Error::Exists { .. })));
         remove(&pin).unwrap();
         assert!(!pin.exists());

@@ -152,9 +152,11 @@ impl Network {
     /// The plugin chain a container joins this network by: a bridge with
     /// host-local addresses (leases kept in `ipam_dir`), outbound NAT and
     /// hairpin, then published ports (`portmap`, with SNAT so the host's
-    /// own 127.0.0.1 reaches them), then the firewall's forwarding rules.
-    pub fn plugins(&self, ipam_dir: &Path) -> Vec<Value> {
-        vec![
+    /// own 127.0.0.1 reaches them; only when it publishes some: each plugin
+    /// is a process and a round of iptables), then the firewall's
+    /// forwarding rules.
+    pub fn plugins(&self, ipam_dir: &Path, publishes: bool) -> Vec<Value> {
+        let mut chain = vec![
             json!({
                 "type": "bridge",
                 // host-local, which the bridge runs, takes a requested address.
@@ -176,7 +178,11 @@ impl Network {
                 "snat": true,
             }),
             json!({"type": "firewall", "backend": "iptables"}),
-        ]
+        ];
+        if !publishes {
+            chain.retain(|p| p["type"] != "portmap");
+        }
+        chain
     }
 
     /// Plugin `index`'s stdin for one run: the chain's common fields, its
@@ -328,7 +334,18 @@ mod tests {
     fn only_granted_capabilities_reach_a_plugin() {
         let net = Network::new("web", &"ab".repeat(32), "10.90.0.0/24".parse().unwrap());
         assert_eq!(net.bridge, "br-abababababab");
-        let plugins = net.plugins(Path::new("/run/berth/ipam"));
+        let plugins = net.plugins(Path::new("/run/berth/ipam"), true);
+        let types = |chain: &[Value]| -> Vec<String> {
+            chain
+                .iter()
+                .map(|p| p["type"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(types(&plugins), ["bridge", "portmap", "firewall"]);
+        assert_eq!(
+            types(&net.plugins(Path::new("/run/berth/ipam"), false)),
+            ["bridge", "firewall"]
+        );
         let ports = json!({"portMappings": [{"hostPort": 80}], "other": 1});
         let bridge = net.plugin_config(&plugins[0], &ports, None);
         assert!(bridge.get("runtimeConfig").is_none());
