@@ -51,6 +51,8 @@ pub enum Error {
     Plugin(#[from] cni::Error),
     #[error(transparent)]
     Netns(#[from] netns::Error),
+    #[error(transparent)]
+    Rules(#[from] berth_net::rules::Error),
     #[error("cannot create {path}: {source}")]
     Io {
         path: PathBuf,
@@ -137,6 +139,11 @@ impl Networks {
         {
             networks.create(network::DEFAULT, bridge_subnet, BTreeMap::new())?;
         }
+        // Each network's NAT and forwarding rules (gone with a reboot, or
+        // never made by an older daemon).
+        for net in networks.list()? {
+            berth_net::rules::ensure(&net)?;
+        }
         Ok(networks)
     }
 
@@ -168,32 +175,44 @@ impl Networks {
             return Err(Error::Exists(name.to_string()));
         }
         let id = crate::volumes::random_hex(32);
-        self.db.write(|txn| {
-            let existing: Vec<(String, Network)> = txn.list(Table::Networks)?;
-            if existing.iter().any(|(n, _)| n == name) {
-                return Err(Error::Exists(name.to_string()));
-            }
-            let taken: Vec<(String, Subnet)> = existing
-                .into_iter()
-                .map(|(n, net)| (n, net.subnet))
-                .collect();
-            let routes = network::host_routes();
-            let subnet = match subnet {
-                Some(subnet) => {
-                    network::check_free(&subnet, &taken, &routes)?;
-                    subnet
+        self.db
+            .write(|txn| {
+                let existing: Vec<(String, Network)> = txn.list(Table::Networks)?;
+                if existing.iter().any(|(n, _)| n == name) {
+                    return Err(Error::Exists(name.to_string()));
                 }
-                None => {
-                    let subnets: Vec<Subnet> = taken.iter().map(|(_, s)| *s).collect();
-                    network::free_subnet(&subnets, &routes)?
+                let taken: Vec<(String, Subnet)> = existing
+                    .into_iter()
+                    .map(|(n, net)| (n, net.subnet))
+                    .collect();
+                let routes = network::host_routes();
+                let subnet = match subnet {
+                    Some(subnet) => {
+                        network::check_free(&subnet, &taken, &routes)?;
+                        subnet
+                    }
+                    None => {
+                        let subnets: Vec<Subnet> = taken.iter().map(|(_, s)| *s).collect();
+                        network::free_subnet(&subnets, &routes)?
+                    }
+                };
+                let mut network = Network::new(name, &id, subnet);
+                network.labels = labels;
+                network.created = crate::volumes::now();
+                txn.put(Table::Networks, name, &network)?;
+                Ok(network)
+            })
+            .and_then(|network: Network| {
+                if let Err(e) = berth_net::rules::ensure(&network) {
+                    berth_net::rules::remove(&network);
+                    let _ = self.db.write(|txn| {
+                        txn.delete(Table::Networks, &network.name)?;
+                        Ok::<_, Error>(())
+                    });
+                    return Err(e.into());
                 }
-            };
-            let mut network = Network::new(name, &id, subnet);
-            network.labels = labels;
-            network.created = crate::volumes::now();
-            txn.put(Table::Networks, name, &network)?;
-            Ok(network)
-        })
+                Ok(network)
+            })
     }
 
     /// By name, id, or a unique id prefix.
@@ -290,7 +309,8 @@ impl Networks {
             txn.delete(Table::Networks, &network.name)?;
             Ok::<_, Error>(())
         })?;
-        // The bridge device goes with it; its subnet may be reused.
+        // Its rules and bridge device go with it; its subnet may be reused.
+        berth_net::rules::remove(&network);
         let _ = std::process::Command::new("ip")
             .args(["link", "delete", &network.bridge])
             .stderr(std::process::Stdio::null())

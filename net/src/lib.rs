@@ -21,3 +21,4 @@ pub mod cni;
 pub mod netns;
 pub mod network;
 pub mod ports;
+pub mod rules;

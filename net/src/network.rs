@@ -150,11 +150,11 @@ impl Network {
     }
 
     /// The plugin chain a container joins this network by: a bridge with
-    /// host-local addresses (leases kept in `ipam_dir`), outbound NAT and
-    /// hairpin, then published ports (`portmap`, with SNAT so the host's
-    /// own 127.0.0.1 reaches them; only when it publishes some: each plugin
-    /// is a process and a round of iptables), then the firewall's
-    /// forwarding rules.
+    /// host-local addresses (leases kept in `ipam_dir`) and hairpin, then
+    /// published ports (`portmap`, with SNAT so the host's own 127.0.0.1
+    /// reaches them; only when it publishes some: each plugin is a process
+    /// and a round of iptables). Outbound NAT and forwarding are the
+    /// network's own rules ([`crate::rules`]), made once, not per container.
     pub fn plugins(&self, ipam_dir: &Path, publishes: bool) -> Vec<Value> {
         let mut chain = vec![
             json!({
@@ -163,7 +163,7 @@ impl Network {
                 "capabilities": {"ips": true},
                 "bridge": self.bridge,
                 "isGateway": true,
-                "ipMasq": true,
+                "ipMasq": false,
                 "hairpinMode": true,
                 "ipam": {
                     "type": "host-local",
@@ -177,7 +177,6 @@ impl Network {
                 "capabilities": {"portMappings": true},
                 "snat": true,
             }),
-            json!({"type": "firewall", "backend": "iptables"}),
         ];
         if !publishes {
             chain.retain(|p| p["type"] != "portmap");
@@ -341,10 +340,10 @@ mod tests {
                 .map(|p| p["type"].as_str().unwrap().to_string())
                 .collect()
         };
-        assert_eq!(types(&plugins), ["bridge", "portmap", "firewall"]);
+        assert_eq!(types(&plugins), ["bridge", "portmap"]);
         assert_eq!(
             types(&net.plugins(Path::new("/run/berth/ipam"), false)),
-            ["bridge", "firewall"]
+            ["bridge"]
         );
         let ports = json!({"portMappings": [{"hostPort": 80}], "other": 1});
         let bridge = net.plugin_config(&plugins[0], &ports, None);
