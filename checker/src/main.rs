@@ -31,13 +31,32 @@ fn probe_syscall(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `berth-checker --http IP:PORT`: one HTTP/1.0 GET of `/` by number (no
-/// name lookup, which a static libc cannot do in a bare rootfs), the body
-/// on stdout; so tests can reach a published port from inside a container.
+/// `HOST:PORT` with HOST an IPv4 address or a name of `/etc/hosts`, looked
+/// up as the resolver's `files` source does (a static libc cannot load its
+/// NSS modules in a bare rootfs).
+fn resolve(target: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(address) = target.parse() {
+        return Some(address);
+    }
+    let (name, port) = target.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let hosts = std::fs::read_to_string("/etc/hosts").ok()?;
+    hosts.lines().find_map(|line| {
+        let mut words = line.split('#').next()?.split_whitespace();
+        let ip: std::net::Ipv4Addr = words.next()?.parse().ok()?;
+        words
+            .any(|w| w == name)
+            .then_some(std::net::SocketAddr::from((ip, port)))
+    })
+}
+
+/// `berth-checker --http HOST:PORT`: one HTTP/1.0 GET of `/`, the body on
+/// stdout; so tests can reach a container's port, by address or by name,
+/// from inside another.
 fn probe_http(args: &[String]) -> ExitCode {
     use std::io::Read;
-    let Some(Ok(address)) = args.first().map(|a| a.parse::<std::net::SocketAddr>()) else {
-        eprintln!("usage: berth-checker --http IP:PORT");
+    let Some(address) = args.first().and_then(|a| resolve(a)) else {
+        eprintln!("usage: berth-checker --http HOST:PORT (an address, or a name in /etc/hosts)");
         return ExitCode::from(2);
     };
     let timeout = std::time::Duration::from_secs(5);

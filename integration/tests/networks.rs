@@ -698,6 +698,18 @@ fn containers_on_a_user_network_find_each_other_by_name_and_alias() {
         ["cache", "redis1"],
         "{seen_by_db}"
     );
+    // And they reach each other so: by name and by alias.
+    for target in ["db:80", "database:80"] {
+        assert_eq!(
+            net.ok(&["exec", "cache", "fetch", "--http", target]),
+            "hello from berth\n",
+            "{target}"
+        );
+    }
+    assert_eq!(
+        net.ok(&["exec", "db", "fetch", "--http", "redis1:80"]),
+        "hello from berth\n"
+    );
     // A container on the default network is not named, as with docker.
     net.ok(&["run", "-d", "--name", "outsider", "web:1"]);
     // (By whole names: a short id may hold "db".)
