@@ -241,6 +241,9 @@ pub async fn get(d: &Daemon, name: &str) -> Result<pb::Container> {
 }
 
 fn command_of(c: &pb::Container) -> String {
+    if !c.command.is_empty() {
+        return c.command.join(" ");
+    }
     let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or_default();
     let args: Vec<String> = spec["process"]["args"]
         .as_array()

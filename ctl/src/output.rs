@@ -287,6 +287,8 @@ pub fn container(c: &pb::Container) -> Value {
         "config": c.config.as_ref().map(config),
         "networkSettings": c.network_settings.as_ref().map(network_settings),
         "networks": c.networks.iter().map(network_settings).collect::<Vec<_>>(),
+        "command": c.command,
+        // Only `inspect` carries the spec; a listing leaves it out (null).
         "spec": spec,
     })
 }

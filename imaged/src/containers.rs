@@ -112,6 +112,10 @@ pub struct ContainerRecord {
     /// The stop signal of the image (`SIGTERM` when it names none).
     #[serde(default)]
     pub stop_signal: String,
+    /// The process's arguments as the spec has them: a listing shows them
+    /// without reading every bundle's config.json.
+    #[serde(default)]
+    pub command: Vec<String>,
 }
 
 impl ContainerRecord {
@@ -417,6 +421,14 @@ impl Containers {
             } else {
                 image_config.stop_signal.clone()
             },
+            command: spec["process"]["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         self.db.write(|txn| {
             // The name is checked again inside the transaction: two creates

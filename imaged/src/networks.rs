@@ -332,6 +332,19 @@ impl Networks {
             .collect()
     }
 
+    /// Every container's attachments, each list its first interface first
+    /// (one read of the table, for a listing).
+    pub fn attachments_by_container(&self) -> HashMap<String, Vec<AttachmentRecord>> {
+        let mut all: HashMap<String, Vec<AttachmentRecord>> = HashMap::new();
+        for (container, record) in self.all_attachments() {
+            all.entry(container).or_default().push(record);
+        }
+        for own in all.values_mut() {
+            own.sort_by_key(|a| interface_number(&a.attachment.ifname));
+        }
+        all
+    }
+
     /// The container's attachments, its first interface first.
     pub fn attachments(&self, container: &str) -> Vec<AttachmentRecord> {
         let mut own: Vec<AttachmentRecord> = self

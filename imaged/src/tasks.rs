@@ -1471,6 +1471,7 @@ mod tests {
             },
             volumes: vec![],
             stop_signal: String::new(),
+            command: vec![],
         }
     }
 

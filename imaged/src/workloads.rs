@@ -115,8 +115,16 @@ pub fn tasks_status(e: tasks::Error) -> Status {
 }
 
 pub fn container(record: &ContainerRecord, networks: &Networks) -> pb::Container {
-    let all: Vec<pb::NetworkSettings> = networks
-        .attachments(&record.id)
+    pb::Container {
+        spec: std::fs::read(record.bundle.join("config.json")).unwrap_or_default(),
+        ..listed(record, &networks.attachments(&record.id))
+    }
+}
+
+/// A container as a listing shows it: no spec (no bundle file read), its
+/// command from the record; `attachments` are its own.
+fn listed(record: &ContainerRecord, attachments: &[AttachmentRecord]) -> pb::Container {
+    let all: Vec<pb::NetworkSettings> = attachments
         .iter()
         .filter(|a| a.connected)
         .map(network_settings)
@@ -129,7 +137,7 @@ pub fn container(record: &ContainerRecord, networks: &Networks) -> pb::Container
         image_digest: record.image_digest.clone(),
         snapshot_key: record.snapshot_key.clone(),
         bundle: record.bundle.display().to_string(),
-        spec: std::fs::read(record.bundle.join("config.json")).unwrap_or_default(),
+        spec: Vec::new(),
         labels: record.labels.clone().into_iter().collect(),
         created: timestamp(record.created),
         status: record.state.status,
@@ -141,6 +149,7 @@ pub fn container(record: &ContainerRecord, networks: &Networks) -> pb::Container
         oom_killed: record.state.oom_killed,
         network_settings,
         networks: all,
+        command: record.command.clone(),
     }
 }
 
@@ -241,6 +250,7 @@ impl pb::containers_server::Containers for Workloads {
     ) -> Result<Response<pb::ListContainersResponse>, Status> {
         let all = request.into_inner().all;
         let records = self.tasks.containers.list().map_err(containers_status)?;
+        let attachments = self.tasks.containers.networks.attachments_by_container();
         let containers = records
             .iter()
             .filter(|r| {
@@ -251,7 +261,15 @@ impl pb::containers_server::Containers for Workloads {
                         | pb::container::Status::Restarting
                 )
             })
-            .map(|r| container(r, &self.tasks.containers.networks))
+            .map(|r| {
+                let own = attachments.get(&r.id).map_or(&[][..], Vec::as_slice);
+                if r.command.is_empty() {
+                    // A record from before `command`: the spec says it.
+                    container(r, &self.tasks.containers.networks)
+                } else {
+                    listed(r, own)
+                }
+            })
             .collect();
         Ok(Response::new(pb::ListContainersResponse { containers }))
     }
