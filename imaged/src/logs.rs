@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use berth_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 use tokio::sync::broadcast;
 
 /// Rotate the log when it grows past this.
@@ -160,27 +159,31 @@ pub fn open_reader(path: &Path) -> std::io::Result<FifoReader> {
 /// process exits), sending every chunk to `output` and, for the init, to
 /// the log (`log` is shared by stdout's and stderr's copiers).
 pub async fn copy_fifo(
-    mut fifo: FifoReader,
+    fifo: FifoReader,
     stream: pb::StdioStream,
     output: broadcast::Sender<Chunk>,
     log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
 ) {
-    let mut buf = vec![0u8; 32 * 1024];
     loop {
-        match fifo.read(&mut buf).await {
-            Ok(0) | Err(_) => {
-                // An empty chunk says this stream has ended.
-                let _ = output.send(Chunk {
-                    stream,
-                    data: Vec::new(),
-                    time: now_nanos(),
-                });
-                break;
+        // The buffer exists only while there is output to read: an idle
+        // container's copiers (two per container, for its whole life) hold
+        // no memory.
+        let read = match fifo.readable().await {
+            Ok(()) => {
+                let mut buf = vec![0u8; 32 * 1024];
+                match fifo.try_read(&mut buf) {
+                    Ok(n) => Ok(buf[..n].to_vec()),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => Err(e),
+                }
             }
-            Ok(n) => {
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(data) if !data.is_empty() => {
                 let chunk = Chunk {
                     stream,
-                    data: buf[..n].to_vec(),
+                    data,
                     time: now_nanos(),
                 };
                 if let Some(log) = &log {
@@ -189,6 +192,15 @@ pub async fn copy_fifo(
                     }
                 }
                 let _ = output.send(chunk);
+            }
+            _ => {
+                // An empty chunk says this stream has ended.
+                let _ = output.send(Chunk {
+                    stream,
+                    data: Vec::new(),
+                    time: now_nanos(),
+                });
+                break;
             }
         }
     }
