@@ -44,6 +44,18 @@ pub struct FormatArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// The steps an image was built from, newest first.
+    History(HistoryArgs),
+    /// Upload an image to its registry.
+    Push(PushArgs),
+    /// Save a registry's credentials (checked first) in docker's config.json.
+    Login(LoginArgs),
+    /// Remove a registry's credentials from docker's config.json.
+    Logout(LogoutArgs),
     /// Fetch an image from a registry.
     Pull(PullArgs),
     /// List images.
@@ -101,6 +113,99 @@ pub enum Command {
     Info(FormatArg),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name the image NAME[:TAG]; repeatable.
+    #[arg(long = "tag", short = 't')]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile].
+    #[arg(long = "file", short = 'f')]
+    pub file: Option<PathBuf>,
+    /// A build argument KEY=VALUE (KEY alone: from the environment); repeatable.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step: no cache read or written.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// A label KEY=VALUE for the image; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Output: plain lines, or tty (the same lines, for a terminal).
+    #[arg(long, value_enum, default_value_t = BuildProgress::Plain)]
+    pub progress: BuildProgress,
+    /// Only the image ID on stdout.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// The context directory: the files COPY and ADD can read.
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image: NAME[:TAG] or its ID.
+    pub source: String,
+    /// The new name: [REGISTRY/]NAME[:TAG].
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub image: String,
+    /// Whole IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only IDs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// [REGISTRY/]NAME[:TAG]
+    pub image: String,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Only the final line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// host[:port] (docker.io for Docker Hub).
+    pub registry: String,
+    #[arg(long, short = 'u')]
+    pub username: Option<String>,
+    /// The password (visible to other users in the process list: prefer --password-stdin).
+    #[arg(long, short = 'p')]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    pub registry: String,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildProgress {
+    Plain,
+    Tty,
+    Auto,
 }
 
 #[derive(Debug, Args)]
