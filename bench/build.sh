@@ -7,12 +7,14 @@ set -eu
 RUNS=${1:-5}
 BIN=${BERTH_BIN:-$(dirname "$0")/../target/x86_64-unknown-linux-gnu/debug}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/berth-build-bench.XXXXXX")
+# podman wants a short runroot.
+RUNROOT=/run/berth-bb.$$
 DAEMON_PID=
 cleanup() {
     [ -n "$DAEMON_PID" ] && kill "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null || true
-    podman --root "$WORK/podman" --runroot "$WORK/podman-run" --storage-driver overlay rmi -af >/dev/null 2>&1 || true
+    podman --root "$WORK/podman" --runroot "$RUNROOT" --storage-driver overlay rmi -af >/dev/null 2>&1 || true
     umount -R "$WORK/podman" 2>/dev/null || true
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$RUNROOT"
 }
 trap cleanup EXIT INT TERM
 
@@ -23,7 +25,8 @@ for a in sh echo cat httpd mkdir ls; do ln -s busybox "$WORK/rootfs/bin/$a"; don
 echo 'root:x:0:0:root:/root:/bin/sh' > "$WORK/rootfs/etc/passwd"
 echo 'root:x:0:' > "$WORK/rootfs/etc/group"
 tar -C "$WORK/rootfs" -cf "$WORK/rootfs.tar" .
-P="podman --root $WORK/podman --runroot $WORK/podman-run --storage-driver overlay"
+# crun 1.8 refuses this hybrid-cgroup host; runc does not.
+P="podman --root $WORK/podman --runroot $RUNROOT --storage-driver overlay --runtime runc"
 $P import --change 'ENV PATH=/bin' "$WORK/rootfs.tar" localhost/busybox:bench >/dev/null
 $P save --format oci-archive -o "$WORK/busybox.tar" localhost/busybox:bench >/dev/null
 
@@ -49,10 +52,12 @@ median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 measure() { # NAME COMMAND...
     name=$1; shift
     for _ in $(seq "$RUNS"); do
-        t0=$(now); "$@" >/dev/null 2>&1 || { echo "$name failed" >&2; exit 1; }; t1=$(now)
+        t0=$(now); "$@" >"$WORK/out" 2>&1 || { echo "$name failed:" >&2; cat "$WORK/out" >&2; exit 1; }; t1=$(now)
         echo "$t1 - $t0" | bc
     done | median | xargs printf "%-28s %6.3f s\n" "$name"
 }
+# What each builds, once, for the record.
+$B build --no-cache -t bench:1 "$WORK/ctx" | sed 's/^/  berth| /'
 measure "berthctl build (cold)" $B build --no-cache -t bench:1 "$WORK/ctx"
 $B build -t bench:1 "$WORK/ctx" >/dev/null
 measure "berthctl build (cached)" $B build -t bench:1 "$WORK/ctx"

@@ -48,6 +48,12 @@ pub enum Command {
     Build(BuildArgs),
     /// Give an image another name.
     Tag(TagArgs),
+    /// Make a container's changes a new image.
+    Commit(CommitArgs),
+    /// A container's changes to its image's files (A added, C changed, D deleted).
+    Diff(DiffArgs),
+    /// Wait for containers to exit; print their exit statuses.
+    Wait(WaitArgs),
     /// The steps an image was built from, newest first.
     History(HistoryArgs),
     /// Upload an image to its registry.
@@ -56,6 +62,8 @@ pub enum Command {
     Login(LoginArgs),
     /// Remove a registry's credentials from docker's config.json.
     Logout(LogoutArgs),
+    /// Find repositories in a registry's catalog: search REGISTRY/TERM.
+    Search(SearchArgs),
     /// Fetch an image from a registry.
     Pull(PullArgs),
     /// List images.
@@ -154,6 +162,30 @@ pub struct TagArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CommitArgs {
+    pub container: String,
+    /// [REGISTRY/]NAME[:TAG] for the new image.
+    pub name: Option<String>,
+    /// A commit message (the history entry's comment).
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// The author ("Name <email>").
+    #[arg(long, short = 'a')]
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct HistoryArgs {
     pub image: String,
     /// Whole IDs and commands.
@@ -188,6 +220,18 @@ pub struct LoginArgs {
     /// Read the password from stdin.
     #[arg(long)]
     pub password_stdin: bool,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// REGISTRY/TERM: repositories of REGISTRY whose names contain TERM.
+    pub term: String,
+    /// At most this many results.
+    #[arg(long, default_value_t = 25)]
+    pub limit: u32,
     /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -366,6 +410,9 @@ pub struct InspectArgs {
     /// Look only at containers or only at images.
     #[arg(long = "type", value_enum)]
     pub kind: Option<InspectKind>,
+    /// A Go template over each object, e.g. '{{.State.Pid}}'.
+    #[arg(long, short = 'f')]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

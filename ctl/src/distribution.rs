@@ -15,7 +15,7 @@ use base64::Engine as _;
 use berth_proto::v1 as pb;
 use serde_json::{json, Value};
 
-use crate::cli::{HistoryArgs, LoginArgs, LogoutArgs, PushArgs, TagArgs};
+use crate::cli::{HistoryArgs, LoginArgs, LogoutArgs, PushArgs, SearchArgs, TagArgs};
 use crate::client::{rpc, Daemon};
 
 /// Docker Hub's key in `config.json`.
@@ -287,6 +287,33 @@ pub async fn login(d: &Daemon, args: &LoginArgs) -> Result<i32> {
     config["auths"][&registry] = json!({ "auth": encoded });
     write_config(&path, &config)?;
     println!("Login Succeeded");
+    Ok(0)
+}
+
+pub async fn search(d: &Daemon, args: &SearchArgs) -> Result<i32> {
+    let (registry, term) = match args.term.split_once('/') {
+        Some((first, rest)) if first.contains(['.', ':']) || first == "localhost" => {
+            (first.to_string(), rest.to_string())
+        }
+        _ => (String::new(), args.term.clone()),
+    };
+    let config = read_config(&config_file(args.config.as_deref())?)?;
+    let names = d
+        .distribution()
+        .search(pb::SearchRequest {
+            auth: stored_auth(&config, &registry_key(&registry)),
+            registry,
+            term,
+            limit: args.limit,
+        })
+        .await
+        .map_err(rpc)?
+        .into_inner()
+        .names;
+    println!("NAME");
+    for n in names {
+        println!("{n}");
+    }
     Ok(0)
 }
 

@@ -20,6 +20,7 @@
 
 mod attach;
 mod build;
+mod changes;
 mod cli;
 mod client;
 mod containers;
@@ -31,6 +32,7 @@ mod networks;
 mod output;
 mod progress;
 mod system;
+mod template;
 mod terminal;
 mod volumes;
 
@@ -105,9 +107,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Build(a) => build::build(&d, &a).await,
         Command::Tag(a) => distribution::tag(&d, &a).await,
+        Command::Commit(a) => changes::commit(&d, &a).await,
+        Command::Diff(a) => changes::diff(&d, &a).await,
+        Command::Wait(a) => changes::wait(&d, &a).await,
         Command::History(a) => distribution::history(&d, &a).await,
         Command::Push(a) => distribution::push(&d, &a).await,
         Command::Login(a) => distribution::login(&d, &a).await,
+        Command::Search(a) => distribution::search(&d, &a).await,
         Command::Pull(a) => images::pull(&d, &a).await.map(|()| 0),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
             images::list(&d, &a).await.map(|()| 0)
@@ -121,6 +127,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let args = cli::InspectArgs {
                 names: a.names,
                 kind: Some(cli::InspectKind::Image),
+                format: None,
             };
             system::inspect(&d, &args).await
         }

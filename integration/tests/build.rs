@@ -16,6 +16,7 @@ use serde_json::Value;
 
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "rm", "mkdir", "ls", "test", "true", "false", "httpd", "id", "stat",
+    "sleep",
 ];
 
 const BASE: &str = "busybox:build";
@@ -520,6 +521,12 @@ fn a_pushed_image_is_pulled_by_a_fresh_daemon_with_identical_digests() {
     );
     assert_eq!(skopeo_layers.len(), berth_layers.len());
 
+    // search finds both repositories in the registry's catalog.
+    let found = env.ok(&["search", &format!("{host}/o")]);
+    assert_eq!(found, format!("NAME\n{host}/other\n"));
+    let found = env.ok(&["search", &format!("{host}/")]);
+    assert_eq!(found, format!("NAME\n{host}/app\n{host}/other\n"));
+
     // A fresh daemon pulls it: same manifest, same layers, same files.
     let fresh = Env::start_with(&["--insecure-registry", &host]);
     fresh.ok(&["pull", &name]);
@@ -595,4 +602,73 @@ fn push_without_credentials_says_so_and_login_fixes_it() {
     env.ok(&["logout", "--config", &config, &host]);
     let out = env.ctl(&["push", "--config", &config, &name]);
     assert!(stderr(&out).contains("unauthorized"), "{}", text(&out));
+}
+
+#[test]
+fn commit_makes_a_containers_changes_an_image_and_diff_lists_them() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let script = "echo committed > /data/new.txt; rm /data/seed.txt; mkdir /made";
+    env.ok(&["run", "--name", "writer", BASE, "sh", "-c", script]);
+    assert_eq!(env.ok(&["wait", "writer"]), "0\n");
+
+    let diff = env.ok(&["diff", "writer"]);
+    let lines: Vec<&str> = diff.lines().collect();
+    for change in ["C /data", "A /data/new.txt", "D /data/seed.txt", "A /made"] {
+        assert!(lines.contains(&change), "{change} in {diff}");
+    }
+    assert!(
+        !diff.contains("/etc/hosts"),
+        "mount points are not changes: {diff}"
+    );
+
+    let id = env.ok(&["commit", "-m", "wrote a file", "writer", "committed:1"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+    let seen = env.ok(&[
+        "run",
+        "--rm",
+        "committed:1",
+        "sh",
+        "-c",
+        "cat /data/new.txt; test -e /data/seed.txt || echo gone",
+    ]);
+    assert_eq!(seen, "committed\ngone\n");
+    let (config, layers) = env.saved("committed:1");
+    assert_eq!(layers.len(), 2, "{layers:?}");
+    assert!(
+        layers[1].contains(&"data/.wh.seed.txt".to_string()),
+        "{layers:?}"
+    );
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["sh", "-c", script])
+    );
+    assert!(env.ok(&["history", "committed:1"]).contains("wrote a file"));
+
+    let out = env.ctl(&["commit", "no-such-container", "x:1"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no-such-container"), "{}", text(&out));
+}
+
+#[test]
+fn inspect_format_prints_the_pid_and_other_fields() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&["run", "-d", "--name", "sleeper", BASE, "sleep", "300"]);
+    let pid = env.ok(&["inspect", "--format", "{{.State.Pid}}", "sleeper"]);
+    let pid: u32 = pid.trim().parse().expect("a pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the process exists");
+    assert!(cmdline.starts_with(b"sleep\x00300"), "{cmdline:?}");
+    let shown = env.ok(&[
+        "inspect",
+        "-f",
+        "{{.Name}} {{if .State.Running}}up{{else}}down{{end}} {{json .config.args}}",
+        "sleeper",
+    ]);
+    assert_eq!(shown, "sleeper up [\"sleep\",\"300\"]\n");
+    env.ok(&["rm", "-f", "sleeper"]);
 }

@@ -209,11 +209,11 @@ pub fn apply(
 /// Paths the runtime creates as mount points for the files it binds in
 /// (`/etc/hosts` …): empty files in the upper directory that are no part
 /// of what a `RUN` made.
-const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
+pub(crate) const MOUNT_POINTS: &[&str] = &["etc/hosts", "etc/hostname", "etc/resolv.conf"];
 
 /// Directories the runtime makes to mount the kernel's filesystems on
 /// when the image has none: empty, they are no part of the layer either.
-const MOUNT_DIRS: &[&str] = &["dev", "proc", "sys"];
+pub(crate) const MOUNT_DIRS: &[&str] = &["dev", "proc", "sys"];
 
 /// Writes the overlay upper directory `upper` into `tar` as a layer.
 pub fn diff_upper(upper: &Path, tar: &mut tar::Builder<Sink>) -> Result<()> {

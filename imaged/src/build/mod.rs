@@ -22,6 +22,7 @@
 //! image is recorded; a failed step removes its container and snapshot.
 
 pub mod cache;
+pub mod changes;
 pub mod context;
 pub mod dockerfile;
 pub mod layer;
@@ -707,24 +708,7 @@ impl Build<'_> {
 
     /// Stores `layer`, applies it onto the state's chain, adds it.
     fn commit_layer(&self, i: &Instruction, state: &mut State, layer: &layer::Layer) -> Result<()> {
-        let images = &self.builds.images;
-        let desc = layer.store(&images.content).map_err(|e| self.fail(i, e))?;
-        let parent = state.chain();
-        let mut diff_ids = state.diff_ids();
-        diff_ids.push(layer.diff_id.clone());
-        let chain = images::chain_ids(&diff_ids)
-            .pop()
-            .ok_or_else(|| internal("no chain"))?;
-        layer::apply(
-            &images.content,
-            &images.snapshots,
-            &layer.digest,
-            parent.as_deref(),
-            &chain,
-        )
-        .map_err(|e| self.fail(i, e))?;
-        state.push_layer(desc, layer.diff_id.clone());
-        Ok(())
+        add_layer(&self.builds.images, state, layer).map_err(|e| self.fail(i, e))
     }
 
     fn scratch_file(&mut self, what: &str) -> PathBuf {
@@ -919,60 +903,92 @@ impl Build<'_> {
     /// Writes config and manifest, and records the image under each tag
     /// (or its ID alone).
     async fn record(&self, state: &State) -> Result<String> {
-        let images = &self.builds.images;
-        let config = serde_json::to_vec(&state.config).map_err(internal)?;
-        let config_digest = Digest::of(&config);
-        images
-            .content
-            .write_bytes(&config_digest, &config)
-            .map_err(internal)?;
-        let (media_type, manifest) = manifest_for(&config_digest, config.len(), &state.layers);
-        let bytes = serde_json::to_vec(&manifest).map_err(internal)?;
-        let digest = Digest::of(&bytes);
-        images
-            .content
-            .write_bytes(&digest, &bytes)
-            .map_err(internal)?;
-        let desc = Descriptor {
-            media_type: media_type.into(),
-            digest: digest.to_string(),
-            size: bytes.len() as i64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
-        let id = config_digest.to_string();
-        let names: Vec<String> = if self.options.tags.is_empty() {
-            vec![id.clone()]
-        } else {
-            self.options
-                .tags
-                .iter()
-                .filter_map(|t| images::canonical_name(t))
-                .collect()
-        };
-        for name in &names {
-            let resolved = Resolved {
-                reference: name.clone(),
-                name: name.clone(),
-                target: desc.clone(),
-                manifest_desc: desc.clone(),
-                manifest: images
-                    .parse_manifest(name, &digest, &bytes)
-                    .map_err(internal)?,
-                platform: Platform::host(),
-            };
-            let (tx, _rx) = mpsc::unbounded_channel();
-            images
-                .unpack_and_record(resolved, None, true, tx)
-                .await
-                .map_err(internal)?;
-        }
-        self.say(format!("Successfully built {}\n", short(&config_digest)));
+        let names: Vec<String> = self
+            .options
+            .tags
+            .iter()
+            .filter_map(|t| images::canonical_name(t))
+            .collect();
+        let id = record_image(&self.builds.images, state, &names).await?;
+        self.say(format!("Successfully built {}\n", short(&id)));
         for t in &self.options.tags {
             self.say(format!("Successfully tagged {t}\n"));
         }
-        Ok(id)
+        Ok(id.to_string())
     }
+}
+
+/// Stores `layer` (verified), applies it onto the state's chain as a
+/// committed snapshot, and adds it to the state.
+fn add_layer(
+    images: &Images,
+    state: &mut State,
+    layer: &layer::Layer,
+) -> std::result::Result<(), layer::Error> {
+    let desc = layer.store(&images.content)?;
+    let parent = state.chain();
+    let mut diff_ids = state.diff_ids();
+    diff_ids.push(layer.diff_id.clone());
+    let chain = images::chain_ids(&diff_ids).pop().unwrap_or_default();
+    layer::apply(
+        &images.content,
+        &images.snapshots,
+        &layer.digest,
+        parent.as_deref(),
+        &chain,
+    )?;
+    state.push_layer(desc, layer.diff_id.clone());
+    Ok(())
+}
+
+/// Writes the state's config and manifest to the content store and records
+/// the image under each of `names` (none: under its ID alone), as a pull
+/// records one. Returns the image ID.
+async fn record_image(images: &Images, state: &State, names: &[String]) -> Result<Digest> {
+    let config = serde_json::to_vec(&state.config).map_err(internal)?;
+    let config_digest = Digest::of(&config);
+    images
+        .content
+        .write_bytes(&config_digest, &config)
+        .map_err(internal)?;
+    let (media_type, manifest) = manifest_for(&config_digest, config.len(), &state.layers);
+    let bytes = serde_json::to_vec(&manifest).map_err(internal)?;
+    let digest = Digest::of(&bytes);
+    images
+        .content
+        .write_bytes(&digest, &bytes)
+        .map_err(internal)?;
+    let desc = Descriptor {
+        media_type: media_type.into(),
+        digest: digest.to_string(),
+        size: bytes.len() as i64,
+        platform: None,
+        annotations: BTreeMap::new(),
+    };
+    let id_only = [config_digest.to_string()];
+    let names = if names.is_empty() {
+        &id_only[..]
+    } else {
+        names
+    };
+    for name in names {
+        let resolved = Resolved {
+            reference: name.clone(),
+            name: name.clone(),
+            target: desc.clone(),
+            manifest_desc: desc.clone(),
+            manifest: images
+                .parse_manifest(name, &digest, &bytes)
+                .map_err(internal)?,
+            platform: Platform::host(),
+        };
+        let (tx, _rx) = mpsc::unbounded_channel();
+        images
+            .unpack_and_record(resolved, None, true, tx)
+            .await
+            .map_err(internal)?;
+    }
+    Ok(config_digest)
 }
 
 /// The manifest of a built image, as docker writes one: Docker schema 2

@@ -106,4 +106,38 @@ impl pb::builds_server::Builds for Service {
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
     }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let r = request.into_inner();
+        let image_id =
+            super::changes::commit(&self.0, &r.container, &r.name, &r.message, &r.author)
+                .await
+                .map_err(status)?;
+        Ok(Response::new(pb::CommitResponse { image_id }))
+    }
+
+    async fn diff(
+        &self,
+        request: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        let builds = self.0.clone();
+        let container = request.into_inner().container;
+        let changes =
+            tokio::task::spawn_blocking(move || super::changes::diff(&builds, &container))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(status)?;
+        Ok(Response::new(pb::DiffResponse {
+            changes: changes
+                .into_iter()
+                .map(|c| pb::Change {
+                    kind: c.kind.to_string(),
+                    path: c.path,
+                })
+                .collect(),
+        }))
+    }
 }

@@ -81,6 +81,80 @@ pub fn history(images: &Images, name: &str) -> Result<(String, Vec<Entry>), imag
     Ok((id, out))
 }
 
+fn http_client(options: &registry::Options) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(options.timeouts.connect)
+        .read_timeout(options.timeouts.read)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+fn with_credentials(
+    request: reqwest::RequestBuilder,
+    credentials: &Credentials,
+) -> reqwest::RequestBuilder {
+    match credentials {
+        Credentials::Basic { username, password } => request.basic_auth(username, Some(password)),
+        Credentials::Token(token) => request.bearer_auth(token),
+    }
+}
+
+/// The repositories of `registry`'s catalog whose names contain `term`
+/// (case-insensitively), as `REGISTRY/REPOSITORY`, sorted; at most `limit`.
+pub async fn search(
+    options: &registry::Options,
+    registry: &str,
+    term: &str,
+    credentials: Option<Credentials>,
+    limit: usize,
+) -> Result<Vec<String>, String> {
+    let scheme = if options.plain_http(registry) {
+        "http"
+    } else {
+        "https"
+    };
+    let url = format!("{scheme}://{registry}/v2/_catalog?n=1000");
+    let mut request = http_client(options)?.get(&url);
+    if let Some(c) = credentials.or_else(|| options.credentials_for(registry)) {
+        request = with_credentials(request, &c);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| format!("cannot search {registry}: {e}"))?;
+    match response.status().as_u16() {
+        200 => {}
+        401 => {
+            return Err(format!(
+                "cannot search {registry}: unauthorized (log in first: berthctl login {registry})"
+            ))
+        }
+        code => {
+            return Err(format!(
+                "cannot search {registry}: the registry answered {code}"
+            ))
+        }
+    }
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("cannot search {registry}: {e}"))?;
+    let body: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("cannot search {registry}: not a catalog: {e}"))?;
+    let term = term.to_ascii_lowercase();
+    let mut names: Vec<String> = body["repositories"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter(|r| r.to_ascii_lowercase().contains(&term))
+        .map(|r| format!("{registry}/{r}"))
+        .collect();
+    names.sort();
+    names.truncate(limit);
+    Ok(names)
+}
+
 /// Checks `credentials` against `registry` with `GET /v2/`: a registry
 /// that answers 401 to them refuses them. Registries that hand out tokens
 /// are asked for one.
@@ -94,19 +168,8 @@ pub async fn login(
     } else {
         "https"
     };
-    let http = reqwest::Client::builder()
-        .connect_timeout(options.timeouts.connect)
-        .read_timeout(options.timeouts.read)
-        .build()
-        .map_err(|e| e.to_string())?;
     let url = format!("{scheme}://{registry}/v2/");
-    let request = match &credentials {
-        Credentials::Basic { username, password } => {
-            http.get(&url).basic_auth(username, Some(password))
-        }
-        Credentials::Token(token) => http.get(&url).bearer_auth(token),
-    };
-    let response = request
+    let response = with_credentials(http_client(options)?.get(&url), &credentials)
         .send()
         .await
         .map_err(|e| format!("cannot reach {registry}: {e}"))?;

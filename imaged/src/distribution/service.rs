@@ -107,7 +107,7 @@ impl pb::distribution_server::Distribution for Service {
                     super::push::Error::Images(images::Error::NotFound(_)) => {
                         Status::not_found(msg)
                     }
-                    _ => Status::unavailable(msg),
+                    _ => Status::failed_precondition(msg),
                 }));
             }
         });
@@ -125,5 +125,28 @@ impl pb::distribution_server::Distribution for Service {
             .await
             .map_err(Status::unauthenticated)?;
         Ok(Response::new(pb::LoginResponse {}))
+    }
+
+    async fn search(
+        &self,
+        request: Request<pb::SearchRequest>,
+    ) -> Result<Response<pb::SearchResponse>, Status> {
+        let r = request.into_inner();
+        if r.registry.is_empty() {
+            return Err(Status::invalid_argument(
+                "search needs a registry: berthctl search REGISTRY/TERM (Docker Hub's search is not offered)",
+            ));
+        }
+        let limit = if r.limit == 0 { 25 } else { r.limit as usize };
+        let names = super::search(
+            &self.0.registry,
+            &r.registry,
+            &r.term,
+            credentials(r.auth),
+            limit,
+        )
+        .await
+        .map_err(Status::unavailable)?;
+        Ok(Response::new(pb::SearchResponse { names }))
     }
 }
