@@ -542,6 +542,28 @@ fn a_pushed_image_is_pulled_by_a_fresh_daemon_with_identical_digests() {
     assert_eq!(env.saved(&name), fresh.saved(&name));
     let seen = fresh.ok(&["run", "--rm", &name]);
     assert_eq!(seen, "pushed by berth\n");
+    // umoci unpacks what was pushed into the tree berth mounts.
+    let oci = Context(std::env::temp_dir().join(unique("berth-build-oci")));
+    std::fs::create_dir_all(oci.0.join("berth")).expect("mount dir");
+    let layout = format!("{}/layout:1", oci.0.display());
+    let copy = Command::new("skopeo")
+        .args(["copy", "--quiet", "--src-tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .arg(format!("oci:{layout}"))
+        .output()
+        .expect("skopeo");
+    assert!(copy.status.success(), "skopeo copy: {}", text(&copy));
+    let unpack = Command::new("umoci")
+        .args(["unpack", "--image", &layout])
+        .arg(oci.0.join("bundle"))
+        .output()
+        .expect("umoci");
+    assert!(unpack.status.success(), "umoci unpack: {}", text(&unpack));
+    let mount_dir = oci.0.join("berth").display().to_string();
+    env.ok(&["image", "mount", &name, &mount_dir]);
+    let berth_tree = listing(&oci.0.join("berth"));
+    env.ok(&["image", "unmount", &mount_dir]);
+    assert_eq!(listing(&oci.0.join("bundle/rootfs")), berth_tree);
 }
 
 #[test]
@@ -671,4 +693,37 @@ fn inspect_format_prints_the_pid_and_other_fields() {
     ]);
     assert_eq!(shown, "sleeper up [\"sleep\",\"300\"]\n");
     env.ok(&["rm", "-f", "sleeper"]);
+}
+
+#[test]
+fn workdir_copy_into_it_and_run_there() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.write("app.txt", "in the workdir\n");
+    let out = env.build(
+        "workdir:1",
+        &format!("FROM {BASE}\nWORKDIR /app/sub\nCOPY app.txt .\nCOPY app.txt /data\nRUN pwd > /pwd.txt\nWORKDIR /made/by/workdir\nRUN pwd > /pwd2.txt\nCMD [\"cat\", \"app.txt\"]\n"),
+    );
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    let seen = env.ok(&[
+        "run",
+        "--rm",
+        "workdir:1",
+        "sh",
+        "-c",
+        "cat /app/sub/app.txt /data/app.txt /pwd.txt /pwd2.txt",
+    ]);
+    assert_eq!(
+        seen,
+        "in the workdir\nin the workdir\n/app/sub\n/made/by/workdir\n"
+    );
+    let (config, _) = env.saved("workdir:1");
+    assert_eq!(config["config"]["WorkingDir"], "/made/by/workdir");
 }

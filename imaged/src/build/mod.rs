@@ -750,10 +750,15 @@ impl Build<'_> {
             format!("{}/{dest}", workdir.trim_end_matches('/'))
         };
         let dest_rel = context::lexical(&dest_abs).unwrap_or_default();
-        let dest_dir = dest.ends_with('/')
-            || sources.len() > 1
-            || sources.iter().any(|s| s.contains(['*', '?']));
         let layer_dirs = self.layer_dirs(&state);
+        // Into a directory: one named so (`dir/`, `.`), several sources, or
+        // a directory the image already has (resolved inside each layer).
+        let dest_dir = dest.ends_with('/')
+            || dest == "."
+            || dest.ends_with("/.")
+            || sources.len() > 1
+            || sources.iter().any(|s| s.contains(['*', '?']))
+            || layer_dirs.iter().any(|l| is_dir_in(l, &dest_rel));
         let owner = match i.flag("chown") {
             Some(user) => {
                 let (uid, gid, _) = crate::bundle::resolve_user(user, &layer_dirs)
@@ -1055,6 +1060,17 @@ fn manifest_for(
         "layers": layers,
     });
     (media_type, manifest)
+}
+
+/// Whether `rel` is a directory in the layer directory `root`, resolved
+/// with `root` as `/` (a layer's symlinks never reach the host).
+fn is_dir_in(root: &Path, rel: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(dir) = std::fs::File::open(root) else {
+        return false;
+    };
+    berth_runtime::safe_path::open_in_root(dir.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY)
+        .is_ok()
 }
 
 /// The name of `FROM IMAGE AS NAME`.

@@ -101,6 +101,8 @@ fn with_credentials(
 
 /// The repositories of `registry`'s catalog whose names contain `term`
 /// (case-insensitively), as `REGISTRY/REPOSITORY`, sorted; at most `limit`.
+/// Only the catalog's first page (1000 repositories, distribution's
+/// largest) is read.
 pub async fn search(
     options: &registry::Options,
     registry: &str,
