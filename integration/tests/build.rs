@@ -727,3 +727,99 @@ fn workdir_copy_into_it_and_run_there() {
     let (config, _) = env.saved("workdir:1");
     assert_eq!(config["config"]["WorkingDir"], "/made/by/workdir");
 }
+
+#[test]
+fn instructions_args_ignore_files_add_archives_and_metadata() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.write(
+        ".dockerignore",
+        "# not sent\nsecret.txt\nlogs/\n!logs/keep.log\n",
+    );
+    env.write("secret.txt", "never sent\n");
+    env.write("logs/a.log", "left out\n");
+    env.write("logs/keep.log", "kept\n");
+    env.write("src/a.txt", "a\n");
+    // A tar for ADD to unpack.
+    let mut t = LayerTar::new();
+    t.dir("pkg/", 0o755)
+        .file("pkg/inside.txt", 0o600, b"from the archive\n");
+    std::fs::write(env.context.0.join("pkg.tar"), t.finish()).expect("tar");
+    let dockerfile = format!(
+        r#"ARG BASE={BASE}
+FROM ${{BASE}}
+ARG WHO=nobody
+ENV GREETING="hello ${{WHO}}" \
+    HOME_DIR=/home/${{WHO:-x}}
+LABEL org.example.who=$WHO version="1.0"
+COPY --chown=nobody:nogroup --chmod=640 src/ /src/
+COPY . /ctx/
+ADD pkg.tar /opt/
+RUN echo "$GREETING $WHO" > /greeting.txt
+EXPOSE 8080/udp 80
+VOLUME ["/data"]
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=30s --retries=3 CMD ["true"]
+ONBUILD RUN echo triggered
+ENTRYPOINT ["sh", "-c"]
+USER nobody
+"#
+    );
+    env.write("Dockerfile", &dockerfile);
+    let context = env.context();
+    let out = env.ctl(&[
+        "build",
+        "--build-arg",
+        "WHO=builder",
+        "--label",
+        "extra=yes",
+        "-t",
+        "meta:1",
+        &context,
+    ]);
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+
+    let seen = env.ok(&[
+        "run", "--rm", "--user", "0", "--entrypoint", "sh", "meta:1", "-c",
+        "cat /greeting.txt /opt/pkg/inside.txt /ctx/logs/keep.log; ls /ctx; ls /ctx/logs; stat -c '%U:%G %a' /src/a.txt",
+    ]);
+    assert_eq!(
+        seen,
+        "hello builder builder\nfrom the archive\nkept\nDockerfile\nlogs\npkg.tar\nsrc\nkeep.log\nnobody:nogroup 640\n",
+        "secret.txt and logs/a.log stay out; .dockerignore itself is sent"
+    );
+    let (config, _) = env.saved("meta:1");
+    let c = &config["config"];
+    let env_list: Vec<&str> = c["Env"]
+        .as_array()
+        .expect("Env")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(env_list.contains(&"GREETING=hello builder"), "{c}");
+    assert!(env_list.contains(&"HOME_DIR=/home/builder"), "{c}");
+    assert_eq!(c["Labels"]["org.example.who"], "builder");
+    assert_eq!(c["Labels"]["version"], "1.0");
+    assert_eq!(c["Labels"]["extra"], "yes");
+    assert_eq!(
+        c["ExposedPorts"],
+        serde_json::json!({"8080/udp": {}, "80/tcp": {}})
+    );
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert_eq!(
+        c["Healthcheck"],
+        serde_json::json!({"Test": ["CMD", "true"], "Interval": 30_000_000_000u64, "Retries": 3})
+    );
+    assert_eq!(c["OnBuild"], serde_json::json!(["RUN echo triggered"]));
+    assert_eq!(c["Entrypoint"], serde_json::json!(["sh", "-c"]));
+    assert_eq!(c["Cmd"], Value::Null, "an ENTRYPOINT clears the base's CMD");
+    assert_eq!(c["User"], "nobody");
+}
