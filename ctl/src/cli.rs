@@ -54,6 +54,8 @@ pub enum Command {
     Diff(DiffArgs),
     /// Wait for containers to exit; print their exit statuses.
     Wait(WaitArgs),
+    /// The processes of a running container.
+    Top(TopArgs),
     /// The steps an image was built from, newest first.
     History(HistoryArgs),
     /// Upload an image to its registry.
@@ -176,6 +178,11 @@ pub struct CommitArgs {
 
 #[derive(Debug, Args)]
 pub struct DiffArgs {
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
     pub container: String,
 }
 

@@ -34,6 +34,7 @@ mod progress;
 mod system;
 mod template;
 mod terminal;
+mod top;
 mod volumes;
 
 use clap::{CommandFactory, Parser};
@@ -110,6 +111,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Commit(a) => changes::commit(&d, &a).await,
         Command::Diff(a) => changes::diff(&d, &a).await,
         Command::Wait(a) => changes::wait(&d, &a).await,
+        Command::Top(a) => top::top(&d, &a).await,
         Command::History(a) => distribution::history(&d, &a).await,
         Command::Push(a) => distribution::push(&d, &a).await,
         Command::Login(a) => distribution::login(&d, &a).await,

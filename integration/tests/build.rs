@@ -692,6 +692,15 @@ fn inspect_format_prints_the_pid_and_other_fields() {
         "sleeper",
     ]);
     assert_eq!(shown, "sleeper up [\"sleep\",\"300\"]\n");
+    // top: the same process, from the daemon's pids.
+    let top = env.ok(&["top", "sleeper"]);
+    let row = top.lines().nth(1).unwrap_or_default().to_string();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        (cols[0], cols[1], &cols[3..]),
+        ("0", pid.to_string().as_str(), &["sleep", "300"][..]),
+        "{top}"
+    );
     env.ok(&["rm", "-f", "sleeper"]);
 }
 
