@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "events",
         "volumes",
         "networks",
+        "builds",
+        "distribution",
     ]
     .map(|name| format!("proto/berth/v1/{name}.proto"));
     for file in &files {

@@ -44,6 +44,28 @@ pub struct FormatArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Build an image from a Dockerfile and a context directory.
+    Build(BuildArgs),
+    /// Give an image another name.
+    Tag(TagArgs),
+    /// Make a container's changes a new image.
+    Commit(CommitArgs),
+    /// A container's changes to its image's files (A added, C changed, D deleted).
+    Diff(DiffArgs),
+    /// Wait for containers to exit; print their exit statuses.
+    Wait(WaitArgs),
+    /// The processes of a running container.
+    Top(TopArgs),
+    /// The steps an image was built from, newest first.
+    History(HistoryArgs),
+    /// Upload an image to its registry.
+    Push(PushArgs),
+    /// Save a registry's credentials (checked first) in docker's config.json.
+    Login(LoginArgs),
+    /// Remove a registry's credentials from docker's config.json.
+    Logout(LogoutArgs),
+    /// Find repositories in a registry's catalog: search REGISTRY/TERM.
+    Search(SearchArgs),
     /// Fetch an image from a registry.
     Pull(PullArgs),
     /// List images.
@@ -101,6 +123,140 @@ pub enum Command {
     Info(FormatArg),
     /// Print a shell completion script (bash, zsh, fish, …).
     Completion(CompletionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Name the image NAME[:TAG]; repeatable.
+    #[arg(long = "tag", short = 't')]
+    pub tags: Vec<String>,
+    /// The Dockerfile [default: CONTEXT/Dockerfile].
+    #[arg(long = "file", short = 'f')]
+    pub file: Option<PathBuf>,
+    /// A build argument KEY=VALUE (KEY alone: from the environment); repeatable.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build up to this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Run every step: no cache read or written.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// A label KEY=VALUE for the image; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// Output: plain lines, or tty (the same lines, for a terminal).
+    #[arg(long, value_enum, default_value_t = BuildProgress::Plain)]
+    pub progress: BuildProgress,
+    /// Only the image ID on stdout.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// The context directory: the files COPY and ADD can read.
+    pub context: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image: NAME[:TAG] or its ID.
+    pub source: String,
+    /// The new name: [REGISTRY/]NAME[:TAG].
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    pub container: String,
+    /// [REGISTRY/]NAME[:TAG] for the new image.
+    pub name: Option<String>,
+    /// A commit message (the history entry's comment).
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// The author ("Name <email>").
+    #[arg(long, short = 'a')]
+    pub author: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub image: String,
+    /// Whole IDs and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Only IDs.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// [REGISTRY/]NAME[:TAG]
+    pub image: String,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Only the final line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// host[:port] (docker.io for Docker Hub).
+    pub registry: String,
+    #[arg(long, short = 'u')]
+    pub username: Option<String>,
+    /// The password (visible to other users in the process list: prefer --password-stdin).
+    #[arg(long, short = 'p')]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    /// REGISTRY/TERM: repositories of REGISTRY whose names contain TERM.
+    pub term: String,
+    /// At most this many results.
+    #[arg(long, default_value_t = 25)]
+    pub limit: u32,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogoutArgs {
+    pub registry: String,
+    /// The directory of config.json [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BuildProgress {
+    Plain,
+    Tty,
+    Auto,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +439,9 @@ pub struct InspectArgs {
     /// Look only at containers or only at images.
     #[arg(long = "type", value_enum)]
     pub kind: Option<InspectKind>,
+    /// A Go template over each object, e.g. '{{.State.Pid}}'.
+    #[arg(long, short = 'f')]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -79,6 +79,14 @@ impl Daemon {
         pb::events_client::EventsClient::new(self.channel.clone())
     }
 
+    pub fn builds(&self) -> pb::builds_client::BuildsClient<Channel> {
+        pb::builds_client::BuildsClient::new(self.channel.clone())
+    }
+
+    pub fn distribution(&self) -> pb::distribution_client::DistributionClient<Channel> {
+        pb::distribution_client::DistributionClient::new(self.channel.clone())
+    }
+
     pub fn version(&self) -> pb::version_client::VersionClient<Channel> {
         pb::version_client::VersionClient::new(self.channel.clone())
     }

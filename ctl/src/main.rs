@@ -19,9 +19,12 @@
 //! exit codes (125, 126, 127, else the container's).
 
 mod attach;
+mod build;
+mod changes;
 mod cli;
 mod client;
 mod containers;
+mod distribution;
 mod exit;
 mod flags;
 mod images;
@@ -29,7 +32,9 @@ mod networks;
 mod output;
 mod progress;
 mod system;
+mod template;
 mod terminal;
+mod top;
 mod volumes;
 
 use clap::{CommandFactory, Parser};
@@ -70,6 +75,7 @@ fn main() {
 async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     // Commands that need no daemon.
     match &cli.command {
+        Command::Logout(a) => return distribution::logout(a),
         Command::Completion(a) => {
             clap_complete::generate(
                 a.shell,
@@ -100,6 +106,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let d = client::connect(&cli.address).await?;
     let ok = |done: bool| i32::from(!done);
     match cli.command {
+        Command::Build(a) => build::build(&d, &a).await,
+        Command::Tag(a) => distribution::tag(&d, &a).await,
+        Command::Commit(a) => changes::commit(&d, &a).await,
+        Command::Diff(a) => changes::diff(&d, &a).await,
+        Command::Wait(a) => changes::wait(&d, &a).await,
+        Command::Top(a) => top::top(&d, &a).await,
+        Command::History(a) => distribution::history(&d, &a).await,
+        Command::Push(a) => distribution::push(&d, &a).await,
+        Command::Login(a) => distribution::login(&d, &a).await,
+        Command::Search(a) => distribution::search(&d, &a).await,
         Command::Pull(a) => images::pull(&d, &a).await.map(|()| 0),
         Command::Images(a) | Command::Image(ImageCommand::Ls(a)) => {
             images::list(&d, &a).await.map(|()| 0)
@@ -113,6 +129,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let args = cli::InspectArgs {
                 names: a.names,
                 kind: Some(cli::InspectKind::Image),
+                format: None,
             };
             system::inspect(&d, &args).await
         }
@@ -136,6 +153,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(a) => containers::stats(&d, &a).await,
         Command::Events(a) => system::events(&d, &a).await,
         Command::Info(f) => system::info(&d, f.format).await,
-        Command::Version(_) | Command::Completion(_) => Ok(0),
+        Command::Version(_) | Command::Completion(_) | Command::Logout(_) => Ok(0),
     }
 }

@@ -145,6 +145,15 @@ pub async fn inspect(d: &Daemon, a: &InspectArgs) -> Result<i32> {
             "no such {what}: {name} (`berthctl ps -a` and `berthctl images` list what exists)"
         ));
     }
+    if let Some(format) = &a.format {
+        for doc in &docs {
+            println!(
+                "{}",
+                crate::template::render(format, &crate::template::docker_names(doc))?
+            );
+        }
+        return Ok(0);
+    }
     output::print_json(&Value::Array(docs));
     Ok(0)
 }

@@ -604,7 +604,7 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 /// Mounts the snapshot's mounts on `target`.
-fn mount_rootfs(id: &str, mounts: &[snapshots::Mount], target: &Path) -> Result<()> {
+pub(crate) fn mount_rootfs(id: &str, mounts: &[snapshots::Mount], target: &Path) -> Result<()> {
     let fail = |detail: String| Error::Mount {
         id: id.to_string(),
         target: target.to_path_buf(),
@@ -660,7 +660,7 @@ fn mount_rootfs(id: &str, mounts: &[snapshots::Mount], target: &Path) -> Result<
     Ok(())
 }
 
-fn unmount(target: &Path) {
+pub(crate) fn unmount(target: &Path) {
     if let Ok(c) = std::ffi::CString::new(target.to_string_lossy().as_bytes()) {
         // SAFETY: valid C string. Lazily: a process that still holds it
         // (a dying container) must not make delete fail.

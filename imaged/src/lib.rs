@@ -9,6 +9,9 @@
 //! - [`unpack`]: applying a layer tar safely (every path resolved inside the
 //!   snapshot); [`content`]: ingest, verify, atomic commit.
 //! - [`archive`]: import and export of OCI layout and `docker save` tars.
+//! - [`build`]: `berthctl build` — Dockerfiles run step by step, `RUN` in
+//!   real containers, layers from overlay upper directories, a layer cache;
+//!   [`distribution`]: tag, history, push and login.
 //! - [`server`]: the gRPC services of `berth-proto` over those pieces;
 //!   [`config`]: flags and the TOML file.
 //!
@@ -16,10 +19,12 @@
 //! ingests), `snapshots/<id>/{fs,work}`, `meta.redb`.
 
 pub mod archive;
+pub mod build;
 pub mod bundle;
 pub mod config;
 pub mod containers;
 pub mod content;
+pub mod distribution;
 pub mod events;
 pub mod images;
 pub mod logs;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use berth_imaged::{
-    config::Config, containers, content, events, images, metadata, networks, private, registry,
-    server, shim, snapshots, tasks, volumes, workloads,
+    build, config::Config, containers, content, events, images, metadata, networks, private,
+    registry, server, shim, snapshots, tasks, volumes, workloads,
 };
 use clap::Parser;
 
@@ -266,13 +266,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     private::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let service = server::Service { images, tmp };
+    let builds = build::service::Service(Arc::new(build::Builds {
+        images: service.images.clone(),
+        tasks: tasks.clone(),
+        dir: config.root.join("builds"),
+    }));
     let workloads = workloads::Workloads {
         tasks,
         volumes,
         hub,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(server::serve(service, workloads, listener, async {
+    let mut server = tokio::spawn(server::serve(service, workloads, builds, listener, async {
         let _ = stop_rx.await;
     }));
     tokio::select! {

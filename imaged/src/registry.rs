@@ -224,7 +224,7 @@ fn read_docker_config(path: &Path) -> Result<HashMap<String, Credentials>> {
 }
 
 impl Options {
-    fn plain_http(&self, registry: &str) -> bool {
+    pub(crate) fn plain_http(&self, registry: &str) -> bool {
         let host = registry.rsplit_once(':').map_or(registry, |(h, p)| {
             if p.bytes().all(|b| b.is_ascii_digit()) {
                 h

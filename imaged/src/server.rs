@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use crate::archive;
 use crate::content::{self, Digest};
 use crate::images::{self, Images, Progress};
-use crate::registry::{self, Credentials};
+use crate::registry;
 use crate::snapshots;
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -231,18 +231,7 @@ impl pb::images_server::Images for Service {
             },
             _ => images::Platform::host(),
         };
-        let auth = req.auth.and_then(|a| {
-            if !a.token.is_empty() {
-                Some(Credentials::Token(a.token))
-            } else if !a.username.is_empty() {
-                Some(Credentials::Basic {
-                    username: a.username,
-                    password: a.password,
-                })
-            } else {
-                None
-            }
-        });
+        let auth = crate::distribution::service::credentials(req.auth);
         let (tx, rx) = mpsc::unbounded_channel::<Result<pb::PullProgress, Status>>();
         let (ptx, mut prx) = mpsc::unbounded_channel::<Progress>();
         let images = self.images.clone();
@@ -657,9 +646,11 @@ impl pb::snapshots_server::Snapshots for Service {
 pub async fn serve(
     service: Service,
     workloads: crate::workloads::Workloads,
+    builds: crate::build::service::Service,
     listener: tokio::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let distribution = crate::distribution::service::Service(service.images.clone());
     tonic::transport::Server::builder()
         .add_service(pb::version_server::VersionServer::new(service.clone()))
         .add_service(pb::images_server::ImagesServer::new(service.clone()))
@@ -672,6 +663,10 @@ pub async fn serve(
         .add_service(pb::volumes_server::VolumesServer::new(workloads.clone()))
         .add_service(pb::networks_server::NetworksServer::new(workloads.clone()))
         .add_service(pb::events_server::EventsServer::new(workloads))
+        .add_service(pb::builds_server::BuildsServer::new(builds))
+        .add_service(pb::distribution_server::DistributionServer::new(
+            distribution,
+        ))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),
             shutdown,

@@ -1,0 +1,143 @@
+//! The `Builds` gRPC service: receives the options and the context tar,
+//! runs [`Builds::build`], streams its output back.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use berth_proto::v1 as pb;
+use futures_util::Stream;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{Builds, Error, Options};
+
+/// The service; cheap to clone.
+#[derive(Clone)]
+pub struct Service(pub Arc<Builds>);
+
+fn status(e: Error) -> Status {
+    let msg = e.to_string();
+    match e {
+        Error::Syntax { .. } | Error::Invalid(_) => Status::invalid_argument(msg),
+        Error::Step { .. } | Error::RunFailed { .. } => Status::failed_precondition(msg),
+        Error::Internal(_) => Status::internal(msg),
+    }
+}
+
+type Progress = Pin<Box<dyn Stream<Item = Result<pb::BuildProgress, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::builds_server::Builds for Service {
+    type BuildStream = Progress;
+
+    async fn build(
+        &self,
+        request: Request<tonic::Streaming<pb::BuildRequest>>,
+    ) -> Result<Response<Self::BuildStream>, Status> {
+        let mut stream = request.into_inner();
+        let dir = self.0.dir.join("tmp");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+        let path = dir.join(format!("context-{}.tar", crate::volumes::random_hex(8)));
+        let internal = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+        let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
+        let mut options = None;
+        let received = async {
+            while let Some(message) = stream.message().await? {
+                if options.is_none() {
+                    options = message.options;
+                }
+                file.write_all(&message.context).await.map_err(internal)?;
+            }
+            file.flush().await.map_err(internal)?;
+            Ok::<_, Status>(())
+        }
+        .await;
+        drop(file);
+        if let Err(e) = received {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(e);
+        }
+        let Some(o) = options else {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(Status::invalid_argument(
+                "build: the first message carries the options",
+            ));
+        };
+        let options = Options {
+            dockerfile: o.dockerfile,
+            dockerfile_name: if o.dockerfile_name.is_empty() {
+                "Dockerfile".into()
+            } else {
+                o.dockerfile_name
+            },
+            tags: o.tags,
+            build_args: o.build_args.into_iter().collect(),
+            target: o.target,
+            no_cache: o.no_cache,
+            labels: o.labels.into_iter().collect(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel::<Result<pb::BuildProgress, Status>>();
+        let builds = self.0.clone();
+        tokio::spawn(async move {
+            let (otx, mut orx) = mpsc::unbounded_channel::<String>();
+            let forward = tx.clone();
+            let forwarder = tokio::spawn(async move {
+                while let Some(output) = orx.recv().await {
+                    let _ = forward.send(Ok(pb::BuildProgress {
+                        output,
+                        image_id: String::new(),
+                    }));
+                }
+            });
+            let result = builds.build(&options, &path, otx).await;
+            let _ = forwarder.await;
+            let _ = tokio::fs::remove_file(&path).await;
+            let _ = tx.send(match result {
+                Ok(image_id) => Ok(pb::BuildProgress {
+                    output: String::new(),
+                    image_id,
+                }),
+                Err(e) => Err(status(e)),
+            });
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitRequest>,
+    ) -> Result<Response<pb::CommitResponse>, Status> {
+        let r = request.into_inner();
+        let image_id =
+            super::changes::commit(&self.0, &r.container, &r.name, &r.message, &r.author)
+                .await
+                .map_err(status)?;
+        Ok(Response::new(pb::CommitResponse { image_id }))
+    }
+
+    async fn diff(
+        &self,
+        request: Request<pb::DiffRequest>,
+    ) -> Result<Response<pb::DiffResponse>, Status> {
+        let builds = self.0.clone();
+        let container = request.into_inner().container;
+        let changes =
+            tokio::task::spawn_blocking(move || super::changes::diff(&builds, &container))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(status)?;
+        Ok(Response::new(pb::DiffResponse {
+            changes: changes
+                .into_iter()
+                .map(|c| pb::Change {
+                    kind: c.kind.to_string(),
+                    path: c.path,
+                })
+                .collect(),
+        }))
+    }
+}
