@@ -517,12 +517,18 @@ impl Drop for Layout {
     }
 }
 
-/// A directory removed when dropped.
+/// A directory inside a unique directory of its own (`unique(..)/leaf`),
+/// both removed when dropped. A path directly in the temporary directory
+/// (or `/`) removes only itself: the guard never takes `/tmp` with it.
 pub struct TempDir(pub PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(self.0.parent().unwrap_or(&self.0));
+        let owned = match self.0.parent() {
+            Some(parent) if parent != std::env::temp_dir() && parent.parent().is_some() => parent,
+            _ => &self.0,
+        };
+        let _ = std::fs::remove_dir_all(owned);
     }
 }
 
