@@ -36,7 +36,6 @@ pub mod registry;
 pub mod server;
 pub mod shim;
 pub mod snapshots;
-pub mod task_networks;
 pub mod tasks;
 pub mod unpack;
 pub mod volumes;

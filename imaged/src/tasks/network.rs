@@ -16,9 +16,9 @@
 use berth_net::network;
 use berth_net::ports::PortMapping;
 
+use super::{Error, Tasks};
 use crate::containers::ContainerRecord;
 use crate::networks::Mode;
-use crate::tasks::{Error, Tasks};
 
 type Result<T> = std::result::Result<T, Error>;
 

@@ -1,0 +1,455 @@
+//! A task's life: start (stdio, network, shim, Create, Start), the
+//! watcher that records its exit and tears it down, kill, stop, wait, and
+//! the removal of a container.
+
+use super::*;
+
+impl Tasks {
+    /// Starts the container's task, or with `exec_id` one of its execs.
+    pub async fn start(self: &Arc<Self>, id: &str, exec_id: &str) -> Result<u32> {
+        let record = self.containers.resolve(id)?;
+        if !exec_id.is_empty() {
+            return self.start_exec(&record, exec_id).await;
+        }
+        self.start_init(&record, false).await
+    }
+
+    /// Claims the container for one start; refused while it runs or
+    /// another start is under way.
+    pub(super) fn claim_start(&self, record: &ContainerRecord) -> Result<()> {
+        let mut inner = self.lock();
+        if inner.shims.contains_key(&record.id) {
+            return Err(Error::Running(record.name.clone()));
+        }
+        if !inner.starting.insert(record.id.clone()) {
+            return Err(Error::Starting(record.name.clone()));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn start_init(
+        self: &Arc<Self>,
+        record: &ContainerRecord,
+        restarting: bool,
+    ) -> Result<u32> {
+        self.torn_down(&record.id).await;
+        self.claim_start(record)?;
+        let result = self.start_claimed(record, restarting).await;
+        self.lock().starting.remove(&record.id);
+        result
+    }
+
+    pub(super) async fn start_claimed(
+        self: &Arc<Self>,
+        record: &ContainerRecord,
+        restarting: bool,
+    ) -> Result<u32> {
+        let settings = record.settings();
+        self.containers.ensure_rootfs(record)?;
+        let bundle = record.bundle.clone();
+        let (stdout, stderr, stdin) = make_stdio(
+            &record.name,
+            &bundle,
+            "init",
+            settings.tty,
+            settings.stdin_open,
+        )?;
+        let key: ProcessKey = (record.id.clone(), String::new());
+        let (output, _) = self.process(&key);
+        // The earlier run's exit is history. Reset on the same watch, not a
+        // new one: a client that attached before this start (`start -a`)
+        // holds a receiver of this watch and must see this run's exit.
+        {
+            let mut inner = self.lock();
+            if let Some(p) = inner.processes.get_mut(&key) {
+                if p.exit.borrow().is_some() {
+                    p.exit.send_replace(None);
+                }
+            }
+        }
+        self.connect_network(record).await?;
+        let shim = match self.launcher.start(&record.id, &bundle).await {
+            Ok(shim) => shim,
+            Err(e) => {
+                self.disconnect_network(&record.id).await;
+                return Err(e.into());
+            }
+        };
+        let teardown = |tasks: Arc<Tasks>, id: String, bundle: PathBuf, shim: Shim| async move {
+            let _ = shim
+                .client
+                .shutdown(
+                    tasks.ctx(),
+                    &api::ShutdownRequest {
+                        id: id.clone(),
+                        now: true,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            tasks.launcher.delete(&id, &bundle).await;
+            tasks.disconnect_network(&id).await;
+        };
+        let mut create = api::CreateTaskRequest::new();
+        create.id = record.id.clone();
+        create.bundle = bundle.display().to_string();
+        create.terminal = settings.tty;
+        create.stdout = stdout.display().to_string();
+        create.stderr = stderr
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        create.stdin = stdin
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let readers = match OutputReaders::open(&record.name, &stdout, stderr.as_deref()) {
+            Ok(readers) => readers,
+            Err(e) => {
+                teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = shim.client.create(self.ctx(), &create).await {
+            teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
+            return Err(shim_err(&record.name, "Create")(e));
+        }
+        self.spawn_copiers(&bundle, readers, output, true);
+        if let Some(path) = &stdin {
+            self.open_stdin(&key, path);
+        }
+        let started = shim
+            .client
+            .start(
+                self.ctx(),
+                &api::StartRequest {
+                    id: record.id.clone(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let pid = match started {
+            Ok(r) => r.pid,
+            Err(e) => {
+                let _ = shim
+                    .client
+                    .delete(
+                        self.ctx(),
+                        &api::DeleteRequest {
+                            id: record.id.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
+                return Err(shim_err(&record.name, "Start")(e));
+            }
+        };
+        self.lock().shims.insert(record.id.clone(), shim.clone());
+        // From here the watcher owns the task: whatever happens next, the
+        // exit is recorded and the shim torn down.
+        self.spawn_watcher(record.id.clone(), shim.clone());
+        let updated = self.containers.update(&record.id, |r| {
+            r.state.status = pb::container::Status::Running as i32;
+            r.state.pid = pid;
+            r.state.started_at = now_secs();
+            r.state.oom_killed = false;
+            if !restarting {
+                // A client's start begins the policy's count again.
+                r.state.stopped_by_user = false;
+                r.state.restart_count = 0;
+            }
+        });
+        match updated {
+            // Stopped (or deleted) while it was being restarted: stop it again.
+            Ok(r) if restarting && r.state.stopped_by_user => {
+                let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+                return Err(e.into());
+            }
+        }
+        Ok(pid)
+    }
+
+    /// Waits for the init's exit through the shim, then records it.
+    pub(super) fn spawn_watcher(self: &Arc<Self>, id: String, shim: Shim) {
+        let tasks = self.clone();
+        tokio::spawn(async move {
+            let waited = shim
+                .client
+                .wait(
+                    tasks.wait_ctx(),
+                    &api::WaitRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    },
+                )
+                .await;
+            // A shim that died answers nothing: 255, as containerd reports it.
+            let status = waited.map(|r| r.exit_status).unwrap_or(255);
+            tasks.exited(&id, shim, status).await;
+        });
+    }
+
+    /// The init exited: record it, tear the task and shim down, restart
+    /// if the policy says so.
+    pub(super) async fn exited(self: &Arc<Self>, id: &str, shim: Shim, status: u32) {
+        let _ = shim
+            .client
+            .delete(
+                self.ctx(),
+                &api::DeleteRequest {
+                    id: id.to_string(),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let _ = shim
+            .client
+            .shutdown(
+                self.ctx(),
+                &api::ShutdownRequest {
+                    id: id.to_string(),
+                    now: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+        let Ok(record) = self.containers.resolve(id) else {
+            // Deleted meanwhile: the shim's clean-up still runs.
+            self.lock().shims.remove(id);
+            let bundle = self.containers.bundles.join(id);
+            self.launcher.delete(id, &bundle).await;
+            self.disconnect_network(id).await;
+            return;
+        };
+        self.launcher.delete(id, &record.bundle).await;
+        let record = self
+            .containers
+            .update(id, |r| {
+                r.state.status = pb::container::Status::Stopped as i32;
+                r.state.exit_status = status;
+                r.state.finished_at = now_secs();
+                r.state.pid = 0;
+            })
+            .unwrap_or(record);
+        // The exit goes out before the network's teardown: a client waiting
+        // for it (`run --rm`, `wait`) need not wait for the plugins' DEL.
+        // The shim's entry stays until the teardown is done, so no start
+        // can race it for the container's namespace.
+        if let Some(p) = self
+            .lock()
+            .processes
+            .get_mut(&(id.to_string(), String::new()))
+        {
+            p.stdin = None;
+            p.exit.send_replace(Some(status));
+        }
+        self.disconnect_network(id).await;
+        self.lock().shims.remove(id);
+        if record.settings().auto_remove && restart_delay(&record, status).is_none() {
+            // The exit is recorded and sent first: an attached client still
+            // gets it. The task is gone, so this is a plain delete.
+            let tasks = self.clone();
+            let id = id.to_string();
+            tokio::spawn(async move {
+                let _ = tasks.delete_container(&id, false, true).await;
+            });
+            return;
+        }
+        self.apply_restart_policy(&record, status);
+    }
+
+    /// Marks the container as stopped by the user (restart policies then
+    /// leave it alone) and signals it.
+    pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<()> {
+        let record = self.containers.resolve(id)?;
+        let shim = self.running_shim(&record)?;
+        if exec_id.is_empty() {
+            self.containers
+                .update(&record.id, |r| r.state.stopped_by_user = true)?;
+        }
+        shim.client
+            .kill(
+                self.ctx(),
+                &api::KillRequest {
+                    id: record.id.clone(),
+                    exec_id: exec_id.to_string(),
+                    signal,
+                    all,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(shim_err(&record.name, "Kill"))?;
+        Ok(())
+    }
+
+    /// The stop signal, then SIGKILL after `timeout` seconds; the exit status.
+    pub async fn stop(&self, id: &str, timeout: u32) -> Result<u32> {
+        let record = self.containers.resolve(id)?;
+        if self.shim_of(&record.id).is_none() {
+            // Stopping a stopped container is no error (docker's rule), and
+            // a pending restart is cancelled.
+            self.containers.update(&record.id, |r| {
+                r.state.stopped_by_user = true;
+                if r.state.status == pb::container::Status::Restarting as i32 {
+                    r.state.status = pb::container::Status::Stopped as i32;
+                }
+            })?;
+            return Ok(record.state.exit_status);
+        }
+        let signal = signal_number(&record.stop_signal).unwrap_or(libc::SIGTERM as u32);
+        let (_, mut exit) = self.process(&(record.id.clone(), String::new()));
+        if record.status() == pb::container::Status::Paused {
+            let _ = self.resume(&record.id).await;
+        }
+        // The init alone gets the stop signal (it may stop its children in
+        // order); an exit that beats the signal is a stop too.
+        if let Err(e) = self.kill(&record.id, "", signal, false).await {
+            if exit.borrow().is_none() && self.is_running(&record.id) {
+                return Err(e);
+            }
+        }
+        let in_time = tokio::time::timeout(
+            Duration::from_secs(timeout.into()),
+            exit.wait_for(|s| s.is_some()),
+        )
+        .await
+        .is_ok();
+        if !in_time {
+            let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+        }
+        let status = exit
+            .wait_for(|s| s.is_some())
+            .await
+            .map(|s| s.unwrap_or(137))
+            .unwrap_or(137);
+        self.torn_down(&record.id).await;
+        Ok(status)
+    }
+
+    /// Waits for the init (or an exec) to exit; the status.
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<u32> {
+        let record = self.containers.resolve(id)?;
+        let key = (record.id.clone(), exec_id.to_string());
+        // Checked and subscribed under one lock: an exit in between is
+        // either seen here or recorded in the watch.
+        let mut exit = {
+            let inner = self.lock();
+            let running =
+                inner.shims.contains_key(&record.id) || inner.starting.contains(&record.id);
+            match inner.processes.get(&key) {
+                Some(p) => p.exit.subscribe(),
+                None if !exec_id.is_empty() => {
+                    return Err(Error::NoExec {
+                        container: record.name.clone(),
+                        exec: exec_id.to_string(),
+                    })
+                }
+                None if !running && record.status() != pb::container::Status::Restarting => {
+                    return Ok(record.state.exit_status);
+                }
+                None => {
+                    drop(inner);
+                    self.process(&key).1
+                }
+            }
+        };
+        if exec_id.is_empty() && !self.is_running(&record.id) && exit.borrow().is_none() {
+            let record = self.containers.resolve(id)?;
+            if record.status() != pb::container::Status::Restarting
+                && !self.lock().starting.contains(&record.id)
+            {
+                return Ok(record.state.exit_status);
+            }
+        }
+        let status = exit
+            .wait_for(|s| s.is_some())
+            .await
+            .map(|s| s.unwrap_or(255))
+            .unwrap_or(255);
+        Ok(status)
+    }
+
+    /// Deletes a container: its task first (killed when `force`).
+    /// `volumes`: its anonymous volumes go too (`rm -v`, `--rm`).
+    pub async fn delete_container(
+        self: &Arc<Self>,
+        id: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
+        let record = self.containers.resolve(id)?;
+        // A task that has just ended may still be taking its network down.
+        self.torn_down(&record.id).await;
+        if self.shim_of(&record.id).is_some() {
+            if !force {
+                return Err(Error::Running(record.name.clone()));
+            }
+            self.containers
+                .update(&record.id, |r| r.state.stopped_by_user = true)?;
+            let (_, mut exit) = self.process(&(record.id.clone(), String::new()));
+            if record.status() == pb::container::Status::Paused {
+                let _ = self.resume(&record.id).await;
+            }
+            let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+            let exited =
+                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(|s| s.is_some()))
+                    .await
+                    .is_ok();
+            if exited {
+                self.torn_down(&record.id).await;
+            }
+            if !exited {
+                // The shim does not answer: its own clean-up kills what is
+                // left and removes the runtime's state; only then may the
+                // rootfs and bundle go.
+                self.launcher.delete(&record.id, &record.bundle).await;
+                let gone = self.lock().shims.remove(&record.id).is_some();
+                if gone && self.runtime_still_has(&record.id) {
+                    return Err(Error::Stuck {
+                        container: record.name.clone(),
+                        detail: "its processes did not exit after SIGKILL".into(),
+                    });
+                }
+            }
+        } else {
+            self.containers
+                .update(&record.id, |r| r.state.stopped_by_user = true)?;
+        }
+        // Unmounting and removing a rootfs that holds many files can take
+        // seconds: not on one of the daemon's two async threads.
+        let containers = self.containers.clone();
+        let id = record.id.clone();
+        tokio::task::spawn_blocking(move || containers.delete(&id, volumes))
+            .await
+            .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
+        self.forget(&record.id);
+        // Every removal is announced, whoever asked (a client, --rm, the
+        // recovery at start-up), with the container's id.
+        self.hub.publish(
+            "/containers/delete",
+            "berth.v1.DeleteContainerRequest",
+            prost::Message::encode_to_vec(&pb::DeleteContainerRequest {
+                id: record.id.clone(),
+                force,
+                volumes,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Whether the runtime still knows the container (its state directory).
+    pub(super) fn runtime_still_has(&self, id: &str) -> bool {
+        self.launcher
+            .runtime_root
+            .join(&self.launcher.namespace)
+            .join(id)
+            .exists()
+            || self.launcher.runtime_root.join(id).exists()
+    }
+}

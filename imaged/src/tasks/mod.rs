@@ -1,0 +1,315 @@
+//! Tasks: running containers through their shims.
+//!
+//! A container's first start makes its stdio fifos in the bundle, starts a
+//! shim ([`crate::shim`]), and asks it to Create and Start the task; a
+//! watcher then waits for the exit (the shim's Wait), records it, tears the
+//! task and the shim down, and applies the restart policy. The daemon reads
+//! the output fifos itself ([`crate::logs`]): the init's output goes to the
+//! log and to attached clients. After a daemon restart, [`Tasks::recover`]
+//! finds running containers through their bundles' `address` files.
+//!
+//! One file per concern: `lifecycle` (start, the exit watcher, kill, stop,
+//! wait, removal), `network` (what a start and an end do to the
+//! container's networks), `io` (fifos, stdin, attach), `exec`, `control`
+//! (pause, resume, stats, live limits), `restart` (policies and back-off),
+//! `recovery` (after a daemon restart; OOM notices). This file holds the
+//! state they share.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_proto::v1 as pb;
+use containerd_shim_protos::api;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::{Message, MessageField};
+use tokio::sync::{broadcast, watch};
+
+use crate::containers::{self, ContainerRecord, Containers};
+use crate::events::{Hub, Notice};
+use crate::logs::{self, Chunk, LogWriter};
+use crate::shim::{self, Launcher, Shim};
+
+mod control;
+mod exec;
+mod io;
+mod lifecycle;
+mod network;
+mod recovery;
+mod restart;
+
+use io::{make_stdio, OutputReaders};
+pub use restart::restart_delay;
+use restart::restarts_always;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("container {0} is already running")]
+    Running(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("container {0} is paused: unpause it first")]
+    Paused(String),
+    #[error("container {container} has no exec {exec}")]
+    NoExec { container: String, exec: String },
+    #[error("exec {exec} already exists in container {container}")]
+    ExecExists { container: String, exec: String },
+    #[error("shim of container {container}: {rpc}: {detail}")]
+    Shim {
+        container: String,
+        rpc: &'static str,
+        code: ttrpc::Code,
+        detail: String,
+    },
+    #[error("stdio of container {container}: {detail}")]
+    Stdio { container: String, detail: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("container {0} is starting: try again in a moment")]
+    Starting(String),
+    #[error("container {container} could not be stopped: {detail}")]
+    Stuck { container: String, detail: String },
+    #[error(transparent)]
+    Launch(#[from] shim::Error),
+    #[error(transparent)]
+    Containers(#[from] containers::Error),
+}
+
+impl From<crate::networks::Error> for Error {
+    fn from(e: crate::networks::Error) -> Error {
+        Error::Containers(containers::Error::Network(e))
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// What an attached client follows.
+pub struct Attached {
+    pub output: broadcast::Receiver<Chunk>,
+    pub exit: watch::Receiver<Option<u32>>,
+    pub container_id: String,
+    /// Output streams to see end before the exit is the last word.
+    pub streams: usize,
+}
+
+/// (container id, exec id; "" for the init).
+type ProcessKey = (String, String);
+
+/// What the daemon keeps of one process it started.
+struct Process {
+    /// Output, as read from the fifos.
+    output: broadcast::Sender<Chunk>,
+    /// The exit status once known.
+    exit: watch::Sender<Option<u32>>,
+    /// Output streams it has (1 with a terminal, else stdout and stderr):
+    /// an attached client has seen all output once that many have ended.
+    streams: usize,
+    /// The write end of the stdin fifo, while open; written outside the
+    /// daemon's lock (a process that does not read must block only its writer).
+    stdin: Option<Arc<tokio::sync::Mutex<tokio::net::unix::pipe::Sender>>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    shims: HashMap<String, Shim>,
+    processes: HashMap<ProcessKey, Process>,
+    /// Containers between the start of a Start and its shim being known.
+    starting: std::collections::HashSet<String>,
+}
+
+/// The task service.
+pub struct Tasks {
+    pub containers: Containers,
+    pub hub: Hub,
+    pub launcher: Launcher,
+    pub max_log: u64,
+    inner: Mutex<Inner>,
+}
+
+fn shim_err<'a>(container: &'a str, rpc: &'static str) -> impl FnOnce(ttrpc::Error) -> Error + 'a {
+    move |e| {
+        let (code, detail) = match e {
+            ttrpc::Error::RpcStatus(status) => (status.code(), status.message().to_string()),
+            other => (ttrpc::Code::UNAVAILABLE, other.to_string()),
+        };
+        Error::Shim {
+            container: container.to_string(),
+            rpc,
+            code,
+            detail,
+        }
+    }
+}
+
+fn now_secs() -> u64 {
+    crate::volumes::now()
+}
+
+/// The signal number of a name (`SIGTERM`, `TERM`) or number.
+pub fn signal_number(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Some(n);
+    }
+    let upper = name.to_ascii_uppercase();
+    let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let n = match bare {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "STOP" => libc::SIGSTOP,
+        "CONT" => libc::SIGCONT,
+        "WINCH" => libc::SIGWINCH,
+        _ => return None,
+    };
+    Some(n as u32)
+}
+
+impl Tasks {
+    pub fn new(containers: Containers, hub: Hub, launcher: Launcher, max_log: u64) -> Tasks {
+        Tasks {
+            containers,
+            hub,
+            launcher,
+            max_log,
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    /// Every RPC but Wait has a deadline: a wedged shim must not hang a
+    /// client (or the daemon's start-up recovery) for ever.
+    fn ctx(&self) -> ttrpc::context::Context {
+        shim::context(&self.launcher.namespace, Some(Duration::from_secs(30)))
+    }
+
+    fn wait_ctx(&self) -> ttrpc::context::Context {
+        shim::context(&self.launcher.namespace, None)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn shim_of(&self, id: &str) -> Option<Shim> {
+        self.lock().shims.get(id).cloned()
+    }
+
+    fn running_shim(&self, record: &ContainerRecord) -> Result<Shim> {
+        self.shim_of(&record.id)
+            .ok_or_else(|| Error::NotRunning(record.name.clone()))
+    }
+
+    /// The output channel and exit watch of a process, made on first use
+    /// (an Attach before Start subscribes to what Start will send).
+    fn process(
+        &self,
+        key: &ProcessKey,
+    ) -> (broadcast::Sender<Chunk>, watch::Receiver<Option<u32>>) {
+        let mut inner = self.lock();
+        let process = inner
+            .processes
+            .entry(key.clone())
+            .or_insert_with(|| Process {
+                output: broadcast::channel(256).0,
+                exit: watch::channel(None).0,
+                stdin: None,
+                streams: 2,
+            });
+        (process.output.clone(), process.exit.subscribe())
+    }
+
+    /// Waits (at most 10 s) until an ended task's teardown is done: its
+    /// exit is sent before its network is taken down (see `exited`), and a
+    /// stop, a removal or a new start must find all of it gone.
+    async fn torn_down(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let ended = |tasks: &Tasks| {
+            tasks
+                .lock()
+                .processes
+                .get(&(id.to_string(), String::new()))
+                .is_some_and(|p| p.exit.borrow().is_some())
+        };
+        while ended(self) && self.shim_of(id).is_some() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    pub fn is_running(&self, id: &str) -> bool {
+        self.shim_of(id).is_some()
+    }
+
+    /// Forgets a deleted container's processes.
+    pub fn forget(&self, id: &str) {
+        self.lock().processes.retain(|(c, _), _| c != id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message as _;
+
+    fn record(kind: pb::restart_policy::Kind, max: u32, count: u32) -> ContainerRecord {
+        let settings = pb::ContainerConfig {
+            restart: Some(pb::RestartPolicy {
+                kind: kind as i32,
+                max_retries: max,
+            }),
+            ..Default::default()
+        };
+        ContainerRecord {
+            id: "c".into(),
+            name: "c".into(),
+            config: settings.encode_to_vec(),
+            image_digest: String::new(),
+            snapshot_key: String::new(),
+            bundle: PathBuf::new(),
+            labels: Default::default(),
+            created: 0,
+            state: containers::RunState {
+                restart_count: count,
+                ..Default::default()
+            },
+            volumes: vec![],
+            stop_signal: String::new(),
+            command: vec![],
+        }
+    }
+
+    #[test]
+    fn restart_policies_decide_like_docker() {
+        use pb::restart_policy::Kind;
+        assert_eq!(restart_delay(&record(Kind::No, 0, 0), 1), None);
+        assert_eq!(restart_delay(&record(Kind::OnFailure, 3, 0), 0), None);
+        assert_eq!(
+            restart_delay(&record(Kind::OnFailure, 3, 0), 1),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            restart_delay(&record(Kind::OnFailure, 3, 2), 1),
+            Some(Duration::from_millis(400))
+        );
+        assert_eq!(restart_delay(&record(Kind::OnFailure, 3, 3), 1), None);
+        assert!(restart_delay(&record(Kind::Always, 0, 0), 0).is_some());
+        let mut stopped = record(Kind::Always, 0, 0);
+        stopped.state.stopped_by_user = true;
+        assert_eq!(restart_delay(&stopped, 0), None);
+        assert_eq!(
+            restart_delay(&record(Kind::Always, 0, 40), 0),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("kill"), Some(9));
+        assert_eq!(signal_number("2"), Some(2));
+        assert_eq!(signal_number("SIGBOGUS"), None);
+    }
+}

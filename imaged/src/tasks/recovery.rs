@@ -1,0 +1,152 @@
+//! After a daemon restart: shims found again through the bundles'
+//! `address` files, exits that happened meanwhile applied; OOM notices.
+
+use super::*;
+
+impl Tasks {
+    /// After a daemon restart: reconnects to the shims of containers that
+    /// were running (their bundles' `address` files), resumes reading their
+    /// output, and marks those whose shims are gone as stopped. Containers
+    /// with `always` (or `unless-stopped`, not stopped by the user) whose
+    /// shims are gone are started again, and so are `always` containers a
+    /// client stopped, as docker does at its start.
+    pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        for record in self.containers.list()? {
+            use pb::container::Status;
+            let was_running = matches!(
+                record.status(),
+                Status::Running | Status::Paused | Status::Restarting
+            );
+            if !was_running {
+                let ran = record.state.started_at != 0;
+                if restarts_always(&record) && ran && record.status() == Status::Stopped {
+                    self.start_always(&record).await;
+                }
+                continue;
+            }
+            let address =
+                std::fs::read_to_string(record.bundle.join("address")).unwrap_or_default();
+            let shim = match shim::connect(address.trim()).await {
+                Ok(shim) if !address.trim().is_empty() => Some(shim),
+                _ => None,
+            };
+            let state = match &shim {
+                Some(shim) => shim
+                    .client
+                    .state(
+                        self.ctx(),
+                        &api::StateRequest {
+                            id: record.id.clone(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .ok(),
+                None => None,
+            };
+            let alive = state.as_ref().is_some_and(|s| {
+                use containerd_shim_protos::types::task::Status as S;
+                matches!(s.status.enum_value_or_default(), S::RUNNING | S::PAUSED)
+            });
+            match (shim, alive) {
+                (Some(shim), true) => {
+                    let settings = record.settings();
+                    let (output, _) = self.process(&(record.id.clone(), String::new()));
+                    let stderr = (!settings.tty).then(|| record.bundle.join("init-stderr"));
+                    // The shim holds the write ends: output written while the
+                    // daemon was away waits in the fifos.
+                    match OutputReaders::open(
+                        &record.name,
+                        &record.bundle.join("init-stdout"),
+                        stderr.as_deref(),
+                    ) {
+                        Ok(readers) => self.spawn_copiers(&record.bundle, readers, output, true),
+                        Err(e) => eprintln!("berth-imaged: {e}: its output is not read"),
+                    }
+                    if settings.stdin_open {
+                        self.open_stdin(
+                            &(record.id.clone(), String::new()),
+                            &record.bundle.join("init-stdin"),
+                        );
+                    }
+                    self.lock().shims.insert(record.id.clone(), shim.clone());
+                    self.spawn_watcher(record.id.clone(), shim);
+                }
+                (shim, _) => {
+                    // The shim went away with the container: what is known.
+                    let status = state.map(|s| s.exit_status).unwrap_or(255);
+                    if let Some(shim) = shim {
+                        let _ = shim
+                            .client
+                            .shutdown(
+                                self.ctx(),
+                                &api::ShutdownRequest {
+                                    id: record.id.clone(),
+                                    now: true,
+                                    ..Default::default()
+                                },
+                            )
+                            .await;
+                    }
+                    self.launcher.delete(&record.id, &record.bundle).await;
+                    self.disconnect_network(&record.id).await;
+                    let record = self.containers.update(&record.id, |r| {
+                        r.state.status = Status::Stopped as i32;
+                        r.state.exit_status = status;
+                        r.state.finished_at = now_secs();
+                        r.state.pid = 0;
+                    })?;
+                    if record.settings().auto_remove {
+                        // A `run -d --rm` that ended while the daemon was
+                        // away: removed as it would have been (no restart
+                        // policy can go with auto_remove).
+                        if let Err(e) = self.delete_container(&record.id, false, true).await {
+                            eprintln!(
+                                "berth-imaged: cannot remove {} (--rm) after its end: {e}",
+                                record.name
+                            );
+                        }
+                        continue;
+                    }
+                    if restarts_always(&record) && record.state.stopped_by_user {
+                        self.start_always(&record).await;
+                    } else {
+                        // Its exit, unseen while the daemon was away, is
+                        // treated as any other.
+                        self.apply_restart_policy(&record, status);
+                    }
+                }
+            }
+        }
+        // Namespaces, leases and rules of containers that are not running
+        // (ended or half started while the daemon was away) go; the running
+        // ones get their host ports held again.
+        let networks = self.containers.networks.clone();
+        let running: std::collections::HashSet<String> =
+            self.lock().shims.keys().cloned().collect();
+        let _ =
+            tokio::task::spawn_blocking(move || networks.recover(|id| running.contains(id))).await;
+        Ok(())
+    }
+
+    /// Watches OOM notices to record them on the container.
+    pub fn spawn_oom_watch(self: &Arc<Self>) {
+        let tasks = self.clone();
+        let mut events = self.hub.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(event) => {
+                        if let Some(Notice::Oom { container }) = event.notice {
+                            let _ = tasks
+                                .containers
+                                .update(&container, |r| r.state.oom_killed = true);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+    }
+}
