@@ -28,24 +28,15 @@ say() { echo "ctl.sh: $*" >&2; }
 for tool in containerd ctr containerd-shim-runc-v2 runc hyperfine jq unshare nsenter sha256sum /bin/busybox; do
     command -v "$tool" >/dev/null || die "missing $tool"
 done
-for b in berthctl berth-imaged containerd-shim-berth-v2 berth; do
-    [[ -x $BIN/$b ]] || die "no $BIN/$b (cargo build --release -p berth-ctl -p berth-imaged -p berth-shim -p berth-runtime)"
-done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-ctl-bench.XXXXXX")
-imaged=
-sock=$work/berth.sock
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
-berthctl() { "$BIN/berthctl" --address "$sock" "$@"; }
+bench_check_berth
 
 cleanup() {
     set +e
-    if [[ -n $imaged ]]; then
-        for id in $(berthctl ps -a -q 2>/dev/null); do berthctl rm -f "$id" >/dev/null 2>&1; done
-        kill "$imaged" 2>/dev/null
-        wait "$imaged" 2>/dev/null
-    fi
+    bench_stop_imaged
     bench_stop_containerd
     rm -rf "$work"
 }
@@ -54,14 +45,9 @@ trap cleanup EXIT
 image=docker.io/library/berth-bench-busybox:1
 bench_busybox_image "$image"
 
-# The private berth-imaged.
-# Loopback-only containers, as `ctr run`'s are: like is compared with like,
-# and the machine's network is left alone.
-"$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network none \
-    --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
-    2>"$work/imaged.log" &
-imaged=$!
-for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
+# The private berth-imaged. Loopback-only containers, as `ctr run`'s are:
+# like is compared with like, and the machine's network is left alone.
+bench_start_imaged none
 berthctl load -q -i "$work/image.tar" >/dev/null
 
 bench_start_containerd

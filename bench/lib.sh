@@ -1,9 +1,44 @@
-# Shared by bench/ctl.sh and bench/shim.sh (sourced, not run): the busybox
-# image both import, a private containerd, and the median of hyperfine rounds.
-# The caller sets `work` (its scratch directory) and `die` before sourcing.
+# Shared by the benchmarks (sourced, not run): the busybox image they
+# import, a private containerd, a private berth-imaged, and the median of
+# hyperfine rounds. The caller sets `work` (its scratch directory) and `die`
+# before sourcing, and `BIN` (berth's binaries) where it runs berth-imaged.
 
 holder=
 containerd=
+imaged=
+sock=$work/berth.sock
+
+# berthctl against the private berth-imaged.
+berthctl() { "$BIN/berthctl" --address "$sock" "$@"; }
+
+# berth's four binaries in $BIN, or die saying how to build them.
+bench_check_berth() {
+    local b
+    for b in berthctl berth-imaged containerd-shim-berth-v2 berth; do
+        [[ -x $BIN/$b ]] || die "no $BIN/$b (cargo build --release -p berth-ctl -p berth-imaged -p berth-shim -p berth-runtime)"
+    done
+}
+
+# DEFAULT-NETWORK [PREFIX…] → a private berth-imaged (root, socket and
+# runtime state in $work), its containers on DEFAULT-NETWORK unless they say
+# otherwise, started through PREFIX (e.g. nsenter into a namespace). Sets imaged.
+bench_start_imaged() {
+    local network=$1
+    shift
+    "$@" "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network "$network" \
+        --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
+        2>"$work/imaged.log" &
+    imaged=$!
+    for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
+}
+
+# Removes the private berth-imaged's containers (8 clients at once), then stops it.
+bench_stop_imaged() {
+    [[ -n $imaged ]] || return 0
+    berthctl ps -a -q 2>/dev/null | xargs -r -P 8 -n 20 "$BIN/berthctl" --address "$sock" rm -f >/dev/null 2>&1
+    kill "$imaged" 2>/dev/null
+    wait "$imaged" 2>/dev/null
+}
 
 # ctr against the private containerd, in its mount namespace.
 ctr() { nsenter -t "$holder" -m ctr --address /run/containerd/containerd.sock -n bench "$@"; }

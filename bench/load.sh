@@ -30,24 +30,15 @@ say() { echo "load.sh: $*" >&2; }
 for tool in containerd ctr containerd-shim-runc-v2 runc hyperfine jq unshare nsenter xargs /bin/busybox; do
     command -v "$tool" >/dev/null || die "missing $tool"
 done
-for b in berthctl berth-imaged containerd-shim-berth-v2 berth; do
-    [[ -x $BIN/$b ]] || die "no $BIN/$b (cargo build --release -p berth-ctl -p berth-imaged -p berth-shim -p berth-runtime)"
-done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-load-bench.XXXXXX")
-imaged=
-sock=$work/berth.sock
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
-berthctl() { "$BIN/berthctl" --address "$sock" "$@"; }
+bench_check_berth
 
 cleanup() {
     set +e
-    if [[ -n $imaged ]]; then
-        berthctl ps -a -q 2>/dev/null | xargs -r -P "$PARALLEL" -n 20 "$BIN/berthctl" --address "$sock" rm -f >/dev/null 2>&1
-        kill "$imaged" 2>/dev/null
-        wait "$imaged" 2>/dev/null
-    fi
+    bench_stop_imaged
     bench_stop_containerd
     rm -rf "$work"
 }
@@ -58,11 +49,7 @@ bench_busybox_image "$image"
 
 # Loopback-only containers, as `ctr run`'s are: like is compared with like,
 # and the machine's network is left alone.
-"$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network none \
-    --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
-    2>"$work/imaged.log" &
-imaged=$!
-for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
+bench_start_imaged none
 berthctl load -q -i "$work/image.tar" >/dev/null
 bench_start_containerd
 

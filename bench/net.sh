@@ -28,20 +28,15 @@ say() { echo "net.sh: $*" >&2; }
 for tool in podman hyperfine jq ip nsenter /usr/lib/cni/bridge /bin/busybox; do
     command -v "$tool" >/dev/null || [[ -x $tool ]] || die "missing $tool"
 done
-for b in berthctl berth-imaged containerd-shim-berth-v2 berth; do
-    [[ -x $BIN/$b ]] || die "no $BIN/$b (cargo build --release -p berth-ctl -p berth-imaged -p berth-shim -p berth-runtime)"
-done
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/berth-net-bench.XXXXXX")
 netns=berth-bench-net-$$
-imaged=
-sock=$work/berth.sock
 podman_image=localhost/berth-bench-net:1
 # busybox_oci_archive, median_ms, and `holder` (here: the pid holding
 # podman's mount namespace).
 # shellcheck source=bench/lib.sh
 source "$here/lib.sh"
-in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
+bench_check_berth
 # podman with storage, state and temporary files of its own, run in a mount
 # namespace with a private /tmp (holder, below: podman must not touch the
 # machine's /tmp), with runc (crun refuses this host's hybrid cgroups), and
@@ -49,15 +44,10 @@ in_ns() { nsenter --net="/run/netns/$netns" "$@"; }
 pwork=/var/tmp/berth-net-bench-podman-$$
 podman_flags="--root $pwork/root --runroot $pwork/run --tmpdir $pwork/tmp --runtime runc --cgroup-manager cgroupfs --events-backend file"
 podman_in() { nsenter -t "$holder" -m --net="/run/netns/$netns" podman $podman_flags "$@"; }
-berthctl() { "$BIN/berthctl" --address "$sock" "$@"; }
 
 cleanup() {
     set +e
-    if [[ -n $imaged ]]; then
-        for id in $(berthctl ps -a -q 2>/dev/null); do berthctl rm -f "$id" >/dev/null 2>&1; done
-        kill "$imaged" 2>/dev/null
-        wait "$imaged" 2>/dev/null
-    fi
+    bench_stop_imaged
     if [[ -n $holder ]]; then
         podman_in rm -af >/dev/null 2>&1
         podman_in rmi -af >/dev/null 2>&1
@@ -83,11 +73,7 @@ holder=$!
 for _ in $(seq 100); do grep -q '^tmpfs /tmp ' "/proc/$holder/mounts" 2>/dev/null && break; sleep 0.05; done
 podman_in import -q "$pwork/rootfs.tar" "$podman_image" >/dev/null
 
-in_ns "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" \
-    --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
-    2>"$work/imaged.log" &
-imaged=$!
-for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
+bench_start_imaged bridge nsenter --net="/run/netns/$netns"
 berthctl load -q -i "$work/image.tar" >/dev/null
 
 # Each sanity-checked once, outside the timing.

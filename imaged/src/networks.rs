@@ -270,15 +270,6 @@ impl Networks {
         Ok(ip)
     }
 
-    /// Containers connected to `network` and their addresses there.
-    pub fn members(&self, network: &str) -> Vec<(String, String)> {
-        self.all_attachments()
-            .into_iter()
-            .filter(|(_, a)| a.connected && a.attachment.network == network)
-            .map(|(id, a)| (id, a.attachment.address))
-            .collect()
-    }
-
     /// Removes a network no container is on; `named_by` lists containers
     /// (stopped ones too) whose settings name it.
     pub fn remove(&self, name: &str, named_by: &[String]) -> Result<()> {

@@ -517,6 +517,45 @@ impl Drop for Layout {
     }
 }
 
+pub fn ctl_bin() -> PathBuf {
+    target_dir().join("berthctl")
+}
+
+/// `berthctl --address SOCKET ARGS` with `stdin` typed in, killed after
+/// `limit` seconds: a hang fails the test instead of holding it.
+pub fn run_ctl_within(
+    limit: u32,
+    address: impl AsRef<Path>,
+    args: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
+    let mut command = Command::new("timeout");
+    command
+        .args(["-k5", &limit.to_string()])
+        .arg(ctl_bin())
+        .arg("--address")
+        .arg(address.as_ref())
+        .args(args);
+    crate::typed_output(command, &[(Duration::ZERO, stdin)], Duration::ZERO)
+}
+
+/// [`run_ctl_within`] 90 seconds.
+pub fn run_ctl(address: impl AsRef<Path>, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    run_ctl_within(90, address, args, stdin)
+}
+
+/// The stdout of a `berthctl ARGS` run against `daemon` that had to
+/// succeed; otherwise the test fails showing its output and the daemon's log.
+pub fn ctl_succeeded(daemon: &Daemon, args: &[&str], out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "berthctl {args:?} failed: {}\n{}",
+        crate::text(out),
+        daemon.log()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// A directory inside a unique directory of its own (`unique(..)/leaf`),
 /// both removed when dropped. A path directly in the temporary directory
 /// (or `/`) removes only itself: the guard never takes `/tmp` with it.

@@ -7,10 +7,9 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use berth_integration::imaged::*;
-use berth_integration::{target_dir, text, typed_output, unique};
+use berth_integration::{target_dir, text, unique};
 use berth_proto::v1 as pb;
 use serde_json::Value;
 
@@ -20,10 +19,6 @@ const APPLETS: &[&str] = &[
 ];
 
 const BASE: &str = "busybox:build";
-
-fn ctl_bin() -> PathBuf {
-    target_dir().join("berthctl")
-}
 
 /// A daemon running containers through this workspace's shim and runtime,
 /// with the busybox image loaded as [`BASE`], and a context directory.
@@ -77,15 +72,9 @@ impl Env {
         env
     }
 
+    /// Builds may take minutes: five of them before the test fails.
     fn ctl_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut command = Command::new("timeout");
-        command
-            .args(["-k5", "300"])
-            .arg(ctl_bin())
-            .arg("--address")
-            .arg(&self.daemon.socket)
-            .args(args);
-        typed_output(command, &[(Duration::ZERO, stdin)], Duration::ZERO)
+        run_ctl_within(300, &self.daemon.socket, args, stdin)
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -93,14 +82,7 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "berthctl {args:?} failed: {}\n{}",
-            text(&out),
-            self.daemon.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ctl_succeeded(&self.daemon, args, &self.ctl(args))
     }
 
     fn write(&self, rel: &str, data: &str) {

@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_integration::imaged::*;
-use berth_integration::{foreground_line, on_terminal, target_dir, text, typed_output, unique};
+use berth_integration::{foreground_line, on_terminal, target_dir, text, unique};
 use serde_json::Value;
 
 const APPLETS: &[&str] = &[
@@ -41,10 +41,6 @@ fn busybox_paths() -> BTreeSet<String> {
 /// An OCI layout tar of the busybox image named `name`.
 fn busybox_archive(name: &str) -> Vec<u8> {
     busybox_layout("ctl-busybox", APPLETS, name).archive()
-}
-
-fn ctl_bin() -> PathBuf {
-    target_dir().join("berthctl")
 }
 
 /// A daemon running containers through this workspace's shim and runtime.
@@ -85,7 +81,7 @@ impl Env {
     /// `berthctl --address SOCK ARGS` with `stdin` as input; fails the test
     /// instead of hanging it.
     fn ctl_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
-        run_ctl(&self.address(), args, stdin)
+        run_ctl(&self.daemon.socket, args, stdin)
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -94,14 +90,7 @@ impl Env {
 
     /// Runs and asserts success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "berthctl {args:?} failed: {}\n{}",
-            text(&out),
-            self.daemon.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ctl_succeeded(&self.daemon, args, &self.ctl(args))
     }
 
     /// `berthctl ARGS` on a terminal of its own, `input` typed there.
@@ -157,17 +146,6 @@ impl Env {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn run_ctl(address: &str, args: &[&str], stdin: &[u8]) -> Output {
-    let mut command = Command::new("timeout");
-    command
-        .args(["-k5", "90"])
-        .arg(ctl_bin())
-        .arg("--address")
-        .arg(address)
-        .args(args);
-    typed_output(command, &[(Duration::ZERO, stdin)], Duration::ZERO)
 }
 
 impl Drop for Env {

@@ -186,22 +186,7 @@ impl Net {
     }
 
     fn ctl_with_input(&self, args: &[&str], stdin: &[u8]) -> Output {
-        use std::io::Write;
-        let mut child = Command::new("timeout")
-            .args(["-k5", "90"])
-            .arg(target_dir().join("berthctl"))
-            .arg("--address")
-            .arg(&self.daemon.socket)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("berthctl");
-        if let Some(mut input) = child.stdin.take() {
-            let _ = input.write_all(stdin);
-        }
-        child.wait_with_output().expect("berthctl")
+        run_ctl(&self.daemon.socket, args, stdin)
     }
 
     fn ctl(&self, args: &[&str]) -> Output {
@@ -209,14 +194,7 @@ impl Net {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "berthctl {args:?}: {}\n{}",
-            text(&out),
-            self.daemon.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ctl_succeeded(&self.daemon, args, &self.ctl(args))
     }
 
     /// `berthctl ARGS` must fail as docker fails a bad request: 125, and

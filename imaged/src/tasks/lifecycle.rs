@@ -250,6 +250,7 @@ impl Tasks {
         }
         self.disconnect_network(id).await;
         self.lock().shims.remove(id);
+        self.teardowns.notify_waiters();
         if record.settings().auto_remove && restart_delay(&record, status).is_none() {
             // The exit is recorded and sent first: an attached client still
             // gets it. The task is gone, so this is a plain delete.

@@ -125,6 +125,8 @@ pub struct Tasks {
     pub launcher: Launcher,
     pub max_log: u64,
     inner: Mutex<Inner>,
+    /// Woken when an ended task's teardown is done (its shim entry gone).
+    teardowns: tokio::sync::Notify,
 }
 
 fn shim_err<'a>(container: &'a str, rpc: &'static str) -> impl FnOnce(ttrpc::Error) -> Error + 'a {
@@ -177,6 +179,7 @@ impl Tasks {
             launcher,
             max_log,
             inner: Mutex::new(Inner::default()),
+            teardowns: tokio::sync::Notify::new(),
         }
     }
 
@@ -226,7 +229,6 @@ impl Tasks {
     /// exit is sent before its network is taken down (see `exited`), and a
     /// stop, a removal or a new start must find all of it gone.
     async fn torn_down(&self, id: &str) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let ended = |tasks: &Tasks| {
             tasks
                 .lock()
@@ -234,9 +236,18 @@ impl Tasks {
                 .get(&(id.to_string(), String::new()))
                 .is_some_and(|p| p.exit.borrow().is_some())
         };
-        while ended(self) && self.shim_of(id).is_some() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let done = async {
+            loop {
+                // Registered before the check: a teardown finishing in
+                // between still wakes it.
+                let woken = self.teardowns.notified();
+                if !(ended(self) && self.shim_of(id).is_some()) {
+                    return;
+                }
+                woken.await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
     }
 
     pub fn is_running(&self, id: &str) -> bool {

@@ -13,12 +13,14 @@
 //! does not see the names. The default `bridge` network, as docker's,
 //! resolves no names.
 
+use std::collections::HashMap;
+
 use berth_net::network;
 use berth_net::ports::PortMapping;
 
 use super::{Error, Tasks};
 use crate::containers::ContainerRecord;
-use crate::networks::Mode;
+use crate::networks::{AttachmentRecord, Mode};
 
 type Result<T> = std::result::Result<T, Error>;
 
@@ -122,32 +124,40 @@ impl Tasks {
         networks: &[String],
         container: &str,
     ) -> std::io::Result<()> {
+        // One read of the attachments and of each record concerned, for
+        // every file written.
+        let all = self.containers.networks.attachments_by_container();
+        let mut records: HashMap<String, Option<ContainerRecord>> = HashMap::new();
         let mut affected = vec![container.to_string()];
         for network in networks {
-            affected.extend(
-                self.containers
-                    .networks
-                    .members(network)
-                    .into_iter()
-                    .map(|(id, _)| id),
-            );
+            affected.extend(members(&all, network).map(|(id, _)| id.clone()));
         }
         affected.sort();
         affected.dedup();
         for id in affected {
-            self.write_hosts_of(&id)?;
+            self.write_hosts_of(&id, &all, &mut records)?;
         }
         Ok(())
     }
 
     /// One container's /etc/hosts: its first address, and on each user
     /// network it is on, every other member there.
-    fn write_hosts_of(&self, id: &str) -> std::io::Result<()> {
-        let Ok(record) = self.containers.resolve(id) else {
+    fn write_hosts_of(
+        &self,
+        id: &str,
+        all: &HashMap<String, Vec<AttachmentRecord>>,
+        records: &mut HashMap<String, Option<ContainerRecord>>,
+    ) -> std::io::Result<()> {
+        let mut record_of = |id: &str| {
+            records
+                .entry(id.to_string())
+                .or_insert_with(|| self.containers.resolve(id).ok())
+                .clone()
+        };
+        let Some(record) = record_of(id) else {
             return Ok(());
         };
-        let networks = &self.containers.networks;
-        let own = networks.attachments(id);
+        let own = all.get(id).map_or(&[][..], Vec::as_slice);
         let Some(first) = own.first().filter(|a| a.connected) else {
             return Ok(());
         };
@@ -156,11 +166,11 @@ impl Tasks {
             .iter()
             .filter(|a| a.attachment.network != network::DEFAULT)
         {
-            for (peer, address) in networks.members(&attachment.attachment.network) {
-                if peer == id || peers.iter().any(|(ip, _)| *ip == address) {
+            for (peer, address) in members(all, &attachment.attachment.network) {
+                if peer == id || peers.iter().any(|(ip, _)| ip == address) {
                     continue;
                 }
-                let Ok(peer) = self.containers.resolve(&peer) else {
+                let Some(peer) = record_of(peer) else {
                     continue;
                 };
                 let mut names = vec![peer.name.clone()];
@@ -179,7 +189,7 @@ impl Tasks {
                 {
                     names.extend(endpoint.aliases.iter().cloned());
                 }
-                peers.push((address, names));
+                peers.push((address.to_string(), names));
             }
         }
         crate::bundle::write_hosts(
@@ -190,6 +200,18 @@ impl Tasks {
             &peers,
         )
     }
+}
+
+/// The containers connected to `network` and their addresses there.
+fn members<'a>(
+    all: &'a HashMap<String, Vec<AttachmentRecord>>,
+    network: &'a str,
+) -> impl Iterator<Item = (&'a String, &'a str)> + 'a {
+    all.iter().flat_map(move |(id, own)| {
+        own.iter()
+            .filter(move |a| a.connected && a.attachment.network == network)
+            .map(move |a| (id, a.attachment.address.as_str()))
+    })
 }
 
 impl Tasks {
