@@ -36,6 +36,7 @@ pub mod registry;
 pub mod server;
 pub mod shim;
 pub mod snapshots;
+pub mod streaming;
 pub mod tasks;
 pub mod unpack;
 pub mod volumes;
