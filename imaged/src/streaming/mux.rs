@@ -1,0 +1,53 @@
+//! What the two framings share: a session sees plain byte pipes, one per
+//! stream or channel, and a pump per outgoing pipe turns what the session
+//! writes into frames on the connection. Closing a pipe ends its stream.
+
+use std::io;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::io::{AsyncReadExt, DuplexStream};
+use tokio::task::JoinHandle;
+
+/// Bytes buffered per pipe before the writer waits for the reader.
+pub(crate) const PIPE_CAPACITY: usize = 64 * 1024;
+/// Largest payload put in one frame.
+const CHUNK: usize = 32 * 1024;
+
+/// The connection side of outgoing pipes.
+#[async_trait]
+pub(crate) trait FrameSink: Send + Sync + 'static {
+    /// Sends `data` on `channel`; `fin` marks the channel's last frame.
+    async fn send(&self, channel: u32, data: &[u8], fin: bool) -> io::Result<()>;
+}
+
+/// A pipe whose far end the connection fills with what the client sends.
+pub(crate) fn incoming() -> (DuplexStream, DuplexStream) {
+    tokio::io::duplex(PIPE_CAPACITY)
+}
+
+/// A pipe for the session to write `channel` into; the returned task ends
+/// once the session closed (dropped) its end and everything was sent.
+pub(crate) fn outgoing(sink: Arc<dyn FrameSink>, channel: u32) -> (DuplexStream, JoinHandle<()>) {
+    let (session_end, mut pump_end) = tokio::io::duplex(PIPE_CAPACITY);
+    let pump = tokio::spawn(async move {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            // The session's end is an in-memory pipe: it cannot fail, only
+            // close (0).
+            let n: usize = pump_end.read(&mut buf).await.unwrap_or_default();
+            if sink.send(channel, &buf[..n], n == 0).await.is_err() || n == 0 {
+                return;
+            }
+        }
+    });
+    (session_end, pump)
+}
+
+/// Waits for the pumps, so that everything written reached the connection.
+pub(crate) async fn drain(pumps: Vec<JoinHandle<()>>) {
+    for pump in pumps {
+        // A pump that panicked has nothing left to send.
+        let _ = pump.await;
+    }
+}
