@@ -656,6 +656,18 @@ fn spdy_attach_joins_the_main_process_and_reports_its_exit() {
 }
 
 #[test]
+fn websocket_attach_joins_the_main_process_and_reports_its_exit() {
+    if !prerequisites() {
+        return;
+    }
+    let f = Fixture::new();
+    let url = f.attachable("main-2", "read line; echo attached:$line; exit 5");
+    let result = python("exec", &url, json!({"stdin": "ws\n"}));
+    assert_eq!(result["stdout"], "attached:ws\n", "{result}");
+    assert_eq!(result["returncode"], 5, "{result}");
+}
+
+#[test]
 fn spdy_port_forward_fetches_a_page_from_the_pods_namespace() {
     if !prerequisites() {
         return;

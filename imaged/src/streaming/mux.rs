@@ -6,7 +6,8 @@ use std::io;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use tokio::io::{AsyncReadExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 /// Bytes buffered per pipe before the writer waits for the reader.
@@ -21,9 +22,37 @@ pub(crate) trait FrameSink: Send + Sync + 'static {
     async fn send(&self, channel: u32, data: &[u8], fin: bool) -> io::Result<()>;
 }
 
-/// A pipe whose far end the connection fills with what the client sends.
-pub(crate) fn incoming() -> (DuplexStream, DuplexStream) {
-    tokio::io::duplex(PIPE_CAPACITY)
+/// Frames queued per incoming stream before the connection's reader waits.
+const QUEUED_FRAMES: usize = 16;
+
+/// The connection's end of an incoming pipe. A short queue sits in front
+/// of the pipe so that one stream whose reader is slow (a process that
+/// does not read its stdin) holds up the frames of the other streams only
+/// once the queue is full too: SPDY as spdystream speaks it has no flow
+/// control to push back on the client with. Dropping the feed is the
+/// pipe's EOF, once what is queued has gone through.
+pub(crate) struct Feed(mpsc::Sender<Vec<u8>>);
+
+impl Feed {
+    /// Queues `data`; false once the session stopped reading this pipe.
+    pub(crate) async fn push(&self, data: Vec<u8>) -> bool {
+        self.0.send(data).await.is_ok()
+    }
+}
+
+/// A pipe the session reads and the connection fills with what the client
+/// sends.
+pub(crate) fn incoming() -> (DuplexStream, Feed) {
+    let (session_end, mut feed_end) = tokio::io::duplex(PIPE_CAPACITY);
+    let (queue, mut queued) = mpsc::channel::<Vec<u8>>(QUEUED_FRAMES);
+    tokio::spawn(async move {
+        while let Some(data) = queued.recv().await {
+            if feed_end.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+    });
+    (session_end, Feed(queue))
 }
 
 /// A pipe for the session to write `channel` into; the returned task ends

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::mux::{self, FrameSink};
+use super::mux::{self, Feed, FrameSink};
 
 /// RFC 6455 §1.3: the GUID the accept key is derived with.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -75,7 +75,7 @@ impl Connection {
 
     /// Starts reading: what the client sends on a channel of `feeds` goes
     /// into that pipe; other channels are dropped.
-    pub(crate) fn start(self, feeds: Vec<(u8, DuplexStream)>) -> Running {
+    pub(crate) fn start(self, feeds: Vec<(u8, Feed)>) -> Running {
         let reader = tokio::spawn(read_messages(
             self.read,
             self.writer.clone(),
@@ -215,7 +215,7 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> io::Result<(bool, u8, V
 async fn read_messages(
     mut io: Box<dyn AsyncRead + Send + Unpin>,
     writer: Arc<Writer>,
-    mut feeds: HashMap<u8, DuplexStream>,
+    mut feeds: HashMap<u8, Feed>,
     v5: bool,
 ) {
     let mut message = Vec::new();
@@ -247,8 +247,8 @@ async fn read_messages(
                     }
                     continue;
                 }
-                if let Some(feed) = feeds.get_mut(&channel) {
-                    if feed.write_all(&data).await.is_err() {
+                if let Some(feed) = feeds.get(&channel) {
+                    if !feed.push(data).await {
                         feeds.remove(&channel);
                     }
                 }

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
-use super::mux::{self, FrameSink};
+use super::mux::{self, Feed, FrameSink};
 use frame::{Frame, FrameReader};
 use headers::{Deflater, Headers};
 
@@ -160,7 +160,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     streams: mpsc::Sender<SpdyStream>,
     last: Arc<AtomicU32>,
 ) {
-    let mut open: HashMap<u32, DuplexStream> = HashMap::new();
+    let mut open: HashMap<u32, Feed> = HashMap::new();
     while let Ok(Some(frame)) = reader.next().await {
         match frame {
             Frame::SynStream {
@@ -190,7 +190,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 if let Some(feed) = open.get_mut(&stream_id) {
                     // A session that stopped reading a stream (the process
                     // exited) just loses what still arrives on it.
-                    if feed.write_all(&data).await.is_err() {
+                    if !feed.push(data).await {
                         open.remove(&stream_id);
                     }
                 }
