@@ -433,9 +433,12 @@ fn spdyclient() -> &'static Path {
     })
 }
 
-/// Runs the Go client with `input` on its stdin.
+/// Runs the Go client with `input` on its stdin; a session that hangs
+/// fails the test (timeout's 124) instead of hanging it.
 fn spdy(args: &[&str], input: &[u8]) -> Output {
-    run_with_input(Command::new(spdyclient()).args(args), input)
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k5", "120"]).arg(spdyclient()).args(args);
+    run_with_input(&mut cmd, input)
 }
 
 /// Runs the Python client script in `mode` with JSON `options`.
@@ -686,6 +689,17 @@ fn spdy_port_forward_fetches_a_page_from_the_pods_namespace() {
     assert!(page.starts_with("HTTP/1.0 200"), "{page}");
     assert!(page.contains(&marker), "{page}");
     assert_eq!(error, "", "nothing on the error stream");
+
+    // Several connections at once over one SPDY connection, paired by
+    // requestID, as kubectl port-forward multiplexes them.
+    let url = f.port_forward(&[8080]);
+    let args = ["-port", "8080", "-connections", "3"];
+    let (out, error) = f.spdy("portforward", &url, &args, request);
+    assert!(out.status.success(), "{}", text(&out));
+    let pages = stdout(&out);
+    assert_eq!(pages.matches(&marker).count(), 3, "{pages}");
+    assert_eq!(pages.matches("=== connection").count(), 3, "{pages}");
+    assert!(error.is_empty(), "{}", String::from_utf8_lossy(&error));
 
     // Nothing listens on 8081: the failure arrives on the error stream.
     let (_, error) = forward(&[], "8081");

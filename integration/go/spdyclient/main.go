@@ -5,12 +5,13 @@
 // Built offline with GOPATH=/usr/share/gocode GO111MODULE=off.
 //
 //	spdyclient exec URL [-stdin] [-stdout] [-stderr] [-tty] [-resize WxH] [-status FILE] [-protocol P]
-//	spdyclient portforward URL -port N [-status FILE]
+//	spdyclient portforward URL -port N [-connections N] [-status FILE]
 //
 // exec copies its stdin to the stdin stream and the output streams to its
 // own stdout/stderr, then writes the error stream's content to -status.
-// portforward sends its stdin through one forwarded connection and prints
-// what comes back; the error stream goes to -status.
+// portforward sends its stdin through -connections forwarded connections
+// at once (default 1) and prints what comes back on each; the error
+// streams go to -status.
 package main
 
 import (
@@ -152,22 +153,38 @@ func portForwardMode(args []string) {
 	fs := flag.NewFlagSet("portforward", flag.ExitOnError)
 	port := fs.Int("port", 0, "")
 	status := fs.String("status", "", "")
+	connections := fs.Int("connections", 1, "forwarded connections at once, as kubectl opens them")
 	fs.Parse(args[1:])
 	conn := upgrade(args[0], "portforward.k8s.io")
+	request, _ := ioutil.ReadAll(os.Stdin)
 	p := strconv.Itoa(*port)
-	errStream := open(conn, http.Header{"Streamtype": {"error"}, "Port": {p}, "Requestid": {"0"}})
-	data := open(conn, http.Header{"Streamtype": {"data"}, "Port": {p}, "Requestid": {"0"}})
-	go func() {
-		io.Copy(data, os.Stdin)
-	}()
-	done := make(chan struct{})
-	go func() {
-		io.Copy(os.Stdout, data)
-		close(done)
-	}()
-	result, _ := ioutil.ReadAll(errStream)
-	<-done
-	writeStatus(*status, result)
+	pages := make([][]byte, *connections)
+	errors := make([][]byte, *connections)
+	var wg sync.WaitGroup
+	for i := 0; i < *connections; i++ {
+		id := strconv.Itoa(i)
+		errStream := open(conn, http.Header{"Streamtype": {"error"}, "Port": {p}, "Requestid": {id}})
+		data := open(conn, http.Header{"Streamtype": {"data"}, "Port": {p}, "Requestid": {id}})
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			data.Write(request)
+			pages[i], _ = ioutil.ReadAll(data)
+			errors[i], _ = ioutil.ReadAll(errStream)
+		}(i)
+	}
+	wg.Wait()
+	for i := range pages {
+		if *connections > 1 {
+			fmt.Printf("=== connection %d\n", i)
+		}
+		os.Stdout.Write(pages[i])
+	}
+	var all []byte
+	for _, e := range errors {
+		all = append(all, e...)
+	}
+	writeStatus(*status, all)
 	conn.Close()
 }
 
