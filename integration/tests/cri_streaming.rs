@@ -807,6 +807,27 @@ fn unknown_protocols_are_refused_as_kubelet_refuses_them() {
 }
 
 #[test]
+fn an_idle_connection_is_closed() {
+    if !prerequisites() {
+        return;
+    }
+    let f = Fixture::with(StreamingConfig {
+        stream_idle_timeout: Duration::from_secs(1),
+        ..StreamingConfig::default()
+    });
+    // Silent for far longer than the idle timeout: the server hangs up
+    // before any status could be written.
+    let url = f.exec(&["sleep", "100"], [false, true, false, false]);
+    let (out, status) = f.spdy("exec", &url, &["-stdout"], b"");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&status),
+        "",
+        "no status: the connection was closed"
+    );
+}
+
+#[test]
 fn bad_requests_get_no_url() {
     if !prerequisites() {
         return;

@@ -2,8 +2,11 @@
 //! stream or channel, and a pump per outgoing pipe turns what the session
 //! writes into frames on the connection. Closing a pipe ends its stream.
 
+use std::future::Future;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
@@ -78,5 +81,64 @@ pub(crate) async fn drain(pumps: Vec<JoinHandle<()>>) {
     for pump in pumps {
         // A pump that panicked has nothing left to send.
         let _ = pump.await;
+    }
+}
+
+/// When a connection last carried a frame, either way. kubelet closes a
+/// streaming connection that stays idle for its stream idle timeout (4 h
+/// by default), so that a client that vanished without closing does not
+/// hold a session open forever.
+pub(crate) struct Activity {
+    born: Instant,
+    /// Milliseconds after `born`.
+    last: AtomicU64,
+    limit: Duration,
+}
+
+impl Activity {
+    pub(crate) fn new(limit: Duration) -> Arc<Activity> {
+        Arc::new(Activity {
+            born: Instant::now(),
+            last: AtomicU64::new(0),
+            limit,
+        })
+    }
+
+    pub(crate) fn touch(&self) {
+        let now = self.born.elapsed().as_millis() as u64;
+        self.last.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// `next`'s output, or `None` once the connection has been idle (both
+    /// ways) for the limit first.
+    pub(crate) async fn unless_idle<F: Future>(&self, next: F) -> Option<F::Output> {
+        tokio::pin!(next);
+        loop {
+            let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let idle = self.born.elapsed().saturating_sub(last);
+            let left = self
+                .limit
+                .checked_sub(idle)
+                .filter(|left| !left.is_zero())?;
+            if let Ok(output) = tokio::time::timeout(left, &mut next).await {
+                self.touch();
+                return Some(output);
+            }
+            // Time is up for reading; writes may have kept it busy: look again.
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn activity_ends_an_idle_wait() {
+        let activity = Activity::new(Duration::from_millis(1));
+        let never = std::future::pending::<()>();
+        assert_eq!(activity.unless_idle(never).await, None);
+        let busy = Activity::new(Duration::from_secs(3600));
+        assert_eq!(busy.unless_idle(async { 7 }).await, Some(7));
     }
 }

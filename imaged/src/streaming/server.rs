@@ -68,6 +68,9 @@ pub struct StreamingConfig {
     pub token_ttl: Duration,
     /// How long a client may take to open a session's streams (kubelet: 30 s).
     pub stream_creation_timeout: Duration,
+    /// A connection that carries nothing either way for this long is
+    /// closed (kubelet and containerd: 4 h).
+    pub stream_idle_timeout: Duration,
     /// Most URLs outstanding at once (kubelet: 1000).
     pub max_in_flight: usize,
 }
@@ -79,6 +82,7 @@ impl Default for StreamingConfig {
             base_url: None,
             token_ttl: Duration::from_secs(60),
             stream_creation_timeout: Duration::from_secs(30),
+            stream_idle_timeout: Duration::from_secs(4 * 3600),
             max_in_flight: 1000,
         }
     }
@@ -110,6 +114,7 @@ struct Shared {
     tokens: TokenCache<Approved>,
     backend: Arc<dyn StreamingBackend>,
     creation_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 /// The streaming server; dropping it stops accepting connections.
@@ -138,6 +143,7 @@ impl StreamingServer {
             tokens: TokenCache::new(config.token_ttl, config.max_in_flight),
             backend,
             creation_timeout: config.stream_creation_timeout,
+            idle_timeout: config.stream_idle_timeout,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         let base_url = config
@@ -377,7 +383,7 @@ fn upgrade_spdy(
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let Ok(conn) = spdy::Connection::start(TokioIo::new(upgraded)) else {
+        let Ok(conn) = spdy::Connection::start(TokioIo::new(upgraded), shared.idle_timeout) else {
             return;
         };
         match approved {
@@ -453,7 +459,8 @@ fn upgrade_websocket(
     let upgrade = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         let Ok(upgraded) = upgrade.await else { return };
-        let conn = websocket::Connection::new(TokioIo::new(upgraded), protocol);
+        let conn =
+            websocket::Connection::new(TokioIo::new(upgraded), protocol, shared.idle_timeout);
         match approved {
             Approved::Exec(session) | Approved::Attach(session) => {
                 remotecommand::serve_websocket(conn, protocol, session, shared.backend.as_ref())

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -15,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::mux::{self, Feed, FrameSink};
+use super::mux::{self, Activity, Feed, FrameSink};
 
 /// RFC 6455 §1.3: the GUID the accept key is derived with.
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -58,7 +59,9 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new<IO>(io: IO, protocol: &str) -> Self
+    /// Serves `io` with subprotocol `protocol`, closing it once idle for
+    /// `idle_timeout`.
+    pub(crate) fn new<IO>(io: IO, protocol: &str, idle_timeout: Duration) -> Self
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -68,6 +71,7 @@ impl Connection {
             writer: Arc::new(Writer {
                 io: Mutex::new(Box::new(write)),
                 base64: protocol.contains("base64"),
+                activity: Activity::new(idle_timeout),
             }),
             v5: protocol.starts_with("v5."),
         }
@@ -129,10 +133,12 @@ impl Running {
 struct Writer {
     io: Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
     base64: bool,
+    activity: Arc<Activity>,
 }
 
 impl Writer {
     async fn message(&self, channel: u8, data: &[u8]) -> io::Result<()> {
+        self.activity.touch();
         let bytes = if self.base64 {
             let mut text = vec![b'0' + channel];
             text.extend(
@@ -219,7 +225,16 @@ async fn read_messages(
     v5: bool,
 ) {
     let mut message = Vec::new();
-    while let Ok((fin, opcode, payload)) = read_frame(&mut io).await {
+    loop {
+        let (fin, opcode, payload) = match writer.activity.unless_idle(read_frame(&mut io)).await {
+            Some(Ok(frame)) => frame,
+            Some(Err(_)) => return,
+            None => {
+                // Idle: hang up, as kubelet does; the client sees the end.
+                let _ = writer.io.lock().await.shutdown().await;
+                return;
+            }
+        };
         match opcode {
             CLOSE => return,
             PING => {
@@ -321,7 +336,8 @@ mod tests {
     async fn v5_closes_one_channel_of_the_client() {
         let (client, server) = tokio::io::duplex(1024);
         let (mut stdin, feed) = mux::incoming();
-        let _running = Connection::new(server, "v5.channel.k8s.io").start(vec![(0, feed)]);
+        let _running = Connection::new(server, "v5.channel.k8s.io", Duration::from_secs(3600))
+            .start(vec![(0, feed)]);
         let (_client_read, mut client_write) = tokio::io::split(client);
         client_write
             .write_all(&masked(0x80 | BINARY, b"\x00hi"))

@@ -11,13 +11,14 @@ use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, DuplexStream};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
 
-use super::mux::{self, Feed, FrameSink};
+use super::mux::{self, Activity, Feed, FrameSink};
 use frame::{Frame, FrameReader};
 use headers::{Deflater, Headers};
 
@@ -52,6 +53,7 @@ impl SpdyStream {
 /// The writing half, shared by the pumps of every stream.
 struct Writer {
     state: Mutex<WriterState>,
+    activity: Arc<Activity>,
 }
 
 struct WriterState {
@@ -61,6 +63,7 @@ struct WriterState {
 
 impl Writer {
     async fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        self.activity.touch();
         let mut state = self.state.lock().await;
         state.io.write_all(bytes).await?;
         state.io.flush().await
@@ -91,7 +94,8 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn start<IO>(io: IO) -> Result<Self, SpdyError>
+    /// Serves `io`, closing it once idle for `idle_timeout`.
+    pub(crate) fn start<IO>(io: IO, idle_timeout: Duration) -> Result<Self, SpdyError>
     where
         IO: AsyncRead + AsyncWrite + Send + 'static,
     {
@@ -101,6 +105,7 @@ impl Connection {
                 io: Box::new(write),
                 deflater: Deflater::new()?,
             }),
+            activity: Activity::new(idle_timeout),
         });
         let (tx, streams) = mpsc::channel(16);
         let last = Arc::new(AtomicU32::new(0));
@@ -161,7 +166,16 @@ async fn read_frames<R: AsyncRead + Unpin>(
     last: Arc<AtomicU32>,
 ) {
     let mut open: HashMap<u32, Feed> = HashMap::new();
-    while let Ok(Some(frame)) = reader.next().await {
+    loop {
+        let frame = match writer.activity.unless_idle(reader.next()).await {
+            Some(Ok(Some(frame))) => frame,
+            Some(_) => break,
+            None => {
+                // Idle: hang up, as kubelet does; the client sees the end.
+                let _ = writer.state.lock().await.io.shutdown().await;
+                break;
+            }
+        };
         match frame {
             Frame::SynStream {
                 stream_id,
