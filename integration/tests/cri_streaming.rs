@@ -828,6 +828,35 @@ fn an_idle_connection_is_closed() {
 }
 
 #[test]
+fn a_backend_failure_is_an_internal_error_status() {
+    if !prerequisites() {
+        return;
+    }
+    let f = Fixture::new();
+    let url = f
+        .server
+        .exec_url(ExecRequest {
+            container_id: "no-such-container".into(),
+            cmd: vec!["true".into()],
+            tty: false,
+            stdin: false,
+            stdout: true,
+            stderr: false,
+        })
+        .expect("exec url");
+    let (out, status) = f.spdy("exec", &url, &["-stdout"], b"");
+    assert!(out.status.success(), "{}", text(&out));
+    let value = parse_status(&status);
+    assert_eq!(value["reason"], "InternalError", "{value}");
+    assert_eq!(value["code"], 500, "{value}");
+    let message = value["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("container no-such-container not found"),
+        "{value}"
+    );
+}
+
+#[test]
 fn bad_requests_get_no_url() {
     if !prerequisites() {
         return;
