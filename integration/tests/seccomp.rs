@@ -255,8 +255,9 @@ fn bad_profiles_fail_create_and_leave_nothing() {
             "unknown operator",
         ),
         (
-            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/notify.sock"}),
-            "not supported",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+            "needs listenerPath",
         ),
     ] {
         let bundle = with_profile("bad-seccomp", profile);
@@ -428,6 +429,75 @@ fn a_syscall_unknown_to_the_profile_fails_with_enosys() {
                 rt.kind,
                 text(&out)
             );
+        }
+    }
+}
+
+/// i386 calls (`int 0x80`) and x32 calls (bit 30) of a 64-bit process,
+/// filtered by the profile's `architectures` as libseccomp filters them:
+/// a listed ABI by its own numbers, an unlisted one kills the caller
+/// (SIGSYS, status 159). Each row under runc and berth, same answers.
+#[test]
+fn i386_and_x32_calls_follow_the_profiles_architectures_as_under_runc() {
+    if !can_run() {
+        return;
+    }
+    let x32 = |nr: u32| (nr | 0x4000_0000).to_string();
+    let only_64: &[&str] = &["SCMP_ARCH_X86_64"];
+    let with_i386: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"];
+    let all: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+    // (architectures, probe, expected stdout, expected status)
+    let rows: Vec<(&[&str], Vec<String>, &str, i32)> = vec![
+        (&[], vec!["--int80".into(), "20".into()], "", 159),
+        (only_64, vec!["--int80".into(), "20".into()], "", 159),
+        (only_64, vec!["--syscall".into(), x32(39)], "", 159),
+        (
+            only_64,
+            vec!["--syscall".into(), "110".into()],
+            "errno 13",
+            0,
+        ),
+        (with_i386, vec!["--int80".into(), "20".into()], "ok", 0),
+        (
+            with_i386,
+            vec!["--int80".into(), "64".into()],
+            "errno 13",
+            0,
+        ),
+        (
+            with_i386,
+            vec!["--int80".into(), "999".into()],
+            "errno 38",
+            0,
+        ),
+        (with_i386, vec!["--syscall".into(), x32(39)], "", 159),
+        // Allowed by the filter; this kernel has no x32 ABI, so ENOSYS.
+        (all, vec!["--syscall".into(), x32(39)], "errno 38", 0),
+        (all, vec!["--syscall".into(), x32(110)], "errno 13", 0),
+        (all, vec!["--int80".into(), "64".into()], "errno 13", 0),
+    ];
+    for (arches, probe, expected, status) in rows {
+        // getppid is denied by name: 110 on x86_64, 64 on i386, 110|x32 on x32.
+        let mut bundle = with_profile(
+            "abis",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": arches,
+                "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            }),
+        );
+        let mut args = vec!["/berth-checker"];
+        args.extend(probe.iter().map(String::as_str));
+        bundle.args(&args);
+        for rt in [Runtime::berth(), Runtime::runc()] {
+            let out = rt.run(&bundle, &unique("abis"));
+            let what = format!("{:?} {arches:?} {probe:?}: {}", rt.kind, text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                expected,
+                "{what}"
+            );
+            assert_eq!(out.status.code(), Some(status), "{what}");
         }
     }
 }

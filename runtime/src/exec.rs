@@ -8,8 +8,9 @@
 //!                            C exits
 //! G: terminal, rlimits, cwd, no_new_privs, capabilities, user, seccomp → execve
 //! ```
-//! P learns G's pid from C over a `SOCK_SEQPACKET` pair; G's end is
-//! close-on-exec, so EOF there means G has exec'd, and any text is G's error.
+//! P learns G's pid from C over the channel of `channel.rs`; G's end is
+//! close-on-exec, so EOF there means G has exec'd. Before that G may hand
+//! over a seccomp listener, or report why it failed.
 //!
 //! Until execve, G is a copy of berth inside the container's pid namespace.
 //! It is non-dumpable from the start, so /proc/G/exe is closed to the
@@ -22,6 +23,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::channel::{self, ChannelError, InitEnd, Message};
 use crate::spec::{NamespaceKind, Process, Spec};
 use crate::state::{self, State, StateError};
 use crate::{capabilities, cgroups, console, process, seccomp};
@@ -32,6 +34,10 @@ pub enum ExecError {
     State(#[from] StateError),
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot exec in a stopped container")]
     Stopped,
     #[error("cannot exec in a paused container (use --ignore-paused to override)")]
@@ -233,13 +239,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
             }
             None => None,
         };
-    let (ours, theirs) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| io("socketpair")(e.into()))?;
+    let (ours, theirs) = channel::pair()?;
     let preserve = crate::process::check_preserved_fds(u64::from(options.preserve_fds))? - 3;
     // SAFETY: berth is single-threaded; the child runs ordinary code.
     let child = unsafe { libc::fork() };
@@ -254,7 +254,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
             process: &process,
             filters: filters.as_ref(),
             console: console.as_ref().map(|c| c.as_raw_fd()),
-            channel: theirs.as_raw_fd(),
+            channel: &theirs,
             preserve,
         };
         setup.run();
@@ -262,34 +262,27 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     drop(theirs);
     drop(console);
     // C sends G's pid, then G's end stays open until execve.
-    let mut buf = vec![0u8; 64 * 1024];
-    let read = |buf: &mut [u8]| loop {
-        match nix::unistd::read(ours.as_raw_fd(), buf) {
-            Err(nix::Error::EINTR) => continue,
-            other => return other.unwrap_or(0),
-        }
-    };
-    let n = read(&mut buf);
+    let first = ours.receive();
     // SAFETY: reaping our own child C.
     unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let Some(pid) = text
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse::<i32>().ok())
-    else {
-        return Err(ExecError::Failed(if text.is_empty() {
-            "the exec helper exited without a word".into()
-        } else {
-            text
-        }));
+    let pid = match first {
+        Ok(Message::Pid(pid)) => pid,
+        Ok(Message::Failed(text)) => return Err(ExecError::Failed(text)),
+        Err(ChannelError::Closed) => {
+            return Err(ExecError::Failed(
+                "the exec helper exited without a word".into(),
+            ))
+        }
+        Ok(other) => return Err(ChannelError::Unexpected(format!("{other:?}").into_bytes()).into()),
+        Err(e) => return Err(e.into()),
     };
-    let n = read(&mut buf);
-    if n > 0 {
-        // SAFETY: reaping our own child G, which failed before execve.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return Err(ExecError::Failed(
-            String::from_utf8_lossy(&buf[..n]).into_owned(),
-        ));
+    if let Err(e) = follow_until_exec(&ours, pid, &state, filters.as_ref()) {
+        // SAFETY: G is our child (CLONE_PARENT); it has not exec'd.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(e);
     }
     if let Some(pid_file) = &options.pid_file {
         state::write_atomic(pid_file, pid.to_string().as_bytes(), state::Access::Public)?;
@@ -304,6 +297,39 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     Ok(crate::process::wait_forwarding_signals(pid))
 }
 
+/// Serves G until its execve (EOF on the channel): hands its seccomp
+/// listener to the agent, or returns the error G reports.
+fn follow_until_exec(
+    channel: &channel::RuntimeEnd,
+    pid: i32,
+    state: &State,
+    filters: Option<&seccomp::Compiled>,
+) -> Result<(), ExecError> {
+    loop {
+        match channel.receive() {
+            Err(ChannelError::Closed) => return Ok(()),
+            Ok(Message::SeccompListener(fd)) => {
+                let status = seccomp::notify::ProcessContainerState {
+                    oci_version: crate::OCI_VERSION,
+                    id: &state.id,
+                    status: "running",
+                    pid: state.pid,
+                    bundle: &state.bundle,
+                    annotations: &state.annotations,
+                };
+                let listener = filters.and_then(|f| f.listener.as_ref());
+                seccomp::notify::forward(listener, pid, fd, status)?;
+                channel.seccomp_done()?;
+            }
+            Ok(Message::Failed(text)) => return Err(ExecError::Failed(text)),
+            Ok(other) => {
+                return Err(ChannelError::Unexpected(format!("{other:?}").into_bytes()).into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// What the forked helper C needs.
 struct ChildSetup<'a> {
     state: &'a State,
@@ -311,19 +337,14 @@ struct ChildSetup<'a> {
     process: &'a Process,
     filters: Option<&'a seccomp::Compiled>,
     console: Option<RawFd>,
-    channel: RawFd,
+    channel: &'a InitEnd,
     preserve: u32,
-}
-
-fn send(channel: RawFd, text: &str) {
-    // SAFETY: write of a live buffer to our socket.
-    unsafe { libc::write(channel, text.as_ptr().cast(), text.len()) };
 }
 
 impl ChildSetup<'_> {
     fn run(self) -> ! {
         if let Err(e) = self.join() {
-            send(self.channel, &e);
+            self.channel.failed(&e);
             // SAFETY: leaving the forked helper.
             unsafe { libc::_exit(1) };
         }
@@ -331,18 +352,19 @@ impl ChildSetup<'_> {
         let pid = match process::clone_like_fork(libc::CLONE_PARENT) {
             Ok(pid) => pid,
             Err(e) => {
-                send(self.channel, &format!("clone: {e}"));
+                self.channel.failed(&format!("clone: {e}"));
                 // SAFETY: leaving the helper.
                 unsafe { libc::_exit(1) };
             }
         };
         if pid == 0 {
             let error = self.prepare_and_exec();
-            send(self.channel, &error);
+            self.channel.failed(&error);
             // SAFETY: leaving the failed process before execve.
             unsafe { libc::_exit(127) };
         }
-        send(self.channel, &format!("pid {pid}"));
+        // Nothing to do if P is gone: G then fails on its own channel.
+        let _ = self.channel.pid(pid);
         // SAFETY: the helper's work is done.
         unsafe { libc::_exit(0) }
     }
@@ -434,9 +456,7 @@ impl ChildSetup<'_> {
             process::set_no_new_privs().map_err(|e| e.to_string())?;
         }
         if !process.no_new_privileges {
-            if let Some(filters) = self.filters {
-                seccomp::install(filters).map_err(|e| e.to_string())?;
-            }
+            self.install_seccomp()?;
         }
         capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
         process::switch_user(process, true).map_err(|e| e.to_string())?;
@@ -461,11 +481,22 @@ impl ChildSetup<'_> {
         process::mark_cloexec_from(3 + self.preserve)?;
         process::reset_signals();
         if process.no_new_privileges {
-            if let Some(filters) = self.filters {
-                seccomp::install(filters).map_err(|e| e.to_string())?;
-            }
+            self.install_seccomp()?;
         }
         Ok((path, argv, envp))
+    }
+
+    /// As the init does (see `init::install_seccomp`).
+    fn install_seccomp(&self) -> Result<(), String> {
+        let Some(filters) = self.filters else {
+            return Ok(());
+        };
+        if let Some(listener) = seccomp::install(filters).map_err(|e| e.to_string())? {
+            self.channel
+                .hand_over_listener(listener)
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 

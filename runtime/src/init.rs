@@ -160,9 +160,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // now, before the capabilities go (as runc does); the filter then also
     // governs the init's last steps, which a sane profile allows.
     if !process.no_new_privileges {
-        if let Some(filters) = args.seccomp {
-            crate::seccomp::install(filters).map_err(|e| e.to_string())?;
-        }
+        install_seccomp(args)?;
     }
     capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
     process::switch_user(process, true).map_err(|e| e.to_string())?;
@@ -201,9 +199,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // the wait for `start`, so that the startContainer hooks run under it
     // too (the spec runs them in the container).
     if process.no_new_privileges {
-        if let Some(filters) = args.seccomp {
-            crate::seccomp::install(filters).map_err(|e| e.to_string())?;
-        }
+        install_seccomp(args)?;
     }
 
     // 7. Ready; wait for `start`.
@@ -227,6 +223,21 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
     let error = std::io::Error::last_os_error();
     report_start_failure(&connection, &format!("exec {:?}: {error}", process.args[0]));
+}
+
+/// Installs the profile's filters. A notifying profile's listener goes to
+/// the runtime (and from there to the agent) before anything else happens:
+/// from here on a notified call of ours would wait for that agent.
+fn install_seccomp(args: &InitArgs) -> Result<(), String> {
+    let Some(filters) = args.seccomp else {
+        return Ok(());
+    };
+    if let Some(listener) = crate::seccomp::install(filters).map_err(|e| e.to_string())? {
+        args.channel
+            .hand_over_listener(listener)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 /// Tells `start` why the process could not start, then exits.
