@@ -501,3 +501,68 @@ fn i386_and_x32_calls_follow_the_profiles_architectures_as_under_runc() {
         }
     }
 }
+
+/// Rules of different actions on one syscall, under runc and berth: the
+/// verdict is libseccomp's (the first unconditional rule decides, an
+/// earlier broader rule covers a narrower later one), not the most
+/// restrictive action; a broader rule after a narrower one of another
+/// action is refused by both.
+#[test]
+fn mixed_action_rules_give_libseccomps_verdict_as_under_runc() {
+    if !can_run() {
+        return;
+    }
+    let eq = |index: u64, value: u64| json!({"index": index, "value": value, "op": "SCMP_CMP_EQ"});
+    let mut bundle = with_profile(
+        "mixed",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["mkdir"], "action": "SCMP_ACT_KILL_PROCESS"},
+                {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(0, 1)]},
+                {"names": ["getppid"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 1), eq(1, 2)]}
+            ]
+        }),
+    );
+    // (probe, stdout, status): mkdir(NULL) and getppid with arguments.
+    let rows: &[(&[&str], &str, i32)] = &[
+        (&["83", "0", "0"], "errno 13", 0),
+        (&["110", "1", "2"], "errno 5", 0),
+        (&["110", "1", "3"], "errno 5", 0),
+        (&["110", "0", "2"], "ok", 0),
+    ];
+    for (probe, expected, status) in rows {
+        let mut args = vec!["/berth-checker", "--syscall"];
+        args.extend_from_slice(probe);
+        bundle.args(&args);
+        for rt in [Runtime::berth(), Runtime::runc()] {
+            let out = rt.run(&bundle, &unique("mixed"));
+            let what = format!("{:?} {probe:?}: {}", rt.kind, text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                *expected,
+                "{what}"
+            );
+            assert_eq!(out.status.code(), Some(*status), "{what}");
+        }
+    }
+    // The same conditions under two actions: libseccomp says EEXIST.
+    let mut bundle = with_profile(
+        "mixed-refused",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [eq(0, 1)]},
+                {"names": ["getppid"], "action": "SCMP_ACT_KILL", "args": [eq(0, 1)]}
+            ]
+        }),
+    );
+    bundle.args(&["/bin/true"]);
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let id = unique("mixed-refused");
+        let out = rt.run(&bundle, &id);
+        assert!(!out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        assert!(rt.state(&id).is_none(), "{:?}: {id} left behind", rt.kind);
+    }
+}
