@@ -18,7 +18,6 @@
 //! namespace (a privileged container); closing that case needs an exec from
 //! a sealed copy of the binary, which berth does not do yet.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -26,7 +25,7 @@ use std::path::{Path, PathBuf};
 use crate::channel::{self, ChannelError, InitEnd, Message};
 use crate::spec::{NamespaceKind, Process, Spec};
 use crate::state::{self, State, StateError};
-use crate::{capabilities, cgroups, console, process, seccomp};
+use crate::{cgroups, console, process, seccomp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -417,86 +416,37 @@ impl ChildSetup<'_> {
     /// In G: the process's own settings, then execve; returns only an error.
     fn prepare_and_exec(&self) -> String {
         match self.prepare() {
-            Ok((path, argv, envp)) => {
-                let mut argv_ptrs: Vec<*const libc::c_char> =
-                    argv.iter().map(|a| a.as_ptr()).collect();
-                argv_ptrs.push(std::ptr::null());
-                let mut envp_ptrs: Vec<*const libc::c_char> =
-                    envp.iter().map(|a| a.as_ptr()).collect();
-                envp_ptrs.push(std::ptr::null());
-                // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-                unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-                format!(
-                    "exec {:?}: {}",
-                    self.process.args[0],
-                    std::io::Error::last_os_error()
-                )
-            }
+            Ok(execve) => format!("exec {:?}: {}", self.process.args[0], execve.exec()),
             Err(e) => e,
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn prepare(&self) -> Result<(CString, Vec<CString>, Vec<CString>), String> {
+    fn prepare(&self) -> Result<process::Execve, String> {
         let process = self.process;
-        if let (true, Some(socket)) = (process.terminal, self.console) {
-            console::setup(socket, process.console_size, process.user.uid)
-                .map_err(|e| e.to_string())?;
-        }
-        process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
         if !process.cwd.starts_with('/') {
             return Err(format!("cwd {:?} is not an absolute path", process.cwd));
         }
-        // The mount namespace's root is the container's: the path resolves inside it.
-        let cwd_as_root = nix::unistd::chdir(process.cwd.as_str());
         if let Some(score) = process.oom_score_adj {
             process::apply_oom_score_adj(score).map_err(|e| e.to_string())?;
         }
-        if process.no_new_privileges {
-            process::set_no_new_privs().map_err(|e| e.to_string())?;
-        }
-        if !process.no_new_privileges {
-            self.install_seccomp()?;
-        }
-        capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
-        process::switch_user(process, true).map_err(|e| e.to_string())?;
-        capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
-        // SAFETY: plain prctl (setuid reset the flag).
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
-        if cwd_as_root.is_err() {
-            nix::unistd::chdir(process.cwd.as_str())
-                .map_err(|e| format!("chdir to cwd ({:?}) failed: {e}", process.cwd))?;
-        }
-        let env = process::environment(process);
-        let executable =
-            process::find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
-        if let Some(umask) = process.user.umask {
-            // SAFETY: plain umask.
-            unsafe { libc::umask(umask) };
-        }
-        let argv = process::c_strings("argument", &process.args).map_err(|e| e.to_string())?;
-        let envp = process::c_strings("environment entry", &env).map_err(|e| e.to_string())?;
-        let path = CString::new(executable.as_os_str().as_encoded_bytes())
-            .map_err(|_| "executable path contains a NUL byte".to_string())?;
-        process::mark_cloexec_from(3 + self.preserve)?;
+        let install = &mut || seccomp::notify::install(self.filters, self.channel);
+        let execve = process::become_container_process(
+            process::Becoming {
+                process,
+                console_socket: self.console,
+                // The mount namespace's root is the container's: the path
+                // resolves inside it.
+                cwd: process::Cwd::Path(process.cwd.clone()),
+                default_umask: None,
+                keep_fds_below: 3 + self.preserve,
+            },
+            install,
+        )?;
         process::reset_signals();
         if process.no_new_privileges {
-            self.install_seccomp()?;
+            install()?;
         }
-        Ok((path, argv, envp))
-    }
-
-    /// As the init does (see `init::install_seccomp`).
-    fn install_seccomp(&self) -> Result<(), String> {
-        let Some(filters) = self.filters else {
-            return Ok(());
-        };
-        if let Some(listener) = seccomp::install(filters).map_err(|e| e.to_string())? {
-            self.channel
-                .hand_over_listener(listener)
-                .map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        Ok(execve)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::channel::InitEnd;
 use crate::namespaces::Plan;
 use crate::rootfs::{self, Context};
 use crate::spec::Spec;
-use crate::{capabilities, console, hooks, namespaces, process, safe_path};
+use crate::{hooks, namespaces, process, safe_path};
 
 /// What the runtime hands to the init.
 pub struct InitArgs<'a> {
@@ -143,55 +143,20 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     rootfs::readonly_paths(&spec.linux().readonly_paths).map_err(|e| e.to_string())?;
     rootfs::finish_root(spec).map_err(|e| e.to_string())?;
 
-    // 5. The process: terminal, limits, identity, capabilities.
-    // Without a socket (`run` in the foreground) the caller's terminal is the
-    // process's stdio already.
-    if let (true, Some(socket)) = (process.terminal, args.console_socket) {
-        console::setup(socket, process.console_size, process.user.uid)
-            .map_err(|e| e.to_string())?;
-    }
-    process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
-    let env = process::environment(process);
-    let cwd_as_root = nix::unistd::fchdir(cwd.as_raw_fd());
-    if process.no_new_privileges {
-        process::set_no_new_privs().map_err(|e| e.to_string())?;
-    }
-    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
-    // now, before the capabilities go (as runc does); the filter then also
-    // governs the init's last steps, which a sane profile allows.
-    if !process.no_new_privileges {
-        install_seccomp(args)?;
-    }
-    capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
-    process::switch_user(process, true).map_err(|e| e.to_string())?;
-    capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
-    // Changing uid resets the dumpable flag: keep /proc/1/exe (still berth)
-    // out of reach until execve (CVE-2019-5736).
-    // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
-    if cwd_as_root.is_err() {
-        // A directory only the container's user may enter.
-        nix::unistd::fchdir(cwd.as_raw_fd()).map_err(|e| {
-            format!(
-                "chdir to cwd ({:?}) set in config.json failed: {e}",
-                process.cwd
-            )
-        })?;
-    }
-    drop(cwd);
-    // Looked up as the container's user, from its cwd, as execve will.
-    let executable = process::find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
-    // SAFETY: plain umask.
-    unsafe { libc::umask(process.user.umask.unwrap_or(0o022)) };
-    let argv = process::c_strings("argument", &process.args).map_err(|e| e.to_string())?;
-    let envp = process::c_strings("environment entry", &env).map_err(|e| e.to_string())?;
-    let path = CString::new(executable.as_os_str().as_encoded_bytes())
-        .map_err(|_| "executable path contains a NUL byte")?;
-
-    // 6. Nothing of ours may reach the container (CVE-2024-21626): every
+    // 5. The process: terminal, limits, identity, capabilities, cwd; then
+    // 6. nothing of ours may reach the container (CVE-2024-21626): every
     // descriptor above stdio and the preserved ones (which include the
     // caller's socket-activation fds) closes on exec.
-    process::mark_cloexec_from(3 + args.preserve_fds)?;
+    let execve = process::become_container_process(
+        process::Becoming {
+            process,
+            console_socket: args.console_socket,
+            cwd: process::Cwd::Opened(cwd),
+            default_umask: Some(0o022),
+            keep_fds_below: 3 + args.preserve_fds,
+        },
+        &mut || install_seccomp(args),
+    )?;
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
@@ -215,29 +180,13 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         }
     }
     process::reset_signals();
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    let error = std::io::Error::last_os_error();
+    let error = execve.exec();
     report_start_failure(&connection, &format!("exec {:?}: {error}", process.args[0]));
 }
 
-/// Installs the profile's filters. A notifying profile's listener goes to
-/// the runtime (and from there to the agent) before anything else happens:
-/// from here on a notified call of ours would wait for that agent.
+/// Installs the profile's filters (see `seccomp::notify::install`).
 fn install_seccomp(args: &InitArgs) -> Result<(), String> {
-    let Some(filters) = args.seccomp else {
-        return Ok(());
-    };
-    if let Some(listener) = crate::seccomp::install(filters).map_err(|e| e.to_string())? {
-        args.channel
-            .hand_over_listener(listener)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
+    crate::seccomp::notify::install(args.seccomp, &args.channel)
 }
 
 /// Tells `start` why the process could not start, then exits.

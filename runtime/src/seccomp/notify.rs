@@ -20,6 +20,7 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use serde::Serialize;
 
 use super::SeccompError;
+use crate::channel::InitEnd;
 
 /// `listenerPath` and `listenerMetadata` of the profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,22 @@ pub struct ProcessContainerState<'a> {
 
 /// The name the runtime-spec gives the listener in `fds`.
 pub const SECCOMP_FD_NAME: &str = "seccompFd";
+
+/// In the process that becomes the container's (the init, or `exec`'s):
+/// installs the filters; a notifying profile's listener goes to the runtime
+/// (and from there to the agent) before anything else happens, since from
+/// here on a notified call of this process waits for that agent.
+pub fn install(compiled: Option<&super::Compiled>, channel: &InitEnd) -> Result<(), String> {
+    let Some(compiled) = compiled else {
+        return Ok(());
+    };
+    if let Some(listener) = super::install(compiled).map_err(|e| e.to_string())? {
+        channel
+            .hand_over_listener(listener)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
 
 /// Duplicates descriptor `fd` of process `pid` into this one.
 pub fn take_from(pid: i32, fd: RawFd) -> Result<OwnedFd, SeccompError> {
