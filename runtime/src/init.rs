@@ -1,8 +1,8 @@
 //! The container's init: every step from `clone` to `execve`, in order.
 //!
 //! This runs in the child the runtime cloned (single-threaded, so ordinary
-//! Rust is safe here). Any failure is sent to the runtime as text and the
-//! child exits; nothing here returns.
+//! Rust is safe here). Any failure (an `InitError`) is sent to the runtime as
+//! text and the child exits; nothing here returns.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -38,23 +38,57 @@ pub struct InitArgs<'a> {
     pub runtime_hooks: bool,
 }
 
+/// Why the init could not become the container's process; the runtime
+/// reports its text.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("process must be specified")]
+    NoProcess,
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NamespaceError),
+    #[error(transparent)]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Path(#[from] crate::safe_path::SafePathError),
+    /// A step of `process::become_container_process` (or of the seccomp
+    /// filter's installation), in its own words.
+    #[error("{0}")]
+    Becoming(String),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Sys { what, source }
+}
+
 /// Runs the init and never returns.
 pub fn run(args: InitArgs) -> ! {
     let result = setup(&args);
-    let message = match result {
+    let error = match result {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    args.channel.failed(&message);
+    args.channel.failed(&error.to_string());
     // SAFETY: leaving the cloned child without running the runtime's destructors.
     unsafe { libc::_exit(1) }
 }
 
-/// Everything up to `execve`; returns only an error's text.
-fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
+/// Everything up to `execve`; returns only an error.
+fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     let spec = args.spec;
     let plan = args.plan;
-    let process = spec.process.as_ref().ok_or("process must be specified")?;
+    let process = spec.process.as_ref().ok_or(InitError::NoProcess)?;
     process::forget_caller();
     // SAFETY: plain prctl/umask calls.
     unsafe {
@@ -68,10 +102,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
 
     // 1. Namespaces given by path that belong to the init (user first).
     for (kind, path) in &plan.init_joins {
-        namespaces::join(*kind, path).map_err(|e| e.to_string())?;
+        namespaces::join(*kind, path)?;
     }
     // 2. The runtime maps our ids and moves us into our cgroups.
-    let state_json = args.channel.wait_prepared().map_err(|e| e.to_string())?;
+    let state_json = args.channel.wait_prepared()?;
     if plan.new_user {
         // SAFETY: plain set*id calls; failure leaves us unmapped, which the
         // following steps report.
@@ -81,9 +115,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         }
     }
     // 3. Every other new namespace, owned by the container's user namespace.
-    namespaces::unshare(plan.unshare_flags).map_err(|e| e.to_string())?;
+    namespaces::unshare(plan.unshare_flags)?;
     if let Some(name) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        nix::unistd::sethostname(name).map_err(|e| format!("sethostname {name:?}: {e}"))?;
+        nix::unistd::sethostname(name)
+            .map_err(|e| sys(format!("sethostname {name:?}"))(e.into()))?;
     }
     if let Some(name) = spec.domainname.as_deref().filter(|h| !h.is_empty()) {
         set_domainname(name)?;
@@ -92,7 +127,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         join_session_keyring(&args.container_id)?;
     }
     if let Some(score) = process.oom_score_adj {
-        process::apply_oom_score_adj(score).map_err(|e| e.to_string())?;
+        process::apply_oom_score_adj(score)?;
     }
 
     // 4. The filesystem.
@@ -109,17 +144,16 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         hierarchies: &args.hierarchies,
         new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
     };
-    rootfs::prepare(&ctx).map_err(|e| e.to_string())?;
-    rootfs::mount_all(&ctx).map_err(|e| e.to_string())?;
+    rootfs::prepare(&ctx)?;
+    rootfs::mount_all(&ctx)?;
     // Opened now, inside the rootfs: after pivot_root the process enters it
     // by fd, so no path (or symlink planted in it) is looked up again
     // (CVE-2024-21626).
     let cwd = create_cwd(&args.rootfs, &process.cwd)?;
     if args.runtime_hooks {
-        args.channel.runtime_hooks().map_err(|e| e.to_string())?;
+        args.channel.runtime_hooks()?;
         args.channel
-            .expect(crate::channel::Message::RuntimeHooksDone)
-            .map_err(|e| e.to_string())?;
+            .expect(crate::channel::Message::RuntimeHooksDone)?;
     }
     if let Some(hooks) = spec
         .hooks
@@ -129,19 +163,18 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         // The hooks run from the container's root, as runc's do (its init
         // works from there while it mounts).
         nix::unistd::chdir(&args.rootfs)
-            .map_err(|e| format!("chdir to {}: {e}", args.rootfs.display()))?;
+            .map_err(|e| sys(format!("chdir to {}", args.rootfs.display()))(e.into()))?;
         hooks::run_all(
             "createContainer",
             &hooks.create_container,
             state_json.as_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
-    rootfs::pivot(&args.rootfs, args.no_pivot).map_err(|e| e.to_string())?;
-    rootfs::apply_sysctl(spec).map_err(|e| e.to_string())?;
-    rootfs::mask_paths(&spec.linux().masked_paths).map_err(|e| e.to_string())?;
-    rootfs::readonly_paths(&spec.linux().readonly_paths).map_err(|e| e.to_string())?;
-    rootfs::finish_root(spec).map_err(|e| e.to_string())?;
+    rootfs::pivot(&args.rootfs, args.no_pivot)?;
+    rootfs::apply_sysctl(spec)?;
+    rootfs::mask_paths(&spec.linux().masked_paths)?;
+    rootfs::readonly_paths(&spec.linux().readonly_paths)?;
+    rootfs::finish_root(spec)?;
 
     // 5. The process: terminal, limits, identity, capabilities, cwd; then
     // 6. nothing of ours may reach the container (CVE-2024-21626): every
@@ -156,7 +189,8 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
             keep_fds_below: 3 + args.preserve_fds,
         },
         &mut || install_seccomp(args),
-    )?;
+    )
+    .map_err(InitError::Becoming)?;
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
@@ -164,11 +198,11 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // the wait for `start`, so that the startContainer hooks run under it
     // too (the spec runs them in the container).
     if process.no_new_privileges {
-        install_seccomp(args)?;
+        install_seccomp(args).map_err(InitError::Becoming)?;
     }
 
     // 7. Ready; wait for `start`.
-    args.channel.ready().map_err(|e| e.to_string())?;
+    args.channel.ready()?;
     let connection = accept_start(args.start_listener)?;
     if let Some(hooks) = &spec.hooks {
         if let Err(e) = hooks::run_all(
@@ -199,7 +233,7 @@ fn report_start_failure(connection: &OwnedFd, message: &str) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn accept_start(listener: RawFd) -> Result<OwnedFd, String> {
+fn accept_start(listener: RawFd) -> Result<OwnedFd, InitError> {
     loop {
         // SAFETY: accept4 on our listening socket; the result is a new fd we own.
         let fd = unsafe {
@@ -216,27 +250,31 @@ fn accept_start(listener: RawFd) -> Result<OwnedFd, String> {
         }
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("waiting for start: {err}"));
+            return Err(sys("waiting for start")(err));
         }
     }
 }
 
-fn set_domainname(name: &str) -> Result<(), String> {
+fn set_domainname(name: &str) -> Result<(), InitError> {
     // SAFETY: pointer and length of a live string.
     let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
     if rc != 0 {
-        return Err(format!(
-            "setdomainname {name:?}: {}",
-            std::io::Error::last_os_error()
+        return Err(sys(format!("setdomainname {name:?}"))(
+            std::io::Error::last_os_error(),
         ));
     }
     Ok(())
 }
 
 /// A session keyring of the container's own, so it cannot read the host's keys.
-fn join_session_keyring(id: &str) -> Result<(), String> {
+fn join_session_keyring(id: &str) -> Result<(), InitError> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    let name = CString::new(id).map_err(|_| "container id contains a NUL byte")?;
+    let name = CString::new(id).map_err(|_| {
+        sys("container id")(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "contains a NUL byte",
+        ))
+    })?;
     // SAFETY: keyctl with a valid C string.
     let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
     if rc < 0 {
@@ -246,7 +284,7 @@ fn join_session_keyring(id: &str) -> Result<(), String> {
             err.raw_os_error(),
             Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EPERM)
         ) {
-            return Err(format!("cannot create session key: {err}"));
+            return Err(sys("cannot create session key")(err));
         }
     }
     Ok(())
@@ -254,12 +292,11 @@ fn join_session_keyring(id: &str) -> Result<(), String> {
 
 /// Opens the process's cwd inside the rootfs, creating it if it is missing
 /// (as runc does).
-fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<OwnedFd, String> {
-    let root = std::fs::File::open(rootfs).map_err(|e| format!("open rootfs: {e}"))?;
-    safe_path::open_or_create(
+fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<OwnedFd, InitError> {
+    let root = std::fs::File::open(rootfs).map_err(sys("open rootfs"))?;
+    Ok(safe_path::open_or_create(
         root.as_raw_fd(),
         std::path::Path::new(cwd),
         safe_path::Create::Directory,
-    )
-    .map_err(|e| e.to_string())
+    )?)
 }
