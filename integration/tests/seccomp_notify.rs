@@ -153,7 +153,7 @@ fn answer_one(listener: i32, answer: Answer) {
     unsafe { libc::ioctl(listener, SECCOMP_IOCTL_NOTIF_SEND as _, &resp) };
 }
 
-fn notify_bundle(agent: &Agent, nnp: bool) -> Bundle {
+fn notify_bundle(agent: &Agent, nnp: bool, flags: &[&str]) -> Bundle {
     let mut bundle = Bundle::new("notify");
     bundle.config["root"]["readonly"] = json!(false);
     bundle.config["process"]["noNewPrivileges"] = json!(nnp);
@@ -162,6 +162,7 @@ fn notify_bundle(agent: &Agent, nnp: bool) -> Bundle {
         "listenerPath": agent.path,
         "listenerMetadata": "berth-test-agent",
         "architectures": ["SCMP_ARCH_X86_64"],
+        "flags": flags,
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
     });
     bundle
@@ -170,9 +171,14 @@ fn notify_bundle(agent: &Agent, nnp: bool) -> Bundle {
 const MKDIR_SCRIPT: &str = "mkdir /tmp/made; echo rc=$?; test -d /tmp/made && echo exists; true";
 
 /// What the container said (stdout and stderr) and what the agent received.
-fn run_under_agent(rt: &Runtime, answer: Answer, nnp: bool) -> (String, String, Vec<Value>) {
+fn run_under_agent(
+    rt: &Runtime,
+    answer: Answer,
+    nnp: bool,
+    flags: &[&str],
+) -> (String, String, Vec<Value>) {
     let agent = Agent::start(answer);
-    let mut bundle = notify_bundle(&agent, nnp);
+    let mut bundle = notify_bundle(&agent, nnp, flags);
     bundle.args(&["/bin/sh", "-c", MKDIR_SCRIPT]);
     let id = unique("notify");
     let out = rt.run(&bundle, &id);
@@ -212,14 +218,24 @@ fn run_an_agent_answers_mkdir_with_success_or_its_errno_as_under_runc() {
         (Answer::Success, "rc=0\n"),
     ] {
         for rt in [Runtime::berth(), Runtime::runc()] {
-            let nnps: &[bool] = if rt.kind == Kind::Berth {
-                &[false, true]
+            // berth also without no_new_privs (the filter then goes on
+            // before the capabilities are dropped) and with TSYNC (which
+            // the kernel takes with a listener only beside TSYNC_ESRCH).
+            let variants: &[(bool, &[&str])] = if rt.kind == Kind::Berth {
+                &[
+                    (false, &[]),
+                    (true, &[]),
+                    (true, &["SECCOMP_FILTER_FLAG_TSYNC"]),
+                ]
             } else {
-                &[true]
+                &[(true, &[])]
             };
-            for &nnp in nnps {
-                let (stdout, stderr, states) = run_under_agent(&rt, answer, nnp);
-                let what = format!("{:?} {answer:?} nnp={nnp}: {stdout}{stderr}", rt.kind);
+            for &(nnp, flags) in variants {
+                let (stdout, stderr, states) = run_under_agent(&rt, answer, nnp, flags);
+                let what = format!(
+                    "{:?} {answer:?} nnp={nnp} {flags:?}: {stdout}{stderr}",
+                    rt.kind
+                );
                 // "exists" never shows: the agent, not the kernel, answered.
                 assert_eq!(stdout, expected, "{what}");
                 if let Answer::Errno(_) = answer {
@@ -239,7 +255,7 @@ fn exec_hands_its_own_listener_to_the_agent_as_under_runc() {
     }
     for rt in [Runtime::berth(), Runtime::runc()] {
         let agent = Agent::start(Answer::Errno(libc::ENOMEDIUM));
-        let mut bundle = notify_bundle(&agent, true);
+        let mut bundle = notify_bundle(&agent, true, &[]);
         bundle.args(&["/bin/sleep", "60"]);
         bundle.write();
         let id = unique("notify-exec");
