@@ -358,6 +358,19 @@ fn table() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "i386's socketcall and ipc carry the calls they multiplex",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+                "syscalls": [
+                    {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                    {"names": ["semop", "shmat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 14},
+                    {"names": ["connect"], "action": "SCMP_ACT_ERRNO", "errnoRet": 15, "args": [eq(0, 5)]},
+                    {"names": ["bind"], "action": "SCMP_ACT_TRAP"}
+                ]
+            }),
+        ),
+        (
             "i386 listed, x32 not",
             json!({
                 "defaultAction": "SCMP_ACT_ALLOW",
@@ -398,7 +411,7 @@ fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
         libc::SYS_tkill,
         libc::SYS_read,
     ];
-    let values = [0u64, 1, 2, 3, 8, 10, 12, 40, 1 << 32];
+    let values = [0u64, 1, 2, 3, 5, 8, 10, 12, 21, 40, 1 << 32];
     for (what, profile) in table() {
         let theirs = lib.build(&profile);
         let ours = berth_runtime::seccomp::parse(&profile)
@@ -424,7 +437,9 @@ fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
             (AUDIT_ARCH_X86_64, X32_SYSCALL_BIT),
         ];
         for (arch, bit) in abis {
-            for nr in numbers.iter().map(|n| *n as i32).chain([20, 37, 64, 102]) {
+            // i386: getpid, kill, getppid, socketcall, ipc, socket, connect.
+            let i386 = [20, 37, 64, 102, 117, 359, 362];
+            for nr in numbers.iter().map(|n| *n as i32).chain(i386) {
                 for a0 in values {
                     for a1 in values {
                         let data = call(nr | bit, arch, [a0, a1, 0, 0, 0, 0]);

@@ -72,6 +72,59 @@ impl Abi {
             .map(|i| table[i].1)
     }
 
+    /// For i386, where socket and System V IPC calls may also go through
+    /// the multiplexers `socketcall(call, args)` and `ipc(call, …)`: the
+    /// multiplexer's number and the `call` value that stands for `name`.
+    /// A rule on `name` also governs that call (as libseccomp adds it:
+    /// with the rule's own argument conditions dropped, since the
+    /// arguments are behind a pointer there).
+    pub fn multiplexed(self, name: &str) -> Option<(i64, u64)> {
+        const SOCKETCALL: &[&str] = &[
+            "socket",
+            "bind",
+            "connect",
+            "listen",
+            "accept",
+            "getsockname",
+            "getpeername",
+            "socketpair",
+            "send",
+            "recv",
+            "sendto",
+            "recvfrom",
+            "shutdown",
+            "setsockopt",
+            "getsockopt",
+            "sendmsg",
+            "recvmsg",
+            "accept4",
+            "recvmmsg",
+            "sendmmsg",
+        ];
+        const IPC: &[(&str, u64)] = &[
+            ("semop", 1),
+            ("semget", 2),
+            ("semctl", 3),
+            ("semtimedop", 4),
+            ("msgsnd", 11),
+            ("msgrcv", 12),
+            ("msgget", 13),
+            ("msgctl", 14),
+            ("shmat", 21),
+            ("shmdt", 22),
+            ("shmget", 23),
+            ("shmctl", 24),
+        ];
+        if self != Abi::I386 {
+            return None;
+        }
+        if let Some(i) = SOCKETCALL.iter().position(|n| *n == name) {
+            return Some((self.number("socketcall")?, i as u64 + 1));
+        }
+        let call = IPC.iter().find(|(n, _)| *n == name)?.1;
+        Some((self.number("ipc")?, call))
+    }
+
     /// The highest number this ABI has.
     fn newest(self) -> u32 {
         self.table().iter().map(|(_, n)| *n).max().unwrap_or(0) as u32
@@ -177,6 +230,9 @@ mod tests {
         assert_eq!(Abi::X32.number("getppid"), Some(0x4000_0000 + 110));
         assert_eq!(Abi::X86_64.number("socketcall"), None);
         assert_eq!(Abi::I386.number("socketcall"), Some(102));
+        assert_eq!(Abi::I386.multiplexed("connect"), Some((102, 3)));
+        assert_eq!(Abi::I386.multiplexed("semop"), Some((117, 1)));
+        assert_eq!(Abi::X86_64.multiplexed("connect"), None);
     }
 
     #[test]

@@ -334,6 +334,16 @@ fn rules_by_action(
             vec![rule.args.iter().collect()]
         };
         for name in &rule.names {
+            if let Some((number, call)) = abi.multiplexed(name) {
+                let call = ArgRule {
+                    index: 0,
+                    value: call,
+                    value_two: 0,
+                    op: "SCMP_CMP_EQ".into(),
+                };
+                let entries = &mut by_syscall.entry(number).or_insert((name, Vec::new())).1;
+                entries.push(Entry::new(action, &[&call]));
+            }
             // Names this ABI lacks are skipped, as libseccomp does.
             let Some(number) = abi.number(name) else {
                 continue;
