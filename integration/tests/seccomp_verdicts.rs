@@ -358,6 +358,24 @@ fn table() -> Vec<(&'static str, Value)> {
             }),
         ),
         (
+            "rules parting on different arguments: the higher argument first",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]},
+                    {"names": ["kill"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                    {"names": ["rmdir"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                    {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]},
+                    {"names": ["fchdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10), eq(2, 4)]},
+                    {"names": ["fchdir"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                    {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(0, 1), eq(1, 2)]},
+                    {"names": ["getpid"], "action": "SCMP_ACT_KILL_PROCESS", "args": [eq(0, 1), eq(2, 3)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_LOG", "args": [ge(1, 8)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 7, "args": [ge(0, 2)]}
+                ]
+            }),
+        ),
+        (
             "i386's socketcall and ipc carry the calls they multiplex",
             json!({
                 "defaultAction": "SCMP_ACT_ALLOW",
@@ -442,14 +460,16 @@ fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
             for nr in numbers.iter().map(|n| *n as i32).chain(i386) {
                 for a0 in values {
                     for a1 in values {
-                        let data = call(nr | bit, arch, [a0, a1, 0, 0, 0, 0]);
-                        let (want, got) = (run(&theirs, &data), run_stack(&stack, &data));
-                        assert_eq!(
-                            got, want,
-                            "{what}: arch {arch:#x} syscall {:#x} ({a0}, {a1}): berth {got:#x}, libseccomp {want:#x}",
-                            nr | bit
-                        );
-                        checked += 1;
+                        for a2 in [0, 3, 4] {
+                            let data = call(nr | bit, arch, [a0, a1, a2, 0, 0, 0]);
+                            let (want, got) = (run(&theirs, &data), run_stack(&stack, &data));
+                            assert_eq!(
+                                got, want,
+                                "{what}: arch {arch:#x} syscall {:#x} ({a0}, {a1}, {a2}): berth {got:#x}, libseccomp {want:#x}",
+                                nr | bit
+                            );
+                            checked += 1;
+                        }
                     }
                 }
             }

@@ -410,6 +410,23 @@ struct Cond {
 }
 
 impl Cond {
+    /// The condition that holds exactly when this one does not.
+    fn negated(&self) -> Option<Cond> {
+        let op = match self.op.as_str() {
+            "SCMP_CMP_EQ" => "SCMP_CMP_NE",
+            "SCMP_CMP_NE" => "SCMP_CMP_EQ",
+            "SCMP_CMP_LT" => "SCMP_CMP_GE",
+            "SCMP_CMP_GE" => "SCMP_CMP_LT",
+            "SCMP_CMP_LE" => "SCMP_CMP_GT",
+            "SCMP_CMP_GT" => "SCMP_CMP_LE",
+            _ => return None,
+        };
+        Some(Cond {
+            op: op.to_string(),
+            ..self.clone()
+        })
+    }
+
     fn compile(&self) -> Result<SeccompCondition, SeccompError> {
         condition(&ArgRule {
             index: self.index,
@@ -461,9 +478,8 @@ impl Entry {
 /// - a rule whose conditions are all among an earlier rule's of another
 ///   action is refused (libseccomp answers EEXIST; runc then fails).
 ///
-/// Rules that remain and overlap otherwise (conditions on different
-/// arguments, both true) are decided by the kernel's precedence of actions
-/// across berth's filters; libseccomp tests the higher argument first.
+/// Rules that remain and overlap otherwise are ordered as libseccomp tests
+/// them (`order_overlaps`).
 fn reduce(name: &str, entries: Vec<Entry>) -> Result<Vec<Entry>, SeccompError> {
     if let Some(first) = entries.iter().find(|e| e.conditions.is_empty()) {
         return Ok(vec![first.clone()]);
@@ -486,7 +502,64 @@ fn reduce(name: &str, entries: Vec<Entry>) -> Result<Vec<Entry>, SeccompError> {
         }
         kept.push(entry);
     }
-    Ok(kept)
+    Ok(order_overlaps(kept))
+}
+
+/// libseccomp tests a syscall's rules as a tree: each rule's conditions in
+/// argument order, and where two rules part on different arguments, the
+/// higher argument first; the first rule that holds decides. Of two rules
+/// of different actions, the one tested second is therefore narrowed here
+/// to the calls where the first does not hold (its missing conditions
+/// negated, one alternative each), so that the kernel's precedence across
+/// berth's filters never has to choose. Rules that part on the same
+/// argument (`a0 > 10` beside `a0 == 12`), or whose first-tested rule has a
+/// condition without a negation (`SCMP_CMP_MASKED_EQ`), stay as they are.
+fn order_overlaps(kept: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (i, second) in kept.iter().enumerate() {
+        let mut pieces = vec![second.clone()];
+        for (j, first) in kept.iter().enumerate() {
+            if i == j || first.action == second.action || !tested_before(first, second) {
+                continue;
+            }
+            let negations: Option<Vec<Cond>> = first
+                .conditions
+                .iter()
+                .filter(|c| !second.conditions.contains(c))
+                .map(Cond::negated)
+                .collect();
+            let Some(negations) = negations else {
+                continue;
+            };
+            pieces = pieces
+                .into_iter()
+                .flat_map(|piece| {
+                    negations.iter().map(move |n| {
+                        let mut narrowed = piece.clone();
+                        narrowed.conditions.push(n.clone());
+                        narrowed
+                    })
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
+}
+
+/// Whether libseccomp's tree tests `a` before `b`: at the first condition
+/// (in argument order) where they differ, `a` tests a higher argument.
+fn tested_before(a: &Entry, b: &Entry) -> bool {
+    let sorted = |e: &Entry| {
+        let mut conditions = e.conditions.clone();
+        conditions.sort_by_key(|c| c.index);
+        conditions
+    };
+    let (a, b) = (sorted(a), sorted(b));
+    a.iter()
+        .zip(&b)
+        .find(|(x, y)| x != y)
+        .is_some_and(|(x, y)| x.index > y.index)
 }
 
 /// What runc refuses of a profile that asks the agent. The runtime learns
