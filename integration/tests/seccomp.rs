@@ -506,8 +506,8 @@ fn i386_and_x32_calls_follow_the_profiles_architectures_as_under_runc() {
 
 /// Rules of different actions on one syscall, under runc and berth: the
 /// verdict is libseccomp's (the first unconditional rule decides, an
-/// earlier broader rule covers a narrower later one), not the most
-/// restrictive action; a broader rule after a narrower one of another
+/// earlier broader rule covers a narrower later one, the rule on the higher
+/// argument is tested first), not the most restrictive action; a broader rule after a narrower one of another
 /// action is refused by both.
 #[test]
 fn mixed_action_rules_give_libseccomps_verdict_as_under_runc() {
@@ -523,7 +523,9 @@ fn mixed_action_rules_give_libseccomps_verdict_as_under_runc() {
                 {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
                 {"names": ["mkdir"], "action": "SCMP_ACT_KILL_PROCESS"},
                 {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(0, 1)]},
-                {"names": ["getppid"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 1), eq(1, 2)]}
+                {"names": ["getppid"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 1), eq(1, 2)]},
+                {"names": ["sched_yield"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                {"names": ["sched_yield"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]}
             ]
         }),
     );
@@ -533,6 +535,10 @@ fn mixed_action_rules_give_libseccomps_verdict_as_under_runc() {
         (&["110", "1", "2"], "errno 5", 0),
         (&["110", "1", "3"], "errno 5", 0),
         (&["110", "0", "2"], "ok", 0),
+        // sched_yield: where both hold, the rule on the higher argument decides.
+        (&["24", "3", "10"], "errno 5", 0),
+        (&["24", "3", "0"], "", 159),
+        (&["24", "0", "0"], "ok", 0),
     ];
     for (probe, expected, status) in rows {
         let mut args = vec!["/berth-checker", "--syscall"];
