@@ -807,8 +807,15 @@ fn a_create_killed_midway_leaves_no_cgroups_beside_runc() {
             let _ = rt.exec(&["delete", "--force", &id]);
             let left = cgroup_dirs(&id);
             eprintln!("runc left {} cgroup directories: {left:?}", left.len());
-            for dir in left.iter().rev() {
-                let _ = std::fs::remove_dir(dir);
+            // Its killed init may still be on its way out: retry, boundedly.
+            for _ in 0..500 {
+                for dir in left.iter().rev() {
+                    let _ = std::fs::remove_dir(dir);
+                }
+                if cgroup_dirs(&id).is_empty() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
             }
         }
     }
