@@ -1,11 +1,12 @@
-//! `commit`, `diff` and `wait`: a container's changes as an image or a
-//! list, and its exit status once it has one.
+//! `commit`, `diff`, `wait` and `rename`: a container's changes as an
+//! image or a list, its exit status once it has one, and its name.
 
 use anyhow::{Context, Result};
 use berth_proto::v1 as pb;
 
-use crate::cli::{CommitArgs, DiffArgs, WaitArgs};
+use crate::cli::{CommitArgs, DiffArgs, RenameArgs, WaitArgs};
 use crate::client::{rpc, Daemon};
+use crate::exit::Coded;
 
 pub async fn commit(d: &Daemon, args: &CommitArgs) -> Result<i32> {
     let id = d
@@ -61,4 +62,19 @@ pub async fn wait(d: &Daemon, args: &WaitArgs) -> Result<i32> {
         }
     }
     Ok(i32::from(failed))
+}
+
+/// Renames a container; a refusal exits 1, as docker's does.
+pub async fn rename(d: &Daemon, args: &RenameArgs) -> Result<i32> {
+    d.containers()
+        .rename(pb::RenameContainerRequest {
+            id: args.container.clone(),
+            name: args.name.clone(),
+        })
+        .await
+        .map_err(|status| Coded {
+            code: 1,
+            error: rpc(status).context(format!("cannot rename {}", args.container)),
+        })?;
+    Ok(0)
 }

@@ -54,6 +54,14 @@ pub enum Command {
     Diff(DiffArgs),
     /// Wait for containers to exit; print their exit statuses.
     Wait(WaitArgs),
+    /// Copy files between a container and the host: cp CONTAINER:SRC DEST|-, cp SRC|- CONTAINER:DEST.
+    Cp(CpArgs),
+    /// A container's filesystem as a tar (to stdout, or -o FILE).
+    Export(ExportArgs),
+    /// Give a container a new name: rename CONTAINER NEW_NAME.
+    Rename(RenameArgs),
+    /// Attach this terminal to a running container's stdio.
+    Attach(AttachArgs),
     /// The processes of a running container.
     Top(TopArgs),
     /// The steps an image was built from, newest first.
@@ -177,6 +185,43 @@ pub struct CommitArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Keep the files' owners (uid/gid); else they are root's in the container.
+    #[arg(long, short = 'a')]
+    pub archive: bool,
+    /// Copy what a source symlink points to, not the link.
+    #[arg(long, short = 'L')]
+    pub follow_link: bool,
+    pub source: String,
+    pub destination: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Keys that detach, leaving the container running.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
+    /// Do not attach stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    pub container: String,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub container: String,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct DiffArgs {
     pub container: String,
 }
@@ -269,6 +314,10 @@ pub struct PullArgs {
     /// Only the image's digest on stdout, no progress.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// The directory of config.json, whose `login` credentials are used
+    /// [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -41,7 +41,7 @@ pub async fn pull(d: &Daemon, args: &PullArgs) -> Result<()> {
         .pull(pb::PullRequest {
             reference: args.image.clone(),
             platform,
-            auth: None,
+            auth: crate::distribution::auth_for(args.config.as_deref(), &args.image)?,
             skip_unpack: false,
         })
         .await

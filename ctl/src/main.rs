@@ -24,6 +24,7 @@ mod changes;
 mod cli;
 mod client;
 mod containers;
+mod copy;
 mod distribution;
 mod exit;
 mod flags;
@@ -111,6 +112,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Commit(a) => changes::commit(&d, &a).await,
         Command::Diff(a) => changes::diff(&d, &a).await,
         Command::Wait(a) => changes::wait(&d, &a).await,
+        Command::Cp(a) => copy::cp(&d, &a).await,
+        Command::Export(a) => copy::export(&d, &a).await,
+        Command::Rename(a) => changes::rename(&d, &a).await,
+        Command::Attach(a) => containers::attach(&d, &a).await,
         Command::Top(a) => top::top(&d, &a).await,
         Command::History(a) => distribution::history(&d, &a).await,
         Command::Push(a) => distribution::push(&d, &a).await,

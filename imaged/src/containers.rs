@@ -191,6 +191,25 @@ impl Containers {
         })
     }
 
+    /// Gives the container `key` the name `name` (docker rename): checked
+    /// and changed in one transaction, so two renames cannot take one name.
+    pub fn rename(&self, key: &str, name: &str) -> Result<ContainerRecord> {
+        let id = self.resolve(key)?.id;
+        let name = name.trim_start_matches('/').to_string();
+        if !valid_name(&name) {
+            return Err(Error::InvalidName(name));
+        }
+        self.db.write(|txn| {
+            name_free(txn, &name)?;
+            let mut record: ContainerRecord = txn
+                .get(Table::Containers, &id)?
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            record.name = name.clone();
+            txn.put(Table::Containers, &id, &record)?;
+            Ok(record)
+        })
+    }
+
     /// Containers that mount the volume `name`.
     pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
         Ok(self
@@ -433,16 +452,9 @@ impl Containers {
         self.db.write(|txn| {
             // The name is checked again inside the transaction: two creates
             // racing for one name cannot both win.
-            for (_, other) in txn.list::<ContainerRecord>(Table::Containers)? {
-                if other.name == name {
-                    return Err(Error::NameInUse {
-                        name: name.clone(),
-                        id: other.id,
-                    });
-                }
-            }
+            name_free(txn, &name)?;
             txn.put(Table::Containers, &id, &record)?;
-            Ok(())
+            Ok::<_, Error>(())
         })?;
         undo.disarm();
         Ok(record)
@@ -484,6 +496,20 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// Refuses a name another container has, inside the transaction that
+/// takes it.
+fn name_free(txn: &crate::metadata::Txn<'_>, name: &str) -> Result<()> {
+    for (_, other) in txn.list::<ContainerRecord>(Table::Containers)? {
+        if other.name == name {
+            return Err(Error::NameInUse {
+                name: name.to_string(),
+                id: other.id,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Ports are 16-bit; a container port is never 0; tcp or udp.

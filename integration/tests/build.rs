@@ -15,7 +15,7 @@ use serde_json::Value;
 
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "rm", "mkdir", "ls", "test", "true", "false", "httpd", "id", "stat",
-    "sleep",
+    "sleep", "ln",
 ];
 
 const BASE: &str = "busybox:build";
@@ -813,4 +813,402 @@ USER nobody
     assert_eq!(c["Entrypoint"], serde_json::json!(["sh", "-c"]));
     assert_eq!(c["Cmd"], Value::Null, "an ENTRYPOINT clears the base's CMD");
     assert_eq!(c["User"], "nobody");
+}
+
+/// A host directory of the test's own; removed at the end.
+fn host_dir(env: &Env, name: &str) -> PathBuf {
+    let dir = env.context.0.join(name);
+    std::fs::create_dir_all(&dir).expect("host dir");
+    dir
+}
+
+fn path_arg(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn cp_copies_both_ways_for_running_and_stopped_containers() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&["run", "-d", "--name", "box", BASE, "sleep", "300"]);
+    env.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo one > /data/a.txt && echo two > /data/sub/b.txt && ln -s /etc /data/etc-link",
+    ]);
+    let host = host_dir(&env, "cp-host");
+
+    // Container to host: a file as a new name, a directory into an
+    // existing one (a symlink copied as a link), a directory's contents.
+    let a_copy = host.join("a-copy.txt");
+    env.ok(&["cp", "box:/data/a.txt", &path_arg(&a_copy)]);
+    assert_eq!(std::fs::read_to_string(&a_copy).expect("a-copy"), "one\n");
+    env.ok(&["cp", "box:/data", &format!("{}/", host.display())]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("data/sub/b.txt")).expect("b"),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("data/etc-link")).expect("a link"),
+        PathBuf::from("/etc")
+    );
+    let contents = host.join("contents");
+    env.ok(&["cp", "box:/data/.", &path_arg(&contents)]);
+    assert_eq!(
+        std::fs::read_to_string(contents.join("a.txt")).expect("a"),
+        "one\n"
+    );
+    // To stdout: a tar whose top entry is the source's name, as docker's.
+    let out = env.ctl(&["cp", "box:/data", "-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let entries = read_tar(&out.stdout);
+    assert_eq!(entries["data/sub/b.txt"], b"two\n");
+    assert!(
+        entries.contains_key("data/etc-link"),
+        "{:?}",
+        entries.keys()
+    );
+
+    // Host to container: owners become root's, or stay with -a.
+    let src = host.join("in");
+    std::fs::create_dir_all(&src).expect("in");
+    std::fs::write(src.join("x.txt"), "from the host\n").expect("x");
+    std::os::unix::fs::chown(src.join("x.txt"), Some(1234), Some(1234)).expect("chown");
+    env.ok(&["cp", &path_arg(&src), "box:/data/"]);
+    env.ok(&["cp", "-a", &path_arg(&src), "box:/data/kept"]);
+    let seen = env.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /data/in/x.txt; stat -c %u:%g /data/in/x.txt /data/kept/x.txt",
+    ]);
+    assert_eq!(seen, "from the host\n0:0\n1234:1234\n");
+    // A tar on stdin, unpacked into a directory.
+    let mut t = LayerTar::new();
+    t.file("fromtar.txt", 0o644, b"streamed\n");
+    let out = env.ctl_with_input(&["cp", "-", "box:/data"], &t.finish());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        env.ok(&["exec", "box", "cat", "/data/fromtar.txt"]),
+        "streamed\n"
+    );
+
+    // A stopped container: both ways still.
+    env.ok(&["stop", "-t", "1", "box"]);
+    std::fs::write(host.join("late.txt"), "after the stop\n").expect("late");
+    env.ok(&[
+        "cp",
+        &path_arg(&host.join("late.txt")),
+        "box:/data/late.txt",
+    ]);
+    let back = host.join("late-back.txt");
+    env.ok(&["cp", "box:/data/late.txt", &path_arg(&back)]);
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("back"),
+        "after the stop\n"
+    );
+
+    // Errors: docker's words, exit 1, nothing written.
+    let out = env.ctl(&["cp", "box:/no/such", &path_arg(&host.join("nope"))]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("No such container:path: box:/no/such"),
+        "{}",
+        text(&out)
+    );
+    assert!(!host.join("nope").exists());
+    let out = env.ctl(&["cp", "box:/data", &path_arg(&a_copy)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("cannot copy a directory to a file"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["cp", &path_arg(&a_copy), &path_arg(&back)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("at least one container"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["cp", "nobox:/data", &path_arg(&host)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("no such container: nobox"),
+        "{}",
+        text(&out)
+    );
+    // Out of the container, files belong to the user who copies.
+    let kept = host.join("kept.txt");
+    env.ok(&["cp", "box:/data/kept/x.txt", &path_arg(&kept)]);
+    assert_eq!(std::fs::metadata(&kept).expect("kept").uid(), 0);
+}
+
+#[test]
+fn cp_resolves_every_path_inside_the_container_and_never_reaches_the_host() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let host = host_dir(&env, "cp-escape");
+    // A host file the container's links name, and a host directory they
+    // point into: neither may be read or written through the container.
+    let secret = host.join("secret.txt");
+    std::fs::write(&secret, "host secret\n").expect("secret");
+    let target = host_dir(&env, "cp-escape-target");
+    let (secret_s, target_s) = (path_arg(&secret), path_arg(&target));
+    let up = "../../../../../../../../..";
+    env.ok(&["run", "-d", "--name", "evil", BASE, "sleep", "300"]);
+    env.ok(&[
+        "exec",
+        "evil",
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p /links {target_s} && ln -s {secret_s} /links/secret && ln -s {up}{secret_s} /links/secret-up && ln -s {target_s} /links/dir && ln -s {up} /links/up"
+        ),
+    ]);
+    let out_file = host.join("out.txt");
+    for source in [
+        "evil:/links/secret".to_string(),
+        "evil:/links/secret-up".to_string(),
+        format!("evil:/links/up{secret_s}"),
+        format!("evil:/links/../../..{secret_s}"),
+    ] {
+        let out = env.ctl(&["cp", "-L", &source, &path_arg(&out_file)]);
+        assert_eq!(out.status.code(), Some(1), "{source}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("No such container:path"),
+            "{source}: {}",
+            text(&out)
+        );
+        assert!(!out_file.exists(), "{source} read the host's file");
+    }
+    // Writes through the links land in the container's own directories.
+    let payload = host.join("payload.txt");
+    std::fs::write(&payload, "payload\n").expect("payload");
+    for dest in [
+        "evil:/links/dir".to_string(),
+        format!("evil:/links/up{target_s}/"),
+        format!("evil:/../../..{target_s}/"),
+    ] {
+        env.ok(&["cp", &path_arg(&payload), &dest]);
+        assert!(
+            !target.join("payload.txt").exists(),
+            "{dest} wrote into the host's {target_s}"
+        );
+    }
+    let seen = env.ok(&["exec", "evil", "cat", &format!("{target_s}/payload.txt")]);
+    assert_eq!(seen, "payload\n");
+    // A tar whose entries climb or plant a link stays inside the container too.
+    let mut t = LayerTar::new();
+    t.symlink("hop", &target_s)
+        .file("hop/planted.txt", 0o644, b"planted\n");
+    let out = env.ctl_with_input(&["cp", "-", "evil:/links"], &t.finish());
+    assert!(!target.join("planted.txt").exists(), "{}", text(&out));
+}
+
+#[test]
+fn export_writes_the_container_filesystem_and_rename_renames() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&[
+        "run",
+        "--name",
+        "exported",
+        BASE,
+        "sh",
+        "-c",
+        "echo mine > /mine.txt",
+    ]);
+    assert_eq!(env.ok(&["wait", "exported"]), "0\n");
+    let out = env.ctl(&["export", "exported"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let entries = read_tar(&out.stdout);
+    assert_eq!(entries["mine.txt"], b"mine\n");
+    assert!(entries.contains_key("bin/sh"), "{:?}", entries.keys());
+    assert!(entries
+        .keys()
+        .all(|k| !k.starts_with('/') && !k.starts_with("./")));
+    let file = env.context.0.join("exported.tar");
+    env.ok(&["export", "-o", &path_arg(&file), "exported"]);
+    assert_eq!(std::fs::read(&file).expect("tar"), out.stdout);
+    let out = env.ctl(&["export", "missing"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no such container: missing"),
+        "{}",
+        text(&out)
+    );
+
+    env.ok(&["rename", "exported", "renamed"]);
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.Name}}", "renamed"]),
+        "renamed\n"
+    );
+    assert!(!env.ctl(&["inspect", "exported"]).status.success());
+    env.ok(&["run", "--name", "other", BASE, "true"]);
+    for (to, says) in [
+        ("other", "already in use"),
+        ("bad/name", "invalid container name"),
+    ] {
+        let out = env.ctl(&["rename", "renamed", to]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(stderr(&out).contains(says), "{}", text(&out));
+    }
+    let out = env.ctl(&["rename", "missing", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// Whether `pid` is still the container process `sleep 300`.
+fn sleeping(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x00300"))
+}
+
+#[test]
+fn a_build_whose_client_leaves_is_cancelled_and_leaves_nothing() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let snapshots_before = env.snapshot_keys();
+    env.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN echo step-running && sleep 300\nRUN echo never\n"),
+    );
+    let mut client = Command::new("timeout")
+        .args(["-k5", "300"])
+        .arg(ctl_bin())
+        .arg("--address")
+        .arg(&env.daemon.socket)
+        .args(["build", "-t", "cancelled:1", &env.context()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berthctl build");
+    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let mut shown = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("output");
+        shown.push_str(&line);
+        shown.push('\n');
+        if line.contains("step-running") {
+            break;
+        }
+    }
+    assert!(
+        shown.contains("step-running"),
+        "{shown}\n{}",
+        env.daemon.log()
+    );
+    let ids = env.ok(&["ps", "-a", "-q", "--no-trunc"]);
+    let id = ids.lines().next().expect("the RUN's container").to_string();
+    let pid: u32 = env
+        .ok(&["inspect", "-f", "{{.State.Pid}}", &id])
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(sleeping(pid), "the RUN's process runs");
+
+    // Ctrl-C: `timeout` hands the SIGINT to berthctl, which dies of it;
+    // its gRPC stream drops.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = client.wait().expect("wait");
+    assert!(!status.success());
+
+    // Bounded wait for the daemon to notice and clean up.
+    let mut cleaned = false;
+    for _ in 0..240 {
+        if env.ok(&["ps", "-a", "-q"]).trim().is_empty() && !sleeping(pid) {
+            cleaned = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        cleaned,
+        "the RUN's container and process are gone: {}\n{}",
+        env.ok(&["ps", "-a"]),
+        env.daemon.log()
+    );
+    assert_eq!(
+        env.snapshot_keys(),
+        snapshots_before,
+        "no layer, no snapshot left"
+    );
+    assert!(!env
+        .ctl(&["image", "inspect", "cancelled:1"])
+        .status
+        .success());
+    // The daemon builds on: the same Dockerfile, shortened, succeeds.
+    let out = env.build("after:1", &format!("FROM {BASE}\nRUN echo fine\n"));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn pull_uses_login_credentials_and_a_pushed_build_runs_by_digest_elsewhere() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::with_auth("puller", "pa55");
+    let host = registry.host();
+    let env = Env::start_with(&["--insecure-registry", &host]);
+    let config = path_arg(&env.context.0.join("docker-config"));
+    let empty = path_arg(&host_dir(&env, "no-credentials"));
+    let name = format!("{host}/pulled:1");
+    let out = env.build(
+        &name,
+        &format!("FROM {BASE}\nRUN echo built here > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n"),
+    );
+    assert!(out.status.success(), "build: {}", text(&out));
+    let login = [
+        "login",
+        "--config",
+        &config,
+        "-u",
+        "puller",
+        "--password-stdin",
+        &host,
+    ];
+    let out = env.ctl_with_input(&login, b"pa55\n");
+    assert!(out.status.success(), "{}", text(&out));
+    let pushed = env.ok(&["push", "--config", &config, &name]);
+    let digest = pushed
+        .lines()
+        .last()
+        .and_then(|l| l.split("digest: ").nth(1))
+        .and_then(|d| d.split_whitespace().next())
+        .expect("the pushed digest")
+        .to_string();
+
+    let fresh = Env::start_with(&["--insecure-registry", &host]);
+    let by_digest = format!("{host}/pulled@{digest}");
+    let out = fresh.ctl(&["pull", "--config", &empty, &by_digest]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(stderr(&out).contains("unauthorized"), "{}", text(&out));
+    let out = fresh.ctl(&["pull", "--config", &config, &by_digest]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        fresh.daemon.log()
+    );
+    let seen = fresh.ok(&["run", "--rm", &by_digest]);
+    assert_eq!(seen, "built here\n");
+    let inspected = fresh.ok(&["image", "inspect", &by_digest]);
+    assert!(inspected.contains(&digest), "{inspected}");
 }

@@ -68,6 +68,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("build cancelled at step {step}: the client went away")]
+    Cancelled { step: usize },
     #[error("cannot build: {0}")]
     Internal(String),
 }
@@ -371,11 +373,14 @@ impl Build<'_> {
         }
         self.total = stages.iter().map(|(_, body)| 1 + body.len()).sum();
         for (from, body) in stages {
+            self.cancelled()?;
             self.from(&from).await?;
             for i in body {
+                self.cancelled()?;
                 self.step(&i).await?;
             }
         }
+        self.cancelled()?;
         let mut last = self
             .stages
             .pop()
@@ -395,6 +400,15 @@ impl Build<'_> {
                 .insert("Labels".into(), Value::Object(labels));
         }
         self.record(&last.state).await
+    }
+
+    /// A build whose client left (Ctrl-C, a dropped stream) stops before
+    /// its next step: the service closes the output channel then.
+    fn cancelled(&self) -> Result<()> {
+        if self.out.is_closed() {
+            return Err(Error::Cancelled { step: self.step });
+        }
+        Ok(())
     }
 
     fn syntax(&self, e: dockerfile::Error) -> Error {
@@ -896,9 +910,12 @@ impl Build<'_> {
                 command: created_by.clone(),
                 code,
             }),
+            Err(_) if self.out.is_closed() => Err(Error::Cancelled { step: self.step }),
             Err(e) => Err(self.fail(i, e)),
         };
+        // Force: a cancelled step's process is still running; it is killed.
         container.remove(&self.builds.tasks).await;
+        self.cancelled()?;
         let layer = result?;
         self.commit_layer(i, state, &layer)?;
         state.history(created_by, false);
@@ -1305,6 +1322,7 @@ impl Container {
                         break;
                     }
                 }
+                () = build.out.closed() => return Err("the client went away".into()),
             }
         }
         tasks.wait(&self.id, "").await.map_err(|e| e.to_string())

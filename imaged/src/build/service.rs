@@ -22,6 +22,7 @@ fn status(e: Error) -> Status {
     match e {
         Error::Syntax { .. } | Error::Invalid(_) => Status::invalid_argument(msg),
         Error::Step { .. } | Error::RunFailed { .. } => Status::failed_precondition(msg),
+        Error::Cancelled { .. } => Status::cancelled(msg),
         Error::Internal(_) => Status::internal(msg),
     }
 }
@@ -85,12 +86,24 @@ impl pb::builds_server::Builds for Service {
         tokio::spawn(async move {
             let (otx, mut orx) = mpsc::unbounded_channel::<String>();
             let forward = tx.clone();
+            // When the client goes (tonic drops the response stream), the
+            // forwarder drops `orx`: the build sees its output channel
+            // closed and cancels, killing a running step.
             let forwarder = tokio::spawn(async move {
-                while let Some(output) = orx.recv().await {
-                    let _ = forward.send(Ok(pb::BuildProgress {
-                        output,
-                        image_id: String::new(),
-                    }));
+                loop {
+                    tokio::select! {
+                        output = orx.recv() => {
+                            let Some(output) = output else { break };
+                            let progress = pb::BuildProgress {
+                                output,
+                                image_id: String::new(),
+                            };
+                            if forward.send(Ok(progress)).is_err() {
+                                break;
+                            }
+                        }
+                        () = forward.closed() => break,
+                    }
                 }
             });
             let result = builds.build(&options, &path, otx).await;
