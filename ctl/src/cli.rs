@@ -58,6 +58,8 @@ pub enum Command {
     Cp(CpArgs),
     /// A container's filesystem as a tar (to stdout, or -o FILE).
     Export(ExportArgs),
+    /// A root filesystem tar (FILE or - for stdin) as a one-layer image.
+    Import(ImportArgs),
     /// Give a container a new name: rename CONTAINER NEW_NAME.
     Rename(RenameArgs),
     /// Attach this terminal to a running container's stdio.
@@ -211,6 +213,21 @@ pub struct AttachArgs {
 pub struct RenameArgs {
     pub container: String,
     pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A Dockerfile instruction for the config (CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.
+    #[arg(long, short = 'c')]
+    pub change: Vec<String>,
+    /// The history entry's comment.
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// The tar (plain, gzip or zstd), or - for stdin.
+    pub file: String,
+    /// [REGISTRY/]NAME[:TAG] for the image.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Args)]

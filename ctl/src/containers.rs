@@ -235,6 +235,7 @@ pub async fn start(d: &Daemon, a: &StartArgs) -> Result<i32> {
 /// `attach`: this terminal to a running container's stdio, until it exits
 /// (its status) or the detach keys are typed (1, the container runs on).
 pub async fn attach(d: &Daemon, a: &AttachArgs) -> Result<i32> {
+    let detach_keys = attach::parse_detach_keys(&a.detach_keys)?;
     let c = get(d, &a.container).await?;
     if c.status != pb::container::Status::Running as i32 {
         return Err(Coded {
@@ -251,7 +252,7 @@ pub async fn attach(d: &Daemon, a: &AttachArgs) -> Result<i32> {
         tty: config.tty,
         stdin,
         running: true,
-        detach_keys: Some(attach::parse_detach_keys(&a.detach_keys)?),
+        detach_keys: Some(detach_keys),
     };
     let status = attach::attach(d, target).await?.stream(d).await?;
     Ok(status as i32)

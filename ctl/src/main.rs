@@ -114,6 +114,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Wait(a) => changes::wait(&d, &a).await,
         Command::Cp(a) => copy::cp(&d, &a).await,
         Command::Export(a) => copy::export(&d, &a).await,
+        Command::Import(a) => changes::import(&d, &a).await,
         Command::Rename(a) => changes::rename(&d, &a).await,
         Command::Attach(a) => containers::attach(&d, &a).await,
         Command::Top(a) => top::top(&d, &a).await,

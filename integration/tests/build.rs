@@ -1068,9 +1068,11 @@ fn export_writes_the_container_filesystem_and_rename_renames() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
 
-/// Whether `pid` is still the container process `sleep 300`.
-fn sleeping(pid: u32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\x00300"))
+/// The command line of the process `pid`, if it runs.
+fn cmdline(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .filter(|c| !c.is_empty())
 }
 
 #[test]
@@ -1084,7 +1086,7 @@ fn a_build_whose_client_leaves_is_cancelled_and_leaves_nothing() {
     let snapshots_before = env.snapshot_keys();
     env.write(
         "Dockerfile",
-        &format!("FROM {BASE}\nRUN echo step-running && sleep 300\nRUN echo never\n"),
+        &format!("FROM {BASE}\nRUN echo step-running && sleep 2999\nRUN echo never\n"),
     );
     let mut client = Command::new("timeout")
         .args(["-k5", "300"])
@@ -1112,13 +1114,26 @@ fn a_build_whose_client_leaves_is_cancelled_and_leaves_nothing() {
         env.daemon.log()
     );
     let ids = env.ok(&["ps", "-a", "-q", "--no-trunc"]);
-    let id = ids.lines().next().expect("the RUN's container").to_string();
-    let pid: u32 = env
-        .ok(&["inspect", "-f", "{{.State.Pid}}", &id])
-        .trim()
-        .parse()
-        .expect("pid");
-    assert!(sleeping(pid), "the RUN's process runs");
+    assert_eq!(ids.lines().count(), 1, "the RUN's container: {ids}");
+    // The RUN's `sleep 2999`, found by its command line (a number no other
+    // test sleeps).
+    let find = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .find(|pid| cmdline(*pid).as_deref() == Some(&b"sleep\x002999\x00"[..]))
+    };
+    // `echo` ran; `sleep` follows it: a bounded wait.
+    let pid: u32 = (0..200)
+        .find_map(|_| {
+            find().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            })
+        })
+        .unwrap_or_else(|| panic!("the RUN's sleep runs\n{}", env.daemon.log()));
+    let running = cmdline(pid).expect("still running");
+    let gone = || cmdline(pid).as_ref() != Some(&running);
 
     // Ctrl-C: `timeout` hands the SIGINT to berthctl, which dies of it;
     // its gRPC stream drops.
@@ -1133,7 +1148,7 @@ fn a_build_whose_client_leaves_is_cancelled_and_leaves_nothing() {
     // Bounded wait for the daemon to notice and clean up.
     let mut cleaned = false;
     for _ in 0..240 {
-        if env.ok(&["ps", "-a", "-q"]).trim().is_empty() && !sleeping(pid) {
+        if env.ok(&["ps", "-a", "-q"]).trim().is_empty() && gone() {
             cleaned = true;
             break;
         }
@@ -1185,7 +1200,7 @@ fn pull_uses_login_credentials_and_a_pushed_build_runs_by_digest_elsewhere() {
         &host,
     ];
     let out = env.ctl_with_input(&login, b"pa55\n");
-    assert!(out.status.success(), "{}", text(&out));
+    assert!(out.status.success(), "{}\n{}", text(&out), env.daemon.log());
     let pushed = env.ok(&["push", "--config", &config, &name]);
     let digest = pushed
         .lines()
@@ -1199,7 +1214,11 @@ fn pull_uses_login_credentials_and_a_pushed_build_runs_by_digest_elsewhere() {
     let by_digest = format!("{host}/pulled@{digest}");
     let out = fresh.ctl(&["pull", "--config", &empty, &by_digest]);
     assert!(!out.status.success(), "{}", text(&out));
-    assert!(stderr(&out).contains("unauthorized"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        text(&out)
+    );
     let out = fresh.ctl(&["pull", "--config", &config, &by_digest]);
     assert!(
         out.status.success(),
@@ -1211,4 +1230,164 @@ fn pull_uses_login_credentials_and_a_pushed_build_runs_by_digest_elsewhere() {
     assert_eq!(seen, "built here\n");
     let inspected = fresh.ok(&["image", "inspect", &by_digest]);
     assert!(inspected.contains(&digest), "{inspected}");
+}
+
+#[test]
+fn attach_reaches_a_running_container_detaches_and_returns_its_exit_code() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let script = r#"while read l; do echo "echo:$l"; if [ "$l" = bye ]; then exit 7; fi; done"#;
+    env.ok(&[
+        "run", "-d", "-i", "--name", "talker", BASE, "sh", "-c", script,
+    ]);
+    // The detach keys end the session with docker's words and status 1;
+    // the container runs on.
+    let out = env.ctl_with_input(
+        &["attach", "--detach-keys", "ctrl-x", "talker"],
+        b"one\n\x18",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("read escape sequence"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.State.Running}}", "talker"]),
+        "true\n"
+    );
+    // Attached again: what it prints from now on, and its exit status.
+    let out = env.ctl_with_input(&["attach", "talker"], b"two\nbye\n");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert_eq!(stdout(&out), "echo:two\necho:bye\n");
+    let out = env.ctl(&["attach", "talker"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("You cannot attach to a stopped container"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["attach", "--detach-keys", "ctrl-1", "talker"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid detach keys"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn import_makes_an_exported_filesystem_an_image_with_changes() {
+    use std::io::Write;
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&[
+        "run",
+        "--name",
+        "source",
+        BASE,
+        "sh",
+        "-c",
+        "echo exported > /mine.txt",
+    ]);
+    assert_eq!(env.ok(&["wait", "source"]), "0\n");
+    let out = env.ctl(&["export", "source"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let tar = out.stdout;
+    let args = [
+        "import",
+        "-c",
+        r#"CMD ["cat", "/mine.txt"]"#,
+        "--change",
+        "ENV WHO=imported",
+        "-m",
+        "from an export",
+        "-",
+        "imported:1",
+    ];
+    let out = env.ctl_with_input(&args, &tar);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.daemon.log());
+    assert!(stdout(&out).starts_with("sha256:"), "{}", text(&out));
+    assert_eq!(env.ok(&["run", "--rm", "imported:1"]), "exported\n");
+    let who = env.ok(&["run", "--rm", "imported:1", "sh", "-c", "echo $WHO"]);
+    assert_eq!(who, "imported\n");
+    let (config, layers) = env.saved("imported:1");
+    assert_eq!(layers.len(), 1, "one layer");
+    assert_eq!(
+        config["history"].as_array().map(Vec::len),
+        Some(1),
+        "{config}"
+    );
+    assert_eq!(config["history"][0]["comment"], "from an export");
+
+    // A gzip'd tar from a file, no name: the ID alone.
+    let file = env.context.0.join("rootfs.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    std::fs::write(&file, gz.finish().expect("gzip")).expect("write");
+    let id = env.ok(&["import", &path_arg(&file)]);
+    let seen = env.ok(&["run", "--rm", id.trim(), "cat", "/mine.txt"]);
+    assert_eq!(seen, "exported\n");
+
+    // A change that is no config change is refused, and nothing is made.
+    let out = env.ctl_with_input(&["import", "-c", "RUN true", "-", "bad:1"], &tar);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RUN is not a valid change command"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.ctl(&["image", "inspect", "bad:1"]).status.success());
+}
+
+#[test]
+fn heredocs_run_scripts_and_copy_files() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let dockerfile = format!(
+        "FROM {BASE}\n\
+         RUN <<EOF\n\
+         echo first > /one.txt\n\
+         echo second >> /one.txt\n\
+         EOF\n\
+         RUN cat > /two.txt <<-'END'\n\
+         \t$NOT_EXPANDED\n\
+         \tEND\n\
+         ARG WHO=heredoc\n\
+         COPY <<EOF /three.txt\n\
+         made by ${{WHO}}\n\
+         EOF\n\
+         COPY <<a.txt <<b.txt /docs/\n\
+         A\n\
+         a.txt\n\
+         B\n\
+         b.txt\n\
+         CMD [\"sh\", \"-c\", \"cat /one.txt /two.txt /three.txt /docs/a.txt /docs/b.txt\"]\n"
+    );
+    let out = env.build("heredocs:1", &dockerfile);
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    let seen = env.ok(&["run", "--rm", "heredocs:1"]);
+    assert_eq!(
+        seen,
+        "first\nsecond\n$NOT_EXPANDED\nmade by heredoc\nA\nB\n"
+    );
+    // A document that never ends names its instruction's line.
+    let out = env.build("broken:1", &format!("FROM {BASE}\nRUN <<EOF\necho never\n"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Dockerfile line 2: unterminated heredoc <<EOF"),
+        "{}",
+        text(&out)
+    );
 }

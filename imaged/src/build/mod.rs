@@ -25,6 +25,7 @@ pub mod cache;
 pub mod changes;
 pub mod context;
 pub mod dockerfile;
+pub mod import;
 pub mod layer;
 pub mod service;
 
@@ -744,7 +745,14 @@ impl Build<'_> {
             }
         };
         let dest = list.pop().unwrap_or_default();
-        let sources = list;
+        let mut sources = list;
+        let heredocs = if i.heredocs.is_empty() {
+            None
+        } else {
+            let (dir, names) = self.heredoc_files(i, &sources, lookup)?;
+            sources = names;
+            Some(dir)
+        };
         if sources.is_empty() {
             return Err(
                 self.syntax(i.error(format!("{} needs a source and a destination", i.keyword)))
@@ -801,7 +809,10 @@ impl Build<'_> {
                 view = Some(mounted);
                 (root, "source stage", false)
             }
-            None => (self.context.clone(), "build context", true),
+            None => match heredocs {
+                Some(dir) => (dir, "heredoc", true),
+                None => (self.context.clone(), "build context", true),
+            },
         };
         let path = self.scratch_file("layer");
         let is_add = i.keyword == "ADD";
@@ -849,6 +860,53 @@ impl Build<'_> {
         drop(view);
         let (layer, sum) = result.map_err(fail)?;
         Ok((layer, sum, dest_abs))
+    }
+
+    /// `COPY <<EOF /dest`: each here-document written to a file named as
+    /// it is, in a scratch directory the copy takes as its sources' root
+    /// (so nothing of the context can mix in).
+    fn heredoc_files(
+        &mut self,
+        i: &Instruction,
+        sources: &[String],
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<(PathBuf, Vec<String>)> {
+        if i.flag("from").is_some() {
+            return Err(self.fail(i, "heredocs cannot be copied --from another stage"));
+        }
+        let dir = self.scratch_file("heredocs");
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        let mut names = Vec::new();
+        for source in sources {
+            let marker = source.trim_start_matches("<<").trim_start_matches('-');
+            let found = source
+                .starts_with("<<")
+                .then(|| i.heredocs.iter().find(|h| h.name == marker))
+                .flatten();
+            let Some(h) = found else {
+                return Err(self.fail(
+                    i,
+                    format!("{source}: with heredocs, every source is a heredoc"),
+                ));
+            };
+            let body = if h.expand {
+                dockerfile::expand(&h.body, i.escape, lookup)
+                    .map_err(|m| self.syntax(i.error(m)))?
+            } else {
+                h.body.clone()
+            };
+            let name = Path::new(&h.name)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| self.fail(i, format!("<<{}: not a file name", h.name)))?;
+            let path = dir.join(&name);
+            std::fs::write(&path, body).map_err(internal)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(internal)?;
+            names.push(name);
+        }
+        Ok((dir, names))
     }
 
     /// The upper directories of the state's layers, topmost first (where
