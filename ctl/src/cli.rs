@@ -531,6 +531,9 @@ pub struct ContainerArgs {
     /// SRC:DST[:ro]; an absolute SRC is a host path, else a named volume.
     #[arg(long = "volume", short = 'v')]
     pub volumes: Vec<String>,
+    /// Mount the volumes and binds of another container: NAME[:ro|:rw].
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
     /// The working directory inside the container.
     #[arg(long = "workdir", short = 'w')]
     pub workdir: Option<String>,

@@ -66,6 +66,7 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
         tty: a.tty,
         stdin_open: a.interactive,
         mounts,
+        volumes_from: a.volumes_from.clone(),
         resources: Some(resources),
         read_only: a.read_only,
         cap_add: a.cap_add.clone(),

@@ -210,6 +210,44 @@ impl Containers {
         })
     }
 
+    /// `--volumes-from NAME[:ro|:rw]`: the volumes (named or anonymous) and
+    /// binds of the container NAME, at its destinations; `ro` makes them
+    /// all read-only, `rw` all writable, neither keeps each one's mode.
+    /// tmpfs mounts are the container's own and are not shared.
+    fn shared_mounts(&self, spec: &str) -> Result<Vec<pb::ContainerMount>> {
+        use pb::container_mount::Kind;
+        let (name, mode) = match spec.rsplit_once(':') {
+            Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+            _ => (spec, None),
+        };
+        let other = self.resolve(name)?;
+        // `volumes` names every volume mount, in the order of `mounts`.
+        let mut volumes = other.volumes.iter();
+        let mut out = Vec::new();
+        for m in other.settings().mounts {
+            let kind = Kind::try_from(m.kind).unwrap_or(Kind::Bind);
+            let source = match kind {
+                Kind::Volume => match volumes.next() {
+                    Some(v) => v.clone(),
+                    None => continue,
+                },
+                Kind::Bind | Kind::Unspecified => m.source.clone(),
+                Kind::Tmpfs => continue,
+            };
+            out.push(pb::ContainerMount {
+                kind: if kind == Kind::Volume {
+                    kind
+                } else {
+                    Kind::Bind
+                } as i32,
+                source,
+                destination: m.destination.clone(),
+                read_only: mode.map_or(m.read_only, |mode| mode == "ro"),
+            });
+        }
+        Ok(out)
+    }
+
     /// Containers that mount the volume `name`.
     pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
         Ok(self
@@ -303,6 +341,18 @@ impl Containers {
                         container_port: u32::from(*port),
                         protocol: protocol.clone(),
                     });
+                }
+            }
+        }
+        for from in settings.volumes_from.clone() {
+            let shared = self.shared_mounts(&from)?;
+            for m in shared {
+                if !settings
+                    .mounts
+                    .iter()
+                    .any(|o| o.destination == m.destination)
+                {
+                    settings.mounts.push(m);
                 }
             }
         }

@@ -1391,3 +1391,117 @@ fn heredocs_run_scripts_and_copy_files() {
         text(&out)
     );
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build_and_are_not_inherited() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.write("app.txt", "copied by a trigger\n");
+    let out = env.build(
+        "onbuild-base:1",
+        &format!("FROM {BASE}\nONBUILD RUN echo triggered > /trigger.txt\nONBUILD COPY app.txt /app.txt\n"),
+    );
+    assert!(out.status.success(), "build: {}", text(&out));
+    let out = env.build(
+        "onbuild-child:1",
+        "FROM onbuild-base:1\nCMD [\"cat\", \"/trigger.txt\", \"/app.txt\"]\n",
+    );
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    assert!(
+        stdout(&out).contains("# Executing 2 build triggers"),
+        "{}",
+        text(&out)
+    );
+    let seen = env.ok(&["run", "--rm", "onbuild-child:1"]);
+    assert_eq!(seen, "triggered\ncopied by a trigger\n");
+    let (config, layers) = env.saved("onbuild-child:1");
+    assert_eq!(config["config"]["OnBuild"], Value::Null, "not inherited");
+    assert_eq!(
+        layers.len(),
+        3,
+        "busybox, the RUN and the COPY of the triggers"
+    );
+}
+
+#[test]
+fn volumes_from_shares_another_containers_volumes_and_binds() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let bind = host_dir(&env, "shared-bind");
+    std::fs::write(bind.join("h.txt"), "h\n").expect("bind file");
+    let bind_arg = format!("{}:/bind", bind.display());
+    let volume = unique("shared");
+    let named = format!("{volume}:/named");
+    env.ok(&[
+        "run",
+        "--name",
+        "vsrc",
+        "-v",
+        "/anon",
+        "-v",
+        &named,
+        "-v",
+        &bind_arg,
+        BASE,
+        "sh",
+        "-c",
+        "echo a > /anon/a.txt; echo n > /named/n.txt",
+    ]);
+    assert_eq!(env.ok(&["wait", "vsrc"]), "0\n");
+    let seen = env.ok(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "vsrc",
+        BASE,
+        "sh",
+        "-c",
+        "cat /anon/a.txt /named/n.txt /bind/h.txt; echo w > /anon/w.txt",
+    ]);
+    assert_eq!(seen, "a\nn\nh\n");
+    // What one wrote, the next sees: the same anonymous volume.
+    let seen = env.ok(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "vsrc:ro",
+        BASE,
+        "cat",
+        "/anon/w.txt",
+    ]);
+    assert_eq!(seen, "w\n");
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "vsrc:ro",
+        BASE,
+        "sh",
+        "-c",
+        "echo x > /named/x.txt",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["run", "--rm", "--volumes-from", "missing", BASE, "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no such container: missing"),
+        "{}",
+        text(&out)
+    );
+    env.ok(&["rm", "-v", "vsrc"]);
+    let _ = env.ctl(&["volume", "rm", &volume]);
+}

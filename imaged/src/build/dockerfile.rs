@@ -157,6 +157,14 @@ impl Instruction {
 /// Parses a Dockerfile into its instructions, checking what can be checked
 /// without running anything: known keywords, their flags, argument counts.
 pub fn parse(text: &str) -> Result<Vec<Instruction>> {
+    let out = parse_instructions(text)?;
+    check(&out)?;
+    Ok(out)
+}
+
+/// Parses instructions without the whole-file rules (no `FROM` needed):
+/// `ONBUILD` triggers and `import --change` lines.
+pub fn parse_instructions(text: &str) -> Result<Vec<Instruction>> {
     let lines: Vec<&str> = text.lines().collect();
     let mut escape = '\\';
     let mut i = 0;
@@ -253,7 +261,6 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>> {
         }
         out.push(parsed);
     }
-    check(&out)?;
     Ok(out)
 }
 

@@ -56,15 +56,7 @@ pub async fn import(
             file: "--change".into(),
             source,
         };
-        // A Dockerfile starts with FROM: one is put before the line, and
-        // its line number taken back, so errors name the change's line 1.
-        let parsed = dockerfile::parse(&format!("FROM scratch\n{change}")).map_err(|e| {
-            syntax(dockerfile::Error {
-                line: e.line.saturating_sub(1).max(1),
-                message: e.message,
-            })
-        })?;
-        for i in parsed.into_iter().skip(1) {
+        for i in dockerfile::parse_instructions(change).map_err(syntax)? {
             if !CHANGES.contains(&i.keyword.as_str()) {
                 return Err(Error::Invalid(format!(
                     "{} is not a valid change command (use one of {})",

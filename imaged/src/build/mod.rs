@@ -442,8 +442,16 @@ impl Build<'_> {
             self.image(&base).await.map_err(|e| self.fail(i, e))?
         };
         let mut state = state;
-        // Triggers are the base's: they are not inherited by what is built on it.
-        state.settings().remove("OnBuild");
+        // Triggers are the base's: they run now, in this stage, and are
+        // not inherited by what is built on it.
+        let triggers: Vec<String> = state
+            .settings()
+            .remove("OnBuild")
+            .and_then(|t| t.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
         self.say(format!(" ---> {}\n", short(&state.id())));
         self.stages.push(Stage {
             name: stage_alias(i),
@@ -451,6 +459,19 @@ impl Build<'_> {
             args: BTreeMap::new(),
             cmd_set: false,
         });
+        if !triggers.is_empty() {
+            let s = if triggers.len() == 1 { "" } else { "s" };
+            self.say(format!("# Executing {} build trigger{s}\n", triggers.len()));
+        }
+        for text in triggers {
+            let parsed = dockerfile::parse_instructions(&text)
+                .map_err(|e| self.fail(i, format!("the base's ONBUILD {text:?}: {}", e.message)))?;
+            for trigger in parsed {
+                self.total += 1;
+                self.cancelled()?;
+                self.step(&trigger).await?;
+            }
+        }
         Ok(())
     }
 
