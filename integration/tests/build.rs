@@ -1505,3 +1505,90 @@ fn volumes_from_shares_another_containers_volumes_and_binds() {
     env.ok(&["rm", "-v", "vsrc"]);
     let _ = env.ctl(&["volume", "rm", &volume]);
 }
+
+/// A one-file HTTP server on 127.0.0.1: `GET /files/page.txt` is `body`,
+/// anything else 404. It serves for at most two minutes.
+fn serve_page(body: &'static [u8]) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                    break;
+                }
+            }
+            let mut out = &stream;
+            let reply = if request.starts_with("GET /files/page.txt ") {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                [head.as_bytes(), body].concat()
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            };
+            let _ = out.write_all(&reply);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_fetches_a_url_and_checks_its_checksum() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let body: &'static [u8] = b"served over http\n";
+    let port = serve_page(body);
+    let url = format!("http://127.0.0.1:{port}/files/page.txt");
+    let sum = sha256(body);
+    let out = env.build(
+        "added:1",
+        &format!(
+            "FROM {BASE}\nADD {url} /www/\nADD --checksum={sum} {url} /checked.txt\nCMD [\"sh\", \"-c\", \"cat /www/page.txt /checked.txt; stat -c %a /www/page.txt\"]\n"
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    let seen = env.ok(&["run", "--rm", "added:1"]);
+    assert_eq!(seen, "served over http\nserved over http\n600\n");
+
+    let wrong = sha256(b"something else");
+    let out = env.build(
+        "wrong:1",
+        &format!("FROM {BASE}\nADD --checksum={wrong} {url} /checked.txt\n"),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not match"), "{}", text(&out));
+    let out = env.build(
+        "missing:1",
+        &format!("FROM {BASE}\nADD http://127.0.0.1:{port}/nothing.txt /x\n"),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("404"), "{}", text(&out));
+    let out = env.build("copy-url:1", &format!("FROM {BASE}\nCOPY {url} /x\n"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("COPY takes no URL: use ADD"),
+        "{}",
+        text(&out)
+    );
+}

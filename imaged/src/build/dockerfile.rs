@@ -86,7 +86,7 @@ fn allowed_flags(keyword: &str) -> &'static [&'static str] {
     match keyword {
         "FROM" => &["platform"],
         "COPY" => &["from", "chown", "chmod", "link"],
-        "ADD" => &["chown", "chmod", "link"],
+        "ADD" => &["chown", "chmod", "link", "checksum"],
         "HEALTHCHECK" => &[
             "interval",
             "timeout",
