@@ -274,3 +274,21 @@ fn proxy_signals(d: &Daemon, t: &Target) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_detach_keys;
+
+    #[test]
+    fn detach_keys_as_docker_writes_them() {
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), [16, 17]);
+        assert_eq!(
+            parse_detach_keys("a, ctrl-@,ctrl-_").unwrap(),
+            [b'a', 0, 31]
+        );
+        assert_eq!(parse_detach_keys("ctrl-[").unwrap(), [27]);
+        for bad in ["ctrl-1", "ctrl-", "ab", ""] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -426,3 +426,26 @@ impl Read for Exactly {
 }
 
 pub mod service;
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn a_path_is_its_directory_and_last_name() {
+        let parts = |p: &str| {
+            let s = split(p);
+            (
+                s.parent.to_string_lossy().into_owned(),
+                s.name.map(|n| n.to_string_lossy().into_owned()),
+            )
+        };
+        assert_eq!(parts("/etc/passwd"), ("/etc".into(), Some("passwd".into())));
+        assert_eq!(parts("file"), ("".into(), Some("file".into())));
+        // A trailing `/` or `/.`, the root and `..`: the directory, followed.
+        assert_eq!(parts("/data/"), ("/data/".into(), None));
+        assert_eq!(parts("/data/."), ("/data/.".into(), None));
+        assert_eq!(parts("/"), ("/".into(), None));
+        assert_eq!(parts("/a/.."), ("/a/..".into(), None));
+    }
+}

@@ -696,4 +696,25 @@ mod tests {
             vec![("OLD".to_string(), Some("some value".to_string()))]
         );
     }
+
+    #[test]
+    fn heredocs_are_read_up_to_their_names() {
+        let text = "FROM a\nRUN <<EOF\necho hi\n\nEOF\nRUN cat <<-'X' > /f\n\t$KEPT\n\tX\nCOPY <<a.txt <<b.txt /d/\nA\na.txt\nB\nb.txt\nCMD x <<EOF\n";
+        let parsed = parse(text).unwrap();
+        assert_eq!(parsed[1].command(), Command::Shell("echo hi\n\n".into()));
+        assert_eq!(
+            parsed[2].command(),
+            Command::Shell("cat <<-'X' > /f\n$KEPT\nX".into())
+        );
+        assert!(!parsed[2].heredocs[0].expand);
+        let names: Vec<&str> = parsed[3].heredocs.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["a.txt", "b.txt"]);
+        assert_eq!(parsed[3].heredocs[1].body, "B\n");
+        // Only RUN, COPY and ADD read documents; `<<<` is no marker.
+        assert!(parsed[4].heredocs.is_empty());
+        assert!(heredoc_markers("cat <<<word").is_empty());
+        let err = parse("FROM a\nRUN <<EOF\necho\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("unterminated heredoc <<EOF"), "{err}");
+    }
 }
