@@ -55,6 +55,7 @@ printf '%-34s %10s %10s %7s\n' "cp of $FILES x 4 KiB + $BIG_MB MiB" berthctl pod
 for way in in out; do
     b=$(median_ms "berth-$way")
     p=$(median_ms "podman-$way")
-    printf '%-34s %8.0f ms %7.0f ms %7.2f\n' "host → container" "$b" "$p" "$(echo "$b / $p" | bc -l)" |
-        sed "s/host → container/$([ "$way" = in ] && echo 'host → container' || echo 'container → host')/"
+    label='host → container'
+    [ "$way" = out ] && label='container → host'
+    printf '%-34s %8.0f ms %7.0f ms %7.2f\n' "$label" "$b" "$p" "$(echo "$b / $p" | bc -l)"
 done

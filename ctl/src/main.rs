@@ -13,7 +13,8 @@
 //! below sends each to its module: [`images`] (pull, load, save, mount),
 //! [`containers`] (create, run, exec, logs, stop, …), whose `run` shows the
 //! order of calls (create → attach → start → stream → exit → rm), and
-//! [`attach`] + [`terminal`] for a process's stdio and the local terminal.
+//! [`attach`] + [`terminal`] for a process's stdio and the local terminal;
+//! [`copy`] for `cp` and `export` (tar streams to and from a container).
 //! [`flags`] checks values like `--memory 64m`; [`client`] makes
 //! connection failures say how to start the daemon; [`exit`] has docker's
 //! exit codes (125, 126, 127, else the container's).

@@ -19,7 +19,15 @@
 //!    ([`Images::unpack_and_record`]), so `run`, `save` and `push` take it.
 //!
 //! A build holds the garbage collector off (as a pull does) until its
-//! image is recorded; a failed step removes its container and snapshot.
+//! image is recorded; a failed step removes its container and snapshot,
+//! and so does a build whose client went away (its output channel closes:
+//! the running `RUN` is killed, nothing is committed).
+//!
+//! Also here: heredocs (`RUN <<EOF`, `COPY <<EOF file`, [`dockerfile`]),
+//! `ADD` of a URL ([`Build::download`]), the base image's `ONBUILD`
+//! triggers (run right after its `FROM`), and [`import`] (`docker
+//! import`: a root filesystem tar as a one-layer image, `--change` lines
+//! run as this builder's steps).
 
 pub mod cache;
 pub mod changes;
