@@ -1,6 +1,9 @@
 //! A container's files as tar streams, both ways: `docker cp` and
-//! `docker export`, for running and stopped containers alike (the rootfs
-//! stays mounted at `BUNDLE/rootfs` for the container's life).
+//! `docker export`, for running and stopped containers alike. A running
+//! container is reached through its init's `/proc/PID/root` (its volumes
+//! and other mounts included); a stopped one through its rootfs, which
+//! stays mounted at `BUNDLE/rootfs` for the container's life (its volumes
+//! are not reached then).
 //!
 //! Threat: the container's root filesystem belongs to the container, which
 //! may plant `etc -> /` or `../../` anywhere, and may swap a directory for a
@@ -122,9 +125,25 @@ fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
 
 impl Files {
     /// The container's mounted root, opened.
-    fn root(&self, container: &str) -> Result<(String, OwnedFd)> {
+    fn root(&self, container: &str, with_mounts: bool) -> Result<(String, OwnedFd)> {
         let containers = &self.tasks.containers;
         let record = containers.resolve(container)?;
+        // A running container's root as its own processes see it, through
+        // its init's /proc/PID/root: lookups from there cross the mounts of
+        // its mount namespace, so volumes, binds and tmpfs are where the
+        // container has them. A stopped one has only its rootfs.
+        let pid = record.state.pid;
+        if with_mounts && pid > 0 && self.tasks.is_running(&record.id) {
+            let path = format!("/proc/{pid}/root");
+            if let Ok(fd) = File::open(&path).map(OwnedFd::from) {
+                // The pid is still the container's init (not a reused
+                // number): its record says so after the open.
+                let now = containers.resolve(&record.id)?;
+                if now.state.pid == pid && self.tasks.is_running(&record.id) {
+                    return Ok((record.name, fd));
+                }
+            }
+        }
         containers.ensure_rootfs(&record)?;
         let rootfs = record.rootfs();
         let fd = File::open(&rootfs)
@@ -144,7 +163,7 @@ impl Files {
         container: &str,
         path: &str,
     ) -> Result<(OwnedFd, Option<OsString>, libc::stat)> {
-        let (name, root) = self.root(container)?;
+        let (name, root) = self.root(container, true)?;
         let missing = || Error::NotFound {
             container: name.clone(),
             path: path.to_string(),
@@ -203,7 +222,7 @@ impl Files {
         let (dir, last, st) = self.locate(container, path)?;
         let (dir, last, st) = match last {
             Some(_) if follow && is(&st, libc::S_IFLNK) => {
-                let (container_name, root) = self.root(container)?;
+                let (container_name, root) = self.root(container, true)?;
                 let target = at::open_in_root(root.as_fd(), OsStr::new(path), libc::O_PATH)
                     .map_err(|_| Error::NotFound {
                         container: container_name,
@@ -251,7 +270,8 @@ impl Files {
     /// The container's whole filesystem, entries named from its root
     /// (`bin/sh`, not `./bin/sh`), as docker export writes them.
     pub fn export(&self, container: &str, out: impl Write) -> Result<()> {
-        let (_, root) = self.root(container)?;
+        // The container's own filesystem: no volume, no /proc.
+        let (_, root) = self.root(container, false)?;
         let mut walk = Walk {
             tar: tar::Builder::new(out),
             links: HashMap::new(),
@@ -267,7 +287,7 @@ impl Files {
     /// Unpacks the tar `input` into the container's existing directory
     /// `path`. Entries are written as a layer's are: nothing can leave it.
     pub fn unpack(&self, container: &str, path: &str, input: impl Read) -> Result<()> {
-        let (name, root) = self.root(container)?;
+        let (name, root) = self.root(container, true)?;
         let dir = at::open_in_root(root.as_fd(), OsStr::new(path), libc::O_PATH).map_err(|_| {
             Error::NotFound {
                 container: name.clone(),

@@ -833,7 +833,9 @@ fn cp_copies_both_ways_for_running_and_stopped_containers() {
         return;
     }
     let env = Env::start();
-    env.ok(&["run", "-d", "--name", "box", BASE, "sleep", "300"]);
+    env.ok(&[
+        "run", "-d", "--name", "box", "-v", "/vol", BASE, "sleep", "300",
+    ]);
     env.ok(&[
         "exec",
         "box",
@@ -897,6 +899,17 @@ fn cp_copies_both_ways_for_running_and_stopped_containers() {
     assert_eq!(
         env.ok(&["exec", "box", "cat", "/data/fromtar.txt"]),
         "streamed\n"
+    );
+
+    // A running container's volume is where the container has it.
+    env.ok(&["cp", &path_arg(&a_copy), "box:/vol/"]);
+    assert_eq!(env.ok(&["exec", "box", "cat", "/vol/a-copy.txt"]), "one\n");
+    env.ok(&["exec", "box", "sh", "-c", "echo in the volume > /vol/v.txt"]);
+    let from_volume = host.join("v.txt");
+    env.ok(&["cp", "box:/vol/v.txt", &path_arg(&from_volume)]);
+    assert_eq!(
+        std::fs::read_to_string(&from_volume).expect("v"),
+        "in the volume\n"
     );
 
     // A stopped container: both ways still.

@@ -206,7 +206,7 @@ impl pb::files_server::Files for Files {
         let files = self.clone();
         let probe = files.clone();
         let name = container.clone();
-        tokio::task::spawn_blocking(move || probe.root(&name).map(|_| ()))
+        tokio::task::spawn_blocking(move || probe.root(&name, false).map(|_| ()))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(status)?;
