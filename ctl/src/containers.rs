@@ -252,6 +252,14 @@ pub async fn attach(d: &Daemon, a: &AttachArgs) -> Result<i32> {
     }
     let config = c.config.clone().unwrap_or_default();
     let stdin = config.stdin_open && !a.no_stdin;
+    if config.tty && stdin && !std::io::stdin().is_terminal() {
+        // A terminal's input to a terminal process: docker refuses a pipe.
+        return Err(Coded {
+            code: 1,
+            error: anyhow!("the input device is not a TTY"),
+        }
+        .into());
+    }
     let target = Target {
         container: c.id.clone(),
         exec_id: String::new(),

@@ -1282,6 +1282,16 @@ fn attach_reaches_a_running_container_detaches_and_returns_its_exit_code() {
         "{}",
         text(&out)
     );
+    // A terminal container wants a terminal's input, as docker says.
+    env.ok(&["create", "-t", "-i", "--name", "tty", BASE, "sh"]);
+    env.ok(&["start", "tty"]);
+    let out = env.ctl_with_input(&["attach", "tty"], b"exit\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("the input device is not a TTY"),
+        "{}",
+        text(&out)
+    );
     let out = env.ctl(&["attach", "--detach-keys", "ctrl-1", "talker"]);
     assert!(!out.status.success());
     assert!(
