@@ -4,7 +4,8 @@
 //! Start reading at `proto/berth/v1/version.proto`, then `images.proto` (a
 //! pull is the whole path from a reference to snapshots), `content.proto`
 //! and `snapshots.proto`. `containers.proto`, `tasks.proto` and
-//! `events.proto` are designed now and served by part 2 of the daemon.
+//! `events.proto` are designed now and served by part 2 of the daemon;
+//! `files.proto` carries a container's files as tar streams (cp, export).
 //!
 //! Clients reach `berth-imaged` on a unix socket: [`connect`] gives a
 //! [`tonic::transport::Channel`] any generated client can use.

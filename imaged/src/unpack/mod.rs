@@ -33,7 +33,7 @@
 //! The layer stream itself may be plain tar, gzip or zstd: [`decompress`]
 //! tells them apart by their magic bytes, whatever the media type says.
 
-mod at;
+pub(crate) mod at;
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
