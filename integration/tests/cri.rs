@@ -1068,5 +1068,66 @@ fn resources_are_updated_live_and_stats_are_reported() {
         .into_inner()
         .stats;
     assert_eq!(all.len(), 1);
+    let pod_stats = cri
+        .block_on(rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats");
+    assert_eq!(pod_stats.containers.len(), 1);
+    let pod_memory = pod_stats.memory.and_then(|m| m.working_set_bytes);
+    assert!(pod_memory.expect("memory").value > 0);
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn container_events_follow_the_lifecycle_in_order() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("events", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let mut rt = cri.runtime();
+    let mut events = cri
+        .block_on(rt.get_container_events(cri::GetEventsRequest {}))
+        .expect("GetContainerEvents")
+        .into_inner();
+    let id = cri.run_container(&pod, &config, container_config("brief", &["true"]));
+    use cri::ContainerEventType as E;
+    let mut next = || {
+        let event = cri
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), events.message()).await
+            })
+            .expect("an event in time")
+            .expect("the stream")
+            .expect("an event");
+        assert_eq!(event.container_id, id);
+        assert_eq!(
+            event.pod_sandbox_status.map(|p| p.id).as_deref(),
+            Some(pod.as_str())
+        );
+        E::try_from(event.container_event_type).expect("a known type")
+    };
+    let mut seen = vec![next(), next(), next()];
+    let mut rt = cri.runtime();
+    cri.block_on(rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    }))
+    .expect("RemoveContainer");
+    seen.push(next());
+    assert_eq!(
+        seen,
+        vec![
+            E::ContainerCreatedEvent,
+            E::ContainerStartedEvent,
+            E::ContainerStoppedEvent,
+            E::ContainerDeletedEvent
+        ]
+    );
     cri.remove_pod(&pod);
 }

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_proto::v1 as pb;
@@ -222,6 +223,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         Ok::<_, Error>(())
     })?;
     undo.disarm();
+    emit(cri, &id, cri::ContainerEventType::ContainerCreatedEvent);
     Ok(id)
 }
 
@@ -268,7 +270,7 @@ impl Drop for Undo<'_> {
 
 /// StartContainer: the log writer subscribed, the task started, its end
 /// watched for the finish time.
-pub async fn start(cri: &Cri, id: &str) -> Result<()> {
+pub async fn start(cri: &Arc<Cri>, id: &str) -> Result<()> {
     let record = must_get(cri, id)?;
     if record.started_at != 0 {
         return Err(Error::Precondition(format!(
@@ -296,23 +298,50 @@ pub async fn start(cri: &Cri, id: &str) -> Result<()> {
     cri.tasks.start(&record.id, "").await?;
     let started = super::now_nanos();
     set_times(cri, &record.id, Some(started), None)?;
-    let tasks = cri.tasks.clone();
-    let db = cri.db.clone();
+    emit(
+        cri,
+        &record.id,
+        cri::ContainerEventType::ContainerStartedEvent,
+    );
+    let cri = cri.clone();
     let id = record.id.clone();
     tokio::spawn(async move {
-        if tasks.wait(&id, "").await.is_ok() {
-            let _ = db.write(|txn| {
-                if let Some(mut r) = txn.get::<CriRecord>(Table::CriContainers, &id)? {
-                    if r.finished_at == 0 {
-                        r.finished_at = super::now_nanos();
-                        txn.put(Table::CriContainers, &id, &r)?;
-                    }
-                }
-                Ok::<_, crate::metadata::Error>(())
-            });
+        if cri.tasks.wait(&id, "").await.is_ok() {
+            let _ = set_times(&cri, &id, None, Some(super::now_nanos()));
+            emit(&cri, &id, cri::ContainerEventType::ContainerStoppedEvent);
         }
     });
     Ok(())
+}
+
+/// Sends a container event (GetContainerEvents) with the container's and
+/// its pod's status as they are now.
+pub fn emit(cri: &Cri, id: &str, kind: cri::ContainerEventType) {
+    if cri.events.receiver_count() == 0 {
+        return;
+    }
+    let container = status(cri, id).ok();
+    let pod = get(cri, id)
+        .ok()
+        .flatten()
+        .and_then(|r| sandbox::get(cri, &r.pod_id).ok().flatten());
+    emit_with(cri, id, kind, container, pod.as_ref());
+}
+
+fn emit_with(
+    cri: &Cri,
+    id: &str,
+    kind: cri::ContainerEventType,
+    container: Option<cri::ContainerStatus>,
+    pod: Option<&PodRecord>,
+) {
+    let _ = cri.events.send(cri::ContainerEventResponse {
+        container_id: id.to_string(),
+        container_event_type: kind as i32,
+        created_at: super::now_nanos(),
+        pod_sandbox_status: pod.map(|p| sandbox::status(cri, p)),
+        containers_statuses: container.into_iter().collect(),
+    });
 }
 
 fn set_times(cri: &Cri, id: &str, started: Option<i64>, finished: Option<i64>) -> Result<()> {
@@ -362,7 +391,16 @@ pub async fn remove(cri: &Cri, id: &str) -> Result<()> {
     cri.db.write(|txn| {
         txn.delete(Table::CriContainers, &record.id)?;
         Ok::<_, Error>(())
-    })
+    })?;
+    let pod = sandbox::get(cri, &record.pod_id)?;
+    emit_with(
+        cri,
+        &record.id,
+        cri::ContainerEventType::ContainerDeletedEvent,
+        None,
+        pod.as_ref(),
+    );
+    Ok(())
 }
 
 /// The CRI state, exit code and reason of a run state.
@@ -665,9 +703,45 @@ pub async fn stats(cri: &Cri, record: &CriRecord) -> Result<cri::ContainerStats>
     })
 }
 
-/// The pod a container's record names.
-pub fn pod_of(cri: &Cri, record: &CriRecord) -> Result<Option<PodRecord>> {
-    sandbox::get(cri, &record.pod_id)
+/// PodSandboxStats: its containers' stats and their sums.
+pub async fn pod_stats(cri: &Cri, pod: &PodRecord) -> Result<cri::PodSandboxStats> {
+    let mut containers = Vec::new();
+    for record in of_pod(cri, &pod.id)? {
+        containers.push(stats(cri, &record).await?);
+    }
+    let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> u64 {
+        containers.iter().filter_map(f).sum()
+    };
+    let now = super::now_nanos();
+    let value = |v: u64| Some(cri::UInt64Value { value: v });
+    let cpu = sum(&|c| c.cpu.as_ref()?.usage_core_nano_seconds.map(|v| v.value));
+    let memory = sum(&|c| c.memory.as_ref()?.working_set_bytes.map(|v| v.value));
+    let config = pod.config();
+    Ok(cri::PodSandboxStats {
+        attributes: Some(cri::PodSandboxAttributes {
+            id: pod.id.clone(),
+            metadata: config.metadata,
+            labels: config.labels,
+            annotations: config.annotations,
+        }),
+        linux: Some(cri::LinuxPodSandboxStats {
+            cpu: Some(cri::CpuUsage {
+                timestamp: now,
+                usage_core_nano_seconds: value(cpu),
+                usage_nano_cores: None,
+            }),
+            memory: Some(cri::MemoryUsage {
+                timestamp: now,
+                working_set_bytes: value(memory),
+                usage_bytes: value(memory),
+                ..Default::default()
+            }),
+            network: None,
+            process: None,
+            containers,
+        }),
+        windows: None,
+    })
 }
 
 #[cfg(test)]

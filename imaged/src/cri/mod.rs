@@ -140,6 +140,8 @@ pub struct Cri {
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The processes holding pods' PID namespaces, by pid (reaped at stop).
     holders: Mutex<HashMap<u32, std::process::Child>>,
+    /// Container events for GetContainerEvents subscribers.
+    pub events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
 }
 
 impl Cri {
@@ -161,6 +163,7 @@ impl Cri {
             log_writers: Mutex::default(),
             pod_locks: Mutex::default(),
             holders: Mutex::default(),
+            events: tokio::sync::broadcast::channel(256).0,
         }
     }
 

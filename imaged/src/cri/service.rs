@@ -251,20 +251,31 @@ impl RuntimeService for Service {
 
     async fn pod_sandbox_stats(
         &self,
-        _: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Reply<cri::PodSandboxStatsResponse> {
-        Err(Status::unimplemented(
-            "PodSandboxStats is not implemented yet",
-        ))
+        let id = request.into_inner().pod_sandbox_id;
+        let pod = sandbox::get(&self.0, &id)?
+            .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
+        ok(cri::PodSandboxStatsResponse {
+            stats: Some(container::pod_stats(&self.0, &pod).await?),
+        })
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Reply<cri::ListPodSandboxStatsResponse> {
-        Err(Status::unimplemented(
-            "ListPodSandboxStats is not implemented yet",
-        ))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        let mut stats = Vec::new();
+        for pod in sandbox::list(&self.0)? {
+            if (!filter.id.is_empty() && !pod.id.starts_with(&filter.id))
+                || !super::matches_labels(&pod.config().labels, &filter.label_selector)
+            {
+                continue;
+            }
+            stats.push(container::pod_stats(&self.0, &pod).await?);
+        }
+        ok(cri::ListPodSandboxStatsResponse { stats })
     }
 
     async fn update_runtime_config(
@@ -324,9 +335,19 @@ impl RuntimeService for Service {
         &self,
         _: Request<cri::GetEventsRequest>,
     ) -> Reply<Self::GetContainerEventsStream> {
-        Err(Status::unimplemented(
-            "GetContainerEvents is not implemented yet",
-        ))
+        // Events from now on; a subscriber that falls behind misses some
+        // (kubelet then relists, as with containerd).
+        let receiver = self.0.events.subscribe();
+        let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            loop {
+                match receiver.recv().await {
+                    Ok(event) => return Some((Ok(event), receiver)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        ok(Box::pin(stream) as EventStream)
     }
 
     async fn list_metric_descriptors(
