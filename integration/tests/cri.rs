@@ -18,6 +18,7 @@ use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::security_profile::ProfileType;
+use std::process::Command;
 use tonic::transport::Channel;
 
 const APPLETS: &[&str] = &[
@@ -245,12 +246,32 @@ impl Drop for Cri {
                 .map(|r| r.into_inner().items)
                 .unwrap_or_default();
             for pod in pods {
-                let _ = self.block_on(rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                    pod_sandbox_id: pod.id,
+                let removed = self.block_on(rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
                 }));
+                if let Err(e) = removed {
+                    eprintln!("cleanup: pod {}: {e}", pod.id);
+                }
+            }
+            // berthctl's containers too (a test that failed half-way).
+            let ps = run_ctl(&self.daemon.socket, &["ps", "-a", "-q"], b"");
+            for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+                let _ = run_ctl(&self.daemon.socket, &["rm", "-f", id], b"");
             }
         }
         self.daemon.stop();
+        // Whatever is still mounted under the daemon's directories (pins,
+        // root filesystems) goes with it.
+        let root = self.daemon.root.display().to_string();
+        let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        for target in mounted.iter().rev() {
+            let _ = Command::new("umount").args(["-l", target]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.runtime_root);
     }
 }
@@ -356,7 +377,7 @@ fn version_status_and_runtime_config_on_a_private_socket() {
         .any(|c| c.r#type == "NetworkReady" && c.status));
     let handler = &status.runtime_handlers[0];
     let features = handler.features.expect("features");
-    assert!(!features.recursive_read_only_mounts && !features.user_namespaces);
+    assert!(features.recursive_read_only_mounts && !features.user_namespaces);
     let config = cri
         .block_on(rt.runtime_config(cri::RuntimeConfigRequest {}))
         .expect("RuntimeConfig")
@@ -1129,5 +1150,138 @@ fn container_events_follow_the_lifecycle_in_order() {
             E::ContainerDeletedEvent
         ]
     );
+    cri.remove_pod(&pod);
+}
+
+/// Host mounts a test makes, unmounted (recursively, lazily) when dropped.
+struct HostMounts(Vec<PathBuf>);
+
+impl HostMounts {
+    fn mount(&mut self, args: &[&str], target: &Path) {
+        std::fs::create_dir_all(target).expect("mount point");
+        let out = Command::new("mount")
+            .args(args)
+            .arg(target)
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "mount {args:?}: {}", text(&out));
+        self.0.push(target.to_path_buf());
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg("-l")
+                .arg(target)
+                .status();
+        }
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let wanted = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+#[test]
+fn mounts_propagate_both_ways_and_recursive_read_only_covers_submounts() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let shared = cri.dir.0.join("shared");
+    let ro = cri.dir.0.join("ro");
+    let mut mounts = HostMounts(Vec::new());
+    // A shared mount, as kubelet's pod volume directories are.
+    let source = shared.display().to_string();
+    mounts.mount(&["--bind", &source], &shared);
+    let out = Command::new("mount")
+        .args(["--make-shared", &source])
+        .output()
+        .expect("mount");
+    assert!(out.status.success(), "{}", text(&out));
+    mounts.mount(&["-t", "tmpfs", "tmpfs"], &ro.join("sub"));
+
+    let mut config = pod_config("mounts", &cri.dir.0.join("logs"));
+    if let Some(context) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        context.privileged = true;
+    }
+    let pod = cri.run_pod(config.clone());
+    let mut container = container_config("mounter", &["sleep", "300"]);
+    let mount = |host: &Path, path: &str| cri::Mount {
+        container_path: path.into(),
+        host_path: host.display().to_string(),
+        ..Default::default()
+    };
+    container.mounts = vec![
+        cri::Mount {
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..mount(&shared, "/shared")
+        },
+        cri::Mount {
+            readonly: true,
+            recursive_read_only: true,
+            ..mount(&ro, "/rro")
+        },
+        cri::Mount {
+            readonly: true,
+            ..mount(&ro, "/ro")
+        },
+    ];
+    container.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        privileged: true,
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, container);
+    // Container → host.
+    cri.exec_ok(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /shared/inner && mount -t tmpfs tmpfs /shared/inner",
+        ],
+    );
+    assert!(
+        is_mount_point(&shared.join("inner")),
+        "a mount made in a Bidirectional volume appears on the host"
+    );
+    mounts.0.push(shared.join("inner"));
+    // Host → container.
+    mounts.mount(&["-t", "tmpfs", "tmpfs"], &shared.join("outer"));
+    std::fs::write(shared.join("outer/file"), "from the host\n").expect("write");
+    assert_eq!(
+        cri.exec_ok(&id, &["cat", "/shared/outer/file"]),
+        "from the host\n"
+    );
+    // Read-only: the mount itself; recursive: its submounts too.
+    assert_ne!(cri.exec(&id, &["touch", "/ro/file"]).exit_code, 0);
+    assert_eq!(cri.exec(&id, &["touch", "/ro/sub/file"]).exit_code, 0);
+    assert_ne!(cri.exec(&id, &["touch", "/rro/sub/other"]).exit_code, 0);
+    // rro on a writable mount is refused.
+    let mut bad = container_config("bad", &["true"]);
+    bad.mounts = vec![cri::Mount {
+        recursive_read_only: true,
+        ..mount(&ro, "/bad")
+    }];
+    let mut rt = cri.runtime();
+    let err = cri
+        .block_on(rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(config.clone()),
+        }))
+        .expect_err("rro on a writable mount");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     cri.remove_pod(&pod);
 }

@@ -122,9 +122,13 @@ fn mounts_of(config: &cri::ContainerConfig) -> Result<Vec<ResolvedMount>> {
                 m.host_path
             )));
         }
-        if m.recursive_read_only {
-            return Err(Error::Unsupported(format!(
-                "mount {}: recursive read-only mounts are not supported by berth's runtime yet",
+        // The runtime applies `rro` with mount_setattr (Linux 5.12+), as
+        // runc does; CRI allows it on private read-only mounts only.
+        if m.recursive_read_only
+            && (!m.readonly || m.propagation != cri::MountPropagation::PropagationPrivate as i32)
+        {
+            return Err(Error::Invalid(format!(
+                "mount {}: a recursive read-only mount must be read-only and private",
                 m.container_path
             )));
         }
@@ -373,6 +377,9 @@ fn propagation(spec: &mut Value, config: &cri::ContainerConfig) {
                 let mut options = vec!["rbind", option];
                 if m.readonly {
                     options.push("ro");
+                }
+                if m.recursive_read_only {
+                    options.push("rro");
                 }
                 entry["options"] = json!(options);
             }
