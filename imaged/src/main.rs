@@ -259,7 +259,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         networks: &networks,
         launcher: &launcher,
         default_seccomp,
-    })?;
+    })
+    .await?;
     let tasks = Arc::new(tasks::Tasks::new(
         containers,
         hub.clone(),

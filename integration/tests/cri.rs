@@ -1285,3 +1285,56 @@ fn mounts_propagate_both_ways_and_recursive_read_only_covers_submounts() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     cri.remove_pod(&pod);
 }
+
+#[test]
+fn pods_and_containers_survive_a_daemon_killed_with_sigkill() {
+    if !can_run_cri() {
+        return;
+    }
+    let mut cri = Cri::with_pods();
+    let logs = cri.dir.0.join("logs");
+    let mut config = pod_config("lasting", &logs);
+    config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18081,
+        host_ip: String::new(),
+    }];
+    let pod = cri.run_pod(config.clone());
+    let server = container_config(
+        "httpd",
+        &["sh", "-c", "mkdir -p /tmp/www && echo still here > /tmp/www/index.html && httpd -f -p 80 -h /tmp/www"],
+    );
+    let id = cri.run_container(&pod, &config, server);
+    cri.daemon.restart();
+    assert_eq!(
+        cri.status(&id).state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{}",
+        cri.daemon.log()
+    );
+    assert_eq!(
+        cri.pod_status(&pod).state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    // Its network and host port are still there; exec and logs still work.
+    let mut page = Err(String::new());
+    for _ in 0..50 {
+        page = cri.netns().curl("http://127.0.0.1:18081/");
+        if page.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(page.expect("the page after the restart"), "still here\n");
+    cri.exec_ok(&id, &["sh", "-c", "echo after the restart > /proc/1/fd/1"]);
+    wait_for_log(&logs.join("httpd.log"), "after the restart");
+    cri.remove_pod(&pod);
+    let mut rt = cri.runtime();
+    let left = cri
+        .block_on(rt.list_containers(cri::ListContainersRequest { filter: None }))
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert!(left.is_empty());
+}

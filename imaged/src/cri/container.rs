@@ -287,14 +287,7 @@ pub async fn start(cri: &Arc<Cri>, id: &str) -> Result<()> {
         )));
     }
     let attached = cri.tasks.attach(&record.id, "", true)?;
-    if let Some(path) = &record.log_path {
-        let reopen = super::logs::spawn_writer(path.clone(), attached.output, attached.streams)
-            .map_err(|e| Error::Failed(format!("cannot open the log {}: {e}", path.display())))?;
-        cri.log_writers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(record.id.clone(), reopen);
-    }
+    write_log(cri, &record, attached)?;
     cri.tasks.start(&record.id, "").await?;
     let started = super::now_nanos();
     set_times(cri, &record.id, Some(started), None)?;
@@ -303,14 +296,42 @@ pub async fn start(cri: &Arc<Cri>, id: &str) -> Result<()> {
         &record.id,
         cri::ContainerEventType::ContainerStartedEvent,
     );
+    watch_exit(cri, &record.id);
+    Ok(())
+}
+
+/// The CRI log writer of a container, subscribed to its output.
+fn write_log(cri: &Cri, record: &CriRecord, attached: crate::tasks::Attached) -> Result<()> {
+    let Some(path) = &record.log_path else {
+        return Ok(());
+    };
+    let reopen = super::logs::spawn_writer(path.clone(), attached.output, attached.streams)
+        .map_err(|e| Error::Failed(format!("cannot open the log {}: {e}", path.display())))?;
+    cri.log_writers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(record.id.clone(), reopen);
+    Ok(())
+}
+
+/// Records the finish time and sends the stopped event when the task ends.
+fn watch_exit(cri: &Arc<Cri>, id: &str) {
     let cri = cri.clone();
-    let id = record.id.clone();
+    let id = id.to_string();
     tokio::spawn(async move {
         if cri.tasks.wait(&id, "").await.is_ok() {
             let _ = set_times(&cri, &id, None, Some(super::now_nanos()));
             emit(&cri, &id, cri::ContainerEventType::ContainerStoppedEvent);
         }
     });
+}
+
+/// After a daemon restart: a running container's log and exit followed
+/// again (its shim kept the output meanwhile).
+pub fn follow(cri: &Arc<Cri>, record: &CriRecord) -> Result<()> {
+    let attached = cri.tasks.attach(&record.id, "", false)?;
+    write_log(cri, record, attached)?;
+    watch_exit(cri, &record.id);
     Ok(())
 }
 

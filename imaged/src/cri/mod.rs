@@ -196,8 +196,9 @@ pub struct Shared<'a> {
 /// kubelet reads the CRI log.
 const BUNDLE_LOG_SIZE: u64 = 1 << 20;
 
-/// Opens the CRI's database, networks and tasks under `<root>/cri`.
-pub fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
+/// Opens the CRI's database, networks and tasks under `<root>/cri`, and
+/// picks up what an earlier run of the daemon left running.
+pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
     use anyhow::Context as _;
     let config = shared.config;
     let dir = config.root.join("cri");
@@ -247,14 +248,40 @@ pub fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         BUNDLE_LOG_SIZE,
     ));
     tasks.spawn_oom_watch();
-    Ok(Arc::new(Cri::new(
+    let cri = Arc::new(Cri::new(
         shared.images,
         db,
         tasks,
         networks,
         dir,
         config.registry_mirrors.clone(),
-    )))
+    ));
+    if let Err(e) = recover(&cri).await {
+        eprintln!("berth-imaged: cri: recovering pods and containers: {e}");
+    }
+    Ok(cri)
+}
+
+/// After a daemon restart: the shims of CRI containers are found again
+/// (their output resumes into their CRI logs, their exits are watched),
+/// ready pods keep their networks (their host ports held again), and what
+/// belonged to pods that are gone is taken down.
+async fn recover(cri: &Arc<Cri>) -> Result<()> {
+    let ready: std::collections::HashSet<String> = sandbox::list(cri)?
+        .into_iter()
+        .filter(|p| p.ready)
+        .map(|p| p.id)
+        .collect();
+    cri.tasks
+        .recover_keeping(ready)
+        .await
+        .map_err(|e| Error::Failed(e.to_string()))?;
+    for record in container::list_records(cri)? {
+        if cri.tasks.is_running(&record.id) {
+            container::follow(cri, &record)?;
+        }
+    }
+    Ok(())
 }
 
 impl Cri {
