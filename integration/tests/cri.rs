@@ -1338,3 +1338,78 @@ fn pods_and_containers_survive_a_daemon_killed_with_sigkill() {
         .containers;
     assert!(left.is_empty());
 }
+
+#[test]
+fn devices_localhost_seccomp_and_strict_supplemental_groups() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("devices", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    // An OCI seccomp profile on the host that refuses mkdir.
+    let profile_path = cri.dir.0.join("no-mkdir.json");
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    std::fs::write(&profile_path, profile.to_string()).expect("profile");
+    // A character device no driver answers (1:42), outside the devices
+    // every container may use: only this request allows it.
+    let node = cri.dir.0.join("fake-device");
+    let out = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "42"])
+        .output()
+        .expect("mknod");
+    assert!(out.status.success(), "{}", text(&out));
+    let mut container = container_config("device", &["sleep", "300"]);
+    container.devices = vec![cri::Device {
+        container_path: "/dev/fake".into(),
+        host_path: node.display().to_string(),
+        permissions: "r".into(),
+    }];
+    container.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        run_as_user: Some(cri::Int64Value { value: 0 }),
+        supplemental_groups: vec![4000],
+        supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: profile_path.display().to_string(),
+        }),
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, container);
+    let listing = cri.exec_ok(&id, &["ls", "-l", "/dev/fake"]);
+    assert!(
+        listing.starts_with('c') && listing.contains("1,  42"),
+        "{listing}"
+    );
+    let allowed = PathBuf::from("/sys/fs/cgroup/devices/k8s.io")
+        .join(&id)
+        .join("devices.list");
+    let allowed = std::fs::read_to_string(&allowed).expect("the device cgroup");
+    assert!(allowed.lines().any(|l| l == "c 1:42 r"), "{allowed}");
+    let mkdir = cri.exec(&id, &["mkdir", "/tmp/refused"]);
+    assert_ne!(mkdir.exit_code, 0, "the Localhost profile refuses mkdir");
+    cri.exec_ok(&id, &["touch", "/tmp/allowed"]);
+    // Strict: the supplemental groups alone, none from the image's /etc/group.
+    assert_eq!(cri.exec_ok(&id, &["id", "-G"]).trim(), "0 4000");
+    // A device that is not one is refused.
+    let mut bad = container_config("bad-device", &["true"]);
+    bad.devices = vec![cri::Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "rw".into(),
+    }];
+    let mut rt = cri.runtime();
+    let err = cri
+        .block_on(rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(config.clone()),
+        }))
+        .expect_err("not a device");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    cri.remove_pod(&pod);
+}
