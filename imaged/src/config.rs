@@ -86,6 +86,15 @@ pub struct Config {
     /// failed pulls); 0 turns them off.
     #[serde(default = "default_gc_interval")]
     pub gc_interval: u64,
+    /// The CRI v1 socket (kubelet, crictl); default: `cri.sock` beside
+    /// `socket` (`/run/berth/cri.sock`).
+    #[serde(default)]
+    pub cri_socket: Option<PathBuf>,
+    /// Registry mirrors for CRI pulls: a registry host (`registry.k8s.io`)
+    /// → the hosts to pull its images from instead, tried in order; the
+    /// image keeps the name it was asked by.
+    #[serde(default)]
+    pub registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -162,6 +171,8 @@ impl Default for Config {
             registry_connect_timeout: default_connect_timeout(),
             registry_read_timeout: default_read_timeout(),
             gc_interval: default_gc_interval(),
+            cri_socket: None,
+            registry_mirrors: Default::default(),
         }
     }
 }
@@ -174,6 +185,16 @@ impl Config {
                 .parent()
                 .unwrap_or(Path::new("/run/berth"))
                 .join("berth-events.sock")
+        })
+    }
+
+    /// The CRI socket: configured, or `cri.sock` beside the gRPC socket.
+    pub fn cri_socket(&self) -> PathBuf {
+        self.cri_socket.clone().unwrap_or_else(|| {
+            self.socket
+                .parent()
+                .unwrap_or(Path::new("/run/berth"))
+                .join("cri.sock")
         })
     }
 

@@ -12,6 +12,8 @@
 //! - [`build`]: `berthctl build` — Dockerfiles run step by step, `RUN` in
 //!   real containers, layers from overlay upper directories, a layer cache;
 //!   [`distribution`]: tag, history, push and login.
+//! - [`cri`]: Kubernetes' CRI v1 (pods, containers, images) on a socket of
+//!   its own, in a namespace of its own over the same stores.
 //! - [`server`]: the gRPC services of `berth-proto` over those pieces;
 //!   [`config`]: flags and the TOML file.
 //!
@@ -24,6 +26,7 @@ pub mod bundle;
 pub mod config;
 pub mod containers;
 pub mod content;
+pub mod cri;
 pub mod distribution;
 pub mod events;
 pub mod files;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use berth_imaged::{
-    build, config::Config, containers, content, events, images, metadata, networks, private,
+    build, config::Config, containers, content, cri, events, images, metadata, networks, private,
     registry, server, shim, snapshots, tasks, volumes, workloads,
 };
 use clap::Parser;
@@ -62,6 +62,13 @@ struct Args {
     /// Seconds between sweeps of blobs no image uses (0: never).
     #[arg(long)]
     gc_interval: Option<u64>,
+    /// The CRI v1 socket [default: cri.sock beside --socket].
+    #[arg(long)]
+    cri_socket: Option<PathBuf>,
+    /// A registry mirror for CRI pulls, `REGISTRY=MIRROR` (e.g.
+    /// `registry.k8s.io=127.0.0.1:5000`); repeatable.
+    #[arg(long = "registry-mirror")]
+    registry_mirror: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -106,6 +113,19 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(secs) = args.gc_interval {
         config.gc_interval = secs;
+    }
+    if args.cri_socket.is_some() {
+        config.cri_socket = args.cri_socket;
+    }
+    for mirror in &args.registry_mirror {
+        let (registry, to) = mirror
+            .split_once('=')
+            .with_context(|| format!("--registry-mirror {mirror:?}: use REGISTRY=MIRROR"))?;
+        config
+            .registry_mirrors
+            .entry(registry.to_string())
+            .or_default()
+            .push(to.to_string());
     }
     // glibc gives each thread that allocates its own arena, and keeps what
     // it frees there; a pull runs on several blocking threads. One arena
@@ -214,7 +234,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         images: images.clone(),
         volumes: volumes.clone(),
         bundles: config.root.join("bundles"),
-        default_seccomp,
+        default_seccomp: default_seccomp.clone(),
     };
     let hub = events::Hub::new();
     let events_socket = config.events_socket();
@@ -231,6 +251,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
         grpc_address: config.socket.clone(),
         events_address: events_socket.clone(),
     };
+    let cri = cri::open(cri::Shared {
+        config: &config,
+        images: images.clone(),
+        volumes: volumes.clone(),
+        hub: hub.clone(),
+        networks: &networks,
+        launcher: &launcher,
+        default_seccomp,
+    })
+    .await?;
     let tasks = Arc::new(tasks::Tasks::new(
         containers,
         hub.clone(),
@@ -242,20 +272,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         eprintln!("berth-imaged: recovering containers: {e}");
     }
 
-    if let Some(dir) = config.socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    // A socket left by a daemon that died cannot be bound again.
-    match std::fs::remove_file(&config.socket) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(e).with_context(|| format!("cannot remove {}", config.socket.display()))
-        }
-        _ => {}
-    }
-    let listener = tokio::net::UnixListener::bind(&config.socket)
-        .with_context(|| format!("cannot listen on {}", config.socket.display()))?;
-    // The socket is root's: whoever can talk to it can run anything as root.
-    owner_only(&config.socket)?;
+    let listener = listen(&config.socket)?;
     eprintln!(
         "berth-imaged: serving on {} (root {})",
         config.socket.display(),
@@ -276,6 +293,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         volumes,
         hub,
     };
+    let cri_socket = config.cri_socket();
+    let cri_listener = listen(&cri_socket)?;
+    let (cri_stop_tx, cri_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut cri_server = tokio::spawn(cri::service::serve(cri, cri_listener, async {
+        let _ = cri_stop_rx.await;
+    }));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(server::serve(service, workloads, builds, listener, async {
         let _ = stop_rx.await;
@@ -284,8 +307,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         result = &mut server => {
             result.context("the gRPC server failed")??;
         }
+        result = &mut cri_server => {
+            result.context("the CRI server failed")??;
+        }
         _ = termination() => {
             let _ = stop_tx.send(());
+            let _ = cri_stop_tx.send(());
             // Graceful: in-flight calls may finish, but a client that keeps
             // an idle connection open must not hold the daemon up.
             match tokio::time::timeout(std::time::Duration::from_secs(3), &mut server).await {
@@ -294,10 +321,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+    if tokio::time::timeout(std::time::Duration::from_secs(1), &mut cri_server)
+        .await
+        .is_err()
+    {
+        cri_server.abort();
+    }
     let _ = std::fs::remove_file(&config.socket);
+    let _ = std::fs::remove_file(&cri_socket);
     let _ = std::fs::remove_file(&events_socket);
     eprintln!("berth-imaged: stopped");
     Ok(())
+}
+
+/// Listens on a unix socket only root may use: whoever can talk to it can
+/// run anything as root. A socket left by a daemon that died is removed
+/// first (it cannot be bound again).
+fn listen(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    match std::fs::remove_file(socket) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            return Err(e).with_context(|| format!("cannot remove {}", socket.display()))
+        }
+        _ => {}
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    owner_only(socket)?;
+    Ok(listener)
 }
 
 /// chmod 0600: a daemon socket is a root shell for whoever can connect.

@@ -40,6 +40,10 @@ pub enum Table {
     Networks,
     /// Container id → [`crate::networks::AttachmentRecord`].
     Attachments,
+    /// CRI pod sandbox id → [`crate::cri::sandbox::PodRecord`] (CRI's own database).
+    PodSandboxes,
+    /// CRI container id → [`crate::cri::container::CriRecord`] (CRI's own database).
+    CriContainers,
 }
 
 impl Table {
@@ -51,6 +55,8 @@ impl Table {
             Table::Volumes => "volumes",
             Table::Networks => "networks",
             Table::Attachments => "attachments",
+            Table::PodSandboxes => "pod_sandboxes",
+            Table::CriContainers => "cri_containers",
         }
     }
 
@@ -110,6 +116,8 @@ impl Db {
                 Table::Volumes,
                 Table::Networks,
                 Table::Attachments,
+                Table::PodSandboxes,
+                Table::CriContainers,
             ] {
                 txn.txn.open_table(table.def()).map_err(|e| txn.err(e))?;
             }

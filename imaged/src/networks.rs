@@ -114,7 +114,29 @@ impl Networks {
         default: &str,
         bridge_subnet: Option<Subnet>,
     ) -> Result<Networks> {
-        let pins = state.join("netns");
+        Self::open_with_pins(
+            db,
+            state.join("netns"),
+            state,
+            plugin_dir,
+            default,
+            bridge_subnet,
+        )
+    }
+
+    /// As [`Networks::open`], with the namespace pins in `pins`: the CRI's
+    /// pods share the daemon's networks and address leases (`state/ipam`)
+    /// but keep their attachments in a database and their pins in a
+    /// directory of their own, so neither side's recovery undoes the
+    /// other's.
+    pub fn open_with_pins(
+        db: Arc<Db>,
+        pins: PathBuf,
+        state: &Path,
+        plugin_dir: &Path,
+        default: &str,
+        bridge_subnet: Option<Subnet>,
+    ) -> Result<Networks> {
         let ipam_dir = state.join("ipam");
         for dir in [&pins, &ipam_dir] {
             crate::private::create_dir(dir).map_err(|source| Error::Io {

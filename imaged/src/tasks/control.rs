@@ -104,9 +104,26 @@ impl Tasks {
     /// New limits for a running container (the shim runs the runtime's
     /// `update --resources -`), kept in its settings for later runs.
     pub async fn update_resources(&self, id: &str, limits: &pb::Resources) -> Result<()> {
-        let record = self.containers.resolve(id)?;
         let resources = crate::bundle::limit_resources(limits)
             .map_err(|e| Error::Containers(containers::Error::Bundle(e)))?;
+        let record = self.update_linux_resources(id, resources).await?;
+        let limits = *limits;
+        self.containers.update(&record.id, move |r| {
+            let mut settings = r.settings();
+            settings.resources = Some(limits);
+            r.config = prost::Message::encode_to_vec(&settings);
+        })?;
+        Ok(())
+    }
+
+    /// Sends `resources` (an OCI `linux.resources` object) to a running
+    /// container and merges them into its `config.json` for later runs.
+    pub async fn update_linux_resources(
+        &self,
+        id: &str,
+        resources: serde_json::Value,
+    ) -> Result<ContainerRecord> {
+        let record = self.containers.resolve(id)?;
         if let Some(shim) = self.shim_of(&record.id) {
             let mut any = Any::new();
             any.type_url =
@@ -140,13 +157,7 @@ impl Tasks {
                 serde_json::to_vec_pretty(&spec).unwrap_or_default(),
             );
         }
-        let limits = *limits;
-        self.containers.update(&record.id, move |r| {
-            let mut settings = r.settings();
-            settings.resources = Some(limits);
-            r.config = prost::Message::encode_to_vec(&settings);
-        })?;
-        Ok(())
+        Ok(record)
     }
 }
 

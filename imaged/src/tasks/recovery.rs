@@ -11,6 +11,15 @@ impl Tasks {
     /// shims are gone are started again, and so are `always` containers a
     /// client stopped, as docker does at its start.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
+        self.recover_keeping(std::collections::HashSet::new()).await
+    }
+
+    /// As [`Tasks::recover`]; the network attachments of `keep` (ids that
+    /// are not containers of these tasks: the CRI's pods) stay too.
+    pub async fn recover_keeping(
+        self: &Arc<Self>,
+        keep: std::collections::HashSet<String>,
+    ) -> Result<()> {
         for record in self.containers.list()? {
             use pb::container::Status;
             let was_running = matches!(
@@ -122,8 +131,9 @@ impl Tasks {
         // (ended or half started while the daemon was away) go; the running
         // ones get their host ports held again.
         let networks = self.containers.networks.clone();
-        let running: std::collections::HashSet<String> =
+        let mut running: std::collections::HashSet<String> =
             self.lock().shims.keys().cloned().collect();
+        running.extend(keep);
         let _ =
             tokio::task::spawn_blocking(move || networks.recover(|id| running.contains(id))).await;
         Ok(())

@@ -1,0 +1,1415 @@
+//! CRI v1 end to end: a Rust CRI client (`k8s-cri`'s tonic clients) drives
+//! the real `berth-imaged` over its CRI socket through the categories of
+//! Kubernetes' CRI validation: runtime info, image management, pod and
+//! container lifecycle and status, security context checked from inside the
+//! container, logs, ExecSync, idempotence, OOMKilled, hostPort. Tests that
+//! make pods run the daemon in a network namespace of their own (as
+//! networks.rs does), with their images loaded through `berthctl load`;
+//! image tests pull from a real `docker-registry` on 127.0.0.1. Everything
+//! is removed, failing or not.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_integration::imaged::*;
+use berth_integration::netns::Netns;
+use berth_integration::{missing_prerequisite, target_dir, text, unique};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::security_profile::ProfileType;
+use std::process::Command;
+use tonic::transport::Channel;
+
+const APPLETS: &[&str] = &[
+    "sh", "echo", "cat", "id", "grep", "hostname", "sleep", "touch", "httpd", "true", "head",
+    "tail", "mount", "mkdir", "ls", "tr",
+];
+
+fn can_run_cri() -> bool {
+    if !can_run_images() {
+        return false;
+    }
+    for (what, path) in [
+        (
+            "the CNI plugins (containernetworking-plugins)",
+            "/usr/lib/cni/bridge",
+        ),
+        ("ip (iproute2)", "/usr/bin/ip"),
+        ("curl", "/usr/bin/curl"),
+        ("unshare (util-linux)", "/usr/bin/unshare"),
+    ] {
+        if !Path::new(path).exists() && !Path::new(&path.replace("/usr/", "/")).exists() {
+            return missing_prerequisite(&format!(
+                "{what} is not installed: run ./scripts/setup.sh"
+            ));
+        }
+    }
+    true
+}
+
+/// A daemon (in a namespace of its own when `netns`), its CRI clients,
+/// and a temporary directory for logs and mounts. Pods left by a failing
+/// test are removed when dropped.
+struct Cri {
+    daemon: Daemon,
+    _netns: Option<Netns>,
+    runtime_root: PathBuf,
+    dir: TempDir,
+}
+
+impl Cri {
+    fn start(netns: Option<Netns>, extra: &[&str]) -> Cri {
+        let runtime_root = std::env::temp_dir().join(unique("berth-cri-runtime"));
+        let shim = target_dir().join("containerd-shim-berth-v2");
+        let berth = target_dir().join("berth");
+        let mut args = vec![
+            "--shim".to_string(),
+            shim.display().to_string(),
+            "--runtime".to_string(),
+            berth.display().to_string(),
+            "--runtime-root".to_string(),
+            runtime_root.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = Daemon::start_in(netns.as_ref().map(|n| n.path.as_path()), &refs);
+        let dir = std::env::temp_dir().join(unique("berth-cri")).join("t");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Cri {
+            daemon,
+            _netns: netns,
+            runtime_root,
+            dir: TempDir(dir),
+        }
+    }
+
+    /// A daemon in a namespace of its own with `busybox:cri` loaded.
+    fn with_pods() -> Cri {
+        let cri = Cri::start(Some(Netns::new()), &[]);
+        let layout = busybox_layout(&unique("cri-busybox"), APPLETS, "busybox:cri");
+        let out = run_ctl(&cri.daemon.socket, &["load"], &layout_archive(layout));
+        assert!(out.status.success(), "load: {}", text(&out));
+        cri
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.daemon.socket.with_file_name("cri.sock")
+    }
+
+    fn channel(&self) -> Channel {
+        self.daemon
+            .block_on(berth_proto::connect(self.socket()))
+            .expect("connect to the CRI socket")
+    }
+
+    fn runtime(&self) -> RuntimeServiceClient<Channel> {
+        RuntimeServiceClient::new(self.channel())
+    }
+
+    fn images(&self) -> ImageServiceClient<Channel> {
+        ImageServiceClient::new(self.channel())
+    }
+
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.daemon.block_on(f)
+    }
+
+    fn netns(&self) -> &Netns {
+        self._netns.as_ref().expect("a daemon in a namespace")
+    }
+
+    /// RunPodSandbox of `config`; must succeed.
+    fn run_pod(&self, config: cri::PodSandboxConfig) -> String {
+        let mut rt = self.runtime();
+        self.block_on(rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.daemon.log()))
+        .into_inner()
+        .pod_sandbox_id
+    }
+
+    /// CreateContainer then StartContainer; must succeed.
+    fn run_container(
+        &self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> String {
+        let id = self.create_container(pod, pod_config, config);
+        let mut rt = self.runtime();
+        self.block_on(rt.start_container(cri::StartContainerRequest {
+            container_id: id.clone(),
+        }))
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", self.daemon.log()));
+        id
+    }
+
+    fn create_container(
+        &self,
+        pod: &str,
+        pod_config: &cri::PodSandboxConfig,
+        config: cri::ContainerConfig,
+    ) -> String {
+        let mut rt = self.runtime();
+        self.block_on(rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.to_string(),
+            config: Some(config),
+            sandbox_config: Some(pod_config.clone()),
+        }))
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", self.daemon.log()))
+        .into_inner()
+        .container_id
+    }
+
+    fn pod_status(&self, id: &str) -> cri::PodSandboxStatus {
+        let mut rt = self.runtime();
+        self.block_on(rt.pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: false,
+        }))
+        .expect("PodSandboxStatus")
+        .into_inner()
+        .status
+        .expect("status")
+    }
+
+    fn status(&self, id: &str) -> cri::ContainerStatus {
+        let mut rt = self.runtime();
+        self.block_on(rt.container_status(cri::ContainerStatusRequest {
+            container_id: id.to_string(),
+            verbose: false,
+        }))
+        .expect("ContainerStatus")
+        .into_inner()
+        .status
+        .expect("a status")
+    }
+
+    /// Waits until the container has exited; its status.
+    fn exited(&self, id: &str) -> cri::ContainerStatus {
+        for _ in 0..300 {
+            let status = self.status(id);
+            if status.state == cri::ContainerState::ContainerExited as i32 {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("container {id} never exited\n{}", self.daemon.log());
+    }
+
+    fn exec(&self, id: &str, cmd: &[&str]) -> cri::ExecSyncResponse {
+        let mut rt = self.runtime();
+        self.block_on(rt.exec_sync(cri::ExecSyncRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            timeout: 10,
+        }))
+        .unwrap_or_else(|e| panic!("ExecSync {cmd:?}: {e}\n{}", self.daemon.log()))
+        .into_inner()
+    }
+
+    /// ExecSync that must exit 0; its stdout.
+    fn exec_ok(&self, id: &str, cmd: &[&str]) -> String {
+        let r = self.exec(id, cmd);
+        assert_eq!(
+            r.exit_code,
+            0,
+            "{cmd:?}: {} {}",
+            String::from_utf8_lossy(&r.stdout),
+            String::from_utf8_lossy(&r.stderr)
+        );
+        String::from_utf8_lossy(&r.stdout).into_owned()
+    }
+
+    fn remove_pod(&self, id: &str) {
+        let mut rt = self.runtime();
+        self.block_on(rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        }))
+        .expect("StopPodSandbox");
+        self.block_on(rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        }))
+        .expect("RemovePodSandbox");
+    }
+}
+
+impl Drop for Cri {
+    fn drop(&mut self) {
+        if self.socket().exists() {
+            let mut rt = self.runtime();
+            let pods = self
+                .block_on(rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }))
+                .map(|r| r.into_inner().items)
+                .unwrap_or_default();
+            for pod in pods {
+                let removed = self.block_on(rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                    pod_sandbox_id: pod.id.clone(),
+                }));
+                if let Err(e) = removed {
+                    eprintln!("cleanup: pod {}: {e}", pod.id);
+                }
+            }
+            // berthctl's containers too (a test that failed half-way).
+            let ps = run_ctl(&self.daemon.socket, &["ps", "-a", "-q"], b"");
+            for id in String::from_utf8_lossy(&ps.stdout).split_whitespace() {
+                let _ = run_ctl(&self.daemon.socket, &["rm", "-f", id], b"");
+            }
+        }
+        self.daemon.stop();
+        // Whatever is still mounted under the daemon's directories (pins,
+        // root filesystems) goes with it.
+        let root = self.daemon.root.display().to_string();
+        let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&root))
+            .collect();
+        for target in mounted.iter().rev() {
+            let _ = Command::new("umount").args(["-l", target]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.runtime_root);
+    }
+}
+
+fn layout_archive(layout: Layout) -> Vec<u8> {
+    layout.archive()
+}
+
+fn pod_config(name: &str, log_dir: &Path) -> cri::PodSandboxConfig {
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.into(),
+            uid: unique("uid"),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.display().to_string(),
+        labels: [("app".to_string(), name.to_string())].into(),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    pid: cri::NamespaceMode::Container as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn secured(context: cri::LinuxContainerSecurityContext) -> cri::LinuxContainerConfig {
+    cri::LinuxContainerConfig {
+        resources: None,
+        security_context: Some(context),
+    }
+}
+
+fn limited_to(resources: cri::LinuxContainerResources) -> cri::LinuxContainerConfig {
+    cri::LinuxContainerConfig {
+        resources: Some(resources),
+        security_context: None,
+    }
+}
+
+fn profile(kind: ProfileType) -> cri::SecurityProfile {
+    cri::SecurityProfile {
+        profile_type: kind as i32,
+        localhost_ref: String::new(),
+    }
+}
+
+fn container_config(name: &str, args: &[&str]) -> cri::ContainerConfig {
+    cri::ContainerConfig {
+        metadata: Some(cri::ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(cri::ImageSpec {
+            image: "busybox:cri".into(),
+            ..Default::default()
+        }),
+        command: args.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}.log"),
+        labels: [("container".to_string(), name.to_string())].into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn version_status_and_runtime_config_on_a_private_socket() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::start(None, &[]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cri.socket())
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the CRI socket is root's alone");
+    let mut rt = cri.runtime();
+    let version = cri
+        .block_on(rt.version(cri::VersionRequest::default()))
+        .expect("Version")
+        .into_inner();
+    assert_eq!(version.runtime_name, "berth");
+    assert_eq!(version.runtime_api_version, "v1");
+    let status = cri
+        .block_on(rt.status(cri::StatusRequest { verbose: false }))
+        .expect("Status")
+        .into_inner();
+    let conditions = status.status.expect("conditions").conditions;
+    let ready = conditions
+        .iter()
+        .find(|c| c.r#type == "RuntimeReady")
+        .expect("RuntimeReady");
+    assert!(ready.status);
+    assert!(conditions
+        .iter()
+        .any(|c| c.r#type == "NetworkReady" && c.status));
+    let handler = &status.runtime_handlers[0];
+    let features = handler.features.expect("features");
+    assert!(features.recursive_read_only_mounts && !features.user_namespaces);
+    let config = cri
+        .block_on(rt.runtime_config(cri::RuntimeConfigRequest {}))
+        .expect("RuntimeConfig")
+        .into_inner();
+    assert_eq!(
+        config.linux.expect("linux").cgroup_driver,
+        cri::CgroupDriver::Cgroupfs as i32
+    );
+}
+
+#[test]
+fn images_pull_by_tag_and_digest_list_status_and_remove() {
+    if !can_run_cri() {
+        return;
+    }
+    let registry = Registry::start();
+    let layout = busybox_layout(&unique("cri-pull"), APPLETS, "1");
+    registry.push(&layout, "1", "cri/busybox", None);
+    let cri = Cri::start(None, &[]);
+    let mut images = cri.images();
+    let tag = format!("{}/cri/busybox:1", registry.host());
+    let pull = |reference: &str| {
+        let mut images = cri.images();
+        cri.block_on(images.pull_image(cri::PullImageRequest {
+            image: Some(cri::ImageSpec {
+                image: reference.to_string(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        }))
+    };
+    let id = pull(&tag)
+        .unwrap_or_else(|e| panic!("pull: {e}\n{}", cri.daemon.log()))
+        .into_inner()
+        .image_ref;
+    assert!(id.starts_with("sha256:"), "{id}");
+    let status = |spec: &str| {
+        let mut images = cri.images();
+        cri.block_on(images.image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: spec.to_string(),
+                ..Default::default()
+            }),
+            verbose: false,
+        }))
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+    };
+    let image = status(&tag).expect("the pulled image");
+    assert_eq!(image.id, id);
+    assert_eq!(image.repo_tags, vec![tag.clone()]);
+    assert_eq!(image.repo_digests.len(), 1);
+    let digest_ref = image.repo_digests[0].clone();
+    assert!(
+        digest_ref.starts_with(&format!("{}/cri/busybox@sha256:", registry.host())),
+        "{digest_ref}"
+    );
+    assert!(image.size > 0);
+    assert_eq!(image.uid.map(|u| u.value), Some(0));
+    // By digest: the same image, and the same id.
+    let by_digest = pull(&digest_ref)
+        .expect("pull by digest")
+        .into_inner()
+        .image_ref;
+    assert_eq!(by_digest, id);
+    assert_eq!(status(&digest_ref).map(|i| i.id), Some(id.clone()));
+    assert_eq!(status(&id).map(|i| i.id), Some(id.clone()));
+    let listed = cri
+        .block_on(images.list_images(cri::ListImagesRequest { filter: None }))
+        .expect("ListImages")
+        .into_inner()
+        .images;
+    assert!(listed
+        .iter()
+        .any(|i| i.id == id && i.repo_tags.contains(&tag)));
+    let fs = cri
+        .block_on(images.image_fs_info(cri::ImageFsInfoRequest {}))
+        .expect("ImageFsInfo")
+        .into_inner();
+    assert!(fs.image_filesystems[0].used_bytes.expect("bytes").value > 0);
+    // An unknown image: no status, and a pull error that names it.
+    assert!(status("127.0.0.1:1/none:1").is_none());
+    let err = pull(&format!("{}/cri/none:1", registry.host())).expect_err("unknown image");
+    assert!(err.message().contains("cri/none"), "{}", err.message());
+    // Removed by id: every name goes; removing again is no error.
+    for _ in 0..2 {
+        cri.block_on(images.remove_image(cri::RemoveImageRequest {
+            image: Some(cri::ImageSpec {
+                image: id.clone(),
+                ..Default::default()
+            }),
+        }))
+        .expect("RemoveImage");
+    }
+    assert!(status(&tag).is_none());
+    assert!(status(&digest_ref).is_none());
+}
+
+#[test]
+fn images_pull_through_a_registry_mirror_with_the_requests_credentials() {
+    if !can_run_cri() {
+        return;
+    }
+    let registry = Registry::with_auth("kube", "secret");
+    let layout = busybox_layout(&unique("cri-mirror"), APPLETS, "3.9");
+    registry.push(&layout, "3.9", "pause", Some(("kube", "secret")));
+    let mirror = format!("registry.k8s.io={}", registry.host());
+    let cri = Cri::start(None, &["--registry-mirror", &mirror]);
+    let mut images = cri.images();
+    let request = |auth: Option<cri::AuthConfig>| cri::PullImageRequest {
+        image: Some(cri::ImageSpec {
+            image: "registry.k8s.io/pause:3.9".into(),
+            ..Default::default()
+        }),
+        auth,
+        sandbox_config: None,
+    };
+    let refused = cri.block_on(images.pull_image(request(None)));
+    assert!(refused.is_err(), "a pull without credentials must fail");
+    let id = cri
+        .block_on(images.pull_image(request(Some(cri::AuthConfig {
+            username: "kube".into(),
+            password: "secret".into(),
+            ..Default::default()
+        }))))
+        .unwrap_or_else(|e| panic!("pull through the mirror: {e}\n{}", cri.daemon.log()))
+        .into_inner()
+        .image_ref;
+    let image = cri
+        .block_on(images.image_status(cri::ImageStatusRequest {
+            image: Some(cri::ImageSpec {
+                image: "registry.k8s.io/pause:3.9".into(),
+                ..Default::default()
+            }),
+            verbose: false,
+        }))
+        .expect("ImageStatus")
+        .into_inner()
+        .image
+        .expect("the image under the name it was asked by");
+    assert_eq!(image.id, id);
+    assert_eq!(
+        image.repo_tags,
+        vec!["registry.k8s.io/pause:3.9".to_string()]
+    );
+    // The mirror's own name is not left behind.
+    let names = run_ctl(
+        &cri.daemon.socket,
+        &["images", "--format", "{{.Repository}}"],
+        b"",
+    );
+    let listing = String::from_utf8_lossy(&names.stdout);
+    assert!(!listing.contains(&registry.host()), "{listing}");
+}
+
+#[test]
+fn pod_and_container_lifecycle_status_logs_and_filters() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let logs = cri.dir.0.join("logs");
+    let mut config = pod_config("web", &logs);
+    config.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.0.0.10".into()],
+        searches: vec!["default.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    config.annotations = [("note".to_string(), "kept".to_string())].into();
+    let pod = cri.run_pod(config.clone());
+    let mut rt = cri.runtime();
+    let status = cri.pod_status(&pod);
+    assert_eq!(status.state, cri::PodSandboxState::SandboxReady as i32);
+    assert_eq!(
+        status.annotations.get("note").map(String::as_str),
+        Some("kept")
+    );
+    let ip = status.network.expect("network").ip;
+    assert!(!ip.is_empty(), "the pod has an address on the bridge");
+
+    let c = cri.run_container(
+        &pod,
+        &config,
+        container_config(
+            "main",
+            &[
+                "sh",
+                "-c",
+                "echo out; echo err >&2; hostname; cat /etc/resolv.conf; printf partial",
+            ],
+        ),
+    );
+    let status = cri.exited(&c);
+    assert_eq!(status.exit_code, 0);
+    assert_eq!(status.reason, "Completed");
+    assert!(status.started_at >= status.created_at && status.finished_at >= status.started_at);
+    assert_eq!(status.log_path, logs.join("main.log").display().to_string());
+    // The CRI log: TIMESTAMP STREAM TAG TEXT, every line.
+    let log = wait_for_log(&logs.join("main.log"), "partial");
+    let lines: Vec<&str> = log.lines().collect();
+    for line in &lines {
+        let fields: Vec<&str> = line.splitn(4, ' ').collect();
+        assert_eq!(fields.len(), 4, "{line}");
+        assert!(
+            fields[0].ends_with('Z') && fields[0].contains('T'),
+            "{line}"
+        );
+        assert!(matches!(fields[1], "stdout" | "stderr"), "{line}");
+        assert!(matches!(fields[2], "F" | "P"), "{line}");
+    }
+    assert!(lines.iter().any(|l| l.ends_with(" stdout F out")), "{log}");
+    assert!(lines.iter().any(|l| l.ends_with(" stderr F err")), "{log}");
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F web")),
+        "hostname: {log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("nameserver 10.0.0.10")),
+        "{log}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("search default.svc.cluster.local")),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("options ndots:5")),
+        "{log}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with(" stdout F partial")),
+        "{log}"
+    );
+
+    // A second, running container; the filters of ListContainers.
+    let sleeper = cri.run_container(
+        &pod,
+        &config,
+        container_config("sleeper", &["sleep", "300"]),
+    );
+    let list = |filter: cri::ContainerFilter| {
+        let mut rt = cri.runtime();
+        cri.block_on(rt.list_containers(cri::ListContainersRequest {
+            filter: Some(filter),
+        }))
+        .expect("ListContainers")
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect::<Vec<_>>()
+    };
+    let running = cri::ContainerFilter {
+        state: Some(cri::ContainerStateValue {
+            state: cri::ContainerState::ContainerRunning as i32,
+        }),
+        ..Default::default()
+    };
+    assert_eq!(list(running), vec![sleeper.clone()]);
+    let by_label = cri::ContainerFilter {
+        label_selector: [("container".to_string(), "main".to_string())].into(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_label), vec![c.clone()]);
+    let by_pod = cri::ContainerFilter {
+        pod_sandbox_id: pod[..12].to_string(),
+        ..Default::default()
+    };
+    assert_eq!(list(by_pod).len(), 2);
+    // A name is reserved within its pod.
+    let again = cri.block_on(rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(container_config("main", &["true"])),
+        sandbox_config: Some(config.clone()),
+    }));
+    assert_eq!(
+        again.expect_err("a reserved name").code(),
+        tonic::Code::AlreadyExists
+    );
+    // The pod's namespaces are shared: the sleeper sees the pod's name.
+    assert_eq!(cri.exec_ok(&sleeper, &["hostname"]).trim(), "web");
+
+    // berthctl and CRI never see each other's containers.
+    let ps = run_ctl(&cri.daemon.socket, &["ps", "-a", "-q", "--no-trunc"], b"");
+    assert!(ps.status.success(), "{}", text(&ps));
+    let listed = String::from_utf8_lossy(&ps.stdout);
+    assert!(
+        !listed.contains(&c) && !listed.contains(&sleeper),
+        "{listed}"
+    );
+    let out = run_ctl(
+        &cri.daemon.socket,
+        &["create", "--name", "plain", "busybox:cri", "true"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(list(cri::ContainerFilter::default()).len(), 2);
+
+    // Stop: the sleeper goes; the pod filter by label and state.
+    cri.block_on(rt.stop_container(cri::StopContainerRequest {
+        container_id: sleeper.clone(),
+        timeout: 1,
+    }))
+    .expect("StopContainer");
+    let stopped = cri.status(&sleeper);
+    assert_eq!(stopped.state, cri::ContainerState::ContainerExited as i32);
+    // sleep, its namespace's init, ignores SIGTERM: SIGKILL after the timeout.
+    assert_eq!(stopped.reason, "Error");
+    assert_eq!(stopped.exit_code, 137);
+    let pods = cri
+        .block_on(rt.list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: [("app".to_string(), "web".to_string())].into(),
+                ..Default::default()
+            }),
+        }))
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    cri.remove_pod(&pod);
+    assert!(list(cri::ContainerFilter::default()).is_empty());
+    // Idempotence: stopping and removing what is gone succeeds.
+    cri.remove_pod(&pod);
+    cri.block_on(rt.stop_container(cri::StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    }))
+    .expect("stop an unknown container");
+    cri.block_on(rt.remove_container(cri::RemoveContainerRequest {
+        container_id: c.clone(),
+    }))
+    .expect("remove an unknown container");
+    // The berthctl container is still there.
+    let out = run_ctl(&cri.daemon.socket, &["rm", "plain"], b"");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// The log once it holds `last`.
+fn wait_for_log(path: &Path, last: &str) -> String {
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(last) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{} never held {last:?}: {:?}",
+        path.display(),
+        std::fs::read_to_string(path)
+    );
+}
+
+#[test]
+fn security_context_fields_are_seen_from_inside() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("secure", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let mut container = container_config("locked", &["sleep", "300"]);
+    container.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        run_as_user: Some(cri::Int64Value { value: 1000 }),
+        run_as_group: Some(cri::Int64Value { value: 2000 }),
+        supplemental_groups: vec![3000],
+        readonly_rootfs: true,
+        no_new_privs: true,
+        capabilities: Some(cri::Capability {
+            drop_capabilities: vec!["ALL".into()],
+            add_capabilities: vec!["NET_RAW".into()],
+            ..Default::default()
+        }),
+        masked_paths: vec!["/etc/hostname".into()],
+        readonly_paths: vec!["/tmp".into()],
+        seccomp: Some(profile(ProfileType::Unconfined)),
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, container);
+    assert_eq!(cri.exec_ok(&id, &["id", "-u"]).trim(), "1000");
+    assert_eq!(cri.exec_ok(&id, &["id", "-g"]).trim(), "2000");
+    let groups = cri.exec_ok(&id, &["id", "-G"]);
+    assert!(groups.split_whitespace().any(|g| g == "3000"), "{groups}");
+    let status = cri.exec_ok(&id, &["cat", "/proc/self/status"]);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1");
+    // CAP_NET_RAW alone: bit 13.
+    assert_eq!(field("CapBnd:"), "0000000000002000");
+    assert_eq!(field("Seccomp:"), "0", "unconfined");
+    let write_root = cri.exec(&id, &["touch", "/file"]);
+    assert_ne!(write_root.exit_code, 0, "the root is read-only");
+    let write_tmp = cri.exec(&id, &["touch", "/tmp/file"]);
+    assert_ne!(write_tmp.exit_code, 0, "/tmp is a read-only path");
+    assert_eq!(cri.exec_ok(&id, &["cat", "/etc/hostname"]), "", "masked");
+    let user = cri.status(&id).user.and_then(|u| u.linux).expect("user");
+    assert_eq!((user.uid, user.gid), (1000, 2000));
+
+    // RuntimeDefault seccomp: the container runs filtered.
+    let mut filtered = container_config("filtered", &["sleep", "300"]);
+    filtered.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        seccomp: Some(profile(ProfileType::RuntimeDefault)),
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, filtered);
+    let status = cri.exec_ok(&id, &["cat", "/proc/self/status"]);
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    // A privileged container needs a privileged pod.
+    let mut privileged = container_config("privileged", &["true"]);
+    privileged.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        privileged: true,
+        ..Default::default()
+    }));
+    let mut rt = cri.runtime();
+    let refused = cri.block_on(rt.create_container(cri::CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(privileged),
+        sandbox_config: Some(config.clone()),
+    }));
+    let err = refused.expect_err("privileged in an unprivileged pod");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn exec_sync_reports_exit_codes_and_times_out() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("exec", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let id = cri.run_container(&pod, &config, container_config("target", &["sleep", "300"]));
+    let r = cri.exec(&id, &["sh", "-c", "echo to-out; echo to-err >&2; exit 7"]);
+    assert_eq!(r.exit_code, 7);
+    assert_eq!(r.stdout, b"to-out\n");
+    assert_eq!(r.stderr, b"to-err\n");
+    let mut rt = cri.runtime();
+    let timed_out = cri.block_on(rt.exec_sync(cri::ExecSyncRequest {
+        container_id: id.clone(),
+        cmd: vec!["sleep".into(), "60".into()],
+        timeout: 1,
+    }));
+    let err = timed_out.expect_err("a timeout");
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
+    // The container is unharmed.
+    assert_eq!(cri.exec_ok(&id, &["echo", "still"]), "still\n");
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn reopen_container_log_starts_a_new_file() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let logs = cri.dir.0.join("logs");
+    let config = pod_config("logs", &logs);
+    let pod = cri.run_pod(config.clone());
+    let mut stdin_reader = container_config(
+        "talker",
+        &["sh", "-c", "while read line; do echo \"got $line\"; done"],
+    );
+    stdin_reader.stdin = true;
+    let id = cri.run_container(&pod, &config, stdin_reader);
+    let path = logs.join("talker.log");
+    // Output through ExecSync writing to the init's stdout.
+    cri.exec_ok(&id, &["sh", "-c", "echo one > /proc/1/fd/1"]);
+    wait_for_log(&path, "one");
+    let rotated = logs.join("talker.log.1");
+    std::fs::rename(&path, &rotated).expect("rotate");
+    let mut rt = cri.runtime();
+    cri.block_on(rt.reopen_container_log(cri::ReopenContainerLogRequest {
+        container_id: id.clone(),
+    }))
+    .expect("ReopenContainerLog");
+    cri.exec_ok(&id, &["sh", "-c", "echo two > /proc/1/fd/1"]);
+    let fresh = wait_for_log(&path, "two");
+    assert!(!fresh.contains(" one"), "{fresh}");
+    let old = std::fs::read_to_string(&rotated).expect("rotated log");
+    assert!(
+        old.contains(" stdout F one") && !old.contains("two"),
+        "{old}"
+    );
+    // A stopped container's log cannot be reopened.
+    cri.block_on(rt.stop_container(cri::StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    }))
+    .expect("stop");
+    let err = cri
+        .block_on(rt.reopen_container_log(cri::ReopenContainerLogRequest {
+            container_id: id.clone(),
+        }))
+        .expect_err("not running");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("oom", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let mut hog = container_config(
+        "hog",
+        &["sh", "-c", "x=0123456789abcdef; while :; do x=$x$x; done"],
+    );
+    hog.linux = Some(limited_to(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, hog);
+    let status = cri.exited(&id);
+    assert_eq!(
+        status.reason,
+        "OOMKilled",
+        "{status:?}\n{}",
+        cri.daemon.log()
+    );
+    assert_eq!(status.exit_code, 137);
+    assert_eq!(
+        status
+            .resources
+            .and_then(|r| r.linux)
+            .map(|l| l.memory_limit_in_bytes),
+        Some(16 << 20)
+    );
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn host_port_reaches_the_pod_from_the_namespace_host_side() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let mut config = pod_config("published", &cri.dir.0.join("logs"));
+    config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18080,
+        host_ip: String::new(),
+    }];
+    let pod = cri.run_pod(config.clone());
+    let mut server = container_config("httpd", &["sh", "-c", "mkdir -p /tmp/www && echo hello from a pod > /tmp/www/index.html && httpd -f -p 80 -h /tmp/www"]);
+    server.envs = vec![cri::KeyValue {
+        key: "GREETING".into(),
+        value: "hi".into(),
+    }];
+    let id = cri.run_container(&pod, &config, server);
+    assert_eq!(cri.exec_ok(&id, &["sh", "-c", "echo $GREETING"]), "hi\n");
+    let mut last = String::new();
+    let mut page = None;
+    for _ in 0..50 {
+        match cri.netns().curl("http://127.0.0.1:18080/") {
+            Ok(text) => {
+                page = Some(text);
+                break;
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let page =
+        page.unwrap_or_else(|| panic!("hostPort never answered: {last}\n{}", cri.daemon.log()));
+    assert_eq!(page, "hello from a pod\n");
+    cri.remove_pod(&pod);
+    assert!(
+        cri.netns().curl("http://127.0.0.1:18080/").is_err(),
+        "the port goes with the pod"
+    );
+}
+
+#[test]
+fn a_pod_shares_its_pid_namespace_when_asked_and_the_host_network_when_asked() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    // PID mode POD (crictl's default): the containers share one namespace,
+    // whose init is the pod's holder.
+    let mut config = pod_config("shared", &cri.dir.0.join("logs"));
+    config.linux = None;
+    let pod = cri.run_pod(config.clone());
+    let first = cri.run_container(&pod, &config, container_config("first", &["sleep", "301"]));
+    let second = cri.run_container(&pod, &config, container_config("second", &["sleep", "302"]));
+    assert_eq!(
+        cri.exec_ok(&second, &["cat", "/proc/1/cmdline"]),
+        "sleep\0infinity\0"
+    );
+    let seen = cri.exec_ok(
+        &second,
+        &["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"],
+    );
+    assert!(
+        seen.contains("sleep 301"),
+        "the first container's process: {seen}"
+    );
+    assert!(!cri.exec_ok(&first, &["ls", "/proc"]).is_empty());
+    cri.remove_pod(&pod);
+
+    // The host's network (the daemon's namespace here): no address of its
+    // own, and the host's name.
+    let mut host = pod_config("on-host", &cri.dir.0.join("logs"));
+    host.linux = Some(cri::LinuxPodSandboxConfig {
+        security_context: Some(cri::LinuxSandboxSecurityContext {
+            namespace_options: Some(cri::NamespaceOption {
+                network: cri::NamespaceMode::Node as i32,
+                pid: cri::NamespaceMode::Container as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let pod = cri.run_pod(host.clone());
+    let status = cri.pod_status(&pod);
+    assert_eq!(status.network.expect("network").ip, "");
+    let id = cri.run_container(&pod, &host, container_config("h", &["sleep", "300"]));
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    assert_eq!(cri.exec_ok(&id, &["hostname"]).trim(), hostname.trim());
+    let links = cri.exec_ok(&id, &["cat", "/proc/net/dev"]);
+    assert!(!links.contains("eth0"), "no pod interface: {links}");
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn resources_are_updated_live_and_stats_are_reported() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("limits", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let mut limited = container_config("limited", &["sleep", "300"]);
+    limited.linux = Some(limited_to(cri::LinuxContainerResources {
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, limited);
+    let limit_file = PathBuf::from("/sys/fs/cgroup/memory/k8s.io")
+        .join(&id)
+        .join("memory.limit_in_bytes");
+    let read_limit = || {
+        std::fs::read_to_string(&limit_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", limit_file.display()))
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read_limit(), (64u64 << 20).to_string());
+    let mut rt = cri.runtime();
+    cri.block_on(
+        rt.update_container_resources(cri::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(cri::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                ..Default::default()
+            }),
+            windows: None,
+            annotations: Default::default(),
+        }),
+    )
+    .unwrap_or_else(|e| panic!("UpdateContainerResources: {e}\n{}", cri.daemon.log()));
+    assert_eq!(read_limit(), (96u64 << 20).to_string());
+    let reported = cri
+        .status(&id)
+        .resources
+        .and_then(|r| r.linux)
+        .expect("resources");
+    assert_eq!(reported.memory_limit_in_bytes, 96 << 20);
+    let stats = cri
+        .block_on(rt.container_stats(cri::ContainerStatsRequest {
+            container_id: id.clone(),
+        }))
+        .expect("ContainerStats")
+        .into_inner()
+        .stats
+        .expect("stats");
+    let memory = stats
+        .memory
+        .and_then(|m| m.working_set_bytes)
+        .expect("memory");
+    assert!(memory.value > 0, "{memory:?}");
+    assert_eq!(stats.attributes.expect("attributes").id, id);
+    let all = cri
+        .block_on(rt.list_container_stats(cri::ListContainerStatsRequest {
+            filter: Some(cri::ContainerStatsFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        }))
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    assert_eq!(all.len(), 1);
+    let pod_stats = cri
+        .block_on(rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats");
+    assert_eq!(pod_stats.containers.len(), 1);
+    let pod_memory = pod_stats.memory.and_then(|m| m.working_set_bytes);
+    assert!(pod_memory.expect("memory").value > 0);
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn container_events_follow_the_lifecycle_in_order() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("events", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let mut rt = cri.runtime();
+    let mut events = cri
+        .block_on(rt.get_container_events(cri::GetEventsRequest {}))
+        .expect("GetContainerEvents")
+        .into_inner();
+    let id = cri.run_container(&pod, &config, container_config("brief", &["true"]));
+    use cri::ContainerEventType as E;
+    let mut next = || {
+        let event = cri
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), events.message()).await
+            })
+            .expect("an event in time")
+            .expect("the stream")
+            .expect("an event");
+        assert_eq!(event.container_id, id);
+        assert_eq!(
+            event.pod_sandbox_status.map(|p| p.id).as_deref(),
+            Some(pod.as_str())
+        );
+        E::try_from(event.container_event_type).expect("a known type")
+    };
+    let mut seen = vec![next(), next(), next()];
+    let mut rt = cri.runtime();
+    cri.block_on(rt.remove_container(cri::RemoveContainerRequest {
+        container_id: id.clone(),
+    }))
+    .expect("RemoveContainer");
+    seen.push(next());
+    assert_eq!(
+        seen,
+        vec![
+            E::ContainerCreatedEvent,
+            E::ContainerStartedEvent,
+            E::ContainerStoppedEvent,
+            E::ContainerDeletedEvent
+        ]
+    );
+    cri.remove_pod(&pod);
+}
+
+/// Host mounts a test makes, unmounted (recursively, lazily) when dropped.
+struct HostMounts(Vec<PathBuf>);
+
+impl HostMounts {
+    fn mount(&mut self, args: &[&str], target: &Path) {
+        std::fs::create_dir_all(target).expect("mount point");
+        let out = Command::new("mount")
+            .args(args)
+            .arg(target)
+            .output()
+            .expect("mount");
+        assert!(out.status.success(), "mount {args:?}: {}", text(&out));
+        self.0.push(target.to_path_buf());
+    }
+}
+
+impl Drop for HostMounts {
+    fn drop(&mut self) {
+        for target in self.0.iter().rev() {
+            let _ = Command::new("umount")
+                .arg("-R")
+                .arg("-l")
+                .arg(target)
+                .status();
+        }
+    }
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let wanted = path.display().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()))
+}
+
+#[test]
+fn mounts_propagate_both_ways_and_recursive_read_only_covers_submounts() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let shared = cri.dir.0.join("shared");
+    let ro = cri.dir.0.join("ro");
+    let mut mounts = HostMounts(Vec::new());
+    // A shared mount, as kubelet's pod volume directories are.
+    let source = shared.display().to_string();
+    mounts.mount(&["--bind", &source], &shared);
+    let out = Command::new("mount")
+        .args(["--make-shared", &source])
+        .output()
+        .expect("mount");
+    assert!(out.status.success(), "{}", text(&out));
+    mounts.mount(&["-t", "tmpfs", "tmpfs"], &ro.join("sub"));
+
+    let mut config = pod_config("mounts", &cri.dir.0.join("logs"));
+    if let Some(context) = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+    {
+        context.privileged = true;
+    }
+    let pod = cri.run_pod(config.clone());
+    let mut container = container_config("mounter", &["sleep", "300"]);
+    let mount = |host: &Path, path: &str| cri::Mount {
+        container_path: path.into(),
+        host_path: host.display().to_string(),
+        ..Default::default()
+    };
+    container.mounts = vec![
+        cri::Mount {
+            propagation: cri::MountPropagation::PropagationBidirectional as i32,
+            ..mount(&shared, "/shared")
+        },
+        cri::Mount {
+            readonly: true,
+            recursive_read_only: true,
+            ..mount(&ro, "/rro")
+        },
+        cri::Mount {
+            readonly: true,
+            ..mount(&ro, "/ro")
+        },
+    ];
+    container.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        privileged: true,
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, container);
+    // Container → host.
+    cri.exec_ok(
+        &id,
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /shared/inner && mount -t tmpfs tmpfs /shared/inner",
+        ],
+    );
+    assert!(
+        is_mount_point(&shared.join("inner")),
+        "a mount made in a Bidirectional volume appears on the host"
+    );
+    mounts.0.push(shared.join("inner"));
+    // Host → container.
+    mounts.mount(&["-t", "tmpfs", "tmpfs"], &shared.join("outer"));
+    std::fs::write(shared.join("outer/file"), "from the host\n").expect("write");
+    assert_eq!(
+        cri.exec_ok(&id, &["cat", "/shared/outer/file"]),
+        "from the host\n"
+    );
+    // Read-only: the mount itself; recursive: its submounts too.
+    assert_ne!(cri.exec(&id, &["touch", "/ro/file"]).exit_code, 0);
+    assert_eq!(cri.exec(&id, &["touch", "/ro/sub/file"]).exit_code, 0);
+    assert_ne!(cri.exec(&id, &["touch", "/rro/sub/other"]).exit_code, 0);
+    // rro on a writable mount is refused.
+    let mut bad = container_config("bad", &["true"]);
+    bad.mounts = vec![cri::Mount {
+        recursive_read_only: true,
+        ..mount(&ro, "/bad")
+    }];
+    let mut rt = cri.runtime();
+    let err = cri
+        .block_on(rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(config.clone()),
+        }))
+        .expect_err("rro on a writable mount");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    cri.remove_pod(&pod);
+}
+
+#[test]
+fn pods_and_containers_survive_a_daemon_killed_with_sigkill() {
+    if !can_run_cri() {
+        return;
+    }
+    let mut cri = Cri::with_pods();
+    let logs = cri.dir.0.join("logs");
+    let mut config = pod_config("lasting", &logs);
+    config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 18081,
+        host_ip: String::new(),
+    }];
+    let pod = cri.run_pod(config.clone());
+    let server = container_config(
+        "httpd",
+        &["sh", "-c", "mkdir -p /tmp/www && echo still here > /tmp/www/index.html && httpd -f -p 80 -h /tmp/www"],
+    );
+    let id = cri.run_container(&pod, &config, server);
+    cri.daemon.restart();
+    assert_eq!(
+        cri.status(&id).state,
+        cri::ContainerState::ContainerRunning as i32,
+        "{}",
+        cri.daemon.log()
+    );
+    assert_eq!(
+        cri.pod_status(&pod).state,
+        cri::PodSandboxState::SandboxReady as i32
+    );
+    // Its network and host port are still there; exec and logs still work.
+    let mut page = Err(String::new());
+    for _ in 0..50 {
+        page = cri.netns().curl("http://127.0.0.1:18081/");
+        if page.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(page.expect("the page after the restart"), "still here\n");
+    cri.exec_ok(&id, &["sh", "-c", "echo after the restart > /proc/1/fd/1"]);
+    wait_for_log(&logs.join("httpd.log"), "after the restart");
+    cri.remove_pod(&pod);
+    let mut rt = cri.runtime();
+    let left = cri
+        .block_on(rt.list_containers(cri::ListContainersRequest { filter: None }))
+        .expect("ListContainers")
+        .into_inner()
+        .containers;
+    assert!(left.is_empty());
+}
+
+#[test]
+fn devices_localhost_seccomp_and_strict_supplemental_groups() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("devices", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    // An OCI seccomp profile on the host that refuses mkdir.
+    let profile_path = cri.dir.0.join("no-mkdir.json");
+    let profile = serde_json::json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    std::fs::write(&profile_path, profile.to_string()).expect("profile");
+    // A character device no driver answers (1:42), outside the devices
+    // every container may use: only this request allows it.
+    let node = cri.dir.0.join("fake-device");
+    let out = Command::new("mknod")
+        .arg(&node)
+        .args(["c", "1", "42"])
+        .output()
+        .expect("mknod");
+    assert!(out.status.success(), "{}", text(&out));
+    let mut container = container_config("device", &["sleep", "300"]);
+    container.devices = vec![cri::Device {
+        container_path: "/dev/fake".into(),
+        host_path: node.display().to_string(),
+        permissions: "r".into(),
+    }];
+    container.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        run_as_user: Some(cri::Int64Value { value: 0 }),
+        supplemental_groups: vec![4000],
+        supplemental_groups_policy: cri::SupplementalGroupsPolicy::Strict as i32,
+        seccomp: Some(cri::SecurityProfile {
+            profile_type: ProfileType::Localhost as i32,
+            localhost_ref: profile_path.display().to_string(),
+        }),
+        ..Default::default()
+    }));
+    let id = cri.run_container(&pod, &config, container);
+    let listing = cri.exec_ok(&id, &["ls", "-l", "/dev/fake"]);
+    assert!(
+        listing.starts_with('c') && listing.contains("1,  42"),
+        "{listing}"
+    );
+    let allowed = PathBuf::from("/sys/fs/cgroup/devices/k8s.io")
+        .join(&id)
+        .join("devices.list");
+    let allowed = std::fs::read_to_string(&allowed).expect("the device cgroup");
+    assert!(allowed.lines().any(|l| l == "c 1:42 r"), "{allowed}");
+    let mkdir = cri.exec(&id, &["mkdir", "/tmp/refused"]);
+    assert_ne!(mkdir.exit_code, 0, "the Localhost profile refuses mkdir");
+    cri.exec_ok(&id, &["touch", "/tmp/allowed"]);
+    // Strict: the supplemental groups alone, none from the image's /etc/group.
+    assert_eq!(cri.exec_ok(&id, &["id", "-G"]).trim(), "0 4000");
+    // A device that is not one is refused.
+    let mut bad = container_config("bad-device", &["true"]);
+    bad.devices = vec![cri::Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "rw".into(),
+    }];
+    let mut rt = cri.runtime();
+    let err = cri
+        .block_on(rt.create_container(cri::CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(bad),
+            sandbox_config: Some(config.clone()),
+        }))
+        .expect_err("not a device");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    cri.remove_pod(&pod);
+}
