@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use berth_imaged::{
     build, config::Config, containers, content, cri, events, images, metadata, networks, private,
-    registry, server, shim, snapshots, tasks, volumes, workloads,
+    registry, server, shim, snapshots, streaming, tasks, volumes, workloads,
 };
 use clap::Parser;
 
@@ -296,9 +296,21 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let cri_socket = config.cri_socket();
     let cri_listener = listen(&cri_socket)?;
     let (cri_stop_tx, cri_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut cri_server = tokio::spawn(cri::service::serve(cri, cri_listener, async {
-        let _ = cri_stop_rx.await;
-    }));
+    // Exec, Attach and PortForward answer with URLs on this loopback port.
+    let streaming = streaming::StreamingServer::start(
+        streaming::StreamingConfig::default(),
+        Arc::new(cri::streaming::Backend(cri.clone())),
+    )
+    .await
+    .context("cannot start the CRI streaming server")?;
+    let mut cri_server = tokio::spawn(cri::service::serve(
+        cri,
+        Arc::new(streaming),
+        cri_listener,
+        async {
+            let _ = cri_stop_rx.await;
+        },
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let mut server = tokio::spawn(server::serve(service, workloads, builds, listener, async {
         let _ = stop_rx.await;

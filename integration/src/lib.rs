@@ -7,6 +7,7 @@
 //! test fails.
 
 pub mod imaged;
+pub mod kube;
 pub mod netns;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use berth_integration::imaged::*;
 use berth_integration::netns::Netns;
-use berth_integration::{missing_prerequisite, target_dir, text, unique};
+use berth_integration::{kube, missing_prerequisite, target_dir, text, unique};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::security_profile::ProfileType;
+use serde_json::json;
 use std::process::Command;
 use tonic::transport::Channel;
 
@@ -837,6 +838,92 @@ fn exec_sync_reports_exit_codes_and_times_out() {
     assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err}");
     // The container is unharmed.
     assert_eq!(cri.exec_ok(&id, &["echo", "still"]), "still\n");
+    cri.remove_pod(&pod);
+}
+
+/// Exec and PortForward hand out URLs of the daemon's streaming server,
+/// which an independent client (python3-kubernetes' WebSocket client) then
+/// drives into the real container and the pod's network namespace; a URL
+/// for a container that is not running is refused up front.
+#[test]
+fn exec_and_port_forward_urls_reach_the_container_with_an_independent_client() {
+    if !can_run_cri() {
+        return;
+    }
+    let probe = std::process::Command::new(berth_integration::kube::PYTHON)
+        .args(["-c", "import kubernetes.stream.ws_client"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        missing_prerequisite("python3-kubernetes (Debian) for the WebSocket client");
+        return;
+    }
+    let cri = Cri::with_pods();
+    let netns = cri._netns.as_ref().expect("a namespace").path.clone();
+    let config = pod_config("stream", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let marker = unique("page");
+    let serve =
+        format!("mkdir /www && echo {marker} > /www/index.html && exec httpd -f -p 8080 -h /www");
+    let id = cri.run_container(
+        &pod,
+        &config,
+        container_config("web", &["sh", "-c", &serve]),
+    );
+    let mut rt = cri.runtime();
+
+    let url = cri
+        .block_on(rt.exec(cri::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![
+                "sh".into(),
+                "-c".into(),
+                "hostname; echo oops >&2; exit 4".into(),
+            ],
+            stdout: true,
+            stderr: true,
+            ..Default::default()
+        }))
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let result = kube::python_in(Some(&netns), "exec", &url, json!({}));
+    assert_eq!(result["stdout"], "stream\n", "{result}");
+    assert_eq!(result["stderr"], "oops\n", "{result}");
+    assert_eq!(result["returncode"], 4, "{result}");
+
+    // The page the container serves, through the pod's namespace.
+    let fetched = (0..50).find_map(|_| {
+        let url = cri
+            .block_on(rt.port_forward(cri::PortForwardRequest {
+                pod_sandbox_id: pod.clone(),
+                port: vec![8080],
+            }))
+            .expect("PortForward")
+            .into_inner()
+            .url;
+        let result = kube::python_in(Some(&netns), "portforward", &url, json!({"port": 8080}));
+        let page = result["data"].as_str().unwrap_or_default().to_string();
+        if page.contains(&marker) {
+            return Some(page);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        None
+    });
+    assert!(
+        fetched.is_some(),
+        "the page never came through the port forward"
+    );
+
+    let stopped = cri.run_container(&pod, &config, container_config("done", &["true"]));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let refused = cri.block_on(rt.exec(cri::ExecRequest {
+        container_id: stopped,
+        cmd: vec!["true".into()],
+        stdout: true,
+        ..Default::default()
+    }));
+    let err = refused.expect_err("no URL for a container that has exited");
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
     cri.remove_pod(&pod);
 }
 

@@ -23,11 +23,11 @@ use berth_imaged::streaming::{
     StreamingBackend, StreamingConfig, StreamingServer,
 };
 use berth_integration::imaged::TempDir;
+use berth_integration::kube::{python, PYTHON};
 use berth_integration::{can_run, missing_prerequisite, target_dir, text, unique, Helper};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-const PYTHON: &str = "/usr/bin/python3";
 const SPDYSTREAM_SRC: &str = "/usr/share/gocode/src/github.com/docker/spdystream";
 
 /// Everything these tests need besides root.
@@ -441,24 +441,6 @@ fn spdy(args: &[&str], input: &[u8]) -> Output {
     run_with_input(&mut cmd, input)
 }
 
-/// Runs the Python client script in `mode` with JSON `options`.
-fn python(mode: &str, url: &str, options: Value) -> Value {
-    let out = Command::new("timeout")
-        .args([
-            "120",
-            PYTHON,
-            "-c",
-            PY_CLIENT,
-            mode,
-            url,
-            &options.to_string(),
-        ])
-        .output()
-        .expect("python3");
-    assert!(out.status.success(), "python client: {}", text(&out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
-}
-
 fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = cmd
@@ -472,44 +454,6 @@ fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
     drop(stdin);
     child.wait_with_output().expect("client output")
 }
-
-/// The WebSocket client: kubernetes.stream.ws_client as the Python
-/// Kubernetes client uses it (`stream()` builds exactly this WSClient).
-const PY_CLIENT: &str = r#"
-import json, sys
-from kubernetes.client import Configuration
-from kubernetes.stream.ws_client import WSClient, PortForward, create_websocket
-mode, url, opts = sys.argv[1], sys.argv[2].replace("http://", "ws://", 1), json.loads(sys.argv[3])
-conf = Configuration()
-headers = {"sec-websocket-protocol": opts["protocol"]} if "protocol" in opts else None
-if mode == "exec":
-    ws = WSClient(conf, url, headers, True)
-    if "resize" in opts:
-        ws.write_channel(4, json.dumps(opts["resize"]))
-    if "stdin" in opts:
-        ws.write_stdin(opts["stdin"])
-    ws.run_forever(timeout=60)
-    print(json.dumps({"stdout": ws.read_channel(1), "stderr": ws.read_channel(2),
-                      "returncode": ws.returncode}))
-elif mode == "portforward":
-    port = opts["port"]
-    pf = PortForward(create_websocket(conf, url, headers), [port])
-    sock = pf.socket(port)
-    sock.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    print(json.dumps({"data": data.decode(errors="replace"), "error": pf.error(port)}))
-elif mode == "handshake":
-    try:
-        create_websocket(conf, url, headers).close()
-        print(json.dumps({"status": 101}))
-    except Exception as e:
-        print(json.dumps({"status": getattr(e, "status_code", None), "error": str(e)}))
-"#;
 
 /// A v4 status from the error stream.
 fn parse_status(bytes: &[u8]) -> Value {

@@ -11,6 +11,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use super::{container, images, sandbox, Cri};
+use crate::streaming::{self, StreamingError, StreamingServer, TokenError};
 
 /// The API version this runtime speaks (CRI v1).
 pub const API_VERSION: &str = "v1";
@@ -21,17 +22,19 @@ fn ok<T>(value: T) -> Reply<T> {
     Ok(Response::new(value))
 }
 
-/// Both services over one runtime.
+/// Both services over one runtime, and the streaming server that answers
+/// the URLs `Exec`, `Attach` and `PortForward` hand out.
 #[derive(Clone)]
-pub struct Service(pub Arc<Cri>);
+pub struct Service(pub Arc<Cri>, pub Arc<StreamingServer>);
 
 /// Serves the CRI on `listener` until `shutdown` resolves.
 pub async fn serve(
     cri: Arc<Cri>,
+    streaming: Arc<StreamingServer>,
     listener: tokio::net::UnixListener,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let service = Service(cri);
+    let service = Service(cri, streaming);
     tonic::transport::Server::builder()
         .add_service(cri::runtime_service_server::RuntimeServiceServer::new(
             service.clone(),
@@ -44,12 +47,30 @@ pub async fn serve(
         .await
 }
 
-fn streaming_unimplemented(what: &str) -> Status {
-    // The streaming server (imaged/src/streaming) answers these with a URL
-    // once it is wired to super::streaming::Backend.
-    Status::unimplemented(format!(
-        "{what}: berth's CRI streaming server is not wired yet"
-    ))
+/// A URL could not be made: kubelet's own checks of the request, or too
+/// many sessions waiting for their client.
+fn streaming_status(e: StreamingError) -> Status {
+    match e {
+        StreamingError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        StreamingError::Token(TokenError::Exhausted(_)) => {
+            Status::resource_exhausted(e.to_string())
+        }
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+impl Service {
+    /// Sessions go only to a running container: anything else would fail
+    /// later, on the session's error stream, where a client sees less.
+    fn must_run(&self, id: &str) -> Result<(), Status> {
+        let status = container::status(&self.0, id)?;
+        if status.state != cri::ContainerState::ContainerRunning as i32 {
+            return Err(Status::failed_precondition(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(())
+    }
 }
 
 type EventStream =
@@ -202,19 +223,72 @@ impl RuntimeService for Service {
         ok(container::exec_sync(&self.0, &r.container_id, r.cmd, r.timeout).await?)
     }
 
-    async fn exec(&self, _: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
-        Err(streaming_unimplemented("Exec"))
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Reply<cri::ExecResponse> {
+        let r = request.into_inner();
+        self.must_run(&r.container_id)?;
+        let url = self
+            .1
+            .exec_url(streaming::ExecRequest {
+                container_id: r.container_id,
+                cmd: r.cmd,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(streaming_status)?;
+        ok(cri::ExecResponse { url })
     }
 
-    async fn attach(&self, _: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
-        Err(streaming_unimplemented("Attach"))
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Reply<cri::AttachResponse> {
+        let r = request.into_inner();
+        self.must_run(&r.container_id)?;
+        let url = self
+            .1
+            .attach_url(streaming::AttachRequest {
+                container_id: r.container_id,
+                tty: r.tty,
+                stdin: r.stdin,
+                stdout: r.stdout,
+                stderr: r.stderr,
+            })
+            .map_err(streaming_status)?;
+        ok(cri::AttachResponse { url })
     }
 
     async fn port_forward(
         &self,
-        _: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Reply<cri::PortForwardResponse> {
-        Err(streaming_unimplemented("PortForward"))
+        let r = request.into_inner();
+        match sandbox::get(&self.0, &r.pod_sandbox_id)? {
+            Some(pod) if pod.ready => {}
+            Some(_) => {
+                return Err(Status::failed_precondition(format!(
+                    "pod sandbox {} is not ready",
+                    r.pod_sandbox_id
+                )))
+            }
+            None => {
+                return Err(Status::not_found(format!(
+                    "pod sandbox {} not found",
+                    r.pod_sandbox_id
+                )))
+            }
+        }
+        let ports = r
+            .port
+            .iter()
+            .map(|&p| u16::try_from(p).map_err(|_| Status::invalid_argument(format!("port {p}"))))
+            .collect::<Result<Vec<u16>, Status>>()?;
+        let url = self
+            .1
+            .port_forward_url(streaming::PortForwardRequest {
+                pod_sandbox_id: r.pod_sandbox_id,
+                ports,
+            })
+            .map_err(streaming_status)?;
+        ok(cri::PortForwardResponse { url })
     }
 
     async fn container_stats(

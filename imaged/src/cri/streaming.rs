@@ -159,11 +159,31 @@ impl StreamingBackend for Backend {
             .await
             .map_err(failed)?
             .map_err(|e| failed(format!("cannot connect to port {port} in the pod: {e}")))?;
-        let mut socket = tokio::net::TcpStream::from_std(connected).map_err(failed)?;
-        tokio::io::copy_bidirectional(&mut stream, &mut socket)
-            .await
-            .map_err(failed)?;
-        Ok(())
+        let socket = tokio::net::TcpStream::from_std(connected).map_err(failed)?;
+        let (mut client_in, mut client_out) = tokio::io::split(&mut stream);
+        let (mut pod_in, mut pod_out) = socket.into_split();
+        // The client's end of input only half-closes the connection (the
+        // pod sees EOF and still answers); the session ends when the pod's
+        // side does, as kubelet's port-forward ends: a client reading until
+        // EOF (an HTTP/1.0 fetch) gets it.
+        let to_pod = async {
+            let copied = tokio::io::copy(&mut client_in, &mut pod_out).await;
+            let _ = pod_out.shutdown().await;
+            copied
+        };
+        let to_client = async {
+            let copied = tokio::io::copy(&mut pod_in, &mut client_out).await;
+            let _ = client_out.shutdown().await;
+            copied
+        };
+        tokio::pin!(to_client);
+        tokio::select! {
+            done = &mut to_client => done.map(drop).map_err(failed),
+            done = to_pod => match done {
+                Ok(_) => to_client.await.map(drop).map_err(failed),
+                Err(e) => Err(failed(e)),
+            },
+        }
     }
 }
 
