@@ -13,7 +13,8 @@ use crate::channel::InitEnd;
 use crate::namespaces::Plan;
 use crate::rootfs::{self, Context};
 use crate::spec::Spec;
-use crate::{capabilities, console, hooks, namespaces, process, safe_path};
+use crate::{capabilities, console, hooks, namespaces, process};
+use berth_oci::safe_path;
 
 /// What the runtime hands to the init.
 pub struct InitArgs<'a> {

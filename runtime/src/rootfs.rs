@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::mounts::{self, MountError, MountOptions};
-use crate::safe_path::{self, Create, SafePathError};
 use crate::spec::{Mount, Spec};
+use berth_oci::safe_path::{self, Create, SafePathError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {

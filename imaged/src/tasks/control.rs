@@ -74,7 +74,7 @@ impl Tasks {
             .await
             .map_err(shim_err(&record.name, "Stats"))?;
         let mut out = pb::StatsResponse {
-            read_at: Some(crate::events::now()),
+            read_at: Some(crate::clock::now_timestamp()),
             ..Default::default()
         };
         if let Some(any) = response.stats.into_option() {

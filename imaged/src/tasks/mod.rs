@@ -26,6 +26,7 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use tokio::sync::{broadcast, watch};
 
+use crate::clock::now_secs;
 use crate::containers::{self, ContainerRecord, Containers};
 use crate::events::{Hub, Notice};
 use crate::logs::{self, Chunk, LogWriter};
@@ -142,10 +143,6 @@ fn shim_err<'a>(container: &'a str, rpc: &'static str) -> impl FnOnce(ttrpc::Err
             detail,
         }
     }
-}
-
-fn now_secs() -> u64 {
-    crate::volumes::now()
 }
 
 /// The signal number of a name (`SIGTERM`, `TERM`) or number.

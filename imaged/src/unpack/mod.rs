@@ -33,7 +33,7 @@
 //! The layer stream itself may be plain tar, gzip or zstd: [`decompress`]
 //! tells them apart by their magic bytes, whatever the media type says.
 
-mod at;
+use berth_oci::safe_path::{at, open_in_root};
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -463,7 +463,7 @@ impl Applier {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
         }
         let path = join(parts);
-        let opened = at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY);
+        let opened = open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY);
         let (Err(e), Some((last, init))) = (&opened, parts.split_last()) else {
             return opened;
         };
@@ -493,10 +493,10 @@ impl Applier {
                     }
                 }
                 self.dir_following(&next, depth + 1)?;
-                at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY)
+                open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY)
             }
             Err(e) => Err(e),
-            Ok(()) => at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY),
+            Ok(()) => open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY),
         }
     }
 
@@ -514,7 +514,7 @@ impl Applier {
         if hidden == b".wh..opq" {
             // The directory itself may not be in this layer yet.
             self.dir(parts).map_err(io_err("open directory"))?;
-            let dir = at::open_in_root(
+            let dir = open_in_root(
                 self.root.as_fd(),
                 &join(parts),
                 libc::O_RDONLY | libc::O_DIRECTORY,
@@ -553,7 +553,7 @@ impl Applier {
         let Some(target_name) = parts.pop() else {
             return Err(fail(io::Error::from_raw_os_error(libc::EISDIR)));
         };
-        let target_dir = at::open_in_root(
+        let target_dir = open_in_root(
             self.root.as_fd(),
             &join(&parts),
             libc::O_PATH | libc::O_DIRECTORY,
@@ -591,7 +591,7 @@ impl Applier {
     /// since (by a later entry) is skipped, not followed.
     fn finish(&mut self) {
         for (path, secs, nanos) in self.dirs.iter().rev() {
-            if let Ok(fd) = at::open_in_root(
+            if let Ok(fd) = open_in_root(
                 self.root.as_fd(),
                 path,
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,

@@ -18,7 +18,6 @@
 //! actions match the same call, the most restrictive wins (libseccomp would
 //! take the first unconditional rule instead).
 
-pub mod engine;
 mod table_x86_64;
 
 use std::collections::BTreeMap;
