@@ -81,6 +81,7 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
         restart: a.restart.as_deref().map(flags::restart).transpose()?,
         runtime: a.runtime.clone().unwrap_or_default(),
         auto_remove: false,
+        transient: false,
         ports: a
             .publish
             .iter()
@@ -99,13 +100,17 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
     })
 }
 
+/// `auto_remove`: the daemon removes it at its exit (run -d --rm);
+/// `transient`: this client does (run --rm).
 async fn create_container(
     d: &Daemon,
     a: &ContainerArgs,
     auto_remove: bool,
+    transient: bool,
 ) -> Result<pb::Container> {
     let config = pb::ContainerConfig {
         auto_remove,
+        transient,
         ..config(a)?
     };
     let labels = flags::labels(&a.labels)?;
@@ -124,7 +129,7 @@ async fn create_container(
 }
 
 pub async fn create(d: &Daemon, a: &ContainerArgs) -> Result<i32> {
-    let c = create_container(d, a, false).await?;
+    let c = create_container(d, a, false, false).await?;
     println!("{}", c.id);
     Ok(0)
 }
@@ -179,7 +184,7 @@ pub async fn run(d: &Daemon, a: &RunArgs) -> Result<i32> {
         bail!("conflicting options: --rm and --restart (a container that restarts is never done)");
     }
     // Detached, nobody waits here for the exit: the daemon removes it.
-    let c = create_container(d, &a.container, a.rm && a.detach).await?;
+    let c = create_container(d, &a.container, a.rm && a.detach, a.rm && !a.detach).await?;
     if a.detach {
         start_task(d, &c.id, "").await?;
         println!("{}", c.id);

@@ -301,12 +301,15 @@ impl Containers {
         undo.bundle = Some(bundle.clone());
         let snapshot_key = format!("container/{id}");
         let chain = image.chain_id().map(str::to_string);
-        let mounts = self.images.snapshots.prepare(
+        let mut mounts = self.images.snapshots.prepare(
             &snapshot_key,
             chain.as_deref(),
             BTreeMap::from([("berth.container".to_string(), id.clone())]),
         )?;
         undo.snapshot = Some(snapshot_key.clone());
+        if settings.auto_remove || settings.transient {
+            volatile(&mut mounts);
+        }
         let rootfs = bundle.join("rootfs");
         mount_rootfs(&id, &mounts, &rootfs)?;
         undo.mounted = Some(rootfs.clone());
@@ -601,6 +604,17 @@ fn is_mount_point(path: &Path) -> bool {
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|mount_point| mount_point == wanted)
+}
+
+/// A container removed when it exits never needs its writes on disk:
+/// `volatile` spares the overlay the sync of the whole upper filesystem it
+/// otherwise makes at unmount (on a busy disk, the longest step of a
+/// `run --rm`), as podman does for its `--rm` containers. After a crash the
+/// kernel refuses to mount such an upper directory again; nothing does.
+fn volatile(mounts: &mut [snapshots::Mount]) {
+    for m in mounts.iter_mut().filter(|m| m.kind == "overlay") {
+        m.options.push("volatile".to_string());
+    }
 }
 
 /// Mounts the snapshot's mounts on `target` ([`crate::mounts`]).

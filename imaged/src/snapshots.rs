@@ -353,7 +353,13 @@ impl Snapshotter {
             let record: Record = txn
                 .get(Table::Snapshots, key)?
                 .ok_or_else(|| Error::NotFound(key.to_string()))?;
-            for (child, r) in txn.list::<Record>(Table::Snapshots)? {
+            // Only a committed snapshot can be a parent: removing a
+            // container's (active) one need not read every other record.
+            let children = match record.kind {
+                Kind::Committed => txn.list::<Record>(Table::Snapshots)?,
+                Kind::Active | Kind::View => Vec::new(),
+            };
+            for (child, r) in children {
                 if r.parent.as_deref() == Some(key) {
                     return Err(Error::HasChildren {
                         key: key.to_string(),

@@ -166,6 +166,49 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// A container removed at its exit (`run --rm`, `run -d --rm`) has its
+/// rootfs mounted `volatile`: its unmount makes no sync of the whole upper
+/// filesystem. A kept container's is not: its writes must survive a crash.
+#[test]
+fn only_containers_removed_at_their_exit_skip_syncing_their_writes() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let root_line = |args: &[&str]| -> String {
+        let out = env.ctl(args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        stdout(&out)
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .unwrap_or_else(|| panic!("no root in {}", stdout(&out)))
+            .to_string()
+    };
+    let mountinfo = ["cat", "/proc/self/mountinfo"];
+    let removed = root_line(&[&["run", "--rm", "busybox:ctl"][..], &mountinfo].concat());
+    assert!(removed.contains("volatile"), "{removed}");
+    let kept = root_line(&[&["run", "--name", "kept", "busybox:ctl"][..], &mountinfo].concat());
+    assert!(!kept.contains("volatile"), "{kept}");
+    let out = env.ctl(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "gone",
+        "busybox:ctl",
+        "sleep",
+        "60",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let detached = root_line(&[&["exec", "gone"][..], &mountinfo].concat());
+    assert!(detached.contains("volatile"), "{detached}");
+    assert_eq!(
+        env.ctl(&["rm", "-f", "gone", "kept"]).status.code(),
+        Some(0)
+    );
+}
+
 #[test]
 fn run_rm_prints_the_output_and_exits_with_the_containers_status() {
     if !can_run_images() {

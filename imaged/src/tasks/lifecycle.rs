@@ -197,7 +197,10 @@ impl Tasks {
     /// The init exited: record it, tear the task and shim down, restart
     /// if the policy says so.
     pub(super) async fn exited(self: &Arc<Self>, id: &str, shim: Shim, status: u32) {
-        let _ = shim
+        // The shim's Delete runs the runtime's delete and unmounts the rootfs;
+        // only when it cannot (a shim that died) does `shim delete` clean up
+        // after it, as containerd does for a dead shim.
+        let deleted = shim
             .client
             .delete(
                 self.ctx(),
@@ -206,7 +209,8 @@ impl Tasks {
                     ..Default::default()
                 },
             )
-            .await;
+            .await
+            .is_ok();
         let _ = shim
             .client
             .shutdown(
@@ -221,12 +225,16 @@ impl Tasks {
         let Ok(record) = self.containers.resolve(id) else {
             // Deleted meanwhile: the shim's clean-up still runs.
             self.lock().shims.remove(id);
-            let bundle = self.containers.bundles.join(id);
-            self.launcher.delete(id, &bundle).await;
+            if !deleted {
+                let bundle = self.containers.bundles.join(id);
+                self.launcher.delete(id, &bundle).await;
+            }
             self.disconnect_network(id).await;
             return;
         };
-        self.launcher.delete(id, &record.bundle).await;
+        if !deleted {
+            self.launcher.delete(id, &record.bundle).await;
+        }
         let record = self
             .containers
             .update(id, |r| {
