@@ -1161,7 +1161,6 @@ fn every_kind_of_generated_spec_runs_under_berth_and_under_runc() {
                     memory: 64 << 20,
                     nano_cpus: 500_000_000,
                     pids_limit: 50,
-                    ..Default::default()
                 }),
                 read_only: true,
                 cap_drop: vec!["NET_RAW".into()],

@@ -6,8 +6,9 @@
 //! - [`spec`]: the runtime-spec types (`config.json`), read as runc reads
 //!   it (Go's null and case rules, runc's zero values) and validated; the
 //!   daemon writes its bundles with the same types;
-//! - [`image`]: the image-spec types (manifest, index, image configuration)
-//!   from the `oci-spec` crate, and reading them as Go engines write them;
+//! - `image` (feature `image`, the daemon's): the image-spec types
+//!   (manifest, index, image configuration) from the `oci-spec` crate, and
+//!   reading them as Go engines write them;
 //! - [`go_json`]: JSON read as Go's `encoding/json` reads it (null is absent,
 //!   keys match ignoring case), for `config.json` and image documents alike;
 //! - [`defaults`]: the default `config.json` (`berth spec`) every bundle
@@ -21,10 +22,11 @@
 //!   never follow a final symlink.
 //!
 //! Where to start reading: [`spec`], then [`safe_path`] (the security
-//! primitive) and [`image`].
+//! primitive).
 
 pub mod defaults;
 pub mod go_json;
+#[cfg(feature = "image")]
 pub mod image;
 pub mod kernel_names;
 pub mod safe_path;
