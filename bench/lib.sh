@@ -40,6 +40,16 @@ bench_stop_imaged() {
     wait "$imaged" 2>/dev/null
 }
 
+# NAME → the pids of processes named NAME in the private containerd's mount
+# namespace (its shims, podman's conmon there).
+bench_in_holder() {
+    local ns pid
+    ns=$(readlink "/proc/$holder/ns/mnt")
+    for pid in $(pgrep -x "$1" || true); do
+        if [[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) == "$ns" ]]; then echo "$pid"; fi
+    done
+}
+
 # ctr against the private containerd, in its mount namespace.
 ctr() { nsenter -t "$holder" -m ctr --address /run/containerd/containerd.sock -n bench "$@"; }
 
@@ -54,22 +64,26 @@ bench_busybox_image() {
 # [PATH-PREFIX] → a private containerd with its own root, state and sockets
 # in a private mount namespace with a tmpfs /run (its shims put sockets in
 # /run/containerd/s), $work/image.tar imported. Sets holder and containerd.
+# With CONTAINERD_CRI set (its CRI plugin's TOML), the CRI plugin runs; with
+# CONTAINERD_NETNS (a name under /run/netns), containerd runs in that
+# network namespace.
 bench_start_containerd() {
-    local path_prefix=${1:-}
+    local path_prefix=${1:-} netns=()
+    [[ -n ${CONTAINERD_NETNS:-} ]] && netns=(nsenter --net="/run/netns/$CONTAINERD_NETNS")
     cat >"$work/config.toml" <<EOT
 version = 2
 root = "$work/root"
 state = "/run/containerd"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+${CONTAINERD_CRI:-disabled_plugins = [\"io.containerd.grpc.v1.cri\"]}
 [grpc]
   address = "/run/containerd/containerd.sock"
 [ttrpc]
   address = "/run/containerd/containerd.sock.ttrpc"
 EOT
-    unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && exec sleep 100000' &
+    "${netns[@]}" unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && exec sleep 100000' &
     holder=$!
     for _ in $(seq 100); do grep -q '^tmpfs /run ' "/proc/$holder/mounts" 2>/dev/null && break; sleep 0.05; done
-    PATH=$path_prefix${path_prefix:+:}$PATH nsenter -t "$holder" -m containerd --config "$work/config.toml" \
+    PATH=$path_prefix${path_prefix:+:}$PATH nsenter -t "$holder" -m -n containerd --config "$work/config.toml" \
         >"$work/containerd.log" 2>&1 &
     containerd=$!
     for _ in $(seq 200); do ctr version >/dev/null 2>&1 && break; sleep 0.05; done

@@ -94,18 +94,11 @@ sum_of() {
 }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.2f", a / b}'; }
-# Processes named $1 in the private mount namespace (containerd's shims,
-# conmon); berth's shims carry its socket's path on their command line.
-in_holder() {
-    local ns pid
-    ns=$(readlink "/proc/$holder/ns/mnt")
-    for pid in $(pgrep -x "$1" || true); do
-        if [[ $(readlink "/proc/$pid/ns/mnt" 2>/dev/null) == "$ns" ]]; then echo "$pid"; fi
-    done
-}
+# berth's shims carry its socket's path on their command line; containerd's
+# shims and conmon live in the private mount namespace.
 berth_shims() { pgrep -f "^[^ ]*containerd-shim-berth-v2 .*$work" || true; }
-containerd_shims() { in_holder containerd-shim; }
-conmons() { in_holder conmon; }
+containerd_shims() { bench_in_holder containerd-shim; }
+conmons() { bench_in_holder conmon; }
 cgroups() { find /sys/fs/cgroup/memory /sys/fs/cgroup/unified -type d 2>/dev/null | wc -l; }
 berth_mounts() { grep -c "$work" /proc/self/mountinfo || true; }
 holder_mounts() { grep -c overlay "/proc/$holder/mountinfo" || true; }

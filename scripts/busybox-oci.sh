@@ -5,6 +5,7 @@
 # APPLET… linked in /bin, root in /etc/passwd and /etc/group), PATH=/bin and
 # /bin/sh as its command, IMAGE as its name for berth-imaged and containerd.
 # WORK is a scratch directory for the rootfs, the blobs and the layout.
+# BUSYBOX_OCI_CMD (a JSON array, default ["/bin/sh"]) is the image's command.
 busybox_oci_archive() {
     local work=$1 image=$2 out=$3
     shift 3
@@ -23,8 +24,8 @@ busybox_oci_archive() {
     local layer layer_size config config_size manifest manifest_size
     tar -C "$work/rootfs" --owner=0 --group=0 -cf "$work/layer.tar" .
     read -r layer layer_size < <(blob "$work/layer.tar")
-    printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
-        "$layer" >"$work/config.json"
+    printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+        "${BUSYBOX_OCI_CMD:-[\"/bin/sh\"]}" "$layer" >"$work/config.json"
     read -r config config_size < <(blob "$work/config.json")
     printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
         "$config" "$config_size" "$layer" "$layer_size" >"$work/manifest.json"

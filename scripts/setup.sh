@@ -13,7 +13,11 @@ packages=(runc crun busybox-static hyperfine jq time podman golang-github-contai
     docker.io
     # Container networks: the CNI plugins berth-imaged runs, the iptables
     # they drive, and what the network tests reach containers with.
-    containernetworking-plugins iptables iproute2 curl)
+    containernetworking-plugins iptables iproute2 curl
+    # CRI streaming: independent clients for exec/attach/port-forward, the
+    # Python Kubernetes client (WebSocket) and moby's spdystream (SPDY/3.1,
+    # built offline by the tests with Debian's Go).
+    python3-kubernetes golang-go golang-github-docker-spdystream-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -6,6 +6,26 @@
 //! (HTTP, the SPDY/3.1 and WebSocket framings, one-time tokens) and the CRI
 //! runtime that owns the containers and pods. The server never sees a
 //! container; it hands each session's streams to a [`StreamingBackend`].
+//!
+//! Start reading at [`server`] ([`StreamingServer`]: URLs, tokens, the HTTP
+//! upgrade), then [`remotecommand`] and [`portforward`] (what a session
+//! does), then the framings they run over: `spdy` (frames, zlib-compressed
+//! header blocks) and `websocket`; `mux` is the pipe-per-stream plumbing
+//! both share.
+
+mod mux;
+mod portforward;
+mod remotecommand;
+mod server;
+mod spdy;
+mod tokens;
+mod websocket;
+
+pub use server::{
+    AttachRequest, ExecRequest, PortForwardRequest, StreamingConfig, StreamingError,
+    StreamingServer,
+};
+pub use tokens::TokenError;
 
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncWrite};
