@@ -6,9 +6,9 @@
 //! - [`spec`]: the runtime-spec types (`config.json`), read as runc reads
 //!   it (Go's null and case rules, runc's zero values) and validated; the
 //!   daemon writes its bundles with the same types;
-//! - `image` (feature `image`, the daemon's): the image-spec types
-//!   (manifest, index, image configuration) from the `oci-spec` crate, and
-//!   reading them as Go engines write them;
+//! - `image` (feature `image`, default; the runtime turns it off): the
+//!   image-spec types (manifest, index, image configuration) from the
+//!   `oci-spec` crate, and reading them as Go engines write them;
 //! - [`go_json`]: JSON read as Go's `encoding/json` reads it (null is absent,
 //!   keys match ignoring case), for `config.json` and image documents alike;
 //! - [`defaults`]: the default `config.json` (`berth spec`) every bundle
