@@ -32,6 +32,27 @@ use crate::events::{Hub, Notice};
 use crate::logs::{self, Chunk, LogWriter};
 use crate::shim::{self, Launcher, Shim};
 
+/// One Task RPC on `$shim` about the container `$record`: the request with
+/// its `id` filled in (and the other fields given), the daemon's context, and
+/// an error that names the container and the RPC ([`shim_err`]).
+macro_rules! shim_rpc {
+    ($tasks:expr, $shim:expr, $record:expr, $method:ident, $rpc:literal,
+     $request:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {
+        $shim
+            .client
+            .$method(
+                $tasks.ctx(),
+                &api::$request {
+                    id: $record.id.clone(),
+                    $($field $(: $value)?,)*
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(shim_err(&$record.name, $rpc))
+    };
+}
+
 mod control;
 mod exec;
 mod io;
