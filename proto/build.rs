@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "networks",
         "builds",
         "distribution",
+        "files",
     ]
     .map(|name| format!("proto/berth/v1/{name}.proto"));
     for file in &files {

@@ -31,6 +31,41 @@ fn probe_syscall(args: &[String]) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `berth-checker --int80 NR [ARG1 ARG2 ARG3]`: the same probe through the
+/// i386 entry (`int 0x80`), which a 64-bit process may use too: the filter
+/// sees the call with the i386 architecture and the i386 number.
+fn probe_int80(args: &[String]) -> ExitCode {
+    let numbers: Vec<u32> = args.iter().filter_map(|a| a.parse().ok()).collect();
+    if numbers.is_empty() || numbers.len() != args.len() || numbers.len() > 4 {
+        eprintln!("usage: berth-checker --int80 NR [ARG1 ARG2 ARG3] (numbers only)");
+        return ExitCode::from(2);
+    }
+    let arg = |i: usize| u64::from(numbers.get(i).copied().unwrap_or(0));
+    let rc: u64;
+    // SAFETY: a raw i386 syscall with plain-number arguments. LLVM owns rbx,
+    // so the first argument travels in rdi and is swapped in around the
+    // trap; the kernel preserves rdi and rbx and may clobber r8-r11.
+    unsafe {
+        std::arch::asm!(
+            "xchg rbx, rdi",
+            "int 0x80",
+            "xchg rbx, rdi",
+            inout("rax") arg(0) => rc,
+            inout("rdi") arg(1) => _,
+            in("rcx") arg(2),
+            in("rdx") arg(3),
+            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+        );
+    }
+    let rc = rc as u32 as i32;
+    if rc < 0 && rc > -4096 {
+        println!("errno {}", -rc);
+    } else {
+        println!("ok");
+    }
+    ExitCode::SUCCESS
+}
+
 /// `HOST:PORT` with HOST an IPv4 address or a name of `/etc/hosts`, looked
 /// up as the resolver's `files` source does (a static libc cannot load its
 /// NSS modules in a bare rootfs).
@@ -85,6 +120,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--syscall") {
         return probe_syscall(&args[2..]);
+    }
+    if args.get(1).map(String::as_str) == Some("--int80") {
+        return probe_int80(&args[2..]);
     }
     if args.get(1).map(String::as_str) == Some("--http") {
         return probe_http(&args[2..]);

@@ -7,6 +7,10 @@
 //! ends, on errors too), the pty gets this window's size at the start and
 //! on every SIGWINCH. Without one, SIGINT/SIGTERM/SIGHUP/SIGQUIT sent to
 //! berthctl are passed on to the process, as docker's sig-proxy does.
+//!
+//! `attach` reaches a process that is already running: stdin is scanned
+//! for the detach keys (docker's default ctrl-p,ctrl-q), which end the
+//! session with "read escape sequence" and exit 1, leaving it running.
 
 use std::io::{Read, Write};
 
@@ -26,6 +30,35 @@ pub struct Target {
     pub exec_id: String,
     pub tty: bool,
     pub stdin: bool,
+    /// The process runs already (`attach`), rather than being started
+    /// right after attaching (`run`, `start -a`, `exec`).
+    pub running: bool,
+    /// Keys that detach, scanned for in stdin.
+    pub detach_keys: Option<Vec<u8>>,
+}
+
+/// The exit status `attach` gives after the detach keys: docker's.
+pub const DETACHED: u32 = 1;
+
+/// docker's `--detach-keys` syntax: comma-separated keys, each a single
+/// character or `ctrl-X` (X one of a-z @ [ \ ] ^ _).
+pub fn parse_detach_keys(text: &str) -> Result<Vec<u8>> {
+    let mut keys = Vec::new();
+    for key in text.split(',') {
+        let key = key.trim();
+        let byte = match key.strip_prefix("ctrl-") {
+            Some(c) if c.len() == 1 => match c.as_bytes()[0] {
+                b @ b'a'..=b'z' => b - b'a' + 1,
+                b'@' => 0,
+                b @ (b'[' | b'\\' | b']' | b'^' | b'_') => b - b'[' + 27,
+                _ => anyhow::bail!("invalid detach keys {text:?}: unknown key {key:?}"),
+            },
+            None if key.len() == 1 => key.as_bytes()[0],
+            _ => anyhow::bail!("invalid detach keys {text:?}: use keys like ctrl-p,ctrl-q or a,b"),
+        };
+        keys.push(byte);
+    }
+    Ok(keys)
 }
 
 /// An attached process, not yet streaming.
@@ -40,8 +73,7 @@ pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
     let first = pb::AttachInput {
         container_id: target.container.clone(),
         exec_id: target.exec_id.clone(),
-        // Every caller here starts the process right after attaching.
-        before_start: true,
+        before_start: !target.running,
         ..Default::default()
     };
     // Queued before the call: the daemon reads it before answering.
@@ -94,13 +126,22 @@ impl Attached {
         } else {
             proxy_signals(d, &t);
         }
+        let (detached_tx, mut detached) = mpsc::channel::<()>(1);
         if t.stdin {
-            forward_stdin(self.input.clone());
+            forward_stdin(self.input.clone(), t.detach_keys.clone(), detached_tx);
         }
         let mut stdout = std::io::stdout();
         let mut stderr = std::io::stderr();
         loop {
-            match self.output.message().await {
+            let message = tokio::select! {
+                m = self.output.message() => m,
+                Some(()) = detached.recv() => {
+                    drop(_raw);
+                    eprintln!("read escape sequence");
+                    return Ok(DETACHED);
+                }
+            };
+            match message {
                 Ok(Some(m)) if m.exited => return Ok(m.exit_status),
                 Ok(Some(m)) => {
                     let write = if m.stream == pb::StdioStream::Stderr as i32 {
@@ -149,25 +190,54 @@ async fn resize(d: &Daemon, t: &Target) {
 
 /// Reads stdin on a thread (a blocking read that may outlive the
 /// session: the process exits with it) and sends it on; end of input
-/// closes the process's stdin.
-fn forward_stdin(input: mpsc::Sender<pb::AttachInput>) {
+/// closes the process's stdin. The detach keys, typed in a row, are held
+/// back and end the session instead; a partial match is sent on as typed.
+fn forward_stdin(
+    input: mpsc::Sender<pb::AttachInput>,
+    detach_keys: Option<Vec<u8>>,
+    detached: mpsc::Sender<()>,
+) {
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();
         let mut buf = vec![0u8; 32 << 10];
+        let keys = detach_keys.unwrap_or_default();
+        let mut matched = 0;
         loop {
             let n = match stdin.read(&mut buf) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => 0,
             };
+            let mut data = Vec::with_capacity(n);
+            for &b in &buf[..n] {
+                if !keys.is_empty() && b == keys[matched] {
+                    matched += 1;
+                    if matched == keys.len() {
+                        if !data.is_empty() {
+                            let _ = input.blocking_send(pb::AttachInput {
+                                stdin: data,
+                                ..Default::default()
+                            });
+                        }
+                        let _ = detached.blocking_send(());
+                        return;
+                    }
+                    continue;
+                }
+                data.extend_from_slice(&keys[..matched]);
+                matched = 0;
+                data.push(b);
+            }
             let message = if n == 0 {
                 pb::AttachInput {
                     close_stdin: true,
                     ..Default::default()
                 }
+            } else if data.is_empty() {
+                continue;
             } else {
                 pb::AttachInput {
-                    stdin: buf[..n].to_vec(),
+                    stdin: data,
                     ..Default::default()
                 }
             };
@@ -202,5 +272,23 @@ fn proxy_signals(d: &Daemon, t: &Target) {
                     .await;
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_detach_keys;
+
+    #[test]
+    fn detach_keys_as_docker_writes_them() {
+        assert_eq!(parse_detach_keys("ctrl-p,ctrl-q").unwrap(), [16, 17]);
+        assert_eq!(
+            parse_detach_keys("a, ctrl-@,ctrl-_").unwrap(),
+            [b'a', 0, 31]
+        );
+        assert_eq!(parse_detach_keys("ctrl-[").unwrap(), [27]);
+        for bad in ["ctrl-1", "ctrl-", "ab", ""] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad}");
+        }
     }
 }

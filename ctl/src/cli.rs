@@ -54,6 +54,16 @@ pub enum Command {
     Diff(DiffArgs),
     /// Wait for containers to exit; print their exit statuses.
     Wait(WaitArgs),
+    /// Copy files between a container and the host: cp CONTAINER:SRC DEST|-, cp SRC|- CONTAINER:DEST.
+    Cp(CpArgs),
+    /// A container's filesystem as a tar (to stdout, or -o FILE).
+    Export(ExportArgs),
+    /// A root filesystem tar (FILE or - for stdin) as a one-layer image.
+    Import(ImportArgs),
+    /// Give a container a new name: rename CONTAINER NEW_NAME.
+    Rename(RenameArgs),
+    /// Attach this terminal to a running container's stdio.
+    Attach(AttachArgs),
     /// The processes of a running container.
     Top(TopArgs),
     /// The steps an image was built from, newest first.
@@ -177,6 +187,58 @@ pub struct CommitArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CpArgs {
+    /// Keep the files' owners (uid/gid); else they are root's in the container.
+    #[arg(long, short = 'a')]
+    pub archive: bool,
+    /// Copy what a source symlink points to, not the link.
+    #[arg(long, short = 'L')]
+    pub follow_link: bool,
+    pub source: String,
+    pub destination: String,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Keys that detach, leaving the container running.
+    #[arg(long, default_value = "ctrl-p,ctrl-q")]
+    pub detach_keys: String,
+    /// Do not attach stdin.
+    #[arg(long)]
+    pub no_stdin: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    pub container: String,
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A Dockerfile instruction for the config (CMD, ENTRYPOINT, ENV, EXPOSE,
+    /// LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.
+    #[arg(long, short = 'c')]
+    pub change: Vec<String>,
+    /// The history entry's comment.
+    #[arg(long, short = 'm')]
+    pub message: Option<String>,
+    /// The tar (plain, gzip or zstd), or - for stdin.
+    pub file: String,
+    /// [REGISTRY/]NAME[:TAG] for the image.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub container: String,
+    /// Write to this file instead of stdout.
+    #[arg(long, short = 'o')]
+    pub output: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Args)]
 pub struct DiffArgs {
     pub container: String,
 }
@@ -269,6 +331,10 @@ pub struct PullArgs {
     /// Only the image's digest on stdout, no progress.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// The directory of config.json, whose `login` credentials are used
+    /// [default: $DOCKER_CONFIG or ~/.docker].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -465,6 +531,9 @@ pub struct ContainerArgs {
     /// SRC:DST[:ro]; an absolute SRC is a host path, else a named volume.
     #[arg(long = "volume", short = 'v')]
     pub volumes: Vec<String>,
+    /// Mount the volumes and binds of another container: NAME[:ro|:rw].
+    #[arg(long = "volumes-from")]
+    pub volumes_from: Vec<String>,
     /// The working directory inside the container.
     #[arg(long = "workdir", short = 'w')]
     pub workdir: Option<String>,

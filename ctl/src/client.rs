@@ -87,6 +87,10 @@ impl Daemon {
         pb::distribution_client::DistributionClient::new(self.channel.clone())
     }
 
+    pub fn files(&self) -> pb::files_client::FilesClient<Channel> {
+        pb::files_client::FilesClient::new(self.channel.clone())
+    }
+
     pub fn version(&self) -> pb::version_client::VersionClient<Channel> {
         pb::version_client::VersionClient::new(self.channel.clone())
     }

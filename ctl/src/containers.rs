@@ -9,14 +9,14 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::v1 as pb;
 use serde_json::json;
 
 use crate::attach::{self, Target};
 use crate::cli::{
-    ContainerArgs, ExecArgs, Format, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs, StartArgs,
-    StatsArgs, StopArgs,
+    AttachArgs, ContainerArgs, ExecArgs, Format, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs,
+    StartArgs, StatsArgs, StopArgs,
 };
 use crate::client::{rpc, Daemon};
 use crate::exit::Coded;
@@ -66,6 +66,7 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
         tty: a.tty,
         stdin_open: a.interactive,
         mounts,
+        volumes_from: a.volumes_from.clone(),
         resources: Some(resources),
         read_only: a.read_only,
         cap_add: a.cap_add.clone(),
@@ -206,6 +207,8 @@ async fn attached_run(d: &Daemon, c: &pb::Container, tty: bool, stdin: bool) -> 
         exec_id: String::new(),
         tty,
         stdin,
+        running: false,
+        detach_keys: None,
     };
     let attached = attach::attach(d, target).await?;
     start_task(d, &c.id, "").await?;
@@ -233,6 +236,40 @@ pub async fn start(d: &Daemon, a: &StartArgs) -> Result<i32> {
         }
     }
     Ok(if failed { 1 } else { 0 })
+}
+
+/// `attach`: this terminal to a running container's stdio, until it exits
+/// (its status) or the detach keys are typed (1, the container runs on).
+pub async fn attach(d: &Daemon, a: &AttachArgs) -> Result<i32> {
+    let detach_keys = attach::parse_detach_keys(&a.detach_keys)?;
+    let c = get(d, &a.container).await?;
+    if c.status != pb::container::Status::Running as i32 {
+        return Err(Coded {
+            code: 1,
+            error: anyhow!("You cannot attach to a stopped container, start it first"),
+        }
+        .into());
+    }
+    let config = c.config.clone().unwrap_or_default();
+    let stdin = config.stdin_open && !a.no_stdin;
+    if config.tty && stdin && !std::io::stdin().is_terminal() {
+        // A terminal's input to a terminal process: docker refuses a pipe.
+        return Err(Coded {
+            code: 1,
+            error: anyhow!("the input device is not a TTY"),
+        }
+        .into());
+    }
+    let target = Target {
+        container: c.id.clone(),
+        exec_id: String::new(),
+        tty: config.tty,
+        stdin,
+        running: true,
+        detach_keys: Some(detach_keys),
+    };
+    let status = attach::attach(d, target).await?.stream(d).await?;
+    Ok(status as i32)
 }
 
 pub async fn get(d: &Daemon, name: &str) -> Result<pb::Container> {
@@ -381,6 +418,8 @@ pub async fn exec(d: &Daemon, a: &ExecArgs) -> Result<i32> {
         exec_id: exec_id.clone(),
         tty: a.tty,
         stdin: a.interactive,
+        running: false,
+        detach_keys: None,
     };
     let attached = attach::attach(d, target).await?;
     start_task(d, &c.id, &exec_id).await?;

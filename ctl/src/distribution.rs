@@ -187,6 +187,15 @@ fn short_id(id: &str, no_trunc: bool) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
+/// The credentials `login` stored for the registry of the image `name`
+/// (none stored, or no config file: the daemon's own, if any).
+pub fn auth_for(config_dir: Option<&Path>, name: &str) -> Result<Option<pb::RegistryAuth>> {
+    let Ok(path) = config_file(config_dir) else {
+        return Ok(None);
+    };
+    Ok(stored_auth(&read_config(&path)?, &registry_of(name)))
+}
+
 pub async fn push(d: &Daemon, args: &PushArgs) -> Result<i32> {
     let config = read_config(&config_file(args.config.as_deref())?)?;
     let auth = stored_auth(&config, &registry_of(&args.image));

@@ -41,7 +41,7 @@ pub async fn pull(d: &Daemon, args: &PullArgs) -> Result<()> {
         .pull(pb::PullRequest {
             reference: args.image.clone(),
             platform,
-            auth: None,
+            auth: crate::distribution::auth_for(args.config.as_deref(), &args.image)?,
             skip_unpack: false,
         })
         .await
@@ -207,7 +207,7 @@ pub async fn save(d: &Daemon, args: &SaveArgs) -> Result<()> {
 }
 
 pub async fn load(d: &Daemon, args: &LoadArgs) -> Result<()> {
-    let mut input: Box<dyn Read + Send> = match &args.input {
+    let input: Box<dyn Read + Send> = match &args.input {
         Some(path) => Box::new(
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         ),
@@ -218,29 +218,12 @@ pub async fn load(d: &Daemon, args: &LoadArgs) -> Result<()> {
             Box::new(std::io::stdin())
         }
     };
-    let (tx, rx) = mpsc::channel::<pb::ImportChunk>(4);
     let name = args.name.clone().unwrap_or_default();
-    // A blocking reader: stdin and files are read on a thread of their own.
-    let reader = std::thread::spawn(move || -> std::io::Result<()> {
-        let mut first = true;
-        loop {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = read_full(&mut input, &mut buf)?;
-            if n == 0 && !first {
-                return Ok(());
-            }
-            buf.truncate(n);
-            let chunk = pb::ImportChunk {
-                name: if first { name.clone() } else { String::new() },
-                data: buf,
-            };
-            first = false;
-            if tx.blocking_send(chunk).is_err() || n == 0 {
-                return Ok(());
-            }
-        }
+    let (rx, reader) = send_chunks(input, move |first, data| pb::ImportChunk {
+        name: if first { name.clone() } else { String::new() },
+        data,
     });
-    let result = d.images().import(ReceiverStream::new(rx)).await;
+    let result = d.images().import(rx).await;
     let read = reader
         .join()
         .map_err(|_| anyhow!("the archive reader panicked"))?;
@@ -259,6 +242,36 @@ pub async fn load(d: &Daemon, args: &LoadArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Reads `input` on a thread of its own (stdin and files block) and makes
+/// each 1 MiB of it a message (`first` for the first one, which is sent
+/// even when the input is empty), for a client-streaming call.
+pub fn send_chunks<M: Send + 'static>(
+    mut input: Box<dyn Read + Send>,
+    message: impl Fn(bool, Vec<u8>) -> M + Send + 'static,
+) -> (
+    ReceiverStream<M>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
+    let (tx, rx) = mpsc::channel::<M>(4);
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut first = true;
+        loop {
+            let mut buf = vec![0u8; 1 << 20];
+            let n = read_full(&mut input, &mut buf)?;
+            if n == 0 && !first {
+                return Ok(());
+            }
+            buf.truncate(n);
+            let chunk = message(first, buf);
+            first = false;
+            if tx.blocking_send(chunk).is_err() || n == 0 {
+                return Ok(());
+            }
+        }
+    });
+    (ReceiverStream::new(rx), reader)
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {

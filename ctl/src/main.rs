@@ -13,7 +13,8 @@
 //! below sends each to its module: [`images`] (pull, load, save, mount),
 //! [`containers`] (create, run, exec, logs, stop, …), whose `run` shows the
 //! order of calls (create → attach → start → stream → exit → rm), and
-//! [`attach`] + [`terminal`] for a process's stdio and the local terminal.
+//! [`attach`] + [`terminal`] for a process's stdio and the local terminal;
+//! [`copy`] for `cp` and `export` (tar streams to and from a container).
 //! [`flags`] checks values like `--memory 64m`; [`client`] makes
 //! connection failures say how to start the daemon; [`exit`] has docker's
 //! exit codes (125, 126, 127, else the container's).
@@ -24,6 +25,7 @@ mod changes;
 mod cli;
 mod client;
 mod containers;
+mod copy;
 mod distribution;
 mod exit;
 mod flags;
@@ -111,6 +113,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Commit(a) => changes::commit(&d, &a).await,
         Command::Diff(a) => changes::diff(&d, &a).await,
         Command::Wait(a) => changes::wait(&d, &a).await,
+        Command::Cp(a) => copy::cp(&d, &a).await,
+        Command::Export(a) => copy::export(&d, &a).await,
+        Command::Import(a) => changes::import(&d, &a).await,
+        Command::Rename(a) => changes::rename(&d, &a).await,
+        Command::Attach(a) => containers::attach(&d, &a).await,
         Command::Top(a) => top::top(&d, &a).await,
         Command::History(a) => distribution::history(&d, &a).await,
         Command::Push(a) => distribution::push(&d, &a).await,

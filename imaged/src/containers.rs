@@ -191,6 +191,63 @@ impl Containers {
         })
     }
 
+    /// Gives the container `key` the name `name` (docker rename): checked
+    /// and changed in one transaction, so two renames cannot take one name.
+    pub fn rename(&self, key: &str, name: &str) -> Result<ContainerRecord> {
+        let id = self.resolve(key)?.id;
+        let name = name.trim_start_matches('/').to_string();
+        if !valid_name(&name) {
+            return Err(Error::InvalidName(name));
+        }
+        self.db.write(|txn| {
+            name_free(txn, &name)?;
+            let mut record: ContainerRecord = txn
+                .get(Table::Containers, &id)?
+                .ok_or_else(|| Error::NotFound(id.clone()))?;
+            record.name = name.clone();
+            txn.put(Table::Containers, &id, &record)?;
+            Ok(record)
+        })
+    }
+
+    /// `--volumes-from NAME[:ro|:rw]`: the volumes (named or anonymous) and
+    /// binds of the container NAME, at its destinations; `ro` makes them
+    /// all read-only, `rw` all writable, neither keeps each one's mode.
+    /// tmpfs mounts are the container's own and are not shared.
+    fn shared_mounts(&self, spec: &str) -> Result<Vec<pb::ContainerMount>> {
+        use pb::container_mount::Kind;
+        let (name, mode) = match spec.rsplit_once(':') {
+            Some((n, m @ ("ro" | "rw"))) => (n, Some(m)),
+            _ => (spec, None),
+        };
+        let other = self.resolve(name)?;
+        // `volumes` names every volume mount, in the order of `mounts`.
+        let mut volumes = other.volumes.iter();
+        let mut out = Vec::new();
+        for m in other.settings().mounts {
+            let kind = Kind::try_from(m.kind).unwrap_or(Kind::Bind);
+            let source = match kind {
+                Kind::Volume => match volumes.next() {
+                    Some(v) => v.clone(),
+                    None => continue,
+                },
+                Kind::Bind | Kind::Unspecified => m.source.clone(),
+                Kind::Tmpfs => continue,
+            };
+            out.push(pb::ContainerMount {
+                kind: if kind == Kind::Volume {
+                    kind
+                } else {
+                    Kind::Bind
+                } as i32,
+                source,
+                destination: m.destination.clone(),
+                read_only: mode.map_or(m.read_only, |mode| mode == "ro"),
+            });
+        }
+        Ok(out)
+    }
+
     /// Containers that mount the volume `name`.
     pub fn volume_users(&self, name: &str) -> Result<Vec<String>> {
         Ok(self
@@ -284,6 +341,18 @@ impl Containers {
                         container_port: u32::from(*port),
                         protocol: protocol.clone(),
                     });
+                }
+            }
+        }
+        for from in settings.volumes_from.clone() {
+            let shared = self.shared_mounts(&from)?;
+            for m in shared {
+                if !settings
+                    .mounts
+                    .iter()
+                    .any(|o| o.destination == m.destination)
+                {
+                    settings.mounts.push(m);
                 }
             }
         }
@@ -436,16 +505,9 @@ impl Containers {
         self.db.write(|txn| {
             // The name is checked again inside the transaction: two creates
             // racing for one name cannot both win.
-            for (_, other) in txn.list::<ContainerRecord>(Table::Containers)? {
-                if other.name == name {
-                    return Err(Error::NameInUse {
-                        name: name.clone(),
-                        id: other.id,
-                    });
-                }
-            }
+            name_free(txn, &name)?;
             txn.put(Table::Containers, &id, &record)?;
-            Ok(())
+            Ok::<_, Error>(())
         })?;
         undo.disarm();
         Ok(record)
@@ -487,6 +549,20 @@ impl Containers {
         }
         Ok(())
     }
+}
+
+/// Refuses a name another container has, inside the transaction that
+/// takes it.
+fn name_free(txn: &crate::metadata::Txn<'_>, name: &str) -> Result<()> {
+    for (_, other) in txn.list::<ContainerRecord>(Table::Containers)? {
+        if other.name == name {
+            return Err(Error::NameInUse {
+                name: name.to_string(),
+                id: other.id,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Ports are 16-bit; a container port is never 0; tcp or udp.

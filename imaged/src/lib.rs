@@ -44,6 +44,7 @@ pub mod containers;
 pub mod content;
 pub mod distribution;
 pub mod events;
+pub mod files;
 pub mod images;
 pub mod logs;
 pub mod metadata;

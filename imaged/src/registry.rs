@@ -304,9 +304,10 @@ pub const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
-/// rustls needs one process-wide crypto provider; ring keeps the build free
-/// of cmake and C++ (aws-lc).
-fn install_crypto_provider() {
+/// rustls needs one process-wide crypto provider, installed before any
+/// client is made (pull, push, login, search); ring keeps the build free of
+/// cmake and C++ (aws-lc).
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

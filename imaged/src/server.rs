@@ -651,6 +651,9 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let distribution = crate::distribution::service::Service(service.images.clone());
+    let files = crate::files::Files {
+        tasks: workloads.tasks.clone(),
+    };
     tonic::transport::Server::builder()
         .add_service(pb::version_server::VersionServer::new(service.clone()))
         .add_service(pb::images_server::ImagesServer::new(service.clone()))
@@ -663,6 +666,7 @@ pub async fn serve(
         .add_service(pb::volumes_server::VolumesServer::new(workloads.clone()))
         .add_service(pb::networks_server::NetworksServer::new(workloads.clone()))
         .add_service(pb::events_server::EventsServer::new(workloads))
+        .add_service(pb::files_server::FilesServer::new(files))
         .add_service(pb::builds_server::BuildsServer::new(builds))
         .add_service(pb::distribution_server::DistributionServer::new(
             distribution,

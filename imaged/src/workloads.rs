@@ -321,6 +321,20 @@ impl pb::containers_server::Containers for Workloads {
             .map_err(tasks_status)?;
         Ok(Response::new(pb::DeleteContainerResponse {}))
     }
+
+    async fn rename(
+        &self,
+        request: Request<pb::RenameContainerRequest>,
+    ) -> Result<Response<pb::Container>, Status> {
+        let r = request.into_inner();
+        let networks = &self.tasks.containers.networks;
+        let record = self
+            .tasks
+            .containers
+            .rename(&r.id, &r.name)
+            .map_err(containers_status)?;
+        Ok(Response::new(container(&record, networks)))
+    }
 }
 
 fn state(record: &ContainerRecord, running: bool) -> pb::TaskState {

@@ -476,24 +476,34 @@ impl Drop for Helper {
 /// it carries (SCM_RIGHTS).
 pub fn receive_fd(listener: &std::os::unix::net::UnixListener) -> OwnedFd {
     let (stream, _) = listener.accept().unwrap();
-    let mut data = [0u8; 256];
+    receive_with_fd(&stream).1
+}
+
+/// Receives one message and the descriptor attached to it (SCM_RIGHTS),
+/// as a console socket or a seccomp agent's socket carries them.
+pub fn receive_with_fd(stream: &std::os::unix::net::UnixStream) -> (Vec<u8>, OwnedFd) {
+    let mut data = vec![0u8; 64 * 1024];
     let mut control = [0u8; 64];
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: data.len(),
     };
-    // SAFETY: msghdr built over local buffers that outlive recvmsg.
+    // SAFETY: msghdr built over local buffers that outlive recvmsg; the
+    // received descriptor is new and ours.
     unsafe {
         let mut msg: libc::msghdr = std::mem::zeroed();
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = control.len();
-        assert!(libc::recvmsg(stream.as_raw_fd(), &mut msg, 0) > 0);
+        let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+        assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         assert!(!cmsg.is_null(), "no fd received");
+        assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
+        data.truncate(n as usize);
         let fd = *(libc::CMSG_DATA(cmsg) as *const i32);
-        OwnedFd::from_raw_fd(fd)
+        (data, OwnedFd::from_raw_fd(fd))
     }
 }
 

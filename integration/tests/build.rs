@@ -15,7 +15,7 @@ use serde_json::Value;
 
 const APPLETS: &[&str] = &[
     "sh", "cat", "echo", "rm", "mkdir", "ls", "test", "true", "false", "httpd", "id", "stat",
-    "sleep",
+    "sleep", "ln",
 ];
 
 const BASE: &str = "busybox:build";
@@ -813,4 +813,805 @@ USER nobody
     assert_eq!(c["Entrypoint"], serde_json::json!(["sh", "-c"]));
     assert_eq!(c["Cmd"], Value::Null, "an ENTRYPOINT clears the base's CMD");
     assert_eq!(c["User"], "nobody");
+}
+
+/// A host directory of the test's own; removed at the end.
+fn host_dir(env: &Env, name: &str) -> PathBuf {
+    let dir = env.context.0.join(name);
+    std::fs::create_dir_all(&dir).expect("host dir");
+    dir
+}
+
+fn path_arg(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+#[test]
+fn cp_copies_both_ways_for_running_and_stopped_containers() {
+    use std::os::unix::fs::MetadataExt;
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&[
+        "run", "-d", "--name", "box", "-v", "/vol", BASE, "sleep", "300",
+    ]);
+    env.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "mkdir -p /data/sub && echo one > /data/a.txt && echo two > /data/sub/b.txt && ln -s /etc /data/etc-link",
+    ]);
+    let host = host_dir(&env, "cp-host");
+
+    // Container to host: a file as a new name, a directory into an
+    // existing one (a symlink copied as a link), a directory's contents.
+    let a_copy = host.join("a-copy.txt");
+    env.ok(&["cp", "box:/data/a.txt", &path_arg(&a_copy)]);
+    assert_eq!(std::fs::read_to_string(&a_copy).expect("a-copy"), "one\n");
+    env.ok(&["cp", "box:/data", &format!("{}/", host.display())]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("data/sub/b.txt")).expect("b"),
+        "two\n"
+    );
+    assert_eq!(
+        std::fs::read_link(host.join("data/etc-link")).expect("a link"),
+        PathBuf::from("/etc")
+    );
+    let contents = host.join("contents");
+    env.ok(&["cp", "box:/data/.", &path_arg(&contents)]);
+    assert_eq!(
+        std::fs::read_to_string(contents.join("a.txt")).expect("a"),
+        "one\n"
+    );
+    // To stdout: a tar whose top entry is the source's name, as docker's.
+    let out = env.ctl(&["cp", "box:/data", "-"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let entries = read_tar(&out.stdout);
+    assert_eq!(entries["data/sub/b.txt"], b"two\n");
+    assert!(
+        entries.contains_key("data/etc-link"),
+        "{:?}",
+        entries.keys()
+    );
+
+    // Host to container: owners become root's, or stay with -a.
+    let src = host.join("in");
+    std::fs::create_dir_all(&src).expect("in");
+    std::fs::write(src.join("x.txt"), "from the host\n").expect("x");
+    std::os::unix::fs::chown(src.join("x.txt"), Some(1234), Some(1234)).expect("chown");
+    env.ok(&["cp", &path_arg(&src), "box:/data/"]);
+    env.ok(&["cp", "-a", &path_arg(&src), "box:/data/kept"]);
+    let seen = env.ok(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "cat /data/in/x.txt; stat -c %u:%g /data/in/x.txt /data/kept/x.txt",
+    ]);
+    assert_eq!(seen, "from the host\n0:0\n1234:1234\n");
+    // A tar on stdin, unpacked into a directory.
+    let mut t = LayerTar::new();
+    t.file("fromtar.txt", 0o644, b"streamed\n");
+    let out = env.ctl_with_input(&["cp", "-", "box:/data"], &t.finish());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        env.ok(&["exec", "box", "cat", "/data/fromtar.txt"]),
+        "streamed\n"
+    );
+
+    // A running container's volume is where the container has it.
+    env.ok(&["cp", &path_arg(&a_copy), "box:/vol/"]);
+    assert_eq!(env.ok(&["exec", "box", "cat", "/vol/a-copy.txt"]), "one\n");
+    env.ok(&["exec", "box", "sh", "-c", "echo in the volume > /vol/v.txt"]);
+    let from_volume = host.join("v.txt");
+    env.ok(&["cp", "box:/vol/v.txt", &path_arg(&from_volume)]);
+    assert_eq!(
+        std::fs::read_to_string(&from_volume).expect("v"),
+        "in the volume\n"
+    );
+
+    // A stopped container: both ways still.
+    env.ok(&["stop", "-t", "1", "box"]);
+    std::fs::write(host.join("late.txt"), "after the stop\n").expect("late");
+    env.ok(&[
+        "cp",
+        &path_arg(&host.join("late.txt")),
+        "box:/data/late.txt",
+    ]);
+    let back = host.join("late-back.txt");
+    env.ok(&["cp", "box:/data/late.txt", &path_arg(&back)]);
+    assert_eq!(
+        std::fs::read_to_string(&back).expect("back"),
+        "after the stop\n"
+    );
+
+    // Errors: docker's words, exit 1, nothing written.
+    let out = env.ctl(&["cp", "box:/no/such", &path_arg(&host.join("nope"))]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("No such container:path: box:/no/such"),
+        "{}",
+        text(&out)
+    );
+    assert!(!host.join("nope").exists());
+    let out = env.ctl(&["cp", "box:/data", &path_arg(&a_copy)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("cannot copy a directory to a file"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["cp", &path_arg(&a_copy), &path_arg(&back)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("at least one container"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["cp", "nobox:/data", &path_arg(&host)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("no such container: nobox"),
+        "{}",
+        text(&out)
+    );
+    // Out of the container, files belong to the user who copies.
+    let kept = host.join("kept.txt");
+    env.ok(&["cp", "box:/data/kept/x.txt", &path_arg(&kept)]);
+    assert_eq!(std::fs::metadata(&kept).expect("kept").uid(), 0);
+}
+
+#[test]
+fn cp_resolves_every_path_inside_the_container_and_never_reaches_the_host() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let host = host_dir(&env, "cp-escape");
+    // A host file the container's links name, and a host directory they
+    // point into: neither may be read or written through the container.
+    let secret = host.join("secret.txt");
+    std::fs::write(&secret, "host secret\n").expect("secret");
+    let target = host_dir(&env, "cp-escape-target");
+    let (secret_s, target_s) = (path_arg(&secret), path_arg(&target));
+    let up = "../../../../../../../../..";
+    env.ok(&["run", "-d", "--name", "evil", BASE, "sleep", "300"]);
+    env.ok(&[
+        "exec",
+        "evil",
+        "sh",
+        "-c",
+        &format!(
+            "mkdir -p /links {target_s} && ln -s {secret_s} /links/secret && ln -s {up}{secret_s} /links/secret-up && ln -s {target_s} /links/dir && ln -s {up} /links/up"
+        ),
+    ]);
+    let out_file = host.join("out.txt");
+    for source in [
+        "evil:/links/secret".to_string(),
+        "evil:/links/secret-up".to_string(),
+        format!("evil:/links/up{secret_s}"),
+        format!("evil:/links/../../..{secret_s}"),
+    ] {
+        let out = env.ctl(&["cp", "-L", &source, &path_arg(&out_file)]);
+        assert_eq!(out.status.code(), Some(1), "{source}: {}", text(&out));
+        assert!(
+            stderr(&out).contains("No such container:path"),
+            "{source}: {}",
+            text(&out)
+        );
+        assert!(!out_file.exists(), "{source} read the host's file");
+    }
+    // Writes through the links land in the container's own directories.
+    let payload = host.join("payload.txt");
+    std::fs::write(&payload, "payload\n").expect("payload");
+    for dest in [
+        "evil:/links/dir".to_string(),
+        format!("evil:/links/up{target_s}/"),
+        format!("evil:/../../..{target_s}/"),
+    ] {
+        env.ok(&["cp", &path_arg(&payload), &dest]);
+        assert!(
+            !target.join("payload.txt").exists(),
+            "{dest} wrote into the host's {target_s}"
+        );
+    }
+    let seen = env.ok(&["exec", "evil", "cat", &format!("{target_s}/payload.txt")]);
+    assert_eq!(seen, "payload\n");
+    // A tar whose entries climb or plant a link stays inside the container too.
+    let mut t = LayerTar::new();
+    t.symlink("hop", &target_s)
+        .file("hop/planted.txt", 0o644, b"planted\n");
+    let out = env.ctl_with_input(&["cp", "-", "evil:/links"], &t.finish());
+    assert!(!target.join("planted.txt").exists(), "{}", text(&out));
+}
+
+#[test]
+fn export_writes_the_container_filesystem_and_rename_renames() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&[
+        "run",
+        "--name",
+        "exported",
+        BASE,
+        "sh",
+        "-c",
+        "echo mine > /mine.txt",
+    ]);
+    assert_eq!(env.ok(&["wait", "exported"]), "0\n");
+    let out = env.ctl(&["export", "exported"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let entries = read_tar(&out.stdout);
+    assert_eq!(entries["mine.txt"], b"mine\n");
+    assert!(entries.contains_key("bin/sh"), "{:?}", entries.keys());
+    assert!(entries
+        .keys()
+        .all(|k| !k.starts_with('/') && !k.starts_with("./")));
+    let file = env.context.0.join("exported.tar");
+    env.ok(&["export", "-o", &path_arg(&file), "exported"]);
+    assert_eq!(std::fs::read(&file).expect("tar"), out.stdout);
+    let out = env.ctl(&["export", "missing"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no such container: missing"),
+        "{}",
+        text(&out)
+    );
+
+    env.ok(&["rename", "exported", "renamed"]);
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.Name}}", "renamed"]),
+        "renamed\n"
+    );
+    assert!(!env.ctl(&["inspect", "exported"]).status.success());
+    env.ok(&["run", "--name", "other", BASE, "true"]);
+    for (to, says) in [
+        ("other", "already in use"),
+        ("bad/name", "invalid container name"),
+    ] {
+        let out = env.ctl(&["rename", "renamed", to]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(stderr(&out).contains(says), "{}", text(&out));
+    }
+    let out = env.ctl(&["rename", "missing", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}
+
+/// The command line of the process `pid`, if it runs.
+fn cmdline(pid: u32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .filter(|c| !c.is_empty())
+}
+
+#[test]
+fn a_build_whose_client_leaves_is_cancelled_and_leaves_nothing() {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let snapshots_before = env.snapshot_keys();
+    env.write(
+        "Dockerfile",
+        &format!("FROM {BASE}\nRUN echo step-running && sleep 2999\nRUN echo never\n"),
+    );
+    let mut client = Command::new("timeout")
+        .args(["-k5", "300"])
+        .arg(ctl_bin())
+        .arg("--address")
+        .arg(&env.daemon.socket)
+        .args(["build", "-t", "cancelled:1", &env.context()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berthctl build");
+    let mut lines = std::io::BufReader::new(client.stdout.take().expect("stdout")).lines();
+    let mut shown = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("output");
+        shown.push_str(&line);
+        shown.push('\n');
+        if line.contains("step-running") {
+            break;
+        }
+    }
+    assert!(
+        shown.contains("step-running"),
+        "{shown}\n{}",
+        env.daemon.log()
+    );
+    let ids = env.ok(&["ps", "-a", "-q", "--no-trunc"]);
+    assert_eq!(ids.lines().count(), 1, "the RUN's container: {ids}");
+    // The RUN's `sleep 2999`, found by its command line (a number no other
+    // test sleeps).
+    let find = || {
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .find(|pid| cmdline(*pid).as_deref() == Some(&b"sleep\x002999\x00"[..]))
+    };
+    // `echo` ran; `sleep` follows it: a bounded wait.
+    let pid: u32 = (0..200)
+        .find_map(|_| {
+            find().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                None
+            })
+        })
+        .unwrap_or_else(|| panic!("the RUN's sleep runs\n{}", env.daemon.log()));
+    let running = cmdline(pid).expect("still running");
+    let gone = || cmdline(pid).as_ref() != Some(&running);
+
+    // Ctrl-C: `timeout` hands the SIGINT to berthctl, which dies of it;
+    // its gRPC stream drops.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(client.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let status = client.wait().expect("wait");
+    assert!(!status.success());
+
+    // Bounded wait for the daemon to notice and clean up.
+    let mut cleaned = false;
+    for _ in 0..240 {
+        if env.ok(&["ps", "-a", "-q"]).trim().is_empty() && gone() {
+            cleaned = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(
+        cleaned,
+        "the RUN's container and process are gone: {}\n{}",
+        env.ok(&["ps", "-a"]),
+        env.daemon.log()
+    );
+    assert_eq!(
+        env.snapshot_keys(),
+        snapshots_before,
+        "no layer, no snapshot left"
+    );
+    assert!(!env
+        .ctl(&["image", "inspect", "cancelled:1"])
+        .status
+        .success());
+    // The daemon builds on: the same Dockerfile, shortened, succeeds.
+    let out = env.build("after:1", &format!("FROM {BASE}\nRUN echo fine\n"));
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn pull_uses_login_credentials_and_a_pushed_build_runs_by_digest_elsewhere() {
+    if !can_run_images() {
+        return;
+    }
+    let registry = Registry::with_auth("puller", "pa55");
+    let host = registry.host();
+    let env = Env::start_with(&["--insecure-registry", &host]);
+    let config = path_arg(&env.context.0.join("docker-config"));
+    let empty = path_arg(&host_dir(&env, "no-credentials"));
+    let name = format!("{host}/pulled:1");
+    let out = env.build(
+        &name,
+        &format!("FROM {BASE}\nRUN echo built here > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n"),
+    );
+    assert!(out.status.success(), "build: {}", text(&out));
+    let login = [
+        "login",
+        "--config",
+        &config,
+        "-u",
+        "puller",
+        "--password-stdin",
+        &host,
+    ];
+    let out = env.ctl_with_input(&login, b"pa55\n");
+    assert!(out.status.success(), "{}\n{}", text(&out), env.daemon.log());
+    let pushed = env.ok(&["push", "--config", &config, &name]);
+    let digest = pushed
+        .lines()
+        .last()
+        .and_then(|l| l.split("digest: ").nth(1))
+        .and_then(|d| d.split_whitespace().next())
+        .expect("the pushed digest")
+        .to_string();
+
+    let fresh = Env::start_with(&["--insecure-registry", &host]);
+    let by_digest = format!("{host}/pulled@{digest}");
+    let out = fresh.ctl(&["pull", "--config", &empty, &by_digest]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        text(&out)
+    );
+    let out = fresh.ctl(&["pull", "--config", &config, &by_digest]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out),
+        fresh.daemon.log()
+    );
+    let seen = fresh.ok(&["run", "--rm", &by_digest]);
+    assert_eq!(seen, "built here\n");
+    let inspected = fresh.ok(&["image", "inspect", &by_digest]);
+    assert!(inspected.contains(&digest), "{inspected}");
+}
+
+#[test]
+fn attach_reaches_a_running_container_detaches_and_returns_its_exit_code() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let script = r#"while read l; do echo "echo:$l"; if [ "$l" = bye ]; then exit 7; fi; done"#;
+    env.ok(&[
+        "run", "-d", "-i", "--name", "talker", BASE, "sh", "-c", script,
+    ]);
+    // The detach keys end the session with docker's words and status 1;
+    // the container runs on.
+    let out = env.ctl_with_input(
+        &["attach", "--detach-keys", "ctrl-x", "talker"],
+        b"one\n\x18",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("read escape sequence"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        env.ok(&["inspect", "-f", "{{.State.Running}}", "talker"]),
+        "true\n"
+    );
+    // Attached again: what it prints from now on, and its exit status.
+    let out = env.ctl_with_input(&["attach", "talker"], b"two\nbye\n");
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert_eq!(stdout(&out), "echo:two\necho:bye\n");
+    let out = env.ctl(&["attach", "talker"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("You cannot attach to a stopped container"),
+        "{}",
+        text(&out)
+    );
+    // A terminal container wants a terminal's input, as docker says.
+    env.ok(&["create", "-t", "-i", "--name", "tty", BASE, "sh"]);
+    env.ok(&["start", "tty"]);
+    let out = env.ctl_with_input(&["attach", "tty"], b"exit\n");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("the input device is not a TTY"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["attach", "--detach-keys", "ctrl-1", "talker"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid detach keys"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn import_makes_an_exported_filesystem_an_image_with_changes() {
+    use std::io::Write;
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.ok(&[
+        "run",
+        "--name",
+        "source",
+        BASE,
+        "sh",
+        "-c",
+        "echo exported > /mine.txt",
+    ]);
+    assert_eq!(env.ok(&["wait", "source"]), "0\n");
+    let out = env.ctl(&["export", "source"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let tar = out.stdout;
+    let args = [
+        "import",
+        "-c",
+        r#"CMD ["cat", "/mine.txt"]"#,
+        "--change",
+        "ENV WHO=imported",
+        "-m",
+        "from an export",
+        "-",
+        "imported:1",
+    ];
+    let out = env.ctl_with_input(&args, &tar);
+    assert!(out.status.success(), "{}\n{}", text(&out), env.daemon.log());
+    assert!(stdout(&out).starts_with("sha256:"), "{}", text(&out));
+    assert_eq!(env.ok(&["run", "--rm", "imported:1"]), "exported\n");
+    let who = env.ok(&["run", "--rm", "imported:1", "sh", "-c", "echo $WHO"]);
+    assert_eq!(who, "imported\n");
+    let (config, layers) = env.saved("imported:1");
+    assert_eq!(layers.len(), 1, "one layer");
+    assert_eq!(
+        config["history"].as_array().map(Vec::len),
+        Some(1),
+        "{config}"
+    );
+    assert_eq!(config["history"][0]["comment"], "from an export");
+
+    // A gzip'd tar from a file, no name: the ID alone.
+    let file = env.context.0.join("rootfs.tar.gz");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar).expect("gzip");
+    std::fs::write(&file, gz.finish().expect("gzip")).expect("write");
+    let id = env.ok(&["import", &path_arg(&file)]);
+    let seen = env.ok(&["run", "--rm", id.trim(), "cat", "/mine.txt"]);
+    assert_eq!(seen, "exported\n");
+
+    // A change that is no config change is refused, and nothing is made.
+    let out = env.ctl_with_input(&["import", "-c", "RUN true", "-", "bad:1"], &tar);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("RUN is not a valid change command"),
+        "{}",
+        text(&out)
+    );
+    assert!(!env.ctl(&["image", "inspect", "bad:1"]).status.success());
+}
+
+#[test]
+fn heredocs_run_scripts_and_copy_files() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let dockerfile = format!(
+        "FROM {BASE}\n\
+         RUN <<EOF\n\
+         echo first > /one.txt\n\
+         echo second >> /one.txt\n\
+         EOF\n\
+         RUN cat > /two.txt <<-'END'\n\
+         \t$NOT_EXPANDED\n\
+         \tEND\n\
+         ARG WHO=heredoc\n\
+         COPY <<EOF /three.txt\n\
+         made by ${{WHO}}\n\
+         EOF\n\
+         COPY <<a.txt <<b.txt /docs/\n\
+         A\n\
+         a.txt\n\
+         B\n\
+         b.txt\n\
+         CMD [\"sh\", \"-c\", \"cat /one.txt /two.txt /three.txt /docs/a.txt /docs/b.txt\"]\n"
+    );
+    let out = env.build("heredocs:1", &dockerfile);
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    let seen = env.ok(&["run", "--rm", "heredocs:1"]);
+    assert_eq!(
+        seen,
+        "first\nsecond\n$NOT_EXPANDED\nmade by heredoc\nA\nB\n"
+    );
+    // A document that never ends names its instruction's line.
+    let out = env.build("broken:1", &format!("FROM {BASE}\nRUN <<EOF\necho never\n"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Dockerfile line 2: unterminated heredoc <<EOF"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn onbuild_triggers_run_in_the_child_build_and_are_not_inherited() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.write("app.txt", "copied by a trigger\n");
+    let out = env.build(
+        "onbuild-base:1",
+        &format!("FROM {BASE}\nONBUILD RUN echo triggered > /trigger.txt\nONBUILD COPY app.txt /app.txt\n"),
+    );
+    assert!(out.status.success(), "build: {}", text(&out));
+    let out = env.build(
+        "onbuild-child:1",
+        "FROM onbuild-base:1\nCMD [\"cat\", \"/trigger.txt\", \"/app.txt\"]\n",
+    );
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    assert!(
+        stdout(&out).contains("# Executing 2 build triggers"),
+        "{}",
+        text(&out)
+    );
+    let seen = env.ok(&["run", "--rm", "onbuild-child:1"]);
+    assert_eq!(seen, "triggered\ncopied by a trigger\n");
+    let (config, layers) = env.saved("onbuild-child:1");
+    assert_eq!(config["config"]["OnBuild"], Value::Null, "not inherited");
+    assert_eq!(
+        layers.len(),
+        3,
+        "busybox, the RUN and the COPY of the triggers"
+    );
+}
+
+#[test]
+fn volumes_from_shares_another_containers_volumes_and_binds() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let bind = host_dir(&env, "shared-bind");
+    std::fs::write(bind.join("h.txt"), "h\n").expect("bind file");
+    let bind_arg = format!("{}:/bind", bind.display());
+    let volume = unique("shared");
+    let named = format!("{volume}:/named");
+    env.ok(&[
+        "run",
+        "--name",
+        "vsrc",
+        "-v",
+        "/anon",
+        "-v",
+        &named,
+        "-v",
+        &bind_arg,
+        BASE,
+        "sh",
+        "-c",
+        "echo a > /anon/a.txt; echo n > /named/n.txt",
+    ]);
+    assert_eq!(env.ok(&["wait", "vsrc"]), "0\n");
+    let seen = env.ok(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "vsrc",
+        BASE,
+        "sh",
+        "-c",
+        "cat /anon/a.txt /named/n.txt /bind/h.txt; echo w > /anon/w.txt",
+    ]);
+    assert_eq!(seen, "a\nn\nh\n");
+    // What one wrote, the next sees: the same anonymous volume.
+    let seen = env.ok(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "vsrc:ro",
+        BASE,
+        "cat",
+        "/anon/w.txt",
+    ]);
+    assert_eq!(seen, "w\n");
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        "vsrc:ro",
+        BASE,
+        "sh",
+        "-c",
+        "echo x > /named/x.txt",
+    ]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Read-only file system"),
+        "{}",
+        text(&out)
+    );
+    let out = env.ctl(&["run", "--rm", "--volumes-from", "missing", BASE, "true"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no such container: missing"),
+        "{}",
+        text(&out)
+    );
+    env.ok(&["rm", "-v", "vsrc"]);
+    let _ = env.ctl(&["volume", "rm", &volume]);
+}
+
+/// A one-file HTTP server on 127.0.0.1: `GET /files/page.txt` is `body`,
+/// anything else 404. It serves for at most two minutes.
+fn serve_page(body: &'static [u8]) -> u16 {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            let Ok((stream, _)) = listener.accept() else {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                continue;
+            };
+            let _ = stream.set_nonblocking(false);
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut request = String::new();
+            let _ = reader.read_line(&mut request);
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).map_or(true, |n| n == 0) || header == "\r\n" {
+                    break;
+                }
+            }
+            let mut out = &stream;
+            let reply = if request.starts_with("GET /files/page.txt ") {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                [head.as_bytes(), body].concat()
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+            };
+            let _ = out.write_all(&reply);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_fetches_a_url_and_checks_its_checksum() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    let body: &'static [u8] = b"served over http\n";
+    let port = serve_page(body);
+    let url = format!("http://127.0.0.1:{port}/files/page.txt");
+    let sum = sha256(body);
+    let out = env.build(
+        "added:1",
+        &format!(
+            "FROM {BASE}\nADD {url} /www/\nADD --checksum={sum} {url} /checked.txt\nCMD [\"sh\", \"-c\", \"cat /www/page.txt /checked.txt; stat -c %a /www/page.txt\"]\n"
+        ),
+    );
+    assert!(
+        out.status.success(),
+        "build: {}\n{}",
+        text(&out),
+        env.daemon.log()
+    );
+    let seen = env.ok(&["run", "--rm", "added:1"]);
+    assert_eq!(seen, "served over http\nserved over http\n600\n");
+
+    let wrong = sha256(b"something else");
+    let out = env.build(
+        "wrong:1",
+        &format!("FROM {BASE}\nADD --checksum={wrong} {url} /checked.txt\n"),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("does not match"), "{}", text(&out));
+    let out = env.build(
+        "missing:1",
+        &format!("FROM {BASE}\nADD http://127.0.0.1:{port}/nothing.txt /x\n"),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("404"), "{}", text(&out));
+    let out = env.build("copy-url:1", &format!("FROM {BASE}\nCOPY {url} /x\n"));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("COPY takes no URL: use ADD"),
+        "{}",
+        text(&out)
+    );
 }

@@ -255,8 +255,9 @@ fn bad_profiles_fail_create_and_leave_nothing() {
             "unknown operator",
         ),
         (
-            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/notify.sock"}),
-            "not supported",
+            json!({"defaultAction": "SCMP_ACT_ALLOW",
+                   "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+            "needs listenerPath",
         ),
     ] {
         let bundle = with_profile("bad-seccomp", profile);
@@ -429,5 +430,147 @@ fn a_syscall_unknown_to_the_profile_fails_with_enosys() {
                 text(&out)
             );
         }
+    }
+}
+
+/// i386 calls (`int 0x80`) and x32 calls (bit 30) of a 64-bit process,
+/// filtered by the profile's `architectures` as libseccomp filters them:
+/// a listed ABI by its own numbers, an unlisted one kills the caller
+/// (SIGSYS, status 159). Each row under runc and berth, same answers.
+#[test]
+fn i386_and_x32_calls_follow_the_profiles_architectures_as_under_runc() {
+    if !can_run() {
+        return;
+    }
+    let x32 = |nr: u32| (nr | 0x4000_0000).to_string();
+    let only_64: &[&str] = &["SCMP_ARCH_X86_64"];
+    let with_i386: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"];
+    let all: &[&str] = &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"];
+    // (architectures, probe, expected stdout, expected status)
+    let rows: Vec<(&[&str], Vec<String>, &str, i32)> = vec![
+        (&[], vec!["--int80".into(), "20".into()], "", 159),
+        (only_64, vec!["--int80".into(), "20".into()], "", 159),
+        (only_64, vec!["--syscall".into(), x32(39)], "", 159),
+        (
+            only_64,
+            vec!["--syscall".into(), "110".into()],
+            "errno 13",
+            0,
+        ),
+        (with_i386, vec!["--int80".into(), "20".into()], "ok", 0),
+        (
+            with_i386,
+            vec!["--int80".into(), "64".into()],
+            "errno 13",
+            0,
+        ),
+        (
+            with_i386,
+            vec!["--int80".into(), "999".into()],
+            "errno 38",
+            0,
+        ),
+        (with_i386, vec!["--syscall".into(), x32(39)], "", 159),
+        // Allowed by the filter: the kernel answers ("errno 38" where it
+        // has no x32 ABI, as here; "ok" where it has).
+        (all, vec!["--syscall".into(), x32(39)], "allowed", 0),
+        (all, vec!["--syscall".into(), x32(110)], "errno 13", 0),
+        (all, vec!["--int80".into(), "64".into()], "errno 13", 0),
+    ];
+    for (arches, probe, expected, status) in rows {
+        // getppid is denied by name: 110 on x86_64, 64 on i386, 110|x32 on x32.
+        let mut bundle = with_profile(
+            "abis",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": arches,
+                "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            }),
+        );
+        let mut args = vec!["/berth-checker"];
+        args.extend(probe.iter().map(String::as_str));
+        bundle.args(&args);
+        for rt in [Runtime::berth(), Runtime::runc()] {
+            let out = rt.run(&bundle, &unique("abis"));
+            let what = format!("{:?} {arches:?} {probe:?}: {}", rt.kind, text(&out));
+            let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            if expected == "allowed" {
+                assert!(stdout == "ok" || stdout == "errno 38", "{what}");
+            } else {
+                assert_eq!(stdout, expected, "{what}");
+            }
+            assert_eq!(out.status.code(), Some(status), "{what}");
+        }
+    }
+}
+
+/// Rules of different actions on one syscall, under runc and berth: the
+/// verdict is libseccomp's (the first unconditional rule decides, an
+/// earlier broader rule covers a narrower later one, the rule on the higher
+/// argument is tested first), not the most restrictive action; a broader rule after a narrower one of another
+/// action is refused by both.
+#[test]
+fn mixed_action_rules_give_libseccomps_verdict_as_under_runc() {
+    if !can_run() {
+        return;
+    }
+    let eq = |index: u64, value: u64| json!({"index": index, "value": value, "op": "SCMP_CMP_EQ"});
+    let mut bundle = with_profile(
+        "mixed",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["mkdir"], "action": "SCMP_ACT_KILL_PROCESS"},
+                {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(0, 1)]},
+                {"names": ["getppid"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 1), eq(1, 2)]},
+                {"names": ["sched_yield"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                {"names": ["sched_yield"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]}
+            ]
+        }),
+    );
+    // (probe, stdout, status): mkdir(NULL) and getppid with arguments.
+    let rows: &[(&[&str], &str, i32)] = &[
+        (&["83", "0", "0"], "errno 13", 0),
+        (&["110", "1", "2"], "errno 5", 0),
+        (&["110", "1", "3"], "errno 5", 0),
+        (&["110", "0", "2"], "ok", 0),
+        // sched_yield: where both hold, the rule on the higher argument decides.
+        (&["24", "3", "10"], "errno 5", 0),
+        (&["24", "3", "0"], "", 159),
+        (&["24", "0", "0"], "ok", 0),
+    ];
+    for (probe, expected, status) in rows {
+        let mut args = vec!["/berth-checker", "--syscall"];
+        args.extend_from_slice(probe);
+        bundle.args(&args);
+        for rt in [Runtime::berth(), Runtime::runc()] {
+            let out = rt.run(&bundle, &unique("mixed"));
+            let what = format!("{:?} {probe:?}: {}", rt.kind, text(&out));
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                *expected,
+                "{what}"
+            );
+            assert_eq!(out.status.code(), Some(*status), "{what}");
+        }
+    }
+    // The same conditions under two actions: libseccomp says EEXIST.
+    let mut bundle = with_profile(
+        "mixed-refused",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [
+                {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [eq(0, 1)]},
+                {"names": ["getppid"], "action": "SCMP_ACT_KILL", "args": [eq(0, 1)]}
+            ]
+        }),
+    );
+    bundle.args(&["/bin/true"]);
+    for rt in [Runtime::berth(), Runtime::runc()] {
+        let id = unique("mixed-refused");
+        let out = rt.run(&bundle, &id);
+        assert!(!out.status.success(), "{:?}: {}", rt.kind, text(&out));
+        assert!(rt.state(&id).is_none(), "{:?}: {id} left behind", rt.kind);
     }
 }

@@ -6,7 +6,8 @@
 //! snapshots; `content.proto`, `snapshots.proto`), containers and their
 //! tasks (`containers.proto`, `tasks.proto`, `volumes.proto`,
 //! `events.proto`), networks (`networks.proto`), builds and distribution
-//! (`builds.proto`, `distribution.proto`). `berthctl` uses nothing else; the
+//! (`builds.proto`, `distribution.proto`), a container's files as tar
+//! streams for cp and export (`files.proto`). `berthctl` uses nothing else; the
 //! CRI service speaks Kubernetes' own protos (the `k8s-cri` crate) instead.
 //!
 //! Clients reach `berth-imaged` on a unix socket: [`connect`] gives a

@@ -8,8 +8,20 @@
 //!    | --- Prepared(state JSON) -------->  | id maps written, cgroups joined
 //!    | <-- RuntimeHooks -----------------  | namespaces and mounts ready, before pivot_root
 //!    | --- RuntimeHooksDone ------------>  | (only when the spec has such hooks)
+//!    | <-- SeccompListener(fd) ----------  | filter on; fd is the init's listener
+//!    | --- SeccompDone ----------------->  | (only for notifying profiles) agent has it
 //!    | <-- Ready ------------------------  | waiting for `start` on start.sock
 //!    | <-- Failed(message) --------------  | at any point; the init then exits
+//! ```
+//!
+//! `exec` speaks the same protocol with its helper and the new process:
+//!
+//! ```text
+//! berth exec                             helper C, then process G
+//!    | <-- Pid(G) -----------------------  | C cloned G and exits
+//!    | <-- SeccompListener(fd) ----------  | G: as above
+//!    | --- SeccompDone ----------------->  |
+//!    | <-- Failed(message) --------------  | G could not exec; or EOF: G exec'd
 //! ```
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
@@ -37,6 +49,12 @@ pub enum Message {
     RuntimeHooksDone,
     Ready,
     Failed(String),
+    /// The seccomp listener is descriptor N of the sender (taken with
+    /// `pidfd_getfd`: the number travels by `write`, see `seccomp::notify`).
+    SeccompListener(i32),
+    SeccompDone,
+    /// `exec`: the pid of the process the helper cloned.
+    Pid(i32),
 }
 
 impl Message {
@@ -55,6 +73,9 @@ impl Message {
                 out.extend_from_slice(text.as_bytes());
                 out
             }
+            Message::SeccompListener(fd) => format!("L{fd}").into_bytes(),
+            Message::SeccompDone => vec![b'l'],
+            Message::Pid(pid) => format!("p{pid}").into_bytes(),
         }
     }
 
@@ -65,9 +86,19 @@ impl Message {
             Some(b'D') => Message::RuntimeHooksDone,
             Some(b'R') => Message::Ready,
             Some(b'F') => Message::Failed(String::from_utf8_lossy(&bytes[1..]).into_owned()),
+            Some(b'L') => Message::SeccompListener(number(bytes)?),
+            Some(b'l') => Message::SeccompDone,
+            Some(b'p') => Message::Pid(number(bytes)?),
             _ => return Err(ChannelError::Unexpected(bytes.to_vec())),
         })
     }
+}
+
+fn number(bytes: &[u8]) -> Result<i32, ChannelError> {
+    std::str::from_utf8(&bytes[1..])
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| ChannelError::Unexpected(bytes.to_vec()))
 }
 
 /// The runtime's end.
@@ -119,6 +150,10 @@ impl RuntimeEnd {
         send(&self.0, &Message::RuntimeHooksDone)
     }
 
+    pub fn seccomp_done(&self) -> Result<(), ChannelError> {
+        send(&self.0, &Message::SeccompDone)
+    }
+
     /// The next message of the init: `RuntimeHooks`, `Ready` or `Failed`.
     pub fn receive(&self) -> Result<Message, ChannelError> {
         receive(&self.0)
@@ -132,6 +167,20 @@ impl InitEnd {
 
     pub fn ready(&self) -> Result<(), ChannelError> {
         send(&self.0, &Message::Ready)
+    }
+
+    /// `exec`'s helper: the pid of the process it cloned.
+    pub fn pid(&self, pid: i32) -> Result<(), ChannelError> {
+        send(&self.0, &Message::Pid(pid))
+    }
+
+    /// Tells the runtime where the seccomp listener is and waits until the
+    /// agent has it; the caller's copy closes here.
+    pub fn hand_over_listener(&self, listener: OwnedFd) -> Result<(), ChannelError> {
+        send(&self.0, &Message::SeccompListener(listener.as_raw_fd()))?;
+        self.expect(Message::SeccompDone)?;
+        drop(listener);
+        Ok(())
     }
 
     pub fn failed(&self, text: &str) {

@@ -5,6 +5,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod cleaner;
+
 use crate::cgroups::{self, CgroupError};
 use crate::channel::{self, ChannelError, Message};
 use crate::hooks::{self, HookError};
@@ -12,6 +14,7 @@ use crate::init::{self, InitArgs};
 use crate::namespaces::{self, NamespaceError, Plan};
 use crate::spec::{Spec, SpecError};
 use crate::state::{self, ContainerDir, State, StateError, Status};
+use cleaner::{Cleaner, PLANNED_CGROUPS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
@@ -29,6 +32,8 @@ pub enum ContainerError {
     Hook(#[from] HookError),
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     #[error("bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -208,6 +213,8 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         cgroups::validate_resources(resources)?;
     }
 
+    // Before the state directory (and its lock) exists: see `Cleaner`.
+    let cleaner = Cleaner::spawn(root, &options.id)?;
     let dir = ContainerDir::create(root, &options.id)?;
     let mut guard = CreateGuard {
         pid: None,
@@ -269,6 +276,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         .map_err(io("cannot clone the container init"))?;
     if pid == 0 {
         drop(runtime_end);
+        cleaner.leave();
         // The child's copy of the lock descriptor would keep the container
         // locked until its execve.
         drop(guard.dir.take());
@@ -336,6 +344,19 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
                 }
                 runtime_end.runtime_hooks_done()?;
             }
+            Ok(Message::SeccompListener(fd)) => {
+                let listener = seccomp.as_ref().and_then(|s| s.listener.as_ref());
+                let status = crate::seccomp::notify::ProcessContainerState {
+                    oci_version: crate::OCI_VERSION,
+                    id: &state.id,
+                    status: Status::Creating.as_str(),
+                    pid,
+                    bundle: &state.bundle,
+                    annotations: &state.annotations,
+                };
+                crate::seccomp::notify::forward(listener, pid, fd, status)?;
+                runtime_end.seccomp_done()?;
+            }
             Ok(Message::Ready) => break,
             Ok(Message::Failed(text)) => return Err(ContainerError::Init(text)),
             Ok(other) => {
@@ -369,6 +390,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     guard.dir = None;
     guard.pid = None;
     guard.cgroups.clear();
+    drop(cleaner);
     Ok(pid)
 }
 
@@ -592,23 +614,9 @@ fn remove_unfinished(root: &Path, id: &str) -> Result<(), ContainerError> {
         drop(handle);
         return delete(root, id, true);
     }
-    // The init of a killed create exits when its channel closes; its
-    // cgroups go once it has. A directory still busy is not ours to empty.
-    let planned = std::fs::read_to_string(path.join(PLANNED_CGROUPS)).unwrap_or_default();
-    let dirs: Vec<PathBuf> = planned.lines().map(PathBuf::from).collect();
-    for _ in 0..200 {
-        if cgroups::pids(&dirs).is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    cgroups::remove(&dirs);
-    let _ = std::fs::remove_dir_all(&path);
+    cleaner::clear(&path);
     Ok(())
 }
-
-/// The cgroup directories a create is about to make, one per line.
-const PLANNED_CGROUPS: &str = "cgroups.planned";
 
 fn kill_and_wait(state: &State) {
     signal_all(state, libc::SIGKILL);

@@ -8,8 +8,9 @@
 //!                            C exits
 //! G: terminal, rlimits, cwd, no_new_privs, capabilities, user, seccomp → execve
 //! ```
-//! P learns G's pid from C over a `SOCK_SEQPACKET` pair; G's end is
-//! close-on-exec, so EOF there means G has exec'd, and any text is G's error.
+//! P learns G's pid from C over the channel of `channel.rs`; G's end is
+//! close-on-exec, so EOF there means G has exec'd. Before that G may hand
+//! over a seccomp listener, or report why it failed.
 //!
 //! Until execve, G is a copy of berth inside the container's pid namespace.
 //! It is non-dumpable from the start, so /proc/G/exe is closed to the
@@ -18,14 +19,14 @@
 //! `create` and `run`, runs from a sealed copy of the binary
 //! ([`crate::sealed_exe`]), so even an open /proc/G/exe cannot be written.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::channel::{self, ChannelError, InitEnd, Message};
 use crate::spec::{NamespaceKind, Process, Spec};
 use crate::state::{self, State, StateError};
-use crate::{capabilities, cgroups, console, process, seccomp};
+use crate::{cgroups, console, process, seccomp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -33,6 +34,10 @@ pub enum ExecError {
     State(#[from] StateError),
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("cannot exec in a stopped container")]
     Stopped,
     #[error("cannot exec in a paused container (use --ignore-paused to override)")]
@@ -234,13 +239,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
             }
             None => None,
         };
-    let (ours, theirs) = nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::SeqPacket,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| io("socketpair")(e.into()))?;
+    let (ours, theirs) = channel::pair()?;
     let preserve = crate::process::check_preserved_fds(u64::from(options.preserve_fds))? - 3;
     // SAFETY: berth is single-threaded; the child runs ordinary code.
     let child = unsafe { libc::fork() };
@@ -255,7 +254,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
             process: &process,
             filters: filters.as_ref(),
             console: console.as_ref().map(|c| c.as_raw_fd()),
-            channel: theirs.as_raw_fd(),
+            channel: &theirs,
             preserve,
         };
         setup.run();
@@ -263,34 +262,27 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     drop(theirs);
     drop(console);
     // C sends G's pid, then G's end stays open until execve.
-    let mut buf = vec![0u8; 64 * 1024];
-    let read = |buf: &mut [u8]| loop {
-        match nix::unistd::read(ours.as_raw_fd(), buf) {
-            Err(nix::Error::EINTR) => continue,
-            other => return other.unwrap_or(0),
-        }
-    };
-    let n = read(&mut buf);
+    let first = ours.receive();
     // SAFETY: reaping our own child C.
     unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
-    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let Some(pid) = text
-        .strip_prefix("pid ")
-        .and_then(|p| p.parse::<i32>().ok())
-    else {
-        return Err(ExecError::Failed(if text.is_empty() {
-            "the exec helper exited without a word".into()
-        } else {
-            text
-        }));
+    let pid = match first {
+        Ok(Message::Pid(pid)) => pid,
+        Ok(Message::Failed(text)) => return Err(ExecError::Failed(text)),
+        Err(ChannelError::Closed) => {
+            return Err(ExecError::Failed(
+                "the exec helper exited without a word".into(),
+            ))
+        }
+        Ok(other) => return Err(ChannelError::Unexpected(format!("{other:?}").into_bytes()).into()),
+        Err(e) => return Err(e.into()),
     };
-    let n = read(&mut buf);
-    if n > 0 {
-        // SAFETY: reaping our own child G, which failed before execve.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return Err(ExecError::Failed(
-            String::from_utf8_lossy(&buf[..n]).into_owned(),
-        ));
+    if let Err(e) = follow_until_exec(&ours, pid, &state, filters.as_ref()) {
+        // SAFETY: G is our child (CLONE_PARENT); it has not exec'd.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(e);
     }
     if let Some(pid_file) = &options.pid_file {
         state::write_atomic(pid_file, pid.to_string().as_bytes(), state::Access::Public)?;
@@ -305,6 +297,39 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     Ok(crate::process::wait_forwarding_signals(pid))
 }
 
+/// Serves G until its execve (EOF on the channel): hands its seccomp
+/// listener to the agent, or returns the error G reports.
+fn follow_until_exec(
+    channel: &channel::RuntimeEnd,
+    pid: i32,
+    state: &State,
+    filters: Option<&seccomp::Compiled>,
+) -> Result<(), ExecError> {
+    loop {
+        match channel.receive() {
+            Err(ChannelError::Closed) => return Ok(()),
+            Ok(Message::SeccompListener(fd)) => {
+                let status = seccomp::notify::ProcessContainerState {
+                    oci_version: crate::OCI_VERSION,
+                    id: &state.id,
+                    status: "running",
+                    pid: state.pid,
+                    bundle: &state.bundle,
+                    annotations: &state.annotations,
+                };
+                let listener = filters.and_then(|f| f.listener.as_ref());
+                seccomp::notify::forward(listener, pid, fd, status)?;
+                channel.seccomp_done()?;
+            }
+            Ok(Message::Failed(text)) => return Err(ExecError::Failed(text)),
+            Ok(other) => {
+                return Err(ChannelError::Unexpected(format!("{other:?}").into_bytes()).into())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// What the forked helper C needs.
 struct ChildSetup<'a> {
     state: &'a State,
@@ -312,19 +337,14 @@ struct ChildSetup<'a> {
     process: &'a Process,
     filters: Option<&'a seccomp::Compiled>,
     console: Option<RawFd>,
-    channel: RawFd,
+    channel: &'a InitEnd,
     preserve: u32,
-}
-
-fn send(channel: RawFd, text: &str) {
-    // SAFETY: write of a live buffer to our socket.
-    unsafe { libc::write(channel, text.as_ptr().cast(), text.len()) };
 }
 
 impl ChildSetup<'_> {
     fn run(self) -> ! {
         if let Err(e) = self.join() {
-            send(self.channel, &e);
+            self.channel.failed(&e);
             // SAFETY: leaving the forked helper.
             unsafe { libc::_exit(1) };
         }
@@ -332,18 +352,19 @@ impl ChildSetup<'_> {
         let pid = match process::clone_like_fork(libc::CLONE_PARENT) {
             Ok(pid) => pid,
             Err(e) => {
-                send(self.channel, &format!("clone: {e}"));
+                self.channel.failed(&format!("clone: {e}"));
                 // SAFETY: leaving the helper.
                 unsafe { libc::_exit(1) };
             }
         };
         if pid == 0 {
             let error = self.prepare_and_exec();
-            send(self.channel, &error);
+            self.channel.failed(&error);
             // SAFETY: leaving the failed process before execve.
             unsafe { libc::_exit(127) };
         }
-        send(self.channel, &format!("pid {pid}"));
+        // Nothing to do if P is gone: G then fails on its own channel.
+        let _ = self.channel.pid(pid);
         // SAFETY: the helper's work is done.
         unsafe { libc::_exit(0) }
     }
@@ -396,77 +417,37 @@ impl ChildSetup<'_> {
     /// In G: the process's own settings, then execve; returns only an error.
     fn prepare_and_exec(&self) -> String {
         match self.prepare() {
-            Ok((path, argv, envp)) => {
-                let mut argv_ptrs: Vec<*const libc::c_char> =
-                    argv.iter().map(|a| a.as_ptr()).collect();
-                argv_ptrs.push(std::ptr::null());
-                let mut envp_ptrs: Vec<*const libc::c_char> =
-                    envp.iter().map(|a| a.as_ptr()).collect();
-                envp_ptrs.push(std::ptr::null());
-                // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-                unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-                format!(
-                    "exec {:?}: {}",
-                    self.process.args[0],
-                    std::io::Error::last_os_error()
-                )
-            }
+            Ok(execve) => format!("exec {:?}: {}", self.process.args[0], execve.exec()),
             Err(e) => e,
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn prepare(&self) -> Result<(CString, Vec<CString>, Vec<CString>), String> {
+    fn prepare(&self) -> Result<process::Execve, String> {
         let process = self.process;
-        if let (true, Some(socket)) = (process.terminal, self.console) {
-            console::setup(socket, process.console_size, process.user.uid)
-                .map_err(|e| e.to_string())?;
-        }
-        process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
         if !process.cwd.starts_with('/') {
             return Err(format!("cwd {:?} is not an absolute path", process.cwd));
         }
-        // The mount namespace's root is the container's: the path resolves inside it.
-        let cwd_as_root = nix::unistd::chdir(process.cwd.as_str());
         if let Some(score) = process.oom_score_adj {
             process::apply_oom_score_adj(score).map_err(|e| e.to_string())?;
         }
-        if process.no_new_privileges {
-            process::set_no_new_privs().map_err(|e| e.to_string())?;
-        }
-        if !process.no_new_privileges {
-            if let Some(filters) = self.filters {
-                seccomp::install(filters).map_err(|e| e.to_string())?;
-            }
-        }
-        capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
-        process::switch_user(process, true).map_err(|e| e.to_string())?;
-        capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
-        // SAFETY: plain prctl (setuid reset the flag).
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
-        if cwd_as_root.is_err() {
-            nix::unistd::chdir(process.cwd.as_str())
-                .map_err(|e| format!("chdir to cwd ({:?}) failed: {e}", process.cwd))?;
-        }
-        let env = process::environment(process);
-        let executable =
-            process::find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
-        if let Some(umask) = process.user.umask {
-            // SAFETY: plain umask.
-            unsafe { libc::umask(umask) };
-        }
-        let argv = process::c_strings("argument", &process.args).map_err(|e| e.to_string())?;
-        let envp = process::c_strings("environment entry", &env).map_err(|e| e.to_string())?;
-        let path = CString::new(executable.as_os_str().as_encoded_bytes())
-            .map_err(|_| "executable path contains a NUL byte".to_string())?;
-        process::mark_cloexec_from(3 + self.preserve)?;
+        let install = &mut || seccomp::notify::install(self.filters, self.channel);
+        let execve = process::become_container_process(
+            process::Becoming {
+                process,
+                console_socket: self.console,
+                // The mount namespace's root is the container's: the path
+                // resolves inside it.
+                cwd: process::Cwd::Path(process.cwd.clone()),
+                default_umask: None,
+                keep_fds_below: 3 + self.preserve,
+            },
+            install,
+        )?;
         process::reset_signals();
         if process.no_new_privileges {
-            if let Some(filters) = self.filters {
-                seccomp::install(filters).map_err(|e| e.to_string())?;
-            }
+            install()?;
         }
-        Ok((path, argv, envp))
+        Ok(execve)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The container's init: every step from `clone` to `execve`, in order.
 //!
 //! This runs in the child the runtime cloned (single-threaded, so ordinary
-//! Rust is safe here). Any failure is sent to the runtime as text and the
-//! child exits; nothing here returns.
+//! Rust is safe here). Any failure (an `InitError`) is sent to the runtime as
+//! text and the child exits; nothing here returns.
 
 use std::ffi::CString;
 use std::io::Write;
@@ -13,7 +13,7 @@ use crate::channel::InitEnd;
 use crate::namespaces::Plan;
 use crate::rootfs::{self, Context};
 use crate::spec::Spec;
-use crate::{capabilities, console, hooks, namespaces, process};
+use crate::{hooks, namespaces, process};
 use berth_oci::safe_path;
 
 /// What the runtime hands to the init.
@@ -39,23 +39,57 @@ pub struct InitArgs<'a> {
     pub runtime_hooks: bool,
 }
 
+/// Why the init could not become the container's process; the runtime
+/// reports its text.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("process must be specified")]
+    NoProcess,
+    #[error(transparent)]
+    Namespace(#[from] crate::namespaces::NamespaceError),
+    #[error(transparent)]
+    Channel(#[from] crate::channel::ChannelError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error(transparent)]
+    Process(#[from] crate::process::ProcessError),
+    #[error(transparent)]
+    Path(#[from] berth_oci::safe_path::SafePathError),
+    /// A step of `process::become_container_process` (or of the seccomp
+    /// filter's installation), in its own words.
+    #[error("{0}")]
+    Becoming(String),
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InitError {
+    let what = what.into();
+    move |source| InitError::Sys { what, source }
+}
+
 /// Runs the init and never returns.
 pub fn run(args: InitArgs) -> ! {
     let result = setup(&args);
-    let message = match result {
+    let error = match result {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    args.channel.failed(&message);
+    args.channel.failed(&error.to_string());
     // SAFETY: leaving the cloned child without running the runtime's destructors.
     unsafe { libc::_exit(1) }
 }
 
-/// Everything up to `execve`; returns only an error's text.
-fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
+/// Everything up to `execve`; returns only an error.
+fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     let spec = args.spec;
     let plan = args.plan;
-    let process = spec.process.as_ref().ok_or("process must be specified")?;
+    let process = spec.process.as_ref().ok_or(InitError::NoProcess)?;
     process::forget_caller();
     // SAFETY: plain prctl/umask calls.
     unsafe {
@@ -69,10 +103,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
 
     // 1. Namespaces given by path that belong to the init (user first).
     for (kind, path) in &plan.init_joins {
-        namespaces::join(*kind, path).map_err(|e| e.to_string())?;
+        namespaces::join(*kind, path)?;
     }
     // 2. The runtime maps our ids and moves us into our cgroups.
-    let state_json = args.channel.wait_prepared().map_err(|e| e.to_string())?;
+    let state_json = args.channel.wait_prepared()?;
     if plan.new_user {
         // SAFETY: plain set*id calls; failure leaves us unmapped, which the
         // following steps report.
@@ -82,9 +116,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         }
     }
     // 3. Every other new namespace, owned by the container's user namespace.
-    namespaces::unshare(plan.unshare_flags).map_err(|e| e.to_string())?;
+    namespaces::unshare(plan.unshare_flags)?;
     if let Some(name) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        nix::unistd::sethostname(name).map_err(|e| format!("sethostname {name:?}: {e}"))?;
+        nix::unistd::sethostname(name)
+            .map_err(|e| sys(format!("sethostname {name:?}"))(e.into()))?;
     }
     if let Some(name) = spec.domainname.as_deref().filter(|h| !h.is_empty()) {
         set_domainname(name)?;
@@ -93,7 +128,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         join_session_keyring(&args.container_id)?;
     }
     if let Some(score) = process.oom_score_adj {
-        process::apply_oom_score_adj(score).map_err(|e| e.to_string())?;
+        process::apply_oom_score_adj(score)?;
     }
 
     // 4. The filesystem.
@@ -110,17 +145,16 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         hierarchies: &args.hierarchies,
         new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
     };
-    rootfs::prepare(&ctx).map_err(|e| e.to_string())?;
-    rootfs::mount_all(&ctx).map_err(|e| e.to_string())?;
+    rootfs::prepare(&ctx)?;
+    rootfs::mount_all(&ctx)?;
     // Opened now, inside the rootfs: after pivot_root the process enters it
     // by fd, so no path (or symlink planted in it) is looked up again
     // (CVE-2024-21626).
     let cwd = create_cwd(&args.rootfs, &process.cwd)?;
     if args.runtime_hooks {
-        args.channel.runtime_hooks().map_err(|e| e.to_string())?;
+        args.channel.runtime_hooks()?;
         args.channel
-            .expect(crate::channel::Message::RuntimeHooksDone)
-            .map_err(|e| e.to_string())?;
+            .expect(crate::channel::Message::RuntimeHooksDone)?;
     }
     if let Some(hooks) = spec
         .hooks
@@ -130,71 +164,34 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         // The hooks run from the container's root, as runc's do (its init
         // works from there while it mounts).
         nix::unistd::chdir(&args.rootfs)
-            .map_err(|e| format!("chdir to {}: {e}", args.rootfs.display()))?;
+            .map_err(|e| sys(format!("chdir to {}", args.rootfs.display()))(e.into()))?;
         hooks::run_all(
             "createContainer",
             &hooks.create_container,
             state_json.as_bytes(),
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
-    rootfs::pivot(&args.rootfs, args.no_pivot).map_err(|e| e.to_string())?;
-    rootfs::apply_sysctl(spec).map_err(|e| e.to_string())?;
-    rootfs::mask_paths(&spec.linux().masked_paths).map_err(|e| e.to_string())?;
-    rootfs::readonly_paths(&spec.linux().readonly_paths).map_err(|e| e.to_string())?;
-    rootfs::finish_root(spec).map_err(|e| e.to_string())?;
+    rootfs::pivot(&args.rootfs, args.no_pivot)?;
+    rootfs::apply_sysctl(spec)?;
+    rootfs::mask_paths(&spec.linux().masked_paths)?;
+    rootfs::readonly_paths(&spec.linux().readonly_paths)?;
+    rootfs::finish_root(spec)?;
 
-    // 5. The process: terminal, limits, identity, capabilities.
-    // Without a socket (`run` in the foreground) the caller's terminal is the
-    // process's stdio already.
-    if let (true, Some(socket)) = (process.terminal, args.console_socket) {
-        console::setup(socket, process.console_size, process.user.uid)
-            .map_err(|e| e.to_string())?;
-    }
-    process::apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
-    let env = process::environment(process);
-    let cwd_as_root = nix::unistd::fchdir(cwd.as_raw_fd());
-    if process.no_new_privileges {
-        process::set_no_new_privs().map_err(|e| e.to_string())?;
-    }
-    // Without no_new_privs, installing a filter needs CAP_SYS_ADMIN: do it
-    // now, before the capabilities go (as runc does); the filter then also
-    // governs the init's last steps, which a sane profile allows.
-    if !process.no_new_privileges {
-        if let Some(filters) = args.seccomp {
-            crate::seccomp::install(filters).map_err(|e| e.to_string())?;
-        }
-    }
-    capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
-    process::switch_user(process, true).map_err(|e| e.to_string())?;
-    capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
-    // Changing uid resets the dumpable flag: keep /proc/1/exe (still berth)
-    // out of reach until execve (CVE-2019-5736).
-    // SAFETY: plain prctl.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
-    if cwd_as_root.is_err() {
-        // A directory only the container's user may enter.
-        nix::unistd::fchdir(cwd.as_raw_fd()).map_err(|e| {
-            format!(
-                "chdir to cwd ({:?}) set in config.json failed: {e}",
-                process.cwd
-            )
-        })?;
-    }
-    drop(cwd);
-    // Looked up as the container's user, from its cwd, as execve will.
-    let executable = process::find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
-    // SAFETY: plain umask.
-    unsafe { libc::umask(process.user.umask.unwrap_or(0o022)) };
-    let argv = process::c_strings("argument", &process.args).map_err(|e| e.to_string())?;
-    let envp = process::c_strings("environment entry", &env).map_err(|e| e.to_string())?;
-    let path = CString::new(executable.as_os_str().as_encoded_bytes())
-        .map_err(|_| "executable path contains a NUL byte")?;
-
-    // 6. Nothing of ours may reach the container (CVE-2024-21626): every
+    // 5. The process: terminal, limits, identity, capabilities, cwd; then
+    // 6. nothing of ours may reach the container (CVE-2024-21626): every
     // descriptor above stdio and the preserved ones (which include the
     // caller's socket-activation fds) closes on exec.
-    process::mark_cloexec_from(3 + args.preserve_fds)?;
+    let execve = process::become_container_process(
+        process::Becoming {
+            process,
+            console_socket: args.console_socket,
+            cwd: process::Cwd::Opened(cwd),
+            default_umask: Some(0o022),
+            keep_fds_below: 3 + args.preserve_fds,
+        },
+        &mut || install_seccomp(args),
+    )
+    .map_err(InitError::Becoming)?;
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
@@ -202,13 +199,11 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
     // the wait for `start`, so that the startContainer hooks run under it
     // too (the spec runs them in the container).
     if process.no_new_privileges {
-        if let Some(filters) = args.seccomp {
-            crate::seccomp::install(filters).map_err(|e| e.to_string())?;
-        }
+        install_seccomp(args).map_err(InitError::Becoming)?;
     }
 
     // 7. Ready; wait for `start`.
-    args.channel.ready().map_err(|e| e.to_string())?;
+    args.channel.ready()?;
     let connection = accept_start(args.start_listener)?;
     if let Some(hooks) = &spec.hooks {
         if let Err(e) = hooks::run_all(
@@ -220,14 +215,13 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, String> {
         }
     }
     process::reset_signals();
-    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
-    argv_ptrs.push(std::ptr::null());
-    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
-    envp_ptrs.push(std::ptr::null());
-    // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
-    unsafe { libc::execve(path.as_ptr(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    let error = std::io::Error::last_os_error();
+    let error = execve.exec();
     report_start_failure(&connection, &format!("exec {:?}: {error}", process.args[0]));
+}
+
+/// Installs the profile's filters (see `seccomp::notify::install`).
+fn install_seccomp(args: &InitArgs) -> Result<(), String> {
+    crate::seccomp::notify::install(args.seccomp, &args.channel)
 }
 
 /// Tells `start` why the process could not start, then exits.
@@ -240,7 +234,7 @@ fn report_start_failure(connection: &OwnedFd, message: &str) -> ! {
     unsafe { libc::_exit(127) }
 }
 
-fn accept_start(listener: RawFd) -> Result<OwnedFd, String> {
+fn accept_start(listener: RawFd) -> Result<OwnedFd, InitError> {
     loop {
         // SAFETY: accept4 on our listening socket; the result is a new fd we own.
         let fd = unsafe {
@@ -257,27 +251,31 @@ fn accept_start(listener: RawFd) -> Result<OwnedFd, String> {
         }
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(format!("waiting for start: {err}"));
+            return Err(sys("waiting for start")(err));
         }
     }
 }
 
-fn set_domainname(name: &str) -> Result<(), String> {
+fn set_domainname(name: &str) -> Result<(), InitError> {
     // SAFETY: pointer and length of a live string.
     let rc = unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) };
     if rc != 0 {
-        return Err(format!(
-            "setdomainname {name:?}: {}",
-            std::io::Error::last_os_error()
+        return Err(sys(format!("setdomainname {name:?}"))(
+            std::io::Error::last_os_error(),
         ));
     }
     Ok(())
 }
 
 /// A session keyring of the container's own, so it cannot read the host's keys.
-fn join_session_keyring(id: &str) -> Result<(), String> {
+fn join_session_keyring(id: &str) -> Result<(), InitError> {
     const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
-    let name = CString::new(id).map_err(|_| "container id contains a NUL byte")?;
+    let name = CString::new(id).map_err(|_| {
+        sys("container id")(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "contains a NUL byte",
+        ))
+    })?;
     // SAFETY: keyctl with a valid C string.
     let rc = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) };
     if rc < 0 {
@@ -287,7 +285,7 @@ fn join_session_keyring(id: &str) -> Result<(), String> {
             err.raw_os_error(),
             Some(libc::ENOSYS) | Some(libc::EACCES) | Some(libc::EPERM)
         ) {
-            return Err(format!("cannot create session key: {err}"));
+            return Err(sys("cannot create session key")(err));
         }
     }
     Ok(())
@@ -295,12 +293,11 @@ fn join_session_keyring(id: &str) -> Result<(), String> {
 
 /// Opens the process's cwd inside the rootfs, creating it if it is missing
 /// (as runc does).
-fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<OwnedFd, String> {
-    let root = std::fs::File::open(rootfs).map_err(|e| format!("open rootfs: {e}"))?;
-    safe_path::open_or_create(
+fn create_cwd(rootfs: &std::path::Path, cwd: &str) -> Result<OwnedFd, InitError> {
+    let root = std::fs::File::open(rootfs).map_err(sys("open rootfs"))?;
+    Ok(safe_path::open_or_create(
         root.as_raw_fd(),
         std::path::Path::new(cwd),
         safe_path::Create::Directory,
-    )
-    .map_err(|e| e.to_string())
+    )?)
 }

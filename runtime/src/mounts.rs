@@ -377,7 +377,7 @@ fn ms_to_attr(flags: MsFlags) -> (u64, u64) {
 }
 
 /// Bind-mounts `source` onto the directory or file `target` (an fd from
-/// [`crate::safe_path`]) with `flags` (ro, nosuid, …) on the top mount:
+/// [`berth_oci::safe_path`]) with `flags` (ro, nosuid, …) on the top mount:
 /// `open_tree` clones the source detached, `mount_setattr` sets the flags
 /// there, `move_mount` attaches it to the fd. Returns the new mount's fd.
 pub fn bind_tree(

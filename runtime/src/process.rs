@@ -2,6 +2,7 @@
 //! oom score, environment and the executable lookup.
 
 use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use crate::spec::{Process, Rlimit};
@@ -96,6 +97,121 @@ pub fn set_no_new_privs() -> Result<(), ProcessError> {
         unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
         || "no_new_privs".into(),
     )
+}
+
+/// Where the process starts: a directory the init opened inside the rootfs
+/// before `pivot_root` (entered by fd, so no path is looked up again:
+/// CVE-2024-21626), or, for `exec`, a path in the container's mount
+/// namespace, which is already the process's.
+pub enum Cwd {
+    Opened(OwnedFd),
+    Path(String),
+}
+
+impl Cwd {
+    fn enter(&self) -> nix::Result<()> {
+        match self {
+            Cwd::Opened(fd) => nix::unistd::fchdir(fd.as_raw_fd()),
+            Cwd::Path(path) => nix::unistd::chdir(path.as_str()),
+        }
+    }
+}
+
+/// What `execve` needs.
+pub struct Execve {
+    pub path: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+}
+
+/// How the caller becomes the container's process; the same for the init
+/// and for `exec`.
+pub struct Becoming<'a> {
+    pub process: &'a Process,
+    /// Connected `--console-socket` (a terminal process only).
+    pub console_socket: Option<RawFd>,
+    pub cwd: Cwd,
+    /// The umask when the spec has none (runc: 0022 for the init; an exec
+    /// keeps its caller's).
+    pub default_umask: Option<libc::mode_t>,
+    /// Descriptors 0..this stay open across execve.
+    pub keep_fds_below: u32,
+}
+
+/// Turns the calling process into the container's process, up to (not
+/// including) execve. The order is the security property:
+/// 1. terminal, rlimits and the environment, while still root;
+/// 2. no_new_privs when asked, then the seccomp filter when no_new_privs is
+///    not set: installing it then needs CAP_SYS_ADMIN, still held (with
+///    no_new_privs the caller installs it last, just before execve, so that
+///    as few of its own calls as possible run under it — as runc does);
+/// 3. the bounding set, then the user (groups, gid, uid; capabilities kept
+///    across the switch), then the other capability sets;
+/// 4. non-dumpable again (the uid change reset it; until execve this is a
+///    copy of berth: CVE-2019-5736);
+/// 5. the cwd, entered again as the user if root could not enter it;
+/// 6. the executable looked up as the user from the cwd, as execve will;
+///    the umask;
+/// 7. every descriptor past the kept ones close-on-exec (CVE-2024-21626).
+pub fn become_container_process(
+    how: Becoming,
+    install_seccomp: &mut dyn FnMut() -> Result<(), String>,
+) -> Result<Execve, String> {
+    let process = how.process;
+    // Without a socket (`run` in the foreground) the caller's terminal is
+    // the process's stdio already.
+    if let (true, Some(socket)) = (process.terminal, how.console_socket) {
+        crate::console::setup(socket, process.console_size, process.user.uid)
+            .map_err(|e| e.to_string())?;
+    }
+    apply_rlimits(&process.rlimits).map_err(|e| e.to_string())?;
+    // HOME from the container's /etc/passwd, read while still root.
+    let env = environment(process);
+    let cwd_as_root = how.cwd.enter();
+    if process.no_new_privileges {
+        set_no_new_privs().map_err(|e| e.to_string())?;
+    } else {
+        install_seccomp()?;
+    }
+    crate::capabilities::apply_bounding(&process.capabilities).map_err(|e| e.to_string())?;
+    switch_user(process, true).map_err(|e| e.to_string())?;
+    crate::capabilities::apply_process_sets(&process.capabilities).map_err(|e| e.to_string())?;
+    // SAFETY: plain prctl.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
+    if cwd_as_root.is_err() {
+        // A directory only the container's user may enter.
+        how.cwd.enter().map_err(|e| {
+            format!(
+                "chdir to cwd ({:?}) set in config.json failed: {e}",
+                process.cwd
+            )
+        })?;
+    }
+    drop(how.cwd);
+    let executable = find_executable(&process.args[0], &env).map_err(|e| e.to_string())?;
+    if let Some(umask) = process.user.umask.or(how.default_umask) {
+        // SAFETY: plain umask.
+        unsafe { libc::umask(umask) };
+    }
+    let argv = c_strings("argument", &process.args).map_err(|e| e.to_string())?;
+    let envp = c_strings("environment entry", &env).map_err(|e| e.to_string())?;
+    let path = CString::new(executable.as_os_str().as_encoded_bytes())
+        .map_err(|_| "executable path contains a NUL byte".to_string())?;
+    mark_cloexec_from(how.keep_fds_below)?;
+    Ok(Execve { path, argv, envp })
+}
+
+impl Execve {
+    /// Replaces this process; returns only the error.
+    pub fn exec(&self) -> std::io::Error {
+        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
+        envp.push(std::ptr::null());
+        // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
+        unsafe { libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        std::io::Error::last_os_error()
+    }
 }
 
 /// The environment the process starts with: the spec's, plus `HOME` from the

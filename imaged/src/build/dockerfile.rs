@@ -45,6 +45,19 @@ pub struct Instruction {
     pub rest: String,
     /// The escape character in force (`\` or `` ` ``).
     pub escape: char,
+    /// The here-documents of a `RUN`, `COPY` or `ADD` (`<<EOF` … `EOF`),
+    /// in the order their markers appear.
+    pub heredocs: Vec<Heredoc>,
+}
+
+/// A here-document: the lines after the instruction up to its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Heredoc {
+    pub name: String,
+    /// Each line with its newline; `<<-` strips leading tabs.
+    pub body: String,
+    /// Variables are substituted unless the name was quoted (`<<'EOF'`).
+    pub expand: bool,
 }
 
 const KEYWORDS: &[&str] = &[
@@ -73,7 +86,7 @@ fn allowed_flags(keyword: &str) -> &'static [&'static str] {
     match keyword {
         "FROM" => &["platform"],
         "COPY" => &["from", "chown", "chmod", "link"],
-        "ADD" => &["chown", "chmod", "link"],
+        "ADD" => &["chown", "chmod", "link", "checksum"],
         "HEALTHCHECK" => &[
             "interval",
             "timeout",
@@ -110,6 +123,21 @@ impl Instruction {
     /// `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`: exec form if the arguments are
     /// a JSON array of strings, else shell form (as docker decides).
     pub fn command(&self) -> Command {
+        if self.keyword == "RUN" && !self.heredocs.is_empty() {
+            // `RUN <<EOF` alone runs the document as the script; otherwise
+            // the shell reads the documents where the command names them.
+            let only = heredoc_markers(&self.rest);
+            if self.heredocs.len() == 1 && only.len() == 1 && self.rest.trim() == only[0].3 {
+                return Command::Shell(self.heredocs[0].body.clone());
+            }
+            let mut script = self.rest.clone();
+            for h in &self.heredocs {
+                script.push('\n');
+                script.push_str(&h.body);
+                script.push_str(&h.name);
+            }
+            return Command::Shell(script);
+        }
         if self.rest.trim_start().starts_with('[') {
             if let Ok(words) = serde_json::from_str::<Vec<String>>(self.rest.trim()) {
                 return Command::Exec(words);
@@ -129,6 +157,14 @@ impl Instruction {
 /// Parses a Dockerfile into its instructions, checking what can be checked
 /// without running anything: known keywords, their flags, argument counts.
 pub fn parse(text: &str) -> Result<Vec<Instruction>> {
+    let out = parse_instructions(text)?;
+    check(&out)?;
+    Ok(out)
+}
+
+/// Parses instructions without the whole-file rules (no `FROM` needed):
+/// `ONBUILD` triggers and `import --change` lines.
+pub fn parse_instructions(text: &str) -> Result<Vec<Instruction>> {
     let lines: Vec<&str> = text.lines().collect();
     let mut escape = '\\';
     let mut i = 0;
@@ -196,10 +232,84 @@ pub fn parse(text: &str) -> Result<Vec<Instruction>> {
                 }
             }
         }
-        out.push(instruction(start + 1, logical.trim(), escape)?);
+        let mut parsed = instruction(start + 1, logical.trim(), escape)?;
+        if matches!(parsed.keyword.as_str(), "RUN" | "COPY" | "ADD")
+            && !parsed.rest.trim_start().starts_with('[')
+        {
+            for (name, strip_tabs, expand, _) in heredoc_markers(&parsed.rest) {
+                let mut body = String::new();
+                loop {
+                    let Some(line) = lines.get(i) else {
+                        return Err(parsed.error(format!(
+                            "unterminated heredoc <<{name}: no line '{name}' ends it"
+                        )));
+                    };
+                    i += 1;
+                    let line = if strip_tabs {
+                        line.trim_start_matches('\t')
+                    } else {
+                        line
+                    };
+                    if line == name {
+                        break;
+                    }
+                    body.push_str(line);
+                    body.push('\n');
+                }
+                parsed.heredocs.push(Heredoc { name, body, expand });
+            }
+        }
+        out.push(parsed);
     }
-    check(&out)?;
     Ok(out)
+}
+
+/// The here-document markers of an instruction's arguments: (name, `<<-`,
+/// unquoted, the marker as written), in order. `<<<` is no marker.
+fn heredoc_markers(rest: &str) -> Vec<(String, bool, bool, String)> {
+    let mut out = Vec::new();
+    let mut s = rest;
+    while let Some(n) = s.find("<<") {
+        let start = &s[n..];
+        let mut after = &s[n + 2..];
+        if after.starts_with('<') {
+            s = after.trim_start_matches('<');
+            continue;
+        }
+        let strip = after.starts_with('-');
+        if strip {
+            after = &after[1..];
+        }
+        let quote = after.chars().next().filter(|c| *c == '"' || *c == '\'');
+        if let Some(q) = quote {
+            after = &after[q.len_utf8()..];
+        }
+        let len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "_.-/".contains(c)))
+            .unwrap_or(after.len());
+        let name = &after[..len];
+        let mut next = &after[len..];
+        if let Some(q) = quote {
+            match next.strip_prefix(q) {
+                Some(r) => next = r,
+                None => {
+                    s = next;
+                    continue;
+                }
+            }
+        }
+        if !name.is_empty() {
+            let written = &start[..start.len() - next.len()];
+            out.push((
+                name.to_string(),
+                strip,
+                quote.is_none(),
+                written.to_string(),
+            ));
+        }
+        s = next;
+    }
+    out
 }
 
 fn instruction(line: usize, text: &str, escape: char) -> Result<Instruction> {
@@ -229,6 +339,7 @@ fn instruction(line: usize, text: &str, escape: char) -> Result<Instruction> {
         flags,
         rest: rest.to_string(),
         escape,
+        heredocs: Vec::new(),
     };
     let needs_args = !matches!(parsed.keyword.as_str(), "CMD" | "ENTRYPOINT");
     if needs_args && parsed.rest.is_empty() {
@@ -584,5 +695,26 @@ mod tests {
             pairs(&i[2], &vars).unwrap(),
             vec![("OLD".to_string(), Some("some value".to_string()))]
         );
+    }
+
+    #[test]
+    fn heredocs_are_read_up_to_their_names() {
+        let text = "FROM a\nRUN <<EOF\necho hi\n\nEOF\nRUN cat <<-'X' > /f\n\t$KEPT\n\tX\nCOPY <<a.txt <<b.txt /d/\nA\na.txt\nB\nb.txt\nCMD x <<EOF\n";
+        let parsed = parse(text).unwrap();
+        assert_eq!(parsed[1].command(), Command::Shell("echo hi\n\n".into()));
+        assert_eq!(
+            parsed[2].command(),
+            Command::Shell("cat <<-'X' > /f\n$KEPT\nX".into())
+        );
+        assert!(!parsed[2].heredocs[0].expand);
+        let names: Vec<&str> = parsed[3].heredocs.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["a.txt", "b.txt"]);
+        assert_eq!(parsed[3].heredocs[1].body, "B\n");
+        // Only RUN, COPY and ADD read documents; `<<<` is no marker.
+        assert!(parsed[4].heredocs.is_empty());
+        assert!(heredoc_markers("cat <<<word").is_empty());
+        let err = parse("FROM a\nRUN <<EOF\necho\n").unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.message.contains("unterminated heredoc <<EOF"), "{err}");
     }
 }

@@ -19,12 +19,21 @@
 //!    ([`Images::unpack_and_record`]), so `run`, `save` and `push` take it.
 //!
 //! A build holds the garbage collector off (as a pull does) until its
-//! image is recorded; a failed step removes its container and snapshot.
+//! image is recorded; a failed step removes its container and snapshot,
+//! and so does a build whose client went away (its output channel closes:
+//! the running `RUN` is killed, nothing is committed).
+//!
+//! Also here: heredocs (`RUN <<EOF`, `COPY <<EOF file`, [`dockerfile`]),
+//! `ADD` of a URL ([`Build::download`]), the base image's `ONBUILD`
+//! triggers (run right after its `FROM`), and [`import`] (`docker
+//! import`: a root filesystem tar as a one-layer image, `--change` lines
+//! run as this builder's steps).
 
 pub mod cache;
 pub mod changes;
 pub mod context;
 pub mod dockerfile;
+pub mod import;
 pub mod layer;
 pub mod service;
 
@@ -68,6 +77,8 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    #[error("build cancelled at step {step}: the client went away")]
+    Cancelled { step: usize },
     #[error("cannot build: {0}")]
     Internal(String),
 }
@@ -371,11 +382,14 @@ impl Build<'_> {
         }
         self.total = stages.iter().map(|(_, body)| 1 + body.len()).sum();
         for (from, body) in stages {
+            self.cancelled()?;
             self.from(&from).await?;
             for i in body {
+                self.cancelled()?;
                 self.step(&i).await?;
             }
         }
+        self.cancelled()?;
         let mut last = self
             .stages
             .pop()
@@ -395,6 +409,15 @@ impl Build<'_> {
                 .insert("Labels".into(), Value::Object(labels));
         }
         self.record(&last.state).await
+    }
+
+    /// A build whose client left (Ctrl-C, a dropped stream) stops before
+    /// its next step: the service closes the output channel then.
+    fn cancelled(&self) -> Result<()> {
+        if self.out.is_closed() {
+            return Err(Error::Cancelled { step: self.step });
+        }
+        Ok(())
     }
 
     fn syntax(&self, e: dockerfile::Error) -> Error {
@@ -427,8 +450,16 @@ impl Build<'_> {
             self.image(&base).await.map_err(|e| self.fail(i, e))?
         };
         let mut state = state;
-        // Triggers are the base's: they are not inherited by what is built on it.
-        state.settings().remove("OnBuild");
+        // Triggers are the base's: they run now, in this stage, and are
+        // not inherited by what is built on it.
+        let triggers: Vec<String> = state
+            .settings()
+            .remove("OnBuild")
+            .and_then(|t| t.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect();
         self.say(format!(" ---> {}\n", short(&state.id())));
         self.stages.push(Stage {
             name: stage_alias(i),
@@ -436,6 +467,19 @@ impl Build<'_> {
             args: BTreeMap::new(),
             cmd_set: false,
         });
+        if !triggers.is_empty() {
+            let s = if triggers.len() == 1 { "" } else { "s" };
+            self.say(format!("# Executing {} build trigger{s}\n", triggers.len()));
+        }
+        for text in triggers {
+            let parsed = dockerfile::parse_instructions(&text)
+                .map_err(|e| self.fail(i, format!("the base's ONBUILD {text:?}: {}", e.message)))?;
+            for trigger in parsed {
+                self.total += 1;
+                self.cancelled()?;
+                self.step(&trigger).await?;
+            }
+        }
         Ok(())
     }
 
@@ -730,17 +774,28 @@ impl Build<'_> {
             }
         };
         let dest = list.pop().unwrap_or_default();
-        let sources = list;
+        let mut sources = list;
+        let urls = sources.iter().any(|s| s.contains("://"));
+        if i.flag("checksum").is_some() && !urls {
+            return Err(self.fail(i, "--checksum is for a URL source"));
+        }
+        // Sources made here rather than taken from the context: heredocs,
+        // downloads. Downloads are never unpacked, as docker's.
+        let generated = if !i.heredocs.is_empty() {
+            let (dir, names) = self.heredoc_files(i, &sources, lookup)?;
+            sources = names;
+            Some((dir, "heredoc"))
+        } else if urls {
+            let (dir, names) = self.download(i, &sources).await?;
+            sources = names;
+            Some((dir, "download"))
+        } else {
+            None
+        };
         if sources.is_empty() {
             return Err(
                 self.syntax(i.error(format!("{} needs a source and a destination", i.keyword)))
             );
-        }
-        if sources.iter().any(|s| s.contains("://")) {
-            return Err(self.fail(
-                i,
-                "ADD from a URL is not supported: download the file into the context and COPY it",
-            ));
         }
         let state = self.current().state.clone();
         let workdir = state.get("WorkingDir").as_str().unwrap_or("/").to_string();
@@ -787,10 +842,13 @@ impl Build<'_> {
                 view = Some(mounted);
                 (root, "source stage", false)
             }
-            None => (self.context.clone(), "build context", true),
+            None => match &generated {
+                Some((dir, what)) => (dir.clone(), *what, true),
+                None => (self.context.clone(), "build context", true),
+            },
         };
         let path = self.scratch_file("layer");
-        let is_add = i.keyword == "ADD";
+        let is_add = i.keyword == "ADD" && !urls;
         let fail = |e: String| Error::Step {
             step: self.step,
             instruction: i.text(),
@@ -835,6 +893,130 @@ impl Build<'_> {
         drop(view);
         let (layer, sum) = result.map_err(fail)?;
         Ok((layer, sum, dest_abs))
+    }
+
+    /// `ADD URL… DEST`: each URL fetched into a scratch directory under
+    /// its last path segment (mode 0600, as docker's), checked against
+    /// `--checksum=sha256:HEX` when given.
+    async fn download(
+        &mut self,
+        i: &Instruction,
+        sources: &[String],
+    ) -> Result<(PathBuf, Vec<String>)> {
+        use sha2::Digest as _;
+        use std::os::unix::fs::OpenOptionsExt;
+        use tokio::io::AsyncWriteExt;
+        if i.keyword != "ADD" {
+            return Err(self.fail(i, "COPY takes no URL: use ADD"));
+        }
+        let want = i.flag("checksum");
+        if want.is_some() && sources.len() != 1 {
+            return Err(self.fail(i, "--checksum takes exactly one URL source"));
+        }
+        let dir = self.scratch_file("downloads");
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        crate::registry::install_crypto_provider();
+        let client = reqwest::Client::builder().build().map_err(internal)?;
+        let mut names = Vec::new();
+        for url in sources {
+            if !url.contains("://") {
+                return Err(self.fail(i, format!("{url}: with a URL, every source is a URL")));
+            }
+            let path_part = url.split(['?', '#']).next().unwrap_or_default();
+            let name = path_part
+                .split("://")
+                .nth(1)
+                .and_then(|rest| rest.split_once('/'))
+                .and_then(|(_, path)| path.rsplit('/').next())
+                .filter(|n| !n.is_empty() && *n != "." && *n != "..")
+                .unwrap_or("download")
+                .to_string();
+            let cannot = |e: &dyn std::fmt::Display| format!("cannot download {url}: {e}");
+            let mut response = client
+                .get(url.as_str())
+                .send()
+                .await
+                .map_err(|e| self.fail(i, cannot(&e)))?;
+            if !response.status().is_success() {
+                return Err(self.fail(i, cannot(&response.status())));
+            }
+            let path = dir.join(&name);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(internal)?;
+            let mut file = tokio::fs::File::from_std(file);
+            let mut hasher = sha2::Sha256::new();
+            while let Some(chunk) = response
+                .chunk()
+                .await
+                .map_err(|e| self.fail(i, cannot(&e)))?
+            {
+                hasher.update(&chunk);
+                file.write_all(&chunk).await.map_err(internal)?;
+            }
+            file.flush().await.map_err(internal)?;
+            let got = format!("sha256:{:x}", hasher.finalize());
+            if let Some(want) = want {
+                if want != got {
+                    return Err(self.fail(
+                        i,
+                        format!("checksum of {url} does not match: expected {want}, got {got}"),
+                    ));
+                }
+            }
+            names.push(name);
+        }
+        Ok((dir, names))
+    }
+
+    /// `COPY <<EOF /dest`: each here-document written to a file named as
+    /// it is, in a scratch directory the copy takes as its sources' root
+    /// (so nothing of the context can mix in).
+    fn heredoc_files(
+        &mut self,
+        i: &Instruction,
+        sources: &[String],
+        lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    ) -> Result<(PathBuf, Vec<String>)> {
+        if i.flag("from").is_some() {
+            return Err(self.fail(i, "heredocs cannot be copied --from another stage"));
+        }
+        let dir = self.scratch_file("heredocs");
+        std::fs::create_dir_all(&dir).map_err(internal)?;
+        let mut names = Vec::new();
+        for source in sources {
+            let marker = source.trim_start_matches("<<").trim_start_matches('-');
+            let found = source
+                .starts_with("<<")
+                .then(|| i.heredocs.iter().find(|h| h.name == marker))
+                .flatten();
+            let Some(h) = found else {
+                return Err(self.fail(
+                    i,
+                    format!("{source}: with heredocs, every source is a heredoc"),
+                ));
+            };
+            let body = if h.expand {
+                dockerfile::expand(&h.body, i.escape, lookup)
+                    .map_err(|m| self.syntax(i.error(m)))?
+            } else {
+                h.body.clone()
+            };
+            let name = Path::new(&h.name)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| self.fail(i, format!("<<{}: not a file name", h.name)))?;
+            let path = dir.join(&name);
+            std::fs::write(&path, body).map_err(internal)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))
+                .map_err(internal)?;
+            names.push(name);
+        }
+        Ok((dir, names))
     }
 
     /// The upper directories of the state's layers, topmost first (where
@@ -896,9 +1078,12 @@ impl Build<'_> {
                 command: created_by.clone(),
                 code,
             }),
+            Err(_) if self.out.is_closed() => Err(Error::Cancelled { step: self.step }),
             Err(e) => Err(self.fail(i, e)),
         };
+        // Force: a cancelled step's process is still running; it is killed.
         container.remove(&self.builds.tasks).await;
+        self.cancelled()?;
         let layer = result?;
         self.commit_layer(i, state, &layer)?;
         state.history(created_by, false);
@@ -1305,6 +1490,7 @@ impl Container {
                         break;
                     }
                 }
+                () = build.out.closed() => return Err("the client went away".into()),
             }
         }
         tasks.wait(&self.id, "").await.map_err(|e| e.to_string())

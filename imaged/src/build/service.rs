@@ -22,7 +22,53 @@ fn status(e: Error) -> Status {
     match e {
         Error::Syntax { .. } | Error::Invalid(_) => Status::invalid_argument(msg),
         Error::Step { .. } | Error::RunFailed { .. } => Status::failed_precondition(msg),
+        Error::Cancelled { .. } => Status::cancelled(msg),
         Error::Internal(_) => Status::internal(msg),
+    }
+}
+
+/// Receives a stream whose first message carries options and every
+/// message bytes of a file, into a scratch file of the build service.
+/// Returns the file's path (the caller removes it) and the options.
+async fn receive<M, O>(
+    builds: &Builds,
+    what: &str,
+    mut stream: tonic::Streaming<M>,
+    split: impl Fn(M) -> (Option<O>, Vec<u8>),
+) -> Result<(std::path::PathBuf, O), Status> {
+    let dir = builds.dir.join("tmp");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+    let path = dir.join(format!("{what}-{}.tar", crate::volumes::random_hex(8)));
+    let internal = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
+    let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
+    let mut options = None;
+    let received = async {
+        while let Some(message) = stream.message().await? {
+            let (o, data) = split(message);
+            if options.is_none() {
+                options = o;
+            }
+            file.write_all(&data).await.map_err(internal)?;
+        }
+        file.flush().await.map_err(internal)?;
+        Ok::<_, Status>(())
+    }
+    .await;
+    drop(file);
+    match (received, options) {
+        (Ok(()), Some(o)) => Ok((path, o)),
+        (Err(e), _) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(e)
+        }
+        (Ok(()), None) => {
+            let _ = tokio::fs::remove_file(&path).await;
+            Err(Status::invalid_argument(format!(
+                "{what}: the first message carries the options"
+            )))
+        }
     }
 }
 
@@ -36,37 +82,10 @@ impl pb::builds_server::Builds for Service {
         &self,
         request: Request<tonic::Streaming<pb::BuildRequest>>,
     ) -> Result<Response<Self::BuildStream>, Status> {
-        let mut stream = request.into_inner();
-        let dir = self.0.dir.join("tmp");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
-        let path = dir.join(format!("context-{}.tar", crate::volumes::random_hex(8)));
-        let internal = |e: std::io::Error| Status::internal(format!("{}: {e}", path.display()));
-        let mut file = tokio::fs::File::create(&path).await.map_err(internal)?;
-        let mut options = None;
-        let received = async {
-            while let Some(message) = stream.message().await? {
-                if options.is_none() {
-                    options = message.options;
-                }
-                file.write_all(&message.context).await.map_err(internal)?;
-            }
-            file.flush().await.map_err(internal)?;
-            Ok::<_, Status>(())
-        }
-        .await;
-        drop(file);
-        if let Err(e) = received {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(e);
-        }
-        let Some(o) = options else {
-            let _ = tokio::fs::remove_file(&path).await;
-            return Err(Status::invalid_argument(
-                "build: the first message carries the options",
-            ));
-        };
+        let (path, o) = receive(&self.0, "context", request.into_inner(), |m| {
+            (m.options, m.context)
+        })
+        .await?;
         let options = Options {
             dockerfile: o.dockerfile,
             dockerfile_name: if o.dockerfile_name.is_empty() {
@@ -85,12 +104,24 @@ impl pb::builds_server::Builds for Service {
         tokio::spawn(async move {
             let (otx, mut orx) = mpsc::unbounded_channel::<String>();
             let forward = tx.clone();
+            // When the client goes (tonic drops the response stream), the
+            // forwarder drops `orx`: the build sees its output channel
+            // closed and cancels, killing a running step.
             let forwarder = tokio::spawn(async move {
-                while let Some(output) = orx.recv().await {
-                    let _ = forward.send(Ok(pb::BuildProgress {
-                        output,
-                        image_id: String::new(),
-                    }));
+                loop {
+                    tokio::select! {
+                        output = orx.recv() => {
+                            let Some(output) = output else { break };
+                            let progress = pb::BuildProgress {
+                                output,
+                                image_id: String::new(),
+                            };
+                            if forward.send(Ok(progress)).is_err() {
+                                break;
+                            }
+                        }
+                        () = forward.closed() => break,
+                    }
                 }
             });
             let result = builds.build(&options, &path, otx).await;
@@ -105,6 +136,21 @@ impl pb::builds_server::Builds for Service {
             });
         });
         Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+    }
+
+    async fn import(
+        &self,
+        request: Request<tonic::Streaming<pb::ImportRootfsRequest>>,
+    ) -> Result<Response<pb::ImportRootfsResponse>, Status> {
+        let (path, o) = receive(&self.0, "import", request.into_inner(), |m| {
+            (m.options, m.data)
+        })
+        .await?;
+        let imported = super::import::import(&self.0, &path, &o.name, &o.changes, &o.message).await;
+        let _ = tokio::fs::remove_file(&path).await;
+        Ok(Response::new(pb::ImportRootfsResponse {
+            image_id: imported.map_err(status)?,
+        }))
     }
 
     async fn commit(

@@ -82,6 +82,8 @@ pub fn history(images: &Images, name: &str) -> Result<(String, Vec<Entry>), imag
 }
 
 fn http_client(options: &registry::Options) -> Result<reqwest::Client, String> {
+    // Without it, a login or search before any pull or push panics.
+    registry::install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(options.timeouts.connect)
         .read_timeout(options.timeouts.read)

@@ -80,9 +80,7 @@ fn is_auth(e: &OciDistributionError) -> bool {
 /// An oci-client for `registry` as the pull side makes one (plain http
 /// for the insecure registries).
 pub(crate) fn client(options: &registry::Options, registry: &str) -> Client {
-    // rustls needs its process-wide provider before any client is made
-    // (the pull side installs the same one).
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    registry::install_crypto_provider();
     let protocol = if options.plain_http(registry) {
         ClientProtocol::HttpsExcept(vec![registry.to_string()])
     } else {

@@ -366,6 +366,7 @@ pub const SECCOMP_KEYS: &[&str] = &[
     "architectures",
     "flags",
     "listenerPath",
+    "listenerMetadata",
     "syscalls",
     "names",
     "action",

@@ -15,12 +15,27 @@
 //!
 //! A syscall named by a rule of one action and not by others gets that
 //! action; one named by no rule gets the default. Where rules of different
-//! actions match the same call, the most restrictive wins (libseccomp would
-//! take the first unconditional rule instead).
+//! actions name one syscall, they are first reduced as libseccomp reduces
+//! them (`reduce`: the first unconditional rule decides, an earlier rule
+//! covers a narrower later one, a broader later one of another action is
+//! refused), so the verdict is libseccomp's (runc's). Only conditional
+//! rules that overlap on different arguments are left to the kernel's
+//! precedence of actions.
+//!
+//! A notifying profile (`SCMP_ACT_NOTIFY`) adds a filter installed with
+//! `SECCOMP_FILTER_FLAG_NEW_LISTENER`; `notify` hands its listener on.
 
+mod abi;
+pub mod notify;
+mod table_i386;
+mod table_x32;
 mod table_x86_64;
 
+use abi::Abi;
+
 use std::collections::BTreeMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -36,6 +51,11 @@ pub enum SeccompError {
     Compile(String),
     #[error("cannot install the seccomp filter: {0}")]
     Install(std::io::Error),
+    #[error("seccomp agent at {path}: {source}")]
+    Agent {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 fn invalid<T>(message: impl Into<String>) -> Result<T, SeccompError> {
@@ -51,6 +71,7 @@ pub struct Profile {
     pub architectures: Vec<String>,
     pub flags: Vec<String>,
     pub listener_path: Option<String>,
+    pub listener_metadata: Option<String>,
     pub syscalls: Vec<SyscallRule>,
 }
 
@@ -77,11 +98,25 @@ pub struct ArgRule {
 pub struct Compiled {
     pub filters: Vec<BpfProgram>,
     pub flags: u32,
+    /// The filter whose rules ask the agent (`SCMP_ACT_NOTIFY`), installed
+    /// last and with `SECCOMP_FILTER_FLAG_NEW_LISTENER`.
+    pub notify: Option<BpfProgram>,
+    /// Where the listener goes (`listenerPath`, `listenerMetadata`).
+    pub listener: Option<notify::Listener>,
 }
 
 const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
 const SECCOMP_FILTER_FLAG_LOG: u32 = 2;
 const SECCOMP_FILTER_FLAG_SPEC_ALLOW: u32 = 4;
+const SECCOMP_FILTER_FLAG_NEW_LISTENER: u32 = 8;
+/// With TSYNC, NEW_LISTENER is refused unless a failed sync reports ESRCH.
+const SECCOMP_FILTER_FLAG_TSYNC_ESRCH: u32 = 16;
+const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
+/// The return value seccompiler writes for the notify filter's matches
+/// (it has no user-notification action), rewritten to
+/// `SECCOMP_RET_USER_NOTIF` once built. That filter has no other non-allow
+/// verdict, so no real TRACE can be mistaken for it.
+const NOTIFY_MARK: u32 = 0x7ff0_0000 | 0xbe27;
 
 const KNOWN_ARCHES: &[&str] = &[
     "SCMP_ARCH_X86",
@@ -111,11 +146,7 @@ const KNOWN_ARCHES: &[&str] = &[
 
 /// The number of `name` on x86_64, if it has one.
 pub fn syscall_number(name: &str) -> Option<i64> {
-    let table = table_x86_64::SYSCALLS;
-    table
-        .binary_search_by(|(n, _)| n.cmp(&name))
-        .ok()
-        .map(|i| table[i].1)
+    Abi::X86_64.number(name)
 }
 
 /// An action with its data, ordered so that it can key a map.
@@ -128,6 +159,8 @@ enum Action {
     Trap,
     Trace(u32),
     Log,
+    /// `SCMP_ACT_NOTIFY`: the call waits for the agent's answer.
+    Notify,
 }
 
 impl Action {
@@ -140,11 +173,7 @@ impl Action {
             "SCMP_ACT_TRAP" => Action::Trap,
             "SCMP_ACT_TRACE" => Action::Trace(errno.unwrap_or(libc::EPERM as u32)),
             "SCMP_ACT_LOG" => Action::Log,
-            "SCMP_ACT_NOTIFY" => {
-                return invalid(
-                    "SCMP_ACT_NOTIFY (seccomp user notification) is not supported by berth yet",
-                )
-            }
+            "SCMP_ACT_NOTIFY" => Action::Notify,
             other => return invalid(format!("unknown action {other:?}")),
         })
     }
@@ -158,6 +187,7 @@ impl Action {
             Action::Trap => SeccompAction::Trap,
             Action::Trace(e) => SeccompAction::Trace(e),
             Action::Log => SeccompAction::Log,
+            Action::Notify => SeccompAction::Trace(NOTIFY_MARK & 0xffff),
         }
     }
 }
@@ -197,13 +227,6 @@ pub fn parse(value: &serde_json::Value) -> Result<Profile, SeccompError> {
 
 /// Compiles a profile for x86_64.
 pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
-    if profile
-        .listener_path
-        .as_deref()
-        .is_some_and(|p| !p.is_empty())
-    {
-        return invalid("listenerPath (seccomp user notification) is not supported by berth yet");
-    }
     for arch in &profile.architectures {
         if !KNOWN_ARCHES.contains(&arch.as_str()) {
             return invalid(format!("unknown architecture {arch:?}"));
@@ -219,167 +242,388 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
         };
     }
     let default = Action::parse(&profile.default_action, profile.default_errno_ret)?;
-    // action → syscall → rules (an empty list matches unconditionally).
-    let mut by_action: BTreeMap<Action, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
-    let mut unconditional: BTreeMap<Action, std::collections::BTreeSet<i64>> = BTreeMap::new();
+    check_notify(profile, default)?;
+    let abis = Abi::listed(&profile.architectures);
+    let mut filters = vec![abi::guard(&abis)];
+    let mut notify_sections = Vec::new();
+    for abi in abis {
+        let by_action = rules_by_action(profile, default, abi)?;
+        if default != Action::Allow {
+            // Every syscall a rule names passes this one; the rest get the default.
+            let mut all: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+            for rules in by_action.values() {
+                for (number, conditions) in rules {
+                    match all.get_mut(number) {
+                        None => {
+                            all.insert(*number, conditions.clone());
+                        }
+                        // Unconditional already, or now: matches every call.
+                        Some(slot) if slot.is_empty() => {}
+                        Some(slot) if conditions.is_empty() => slot.clear(),
+                        Some(slot) => slot.extend(conditions.iter().cloned()),
+                    }
+                }
+            }
+            let mut section = abi.unknown_syscall_stub();
+            section.extend(build(abi, all, default, Action::Allow)?);
+            filters.push(abi::chain(vec![(abi, section)]));
+        }
+        for (action, rules) in by_action {
+            if action == Action::Allow || rules.is_empty() {
+                continue;
+            }
+            let mut program = build(abi, rules, Action::Allow, action)?;
+            if action == Action::Notify {
+                for insn in program.iter_mut().filter(|i| i.code == BPF_RET_K) {
+                    if insn.k == NOTIFY_MARK {
+                        insn.k = SECCOMP_RET_USER_NOTIF;
+                    }
+                }
+                notify_sections.push((abi, program));
+            } else {
+                // One filter per action and ABI keeps each within the
+                // kernel's 4096 instructions.
+                filters.push(abi::chain(vec![(abi, program)]));
+            }
+        }
+    }
+    // The listener belongs to one filter: its ABIs share it.
+    let notify = (!notify_sections.is_empty()).then(|| abi::chain(notify_sections));
+    let listener = notify.as_ref().and_then(|_| {
+        Some(notify::Listener {
+            path: PathBuf::from(profile.listener_path.as_deref()?),
+            metadata: profile.listener_metadata.clone().unwrap_or_default(),
+        })
+    });
+    Ok(Compiled {
+        filters,
+        flags,
+        notify,
+        listener,
+    })
+}
+
+const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
+
+/// action → syscall → rules for one ABI (an empty list matches every call).
+fn rules_by_action(
+    profile: &Profile,
+    default: Action,
+    abi: Abi,
+) -> Result<BTreeMap<Action, BTreeMap<i64, Vec<SeccompRule>>>, SeccompError> {
+    // Each syscall's rules in the profile's order, as runc adds them to
+    // libseccomp; then reduced to what libseccomp keeps (see `reduce`).
+    let mut by_syscall: BTreeMap<i64, (&str, Vec<Entry>)> = BTreeMap::new();
     for rule in &profile.syscalls {
         let action = Action::parse(&rule.action, rule.errno_ret)?;
         // A rule that repeats the default changes nothing (runc drops it too).
         if action == default {
             continue;
         }
-        let conditions = rule
-            .args
-            .iter()
-            .map(condition)
-            .collect::<Result<Vec<_>, _>>()?;
+        for arg in &rule.args {
+            condition(arg)?;
+        }
         // Several conditions on one argument cannot all hold; libseccomp and
         // runc read them as alternatives: one rule per condition.
         let mut indexes: Vec<u8> = rule.args.iter().map(|a| a.index).collect();
         indexes.sort_unstable();
-        let alternatives: Vec<Vec<SeccompCondition>> = if indexes.windows(2).any(|w| w[0] == w[1]) {
-            conditions.iter().map(|c| vec![c.clone()]).collect()
+        let alternatives: Vec<Vec<&ArgRule>> = if indexes.windows(2).any(|w| w[0] == w[1]) {
+            rule.args.iter().map(|a| vec![a]).collect()
         } else {
-            vec![conditions.clone()]
+            vec![rule.args.iter().collect()]
         };
         for name in &rule.names {
-            // Names this architecture lacks are skipped, as libseccomp does.
-            let Some(number) = syscall_number(name) else {
+            if let Some((number, call)) = abi.multiplexed(name) {
+                let call = ArgRule {
+                    index: 0,
+                    value: call,
+                    value_two: 0,
+                    op: "SCMP_CMP_EQ".into(),
+                };
+                let entries = &mut by_syscall.entry(number).or_insert((name, Vec::new())).1;
+                entries.push(Entry::new(action, &[&call]));
+            }
+            // Names this ABI lacks are skipped, as libseccomp does.
+            let Some(number) = abi.number(name) else {
                 continue;
             };
-            let entry = by_action
-                .entry(action)
+            let entries = &mut by_syscall.entry(number).or_insert((name, Vec::new())).1;
+            for alternative in &alternatives {
+                entries.push(Entry::new(action, alternative));
+            }
+        }
+    }
+    let mut by_action: BTreeMap<Action, BTreeMap<i64, Vec<SeccompRule>>> = BTreeMap::new();
+    for (number, (name, entries)) in by_syscall {
+        for entry in reduce(name, entries)? {
+            let rules = by_action
+                .entry(entry.action)
                 .or_default()
                 .entry(number)
                 .or_default();
-            if conditions.is_empty() {
-                unconditional.entry(action).or_default().insert(number);
-            } else {
-                for alternative in &alternatives {
-                    entry.push(
-                        SeccompRule::new(alternative.clone())
-                            .map_err(|e| SeccompError::Compile(e.to_string()))?,
-                    );
-                }
+            if !entry.conditions.is_empty() {
+                let conditions = entry
+                    .conditions
+                    .iter()
+                    .map(Cond::compile)
+                    .collect::<Result<Vec<_>, _>>()?;
+                rules.push(
+                    SeccompRule::new(conditions)
+                        .map_err(|e| SeccompError::Compile(e.to_string()))?,
+                );
             }
         }
     }
-    for (action, numbers) in &unconditional {
-        if let Some(rules) = by_action.get_mut(action) {
-            for number in numbers {
-                rules.insert(*number, Vec::new());
-            }
-        }
+    Ok(by_action)
+}
+
+/// seccompiler's filter of `rules` (→ `matched`, else `mismatch`), for the
+/// numbers of `abi`.
+fn build(
+    abi: Abi,
+    rules: BTreeMap<i64, Vec<SeccompRule>>,
+    mismatch: Action,
+    matched: Action,
+) -> Result<BpfProgram, SeccompError> {
+    let filter = SeccompFilter::new(
+        rules,
+        mismatch.to_seccompiler(),
+        matched.to_seccompiler(),
+        TargetArch::x86_64,
+    )
+    .map_err(|e| SeccompError::Compile(e.to_string()))?;
+    let mut program =
+        BpfProgram::try_from(filter).map_err(|e| SeccompError::Compile(e.to_string()))?;
+    abi.retarget(&mut program);
+    Ok(program)
+}
+
+/// One argument condition, comparable (`SeccompCondition` is not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Cond {
+    index: u8,
+    op: String,
+    value: u64,
+    /// Only `SCMP_CMP_MASKED_EQ` reads it.
+    value_two: u64,
+}
+
+impl Cond {
+    /// The condition that holds exactly when this one does not.
+    fn negated(&self) -> Option<Cond> {
+        let op = match self.op.as_str() {
+            "SCMP_CMP_EQ" => "SCMP_CMP_NE",
+            "SCMP_CMP_NE" => "SCMP_CMP_EQ",
+            "SCMP_CMP_LT" => "SCMP_CMP_GE",
+            "SCMP_CMP_GE" => "SCMP_CMP_LT",
+            "SCMP_CMP_LE" => "SCMP_CMP_GT",
+            "SCMP_CMP_GT" => "SCMP_CMP_LE",
+            _ => return None,
+        };
+        Some(Cond {
+            op: op.to_string(),
+            ..self.clone()
+        })
     }
-    let arch = TargetArch::x86_64;
-    let build = |rules: BTreeMap<i64, Vec<SeccompRule>>, mismatch: Action, matched: Action| {
-        let filter = SeccompFilter::new(
-            rules,
-            mismatch.to_seccompiler(),
-            matched.to_seccompiler(),
-            arch,
-        )
-        .map_err(|e| SeccompError::Compile(e.to_string()))?;
-        BpfProgram::try_from(filter).map_err(|e| SeccompError::Compile(e.to_string()))
-    };
-    // seccompiler checks the architecture but not the x32 bit: x32 syscall
-    // numbers (bit 30 set) match no rule. This guard answers them ENOSYS
-    // first, so a deny-list cannot be bypassed through the x32 ABI.
-    let mut filters = vec![x32_guard()];
-    if default != Action::Allow {
-        // Every syscall a rule names passes this one; the rest get the default.
-        let mut all: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
-        for rules in by_action.values() {
-            for (number, conditions) in rules {
-                match all.get_mut(number) {
-                    None => {
-                        all.insert(*number, conditions.clone());
-                    }
-                    // Unconditional already, or now: matches every call.
-                    Some(slot) if slot.is_empty() => {}
-                    Some(slot) if conditions.is_empty() => slot.clear(),
-                    Some(slot) => slot.extend(conditions.iter().cloned()),
-                }
-            }
-        }
-        let mut program = unknown_syscall_stub();
-        program.extend(build(all, default, Action::Allow)?);
-        filters.push(program);
+
+    fn compile(&self) -> Result<SeccompCondition, SeccompError> {
+        condition(&ArgRule {
+            index: self.index,
+            value: self.value,
+            value_two: self.value_two,
+            op: self.op.clone(),
+        })
     }
-    for (action, rules) in by_action {
-        if action == Action::Allow || action == default || rules.is_empty() {
+}
+
+/// One rule of one syscall: an action and the conditions that must all hold.
+#[derive(Debug, Clone)]
+struct Entry {
+    action: Action,
+    conditions: Vec<Cond>,
+}
+
+impl Entry {
+    fn new(action: Action, args: &[&ArgRule]) -> Entry {
+        let conditions = args
+            .iter()
+            .map(|a| Cond {
+                index: a.index,
+                op: a.op.clone(),
+                value: a.value,
+                value_two: if a.op == "SCMP_CMP_MASKED_EQ" {
+                    a.value_two
+                } else {
+                    0
+                },
+            })
+            .collect();
+        Entry { action, conditions }
+    }
+
+    /// Whether every call this entry matches also matches `other`'s
+    /// conditions because `other`'s are a part of this one's.
+    fn narrower_than(&self, other: &Entry) -> bool {
+        other.conditions.iter().all(|c| self.conditions.contains(c))
+    }
+}
+
+/// The rules of one syscall, in the profile's order, reduced to those
+/// libseccomp (2.5, runc's and crun's) keeps when runc adds them one by one:
+/// - an unconditional rule makes the first one the syscall's only rule
+///   (later unconditional rules of other actions change nothing);
+/// - a rule whose conditions include all of an earlier rule's is covered
+///   by that earlier rule, whatever its action;
+/// - a rule whose conditions are all among an earlier rule's of another
+///   action is refused (libseccomp answers EEXIST; runc then fails).
+///
+/// Rules that remain and overlap otherwise are ordered as libseccomp tests
+/// them (`order_overlaps`).
+fn reduce(name: &str, entries: Vec<Entry>) -> Result<Vec<Entry>, SeccompError> {
+    if let Some(first) = entries.iter().find(|e| e.conditions.is_empty()) {
+        return Ok(vec![first.clone()]);
+    }
+    let mut kept: Vec<Entry> = Vec::new();
+    for entry in entries {
+        // Checked first: the same conditions with another action are refused.
+        if let Some(earlier) = kept
+            .iter()
+            .find(|k| k.action != entry.action && k.narrower_than(&entry))
+        {
+            return invalid(format!(
+                "syscall {name}: a rule of action {:?} matches calls an earlier rule of action {:?} \
+                 already decides (libseccomp refuses it: file exists)",
+                entry.action, earlier.action
+            ));
+        }
+        if kept.iter().any(|k| entry.narrower_than(k)) {
             continue;
         }
-        filters.push(build(rules, Action::Allow, action)?);
+        kept.push(entry);
     }
-    Ok(Compiled { filters, flags })
+    Ok(order_overlaps(kept))
 }
 
-/// Instructions put before the default action's filter: a syscall newer
-/// than every one berth knows (so no profile can name it) fails with ENOSYS,
-/// not the default errno, as runc's filters answer it: programs probe new
-/// syscalls and fall back on ENOSYS only. The rest goes on to the filter.
-fn unknown_syscall_stub() -> BpfProgram {
-    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const BPF_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const BPF_JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
-    const BPF_RET_K: u16 = 0x06;
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let newest = table_x86_64::SYSCALLS
+/// libseccomp tests a syscall's rules as a tree: each rule's conditions in
+/// argument order, and where two rules part on different arguments, the
+/// higher argument first; the first rule that holds decides. Of two rules
+/// of different actions, the one tested second is therefore narrowed here
+/// to the calls where the first does not hold (its missing conditions
+/// negated, one alternative each), so that the kernel's precedence across
+/// berth's filters never has to choose. Rules that part on the same
+/// argument (`a0 > 10` beside `a0 == 12`), or whose first-tested rule has a
+/// condition without a negation (`SCMP_CMP_MASKED_EQ`), stay as they are.
+fn order_overlaps(kept: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::new();
+    for (i, second) in kept.iter().enumerate() {
+        let mut pieces = vec![second.clone()];
+        for (j, first) in kept.iter().enumerate() {
+            if i == j || first.action == second.action || !tested_before(first, second) {
+                continue;
+            }
+            let negations: Option<Vec<Cond>> = first
+                .conditions
+                .iter()
+                .filter(|c| !second.conditions.contains(c))
+                .map(Cond::negated)
+                .collect();
+            let Some(negations) = negations else {
+                continue;
+            };
+            pieces = pieces
+                .into_iter()
+                .flat_map(|piece| {
+                    negations.iter().map(move |n| {
+                        let mut narrowed = piece.clone();
+                        narrowed.conditions.push(n.clone());
+                        narrowed
+                    })
+                })
+                .collect();
+        }
+        out.extend(pieces);
+    }
+    out
+}
+
+/// Whether libseccomp's tree tests `a` before `b`: at the first condition
+/// (in argument order) where they differ, `a` tests a higher argument.
+fn tested_before(a: &Entry, b: &Entry) -> bool {
+    let sorted = |e: &Entry| {
+        let mut conditions = e.conditions.clone();
+        conditions.sort_by_key(|c| c.index);
+        conditions
+    };
+    let (a, b) = (sorted(a), sorted(b));
+    a.iter()
+        .zip(&b)
+        .find(|(x, y)| x != y)
+        .is_some_and(|(x, y)| x.index > y.index)
+}
+
+/// What runc refuses of a profile that asks the agent. The runtime learns
+/// the listener only after the filter is on; a notifying `write` (or a
+/// notifying default, which covers it) would block the very message that
+/// hands the listener over, and the container would hang.
+fn check_notify(profile: &Profile, default: Action) -> Result<(), SeccompError> {
+    if default == Action::Notify {
+        return invalid("SCMP_ACT_NOTIFY cannot be used as default action");
+    }
+    let notifying = profile
+        .syscalls
         .iter()
-        .map(|(_, n)| *n)
-        .max()
-        .unwrap_or(0) as u32;
-    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
-    // Jumps count from the next instruction; index 5 is the filter proper.
-    vec![
-        insn(BPF_LD_W_ABS, 0, 0, 4), // seccomp_data.arch
-        insn(BPF_JEQ_K, 0, 3, AUDIT_ARCH_X86_64),
-        insn(BPF_LD_W_ABS, 0, 0, 0), // seccomp_data.nr
-        insn(BPF_JGT_K, 0, 1, newest),
-        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-    ]
-}
-
-/// A filter returning ENOSYS for x32 syscall numbers and allowing the rest.
-fn x32_guard() -> BpfProgram {
-    const BPF_LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const BPF_JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
-    const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    const SECCOMP_RET_ALLOW: u32 = 0x7fff_0000;
-    const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
-    let insn = |code, jt, jf, k| seccompiler::sock_filter { code, jt, jf, k };
-    vec![
-        insn(BPF_LD_W_ABS, 0, 0, 0), // seccomp_data.nr
-        insn(BPF_JSET_K, 0, 1, 0x4000_0000),
-        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        insn(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
-    ]
-}
-
-/// Installs the filters on the calling thread.
-pub fn install(compiled: &Compiled) -> Result<(), SeccompError> {
-    for program in &compiled.filters {
-        let fprog = libc::sock_fprog {
-            len: program.len() as u16,
-            filter: program.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: `fprog` points to a BPF program that outlives the call;
-        // seccompiler's sock_filter has the kernel's layout.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_seccomp,
-                1, // SECCOMP_SET_MODE_FILTER
-                compiled.flags,
-                &fprog as *const libc::sock_fprog,
-            )
-        };
-        if rc != 0 {
-            return Err(SeccompError::Install(std::io::Error::last_os_error()));
+        .filter(|r| r.action == "SCMP_ACT_NOTIFY");
+    let mut any = false;
+    for rule in notifying {
+        any = true;
+        if rule.names.iter().any(|n| n == "write") {
+            return invalid("SCMP_ACT_NOTIFY cannot be used for the write syscall");
         }
     }
+    if any && profile.listener_path.as_deref().unwrap_or("").is_empty() {
+        return invalid("SCMP_ACT_NOTIFY needs listenerPath (the seccomp agent's socket)");
+    }
     Ok(())
+}
+
+/// Installs the filters on the calling thread; returns the listener when
+/// the profile asks an agent (the caller hands it over, see `notify`).
+pub fn install(compiled: &Compiled) -> Result<Option<OwnedFd>, SeccompError> {
+    for program in &compiled.filters {
+        load(program, compiled.flags)?;
+    }
+    let Some(program) = &compiled.notify else {
+        return Ok(None);
+    };
+    let mut flags = compiled.flags | SECCOMP_FILTER_FLAG_NEW_LISTENER;
+    if flags & SECCOMP_FILTER_FLAG_TSYNC != 0 {
+        flags |= SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+    }
+    let fd = load(program, flags)?;
+    // SAFETY: with NEW_LISTENER the kernel returns a new descriptor
+    // (close-on-exec) that nothing else owns.
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+}
+
+fn load(program: &BpfProgram, flags: u32) -> Result<i32, SeccompError> {
+    let fprog = libc::sock_fprog {
+        len: program.len() as u16,
+        filter: program.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: `fprog` points to a BPF program that outlives the call;
+    // seccompiler's sock_filter has the kernel's layout.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            1, // SECCOMP_SET_MODE_FILTER
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if rc < 0 {
+        return Err(SeccompError::Install(std::io::Error::last_os_error()));
+    }
+    Ok(rc as i32)
 }
 
 #[cfg(test)]
@@ -395,12 +639,10 @@ mod tests {
         }))
         .unwrap();
         let compiled = compile(&profile).unwrap();
-        let stub = unknown_syscall_stub();
+        let stub = Abi::X86_64.unknown_syscall_stub();
         let default = &compiled.filters[1];
-        assert_eq!(default[..stub.len()], stub[..]);
-        // The filter proper loads what it tests first (the stub leaves
-        // the syscall number in the accumulator).
-        assert_eq!(default[stub.len()].code, 0x20);
+        // After the x86_64 prefix (6 instructions) comes the stub.
+        assert_eq!(default[6..6 + stub.len()], stub[..]);
     }
 
     fn profile(value: serde_json::Value) -> Result<Compiled, SeccompError> {
@@ -427,7 +669,7 @@ mod tests {
             ]
         }))
         .unwrap();
-        // x32 guard, default filter, EACCES filter, EPERM filter.
+        // Guard, default filter, EACCES filter, EPERM filter (x86_64 only).
         assert_eq!(compiled.filters.len(), 4);
     }
 
@@ -448,7 +690,20 @@ mod tests {
                 json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": {"names": ["read"]}}),
                 "invalid type",
             ),
-            (json!({"defaultAction": "SCMP_ACT_NOTIFY"}), "not supported"),
+            (
+                json!({"defaultAction": "SCMP_ACT_NOTIFY"}),
+                "SCMP_ACT_NOTIFY cannot be used as default action",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/a.sock",
+                "syscalls": [{"names": ["mkdir", "write"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "SCMP_ACT_NOTIFY cannot be used for the write syscall",
+            ),
+            (
+                json!({"defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+                "needs listenerPath",
+            ),
             (
                 json!({"defaultAction": "SCMP_ACT_ALLOW", "flags": ["SECCOMP_FILTER_FLAG_NOPE"]}),
                 "unknown flag",

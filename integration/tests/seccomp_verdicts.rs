@@ -1,0 +1,479 @@
+//! berth's seccomp verdicts against libseccomp's, call by call.
+//!
+//! For each profile of the table, libseccomp itself (the library runc and
+//! crun link, loaded here with dlopen) builds the filter the way runc 1.1
+//! adds the rules, and exports its BPF; berth compiles the same profile.
+//! A small classic-BPF interpreter runs both on a grid of calls (syscall
+//! numbers and argument values), berth's filters combined as the kernel
+//! combines a stack of filters. Every verdict must be equal, and a profile
+//! libseccomp refuses must be refused by berth too.
+
+use berth_integration::missing_prerequisite;
+use serde_json::{json, Value};
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+
+type Ctx = *mut libc::c_void;
+type InitFn = unsafe extern "C" fn(u32) -> Ctx;
+type RuleAddFn = unsafe extern "C" fn(Ctx, u32, i32, u32, *const ArgCmp) -> i32;
+type ExportFn = unsafe extern "C" fn(Ctx, i32) -> i32;
+type ReleaseFn = unsafe extern "C" fn(Ctx);
+type ArchAddFn = unsafe extern "C" fn(Ctx, u32) -> i32;
+type ResolveFn = unsafe extern "C" fn(*const libc::c_char) -> i32;
+
+/// The few libseccomp entry points runc uses to build a filter.
+struct Libseccomp {
+    init: InitFn,
+    rule_add_array: RuleAddFn,
+    export_bpf: ExportFn,
+    release: ReleaseFn,
+    arch_add: ArchAddFn,
+    resolve_name: ResolveFn,
+}
+
+#[repr(C)]
+struct ArgCmp {
+    arg: u32,
+    op: u32,
+    datum_a: u64,
+    datum_b: u64,
+}
+
+impl Libseccomp {
+    fn load() -> Option<Libseccomp> {
+        // SAFETY: dlopen/dlsym of a C library; each symbol is cast to the
+        // signature seccomp.h declares for it.
+        unsafe {
+            let handle = libc::dlopen(c"libseccomp.so.2".as_ptr(), libc::RTLD_NOW);
+            if handle.is_null() {
+                return None;
+            }
+            let symbol = |name: &std::ffi::CStr| {
+                let p = libc::dlsym(handle, name.as_ptr());
+                assert!(!p.is_null(), "libseccomp lacks {name:?}");
+                p
+            };
+            Some(Libseccomp {
+                init: std::mem::transmute::<*mut libc::c_void, InitFn>(symbol(c"seccomp_init")),
+                rule_add_array: std::mem::transmute::<*mut libc::c_void, RuleAddFn>(symbol(
+                    c"seccomp_rule_add_array",
+                )),
+                export_bpf: std::mem::transmute::<*mut libc::c_void, ExportFn>(symbol(
+                    c"seccomp_export_bpf",
+                )),
+                release: std::mem::transmute::<*mut libc::c_void, ReleaseFn>(symbol(
+                    c"seccomp_release",
+                )),
+                arch_add: std::mem::transmute::<*mut libc::c_void, ArchAddFn>(symbol(
+                    c"seccomp_arch_add",
+                )),
+                resolve_name: std::mem::transmute::<*mut libc::c_void, ResolveFn>(symbol(
+                    c"seccomp_syscall_resolve_name",
+                )),
+            })
+        }
+    }
+
+    /// The filter runc 1.1 builds for `profile`, or the error libseccomp gave.
+    fn build(&self, profile: &Value) -> Result<Vec<Insn>, String> {
+        let action = |name: &str, errno: Option<u64>| -> u32 {
+            let data = errno.unwrap_or(libc::EPERM as u64) as u32 & 0xffff;
+            match name {
+                "SCMP_ACT_ALLOW" => 0x7fff_0000,
+                "SCMP_ACT_ERRNO" => 0x0005_0000 | data,
+                "SCMP_ACT_KILL" | "SCMP_ACT_KILL_THREAD" => 0,
+                "SCMP_ACT_KILL_PROCESS" => 0x8000_0000,
+                "SCMP_ACT_TRAP" => 0x0003_0000,
+                "SCMP_ACT_TRACE" => 0x7ff0_0000 | data,
+                "SCMP_ACT_LOG" => 0x7ffc_0000,
+                "SCMP_ACT_NOTIFY" => 0x7fc0_0000,
+                other => panic!("action {other}"),
+            }
+        };
+        let op = |name: &str| match name {
+            "SCMP_CMP_NE" => 1,
+            "SCMP_CMP_LT" => 2,
+            "SCMP_CMP_LE" => 3,
+            "SCMP_CMP_EQ" => 4,
+            "SCMP_CMP_GE" => 5,
+            "SCMP_CMP_GT" => 6,
+            "SCMP_CMP_MASKED_EQ" => 7,
+            other => panic!("op {other}"),
+        };
+        let default = action(
+            profile["defaultAction"].as_str().unwrap(),
+            profile["defaultErrnoRet"].as_u64(),
+        );
+        // SAFETY: the libseccomp API as documented; the context is released below.
+        unsafe {
+            let ctx = (self.init)(default);
+            assert!(!ctx.is_null());
+            for arch in profile["architectures"].as_array().into_iter().flatten() {
+                let token = match arch.as_str().unwrap() {
+                    "SCMP_ARCH_X86" => AUDIT_ARCH_I386,
+                    "SCMP_ARCH_X32" => 0x4000_003e,
+                    _ => continue, // x86_64, the native one, is there already
+                };
+                assert_eq!((self.arch_add)(ctx, token), 0, "{arch}");
+            }
+            let mut result = Ok(());
+            'rules: for rule in profile["syscalls"].as_array().unwrap() {
+                let act = action(rule["action"].as_str().unwrap(), rule["errnoRet"].as_u64());
+                if act == default {
+                    continue;
+                }
+                let args: Vec<ArgCmp> = rule["args"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|c| ArgCmp {
+                                arg: c["index"].as_u64().unwrap() as u32,
+                                op: op(c["op"].as_str().unwrap()),
+                                datum_a: c["value"].as_u64().unwrap(),
+                                datum_b: c["valueTwo"].as_u64().unwrap_or(0),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let mut indexes: Vec<u32> = args.iter().map(|a| a.arg).collect();
+                indexes.sort_unstable();
+                let split = indexes.windows(2).any(|w| w[0] == w[1]);
+                for name in rule["names"].as_array().unwrap() {
+                    let name = std::ffi::CString::new(name.as_str().unwrap()).unwrap();
+                    let number = (self.resolve_name)(name.as_ptr());
+                    // __NR_SCMP_ERROR; other negative numbers are
+                    // libseccomp's pseudo-syscalls, which runc passes on.
+                    if number == -1 {
+                        continue;
+                    }
+                    let sets: Vec<&[ArgCmp]> = if split {
+                        args.chunks(1).collect()
+                    } else {
+                        vec![&args[..]]
+                    };
+                    for set in sets {
+                        let rc =
+                            (self.rule_add_array)(ctx, act, number, set.len() as u32, set.as_ptr());
+                        if rc != 0 {
+                            result = Err(format!("{name:?}: errno {}", -rc));
+                            break 'rules;
+                        }
+                    }
+                }
+            }
+            let program = result.map(|()| {
+                let fd = libc::memfd_create(c"bpf".as_ptr(), 0);
+                assert_eq!((self.export_bpf)(ctx, fd), 0);
+                let size = libc::lseek(fd, 0, libc::SEEK_END) as usize;
+                let mut program = vec![
+                    libc::sock_filter {
+                        code: 0,
+                        jt: 0,
+                        jf: 0,
+                        k: 0
+                    };
+                    size / 8
+                ];
+                libc::pread(fd, program.as_mut_ptr().cast(), size, 0);
+                libc::close(fd);
+                program.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect()
+            });
+            (self.release)(ctx);
+            program
+        }
+    }
+}
+
+/// One BPF instruction: code, jt, jf, k.
+type Insn = (u16, u8, u8, u32);
+
+/// Runs a classic-BPF seccomp program on one call.
+fn run(program: &[Insn], data: &[u8; 64]) -> u32 {
+    let word = |offset: u32| {
+        let o = offset as usize;
+        u32::from_ne_bytes(data[o..o + 4].try_into().unwrap())
+    };
+    let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+    let mut pc = 0usize;
+    loop {
+        let (code, jt, jf, k) = program[pc];
+        pc += 1;
+        let jump = |taken: bool| if taken { jt as usize } else { jf as usize };
+        match code {
+            0x20 => a = word(k),         // ld [k]
+            0x00 => a = k,               // ld #k
+            0x01 => x = k,               // ldx #k
+            0x60 => a = mem[k as usize], // ld M[k]
+            0x61 => x = mem[k as usize], // ldx M[k]
+            0x02 => mem[k as usize] = a, // st
+            0x03 => mem[k as usize] = x, // stx
+            0x07 => x = a,               // tax
+            0x87 => a = x,               // txa
+            0x54 => a &= k,              // and #k
+            0x44 => a |= k,              // or #k
+            0x04 => a = a.wrapping_add(k),
+            0x14 => a = a.wrapping_sub(k),
+            0x05 => pc += k as usize, // ja
+            0x15 => pc += jump(a == k),
+            0x25 => pc += jump(a > k),
+            0x35 => pc += jump(a >= k),
+            0x45 => pc += jump(a & k != 0),
+            0x1d => pc += jump(a == x),
+            0x2d => pc += jump(a > x),
+            0x3d => pc += jump(a >= x),
+            0x4d => pc += jump(a & x != 0),
+            0x06 => return k,
+            0x16 => return a,
+            other => panic!("BPF opcode {other:#x} at {}", pc - 1),
+        }
+    }
+}
+
+/// What the kernel answers for a stack of filters: the most restrictive
+/// action; among equals, the most recently installed filter's.
+fn run_stack(filters: &[Vec<Insn>], data: &[u8; 64]) -> u32 {
+    let mut verdict = 0x7fff_0000u32;
+    for program in filters.iter().rev() {
+        let this = run(program, data);
+        if ((this & 0xffff_0000) as i32) < ((verdict & 0xffff_0000) as i32) {
+            verdict = this;
+        }
+    }
+    verdict
+}
+
+fn call(nr: i32, arch: u32, args: [u64; 6]) -> [u8; 64] {
+    let mut data = [0u8; 64];
+    data[0..4].copy_from_slice(&nr.to_ne_bytes());
+    data[4..8].copy_from_slice(&arch.to_ne_bytes());
+    for (i, arg) in args.iter().enumerate() {
+        data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+    }
+    data
+}
+
+/// Profiles whose rules of different actions meet on one syscall.
+fn table() -> Vec<(&'static str, Value)> {
+    let eq = |index: u64, value: u64| json!({"index": index, "value": value, "op": "SCMP_CMP_EQ"});
+    let ge = |index: u64, value: u64| json!({"index": index, "value": value, "op": "SCMP_CMP_GE"});
+    vec![
+        (
+            "two unconditional rules: the first decides",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                    {"names": ["mkdir"], "action": "SCMP_ACT_KILL_PROCESS"},
+                    {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}
+                ]
+            }),
+        ),
+        (
+            "a later unconditional rule replaces a conditional one",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]},
+                    {"names": ["kill"], "action": "SCMP_ACT_TRAP"}
+                ]
+            }),
+        ),
+        (
+            "an earlier unconditional rule covers a conditional one",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["rmdir"], "action": "SCMP_ACT_LOG"},
+                    {"names": ["rmdir"], "action": "SCMP_ACT_KILL_PROCESS", "args": [eq(0, 3)]}
+                ]
+            }),
+        ),
+        (
+            "an earlier broader rule covers a narrower one",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["fchdir"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 1)]},
+                    {"names": ["fchdir"], "action": "SCMP_ACT_ERRNO", "args": [eq(0, 1), eq(1, 2)]}
+                ]
+            }),
+        ),
+        (
+            "a broader rule after a narrower one of another action is refused",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["fchdir"], "action": "SCMP_ACT_ERRNO", "args": [eq(0, 1), eq(1, 2)]},
+                    {"names": ["fchdir"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 1)]}
+                ]
+            }),
+        ),
+        (
+            "the same conditions with another action are refused",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [ge(0, 1)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_KILL", "args": [ge(0, 1)]}
+                ]
+            }),
+        ),
+        (
+            "the same conditions and action twice",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [eq(0, 1)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [ge(0, 1)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "args": [eq(0, 1)]}
+                ]
+            }),
+        ),
+        (
+            "an allow list, with errno rules for some of its calls",
+            json!({
+                "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+                "syscalls": [
+                    {"names": ["getpid", "socket", "kill", "mkdir"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 22, "args": [eq(0, 40)]},
+                    {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [eq(0, 0)]},
+                    {"names": ["personality"], "action": "SCMP_ACT_ALLOW", "args": [eq(0, 8)]},
+                    {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}
+                ],
+                "listenerPath": "/nonexistent"
+            }),
+        ),
+        (
+            "i386 and x32 listed: each by its own numbers",
+            json!({
+                "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+                "syscalls": [
+                    {"names": ["getpid", "read", "socketcall"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["getppid", "mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                    {"names": ["kill"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]}
+                ]
+            }),
+        ),
+        (
+            "rules parting on different arguments: the higher argument first",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]},
+                    {"names": ["kill"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                    {"names": ["rmdir"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                    {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10)]},
+                    {"names": ["fchdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(1, 10), eq(2, 4)]},
+                    {"names": ["fchdir"], "action": "SCMP_ACT_TRAP", "args": [eq(0, 3)]},
+                    {"names": ["getpid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 5, "args": [eq(0, 1), eq(1, 2)]},
+                    {"names": ["getpid"], "action": "SCMP_ACT_KILL_PROCESS", "args": [eq(0, 1), eq(2, 3)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_LOG", "args": [ge(1, 8)]},
+                    {"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 7, "args": [ge(0, 2)]}
+                ]
+            }),
+        ),
+        (
+            "i386's socketcall and ipc carry the calls they multiplex",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+                "syscalls": [
+                    {"names": ["socket"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                    {"names": ["semop", "shmat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 14},
+                    {"names": ["connect"], "action": "SCMP_ACT_ERRNO", "errnoRet": 15, "args": [eq(0, 5)]},
+                    {"names": ["bind"], "action": "SCMP_ACT_TRAP"}
+                ]
+            }),
+        ),
+        (
+            "i386 listed, x32 not",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+                "syscalls": [{"names": ["getppid", "kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+            }),
+        ),
+        (
+            "alternatives on one argument, and the default repeated",
+            json!({
+                "defaultAction": "SCMP_ACT_ALLOW",
+                "syscalls": [
+                    {"names": ["kill"], "action": "SCMP_ACT_ALLOW"},
+                    {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "args": [eq(1, 10), eq(1, 12)]},
+                    {"names": ["tkill"], "action": "SCMP_ACT_TRACE", "errnoRet": 3},
+                    {"names": ["tkill"], "action": "SCMP_ACT_LOG"}
+                ]
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
+    let Some(lib) = Libseccomp::load() else {
+        missing_prerequisite("libseccomp.so.2 (apt install libseccomp2)");
+        return;
+    };
+    let numbers = [
+        libc::SYS_mkdir,
+        libc::SYS_kill,
+        libc::SYS_rmdir,
+        libc::SYS_fchdir,
+        libc::SYS_getppid,
+        libc::SYS_getpid,
+        libc::SYS_socket,
+        libc::SYS_personality,
+        libc::SYS_tkill,
+        libc::SYS_read,
+    ];
+    let values = [0u64, 1, 2, 3, 5, 8, 10, 12, 21, 40, 1 << 32];
+    for (what, profile) in table() {
+        let theirs = lib.build(&profile);
+        let ours = berth_runtime::seccomp::parse(&profile)
+            .and_then(|p| berth_runtime::seccomp::compile(&p));
+        let (theirs, ours) = match (theirs, ours) {
+            (Err(_), Err(_)) => continue,
+            (Err(e), Ok(_)) => panic!("{what}: libseccomp refuses ({e}), berth accepts"),
+            (Ok(_), Err(e)) => panic!("{what}: berth refuses ({e}), libseccomp accepts"),
+            (Ok(theirs), Ok(ours)) => (theirs, ours),
+        };
+        let stack: Vec<Vec<Insn>> = ours
+            .filters
+            .iter()
+            .chain(&ours.notify)
+            .map(|f| f.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
+            .collect();
+        let mut checked = 0;
+        // x86_64 numbers; the same numbers through the i386 entry (other
+        // syscalls there) and with the x32 bit.
+        let abis = [
+            (AUDIT_ARCH_X86_64, 0),
+            (AUDIT_ARCH_I386, 0),
+            (AUDIT_ARCH_X86_64, X32_SYSCALL_BIT),
+        ];
+        for (arch, bit) in abis {
+            // i386: getpid, kill, getppid, socketcall, ipc, socket, connect.
+            let i386 = [20, 37, 64, 102, 117, 359, 362];
+            for nr in numbers.iter().map(|n| *n as i32).chain(i386) {
+                for a0 in values {
+                    for a1 in values {
+                        for a2 in [0, 3, 4] {
+                            let data = call(nr | bit, arch, [a0, a1, a2, 0, 0, 0]);
+                            let (want, got) = (run(&theirs, &data), run_stack(&stack, &data));
+                            assert_eq!(
+                                got, want,
+                                "{what}: arch {arch:#x} syscall {:#x} ({a0}, {a1}, {a2}): berth {got:#x}, libseccomp {want:#x}",
+                                nr | bit
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 0);
+    }
+}

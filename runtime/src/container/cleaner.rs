@@ -1,0 +1,132 @@
+//! The create's cleaner: what a `create` killed half-way leaves is removed
+//! all the same.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use super::{io, ContainerError};
+use crate::cgroups;
+
+/// The cgroup directories a create is about to make, one per line.
+pub(super) const PLANNED_CGROUPS: &str = "cgroups.planned";
+
+/// Cleans up after a `create` that dies without running its own cleanup
+/// (SIGKILL: an engine's timeout, the OOM killer). Such a create leaves
+/// cgroup directories that nothing removes (runc leaves them too, even
+/// after its `delete --force`) and a state directory without state.json.
+///
+/// A small child of the create waits on a pipe whose other end only the
+/// create holds. Dismissed (the create finished, or failed and cleaned up
+/// itself), it exits; at end of file, the create died: it kills what is
+/// left in the planned cgroups and removes them with the state directory,
+/// unless the container was completely made (state.json exists). It runs
+/// in a session of its own, so a kill of the caller's process group does
+/// not take it along.
+pub(super) struct Cleaner {
+    /// The create's end; one byte dismisses the cleaner.
+    dismiss: Option<OwnedFd>,
+    pid: i32,
+}
+
+impl Cleaner {
+    pub(super) fn spawn(root: &Path, id: &str) -> Result<Cleaner, ContainerError> {
+        let (wait_end, dismiss) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
+        // SAFETY: berth is single-threaded here; the child runs ordinary code.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io("cannot fork the create's cleaner")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        if pid == 0 {
+            drop(dismiss);
+            Self::watch(root, id, wait_end);
+        }
+        Ok(Cleaner {
+            dismiss: Some(dismiss),
+            pid,
+        })
+    }
+
+    /// In the cleaner: waits for the verdict; never returns.
+    fn watch(root: &Path, id: &str, wait_end: OwnedFd) -> ! {
+        // SAFETY: setsid, dup2 and close_range on this child's own
+        // descriptors; it keeps none of the caller's (stdio, console socket).
+        unsafe {
+            libc::setsid();
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            let keep = wait_end.as_raw_fd();
+            libc::syscall(libc::SYS_close_range, 3, keep - 1, 0);
+            libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0);
+        }
+        let mut byte = [0u8; 1];
+        let read = loop {
+            match nix::unistd::read(wait_end.as_raw_fd(), &mut byte) {
+                Err(nix::Error::EINTR) => continue,
+                other => break other,
+            }
+        };
+        if read == Ok(0) {
+            remove_orphaned(root, id);
+        }
+        // SAFETY: leaving the cleaner without the create's destructors.
+        unsafe { libc::_exit(0) }
+    }
+
+    /// In the create's init: closes the inherited end without dismissing,
+    /// so that only the create's death ends the cleaner's wait.
+    pub(super) fn leave(mut self) {
+        drop(self.dismiss.take());
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Cleaner {
+    fn drop(&mut self) {
+        if let Some(fd) = self.dismiss.take() {
+            let _ = nix::unistd::write(&fd, b"d");
+        }
+        // SAFETY: reaping our own child.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+    }
+}
+
+/// What the cleaner does once its create has died half-way.
+fn remove_orphaned(root: &Path, id: &str) {
+    let path = root.join(id);
+    let Ok(handle) = std::fs::File::open(&path) else {
+        return;
+    };
+    // Whoever holds the lock now (a `delete --force`) finishes first.
+    // SAFETY: flock on a descriptor we own.
+    unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) };
+    if path.join("state.json").exists() {
+        return;
+    }
+    clear(&path);
+}
+
+/// Removes what a create that died half-way left in `path` (its state
+/// directory, locked by the caller, without state.json): whatever still
+/// runs in its planned cgroups (an init past its parent-death signal,
+/// waiting for `start`) is killed, then the cgroups and the directory go.
+pub(super) fn clear(path: &Path) {
+    let planned = std::fs::read_to_string(path.join(PLANNED_CGROUPS)).unwrap_or_default();
+    let dirs: Vec<PathBuf> = planned.lines().map(PathBuf::from).collect();
+    for pid in cgroups::pids(&dirs) {
+        // SAFETY: plain kill of a process of the dead create's own cgroups.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    for _ in 0..500 {
+        if cgroups::pids(&dirs).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    cgroups::remove(&dirs);
+    let _ = std::fs::remove_dir_all(path);
+}
