@@ -67,11 +67,6 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Err
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct Index {
-    manifests: Vec<Descriptor>,
-}
-
 /// One image of a `docker save` `manifest.json`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -232,15 +227,17 @@ async fn import_from(
     let mut resolved = Vec::new();
     if scratch.join("index.json").is_file() {
         let bytes = read_capped(&scratch.join("index.json"))?;
-        let index: Index = serde_json::from_slice(&bytes)
+        // The layout's index is an image index: the one type for both.
+        let index: images::Manifest = serde_json::from_slice(&bytes)
             .map_err(|e| Error::Archive(format!("invalid index.json: {e}")))?;
-        if name.is_some() && index.manifests.len() != 1 {
+        let manifests = index.manifests.unwrap_or_default();
+        if name.is_some() && manifests.len() != 1 {
             return Err(Error::Archive(format!(
                 "a name was given, but the archive holds {} images",
-                index.manifests.len()
+                manifests.len()
             )));
         }
-        for entry in index.manifests {
+        for entry in manifests {
             let image_name = match &name {
                 Some(n) => n.clone(),
                 None => entry

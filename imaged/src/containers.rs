@@ -482,7 +482,7 @@ impl Containers {
             snapshot_key,
             bundle,
             labels,
-            created: volumes::now(),
+            created: crate::clock::now_secs(),
             state: RunState {
                 status: pb::container::Status::Created as i32,
                 ..Default::default()
@@ -693,70 +693,16 @@ fn volatile(mounts: &mut [snapshots::Mount]) {
     }
 }
 
-/// Mounts the snapshot's mounts on `target`.
+/// Mounts the snapshot's mounts on `target` ([`crate::mounts`]).
 pub(crate) fn mount_rootfs(id: &str, mounts: &[snapshots::Mount], target: &Path) -> Result<()> {
-    let fail = |detail: String| Error::Mount {
+    crate::mounts::apply(mounts, target).map_err(|e| Error::Mount {
         id: id.to_string(),
         target: target.to_path_buf(),
-        detail,
-    };
-    for m in mounts {
-        let data = m.options.join(",");
-        if let Some(base) = &m.base {
-            // Relative lowerdirs (a long chain) resolve against the working
-            // directory: a child process changes it, never the daemon.
-            let out = std::process::Command::new("mount")
-                .current_dir(base)
-                .args(["-t", &m.kind, &m.source, "-o", &data])
-                .arg(target)
-                .output()
-                .map_err(|e| fail(format!("cannot run mount: {e}")))?;
-            if !out.status.success() {
-                return Err(fail(
-                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                ));
-            }
-            continue;
-        }
-        let (kind, flags, data) = if m.kind == "bind" {
-            let ro = m.options.iter().any(|o| o == "ro");
-            let mut flags = libc::MS_BIND | libc::MS_REC;
-            if ro {
-                flags |= libc::MS_RDONLY;
-            }
-            ("none".to_string(), flags, String::new())
-        } else {
-            (m.kind.clone(), 0, data)
-        };
-        let c = |s: &str| std::ffi::CString::new(s).map_err(|e| fail(e.to_string()));
-        let source = c(&m.source)?;
-        let fstype = c(&kind)?;
-        let data = c(&data)?;
-        let target_c = c(&target.to_string_lossy())?;
-        // SAFETY: valid C strings for the duration of the call.
-        let rc = unsafe {
-            libc::mount(
-                source.as_ptr(),
-                target_c.as_ptr(),
-                fstype.as_ptr(),
-                flags,
-                data.as_ptr().cast(),
-            )
-        };
-        if rc != 0 {
-            return Err(fail(std::io::Error::last_os_error().to_string()));
-        }
-    }
-    Ok(())
+        detail: e.to_string(),
+    })
 }
 
-pub(crate) fn unmount(target: &Path) {
-    if let Ok(c) = std::ffi::CString::new(target.to_string_lossy().as_bytes()) {
-        // SAFETY: valid C string. Lazily: a process that still holds it
-        // (a dying container) must not make delete fail.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-    }
-}
+pub(crate) use crate::mounts::unmount;
 
 #[cfg(test)]
 mod tests {

@@ -65,7 +65,7 @@ impl Hub {
     /// Publishes an event of the daemon's own (`/containers/create`, …).
     pub fn publish(&self, topic: &str, type_url: &str, value: Vec<u8>) {
         let envelope = pb::Envelope {
-            timestamp: Some(now()),
+            timestamp: Some(crate::clock::now_timestamp()),
             topic: topic.to_string(),
             event: Some(prost_types::Any {
                 type_url: type_url.to_string(),
@@ -118,7 +118,7 @@ impl Hub {
             });
         let _ = self.sender.send(Event {
             envelope: pb::Envelope {
-                timestamp: timestamp.or_else(|| Some(now())),
+                timestamp: timestamp.or_else(|| Some(crate::clock::now_timestamp())),
                 topic: envelope.topic.clone(),
                 event: event.map(|any| prost_types::Any {
                     type_url: any.type_url,
@@ -127,16 +127,6 @@ impl Hub {
             },
             notice,
         });
-    }
-}
-
-pub fn now() -> prost_types::Timestamp {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    prost_types::Timestamp {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
     }
 }
 

@@ -10,7 +10,7 @@
 //! symlink while a copy runs. The daemon, as host root, must then neither
 //! read nor write a host file. So every path a client names is resolved by
 //! the kernel with the container root as `/` (`openat2(RESOLVE_IN_ROOT)`,
-//! [`crate::unpack`]'s primitives), every step of a walk below it is one
+//! [`berth_oci::safe_path`]'s primitives), every step of a walk below it is one
 //! name opened with `O_NOFOLLOW` relative to its directory's descriptor,
 //! and what is unpacked into a container goes through the layer unpacker,
 //! rooted at the destination directory's descriptor.
@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::tasks::Tasks;
-use crate::unpack::at;
+use berth_oci::safe_path::{at, open_in_root};
 
 /// Errors of a copy; the message is what the user reads.
 #[derive(Debug, thiserror::Error)]
@@ -169,8 +169,7 @@ impl Files {
             path: path.to_string(),
         };
         let split = split(path);
-        let dir =
-            at::open_in_root(root.as_fd(), &split.parent, libc::O_PATH).map_err(|_| missing())?;
+        let dir = open_in_root(root.as_fd(), &split.parent, libc::O_PATH).map_err(|_| missing())?;
         let st = match &split.name {
             None => stat_of(dir.as_fd()).map_err(|_| missing())?,
             Some(last) => at::lstat_at(dir.as_fd(), last)
@@ -220,19 +219,20 @@ impl Files {
         out: impl Write,
     ) -> Result<()> {
         let (dir, last, st) = self.locate(container, path)?;
-        let (dir, last, st) = match last {
-            Some(_) if follow && is(&st, libc::S_IFLNK) => {
-                let (container_name, root) = self.root(container, true)?;
-                let target = at::open_in_root(root.as_fd(), OsStr::new(path), libc::O_PATH)
-                    .map_err(|_| Error::NotFound {
-                        container: container_name,
-                        path: path.to_string(),
-                    })?;
-                let st = stat_of(target.as_fd()).map_err(io_err("stat", path))?;
-                (target, None, st)
-            }
-            other => (dir, other, st),
-        };
+        let (dir, last, st) =
+            match last {
+                Some(_) if follow && is(&st, libc::S_IFLNK) => {
+                    let (container_name, root) = self.root(container, true)?;
+                    let target = open_in_root(root.as_fd(), OsStr::new(path), libc::O_PATH)
+                        .map_err(|_| Error::NotFound {
+                            container: container_name,
+                            path: path.to_string(),
+                        })?;
+                    let st = stat_of(target.as_fd()).map_err(io_err("stat", path))?;
+                    (target, None, st)
+                }
+                other => (dir, other, st),
+            };
         let top = if !top.is_empty() {
             PathBuf::from(top)
         } else {
@@ -288,7 +288,7 @@ impl Files {
     /// `path`. Entries are written as a layer's are: nothing can leave it.
     pub fn unpack(&self, container: &str, path: &str, input: impl Read) -> Result<()> {
         let (name, root) = self.root(container, true)?;
-        let dir = at::open_in_root(root.as_fd(), OsStr::new(path), libc::O_PATH).map_err(|_| {
+        let dir = open_in_root(root.as_fd(), OsStr::new(path), libc::O_PATH).map_err(|_| {
             Error::NotFound {
                 container: name.clone(),
                 path: path.to_string(),

@@ -1,28 +1,46 @@
-//! berth-imaged: the daemon that turns a registry reference into root
-//! filesystems, as containerd does for runc, over gRPC on a unix socket.
+//! berth-imaged: the daemon, to berth what containerd is to runc. Over gRPC
+//! on unix sockets (berth's own API from `berth-proto`, and CRI v1) it pulls
+//! and builds images, keeps their content and snapshots, makes containers
+//! (bundles) from them, drives one `containerd-shim-berth-v2` per running
+//! container, and connects containers to networks. ARCHITECTURE.md at the
+//! repository root draws the processes and the crates.
 //!
-//! Where to start reading:
-//! - [`images::Images::pull`]: the whole path of a pull — resolve, choose a
-//!   platform, fetch blobs into [`content`] (in parallel, hashed as they
-//!   stream), [`unpack`] each layer into its own [`snapshots`] directory,
-//!   commit the layers by chain ID, record the image in [`metadata`].
-//! - [`unpack`]: applying a layer tar safely (every path resolved inside the
-//!   snapshot); [`content`]: ingest, verify, atomic commit.
-//! - [`archive`]: import and export of OCI layout and `docker save` tars.
-//! - [`build`]: `berthctl build` — Dockerfiles run step by step, `RUN` in
-//!   real containers, layers from overlay upper directories, a layer cache;
-//!   [`distribution`]: tag, history, push and login.
-//! - [`cri`]: Kubernetes' CRI v1 (pods, containers, images) on a socket of
-//!   its own, in a namespace of its own over the same stores.
-//! - [`server`]: the gRPC services of `berth-proto` over those pieces;
-//!   [`config`]: flags and the TOML file.
+//! Where to start reading, by capability:
+//! - images: [`images::Images::pull`] is the whole path of a pull — resolve,
+//!   choose a platform, fetch blobs into [`content`] (in parallel, hashed as
+//!   they stream), [`unpack`] each layer into its own [`snapshots`]
+//!   directory, commit the layers by chain ID, record the image in
+//!   [`metadata`]; [`archive`] imports and exports OCI layouts and
+//!   `docker save` tars; [`distribution`] tags, pushes and logs in.
+//! - containers: [`containers`] makes one from an image (an active
+//!   snapshot mounted by [`mounts`], a bundle whose `config.json`
+//!   [`bundle`] builds with `berth-oci`'s types), with [`volumes`] and
+//!   [`logs`].
+//! - tasks: [`tasks`] starts, execs, attaches to, stops, restarts and
+//!   recovers containers through their shims ([`shim`]); [`events`] is the
+//!   ttrpc endpoint the shims publish to.
+//! - networks: [`networks`] (records, addresses) over the `berth-net` crate.
+//! - builds: [`build`] runs Dockerfiles step by step, `RUN` in real
+//!   containers.
+//! - Kubernetes: [`cri`] serves CRI v1 (pods, containers, images) on a
+//!   socket of its own, in a namespace of its own over the same stores;
+//!   [`streaming`] is its exec/attach/port-forward server.
+//! - gRPC: [`server`], [`workloads`], [`networks_service`] and the
+//!   `service` modules of [`build`] and [`distribution`] translate between
+//!   `berth-proto` and the pieces above; [`config`] reads flags and the
+//!   TOML file.
+//!
+//! The daemon links no runtime code: it reaches `berth` (or runc) only
+//! through the shim, and shares the OCI types with the runtime through the
+//! `berth-oci` crate.
 //!
 //! On disk, under the root (default `/var/lib/berth`): `content/` (blobs and
-//! ingests), `snapshots/<id>/{fs,work}`, `meta.redb`.
+//! ingests), `snapshots/<id>/{fs,work}`, `bundles/<id>/`, `meta.redb`.
 
 pub mod archive;
 pub mod build;
 pub mod bundle;
+pub mod clock;
 pub mod config;
 pub mod containers;
 pub mod content;
@@ -33,6 +51,7 @@ pub mod files;
 pub mod images;
 pub mod logs;
 pub mod metadata;
+pub mod mounts;
 pub mod networks;
 pub mod networks_service;
 pub mod private;

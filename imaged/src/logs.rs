@@ -32,13 +32,6 @@ struct Line {
     d: String,
 }
 
-pub fn now_nanos() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
-}
-
 fn stream_name(stream: pb::StdioStream) -> &'static str {
     match stream {
         pb::StdioStream::Stdout => "stdout",
@@ -184,7 +177,7 @@ pub async fn copy_fifo(
                 let chunk = Chunk {
                     stream,
                     data,
-                    time: now_nanos(),
+                    time: crate::clock::now_nanos(),
                 };
                 if let Some(log) = &log {
                     if let Ok(mut writer) = log.lock() {
@@ -198,7 +191,7 @@ pub async fn copy_fifo(
                 let _ = output.send(Chunk {
                     stream,
                     data: Vec::new(),
-                    time: now_nanos(),
+                    time: crate::clock::now_nanos(),
                 });
                 break;
             }

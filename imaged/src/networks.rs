@@ -220,7 +220,7 @@ impl Networks {
                 };
                 let mut network = Network::new(name, &id, subnet);
                 network.labels = labels;
-                network.created = crate::volumes::now();
+                network.created = crate::clock::now_secs();
                 txn.put(Table::Networks, name, &network)?;
                 Ok(network)
             })

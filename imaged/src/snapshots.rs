@@ -108,12 +108,6 @@ pub struct Snapshotter {
     index_off: bool,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 impl Snapshotter {
     pub fn open(root: impl Into<PathBuf>, db: Arc<Db>) -> Result<Snapshotter> {
         let root = root.into();
@@ -221,7 +215,7 @@ impl Snapshotter {
                 id,
                 kind,
                 parent: parent.map(str::to_string),
-                created: now(),
+                created: crate::clock::now_secs(),
                 labels,
             };
             if let Err(e) = txn.put(Table::Snapshots, key, &record) {

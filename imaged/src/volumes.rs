@@ -4,10 +4,12 @@
 //! be removed while a container uses it.
 
 use std::collections::{BTreeMap, HashMap};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use berth_oci::safe_path::at;
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::{self, Db, Table};
@@ -96,13 +98,6 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 128
 }
 
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// 32 random bytes as hex (container ids, random names).
 pub fn random_hex(bytes: usize) -> String {
     use std::io::Read;
@@ -145,7 +140,7 @@ impl Volumes {
         let record = VolumeRecord {
             name: name.clone(),
             labels,
-            created: now(),
+            created: crate::clock::now_secs(),
             seeded: false,
         };
         let path = self.path(&name);
@@ -267,15 +262,11 @@ impl Volumes {
             })?;
             // The volume's root takes the owner and mode of the image's
             // directory (an image's USER can write its VOLUME, as in docker).
-            // SAFETY: fstat/fchown/fchmod on descriptors we own.
-            unsafe {
-                let mut st: libc::stat = std::mem::zeroed();
-                if libc::fstat(source.as_raw_fd(), &mut st) == 0 {
-                    libc::fchown(target.as_raw_fd(), st.st_uid, st.st_gid);
-                    libc::fchmod(target.as_raw_fd(), st.st_mode & 0o7777);
-                }
+            if let Ok(st) = nix::sys::stat::fstat(source.as_raw_fd()) {
+                let _ = at::fchown(target.as_fd(), st.st_uid, st.st_gid);
+                let _ = at::fchmod(target.as_fd(), st.st_mode & 0o7777);
             }
-            copy_tree(source.as_raw_fd(), target.as_raw_fd(), 0).map_err(|e| Error::Io {
+            copy_tree(source.as_fd(), target.as_fd(), 0).map_err(|e| Error::Io {
                 name: name.to_string(),
                 op: "seed",
                 path: path.clone(),
@@ -289,80 +280,41 @@ impl Volumes {
     }
 }
 
-fn cstr(name: &std::ffi::OsStr) -> std::io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(name.as_bytes())
-        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn check(rc: libc::c_int) -> std::io::Result<()> {
-    if rc < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// How deep a seeded tree may go (each level holds three descriptors).
 const MAX_SEED_DEPTH: usize = 128;
 
 /// Copies the directory open at `from` into the one at `to`: files,
 /// directories, symlinks (as links, never followed), modes and owners.
-/// Every name is opened relative to its parent with `O_NOFOLLOW`, and owner
-/// and mode are set through the new descriptor, so neither a symlink in the
-/// image nor a name swapped meanwhile can lead the copy out of the volume.
-fn copy_tree(from: RawFd, to: RawFd, depth: usize) -> std::io::Result<()> {
+/// Every name is opened relative to its parent with `O_NOFOLLOW`
+/// ([`at`]), and owner and mode are set through the new descriptor, so
+/// neither a symlink in the image nor a name swapped meanwhile can lead the
+/// copy out of the volume.
+fn copy_tree(from: BorrowedFd<'_>, to: BorrowedFd<'_>, depth: usize) -> std::io::Result<()> {
     if depth > MAX_SEED_DEPTH {
         return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
     }
-    // SAFETY: dup of a valid fd; the Dir owns (and closes) the copy.
-    let dup = unsafe { libc::dup(from) };
-    check(dup)?;
-    let dir = nix::dir::Dir::from_fd(dup).map_err(std::io::Error::from)?;
-    for entry in dir {
-        let entry = entry.map_err(std::io::Error::from)?;
-        let name = entry.file_name();
-        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+    for name in at::list_dir(from)? {
+        let name = std::ffi::OsStr::from_bytes(name.to_bytes());
+        let Some(st) = at::lstat_at(from, name)? else {
             continue;
-        }
-        let c_name = name.to_owned();
-        // SAFETY: stat is plain data; fstatat fills it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: valid fd, C string and stat buffer.
-        check(unsafe { libc::fstatat(from, c_name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) })?;
+        };
         let perm = st.st_mode & 0o7777;
-        let open =
-            |dir: RawFd, flags: libc::c_int, mode: libc::c_uint| -> std::io::Result<OwnedFd> {
-                // SAFETY: valid fd and C string; a new descriptor is owned below.
-                let fd = unsafe {
-                    libc::openat(
-                        dir,
-                        c_name.as_ptr(),
-                        flags | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                        mode,
-                    )
-                };
-                check(fd)?;
-                // SAFETY: fresh descriptor from openat.
-                Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-            };
         let set_owner_and_mode = |fd: &OwnedFd| -> std::io::Result<()> {
-            // SAFETY: fchown/fchmod on a descriptor we own.
-            check(unsafe { libc::fchown(fd.as_raw_fd(), st.st_uid, st.st_gid) })?;
-            check(unsafe { libc::fchmod(fd.as_raw_fd(), perm) })
+            at::fchown(fd.as_fd(), st.st_uid, st.st_gid)?;
+            at::fchmod(fd.as_fd(), perm)
         };
         match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => {
-                // SAFETY: valid fd and C string.
-                check(unsafe { libc::mkdirat(to, c_name.as_ptr(), 0o700) })?;
-                let src = open(from, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                let dst = open(to, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
-                copy_tree(src.as_raw_fd(), dst.as_raw_fd(), depth + 1)?;
+                at::mkdir_at(to, name, 0o700)?;
+                let src = at::open_at(from, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                let dst = at::open_at(to, name, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+                copy_tree(src.as_fd(), dst.as_fd(), depth + 1)?;
                 set_owner_and_mode(&dst)?;
             }
             libc::S_IFREG => {
-                let src = open(from, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
-                let dst = open(to, libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL, 0o600)?;
+                let src = at::open_at(from, name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+                let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL;
+                let dst = at::open_at(to, name, flags, 0o600)?;
                 std::io::copy(
                     &mut std::fs::File::from(src),
                     &mut std::fs::File::from(dst.try_clone()?),
@@ -370,28 +322,9 @@ fn copy_tree(from: RawFd, to: RawFd, depth: usize) -> std::io::Result<()> {
                 set_owner_and_mode(&dst)?;
             }
             libc::S_IFLNK => {
-                let mut buf = vec![0u8; libc::PATH_MAX as usize];
-                // SAFETY: valid fd, C string and buffer of the length given.
-                let n = unsafe {
-                    libc::readlinkat(from, c_name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
-                };
-                if n < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                buf.truncate(n as usize);
-                let target = cstr(std::os::unix::ffi::OsStrExt::from_bytes(buf.as_slice()))?;
-                // SAFETY: valid fd and C strings.
-                check(unsafe { libc::symlinkat(target.as_ptr(), to, c_name.as_ptr()) })?;
-                // SAFETY: valid fd and C string; the link itself, not its target.
-                check(unsafe {
-                    libc::fchownat(
-                        to,
-                        c_name.as_ptr(),
-                        st.st_uid,
-                        st.st_gid,
-                        libc::AT_SYMLINK_NOFOLLOW,
-                    )
-                })?;
+                let target = at::readlink_at(from, name)?;
+                at::symlink_at(&target, to, name)?;
+                at::lchown_at(to, name, st.st_uid, st.st_gid)?;
             }
             // Devices, fifos and sockets are not copied into volumes.
             _ => continue,
@@ -404,7 +337,7 @@ fn copy_tree(from: RawFd, to: RawFd, depth: usize) -> std::io::Result<()> {
 /// when the image has nothing there).
 pub fn open_seed_source(rootfs: &Path, destination: &str) -> Option<OwnedFd> {
     let root = std::fs::File::open(rootfs).ok()?;
-    berth_runtime::safe_path::open_in_root(
+    berth_oci::safe_path::open_in_root(
         root.as_raw_fd(),
         Path::new(destination),
         libc::O_RDONLY | libc::O_DIRECTORY,

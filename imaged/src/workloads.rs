@@ -416,7 +416,7 @@ impl pb::tasks_server::Tasks for Workloads {
             .map_err(tasks_status)?;
         Ok(Response::new(pb::WaitTaskResponse {
             exit_status,
-            exited_at: Some(crate::events::now()),
+            exited_at: Some(crate::clock::now_timestamp()),
         }))
     }
 

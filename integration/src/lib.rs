@@ -250,7 +250,7 @@ impl Drop for Bundle {
 /// `runc spec`'s shape (berth's default, without the cgroup namespace runc
 /// 1.1 does not add) with a non-terminal process: every test starts here.
 pub fn default_config() -> Value {
-    let mut config = berth_runtime::defaults::spec(false);
+    let mut config = berth_oci::defaults::spec(false);
     config["process"]["terminal"] = json!(false);
     config["process"]["args"] = json!(["/bin/true"]);
     config["hostname"] = json!("berth-test");
@@ -404,7 +404,7 @@ pub fn pass_fds(command: &mut Command, fds: &[(i32, i32)]) {
 }
 
 /// Docker's default capability set.
-pub use berth_runtime::capabilities::DOCKER_DEFAULTS as DOCKER_CAPS;
+pub use berth_oci::kernel_names::DOCKER_DEFAULT_CAPABILITIES as DOCKER_CAPS;
 
 /// stdout and stderr as text, for assertion messages.
 pub fn text(out: &Output) -> String {

@@ -3,7 +3,7 @@
 //! resolved for the container's capabilities.
 
 use berth_integration::*;
-use berth_runtime::seccomp::engine;
+use berth_oci::seccomp as engine;
 use serde_json::{json, Value};
 
 const ENGINE_PROFILE: &str =

@@ -1065,3 +1065,160 @@ fn restart_policies_apply_to_exits_during_the_daemons_downtime() {
         assert_eq!(env.wait(&c.id), 137);
     }
 }
+
+/// Runs the bundle berth-imaged generated for `c` under Debian's runc, as
+/// it stands (config.json and the mounted rootfs), and returns the exit
+/// status of its process. runc's state goes under `state`; the container is
+/// deleted whatever happens.
+fn run_under_runc(state: &Path, c: &pb::Container) -> std::process::Output {
+    let id = format!("runc-{}", &c.id[..12]);
+    let out = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(state)
+        .args(["run", "--bundle", &c.bundle, &id])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run runc");
+    let _ = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(state)
+        .args(["delete", "--force", &id])
+        .output();
+    out
+}
+
+/// Every kind of `config.json` berth-imaged writes (plain with the default
+/// seccomp profile, privileged, with limits, with volumes and binds and
+/// tmpfs, with a custom seccomp profile, joined to another container's
+/// network namespace) is accepted by runc as well as by berth, and both run
+/// the process to the same end.
+#[test]
+fn every_kind_of_generated_spec_runs_under_berth_and_under_runc() {
+    if !can_run_images() {
+        return;
+    }
+    if std::process::Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_err()
+        && berth_integration::missing_prerequisite("runc (apt-get install runc)")
+    {
+        return;
+    }
+    let env = Env::start();
+    env.busybox("spec-kinds");
+    let image = "spec-kinds";
+    let state = TempDir(std::env::temp_dir().join(unique("berth-wl-runc")));
+    let host_dir = TempDir(std::env::temp_dir().join(unique("berth-wl-bind")));
+    std::fs::create_dir_all(&host_dir.0).unwrap();
+    std::fs::write(host_dir.0.join("marker"), "bound\n").unwrap();
+
+    // The "network" kind joins a running container's namespace.
+    let holder = env
+        .create("spec-holder", busybox_config(image, &["sleep", "60"]))
+        .unwrap_or_else(|e| panic!("create: {e}\n{}", env.daemon.log()));
+    env.start_task(&holder.id).unwrap();
+
+    // Each case's process exits 7 only if what its settings ask for holds
+    // inside the container.
+    let check = |script: &str| {
+        vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("{script} && exit 7; exit 1"),
+        ]
+    };
+    let mount =
+        |kind: pb::container_mount::Kind, source: &str, destination: &str, read_only: bool| {
+            pb::ContainerMount {
+                kind: kind as i32,
+                source: source.to_string(),
+                destination: destination.to_string(),
+                read_only,
+            }
+        };
+    let cases: Vec<(&str, pb::ContainerConfig)> = vec![
+        (
+            "plain",
+            pb::ContainerConfig {
+                args: check("grep -q '^Seccomp:.*2' /proc/self/status && test \"$(id -u)\" = 0"),
+                ..busybox_config(image, &[])
+            },
+        ),
+        (
+            "privileged",
+            pb::ContainerConfig {
+                args: check("grep -q '^CapEff:.*[1-9a-f]' /proc/self/status && grep -q '^Seccomp:.*0' /proc/self/status"),
+                privileged: true,
+                ..busybox_config(image, &[])
+            },
+        ),
+        (
+            "limits",
+            pb::ContainerConfig {
+                args: check("true"),
+                resources: Some(pb::Resources {
+                    memory: 64 << 20,
+                    nano_cpus: 500_000_000,
+                    pids_limit: 50,
+                }),
+                read_only: true,
+                cap_drop: vec!["NET_RAW".into()],
+                ..busybox_config(image, &[])
+            },
+        ),
+        (
+            "volumes",
+            pb::ContainerConfig {
+                args: check("grep -q bound /host/marker && ! touch /host/new 2>/dev/null && touch /data/x /scratch/y"),
+                mounts: vec![
+                    mount(pb::container_mount::Kind::Bind, &host_dir.0.display().to_string(), "/host", true),
+                    mount(pb::container_mount::Kind::Volume, "spec-kinds-data", "/data", false),
+                    mount(pb::container_mount::Kind::Tmpfs, "", "/scratch", false),
+                ],
+                ..busybox_config(image, &[])
+            },
+        ),
+        (
+            "seccomp",
+            pb::ContainerConfig {
+                args: check("! mkdir /tmp/denied 2>/dev/null"),
+                seccomp_profile: r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO","errnoRet":1,"args":null}]}"#.into(),
+                ..busybox_config(image, &[])
+            },
+        ),
+        (
+            "network",
+            pb::ContainerConfig {
+                args: check("true"),
+                network: format!("container:{}", holder.id),
+                ..busybox_config(image, &[])
+            },
+        ),
+    ];
+    let mut created = Vec::new();
+    for (kind, config) in cases {
+        let c = env
+            .create(&format!("spec-{kind}"), config)
+            .unwrap_or_else(|e| panic!("{kind}: create: {e}\n{}", env.daemon.log()));
+        created.push(c.id.clone());
+        let spec: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(Path::new(&c.bundle).join("config.json")).unwrap(),
+        )
+        .unwrap();
+        let runc = run_under_runc(&state.0, &c);
+        assert_eq!(
+            runc.status.code(),
+            Some(7),
+            "{kind}: runc refused or ran differently: {}\n{}",
+            String::from_utf8_lossy(&runc.stderr),
+            serde_json::to_string_pretty(&spec).unwrap()
+        );
+        env.start_task(&c.id)
+            .unwrap_or_else(|e| panic!("{kind}: berth: {e}\n{}", env.daemon.log()));
+        assert_eq!(env.wait(&c.id), 7, "{kind}: berth ran differently");
+    }
+    for id in created.iter().chain([&holder.id]) {
+        env.delete(id, true).unwrap();
+    }
+}

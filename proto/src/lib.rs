@@ -1,11 +1,14 @@
 //! berth's own gRPC API: the `.proto` files under `proto/berth/v1/` and the
 //! code tonic and prost generate from them at build time.
 //!
-//! Start reading at `proto/berth/v1/version.proto`, then `images.proto` (a
-//! pull is the whole path from a reference to snapshots), `content.proto`
-//! and `snapshots.proto`. `containers.proto`, `tasks.proto` and
-//! `events.proto` are designed now and served by part 2 of the daemon;
-//! `files.proto` carries a container's files as tar streams (cp, export).
+//! Start reading at `proto/berth/v1/version.proto`, then by capability:
+//! images (`images.proto`: a pull is the whole path from a reference to
+//! snapshots; `content.proto`, `snapshots.proto`), containers and their
+//! tasks (`containers.proto`, `tasks.proto`, `volumes.proto`,
+//! `events.proto`), networks (`networks.proto`), builds and distribution
+//! (`builds.proto`, `distribution.proto`), a container's files as tar
+//! streams for cp and export (`files.proto`). `berthctl` uses nothing else; the
+//! CRI service speaks Kubernetes' own protos (the `k8s-cri` crate) instead.
 //!
 //! Clients reach `berth-imaged` on a unix socket: [`connect`] gives a
 //! [`tonic::transport::Channel`] any generated client can use.

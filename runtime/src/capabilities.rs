@@ -9,6 +9,8 @@ use std::collections::HashSet;
 
 use caps::{CapSet, Capability, CapsHashSet};
 
+use berth_oci::kernel_names::{self, last_cap, supported_capabilities as supported};
+
 use crate::spec::Capabilities;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,51 +34,7 @@ pub enum CapabilityError {
 
 /// `CAP_SYS_ADMIN` → the capability; names are matched case-insensitively, as runc does.
 pub fn parse(name: &str) -> Result<Capability, CapabilityError> {
-    crate::kernel_names::capability(name).ok_or_else(|| CapabilityError::Unknown(name.to_string()))
-}
-
-/// The highest capability the running kernel knows, read once (the `caps`
-/// crate's own probe costs one prctl per capability each time).
-fn last_cap() -> u8 {
-    static LAST: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    *LAST.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(40)
-    })
-}
-
-/// docker's (and containerd's CRI) default capability set: what engines
-/// give a container unless told otherwise.
-pub const DOCKER_DEFAULTS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
-
-/// The names (`CAP_CHOWN`, …) of every capability the running kernel knows,
-/// in the kernel's order (for engines granting "ALL").
-pub fn all_names() -> Vec<String> {
-    let mut caps: Vec<Capability> = supported().collect();
-    caps.sort_by_key(|c| c.index());
-    caps.iter().map(|c| c.to_string()).collect()
-}
-
-fn supported() -> impl Iterator<Item = Capability> {
-    let last = last_cap();
-    caps::all().into_iter().filter(move |c| c.index() <= last)
+    kernel_names::capability(name).ok_or_else(|| CapabilityError::Unknown(name.to_string()))
 }
 
 fn to_set(names: &Option<Vec<String>>) -> Result<CapsHashSet, CapabilityError> {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
 
-use crate::safe_path::{self, Create};
 use crate::spec::Device;
+use berth_oci::safe_path::{self, Create};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {

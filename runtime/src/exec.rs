@@ -15,8 +15,9 @@
 //! Until execve, G is a copy of berth inside the container's pid namespace.
 //! It is non-dumpable from the start, so /proc/G/exe is closed to the
 //! container's processes unless one holds CAP_SYS_PTRACE in the host's user
-//! namespace (a privileged container); closing that case needs an exec from
-//! a sealed copy of the binary, which berth does not do yet.
+//! namespace (a privileged container); for that case `berth exec`, like
+//! `create` and `run`, runs from a sealed copy of the binary
+//! ([`crate::sealed_exe`]), so even an open /proc/G/exe cannot be written.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;

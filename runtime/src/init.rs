@@ -13,7 +13,8 @@ use crate::channel::InitEnd;
 use crate::namespaces::Plan;
 use crate::rootfs::{self, Context};
 use crate::spec::Spec;
-use crate::{hooks, namespaces, process, safe_path};
+use crate::{hooks, namespaces, process};
+use berth_oci::safe_path;
 
 /// What the runtime hands to the init.
 pub struct InitArgs<'a> {
@@ -55,7 +56,7 @@ pub enum InitError {
     #[error(transparent)]
     Process(#[from] crate::process::ProcessError),
     #[error(transparent)]
-    Path(#[from] crate::safe_path::SafePathError),
+    Path(#[from] berth_oci::safe_path::SafePathError),
     /// A step of `process::become_container_process` (or of the seccomp
     /// filter's installation), in its own words.
     #[error("{0}")]

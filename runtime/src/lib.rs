@@ -12,9 +12,14 @@
 //! - [`init`]: every step of building the container, in order, as the child
 //!   process runs them; [`channel`] is how it talks to the runtime;
 //! - [`rootfs`] and [`mounts`]: the filesystem the container sees;
-//!   [`safe_path`] is the primitive that keeps every path inside the rootfs;
+//!   `berth_oci::safe_path` is the primitive that keeps every path inside
+//!   the rootfs;
 //! - [`exec`]: a new process in a running container;
-//! - [`seccomp`]: profiles compiled to BPF, and engines' profiles resolved.
+//! - [`seccomp`]: profiles compiled to BPF.
+//!
+//! The OCI vocabulary the daemon shares (defaults for `berth spec`,
+//! capability and rlimit names, the safe filesystem toolkit, engines'
+//! seccomp profiles) lives in the `berth-oci` crate.
 //!
 //! There is no second binary and no `init` subcommand: the runtime clones the
 //! container's init directly (as crun does). The one re-execution is
@@ -26,25 +31,19 @@ pub mod cgroups;
 pub mod channel;
 pub mod console;
 pub mod container;
-pub mod defaults;
 pub mod devices;
 pub mod events;
 pub mod exec;
-pub mod go_json;
 pub mod hooks;
 pub mod init;
-pub mod kernel_names;
 pub mod log;
 pub mod mounts;
 pub mod namespaces;
 pub mod process;
 pub mod rootfs;
-pub mod safe_path;
 pub mod sealed_exe;
 pub mod seccomp;
-pub mod spec;
 pub mod state;
 pub mod time;
 
-/// The version of the OCI runtime spec berth implements.
-pub const OCI_VERSION: &str = "1.2.0";
+pub use berth_oci::{spec, OCI_VERSION};

@@ -156,20 +156,7 @@ fn unescape_octal(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A propagation option (`rprivate`, `shared`, …) as the flags of its own `mount` call.
-pub fn propagation_flag(name: &str) -> Option<MsFlags> {
-    Some(match name {
-        "private" => MsFlags::MS_PRIVATE,
-        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
-        "shared" => MsFlags::MS_SHARED,
-        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
-        "slave" => MsFlags::MS_SLAVE,
-        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        "unbindable" => MsFlags::MS_UNBINDABLE,
-        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
-        _ => return None,
-    })
-}
+pub use berth_oci::kernel_names::propagation_flag;
 
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
@@ -390,7 +377,7 @@ fn ms_to_attr(flags: MsFlags) -> (u64, u64) {
 }
 
 /// Bind-mounts `source` onto the directory or file `target` (an fd from
-/// [`crate::safe_path`]) with `flags` (ro, nosuid, …) on the top mount:
+/// [`berth_oci::safe_path`]) with `flags` (ro, nosuid, …) on the top mount:
 /// `open_tree` clones the source detached, `mount_setattr` sets the flags
 /// there, `move_mount` attaches it to the fd. Returns the new mount's fd.
 pub fn bind_tree(

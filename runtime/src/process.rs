@@ -30,7 +30,7 @@ pub enum ProcessError {
 
 pub fn apply_rlimits(rlimits: &[Rlimit]) -> Result<(), ProcessError> {
     for rlimit in rlimits {
-        let Some(resource) = crate::kernel_names::rlimit(&rlimit.kind) else {
+        let Some(resource) = berth_oci::kernel_names::rlimit(&rlimit.kind) else {
             continue;
         };
         let value = libc::rlimit {

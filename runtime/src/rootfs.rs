@@ -1,7 +1,7 @@
 //! The container's filesystem: the rootfs as a mount of its own, every mount
 //! of the spec, `/dev`, `pivot_root`, masked and read-only paths.
 //!
-//! Every destination is resolved with [`crate::safe_path`] against an fd of
+//! Every destination is resolved with [`berth_oci::safe_path`] against an fd of
 //! the rootfs, and every mount is made on `/proc/self/fd/N` of the resolved
 //! directory, so a symlink swapped in between resolution and mount cannot
 //! redirect it.
@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 
 use crate::mounts::{self, MountError, MountOptions};
-use crate::safe_path::{self, Create, SafePathError};
 use crate::spec::{Mount, Spec};
+use berth_oci::safe_path::{self, Create, SafePathError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {

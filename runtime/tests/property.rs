@@ -129,7 +129,7 @@ fn seed_profile() -> Value {
 #[test]
 fn mutated_configs_and_profiles_never_panic() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut config = berth_runtime::defaults::spec(false);
+    let mut config = berth_oci::defaults::spec(false);
     config["linux"]["seccomp"] = seed_profile();
     let started = Instant::now();
     let (mut cases, mut accepted) = (0u32, 0u32);

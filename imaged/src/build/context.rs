@@ -108,15 +108,16 @@ impl Source<'_> {
     /// The host path of `rel`, resolved inside the root.
     fn in_root(&self, rel: &Path, pattern: &str) -> Result<PathBuf> {
         let root = File::open(self.root).map_err(io_err("open", self.root))?;
-        let fd = berth_runtime::safe_path::open_in_root(root.as_raw_fd(), rel, libc::O_PATH)
-            .map_err(|e| match e.kind() {
+        let fd = berth_oci::safe_path::open_in_root(root.as_raw_fd(), rel, libc::O_PATH).map_err(
+            |e| match e.kind() {
                 io::ErrorKind::NotFound => Error::Missing(pattern.to_string(), self.what),
                 _ => Error::Io {
                     op: "open",
                     path: self.root.join(rel),
                     source: e,
                 },
-            })?;
+            },
+        )?;
         let real = fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
             .map_err(io_err("resolve", rel))?;
         let root_real = fs::canonicalize(self.root).map_err(io_err("resolve", self.root))?;

@@ -220,7 +220,7 @@ impl State {
 /// `2026-12-04T19:57:23Z` for the current time (UTC, civil calendar from
 /// days since the epoch).
 fn now_rfc3339() -> String {
-    let secs = crate::volumes::now() as i64;
+    let secs = crate::clock::now_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
     // Days since 1970-01-01 to year/month/day (proleptic Gregorian).
     let z = days + 719_468;
@@ -1254,7 +1254,7 @@ fn is_dir_in(root: &Path, rel: &Path) -> bool {
     let Ok(dir) = std::fs::File::open(root) else {
         return false;
     };
-    berth_runtime::safe_path::open_in_root(dir.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY)
+    berth_oci::safe_path::open_in_root(dir.as_raw_fd(), rel, libc::O_PATH | libc::O_DIRECTORY)
         .is_ok()
 }
 

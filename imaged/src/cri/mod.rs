@@ -296,7 +296,7 @@ impl Cri {
 
 /// Nanoseconds since the epoch, as CRI's timestamps are.
 pub fn now_nanos() -> i64 {
-    crate::logs::now_nanos() as i64
+    crate::clock::now_nanos() as i64
 }
 
 /// Whether `labels` has every pair of `selector` (CRI's label filters).

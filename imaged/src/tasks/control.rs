@@ -7,16 +7,7 @@ impl Tasks {
     pub async fn pause(&self, id: &str) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
-        shim.client
-            .pause(
-                self.ctx(),
-                &api::PauseRequest {
-                    id: record.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "Pause"))?;
+        shim_rpc!(self, shim, record, pause, "Pause", PauseRequest {})?;
         self.containers.update(&record.id, |r| {
             r.state.status = pb::container::Status::Paused as i32
         })?;
@@ -26,16 +17,7 @@ impl Tasks {
     pub async fn resume(&self, id: &str) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
-        shim.client
-            .resume(
-                self.ctx(),
-                &api::ResumeRequest {
-                    id: record.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "Resume"))?;
+        shim_rpc!(self, shim, record, resume, "Resume", ResumeRequest {})?;
         self.containers.update(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32
         })?;
@@ -45,36 +27,16 @@ impl Tasks {
     pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
-        let response = shim
-            .client
-            .pids(
-                self.ctx(),
-                &api::PidsRequest {
-                    id: record.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "Pids"))?;
+        let response = shim_rpc!(self, shim, record, pids, "Pids", PidsRequest {})?;
         Ok(response.processes.iter().map(|p| p.pid).collect())
     }
 
     pub async fn stats(&self, id: &str) -> Result<pb::StatsResponse> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
-        let response = shim
-            .client
-            .stats(
-                self.ctx(),
-                &api::StatsRequest {
-                    id: record.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "Stats"))?;
+        let response = shim_rpc!(self, shim, record, stats, "Stats", StatsRequest {})?;
         let mut out = pb::StatsResponse {
-            read_at: Some(crate::events::now()),
+            read_at: Some(crate::clock::now_timestamp()),
             ..Default::default()
         };
         if let Some(any) = response.stats.into_option() {
@@ -129,17 +91,15 @@ impl Tasks {
             any.type_url =
                 "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
             any.value = serde_json::to_vec(&resources).unwrap_or_default();
-            shim.client
-                .update(
-                    self.ctx(),
-                    &api::UpdateTaskRequest {
-                        id: record.id.clone(),
-                        resources: MessageField::some(any),
-                        ..Default::default()
-                    },
-                )
-                .await
-                .map_err(shim_err(&record.name, "Update"))?;
+            let resources = MessageField::some(any);
+            shim_rpc!(
+                self,
+                shim,
+                record,
+                update,
+                "Update",
+                UpdateTaskRequest { resources }
+            )?;
         }
         // The next run's config.json gets them too.
         let spec_path = record.bundle.join("config.json");

@@ -137,18 +137,16 @@ impl Tasks {
                 exec: exec_id.to_string(),
             });
         }
-        let started = shim
-            .client
-            .start(
-                self.ctx(),
-                &api::StartRequest {
-                    id: record.id.clone(),
-                    exec_id: exec_id.to_string(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "Start"))?;
+        let started = shim_rpc!(
+            self,
+            shim,
+            record,
+            start,
+            "Start",
+            StartRequest {
+                exec_id: exec_id.to_string()
+            }
+        )?;
         let tasks = self.clone();
         let id = record.id.clone();
         let exec = exec_id.to_string();

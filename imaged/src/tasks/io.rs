@@ -45,19 +45,18 @@ impl Tasks {
     pub async fn resize(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let shim = self.running_shim(&record)?;
-        shim.client
-            .resize_pty(
-                self.ctx(),
-                &api::ResizePtyRequest {
-                    id: record.id.clone(),
-                    exec_id: exec_id.to_string(),
-                    width,
-                    height,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "ResizePty"))?;
+        shim_rpc!(
+            self,
+            shim,
+            record,
+            resize_pty,
+            "ResizePty",
+            ResizePtyRequest {
+                exec_id: exec_id.to_string(),
+                width,
+                height,
+            }
+        )?;
         Ok(())
     }
 
@@ -71,18 +70,17 @@ impl Tasks {
         {
             p.stdin = None;
         }
-        shim.client
-            .close_io(
-                self.ctx(),
-                &api::CloseIORequest {
-                    id: record.id.clone(),
-                    exec_id: exec_id.to_string(),
-                    stdin: true,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "CloseIO"))?;
+        shim_rpc!(
+            self,
+            shim,
+            record,
+            close_io,
+            "CloseIO",
+            CloseIORequest {
+                exec_id: exec_id.to_string(),
+                stdin: true,
+            }
+        )?;
         Ok(())
     }
 

@@ -281,19 +281,18 @@ impl Tasks {
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
         }
-        shim.client
-            .kill(
-                self.ctx(),
-                &api::KillRequest {
-                    id: record.id.clone(),
-                    exec_id: exec_id.to_string(),
-                    signal,
-                    all,
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(shim_err(&record.name, "Kill"))?;
+        shim_rpc!(
+            self,
+            shim,
+            record,
+            kill,
+            "Kill",
+            KillRequest {
+                exec_id: exec_id.to_string(),
+                signal,
+                all,
+            }
+        )?;
         Ok(())
     }
 

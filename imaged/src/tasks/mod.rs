@@ -26,10 +26,32 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::{Message, MessageField};
 use tokio::sync::{broadcast, watch};
 
+use crate::clock::now_secs;
 use crate::containers::{self, ContainerRecord, Containers};
 use crate::events::{Hub, Notice};
 use crate::logs::{self, Chunk, LogWriter};
 use crate::shim::{self, Launcher, Shim};
+
+/// One Task RPC on `$shim` about the container `$record`: the request with
+/// its `id` filled in (and the other fields given), the daemon's context, and
+/// an error that names the container and the RPC ([`shim_err`]).
+macro_rules! shim_rpc {
+    ($tasks:expr, $shim:expr, $record:expr, $method:ident, $rpc:literal,
+     $request:ident { $($field:ident $(: $value:expr)?),* $(,)? }) => {
+        $shim
+            .client
+            .$method(
+                $tasks.ctx(),
+                &api::$request {
+                    id: $record.id.clone(),
+                    $($field $(: $value)?,)*
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(shim_err(&$record.name, $rpc))
+    };
+}
 
 mod control;
 mod exec;
@@ -142,10 +164,6 @@ fn shim_err<'a>(container: &'a str, rpc: &'static str) -> impl FnOnce(ttrpc::Err
             detail,
         }
     }
-}
-
-fn now_secs() -> u64 {
-    crate::volumes::now()
 }
 
 /// The signal number of a name (`SIGTERM`, `TERM`) or number.

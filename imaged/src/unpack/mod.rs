@@ -33,7 +33,11 @@
 //! The layer stream itself may be plain tar, gzip or zstd: [`decompress`]
 //! tells them apart by their magic bytes, whatever the media type says.
 
-pub(crate) mod at;
+use berth_oci::safe_path::{at, open_in_root};
+
+mod sparse;
+
+use sparse::{pax_sparse, read_full, read_sparse_map, SparseMapError};
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -463,7 +467,7 @@ impl Applier {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
         }
         let path = join(parts);
-        let opened = at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY);
+        let opened = open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY);
         let (Err(e), Some((last, init))) = (&opened, parts.split_last()) else {
             return opened;
         };
@@ -493,10 +497,10 @@ impl Applier {
                     }
                 }
                 self.dir_following(&next, depth + 1)?;
-                at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY)
+                open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY)
             }
             Err(e) => Err(e),
-            Ok(()) => at::open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY),
+            Ok(()) => open_in_root(self.root.as_fd(), &path, libc::O_PATH | libc::O_DIRECTORY),
         }
     }
 
@@ -514,9 +518,9 @@ impl Applier {
         if hidden == b".wh..opq" {
             // The directory itself may not be in this layer yet.
             self.dir(parts).map_err(io_err("open directory"))?;
-            let dir = at::open_in_root(
+            let dir = open_in_root(
                 self.root.as_fd(),
-                &join(parts),
+                join(parts),
                 libc::O_RDONLY | libc::O_DIRECTORY,
             )
             .map_err(io_err("open directory"))?;
@@ -553,9 +557,9 @@ impl Applier {
         let Some(target_name) = parts.pop() else {
             return Err(fail(io::Error::from_raw_os_error(libc::EISDIR)));
         };
-        let target_dir = at::open_in_root(
+        let target_dir = open_in_root(
             self.root.as_fd(),
-            &join(&parts),
+            join(&parts),
             libc::O_PATH | libc::O_DIRECTORY,
         )
         .map_err(fail)?;
@@ -591,7 +595,7 @@ impl Applier {
     /// since (by a later entry) is skipped, not followed.
     fn finish(&mut self) {
         for (path, secs, nanos) in self.dirs.iter().rev() {
-            if let Ok(fd) = at::open_in_root(
+            if let Ok(fd) = open_in_root(
                 self.root.as_fd(),
                 path,
                 libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
@@ -600,141 +604,6 @@ impl Applier {
             }
         }
     }
-}
-
-/// A sparse file in GNU's 1.0 format, from an entry's PAX records.
-#[derive(Debug)]
-struct PaxSparse {
-    /// The file's real name (the entry's own is `GNUSparseFile.N/NAME`).
-    name: Vec<u8>,
-    real_size: u64,
-}
-
-/// The entry's GNU sparse PAX records, if any: format 1.0 is returned, the
-/// older 0.x formats (whose maps live in the records) are refused.
-fn pax_sparse<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Option<PaxSparse>> {
-    let Some(pax) = entry.pax_extensions().map_err(Error::Read)? else {
-        return Ok(None);
-    };
-    let (mut major, mut minor, mut name, mut real_size, mut any) = (None, None, None, None, false);
-    for ext in pax {
-        let ext = ext.map_err(Error::Read)?;
-        let Some(key) = ext.key_bytes().strip_prefix(b"GNU.sparse.") else {
-            continue;
-        };
-        any = true;
-        let value = ext.value_bytes();
-        let number = || std::str::from_utf8(value).ok()?.parse::<u64>().ok();
-        match key {
-            b"major" => major = number(),
-            b"minor" => minor = number(),
-            b"name" => name = Some(value.to_vec()),
-            b"realsize" => real_size = number(),
-            _ => {}
-        }
-    }
-    if !any {
-        return Ok(None);
-    }
-    let path = String::from_utf8_lossy(name.as_deref().unwrap_or(&entry.path_bytes())).into_owned();
-    match (major, minor, name, real_size) {
-        (Some(1), Some(0), Some(name), Some(real_size)) => Ok(Some(PaxSparse { name, real_size })),
-        (Some(1), Some(0), ..) => Err(Error::Sparse {
-            path,
-            detail: "GNU sparse 1.0 without GNU.sparse.name or GNU.sparse.realsize".into(),
-        }),
-        (major, minor, ..) => Err(Error::Sparse {
-            path,
-            detail: format!(
-                "GNU sparse format {}.{} in PAX records is not supported (only 1.0, GNU tar's default)",
-                major.map_or("0".into(), |m| m.to_string()),
-                minor.map_or("?".into(), |m| m.to_string()),
-            ),
-        }),
-    }
-}
-
-#[derive(Debug)]
-enum SparseMapError {
-    Read(io::Error),
-    Invalid(String),
-}
-
-/// Most regions a sparse map may list (each costs 16 bytes here).
-const MAX_SPARSE_REGIONS: u64 = 1 << 20;
-
-/// GNU sparse 1.0's map, at the start of the entry's data: decimal lines
-/// (the number of regions, then each one's offset and size), padded to a
-/// 512-byte block. Regions must be in order, apart and inside the file.
-fn read_sparse_map<R: Read>(
-    data: &mut R,
-    real_size: u64,
-) -> std::result::Result<Vec<(u64, u64)>, SparseMapError> {
-    let mut consumed = 0u64;
-    let mut number = |data: &mut R| -> std::result::Result<u64, SparseMapError> {
-        let mut digits = Vec::new();
-        loop {
-            let mut byte = [0u8];
-            data.read_exact(&mut byte).map_err(SparseMapError::Read)?;
-            consumed += 1;
-            match byte[0] {
-                b'\n' => break,
-                b @ b'0'..=b'9' if digits.len() < 20 => digits.push(b),
-                other => {
-                    return Err(SparseMapError::Invalid(format!(
-                        "unexpected byte {other:#04x} in the sparse map"
-                    )))
-                }
-            }
-        }
-        std::str::from_utf8(&digits)
-            .ok()
-            .and_then(|d| d.parse().ok())
-            .ok_or_else(|| {
-                SparseMapError::Invalid("empty or overlong number in the sparse map".into())
-            })
-    };
-    let count = number(data)?;
-    if count > MAX_SPARSE_REGIONS {
-        return Err(SparseMapError::Invalid(format!(
-            "{count} regions, more than the {MAX_SPARSE_REGIONS} accepted"
-        )));
-    }
-    let mut regions = Vec::with_capacity(count as usize);
-    let mut end = 0u64;
-    for _ in 0..count {
-        let offset = number(data)?;
-        let len = number(data)?;
-        let region_end = offset.checked_add(len).filter(|&e| e <= real_size);
-        match region_end {
-            Some(region_end) if offset >= end => {
-                regions.push((offset, len));
-                end = region_end;
-            }
-            _ => {
-                return Err(SparseMapError::Invalid(format!(
-                    "region {offset}+{len} overlaps the one before or passes the file's size {real_size}"
-                )))
-            }
-        }
-    }
-    let padding = (512 - consumed % 512) % 512;
-    io::copy(&mut data.take(padding), &mut io::sink()).map_err(SparseMapError::Read)?;
-    Ok(regions)
-}
-
-/// Reads until `buf` is full or the stream ends.
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// chmod through an `O_PATH` fd: `/proc/self/fd/N` names the inode itself.

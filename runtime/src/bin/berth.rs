@@ -548,9 +548,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::List { format, quiet } => print_list(root, format, *quiet)?,
         Command::Spec { bundle } => {
-            berth_runtime::defaults::write_spec(bundle, cli.rootless.as_deref() == Some("true"))?
+            berth_oci::defaults::write_spec(bundle, cli.rootless.as_deref() == Some("true"))?
         }
-        Command::Features => out(berth_runtime::defaults::features_json())?,
+        Command::Features => out(berth_oci::defaults::features_json())?,
         Command::Pause { id } => container::pause(root, id)?,
         Command::Resume { id } => container::resume(root, id)?,
         Command::Ps {

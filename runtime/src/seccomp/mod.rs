@@ -26,7 +26,6 @@
 //! `SECCOMP_FILTER_FLAG_NEW_LISTENER`; `notify` hands its listener on.
 
 mod abi;
-pub mod engine;
 pub mod notify;
 mod table_i386;
 mod table_x32;

@@ -1,5 +1,7 @@
 //! `berth spec` and `berth features`: the default configuration and what
-//! this runtime supports.
+//! this runtime supports. The daemon starts every bundle's `config.json` from
+//! [`spec`] too, so a container made by `berth-imaged` and one made from
+//! `berth spec` differ only in what the image and the request add.
 
 use std::path::Path;
 

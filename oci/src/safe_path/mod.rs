@@ -7,11 +7,22 @@
 //! `RESOLVE_IN_ROOT`, so the kernel resolves each symlink and `..` as if the
 //! rootfs were `/`: nothing can name a host path. Missing components are
 //! created one at a time with `mkdirat`, which never follows the final name.
+//!
+//! The one toolkit of the workspace for this: the runtime (rootfs, mounts,
+//! devices), and the daemon (unpacking layers, seeding volumes, reading an
+//! image's `/etc/passwd`, writing build layers) all resolve through
+//! [`open_in_root`] and act on the last component with [`at`].
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+
+pub mod at;
+
+use nix::errno::Errno;
+use nix::fcntl::{openat2, readlinkat, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{mkdirat, Mode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SafePathError {
@@ -35,16 +46,6 @@ pub enum Create {
     File,
 }
 
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_IN_ROOT: u64 = 0x10;
-
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// `path` with `.` removed and `..` applied lexically, relative, never above the root.
 pub fn clean(path: &Path) -> PathBuf {
     let mut out = PathBuf::new();
@@ -60,38 +61,30 @@ pub fn clean(path: &Path) -> PathBuf {
     out
 }
 
-/// `openat2(root, path, O_PATH|O_CLOEXEC, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS)`.
-pub fn open_in_root(root: RawFd, path: &Path, flags: i32) -> std::io::Result<OwnedFd> {
-    let relative = clean(path);
-    let name = if relative.as_os_str().is_empty() {
-        CString::new(".")
+/// `openat2(root, path, flags|O_CLOEXEC, RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS)`:
+/// `path`, cleaned ([`clean`]), resolved as if `root` were `/`.
+pub fn open_in_root(
+    root: impl AsRawFd,
+    path: impl AsRef<Path>,
+    flags: i32,
+) -> std::io::Result<OwnedFd> {
+    let root = root.as_raw_fd();
+    let relative = clean(path.as_ref());
+    let name: &Path = if relative.as_os_str().is_empty() {
+        Path::new(".")
     } else {
-        CString::new(relative.as_os_str().as_bytes())
-    }
-    .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    let how = OpenHow {
-        flags: (flags | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        &relative
     };
+    let how = OpenHow::new()
+        .flags(OFlag::from_bits_retain(flags) | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     loop {
-        // SAFETY: `name` is a valid C string and `how` a valid open_how of the size passed.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_openat2,
-                root,
-                name.as_ptr(),
-                &how as *const OpenHow,
-                std::mem::size_of::<OpenHow>(),
-            )
-        };
-        if fd >= 0 {
-            // SAFETY: the kernel returned a new descriptor that we now own.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EAGAIN) && err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
+        match openat2(root, name, how) {
+            // SAFETY: the kernel returned a new descriptor that nothing else owns.
+            Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+            // openat2 asks for a retry when a rename raced the lookup.
+            Err(Errno::EAGAIN | Errno::EINTR) => continue,
+            Err(errno) => return Err(errno.into()),
         }
     }
 }
@@ -154,33 +147,30 @@ fn open_or_create_following(
                 source: std::io::Error::from_raw_os_error(libc::EINVAL),
             })?;
         let result = if last && create == Create::File {
-            // SAFETY: valid fd and C string; O_NOFOLLOW|O_EXCL never follow a planted symlink.
-            let fd = unsafe {
-                libc::openat(
-                    parent.as_raw_fd(),
-                    name.as_ptr(),
-                    libc::O_CREAT
-                        | libc::O_EXCL
-                        | libc::O_NOFOLLOW
-                        | libc::O_CLOEXEC
-                        | libc::O_WRONLY,
-                    0o644,
-                )
-            };
-            if fd >= 0 {
-                // SAFETY: fd is ours and valid.
-                unsafe { libc::close(fd) };
-                0
-            } else {
-                -1
-            }
+            // O_NOFOLLOW|O_EXCL never follow a planted symlink.
+            nix::fcntl::openat(
+                Some(parent.as_raw_fd()),
+                name.as_c_str(),
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC
+                    | OFlag::O_WRONLY,
+                Mode::from_bits_truncate(0o644),
+            )
+            // SAFETY: openat returned a new descriptor that nothing else owns.
+            .map(|fd| drop(unsafe { OwnedFd::from_raw_fd(fd) }))
         } else {
-            // SAFETY: valid fd and C string; mkdirat does not follow the final component.
-            unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) }
+            // mkdirat does not follow the final component.
+            mkdirat(
+                Some(parent.as_raw_fd()),
+                name.as_c_str(),
+                Mode::from_bits_truncate(0o755),
+            )
         };
-        if result != 0 {
-            let source = std::io::Error::last_os_error();
-            if source.raw_os_error() == Some(libc::EEXIST) {
+        if let Err(errno) = result {
+            let source = std::io::Error::from(errno);
+            if errno == Errno::EEXIST {
                 // A dangling symlink: create its target, resolved inside the root.
                 if let Ok(target) = read_link_at(&parent, &name) {
                     let base = prefix.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -208,23 +198,10 @@ fn open_or_create_following(
 }
 
 fn read_link_at(dir: &OwnedFd, name: &CString) -> std::io::Result<PathBuf> {
-    let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: valid fd, C string and buffer of the length passed.
-    let len = unsafe {
-        libc::readlinkat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    if len < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    buf.truncate(len as usize);
-    Ok(PathBuf::from(
-        <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(buf),
-    ))
+    Ok(PathBuf::from(readlinkat(
+        Some(dir.as_raw_fd()),
+        name.as_c_str(),
+    )?))
 }
 
 /// The `/proc/self/fd/N` name of a descriptor, usable as a mount target.
@@ -245,7 +222,7 @@ mod tests {
 
     #[test]
     fn symlinks_resolve_inside_the_root() {
-        let dir = std::env::temp_dir().join(format!("berth-safe-path-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("berth-oci-safe-path-{}", std::process::id()));
         let root = dir.join("root");
         let outside = dir.join("outside");
         std::fs::create_dir_all(&root).unwrap();

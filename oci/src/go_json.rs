@@ -14,7 +14,7 @@
 //! serde expects (nulls dropped, keys spelled as the fields are) and then
 //! deserializes it. Zero values that runc treats as "unset" are a question
 //! of each field's meaning, not of decoding: see
-//! `spec::Resources::without_go_zero_values`.
+//! the runtime's `spec::Resources::without_go_zero_values`.
 
 use serde::de::{DeserializeOwned, Visitor};
 use serde::Deserializer;

@@ -1,9 +1,15 @@
-//! The parts of the OCI runtime spec (`config.json`) that berth reads.
+//! The OCI runtime spec (`config.json`): the one definition of its types in
+//! the workspace. The runtime reads every bundle with it; the daemon builds
+//! every bundle's spec as a value of it.
 //!
-//! Our own serde types rather than a generated crate: parsing is on the
-//! start-up path of every container, and owning the types lets the error
-//! for a wrong-typed field name the field. Unknown fields are ignored, as
-//! the spec requires.
+//! Our own serde types rather than `oci-spec`'s runtime types, because
+//! `oci-spec` cannot read what runc accepts: Go matches keys ignoring case,
+//! so `"NoNewPrivileges"` is the field, which serde drops as unknown
+//! (silently losing a security setting), and it refuses a config without
+//! `process.user` (see the test `oci_spec_cannot_read_what_runc_accepts`).
+//! Parsing is also on the start-up path of every container, and owning the
+//! types lets the error for a wrong-typed field name the field. Unknown
+//! fields are ignored, as the spec requires.
 //!
 //! The text is read as runc (Go) reads it, because engines write it in Go:
 //! `null` is absent, keys match fields ignoring case ([`crate::go_json`]),
@@ -17,6 +23,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::go_json::{GoSchema, Zero};
+
+mod validate;
 
 /// Everything that can be wrong with a bundle's `config.json`.
 #[derive(Debug, thiserror::Error)]
@@ -349,11 +357,31 @@ const RESOURCES_KEYS: &[&str] = &[
     "rdma",
 ];
 
+/// The keys of `linux.seccomp` (the profile, its syscall rules and their
+/// argument rules), which the spec keeps as JSON for the runtime's seccomp
+/// compiler; the runtime checks its profile types declare no other.
+pub const SECCOMP_KEYS: &[&str] = &[
+    "defaultAction",
+    "defaultErrnoRet",
+    "architectures",
+    "flags",
+    "listenerPath",
+    "listenerMetadata",
+    "syscalls",
+    "names",
+    "action",
+    "errnoRet",
+    "args",
+    "index",
+    "value",
+    "valueTwo",
+    "op",
+];
+
 /// Every object key of `config.json` (and of `exec --process`, `update
 /// --resources` and `linux.seccomp`, which are parts of it), for Go's
 /// case-insensitive matching.
 pub fn go_schema() -> &'static GoSchema {
-    use crate::seccomp::{ArgRule, Profile, SyscallRule};
     static SCHEMA: std::sync::OnceLock<GoSchema> = std::sync::OnceLock::new();
     SCHEMA.get_or_init(|| {
         GoSchema::new()
@@ -383,9 +411,7 @@ pub fn go_schema() -> &'static GoSchema {
             .with::<HugepageLimit>()
             .with::<Pids>()
             .with::<DeviceRule>()
-            .with::<Profile>()
-            .with::<SyscallRule>()
-            .with::<ArgRule>()
+            .with_keys(SECCOMP_KEYS)
             .with_map("annotations", Zero::String)
             .with_map("sysctl", Zero::String)
             .with_map("unified", Zero::String)
@@ -491,45 +517,27 @@ impl NamespaceKind {
     }
 }
 
-/// IPC sysctls the kernel keeps per IPC namespace.
-const IPC_SYSCTLS: &[&str] = &[
-    "kernel.msgmax",
-    "kernel.msgmnb",
-    "kernel.msgmni",
-    "kernel.sem",
-    "kernel.shmall",
-    "kernel.shmmax",
-    "kernel.shmmni",
-    "kernel.shm_rmid_forced",
-];
-
-/// A sysctl is written through the container's `/proc/sys`, which for a
-/// non-namespaced key is the host's: only keys that live in a namespace the
-/// container owns are allowed (as runc does), so a config cannot retune the
-/// host kernel.
-fn check_sysctl(key: &str, has: &dyn Fn(NamespaceKind) -> bool) -> Result<(), SpecError> {
-    let err = |why: &str| Err(SpecError::Invalid(format!("sysctl {key:?} {why}")));
-    if key.is_empty()
-        || key.contains('/')
-        || key.split('.').any(|part| part.is_empty() || part == "..")
-    {
-        return err("is not a valid sysctl name");
+/// `value` (a spec or a part of it) as the JSON a bundle holds: without the
+/// `null`s and empty lists serde writes for fields that are not set. Go (and
+/// so runc) and [`go_schema`] read `null`, `[]` and a missing key alike, so
+/// this changes nothing but the noise; empty objects stay (`"linux": {}` is
+/// not an absent `linux`).
+pub fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
+    fn prune(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(object) => {
+                object.retain(|_, v| {
+                    prune(v);
+                    !(v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+                });
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(prune),
+            _ => {}
+        }
     }
-    let needs = if IPC_SYSCTLS.contains(&key) || key.starts_with("fs.mqueue.") {
-        NamespaceKind::Ipc
-    } else if key.starts_with("net.") {
-        NamespaceKind::Network
-    } else if key == "kernel.hostname" || key == "kernel.domainname" {
-        NamespaceKind::Uts
-    } else {
-        return err("is not namespaced: it would change the host (not allowed)");
-    };
-    if !has(needs) {
-        return err(
-            &format!("needs a private {needs:?} namespace (not in the config)").to_lowercase(),
-        );
-    }
-    Ok(())
+    let mut json = serde_json::to_value(value).unwrap_or_default();
+    prune(&mut json);
+    json
 }
 
 impl Spec {
@@ -600,348 +608,7 @@ impl Spec {
             .iter()
             .any(|ns| NamespaceKind::parse(&ns.kind) == Some(kind))
     }
-
-    /// Checks what serde cannot: required fields and their relations.
-    pub fn validate(&self) -> Result<(), SpecError> {
-        let invalid = |msg: String| Err(SpecError::Invalid(msg));
-        let Some(root) = &self.root else {
-            return invalid("root must be specified".into());
-        };
-        if root.path.as_os_str().is_empty() {
-            return invalid("root.path is empty".into());
-        }
-        let Some(process) = &self.process else {
-            return invalid("process must be specified".into());
-        };
-        if process.args.is_empty() {
-            return invalid("args must not be empty".into());
-        }
-        if !process.cwd.starts_with('/') {
-            return invalid(format!(
-                "cwd {:?} is not an absolute path inside the container",
-                process.cwd
-            ));
-        }
-        let namespaces = self.namespaces()?;
-        let has = |k| namespaces.iter().any(|(kind, _)| *kind == k);
-        let linux = self.linux();
-        if has(NamespaceKind::User) {
-            let joined = namespaces
-                .iter()
-                .any(|(k, p)| *k == NamespaceKind::User && p.is_some());
-            if !joined && (linux.uid_mappings.is_empty() || linux.gid_mappings.is_empty()) {
-                return invalid("user namespaces enabled, but no uid or gid mappings".into());
-            }
-        } else if !linux.uid_mappings.is_empty() || !linux.gid_mappings.is_empty() {
-            return invalid("uid/gid mappings given without a user namespace".into());
-        }
-        if self.hostname.as_deref().is_some_and(|h| !h.is_empty()) && !has(NamespaceKind::Uts) {
-            return invalid("unable to set hostname without a private UTS namespace".into());
-        }
-        if self.domainname.as_deref().is_some_and(|h| !h.is_empty()) && !has(NamespaceKind::Uts) {
-            return invalid("unable to set domainname without a private UTS namespace".into());
-        }
-        if !linux.time_offsets.is_empty() && !has(NamespaceKind::Time) {
-            return invalid("time offsets given without a time namespace".into());
-        }
-        for mount in &self.mounts {
-            if !mount.destination.is_absolute() {
-                return invalid(format!(
-                    "mount destination {} is not absolute",
-                    mount.destination.display()
-                ));
-            }
-        }
-        for device in &linux.devices {
-            if !matches!(device.kind.as_str(), "c" | "u" | "b" | "p") {
-                return invalid(format!(
-                    "device {} has invalid type {:?}",
-                    device.path.display(),
-                    device.kind
-                ));
-            }
-        }
-        if let Some(propagation) = &linux.rootfs_propagation {
-            if crate::mounts::propagation_flag(propagation).is_none() {
-                return invalid(format!("unknown rootfsPropagation {propagation:?}"));
-            }
-        }
-        // A namespace "joined" by path may be the host's own: that is not private.
-        let private = |k: NamespaceKind| {
-            namespaces.iter().any(|(kind, path)| {
-                *kind == k
-                    && path.as_ref().is_none_or(|p| {
-                        use std::os::unix::fs::MetadataExt;
-                        let own = std::fs::metadata(format!("/proc/self/ns/{}", k.proc_name()));
-                        let joined = std::fs::metadata(p);
-                        !matches!((own, joined), (Ok(a), Ok(b)) if a.ino() == b.ino() && a.dev() == b.dev())
-                    })
-            })
-        };
-        for key in linux.sysctl.keys() {
-            check_sysctl(key, &private)?;
-        }
-        for rlimit in &process.rlimits {
-            if crate::kernel_names::rlimit(&rlimit.kind).is_none() {
-                return invalid(format!("unknown rlimit type {:?}", rlimit.kind));
-            }
-            if rlimit.soft > rlimit.hard {
-                return invalid(format!(
-                    "rlimit {}: soft limit {} exceeds hard limit {}",
-                    rlimit.kind, rlimit.soft, rlimit.hard
-                ));
-            }
-        }
-        if let Some(caps) = &process.capabilities {
-            for set in [
-                &caps.bounding,
-                &caps.effective,
-                &caps.inheritable,
-                &caps.permitted,
-                &caps.ambient,
-            ]
-            .into_iter()
-            .flatten()
-            {
-                for name in set {
-                    if crate::kernel_names::capability(name).is_none() {
-                        return invalid(format!("unknown capability {name:?}"));
-                    }
-                }
-            }
-        }
-        if let Some(label) = &process.selinux_label {
-            if !label.is_empty() {
-                return invalid("selinuxLabel is set but SELinux is not supported by berth".into());
-            }
-        }
-        if let Some(profile) = &process.apparmor_profile {
-            if !profile.is_empty() {
-                return invalid(
-                    "apparmorProfile is set but AppArmor is not supported by berth".into(),
-                );
-            }
-        }
-        if let Some(resources) = &linux.resources {
-            if let Some(key) = resources.others.keys().next() {
-                return invalid(format!(
-                    "linux.resources.{key} is set but berth does not support it"
-                ));
-            }
-        }
-        if linux.personality.is_some() || linux.intel_rdt.is_some() {
-            return invalid("linux.personality / linux.intelRdt are not supported".into());
-        }
-        if process.scheduler.is_some() || process.io_priority.is_some() {
-            return invalid("process.scheduler / process.ioPriority are not supported".into());
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::{json, Value};
-
-    /// The smallest config runc runs, with `patch` merged in (objects merge,
-    /// anything else replaces).
-    fn config(patch: Value) -> Vec<u8> {
-        fn merge(into: &mut Value, patch: Value) {
-            match (into, patch) {
-                (Value::Object(into), Value::Object(patch)) => {
-                    for (key, value) in patch {
-                        merge(into.entry(key).or_insert(Value::Null), value);
-                    }
-                }
-                (into, patch) => *into = patch,
-            }
-        }
-        let mut base = json!({
-            "ociVersion": "1.0.2",
-            "root": {"path": "rootfs"},
-            "process": {"args": ["/bin/true"], "cwd": "/"},
-            "linux": {"namespaces": [{"type": "mount"}]}
-        });
-        merge(&mut base, patch);
-        serde_json::to_vec(&base).expect("json")
-    }
-
-    fn resources(spec: &Spec) -> &Resources {
-        spec.linux().resources.as_ref().expect("resources")
-    }
-
-    /// One row per field whose Go reading differs from serde's: what Go
-    /// (runc 1.1) makes of the text, checked on the parsed spec.
-    #[test]
-    fn config_json_is_read_as_go_reads_it() {
-        type Check = fn(&Spec) -> bool;
-        let rows: &[(&str, Value, Check)] = &[
-            (
-                "blockIO.weight 0 is unset (dockerd writes it for every container)",
-                json!({"linux": {"resources": {"blockIO": {"weight": 0}}}}),
-                |s| {
-                    resources(s)
-                        .block_io
-                        .as_ref()
-                        .is_some_and(|b| b.weight.is_none())
-                },
-            ),
-            (
-                "blockIO.leafWeight 0 is unset",
-                json!({"linux": {"resources": {"blockIO": {"leafWeight": 0}}}}),
-                |s| {
-                    resources(s)
-                        .block_io
-                        .as_ref()
-                        .is_some_and(|b| b.leaf_weight.is_none())
-                },
-            ),
-            (
-                "blockIO.weightDevice[].weight 0 is unset",
-                json!({"linux": {"resources": {"blockIO": {"weightDevice": [
-                    {"major": 8, "minor": 0, "weight": 0, "leafWeight": 0}]}}}}),
-                |s| {
-                    let d = &resources(s)
-                        .block_io
-                        .as_ref()
-                        .expect("blockIO")
-                        .weight_device[0];
-                    d.weight.is_none() && d.leaf_weight.is_none()
-                },
-            ),
-            (
-                "memory limit, reservation, swap 0 are unset; swappiness 0 is kept",
-                json!({"linux": {"resources": {"memory": {
-                    "limit": 0, "reservation": 0, "swap": 0, "swappiness": 0}}}}),
-                |s| {
-                    let m = resources(s).memory.expect("memory");
-                    m.limit.is_none()
-                        && m.reservation.is_none()
-                        && m.swap.is_none()
-                        && m.swappiness == Some(0)
-                },
-            ),
-            (
-                "cpu shares, quota, period, realtime 0 and empty cpus/mems are unset; idle 0 kept",
-                json!({"linux": {"resources": {"cpu": {
-                    "shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0,
-                    "realtimePeriod": 0, "cpus": "", "mems": "", "idle": 0}}}}),
-                |s| {
-                    let c = resources(s).cpu.as_ref().expect("cpu");
-                    c.shares.is_none()
-                        && c.quota.is_none()
-                        && c.period.is_none()
-                        && c.realtime_runtime.is_none()
-                        && c.realtime_period.is_none()
-                        && c.cpus.is_none()
-                        && c.mems.is_none()
-                        && c.idle == Some(0)
-                },
-            ),
-            (
-                "network.classID 0 is unset",
-                json!({"linux": {"resources": {"network": {"classID": 0}}}}),
-                |s| {
-                    resources(s)
-                        .network
-                        .as_ref()
-                        .is_some_and(|n| n.class_id.is_none())
-                },
-            ),
-            (
-                "pids {} is a limit of 0 (untouched)",
-                json!({"linux": {"resources": {"pids": {}}}}),
-                |s| resources(s).pids.is_some_and(|p| p.limit == 0),
-            ),
-            (
-                "a device rule without allow denies",
-                json!({"linux": {"resources": {"devices": [{"access": "rwm"}]}}}),
-                |s| !resources(s).devices[0].allow,
-            ),
-            (
-                "null lists, maps and objects are absent",
-                json!({"mounts": null, "annotations": null, "hooks": null,
-                       "process": {"env": null, "rlimits": null, "capabilities": null},
-                       "linux": {"devices": null, "maskedPaths": null, "sysctl": null,
-                                 "resources": {"devices": null, "blockIO": null}}}),
-                |s| {
-                    s.mounts.is_empty()
-                        && s.annotations.is_empty()
-                        && s.process.as_ref().is_some_and(|p| p.env.is_empty())
-                        && resources(s).block_io.is_none()
-                },
-            ),
-            (
-                "a null annotation is an empty string",
-                json!({"annotations": {"Org.Key": null}}),
-                |s| s.annotations.get("Org.Key").map(String::as_str) == Some(""),
-            ),
-            (
-                "keys match ignoring case; map keys stay data",
-                json!({"process": null, "Process": {"Args": ["/bin/sh"], "CWD": "/tmp"},
-                       "linux": null,
-                       "LINUX": {"Namespaces": [{"TYPE": "mount"}, {"type": "network"}],
-                                 "Resources": {"BlockIo": {"Weight": 300}},
-                                 "sysctl": {"net.ipv4.ip_forward": "1"}}}),
-                |s| {
-                    let p = s.process.as_ref().expect("process");
-                    p.args == ["/bin/sh"]
-                        && p.cwd == "/tmp"
-                        && resources(s)
-                            .block_io
-                            .as_ref()
-                            .is_some_and(|b| b.weight == Some(300))
-                        && s.linux().sysctl.contains_key("net.ipv4.ip_forward")
-                },
-            ),
-            (
-                "seccomp: args null, Go-cased keys",
-                json!({"linux": {"seccomp": {"DefaultAction": "SCMP_ACT_ERRNO",
-                    "syscalls": [{"names": ["read"], "action": "SCMP_ACT_ALLOW", "args": null}]}}}),
-                |s| {
-                    let value = s.linux().seccomp.as_ref().expect("seccomp");
-                    crate::seccomp::parse(value).is_ok_and(|p| {
-                        p.default_action == "SCMP_ACT_ERRNO" && p.syscalls[0].args.is_empty()
-                    })
-                },
-            ),
-        ];
-        for (what, patch, check) in rows {
-            let spec = Spec::from_slice(&config(patch.clone()))
-                .unwrap_or_else(|e| panic!("{what}: refused: {e}"));
-            assert!(check(&spec), "{what}: read as {spec:?}");
-        }
-    }
-
-    /// What runc refuses stays refused once zeros and nulls are read as Go does.
-    #[test]
-    fn values_runc_refuses_stay_refused() {
-        for (what, patch) in [
-            (
-                "blockIO.weight below 10",
-                json!({"linux": {"resources": {"blockIO": {"weight": 5}}}}),
-            ),
-            ("no args", json!({"process": {"args": null}})),
-            ("no root", json!({"root": null})),
-            ("relative cwd", json!({"process": {"cwd": ""}})),
-            (
-                "rlimit without a type",
-                json!({"process": {"rlimits": [{"hard": 1}]}}),
-            ),
-        ] {
-            let spec = Spec::from_slice(&config(patch));
-            let valid = spec.and_then(|s| {
-                let resources = s.linux().resources.clone().unwrap_or_default();
-                crate::cgroups::validate_resources(&resources)
-                    .map_err(|e| SpecError::Invalid(e.to_string()))
-            });
-            assert!(valid.is_err(), "{what} was accepted");
-        }
-    }
-
-    #[test]
-    fn no_two_keys_fold_together() {
-        assert_eq!(go_schema().ambiguous(), None);
-    }
-}
+mod tests;

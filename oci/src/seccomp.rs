@@ -8,7 +8,12 @@
 
 use serde_json::{json, Value};
 
-use super::SeccompError;
+/// What is wrong with an engine profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    #[error("invalid seccomp profile: {0}")]
+    Invalid(String),
+}
 
 /// The container's view: its capabilities, the Go name of the architecture
 /// (`amd64`, `arm64`, …) and the running kernel's version.
@@ -56,7 +61,7 @@ fn parse_kernel(text: &str) -> Option<(u32, u32)> {
     Some((parts.next()??, parts.next().flatten().unwrap_or(0)))
 }
 
-fn applies(rule: &Value, target: &Target) -> Result<bool, SeccompError> {
+fn applies(rule: &Value, target: &Target) -> Result<bool, ProfileError> {
     let includes = &rule["includes"];
     let excludes = &rule["excludes"];
     let has = |cap: &str| target.capabilities.iter().any(|c| c == cap);
@@ -76,7 +81,7 @@ fn applies(rule: &Value, target: &Target) -> Result<bool, SeccompError> {
     }
     if let Some(min) = includes["minKernel"].as_str() {
         let min = parse_kernel(min)
-            .ok_or_else(|| SeccompError::Invalid(format!("invalid minKernel {min:?}")))?;
+            .ok_or_else(|| ProfileError::Invalid(format!("invalid minKernel {min:?}")))?;
         if target.kernel < min {
             return Ok(false);
         }
@@ -85,9 +90,9 @@ fn applies(rule: &Value, target: &Target) -> Result<bool, SeccompError> {
 }
 
 /// Resolves an engine profile into the OCI `linux.seccomp` for `target`.
-pub fn resolve(profile: &Value, target: &Target) -> Result<Value, SeccompError> {
+pub fn resolve(profile: &Value, target: &Target) -> Result<Value, ProfileError> {
     let Some(default_action) = profile["defaultAction"].as_str() else {
-        return Err(SeccompError::Invalid(
+        return Err(ProfileError::Invalid(
             "the profile has no defaultAction".into(),
         ));
     };
@@ -103,7 +108,7 @@ pub fn resolve(profile: &Value, target: &Target) -> Result<Value, SeccompError> 
         }
     }
     let Some(rules) = profile["syscalls"].as_array() else {
-        return Err(SeccompError::Invalid(
+        return Err(ProfileError::Invalid(
             "the profile's syscalls is not a list".into(),
         ));
     };
@@ -206,8 +211,6 @@ mod tests {
         };
         let resolved = resolve(&profile, &t).unwrap();
         assert_eq!(resolved["syscalls"][1]["action"], "SCMP_ACT_ALLOW");
-        // The resolved profile compiles.
-        super::super::compile(&super::super::parse(&resolved).unwrap()).unwrap();
     }
 
     #[test]
