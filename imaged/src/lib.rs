@@ -25,8 +25,8 @@
 //! - Kubernetes: [`cri`] serves CRI v1 (pods, containers, images) on a
 //!   socket of its own, in a namespace of its own over the same stores;
 //!   [`streaming`] is its exec/attach/port-forward server.
-//! - gRPC: [`server`], [`workloads`], [`networks_service`] and the
-//!   `service` modules of [`build`] and [`distribution`] translate between
+//! - gRPC: [`grpc`] (images, workloads, networks) and the `service`
+//!   modules of [`build`], [`distribution`] and [`cri`] translate between
 //!   `berth-proto` and the pieces above; [`config`] reads flags and the
 //!   TOML file.
 //!
@@ -48,19 +48,17 @@ pub mod cri;
 pub mod distribution;
 pub mod events;
 pub mod files;
+pub mod grpc;
 pub mod images;
 pub mod logs;
 pub mod metadata;
 pub mod mounts;
 pub mod networks;
-pub mod networks_service;
 pub mod private;
 pub mod registry;
-pub mod server;
 pub mod shim;
 pub mod snapshots;
 pub mod streaming;
 pub mod tasks;
 pub mod unpack;
 pub mod volumes;
-pub mod workloads;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use berth_imaged::{
-    build, config::Config, containers, content, cri, events, images, metadata, networks, private,
-    registry, server, shim, snapshots, streaming, tasks, volumes, workloads,
+    build, config::Config, containers, content, cri, events, grpc, images, metadata, networks,
+    private, registry, shim, snapshots, streaming, tasks, volumes,
 };
 use clap::Parser;
 
@@ -282,13 +282,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let tmp = config.root.join("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     private::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    let service = server::Service { images, tmp };
+    let service = grpc::images::Service { images, tmp };
     let builds = build::service::Service(Arc::new(build::Builds {
         images: service.images.clone(),
         tasks: tasks.clone(),
         dir: config.root.join("builds"),
     }));
-    let workloads = workloads::Workloads {
+    let workloads = grpc::workloads::Workloads {
         tasks,
         volumes,
         hub,
@@ -312,7 +312,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         },
     ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(server::serve(service, workloads, builds, listener, async {
+    let mut server = tokio::spawn(grpc::serve(service, workloads, builds, listener, async {
         let _ = stop_rx.await;
     }));
     tokio::select! {

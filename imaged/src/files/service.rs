@@ -24,7 +24,7 @@ fn status(e: Error) -> Status {
     match e {
         Error::NotFound { .. } => Status::not_found(msg),
         Error::NotDirectory { .. } => Status::failed_precondition(msg),
-        Error::Container(e) => crate::workloads::containers_status(e),
+        Error::Container(e) => crate::grpc::workloads::containers_status(e),
         Error::Unpack { .. } => Status::invalid_argument(msg),
         Error::Io { .. } => Status::internal(msg),
     }

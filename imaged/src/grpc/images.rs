@@ -1,9 +1,6 @@
-//! The gRPC services of `berth-proto`, over [`Images`], the content store and
-//! the snapshotter, served on a unix socket.
-//!
-//! Served here: Version, Images (pull, list, get, remove, import, export),
-//! Content, Snapshots; Containers, Tasks, Volumes and Events come from
-//! [`crate::workloads`].
+//! The image side of `berth-proto`'s gRPC API, over [`Images`], the content
+//! store and the snapshotter: Version, Images (pull, list, get, remove,
+//! import, export), Content, Snapshots.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -640,40 +637,4 @@ impl pb::snapshots_server::Snapshots for Service {
             inodes: usage.inodes as i64,
         }))
     }
-}
-
-/// Serves every service on `listener` until `shutdown` resolves.
-pub async fn serve(
-    service: Service,
-    workloads: crate::workloads::Workloads,
-    builds: crate::build::service::Service,
-    listener: tokio::net::UnixListener,
-    shutdown: impl std::future::Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
-    let distribution = crate::distribution::service::Service(service.images.clone());
-    let files = crate::files::Files {
-        tasks: workloads.tasks.clone(),
-    };
-    tonic::transport::Server::builder()
-        .add_service(pb::version_server::VersionServer::new(service.clone()))
-        .add_service(pb::images_server::ImagesServer::new(service.clone()))
-        .add_service(pb::content_server::ContentServer::new(service.clone()))
-        .add_service(pb::snapshots_server::SnapshotsServer::new(service))
-        .add_service(pb::containers_server::ContainersServer::new(
-            workloads.clone(),
-        ))
-        .add_service(pb::tasks_server::TasksServer::new(workloads.clone()))
-        .add_service(pb::volumes_server::VolumesServer::new(workloads.clone()))
-        .add_service(pb::networks_server::NetworksServer::new(workloads.clone()))
-        .add_service(pb::events_server::EventsServer::new(workloads))
-        .add_service(pb::files_server::FilesServer::new(files))
-        .add_service(pb::builds_server::BuildsServer::new(builds))
-        .add_service(pb::distribution_server::DistributionServer::new(
-            distribution,
-        ))
-        .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::UnixListenerStream::new(listener),
-            shutdown,
-        )
-        .await
 }

@@ -5,7 +5,9 @@ use berth_net::network::Network;
 use berth_proto::v1 as pb;
 use tonic::{Request, Response, Status};
 
-use crate::workloads::{containers_status, networks_status, tasks_status, timestamp, Workloads};
+use crate::grpc::workloads::{
+    containers_status, networks_status, tasks_status, timestamp, Workloads,
+};
 
 fn network(n: &Network, containers: Vec<String>) -> pb::Network {
     pb::Network {
