@@ -255,6 +255,34 @@ fn published_ports_serve_the_host_the_bridge_and_other_containers() {
     net.assert_nothing_left();
 }
 
+/// The seeds' first job: build a web image from a Dockerfile (a page
+/// copied in, `EXPOSE 80`, httpd as its command), run it with `-p`, fetch
+/// the page from the host.
+#[test]
+fn a_built_web_image_runs_with_a_published_port_and_serves_its_page() {
+    if !can_run_networks() {
+        return;
+    }
+    let net = Net::start();
+    let context = std::env::temp_dir().join(unique("berth-net-build"));
+    std::fs::create_dir_all(&context).expect("context");
+    let _context = TempDir(context.clone());
+    let marker = unique("built-page");
+    std::fs::write(context.join("index.html"), format!("{marker}\n")).unwrap();
+    std::fs::write(
+        context.join("Dockerfile"),
+        "FROM web:1\nCOPY index.html /built/index.html\nEXPOSE 80\n\
+         CMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/built\"]\n",
+    )
+    .unwrap();
+    net.ok(&["build", "-t", "built:1", &context.display().to_string()]);
+    net.ok(&["run", "-d", "--name", "built", "-p", "18081:80", "built:1"]);
+    assert_eq!(net.page("http://127.0.0.1:18081/"), format!("{marker}\n"));
+    assert_eq!(net.ok(&["port", "built"]), "80/tcp -> 0.0.0.0:18081\n");
+    net.ok(&["rm", "-f", "built"]);
+    net.assert_nothing_left();
+}
+
 #[test]
 fn containers_get_their_own_address_names_and_files_or_share_or_have_none() {
     if !can_run_networks() {
