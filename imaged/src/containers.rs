@@ -95,6 +95,13 @@ pub struct RunState {
     pub stopped_by_user: bool,
 }
 
+/// The part of a [`ContainerRecord`] a lookup by name reads.
+#[derive(Deserialize)]
+struct Named {
+    id: String,
+    name: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerRecord {
     pub id: String,
@@ -150,18 +157,35 @@ impl Containers {
         if let Some(record) = self.db.get::<ContainerRecord>(Table::Containers, key)? {
             return Ok(record);
         }
-        let all = self.list()?;
-        if let Some(by_name) = all.iter().find(|c| c.name == key) {
-            return Ok(by_name.clone());
-        }
-        let mut prefixed = all
+        let all = self.names()?;
+        let found = match all.iter().find(|c| c.name == key) {
+            Some(by_name) => by_name.id.clone(),
+            None => {
+                let mut prefixed = all
+                    .into_iter()
+                    .filter(|c| !key.is_empty() && c.id.starts_with(key));
+                match (prefixed.next(), prefixed.next()) {
+                    (Some(one), None) => one.id,
+                    (Some(_), Some(_)) => return Err(Error::Ambiguous(key.to_string())),
+                    _ => return Err(Error::NotFound(key.to_string())),
+                }
+            }
+        };
+        self.db
+            .get::<ContainerRecord>(Table::Containers, &found)?
+            .ok_or_else(|| Error::NotFound(key.to_string()))
+    }
+
+    /// Every container's id and name, and nothing else: a lookup by name
+    /// or prefix then skips decoding each record's settings (with a
+    /// thousand containers, most of a `run`'s time went there).
+    fn names(&self) -> Result<Vec<Named>> {
+        Ok(self
+            .db
+            .list::<Named>(Table::Containers)?
             .into_iter()
-            .filter(|c| !key.is_empty() && c.id.starts_with(key));
-        match (prefixed.next(), prefixed.next()) {
-            (Some(one), None) => Ok(one),
-            (Some(_), Some(_)) => Err(Error::Ambiguous(key.to_string())),
-            _ => Err(Error::NotFound(key.to_string())),
-        }
+            .map(|(_, n)| n)
+            .collect())
     }
 
     pub fn list(&self) -> Result<Vec<ContainerRecord>> {
@@ -307,7 +331,7 @@ impl Containers {
         if !valid_name(&name) {
             return Err(Error::InvalidName(name));
         }
-        if let Some(other) = self.list()?.into_iter().find(|c| c.name == name) {
+        if let Some(other) = self.names()?.into_iter().find(|c| c.name == name) {
             return Err(Error::NameInUse { name, id: other.id });
         }
         let image = self.images.get(&settings.image).map_err(|e| match e {
