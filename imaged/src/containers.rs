@@ -512,19 +512,8 @@ impl Containers {
                 ..Default::default()
             },
             volumes: volume_names,
-            stop_signal: if image_config.stop_signal.is_empty() {
-                "SIGTERM".into()
-            } else {
-                image_config.stop_signal.clone()
-            },
-            command: spec["process"]["args"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|v| v.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            stop_signal: stop_signal(&image_config),
+            command: command(&spec),
         };
         self.db.write(|txn| {
             // The name is checked again inside the transaction: two creates
@@ -704,6 +693,27 @@ fn is_mount_point(path: &Path) -> bool {
     text.lines()
         .filter_map(|l| l.split(' ').nth(4))
         .any(|mount_point| mount_point == wanted)
+}
+
+/// The signal that stops the container: the image's, else SIGTERM.
+pub(crate) fn stop_signal(image_config: &ImageConfig) -> String {
+    if image_config.stop_signal.is_empty() {
+        "SIGTERM".into()
+    } else {
+        image_config.stop_signal.clone()
+    }
+}
+
+/// The process a spec runs, as the record keeps it (listings read no bundle).
+pub(crate) fn command(spec: &serde_json::Value) -> Vec<String> {
+    spec["process"]["args"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A container removed when it exits never needs its writes on disk:

@@ -134,6 +134,20 @@ fn skip_or_fail(ci: bool, what: &str) -> bool {
     false
 }
 
+/// Whether each tool (what it is, its path under `/usr`, or directly under
+/// `/` on a merged-usr system) is installed; the first missing one is a
+/// [`missing_prerequisite`].
+pub fn tools_installed(tools: &[(&str, &str)]) -> bool {
+    for (what, path) in tools {
+        if !Path::new(path).exists() && !Path::new(&path.replace("/usr/", "/")).exists() {
+            return missing_prerequisite(&format!(
+                "{what} is not installed: run ./scripts/setup.sh"
+            ));
+        }
+    }
+    true
+}
+
 /// Whether the end-to-end tests can run here: they need root.
 pub fn can_run() -> bool {
     // SAFETY: geteuid cannot fail.

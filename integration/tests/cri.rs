@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use berth_integration::imaged::*;
 use berth_integration::netns::Netns;
-use berth_integration::{kube, missing_prerequisite, target_dir, text, unique};
+use berth_integration::{kube, missing_prerequisite, target_dir, text, tools_installed, unique};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -31,7 +31,7 @@ fn can_run_cri() -> bool {
     if !can_run_images() {
         return false;
     }
-    for (what, path) in [
+    tools_installed(&[
         (
             "the CNI plugins (containernetworking-plugins)",
             "/usr/lib/cni/bridge",
@@ -39,14 +39,7 @@ fn can_run_cri() -> bool {
         ("ip (iproute2)", "/usr/bin/ip"),
         ("curl", "/usr/bin/curl"),
         ("unshare (util-linux)", "/usr/bin/unshare"),
-    ] {
-        if !Path::new(path).exists() && !Path::new(&path.replace("/usr/", "/")).exists() {
-            return missing_prerequisite(&format!(
-                "{what} is not installed: run ./scripts/setup.sh"
-            ));
-        }
-    }
-    true
+    ])
 }
 
 /// A daemon (in a namespace of its own when `netns`), its CRI clients,

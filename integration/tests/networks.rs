@@ -5,13 +5,13 @@
 //! Traffic goes only to addresses inside that namespace. Every test removes
 //! its containers, its daemon and its namespace, failing or not.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
 use berth_integration::imaged::*;
 use berth_integration::netns::Netns;
-use berth_integration::{missing_prerequisite, target_dir, text, unique, Helper};
+use berth_integration::{target_dir, text, tools_installed, unique, Helper};
 use serde_json::{json, Value};
 
 const APPLETS: &[&str] = &[
@@ -24,7 +24,7 @@ fn can_run_networks() -> bool {
     if !can_run_images() {
         return false;
     }
-    for (what, path) in [
+    tools_installed(&[
         (
             "the CNI plugins (containernetworking-plugins)",
             "/usr/lib/cni/bridge",
@@ -32,14 +32,7 @@ fn can_run_networks() -> bool {
         ("ip (iproute2)", "/usr/bin/ip"),
         ("curl", "/usr/bin/curl"),
         ("iptables", "/usr/sbin/iptables"),
-    ] {
-        if !Path::new(path).exists() && !Path::new(&path.replace("/usr/", "/")).exists() {
-            return missing_prerequisite(&format!(
-                "{what} is not installed: run ./scripts/setup.sh"
-            ));
-        }
-    }
-    true
+    ])
 }
 
 /// A daemon in a namespace of its own, its containers on `bridge` unless

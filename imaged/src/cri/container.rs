@@ -187,19 +187,8 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
             ..Default::default()
         },
         volumes: Vec::new(),
-        stop_signal: if image_config.stop_signal.is_empty() {
-            "SIGTERM".into()
-        } else {
-            image_config.stop_signal.clone()
-        },
-        command: spec["process"]["args"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default(),
+        stop_signal: crate::containers::stop_signal(&image_config),
+        command: crate::containers::command(&spec),
     };
     let repository = image.name.split('@').next().unwrap_or_default();
     let repository = match repository.rfind(':') {
