@@ -11,6 +11,9 @@
 # the steps and which of them wait (an unmount's RCU grace period, an
 # fdatasync, a cgroup join).
 #
+# The daemon runs with BERTH_TRACE=1 and its own per-step times (create,
+# start, exit, delete, remove) are printed first.
+#
 # Run as root:  bench/trace.sh
 # Environment:  BIN (release builds by default), IMAGE_ARGS (default: true).
 set -euo pipefail
@@ -32,44 +35,60 @@ bench_check_berth
 tracer=
 cleanup() {
     set +e
-    [[ -n $tracer ]] && kill "$tracer" 2>/dev/null && wait "$tracer" 2>/dev/null
     bench_stop_imaged
+    [[ -n $tracer ]] && wait "$tracer" 2>/dev/null
     rm -rf "$work"
 }
 trap cleanup EXIT
 
 image=docker.io/library/berth-bench-busybox:1
 bench_busybox_image "$image"
-bench_start_imaged none
+# The daemon runs under strace from its start, so that `--seccomp-bpf` can
+# let every system call the timeline does not name run at full speed
+# (attaching with -p would stop the daemon on each of them).
+bench_start_imaged none env BERTH_TRACE=1 strace -f --seccomp-bpf -ttt -T -qq -o "$work/trace" \
+    -e trace=execve,mount,umount2,pivot_root,unshare,accept4,rmdir,fsync,fdatasync,exit_group,openat,connect \
+    -e signal=none
+# $imaged is strace: stop the daemon itself, strace then ends with it.
+tracer=$imaged
+imaged=$(pgrep -P "$tracer" -x berth-imaged) || die "berth-imaged did not start"
 berthctl load -q -i "$work/image.tar" >/dev/null
 # Warm: the image's first container pays for page-cache misses.
 for _ in 1 2 3; do berthctl run --rm "$image" true; done
-
-strace -f -ttt -T -qq -o "$work/trace" -p "$imaged" \
-    -e trace=execve,mount,umount2,pivot_root,unshare,accept4,rmdir,fsync,fdatasync,exit_group,openat \
-    -e signal=none &
-tracer=$!
-sleep 1
+sleep 0.5
+from=$(date +%s.%N)
 # shellcheck disable=SC2086
 berthctl run --rm "$image" $IMAGE_ARGS
+to=$(date +%s.%N)
 sleep 0.5
-kill "$tracer"
+# strace writes its last lines when the daemon ends.
+bench_stop_imaged || true  # not our child: its wait says 127
+imaged=
 wait "$tracer" 2>/dev/null || true
 tracer=
+echo "the client's whole run: $(awk -v a="$from" -v b="$to" 'BEGIN { printf "%.2f", (b - a) * 1000 }') ms (date to date, strace included)"
+
+# The daemon's own account of the same run (BERTH_TRACE, imaged/src/steps.rs):
+# each step's time as the daemon measured it, strace's slowdown included.
+echo "the daemon's steps:"
+grep -a "berth-imaged: trace" "$work/imaged.log" | tail -5 | sed 's/^berth-imaged: trace /  /'
+echo
 
 # Only what marks a step: openat only for cgroup joins (cgroup.procs).
-awk '
+awk -v from="$from" '
 function label(line,    call) {
     call = line
     sub(/\(.*/, "", call)
     if (call == "openat" && line !~ /cgroup\.procs/) return ""
     if (call == "accept4" && line ~ /EAGAIN/) return ""
+    if (call == "connect" && line !~ /AF_UNIX/) return ""
     if (call == "rmdir" && line !~ /sys\/fs\/cgroup\/memory/) return ""
     if (line ~ /ENOENT/) return ""
     return line
 }
 {
     pid = $1; t = $2; $1 = ""; $2 = ""
+    if (t < from) next
     rest = substr($0, 3)
     took = ""
     if (match(rest, /<[0-9.]+>$/)) { took = substr(rest, RSTART + 1, RLENGTH - 2) * 1000; rest = substr(rest, 1, RSTART - 1) }

@@ -157,15 +157,18 @@ impl Containers {
         if let Some(record) = self.db.get::<ContainerRecord>(Table::Containers, key)? {
             return Ok(record);
         }
-        let all = self.names()?;
-        let found = match all.iter().find(|c| c.name == key) {
-            Some(by_name) => by_name.id.clone(),
+        // A name, else a unique prefix of an id: each read from an index
+        // (the names table, the ids' key order), never from every record.
+        let found = match self.db.get::<String>(Table::ContainerNames, key)? {
+            Some(id) => id,
+            None if key.is_empty() => return Err(Error::NotFound(key.to_string())),
             None => {
-                let mut prefixed = all
-                    .into_iter()
-                    .filter(|c| !key.is_empty() && c.id.starts_with(key));
+                let mut prefixed = self
+                    .db
+                    .keys_with_prefix(Table::Containers, key, 2)?
+                    .into_iter();
                 match (prefixed.next(), prefixed.next()) {
-                    (Some(one), None) => one.id,
+                    (Some(one), None) => one,
                     (Some(_), Some(_)) => return Err(Error::Ambiguous(key.to_string())),
                     _ => return Err(Error::NotFound(key.to_string())),
                 }
@@ -176,16 +179,30 @@ impl Containers {
             .ok_or_else(|| Error::NotFound(key.to_string()))
     }
 
-    /// Every container's id and name, and nothing else: a lookup by name
-    /// or prefix then skips decoding each record's settings (with a
-    /// thousand containers, most of a `run`'s time went there).
-    fn names(&self) -> Result<Vec<Named>> {
-        Ok(self
-            .db
-            .list::<Named>(Table::Containers)?
-            .into_iter()
-            .map(|(_, n)| n)
-            .collect())
+    /// Brings the store to what the records say, at the daemon's start:
+    /// the names index is built again ([`index_names`]) and the bundles of
+    /// containers whose records are gone (removed just before a crash,
+    /// their directories not yet) are removed.
+    pub fn reconcile(&self) -> Result<()> {
+        index_names(&self.db)?;
+        let Ok(entries) = std::fs::read_dir(&self.bundles) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            if self.db.get::<Named>(Table::Containers, &id)?.is_none() {
+                let path = entry.path();
+                // Its rootfs was unmounted before its record went; a mount
+                // left by a crash earlier still must not be walked into.
+                unmount(&path.join("rootfs"));
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    eprintln!("berth-imaged: cannot remove {}: {e}", path.display());
+                }
+            }
+        }
+        Ok(())
     }
 
     pub fn list(&self) -> Result<Vec<ContainerRecord>> {
@@ -228,8 +245,9 @@ impl Containers {
             let mut record: ContainerRecord = txn
                 .get(Table::Containers, &id)?
                 .ok_or_else(|| Error::NotFound(id.clone()))?;
+            txn.delete(Table::ContainerNames, &record.name)?;
             record.name = name.clone();
-            txn.put(Table::Containers, &id, &record)?;
+            insert(txn, &record)?;
             Ok(record)
         })
     }
@@ -323,6 +341,7 @@ impl Containers {
             _ => None,
         };
         let id = random_hex(32);
+        let mut steps = crate::steps::Timeline::new("create", &id);
         let name = if name.is_empty() {
             format!("berth_{}", &random_hex(4))
         } else {
@@ -331,8 +350,8 @@ impl Containers {
         if !valid_name(&name) {
             return Err(Error::InvalidName(name));
         }
-        if let Some(other) = self.names()?.into_iter().find(|c| c.name == name) {
-            return Err(Error::NameInUse { name, id: other.id });
+        if let Some(id) = self.db.get::<String>(Table::ContainerNames, &name)? {
+            return Err(Error::NameInUse { name, id });
         }
         let image = self.images.get(&settings.image).map_err(|e| match e {
             images::Error::NotFound(_) => Error::ImageNotFound(settings.image.clone()),
@@ -380,6 +399,7 @@ impl Containers {
                 }
             }
         }
+        steps.step("checks");
         let bundle = self.bundles.join(&id);
         let mut undo = Undo {
             containers: self,
@@ -400,12 +420,14 @@ impl Containers {
             BTreeMap::from([("berth.container".to_string(), id.clone())]),
         )?;
         undo.snapshot = Some(snapshot_key.clone());
+        steps.step("snapshot");
         if settings.auto_remove || settings.transient {
             volatile(&mut mounts);
         }
         let rootfs = bundle.join("rootfs");
         mount_rootfs(&id, &mounts, &rootfs)?;
         undo.mounted = Some(rootfs.clone());
+        steps.step("mount");
 
         let mut resolved = Vec::new();
         let mut volume_names = Vec::new();
@@ -466,6 +488,7 @@ impl Containers {
                 read_only: m.read_only,
             });
         }
+        steps.step("volumes");
         // Users and groups are read through the mounted rootfs: the overlay
         // has already applied whiteouts, opaque directories and links.
         let layers = vec![rootfs.clone()];
@@ -498,6 +521,7 @@ impl Containers {
         })?;
         let spec_bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
         write_private(&bundle.join("config.json"), &spec_bytes)?;
+        steps.step("bundle");
         let record = ContainerRecord {
             id: id.clone(),
             name: name.clone(),
@@ -519,9 +543,10 @@ impl Containers {
             // The name is checked again inside the transaction: two creates
             // racing for one name cannot both win.
             name_free(txn, &name)?;
-            txn.put(Table::Containers, &id, &record)?;
+            insert(txn, &record)?;
             Ok::<_, Error>(())
         })?;
+        steps.step("record");
         undo.disarm();
         Ok(record)
     }
@@ -541,17 +566,60 @@ impl Containers {
     /// made sure no task runs.
     pub fn delete(&self, id: &str, volumes: bool) -> Result<()> {
         let record = self.resolve(id)?;
+        let mut steps = crate::steps::Timeline::new("remove", &record.id);
         let rootfs = record.rootfs();
         unmount(&rootfs);
-        match self.images.snapshots.remove(&record.snapshot_key) {
-            Ok(()) | Err(snapshots::Error::NotFound(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let _ = std::fs::remove_dir_all(&record.bundle);
-        self.db.write(|txn| {
+        steps.step("unmount");
+        // The snapshot's record and the container's go in one commit; the
+        // snapshot's directory after it (a crash between leaves only a
+        // directory, which the snapshots' cleanup removes at start).
+        let snapshots = &self.images.snapshots;
+        let snapshot = self.db.write(|txn| {
+            let snapshot = match snapshots.remove_record(txn, &record.snapshot_key) {
+                Ok(r) => Some(r),
+                Err(snapshots::Error::NotFound(_)) => None,
+                Err(e) => return Err(Error::from(e)),
+            };
             txn.delete(Table::Containers, &record.id)?;
-            Ok::<_, Error>(())
+            // Only its own entry: a name another container took since
+            // (impossible while this one holds it) is left alone.
+            if txn
+                .get::<String>(Table::ContainerNames, &record.name)?
+                .as_deref()
+                == Some(&*record.id)
+            {
+                txn.delete(Table::ContainerNames, &record.name)?;
+            }
+            Ok(snapshot)
         })?;
+        steps.step("records");
+        // The directories of a container removed at its exit (`run --rm`)
+        // go after the reply: no record names them any more, so nothing can
+        // find them, and a crash before they are gone leaves directories the
+        // start-up removes (the snapshots' cleanup, [`Containers::reconcile`]).
+        // Any other removal returns when they are gone.
+        let settings = record.settings();
+        let deferred = settings.transient || settings.auto_remove;
+        let bundle = record.bundle.clone();
+        let snapshots = snapshots.clone();
+        let key = record.snapshot_key.clone();
+        let remove = move || {
+            if let Err(e) = std::fs::remove_dir_all(&bundle) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("berth-imaged: cannot remove {}: {e}", bundle.display());
+                }
+            }
+            if let Some(snapshot) = snapshot {
+                if let Err(e) = snapshots.remove_dir(&key, &snapshot) {
+                    eprintln!("berth-imaged: {e}");
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if deferred => drop(runtime.spawn_blocking(remove)),
+            _ => remove(),
+        }
+        steps.step("handed off");
         if volumes {
             for name in &record.volumes {
                 if self.volumes.is_anonymous_of(name, &record.id)? {
@@ -567,14 +635,34 @@ impl Containers {
 /// Refuses a name another container has, inside the transaction that
 /// takes it.
 fn name_free(txn: &crate::metadata::Txn<'_>, name: &str) -> Result<()> {
-    for (_, other) in txn.list::<ContainerRecord>(Table::Containers)? {
-        if other.name == name {
-            return Err(Error::NameInUse {
-                name: name.to_string(),
-                id: other.id,
-            });
-        }
+    match txn.get::<String>(Table::ContainerNames, name)? {
+        Some(id) => Err(Error::NameInUse {
+            name: name.to_string(),
+            id,
+        }),
+        None => Ok(()),
     }
+}
+
+/// Builds the names index again from the records, in one transaction: at
+/// the daemon's start, so that a store written before the index existed
+/// reads the same. (Records and their entries are written in the same
+/// transactions, so a killed daemon cannot leave them apart.)
+pub fn index_names(db: &crate::metadata::Db) -> Result<()> {
+    let all = db.list::<Named>(Table::Containers)?;
+    db.write(|txn| {
+        txn.clear(Table::ContainerNames)?;
+        for (_, named) in &all {
+            txn.put(Table::ContainerNames, &named.name, &named.id)?;
+        }
+        Ok::<_, Error>(())
+    })
+}
+
+/// Stores `record` and its name's index entry, in the caller's transaction.
+pub(crate) fn insert(txn: &mut crate::metadata::Txn<'_>, record: &ContainerRecord) -> Result<()> {
+    txn.put(Table::Containers, &record.id, record)?;
+    txn.put(Table::ContainerNames, &record.name, &record.id)?;
     Ok(())
 }
 
@@ -685,7 +773,36 @@ impl Drop for Undo<'_> {
     }
 }
 
+/// Whether `path` is the root of a mount: one `statx` (its
+/// `STATX_ATTR_MOUNT_ROOT`, Linux 5.8) where reading mountinfo costs a line
+/// per mount on the host — with a thousand containers, a thousand overlay
+/// lines and milliseconds on every start. Older kernels read mountinfo.
 fn is_mount_point(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: `c_path` is NUL-terminated and `buf` is a writable statx the
+    // kernel fills on success.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+            libc::STATX_BASIC_STATS,
+            buf.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return false;
+    }
+    // SAFETY: statx succeeded, so it filled `buf` (it was zeroed before).
+    let stx = unsafe { buf.assume_init() };
+    let mount_root = libc::STATX_ATTR_MOUNT_ROOT as u64;
+    if stx.stx_attributes_mask & mount_root != 0 {
+        return stx.stx_attributes & mount_root != 0;
+    }
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
@@ -750,6 +867,71 @@ mod tests {
         for allowed in ["/host/proc", "/procs", "/proc/meminfo", "/sys", "/"] {
             assert!(!covers_procfs(allowed), "{allowed}");
         }
+    }
+
+    fn record(id: &str, name: &str) -> ContainerRecord {
+        ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            config: pb::ContainerConfig::default().encode_to_vec(),
+            image_digest: String::new(),
+            snapshot_key: format!("container/{id}"),
+            bundle: PathBuf::from("/nonexistent"),
+            labels: BTreeMap::new(),
+            created: 0,
+            state: RunState::default(),
+            volumes: Vec::new(),
+            stop_signal: String::new(),
+            command: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_store_written_before_the_names_index_finds_its_names_after_a_start() {
+        let dir = std::env::temp_dir().join(format!("berth-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = crate::metadata::Db::open(&dir.join("meta.redb")).unwrap();
+        // As an older daemon wrote them: records, and no index.
+        db.write(|txn| {
+            txn.put(Table::Containers, "aa11", &record("aa11", "web"))?;
+            txn.put(Table::Containers, "aa22", &record("aa22", "db"))?;
+            txn.put(Table::Containers, "bb33", &record("bb33", "cache"))?;
+            // A stale entry the rebuild must drop.
+            txn.put(Table::ContainerNames, "gone", &"cc44".to_string())
+        })
+        .unwrap();
+        index_names(&db).unwrap();
+        let id_of = |name: &str| db.get::<String>(Table::ContainerNames, name).unwrap();
+        assert_eq!(id_of("web").as_deref(), Some("aa11"));
+        assert_eq!(id_of("cache").as_deref(), Some("bb33"));
+        assert_eq!(id_of("gone"), None);
+        db.write(|txn| {
+            assert!(
+                matches!(name_free(txn, "db"), Err(Error::NameInUse { id, .. }) if id == "aa22")
+            );
+            assert!(name_free(txn, "fresh").is_ok());
+            insert(txn, &record("dd55", "fresh"))?;
+            Ok::<_, Error>(())
+        })
+        .unwrap();
+        assert_eq!(id_of("fresh").as_deref(), Some("dd55"));
+        // Prefixes come from the ids' key order alone.
+        let keys = |p: &str| db.keys_with_prefix(Table::Containers, p, 2).unwrap();
+        assert_eq!(keys("aa"), ["aa11", "aa22"]);
+        assert_eq!(keys("b"), ["bb33"]);
+        assert!(keys("e").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn mount_roots_are_told_from_directories() {
+        assert!(is_mount_point(Path::new("/")));
+        assert!(is_mount_point(Path::new("/proc")));
+        assert!(!is_mount_point(Path::new("/proc/self")));
+        assert!(!is_mount_point(
+            &std::env::temp_dir().join("berth-no-such-dir")
+        ));
     }
 
     #[test]

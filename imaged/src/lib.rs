@@ -58,6 +58,7 @@ pub mod private;
 pub mod registry;
 pub mod shim;
 pub mod snapshots;
+pub mod steps;
 pub mod streaming;
 pub mod tasks;
 pub mod unpack;

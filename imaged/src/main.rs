@@ -236,6 +236,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         bundles: config.root.join("bundles"),
         default_seccomp: default_seccomp.clone(),
     };
+    containers
+        .reconcile()
+        .context("cannot reconcile the containers' records and directories")?;
     let hub = events::Hub::new();
     let events_socket = config.events_socket();
     if let Some(dir) = events_socket.parent() {

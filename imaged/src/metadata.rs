@@ -34,6 +34,9 @@ pub enum Table {
     Snapshots,
     /// Container id → [`crate::containers::ContainerRecord`].
     Containers,
+    /// Container name → its id: the index a lookup by name and the
+    /// name's uniqueness check read, instead of every record.
+    ContainerNames,
     /// Volume name → [`crate::volumes::VolumeRecord`].
     Volumes,
     /// Network name → [`berth_net::network::Network`].
@@ -52,6 +55,7 @@ impl Table {
             Table::Images => "images",
             Table::Snapshots => "snapshots",
             Table::Containers => "containers",
+            Table::ContainerNames => "container_names",
             Table::Volumes => "volumes",
             Table::Networks => "networks",
             Table::Attachments => "attachments",
@@ -113,6 +117,7 @@ impl Db {
                 Table::Images,
                 Table::Snapshots,
                 Table::Containers,
+                Table::ContainerNames,
                 Table::Volumes,
                 Table::Networks,
                 Table::Attachments,
@@ -154,6 +159,28 @@ impl Db {
         let t = read.open_table(table.def()).map_err(|e| self.err(e))?;
         let value = t.get(key).map_err(|e| self.err(e))?;
         value.map(|v| decode(table, key, v.value())).transpose()
+    }
+
+    /// Up to `limit` keys of `table` that start with `prefix`, in order,
+    /// read from the key range alone: no value is decoded.
+    pub fn keys_with_prefix(
+        &self,
+        table: Table,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        let read = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = read.open_table(table.def()).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for item in t.range(prefix..).map_err(|e| self.err(e))? {
+            let (k, _) = item.map_err(|e| self.err(e))?;
+            let key = k.value();
+            if !key.starts_with(prefix) || out.len() == limit {
+                break;
+            }
+            out.push(key.to_string());
+        }
+        Ok(out)
     }
 
     pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
@@ -225,6 +252,13 @@ impl Txn<'_> {
             out.push((key, value));
         }
         Ok(out)
+    }
+
+    /// Removes every record of `table`.
+    pub fn clear(&mut self, table: Table) -> Result<()> {
+        let mut t = self.txn.open_table(table.def()).map_err(|e| self.err(e))?;
+        t.retain(|_, _| false).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The next value of the counter `name` (1, 2, …), never reused.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metadata::{self, Db, Table};
+use crate::metadata::{self, Db, Table, Txn};
 
 /// Errors of the snapshotter.
 #[derive(Debug, thiserror::Error)]
@@ -349,29 +349,39 @@ impl Snapshotter {
 
     /// Removes a snapshot no other snapshot builds on.
     pub fn remove(&self, key: &str) -> Result<()> {
-        let record = self.db.write(|txn| {
-            let record: Record = txn
-                .get(Table::Snapshots, key)?
-                .ok_or_else(|| Error::NotFound(key.to_string()))?;
-            // Only a committed snapshot can be a parent: removing a
-            // container's (active) one need not read every other record.
-            let children = match record.kind {
-                Kind::Committed => txn.list::<Record>(Table::Snapshots)?,
-                Kind::Active | Kind::View => Vec::new(),
-            };
-            for (child, r) in children {
-                if r.parent.as_deref() == Some(key) {
-                    return Err(Error::HasChildren {
-                        key: key.to_string(),
-                        child,
-                    });
-                }
+        let record = self.db.write(|txn| self.remove_record(txn, key))?;
+        self.remove_dir(key, &record)
+    }
+
+    /// Removes `key`'s record in the caller's transaction (refused while a
+    /// snapshot has it as parent); its directory goes after the commit,
+    /// with [`Snapshots::remove_dir`].
+    pub fn remove_record(&self, txn: &mut Txn<'_>, key: &str) -> Result<Record> {
+        let record: Record = txn
+            .get(Table::Snapshots, key)?
+            .ok_or_else(|| Error::NotFound(key.to_string()))?;
+        // Only a committed snapshot can be a parent: removing a
+        // container's (active) one need not read every other record.
+        let children = match record.kind {
+            Kind::Committed => txn.list::<Record>(Table::Snapshots)?,
+            Kind::Active | Kind::View => Vec::new(),
+        };
+        for (child, r) in children {
+            if r.parent.as_deref() == Some(key) {
+                return Err(Error::HasChildren {
+                    key: key.to_string(),
+                    child,
+                });
             }
-            txn.delete(Table::Snapshots, key)?;
-            Ok::<_, Error>(record)
-        })?;
-        // The record is gone first: a crash here leaves a directory that
-        // cleanup() removes, never a record without its directory.
+        }
+        txn.delete(Table::Snapshots, key)?;
+        Ok(record)
+    }
+
+    /// The directory of a snapshot whose record is gone. The record goes
+    /// first: a crash in between leaves a directory that cleanup()
+    /// removes, never a record without its directory.
+    pub fn remove_dir(&self, key: &str, record: &Record) -> Result<()> {
         let dir = self.dir(record.id);
         fs::remove_dir_all(&dir).map_err(|source| Error::Io {
             key: key.to_string(),

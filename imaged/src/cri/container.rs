@@ -207,7 +207,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         log_path,
     };
     cri.db.write(|txn| {
-        txn.put(Table::Containers, &id, &record)?;
+        crate::containers::insert(txn, &record)?;
         txn.put(Table::CriContainers, &id, &cri_record)?;
         Ok::<_, Error>(())
     })?;

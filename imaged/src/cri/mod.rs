@@ -237,6 +237,9 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         default_seccomp: shared.default_seccomp,
         networks: networks.clone(),
     };
+    containers
+        .reconcile()
+        .context("cannot reconcile the CRI containers' records and directories")?;
     let launcher = crate::shim::Launcher {
         namespace: NAMESPACE.into(),
         ..shared.launcher.clone()

@@ -647,7 +647,7 @@ impl pb::tasks_server::Tasks for Workloads {
             .attach(&first.container_id, &first.exec_id, first.before_start)
             .map_err(tasks_status)?;
         let exec_id = first.exec_id.clone();
-        let waits_for_start = exec_id.is_empty() && !self.tasks.is_running(&id);
+        let waits_for_start = exec_id.is_empty() && !self.tasks.init_alive(&id);
         let tasks = self.tasks.clone();
         let (input_id, input_exec) = (id.clone(), exec_id.clone());
         tokio::spawn(async move {

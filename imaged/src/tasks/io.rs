@@ -114,7 +114,7 @@ impl Tasks {
         // so is one whose client says it starts it next (start -a).
         if exec_id.is_empty()
             && !before_start
-            && !self.is_running(&record.id)
+            && !self.init_alive(&record.id)
             && !self.lock().starting.contains(&record.id)
             && record.status() != pb::container::Status::Created
             && record.status() != pb::container::Status::Restarting

@@ -44,6 +44,7 @@ impl Tasks {
         record: &ContainerRecord,
         restarting: bool,
     ) -> Result<u32> {
+        let mut steps = crate::steps::Timeline::new("start", &record.id);
         let settings = record.settings();
         self.containers.ensure_rootfs(record)?;
         let bundle = record.bundle.clone();
@@ -67,7 +68,9 @@ impl Tasks {
                 }
             }
         }
+        steps.step("stdio");
         self.connect_network(record).await?;
+        steps.step("network");
         let shim = match self.launcher.start(&record.id, &bundle).await {
             Ok(shim) => shim,
             Err(e) => {
@@ -75,6 +78,7 @@ impl Tasks {
                 return Err(e.into());
             }
         };
+        steps.step("shim");
         let teardown = |tasks: Arc<Tasks>, id: String, bundle: PathBuf, shim: Shim| async move {
             let _ = shim
                 .client
@@ -110,10 +114,12 @@ impl Tasks {
                 return Err(e);
             }
         };
+        steps.step("readers");
         if let Err(e) = shim.client.create(self.ctx(), &create).await {
             teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
             return Err(shim_err(&record.name, "Create")(e));
         }
+        steps.step("Create");
         self.spawn_copiers(&bundle, readers, output, true);
         if let Some(path) = &stdin {
             self.open_stdin(&key, path);
@@ -128,6 +134,7 @@ impl Tasks {
                 },
             )
             .await;
+        steps.step("Start");
         let pid = match started {
             Ok(r) => r.pid,
             Err(e) => {
@@ -160,6 +167,7 @@ impl Tasks {
                 r.state.restart_count = 0;
             }
         });
+        steps.step("record");
         match updated {
             // Stopped (or deleted) while it was being restarted: stop it again.
             Ok(r) if restarting && r.state.stopped_by_user => {
@@ -194,9 +202,31 @@ impl Tasks {
         });
     }
 
-    /// The init exited: record it, tear the task and shim down, restart
-    /// if the policy says so.
+    /// The init exited: record it and tell whoever waits, then tear the
+    /// task and shim down, then restart if the policy says so.
     pub(super) async fn exited(self: &Arc<Self>, id: &str, shim: Shim, status: u32) {
+        let mut steps = crate::steps::Timeline::new("exit", id);
+        // The exit is recorded and sent before the teardown: a client waiting
+        // for it (`run`, `wait`) need not wait for the runtime's delete or
+        // the plugins' DEL. The shim's entry stays until the teardown is
+        // done, so no start or removal can race it for the container's
+        // rootfs, cgroups or namespace (they wait in `torn_down`).
+        let record = self.containers.update(id, |r| {
+            r.state.status = pb::container::Status::Stopped as i32;
+            r.state.exit_status = status;
+            r.state.finished_at = now_secs();
+            r.state.pid = 0;
+        });
+        steps.step("record");
+        if let Some(p) = self
+            .lock()
+            .processes
+            .get_mut(&(id.to_string(), String::new()))
+        {
+            p.stdin = None;
+            p.exit.send_replace(Some(status));
+        }
+        steps.step("exit sent");
         // The shim's Delete runs the runtime's delete and unmounts the rootfs;
         // only when it cannot (a shim that died) does `shim delete` clean up
         // after it, as containerd does for a dead shim.
@@ -211,6 +241,7 @@ impl Tasks {
             )
             .await
             .is_ok();
+        steps.step("Delete");
         let _ = shim
             .client
             .shutdown(
@@ -222,43 +253,22 @@ impl Tasks {
                 },
             )
             .await;
-        let Ok(record) = self.containers.resolve(id) else {
-            // Deleted meanwhile: the shim's clean-up still runs.
-            self.lock().shims.remove(id);
-            if !deleted {
-                let bundle = self.containers.bundles.join(id);
-                self.launcher.delete(id, &bundle).await;
-            }
-            self.disconnect_network(id).await;
-            return;
-        };
         if !deleted {
-            self.launcher.delete(id, &record.bundle).await;
+            let bundle = match &record {
+                Ok(r) => r.bundle.clone(),
+                Err(_) => self.containers.bundles.join(id),
+            };
+            self.launcher.delete(id, &bundle).await;
         }
-        let record = self
-            .containers
-            .update(id, |r| {
-                r.state.status = pb::container::Status::Stopped as i32;
-                r.state.exit_status = status;
-                r.state.finished_at = now_secs();
-                r.state.pid = 0;
-            })
-            .unwrap_or(record);
-        // The exit goes out before the network's teardown: a client waiting
-        // for it (`run --rm`, `wait`) need not wait for the plugins' DEL.
-        // The shim's entry stays until the teardown is done, so no start
-        // can race it for the container's namespace.
-        if let Some(p) = self
-            .lock()
-            .processes
-            .get_mut(&(id.to_string(), String::new()))
-        {
-            p.stdin = None;
-            p.exit.send_replace(Some(status));
-        }
+        steps.step("Shutdown");
         self.disconnect_network(id).await;
         self.lock().shims.remove(id);
         self.teardowns.notify_waiters();
+        steps.step("network");
+        // Deleted meanwhile: nothing more to do.
+        let Ok(record) = record else {
+            return;
+        };
         if record.settings().auto_remove && restart_delay(&record, status).is_none() {
             // The exit is recorded and sent first: an attached client still
             // gets it. The task is gone, so this is a plain delete.
@@ -392,8 +402,10 @@ impl Tasks {
         volumes: bool,
     ) -> Result<()> {
         let record = self.containers.resolve(id)?;
+        let mut steps = crate::steps::Timeline::new("delete", &record.id);
         // A task that has just ended may still be taking its network down.
         self.torn_down(&record.id).await;
+        steps.step("teardown");
         if self.shim_of(&record.id).is_some() {
             if !force {
                 return Err(Error::Running(record.name.clone()));
@@ -425,7 +437,14 @@ impl Tasks {
                     });
                 }
             }
-        } else {
+        } else if record
+            .settings()
+            .restart
+            .is_some_and(|p| p.kind != pb::restart_policy::Kind::No as i32)
+        {
+            // A restart may be pending (its back-off): it must not start
+            // what is being removed. Without a policy there is none, and
+            // no write is needed before the record goes.
             self.containers
                 .update(&record.id, |r| r.state.stopped_by_user = true)?;
         }
@@ -436,6 +455,7 @@ impl Tasks {
         tokio::task::spawn_blocking(move || containers.delete(&id, volumes))
             .await
             .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
+        steps.step("remove");
         self.forget(&record.id);
         // Every removal is announced, whoever asked (a client, --rm, the
         // recovery at start-up), with the container's id.

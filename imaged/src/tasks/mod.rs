@@ -219,9 +219,13 @@ impl Tasks {
         self.lock().shims.get(id).cloned()
     }
 
+    /// The shim of a container whose init runs; one whose exit is known
+    /// (its teardown under way) is not running.
     fn running_shim(&self, record: &ContainerRecord) -> Result<Shim> {
-        self.shim_of(&record.id)
-            .ok_or_else(|| Error::NotRunning(record.name.clone()))
+        match self.shim_of(&record.id) {
+            Some(shim) if self.init_alive(&record.id) => Ok(shim),
+            _ => Err(Error::NotRunning(record.name.clone())),
+        }
     }
 
     /// The output channel and exit watch of a process, made on first use
@@ -270,6 +274,19 @@ impl Tasks {
 
     pub fn is_running(&self, id: &str) -> bool {
         self.shim_of(id).is_some()
+    }
+
+    /// Whether the container's init still runs: its shim is there and its
+    /// exit is not known yet. (The exit is sent before the teardown, so for
+    /// a moment a shim outlives its init: an attach then waits for the
+    /// next run, not for the one that has ended.)
+    pub fn init_alive(&self, id: &str) -> bool {
+        let inner = self.lock();
+        inner.shims.contains_key(id)
+            && inner
+                .processes
+                .get(&(id.to_string(), String::new()))
+                .is_none_or(|p| p.exit.borrow().is_none())
     }
 
     /// Forgets a deleted container's processes.
