@@ -180,23 +180,31 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
         .mode(0o711)
         .create(SOCKET_DIR)
         .with_context(|| format!("cannot create {SOCKET_DIR}"))?;
-    if UnixStream::connect(&path).is_ok() {
-        if group == flags.id {
-            bail!(
-                "a shim already serves {} for task {}",
-                path.display(),
-                flags.id
-            );
+    // Binding first, as containerd's shims do: of two starts of one pod at
+    // once, exactly one binds and the other finds it listening.
+    let listener = match UnixListener::bind(&path) {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(&path).is_ok() {
+                if group == flags.id {
+                    bail!(
+                        "a shim already serves {} for task {}",
+                        path.display(),
+                        flags.id
+                    );
+                }
+                // The pod's shim serves this container too.
+                write_address()?;
+                println!("{address}");
+                return Ok(0);
+            }
+            // Nobody answers: a socket left by a shim that died goes.
+            let _ = std::fs::remove_file(&path);
+            UnixListener::bind(&path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?
         }
-        // The pod's shim serves this container too.
-        write_address()?;
-        println!("{address}");
-        return Ok(0);
-    }
-    // Nobody answers: a socket left by a shim that died goes.
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", path.display())),
+    };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
     write_address()?;
@@ -256,6 +264,7 @@ fn serve(
     // The server outlives this bundle when it serves a pod: it holds no
     // directory of any one container (each runtime call runs in its own).
     let _ = std::env::set_current_dir("/");
+    server::one_arena();
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
