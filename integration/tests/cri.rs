@@ -1498,14 +1498,15 @@ fn devices_localhost_seccomp_and_strict_supplemental_groups() {
 
 /// A pod's containers share one shim, as containerd groups them by
 /// `io.kubernetes.cri.sandbox-id`: the first container's start runs it, the
-/// second is served by it as itself, and it goes with the pod.
+/// second is served by it as itself, a restarted daemon finds both through
+/// it, and it goes with the pod.
 #[test]
 fn a_pods_containers_share_one_shim() {
     if !can_run_cri() {
         return;
     }
-    let cri = Cri::with_pods();
-    let config = pod_config("shared", &cri.dir.0.join("logs"));
+    let mut cri = Cri::with_pods();
+    let config = pod_config("one-shim", &cri.dir.0.join("logs"));
     let pod = cri.run_pod(config.clone());
     let first = cri.run_container(&pod, &config, container_config("first", &["sleep", "300"]));
     let second = cri.run_container(&pod, &config, container_config("second", &["sleep", "300"]));
@@ -1517,6 +1518,18 @@ fn a_pods_containers_share_one_shim() {
     );
     assert_eq!(cri.exec_ok(&first, &["echo", "first"]), "first\n");
     assert_eq!(cri.exec(&second, &["sh", "-c", "exit 6"]).exit_code, 6);
+    // A daemon killed and back finds both containers through the one shim.
+    cri.daemon.restart();
+    for id in [&first, &second] {
+        assert_eq!(
+            cri.status(id).state,
+            cri::ContainerState::ContainerRunning as i32,
+            "{}",
+            cri.daemon.log()
+        );
+    }
+    assert_eq!(cri.exec_ok(&second, &["echo", "second"]), "second\n");
+    assert_eq!(shims_started_for(&first), shims);
     cri.remove_pod(&pod);
     let shim = shims[0].to_string();
     for _ in 0..200 {

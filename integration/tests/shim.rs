@@ -1316,10 +1316,11 @@ fn exec_in(containerd: &Containerd, id: &str, exec_id: &str, script: &str) -> (i
 
 /// containerd's grouping: containers whose specs carry the same
 /// `io.kubernetes.cri.sandbox-id` share one shim process, which serves each
-/// of them (exec, kill, wait, delete), outlives the deletion of all but the
-/// last, and ends with it; containers without it get a shim each.
+/// of them (exec, kill, wait, delete), is found again by a restarted
+/// containerd, outlives the deletion of all but the last, and ends with it;
+/// containers without it get a shim each.
 fn pod_shares_one_shim(driven: Driven) {
-    let containerd = Containerd::start();
+    let mut containerd = Containerd::start();
     let flags = runtime_flags(&containerd, driven);
     let pod = unique("pod");
     let annotation = format!("io.kubernetes.cri.sandbox-id={pod}");
@@ -1377,6 +1378,16 @@ fn pod_shares_one_shim(driven: Driven) {
     assert_eq!(
         exec_in(&containerd, &second, "e1", "echo second; exit 4"),
         (4, "second\n".to_string())
+    );
+    // containerd restarted finds both through the one shim.
+    containerd.stop_daemon();
+    containerd.spawn_daemon();
+    for id in [&first, &second] {
+        containerd.wait_status(id, "RUNNING");
+    }
+    assert_eq!(
+        exec_in(&containerd, &second, "e2", "echo again"),
+        (0, "again\n".to_string())
     );
     // A short-lived member of the pod: its Wait, Delete and Shutdown go
     // through the shared shim, which stays for the others.
