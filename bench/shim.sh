@@ -4,9 +4,11 @@
 #
 #   1. `ctr run --rm IMAGE true` through each shim, timed with hyperfine
 #      (prints both and the ratio);
-#   2. N sleeping containers per shim kind: the idle shims' RSS, PSS (from
-#      /proc/PID/smaps_rollup: shared pages counted once across all shims)
-#      and threads, per shim and per container; once with one shim per
+#   2. N sleeping containers per shim kind: the idle shims' RSS, PSS and
+#      private memory (Pss_Anon; from /proc/PID/smaps_rollup: PSS counts
+#      shared pages once across all processes; RSS also counts every page of
+#      the binary the kernel mapped around a fault, which depends on the
+#      page cache more than on the shim) and threads, per shim and per container; once with one shim per
 #      container, once with the containers in pods of POD (the annotation
 #      io.kubernetes.cri.sandbox-id, by which containerd's CRI groups a pod:
 #      both shims then serve a whole pod from one process).
@@ -99,7 +101,7 @@ runc_ms=$(median_ms runc-shim)
 fi
 
 # 2. Idle shims with N sleeping containers each, in pods of POD (1: no pods).
-idle() { # NAME POD FLAGS → prints "rss_kib pss_kib threads shims" (totals over the shims)
+idle() { # NAME POD FLAGS → prints "rss_kib pss_kib threads shims anon_kib" (totals over the shims)
     local name=$1 pod=$2 flags=$3 i
     local group=()
     for i in $(seq "$CONTAINERS"); do
@@ -110,10 +112,11 @@ idle() { # NAME POD FLAGS → prints "rss_kib pss_kib threads shims" (totals ove
         ctr run -d $flags "${group[@]}" "$image" "idle-$name-$i" sleep 100000 >/dev/null
     done
     sleep 2
-    local rss=0 pss=0 threads=0 count=0 pid
+    local rss=0 pss=0 anon=0 threads=0 count=0 pid
     for pid in $(pgrep -f "containerd-shim-$name-v2 .*-id idle-$name-"); do
         rss=$((rss + $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")))
         pss=$((pss + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup")))
+        anon=$((anon + $(awk '/^Pss_Anon:/ {print $2}' "/proc/$pid/smaps_rollup")))
         threads=$((threads + $(awk '/^Threads/ {print $2}' "/proc/$pid/status")))
         count=$((count + 1))
     done
@@ -125,7 +128,7 @@ idle() { # NAME POD FLAGS → prints "rss_kib pss_kib threads shims" (totals ove
         ctr task delete "idle-$name-$i" >/dev/null 2>&1 || true
         ctr containers rm "idle-$name-$i" >/dev/null 2>&1 || true
     done
-    echo "$rss $pss $threads $count"
+    echo "$rss $pss $threads $count $anon"
 }
 mib() { awk -v k="$1" -v n="$2" 'BEGIN {printf "%5.2f", k / n / 1024}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
@@ -138,10 +141,10 @@ memory() { # POD → the table for one pod size
     cat <<EOF
 
 idle shims, $CONTAINERS sleeping containers in pods of $pod: ${b[3]} berth shims, ${r[3]} runc shims
-                            per shim: RSS        threads   per container: RSS        PSS
-  containerd-shim-berth-v2            $(mib "${b[0]}" "${b[3]}") MiB  $(per "${b[2]}" "${b[3]}")                     $(mib "${b[0]}" "$CONTAINERS") MiB  $(mib "${b[1]}" "$CONTAINERS") MiB
-  containerd-shim-runc-v2             $(mib "${r[0]}" "${r[3]}") MiB  $(per "${r[2]}" "${r[3]}")                     $(mib "${r[0]}" "$CONTAINERS") MiB  $(mib "${r[1]}" "$CONTAINERS") MiB
-  berth ÷ runc shim, per container                                     $(ratio "${b[0]}" "${r[0]}")       $(ratio "${b[1]}" "${r[1]}")
+                            per shim: RSS        threads   per container: RSS        PSS        private
+  containerd-shim-berth-v2            $(mib "${b[0]}" "${b[3]}") MiB  $(per "${b[2]}" "${b[3]}")                     $(mib "${b[0]}" "$CONTAINERS") MiB  $(mib "${b[1]}" "$CONTAINERS") MiB  $(mib "${b[4]}" "$CONTAINERS") MiB
+  containerd-shim-runc-v2             $(mib "${r[0]}" "${r[3]}") MiB  $(per "${r[2]}" "${r[3]}")                     $(mib "${r[0]}" "$CONTAINERS") MiB  $(mib "${r[1]}" "$CONTAINERS") MiB  $(mib "${r[4]}" "$CONTAINERS") MiB
+  berth ÷ runc shim, per container                                     $(ratio "${b[0]}" "${r[0]}")       $(ratio "${b[1]}" "${r[1]}")       $(ratio "${b[4]}" "${r[4]}")
 EOF
 }
 
