@@ -114,6 +114,27 @@ impl Container {
         Ok(container)
     }
 
+    /// A container whose init runs as `pid`, as Create leaves it after
+    /// Start, without a runtime behind it: for the service's own tests.
+    #[cfg(test)]
+    pub(super) fn running(id: &str, pid: u32) -> Container {
+        let bundle = PathBuf::from("/nonexistent");
+        let mut init = Process::new("", Paths::default());
+        init.pid = pid;
+        init.phase = Phase::Running;
+        Container {
+            id: id.to_string(),
+            namespace: "test".into(),
+            runtime: Runtime::new(Options::defaults("test"), &bundle),
+            bundle,
+            init,
+            execs: HashMap::new(),
+            paused: false,
+            oom: None,
+            counter: 0,
+        }
+    }
+
     fn create_init(&mut self, init: &mut Process) -> Result<(), TaskError> {
         let pid_file = self.bundle.join("init.pid");
         let bundle = self.bundle.to_string_lossy().into_owned();

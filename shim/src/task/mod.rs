@@ -341,6 +341,61 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    fn request<M: Message>(task: &mut Tasks, method: &str, message: M, reply_to: ReplyTo) -> Reply {
+        task.handle(method, &message.write_to_bytes().unwrap(), reply_to)
+    }
+
+    #[test]
+    fn a_pods_shim_serves_each_container_and_stays_while_one_is_left() {
+        let mut task = task();
+        task.containers
+            .insert("a".into(), Container::running("a", 4_000_001));
+        task.containers
+            .insert("b".into(), Container::running("b", 4_000_002));
+        // Each Wait is parked on its own container's init.
+        for (id, stream) in [("a", 1), ("b", 3)] {
+            let mut wait = WaitRequest::new();
+            wait.id = id.into();
+            assert!(matches!(
+                request(&mut task, "Wait", wait, (7, stream)),
+                Reply::Parked
+            ));
+        }
+        // b's exit answers b's Wait only.
+        task.reaped(4_000_002, 137);
+        let answers = task.take_answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, (7, 3));
+        assert_eq!(
+            WaitResponse::parse_from_bytes(&answers[0].1)
+                .unwrap()
+                .exit_status,
+            137
+        );
+        // Shutdown, even `now`, leaves a shim that still serves another container.
+        task.containers.remove("b");
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "b".into();
+        shutdown.now = true;
+        assert!(matches!(
+            request(&mut task, "Shutdown", shutdown, (7, 5)),
+            Reply::Now(Ok(_))
+        ));
+        assert!(!task.shutdown);
+        let mut state = StateRequest::new();
+        state.id = "b".into();
+        let err = error(request(&mut task, "State", state, (7, 7)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+        // `now` for its one container, or no container at all, ends it.
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "a".into();
+        request(&mut task, "Shutdown", shutdown.clone(), (7, 9));
+        assert!(!task.shutdown, "a plain Shutdown with a live container");
+        shutdown.now = true;
+        request(&mut task, "Shutdown", shutdown, (7, 11));
+        assert!(task.shutdown);
+    }
+
     #[test]
     fn shutdown_without_a_task_stops_the_shim() {
         let mut task = task();
