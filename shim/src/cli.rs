@@ -264,7 +264,7 @@ fn serve(
     // The server outlives this bundle when it serves a pod: it holds no
     // directory of any one container (each runtime call runs in its own).
     let _ = std::env::set_current_dir("/");
-    server::one_arena();
+    crate::memory::one_arena();
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),

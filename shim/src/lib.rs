@@ -30,11 +30,13 @@
 //! - [`task`]: every Task RPC, the containers served and their processes,
 //!   and the event order;
 //! - [`runtime`]: how the OCI runtime is invoked and its errors reported;
+//! - [`memory`]: what an idle shim gives back after each burst of RPCs;
 //! - [`wire`]: the ttrpc framing (server side and the small events client).
 
 pub mod cli;
 pub mod console;
 pub mod events;
+pub mod memory;
 pub mod mount;
 pub mod oom;
 pub mod options;

@@ -157,7 +157,7 @@ impl Server {
                 }
             }
             if served {
-                release_free_memory();
+                crate::memory::release_idle();
             }
         }
         // The socket goes first: a pod's next container then gets a shim of
@@ -303,22 +303,6 @@ impl Server {
             self.send_outbox();
         }
     }
-}
-
-/// Makes the allocator keep one arena for both threads (a second one
-/// would hold pages for the events thread's few allocations). Call before
-/// starting any thread.
-pub fn one_arena() {
-    // SAFETY: mallopt only changes the allocator's settings.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
-}
-
-/// Gives the pages an RPC's allocations freed back to the kernel: a shim
-/// idles for days between bursts of requests (spawning the runtime,
-/// decoding specs), and glibc keeps freed heap pages otherwise.
-fn release_free_memory() {
-    // SAFETY: malloc_trim only returns free memory; it touches no live allocation.
-    unsafe { libc::malloc_trim(0) };
 }
 
 fn pollfd(fd: i32, events: i16) -> libc::pollfd {
