@@ -430,6 +430,40 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// Whether process `pid` runs (a zombie its parent has yet to reap does not).
+pub fn alive(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+/// The `containerd-shim-berth-v2` processes started for container `id`
+/// (`-id ID` on their command line): a shim serving a pod carries the id
+/// of the container it was started for.
+pub fn shims_started_for(id: &str) -> Vec<i32> {
+    let wanted = ["-id".to_string(), id.to_string()];
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let is_shim = args.first()?.ends_with("containerd-shim-berth-v2");
+            (is_shim && args.windows(2).any(|w| w == wanted)).then_some(pid)
+        })
+        .collect()
+}
+
 /// The inode of `/proc/self/ns/NAME` of this (host) process.
 pub fn host_ns_inode(name: &str) -> u64 {
     use std::os::unix::fs::MetadataExt;

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use berth_integration::imaged::*;
 use berth_integration::netns::Netns;
-use berth_integration::{kube, missing_prerequisite, target_dir, text, tools_installed, unique};
+use berth_integration::{
+    alive, kube, missing_prerequisite, shims_started_for, target_dir, text, tools_installed, unique,
+};
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -1492,4 +1494,49 @@ fn devices_localhost_seccomp_and_strict_supplemental_groups() {
         .expect_err("not a device");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
     cri.remove_pod(&pod);
+}
+
+/// A pod's containers share one shim, as containerd groups them by
+/// `io.kubernetes.cri.sandbox-id`: the first container's start runs it, the
+/// second is served by it as itself, a restarted daemon finds both through
+/// it, and it goes with the pod.
+#[test]
+fn a_pods_containers_share_one_shim() {
+    if !can_run_cri() {
+        return;
+    }
+    let mut cri = Cri::with_pods();
+    let config = pod_config("one-shim", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let first = cri.run_container(&pod, &config, container_config("first", &["sleep", "300"]));
+    let second = cri.run_container(&pod, &config, container_config("second", &["sleep", "300"]));
+    let shims = shims_started_for(&first);
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:?}");
+    assert!(
+        shims_started_for(&second).is_empty(),
+        "a second shim for the pod"
+    );
+    assert_eq!(cri.exec_ok(&first, &["echo", "first"]), "first\n");
+    assert_eq!(cri.exec(&second, &["sh", "-c", "exit 6"]).exit_code, 6);
+    // A daemon killed and back finds both containers through the one shim.
+    cri.daemon.restart();
+    for id in [&first, &second] {
+        assert_eq!(
+            cri.status(id).state,
+            cri::ContainerState::ContainerRunning as i32,
+            "{}",
+            cri.daemon.log()
+        );
+    }
+    assert_eq!(cri.exec_ok(&second, &["echo", "second"]), "second\n");
+    assert_eq!(shims_started_for(&first), shims);
+    cri.remove_pod(&pod);
+    let shim = shims[0].to_string();
+    for _ in 0..200 {
+        if !alive(&shim) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(&shim), "the pod's shim outlived the pod");
 }

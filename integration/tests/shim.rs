@@ -454,32 +454,9 @@ fn run_args<'a>(flags: &'a [String], before: &[&'a str], after: &[&'a str]) -> V
     args
 }
 
-/// The pid of the shim serving container `id` (found by its exact command line).
+/// The pid of the shim started for container `id`.
 fn shim_pid(id: &str) -> Option<i32> {
-    let wanted = ["-id".to_string(), id.to_string()];
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is_shim = args.first()?.ends_with("containerd-shim-berth-v2");
-            (is_shim && args.windows(2).any(|w| w == wanted)).then_some(pid)
-        })
-}
-
-fn alive(pid: &str) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
+    shims_started_for(id).first().copied()
 }
 
 fn run_rm_output_and_exit_codes(driven: Driven) {
@@ -1305,5 +1282,180 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
         assert!(out.status.success(), "{}", text(&out));
         let response = DeleteResponse::parse_from_bytes(&out.stdout).unwrap();
         assert_eq!(response.exit_status, 137);
+    }
+}
+
+/// The bundle containerd made for container `id`.
+fn bundle_of(containerd: &Containerd, id: &str) -> PathBuf {
+    containerd.inside(&format!(
+        "/run/containerd/io.containerd.runtime.v2.task/{NS}/{id}"
+    ))
+}
+
+/// The pid in container `id`'s `shim.pid`.
+fn shim_pid_file(containerd: &Containerd, id: &str) -> i32 {
+    std::fs::read_to_string(bundle_of(containerd, id).join("shim.pid"))
+        .expect("the shim's pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
+fn address_of(containerd: &Containerd, id: &str) -> String {
+    std::fs::read_to_string(bundle_of(containerd, id).join("address")).expect("the address file")
+}
+
+/// `ctr task exec` in `id`: (exit code, stdout).
+fn exec_in(containerd: &Containerd, id: &str, exec_id: &str, script: &str) -> (i32, String) {
+    let out = containerd.ctr(&["task", "exec", "--exec-id", exec_id, id, "sh", "-c", script]);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// containerd's grouping: containers whose specs carry the same
+/// `io.kubernetes.cri.sandbox-id` share one shim process, which serves each
+/// of them (exec, kill, wait, delete), is found again by a restarted
+/// containerd, outlives the deletion of all but the last, and ends with it;
+/// containers without it get a shim each.
+fn pod_shares_one_shim(driven: Driven) {
+    let mut containerd = Containerd::start();
+    let flags = runtime_flags(&containerd, driven);
+    let pod = unique("pod");
+    let annotation = format!("io.kubernetes.cri.sandbox-id={pod}");
+    let (first, second) = (unique("pod-a"), unique("pod-b"));
+    // Both at once, as a CRI client may start a pod's containers: one
+    // `start` runs the shim, the other finds it.
+    std::thread::scope(|scope| {
+        let runs = [&first, &second].map(|id| {
+            let args = run_args(
+                &flags,
+                &["-d", "--annotation", &annotation],
+                &[IMAGE, id, "sleep", "1000"],
+            );
+            let containerd = &containerd;
+            scope.spawn(move || containerd.ctr(&args))
+        });
+        for run in runs {
+            let out = run.join().expect("ctr run");
+            assert!(out.status.success(), "{}", text(&out));
+        }
+    });
+    for id in [&first, &second] {
+        containerd.wait_status(id, "RUNNING");
+    }
+    let solo = unique("solo");
+    let out = containerd.ctr(&run_args(&flags, &["-d"], &[IMAGE, &solo, "sleep", "1000"]));
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&solo, "RUNNING");
+
+    // One shim for the pod: one address, one process (started for one of
+    // them; the other's `start` only handed its address on).
+    let shim = shim_pid_file(&containerd, &first);
+    assert_eq!(
+        address_of(&containerd, &first),
+        address_of(&containerd, &second)
+    );
+    assert_eq!(shim_pid_file(&containerd, &second), shim);
+    let mut shims = shims_started_for(&first);
+    shims.extend(shims_started_for(&second));
+    assert_eq!(shims, [shim], "one shim process for the pod");
+    // A container outside the pod has a shim of its own.
+    assert_ne!(
+        address_of(&containerd, &solo),
+        address_of(&containerd, &first)
+    );
+    let solo_shim = shim_pid_file(&containerd, &solo);
+    assert_ne!(solo_shim, shim);
+    assert_eq!(shim_pid(&solo), Some(solo_shim));
+
+    // Each container is served as itself: output and exit codes.
+    assert_eq!(
+        exec_in(&containerd, &first, "e1", "echo first; exit 3"),
+        (3, "first\n".to_string())
+    );
+    assert_eq!(
+        exec_in(&containerd, &second, "e1", "echo second; exit 4"),
+        (4, "second\n".to_string())
+    );
+    // containerd restarted finds both through the one shim.
+    containerd.stop_daemon();
+    containerd.spawn_daemon();
+    for id in [&first, &second] {
+        containerd.wait_status(id, "RUNNING");
+    }
+    assert_eq!(
+        exec_in(&containerd, &second, "e2", "echo again"),
+        (0, "again\n".to_string())
+    );
+    // A short-lived member of the pod: its Wait, Delete and Shutdown go
+    // through the shared shim, which stays for the others.
+    let brief = unique("pod-c");
+    let out = containerd.ctr(&run_args(
+        &flags,
+        &["--rm", "--annotation", &annotation],
+        &[IMAGE, &brief, "sh", "-c", "echo brief; exit 5"],
+    ));
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "brief\n");
+    assert!(
+        alive(&shim.to_string()),
+        "the pod's shim ended with one container"
+    );
+
+    // Killing and deleting one leaves the other running under the same shim.
+    let out = containerd.ctr(&["task", "kill", "-s", "KILL", &second]);
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&second, "STOPPED");
+    assert_eq!(containerd.task_status(&first).as_deref(), Some("RUNNING"));
+    let out = containerd.ctr(&["task", "delete", &second]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("137"),
+        "{}",
+        text(&out)
+    );
+    let out = containerd.ctr(&["containers", "rm", &second]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        alive(&shim.to_string()),
+        "the pod's shim ended with one container"
+    );
+    assert_eq!(containerd.task_status(&first).as_deref(), Some("RUNNING"));
+    assert_eq!(
+        exec_in(&containerd, &first, "e2", "echo still here"),
+        (0, "still here\n".to_string())
+    );
+
+    // The last container's deletion ends the shim and its socket.
+    let socket = containerd.inside(address_of(&containerd, &first).trim_start_matches("unix://"));
+    let out = containerd.ctr(&["task", "kill", "-s", "KILL", &first]);
+    assert!(out.status.success(), "{}", text(&out));
+    containerd.wait_status(&first, "STOPPED");
+    let out = containerd.ctr(&["task", "delete", &first]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait_for("the pod's shim to end", Duration::from_secs(10), || {
+        !alive(&shim.to_string())
+    });
+    assert!(!socket.exists(), "socket {} left behind", socket.display());
+    let out = containerd.ctr(&["containers", "rm", &first]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The other shim is untouched.
+    assert!(alive(&solo_shim.to_string()));
+    assert_eq!(containerd.task_status(&solo).as_deref(), Some("RUNNING"));
+}
+
+#[test]
+fn pod_shares_one_shim_berth() {
+    if can_run() && have_containerd() {
+        pod_shares_one_shim(Driven::Berth);
+    }
+}
+
+#[test]
+fn pod_shares_one_shim_runc() {
+    if can_run() && have_containerd() {
+        pod_shares_one_shim(Driven::Runc);
     }
 }

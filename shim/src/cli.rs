@@ -5,7 +5,12 @@
 //!   `Any` on stdin): binds the socket, writes `./address`, forks the server
 //!   into its own session with stdio on /dev/null as a child subreaper,
 //!   prints `unix://SOCKET` and exits. containerd reads stdout until it
-//!   closes, so the server must not hold it.
+//!   closes, so the server must not hold it. The socket is named after the
+//!   container's group: its pod (the spec's `io.kubernetes.cri.sandbox-id`
+//!   annotation, which containerd's CRI and berth-imaged's set), else the
+//!   container itself. When a shim already serves the group, `start` only
+//!   writes and prints that shim's address, and the one shim serves the
+//!   whole pod, as containerd's runc shim does.
 //! - `delete`: the cleanup after a shim went away: `RUNTIME delete --force`,
 //!   unmount the rootfs, print a `DeleteResponse`. Idempotent.
 
@@ -25,10 +30,13 @@ use crate::mount;
 use crate::options::Options;
 use crate::runtime::Runtime;
 use crate::server::{self, Server};
-use crate::task::Task;
+use crate::task::Tasks;
 
 /// Where shims' sockets live, as containerd's own shims put them.
 const SOCKET_DIR: &str = "/run/containerd/s";
+/// The annotation that puts a pod's containers under one shim; containerd's
+/// CRI sets it on every container of a pod (and the runc shim groups by it).
+pub const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -116,11 +124,31 @@ pub fn main(args: &[String]) -> anyhow::Result<i32> {
     }
 }
 
-/// A short, stable socket name for this container (sun_path holds 108 bytes).
-pub fn socket_path(flags: &Flags) -> PathBuf {
+/// The group a container's shim serves: its pod's id from the bundle's
+/// `config.json` annotations, or the container's own id.
+pub fn group(bundle: &Path, id: &str) -> anyhow::Result<String> {
+    let path = bundle.join("config.json");
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        // A bundle without a spec (a shim driven by hand) groups by its id;
+        // Create then says what is missing.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(id.to_string()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let spec: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    Ok(match spec["annotations"][GROUP_ANNOTATION].as_str() {
+        Some(group) if !group.is_empty() => group.to_string(),
+        _ => id.to_string(),
+    })
+}
+
+/// A short, stable socket name for a group's shim (sun_path holds 108
+/// bytes), from containerd's address, the namespace and the group.
+pub fn socket_path(flags: &Flags, group: &str) -> PathBuf {
     // FNV-1a: stable across builds, no extra dependency.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in format!("{}/{}/{}", flags.address, flags.namespace, flags.id).bytes() {
+    for byte in format!("{}/{}/{}", flags.address, flags.namespace, group).bytes() {
         hash ^= byte as u64;
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -139,28 +167,47 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     options.apply_encoded(&input)?;
     options.save(&bundle)?;
 
-    let path = socket_path(flags);
+    let group = group(&bundle, &flags.id)?;
+    let path = socket_path(flags, &group);
+    let address = format!("unix://{}", path.display());
+    let write_address = || {
+        std::fs::write(bundle.join("address"), &address)
+            .with_context(|| format!("cannot write {}/address", bundle.display()))
+    };
     // Whoever can connect controls the container: root only, as containerd's shims.
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o711)
         .create(SOCKET_DIR)
         .with_context(|| format!("cannot create {SOCKET_DIR}"))?;
-    if UnixStream::connect(&path).is_ok() {
-        bail!(
-            "a shim already serves {} for task {}",
-            path.display(),
-            flags.id
-        );
-    }
-    let _ = std::fs::remove_file(&path);
-    let listener = UnixListener::bind(&path)
-        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    // Binding first, as containerd's shims do: of two starts of one pod at
+    // once, exactly one binds and the other finds it listening.
+    let listener = match UnixListener::bind(&path) {
+        Ok(listener) => listener,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(&path).is_ok() {
+                if group == flags.id {
+                    bail!(
+                        "a shim already serves {} for task {}",
+                        path.display(),
+                        flags.id
+                    );
+                }
+                // The pod's shim serves this container too.
+                write_address()?;
+                println!("{address}");
+                return Ok(0);
+            }
+            // Nobody answers: a socket left by a shim that died goes.
+            let _ = std::fs::remove_file(&path);
+            UnixListener::bind(&path)
+                .with_context(|| format!("cannot listen on {}", path.display()))?
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", path.display())),
+    };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;
-    let address = format!("unix://{}", path.display());
-    std::fs::write(bundle.join("address"), &address)
-        .with_context(|| format!("cannot write {}/address", bundle.display()))?;
+    write_address()?;
 
     // SAFETY: `start` has started no thread, so the child may run anything.
     match unsafe { nix::unistd::fork() }.context("cannot fork the shim server")? {
@@ -169,7 +216,7 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
             Ok(0)
         }
         nix::unistd::ForkResult::Child => {
-            let code = match serve(flags, &bundle, options, listener, path) {
+            let code = match serve(flags, &bundle, listener, path) {
                 Ok(()) => 0,
                 Err(err) => {
                     crate::log(format_args!("{err:#}"));
@@ -184,7 +231,6 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
 fn serve(
     flags: &Flags,
     bundle: &Path,
-    options: Options,
     listener: UnixListener,
     path: PathBuf,
 ) -> anyhow::Result<()> {
@@ -215,15 +261,17 @@ fn serve(
             path.display()
         ));
     }
-    // As containerd's own shims do: tools (and tests) find the shim by it.
-    let _ = std::fs::write(bundle.join("shim.pid"), std::process::id().to_string());
+    // The server outlives this bundle when it serves a pod: it holds no
+    // directory of any one container (each runtime call runs in its own).
+    let _ = std::env::set_current_dir("/");
+    crate::memory::one_arena();
     let signals = server::sigchld_fd()?;
     let events = Publisher::start(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
         flags.namespace.clone(),
     )?;
-    let task = Task::new(&flags.namespace, &flags.id, bundle, options, events);
-    Server::new(listener, path, signals, task, flags.debug).run()?;
+    let tasks = Tasks::new(&flags.namespace, events);
+    Server::new(listener, path, signals, tasks, flags.debug).run()?;
     Ok(())
 }
 
@@ -299,7 +347,29 @@ mod tests {
     fn socket_paths_are_short_and_distinct() {
         let a = parse(&strings(&["-namespace", "n", "-id", "a", "start"])).unwrap();
         let b = parse(&strings(&["-namespace", "n", "-id", "b", "start"])).unwrap();
-        assert_ne!(socket_path(&a), socket_path(&b));
-        assert!(socket_path(&a).as_os_str().len() < 60);
+        assert_ne!(socket_path(&a, "a"), socket_path(&b, "b"));
+        assert_eq!(socket_path(&a, "pod"), socket_path(&b, "pod"));
+        assert!(socket_path(&a, "a").as_os_str().len() < 60);
+    }
+
+    #[test]
+    fn a_pods_containers_group_by_the_sandbox_id() {
+        let dir = std::env::temp_dir().join(format!("berth-shim-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // No spec (a shim driven by hand): the container is its own group.
+        assert_eq!(group(&dir, "c1").unwrap(), "c1");
+        let spec = dir.join("config.json");
+        std::fs::write(&spec, r#"{"annotations":{"other":"x"}}"#).unwrap();
+        assert_eq!(group(&dir, "c1").unwrap(), "c1");
+        std::fs::write(
+            &spec,
+            r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"pod1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(group(&dir, "c1").unwrap(), "pod1");
+        std::fs::write(&spec, "{not json").unwrap();
+        let err = group(&dir, "c1").unwrap_err().to_string();
+        assert!(err.ends_with("is not valid JSON"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,10 +1,15 @@
 //! containerd-shim-berth-v2: a containerd shim v2 that drives berth (or runc).
 //!
-//! containerd (or `berth-imaged`) starts one shim per container as
+//! containerd (or `berth-imaged`) starts a shim for a container as
 //! `containerd-shim-berth-v2 -namespace NS -address A -publish-binary B -id ID start`
 //! in the bundle directory. That short-lived `start` forks the long-lived
 //! server (new session, stdio on /dev/null, child subreaper), writes the
-//! socket address to `./address`, prints it and exits. The server answers
+//! socket address to `./address`, prints it and exits. The socket is named
+//! after the container's group: a Kubernetes pod (the spec's
+//! `io.kubernetes.cri.sandbox-id`) has one shim for all its containers, as
+//! containerd's runc shim groups them; any other container is a group of
+//! one. When the group's shim already runs, `start` hands its address on
+//! instead of starting another. The server answers
 //! `containerd.task.v2.Task` over ttrpc, runs the OCI runtime (`berth` by
 //! default; `runc` through the runtime options) for each verb, owns the
 //! containers' stdio, reaps every process and forwards `/tasks/*` events to
@@ -22,13 +27,16 @@
 //! Where to start reading:
 //! - [`cli`]: the `start` and `delete` subcommands, as containerd calls them;
 //! - [`server`]: the loop, and which RPC goes where;
-//! - [`task`]: every Task RPC, the process table and the event order;
+//! - [`task`]: every Task RPC, the containers served and their processes,
+//!   and the event order;
 //! - [`runtime`]: how the OCI runtime is invoked and its errors reported;
+//! - [`memory`]: what an idle shim gives back after each burst of RPCs;
 //! - [`wire`]: the ttrpc framing (server side and the small events client).
 
 pub mod cli;
 pub mod console;
 pub mod events;
+pub mod memory;
 pub mod mount;
 pub mod oom;
 pub mod options;

@@ -24,10 +24,11 @@ pub enum RuntimeError {
     },
 }
 
-/// One container's runtime: binary, state root and log file.
+/// One container's runtime: binary, state root, bundle and log file.
 #[derive(Debug, Clone)]
 pub struct Runtime {
     pub options: Options,
+    pub bundle: PathBuf,
     pub log: PathBuf,
 }
 
@@ -35,6 +36,7 @@ impl Runtime {
     pub fn new(options: Options, bundle: &Path) -> Runtime {
         Runtime {
             options,
+            bundle: bundle.to_path_buf(),
             log: bundle.join("log.json"),
         }
     }
@@ -53,6 +55,11 @@ impl Runtime {
             command.arg("--systemd-cgroup");
         }
         command.args(args).stdin(Stdio::null());
+        // In the container's bundle, as containerd's runc shim runs runc
+        // (a shim serving a pod started in another container's bundle).
+        if self.bundle.is_dir() {
+            command.current_dir(&self.bundle);
+        }
         command
     }
 

@@ -1,6 +1,6 @@
 //! The long-lived shim's loop: one thread polls the listening socket, the
 //! ttrpc connections, a signalfd for SIGCHLD, the OOM eventfd and the stdin
-//! copies, and hands every request to [`Task`]. Reaping comes before requests in each round,
+//! copies, and hands every request to [`Tasks`]. Reaping comes before requests in each round,
 //! so a Wait that arrives with an exit already pending sees the exit.
 
 use std::collections::HashMap;
@@ -15,10 +15,12 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use protobuf::Message;
 use ttrpc::proto::{Code, Request};
 
-use crate::task::{Reply, Task};
+use crate::task::{Reply, Tasks};
 use crate::wire::{self, RpcError};
 
 const SERVICE: &str = "containerd.task.v2.Task";
+/// How much one read of a connection takes (a frame may take several).
+const READ_CHUNK: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -54,6 +56,17 @@ pub fn exit_status(status: WaitStatus) -> Option<(u32, u32)> {
     }
 }
 
+/// What a descriptor in the loop's poll stands for.
+enum Source {
+    /// A container's OOM watch.
+    Oom(String),
+    Signals,
+    Listener,
+    /// A process's stdin copy: container id, exec id.
+    Stdin(String, String),
+    Conn(u64),
+}
+
 struct Conn {
     stream: UnixStream,
     buf: Vec<u8>,
@@ -65,7 +78,7 @@ pub struct Server {
     signals: SignalFd,
     conns: HashMap<u64, Conn>,
     next: u64,
-    task: Task,
+    tasks: Tasks,
     /// `-debug`: every RPC and its outcome goes to the log.
     debug: bool,
 }
@@ -75,7 +88,7 @@ impl Server {
         listener: UnixListener,
         path: PathBuf,
         signals: SignalFd,
-        task: Task,
+        tasks: Tasks,
         debug: bool,
     ) -> Server {
         Server {
@@ -84,7 +97,7 @@ impl Server {
             signals,
             conns: HashMap::new(),
             next: 0,
-            task,
+            tasks,
             debug,
         }
     }
@@ -97,25 +110,27 @@ impl Server {
                 path: self.path.clone(),
                 source,
             })?;
-        while !self.task.shutdown {
-            let oom = self.task.oom.as_ref().map(|w| w.fd.as_raw_fd());
-            let tokens: Vec<u64> = self.conns.keys().copied().collect();
-            let mut fds = vec![
-                pollfd(self.listener.as_raw_fd()),
-                pollfd(self.signals.as_raw_fd()),
-                pollfd(oom.unwrap_or(-1)),
-            ];
-            fds.extend(
-                tokens
-                    .iter()
-                    .map(|t| pollfd(self.conns[t].stream.as_raw_fd())),
-            );
-            let stdins = self.task.stdin_fds();
-            fds.extend(stdins.iter().map(|(_, fd, events)| libc::pollfd {
-                fd: *fd,
-                events: *events,
-                revents: 0,
-            }));
+        while !self.tasks.shutdown {
+            // In the order they are handled: an OOM kill is reported before
+            // the exit it caused, and reaping comes before requests.
+            let mut sources = Vec::new();
+            let mut fds = Vec::new();
+            for (id, fd) in self.tasks.oom_fds() {
+                sources.push(Source::Oom(id));
+                fds.push(pollfd(fd, libc::POLLIN));
+            }
+            sources.push(Source::Signals);
+            fds.push(pollfd(self.signals.as_raw_fd(), libc::POLLIN));
+            sources.push(Source::Listener);
+            fds.push(pollfd(self.listener.as_raw_fd(), libc::POLLIN));
+            for (id, exec_id, fd, events) in self.tasks.stdin_fds() {
+                sources.push(Source::Stdin(id, exec_id));
+                fds.push(pollfd(fd, events));
+            }
+            for (token, conn) in &self.conns {
+                sources.push(Source::Conn(*token));
+                fds.push(pollfd(conn.stream.as_raw_fd(), libc::POLLIN));
+            }
             // SAFETY: `fds` is a valid array of pollfd for the call's duration.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
             if n < 0 {
@@ -125,30 +140,30 @@ impl Server {
                 }
                 return Err(ServerError::Poll(err));
             }
-            // An OOM kill is reported before the exit it caused.
-            if fds[2].revents != 0 {
-                self.task.oom_fired();
-            }
-            if fds[1].revents != 0 {
-                self.reap();
-            }
-            if fds[0].revents != 0 {
-                self.accept();
-            }
-            let (conn_fds, stdin_fds) = fds[3..].split_at(tokens.len());
-            for ((exec_id, _, _), fd) in stdins.iter().zip(stdin_fds) {
-                if fd.revents != 0 {
-                    self.task.stdin_ready(exec_id);
+            let mut served = false;
+            for (source, fd) in sources.iter().zip(&fds) {
+                if fd.revents == 0 {
+                    continue;
+                }
+                match source {
+                    Source::Oom(id) => self.tasks.oom_fired(id),
+                    Source::Signals => self.reap(),
+                    Source::Listener => self.accept(),
+                    Source::Stdin(id, exec_id) => self.tasks.stdin_ready(id, exec_id),
+                    Source::Conn(token) => {
+                        self.serve(*token);
+                        served = true;
+                    }
                 }
             }
-            for (token, fd) in tokens.iter().zip(conn_fds) {
-                if fd.revents != 0 {
-                    self.serve(*token);
-                }
+            if served {
+                crate::memory::release_idle();
             }
         }
-        self.task.flush_events();
+        // The socket goes first: a pod's next container then gets a shim of
+        // its own instead of this one, which is leaving.
         let _ = std::fs::remove_file(&self.path);
+        self.tasks.flush_events();
         Ok(())
     }
 
@@ -191,7 +206,7 @@ impl Server {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(status) => {
                     if let Some((pid, code)) = exit_status(status) {
-                        self.task.reaped(pid, code);
+                        self.tasks.reaped(pid, code);
                         self.send_outbox();
                     }
                 }
@@ -201,14 +216,14 @@ impl Server {
 
     /// Sends the answers the task has for parked Waits.
     fn send_outbox(&mut self) {
-        for ((token, stream_id), payload) in self.task.take_outbox() {
+        for ((token, stream_id), payload) in self.tasks.take_answers() {
             self.send(token, wire::response(stream_id, Ok(payload)));
         }
     }
 
     fn close(&mut self, token: u64) {
         self.conns.remove(&token);
-        self.task.disconnected(token);
+        self.tasks.disconnected(token);
     }
 
     fn send(&mut self, token: u64, frame: Vec<u8>) {
@@ -226,10 +241,13 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&token) else {
             return;
         };
-        let mut chunk = [0u8; 16 << 10];
-        match conn.stream.read(&mut chunk) {
+        // Read straight into the connection's buffer: no chunk on the stack,
+        // whose pages would stay with the shim for good.
+        let start = conn.buf.len();
+        conn.buf.resize(start + READ_CHUNK, 0);
+        match conn.stream.read(&mut conn.buf[start..]) {
             Ok(0) | Err(_) => return self.close(token),
-            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+            Ok(n) => conn.buf.truncate(start + n),
         }
         loop {
             let Some(conn) = self.conns.get_mut(&token) else {
@@ -237,7 +255,13 @@ impl Server {
             };
             let frame = match wire::take_frame(&mut conn.buf) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return,
+                Ok(None) => {
+                    // An idle connection (containerd keeps one per task) holds no buffer.
+                    if conn.buf.is_empty() {
+                        conn.buf = Vec::new();
+                    }
+                    return;
+                }
                 Err(err) => {
                     crate::log(format_args!("dropping a connection: {err}"));
                     return self.close(token);
@@ -256,7 +280,7 @@ impl Server {
                     format!("service {} is not served by this shim", request.service),
                 ))),
                 Ok(request) => {
-                    let reply = self.task.handle(
+                    let reply = self.tasks.handle(
                         &request.method,
                         &request.payload,
                         (token, frame.stream_id),
@@ -281,10 +305,10 @@ impl Server {
     }
 }
 
-fn pollfd(fd: i32) -> libc::pollfd {
+fn pollfd(fd: i32, events: i16) -> libc::pollfd {
     libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     }
 }

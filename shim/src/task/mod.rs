@@ -1,0 +1,411 @@
+//! The Task service: every container this shim serves, keyed by id.
+//!
+//! A shim serves one container, or every container of a group: containerd
+//! starts one shim per pod when the containers' specs carry the same
+//! `io.kubernetes.cri.sandbox-id` (see [`crate::cli`]). The shim then
+//! stays until its last container is deleted and Shutdown comes.
+//!
+//! Every RPC runs to completion on the server's one thread, except `Wait`,
+//! which is parked until its process is reaped. Events are queued in the
+//! order things happen here, which is the order containerd needs: create,
+//! start, exit (only once reaped, after start returned), delete.
+//!
+//! containerd's call sequence for `ctr run --rm`: Create → Connect → Start
+//! → Wait → State → Delete → Shutdown; for `ctr task exec`: Exec → Start →
+//! Wait → CloseIO → Delete, each with the exec id.
+//!
+//! - [`container`]: one container's state and its whole-container RPCs;
+//! - [`process`]: its init and execs, and the RPCs about one process;
+//! - [`io`]: the runtime run with a process's stdio or terminal; stdin copies;
+//! - [`notify`]: events to the daemon and the answers to parked Waits;
+//! - [`error`]: what can fail, and the ttrpc code containerd sees.
+
+mod container;
+mod error;
+mod io;
+mod notify;
+mod process;
+
+use std::collections::HashMap;
+
+use containerd_shim_protos::api::{
+    CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
+    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest,
+    PidsRequest, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StateRequest,
+    StatsRequest, UpdateTaskRequest, WaitRequest, WaitResponse,
+};
+use containerd_shim_protos::protobuf::Message;
+use ttrpc::proto::Code;
+
+use self::container::Container;
+pub use self::error::TaskError;
+use self::notify::Notify;
+pub use self::notify::ReplyTo;
+use crate::events::Publisher;
+use crate::wire::RpcError;
+
+/// What the loop does with a request's outcome.
+pub enum Reply {
+    Now(Result<Vec<u8>, RpcError>),
+    /// Answered later (a Wait on a running process).
+    Parked,
+}
+
+/// A request about one container, named by its `id`.
+trait ForContainer: Message {
+    fn container_id(&self) -> &str;
+}
+
+macro_rules! for_container {
+    ($($request:ty),*) => {
+        $(impl ForContainer for $request {
+            fn container_id(&self) -> &str {
+                &self.id
+            }
+        })*
+    };
+}
+
+for_container!(
+    StartRequest,
+    StateRequest,
+    PidsRequest,
+    PauseRequest,
+    ResumeRequest,
+    KillRequest,
+    ExecProcessRequest,
+    ResizePtyRequest,
+    CloseIORequest,
+    UpdateTaskRequest,
+    StatsRequest
+);
+
+type Handler<R, M> = fn(&mut Container, R, &mut Notify) -> Result<M, TaskError>;
+
+/// The containers this shim serves.
+pub struct Tasks {
+    namespace: String,
+    containers: HashMap<String, Container>,
+    notify: Notify,
+    /// Set by Shutdown: the server stops after answering.
+    pub shutdown: bool,
+}
+
+fn encode<M: Message>(result: Result<M, TaskError>) -> Reply {
+    Reply::Now(
+        result
+            .and_then(|m| m.write_to_bytes().map_err(TaskError::Encode))
+            .map_err(RpcError::from),
+    )
+}
+
+fn decode<M: Message>(payload: &[u8]) -> Result<M, TaskError> {
+    M::parse_from_bytes(payload).map_err(|source| TaskError::Decode {
+        what: "request",
+        source,
+    })
+}
+
+fn find<'a>(
+    containers: &'a mut HashMap<String, Container>,
+    id: &str,
+) -> Result<&'a mut Container, TaskError> {
+    containers
+        .get_mut(id)
+        .ok_or_else(|| TaskError::NoTask(id.to_string()))
+}
+
+impl Tasks {
+    pub fn new(namespace: &str, events: Publisher) -> Tasks {
+        Tasks {
+            namespace: namespace.to_string(),
+            containers: HashMap::new(),
+            notify: Notify::new(events),
+            shutdown: false,
+        }
+    }
+
+    /// Answers one Task RPC.
+    pub fn handle(&mut self, method: &str, payload: &[u8], reply_to: ReplyTo) -> Reply {
+        match method {
+            "Create" => encode(decode(payload).and_then(|r| self.create(r))),
+            "Start" => self.on(payload, Container::start),
+            "Delete" => encode(decode(payload).and_then(|r| self.delete(r))),
+            "State" => self.on(payload, Container::state),
+            "Pids" => self.on(payload, Container::pids),
+            "Pause" => self.on(payload, Container::pause),
+            "Resume" => self.on(payload, Container::resume),
+            "Kill" => self.on(payload, Container::kill),
+            "Exec" => self.on(payload, Container::exec),
+            "ResizePty" => self.on(payload, Container::resize_pty),
+            "CloseIO" => self.on(payload, Container::close_io),
+            "Update" => self.on(payload, Container::update),
+            "Stats" => self.on(payload, Container::stats),
+            "Connect" => encode(decode(payload).and_then(|r| self.connect(r))),
+            "Shutdown" => encode(decode(payload).and_then(|r| self.shutdown(r))),
+            "Checkpoint" => encode::<Empty>(Err(TaskError::Checkpoint)),
+            "Wait" => match decode(payload).and_then(|r| self.wait(r, reply_to)) {
+                Ok(Some(response)) => encode(Ok(response)),
+                Ok(None) => Reply::Parked,
+                Err(err) => encode::<Empty>(Err(err)),
+            },
+            _ => Reply::Now(Err(RpcError::new(
+                Code::UNIMPLEMENTED,
+                format!("method containerd.task.v2.Task/{method} is not implemented"),
+            ))),
+        }
+    }
+
+    /// Decodes a request about one container and hands it to `handler`.
+    fn on<R: ForContainer, M: Message>(&mut self, payload: &[u8], handler: Handler<R, M>) -> Reply {
+        encode(decode::<R>(payload).and_then(|req| {
+            let container = find(&mut self.containers, req.container_id())?;
+            handler(container, req, &mut self.notify)
+        }))
+    }
+
+    fn create(&mut self, req: CreateTaskRequest) -> Result<CreateTaskResponse, TaskError> {
+        if self.containers.contains_key(&req.id) {
+            return Err(TaskError::Exists(req.id));
+        }
+        let id = req.id.clone();
+        let container = Container::create(&self.namespace, req, &mut self.notify)?;
+        let mut response = CreateTaskResponse::new();
+        response.pid = container.init.pid;
+        self.containers.insert(id, container);
+        Ok(response)
+    }
+
+    fn delete(&mut self, req: DeleteRequest) -> Result<DeleteResponse, TaskError> {
+        let whole = req.exec_id.is_empty();
+        let id = req.id.clone();
+        let container = find(&mut self.containers, &id)?;
+        let response = container.delete(req, &mut self.notify)?;
+        if whole {
+            self.containers.remove(&id);
+        }
+        Ok(response)
+    }
+
+    fn wait(
+        &mut self,
+        req: WaitRequest,
+        reply_to: ReplyTo,
+    ) -> Result<Option<WaitResponse>, TaskError> {
+        find(&mut self.containers, &req.id.clone())?.wait(req, reply_to)
+    }
+
+    fn connect(&mut self, req: ConnectRequest) -> Result<ConnectResponse, TaskError> {
+        let mut response = ConnectResponse::new();
+        response.shim_pid = std::process::id();
+        response.task_pid = self.containers.get(&req.id).map_or(0, |c| c.init.pid);
+        response.version = crate::VERSION.to_string();
+        Ok(response)
+    }
+
+    /// containerd sends Shutdown after every task's Delete: the shim goes
+    /// once it serves no container (as containerd's runc shim does). `now`
+    /// ends it at once, unless it still serves other containers than the
+    /// one named.
+    fn shutdown(&mut self, req: ShutdownRequest) -> Result<Empty, TaskError> {
+        let others = self.containers.keys().any(|id| *id != req.id);
+        if self.containers.is_empty() || (req.now && !others) {
+            self.shutdown = true;
+        }
+        Ok(Empty::new())
+    }
+
+    /// A child was reaped with `status`. Other children than the
+    /// containers' processes (a `binary://` logger) need nothing.
+    pub fn reaped(&mut self, pid: u32, status: u32) {
+        for container in self.containers.values_mut() {
+            if container.reaped(pid, status, &mut self.notify) {
+                return;
+            }
+        }
+    }
+
+    /// Answers for parked Waits, to send now.
+    pub fn take_answers(&mut self) -> Vec<(ReplyTo, Vec<u8>)> {
+        self.notify.take_answers()
+    }
+
+    /// The OOM descriptors to poll: (container id, fd).
+    pub fn oom_fds(&self) -> Vec<(String, i32)> {
+        use std::os::fd::AsRawFd;
+        self.containers
+            .values()
+            .filter_map(|c| Some((c.id.clone(), c.oom.as_ref()?.fd.as_raw_fd())))
+            .collect()
+    }
+
+    /// Container `id`'s OOM descriptor is ready.
+    pub fn oom_fired(&mut self, id: &str) {
+        if let Some(container) = self.containers.get_mut(id) {
+            container.oom_fired(&mut self.notify);
+        }
+    }
+
+    /// The stdin copies to poll: (container id, exec id, fd, events).
+    pub fn stdin_fds(&self) -> Vec<(String, String, i32, i16)> {
+        self.containers
+            .values()
+            .flat_map(|c| {
+                c.stdin_fds()
+                    .map(|(exec_id, fd, events)| (c.id.clone(), exec_id.to_string(), fd, events))
+            })
+            .collect()
+    }
+
+    /// A stdin copy's descriptor is ready.
+    pub fn stdin_ready(&mut self, id: &str, exec_id: &str) {
+        if let Some(container) = self.containers.get_mut(id) {
+            container.stdin_ready(exec_id);
+        }
+    }
+
+    /// Forgets the parked Waits of a connection that went away.
+    pub fn disconnected(&mut self, conn: u64) {
+        for container in self.containers.values_mut() {
+            container.disconnected(conn);
+        }
+    }
+
+    /// Waits for the queued events to go out (before the shim exits).
+    pub fn flush_events(&self) {
+        self.notify.flush();
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task() -> Tasks {
+        let events = Publisher::start(String::new(), "test".into()).unwrap();
+        Tasks::new("test", events)
+    }
+
+    fn error(reply: Reply) -> RpcError {
+        match reply {
+            Reply::Now(Err(err)) => err,
+            Reply::Now(Ok(_)) => panic!("expected an error"),
+            Reply::Parked => panic!("expected an answer"),
+        }
+    }
+
+    #[test]
+    fn unknown_methods_and_checkpoint_are_unimplemented() {
+        let mut task = task();
+        let err = error(task.handle("Frobnicate", &[], (1, 1)));
+        assert_eq!(err.code, Code::UNIMPLEMENTED);
+        assert!(err.message.contains("Task/Frobnicate"), "{}", err.message);
+        let err = error(task.handle("Checkpoint", &[], (1, 3)));
+        assert_eq!(err.code, Code::UNIMPLEMENTED);
+        assert!(err.message.contains("checkpoint"), "{}", err.message);
+    }
+
+    #[test]
+    fn rpcs_before_create_say_there_is_no_task() {
+        let mut task = task();
+        let mut state = StateRequest::new();
+        state.id = "c1".into();
+        let err = error(task.handle("State", &state.write_to_bytes().unwrap(), (1, 1)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+        assert_eq!(err.message, "task c1 is not created in this shim");
+        let err = error(task.handle("Wait", &state.write_to_bytes().unwrap(), (1, 3)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+    }
+
+    #[test]
+    fn garbage_requests_are_invalid_arguments() {
+        let mut task = task();
+        let err = error(task.handle("Create", &[0xff, 0xff, 0xff], (1, 1)));
+        assert_eq!(err.code, Code::INVALID_ARGUMENT);
+    }
+
+    #[test]
+    fn create_needs_a_config_json() {
+        let mut task = task();
+        let dir = std::env::temp_dir().join(format!("berth-shim-task-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut create = CreateTaskRequest::new();
+        create.id = "c1".into();
+        create.bundle = dir.display().to_string();
+        let err = error(task.handle("Create", &create.write_to_bytes().unwrap(), (1, 1)));
+        assert_eq!(err.code, Code::FAILED_PRECONDITION);
+        assert!(
+            err.message.ends_with("has no config.json"),
+            "{}",
+            err.message
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn request<M: Message>(task: &mut Tasks, method: &str, message: M, reply_to: ReplyTo) -> Reply {
+        task.handle(method, &message.write_to_bytes().unwrap(), reply_to)
+    }
+
+    #[test]
+    fn a_pods_shim_serves_each_container_and_stays_while_one_is_left() {
+        let mut task = task();
+        task.containers
+            .insert("a".into(), Container::running("a", 4_000_001));
+        task.containers
+            .insert("b".into(), Container::running("b", 4_000_002));
+        // Each Wait is parked on its own container's init.
+        for (id, stream) in [("a", 1), ("b", 3)] {
+            let mut wait = WaitRequest::new();
+            wait.id = id.into();
+            assert!(matches!(
+                request(&mut task, "Wait", wait, (7, stream)),
+                Reply::Parked
+            ));
+        }
+        // b's exit answers b's Wait only.
+        task.reaped(4_000_002, 137);
+        let answers = task.take_answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].0, (7, 3));
+        assert_eq!(
+            WaitResponse::parse_from_bytes(&answers[0].1)
+                .unwrap()
+                .exit_status,
+            137
+        );
+        // Shutdown, even `now`, leaves a shim that still serves another container.
+        task.containers.remove("b");
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "b".into();
+        shutdown.now = true;
+        assert!(matches!(
+            request(&mut task, "Shutdown", shutdown, (7, 5)),
+            Reply::Now(Ok(_))
+        ));
+        assert!(!task.shutdown);
+        let mut state = StateRequest::new();
+        state.id = "b".into();
+        let err = error(request(&mut task, "State", state, (7, 7)));
+        assert_eq!(err.code, Code::NOT_FOUND);
+        // `now` for its one container, or no container at all, ends it.
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "a".into();
+        request(&mut task, "Shutdown", shutdown.clone(), (7, 9));
+        assert!(!task.shutdown, "a plain Shutdown with a live container");
+        shutdown.now = true;
+        request(&mut task, "Shutdown", shutdown, (7, 11));
+        assert!(task.shutdown);
+    }
+
+    #[test]
+    fn shutdown_without_a_task_stops_the_shim() {
+        let mut task = task();
+        assert!(!task.shutdown);
+        let reply = task.handle(
+            "Shutdown",
+            &ShutdownRequest::new().write_to_bytes().unwrap(),
+            (1, 1),
+        );
+        assert!(matches!(reply, Reply::Now(Ok(_))));
+        assert!(task.shutdown);
+    }
+}
