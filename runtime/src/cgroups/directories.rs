@@ -1,74 +1,41 @@
-//! A container's cgroup directories once their place is known: made
-//! ([`create`]), joined by a process ([`join`]), listed ([`pids`]),
-//! checked for a freeze ([`is_frozen`]) and removed ([`remove`]), on every
-//! hierarchy alike.
+//! What every driver does alike with a container's directories once their
+//! place is known: make them ([`create`], each driver readies its own),
+//! move a process in ([`join`]), list ([`pids`]), check for a freeze
+//! ([`is_frozen`]), remove ([`remove`]); and the paths of `exec --cgroup`
+//! ([`sub_cgroups`]). The drivers' [`super::Driver`] methods call these.
 
 use std::path::{Path, PathBuf};
 
-use super::{container_dir, hierarchies_for, io, is_pure_v2, v2, CgroupError, Hierarchy};
+use super::{hierarchies_for, io, CgroupError};
 
-/// Creates the container's directories; returns them in hierarchy order.
-pub fn create(
-    hierarchies: &[Hierarchy],
-    cgroups_path: Option<&str>,
-    id: &str,
-) -> Result<Vec<PathBuf>, CgroupError> {
-    let mut made = Vec::new();
-    for hierarchy in hierarchies {
-        let dir = container_dir(hierarchy, cgroups_path, id)?;
+/// Makes `paths` in order, each then readied by `ready` (given its
+/// index); a failure removes what was made.
+pub(super) fn create(
+    paths: &[PathBuf],
+    ready: impl Fn(usize, &Path) -> Result<(), CgroupError>,
+) -> Result<(), CgroupError> {
+    for (index, dir) in paths.iter().enumerate() {
+        let made = &paths[..index];
         // Sharing a cgroup with other processes would let `kill --all` and
         // `delete` signal them: refuse, as runc 1.2 does.
-        if !pids(std::slice::from_ref(&dir)).is_empty() {
-            remove(&made);
-            return Err(CgroupError::InUse(dir));
+        if !pids(std::slice::from_ref(dir)).is_empty() {
+            remove(made);
+            return Err(CgroupError::InUse(dir.clone()));
         }
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            remove(&made);
-            return Err(io(&dir)(e));
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            remove(made);
+            return Err(io(dir)(e));
         }
-        made.push(dir.clone());
-        if is_pure_v2(hierarchies) {
-            v2::enable_controllers(&hierarchy.mount_point, &dir);
-        }
-        if hierarchy.controllers.iter().any(|c| c == "cpuset") {
-            if let Err(e) = inherit_cpuset(&hierarchy.mount_point, &dir) {
-                remove(&made);
-                return Err(e);
-            }
-        }
-    }
-    Ok(made)
-}
-
-/// A new v1 cpuset starts with no cpus and no mems, and refuses tasks until
-/// they are set: copy them down from the nearest ancestor that has them.
-fn inherit_cpuset(mount_point: &Path, dir: &Path) -> Result<(), CgroupError> {
-    for file in ["cpuset.cpus", "cpuset.mems"] {
-        let mut empty = Vec::new();
-        let mut value = None;
-        for ancestor in dir.ancestors().take_while(|a| a.starts_with(mount_point)) {
-            let path = ancestor.join(file);
-            let own = std::fs::read_to_string(&path).map_err(io(&path))?;
-            if !own.trim().is_empty() {
-                value = Some(own.trim().to_string());
-                break;
-            }
-            empty.push(path);
-        }
-        let Some(value) = value else {
-            return Err(CgroupError::NoController(
-                "cpuset (the hierarchy has no cpus)",
-            ));
-        };
-        for path in empty.iter().rev() {
-            std::fs::write(path, &value).map_err(io(path))?;
+        if let Err(e) = ready(index, dir) {
+            remove(&paths[..=index]);
+            return Err(e);
         }
     }
     Ok(())
 }
 
 /// Moves `pid` into every directory.
-pub fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
+pub(super) fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
     for dir in paths {
         let procs = dir.join("cgroup.procs");
         std::fs::write(&procs, pid.to_string()).map_err(io(&procs))?;
@@ -134,7 +101,7 @@ pub fn sub_cgroups(paths: &[PathBuf], args: &[String]) -> Result<Vec<PathBuf>, C
 
 /// Removes the directories, retrying while the kernel still counts exiting
 /// tasks.
-pub fn remove(paths: &[PathBuf]) {
+pub(super) fn remove(paths: &[PathBuf]) {
     for dir in paths {
         // Sub-cgroups first (`exec --cgroup` ones, or a nested engine's).
         let children: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -158,7 +125,7 @@ pub fn remove(paths: &[PathBuf]) {
 
 /// Pids in the container's cgroup and every cgroup below it (from the
 /// first hierarchy that lists them).
-pub fn pids(paths: &[PathBuf]) -> Vec<i32> {
+pub(super) fn pids(paths: &[PathBuf]) -> Vec<i32> {
     fn walk(dir: &Path, out: &mut Vec<i32>) {
         if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
             out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
@@ -181,7 +148,7 @@ pub fn pids(paths: &[PathBuf]) -> Vec<i32> {
 
 /// Whether the container's freezer says it is frozen.
 /// Freezing in progress counts: nothing may join a cgroup on its way to frozen.
-pub fn is_frozen(paths: &[PathBuf]) -> bool {
+pub(super) fn is_frozen(paths: &[PathBuf]) -> bool {
     let read =
         |dir: &PathBuf, file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
     paths.iter().any(|dir| {

@@ -1,16 +1,21 @@
 //! A container's cgroups, on whichever hierarchy the host has.
 //!
-//! Start here: [`hierarchies`] reads the host's mounts once ([`hierarchy`]);
-//! [`create`] makes one directory per hierarchy (each v1 controller mount,
-//! plus the unified hierarchy of hybrid and pure v2 hosts), [`join`] moves
-//! the init in before it unshares its cgroup namespace ([`directories`]),
-//! and [`driver`] picks the one implementation of [`Driver`] that writes
-//! limits, device rules, the freezer and reads statistics: [`v1`] for v1 and
-//! hybrid hosts, [`v2`] for pure cgroup v2 (whose device filter is the eBPF
-//! program of [`device_filter`]). Device rules are normalised in [`devices`];
-//! values are checked by [`validate_resources`] before anything exists, so a
-//! bad spec leaves no cgroup behind.
+//! Start here: [`hierarchies`] reads the host's mounts once ([`hierarchy`])
+//! and [`planned`] names the container's directory in each (each v1
+//! controller mount, plus the unified hierarchy of hybrid and pure v2
+//! hosts); [`driver`] picks the one implementation of [`Driver`] for them,
+//! which does everything else: [`Driver::create`] makes the directories,
+//! [`Driver::join`] moves the init in before it unshares its cgroup
+//! namespace, then it writes limits, device rules, the freezer, reads
+//! [`Stats`], lists pids and removes the directories at the end. [`v1`]
+//! serves v1 and hybrid hosts, [`v2`] pure cgroup v2 (whose device filter
+//! is the eBPF program of [`device_filter`]); what is the same on both
+//! (the directories' verbs) is in [`directories`]. Device rules are
+//! normalised in [`devices`]; values are checked by [`validate_resources`]
+//! before anything exists, so a bad spec leaves no cgroup behind.
 
+use std::cell::OnceCell;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::spec::Resources;
@@ -19,6 +24,7 @@ pub mod device_filter;
 pub mod devices;
 pub mod directories;
 pub mod hierarchy;
+pub mod stats;
 pub mod v1;
 pub mod v2;
 pub mod validate;
@@ -26,8 +32,9 @@ pub mod validate;
 pub use devices::{
     device_rules, validate_rules, DeviceAccess, ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE,
 };
-pub use directories::{create, is_frozen, join, pids, remove, sub_cgroups};
+pub use directories::sub_cgroups;
 pub use hierarchy::{container_dir, hierarchies, hierarchies_for, planned, read_proc, Hierarchy};
+pub use stats::Stats;
 pub use validate::validate_resources;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,19 +105,15 @@ fn number(dir: &Path, file: &str) -> u64 {
     read(dir, file).trim().parse().unwrap_or(0)
 }
 
-/// `key value` lines (memory.stat, cpu.stat, memory.events) as a JSON object.
-fn flat_keyed(text: &str) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = text
-        .lines()
+/// `key value` lines (memory.stat, cpu.stat, memory.events) as a map; a
+/// value that is not a number is left out.
+fn flat_keyed(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
         .filter_map(|line| {
             let (key, value) = line.split_once(' ')?;
-            Some((
-                key.to_string(),
-                serde_json::json!(value.trim().parse::<u64>().ok()?),
-            ))
+            Some((key.to_string(), value.trim().parse::<u64>().ok()?))
         })
-        .collect();
-    serde_json::Value::Object(map)
+        .collect()
 }
 
 /// Writes `value` to `file` and waits until `watch` has a line `done`;
@@ -135,11 +138,34 @@ fn freeze_and_wait(
     Err(CgroupError::FreezeTimeout(dir.to_path_buf()))
 }
 
-/// What berth does with a container's cgroups once they exist. One
-/// implementation per kind of host, chosen once by [`driver`]: cgroup v1
-/// (and hybrid hosts, whose unified hierarchy only adds a few controllers)
-/// and pure cgroup v2.
+/// Everything berth does with a container's cgroups, from making them to
+/// removing them. One implementation per kind of host, chosen once by
+/// [`driver`]: cgroup v1 (and hybrid hosts, whose unified hierarchy only
+/// adds a few controllers) and pure cgroup v2; [`driver_for`] gives the
+/// driver of an existing container from the paths in its state.
 pub trait Driver {
+    /// The container's directories, one per hierarchy, in hierarchy order
+    /// (what its state keeps).
+    fn paths(&self) -> &[PathBuf];
+    /// Makes the directories, ready for limits and tasks; refuses one that
+    /// other processes are already in. A failure removes what was made.
+    fn create(&self) -> Result<(), CgroupError>;
+    /// Moves `pid` into every directory.
+    fn join(&self, pid: i32) -> Result<(), CgroupError> {
+        directories::join(self.paths(), pid)
+    }
+    /// Removes the directories and the sub-cgroups below them.
+    fn remove(&self) {
+        directories::remove(self.paths())
+    }
+    /// The pids in the container's cgroup and every cgroup below it.
+    fn pids(&self) -> Vec<i32> {
+        directories::pids(self.paths())
+    }
+    /// Whether the freezer says frozen (or freezing).
+    fn is_frozen(&self) -> bool {
+        directories::is_frozen(self.paths())
+    }
     /// Writes the limits of `linux.resources` (create and update).
     fn apply(&self, resources: &Resources) -> Result<(), CgroupError>;
     /// Installs the device allow-list (v1 files, or a v2 eBPF program).
@@ -147,7 +173,7 @@ pub trait Driver {
     /// Freezes or thaws every task and waits until the kernel says done.
     fn freeze(&self, frozen: bool) -> Result<(), CgroupError>;
     /// `berth events --stats`' `data`, shaped like runc's.
-    fn stats(&self) -> serde_json::Value;
+    fn stats(&self) -> Stats;
     /// How many times the kernel OOM-killed in the container so far.
     fn oom_kills(&self) -> u64;
 }
@@ -168,8 +194,52 @@ pub fn driver(hierarchies: &[Hierarchy], paths: &[PathBuf]) -> Box<dyn Driver> {
 }
 
 /// The driver of an existing container, from the directories in its state.
+/// Joining, listing, removing and the freeze check need only the paths: the
+/// host's hierarchies are read the first time a limit, the freezer or the
+/// statistics need them (`exec` and `delete` never do).
 pub fn driver_for(paths: &[PathBuf]) -> Box<dyn Driver> {
-    driver(&hierarchies_for(paths), paths)
+    Box::new(Existing {
+        paths: paths.to_vec(),
+        host: OnceCell::new(),
+    })
+}
+
+/// [`driver_for`]'s driver: the paths, and the host's driver once needed.
+struct Existing {
+    paths: Vec<PathBuf>,
+    host: OnceCell<Box<dyn Driver>>,
+}
+
+impl Existing {
+    fn host(&self) -> &dyn Driver {
+        self.host
+            .get_or_init(|| driver(&hierarchies_for(&self.paths), &self.paths))
+            .as_ref()
+    }
+}
+
+impl Driver for Existing {
+    fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+    fn create(&self) -> Result<(), CgroupError> {
+        self.host().create()
+    }
+    fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
+        self.host().apply(resources)
+    }
+    fn apply_devices(&self, rules: &[DeviceAccess]) -> Result<(), CgroupError> {
+        self.host().apply_devices(rules)
+    }
+    fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        self.host().freeze(frozen)
+    }
+    fn stats(&self) -> Stats {
+        self.host().stats()
+    }
+    fn oom_kills(&self) -> u64 {
+        self.host().oom_kills()
+    }
 }
 
 /// Whether this host has only the unified hierarchy.
