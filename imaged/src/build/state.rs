@@ -123,27 +123,11 @@ impl State {
     }
 }
 
-/// `2026-12-04T19:57:23Z` for the current time (UTC, civil calendar from
-/// days since the epoch).
+/// `2026-12-04T19:57:23Z` for the current time (UTC), as docker writes an
+/// image's history.
 pub(super) fn now_rfc3339() -> String {
     let secs = crate::clock::now_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Days since 1970-01-01 to year/month/day (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    berth_oci::time::rfc3339(secs, 0, berth_oci::time::Fraction::Omit)
 }
 
 /// Stores `layer` (verified), applies it onto the state's chain as a
