@@ -591,7 +591,10 @@ mod tests {
         );
         assert_eq!(record.platform.to_string(), "linux/amd64");
         assert_eq!(record.layers[0].size, 2_100_000);
-        assert_eq!(record.chain_id(), Some(&*format!("sha256:{}", "5".repeat(64))));
+        assert_eq!(
+            record.chain_id(),
+            Some(&*format!("sha256:{}", "5".repeat(64)))
+        );
         assert_eq!((record.size, record.created), (2_104_100, 1_764_892_800));
     }
 
