@@ -241,8 +241,3 @@ impl Driver for Existing {
         self.host().oom_kills()
     }
 }
-
-/// Whether this host has only the unified hierarchy.
-pub fn is_pure_v2(hierarchies: &[Hierarchy]) -> bool {
-    matches!(hierarchies, [only] if only.is_unified())
-}
