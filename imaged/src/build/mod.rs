@@ -7,12 +7,12 @@
 //! 1. [`dockerfile::parse`] the text (errors name the line);
 //! 2. the build context (a tar from the client) is unpacked with the
 //!    pull's safe unpacker into a private scratch directory;
-//! 3. each stage, each instruction ([`Build::step`], in [`steps`]): a `RUN` runs in a
+//! 3. each stage, each instruction ([`Build::step`], in `steps.rs`): a `RUN` runs in a
 //!    real container made by the daemon's own [`Containers`] and [`Tasks`]
 //!    (shim and runtime, network `none`) on an active snapshot of the
 //!    parent; its overlay upper directory becomes the layer
 //!    ([`layer::diff_upper`]); a `COPY` writes its layer tar straight from
-//!    the sources ([`copy`], [`context`]); a layer is stored verified in the content
+//!    the sources (`copy.rs`, [`context`]); a layer is stored verified in the content
 //!    store and unpacked onto a snapshot committed by chain ID, exactly as
 //!    a pulled layer is;
 //! 4. the image is recorded like a pulled one

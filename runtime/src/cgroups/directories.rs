@@ -1,8 +1,8 @@
 //! What every driver does alike with a container's directories once their
-//! place is known: make them ([`create`], each driver readies its own),
-//! move a process in ([`join`]), list ([`pids`]), check for a freeze
-//! ([`is_frozen`]), remove ([`remove`]); and the paths of `exec --cgroup`
-//! ([`sub_cgroups`]). The drivers' [`super::Driver`] methods call these.
+//! place is known: make them (`create`, each driver readies its own), move
+//! a process in (`join`), list (`pids`), check for a freeze (`is_frozen`),
+//! remove (`remove`); and the paths of `exec --cgroup` ([`sub_cgroups`]).
+//! The drivers' [`super::Driver`] methods call these.
 
 use std::path::{Path, PathBuf};
 

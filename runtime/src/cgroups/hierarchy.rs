@@ -144,7 +144,7 @@ pub fn hierarchies_for(paths: &[PathBuf]) -> Vec<Hierarchy> {
         .collect()
 }
 
-/// The directories [`create`] will make, in hierarchy order.
+/// The directories [`super::Driver::create`] will make, in hierarchy order.
 pub fn planned(
     hierarchies: &[Hierarchy],
     cgroups_path: Option<&str>,
