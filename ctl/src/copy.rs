@@ -11,10 +11,11 @@
 //! root's there unless `-a`.
 
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use berth_proto::chunks::ChunkReader;
 use berth_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -181,11 +182,7 @@ async fn from_container(
     let (tx, rx) = mpsc::channel::<Vec<u8>>(4);
     let target = PathBuf::from(&dir);
     let unpacking = tokio::task::spawn_blocking(move || {
-        let mut archive = tar::Archive::new(ChannelReader {
-            rx,
-            current: Vec::new(),
-            at: 0,
-        });
+        let mut archive = tar::Archive::new(ChunkReader::new(rx));
         archive.set_preserve_permissions(true);
         archive.set_preserve_mtime(true);
         archive.set_overwrite(true);
@@ -235,31 +232,6 @@ async fn write_all(mut stream: tonic::Streaming<pb::TarChunk>, out: &mut impl Wr
         out.write_all(&chunk.data).context("cannot write the tar")?;
     }
     out.flush().context("cannot write the tar")
-}
-
-/// What the async side receives, for a blocking reader.
-struct ChannelReader {
-    rx: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            match self.rx.blocking_recv() {
-                Some(next) => {
-                    self.current = next;
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
 }
 
 /// Bytes written here go to the daemon as [`pb::CopyToRequest`]s, the

@@ -124,7 +124,7 @@ pub fn since(t: Option<&prost_types::Timestamp>) -> i64 {
     t.map_or(0, |t| now() - t.seconds)
 }
 
-/// RFC 3339 in UTC, computed here to keep a date crate out.
+/// RFC 3339 in UTC (berth-oci's date routine: no date crate).
 pub fn rfc3339(t: Option<&prost_types::Timestamp>) -> Value {
     let Some(t) = t else {
         return Value::Null;
@@ -133,29 +133,8 @@ pub fn rfc3339(t: Option<&prost_types::Timestamp>) -> Value {
 }
 
 pub fn rfc3339_text(seconds: i64, nanos: i32) -> String {
-    let days = seconds.div_euclid(86_400);
-    let rem = seconds.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let frac = if nanos > 0 {
-        format!(".{nanos:09}")
-    } else {
-        String::new()
-    };
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{frac}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let nanos = u32::try_from(nanos).unwrap_or(0);
+    berth_oci::time::rfc3339(seconds, nanos, berth_oci::time::Fraction::NanosUnlessWhole)
 }
 
 fn labels(l: &std::collections::HashMap<String, String>) -> Value {

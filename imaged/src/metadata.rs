@@ -186,15 +186,24 @@ impl Db {
     pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
         let read = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = read.open_table(table.def()).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let key = k.value().to_string();
-            let value = decode(table, &key, v.value())?;
-            out.push((key, value));
-        }
-        Ok(out)
+        decode_all(table, &t, |e| self.err(e))
     }
+}
+
+/// Every record of the open table `t`, decoded, in key order.
+fn decode_all<T: DeserializeOwned>(
+    table: Table,
+    t: &impl ReadableTable<&'static str, &'static [u8]>,
+    err: impl Fn(redb::StorageError) -> Error,
+) -> Result<Vec<(String, T)>> {
+    let mut out = Vec::new();
+    for item in t.iter().map_err(&err)? {
+        let (k, v) = item.map_err(&err)?;
+        let key = k.value().to_string();
+        let value = decode(table, &key, v.value())?;
+        out.push((key, value));
+    }
+    Ok(out)
 }
 
 fn decode<T: DeserializeOwned>(table: Table, key: &str, bytes: &[u8]) -> Result<T> {
@@ -244,14 +253,7 @@ impl Txn<'_> {
 
     pub fn list<T: DeserializeOwned>(&self, table: Table) -> Result<Vec<(String, T)>> {
         let t = self.txn.open_table(table.def()).map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let key = k.value().to_string();
-            let value = decode(table, &key, v.value())?;
-            out.push((key, value));
-        }
-        Ok(out)
+        decode_all(table, &t, |e| self.err(e))
     }
 
     /// Removes every record of `table`.

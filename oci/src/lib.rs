@@ -19,7 +19,8 @@
 //!   resolved into OCI `linux.seccomp` for one container;
 //! - [`safe_path`]: the one safe filesystem toolkit, `openat2`
 //!   (`RESOLVE_IN_ROOT`) lookups inside a root and the `*at` calls that
-//!   never follow a final symlink.
+//!   never follow a final symlink;
+//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine.
 //!
 //! Where to start reading: [`spec`], then [`safe_path`] (the security
 //! primitive).
@@ -32,6 +33,7 @@ pub mod kernel_names;
 pub mod safe_path;
 pub mod seccomp;
 pub mod spec;
+pub mod time;
 
 /// The version of the OCI runtime spec berth implements.
 pub const OCI_VERSION: &str = "1.2.0";

@@ -12,6 +12,10 @@
 //!
 //! Clients reach `berth-imaged` on a unix socket: [`connect`] gives a
 //! [`tonic::transport::Channel`] any generated client can use.
+//! [`chunks::ChunkReader`] reads a streamed tar on a blocking thread, on
+//! either side.
+
+pub mod chunks;
 
 #[allow(clippy::all, missing_docs)]
 pub mod v1 {

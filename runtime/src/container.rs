@@ -106,7 +106,7 @@ impl Drop for CreateGuard {
                 libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
         }
-        cgroups::remove(&self.cgroups);
+        cgroups::driver_for(&self.cgroups).remove();
         if let Some(dir) = self.dir.take() {
             let _ = dir.remove();
         }
@@ -235,13 +235,15 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     )?;
     // An init moved into a frozen cgroup would never answer: refuse, and
     // leave the engine's cgroup as it is (runc's words).
-    if cgroups::is_frozen(&planned) {
+    let driver = cgroups::driver(&hierarchies, &planned);
+    if driver.is_frozen() {
         return Err(ContainerError::Usage(
             "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
                 .into(),
         ));
     }
-    guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
+    driver.create()?;
+    guard.cgroups = planned;
 
     let (runtime_end, init_end) = channel::pair()?;
     let listener = bind_start_socket(&dir_path)?;
@@ -323,12 +325,11 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     if plan.new_user {
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
-    cgroups::join(&guard.cgroups, pid)?;
+    driver.join(pid)?;
     crate::log::debug(&format!(
         "{}: init {pid} joined cgroups {:?}",
         options.id, guard.cgroups
     ));
-    let driver = cgroups::driver(&hierarchies, &guard.cgroups);
     if let Some(resources) = &linux.resources {
         driver.apply(resources)?;
     }
@@ -510,7 +511,7 @@ pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
 }
 
 fn signal_all(state: &State, signal: i32) {
-    let mut pids = cgroups::pids(&state.cgroup_paths);
+    let mut pids = cgroups::driver_for(&state.cgroup_paths).pids();
     if pids.is_empty() {
         pids.push(state.pid);
     }
@@ -585,7 +586,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         // Without a pid namespace of its own, the init's children survive it.
         signal_all(&state, libc::SIGKILL);
     }
-    cgroups::remove(&state.cgroup_paths);
+    cgroups::driver_for(&state.cgroup_paths).remove();
     if let Some(h) = &state.hooks {
         if let Err(e) = hooks::run_all(
             "poststop",
@@ -620,9 +621,10 @@ fn remove_unfinished(root: &Path, id: &str) -> Result<(), ContainerError> {
 
 fn kill_and_wait(state: &State) {
     signal_all(state, libc::SIGKILL);
-    if cgroups::is_frozen(&state.cgroup_paths) {
+    let cgroup = cgroups::driver_for(&state.cgroup_paths);
+    if cgroup.is_frozen() {
         // Frozen tasks take the queued SIGKILL only once thawed.
-        let _ = cgroups::driver_for(&state.cgroup_paths).freeze(false);
+        let _ = cgroup.freeze(false);
     }
     wait_gone(state.pid, state.init_start_time);
 }
@@ -655,7 +657,7 @@ pub fn resume(root: &Path, id: &str) -> Result<(), ContainerError> {
 /// A stopped container has none, which is an answer, not an error (runc).
 pub fn pids(root: &Path, id: &str) -> Result<Vec<i32>, ContainerError> {
     let (_, state) = state::read_unlocked(root, id)?;
-    Ok(cgroups::pids(&state.cgroup_paths))
+    Ok(cgroups::driver_for(&state.cgroup_paths).pids())
 }
 
 /// `berth update`: new limits for a live container.

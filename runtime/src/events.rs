@@ -7,7 +7,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::cgroups;
 use crate::state::{self, State, StateError};
@@ -30,7 +29,7 @@ pub struct Event<'a> {
     pub kind: &'static str,
     pub id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub data: Option<Value>,
+    pub data: Option<cgroups::Stats>,
 }
 
 /// One stats record of the container's cgroups.

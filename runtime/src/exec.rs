@@ -190,7 +190,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     if !state::process_is(state.pid, state.init_start_time) {
         return Err(ExecError::Stopped);
     }
-    if !options.ignore_paused && cgroups::is_frozen(&state.cgroup_paths) {
+    if !options.ignore_paused && cgroups::driver_for(&state.cgroup_paths).is_frozen() {
         return Err(ExecError::Paused);
     }
     // The process joins these (the container's own, or sub-cgroups of them).
@@ -378,7 +378,9 @@ impl ChildSetup<'_> {
         process::forget_caller();
         // SAFETY: getpid cannot fail.
         let me = unsafe { libc::getpid() };
-        cgroups::join(&self.state.cgroup_paths, me).map_err(|e| e.to_string())?;
+        cgroups::driver_for(&self.state.cgroup_paths)
+            .join(me)
+            .map_err(|e| e.to_string())?;
         // Namespaces owned by the host's user namespace (a pod's network
         // namespace, say) can only be joined before entering the container's
         // user namespace; the others only after it. Try everything but the

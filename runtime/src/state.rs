@@ -245,7 +245,7 @@ pub fn status_at(dir: &Path, state: &State) -> Status {
         Status::Stopped
     } else if dir.join(START_SOCKET).exists() {
         Status::Created
-    } else if crate::cgroups::is_frozen(&state.cgroup_paths) {
+    } else if crate::cgroups::driver_for(&state.cgroup_paths).is_frozen() {
         Status::Paused
     } else {
         Status::Running

@@ -4,9 +4,10 @@
 //! rather than filling the daemon's memory, and a client that leaves ends
 //! it (the next write fails).
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::pin::Pin;
 
+use berth_proto::chunks::ChunkReader;
 use berth_proto::v1 as pb;
 use futures_util::Stream;
 use tokio::sync::mpsc;
@@ -59,31 +60,6 @@ impl Write for Sender {
 
     fn flush(&mut self) -> io::Result<()> {
         self.send()
-    }
-}
-
-/// Bytes the async side receives, read by the unpacker.
-struct Receiver {
-    rx: mpsc::Receiver<Vec<u8>>,
-    current: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Receiver {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.at == self.current.len() {
-            match self.rx.blocking_recv() {
-                Some(next) => {
-                    self.current = next;
-                    self.at = 0;
-                }
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len() - self.at);
-        buf[..n].copy_from_slice(&self.current[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
     }
 }
 
@@ -166,11 +142,7 @@ impl pb::files_server::Files for Files {
         let files = self.clone();
         let (container, directory) = (first.container, first.directory);
         let unpacking = tokio::task::spawn_blocking(move || {
-            let input = Receiver {
-                rx,
-                current: Vec::new(),
-                at: 0,
-            };
+            let input = ChunkReader::new(rx);
             files.unpack(&container, &directory, input)
         });
         let mut received = Ok(());

@@ -6,11 +6,14 @@
 //! `crate::build::service` and `crate::distribution::service`.)
 //!
 //! - [`images`]: Version, Images, Content, Snapshots.
-//! - [`workloads`]: Containers, Tasks, Volumes, Events.
+//! - [`workloads`]: Containers, Volumes, Events (and [`workloads::Workloads`], the
+//!   state the workload services share);
+//! - [`tasks`]: Tasks (processes, logs, attach).
 //! - [`networks`]: the Networks service.
 
 pub mod images;
 pub mod networks;
+pub mod tasks;
 pub mod workloads;
 
 use berth_proto::v1 as pb;

@@ -529,6 +529,75 @@ mod tests {
         assert!(err.contains("too many layers: the image has 129"), "{err}");
     }
 
+    /// An image record as the daemon has written it into redb so far (the
+    /// bytes of serde's derive over the record's own descriptor and
+    /// platform types). Whatever types the record moves to, a store written
+    /// before must still read.
+    const STORED_RECORD: &str = concat!(
+        r#"{"name":"docker.io/library/busybox:1","#,
+        r#""target":{"mediaType":"application/vnd.oci.image.index.v1+json","#,
+        r#""digest":"sha256:1111111111111111111111111111111111111111111111111111111111111111","size":2000},"#,
+        r#""manifest":{"mediaType":"application/vnd.oci.image.manifest.v1+json","#,
+        r#""digest":"sha256:2222222222222222222222222222222222222222222222222222222222222222","size":600,"#,
+        r#""platform":{"os":"linux","architecture":"arm","variant":"v7"},"#,
+        r#""annotations":{"org.opencontainers.image.ref.name":"1"}},"#,
+        r#""config":{"mediaType":"application/vnd.oci.image.config.v1+json","#,
+        r#""digest":"sha256:3333333333333333333333333333333333333333333333333333333333333333","size":1500},"#,
+        r#""platform":{"os":"linux","architecture":"amd64"},"#,
+        r#""layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","#,
+        r#""digest":"sha256:4444444444444444444444444444444444444444444444444444444444444444","size":2100000}],"#,
+        r#""chain_ids":["sha256:5555555555555555555555555555555555555555555555555555555555555555"],"#,
+        r#""size":2104100,"created":1764892800}"#
+    );
+
+    #[test]
+    fn a_store_written_by_an_earlier_daemon_still_reads() {
+        let dir = std::env::temp_dir().join(format!("berth-records-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("meta.redb");
+        // Written with redb alone, as bytes, not through today's types.
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let def = redb::TableDefinition::<&str, &[u8]>::new("images");
+                let mut table = txn.open_table(def).unwrap();
+                table
+                    .insert("docker.io/library/busybox:1", STORED_RECORD.as_bytes())
+                    .unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let db = crate::metadata::Db::open(&path).unwrap();
+        let records: Vec<(String, ImageRecord)> = db.list(Table::Images).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        let [(key, record)] = &records[..] else {
+            panic!("{records:?}");
+        };
+        assert_eq!(key, "docker.io/library/busybox:1");
+        assert_eq!(record.name, *key);
+        assert_eq!(record.target.size, 2000);
+        assert!(record.target.digest.ends_with(&"1".repeat(64)));
+        assert_eq!(
+            record.manifest.media_type,
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        let platform = record.manifest.platform.clone().unwrap();
+        assert_eq!(platform.to_string(), "linux/arm/v7");
+        assert_eq!(
+            record.manifest.annotations["org.opencontainers.image.ref.name"],
+            "1"
+        );
+        assert_eq!(record.platform.to_string(), "linux/amd64");
+        assert_eq!(record.layers[0].size, 2_100_000);
+        assert_eq!(
+            record.chain_id(),
+            Some(&*format!("sha256:{}", "5".repeat(64)))
+        );
+        assert_eq!((record.size, record.created), (2_104_100, 1_764_892_800));
+    }
+
     #[test]
     fn variants_are_part_of_the_platform() {
         let want = Platform {

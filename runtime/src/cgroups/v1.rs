@@ -3,13 +3,12 @@
 //! controllers that only it has there (hugetlb, and pids or the freezer
 //! where v1 lacks them).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use super::{
-    flat_keyed, freeze_and_wait, number, read, write_file, CgroupError, DeviceAccess, Driver,
-    Hierarchy,
+    directories, flat_keyed, freeze_and_wait, io, number, read, stats, write_file, CgroupError,
+    DeviceAccess, Driver, Hierarchy, Stats,
 };
 use crate::spec::{BlockIo, Cpu, HugepageLimit, Memory, Network, Resources};
 
@@ -217,6 +216,21 @@ impl V1 {
 }
 
 impl Driver for V1 {
+    fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    fn create(&self) -> Result<(), CgroupError> {
+        directories::create(&self.paths, |index, dir| {
+            match self.hierarchies.get(index) {
+                Some(h) if h.controllers.iter().any(|c| c == "cpuset") => {
+                    inherit_cpuset(&h.mount_point, dir)
+                }
+                _ => Ok(()),
+            }
+        })
+    }
+
     fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
         if !resources.unified.is_empty() {
             return Err(CgroupError::Unsupported(
@@ -258,7 +272,7 @@ impl Driver for V1 {
                 .write(true)
                 .open(&path)
                 .map(|f| (f, path.clone()))
-                .map_err(super::io(&path))
+                .map_err(io(&path))
         };
         // Each write(2) is one rule; keeping the files open saves an open and
         // a close per rule.
@@ -271,7 +285,7 @@ impl Driver for V1 {
                 (&mut deny, &deny_path)
             };
             file.write_all(rule.v1_line().as_bytes())
-                .map_err(super::io(path))?;
+                .map_err(io(path))?;
         }
         Ok(())
     }
@@ -297,8 +311,9 @@ impl Driver for V1 {
         super::v2::freeze_unified(dir, frozen)
     }
 
-    fn stats(&self) -> Value {
-        let mut data = json!({});
+    fn stats(&self) -> Stats {
+        let mut stats = Stats::default();
+        let mut cpu = stats::Cpu::default();
         if let Ok(dir) = self.dir_for("cpuacct") {
             let percpu: Vec<u64> = read(dir, "cpuacct.usage_percpu")
                 .split_whitespace()
@@ -306,35 +321,36 @@ impl Driver for V1 {
                 .collect();
             let ticks = flat_keyed(&read(dir, "cpuacct.stat"));
             // cpuacct.stat counts USER_HZ ticks; runc reports nanoseconds.
-            let to_ns = |v: &Value| v.as_u64().unwrap_or(0) * 10_000_000;
-            data["cpu"] = json!({"usage": {
-                "total": number(dir, "cpuacct.usage"),
-                "percpu": percpu,
-                "kernel": to_ns(&ticks["system"]),
-                "user": to_ns(&ticks["user"]),
-            }});
+            let to_ns = |key: &str| ticks.get(key).copied().unwrap_or(0) * 10_000_000;
+            cpu.usage = Some(stats::CpuUsage {
+                kernel: to_ns("system"),
+                percpu: Some(percpu),
+                total: number(dir, "cpuacct.usage"),
+                user: to_ns("user"),
+            });
         }
         if let Ok(dir) = self.dir_for("cpu") {
             let throttling = flat_keyed(&read(dir, "cpu.stat"));
-            data["cpu"]["throttling"] = json!({
-                "periods": throttling["nr_periods"],
-                "throttledPeriods": throttling["nr_throttled"],
-                "throttledTime": throttling["throttled_time"],
+            cpu.throttling = Some(stats::Throttling {
+                periods: throttling.get("nr_periods").copied(),
+                throttled_periods: throttling.get("nr_throttled").copied(),
+                throttled_time: throttling.get("throttled_time").copied(),
             });
         }
+        if cpu != stats::Cpu::default() {
+            stats.cpu = Some(cpu);
+        }
         if let Ok(dir) = self.dir_for("memory") {
-            let entry = |prefix: &str| {
-                json!({
-                    "limit": number(dir, &format!("{prefix}limit_in_bytes")),
-                    "usage": number(dir, &format!("{prefix}usage_in_bytes")),
-                    "max": number(dir, &format!("{prefix}max_usage_in_bytes")),
-                    "failcnt": number(dir, &format!("{prefix}failcnt")),
-                })
+            let entry = |prefix: &str| stats::MemoryEntry {
+                failcnt: Some(number(dir, &format!("{prefix}failcnt"))),
+                limit: number(dir, &format!("{prefix}limit_in_bytes")),
+                max: Some(number(dir, &format!("{prefix}max_usage_in_bytes"))),
+                usage: number(dir, &format!("{prefix}usage_in_bytes")),
             };
-            data["memory"] = json!({
-                "usage": entry("memory."),
-                "swap": entry("memory.memsw."),
-                "raw": flat_keyed(&read(dir, "memory.stat")),
+            stats.memory = Some(stats::Memory {
+                raw: flat_keyed(&read(dir, "memory.stat")),
+                swap: entry("memory.memsw."),
+                usage: entry("memory."),
             });
         }
         if let Some(dir) = self
@@ -342,62 +358,94 @@ impl Driver for V1 {
             .ok()
             .or_else(|| self.unified_dir_with("pids.current"))
         {
-            data["pids"] = super::v2::pids_stats(dir);
+            stats.pids = Some(super::v2::pids_stats(dir));
         }
         if let Ok(dir) = self.dir_for("blkio") {
-            data["blkio"] = json!({
-                "ioServiceBytesRecursive": blkio_entries(dir, "blkio.throttle.io_service_bytes_recursive"),
-                "ioServicedRecursive": blkio_entries(dir, "blkio.throttle.io_serviced_recursive"),
+            stats.blkio = Some(stats::Blkio {
+                io_service_bytes_recursive: blkio_entries(
+                    dir,
+                    "blkio.throttle.io_service_bytes_recursive",
+                ),
+                io_serviced_recursive: blkio_entries(dir, "blkio.throttle.io_serviced_recursive"),
             });
         }
-        data["hugetlb"] = match self.dir_for("hugetlb") {
+        stats.hugetlb = match self.dir_for("hugetlb") {
             Ok(dir) => hugetlb_stats(dir),
             Err(_) => self
                 .unified_dir_with("cgroup.controllers")
                 .map(|dir| super::v2::hugetlb_stats(dir))
-                .unwrap_or_else(|| json!({})),
+                .unwrap_or_default(),
         };
-        data
+        stats
     }
 
     fn oom_kills(&self) -> u64 {
         let Ok(dir) = self.dir_for("memory") else {
             return 0;
         };
-        flat_keyed(&read(dir, "memory.oom_control"))["oom_kill"]
-            .as_u64()
+        flat_keyed(&read(dir, "memory.oom_control"))
+            .get("oom_kill")
+            .copied()
             .unwrap_or(0)
     }
 }
 
 /// `MAJ:MIN Op value` lines of a blkio file as runc's entries.
-fn blkio_entries(dir: &Path, file: &str) -> Vec<Value> {
+fn blkio_entries(dir: &Path, file: &str) -> Vec<stats::BlkioEntry> {
     read(dir, file)
         .lines()
         .filter_map(|line| {
             let parts: Vec<&str> = line.split_whitespace().collect();
             let (device, op, value) = (parts.first()?, parts.get(1)?, parts.get(2)?);
             let (major, minor) = device.split_once(':')?;
-            Some(
-                json!({"major": major.parse::<u64>().ok()?, "minor": minor.parse::<u64>().ok()?,
-                        "op": op, "value": value.parse::<u64>().ok()?}),
-            )
+            Some(stats::BlkioEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.to_string(),
+                value: value.parse().ok()?,
+            })
         })
         .collect()
 }
 
 /// Per page size: usage, max usage and failures (v1 hugetlb files).
-fn hugetlb_stats(dir: &Path) -> Value {
-    let mut out = serde_json::Map::new();
-    for size in super::v2::hugepage_sizes(dir, ".limit_in_bytes") {
-        out.insert(
-            size.clone(),
-            json!({
-                "usage": number(dir, &format!("hugetlb.{size}.usage_in_bytes")),
-                "max": number(dir, &format!("hugetlb.{size}.max_usage_in_bytes")),
-                "failcnt": number(dir, &format!("hugetlb.{size}.failcnt")),
-            }),
-        );
+fn hugetlb_stats(dir: &Path) -> BTreeMap<String, stats::Hugetlb> {
+    super::v2::hugepage_sizes(dir, ".limit_in_bytes")
+        .into_iter()
+        .map(|size| {
+            let entry = stats::Hugetlb {
+                failcnt: number(dir, &format!("hugetlb.{size}.failcnt")),
+                max: Some(number(dir, &format!("hugetlb.{size}.max_usage_in_bytes"))),
+                usage: number(dir, &format!("hugetlb.{size}.usage_in_bytes")),
+            };
+            (size, entry)
+        })
+        .collect()
+}
+
+/// A new v1 cpuset starts with no cpus and no mems, and refuses tasks until
+/// they are set: copy them down from the nearest ancestor that has them.
+fn inherit_cpuset(mount_point: &Path, dir: &Path) -> Result<(), CgroupError> {
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let mut empty = Vec::new();
+        let mut value = None;
+        for ancestor in dir.ancestors().take_while(|a| a.starts_with(mount_point)) {
+            let path = ancestor.join(file);
+            let own = std::fs::read_to_string(&path).map_err(io(&path))?;
+            if !own.trim().is_empty() {
+                value = Some(own.trim().to_string());
+                break;
+            }
+            empty.push(path);
+        }
+        let Some(value) = value else {
+            return Err(CgroupError::NoController(
+                "cpuset (the hierarchy has no cpus)",
+            ));
+        };
+        for path in empty.iter().rev() {
+            std::fs::write(path, &value).map_err(io(path))?;
+        }
     }
-    Value::Object(out)
+    Ok(())
 }

@@ -4,14 +4,13 @@
 //! memory+swap → memory.swap.max), and the device allow-list becomes an
 //! eBPF program attached to the directory.
 
+use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
-
 use super::{
-    device_filter, flat_keyed, freeze_and_wait, number, read, write_file, CgroupError,
-    DeviceAccess, Driver,
+    device_filter, directories, flat_keyed, freeze_and_wait, io, number, read, stats, write_file,
+    CgroupError, DeviceAccess, Driver, Stats,
 };
 use crate::spec::{BlockIo, Cpu, HugepageLimit, Memory, Resources};
 
@@ -141,12 +140,11 @@ fn limit_value(dir: &Path, file: &str) -> u64 {
     }
 }
 
-pub fn pids_stats(dir: &Path) -> Value {
-    let limit = read(dir, "pids.max");
-    json!({
-        "current": number(dir, "pids.current"),
-        "limit": limit.trim().parse::<u64>().unwrap_or(0),
-    })
+pub fn pids_stats(dir: &Path) -> stats::Pids {
+    stats::Pids {
+        current: number(dir, "pids.current"),
+        limit: number(dir, "pids.max"),
+    }
 }
 
 /// The page sizes of the hugetlb files in `dir` (`2MB`, `1GB`).
@@ -165,19 +163,19 @@ pub fn hugepage_sizes(dir: &Path, suffix: &str) -> Vec<String> {
     sizes
 }
 
-pub fn hugetlb_stats(dir: &Path) -> Value {
-    let mut out = serde_json::Map::new();
-    for size in hugepage_sizes(dir, ".max") {
-        let events = flat_keyed(&read(dir, &format!("hugetlb.{size}.events")));
-        out.insert(
-            size.clone(),
-            json!({
-                "usage": number(dir, &format!("hugetlb.{size}.current")),
-                "failcnt": events["max"].as_u64().unwrap_or(0),
-            }),
-        );
-    }
-    Value::Object(out)
+pub fn hugetlb_stats(dir: &Path) -> BTreeMap<String, stats::Hugetlb> {
+    hugepage_sizes(dir, ".max")
+        .into_iter()
+        .map(|size| {
+            let events = flat_keyed(&read(dir, &format!("hugetlb.{size}.events")));
+            let entry = stats::Hugetlb {
+                failcnt: events.get("max").copied().unwrap_or(0),
+                max: None,
+                usage: number(dir, &format!("hugetlb.{size}.current")),
+            };
+            (size, entry)
+        })
+        .collect()
 }
 
 impl V2 {
@@ -305,6 +303,17 @@ impl V2 {
 }
 
 impl Driver for V2 {
+    fn paths(&self) -> &[PathBuf] {
+        std::slice::from_ref(&self.dir)
+    }
+
+    fn create(&self) -> Result<(), CgroupError> {
+        directories::create(self.paths(), |_, dir| {
+            enable_controllers(&self.mount_point, dir);
+            Ok(())
+        })
+    }
+
     fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
         if resources.network.is_some() {
             return Err(CgroupError::Unsupported(
@@ -337,7 +346,7 @@ impl Driver for V2 {
     fn apply_devices(&self, rules: &[DeviceAccess]) -> Result<(), CgroupError> {
         let program = device_filter::Program::compile(rules);
         let loaded = program.load()?;
-        let dir = std::fs::File::open(&self.dir).map_err(super::io(&self.dir))?;
+        let dir = std::fs::File::open(&self.dir).map_err(io(&self.dir))?;
         device_filter::attach(&loaded, dir.as_raw_fd())?;
         Ok(())
     }
@@ -346,13 +355,12 @@ impl Driver for V2 {
         freeze_unified(&self.dir, frozen)
     }
 
-    fn stats(&self) -> Value {
+    fn stats(&self) -> Stats {
         let dir = &self.dir;
         let cpu = flat_keyed(&read(dir, "cpu.stat"));
-        let us = |key: &str| cpu[key].as_u64().unwrap_or(0) * 1000;
+        let us = |key: &str| cpu.get(key).copied().unwrap_or(0) * 1000;
         let memory_events = flat_keyed(&read(dir, "memory.events"));
-        let mut service_bytes = Vec::new();
-        let mut serviced = Vec::new();
+        let mut blkio = stats::Blkio::default();
         for line in read(dir, "io.stat").lines() {
             let mut parts = line.split_whitespace();
             let Some((major, minor)) = parts.next().and_then(|d| d.split_once(':')) else {
@@ -366,48 +374,60 @@ impl Driver for V2 {
                     continue;
                 };
                 let value: u64 = value.parse().unwrap_or(0);
-                let entry =
-                    |op: &str| json!({"major": major, "minor": minor, "op": op, "value": value});
+                let entry = |op: &str| stats::BlkioEntry {
+                    major,
+                    minor,
+                    op: op.to_string(),
+                    value,
+                };
                 match key {
-                    "rbytes" => service_bytes.push(entry("Read")),
-                    "wbytes" => service_bytes.push(entry("Write")),
-                    "rios" => serviced.push(entry("Read")),
-                    "wios" => serviced.push(entry("Write")),
+                    "rbytes" => blkio.io_service_bytes_recursive.push(entry("Read")),
+                    "wbytes" => blkio.io_service_bytes_recursive.push(entry("Write")),
+                    "rios" => blkio.io_serviced_recursive.push(entry("Read")),
+                    "wios" => blkio.io_serviced_recursive.push(entry("Write")),
                     _ => {}
                 }
             }
         }
-        json!({
-            "cpu": {
-                "usage": {"total": us("usage_usec"), "user": us("user_usec"), "kernel": us("system_usec")},
-                "throttling": {
-                    "periods": cpu["nr_periods"],
-                    "throttledPeriods": cpu["nr_throttled"],
-                    "throttledTime": us("throttled_usec"),
+        Stats {
+            blkio: Some(blkio),
+            cpu: Some(stats::Cpu {
+                throttling: Some(stats::Throttling {
+                    periods: cpu.get("nr_periods").copied(),
+                    throttled_periods: cpu.get("nr_throttled").copied(),
+                    throttled_time: Some(us("throttled_usec")),
+                }),
+                usage: Some(stats::CpuUsage {
+                    kernel: us("system_usec"),
+                    percpu: None,
+                    total: us("usage_usec"),
+                    user: us("user_usec"),
+                }),
+            }),
+            hugetlb: hugetlb_stats(dir),
+            memory: Some(stats::Memory {
+                raw: flat_keyed(&read(dir, "memory.stat")),
+                swap: stats::MemoryEntry {
+                    failcnt: None,
+                    limit: limit_value(dir, "memory.swap.max"),
+                    max: None,
+                    usage: number(dir, "memory.swap.current"),
                 },
-            },
-            "memory": {
-                "usage": {
-                    "limit": limit_value(dir, "memory.max"),
-                    "usage": number(dir, "memory.current"),
-                    "max": number(dir, "memory.peak"),
-                    "failcnt": memory_events["max"].as_u64().unwrap_or(0),
+                usage: stats::MemoryEntry {
+                    failcnt: Some(memory_events.get("max").copied().unwrap_or(0)),
+                    limit: limit_value(dir, "memory.max"),
+                    max: Some(number(dir, "memory.peak")),
+                    usage: number(dir, "memory.current"),
                 },
-                "swap": {
-                    "limit": limit_value(dir, "memory.swap.max"),
-                    "usage": number(dir, "memory.swap.current"),
-                },
-                "raw": flat_keyed(&read(dir, "memory.stat")),
-            },
-            "pids": pids_stats(dir),
-            "blkio": {"ioServiceBytesRecursive": service_bytes, "ioServicedRecursive": serviced},
-            "hugetlb": hugetlb_stats(dir),
-        })
+            }),
+            pids: Some(pids_stats(dir)),
+        }
     }
 
     fn oom_kills(&self) -> u64 {
-        flat_keyed(&read(&self.dir, "memory.events"))["oom_kill"]
-            .as_u64()
+        flat_keyed(&read(&self.dir, "memory.events"))
+            .get("oom_kill")
+            .copied()
             .unwrap_or(0)
     }
 }

@@ -117,16 +117,17 @@ fn remove_orphaned(root: &Path, id: &str) {
 pub(super) fn clear(path: &Path) {
     let planned = std::fs::read_to_string(path.join(PLANNED_CGROUPS)).unwrap_or_default();
     let dirs: Vec<PathBuf> = planned.lines().map(PathBuf::from).collect();
-    for pid in cgroups::pids(&dirs) {
+    let cgroup = cgroups::driver_for(&dirs);
+    for pid in cgroup.pids() {
         // SAFETY: plain kill of a process of the dead create's own cgroups.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     }
     for _ in 0..500 {
-        if cgroups::pids(&dirs).is_empty() {
+        if cgroup.pids().is_empty() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    cgroups::remove(&dirs);
+    cgroup.remove();
     let _ = std::fs::remove_dir_all(path);
 }

@@ -1,0 +1,158 @@
+//! What every driver does alike with a container's directories once their
+//! place is known: make them (`create`, each driver readies its own), move
+//! a process in (`join`), list (`pids`), check for a freeze (`is_frozen`),
+//! remove (`remove`); and the paths of `exec --cgroup` ([`sub_cgroups`]).
+//! The drivers' [`super::Driver`] methods call these.
+
+use std::path::{Path, PathBuf};
+
+use super::{hierarchies_for, io, CgroupError};
+
+/// Makes `paths` in order, each then readied by `ready` (given its
+/// index); a failure removes what was made.
+pub(super) fn create(
+    paths: &[PathBuf],
+    ready: impl Fn(usize, &Path) -> Result<(), CgroupError>,
+) -> Result<(), CgroupError> {
+    for (index, dir) in paths.iter().enumerate() {
+        let made = &paths[..index];
+        // Sharing a cgroup with other processes would let `kill --all` and
+        // `delete` signal them: refuse, as runc 1.2 does.
+        if !pids(std::slice::from_ref(dir)).is_empty() {
+            remove(made);
+            return Err(CgroupError::InUse(dir.clone()));
+        }
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            remove(made);
+            return Err(io(dir)(e));
+        }
+        if let Err(e) = ready(index, dir) {
+            remove(&paths[..=index]);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Moves `pid` into every directory.
+pub(super) fn join(paths: &[PathBuf], pid: i32) -> Result<(), CgroupError> {
+    for dir in paths {
+        let procs = dir.join("cgroup.procs");
+        std::fs::write(&procs, pid.to_string()).map_err(io(&procs))?;
+    }
+    Ok(())
+}
+
+/// The container's cgroup directories with `exec --cgroup` applied: each
+/// argument is `PATH` (every hierarchy) or `CONTROLLER[,CONTROLLER]:PATH`,
+/// naming an existing sub-cgroup of the container's own (as runc's flag).
+pub fn sub_cgroups(paths: &[PathBuf], args: &[String]) -> Result<Vec<PathBuf>, CgroupError> {
+    let hierarchies = hierarchies_for(paths);
+    let mut parsed = Vec::new();
+    for arg in args {
+        let bad = |why: &str| CgroupError::SubCgroup {
+            arg: arg.clone(),
+            why: why.to_string(),
+        };
+        let (controllers, sub) = match arg.split_once(':') {
+            Some((list, sub)) => (list.split(',').map(str::to_string).collect(), sub),
+            None => (Vec::new(), arg.as_str()),
+        };
+        let sub = Path::new(sub.trim_start_matches('/'));
+        if sub.as_os_str().is_empty()
+            || sub
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(bad("the path must name a cgroup below the container's"));
+        }
+        for name in &controllers {
+            if !hierarchies.iter().any(|h| h.controllers.contains(name)) {
+                return Err(bad(&format!("the container has no {name:?} controller")));
+            }
+        }
+        parsed.push((arg, controllers, sub.to_path_buf()));
+    }
+    let mut out = Vec::new();
+    for (dir, hierarchy) in paths.iter().zip(&hierarchies) {
+        let chosen = parsed.iter().find(|(_, controllers, _)| {
+            controllers.is_empty()
+                || controllers
+                    .iter()
+                    .any(|c| hierarchy.controllers.contains(c))
+        });
+        let path = match chosen {
+            Some((arg, _, sub)) => {
+                let path = dir.join(sub);
+                if !path.is_dir() {
+                    return Err(CgroupError::SubCgroup {
+                        arg: (*arg).clone(),
+                        why: format!("{} does not exist", path.display()),
+                    });
+                }
+                path
+            }
+            None => dir.clone(),
+        };
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Removes the directories, retrying while the kernel still counts exiting
+/// tasks.
+pub(super) fn remove(paths: &[PathBuf]) {
+    for dir in paths {
+        // Sub-cgroups first (`exec --cgroup` ones, or a nested engine's).
+        let children: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path())
+            .collect();
+        remove(&children);
+        for attempt in 0..50 {
+            match std::fs::remove_dir(dir) {
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Pids in the container's cgroup and every cgroup below it (from the
+/// first hierarchy that lists them).
+pub(super) fn pids(paths: &[PathBuf]) -> Vec<i32> {
+    fn walk(dir: &Path, out: &mut Vec<i32>) {
+        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        }
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                walk(&entry.path(), out);
+            }
+        }
+    }
+    for dir in paths {
+        if dir.join("cgroup.procs").exists() {
+            let mut out = Vec::new();
+            walk(dir, &mut out);
+            return out;
+        }
+    }
+    Vec::new()
+}
+
+/// Whether the container's freezer says it is frozen.
+/// Freezing in progress counts: nothing may join a cgroup on its way to frozen.
+pub(super) fn is_frozen(paths: &[PathBuf]) -> bool {
+    let read =
+        |dir: &PathBuf, file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+    paths.iter().any(|dir| {
+        matches!(read(dir, "freezer.state").trim(), "FROZEN" | "FREEZING")
+            || read(dir, "cgroup.freeze").trim() == "1"
+    })
+}

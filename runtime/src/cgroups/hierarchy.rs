@@ -1,0 +1,184 @@
+//! The host's cgroup hierarchies, and where a container's directory is in
+//! each: [`hierarchies`] reads `/proc/self/mountinfo` once, [`planned`] names
+//! the directories a container gets, [`hierarchies_for`] finds them again
+//! from the paths in a container's state.
+
+use std::path::PathBuf;
+
+use super::CgroupError;
+
+/// One mounted hierarchy: where it is mounted, and its controllers
+/// (empty for the unified v2 hierarchy).
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    pub mount_point: PathBuf,
+    pub controllers: Vec<String>,
+    /// This process's own cgroup in the hierarchy (for relative paths).
+    pub own_path: PathBuf,
+}
+
+impl Hierarchy {
+    pub fn is_unified(&self) -> bool {
+        self.controllers.is_empty()
+    }
+
+    /// The directory name under `/sys/fs/cgroup` (`cpu,cpuacct`, `unified`, …).
+    pub fn dir_name(&self) -> String {
+        self.mount_point
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Reads a procfs file in one `read`: `read_to_string` grows its buffer
+/// from 32 bytes, one syscall per doubling, because procfs reports size 0.
+pub fn read_proc(path: &str) -> String {
+    use std::io::Read;
+    let mut text = String::with_capacity(16 * 1024);
+    if let Ok(mut file) = std::fs::File::open(path) {
+        let _ = file.read_to_string(&mut text);
+    }
+    text
+}
+
+/// The hierarchies this host mounts, read from `/proc/self/mountinfo`.
+pub fn hierarchies() -> Vec<Hierarchy> {
+    let own = read_proc("/proc/self/cgroup");
+    let own_path = |key: &str| -> PathBuf {
+        own.lines()
+            .find_map(|line| {
+                let mut parts = line.splitn(3, ':');
+                let _ = parts.next();
+                let names = parts.next()?;
+                let path = parts.next()?;
+                let matches = if key.is_empty() {
+                    names.is_empty()
+                } else {
+                    names.split(',').any(|n| n == key)
+                };
+                matches.then(|| PathBuf::from(path))
+            })
+            .unwrap_or_else(|| PathBuf::from("/"))
+    };
+    let mountinfo = read_proc("/proc/self/mountinfo");
+    let mut out: Vec<Hierarchy> = Vec::new();
+    for line in mountinfo.lines() {
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let fields: Vec<&str> = left.split(' ').collect();
+        let right: Vec<&str> = right.split(' ').collect();
+        if fields.len() < 5 || right.len() < 3 {
+            continue;
+        }
+        let mount_point = PathBuf::from(fields[4]);
+        if out.iter().any(|h| h.mount_point == mount_point) {
+            continue;
+        }
+        match right[0] {
+            "cgroup2" => out.push(Hierarchy {
+                mount_point,
+                controllers: Vec::new(),
+                own_path: own_path(""),
+            }),
+            "cgroup" => {
+                let controllers: Vec<String> = right[2]
+                    .split(',')
+                    .filter(|o| {
+                        !matches!(*o, "rw" | "ro")
+                            && !o.starts_with("release_agent")
+                            && *o != "clone_children"
+                            && *o != "noprefix"
+                            && *o != "xattr"
+                    })
+                    .map(str::to_string)
+                    .collect();
+                let key = controllers.first().cloned().unwrap_or_default();
+                out.push(Hierarchy {
+                    mount_point,
+                    own_path: own_path(&key),
+                    controllers,
+                })
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The directory of the container in `hierarchy` for `cgroups_path`.
+/// Absolute paths are taken from the hierarchy's root; relative ones from
+/// the runtime's own cgroup, as runc does. Without a path: `/berth/ID`.
+pub fn container_dir(
+    hierarchy: &Hierarchy,
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<PathBuf, CgroupError> {
+    let path = cgroups_path.filter(|p| !p.is_empty());
+    if let Some(p) = path {
+        if p.split('/').any(|c| c == "..") {
+            return Err(CgroupError::InvalidPath(p.to_string()));
+        }
+    }
+    let inner = match path {
+        Some(p) if p.starts_with('/') => PathBuf::from(p),
+        Some(p) => hierarchy.own_path.join(p),
+        None => PathBuf::from("/berth").join(id),
+    };
+    let relative = inner.strip_prefix("/").unwrap_or(&inner);
+    Ok(hierarchy.mount_point.join(relative))
+}
+
+/// The hierarchy each of a container's directories lives in, in the same order.
+pub fn hierarchies_for(paths: &[PathBuf]) -> Vec<Hierarchy> {
+    let all = hierarchies();
+    paths
+        .iter()
+        .filter_map(|p| {
+            all.iter()
+                .filter(|h| p.starts_with(&h.mount_point))
+                .max_by_key(|h| h.mount_point.as_os_str().len())
+                .cloned()
+        })
+        .collect()
+}
+
+/// The directories [`super::Driver::create`] will make, in hierarchy order.
+pub fn planned(
+    hierarchies: &[Hierarchy],
+    cgroups_path: Option<&str>,
+    id: &str,
+) -> Result<Vec<PathBuf>, CgroupError> {
+    hierarchies
+        .iter()
+        .map(|h| container_dir(h, cgroups_path, id))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_and_absolute_paths() {
+        let h = Hierarchy {
+            mount_point: "/sys/fs/cgroup/memory".into(),
+            controllers: vec!["memory".into()],
+            own_path: "/user".into(),
+        };
+        assert_eq!(
+            container_dir(&h, Some("/a/b"), "x").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/a/b")
+        );
+        assert_eq!(
+            container_dir(&h, Some("a"), "x").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/user/a")
+        );
+        assert_eq!(
+            container_dir(&h, None, "x").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/memory/berth/x")
+        );
+        assert!(container_dir(&h, Some("/a/../../etc"), "x").is_err());
+    }
+}
