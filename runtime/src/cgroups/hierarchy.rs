@@ -3,7 +3,7 @@
 //! the directories a container gets, [`hierarchies_for`] finds them again
 //! from the paths in a container's state.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::CgroupError;
 
@@ -42,9 +42,83 @@ pub fn read_proc(path: &str) -> String {
     text
 }
 
-/// The hierarchies this host mounts, read from `/proc/self/mountinfo`.
+/// The hierarchies this host mounts: at their usual places when the
+/// filesystems there say so ([`usual_hierarchies`]), else as
+/// `/proc/self/mountinfo` lists them. Reading mountinfo costs a line per
+/// mount, and a host running a thousand containers has a thousand overlays:
+/// milliseconds on every create and delete.
 pub fn hierarchies() -> Vec<Hierarchy> {
     let own = read_proc("/proc/self/cgroup");
+    if let Some(found) = usual_hierarchies(&own) {
+        return found;
+    }
+    listed_hierarchies(&own, &read_proc("/proc/self/mountinfo"))
+}
+
+/// The hierarchies of `own` (this process's `/proc/self/cgroup`) at the
+/// places systemd and every distribution mount them: `/sys/fs/cgroup` a
+/// cgroup2 mount (a v2 host), or a tmpfs with each v1 hierarchy at
+/// `/sys/fs/cgroup/<controllers>` (`name=X` at `X`) and the unified one at
+/// `unified`. `None` when any hierarchy is not where it should be: then
+/// mountinfo decides.
+pub fn usual_hierarchies(own: &str) -> Option<Vec<Hierarchy>> {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
+    let root = Path::new("/sys/fs/cgroup");
+    let kind = |path: &Path| statfs(path).ok().map(|s| s.filesystem_type());
+    let mut lines: Vec<(u32, &str, &str)> = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let id = parts.next()?.parse().ok()?;
+        lines.push((id, parts.next()?, parts.next()?));
+    }
+    match kind(root)? {
+        t if t == CGROUP2_SUPER_MAGIC => {
+            let (_, _, path) = lines.iter().find(|(_, names, _)| names.is_empty())?;
+            return Some(vec![Hierarchy {
+                mount_point: root.to_path_buf(),
+                controllers: Vec::new(),
+                own_path: PathBuf::from(path),
+            }]);
+        }
+        t if t == TMPFS_MAGIC => {}
+        _ => return None,
+    }
+    // mountinfo's order on such hosts: the v1 hierarchies as they were
+    // mounted (their ids), then the unified one.
+    lines.sort_by_key(|(id, _, _)| if *id == 0 { u32::MAX } else { *id });
+    let mut out = Vec::new();
+    for (_, names, path) in lines {
+        let (dir, magic) = if names.is_empty() {
+            ("unified", CGROUP2_SUPER_MAGIC)
+        } else {
+            (
+                names.strip_prefix("name=").unwrap_or(names),
+                CGROUP_SUPER_MAGIC,
+            )
+        };
+        let mount_point = root.join(dir);
+        match kind(&mount_point) {
+            Some(t) if t == magic => {}
+            // A hybrid host may mount no unified hierarchy.
+            None if names.is_empty() => continue,
+            _ => return None,
+        }
+        out.push(Hierarchy {
+            mount_point,
+            controllers: if names.is_empty() {
+                Vec::new()
+            } else {
+                names.split(',').map(str::to_string).collect()
+            },
+            own_path: PathBuf::from(path),
+        });
+    }
+    Some(out)
+}
+
+/// The hierarchies `mountinfo` lists, with this process's paths in them
+/// from `own` (`/proc/self/cgroup`).
+pub fn listed_hierarchies(own: &str, mountinfo: &str) -> Vec<Hierarchy> {
     let own_path = |key: &str| -> PathBuf {
         own.lines()
             .find_map(|line| {
@@ -61,7 +135,6 @@ pub fn hierarchies() -> Vec<Hierarchy> {
             })
             .unwrap_or_else(|| PathBuf::from("/"))
     };
-    let mountinfo = read_proc("/proc/self/mountinfo");
     let mut out: Vec<Hierarchy> = Vec::new();
     for line in mountinfo.lines() {
         let Some((left, right)) = line.split_once(" - ") else {
@@ -180,5 +253,19 @@ mod tests {
             PathBuf::from("/sys/fs/cgroup/memory/berth/x")
         );
         assert!(container_dir(&h, Some("/a/../../etc"), "x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod usual_place_tests {
+    use super::*;
+
+    #[test]
+    fn the_usual_places_give_what_mountinfo_gives_on_this_host() {
+        let own = read_proc("/proc/self/cgroup");
+        let listed = listed_hierarchies(&own, &read_proc("/proc/self/mountinfo"));
+        assert!(!listed.is_empty(), "no cgroup hierarchy on this host");
+        let usual = usual_hierarchies(&own).expect("the hierarchies at their usual places");
+        assert_eq!(format!("{usual:?}"), format!("{listed:?}"));
     }
 }
