@@ -120,6 +120,20 @@ fn oci_state_json(state: &State, status: Status) -> String {
 
 /// `berth create`: builds the container and leaves its init waiting for `start`.
 pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
+    Ok(build(root, options, false)?.pid)
+}
+
+/// A container `build` made, its init waiting to be released.
+struct Built {
+    pid: i32,
+    state: State,
+    /// With `by_channel`: the channel that releases the init.
+    channel: Option<channel::RuntimeEnd>,
+}
+
+/// `create`, and `run`'s first half: with `by_channel` the init waits for
+/// `Start` on the channel (see `init::Release`) instead of on a socket.
+fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built, ContainerError> {
     // Socket activation: the caller's LISTEN_FDS (meant for us, per
     // LISTEN_PID) pass through after the preserved fds, as runc does. The
     // container's own environment never decides which fds stay open.
@@ -153,6 +167,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             source,
         })?;
     let (mut spec, config_bytes) = Spec::read(&bundle)?;
+    crate::trace::step("create: config read");
     if listen_fds > 0 {
         if let Some(process) = spec.process.as_mut() {
             process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
@@ -212,9 +227,11 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     if let Some(resources) = &linux.resources {
         cgroups::validate_resources(resources)?;
     }
+    crate::trace::step("create: config checked, seccomp compiled");
 
     // Before the state directory (and its lock) exists: see `Cleaner`.
     let cleaner = Cleaner::spawn(root, &options.id)?;
+    crate::trace::step("create: cleaner forked");
     let dir = ContainerDir::create(root, &options.id)?;
     let mut guard = CreateGuard {
         pid: None,
@@ -242,9 +259,16 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         ));
     }
     guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
+    crate::trace::step("create: state dir, cgroups made");
 
     let (runtime_end, init_end) = channel::pair()?;
-    let listener = bind_start_socket(&dir_path)?;
+    let listener = match by_channel {
+        true => None,
+        false => Some(bind_start_socket(&dir_path)?),
+    };
+    let release = listener.as_ref().map_or(init::Release::Channel, |l| {
+        init::Release::Socket(l.as_raw_fd())
+    });
 
     let runtime_hooks = spec
         .hooks
@@ -286,7 +310,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             rootfs: rootfs.clone(),
             plan: &plan,
             channel: init_end,
-            start_listener: listener.as_raw_fd(),
+            release,
             console_socket: console.as_ref().map(|c| c.as_raw_fd()),
             container_id: options.id.clone(),
             no_pivot: options.no_pivot,
@@ -299,6 +323,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         });
     }
     guard.pid = Some(pid);
+    crate::trace::step("create: init cloned");
     if let Some(saved) = &own_namespaces {
         saved.restore()?;
     }
@@ -324,6 +349,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     cgroups::join(&guard.cgroups, pid)?;
+    crate::trace::step("create: init joined its cgroups");
     crate::log::debug(&format!(
         "{}: init {pid} joined cgroups {:?}",
         options.id, guard.cgroups
@@ -333,6 +359,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         driver.apply(resources)?;
     }
     driver.apply_devices(&cgroups::device_rules(&device_rules)?)?;
+    crate::trace::step("create: limits and device rules applied");
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
     loop {
@@ -365,6 +392,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             Err(e) => return Err(e.into()),
         }
     }
+    crate::trace::step("create: init ready");
     // The pid file first: if it cannot be written, the guard still undoes
     // everything, and no stopped container is left in the state directory.
     if let Some(pid_file) = &options.pid_file {
@@ -382,6 +410,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         state::Access::Private,
     )?;
     dir.save(&state)?;
+    crate::trace::step("create: state saved");
     crate::log::debug(&format!(
         "{}: created, init {pid} waits for start",
         options.id
@@ -391,7 +420,11 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     guard.pid = None;
     guard.cgroups.clear();
     drop(cleaner);
-    Ok(pid)
+    Ok(Built {
+        pid,
+        state,
+        channel: by_channel.then_some(runtime_end),
+    })
 }
 
 /// The number of socket-activation fds passed to this process.
@@ -468,21 +501,39 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
     // EOF comes when the init's execve closes its end.
     let _ = stream.read_to_string(&mut reply);
     let _ = std::fs::remove_file(dir.start_socket());
+    crate::trace::step("start: init exec'd");
     if !reply.is_empty() {
         return Err(ContainerError::StartFailed(reply));
     }
+    poststart(&state)
+}
+
+/// The poststart hooks, once the user's process runs.
+fn poststart(state: &State) -> Result<(), ContainerError> {
     if let Some(h) = &state.hooks {
         if let Err(e) = hooks::run_all(
             "poststart",
             &h.poststart,
-            oci_state_json(&state, Status::Running).as_bytes(),
+            oci_state_json(state, Status::Running).as_bytes(),
         ) {
             // As runc: a failed poststart hook takes the container down.
-            signal_all(&state, libc::SIGKILL);
+            signal_all(state, libc::SIGKILL);
             return Err(e.into());
         }
     }
     Ok(())
+}
+
+/// `run`'s `start`: the init was built with `by_channel`.
+fn release(built: &Built) -> Result<(), ContainerError> {
+    let channel = built
+        .channel
+        .as_ref()
+        .ok_or_else(|| ContainerError::Usage("the init has no start channel".into()))?;
+    let started = channel.start()?;
+    crate::trace::step("start: init exec'd");
+    started.map_err(ContainerError::StartFailed)?;
+    poststart(&built.state)
 }
 
 /// `berth state`.
@@ -581,11 +632,13 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
             })
         }
     }
+    crate::trace::step("delete: state loaded, init gone");
     if !state.own_pid_namespace {
         // Without a pid namespace of its own, the init's children survive it.
         signal_all(&state, libc::SIGKILL);
     }
     cgroups::remove(&state.cgroup_paths);
+    crate::trace::step("delete: cgroups removed");
     if let Some(h) = &state.hooks {
         if let Err(e) = hooks::run_all(
             "poststop",
@@ -596,6 +649,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
         }
     }
     dir.remove()?;
+    crate::trace::step("delete: state removed");
     Ok(())
 }
 
@@ -743,12 +797,15 @@ pub fn run(
     };
     let mut options = options.clone();
     options.console_fd = relay.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
-    let pid = create(root, &options)?;
+    // berth is the init's parent here: it releases the init through the
+    // channel, with no start socket (see `init::Release::Channel`).
+    let built = build(root, &options, true)?;
+    let pid = built.pid;
     let master = relay.and_then(|(ours, theirs)| {
         drop(theirs);
         crate::console::receive_master(&ours)
     });
-    if let Err(e) = start(root, &options.id) {
+    if let Err(e) = release(&built) {
         let _ = delete(root, &options.id, true);
         return Err(e);
     }
@@ -759,6 +816,7 @@ pub fn run(
         Some(master) => crate::console::relay(master, pid),
         None => crate::process::wait_forwarding_signals(pid),
     };
+    crate::trace::step("run: container exited");
     if !keep {
         delete(root, &options.id, true)?;
     }

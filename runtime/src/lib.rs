@@ -15,7 +15,8 @@
 //!   `berth_oci::safe_path` is the primitive that keeps every path inside
 //!   the rootfs;
 //! - [`exec`]: a new process in a running container;
-//! - [`seccomp`]: profiles compiled to BPF.
+//! - [`seccomp`]: profiles compiled to BPF;
+//! - [`trace`]: `BERTH_TRACE=1`, a timeline of the steps on stderr.
 //!
 //! The OCI vocabulary the daemon shares (defaults for `berth spec`,
 //! capability and rlimit names, the safe filesystem toolkit, engines'
@@ -45,5 +46,6 @@ pub mod sealed_exe;
 pub mod seccomp;
 pub mod state;
 pub mod time;
+pub mod trace;
 
 pub use berth_oci::{spec, OCI_VERSION};

@@ -91,6 +91,7 @@ pub fn ensure() -> Result<(), SealError> {
         ),
     };
     std::env::set_var(REEXECUTED, marker);
+    crate::trace::step("sealed: re-exec");
     let error = execute(&exe);
     std::env::remove_var(REEXECUTED);
     Err(SealError::Exec(error))

@@ -385,6 +385,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    berth_runtime::trace::init();
+    berth_runtime::trace::step("main");
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
