@@ -181,6 +181,11 @@ impl RuntimeEnd {
 }
 
 impl InitEnd {
+    /// The init's end as a sealed init image inherited it.
+    pub fn from_fd(fd: OwnedFd) -> InitEnd {
+        InitEnd(fd)
+    }
+
     pub fn runtime_hooks(&self) -> Result<(), ChannelError> {
         send(&self.0, &Message::RuntimeHooks)
     }

@@ -12,6 +12,7 @@ use crate::channel::{self, ChannelError, Message};
 use crate::hooks::{self, HookError};
 use crate::init::{self, InitArgs};
 use crate::namespaces::{self, NamespaceError, Plan};
+use crate::sealed_init::{self, Handover, Seal};
 use crate::spec::{Spec, SpecError};
 use crate::state::{self, ContainerDir, State, StateError, Status};
 use cleaner::{Cleaner, PLANNED_CGROUPS};
@@ -88,6 +89,8 @@ pub struct CreateOptions {
     pub preserve_fds: u32,
     /// `run` in the foreground: the caller stays the init's parent.
     pub foreground: bool,
+    /// The bundle's config, when the caller read it already.
+    pub loaded: Option<std::sync::Arc<Loaded>>,
 }
 
 /// Undoes a half-made container when `create` fails.
@@ -161,19 +164,16 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         }
         (None, None) => None,
     };
-    let bundle =
-        std::fs::canonicalize(&options.bundle).map_err(|source| ContainerError::Bundle {
-            path: options.bundle.clone(),
-            source,
-        })?;
-    let (mut spec, config_bytes) = Spec::read(&bundle)?;
+    let Loaded {
+        bundle,
+        mut spec,
+        config: config_bytes,
+    } = match &options.loaded {
+        Some(loaded) => Loaded::clone(loaded),
+        None => Loaded::read(&options.bundle)?,
+    };
     crate::trace::step("create: config read");
-    if listen_fds > 0 {
-        if let Some(process) = spec.process.as_mut() {
-            process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
-            process.env.push(format!("LISTEN_FDS={listen_fds}"));
-        }
-    }
+    pass_listen_fds(&mut spec, listen_fds);
     let process = spec
         .process
         .as_ref()
@@ -200,14 +200,9 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
             path: bundle.join(rootfs_spec),
         })?;
     let plan = Plan::new(&spec.namespaces()?);
-    let seccomp = match &spec.linux().seccomp {
-        Some(value) => Some(
-            crate::seccomp::parse(value)
-                .and_then(|p| crate::seccomp::compile(&p))
-                .map_err(|e| ContainerError::Usage(e.to_string()))?,
-        ),
-        None => None,
-    };
+    let seccomp = compile_seccomp(&spec)?;
+    // `main` sealed this process already where it had to (see `sealed_init`).
+    let seal_init = sealed_init::needed(&spec, &plan) == Seal::Init && !plan.new_user;
     for (_, path) in plan.runtime_joins.iter().chain(&plan.init_joins) {
         if !path.exists() {
             return Err(NamespaceError::Open {
@@ -270,10 +265,7 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         init::Release::Socket(l.as_raw_fd())
     });
 
-    let runtime_hooks = spec
-        .hooks
-        .as_ref()
-        .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty());
+    let runtime_hooks = has_runtime_hooks(&spec);
     // Only hooks need the runtime back in its own namespaces after the clone.
     let own_namespaces = if runtime_hooks {
         let joined = plan.runtime_joins.iter().map(|(kind, _)| *kind);
@@ -304,6 +296,25 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         // The child's copy of the lock descriptor would keep the container
         // locked until its execve.
         drop(guard.dir.take());
+        if seal_init {
+            let handover = Handover {
+                bundle: bundle.clone(),
+                rootfs: rootfs.clone(),
+                container_id: options.id.clone(),
+                no_pivot: options.no_pivot,
+                no_new_keyring: options.no_new_keyring,
+                preserve_fds,
+                listen_fds,
+                cgroup_paths: guard.cgroups.clone(),
+                channel: init_end.raw(),
+                start_listener: listener.as_ref().map(|l| l.as_raw_fd()),
+                console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+            };
+            let error = sealed_init::reexecute(&handover, &config_bytes);
+            init_end.failed(&error);
+            // SAFETY: leaving the cloned child without the runtime's destructors.
+            unsafe { libc::_exit(1) }
+        }
         init::run(InitArgs {
             spec: &spec,
             bundle: bundle.clone(),
@@ -425,6 +436,79 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         state,
         channel: by_channel.then_some(runtime_end),
     })
+}
+
+/// A bundle's config as `create` reads it.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The bundle's canonical path.
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    /// `config.json` as read (`exec` gets this copy).
+    pub config: Vec<u8>,
+}
+
+impl Loaded {
+    pub fn read(bundle: &Path) -> Result<Loaded, ContainerError> {
+        let canonical = std::fs::canonicalize(bundle).map_err(|source| ContainerError::Bundle {
+            path: bundle.to_path_buf(),
+            source,
+        })?;
+        let (spec, config) = Spec::read(&canonical)?;
+        Ok(Loaded {
+            bundle: canonical,
+            spec,
+            config,
+        })
+    }
+
+    /// Whether berth must re-execute itself from a sealed binary before it
+    /// creates this container (see `sealed_init`); `main` asks before
+    /// anything else happens.
+    pub fn runtime_needs_seal(&self) -> bool {
+        let Ok(namespaces) = self.spec.namespaces() else {
+            return true;
+        };
+        let plan = Plan::new(&namespaces);
+        // The init cannot re-execute itself inside a user namespace that
+        // has no id maps yet: the runtime seals itself for it.
+        match sealed_init::needed(&self.spec, &plan) {
+            Seal::Nothing => false,
+            Seal::Init => plan.new_user,
+            Seal::Runtime => true,
+        }
+    }
+}
+
+/// `LISTEN_FDS` for the container's process when the caller passed
+/// socket-activation descriptors.
+pub(crate) fn pass_listen_fds(spec: &mut Spec, listen_fds: u32) {
+    if listen_fds > 0 {
+        if let Some(process) = spec.process.as_mut() {
+            process.env.retain(|e| !e.starts_with("LISTEN_FDS="));
+            process.env.push(format!("LISTEN_FDS={listen_fds}"));
+        }
+    }
+}
+
+/// `linux.seccomp` compiled, if the spec has one.
+pub(crate) fn compile_seccomp(
+    spec: &Spec,
+) -> Result<Option<crate::seccomp::Compiled>, ContainerError> {
+    let Some(value) = &spec.linux().seccomp else {
+        return Ok(None);
+    };
+    crate::seccomp::parse(value)
+        .and_then(|p| crate::seccomp::compile(&p))
+        .map(Some)
+        .map_err(|e| ContainerError::Usage(e.to_string()))
+}
+
+/// Whether the spec has hooks the runtime runs while the init waits.
+pub(crate) fn has_runtime_hooks(spec: &Spec) -> bool {
+    spec.hooks
+        .as_ref()
+        .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty())
 }
 
 /// The number of socket-activation fds passed to this process.

@@ -43,6 +43,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod sealed_exe;
+pub mod sealed_init;
 pub mod seccomp;
 pub mod state;
 pub mod time;
