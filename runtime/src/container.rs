@@ -172,7 +172,7 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         Some(loaded) => Loaded::clone(loaded),
         None => Loaded::read(&options.bundle)?,
     };
-    crate::trace::step("create: config read");
+    crate::trace::step("create: config ready");
     pass_listen_fds(&mut spec, listen_fds);
     let process = spec
         .process

@@ -164,7 +164,11 @@ pub fn park_under_old_root() {
     let Some((tree, path)) = mount.as_ref() else {
         return;
     };
-    let Ok(target) = CString::new(path.as_os_str().as_bytes()) else {
+    // Relative to the working directory, which is the old root here: an
+    // absolute path would resolve in the new root (pivot_root moved this
+    // process's root there) and miss.
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let Ok(target) = CString::new(relative.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: move_mount of our detached tree onto a NUL-terminated path.

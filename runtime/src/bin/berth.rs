@@ -405,6 +405,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    berth_runtime::trace::step("arguments parsed");
     if let Some(path) = &cli.log {
         if let Err(e) = log::init(path, cli.log_format == "json", cli.debug) {
             eprintln!("berth: cannot open log file {}: {e}", path.display());
@@ -543,6 +544,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         }
         _ => None,
     };
+    berth_runtime::trace::step("config read");
     let seal = match command {
         Command::Create(_) | Command::Run { .. } => loaded
             .as_ref()
