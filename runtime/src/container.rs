@@ -253,8 +253,7 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
                 .into(),
         ));
     }
-    guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
-    crate::trace::step("create: state dir, cgroups made");
+    crate::trace::step("create: state dir, cgroups planned");
 
     let (runtime_end, init_end) = channel::pair()?;
     let listener = match by_channel {
@@ -305,7 +304,7 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
                 no_new_keyring: options.no_new_keyring,
                 preserve_fds,
                 listen_fds,
-                cgroup_paths: guard.cgroups.clone(),
+                cgroup_paths: planned.clone(),
                 channel: init_end.raw(),
                 start_listener: listener.as_ref().map(|l| l.as_raw_fd()),
                 console_socket: console.as_ref().map(|c| c.as_raw_fd()),
@@ -328,7 +327,7 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
             no_new_keyring: options.no_new_keyring,
             preserve_fds,
             seccomp: seccomp.as_ref(),
-            cgroup_paths: guard.cgroups.clone(),
+            cgroup_paths: planned.clone(),
             hierarchies: hierarchies.clone(),
             runtime_hooks,
         });
@@ -339,6 +338,11 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         saved.restore()?;
     }
     drop(init_end);
+    // The directories are made once the init is cloned, while it starts
+    // (or re-executes itself, see `sealed_init`): it needs them only when
+    // `Prepared` says it has joined them.
+    guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
+    crate::trace::step("create: cgroups made");
     drop(listener);
     drop(console);
 
@@ -373,6 +377,15 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
     crate::trace::step("create: limits and device rules applied");
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
+    // The config as validated, for `exec` (the bundle's may change later):
+    // written while the init builds the container, off the critical path.
+    // Nothing reads it before state.json exists, and the guard removes it
+    // with the directory if the create fails.
+    state::write_atomic(
+        &dir_path.join("config.json"),
+        &config_bytes,
+        state::Access::Private,
+    )?;
     loop {
         match runtime_end.receive() {
             Ok(Message::RuntimeHooks) => {
@@ -414,12 +427,6 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
         .dir
         .as_ref()
         .ok_or_else(|| ContainerError::Usage("state directory lost".into()))?;
-    // The config as validated, for `exec` (the bundle's may change later).
-    state::write_atomic(
-        &dir.path.join("config.json"),
-        &config_bytes,
-        state::Access::Private,
-    )?;
     dir.save(&state)?;
     crate::trace::step("create: state saved");
     crate::log::debug(&format!(

@@ -24,8 +24,12 @@
 //!
 //! There is no second binary and no `init` subcommand: the runtime clones the
 //! container's init directly (as crun does). The one re-execution is
-//! [`sealed_exe`]: `create`, `run` and `exec` first run berth again from a
-//! read-only view of itself, so the container can never write the binary.
+//! [`sealed_exe`]: berth runs again from a read-only view of itself, so the
+//! container can never write the binary. [`sealed_init`] says which process
+//! does it: `exec` always; for `create` and `run` only the cloned init when
+//! the container has a pid namespace of its own (the runtime is out of its
+//! sight), the runtime otherwise, and neither when a user namespace leaves
+//! the binary's owner unmapped.
 
 pub mod capabilities;
 pub mod cgroups;

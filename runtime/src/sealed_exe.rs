@@ -10,8 +10,9 @@
 //! container then holds a descriptor of the binary and writes through it
 //! once no berth process runs it any more.
 //!
-//! So `create`, `run` and `exec` first execute berth again from a file
-//! nothing in the container can write: the binary through a detached,
+//! So berth executes itself again from a file nothing in the container can
+//! write (`exec` first thing; for `create` and `run`, the process
+//! [`crate::sealed_init`] names): the binary through a detached,
 //! read-only bind mount of its own (gone with the last process running it),
 //! or, where the mount API is missing, a sealed memfd copy. A binary that
 //! already sits on a read-only mount is run as it is. The cost is one
