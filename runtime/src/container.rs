@@ -130,6 +130,8 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
 struct Built {
     pid: i32,
     state: State,
+    /// The state directory.
+    dir: PathBuf,
     /// With `by_channel`: the channel that releases the init.
     channel: Option<channel::RuntimeEnd>,
 }
@@ -257,7 +259,10 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
 
     let (runtime_end, init_end) = channel::pair()?;
     let listener = match by_channel {
-        true => None,
+        true => {
+            mark_created(&dir_path)?;
+            None
+        }
         false => Some(bind_start_socket(&dir_path)?),
     };
     let release = listener.as_ref().map_or(init::Release::Channel, |l| {
@@ -441,6 +446,7 @@ fn build(root: &Path, options: &CreateOptions, by_channel: bool) -> Result<Built
     Ok(Built {
         pid,
         state,
+        dir: dir_path,
         channel: by_channel.then_some(runtime_end),
     })
 }
@@ -566,6 +572,26 @@ fn bind_start_socket(dir: &Path) -> Result<UnixListener, ContainerError> {
     )))
 }
 
+/// `run`: the init waits for the channel, not for a socket, but the
+/// container is `created` until it is released all the same: the status
+/// comes from the start socket's name (`state::status_at`), so an empty
+/// file stands there. `berth start` cannot connect to it (nobody but
+/// `run` may release this init).
+fn mark_created(dir: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir.join(state::START_SOCKET))
+        .map(drop)
+        .map_err(io(format!(
+            "create {}",
+            dir.join(state::START_SOCKET).display()
+        )))
+}
+
 fn connect_start_socket(dir: &Path) -> std::io::Result<UnixStream> {
     let dir_fd = std::fs::File::open(dir)?;
     UnixStream::connect(format!(
@@ -622,6 +648,7 @@ fn release(built: &Built) -> Result<(), ContainerError> {
         .as_ref()
         .ok_or_else(|| ContainerError::Usage("the init has no start channel".into()))?;
     let started = channel.start()?;
+    let _ = std::fs::remove_file(built.dir.join(state::START_SOCKET));
     crate::trace::step("start: init exec'd");
     started.map_err(ContainerError::StartFailed)?;
     poststart(&built.state)
