@@ -29,22 +29,7 @@ pub(super) struct Cleaner {
 }
 
 impl Cleaner {
-    /// `prime`: the cleaner's own `cgroup.procs`, which it writes its pid
-    /// to (a move to where it already is) first thing. Every write to a
-    /// `cgroup.procs` takes the kernel's cgroup-wide threadgroup lock for
-    /// writing, and the first writer after a quiet spell waits for an RCU
-    /// grace period (milliseconds on a busy VM) before it has the lock; a
-    /// writer that comes while that wait is under way, or soon after,
-    /// waits only for what is left of it. So the cleaner starts the wait
-    /// while the create reads its config and makes its state directory,
-    /// and the create's own write (moving the init into its cgroups) comes
-    /// later, to a shorter wait or none. It changes nothing else: the
-    /// cleaner stays where it is, and a failure is ignored.
-    pub(super) fn spawn(
-        root: &Path,
-        id: &str,
-        prime: Option<PathBuf>,
-    ) -> Result<Cleaner, ContainerError> {
+    pub(super) fn spawn(root: &Path, id: &str) -> Result<Cleaner, ContainerError> {
         let (wait_end, dismiss) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| io("pipe")(e.into()))?;
         // SAFETY: berth is single-threaded here; the child runs ordinary code.
@@ -56,9 +41,6 @@ impl Cleaner {
         }
         if pid == 0 {
             drop(dismiss);
-            if let Some(procs) = prime {
-                let _ = std::fs::write(procs, std::process::id().to_string());
-            }
             Self::watch(root, id, wait_end);
         }
         Ok(Cleaner {

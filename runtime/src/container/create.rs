@@ -169,8 +169,7 @@ pub(super) fn build(
     crate::trace::step("create: config checked, seccomp compiled");
 
     // Before the state directory (and its lock) exists: see `Cleaner`.
-    let hierarchies = cgroups::hierarchies();
-    let cleaner = Cleaner::spawn(root, &options.id, own_procs_file(&hierarchies))?;
+    let cleaner = Cleaner::spawn(root, &options.id)?;
     crate::trace::step("create: cleaner forked");
     let dir = ContainerDir::create(root, &options.id)?;
     let mut guard = CreateGuard {
@@ -180,6 +179,7 @@ pub(super) fn build(
     };
     let dir_path = dir.path.clone();
     guard.dir = Some(dir);
+    let hierarchies = cgroups::hierarchies();
     // Written before the directories exist, so that `delete --force` can
     // find them if this create is killed before state.json.
     let planned = cgroups::planned(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
@@ -464,14 +464,6 @@ pub(crate) fn has_runtime_hooks(spec: &Spec) -> bool {
     spec.hooks
         .as_ref()
         .is_some_and(|h| !h.prestart.is_empty() || !h.create_runtime.is_empty())
-}
-
-/// This process's own `cgroup.procs` in the first hierarchy (see
-/// `Cleaner::spawn`).
-fn own_procs_file(hierarchies: &[cgroups::Hierarchy]) -> Option<PathBuf> {
-    let first = hierarchies.first()?;
-    let own = first.own_path.strip_prefix("/").unwrap_or(&first.own_path);
-    Some(first.mount_point.join(own).join("cgroup.procs"))
 }
 
 /// The number of socket-activation fds passed to this process.
