@@ -109,3 +109,22 @@ median_ms() {
         (if length % 2 == 1 then .[length / 2 | floor] else (.[length / 2 - 1] + .[length / 2]) / 2 end) * 1000' \
         "$work"/run-*.json
 }
+
+# DIR RUNC → the start-up bundle (bench/startup.sh, bench/runtime-steps.sh): a busybox-static
+# rootfs and the config `runc spec` writes, with the process /bin/true, no terminal, a 256 MiB
+# memory and a 1024 pids limit (as engines set them), and a cgroup namespace.
+bench_startup_bundle() {
+    local dir=$1 runc=$2 app
+    mkdir -p "$dir/rootfs/bin" "$dir/rootfs/proc" "$dir/rootfs/dev" "$dir/rootfs/sys"
+    cp /bin/busybox "$dir/rootfs/bin/busybox"
+    for app in sh true sleep; do ln -s busybox "$dir/rootfs/bin/$app"; done
+    (cd "$dir" && "$runc" spec)
+    jq '.process.terminal = false
+        | .process.args = ["/bin/true"]
+        | .linux.resources.memory = {"limit": 268435456}
+        | .linux.resources.pids = {"limit": 1024}
+        | if any(.linux.namespaces[]; .type == "cgroup") then .
+          else .linux.namespaces += [{"type": "cgroup"}] end' \
+        "$dir/config.json" >"$dir/config.json.new"
+    mv "$dir/config.json.new" "$dir/config.json"
+}

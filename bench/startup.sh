@@ -51,6 +51,8 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/berth-bench.XXXXXX")
 # hyperfine --shell=none splits commands on whitespace.
 [[ $work != *[[:space:]]* ]] || die "temporary directory $work contains whitespace; set TMPDIR"
 bundle=$work/bundle
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 # Every container id and cgroup of this run carries the token, so clean-up finds exactly ours.
 token=berth-bench-${work##*.}
 
@@ -183,19 +185,7 @@ waitfor() {
 }
 
 # --- bundles -----------------------------------------------------------------------------------
-mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/proc" "$bundle/rootfs/dev" "$bundle/rootfs/sys"
-cp /bin/busybox "$bundle/rootfs/bin/busybox"
-for app in sh true sleep; do ln -s busybox "$bundle/rootfs/bin/$app"; done
-(cd "$bundle" && "$RUNC" spec)
-# Every runtime runs with a memory and a pids limit, as engines set them.
-jq '.process.terminal = false
-    | .process.args = ["/bin/true"]
-    | .linux.resources.memory = {"limit": 268435456}
-    | .linux.resources.pids = {"limit": 1024}
-    | if any(.linux.namespaces[]; .type == "cgroup") then .
-      else .linux.namespaces += [{"type": "cgroup"}] end' \
-    "$bundle/config.json" >"$bundle/config.json.new"
-mv "$bundle/config.json.new" "$bundle/config.json"
+bench_startup_bundle "$bundle" "$RUNC"
 for name in floor "${runtimes[@]}"; do mkdir -p "$work/root-$name"; done
 
 # A bundle in DIR on the base rootfs, whose config is the base one through the jq FILTER.

@@ -229,6 +229,84 @@ fn a_process_with_cap_sys_ptrace_cannot_rewrite_the_runtime_binary() {
     assert!(berth.exec(&["delete", "--force", &id]).status.success());
 }
 
+#[test]
+fn a_user_namespace_leaving_the_binarys_owner_unmapped_needs_no_sealed_copy() {
+    if !can_run() {
+        return;
+    }
+    // berth skips the sealed re-execution (CVE-2019-5736) when the container
+    // has a user namespace of its own that does not map the binary's owner
+    // (root): capabilities there do not override the permissions of an
+    // inode whose owner it does not map, so no handle on the binary the
+    // container could get is writable. The init runs the binary as it is
+    // (the link names the file), and the container, root with every
+    // capability that could help and the binary itself bound into it, can
+    // neither write nor chmod it.
+    let target = BinaryCopy::new();
+    let berth = &target.berth;
+    let bin = target.berth.bin.to_str().unwrap().to_string();
+    let mut bundle = Bundle::new("exe-userns");
+    let c = &mut bundle.config;
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    // The host's devices and cgroups are not the mapped root's to use.
+    c["linux"].as_object_mut().unwrap().remove("resources");
+    c["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["type"] != "cgroup");
+    c["mounts"].as_array_mut().unwrap().push(
+        json!({"destination": "/target", "type": "bind", "source": bin, "options": ["bind"]}),
+    );
+    for cap in [
+        "CAP_DAC_OVERRIDE",
+        "CAP_FOWNER",
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_PTRACE",
+    ] {
+        add_capability(c, cap);
+    }
+    bundle.args(&["/bin/sleep", "1000"]);
+    bundle.write();
+    std::fs::write(bundle.rootfs().join("target"), "").unwrap();
+    let id = unique("exe-userns");
+    let out = berth.exec(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = berth.state(&id).unwrap()["pid"].as_i64().unwrap();
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, target.berth.bin, "the init was re-executed");
+    let out = berth.exec(&[
+        "exec",
+        "--cap",
+        "CAP_DAC_OVERRIDE",
+        "--cap",
+        "CAP_FOWNER",
+        &id,
+        "/bin/sh",
+        "-c",
+        "echo x >> /target && echo WROTE; chmod 777 /target && echo CHMOD; \
+         echo x >> /proc/1/exe && echo WROTE-INIT; true",
+    ]);
+    let report = text(&out);
+    assert!(
+        !report.contains("WROTE") && !report.contains("CHMOD"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Permission denied") || report.contains("Operation not permitted"),
+        "{report}"
+    );
+    assert!(
+        std::fs::read(&target.berth.bin).unwrap() == target.original,
+        "berth was modified: {report}"
+    );
+    assert!(berth.exec(&["delete", "--force", &id]).status.success());
+}
+
 /// A copy of berth to attack, so that an attack that works breaks no
 /// other test.
 struct BinaryCopy {

@@ -11,8 +11,12 @@
 //!    | <-- SeccompListener(fd) ----------  | filter on; fd is the init's listener
 //!    | --- SeccompDone ----------------->  | (only for notifying profiles) agent has it
 //!    | <-- Ready ------------------------  | waiting for `start` on start.sock
+//!    | --- Start ----------------------->  | (`run` only: released here instead)
 //!    | <-- Failed(message) --------------  | at any point; the init then exits
 //! ```
+//!
+//! After `Ready` the channel's end of file is the news that the init has
+//! exec'd the user's process (both ends are close-on-exec).
 //!
 //! `exec` speaks the same protocol with its helper and the new process:
 //!
@@ -55,6 +59,8 @@ pub enum Message {
     SeccompDone,
     /// `exec`: the pid of the process the helper cloned.
     Pid(i32),
+    /// `run`: exec the user's process now (no start socket).
+    Start,
 }
 
 impl Message {
@@ -76,6 +82,7 @@ impl Message {
             Message::SeccompListener(fd) => format!("L{fd}").into_bytes(),
             Message::SeccompDone => vec![b'l'],
             Message::Pid(pid) => format!("p{pid}").into_bytes(),
+            Message::Start => vec![b'S'],
         }
     }
 
@@ -89,6 +96,7 @@ impl Message {
             Some(b'L') => Message::SeccompListener(number(bytes)?),
             Some(b'l') => Message::SeccompDone,
             Some(b'p') => Message::Pid(number(bytes)?),
+            Some(b'S') => Message::Start,
             _ => return Err(ChannelError::Unexpected(bytes.to_vec())),
         })
     }
@@ -154,6 +162,18 @@ impl RuntimeEnd {
         send(&self.0, &Message::SeccompDone)
     }
 
+    /// Releases a ready init and waits until it has exec'd the user's
+    /// process (end of file) or says why it could not (`Failed`'s text).
+    pub fn start(&self) -> Result<Result<(), String>, ChannelError> {
+        send(&self.0, &Message::Start)?;
+        match receive(&self.0) {
+            Err(ChannelError::Closed) => Ok(Ok(())),
+            Ok(Message::Failed(text)) => Ok(Err(text)),
+            Ok(other) => Err(ChannelError::Unexpected(other.encode())),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The next message of the init: `RuntimeHooks`, `Ready` or `Failed`.
     pub fn receive(&self) -> Result<Message, ChannelError> {
         receive(&self.0)
@@ -161,6 +181,11 @@ impl RuntimeEnd {
 }
 
 impl InitEnd {
+    /// The init's end as a sealed init image inherited it.
+    pub fn from_fd(fd: OwnedFd) -> InitEnd {
+        InitEnd(fd)
+    }
+
     pub fn runtime_hooks(&self) -> Result<(), ChannelError> {
         send(&self.0, &Message::RuntimeHooks)
     }

@@ -23,8 +23,8 @@ pub struct InitArgs<'a> {
     pub rootfs: PathBuf,
     pub plan: &'a Plan,
     pub channel: InitEnd,
-    /// Listening socket `start` connects to.
-    pub start_listener: RawFd,
+    /// How `start` releases the init.
+    pub release: Release,
     /// Connected `--console-socket`.
     pub console_socket: Option<RawFd>,
     pub container_id: String,
@@ -37,6 +37,27 @@ pub struct InitArgs<'a> {
     /// The compiled `linux.seccomp`, installed as late as the kernel allows.
     pub seccomp: Option<&'a crate::seccomp::Compiled>,
     pub runtime_hooks: bool,
+}
+
+/// How the init learns that it may exec the user's process.
+#[derive(Debug, Clone, Copy)]
+pub enum Release {
+    /// `berth start` connects to this listening socket (`DIR/start.sock`)
+    /// and reads until the init's execve closes the connection.
+    Socket(RawFd),
+    /// `berth run`: the runtime that cloned the init sends `Start` on the
+    /// channel it already has, and reads until the execve closes it. The
+    /// same guarantees as the socket (the user's process runs only when
+    /// released, `start` returns only after the execve, failures come back
+    /// as text), without a socket to bind, connect and remove: nobody but
+    /// the init's parent ever holds the runtime's end.
+    Channel,
+}
+
+/// The init's side of the start: the accepted connection, or the channel.
+enum Released<'a> {
+    Socket(OwnedFd),
+    Channel(&'a InitEnd),
 }
 
 /// Why the init could not become the container's process; the runtime
@@ -107,6 +128,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     }
     // 2. The runtime maps our ids and moves us into our cgroups.
     let state_json = args.channel.wait_prepared()?;
+    crate::trace::step("init: prepared by the runtime");
     if plan.new_user {
         // SAFETY: plain set*id calls; failure leaves us unmapped, which the
         // following steps report.
@@ -130,6 +152,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     if let Some(score) = process.oom_score_adj {
         process::apply_oom_score_adj(score)?;
     }
+    crate::trace::step("init: namespaces");
 
     // 4. The filesystem.
     let ctx = Context {
@@ -146,7 +169,9 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
     };
     rootfs::prepare(&ctx)?;
+    crate::trace::step("init: rootfs bound");
     rootfs::mount_all(&ctx)?;
+    crate::trace::step("init: mounts and /dev");
     // Opened now, inside the rootfs: after pivot_root the process enters it
     // by fd, so no path (or symlink planted in it) is looked up again
     // (CVE-2024-21626).
@@ -172,10 +197,12 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         )?;
     }
     rootfs::pivot(&args.rootfs, args.no_pivot)?;
+    crate::trace::step("init: pivot_root");
     rootfs::apply_sysctl(spec)?;
     rootfs::mask_paths(&spec.linux().masked_paths)?;
     rootfs::readonly_paths(&spec.linux().readonly_paths)?;
     rootfs::finish_root(spec)?;
+    crate::trace::step("init: sysctl, masked and read-only paths");
 
     // 5. The process: terminal, limits, identity, capabilities, cwd; then
     // 6. nothing of ours may reach the container (CVE-2024-21626): every
@@ -192,6 +219,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         &mut || install_seccomp(args),
     )
     .map_err(InitError::Becoming)?;
+    crate::trace::step("init: became the container process");
     // SAFETY: plain prctl; the runtime has finished its part of the setup.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0) };
 
@@ -204,19 +232,26 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
 
     // 7. Ready; wait for `start`.
     args.channel.ready()?;
-    let connection = accept_start(args.start_listener)?;
+    let released = match args.release {
+        Release::Socket(listener) => Released::Socket(accept_start(listener)?),
+        Release::Channel => {
+            args.channel.expect(crate::channel::Message::Start)?;
+            Released::Channel(&args.channel)
+        }
+    };
     if let Some(hooks) = &spec.hooks {
         if let Err(e) = hooks::run_all(
             "startContainer",
             &hooks.start_container,
             state_json.as_bytes(),
         ) {
-            report_start_failure(&connection, &e.to_string());
+            report_start_failure(&released, &e.to_string());
         }
     }
+    crate::trace::step("init: released, execve");
     process::reset_signals();
     let error = execve.exec();
-    report_start_failure(&connection, &format!("exec {:?}: {error}", process.args[0]));
+    report_start_failure(&released, &format!("exec {:?}: {error}", process.args[0]));
 }
 
 /// Installs the profile's filters (see `seccomp::notify::install`).
@@ -225,11 +260,17 @@ fn install_seccomp(args: &InitArgs) -> Result<(), String> {
 }
 
 /// Tells `start` why the process could not start, then exits.
-fn report_start_failure(connection: &OwnedFd, message: &str) -> ! {
-    // SAFETY: the descriptor is ours; `File` closes it on drop, which we skip by exiting.
-    let mut file = unsafe { std::fs::File::from_raw_fd(connection.as_raw_fd()) };
-    let _ = file.write_all(message.as_bytes());
-    std::mem::forget(file);
+fn report_start_failure(released: &Released, message: &str) -> ! {
+    match released {
+        Released::Socket(connection) => {
+            // SAFETY: the descriptor is ours; `File` closes it on drop, which
+            // we skip by exiting.
+            let mut file = unsafe { std::fs::File::from_raw_fd(connection.as_raw_fd()) };
+            let _ = file.write_all(message.as_bytes());
+            std::mem::forget(file);
+        }
+        Released::Channel(channel) => channel.failed(message),
+    }
     // SAFETY: leaving the child without the runtime's destructors.
     unsafe { libc::_exit(127) }
 }

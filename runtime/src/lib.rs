@@ -15,7 +15,8 @@
 //!   `berth_oci::safe_path` is the primitive that keeps every path inside
 //!   the rootfs;
 //! - [`exec`]: a new process in a running container;
-//! - [`seccomp`]: profiles compiled to BPF.
+//! - [`seccomp`]: profiles compiled to BPF;
+//! - [`trace`]: `BERTH_TRACE=1`, a timeline of the steps on stderr.
 //!
 //! The OCI vocabulary the daemon shares (defaults for `berth spec`,
 //! capability and rlimit names, the safe filesystem toolkit, engines'
@@ -23,8 +24,12 @@
 //!
 //! There is no second binary and no `init` subcommand: the runtime clones the
 //! container's init directly (as crun does). The one re-execution is
-//! [`sealed_exe`]: `create`, `run` and `exec` first run berth again from a
-//! read-only view of itself, so the container can never write the binary.
+//! [`sealed_exe`]: berth runs again from a read-only view of itself, so the
+//! container can never write the binary. [`sealed_init`] says which process
+//! does it: `exec` always; for `create` and `run` only the cloned init when
+//! the container has a pid namespace of its own (the runtime is out of its
+//! sight), the runtime otherwise, and neither when a user namespace leaves
+//! the binary's owner unmapped.
 
 pub mod capabilities;
 pub mod cgroups;
@@ -42,8 +47,10 @@ pub mod namespaces;
 pub mod process;
 pub mod rootfs;
 pub mod sealed_exe;
+pub mod sealed_init;
 pub mod seccomp;
 pub mod state;
 pub mod time;
+pub mod trace;
 
 pub use berth_oci::{spec, OCI_VERSION};

@@ -10,8 +10,9 @@
 //! container then holds a descriptor of the binary and writes through it
 //! once no berth process runs it any more.
 //!
-//! So `create`, `run` and `exec` first execute berth again from a file
-//! nothing in the container can write: the binary through a detached,
+//! So berth executes itself again from a file nothing in the container can
+//! write (`exec` first thing; for `create` and `run`, the process
+//! [`crate::sealed_init`] names): the binary through a detached,
 //! read-only bind mount of its own (gone with the last process running it),
 //! or, where the mount API is missing, a sealed memfd copy. A binary that
 //! already sits on a read-only mount is run as it is. The cost is one
@@ -76,7 +77,35 @@ pub fn ensure() -> Result<(), SealError> {
     if !exposed {
         return Ok(());
     }
-    let (exe, marker) = match read_only_bind() {
+    let (exe, marker) = sealed_copy()?;
+    std::env::set_var(REEXECUTED, marker);
+    crate::trace::step("sealed: re-exec");
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let error = execute(&exe, &args, &env);
+    std::env::remove_var(REEXECUTED);
+    Err(SealError::Exec(error))
+}
+
+/// Executes the sealed view of this binary with `args` and `env` (to
+/// which the marker [`ensure`] checks in the new image is added); returns
+/// only the error. The container's init uses it to become a sealed image
+/// itself (see `sealed_init`).
+pub fn execute_sealed(args: &[OsString], env: &[(OsString, OsString)]) -> SealError {
+    let (exe, marker) = match sealed_copy() {
+        Ok(copy) => copy,
+        Err(e) => return e,
+    };
+    let mut env = env.to_vec();
+    env.push((REEXECUTED.into(), marker.into()));
+    crate::trace::step("sealed: init re-exec");
+    SealError::Exec(execute(&exe, args, &env))
+}
+
+/// A read-only bind mount of the binary (or a sealed memfd copy) to
+/// execute, and the marker that tells the new image about it.
+fn sealed_copy() -> Result<(OwnedFd, String), SealError> {
+    Ok(match read_only_bind() {
         Ok(tree) => {
             let host_path = std::fs::read_link("/proc/self/exe").unwrap_or_default();
             // Inherited by the new image (see `keep_mount`).
@@ -89,11 +118,7 @@ pub fn ensure() -> Result<(), SealError> {
             memfd_copy().map_err(|memfd| SealError::NoCopy { bind, memfd })?,
             "-".to_string(),
         ),
-    };
-    std::env::set_var(REEXECUTED, marker);
-    let error = execute(&exe);
-    std::env::remove_var(REEXECUTED);
-    Err(SealError::Exec(error))
+    })
 }
 
 /// Takes over the bind mount's descriptor that the previous image left
@@ -140,7 +165,11 @@ pub fn park_under_old_root() {
     let Some((tree, path)) = mount.as_ref() else {
         return;
     };
-    let Ok(target) = CString::new(path.as_os_str().as_bytes()) else {
+    // Relative to the working directory, which is the old root here: an
+    // absolute path would resolve in the new root (pivot_root moved this
+    // process's root there) and miss.
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let Ok(target) = CString::new(relative.as_os_str().as_bytes()) else {
         return;
     };
     // SAFETY: move_mount of our detached tree onto a NUL-terminated path.
@@ -157,8 +186,14 @@ pub fn park_under_old_root() {
 }
 
 /// Whether `/proc/self/exe` is a file nobody can write: on a read-only
-/// mount, or a memfd sealed against writes.
+/// mount, or a memfd sealed against writes. Asked once per image (the
+/// answer only changes with an execve).
 pub fn is_protected() -> bool {
+    static PROTECTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PROTECTED.get_or_init(check_protected)
+}
+
+fn check_protected() -> bool {
     let Ok(exe) = std::fs::File::open("/proc/self/exe") else {
         return false;
     };
@@ -211,17 +246,17 @@ fn memfd_copy() -> std::io::Result<OwnedFd> {
     Ok(copy.into())
 }
 
-/// `execveat(fd, "", argv, environ, AT_EMPTY_PATH)` with this process's
-/// arguments and environment; returns only the error.
-fn execute(exe: &OwnedFd) -> std::io::Error {
-    let to_c = |s: OsString| CString::new(s.as_bytes()).unwrap_or_default();
-    let args: Vec<CString> = std::env::args_os().map(to_c).collect();
-    let env: Vec<CString> = std::env::vars_os()
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`; returns only the error.
+fn execute(exe: &OwnedFd, args: &[OsString], env: &[(OsString, OsString)]) -> std::io::Error {
+    let to_c = |s: &OsString| CString::new(s.as_bytes()).unwrap_or_default();
+    let args: Vec<CString> = args.iter().map(to_c).collect();
+    let env: Vec<CString> = env
+        .iter()
         .map(|(k, v)| {
-            let mut pair = k;
+            let mut pair = k.clone();
             pair.push("=");
             pair.push(v);
-            to_c(pair)
+            to_c(&pair)
         })
         .collect();
     let pointers = |list: &[CString]| {

@@ -385,6 +385,11 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    berth_runtime::trace::init();
+    berth_runtime::trace::step("main");
+    if let Some(handover) = berth_runtime::sealed_init::handed_over() {
+        berth_runtime::sealed_init::resume(handover);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -400,6 +405,7 @@ fn main() -> ExitCode {
             };
         }
     };
+    berth_runtime::trace::step("arguments parsed");
     if let Some(path) = &cli.log {
         if let Err(e) = log::init(path, cli.log_format == "json", cli.debug) {
             eprintln!("berth: cannot open log file {}: {e}", path.display());
@@ -472,7 +478,11 @@ fn log_usage_error(message: &str) {
     }
 }
 
-fn create_options(args: &CreateArgs, foreground: bool) -> CreateOptions {
+fn create_options(
+    args: &CreateArgs,
+    foreground: bool,
+    loaded: Option<std::sync::Arc<container::Loaded>>,
+) -> CreateOptions {
     CreateOptions {
         id: args.id.clone(),
         bundle: args.bundle.clone(),
@@ -483,6 +493,7 @@ fn create_options(args: &CreateArgs, foreground: bool) -> CreateOptions {
         no_new_keyring: args.no_new_keyring,
         preserve_fds: args.preserve_fds,
         foreground,
+        loaded,
     }
 }
 
@@ -522,15 +533,31 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         std::env::args().skip(1).collect::<Vec<_>>(),
         root.display()
     ));
-    if matches!(
-        command,
-        Command::Create(_) | Command::Run { .. } | Command::Exec(_)
-    ) {
+    // CVE-2019-5736: `exec` always runs from a sealed binary; `create` and
+    // `run` only where the container could reach this process (otherwise
+    // the init seals itself, see `sealed_init`).
+    let loaded = match command {
+        Command::Create(args) | Command::Run { create: args, .. } => {
+            container::Loaded::read(&args.bundle)
+                .ok()
+                .map(std::sync::Arc::new)
+        }
+        _ => None,
+    };
+    berth_runtime::trace::step("config read");
+    let seal = match command {
+        Command::Create(_) | Command::Run { .. } => loaded
+            .as_ref()
+            .is_none_or(|loaded| loaded.runtime_needs_seal()),
+        Command::Exec(_) => true,
+        _ => false,
+    };
+    if seal {
         berth_runtime::sealed_exe::ensure()?;
     }
     match command {
         Command::Create(args) => {
-            container::create(root, &create_options(args, false))?;
+            container::create(root, &create_options(args, false, loaded))?;
         }
         Command::Start { id } => container::start(root, id)?,
         Command::State { id } => out(container::state_json(root, id)?)?,
@@ -543,7 +570,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             detach,
             keep,
         } => {
-            let code = container::run(root, &create_options(create, !detach), *detach, *keep)?;
+            let options = create_options(create, !detach, loaded);
+            let code = container::run(root, &options, *detach, *keep)?;
             return Ok(code.clamp(0, 255) as u8);
         }
         Command::List { format, quiet } => print_list(root, format, *quiet)?,

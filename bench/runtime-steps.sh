@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Where berth's own start-up time goes, step by step.
+#
+# 1. The timeline `BERTH_TRACE=1` makes berth print (runtime/src/trace.rs): for `run` and for
+#    create+start+delete on bench/startup.sh's bundle and in its wrapper, RUNS iterations each;
+#    per step, the median time since the step before it and since berth's first line.
+# 2. One `run` of berth beside one of crun under `strace -f -c`: system calls in all, and the
+#    ones that shape start-up (clones, execs, mounts and unmounts, cgroup writes).
+#
+# strace slows every call down, so part 2 counts calls, it does not time them. The timeline of
+# part 1 is taken without strace; its steps add up to berth's own time from `main` to its exit
+# (the kernel's exec of berth itself and the process exit are outside it).
+#
+# Run as root:  bench/runtime-steps.sh
+# Environment:  BERTH (release build), CRUN, RUNC (only for `runc spec`), RUNS (30).
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(dirname "$here")
+BERTH=${BERTH:-${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release/berth}
+CRUN=${CRUN:-/usr/bin/crun}
+RUNC=${RUNC:-/usr/sbin/runc}
+RUNS=${RUNS:-30}
+
+die() { echo "runtime-steps.sh: $*" >&2; exit 1; }
+
+[[ $(id -u) == 0 ]] || die "must run as root (namespaces, cgroups, mounts)"
+for tool in jq perl strace unshare /bin/busybox "$BERTH" "$CRUN" "$RUNC"; do
+    command -v "$tool" >/dev/null || die "missing $tool"
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/berth-steps.XXXXXX")
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
+token=berth-steps-${work##*.}
+cleanup() {
+    set +e
+    local d
+    for d in "$work"/root-*/*/; do
+        [[ -d $d ]] || continue
+        case $d in *root-crun*) rt=$CRUN ;; *) rt=$BERTH ;; esac
+        in_wrapper timeout 20 "$rt" --root "$(dirname "$d")" delete --force "$(basename "$d")" >/dev/null 2>&1
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# bench/startup.sh's wrapper: a private mount namespace without cgroup2 (crun 1.8 refuses this
+# hybrid host otherwise); berth runs in it too, so it sees the same cgroup hierarchies.
+in_wrapper() { unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh "$@"; }
+
+bench_startup_bundle "$work/bundle" "$RUNC"
+mkdir -p "$work/root-berth" "$work/root-crun"
+berth() { in_wrapper env BERTH_TRACE=1 "$BERTH" --root "$work/root-berth" "$@"; }
+
+# --- 1. timelines --------------------------------------------------------------------------------
+for ((i = 0; i < RUNS; i++)); do
+    id=$token-run-$i
+    berth run --bundle "$work/bundle" "$id" 2>"$work/run-$i.trace" || die "berth run failed: $(cat "$work/run-$i.trace")"
+    id=$token-csd-$i
+    {
+        berth create --bundle "$work/bundle" "$id"
+        berth start "$id"
+        # /bin/true ends at once; delete waits for the init to be gone.
+        berth delete --force "$id"
+    } 2>"$work/csd-$i.trace" || die "berth create/start/delete failed: $(cat "$work/csd-$i.trace")"
+done
+
+# Per step (the Nth time a step name appears in an iteration's sorted timeline, so the two
+# images of a re-executed berth stay apart): the median delta since the previous line and the
+# median offset since the iteration's first line, in ms.
+report() { # TITLE FILES...
+    echo
+    echo "$1 ($RUNS runs; median ms)"
+    perl -e '
+        my (%delta, %offset, @order, %seen);
+        for my $file (@ARGV) {
+            open my $fh, "<", $file or die "$file: $!";
+            my @lines = sort { $a->[0] <=> $b->[0] }
+                map { /^berth-trace (\S+) \d+ (.*)$/ ? [$1, $2] : () } <$fh>;
+            next unless @lines;
+            my ($first, $prev, %n) = ($lines[0][0], $lines[0][0]);
+            for my $l (@lines) {
+                my $key = $l->[1] . (++$n{$l->[1]} > 1 ? " (#$n{$l->[1]})" : "");
+                push @order, $key unless $seen{$key}++;
+                push @{$delta{$key}}, ($l->[0] - $prev) * 1000;
+                push @{$offset{$key}}, ($l->[0] - $first) * 1000;
+                $prev = $l->[0];
+            }
+        }
+        sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+        printf "  %-52s %8s %8s\n", "step (the time up to it)", "delta", "offset";
+        printf "  %-52s %8.3f %8.3f\n", $_, median(@{$delta{$_}}), median(@{$offset{$_}}) for @order;
+    ' "${@:2}"
+}
+report "berth run: steps" "$work"/run-*.trace
+report "berth create, start, delete: steps (gaps between commands included)" "$work"/csd-*.trace
+
+# --- 2. system calls -----------------------------------------------------------------------------
+count() { # NAME RUNTIME -> one `run` under strace -f -c
+    in_wrapper strace -f -c -o "$work/strace-$1" "$2" --root "$work/root-$1" run --bundle "$work/bundle" "$token-strace-$1" \
+        >/dev/null 2>&1 || die "$1 run under strace failed"
+}
+count berth "$BERTH"
+count crun "$CRUN"
+echo
+echo "one run under strace -f -c: system calls"
+perl -e '
+    my @names = qw(total clone clone3 fork vfork execve execveat mount umount2 open_tree move_mount
+                   mount_setattr fsopen fsmount pivot_root mkdir mkdirat rmdir unlinkat openat write);
+    my %c;
+    for my $rt (@ARGV) {
+        open my $fh, "<", "'"$work"'/strace-$rt" or die $!;
+        while (<$fh>) {
+            my @f = split;
+            next unless @f >= 5 && $f[3] =~ /^\d+$/;
+            $c{$rt}{$f[-1]} = $f[3];
+        }
+    }
+    printf "  %-14s %8s %8s\n", "", @ARGV;
+    for my $n (@names) {
+        next unless grep { $c{$_}{$n} } @ARGV;
+        printf "  %-14s %8s %8s\n", $n, map { $c{$_}{$n} // 0 } @ARGV;
+    }
+' berth crun

@@ -1,0 +1,258 @@
+//! The container's init seals itself: where only the init can be reached
+//! from the container, only the init re-executes berth from a read-only
+//! view of the binary (CVE-2019-5736, see [`crate::sealed_exe`]).
+//!
+//! Which berth process must run from a sealed binary ([`needed`]):
+//! - the init, always: it becomes the container's process, and until its
+//!   last `execve` its `/proc/PID/exe` is the binary (a `#!/proc/self/exe`
+//!   program, or an `exec`'d process with `CAP_SYS_PTRACE`, reaches it);
+//! - the runtime itself only when the container can see it: when the
+//!   container shares a pid namespace (joined by path, or none of its own)
+//!   with other processes. With a new pid namespace, the runtime and its
+//!   other children stay in the host's: the container has no pid to name
+//!   them by (short of a bind of the host's `/proc`, which hands it the
+//!   host's root through `/proc/1/root` anyway);
+//! - neither, when nothing in the container can write the binary whatever
+//!   it holds: the container has a user namespace of its own in which the
+//!   binary's owner is not mapped (nor its group, where the group may write)
+//!   and the binary is not world-writable. Capabilities in a user namespace
+//!   do not override permissions on an inode whose owner it does not map
+//!   (`capable_wrt_inode_uidgid`), so a descriptor of the binary opened in
+//!   the container is never writable.
+//!
+//! So in a new pid namespace `create` and `run` do not re-execute; the
+//! cloned init does, first thing, before anything of the container exists:
+//! its pid namespace is still empty (no `exec` can join before the runtime
+//! has written state.json, which waits for the init's `Ready`), and its
+//! re-execution overlaps the runtime's own work (cgroups, limits, state).
+//!
+//! The new image gets what the init needs through a memfd ([`Handover`]
+//! and the config's bytes as the runtime validated them) and the
+//! descriptors it already holds; it rebuilds the rest (namespace plan,
+//! seccomp filters, cgroup hierarchies) from the config, as the runtime
+//! did.
+
+use std::ffi::OsString;
+use std::io::{Read, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::InitEnd;
+use crate::init::{self, InitArgs, Release};
+use crate::namespaces::Plan;
+use crate::spec::{IdMapping, Spec};
+
+/// The environment variable naming the handover memfd in the new image.
+const HANDOVER: &str = "_BERTH_INIT";
+
+/// Which berth process has to run from a sealed binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seal {
+    /// Already so (the binary is on a read-only mount or a sealed memfd),
+    /// or nothing in the container could write the binary anyway.
+    Nothing,
+    /// The cloned init, before it builds the container.
+    Init,
+    /// The runtime, before it clones the init (as `exec` always does).
+    Runtime,
+}
+
+/// See the module documentation.
+pub fn needed(spec: &Spec, plan: &Plan) -> Seal {
+    if crate::sealed_exe::is_protected() || out_of_reach(spec, plan) {
+        Seal::Nothing
+    } else if plan.new_pid {
+        Seal::Init
+    } else {
+        Seal::Runtime
+    }
+}
+
+/// Whether the container's own user namespace leaves the binary's owner
+/// (and a group that may write it) unmapped, and it is not world-writable.
+fn out_of_reach(spec: &Spec, plan: &Plan) -> bool {
+    if !plan.new_user {
+        return false;
+    }
+    let Ok(meta) = std::fs::metadata("/proc/self/exe") else {
+        return false;
+    };
+    let linux = spec.linux();
+    let mapped = |maps: &[IdMapping], id: u32| {
+        maps.iter().any(|m| {
+            let id = u64::from(id);
+            let host = u64::from(m.host_id);
+            id >= host && id < host + u64::from(m.size)
+        })
+    };
+    let mode = meta.mode();
+    mode & 0o002 == 0
+        && !mapped(&linux.uid_mappings, meta.uid())
+        && (mode & 0o020 == 0 || !mapped(&linux.gid_mappings, meta.gid()))
+}
+
+/// What crosses the init's execve besides the config and the descriptors
+/// it names (all inherited).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Handover {
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub container_id: String,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: u32,
+    /// Socket-activation descriptors the caller passed (`LISTEN_FDS`).
+    pub listen_fds: u32,
+    pub cgroup_paths: Vec<PathBuf>,
+    pub channel: RawFd,
+    /// The start socket, or none: released through the channel.
+    pub start_listener: Option<RawFd>,
+    pub console_socket: Option<RawFd>,
+}
+
+/// In the cloned init: executes the sealed binary, which continues in
+/// [`resume`]. Returns only why it could not.
+pub fn reexecute(handover: &Handover, config: &[u8]) -> String {
+    let memfd = match write_handover(handover, config) {
+        Ok(fd) => fd,
+        Err(e) => return format!("cannot hand the init over to its sealed image: {e}"),
+    };
+    let inherited = [
+        Some(handover.channel),
+        handover.start_listener,
+        handover.console_socket,
+    ];
+    for fd in inherited.into_iter().flatten() {
+        // SAFETY: clearing FD_CLOEXEC on descriptors this process holds;
+        // the new image sets it again at once (see `resume`).
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    // Nothing of the caller's environment: the new image only needs the
+    // handover (and the trace switch).
+    let mut env = vec![(
+        OsString::from(HANDOVER),
+        OsString::from(memfd.as_raw_fd().to_string()),
+    )];
+    if crate::trace::enabled() {
+        env.push(("BERTH_TRACE".into(), "1".into()));
+    }
+    let args = [OsString::from("berth"), OsString::from("init")];
+    crate::sealed_exe::execute_sealed(&args, &env).to_string()
+}
+
+fn write_handover(handover: &Handover, config: &[u8]) -> std::io::Result<OwnedFd> {
+    // SAFETY: memfd_create with a NUL-terminated name; the descriptor is
+    // inherited by the new image on purpose (no MFD_CLOEXEC).
+    let fd = unsafe { libc::memfd_create(c"berth-init".as_ptr(), 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor, owned from here on.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let head = serde_json::to_vec(handover).map_err(std::io::Error::other)?;
+    let mut bytes = Vec::with_capacity(4 + head.len() + config.len());
+    bytes.extend_from_slice(&(head.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&head);
+    bytes.extend_from_slice(config);
+    file.write_all(&bytes)?;
+    Ok(file.into())
+}
+
+/// In `main`, first thing: whether this image is a sealed init's, and
+/// with which handover.
+pub fn handed_over() -> Option<RawFd> {
+    let fd = std::env::var_os(HANDOVER)?;
+    fd.to_str().and_then(|t| t.parse().ok())
+}
+
+/// The sealed init's image: rebuilds the init's arguments and runs it.
+pub fn resume(memfd: RawFd) -> ! {
+    // SAFETY: the descriptor the previous image named in the environment.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(memfd) });
+    let mut bytes = Vec::new();
+    let read = file
+        .rewind()
+        .and_then(|()| file.read_to_end(&mut bytes))
+        .map_err(|e| e.to_string());
+    drop(file);
+    let parsed = read.and_then(|_| {
+        let len = bytes
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or("short handover")?;
+        let head = bytes.get(4..4 + len).ok_or("short handover")?;
+        let handover: Handover = serde_json::from_slice(head).map_err(|e| e.to_string())?;
+        Ok((handover, 4 + len))
+    });
+    let (handover, config_at) = match parsed {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            // No channel to report on: the runtime reads end of file.
+            eprintln!("berth init: cannot read the handover: {e}");
+            // SAFETY: leaving without destructors, as every init exit does.
+            unsafe { libc::_exit(1) }
+        }
+    };
+    for fd in [
+        Some(handover.channel),
+        handover.start_listener,
+        handover.console_socket,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        // SAFETY: close-on-exec again on the descriptors the previous image
+        // passed on: no hook the init runs may inherit them.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    // SAFETY: the channel's descriptor, inherited and owned from here on.
+    let channel = InitEnd::from_fd(unsafe { OwnedFd::from_raw_fd(handover.channel) });
+    let rebuilt = rebuild(&handover, &bytes[config_at..]);
+    let (spec, plan, seccomp) = match rebuilt {
+        Ok(rebuilt) => rebuilt,
+        Err(e) => {
+            channel.failed(&e);
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) }
+        }
+    };
+    crate::trace::step("init: sealed image ready");
+    let runtime_hooks = crate::container::has_runtime_hooks(&spec);
+    init::run(InitArgs {
+        spec: &spec,
+        bundle: handover.bundle,
+        rootfs: handover.rootfs,
+        plan: &plan,
+        channel,
+        release: handover
+            .start_listener
+            .map_or(Release::Channel, Release::Socket),
+        console_socket: handover.console_socket,
+        container_id: handover.container_id,
+        no_pivot: handover.no_pivot,
+        no_new_keyring: handover.no_new_keyring,
+        preserve_fds: handover.preserve_fds,
+        seccomp: seccomp.as_ref(),
+        cgroup_paths: handover.cgroup_paths,
+        hierarchies: crate::cgroups::hierarchies(),
+        runtime_hooks,
+    })
+}
+
+/// The spec as the runtime used it, its namespace plan and its filters.
+#[allow(clippy::type_complexity)]
+fn rebuild(
+    handover: &Handover,
+    config: &[u8],
+) -> Result<(Spec, Plan, Option<crate::seccomp::Compiled>), String> {
+    // The image must be the sealed one (the marker says which mount).
+    crate::sealed_exe::ensure().map_err(|e| e.to_string())?;
+    let mut spec = Spec::from_slice(config).map_err(|e| e.to_string())?;
+    crate::container::pass_listen_fds(&mut spec, handover.listen_fds);
+    let plan = Plan::new(&spec.namespaces().map_err(|e| e.to_string())?);
+    let seccomp = crate::container::compile_seccomp(&spec).map_err(|e| e.to_string())?;
+    Ok((spec, plan, seccomp))
+}
