@@ -86,8 +86,16 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
         .filter(|f| !f.contains(MsFlags::MS_UNBINDABLE))
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
     mounts::mount(None, Path::new("/"), None, propagation, None)?;
-    if let Some(parent) = mounts::shared_mount_holding(ctx.rootfs) {
-        mounts::mount(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+    // After a recursive slave or private change no mount is shared any
+    // more; only otherwise is the rootfs's parent looked up, in mountinfo
+    // (a line per mount: a host with a thousand containers' overlays pays
+    // milliseconds for each reading).
+    let none_shared = propagation.contains(MsFlags::MS_REC)
+        && propagation.intersects(MsFlags::MS_SLAVE | MsFlags::MS_PRIVATE);
+    if !none_shared {
+        if let Some(parent) = mounts::shared_mount_holding(ctx.rootfs) {
+            mounts::mount(None, &parent, None, MsFlags::MS_PRIVATE, None)?;
+        }
     }
     mounts::mount(
         Some(ctx.rootfs),
