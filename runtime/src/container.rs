@@ -34,6 +34,8 @@ pub enum ContainerError {
     Process(#[from] crate::process::ProcessError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("bundle {path}: {source}")]
     Bundle {
         path: PathBuf,
@@ -243,6 +245,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
     }
     guard.cgroups = cgroups::create(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
 
+    let idmapped = crate::rootfs::idmapped_mounts(&spec, &bundle)?;
     let (runtime_end, init_end) = channel::pair()?;
     let listener = bind_start_socket(&dir_path)?;
 
@@ -296,6 +299,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
             cgroup_paths: guard.cgroups.clone(),
             hierarchies: hierarchies.clone(),
             runtime_hooks,
+            idmapped: &idmapped,
         });
     }
     guard.pid = Some(pid);
@@ -303,6 +307,7 @@ pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerErro
         saved.restore()?;
     }
     drop(init_end);
+    drop(idmapped);
     drop(listener);
     drop(console);
 

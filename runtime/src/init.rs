@@ -37,6 +37,8 @@ pub struct InitArgs<'a> {
     /// The compiled `linux.seccomp`, installed as late as the kernel allows.
     pub seccomp: Option<&'a crate::seccomp::Compiled>,
     pub runtime_hooks: bool,
+    /// Id-mapped mounts the runtime made: `rootfs::idmapped_mounts`.
+    pub idmapped: &'a [Option<std::os::fd::OwnedFd>],
 }
 
 /// Why the init could not become the container's process; the runtime
@@ -144,6 +146,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         cgroup_paths: &args.cgroup_paths,
         hierarchies: &args.hierarchies,
         new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
+        idmapped: args.idmapped,
     };
     rootfs::prepare(&ctx)?;
     rootfs::mount_all(&ctx)?;
