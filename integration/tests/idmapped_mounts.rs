@@ -77,7 +77,8 @@ fn a_bind_mount_shows_the_hosts_owners_through_its_mappings() {
         &mut bundle,
         &data,
         "/mapped",
-        json!({"uidMappings": mapping, "gidMappings": mapping}),
+        json!({"uidMappings": mapping, "gidMappings": mapping,
+               "options": ["rbind", "rprivate"]}),
     );
     bind(&mut bundle, &data, "/plain", json!({}));
     let other = json!([{"containerID": 0, "hostID": 101000, "size": 1}]);
@@ -184,4 +185,38 @@ fn what_cannot_be_id_mapped_is_refused_by_name() {
         assert!(!String::from_utf8_lossy(&out.stdout).contains("RAN"));
         assert_eq!(berth.state(&id), None, "{name}: a container was left");
     }
+}
+
+/// A container in its own user namespace joining a network namespace of
+/// the host's user namespace (as a CRI pod's) may not mount a sysfs: berth
+/// gives it the host's /sys, read-only. (Debian's runc 1.1.5 fails such a
+/// container: "mount sysfs … operation not permitted".)
+#[test]
+fn a_user_namespace_joining_a_hosts_network_namespace_gets_sys_read_only() {
+    if !can_run() {
+        return;
+    }
+    let netns = berth_integration::netns::Netns::new();
+    let berth = Runtime::berth();
+    let mut bundle = user_namespace_bundle("userns-sys");
+    let namespaces = bundle.config["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces");
+    namespaces.retain(|n| n["type"] != "network");
+    namespaces.push(json!({"type": "network", "path": netns.path}));
+    bundle.args(&[
+        "/bin/sh",
+        "-c",
+        "while read dev mnt type opts rest; do \
+           [ \"$mnt\" = /sys ] && { echo ${opts%%,*}; break; }; done < /proc/self/mounts; \
+         test -e /sys/class/net/lo && echo host-sys; touch /sys/x 2>/dev/null || echo refused",
+    ]);
+    let out = berth.run(&bundle, &unique("userns-sys"));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ro\nhost-sys\nrefused\n",
+        "{}",
+        text(&out)
+    );
 }

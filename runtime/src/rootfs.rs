@@ -177,15 +177,15 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
                 errno: nix::Error::EPERM,
                 ..
             }) if kind == "sysfs" && ctx.in_user_namespace => {
-                let path = safe_path::fd_path(&target);
-                mounts::mount(
-                    Some(Path::new("/sys")),
-                    &path,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
+                // A detached copy made read-only, then attached: a remount
+                // through `target` would name the directory under the new
+                // mount, not the mount (EINVAL).
+                mounts::bind_tree(
+                    Path::new("/sys"),
+                    &target,
+                    true,
+                    options.flags | MsFlags::MS_RDONLY,
                 )?;
-                mounts::remount_bind(&path, options.flags | MsFlags::MS_RDONLY)?;
             }
             other => other?,
         }
@@ -197,13 +197,23 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
         })?
     };
     let path = safe_path::fd_path(&target);
-    propagate_and_set(&path, &options)
+    propagate_and_set(&path, dest, &options)
 }
 
 /// A new mount's propagation changes and recursive attributes, at `path`.
-fn propagate_and_set(path: &Path, options: &MountOptions) -> Result<(), RootfsError> {
+fn propagate_and_set(path: &Path, dest: &Path, options: &MountOptions) -> Result<(), RootfsError> {
     for flag in &options.propagation {
-        mounts::mount(None, path, None, *flag, None)?;
+        mounts::mount(None, path, None, *flag, None).map_err(|e| match e {
+            // The fd path names nothing a reader knows: the destination does.
+            MountError::Mount { errno, .. } => MountError::Mount {
+                source_name: String::new(),
+                target: dest.display().to_string(),
+                fstype: String::new(),
+                data: format!("propagation {flag:?}"),
+                errno,
+            },
+            other => other,
+        })?;
     }
     if options.recursive_set != 0 || options.recursive_clear != 0 {
         mounts::set_recursive_attrs(path, options.recursive_set, options.recursive_clear)?;
@@ -300,7 +310,7 @@ fn attach_idmapped(
     // The descriptor of the tree now names the attached mount.
     let path = safe_path::fd_path(tree);
     let options = mounts::parse_options(&mount.options)?;
-    propagate_and_set(&path, &options)
+    propagate_and_set(&path, &mount.destination, &options)
 }
 
 /// The permission bits (with setuid, setgid, sticky) of `dest` in the
