@@ -26,7 +26,9 @@ pub mod logs;
 pub mod sandbox;
 pub mod service;
 pub mod spec;
+pub mod stats;
 pub mod streaming;
+pub mod userns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -133,6 +135,8 @@ pub struct Cri {
     pub dir: PathBuf,
     /// Registry host → mirrors to pull its images from.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Images reported pinned (config `pinned_images`, `--pinned-image`).
+    pub pinned: Vec<String>,
     /// The log writers of running containers, for ReopenContainerLog.
     log_writers: Mutex<HashMap<String, logs::Reopen>>,
     /// Pods and containers being created or removed: one call at a time
@@ -160,6 +164,7 @@ impl Cri {
             networks,
             dir,
             mirrors,
+            pinned: Vec::new(),
             log_writers: Mutex::default(),
             pod_locks: Mutex::default(),
             holders: Mutex::default(),
@@ -248,14 +253,16 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         BUNDLE_LOG_SIZE,
     ));
     tasks.spawn_oom_watch();
-    let cri = Arc::new(Cri::new(
+    let mut cri = Cri::new(
         shared.images,
         db,
         tasks,
         networks,
         dir,
         config.registry_mirrors.clone(),
-    ));
+    );
+    cri.pinned = config.pinned_images.clone();
+    let cri = Arc::new(cri);
     if let Err(e) = recover(&cri).await {
         eprintln!("berth-imaged: cri: recovering pods and containers: {e}");
     }
