@@ -123,6 +123,25 @@ fn a_bind_mount_shows_the_hosts_owners_through_its_mappings() {
     assert!(!data.join("made-plain").exists());
 }
 
+/// `berth features` says so, as runc 1.2's does.
+#[test]
+fn the_features_document_lists_id_mapped_mounts() {
+    if !can_run() {
+        return;
+    }
+    let out = Runtime::berth().exec(&["features"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let features: Value = serde_json::from_slice(&out.stdout).expect("features json");
+    assert_eq!(
+        features["linux"]["mountExtensions"]["idmap"]["enabled"],
+        true
+    );
+    let options = features["mountOptions"].as_array().expect("mountOptions");
+    for option in ["idmap", "ridmap"] {
+        assert!(options.contains(&json!(option)), "{option}");
+    }
+}
+
 /// What cannot be id-mapped is refused by name, and leaves no container:
 /// a tmpfs mount (not a bind), a lone uidMappings, `idmap` in a container
 /// without mappings, and a filesystem the kernel cannot id-map (sysfs).

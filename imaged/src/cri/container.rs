@@ -148,21 +148,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
     undo.snapshot = Some(snapshot_key.clone());
     let rootfs = bundle.join("rootfs");
     match super::userns::of_pod(&pod.config())? {
-        Some(mappings) => {
-            let containers = cri.dir.join("containers");
-            let root = cri.dir.parent().unwrap_or(&cri.dir);
-            let pods = cri.dir.join("pods");
-            super::userns::make_traversable(&[
-                root,
-                &cri.dir,
-                &pods,
-                &pod.dir,
-                &containers,
-                &bundle,
-            ])?;
-            let staging = bundle.join("idmap");
-            super::userns::mount_rootfs(&mounts, &mappings, &staging, &rootfs)?
-        }
+        Some(mappings) => super::userns::mount_rootfs(cri, &pod, &bundle, &mounts, &mappings)?,
         None => crate::containers::mount_rootfs(&id, &mounts, &rootfs)?,
     }
     undo.mounted = Some(rootfs.clone());

@@ -6,7 +6,9 @@
 //! network), then [`container`] (a CRI container: an image, a bundle from
 //! [`spec`], a task of its own [`crate::tasks::Tasks`]), [`logs`] (the CRI
 //! log format), [`images`] (pulls through mirrors, the CRI's view of the
-//! image store) and [`service`] (the RPCs, mapping requests onto those).
+//! image store), [`userns`] (pods in a user namespace of their own, their
+//! id-mapped root filesystems), [`stats`] and [`service`] (the RPCs,
+//! mapping requests onto those).
 //!
 //! Sharing and separation. The CRI shares the daemon's content store,
 //! snapshots and images (a pulled layer is stored once), its shim binary and

@@ -32,7 +32,8 @@ use std::path::{Path, PathBuf};
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
 
-use super::{Error, Result};
+use super::sandbox::PodRecord;
+use super::{Cri, Error, Result};
 use crate::snapshots;
 
 /// The pod's mappings (uids, gids) when it asks for a user namespace of
@@ -56,10 +57,15 @@ pub fn of_pod(config: &cri::PodSandboxConfig) -> Result<Option<(Vec<Value>, Vec<
             }
             Ok(None)
         }
-        Ok(cri::NamespaceMode::Pod) => Ok(Some((
-            mappings("uid", &userns.uids)?,
-            mappings("gid", &userns.gids)?,
-        ))),
+        Ok(cri::NamespaceMode::Pod) => {
+            let (uids, gids) = (
+                mappings("uid", &userns.uids)?,
+                mappings("gid", &userns.gids)?,
+            );
+            host_root(&uids)?;
+            host_root(&gids)?;
+            Ok(Some((uids, gids)))
+        }
         _ => Err(Error::Invalid(format!(
             "user namespace mode {} is not one CRI allows (POD or NODE)",
             userns.mode
@@ -173,7 +179,7 @@ pub fn mounts(spec: &mut Value, config: &cri::ContainerConfig) {
 /// search permission only (0711), as containerd's and docker's are for
 /// user namespaces: nothing can be listed, and what the files themselves
 /// allow is unchanged.
-pub fn make_traversable(dirs: &[&Path]) -> Result<()> {
+fn make_traversable(dirs: &[&Path]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     for dir in dirs {
         let fail = |e: std::io::Error| Error::Failed(format!("{}: {e}", dir.display()));
@@ -186,14 +192,22 @@ pub fn make_traversable(dirs: &[&Path]) -> Result<()> {
     Ok(())
 }
 
-/// Mounts the snapshot's overlay on `target` over id-mapped copies of its
-/// layers (module doc), staged under `staging` (made and removed here).
+/// Mounts the snapshot's overlay on the container's `<bundle>/rootfs`
+/// over id-mapped copies of its lower layers (module doc), staged under
+/// `<bundle>/idmap` (made and removed here), and lets the container's root
+/// reach it and its pod's files.
 pub fn mount_rootfs(
+    cri: &Cri,
+    pod: &PodRecord,
+    bundle: &Path,
     mounts: &[snapshots::Mount],
     (uids, gids): &(Vec<Value>, Vec<Value>),
-    staging: &Path,
-    target: &Path,
 ) -> Result<()> {
+    let root = cri.dir.parent().unwrap_or(&cri.dir);
+    let (pods, containers) = (cri.dir.join("pods"), cri.dir.join("containers"));
+    make_traversable(&[root, &cri.dir, &pods, &pod.dir, &containers, bundle])?;
+    let (staging, target) = (bundle.join("idmap"), bundle.join("rootfs"));
+    let (staging, target) = (staging.as_path(), target.as_path());
     let [overlay] = mounts else {
         return Err(Error::Unsupported(format!(
             "a pod user namespace needs an overlay root filesystem, not {} mounts",
@@ -419,4 +433,66 @@ fn user_namespace(uids: &[Value], gids: &[Value]) -> Result<OwnedFd> {
     let _ = child.kill();
     let _ = child.wait();
     namespace
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(mode: cri::NamespaceMode, uids: Vec<cri::IdMapping>) -> cri::PodSandboxConfig {
+        cri::PodSandboxConfig {
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        userns_options: Some(cri::UserNamespace {
+                            mode: mode as i32,
+                            gids: uids.clone(),
+                            uids,
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn range(container_id: u32, host_id: u32, length: u32) -> cri::IdMapping {
+        cri::IdMapping {
+            host_id,
+            container_id,
+            length,
+        }
+    }
+
+    #[test]
+    fn pod_mappings_are_checked_as_the_kernel_would() {
+        use cri::NamespaceMode::{Container, Node, Pod};
+        let (uids, gids) = of_pod(&pod(Pod, vec![range(0, 100000, 65536)]))
+            .unwrap()
+            .expect("mappings");
+        assert_eq!(uids, gids);
+        assert_eq!(
+            uids,
+            vec![json!({"containerID": 0, "hostID": 100000, "size": 65536})]
+        );
+        assert!(of_pod(&pod(Node, vec![])).unwrap().is_none());
+        assert!(of_pod(&cri::PodSandboxConfig::default()).unwrap().is_none());
+        for bad in [
+            pod(Pod, vec![]),
+            pod(Pod, vec![range(0, 100000, 0)]),
+            pod(Pod, vec![range(0, u32::MAX, 2)]),
+            pod(Pod, vec![range(0, 1, 1); 6]),
+            pod(Node, vec![range(0, 100000, 65536)]),
+            pod(Container, vec![range(0, 100000, 65536)]),
+            pod(Pod, vec![range(1, 100000, 65536)]),
+        ] {
+            assert!(matches!(of_pod(&bad), Err(Error::Invalid(_))), "{bad:?}");
+        }
+        assert_eq!(host_root(&uids).unwrap(), 100000);
+        let shifted = vec![json!({"containerID": 1, "hostID": 5, "size": 1})];
+        assert!(host_root(&shifted).is_err());
+    }
 }
