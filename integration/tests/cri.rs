@@ -1245,6 +1245,47 @@ fn resources_are_updated_live_and_stats_are_reported() {
         bytes(after.tx_bytes) >= bytes(before.tx_bytes) + 3 * 40,
         "{after:?}"
     );
+
+    // CPU rates come from the sample of the call before: a busy loop
+    // uses more than `sleep`, and the pod's rate is their sum.
+    let busy = cri.run_container(
+        &pod,
+        &config,
+        container_config("busy", &["sh", "-c", "while :; do :; done"]),
+    );
+    let sample = || {
+        cri.block_on(
+            cri.runtime()
+                .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+        )
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats")
+    };
+    sample();
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = sample();
+    let rate_of = |cpu: Option<&cri::CpuUsage>| {
+        cpu.and_then(|c| c.usage_nano_cores.as_ref())
+            .map(|r| r.value)
+            .expect("a rate")
+    };
+    let container_rate = |id: &str| {
+        let c = stats
+            .containers
+            .iter()
+            .find(|c| c.attributes.as_ref().is_some_and(|a| a.id == id))
+            .expect("the container's stats");
+        rate_of(c.cpu.as_ref())
+    };
+    let (busy_rate, idle_rate) = (container_rate(&busy), container_rate(&id));
+    assert!(busy_rate > 10_000_000, "{busy_rate}");
+    assert!(idle_rate < busy_rate, "{idle_rate} {busy_rate}");
+    assert_eq!(rate_of(stats.cpu.as_ref()), busy_rate + idle_rate);
     cri.remove_pod(&pod);
 }
 

@@ -401,6 +401,7 @@ pub async fn remove(cri: &Cri, id: &str) -> Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&record.id);
+    super::stats::forget(cri, &record.id);
     cri.db.write(|txn| {
         txn.delete(Table::CriContainers, &record.id)?;
         Ok::<_, Error>(())

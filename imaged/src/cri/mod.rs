@@ -146,6 +146,9 @@ pub struct Cri {
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The processes holding pods' PID namespaces, by pid (reaped at stop).
     holders: Mutex<HashMap<u32, std::process::Child>>,
+    /// Each container's last CPU sample (nanosecond time, usage), from
+    /// which the next stats call derives `usage_nano_cores`.
+    pub cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     /// Container events for GetContainerEvents subscribers.
     pub events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
 }
@@ -170,6 +173,7 @@ impl Cri {
             log_writers: Mutex::default(),
             pod_locks: Mutex::default(),
             holders: Mutex::default(),
+            cpu_samples: Mutex::default(),
             events: tokio::sync::broadcast::channel(256).0,
         }
     }

@@ -1,6 +1,7 @@
-//! ContainerStats and PodSandboxStats: CPU, memory and process counts from
-//! the containers' shims (their cgroups), the writable layer from the
-//! snapshot, and the pod's network from its own network namespace.
+//! ContainerStats and PodSandboxStats: CPU (and its rate since the last
+//! call), memory and process counts from the containers' shims (their
+//! cgroups), the writable layer from the snapshot, and the pod's network
+//! from its own network namespace.
 
 use k8s_cri::v1 as cri;
 
@@ -37,7 +38,10 @@ async fn measure(cri: &Cri, record: &CriRecord) -> Result<(cri::ContainerStats, 
         cpu: Some(cri::CpuUsage {
             timestamp: now,
             usage_core_nano_seconds: value(measured.as_ref().map_or(0, |m| m.cpu_usage_ns)),
-            usage_nano_cores: None,
+            usage_nano_cores: measured
+                .as_ref()
+                .and_then(|m| nano_cores(cri, &record.id, now, m.cpu_usage_ns))
+                .and_then(value),
         }),
         memory: Some(cri::MemoryUsage {
             timestamp: now,
@@ -56,6 +60,24 @@ async fn measure(cri: &Cri, record: &CriRecord) -> Result<(cri::ContainerStats, 
         swap: None,
     };
     Ok((stats, measured.map_or(0, |m| m.pids)))
+}
+
+/// The CPU rate (nanoseconds of CPU per second, 10^9 = one core) since
+/// the container's previous sample, as kubelet reads `usage_nano_cores`;
+/// `None` on a first sample. The sample is kept for the next call.
+fn nano_cores(cri: &Cri, id: &str, now: i64, usage: u64) -> Option<u64> {
+    let mut samples = cri.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
+    let previous = samples.insert(id.to_string(), (now, usage));
+    let (then, before) = previous?;
+    let elapsed = u64::try_from(now - then).ok().filter(|e| *e > 0)?;
+    let used = usage.checked_sub(before)?;
+    Some((u128::from(used) * 1_000_000_000 / u128::from(elapsed)) as u64)
+}
+
+/// Drops a removed container's CPU sample.
+pub fn forget(cri: &Cri, id: &str) {
+    let mut samples = cri.cpu_samples.lock().unwrap_or_else(|e| e.into_inner());
+    samples.remove(id);
 }
 
 /// ContainerStats: CPU and memory from the shim (zeros when it does not
@@ -80,6 +102,11 @@ pub async fn pod(cri: &Cri, pod: &PodRecord) -> Result<cri::PodSandboxStats> {
     };
     let now = super::now_nanos();
     let cpu = sum(&|c| c.cpu.as_ref()?.usage_core_nano_seconds.map(|v| v.value));
+    let rates: Vec<u64> = containers
+        .iter()
+        .filter_map(|c| c.cpu.as_ref()?.usage_nano_cores.map(|v| v.value))
+        .collect();
+    let rate = (!rates.is_empty()).then(|| rates.iter().sum());
     let memory = sum(&|c| c.memory.as_ref()?.working_set_bytes.map(|v| v.value));
     let network = match pod.netns(cri) {
         Some(netns) => tokio::task::spawn_blocking(move || interfaces_in(&netns))
@@ -102,7 +129,7 @@ pub async fn pod(cri: &Cri, pod: &PodRecord) -> Result<cri::PodSandboxStats> {
             cpu: Some(cri::CpuUsage {
                 timestamp: now,
                 usage_core_nano_seconds: value(cpu),
-                usage_nano_cores: None,
+                usage_nano_cores: rate.and_then(value),
             }),
             memory: Some(cri::MemoryUsage {
                 timestamp: now,
