@@ -224,8 +224,8 @@ pub fn mount_rootfs(
     crate::private::create_dir(staging)
         .map_err(|e| Error::Failed(format!("cannot create {}: {e}", staging.display())))?;
     let mut attached = Vec::new();
-    let root = (host_root(uids)?, host_root(gids)?);
-    let result = stage_and_mount(overlay, &userns, root, staging, target, &mut attached);
+    let owner = (host_root(uids)?, host_root(gids)?);
+    let result = stage_and_mount(overlay, &userns, owner, staging, target, &mut attached);
     for dir in attached.iter().rev() {
         crate::mounts::unmount(dir);
     }
@@ -236,7 +236,7 @@ pub fn mount_rootfs(
 fn stage_and_mount(
     overlay: &snapshots::Mount,
     userns: &OwnedFd,
-    root: (u32, u32),
+    owner: (u32, u32),
     staging: &Path,
     target: &Path,
     attached: &mut Vec<PathBuf>,
@@ -272,7 +272,7 @@ fn stage_and_mount(
     // directory becomes the mapped root's, and what the container writes
     // is stored with host ids, as containerd's and podman's are.
     if let Some(upper) = &upper {
-        std::os::unix::fs::chown(upper, Some(root.0), Some(root.1))
+        std::os::unix::fs::chown(upper, Some(owner.0), Some(owner.1))
             .map_err(|e| Error::Failed(format!("chown {}: {e}", upper.display())))?;
     }
     for (option, dir) in [("upperdir", upper), ("workdir", work)] {
