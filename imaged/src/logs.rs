@@ -148,9 +148,19 @@ pub fn open_reader(path: &Path) -> std::io::Result<FifoReader> {
     tokio::net::unix::pipe::OpenOptions::new().open_receiver(path)
 }
 
+/// How many chunks a process's output broadcast holds for its slowest
+/// subscriber.
+pub const OUTPUT_CAPACITY: usize = 256;
+
 /// Copies a fifo until end-of-file (the shim closes its end when the
 /// process exits), sending every chunk to `output` and, for the init, to
 /// the log (`log` is shared by stdout's and stderr's copiers).
+///
+/// An exec's output (no log) goes only to the sessions that started it:
+/// while the slowest one's queue is full the copier waits instead of
+/// letting the broadcast drop its oldest chunks, so the fifo fills and the
+/// process waits for its reader, as it would on a pipe. An init's output
+/// has many readers (logs, attach, events) and never waits for one.
 pub async fn copy_fifo(
     fifo: FifoReader,
     stream: pb::StdioStream,
@@ -179,14 +189,20 @@ pub async fn copy_fifo(
                     data,
                     time: crate::clock::now_nanos(),
                 };
-                if let Some(log) = &log {
-                    if let Ok(mut writer) = log.lock() {
-                        writer.write(&chunk);
+                match &log {
+                    Some(log) => {
+                        if let Ok(mut writer) = log.lock() {
+                            writer.write(&chunk);
+                        }
                     }
+                    None => room(&output).await,
                 }
                 let _ = output.send(chunk);
             }
             _ => {
+                if log.is_none() {
+                    room(&output).await;
+                }
                 // An empty chunk says this stream has ended.
                 let _ = output.send(Chunk {
                     stream,
@@ -196,6 +212,14 @@ pub async fn copy_fifo(
                 break;
             }
         }
+    }
+}
+
+/// Waits until the slowest subscriber of `output` has room for one more
+/// chunk (a dropped subscriber frees its share at once).
+async fn room(output: &broadcast::Sender<Chunk>) {
+    while output.len() + 1 >= OUTPUT_CAPACITY {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 

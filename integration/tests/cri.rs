@@ -1953,3 +1953,65 @@ fn more_than_ten_mebibytes_of_exec_output_arrive_whole_over_spdy() {
     );
     cri.remove_pod(&pod);
 }
+
+/// A client that stops reading while an exec writes far more than any
+/// buffer holds still gets every byte: the process waits for its reader
+/// (before, the output broadcast dropped what the session had not taken
+/// and the status still said Success: 5.9 MB of 100 MB arrived).
+#[test]
+fn a_slow_client_gets_all_of_an_execs_output() {
+    if !can_run_cri() || !spdy_client_installed() {
+        return;
+    }
+    use std::io::Read;
+    let cri = Cri::with_pods();
+    let netns = cri.netns().path.clone();
+    let config = pod_config("slow", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let id = cri.run_container(&pod, &config, container_config("idle", &["sleep", "300"]));
+    let size: usize = 100_000_000;
+    let mut rt = cri.runtime();
+    let url = cri
+        .block_on(
+            rt.exec(cri::ExecRequest {
+                container_id: id,
+                cmd: ["head", "-c", &size.to_string(), "/dev/zero"]
+                    .map(String::from)
+                    .to_vec(),
+                stdout: true,
+                ..Default::default()
+            }),
+        )
+        .expect("Exec")
+        .into_inner()
+        .url;
+    let status = cri.dir.0.join("slow-status");
+    let mut client = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["timeout", "-k5", "120"])
+        .arg(kube::spdyclient())
+        .args(["exec", &url, "-stdout", "-status"])
+        .arg(&status)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spdy client");
+    // Not a word read for a while: the process runs ahead of the client.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut stdout = client.stdout.take().expect("stdout");
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    let exit = client.wait().expect("client");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status).unwrap_or_default()).unwrap_or_default();
+    assert!(exit.success(), "client {exit}");
+    assert_eq!(received, size, "bytes received");
+    assert_eq!(status, json!({"metadata": {}, "status": "Success"}));
+    cri.remove_pod(&pod);
+}

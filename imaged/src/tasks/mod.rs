@@ -235,7 +235,7 @@ impl Tasks {
             .processes
             .entry(key.clone())
             .or_insert_with(|| Process {
-                output: broadcast::channel(256).0,
+                output: broadcast::channel(crate::logs::OUTPUT_CAPACITY).0,
                 exit: watch::channel(None).0,
                 stdin: None,
                 streams: 2,
