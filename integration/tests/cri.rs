@@ -238,6 +238,24 @@ impl Cri {
         String::from_utf8_lossy(&r.stdout).into_owned()
     }
 
+    /// The URL Exec hands out for `request`; must succeed.
+    fn exec_url(&self, request: cri::ExecRequest) -> String {
+        let mut rt = self.runtime();
+        self.block_on(rt.exec(request))
+            .unwrap_or_else(|e| panic!("Exec: {e}\n{}", self.daemon.log()))
+            .into_inner()
+            .url
+    }
+
+    /// A pod named `name` with a container sleeping in it: the pod, its
+    /// config and the container.
+    fn idle_pod(&self, name: &str) -> (String, cri::PodSandboxConfig, String) {
+        let config = pod_config(name, &self.dir.0.join("logs"));
+        let pod = self.run_pod(config.clone());
+        let id = self.run_container(&pod, &config, container_config("idle", &["sleep", "300"]));
+        (pod, config, id)
+    }
+
     fn remove_pod(&self, id: &str) {
         let mut rt = self.runtime();
         self.block_on(rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -885,21 +903,17 @@ fn exec_and_port_forward_urls_reach_the_container_with_an_independent_client() {
     );
     let mut rt = cri.runtime();
 
-    let url = cri
-        .block_on(rt.exec(cri::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "hostname; echo oops >&2; exit 4".into(),
-            ],
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        }))
-        .expect("Exec")
-        .into_inner()
-        .url;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "hostname; echo oops >&2; exit 4".into(),
+        ],
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    });
     let result = kube::python_in(Some(&netns), "exec", &url, json!({}));
     assert_eq!(result["stdout"], "stream\n", "{result}");
     assert_eq!(result["stderr"], "oops\n", "{result}");
@@ -1798,24 +1812,18 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
     }
     let cri = Cri::with_pods();
     let netns = cri.netns().path.clone();
-    let config = pod_config("tty", &cri.dir.0.join("logs"));
-    let pod = cri.run_pod(config.clone());
-    let id = cri.run_container(&pod, &config, container_config("idle", &["sleep", "300"]));
+    let (pod, config, id) = cri.idle_pod("tty");
     let mut rt = cri.runtime();
     let resize = json!({"Width": 100, "Height": 40});
 
-    let url = cri
-        .block_on(rt.exec(cri::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), TTY_SCRIPT.into()],
-            tty: true,
-            stdin: true,
-            stdout: true,
-            ..Default::default()
-        }))
-        .expect("Exec")
-        .into_inner()
-        .url;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["sh".into(), "-c".into(), TTY_SCRIPT.into()],
+        tty: true,
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    });
     let result = kube::python_in(Some(&netns), "exec", &url, json!({"resize": resize}));
     // A terminal turns \n into \r\n.
     let stdout = result["stdout"].as_str().unwrap_or_default();
@@ -1826,17 +1834,13 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
     assert_eq!(result["returncode"], 3, "{result}");
     // The same over SPDY (crictl's and kubelet's protocol), with moby's
     // spdystream: the exit code in the error stream as kubelet's Status.
-    let url = cri
-        .block_on(rt.exec(cri::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), TTY_SCRIPT.into()],
-            tty: true,
-            stdout: true,
-            ..Default::default()
-        }))
-        .expect("Exec")
-        .into_inner()
-        .url;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["sh".into(), "-c".into(), TTY_SCRIPT.into()],
+        tty: true,
+        stdout: true,
+        ..Default::default()
+    });
     let status = cri.dir.0.join("tty-status");
     let out = kube::spdy_in(
         Some(&netns),
@@ -1914,21 +1918,14 @@ fn more_than_ten_mebibytes_of_exec_output_arrive_whole_over_spdy() {
     }
     let cri = Cri::with_pods();
     let netns = cri.netns().path.clone();
-    let config = pod_config("bulk", &cri.dir.0.join("logs"));
-    let pod = cri.run_pod(config.clone());
-    let id = cri.run_container(&pod, &config, container_config("idle", &["sleep", "300"]));
+    let (pod, _, id) = cri.idle_pod("bulk");
     let lines = 1_500_000;
-    let mut rt = cri.runtime();
-    let url = cri
-        .block_on(rt.exec(cri::ExecRequest {
-            container_id: id,
-            cmd: vec!["seq".into(), "1".into(), lines.to_string()],
-            stdout: true,
-            ..Default::default()
-        }))
-        .expect("Exec")
-        .into_inner()
-        .url;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id,
+        cmd: vec!["seq".into(), "1".into(), lines.to_string()],
+        stdout: true,
+        ..Default::default()
+    });
     let status = cri.dir.0.join("status");
     let out = kube::spdy_in(
         Some(&netns),
@@ -1966,25 +1963,16 @@ fn a_slow_client_gets_all_of_an_execs_output() {
     use std::io::Read;
     let cri = Cri::with_pods();
     let netns = cri.netns().path.clone();
-    let config = pod_config("slow", &cri.dir.0.join("logs"));
-    let pod = cri.run_pod(config.clone());
-    let id = cri.run_container(&pod, &config, container_config("idle", &["sleep", "300"]));
+    let (pod, _, id) = cri.idle_pod("slow");
     let size: usize = 100_000_000;
-    let mut rt = cri.runtime();
-    let url = cri
-        .block_on(
-            rt.exec(cri::ExecRequest {
-                container_id: id,
-                cmd: ["head", "-c", &size.to_string(), "/dev/zero"]
-                    .map(String::from)
-                    .to_vec(),
-                stdout: true,
-                ..Default::default()
-            }),
-        )
-        .expect("Exec")
-        .into_inner()
-        .url;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id,
+        cmd: ["head", "-c", &size.to_string(), "/dev/zero"]
+            .map(String::from)
+            .to_vec(),
+        stdout: true,
+        ..Default::default()
+    });
     let status = cri.dir.0.join("slow-status");
     let mut client = Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
