@@ -156,16 +156,19 @@ pub const OUTPUT_CAPACITY: usize = 256;
 /// process exits), sending every chunk to `output` and, for the init, to
 /// the log (`log` is shared by stdout's and stderr's copiers).
 ///
-/// An exec's output (no log) goes only to the sessions that started it:
-/// while the slowest one's queue is full the copier waits instead of
-/// letting the broadcast drop its oldest chunks, so the fifo fills and the
-/// process waits for its reader, as it would on a pipe. An init's output
-/// has many readers (logs, attach, events) and never waits for one.
+/// With `waits` (an exec's output, whose readers are the sessions that
+/// started it; a CRI init's, whose log must be whole), while the slowest
+/// reader's queue is full the copier waits instead of letting the
+/// broadcast drop its oldest chunks, so the fifo fills and the process
+/// waits for its readers, as it would on a pipe. Without, a reader that
+/// falls behind loses output (berthctl's inits: a stalled `attach` must
+/// not stop the container).
 pub async fn copy_fifo(
     fifo: FifoReader,
     stream: pb::StdioStream,
     output: broadcast::Sender<Chunk>,
     log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
+    waits: bool,
 ) {
     loop {
         // The buffer exists only while there is output to read: an idle
@@ -189,18 +192,18 @@ pub async fn copy_fifo(
                     data,
                     time: crate::clock::now_nanos(),
                 };
-                match &log {
-                    Some(log) => {
-                        if let Ok(mut writer) = log.lock() {
-                            writer.write(&chunk);
-                        }
+                if let Some(log) = &log {
+                    if let Ok(mut writer) = log.lock() {
+                        writer.write(&chunk);
                     }
-                    None => room(&output).await,
+                }
+                if waits {
+                    room(&output).await;
                 }
                 let _ = output.send(chunk);
             }
             _ => {
-                if log.is_none() {
+                if waits {
                     room(&output).await;
                 }
                 // An empty chunk says this stream has ended.

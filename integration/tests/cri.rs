@@ -2003,3 +2003,31 @@ fn a_slow_client_gets_all_of_an_execs_output() {
     assert_eq!(status, json!({"metadata": {}, "status": "Success"}));
     cri.remove_pod(&pod);
 }
+
+/// A burst of output (2,000,000 lines, ~15 MB) reaches the CRI log whole,
+/// in order.
+#[test]
+fn a_burst_of_output_reaches_the_cri_log_whole() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("burst", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let lines = 2_000_000;
+    let id = cri.run_container(
+        &pod,
+        &config,
+        container_config("burst", &["seq", "1", &lines.to_string()]),
+    );
+    cri.exited(&id);
+    let path = cri.dir.0.join("logs").join("burst.log");
+    let text = wait_for_log(&path, &format!(" stdout F {lines}\n"));
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), lines, "lines in the CRI log");
+    assert!(numbers.iter().zip(1..).all(|(n, i)| *n == i), "in order");
+    cri.remove_pod(&pod);
+}

@@ -252,12 +252,10 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         namespace: NAMESPACE.into(),
         ..shared.launcher.clone()
     };
-    let tasks = Arc::new(Tasks::new(
-        containers,
-        shared.hub,
-        launcher,
-        BUNDLE_LOG_SIZE,
-    ));
+    let mut tasks = Tasks::new(containers, shared.hub, launcher, BUNDLE_LOG_SIZE);
+    // Kubelet reads containers' output from the CRI log: none may be lost.
+    tasks.init_output_waits = true;
+    let tasks = Arc::new(tasks);
     tasks.spawn_oom_watch();
     let mut cri = Cri::new(
         shared.images,
