@@ -1813,7 +1813,6 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
     let cri = Cri::with_pods();
     let netns = cri.netns().path.clone();
     let (pod, config, id) = cri.idle_pod("tty");
-    let mut rt = cri.runtime();
     let resize = json!({"Width": 100, "Height": 40});
 
     let url = cri.exec_url(cri::ExecRequest {
@@ -1867,30 +1866,35 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
 
-    // The container's own terminal, attached to.
-    let mut interactive = container_config(
-        "interactive",
-        &[
-            "sh",
-            "-c",
-            "while [ \"$(stty size 2>/dev/null)\" != '40 100' ]; do sleep 0.05; done; \
-             read line; echo attached:$line $(stty size); test -t 1 && echo tty-out; exit 5",
-        ],
-    );
-    interactive.tty = true;
-    interactive.stdin = true;
-    let attached = cri.run_container(&pod, &config, interactive);
-    let url = cri
-        .block_on(rt.attach(cri::AttachRequest {
-            container_id: attached.clone(),
-            tty: true,
-            stdin: true,
-            stdout: true,
-            ..Default::default()
-        }))
-        .expect("Attach")
-        .into_inner()
-        .url;
+    // The container's own terminal, attached to: over WebSocket, then over
+    // SPDY to a second such container.
+    let interactive = |name: &str| {
+        let mut config_of = container_config(
+            name,
+            &[
+                "sh",
+                "-c",
+                "while [ \"$(stty size 2>/dev/null)\" != '40 100' ]; do sleep 0.05; done; \
+                 read line; echo attached:$line $(stty size); test -t 1 && echo tty-out; exit 5",
+            ],
+        );
+        config_of.tty = true;
+        config_of.stdin = true;
+        let id = cri.run_container(&pod, &config, config_of);
+        let url = cri
+            .block_on(cri.runtime().attach(cri::AttachRequest {
+                container_id: id.clone(),
+                tty: true,
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            }))
+            .expect("Attach")
+            .into_inner()
+            .url;
+        (id, url)
+    };
+    let (attached, url) = interactive("interactive");
     let result = kube::python_in(
         Some(&netns),
         "exec",
@@ -1903,6 +1907,34 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
         "{result}"
     );
     assert_eq!(result["returncode"], 5, "{result}");
+    assert_eq!(cri.exited(&attached).exit_code, 5);
+
+    let (attached, url) = interactive("interactive-spdy");
+    let status = cri.dir.0.join("attach-status");
+    let out = kube::spdy_in(
+        Some(&netns),
+        &[
+            "exec",
+            &url,
+            "-stdin",
+            "-stdout",
+            "-tty",
+            "-resize",
+            "100x40",
+            "-status",
+            status.to_str().expect("utf8"),
+        ],
+        b"spdy\n",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("attached:spdy 40 100\r\ntty-out\r\n"),
+        "{}",
+        text(&out)
+    );
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status).expect("status")).expect("json");
+    assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
     assert_eq!(cri.exited(&attached).exit_code, 5);
     cri.remove_pod(&pod);
 }
