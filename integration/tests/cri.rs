@@ -247,6 +247,23 @@ impl Cri {
             .url
     }
 
+    /// A tty session at `url` driven by the Go SPDY client (in the
+    /// daemon's namespace), resized to 100x40, with `stdin` typed when
+    /// given; must succeed. Its output and its error stream's Status.
+    fn spdy_tty(&self, url: &str, stdin: Option<&[u8]>) -> (String, serde_json::Value) {
+        let status = self.dir.0.join(unique("status"));
+        let mut args = vec!["exec", url, "-stdout", "-tty", "-resize", "100x40"];
+        args.extend(["-status", status.to_str().expect("utf8")]);
+        if stdin.is_some() {
+            args.push("-stdin");
+        }
+        let out = kube::spdy_in(Some(&self.netns().path), &args, stdin.unwrap_or_default());
+        assert!(out.status.success(), "{}", text(&out));
+        let status = std::fs::read(&status).expect("status");
+        let status = serde_json::from_slice(&status).expect("status json");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), status)
+    }
+
     /// A pod named `name` with a container sleeping in it: the pod, its
     /// config and the container.
     fn idle_pod(&self, name: &str) -> (String, cri::PodSandboxConfig, String) {
@@ -1840,29 +1857,8 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
         stdout: true,
         ..Default::default()
     });
-    let status = cri.dir.0.join("tty-status");
-    let out = kube::spdy_in(
-        Some(&netns),
-        &[
-            "exec",
-            &url,
-            "-stdout",
-            "-tty",
-            "-resize",
-            "100x40",
-            "-status",
-            status.to_str().expect("utf8"),
-        ],
-        b"",
-    );
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("size 40 100\r\n/dev/pts/"),
-        "{}",
-        text(&out)
-    );
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&status).expect("status")).expect("json");
+    let (out, status) = cri.spdy_tty(&url, None);
+    assert!(out.contains("size 40 100\r\n/dev/pts/"), "{out:?}");
     assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
     assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
 
@@ -1910,30 +1906,11 @@ fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
     assert_eq!(cri.exited(&attached).exit_code, 5);
 
     let (attached, url) = interactive("interactive-spdy");
-    let status = cri.dir.0.join("attach-status");
-    let out = kube::spdy_in(
-        Some(&netns),
-        &[
-            "exec",
-            &url,
-            "-stdin",
-            "-stdout",
-            "-tty",
-            "-resize",
-            "100x40",
-            "-status",
-            status.to_str().expect("utf8"),
-        ],
-        b"spdy\n",
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let (out, status) = cri.spdy_tty(&url, Some(b"spdy\n"));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("attached:spdy 40 100\r\ntty-out\r\n"),
-        "{}",
-        text(&out)
+        out.contains("attached:spdy 40 100\r\ntty-out\r\n"),
+        "{out:?}"
     );
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&status).expect("status")).expect("json");
     assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
     assert_eq!(cri.exited(&attached).exit_code, 5);
     cri.remove_pod(&pod);
