@@ -95,6 +95,11 @@ pub struct Config {
     /// image keeps the name it was asked by.
     #[serde(default)]
     pub registry_mirrors: std::collections::BTreeMap<String, Vec<String>>,
+    /// Images CRI reports `pinned` (kubelet never garbage-collects them):
+    /// the cluster's sandbox image (`registry.k8s.io/pause:3.9`) and any
+    /// other to keep; by name, `repo@digest` or id.
+    #[serde(default)]
+    pub pinned_images: Vec<String>,
 }
 
 fn default_connect_timeout() -> u64 {
@@ -173,6 +178,7 @@ impl Default for Config {
             gc_interval: default_gc_interval(),
             cri_socket: None,
             registry_mirrors: Default::default(),
+            pinned_images: Vec::new(),
         }
     }
 }

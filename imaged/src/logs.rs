@@ -148,14 +148,27 @@ pub fn open_reader(path: &Path) -> std::io::Result<FifoReader> {
     tokio::net::unix::pipe::OpenOptions::new().open_receiver(path)
 }
 
+/// How many chunks a process's output broadcast holds for its slowest
+/// subscriber.
+pub const OUTPUT_CAPACITY: usize = 256;
+
 /// Copies a fifo until end-of-file (the shim closes its end when the
 /// process exits), sending every chunk to `output` and, for the init, to
 /// the log (`log` is shared by stdout's and stderr's copiers).
+///
+/// With `waits` (an exec's output, whose readers are the sessions that
+/// started it; a CRI init's, whose log must be whole), while the slowest
+/// reader's queue is full the copier waits instead of letting the
+/// broadcast drop its oldest chunks, so the fifo fills and the process
+/// waits for its readers, as it would on a pipe. Without, a reader that
+/// falls behind loses output (berthctl's inits: a stalled `attach` must
+/// not stop the container).
 pub async fn copy_fifo(
     fifo: FifoReader,
     stream: pb::StdioStream,
     output: broadcast::Sender<Chunk>,
     log: Option<std::sync::Arc<std::sync::Mutex<LogWriter>>>,
+    waits: bool,
 ) {
     loop {
         // The buffer exists only while there is output to read: an idle
@@ -184,9 +197,15 @@ pub async fn copy_fifo(
                         writer.write(&chunk);
                     }
                 }
+                if waits {
+                    room(&output).await;
+                }
                 let _ = output.send(chunk);
             }
             _ => {
+                if waits {
+                    room(&output).await;
+                }
                 // An empty chunk says this stream has ended.
                 let _ = output.send(Chunk {
                     stream,
@@ -196,6 +215,14 @@ pub async fn copy_fifo(
                 break;
             }
         }
+    }
+}
+
+/// Waits until the slowest subscriber of `output` has room for one more
+/// chunk (a dropped subscriber frees its share at once).
+async fn room(output: &broadcast::Sender<Chunk>) {
+    while output.len() + 1 >= OUTPUT_CAPACITY {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
     }
 }
 

@@ -69,6 +69,10 @@ struct Args {
     /// `registry.k8s.io=127.0.0.1:5000`); repeatable.
     #[arg(long = "registry-mirror")]
     registry_mirror: Vec<String>,
+    /// An image CRI reports pinned (kept from kubelet's image garbage
+    /// collection), e.g. the sandbox image; repeatable.
+    #[arg(long = "pinned-image")]
+    pinned_image: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,6 +121,7 @@ fn main() -> anyhow::Result<()> {
     if args.cri_socket.is_some() {
         config.cri_socket = args.cri_socket;
     }
+    config.pinned_images.extend(args.pinned_image);
     for mirror in &args.registry_mirror {
         let (registry, to) = mirror
             .split_once('=')

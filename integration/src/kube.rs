@@ -1,13 +1,75 @@
 //! Independent Kubernetes clients for the CRI streaming tests: Debian's
 //! `python3-kubernetes`, whose `kubernetes.stream.ws_client` speaks the
-//! WebSocket channel protocols (exec, attach, port-forward).
+//! WebSocket channel protocols (exec, attach, port-forward), and a Go
+//! client on moby's spdystream (`integration/go/spdyclient`) for SPDY/3.1.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 
 use serde_json::Value;
 
-use crate::text;
+use crate::{target_dir, text};
+
+/// The Go SPDY client, built once per test process, offline.
+pub fn spdyclient() -> &'static Path {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| {
+        let out = target_dir().join("spdyclient-test");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/spdyclient/main.go");
+        let build = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .env("GOPATH", "/usr/share/gocode")
+            .env("GO111MODULE", "off")
+            .env("GOFLAGS", "")
+            .env("GOCACHE", target_dir().join("go-cache"))
+            .output()
+            .expect("go build");
+        assert!(
+            build.status.success(),
+            "go build spdyclient: {}",
+            text(&build)
+        );
+        out
+    })
+}
+
+/// Runs the Go client with `input` on its stdin; a session that hangs
+/// fails the test (timeout's 124) instead of hanging it.
+pub fn spdy(args: &[&str], input: &[u8]) -> Output {
+    spdy_in(None, args, input)
+}
+
+/// [`spdy`] inside the network namespace at `netns`.
+pub fn spdy_in(netns: Option<&Path>, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut cmd = in_netns(netns);
+    cmd.args(["-k5", "120"]).arg(spdyclient()).args(args);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input).expect("client stdin");
+    }
+    child.wait_with_output().expect("client output")
+}
+
+/// `timeout`, inside the network namespace at `netns` when given.
+fn in_netns(netns: Option<&Path>) -> Command {
+    match netns {
+        Some(netns) => {
+            let mut cmd = Command::new("nsenter");
+            cmd.arg(format!("--net={}", netns.display())).arg("timeout");
+            cmd
+        }
+        None => Command::new("timeout"),
+    }
+}
 
 /// Debian's Python (the one with Debian's modules, whatever PATH says).
 pub const PYTHON: &str = "/usr/bin/python3";
@@ -21,15 +83,7 @@ pub fn python(mode: &str, url: &str, options: Value) -> Value {
 /// [`python`] inside the network namespace at `netns` (where a daemon in a
 /// namespace of its own serves its loopback URLs).
 pub fn python_in(netns: Option<&Path>, mode: &str, url: &str, options: Value) -> Value {
-    let mut cmd = match netns {
-        Some(netns) => {
-            let mut cmd = Command::new("nsenter");
-            cmd.arg(format!("--net={}", netns.display())).arg("timeout");
-            cmd
-        }
-        None => Command::new("timeout"),
-    };
-    let out = cmd
+    let out = in_netns(netns)
         .args(["120", PYTHON, "-c", PY_CLIENT, mode, url])
         .arg(options.to_string())
         .output()

@@ -26,7 +26,7 @@ use tonic::transport::Channel;
 
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "id", "grep", "hostname", "sleep", "touch", "httpd", "true", "head",
-    "tail", "mount", "mkdir", "ls", "tr",
+    "tail", "mount", "mkdir", "ls", "tr", "stat", "tty", "stty", "test", "wc", "seq",
 ];
 
 fn can_run_cri() -> bool {
@@ -41,6 +41,26 @@ fn can_run_cri() -> bool {
         ("ip (iproute2)", "/usr/bin/ip"),
         ("curl", "/usr/bin/curl"),
         ("unshare (util-linux)", "/usr/bin/unshare"),
+    ])
+}
+
+/// Whether Debian's python3-kubernetes (the WebSocket client) is there.
+fn python_client_installed() -> bool {
+    let probe = std::process::Command::new(berth_integration::kube::PYTHON)
+        .args(["-c", "import kubernetes.stream.ws_client"])
+        .output();
+    probe.is_ok_and(|o| o.status.success())
+        || missing_prerequisite("python3-kubernetes (Debian) for the WebSocket client")
+}
+
+/// Whether the Go SPDY client can be built (Debian's Go and spdystream).
+fn spdy_client_installed() -> bool {
+    tools_installed(&[
+        ("go (golang-go)", "/usr/bin/go"),
+        (
+            "spdystream (golang-github-docker-spdystream-dev)",
+            "/usr/share/gocode/src/github.com/docker/spdystream/connection.go",
+        ),
     ])
 }
 
@@ -220,6 +240,41 @@ impl Cri {
         String::from_utf8_lossy(&r.stdout).into_owned()
     }
 
+    /// The URL Exec hands out for `request`; must succeed.
+    fn exec_url(&self, request: cri::ExecRequest) -> String {
+        let mut rt = self.runtime();
+        self.block_on(rt.exec(request))
+            .unwrap_or_else(|e| panic!("Exec: {e}\n{}", self.daemon.log()))
+            .into_inner()
+            .url
+    }
+
+    /// A tty session at `url` driven by the Go SPDY client (in the
+    /// daemon's namespace), resized to 100x40, with `stdin` typed when
+    /// given; must succeed. Its output and its error stream's Status.
+    fn spdy_tty(&self, url: &str, stdin: Option<&[u8]>) -> (String, serde_json::Value) {
+        let status = self.dir.0.join(unique("status"));
+        let mut args = vec!["exec", url, "-stdout", "-tty", "-resize", "100x40"];
+        args.extend(["-status", status.to_str().expect("utf8")]);
+        if stdin.is_some() {
+            args.push("-stdin");
+        }
+        let out = kube::spdy_in(Some(&self.netns().path), &args, stdin.unwrap_or_default());
+        assert!(out.status.success(), "{}", text(&out));
+        let status = std::fs::read(&status).expect("status");
+        let status = serde_json::from_slice(&status).expect("status json");
+        (String::from_utf8_lossy(&out.stdout).into_owned(), status)
+    }
+
+    /// A pod named `name` with a container sleeping in it: the pod, its
+    /// config and the container.
+    fn idle_pod(&self, name: &str) -> (String, cri::PodSandboxConfig, String) {
+        let config = pod_config(name, &self.dir.0.join("logs"));
+        let pod = self.run_pod(config.clone());
+        let id = self.run_container(&pod, &config, container_config("idle", &["sleep", "300"]));
+        (pod, config, id)
+    }
+
     fn remove_pod(&self, id: &str) {
         let mut rt = self.runtime();
         self.block_on(rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
@@ -373,7 +428,7 @@ fn version_status_and_runtime_config_on_a_private_socket() {
         .any(|c| c.r#type == "NetworkReady" && c.status));
     let handler = &status.runtime_handlers[0];
     let features = handler.features.expect("features");
-    assert!(features.recursive_read_only_mounts && !features.user_namespaces);
+    assert!(features.recursive_read_only_mounts && features.user_namespaces);
     let config = cri
         .block_on(rt.runtime_config(cri::RuntimeConfigRequest {}))
         .expect("RuntimeConfig")
@@ -392,7 +447,11 @@ fn images_pull_by_tag_and_digest_list_status_and_remove() {
     let registry = Registry::start();
     let layout = busybox_layout(&unique("cri-pull"), APPLETS, "1");
     registry.push(&layout, "1", "cri/busybox", None);
-    let cri = Cri::start(None, &[]);
+    // A sandbox image the daemon is told to keep: reported pinned.
+    let pause = busybox_layout(&unique("cri-pause"), &["sh", "sleep"], "3.9");
+    registry.push(&pause, "3.9", "cri/pause", None);
+    let pause_tag = format!("{}/cri/pause:3.9", registry.host());
+    let cri = Cri::start(None, &["--pinned-image", &pause_tag]);
     let mut images = cri.images();
     let tag = format!("{}/cri/busybox:1", registry.host());
     let pull = |reference: &str| {
@@ -450,7 +509,11 @@ fn images_pull_by_tag_and_digest_list_status_and_remove() {
         .images;
     assert!(listed
         .iter()
-        .any(|i| i.id == id && i.repo_tags.contains(&tag)));
+        .any(|i| i.id == id && i.repo_tags.contains(&tag) && !i.pinned));
+    let pause_id = pull(&pause_tag).expect("pull pause").into_inner().image_ref;
+    assert_ne!(pause_id, id);
+    assert_eq!(status(&pause_tag).map(|i| i.pinned), Some(true));
+    assert_eq!(status(&tag).map(|i| i.pinned), Some(false));
     let fs = cri
         .block_on(images.image_fs_info(cri::ImageFsInfoRequest {}))
         .expect("ImageFsInfo")
@@ -842,14 +905,7 @@ fn exec_sync_reports_exit_codes_and_times_out() {
 /// for a container that is not running is refused up front.
 #[test]
 fn exec_and_port_forward_urls_reach_the_container_with_an_independent_client() {
-    if !can_run_cri() {
-        return;
-    }
-    let probe = std::process::Command::new(berth_integration::kube::PYTHON)
-        .args(["-c", "import kubernetes.stream.ws_client"])
-        .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        missing_prerequisite("python3-kubernetes (Debian) for the WebSocket client");
+    if !can_run_cri() || !python_client_installed() {
         return;
     }
     let cri = Cri::with_pods();
@@ -866,21 +922,17 @@ fn exec_and_port_forward_urls_reach_the_container_with_an_independent_client() {
     );
     let mut rt = cri.runtime();
 
-    let url = cri
-        .block_on(rt.exec(cri::ExecRequest {
-            container_id: id.clone(),
-            cmd: vec![
-                "sh".into(),
-                "-c".into(),
-                "hostname; echo oops >&2; exit 4".into(),
-            ],
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        }))
-        .expect("Exec")
-        .into_inner()
-        .url;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec![
+            "sh".into(),
+            "-c".into(),
+            "hostname; echo oops >&2; exit 4".into(),
+        ],
+        stdout: true,
+        stderr: true,
+        ..Default::default()
+    });
     let result = kube::python_in(Some(&netns), "exec", &url, json!({}));
     assert_eq!(result["stdout"], "stream\n", "{result}");
     assert_eq!(result["stderr"], "oops\n", "{result}");
@@ -1183,6 +1235,90 @@ fn resources_are_updated_live_and_stats_are_reported() {
     assert_eq!(pod_stats.containers.len(), 1);
     let pod_memory = pod_stats.memory.and_then(|m| m.working_set_bytes);
     assert!(pod_memory.expect("memory").value > 0);
+    // `sleep` alone, then with a second process beside it.
+    let processes = |stats: &cri::LinuxPodSandboxStats| {
+        stats
+            .process
+            .as_ref()
+            .and_then(|p| p.process_count.as_ref())
+            .map(|c| c.value)
+    };
+    assert_eq!(processes(&pod_stats), Some(1));
+    cri.exec_ok(&id, &["sh", "-c", "sleep 300 >/dev/null 2>&1 &"]);
+    // The pod's own interface counts the traffic the host side sends it.
+    let ip = cri.pod_status(&pod).network.expect("network").ip;
+    let before = pod_stats.network.and_then(|n| n.default_interface);
+    let before = before.expect("eth0 before");
+    assert_eq!(before.name, "eth0");
+    for _ in 0..3 {
+        // No one listens on port 1: a SYN in, a RST out (curl's 7).
+        let url = format!("http://{ip}:1/");
+        let refused = cri.netns().run("curl", &["-s", "--max-time", "5", &url]);
+        assert_eq!(refused.status.code(), Some(7), "{}", text(&refused));
+    }
+    let pod_stats = cri
+        .block_on(rt.pod_sandbox_stats(cri::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        }))
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats");
+    assert_eq!(processes(&pod_stats), Some(2));
+    let after = pod_stats.network.and_then(|n| n.default_interface);
+    let after = after.expect("eth0 after");
+    let bytes = |v: Option<cri::UInt64Value>| v.map_or(0, |v| v.value);
+    // Three SYNs in, three RSTs out: 40 bytes of IP and TCP each at least.
+    assert!(
+        bytes(after.rx_bytes) >= bytes(before.rx_bytes) + 3 * 40,
+        "{after:?}"
+    );
+    assert!(
+        bytes(after.tx_bytes) >= bytes(before.tx_bytes) + 3 * 40,
+        "{after:?}"
+    );
+
+    // CPU rates come from the sample of the call before: a busy loop
+    // uses more than `sleep`, and the pod's rate is their sum.
+    let busy = cri.run_container(
+        &pod,
+        &config,
+        container_config("busy", &["sh", "-c", "while :; do :; done"]),
+    );
+    let sample = || {
+        cri.block_on(
+            cri.runtime()
+                .pod_sandbox_stats(cri::PodSandboxStatsRequest {
+                    pod_sandbox_id: pod.clone(),
+                }),
+        )
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .and_then(|s| s.linux)
+        .expect("linux stats")
+    };
+    sample();
+    std::thread::sleep(Duration::from_secs(1));
+    let stats = sample();
+    let rate_of = |cpu: Option<&cri::CpuUsage>| {
+        cpu.and_then(|c| c.usage_nano_cores.as_ref())
+            .map(|r| r.value)
+            .expect("a rate")
+    };
+    let container_rate = |id: &str| {
+        let c = stats
+            .containers
+            .iter()
+            .find(|c| c.attributes.as_ref().is_some_and(|a| a.id == id))
+            .expect("the container's stats");
+        rate_of(c.cpu.as_ref())
+    };
+    let (busy_rate, idle_rate) = (container_rate(&busy), container_rate(&id));
+    assert!(busy_rate > 10_000_000, "{busy_rate}");
+    assert!(idle_rate < busy_rate, "{idle_rate} {busy_rate}");
+    assert_eq!(rate_of(stats.cpu.as_ref()), busy_rate + idle_rate);
     cri.remove_pod(&pod);
 }
 
@@ -1539,4 +1675,415 @@ fn a_pods_containers_share_one_shim() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(!alive(&shim), "the pod's shim outlived the pod");
+}
+
+/// The uid the host sees for the process whose command line is `marker`
+/// (`/proc/PID/status`, real uid).
+fn host_uid_of(marker: &str) -> Option<String> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).replace('\0', " ").trim() != marker {
+            continue;
+        }
+        let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+        return line.split_whitespace().nth(1).map(String::from);
+    }
+    None
+}
+
+fn mapping(host: u32) -> Vec<cri::IdMapping> {
+    vec![cri::IdMapping {
+        host_id: host,
+        container_id: 0,
+        length: 65536,
+    }]
+}
+
+fn userns_options(host: u32) -> cri::NamespaceOption {
+    cri::NamespaceOption {
+        pid: cri::NamespaceMode::Container as i32,
+        userns_options: Some(cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: mapping(host),
+            gids: mapping(host),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod in a user namespace of its own (mode POD, 0 -> 200000): inside,
+/// uid_map shows the mapping and the process is root, while the host sees
+/// uid 200000; the image's files (root's on disk) are root's inside through
+/// the id-mapped lower layers, and what root writes in its root filesystem
+/// is stored as 200000 in its own upper layer; a volume with the pod's
+/// mappings shows the host's owners as they are and what root writes there
+/// is root's on the host, the same volume without them shows nobody.
+#[test]
+fn a_pod_user_namespace_maps_ids_and_id_mapped_volumes_show_the_hosts_owners() {
+    if !can_run_cri() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let cri = Cri::with_pods();
+    let volume = cri.dir.0.join("volume");
+    std::fs::create_dir_all(&volume).expect("volume");
+    std::fs::write(volume.join("owned-by-root"), b"r").expect("write");
+    std::fs::write(volume.join("owned-by-1000"), b"u").expect("write");
+    std::os::unix::fs::chown(volume.join("owned-by-1000"), Some(1000), Some(1000)).expect("chown");
+
+    let mut config = pod_config("userns", &cri.dir.0.join("logs"));
+    let context = config
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .expect("security context");
+    context.namespace_options = Some(userns_options(200000));
+    let pod = cri.run_pod(config.clone());
+    let marker = format!("sleep {}", 100000 + std::process::id());
+    let mut container = container_config("mapped", &["sh", "-c", &format!("exec {marker}")]);
+    container.linux = Some(secured(cri::LinuxContainerSecurityContext {
+        namespace_options: Some(userns_options(200000)),
+        ..Default::default()
+    }));
+    let bind = |path: &str, mapped: bool| cri::Mount {
+        container_path: path.into(),
+        host_path: volume.display().to_string(),
+        uid_mappings: if mapped { mapping(200000) } else { Vec::new() },
+        gid_mappings: if mapped { mapping(200000) } else { Vec::new() },
+        ..Default::default()
+    };
+    container.mounts = vec![bind("/mapped", true), bind("/plain", false)];
+    let id = cri.run_container(&pod, &config, container);
+
+    let map = cri.exec_ok(&id, &["cat", "/proc/self/uid_map"]);
+    let map: Vec<&str> = map.split_whitespace().collect();
+    assert_eq!(map, ["0", "200000", "65536"]);
+    assert_eq!(cri.exec_ok(&id, &["id", "-u"]).trim(), "0");
+    let mut host_uid = None;
+    for _ in 0..100 {
+        host_uid = host_uid_of(&marker);
+        if host_uid.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(host_uid.as_deref(), Some("200000"), "the host's view");
+
+    let owners = cri.exec_ok(
+        &id,
+        &[
+            "stat",
+            "-c",
+            "%n %u %g",
+            "/bin/busybox",
+            "/mapped/owned-by-root",
+            "/mapped/owned-by-1000",
+            "/plain/owned-by-root",
+        ],
+    );
+    assert_eq!(
+        owners,
+        "/bin/busybox 0 0\n/mapped/owned-by-root 0 0\n/mapped/owned-by-1000 1000 1000\n\
+         /plain/owned-by-root 65534 65534\n"
+    );
+    let name = unique("written-in-root");
+    cri.exec_ok(&id, &["touch", &format!("/{name}"), "/mapped/made-inside"]);
+    let made = std::fs::metadata(volume.join("made-inside")).expect("made inside");
+    assert_eq!(
+        (made.uid(), made.gid()),
+        (0, 0),
+        "root inside is root on disk"
+    );
+    let plain = cri.exec(&id, &["touch", "/plain/made-plain"]);
+    assert_ne!(plain.exit_code, 0, "an unmapped volume is not root's");
+    // The upper layer on disk: the file written in the root filesystem,
+    // with the host's id of the container's root.
+    let found = Command::new("find")
+        .args([
+            cri.daemon.root.to_str().expect("utf8"),
+            "-name",
+            &name,
+            "-printf",
+            "%u %p\n",
+        ])
+        .output()
+        .expect("find");
+    let found = String::from_utf8_lossy(&found.stdout).into_owned();
+    assert!(
+        found
+            .lines()
+            .any(|l| l.starts_with("200000 ") && l.contains("/fs/")),
+        "{found}"
+    );
+
+    // What cannot be: one PID namespace for a pod in a user namespace, and
+    // modes CRI does not allow.
+    let mut rt = cri.runtime();
+    let mut shared_pid = config.clone();
+    let mut container_mode = config.clone();
+    for (pod_config, pid, mode) in [
+        (
+            &mut shared_pid,
+            cri::NamespaceMode::Pod,
+            cri::NamespaceMode::Pod,
+        ),
+        (
+            &mut container_mode,
+            cri::NamespaceMode::Container,
+            cri::NamespaceMode::Container,
+        ),
+    ] {
+        pod_config.metadata.as_mut().expect("metadata").name = unique("refused");
+        let mut options = userns_options(300000);
+        options.pid = pid as i32;
+        options.userns_options.as_mut().expect("userns").mode = mode as i32;
+        pod_config
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .expect("security context")
+            .namespace_options = Some(options);
+        let refused = cri.block_on(rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config.clone()),
+            runtime_handler: String::new(),
+        }));
+        let err = refused.expect_err("refused");
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+    }
+    cri.remove_pod(&pod);
+    let pods = cri
+        .block_on(rt.list_pod_sandbox(cri::ListPodSandboxRequest { filter: None }))
+        .expect("list")
+        .into_inner()
+        .items;
+    assert!(pods.is_empty(), "{pods:?}");
+}
+
+/// Waits for a 40x100 terminal, then tells what it sees.
+const TTY_SCRIPT: &str =
+    "while [ \"$(stty size 2>/dev/null)\" != '40 100' ]; do sleep 0.05; done; \
+     test -t 0 && echo stdin-is-a-tty; echo size $(stty size); tty; exit 3";
+
+/// Exec with a tty and attach to a container with a tty and stdin, through
+/// the URLs the CRI hands out, into a real pod, driven by python3-kubernetes'
+/// WebSocket client: the process has a terminal, follows the resize the
+/// client sends, and its exit code arrives on the error stream.
+#[test]
+fn exec_and_attach_with_a_tty_follow_resizes_in_a_real_pod() {
+    if !can_run_cri() || !python_client_installed() || !spdy_client_installed() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let netns = cri.netns().path.clone();
+    let (pod, config, id) = cri.idle_pod("tty");
+    let resize = json!({"Width": 100, "Height": 40});
+
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["sh".into(), "-c".into(), TTY_SCRIPT.into()],
+        tty: true,
+        stdin: true,
+        stdout: true,
+        ..Default::default()
+    });
+    let result = kube::python_in(Some(&netns), "exec", &url, json!({"resize": resize}));
+    // A terminal turns \n into \r\n.
+    let stdout = result["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.starts_with("stdin-is-a-tty\r\nsize 40 100\r\n/dev/pts/"),
+        "{result}"
+    );
+    assert_eq!(result["returncode"], 3, "{result}");
+    // The same over SPDY (crictl's and kubelet's protocol), with moby's
+    // spdystream: the exit code in the error stream as kubelet's Status.
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id.clone(),
+        cmd: vec!["sh".into(), "-c".into(), TTY_SCRIPT.into()],
+        tty: true,
+        stdout: true,
+        ..Default::default()
+    });
+    let (out, status) = cri.spdy_tty(&url, None);
+    assert!(out.contains("size 40 100\r\n/dev/pts/"), "{out:?}");
+    assert_eq!(status["reason"], "NonZeroExitCode", "{status}");
+    assert_eq!(status["details"]["causes"][0]["message"], "3", "{status}");
+
+    // The container's own terminal, attached to: over WebSocket, then over
+    // SPDY to a second such container.
+    let interactive = |name: &str| {
+        let mut config_of = container_config(
+            name,
+            &[
+                "sh",
+                "-c",
+                "while [ \"$(stty size 2>/dev/null)\" != '40 100' ]; do sleep 0.05; done; \
+                 read line; echo attached:$line $(stty size); test -t 1 && echo tty-out; exit 5",
+            ],
+        );
+        config_of.tty = true;
+        config_of.stdin = true;
+        let id = cri.run_container(&pod, &config, config_of);
+        let url = cri
+            .block_on(cri.runtime().attach(cri::AttachRequest {
+                container_id: id.clone(),
+                tty: true,
+                stdin: true,
+                stdout: true,
+                ..Default::default()
+            }))
+            .expect("Attach")
+            .into_inner()
+            .url;
+        (id, url)
+    };
+    let (attached, url) = interactive("interactive");
+    let result = kube::python_in(
+        Some(&netns),
+        "exec",
+        &url,
+        json!({"resize": resize, "stdin": "typed\n"}),
+    );
+    let stdout = result["stdout"].as_str().unwrap_or_default();
+    assert!(
+        stdout.contains("attached:typed 40 100\r\ntty-out\r\n"),
+        "{result}"
+    );
+    assert_eq!(result["returncode"], 5, "{result}");
+    assert_eq!(cri.exited(&attached).exit_code, 5);
+
+    let (attached, url) = interactive("interactive-spdy");
+    let (out, status) = cri.spdy_tty(&url, Some(b"spdy\n"));
+    assert!(
+        out.contains("attached:spdy 40 100\r\ntty-out\r\n"),
+        "{out:?}"
+    );
+    assert_eq!(status["details"]["causes"][0]["message"], "5", "{status}");
+    assert_eq!(cri.exited(&attached).exit_code, 5);
+    cri.remove_pod(&pod);
+}
+
+/// Over 10 MiB through an exec's stdout over SPDY, from a real pod to
+/// moby's spdystream (which, like kubelet's and client-go's SPDY, keeps no
+/// flow-control window and sends no WINDOW_UPDATE): every line arrives, in
+/// order, and the error stream says Success.
+#[test]
+fn more_than_ten_mebibytes_of_exec_output_arrive_whole_over_spdy() {
+    if !can_run_cri() || !spdy_client_installed() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let netns = cri.netns().path.clone();
+    let (pod, _, id) = cri.idle_pod("bulk");
+    let lines = 1_500_000;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id,
+        cmd: vec!["seq".into(), "1".into(), lines.to_string()],
+        stdout: true,
+        ..Default::default()
+    });
+    let status = cri.dir.0.join("status");
+    let out = kube::spdy_in(
+        Some(&netns),
+        &[
+            "exec",
+            &url,
+            "-stdout",
+            "-status",
+            status.to_str().expect("utf8"),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let expected: String = (1..=lines).map(|i| format!("{i}\n")).collect();
+    assert!(expected.len() > 10 << 20);
+    assert_eq!(out.stdout.len(), expected.len(), "bytes received");
+    assert!(out.stdout == expected.as_bytes(), "the output differs");
+    let status = std::fs::read(&status).expect("status");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&status).expect("json"),
+        json!({"metadata": {}, "status": "Success"})
+    );
+    cri.remove_pod(&pod);
+}
+
+/// A client that stops reading while an exec writes far more than any
+/// buffer holds still gets every byte: the process waits for its reader
+/// (before, the output broadcast dropped what the session had not taken
+/// and the status still said Success: 5.9 MB of 100 MB arrived).
+#[test]
+fn a_slow_client_gets_all_of_an_execs_output() {
+    if !can_run_cri() || !spdy_client_installed() {
+        return;
+    }
+    use std::io::Read;
+    let cri = Cri::with_pods();
+    let netns = cri.netns().path.clone();
+    let (pod, _, id) = cri.idle_pod("slow");
+    let size: usize = 100_000_000;
+    let url = cri.exec_url(cri::ExecRequest {
+        container_id: id,
+        cmd: ["head", "-c", &size.to_string(), "/dev/zero"]
+            .map(String::from)
+            .to_vec(),
+        stdout: true,
+        ..Default::default()
+    });
+    let status = cri.dir.0.join("slow-status");
+    let mut client = Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["timeout", "-k5", "120"])
+        .arg(kube::spdyclient())
+        .args(["exec", &url, "-stdout", "-status"])
+        .arg(&status)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spdy client");
+    // Not a word read for a while: the process runs ahead of the client.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut received = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut stdout = client.stdout.take().expect("stdout");
+    loop {
+        match stdout.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => received += n,
+        }
+    }
+    let exit = client.wait().expect("client");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&status).unwrap_or_default()).unwrap_or_default();
+    assert!(exit.success(), "client {exit}");
+    assert_eq!(received, size, "bytes received");
+    assert_eq!(status, json!({"metadata": {}, "status": "Success"}));
+    cri.remove_pod(&pod);
+}
+
+/// A burst of output (2,000,000 lines, ~15 MB) reaches the CRI log whole,
+/// in order.
+#[test]
+fn a_burst_of_output_reaches_the_cri_log_whole() {
+    if !can_run_cri() {
+        return;
+    }
+    let cri = Cri::with_pods();
+    let config = pod_config("burst", &cri.dir.0.join("logs"));
+    let pod = cri.run_pod(config.clone());
+    let lines = 2_000_000;
+    let id = cri.run_container(
+        &pod,
+        &config,
+        container_config("burst", &["seq", "1", &lines.to_string()]),
+    );
+    cri.exited(&id);
+    let path = cri.dir.0.join("logs").join("burst.log");
+    let text = wait_for_log(&path, &format!(" stdout F {lines}\n"));
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    assert_eq!(numbers.len(), lines, "lines in the CRI log");
+    assert!(numbers.iter().zip(1..).all(|(n, i)| *n == i), "in order");
+    cri.remove_pod(&pod);
 }

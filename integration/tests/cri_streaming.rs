@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,8 +23,8 @@ use berth_imaged::streaming::{
     StreamingBackend, StreamingConfig, StreamingServer,
 };
 use berth_integration::imaged::TempDir;
-use berth_integration::kube::{python, PYTHON};
-use berth_integration::{can_run, missing_prerequisite, target_dir, text, unique, Helper};
+use berth_integration::kube::{python, spdy, PYTHON};
+use berth_integration::{can_run, missing_prerequisite, text, unique, Helper};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
@@ -406,53 +406,6 @@ impl Fixture {
         let out = spdy(&all, input);
         (out, std::fs::read(&status).unwrap_or_default())
     }
-}
-
-/// The Go SPDY client, built once per test process, offline.
-fn spdyclient() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let out = target_dir().join("spdyclient-test");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("go/spdyclient/main.go");
-        let build = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&out)
-            .arg(&source)
-            .env("GOPATH", "/usr/share/gocode")
-            .env("GO111MODULE", "off")
-            .env("GOFLAGS", "")
-            .env("GOCACHE", target_dir().join("go-cache"))
-            .output()
-            .expect("go build");
-        assert!(
-            build.status.success(),
-            "go build spdyclient: {}",
-            text(&build)
-        );
-        out
-    })
-}
-
-/// Runs the Go client with `input` on its stdin; a session that hangs
-/// fails the test (timeout's 124) instead of hanging it.
-fn spdy(args: &[&str], input: &[u8]) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k5", "120"]).arg(spdyclient()).args(args);
-    run_with_input(&mut cmd, input)
-}
-
-fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
-    use std::io::Write;
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn client");
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(input).unwrap();
-    drop(stdin);
-    child.wait_with_output().expect("client output")
 }
 
 /// A v4 status from the error stream.

@@ -135,7 +135,8 @@ pub fn features_json() -> String {
             "shared", "silent", "slave", "strictatime", "suid", "symfollow", "sync",
             "unbindable", "rro", "rrw", "rnosuid", "rsuid", "rnodev", "rdev", "rnoexec",
             "rexec", "rnodiratime", "rdiratime", "rrelatime", "rnorelatime", "rnoatime",
-            "ratime", "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow"
+            "ratime", "rstrictatime", "rnostrictatime", "rnosymfollow", "rsymfollow",
+            "idmap", "ridmap"
         ],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
@@ -152,7 +153,8 @@ pub fn features_json() -> String {
                 "supportedFlags": ["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"]
             },
             "apparmor": {"enabled": false},
-            "selinux": {"enabled": false}
+            "selinux": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": true}}
         },
         "annotations": {"org.opencontainers.runc.checkpoint.enabled": "false"}
     });

@@ -37,6 +37,8 @@ pub enum ContainerError {
     Process(#[from] crate::process::ProcessError),
     #[error(transparent)]
     Seccomp(#[from] crate::seccomp::SeccompError),
+    #[error(transparent)]
+    Rootfs(#[from] crate::rootfs::RootfsError),
     #[error("bundle {path}: {source}")]
     Bundle {
         path: PathBuf,

@@ -37,6 +37,8 @@ pub struct InitArgs<'a> {
     /// The compiled `linux.seccomp`, installed as late as the kernel allows.
     pub seccomp: Option<&'a crate::seccomp::Compiled>,
     pub runtime_hooks: bool,
+    /// Id-mapped mounts the runtime made: `rootfs::idmapped_mounts`.
+    pub idmapped: &'a [Option<std::os::fd::OwnedFd>],
 }
 
 /// How the init learns that it may exec the user's process.
@@ -167,6 +169,7 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         cgroup_paths: &args.cgroup_paths,
         hierarchies: &args.hierarchies,
         new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
+        idmapped: args.idmapped,
     };
     rootfs::prepare(&ctx)?;
     crate::trace::step("init: rootfs bound");

@@ -3,6 +3,8 @@
 //! One option list mixes four things the kernel takes separately: `mount(2)`
 //! flags, propagation changes (a second `mount` call each), recursive
 //! attributes (`mount_setattr(2)` with `AT_RECURSIVE`) and filesystem data.
+//! Id-mapped bind mounts (`uidMappings`/`gidMappings`, `idmap`/`ridmap`,
+//! runtime-spec 1.1) are made here too: see [`idmapped_clone`].
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, RawFd};
@@ -10,6 +12,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::MsFlags;
+
+use crate::spec::IdMapping;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -25,6 +29,16 @@ pub enum MountError {
     Option(String),
     #[error("mount_setattr on {target}: {errno}")]
     SetAttr { target: String, errno: nix::Error },
+    #[error("id-mapped mount of {source_name}: {reason}")]
+    Idmap { source_name: String, reason: String },
+}
+
+/// How far `idmap` (the top mount) or `ridmap` (every mount under it too)
+/// asked for a bind mount to be id-mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idmap {
+    Top,
+    Recursive,
 }
 
 /// The parsed form of a mount's `options`.
@@ -36,6 +50,7 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     pub recursive_set: u64,
     pub recursive_clear: u64,
+    pub idmap: Option<Idmap>,
     pub data: Vec<String>,
 }
 
@@ -47,6 +62,7 @@ impl Default for MountOptions {
             propagation: Vec::new(),
             recursive_set: 0,
             recursive_clear: 0,
+            idmap: None,
             data: Vec::new(),
         }
     }
@@ -101,14 +117,30 @@ fn flag_option(name: &str) -> Option<(bool, MsFlags)> {
 /// shared (a `shared:N` optional field in `/proc/self/mountinfo`).
 pub fn shared_mount_holding(path: &Path) -> Option<PathBuf> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let (mount_point, shared) = holding_mount(&table, path)?;
-    shared.then_some(mount_point)
+    let holding = holding_mount(&table, path)?;
+    holding.shared.then_some(holding.point)
+}
+
+/// The filesystem type (`ext4`, `tmpfs`, …) of the mount that holds `path`.
+fn filesystem_holding(path: &Path) -> String {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()
+        .and_then(|table| holding_mount(&table, path))
+        .map_or_else(|| "unknown".into(), |holding| holding.fstype)
+}
+
+/// A line of mountinfo: where, shared or not, and which filesystem.
+#[derive(Debug, PartialEq)]
+struct Holding {
+    point: PathBuf,
+    shared: bool,
+    fstype: String,
 }
 
 /// The last-mounted, longest mount point of `table` (mountinfo text) at or
-/// above `path`, and whether it is shared.
-fn holding_mount(table: &str, path: &Path) -> Option<(PathBuf, bool)> {
-    let mut best: Option<(PathBuf, bool)> = None;
+/// above `path`.
+fn holding_mount(table: &str, path: &Path) -> Option<Holding> {
+    let mut best: Option<Holding> = None;
     for line in table.lines() {
         let fields: Vec<&str> = line.split(' ').collect();
         let (Some(point), Some(end)) = (fields.get(4), fields.iter().position(|f| *f == "-"))
@@ -124,9 +156,14 @@ fn holding_mount(table: &str, path: &Path) -> Option<(PathBuf, bool)> {
         // Later lines are mounted later: on an equal mount point, on top.
         if best
             .as_ref()
-            .is_none_or(|(b, _)| point.as_os_str().len() >= b.as_os_str().len())
+            .is_none_or(|b| point.as_os_str().len() >= b.point.as_os_str().len())
         {
-            best = Some((point, shared));
+            let fstype = fields.get(end + 1).unwrap_or(&"unknown").to_string();
+            best = Some(Holding {
+                point,
+                shared,
+                fstype,
+            });
         }
     }
     best
@@ -221,8 +258,10 @@ pub fn parse_options(options: &[String]) -> Result<MountOptions, MountError> {
             }
         } else if option == "defaults" {
             continue;
-        } else if option == "idmap" || option == "ridmap" {
-            return Err(MountError::Option(option.clone()));
+        } else if option == "idmap" {
+            parsed.idmap = Some(Idmap::Top);
+        } else if option == "ridmap" {
+            parsed.idmap = Some(Idmap::Recursive);
         } else if option.is_empty() {
             continue;
         } else {
@@ -310,7 +349,15 @@ pub(crate) fn mount_setattr(
     set: u64,
     clear: u64,
 ) -> Result<(), nix::Error> {
-    let attr = MountAttr::new(set, clear);
+    setattr(dirfd, path, flags, &MountAttr::new(set, clear))
+}
+
+fn setattr(
+    dirfd: RawFd,
+    path: &std::ffi::CStr,
+    flags: libc::c_int,
+    attr: &MountAttr,
+) -> Result<(), nix::Error> {
     // SAFETY: fd, C string and a mount_attr of the size passed.
     let rc = unsafe {
         libc::syscall(
@@ -318,7 +365,7 @@ pub(crate) fn mount_setattr(
             dirfd,
             path.as_ptr(),
             flags,
-            &attr as *const MountAttr,
+            attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     };
@@ -386,7 +433,6 @@ pub fn bind_tree(
     recursive: bool,
     flags: MsFlags,
 ) -> Result<std::os::fd::OwnedFd, MountError> {
-    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
     let fail = |errno| MountError::Mount {
         source_name: source.display().to_string(),
         target: "(resolved destination)".into(),
@@ -396,6 +442,17 @@ pub fn bind_tree(
     };
     let (set, clear) = ms_to_attr(flags);
     let tree = detached_clone(&cstring(source), recursive, set, clear).map_err(fail)?;
+    attach(&tree, target).map_err(fail)?;
+    Ok(tree)
+}
+
+/// `move_mount(2)`: attaches the detached tree `tree` onto the resolved
+/// directory or file `target`.
+pub fn attach(
+    tree: &std::os::fd::OwnedFd,
+    target: &std::os::fd::OwnedFd,
+) -> Result<(), nix::Error> {
+    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
     // SAFETY: both fds are valid; empty paths with the *_EMPTY_PATH flags.
     let rc = unsafe {
         libc::syscall(
@@ -408,8 +465,100 @@ pub fn bind_tree(
         )
     };
     if rc != 0 {
-        return Err(fail(nix::Error::last()));
+        return Err(nix::Error::last());
     }
+    Ok(())
+}
+
+/// `MOUNT_ATTR_IDMAP`: the mount shows its files' owners through the
+/// mappings of the user namespace in `mount_attr.userns_fd`.
+const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// A user namespace with the `uid` and `gid` mappings, held by its
+/// descriptor alone: what an id-mapped mount sees owners through.
+///
+/// A throwaway child is cloned straight into a new user namespace, mapped
+/// from here (root in the parent namespace, as for the container's own
+/// maps) and ends once the namespace is open. The runtime is
+/// single-threaded, so the child may run ordinary code until it exits.
+pub fn mapped_user_namespace(
+    uid: &[IdMapping],
+    gid: &[IdMapping],
+) -> Result<std::os::fd::OwnedFd, String> {
+    let (hold, release) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    let pid = crate::process::clone_like_fork(libc::CLONE_NEWUSER)
+        .map_err(|e| format!("cannot create a user namespace for the mappings: {e}"))?;
+    if pid == 0 {
+        drop(release);
+        let mut byte = [0u8];
+        // SAFETY: a read on our own pipe, then leaving without destructors;
+        // end of file (the parent's write end closed) is the signal.
+        unsafe {
+            libc::read(hold.as_raw_fd(), byte.as_mut_ptr().cast(), 1);
+            libc::_exit(0)
+        }
+    }
+    drop(hold);
+    let namespace = crate::namespaces::write_id_maps(pid, uid, gid)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            std::fs::File::open(format!("/proc/{pid}/ns/user"))
+                .map(std::os::fd::OwnedFd::from)
+                .map_err(|e| format!("cannot open the mappings' user namespace: {e}"))
+        });
+    drop(release);
+    let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
+    namespace
+}
+
+/// A detached copy of the bind source `source` (with its submounts when
+/// `recursive`) whose files' owners are seen through the mappings of
+/// `userns`: on the top mount only, or on every mount of the copy
+/// (`ridmap`). `flags` (ro, nosuid, …) are set on the top mount.
+///
+/// The kernel id-maps only filesystems that declare support for it, and
+/// only for a caller privileged over the filesystem's own user namespace;
+/// a refusal names the filesystem.
+pub fn idmapped_clone(
+    source: &Path,
+    recursive: bool,
+    idmap: Idmap,
+    userns: &std::os::fd::OwnedFd,
+    flags: MsFlags,
+) -> Result<std::os::fd::OwnedFd, MountError> {
+    let fail = |reason: String| MountError::Idmap {
+        source_name: source.display().to_string(),
+        reason,
+    };
+    let (set, clear) = ms_to_attr(flags);
+    let tree = detached_clone(&cstring(source), recursive, set, clear)
+        .map_err(|errno| fail(format!("open_tree: {errno}")))?;
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    let scope = match idmap {
+        Idmap::Top => 0,
+        Idmap::Recursive => AT_RECURSIVE,
+    };
+    setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH | scope, &attr).map_err(|errno| {
+        if errno != nix::Error::EINVAL {
+            return fail(format!("mount_setattr(MOUNT_ATTR_IDMAP): {errno}"));
+        }
+        let under = match idmap {
+            Idmap::Top => "",
+            Idmap::Recursive => " (or a filesystem mounted under it)",
+        };
+        let kernel = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        fail(format!(
+            "its filesystem ({}){under} cannot be id-mapped by this kernel ({kernel})",
+            filesystem_holding(source)
+        ))
+    })?;
     Ok(tree)
 }
 
@@ -468,10 +617,17 @@ mod tests {
 31 22 0:26 / /var/lib rw shared:7 master:2 - tmpfs tmpfs rw
 32 22 0:27 / /var/lib\\040x rw - tmpfs tmpfs rw
 ";
-        let at = |p: &str| holding_mount(table, Path::new(p));
-        assert_eq!(at("/var/lib/c/rootfs"), Some(("/var/lib".into(), true)));
-        assert_eq!(at("/var/libx"), Some(("/".into(), true)));
-        assert_eq!(at("/var/lib x/r"), Some(("/var/lib x".into(), false)));
+        let at =
+            |p: &str| holding_mount(table, Path::new(p)).map(|h| (h.point, h.shared, h.fstype));
+        assert_eq!(
+            at("/var/lib/c/rootfs"),
+            Some(("/var/lib".into(), true, "tmpfs".into()))
+        );
+        assert_eq!(at("/var/libx"), Some(("/".into(), true, "ext4".into())));
+        assert_eq!(
+            at("/var/lib x/r"),
+            Some(("/var/lib x".into(), false, "tmpfs".into()))
+        );
     }
 
     #[test]
@@ -498,6 +654,8 @@ mod tests {
     fn later_options_override_earlier_ones() {
         let parsed = parse_options(&["ro".into(), "rw".into()]).unwrap();
         assert!(!parsed.flags.contains(MsFlags::MS_RDONLY));
-        assert!(parse_options(&["idmap".into()]).is_err());
+        let idmapped = parse_options(&["rbind".into(), "ridmap".into()]).unwrap();
+        assert_eq!(idmapped.idmap, Some(Idmap::Recursive));
+        assert!(idmapped.data.is_empty());
     }
 }

@@ -54,6 +54,8 @@ pub struct Context<'a> {
     pub cgroup_paths: &'a [PathBuf],
     pub hierarchies: &'a [crate::cgroups::Hierarchy],
     pub new_cgroup_namespace: bool,
+    /// The spec's id-mapped mounts, made by the runtime: [`idmapped_mounts`].
+    pub idmapped: &'a [Option<OwnedFd>],
 }
 
 fn root_fd(path: &Path) -> Result<OwnedFd, RootfsError> {
@@ -110,8 +112,11 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
 /// Mounts everything the spec lists, then fills `/dev`.
 pub fn mount_all(ctx: &Context) -> Result<(), RootfsError> {
     let root = root_fd(ctx.rootfs)?;
-    for mount in &ctx.spec.mounts {
-        mount_one(ctx, &root, mount)?;
+    for (index, mount) in ctx.spec.mounts.iter().enumerate() {
+        match ctx.idmapped.get(index).and_then(Option::as_ref) {
+            Some(tree) => attach_idmapped(ctx, &root, mount, tree)?,
+            None => mount_one(ctx, &root, mount)?,
+        }
     }
     let dev_is_bind = ctx.spec.mounts.iter().any(|m| {
         safe_path::clean(&m.destination) == Path::new("dev")
@@ -137,18 +142,8 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
     let is_bind = options.is_bind() || kind == "bind";
     let dest = &mount.destination;
     let target = if is_bind {
-        let source = bind_source(ctx, mount)?;
-        let create = match std::fs::metadata(&source) {
-            Ok(meta) if meta.is_dir() => Create::Directory,
-            Ok(_) => Create::File,
-            Err(e) => {
-                return Err(RootfsError::Source {
-                    path: source,
-                    source: e,
-                })
-            }
-        };
-        let target = safe_path::open_or_create(root.as_raw_fd(), dest, create)?;
+        let source = bind_source(ctx.bundle, mount)?;
+        let target = bind_target(root, &source, dest)?;
         // A detached copy of the source gets its flags first, then is moved
         // onto the resolved fd: nothing is looked up by path after the check.
         let recursive = options.flags.contains(MsFlags::MS_REC);
@@ -190,15 +185,15 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
                 errno: nix::Error::EPERM,
                 ..
             }) if kind == "sysfs" && ctx.in_user_namespace => {
-                let path = safe_path::fd_path(&target);
-                mounts::mount(
-                    Some(Path::new("/sys")),
-                    &path,
-                    None,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None,
+                // A detached copy made read-only, then attached: a remount
+                // through `target` would name the directory under the new
+                // mount, not the mount (EINVAL).
+                mounts::bind_tree(
+                    Path::new("/sys"),
+                    &target,
+                    true,
+                    options.flags | MsFlags::MS_RDONLY,
                 )?;
-                mounts::remount_bind(&path, options.flags | MsFlags::MS_RDONLY)?;
             }
             other => other?,
         }
@@ -210,13 +205,120 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
         })?
     };
     let path = safe_path::fd_path(&target);
+    propagate_and_set(&path, dest, &options)
+}
+
+/// A new mount's propagation changes and recursive attributes, at `path`.
+fn propagate_and_set(path: &Path, dest: &Path, options: &MountOptions) -> Result<(), RootfsError> {
     for flag in &options.propagation {
-        mounts::mount(None, &path, None, *flag, None)?;
+        mounts::mount(None, path, None, *flag, None).map_err(|e| match e {
+            // The fd path names nothing a reader knows: the destination does.
+            MountError::Mount { errno, .. } => MountError::Mount {
+                source_name: String::new(),
+                target: dest.display().to_string(),
+                fstype: String::new(),
+                data: format!("propagation {flag:?}"),
+                errno,
+            },
+            other => other,
+        })?;
     }
     if options.recursive_set != 0 || options.recursive_clear != 0 {
-        mounts::set_recursive_attrs(&path, options.recursive_set, options.recursive_clear)?;
+        mounts::set_recursive_attrs(path, options.recursive_set, options.recursive_clear)?;
     }
     Ok(())
+}
+
+/// Opens (or creates) the destination of a bind of `source` in the rootfs:
+/// a directory for a directory, a file for anything else.
+fn bind_target(root: &OwnedFd, source: &Path, dest: &Path) -> Result<OwnedFd, RootfsError> {
+    let create = match std::fs::metadata(source) {
+        Ok(meta) if meta.is_dir() => Create::Directory,
+        Ok(_) => Create::File,
+        Err(e) => {
+            return Err(RootfsError::Source {
+                path: source.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    Ok(safe_path::open_or_create(root.as_raw_fd(), dest, create)?)
+}
+
+/// The spec's id-mapped bind mounts (`uidMappings`/`gidMappings`, or
+/// `idmap`/`ridmap` with the container's own mappings), one slot per mount
+/// of the spec; `None` for an ordinary mount.
+///
+/// Made by the runtime before the init exists: the kernel lets only a
+/// process privileged over a filesystem's user namespace (the host's, for
+/// ext4 or xfs) id-map its mounts, and the init is inside the container's
+/// user namespace from its first instruction. The init inherits the
+/// detached trees through the clone and attaches them ([`mount_all`]);
+/// runc 1.2 and crun hand theirs over a socket instead.
+pub fn idmapped_mounts(spec: &Spec, bundle: &Path) -> Result<Vec<Option<OwnedFd>>, RootfsError> {
+    let linux = spec.linux();
+    let mut trees = Vec::with_capacity(spec.mounts.len());
+    for mount in &spec.mounts {
+        let options = mounts::parse_options(&mount.options)?;
+        let mapped = !mount.uid_mappings.is_empty() || !mount.gid_mappings.is_empty();
+        if options.idmap.is_none() && !mapped {
+            trees.push(None);
+            continue;
+        }
+        let source = bind_source(bundle, mount)?;
+        let refuse = |reason: &str| MountError::Idmap {
+            source_name: source.display().to_string(),
+            reason: reason.into(),
+        };
+        let kind = mount.kind.as_deref().unwrap_or("");
+        if !(options.is_bind() || kind == "bind") {
+            return Err(refuse("only bind mounts can be id-mapped").into());
+        }
+        let (uid, gid) = if mapped {
+            (&mount.uid_mappings, &mount.gid_mappings)
+        } else {
+            (&linux.uid_mappings, &linux.gid_mappings)
+        };
+        if uid.is_empty() || gid.is_empty() {
+            return Err(refuse(if mapped {
+                "uidMappings and gidMappings must be given together"
+            } else {
+                "idmap without uidMappings/gidMappings takes the container's own, and it has none"
+            })
+            .into());
+        }
+        let userns = mounts::mapped_user_namespace(uid, gid).map_err(|e| refuse(&e))?;
+        let recursive = options.flags.contains(MsFlags::MS_REC);
+        let flags = options.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        let idmap = options.idmap.unwrap_or(mounts::Idmap::Top);
+        trees.push(Some(mounts::idmapped_clone(
+            &source, recursive, idmap, &userns, flags,
+        )?));
+    }
+    Ok(trees)
+}
+
+/// Attaches an id-mapped tree made by [`idmapped_mounts`] at the mount's
+/// destination, then applies its propagation and recursive attributes.
+fn attach_idmapped(
+    ctx: &Context,
+    root: &OwnedFd,
+    mount: &Mount,
+    tree: &OwnedFd,
+) -> Result<(), RootfsError> {
+    let source = bind_source(ctx.bundle, mount)?;
+    let target = bind_target(root, &source, &mount.destination)?;
+    mounts::attach(tree, &target).map_err(|errno| MountError::Mount {
+        source_name: source.display().to_string(),
+        target: mount.destination.display().to_string(),
+        fstype: "bind (id-mapped)".into(),
+        data: mount.options.join(","),
+        errno,
+    })?;
+    // The descriptor of the tree now names the attached mount.
+    let path = safe_path::fd_path(tree);
+    let options = mounts::parse_options(&mount.options)?;
+    propagate_and_set(&path, &mount.destination, &options)
 }
 
 /// The permission bits (with setuid, setgid, sticky) of `dest` in the
@@ -243,7 +345,7 @@ fn is_symlink(root: &OwnedFd, dest: &Path) -> bool {
 }
 
 /// A bind source; relative sources are relative to the bundle, as in runc.
-fn bind_source(ctx: &Context, mount: &Mount) -> Result<PathBuf, RootfsError> {
+fn bind_source(bundle: &Path, mount: &Mount) -> Result<PathBuf, RootfsError> {
     let source = mount.source.clone().unwrap_or_default();
     if source.as_os_str().is_empty() {
         return Err(RootfsError::Source {
@@ -257,7 +359,7 @@ fn bind_source(ctx: &Context, mount: &Mount) -> Result<PathBuf, RootfsError> {
     Ok(if source.is_absolute() {
         source
     } else {
-        ctx.bundle.join(source)
+        bundle.join(source)
     })
 }
 

@@ -111,6 +111,10 @@ pub struct Handover {
     /// The start socket, or none: released through the channel.
     pub start_listener: Option<RawFd>,
     pub console_socket: Option<RawFd>,
+    /// The id-mapped trees the runtime made, one per spec mount (see
+    /// `rootfs::idmapped_mounts`).
+    #[serde(default)]
+    pub idmapped: Vec<Option<RawFd>>,
 }
 
 /// In the cloned init: executes the sealed binary, which continues in
@@ -125,7 +129,11 @@ pub fn reexecute(handover: &Handover, config: &[u8]) -> String {
         handover.start_listener,
         handover.console_socket,
     ];
-    for fd in inherited.into_iter().flatten() {
+    for fd in inherited
+        .into_iter()
+        .chain(handover.idmapped.iter().copied())
+        .flatten()
+    {
         // SAFETY: clearing FD_CLOEXEC on descriptors this process holds;
         // the new image sets it again at once (see `resume`).
         unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
@@ -202,6 +210,7 @@ pub fn resume(memfd: RawFd) -> ! {
         handover.console_socket,
     ]
     .into_iter()
+    .chain(handover.idmapped.iter().copied())
     .flatten()
     {
         // SAFETY: close-on-exec again on the descriptors the previous image
@@ -219,6 +228,13 @@ pub fn resume(memfd: RawFd) -> ! {
             unsafe { libc::_exit(1) }
         }
     };
+    // SAFETY: the id-mapped trees the previous image passed on, owned from
+    // here on.
+    let idmapped: Vec<Option<OwnedFd>> = handover
+        .idmapped
+        .iter()
+        .map(|fd| fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
+        .collect();
     crate::trace::step("init: sealed image ready");
     let runtime_hooks = crate::container::has_runtime_hooks(&spec);
     init::run(InitArgs {
@@ -239,6 +255,7 @@ pub fn resume(memfd: RawFd) -> ! {
         cgroup_paths: handover.cgroup_paths,
         hierarchies: crate::cgroups::hierarchies(),
         runtime_hooks,
+        idmapped: &idmapped,
     })
 }
 

@@ -147,7 +147,10 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
     )?;
     undo.snapshot = Some(snapshot_key.clone());
     let rootfs = bundle.join("rootfs");
-    crate::containers::mount_rootfs(&id, &mounts, &rootfs)?;
+    match super::userns::of_pod(&pod.config())? {
+        Some(mappings) => super::userns::mount_rootfs(cri, &pod, &bundle, &mounts, &mappings)?,
+        None => crate::containers::mount_rootfs(&id, &mounts, &rootfs)?,
+    }
     undo.mounted = Some(rootfs.clone());
 
     let spec = super::spec::build(&super::spec::Inputs {
@@ -398,6 +401,7 @@ pub async fn remove(cri: &Cri, id: &str) -> Result<()> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .remove(&record.id);
+    super::stats::forget(cri, &record.id);
     cri.db.write(|txn| {
         txn.delete(Table::CriContainers, &record.id)?;
         Ok::<_, Error>(())
@@ -663,94 +667,6 @@ pub async fn update_resources(
             txn.put(Table::CriContainers, &record.id, &r)?;
         }
         Ok::<_, Error>(())
-    })
-}
-
-/// ContainerStats: CPU and memory from the shim (zeros when it does not
-/// run), the writable layer from the snapshot.
-pub async fn stats(cri: &Cri, record: &CriRecord) -> Result<cri::ContainerStats> {
-    let config = record.config();
-    let now = super::now_nanos();
-    let run = cri.tasks.containers.resolve(&record.id)?;
-    let measured = if cri.tasks.is_running(&record.id) {
-        cri.tasks.stats(&record.id).await.ok()
-    } else {
-        None
-    };
-    let value = |v: u64| Some(cri::UInt64Value { value: v });
-    let usage = cri
-        .images
-        .snapshots
-        .usage(&run.snapshot_key)
-        .unwrap_or_default();
-    Ok(cri::ContainerStats {
-        attributes: Some(cri::ContainerAttributes {
-            id: record.id.clone(),
-            metadata: config.metadata.clone(),
-            labels: config.labels.clone(),
-            annotations: config.annotations.clone(),
-        }),
-        cpu: Some(cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: value(measured.as_ref().map_or(0, |m| m.cpu_usage_ns)),
-            usage_nano_cores: None,
-        }),
-        memory: Some(cri::MemoryUsage {
-            timestamp: now,
-            working_set_bytes: value(measured.as_ref().map_or(0, |m| m.memory_usage)),
-            usage_bytes: value(measured.as_ref().map_or(0, |m| m.memory_usage)),
-            ..Default::default()
-        }),
-        writable_layer: Some(cri::FilesystemUsage {
-            timestamp: now,
-            fs_id: Some(cri::FilesystemIdentifier {
-                mountpoint: cri.snapshots_dir().display().to_string(),
-            }),
-            used_bytes: value(usage.size),
-            inodes_used: value(usage.inodes),
-        }),
-        swap: None,
-    })
-}
-
-/// PodSandboxStats: its containers' stats and their sums.
-pub async fn pod_stats(cri: &Cri, pod: &PodRecord) -> Result<cri::PodSandboxStats> {
-    let mut containers = Vec::new();
-    for record in of_pod(cri, &pod.id)? {
-        containers.push(stats(cri, &record).await?);
-    }
-    let sum = |f: &dyn Fn(&cri::ContainerStats) -> Option<u64>| -> u64 {
-        containers.iter().filter_map(f).sum()
-    };
-    let now = super::now_nanos();
-    let value = |v: u64| Some(cri::UInt64Value { value: v });
-    let cpu = sum(&|c| c.cpu.as_ref()?.usage_core_nano_seconds.map(|v| v.value));
-    let memory = sum(&|c| c.memory.as_ref()?.working_set_bytes.map(|v| v.value));
-    let config = pod.config();
-    Ok(cri::PodSandboxStats {
-        attributes: Some(cri::PodSandboxAttributes {
-            id: pod.id.clone(),
-            metadata: config.metadata,
-            labels: config.labels,
-            annotations: config.annotations,
-        }),
-        linux: Some(cri::LinuxPodSandboxStats {
-            cpu: Some(cri::CpuUsage {
-                timestamp: now,
-                usage_core_nano_seconds: value(cpu),
-                usage_nano_cores: None,
-            }),
-            memory: Some(cri::MemoryUsage {
-                timestamp: now,
-                working_set_bytes: value(memory),
-                usage_bytes: value(memory),
-                ..Default::default()
-            }),
-            network: None,
-            process: None,
-            containers,
-        }),
-        windows: None,
     })
 }
 

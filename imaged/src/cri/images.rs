@@ -127,14 +127,20 @@ fn to_cri(cri: &Cri, records: &[ImageRecord]) -> cri::Image {
             image: first.config.digest.clone(),
             ..Default::default()
         }),
-        pinned: records.iter().any(|r| r.name.starts_with(PINNED_PREFIX)),
+        pinned: is_pinned(cri, &first.config.digest),
     }
 }
 
-/// Names under this registry-less prefix are never set by a pull: an
-/// operator pins an image by tagging it `pinned.berth.local/…` (kubelet's
-/// image garbage collection then leaves it alone).
-const PINNED_PREFIX: &str = "pinned.berth.local/";
+/// Whether the image with config digest `id` is one the daemon's
+/// `pinned_images` names (by any name, digest or id `find` takes): the
+/// sandbox image a cluster configures and the images its operator keeps,
+/// which kubelet's image garbage collection then leaves alone.
+fn is_pinned(cri: &Cri, id: &str) -> bool {
+    cri.pinned
+        .iter()
+        .filter_map(|name| find(cri, name).ok())
+        .any(|record| record.config.digest == id)
+}
 
 /// The image's `User` as CRI reports it: a numeric uid, or a name.
 fn image_user(cri: &Cri, record: &ImageRecord) -> (Option<i64>, String) {

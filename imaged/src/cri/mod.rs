@@ -6,7 +6,9 @@
 //! network), then [`container`] (a CRI container: an image, a bundle from
 //! [`spec`], a task of its own [`crate::tasks::Tasks`]), [`logs`] (the CRI
 //! log format), [`images`] (pulls through mirrors, the CRI's view of the
-//! image store) and [`service`] (the RPCs, mapping requests onto those).
+//! image store), [`userns`] (pods in a user namespace of their own, their
+//! id-mapped root filesystems), [`stats`] and [`service`] (the RPCs,
+//! mapping requests onto those).
 //!
 //! Sharing and separation. The CRI shares the daemon's content store,
 //! snapshots and images (a pulled layer is stored once), its shim binary and
@@ -26,7 +28,9 @@ pub mod logs;
 pub mod sandbox;
 pub mod service;
 pub mod spec;
+pub mod stats;
 pub mod streaming;
+pub mod userns;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -133,6 +137,8 @@ pub struct Cri {
     pub dir: PathBuf,
     /// Registry host → mirrors to pull its images from.
     pub mirrors: BTreeMap<String, Vec<String>>,
+    /// Images reported pinned (config `pinned_images`, `--pinned-image`).
+    pub pinned: Vec<String>,
     /// The log writers of running containers, for ReopenContainerLog.
     log_writers: Mutex<HashMap<String, logs::Reopen>>,
     /// Pods and containers being created or removed: one call at a time
@@ -140,6 +146,9 @@ pub struct Cri {
     pod_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The processes holding pods' PID namespaces, by pid (reaped at stop).
     holders: Mutex<HashMap<u32, std::process::Child>>,
+    /// Each container's last CPU sample (nanosecond time, usage), from
+    /// which the next stats call derives `usage_nano_cores`.
+    pub cpu_samples: Mutex<HashMap<String, (i64, u64)>>,
     /// Container events for GetContainerEvents subscribers.
     pub events: tokio::sync::broadcast::Sender<k8s_cri::v1::ContainerEventResponse>,
 }
@@ -160,9 +169,11 @@ impl Cri {
             networks,
             dir,
             mirrors,
+            pinned: Vec::new(),
             log_writers: Mutex::default(),
             pod_locks: Mutex::default(),
             holders: Mutex::default(),
+            cpu_samples: Mutex::default(),
             events: tokio::sync::broadcast::channel(256).0,
         }
     }
@@ -244,21 +255,21 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         namespace: NAMESPACE.into(),
         ..shared.launcher.clone()
     };
-    let tasks = Arc::new(Tasks::new(
-        containers,
-        shared.hub,
-        launcher,
-        BUNDLE_LOG_SIZE,
-    ));
+    let mut tasks = Tasks::new(containers, shared.hub, launcher, BUNDLE_LOG_SIZE);
+    // Kubelet reads containers' output from the CRI log: none may be lost.
+    tasks.init_output_waits = true;
+    let tasks = Arc::new(tasks);
     tasks.spawn_oom_watch();
-    let cri = Arc::new(Cri::new(
+    let mut cri = Cri::new(
         shared.images,
         db,
         tasks,
         networks,
         dir,
         config.registry_mirrors.clone(),
-    ));
+    );
+    cri.pinned = config.pinned_images.clone();
+    let cri = Arc::new(cri);
     if let Err(e) = recover(&cri).await {
         eprintln!("berth-imaged: cri: recovering pods and containers: {e}");
     }

@@ -167,14 +167,15 @@ pub async fn run(cri: &Cri, config: cri::PodSandboxConfig, handler: &str) -> Res
             "the pod sandbox metadata needs a name and a namespace".into(),
         ));
     }
-    let options = namespace_options(&config);
-    if options
-        .userns_options
-        .as_ref()
-        .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
+    // A pod's PID namespace is pinned in the host's user namespace: a
+    // container in the pod's own could not mount its /proc.
+    if super::userns::of_pod(&config)?.is_some()
+        && namespace_options(&config).pid == cri::NamespaceMode::Pod as i32
     {
-        return Err(Error::Unsupported(
-            "user namespaces for pods are not supported yet".into(),
+        return Err(Error::Invalid(
+            "a pod in a user namespace of its own cannot share one PID namespace \
+             (use PID mode CONTAINER)"
+                .into(),
         ));
     }
     let ports = port_mappings(&config.port_mappings)?;

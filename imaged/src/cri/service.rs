@@ -299,7 +299,7 @@ impl RuntimeService for Service {
         let record = container::get(&self.0, &id)?
             .ok_or_else(|| Status::not_found(format!("container {id:?} not found")))?;
         ok(cri::ContainerStatsResponse {
-            stats: Some(container::stats(&self.0, &record).await?),
+            stats: Some(super::stats::container(&self.0, &record).await?),
         })
     }
 
@@ -318,7 +318,7 @@ impl RuntimeService for Service {
             {
                 continue;
             }
-            stats.push(container::stats(&self.0, &record).await?);
+            stats.push(super::stats::container(&self.0, &record).await?);
         }
         ok(cri::ListContainerStatsResponse { stats })
     }
@@ -331,7 +331,7 @@ impl RuntimeService for Service {
         let pod = sandbox::get(&self.0, &id)?
             .ok_or_else(|| Status::not_found(format!("pod sandbox {id:?} not found")))?;
         ok(cri::PodSandboxStatsResponse {
-            stats: Some(container::pod_stats(&self.0, &pod).await?),
+            stats: Some(super::stats::pod(&self.0, &pod).await?),
         })
     }
 
@@ -347,7 +347,7 @@ impl RuntimeService for Service {
             {
                 continue;
             }
-            stats.push(container::pod_stats(&self.0, &pod).await?);
+            stats.push(super::stats::pod(&self.0, &pod).await?);
         }
         ok(cri::ListPodSandboxStatsResponse { stats })
     }
@@ -385,7 +385,7 @@ impl RuntimeService for Service {
                 name: String::new(),
                 features: Some(cri::RuntimeHandlerFeatures {
                     recursive_read_only_mounts: true,
-                    user_namespaces: false,
+                    user_namespaces: true,
                 }),
             }],
             features: Some(cri::RuntimeFeatures {

@@ -132,9 +132,9 @@ fn mounts_of(config: &cri::ContainerConfig) -> Result<Vec<ResolvedMount>> {
                 m.container_path
             )));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() || m.image.is_some() {
+        if m.image.is_some() {
             return Err(Error::Unsupported(format!(
-                "mount {}: id-mapped and image mounts are not supported yet",
+                "mount {}: image mounts are not supported yet",
                 m.container_path
             )));
         }
@@ -168,16 +168,7 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Value> {
             "a privileged container needs a privileged pod sandbox".into(),
         ));
     }
-    if sc
-        .namespace_options
-        .as_ref()
-        .and_then(|o| o.userns_options.as_ref())
-        .is_some_and(|u| u.mode == cri::NamespaceMode::Pod as i32)
-    {
-        return Err(Error::Unsupported(
-            "user namespaces are not supported yet".into(),
-        ));
-    }
+    super::userns::check_container(&pod_config, &sc)?;
     let caps = sc.capabilities.clone().unwrap_or_default();
     if !caps.add_ambient_capabilities.is_empty() {
         return Err(Error::Unsupported(
@@ -237,6 +228,18 @@ pub fn build(inputs: &Inputs<'_>) -> Result<Value> {
 
     namespaces(&mut spec, inputs, &sc)?;
     propagation(&mut spec, config);
+    match super::userns::of_pod(&pod_config)? {
+        Some(mappings) => {
+            if inputs.target_pid.is_some() {
+                return Err(Error::Invalid(
+                    "a container in a pod user namespace cannot join another's PID namespace"
+                        .into(),
+                ));
+            }
+            super::userns::apply(&mut spec, config, &mappings)
+        }
+        None => super::userns::mounts(&mut spec, config),
+    }
     let linux = &mut spec["linux"];
     let parent = inputs.pod.cgroup_parent();
     let parent = if parent.is_empty() {

@@ -68,8 +68,15 @@ impl Backend {
 }
 
 /// Writes the process's output to the session until every stream has
-/// ended; `false` if the client went away first.
-async fn pump_output(attached: &mut Attached, io: &mut SessionIo, tty: bool) -> bool {
+/// ended; `false` if the client went away first. An exec's output waits
+/// for its session ([`crate::logs::copy_fifo`]); an init's does not, and
+/// a session that fell so far behind that output was dropped ends with an
+/// error rather than a success missing output.
+async fn pump_output(
+    attached: &mut Attached,
+    io: &mut SessionIo,
+    tty: bool,
+) -> Result<bool, BackendError> {
     let mut ended = 0;
     while ended < attached.streams {
         match attached.output.recv().await {
@@ -81,16 +88,20 @@ async fn pump_output(attached: &mut Attached, io: &mut SessionIo, tty: bool) -> 
                 };
                 if let Some(sink) = sink {
                     if sink.write_all(&chunk.data).await.is_err() {
-                        return false;
+                        return Ok(false);
                     }
                     let _ = sink.flush().await;
                 }
             }
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(lost)) => {
+                return Err(failed(format!(
+                    "the client read too slowly: {lost} chunks of output were dropped"
+                )))
+            }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         }
     }
-    true
+    Ok(true)
 }
 
 #[async_trait]
@@ -120,7 +131,7 @@ impl StreamingBackend for Backend {
         let mut attached = tasks.attach(&id, &exec_id, false).map_err(failed)?;
         tasks.start(&id, &exec_id).await.map_err(failed)?;
         self.pump_input(&id, &exec_id, &mut io);
-        pump_output(&mut attached, &mut io, tty).await;
+        pump_output(&mut attached, &mut io, tty).await?;
         Ok(super::container::exit_status(&mut attached.exit).await as i32)
     }
 
@@ -133,7 +144,7 @@ impl StreamingBackend for Backend {
         let id = self.known(container_id)?;
         let mut attached = self.0.tasks.attach(&id, "", false).map_err(failed)?;
         self.pump_input(&id, "", &mut io);
-        if !pump_output(&mut attached, &mut io, tty).await {
+        if !pump_output(&mut attached, &mut io, tty).await? {
             return Ok(None);
         }
         let code = attached

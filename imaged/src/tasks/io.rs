@@ -26,11 +26,14 @@ impl Tasks {
         to_log: bool,
     ) {
         let log = to_log.then(|| Arc::new(Mutex::new(LogWriter::new(bundle, self.max_log))));
+        // An exec's readers are the sessions that started it.
+        let waits = !to_log || self.init_output_waits;
         tokio::spawn(logs::copy_fifo(
             readers.stdout,
             pb::StdioStream::Stdout,
             output.clone(),
             log.clone(),
+            waits,
         ));
         if let Some(stderr) = readers.stderr {
             tokio::spawn(logs::copy_fifo(
@@ -38,6 +41,7 @@ impl Tasks {
                 pb::StdioStream::Stderr,
                 output,
                 log,
+                waits,
             ));
         }
     }

@@ -146,6 +146,10 @@ pub struct Tasks {
     pub hub: Hub,
     pub launcher: Launcher,
     pub max_log: u64,
+    /// Whether an init's output waits for its slowest reader (as an
+    /// exec's always does) instead of dropping what it has not taken: the
+    /// CRI's, whose log kubelet reads, must be whole.
+    pub init_output_waits: bool,
     inner: Mutex<Inner>,
     /// Woken when an ended task's teardown is done (its shim entry gone).
     teardowns: tokio::sync::Notify,
@@ -196,6 +200,7 @@ impl Tasks {
             hub,
             launcher,
             max_log,
+            init_output_waits: false,
             inner: Mutex::new(Inner::default()),
             teardowns: tokio::sync::Notify::new(),
         }
@@ -239,7 +244,7 @@ impl Tasks {
             .processes
             .entry(key.clone())
             .or_insert_with(|| Process {
-                output: broadcast::channel(256).0,
+                output: broadcast::channel(crate::logs::OUTPUT_CAPACITY).0,
                 exit: watch::channel(None).0,
                 stdin: None,
                 streams: 2,

@@ -200,6 +200,8 @@ pub(super) fn build(
     }
     crate::trace::step("create: state dir, cgroups planned");
 
+    // Made before the init exists: only the host's root may id-map them.
+    let idmapped = crate::rootfs::idmapped_mounts(&spec, &bundle)?;
     let (runtime_end, init_end) = channel::pair()?;
     let listener = match by_channel {
         true => {
@@ -256,6 +258,10 @@ pub(super) fn build(
                 channel: init_end.raw(),
                 start_listener: listener.as_ref().map(|l| l.as_raw_fd()),
                 console_socket: console.as_ref().map(|c| c.as_raw_fd()),
+                idmapped: idmapped
+                    .iter()
+                    .map(|t| t.as_ref().map(|t| t.as_raw_fd()))
+                    .collect(),
             };
             let error = sealed_init::reexecute(&handover, &config_bytes);
             init_end.failed(&error);
@@ -278,6 +284,7 @@ pub(super) fn build(
             cgroup_paths: planned.clone(),
             hierarchies: hierarchies.clone(),
             runtime_hooks,
+            idmapped: &idmapped,
         });
     }
     guard.pid = Some(pid);
@@ -286,6 +293,7 @@ pub(super) fn build(
         saved.restore()?;
     }
     drop(init_end);
+    drop(idmapped);
     // The directories are made once the init is cloned, while it starts
     // (or re-executes itself, see `sealed_init`): it needs them only when
     // `Prepared` says it has joined them.
