@@ -184,15 +184,16 @@ impl Containers {
     /// containers whose records are gone (removed just before a crash,
     /// their directories not yet) are removed.
     pub fn reconcile(&self) -> Result<()> {
-        index_names(&self.db)?;
+        let ids = index_names(&self.db)?;
         let Ok(entries) = std::fs::read_dir(&self.bundles) else {
             return Ok(());
         };
         for entry in entries.flatten() {
-            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            if self.db.get::<Named>(Table::Containers, &id)?.is_none() {
+            let known = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|id| ids.contains(id));
+            if !known {
                 let path = entry.path();
                 // Its rootfs was unmounted before its record went; a mount
                 // left by a crash earlier still must not be walked into.
@@ -647,8 +648,9 @@ fn name_free(txn: &crate::metadata::Txn<'_>, name: &str) -> Result<()> {
 /// Builds the names index again from the records, in one transaction: at
 /// the daemon's start, so that a store written before the index existed
 /// reads the same. (Records and their entries are written in the same
-/// transactions, so a killed daemon cannot leave them apart.)
-pub fn index_names(db: &crate::metadata::Db) -> Result<()> {
+/// transactions, so a killed daemon cannot leave them apart.) The ids of
+/// the containers it indexed.
+pub fn index_names(db: &crate::metadata::Db) -> Result<std::collections::HashSet<String>> {
     let all = db.list::<Named>(Table::Containers)?;
     db.write(|txn| {
         txn.clear(Table::ContainerNames)?;
@@ -656,7 +658,8 @@ pub fn index_names(db: &crate::metadata::Db) -> Result<()> {
             txn.put(Table::ContainerNames, &named.name, &named.id)?;
         }
         Ok::<_, Error>(())
-    })
+    })?;
+    Ok(all.into_iter().map(|(id, _)| id).collect())
 }
 
 /// Stores `record` and its name's index entry, in the caller's transaction.

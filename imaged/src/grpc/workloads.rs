@@ -207,10 +207,7 @@ impl pb::containers_server::Containers for Workloads {
         if settings.image.is_empty() {
             return Err(Status::invalid_argument("config.image is required"));
         }
-        let restarts = settings
-            .restart
-            .is_some_and(|r| r.kind != pb::restart_policy::Kind::No as i32);
-        if settings.auto_remove && restarts {
+        if settings.auto_remove && crate::tasks::has_restart_policy(&settings) {
             return Err(Status::invalid_argument(
                 "auto_remove (--rm) and a restart policy conflict: choose one",
             ));

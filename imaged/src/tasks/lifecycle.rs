@@ -437,11 +437,7 @@ impl Tasks {
                     });
                 }
             }
-        } else if record
-            .settings()
-            .restart
-            .is_some_and(|p| p.kind != pb::restart_policy::Kind::No as i32)
-        {
+        } else if has_restart_policy(&record.settings()) {
             // A restart may be pending (its back-off): it must not start
             // what is being removed. Without a policy there is none, and
             // no write is needed before the record goes.

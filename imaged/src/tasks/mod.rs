@@ -62,8 +62,8 @@ mod recovery;
 mod restart;
 
 use io::{make_stdio, OutputReaders};
-pub use restart::restart_delay;
 use restart::restarts_always;
+pub use restart::{has_restart_policy, restart_delay};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -45,6 +45,13 @@ impl Tasks {
     }
 }
 
+/// Whether `settings` name a restart policy other than `no`.
+pub fn has_restart_policy(settings: &pb::ContainerConfig) -> bool {
+    settings
+        .restart
+        .is_some_and(|policy| policy.kind != pb::restart_policy::Kind::No as i32)
+}
+
 pub(super) fn restarts_always(record: &ContainerRecord) -> bool {
     record
         .settings()
