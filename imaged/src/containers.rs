@@ -184,26 +184,40 @@ impl Containers {
     /// containers whose records are gone (removed just before a crash,
     /// their directories not yet) are removed.
     pub fn reconcile(&self) -> Result<()> {
-        let ids = index_names(&self.db)?;
-        let Ok(entries) = std::fs::read_dir(&self.bundles) else {
-            return Ok(());
-        };
-        for entry in entries.flatten() {
-            let known = entry
-                .file_name()
-                .to_str()
-                .is_some_and(|id| ids.contains(id));
-            if !known {
-                let path = entry.path();
-                // Its rootfs was unmounted before its record went; a mount
-                // left by a crash earlier still must not be walked into.
-                unmount(&path.join("rootfs"));
-                if let Err(e) = std::fs::remove_dir_all(&path) {
-                    eprintln!("berth-imaged: cannot remove {}: {e}", path.display());
-                }
+        for (_, path) in self.orphaned_bundles()? {
+            // A bundle with a shim's address was removed while its task was
+            // being torn down (`run --rm`, [`Containers::remove_records`]):
+            // the tasks' recovery ends the shim first.
+            if path.join("address").exists() {
+                continue;
             }
+            self.remove_bundle(&path);
         }
         Ok(())
+    }
+
+    /// Removes a bundle no record names, its rootfs unmounted first: a
+    /// mount left by a crash must not be walked into.
+    pub fn remove_bundle(&self, path: &Path) {
+        unmount(&path.join("rootfs"));
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            eprintln!("berth-imaged: cannot remove {}: {e}", path.display());
+        }
+    }
+
+    /// The bundles no record names: (id, path).
+    pub fn orphaned_bundles(&self) -> Result<Vec<(String, PathBuf)>> {
+        let ids = index_names(&self.db)?;
+        let Ok(entries) = std::fs::read_dir(&self.bundles) else {
+            return Ok(Vec::new());
+        };
+        Ok(entries
+            .flatten()
+            .filter_map(|entry| {
+                let id = entry.file_name().to_str()?.to_string();
+                (!ids.contains(&id)).then(|| (id, entry.path()))
+            })
+            .collect())
     }
 
     pub fn list(&self) -> Result<Vec<ContainerRecord>> {
@@ -415,7 +429,8 @@ impl Containers {
         undo.bundle = Some(bundle.clone());
         let snapshot_key = format!("container/{id}");
         let chain = image.chain_id().map(str::to_string);
-        let mut mounts = self.images.snapshots.prepare(
+        // Made durable by the record's commit below.
+        let mut mounts = self.images.snapshots.prepare_unsynced(
             &snapshot_key,
             chain.as_deref(),
             BTreeMap::from([("berth.container".to_string(), id.clone())]),
@@ -521,7 +536,10 @@ impl Containers {
             host_network: mode == networks::Mode::Host,
         })?;
         let spec_bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
-        write_private(&bundle.join("config.json"), &spec_bytes)?;
+        // A container removed at its exit never runs after a crash: its
+        // spec need not reach the disk before its record does.
+        let durable = !(settings.auto_remove || settings.transient);
+        write_private(&bundle.join("config.json"), &spec_bytes, durable)?;
         steps.step("bundle");
         let record = ContainerRecord {
             id: id.clone(),
@@ -568,9 +586,32 @@ impl Containers {
     pub fn delete(&self, id: &str, volumes: bool) -> Result<()> {
         let record = self.resolve(id)?;
         let mut steps = crate::steps::Timeline::new("remove", &record.id);
-        let rootfs = record.rootfs();
-        unmount(&rootfs);
+        unmount(&record.rootfs());
         steps.step("unmount");
+        let leftovers = self.remove_records(&record, volumes)?;
+        steps.step("records");
+        // The directories of a container removed at its exit (`run --rm`)
+        // go after the reply: no record names them any more, so nothing can
+        // find them, and a crash before they are gone leaves directories the
+        // start-up removes (the snapshots' cleanup, [`Containers::reconcile`]).
+        // Any other removal returns when they are gone.
+        let settings = record.settings();
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if settings.transient || settings.auto_remove => {
+                drop(runtime.spawn_blocking(move || leftovers.remove()))
+            }
+            _ => leftovers.remove(),
+        }
+        steps.step("handed off");
+        Ok(())
+    }
+
+    /// The records half of a removal: the container's record, its name and
+    /// its snapshot's record in one commit, then with `volumes` its
+    /// anonymous volumes. From here no client can find the container, and
+    /// its name is free; the rootfs and directories are the caller's to
+    /// remove ([`Leftovers::remove`]) once no process uses them.
+    pub fn remove_records(&self, record: &ContainerRecord, volumes: bool) -> Result<Leftovers> {
         // The snapshot's record and the container's go in one commit; the
         // snapshot's directory after it (a crash between leaves only a
         // directory, which the snapshots' cleanup removes at start).
@@ -593,34 +634,6 @@ impl Containers {
             }
             Ok(snapshot)
         })?;
-        steps.step("records");
-        // The directories of a container removed at its exit (`run --rm`)
-        // go after the reply: no record names them any more, so nothing can
-        // find them, and a crash before they are gone leaves directories the
-        // start-up removes (the snapshots' cleanup, [`Containers::reconcile`]).
-        // Any other removal returns when they are gone.
-        let settings = record.settings();
-        let deferred = settings.transient || settings.auto_remove;
-        let bundle = record.bundle.clone();
-        let snapshots = snapshots.clone();
-        let key = record.snapshot_key.clone();
-        let remove = move || {
-            if let Err(e) = std::fs::remove_dir_all(&bundle) {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    eprintln!("berth-imaged: cannot remove {}: {e}", bundle.display());
-                }
-            }
-            if let Some(snapshot) = snapshot {
-                if let Err(e) = snapshots.remove_dir(&key, &snapshot) {
-                    eprintln!("berth-imaged: {e}");
-                }
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) if deferred => drop(runtime.spawn_blocking(remove)),
-            _ => remove(),
-        }
-        steps.step("handed off");
         if volumes {
             for name in &record.volumes {
                 if self.volumes.is_anonymous_of(name, &record.id)? {
@@ -629,7 +642,40 @@ impl Containers {
                 }
             }
         }
-        Ok(())
+        Ok(Leftovers {
+            rootfs: record.rootfs(),
+            bundle: record.bundle.clone(),
+            snapshot: snapshot.map(|s| (record.snapshot_key.clone(), s)),
+            snapshots: snapshots.clone(),
+        })
+    }
+}
+
+/// What a removed container leaves on disk: its rootfs mount, its bundle
+/// and its snapshot's directory.
+#[must_use = "the directories stay until `remove` is called"]
+pub struct Leftovers {
+    rootfs: PathBuf,
+    bundle: PathBuf,
+    snapshot: Option<(String, snapshots::Record)>,
+    snapshots: snapshots::Snapshotter,
+}
+
+impl Leftovers {
+    /// Unmounts the rootfs and removes the directories; what cannot go is
+    /// said on stderr (the start-up's sweep tries again).
+    pub fn remove(self) {
+        unmount(&self.rootfs);
+        if let Err(e) = std::fs::remove_dir_all(&self.bundle) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("berth-imaged: cannot remove {}: {e}", self.bundle.display());
+            }
+        }
+        if let Some((key, snapshot)) = self.snapshot {
+            if let Err(e) = self.snapshots.remove_dir(&key, &snapshot) {
+                eprintln!("berth-imaged: {e}");
+            }
+        }
     }
 }
 
@@ -722,8 +768,9 @@ fn covers_procfs(destination: &str) -> bool {
 }
 
 /// Writes a file only root can read, through a temporary name and a
-/// rename: a reader (a start, a crash) never sees half of it.
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+/// rename: a reader never sees half of it, nor (when `durable`, synced
+/// before the rename) does a crash.
+pub fn write_private(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -735,7 +782,7 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
         .open(&tmp)
         .map_err(io("create", &tmp))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
         .map_err(io("write", &tmp))?;
     std::fs::rename(&tmp, path).map_err(io("rename", path))
 }
@@ -943,7 +990,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("berth-private-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("config.json");
-        write_private(&path, b"{}").unwrap();
+        write_private(&path, b"{}", true).unwrap();
         let meta = std::fs::metadata(&path).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert!(!path.with_extension("tmp").exists());

@@ -258,6 +258,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         namespace: "berth".into(),
         grpc_address: config.socket.clone(),
         events_address: events_socket.clone(),
+        start_at_create: true,
     };
     let cri = cri::open(cri::Shared {
         config: &config,

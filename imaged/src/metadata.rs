@@ -139,12 +139,34 @@ impl Db {
         }
     }
 
-    /// Runs `f` in one write transaction, committed if it returns `Ok`.
+    /// Runs `f` in one write transaction, committed if it returns `Ok`; the
+    /// commit is on disk when this returns.
     pub fn write<R, E: From<Error>>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<R, E> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        self.write_with(redb::Durability::Immediate, f)
+    }
+
+    /// As [`Db::write`], but the commit reaches the disk only with the next
+    /// durable one (a crash before it loses this one, never half of it):
+    /// for a change a durable commit always follows, or whose loss the
+    /// start-up repairs.
+    pub fn write_unsynced<R, E: From<Error>>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        self.write_with(redb::Durability::None, f)
+    }
+
+    fn write_with<R, E: From<Error>>(
+        &self,
+        durability: redb::Durability,
+        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
+    ) -> std::result::Result<R, E> {
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(durability)
+            .map_err(|e| self.err(redb::Error::from(e)))?;
         let mut wrapped = Txn {
             txn,
             path: &self.path,

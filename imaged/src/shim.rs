@@ -40,7 +40,16 @@ pub struct Launcher {
     pub grpc_address: PathBuf,
     /// The ttrpc events socket (`TTRPC_ADDRESS`).
     pub events_address: PathBuf,
+    /// Asks berth's shim to start each init at Create (one runtime process
+    /// less; the Start that follows only answers). Only where every Create
+    /// is followed at once by its Start, as the daemon's own tasks are
+    /// (not the CRI's, whose kubelet starts when it chooses). Other shims
+    /// ignore it.
+    pub start_at_create: bool,
 }
+
+/// The shim's environment variable for [`Launcher::start_at_create`].
+const START_AT_CREATE_ENV: &str = "BERTH_SHIM_START_AT_CREATE";
 
 /// A connected shim.
 #[derive(Clone)]
@@ -73,6 +82,9 @@ impl Launcher {
             .arg(id)
             .current_dir(bundle)
             .env("TTRPC_ADDRESS", &self.events_address);
+        if self.start_at_create {
+            command.env(START_AT_CREATE_ENV, "1");
+        }
         command
     }
 

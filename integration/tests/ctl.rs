@@ -51,6 +51,11 @@ struct Env {
 
 impl Env {
     fn start() -> Env {
+        Env::start_with_runtime(&target_dir().join("berth"))
+    }
+
+    /// A daemon whose shims drive `berth`, the runtime (or a wrapper of it).
+    fn start_with_runtime(berth: &Path) -> Env {
         assert!(
             ctl_bin().exists(),
             "{} is missing: cargo build --workspace first",
@@ -58,7 +63,6 @@ impl Env {
         );
         let runtime_root = std::env::temp_dir().join(unique("berth-ctl-runtime"));
         let shim = target_dir().join("containerd-shim-berth-v2");
-        let berth = target_dir().join("berth");
         let args = [
             "--shim".to_string(),
             shim.display().to_string(),
@@ -207,6 +211,185 @@ fn only_containers_removed_at_their_exit_skip_syncing_their_writes() {
         env.ctl(&["rm", "-f", "gone", "kept"]).status.code(),
         Some(0)
     );
+}
+
+/// The bundles of the daemon's containers.
+fn bundles(env: &Env) -> Vec<PathBuf> {
+    std::fs::read_dir(env.daemon.root.join("lib/bundles"))
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// The containers the runtime still has state for (under its root, or its
+/// root's namespace directory).
+fn runtime_states(env: &Env) -> Vec<PathBuf> {
+    [env.runtime_root.clone(), env.runtime_root.join("berth")]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(dir).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|path| path.join("state.json").exists())
+        .collect()
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    pid > 0 && unsafe { libc::kill(pid, 0) } == 0
+}
+
+/// `run --rm` answers once the exit is known and the container's records
+/// are gone (its name is free at once); its task's teardown, rootfs and
+/// directories follow. Eight clients at once, each reusing one name, lose
+/// no run, and nothing is left once the teardowns end.
+#[test]
+fn run_rm_frees_the_name_at_once_and_leaves_nothing_behind() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    std::thread::scope(|scope| {
+        for client in 0..8 {
+            let env = &env;
+            scope.spawn(move || {
+                let name = format!("again-{client}");
+                for round in 0..4 {
+                    let out =
+                        env.ctl(&["run", "--rm", "--name", &name, "busybox:ctl", "echo", "ok"]);
+                    assert_eq!(
+                        out.status.code(),
+                        Some(0),
+                        "client {client} round {round}: {}",
+                        text(&out)
+                    );
+                    assert_eq!(stdout(&out), "ok\n");
+                }
+            });
+        }
+    });
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+    env.until("the teardowns to end", || {
+        bundles(&env).is_empty() && runtime_states(&env).is_empty()
+    });
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = env.daemon.root.display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&root)),
+        "mounts left under {root}:\n{mounts}"
+    );
+}
+
+/// A runtime that runs berth after `prelude` (shell, "$@" are the
+/// arguments); in a directory the returned guard removes.
+fn runtime_wrapper(name: &str, prelude: &str) -> (TempDir, PathBuf) {
+    let dir = TempDir(std::env::temp_dir().join(unique(name)));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let wrapper = dir.0.join("berth");
+    let script = format!(
+        "#!/bin/sh\n{prelude}\nexec {} \"$@\"\n",
+        target_dir().join("berth").display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    (dir, wrapper)
+}
+
+/// The daemon's shims start a container without stdin at Create, with one
+/// runtime process (`run --detach`, no `start`); a container with stdin is
+/// created, then started once the daemon holds its stdin. Either way the
+/// events come in their order: create, start, exit.
+#[test]
+fn the_daemons_shim_starts_a_container_at_create_unless_it_has_stdin() {
+    if !can_run_images() {
+        return;
+    }
+    let (dir, wrapper) = runtime_wrapper(
+        "berth-verbs",
+        "for a; do case \"$a\" in run|create|start|delete) echo \"$a\" >> \"$(dirname \"$0\")/verbs\"; break;; esac; done",
+    );
+    let verbs = || std::fs::read_to_string(dir.0.join("verbs")).unwrap_or_default();
+    let env = Env::start_with_runtime(&wrapper);
+    env.load_busybox("busybox:ctl");
+    let mut events = Command::new(ctl_bin())
+        .args(["--address", &env.address(), "events", "--format", "json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("events");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        env.ok(&["run", "--rm", "busybox:ctl", "echo", "hi"]),
+        "hi\n"
+    );
+    env.until("the runtime's delete", || verbs().lines().count() == 2);
+    assert_eq!(verbs(), "run\ndelete\n");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = events.kill();
+    let seen = stdout(&events.wait_with_output().unwrap());
+    let topics: Vec<String> = seen
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("an event as JSON")["topic"].to_string())
+        .filter(|t| t.starts_with("\"/tasks/"))
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            r#""/tasks/create""#,
+            r#""/tasks/start""#,
+            r#""/tasks/exit""#,
+            r#""/tasks/delete""#
+        ],
+        "{seen}"
+    );
+    std::fs::remove_file(dir.0.join("verbs")).unwrap();
+    let out = env.ctl_with_input(&["run", "--rm", "-i", "busybox:ctl", "cat"], b"typed\n");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stdout(&out), "typed\n");
+    env.until("the runtime's delete", || verbs().lines().count() == 3);
+    assert_eq!(verbs(), "create\nstart\ndelete\n");
+}
+
+/// A daemon killed between a `run --rm`'s answer and the end of its task's
+/// teardown (here held by a runtime whose `delete` is slow) finds at its
+/// next start a bundle whose record is gone and whose shim still runs: it
+/// ends the shim, lets it clean up after the runtime, and removes the
+/// bundle.
+#[test]
+fn a_daemon_killed_during_a_run_rm_teardown_ends_it_at_its_next_start() {
+    if !can_run_images() {
+        return;
+    }
+    let (_dir, wrapper) = runtime_wrapper(
+        "berth-slow-delete",
+        "for a; do [ \"$a\" = delete ] && sleep 2 && break; done",
+    );
+    let mut env = Env::start_with_runtime(&wrapper);
+    env.load_busybox("busybox:ctl");
+    let out = env.ctl(&["run", "--rm", "--name", "crash", "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // Answered while the runtime's delete still sleeps.
+    let [bundle] = bundles(&env).try_into().unwrap_or_else(|b: Vec<PathBuf>| {
+        panic!(
+            "one bundle should still be there: {b:?}\n{}",
+            env.daemon.log()
+        )
+    });
+    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(alive(shim), "the shim {shim} should still run");
+    env.daemon.kill9();
+    env.daemon.spawn();
+    env.until("the orphaned task to be ended", || {
+        !alive(shim) && bundles(&env).is_empty() && runtime_states(&env).is_empty()
+    });
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+    // The name stayed free.
+    env.ok(&["run", "--rm", "--name", "crash", "busybox:ctl", "true"]);
 }
 
 #[test]

@@ -270,7 +270,9 @@ fn serve(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
         flags.namespace.clone(),
     )?;
-    let tasks = Tasks::new(&flags.namespace, events);
+    let tasks = Tasks::new(&flags.namespace, events).start_at_create(
+        std::env::var_os(crate::task::START_AT_CREATE_ENV).is_some_and(|v| v == "1"),
+    );
     Server::new(listener, path, signals, tasks, flags.debug).run()?;
     Ok(())
 }

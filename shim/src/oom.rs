@@ -209,6 +209,12 @@ impl OomWatch {
         })
     }
 
+    /// Whether the cgroup had OOM-killed a process when the watch began
+    /// (v1: `memory.oom_control`'s `oom_kill`; v2: `memory.events`').
+    pub fn has_killed(&self) -> bool {
+        self.kills > 0
+    }
+
     /// Drains the descriptor: Some(true) for a new OOM kill, Some(false)
     /// for nothing new, None when the cgroup is gone (stop watching).
     pub fn fired(&mut self) -> Option<bool> {

@@ -164,7 +164,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         target_pid,
     })?;
     let bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
-    crate::containers::write_private(&bundle.join("config.json"), &bytes)?;
+    crate::containers::write_private(&bundle.join("config.json"), &bytes, true)?;
 
     let log_path = (!config.log_path.is_empty())
         .then(|| PathBuf::from(&pod.config().log_directory).join(&config.log_path));

@@ -253,6 +253,8 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         .context("cannot reconcile the CRI containers' records and directories")?;
     let launcher = crate::shim::Launcher {
         namespace: NAMESPACE.into(),
+        // kubelet creates and starts in two calls, with its own work between.
+        start_at_create: false,
         ..shared.launcher.clone()
     };
     let mut tasks = Tasks::new(containers, shared.hub, launcher, BUNDLE_LOG_SIZE);

@@ -403,6 +403,10 @@ impl Tasks {
     ) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let mut steps = crate::steps::Timeline::new("delete", &record.id);
+        let settings = record.settings();
+        if (settings.transient || settings.auto_remove) && self.ending(&record.id) {
+            return self.delete_ended(record, volumes).await;
+        }
         // A task that has just ended may still be taking its network down.
         self.torn_down(&record.id).await;
         steps.step("teardown");
@@ -453,18 +457,49 @@ impl Tasks {
             .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
         steps.step("remove");
         self.forget(&record.id);
-        // Every removal is announced, whoever asked (a client, --rm, the
-        // recovery at start-up), with the container's id.
+        self.announce_removal(&record.id, force, volumes);
+        Ok(())
+    }
+
+    /// Removes a container removed at its end (`run --rm`) whose exit is
+    /// known while its teardown (the runtime's delete, the shim's shutdown,
+    /// the network) is still under way: the records go now, so the client
+    /// hears back with the name free, and the rootfs and directories once
+    /// the shim is gone. A daemon that dies in between finds the bundle
+    /// without a record at its start and ends what is left of the task
+    /// ([`Tasks::recover`]).
+    async fn delete_ended(self: &Arc<Self>, record: ContainerRecord, volumes: bool) -> Result<()> {
+        let mut steps = crate::steps::Timeline::new("delete", &record.id);
+        let containers = self.containers.clone();
+        let removed = record.clone();
+        let leftovers =
+            tokio::task::spawn_blocking(move || containers.remove_records(&removed, volumes))
+                .await
+                .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
+        steps.step("records");
+        let tasks = self.clone();
+        let id = record.id.clone();
+        tokio::spawn(async move {
+            tasks.shim_gone(&id).await;
+            let _ = tokio::task::spawn_blocking(move || leftovers.remove()).await;
+        });
+        self.forget(&record.id);
+        self.announce_removal(&record.id, false, volumes);
+        Ok(())
+    }
+
+    /// Every removal is announced, whoever asked (a client, --rm, the
+    /// recovery at start-up), with the container's id.
+    fn announce_removal(&self, id: &str, force: bool, volumes: bool) {
         self.hub.publish(
             "/containers/delete",
             "berth.v1.DeleteContainerRequest",
             prost::Message::encode_to_vec(&pb::DeleteContainerRequest {
-                id: record.id.clone(),
+                id: id.to_string(),
                 force,
                 volumes,
             }),
         );
-        Ok(())
     }
 
     /// Whether the runtime still knows the container (its state directory).

@@ -277,6 +277,29 @@ impl Tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
     }
 
+    /// Whether the container's task has ended and is being torn down: its
+    /// exit is known and its shim not yet gone.
+    fn ending(&self, id: &str) -> bool {
+        let inner = self.lock();
+        inner.shims.contains_key(id)
+            && inner
+                .processes
+                .get(&(id.to_string(), String::new()))
+                .is_some_and(|p| p.exit.borrow().is_some())
+    }
+
+    /// Waits until the container has no shim (its teardown is done). No
+    /// deadline: a teardown ends, its RPCs have theirs.
+    async fn shim_gone(&self, id: &str) {
+        loop {
+            let woken = self.teardowns.notified();
+            if self.shim_of(id).is_none() {
+                return;
+            }
+            woken.await;
+        }
+    }
+
     pub fn is_running(&self, id: &str) -> bool {
         self.shim_of(id).is_some()
     }

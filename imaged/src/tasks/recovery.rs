@@ -127,6 +127,7 @@ impl Tasks {
                 }
             }
         }
+        self.end_orphaned_tasks().await?;
         // Namespaces, leases and rules of containers that are not running
         // (ended or half started while the daemon was away) go; the running
         // ones get their host ports held again.
@@ -136,6 +137,36 @@ impl Tasks {
         running.extend(keep);
         let _ =
             tokio::task::spawn_blocking(move || networks.recover(|id| running.contains(id))).await;
+        Ok(())
+    }
+
+    /// Ends the tasks of containers removed while their teardown was under
+    /// way (`run --rm`, see `delete_ended`): a bundle with a shim's address
+    /// and no record. The shim is shut down, its `delete` ends what the
+    /// runtime has left, and the bundle goes.
+    async fn end_orphaned_tasks(&self) -> Result<()> {
+        for (id, bundle) in self.containers.orphaned_bundles()? {
+            let address = match std::fs::read_to_string(bundle.join("address")) {
+                Ok(address) => address,
+                Err(_) => continue,
+            };
+            if let Ok(shim) = shim::connect(address.trim()).await {
+                let _ = shim
+                    .client
+                    .shutdown(
+                        self.ctx(),
+                        &api::ShutdownRequest {
+                            id: id.clone(),
+                            now: true,
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+            }
+            self.launcher.delete(&id, &bundle).await;
+            let containers = self.containers.clone();
+            let _ = tokio::task::spawn_blocking(move || containers.remove_bundle(&bundle)).await;
+        }
         Ok(())
     }
 

@@ -36,6 +36,9 @@ pub struct Container {
     pub(super) init: Process,
     pub(super) execs: HashMap<String, Process>,
     paused: bool,
+    /// The init was started by Create ([`super::Tasks`]'s
+    /// `start_at_create`); the first Start only answers with its pid.
+    started_at_create: bool,
     pub(super) oom: Option<OomWatch>,
     /// Numbers the files handed to the runtime ([`Container::next_file`]).
     pub(super) counter: u64,
@@ -43,10 +46,12 @@ pub struct Container {
 
 impl Container {
     /// Creates the container (`runtime create`, its init stopped before
-    /// the user's program) on the rootfs containerd's mounts make.
+    /// the user's program) on the rootfs containerd's mounts make; with
+    /// `start`, starts it too (`runtime run --detach`).
     pub fn create(
         namespace: &str,
         req: CreateTaskRequest,
+        start: bool,
         notify: &mut Notify,
     ) -> Result<Container, TaskError> {
         let bundle = PathBuf::from(&req.bundle);
@@ -75,11 +80,12 @@ impl Container {
             init: Process::new("", Paths::default()),
             execs: HashMap::new(),
             paused: false,
+            started_at_create: false,
             oom: None,
             counter: 0,
         };
         let mut init = Process::new("", paths);
-        if let Err(err) = container.create_init(&mut init) {
+        if let Err(err) = container.create_init(&mut init, start) {
             // Whatever the runtime left of the container goes too.
             let _ = container
                 .runtime
@@ -90,9 +96,14 @@ impl Container {
         let pid = init.pid;
         container.init = init;
         // Watched from before Start: a container that outgrows its limit at
-        // once is OOM-killed within milliseconds of starting.
+        // once is OOM-killed within milliseconds of starting. Started
+        // already, it may have been: the kill the cgroup counts is its.
+        let mut killed_before_watch = false;
         match OomWatch::new(pid) {
-            Ok(watch) => container.oom = watch,
+            Ok(watch) => {
+                killed_before_watch = start && watch.as_ref().is_some_and(OomWatch::has_killed);
+                container.oom = watch;
+            }
             Err(err) => crate::log(&err),
         }
         // As containerd's own shims do: tools (and tests) find the shim
@@ -111,7 +122,28 @@ impl Container {
         event.io = MessageField::some(io);
         event.pid = pid;
         notify.publish(Event::Create(event));
+        if start {
+            container.init.phase = Phase::Running;
+            container.started_at_create = true;
+            container.publish_start(notify);
+            if killed_before_watch {
+                container.publish_oom(notify);
+            }
+        }
         Ok(container)
+    }
+
+    fn publish_start(&self, notify: &mut Notify) {
+        let mut event = TaskStart::new();
+        event.container_id = self.id.clone();
+        event.pid = self.init.pid;
+        notify.publish(Event::Start(event));
+    }
+
+    fn publish_oom(&self, notify: &mut Notify) {
+        let mut event = containerd_shim_protos::events::task::TaskOOM::new();
+        event.container_id = self.id.clone();
+        notify.publish(Event::Oom(event));
     }
 
     /// A container whose init runs as `pid`, as Create leaves it after
@@ -130,16 +162,23 @@ impl Container {
             init,
             execs: HashMap::new(),
             paused: false,
+            started_at_create: false,
             oom: None,
             counter: 0,
         }
     }
 
-    fn create_init(&mut self, init: &mut Process) -> Result<(), TaskError> {
+    fn create_init(&mut self, init: &mut Process, start: bool) -> Result<(), TaskError> {
         let pid_file = self.bundle.join("init.pid");
         let bundle = self.bundle.to_string_lossy().into_owned();
         let pid_arg = pid_file.to_string_lossy().into_owned();
-        let mut args = vec!["create", "--bundle", &bundle, "--pid-file", &pid_arg];
+        let verb: &[&str] = if start {
+            &["run", "--detach"]
+        } else {
+            &["create"]
+        };
+        let mut args = verb.to_vec();
+        args.extend(["--bundle", &bundle, "--pid-file", &pid_arg]);
         if self.runtime.options.no_pivot_root {
             args.push("--no-pivot");
         }
@@ -154,6 +193,14 @@ impl Container {
         req: StartRequest,
         notify: &mut Notify,
     ) -> Result<StartResponse, TaskError> {
+        if req.exec_id.is_empty() && self.started_at_create {
+            // Started by Create, and said so: the Start asked for is done
+            // (the process may even have ended since).
+            self.started_at_create = false;
+            let mut response = StartResponse::new();
+            response.pid = self.init.pid;
+            return Ok(response);
+        }
         let process = self.process(&req.exec_id)?;
         if process.phase != Phase::Created || (!req.exec_id.is_empty() && process.pid != 0) {
             return Err(TaskError::AlreadyStarted(req.exec_id));
@@ -163,10 +210,7 @@ impl Container {
             if self.init.phase == Phase::Created {
                 self.init.phase = Phase::Running;
             }
-            let mut event = TaskStart::new();
-            event.container_id = req.id.clone();
-            event.pid = self.init.pid;
-            notify.publish(Event::Start(event));
+            self.publish_start(notify);
             self.init.pid
         } else {
             let pid = self.start_exec(&req.exec_id, notify)?;
@@ -312,11 +356,7 @@ impl Container {
             return;
         };
         match watch.fired() {
-            Some(true) => {
-                let mut event = containerd_shim_protos::events::task::TaskOOM::new();
-                event.container_id = self.id.clone();
-                notify.publish(Event::Oom(event));
-            }
+            Some(true) => self.publish_oom(notify),
             Some(false) => {}
             None => self.oom = None,
         }

@@ -82,11 +82,22 @@ for_container!(
 
 type Handler<R, M> = fn(&mut Container, R, &mut Notify) -> Result<M, TaskError>;
 
+/// The environment variable with which berth-imaged asks its shims to
+/// start each init at Create ([`Tasks::start_at_create`]).
+pub const START_AT_CREATE_ENV: &str = "BERTH_SHIM_START_AT_CREATE";
+
 /// The containers this shim serves.
 pub struct Tasks {
     namespace: String,
     containers: HashMap<String, Container>,
     notify: Notify,
+    /// Create runs `runtime run --detach` instead of `runtime create` for
+    /// an init without stdin, and the Start that follows only answers: one
+    /// runtime process less per container. berth-imaged asks for it (it
+    /// always starts right after Create, with nothing in between that the
+    /// process could see); containerd does not, and gets the contract's
+    /// Create and Start.
+    start_at_create: bool,
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
 }
@@ -122,7 +133,14 @@ impl Tasks {
             containers: HashMap::new(),
             notify: Notify::new(events),
             shutdown: false,
+            start_at_create: false,
         }
+    }
+
+    /// See [`Tasks::start_at_create`]'s field.
+    pub fn start_at_create(mut self, yes: bool) -> Tasks {
+        self.start_at_create = yes;
+        self
     }
 
     /// Answers one Task RPC.
@@ -169,7 +187,10 @@ impl Tasks {
             return Err(TaskError::Exists(req.id));
         }
         let id = req.id.clone();
-        let container = Container::create(&self.namespace, req, &mut self.notify)?;
+        // With stdin, the daemon opens its end after Create: the process
+        // must not run before.
+        let start = self.start_at_create && req.stdin.is_empty();
+        let container = Container::create(&self.namespace, req, start, &mut self.notify)?;
         let mut response = CreateTaskResponse::new();
         response.pid = container.init.pid;
         self.containers.insert(id, container);
