@@ -135,6 +135,12 @@ pub fn group(bundle: &Path, id: &str) -> anyhow::Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(id.to_string()),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
+    // Most specs name no group: they are not parsed (a spec with a
+    // seccomp profile is tens of kilobytes) on every container's start.
+    let named = GROUP_ANNOTATION.as_bytes();
+    if !text.windows(named.len()).any(|w| w == named) {
+        return Ok(id.to_string());
+    }
     let spec: serde_json::Value = serde_json::from_slice(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
     Ok(match spec["annotations"][GROUP_ANNOTATION].as_str() {
@@ -369,9 +375,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(group(&dir, "c1").unwrap(), "pod1");
-        std::fs::write(&spec, "{not json").unwrap();
+        // Read only when it names the annotation; a broken spec that does
+        // is refused here, one that does not at Create (by the runtime).
+        std::fs::write(&spec, r#"{"annotations":{"io.kubernetes.cri.sandbox-id":"#).unwrap();
         let err = group(&dir, "c1").unwrap_err().to_string();
         assert!(err.ends_with("is not valid JSON"), "{err}");
+        std::fs::write(&spec, "{not json").unwrap();
+        assert_eq!(group(&dir, "c1").unwrap(), "c1");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

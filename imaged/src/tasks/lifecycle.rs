@@ -402,11 +402,11 @@ impl Tasks {
         volumes: bool,
     ) -> Result<()> {
         let record = self.containers.resolve(id)?;
-        let mut steps = crate::steps::Timeline::new("delete", &record.id);
         let settings = record.settings();
         if (settings.transient || settings.auto_remove) && self.ending(&record.id) {
             return self.delete_ended(record, volumes).await;
         }
+        let mut steps = crate::steps::Timeline::new("delete", &record.id);
         // A task that has just ended may still be taking its network down.
         self.torn_down(&record.id).await;
         steps.step("teardown");
