@@ -360,7 +360,7 @@ impl Containers {
         })?;
         // Too many layers for one overlay mount: said before anything is made.
         image.check_mountable()?;
-        let config_blob = Digest::parse(&image.config.digest)
+        let config_blob = Digest::parse(image.config.digest().as_ref())
             .map_err(|e| e.to_string())
             .and_then(|d| self.images.content.read_blob(&d).map_err(|e| e.to_string()))
             .and_then(|b| {
@@ -527,7 +527,7 @@ impl Containers {
             id: id.clone(),
             name: name.clone(),
             config: settings.encode_to_vec(),
-            image_digest: image.manifest.digest.clone(),
+            image_digest: image.manifest.digest().to_string(),
             snapshot_key,
             bundle,
             labels,

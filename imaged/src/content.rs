@@ -94,6 +94,14 @@ impl Digest {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The same digest as the image-spec types carry it.
+    pub fn oci(&self) -> berth_oci::image::Digest {
+        // `parse` and `of` admit only sha256 and 64 lowercase hex digits,
+        // a subset of what the image spec accepts.
+        berth_oci::image::Digest::try_from(self.0.as_str())
+            .expect("a sha256:<64 hex> digest is an OCI digest")
+    }
 }
 
 impl std::fmt::Display for Digest {

@@ -150,13 +150,7 @@ impl Layer {
             io::copy(&mut file, &mut writer).map_err(io_err("read", &self.path))?;
             writer.commit()?;
         }
-        Ok(Descriptor {
-            media_type: MEDIA_TYPE.into(),
-            digest: self.digest.to_string(),
-            size: self.size as i64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        })
+        Ok(images::descriptor(MEDIA_TYPE, &self.digest, self.size))
     }
 }
 
