@@ -61,13 +61,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_context!(io_err, Error);
 
 /// One image of a `docker save` `manifest.json`.
 #[derive(Debug, Deserialize)]

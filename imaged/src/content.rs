@@ -53,13 +53,7 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_context!(io_err, Error);
 
 /// A validated `sha256:<hex>` digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1268,7 +1268,7 @@ fn oversized_manifests_lying_sizes_and_too_many_layers_are_refused() {
     let err = daemon.pull_with(&at("malformed"), None, None).unwrap_err();
     assert!(
         err.message().contains(
-            r#"invalid image manifest: config's digest "sha256:../../../etc/passwd" is malformed: Invalid digest length"#
+            r#"invalid image manifest: config's digest "sha256:../../../etc/passwd" is malformed: Invalid encoded value"#
         ),
         "{err}"
     );

@@ -20,12 +20,15 @@
 //! - [`safe_path`]: the one safe filesystem toolkit, `openat2`
 //!   (`RESOLVE_IN_ROOT`) lookups inside a root and the `*at` calls that
 //!   never follow a final symlink;
-//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine.
+//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine;
+//! - [`fd_passing`]: receiving a descriptor over a unix socket
+//!   (`SCM_RIGHTS`: the console socket, a seccomp agent's socket).
 //!
 //! Where to start reading: [`spec`], then [`safe_path`] (the security
 //! primitive).
 
 pub mod defaults;
+pub mod fd_passing;
 pub mod go_json;
 #[cfg(feature = "image")]
 pub mod image;

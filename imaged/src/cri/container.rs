@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sandbox::{self, PodRecord};
 use super::{Cri, Error, Result};
-use crate::bundle::ImageConfig;
+use crate::bundle::RunDefaults;
 use crate::containers::{ContainerRecord, RunState};
 use crate::metadata::Table;
 
@@ -123,7 +123,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         .map_err(|e| e.to_string())
         .and_then(|d| cri.images.content.read_blob(&d).map_err(|e| e.to_string()))
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
-        .map(|blob| ImageConfig::from_blob(&blob))
+        .map(|blob| RunDefaults::from_blob(&blob))
         .map_err(|e| Error::Failed(format!("image {wanted}: unreadable config: {e}")))?;
     let target_pid = target_pid(cri, &config)?;
 
