@@ -22,7 +22,10 @@
 //!   never follow a final symlink;
 //! - [`time`]: RFC 3339 timestamps, the workspace's one date routine;
 //! - [`fd_passing`]: receiving a descriptor over a unix socket
-//!   (`SCM_RIGHTS`: the console socket, a seccomp agent's socket).
+//!   (`SCM_RIGHTS`: the console socket, a seccomp agent's socket);
+//! - [`mount_api`]: the kernel's `open_tree`/`mount_setattr`/`move_mount`
+//!   calls `nix` lacks (calls only: where and when to mount is each
+//!   caller's).
 //!
 //! Where to start reading: [`spec`], then [`safe_path`] (the security
 //! primitive).
@@ -33,6 +36,7 @@ pub mod go_json;
 #[cfg(feature = "image")]
 pub mod image;
 pub mod kernel_names;
+pub mod mount_api;
 pub mod safe_path;
 pub mod seccomp;
 pub mod spec;
