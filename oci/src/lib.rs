@@ -1,5 +1,6 @@
 //! berth-oci: the OCI vocabulary the runtime (`berth`) and the daemon
-//! (`berth-imaged`) share, and nothing that forks, mounts or unshares.
+//! (`berth-imaged`) share, and nothing that forks, unshares or changes
+//! directory (its syscall wrappers act only on what the caller hands them).
 //!
 //! Both sides build on this crate; neither links the other (the daemon talks
 //! to the runtime only through the runc CLI, via the shim). What lives here:

@@ -119,6 +119,7 @@ pub struct ResolvedMount {
 pub use berth_oci::kernel_names::DOCKER_DEFAULT_CAPABILITIES as DOCKER_CAPS;
 
 /// Everything a spec is made from.
+#[derive(Clone, Copy)]
 pub struct Inputs<'a> {
     pub id: &'a str,
     pub settings: &'a pb::ContainerConfig,
@@ -301,7 +302,7 @@ mod tests {
         s.args = vec!["echo".into(), "hi".into()];
         let spec2 = spec(&Inputs {
             settings: &s,
-            ..inputs_like(&inputs)
+            ..inputs
         })
         .unwrap();
         assert_eq!(spec2["process"]["args"], json!(["/entry", "echo", "hi"]));
@@ -310,24 +311,10 @@ mod tests {
         s.entrypoint = vec!["/bin/sh".into()];
         let spec3 = spec(&Inputs {
             settings: &s,
-            ..inputs_like(&inputs)
+            ..inputs
         })
         .unwrap();
         assert_eq!(spec3["process"]["args"], json!(["/bin/sh"]));
-    }
-
-    fn inputs_like<'a>(i: &Inputs<'a>) -> Inputs<'a> {
-        Inputs {
-            id: i.id,
-            settings: i.settings,
-            image: i.image,
-            layers: i.layers,
-            mounts: i.mounts,
-            default_seccomp: i.default_seccomp,
-            bundle: i.bundle,
-            netns: i.netns,
-            host_network: i.host_network,
-        }
     }
 
     #[test]
