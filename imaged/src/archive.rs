@@ -10,7 +10,7 @@
 //! content store and a private scratch directory, and only regular files
 //! with plain relative names are read from it.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -21,7 +21,9 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use crate::content::{self, Digest};
-use crate::images::{self, Descriptor, Images, Platform, Progress, Resolved};
+use crate::images::{
+    self, platform_name, Descriptor, Document, Images, Platform, Progress, Resolved,
+};
 use crate::registry::MAX_MANIFEST;
 
 /// Errors of import and export.
@@ -59,13 +61,7 @@ fn read_capped(path: &Path) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_context!(io_err, Error);
 
 /// One image of a `docker save` `manifest.json`.
 #[derive(Debug, Deserialize)]
@@ -75,16 +71,6 @@ struct DockerImage {
     #[serde(default)]
     repo_tags: Vec<String>,
     layers: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-struct ConfigPlatform {
-    #[serde(default)]
-    os: String,
-    #[serde(default)]
-    architecture: String,
-    #[serde(default)]
-    variant: String,
 }
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -228,9 +214,9 @@ async fn import_from(
     if scratch.join("index.json").is_file() {
         let bytes = read_capped(&scratch.join("index.json"))?;
         // The layout's index is an image index: the one type for both.
-        let index: images::Manifest = serde_json::from_slice(&bytes)
+        let index = berth_oci::image::parse_index(&bytes)
             .map_err(|e| Error::Archive(format!("invalid index.json: {e}")))?;
-        let manifests = index.manifests.unwrap_or_default();
+        let manifests = index.manifests().clone();
         if name.is_some() && manifests.len() != 1 {
             return Err(Error::Archive(format!(
                 "a name was given, but the archive holds {} images",
@@ -241,12 +227,13 @@ async fn import_from(
             let image_name = match &name {
                 Some(n) => n.clone(),
                 None => entry
-                    .annotations
-                    .get(CONTAINERD_NAME)
-                    .or_else(|| entry.annotations.get(REF_NAME))
+                    .annotations()
+                    .iter()
+                    .flat_map(|a| a.get(CONTAINERD_NAME).or_else(|| a.get(REF_NAME)))
+                    .next()
                     .cloned()
                     .ok_or_else(|| {
-                        Error::Archive(format!("image {} has no name; give one", entry.digest))
+                        Error::Archive(format!("image {} has no name; give one", entry.digest()))
                     })?,
             };
             resolved.push(resolve_stored(
@@ -301,28 +288,28 @@ fn resolve_stored(
     entry: Descriptor,
     platform: &Platform,
 ) -> Result<Resolved> {
-    let digest = images.parse_digest(name, &entry.digest)?;
-    let top = images.read_small(name, "manifest", &digest, entry.size, MAX_MANIFEST)?;
-    let manifest = images.parse_manifest(name, &digest, &top)?;
-    let target = Descriptor {
-        annotations: BTreeMap::new(),
-        platform: None,
-        ..entry
-    };
-    let (manifest_desc, manifest) = match &manifest.manifests {
-        Some(entries) => {
-            let chosen = entries
-                .iter()
-                .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
-                .ok_or_else(|| {
-                    Error::Archive(format!("{name}: no manifest for platform {platform}"))
+    let digest = images.parse_digest(name, entry.digest().as_ref())?;
+    let top = images.read_small(name, "manifest", &digest, entry.size(), MAX_MANIFEST)?;
+    let document = images.parse_document(name, &digest, &top)?;
+    let mut target = entry;
+    target.set_annotations(None);
+    target.set_platform(None);
+    let (manifest_desc, manifest) = match document {
+        Document::Index(index) => {
+            let chosen = images::choose(name, index.manifests(), platform)
+                .map_err(|_| {
+                    Error::Archive(format!(
+                        "{name}: no manifest for platform {}",
+                        platform_name(platform)
+                    ))
                 })?
                 .clone();
-            let digest = images.parse_digest(name, &chosen.digest)?;
-            let bytes = images.read_small(name, "manifest", &digest, chosen.size, MAX_MANIFEST)?;
+            let digest = images.parse_digest(name, chosen.digest().as_ref())?;
+            let bytes =
+                images.read_small(name, "manifest", &digest, chosen.size(), MAX_MANIFEST)?;
             (chosen, images.parse_manifest(name, &digest, &bytes)?)
         }
-        None => (target.clone(), manifest),
+        Document::Manifest(manifest) => (target.clone(), *manifest),
     };
     Ok(Resolved {
         reference: name.to_string(),
@@ -366,10 +353,21 @@ fn docker_image(
         name,
         "config",
         &config_digest,
-        config_size as i64,
+        config_size,
         images::MAX_CONFIG,
     )?;
-    let cp: ConfigPlatform = serde_json::from_slice(&config_bytes).unwrap_or_default();
+    // The record's platform is the config's; a config that does not read
+    // fails the unpack that follows, with the reason.
+    let platform = match berth_oci::image::parse_config(&config_bytes) {
+        Ok(config) => {
+            let os = config.os().to_string();
+            let os = if os.is_empty() { "linux" } else { &os };
+            let architecture = config.architecture().to_string();
+            let variant = config.variant().clone().unwrap_or_default();
+            images::platform(os, &architecture, &variant)
+        }
+        Err(_) => images::platform("linux", "", ""),
+    };
     let mut layers = Vec::new();
     for layer in &image.layers {
         let (digest, size) = match stored(layer)? {
@@ -396,28 +394,14 @@ fn docker_image(
     let bytes = serde_json::to_vec(&manifest).map_err(|e| Error::Archive(e.to_string()))?;
     let digest = Digest::of(&bytes);
     images.content.write_bytes(&digest, &bytes)?;
-    let desc = Descriptor {
-        media_type: media_type.into(),
-        digest: digest.to_string(),
-        size: bytes.len() as i64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let desc = images::descriptor(media_type, &digest, bytes.len() as u64);
     Ok(Resolved {
         reference: name.to_string(),
         name: name.to_string(),
         target: desc.clone(),
         manifest_desc: desc,
         manifest: images.parse_manifest(name, &digest, &bytes)?,
-        platform: Platform {
-            os: if cp.os.is_empty() {
-                "linux".into()
-            } else {
-                cp.os
-            },
-            architecture: cp.architecture,
-            variant: cp.variant,
-        },
+        platform,
     })
 }
 
@@ -437,13 +421,13 @@ pub fn export(images: &Images, names: &[String], out: impl Write) -> Result<()> 
     add_bytes(&mut tar, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     for name in names {
         let record = images.get(name)?;
-        let mut blobs = vec![record.manifest.digest.clone(), record.config.digest.clone()];
-        blobs.extend(record.layers.iter().map(|l| l.digest.clone()));
+        let mut blobs = vec![record.manifest.digest(), record.config.digest()];
+        blobs.extend(record.layers.iter().map(|l| l.digest()));
         for digest in blobs {
             if !written.insert(digest.clone()) {
                 continue;
             }
-            let digest = Digest::parse(&digest)?;
+            let digest = Digest::parse(digest.as_ref())?;
             let info = images.content.info(&digest)?;
             let file = images.content.open_blob(&digest)?;
             let mut h = tar::Header::new_ustar();
@@ -453,18 +437,17 @@ pub fn export(images: &Images, names: &[String], out: impl Write) -> Result<()> 
             tar.append_data(&mut h, &path, file.take(info.size))
                 .map_err(|e| Error::Archive(format!("writing {path}: {e}")))?;
         }
-        let media_type = if record.manifest.media_type.is_empty() {
-            "application/vnd.oci.image.manifest.v1+json".to_string()
-        } else {
-            record.manifest.media_type.clone()
+        let media_type = match record.manifest.media_type().as_ref() {
+            "" => "application/vnd.oci.image.manifest.v1+json",
+            recorded => recorded,
         };
         entries.push(json!({
             "mediaType": media_type,
-            "digest": record.manifest.digest,
-            "size": record.manifest.size,
+            "digest": record.manifest.digest(),
+            "size": record.manifest.size(),
             "platform": {
-                "os": record.platform.os,
-                "architecture": record.platform.architecture,
+                "os": record.platform.os(),
+                "architecture": record.platform.architecture(),
             },
             "annotations": {
                 REF_NAME: record.name,

@@ -53,13 +53,7 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_context!(io_err, Error);
 
 /// A validated `sha256:<hex>` digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -93,6 +87,14 @@ impl Digest {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The same digest as the image-spec types carry it.
+    pub fn oci(&self) -> berth_oci::image::Digest {
+        // `parse` and `of` admit only sha256 and 64 lowercase hex digits,
+        // a subset of what the image spec accepts.
+        berth_oci::image::Digest::try_from(self.0.as_str())
+            .expect("a sha256:<64 hex> digest is an OCI digest")
     }
 }
 

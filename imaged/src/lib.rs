@@ -37,6 +37,23 @@
 //! On disk, under the root (default `/var/lib/berth`): `content/` (blobs and
 //! ingests), `snapshots/<id>/{fs,work}`, `bundles/<id>/`, `meta.redb`.
 
+/// Defines `$name(op, path)`: the `map_err` that makes an I/O failure the
+/// module's `$error::Io { op, path, source }` (what was done, on what).
+macro_rules! io_context {
+    ($name:ident, $error:ident) => {
+        fn $name<'a>(
+            op: &'static str,
+            path: &'a std::path::Path,
+        ) -> impl FnOnce(std::io::Error) -> $error + 'a {
+            move |source| $error::Io {
+                op,
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    };
+}
+
 pub mod archive;
 pub mod build;
 pub mod bundle;

@@ -10,11 +10,12 @@ pub mod imaged;
 pub mod kube;
 pub mod netns;
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use berth_oci::fd_passing::Wait;
 use serde_json::{json, Value};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
@@ -533,28 +534,10 @@ pub fn receive_fd(listener: &std::os::unix::net::UnixListener) -> OwnedFd {
 /// as a console socket or a seccomp agent's socket carries them.
 pub fn receive_with_fd(stream: &std::os::unix::net::UnixStream) -> (Vec<u8>, OwnedFd) {
     let mut data = vec![0u8; 64 * 1024];
-    let mut control = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
-    };
-    // SAFETY: msghdr built over local buffers that outlive recvmsg; the
-    // received descriptor is new and ours.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
-        assert!(n > 0, "recvmsg: {}", std::io::Error::last_os_error());
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        assert!(!cmsg.is_null(), "no fd received");
-        assert_eq!((*cmsg).cmsg_type, libc::SCM_RIGHTS);
-        data.truncate(n as usize);
-        let fd = *(libc::CMSG_DATA(cmsg) as *const i32);
-        (data, OwnedFd::from_raw_fd(fd))
-    }
+    let (n, fd) = berth_oci::fd_passing::receive_fd(stream, &mut data, Wait::Block)
+        .unwrap_or_else(|e| panic!("recvmsg: {e}"));
+    data.truncate(n);
+    (data, fd.expect("no fd received"))
 }
 
 #[cfg(test)]

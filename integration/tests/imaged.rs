@@ -1230,6 +1230,13 @@ fn oversized_manifests_lying_sizes_and_too_many_layers_are_refused() {
         })
         .collect();
     content.manifest("tall", MANIFEST, serde_json::to_vec(&tall).unwrap());
+    let mut malformed = good.clone();
+    malformed["config"]["digest"] = serde_json::json!("sha256:../../../etc/passwd");
+    content.manifest(
+        "malformed",
+        MANIFEST,
+        serde_json::to_vec(&malformed).unwrap(),
+    );
     let hostile = HostileRegistry::start(content);
     let daemon = Daemon::start();
     let at = |tag: &str| format!("{}/caps:{tag}", hostile.host());
@@ -1255,6 +1262,14 @@ fn oversized_manifests_lying_sizes_and_too_many_layers_are_refused() {
     assert!(
         err.message()
             .contains("too many layers: the image has 1000, berth mounts at most 128"),
+        "{err}"
+    );
+    // A digest that is none fails the manifest's read, saying which.
+    let err = daemon.pull_with(&at("malformed"), None, None).unwrap_err();
+    assert!(
+        err.message().contains(
+            r#"invalid image manifest: config's digest "sha256:../../../etc/passwd" is malformed: Invalid encoded value"#
+        ),
         "{err}"
     );
 }

@@ -1,5 +1,6 @@
 //! berth-oci: the OCI vocabulary the runtime (`berth`) and the daemon
-//! (`berth-imaged`) share, and nothing that forks, mounts or unshares.
+//! (`berth-imaged`) share, and nothing that forks, unshares or changes
+//! directory (its syscall wrappers act only on what the caller hands them).
 //!
 //! Both sides build on this crate; neither links the other (the daemon talks
 //! to the runtime only through the runc CLI, via the shim). What lives here:
@@ -20,16 +21,23 @@
 //! - [`safe_path`]: the one safe filesystem toolkit, `openat2`
 //!   (`RESOLVE_IN_ROOT`) lookups inside a root and the `*at` calls that
 //!   never follow a final symlink;
-//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine.
+//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine;
+//! - [`fd_passing`]: receiving a descriptor over a unix socket
+//!   (`SCM_RIGHTS`: the console socket, a seccomp agent's socket);
+//! - [`mount_api`]: the kernel's `open_tree`/`mount_setattr`/`move_mount`
+//!   calls `nix` lacks (calls only: where and when to mount is each
+//!   caller's).
 //!
 //! Where to start reading: [`spec`], then [`safe_path`] (the security
 //! primitive).
 
 pub mod defaults;
+pub mod fd_passing;
 pub mod go_json;
 #[cfg(feature = "image")]
 pub mod image;
 pub mod kernel_names;
+pub mod mount_api;
 pub mod safe_path;
 pub mod seccomp;
 pub mod spec;

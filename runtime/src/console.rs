@@ -6,6 +6,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 
+use berth_oci::fd_passing::{receive_fd, Wait};
+
 use crate::spec::ConsoleSize;
 
 #[derive(Debug, thiserror::Error)]
@@ -101,22 +103,7 @@ pub fn setup(socket: RawFd, size: Option<ConsoleSize>, uid: u32) -> Result<(), C
 /// for a terminal process, before reporting ready, so this never waits).
 pub fn receive_master(socket: &std::os::unix::net::UnixStream) -> Option<OwnedFd> {
     let mut data = [0u8; 256];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut data)];
-    let message = nix::sys::socket::recvmsg::<()>(
-        socket.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_CMSG_CLOEXEC,
-    )
-    .ok()?;
-    for cmsg in message.cmsgs().ok()? {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = cmsg {
-            // SAFETY: the kernel just installed these descriptors for us.
-            return fds.first().map(|fd| unsafe { OwnedFd::from_raw_fd(*fd) });
-        }
-    }
-    None
+    receive_fd(socket, &mut data, Wait::NoWait).ok()?.1
 }
 
 /// Copies the window size of the caller's terminal to the pty.

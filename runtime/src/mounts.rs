@@ -11,6 +11,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use berth_oci::mount_api::{
+    move_mount, open_tree_clone, MountAttr, AT_RECURSIVE, MOUNT_ATTR_NOATIME,
+    MOUNT_ATTR_NODIRATIME, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSYMFOLLOW, MOUNT_ATTR_STRICTATIME,
+    MOUNT_ATTR__ATIME,
+};
+pub(crate) use berth_oci::mount_api::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
 use nix::mount::MsFlags;
 
 use crate::spec::IdMapping;
@@ -195,16 +201,6 @@ fn unescape_octal(text: &str) -> String {
 
 pub use berth_oci::kernel_names::propagation_flag;
 
-pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
-pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
-pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
-const MOUNT_ATTR_NOEXEC: u64 = 0x8;
-const MOUNT_ATTR__ATIME: u64 = 0x70;
-const MOUNT_ATTR_NOATIME: u64 = 0x10;
-const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
-const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
-const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
-
 /// A recursive option (`rro`, `rnosuid`, …): (clear?, attribute bits).
 fn recursive_option(name: &str) -> Option<(bool, u64)> {
     Some(match name {
@@ -306,11 +302,6 @@ pub fn set_recursive_attrs(target: &Path, set: u64, clear: u64) -> Result<(), Mo
     })
 }
 
-const AT_RECURSIVE: libc::c_int = 0x8000;
-
-/// `move_mount(2)`: the source is the descriptor itself.
-pub(crate) const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-
 /// A detached copy of the mount at `source` (`open_tree(OPEN_TREE_CLONE)`,
 /// with its submounts when `recursive`), `MOUNT_ATTR_*` bits `set` then
 /// `clear`ed on it: attach it with `move_mount`, or use it where it is.
@@ -320,20 +311,7 @@ pub(crate) fn detached_clone(
     set: u64,
     clear: u64,
 ) -> Result<std::os::fd::OwnedFd, nix::Error> {
-    use std::os::fd::FromRawFd;
-    const OPEN_TREE_CLONE: u32 = 1;
-    let mut flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32;
-    if recursive {
-        flags |= AT_RECURSIVE as u32;
-    }
-    // SAFETY: valid C string; returns a new fd or -1.
-    let tree =
-        unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, source.as_ptr(), flags) };
-    if tree < 0 {
-        return Err(nix::Error::last());
-    }
-    // SAFETY: fresh descriptor from open_tree.
-    let tree = unsafe { std::os::fd::OwnedFd::from_raw_fd(tree as i32) };
+    let tree = open_tree_clone(source, recursive)?;
     if set != 0 || clear != 0 {
         mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, clear)?;
     }
@@ -349,50 +327,7 @@ pub(crate) fn mount_setattr(
     set: u64,
     clear: u64,
 ) -> Result<(), nix::Error> {
-    setattr(dirfd, path, flags, &MountAttr::new(set, clear))
-}
-
-fn setattr(
-    dirfd: RawFd,
-    path: &std::ffi::CStr,
-    flags: libc::c_int,
-    attr: &MountAttr,
-) -> Result<(), nix::Error> {
-    // SAFETY: fd, C string and a mount_attr of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            dirfd,
-            path.as_ptr(),
-            flags,
-            attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(nix::Error::last());
-    }
-    Ok(())
-}
-
-/// `struct mount_attr` of `mount_setattr(2)`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-impl MountAttr {
-    fn new(attr_set: u64, attr_clr: u64) -> MountAttr {
-        MountAttr {
-            attr_set,
-            attr_clr,
-            propagation: 0,
-            userns_fd: 0,
-        }
-    }
+    berth_oci::mount_api::mount_setattr(dirfd, path, flags, &MountAttr::flags(set, clear))
 }
 
 fn ms_to_attr(flags: MsFlags) -> (u64, u64) {
@@ -452,27 +387,8 @@ pub fn attach(
     tree: &std::os::fd::OwnedFd,
     target: &std::os::fd::OwnedFd,
 ) -> Result<(), nix::Error> {
-    const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-    // SAFETY: both fds are valid; empty paths with the *_EMPTY_PATH flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            target.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if rc != 0 {
-        return Err(nix::Error::last());
-    }
-    Ok(())
+    move_mount(tree, target)
 }
-
-/// `MOUNT_ATTR_IDMAP`: the mount shows its files' owners through the
-/// mappings of the user namespace in `mount_attr.userns_fd`.
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 
 /// A user namespace with the `uid` and `gid` mappings, held by its
 /// descriptor alone: what an id-mapped mount sees owners through.
@@ -533,32 +449,30 @@ pub fn idmapped_clone(
     let (set, clear) = ms_to_attr(flags);
     let tree = detached_clone(&cstring(source), recursive, set, clear)
         .map_err(|errno| fail(format!("open_tree: {errno}")))?;
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
+    let attr = MountAttr::idmap(userns);
     let scope = match idmap {
         Idmap::Top => 0,
         Idmap::Recursive => AT_RECURSIVE,
     };
-    setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH | scope, &attr).map_err(|errno| {
-        if errno != nix::Error::EINVAL {
-            return fail(format!("mount_setattr(MOUNT_ATTR_IDMAP): {errno}"));
-        }
-        let under = match idmap {
-            Idmap::Top => "",
-            Idmap::Recursive => " (or a filesystem mounted under it)",
-        };
-        let kernel = nix::sys::utsname::uname()
-            .map(|u| u.release().to_string_lossy().into_owned())
-            .unwrap_or_default();
-        fail(format!(
-            "its filesystem ({}){under} cannot be id-mapped by this kernel ({kernel})",
-            filesystem_holding(source)
-        ))
-    })?;
+    let on_tree = libc::AT_EMPTY_PATH | scope;
+    berth_oci::mount_api::mount_setattr(tree.as_raw_fd(), c"", on_tree, &attr).map_err(
+        |errno| {
+            if errno != nix::Error::EINVAL {
+                return fail(format!("mount_setattr(MOUNT_ATTR_IDMAP): {errno}"));
+            }
+            let under = match idmap {
+                Idmap::Top => "",
+                Idmap::Recursive => " (or a filesystem mounted under it)",
+            };
+            let kernel = nix::sys::utsname::uname()
+                .map(|u| u.release().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            fail(format!(
+                "its filesystem ({}){under} cannot be id-mapped by this kernel ({kernel})",
+                filesystem_holding(source)
+            ))
+        },
+    )?;
     Ok(tree)
 }
 

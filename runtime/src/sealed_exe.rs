@@ -172,17 +172,7 @@ pub fn park_under_old_root() {
     let Ok(target) = CString::new(relative.as_os_str().as_bytes()) else {
         return;
     };
-    // SAFETY: move_mount of our detached tree onto a NUL-terminated path.
-    unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            target.as_ptr(),
-            mounts::MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
+    let _ = berth_oci::mount_api::move_mount_to_path(tree, &target);
 }
 
 /// Whether `/proc/self/exe` is a file nobody can write: on a read-only

@@ -5,13 +5,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use berth_oci::fd_passing;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -82,7 +84,7 @@ impl ConsoleSocket {
         let deadline = Instant::now() + timeout;
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => return receive_fd(stream.as_raw_fd()),
+                Ok((stream, _)) => return receive_fd(&stream),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => return Err(ConsoleError::Receive(e)),
             }
@@ -100,42 +102,22 @@ impl Drop for ConsoleSocket {
     }
 }
 
-fn receive_fd(socket: i32) -> Result<OwnedFd, ConsoleError> {
-    let mut data = [0u8; 256];
-    let mut control = [0u8; 64];
-    let mut iov = libc::iovec {
-        iov_base: data.as_mut_ptr().cast(),
-        iov_len: data.len(),
+fn receive_fd(socket: &impl AsRawFd) -> Result<OwnedFd, ConsoleError> {
+    // The accepted socket inherits non-blocking mode: wait for the message.
+    let mut pfd = libc::pollfd {
+        fd: socket.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
     };
-    // SAFETY: the msghdr points at local buffers that outlive recvmsg; the
-    // control message is checked for SCM_RIGHTS before its fd is taken.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = control.len();
-        // The accepted socket inherits non-blocking mode: wait for the message.
-        let mut pfd = libc::pollfd {
-            fd: socket,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        libc::poll(&mut pfd, 1, 10_000);
-        if libc::recvmsg(socket, &mut msg, libc::MSG_CMSG_CLOEXEC) < 0 {
-            return Err(ConsoleError::Receive(std::io::Error::last_os_error()));
-        }
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        if cmsg.is_null()
-            || (*cmsg).cmsg_level != libc::SOL_SOCKET
-            || (*cmsg).cmsg_type != libc::SCM_RIGHTS
-        {
-            return Err(ConsoleError::Receive(std::io::Error::other(
-                "no descriptor in the console socket message",
-            )));
-        }
-        let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const i32);
-        Ok(OwnedFd::from_raw_fd(fd))
+    // SAFETY: poll on one local pollfd.
+    unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    let mut data = [0u8; 256];
+    match fd_passing::receive_fd(socket, &mut data, fd_passing::Wait::Block) {
+        Ok((_, Some(fd))) => Ok(fd),
+        Ok((_, None)) => Err(ConsoleError::Receive(std::io::Error::other(
+            "no descriptor in the console socket message",
+        ))),
+        Err(e) => Err(ConsoleError::Receive(e)),
     }
 }
 

@@ -45,7 +45,10 @@ impl Cache {
             return None;
         }
         for layer in &entry.layers {
-            if !images.content.exists(&Digest::parse(&layer.digest).ok()?) {
+            if !images
+                .content
+                .exists(&Digest::parse(layer.digest().as_ref()).ok()?)
+            {
                 return None;
             }
         }

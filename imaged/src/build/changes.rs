@@ -24,14 +24,14 @@ fn container_image(
     let by_name = images
         .get(&record.settings().image)
         .ok()
-        .filter(|i| i.manifest.digest == record.image_digest);
+        .filter(|i| i.manifest.digest().as_ref() == record.image_digest);
     let image = match by_name {
         Some(i) => i,
         None => images
             .list()
             .map_err(internal)?
             .into_iter()
-            .find(|i| i.manifest.digest == record.image_digest)
+            .find(|i| i.manifest.digest().as_ref() == record.image_digest)
             .ok_or_else(|| {
                 Error::Invalid(format!(
                     "the image of container {} ({}) is no longer stored",
@@ -62,7 +62,7 @@ pub async fn commit(
     let _working = builds.images.gc_lock.read().await;
     let (record, image) = container_image(builds, container)?;
     let images = &builds.images;
-    let digest = Digest::parse(&image.config.digest).map_err(internal)?;
+    let digest = Digest::parse(image.config.digest().as_ref()).map_err(internal)?;
     let config: Value =
         serde_json::from_slice(&images.content.read_blob(&digest).map_err(internal)?)
             .map_err(internal)?;

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -37,13 +37,7 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_context!(io_err, Error);
 
 /// `path` relative to the root it is read in, or `None` if `..` climbs
 /// above it.
@@ -251,13 +245,7 @@ impl<'a, W: io::Write> Copier<'a, W> {
                 .append_data(&mut h, dest, &mut summing)
                 .map_err(fail);
         }
-        let kind = if ft.is_fifo() {
-            tar::EntryType::Fifo
-        } else if ft.is_char_device() {
-            tar::EntryType::Char
-        } else if ft.is_block_device() {
-            tar::EntryType::Block
-        } else {
+        let Some(kind) = super::layer::special_entry_type(&ft) else {
             return Ok(());
         };
         let mut h = self.header(&meta, kind, dest);

@@ -46,13 +46,7 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+io_context!(io_err, Error);
 
 /// Hashes what passes through on its way to `inner`.
 pub struct HashWriter<W> {
@@ -150,13 +144,7 @@ impl Layer {
             io::copy(&mut file, &mut writer).map_err(io_err("read", &self.path))?;
             writer.commit()?;
         }
-        Ok(Descriptor {
-            media_type: MEDIA_TYPE.into(),
-            digest: self.digest.to_string(),
-            size: self.size as i64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        })
+        Ok(images::descriptor(MEDIA_TYPE, &self.digest, self.size))
     }
 }
 
@@ -297,14 +285,8 @@ fn walk(
             tar.append_data(&mut h, &entry, file)
                 .map_err(io_err("write", &path))?;
         } else {
-            let kind = if ft.is_fifo() {
-                tar::EntryType::Fifo
-            } else if ft.is_char_device() {
-                tar::EntryType::Char
-            } else if ft.is_block_device() {
-                tar::EntryType::Block
-            } else {
-                // Sockets have no place in an image.
+            // Sockets have no place in an image.
+            let Some(kind) = special_entry_type(&ft) else {
                 continue;
             };
             let mut h = header(&meta, kind);
@@ -317,6 +299,20 @@ fn walk(
         }
     }
     Ok(())
+}
+
+/// The tar entry of a fifo or a device node; `None` for anything else (a
+/// socket has no place in an image).
+pub(super) fn special_entry_type(ft: &fs::FileType) -> Option<tar::EntryType> {
+    if ft.is_fifo() {
+        Some(tar::EntryType::Fifo)
+    } else if ft.is_char_device() {
+        Some(tar::EntryType::Char)
+    } else if ft.is_block_device() {
+        Some(tar::EntryType::Block)
+    } else {
+        None
+    }
 }
 
 fn header(meta: &fs::Metadata, kind: tar::EntryType) -> tar::Header {

@@ -49,7 +49,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::content::Digest;
-use crate::images::{self, Images, Platform};
+use crate::images::{self, Images};
 use crate::tasks::Tasks;
 use cache::Cache;
 use dockerfile::Instruction;
@@ -372,13 +372,13 @@ impl Build<'_> {
                 self.say(format!("Pulling {name}\n"));
                 let (tx, _rx) = mpsc::unbounded_channel();
                 images
-                    .pull(name, &Platform::host(), None, true, tx)
+                    .pull(name, &images::host_platform(), None, true, tx)
                     .await
                     .map_err(|e| e.to_string())?
             }
             Err(e) => return Err(e.to_string()),
         };
-        let digest = Digest::parse(&record.config.digest).map_err(|e| e.to_string())?;
+        let digest = Digest::parse(record.config.digest().as_ref()).map_err(|e| e.to_string())?;
         let bytes = images
             .content
             .read_blob(&digest)

@@ -13,7 +13,7 @@ use super::dockerfile::{Command, Instruction};
 use super::state::State;
 use super::{internal, layer, Build, Error, Result};
 use crate::content::Digest;
-use crate::images::{self, Descriptor, ImageRecord, Platform};
+use crate::images::{self, ImageRecord};
 use crate::metadata::Table;
 use crate::tasks::Tasks;
 
@@ -102,20 +102,18 @@ impl Container {
             .content
             .write_bytes(&digest, &config)
             .map_err(|e| e.to_string())?;
-        let desc = Descriptor {
-            media_type: "application/vnd.docker.container.image.v1+json".into(),
-            digest: digest.to_string(),
-            size: config.len() as i64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
+        let desc = images::descriptor(
+            "application/vnd.docker.container.image.v1+json",
+            &digest,
+            config.len() as u64,
+        );
         let name = format!("berth-build/{}", crate::volumes::random_hex(8));
         let record = ImageRecord {
             name: name.clone(),
             target: desc.clone(),
             manifest: desc.clone(),
             config: desc,
-            platform: Platform::host(),
+            platform: images::host_platform(),
             layers: state.layers.clone(),
             chain_ids: images::chain_ids(&state.diff_ids()),
             size: 0,

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{internal, layer, Result};
 use crate::content::Digest;
-use crate::images::{self, Descriptor, Images, Platform, Resolved};
+use crate::images::{self, Descriptor, Images, Resolved};
 
 /// An image being built: its config (as docker writes it) and its layers.
 #[derive(Debug, Clone)]
@@ -22,7 +22,7 @@ impl State {
     pub(super) fn scratch() -> State {
         State {
             config: json!({
-                "architecture": Platform::host().architecture,
+                "architecture": images::host_platform().architecture().to_string(),
                 "os": "linux",
                 "config": {},
                 "rootfs": {"type": "layers", "diff_ids": []},
@@ -174,13 +174,7 @@ pub(super) async fn record_image(
         .content
         .write_bytes(&digest, &bytes)
         .map_err(internal)?;
-    let desc = Descriptor {
-        media_type: media_type.into(),
-        digest: digest.to_string(),
-        size: bytes.len() as i64,
-        platform: None,
-        annotations: BTreeMap::new(),
-    };
+    let desc = images::descriptor(media_type, &digest, bytes.len() as u64);
     let id_only = [config_digest.to_string()];
     let names = if names.is_empty() {
         &id_only[..]
@@ -196,7 +190,7 @@ pub(super) async fn record_image(
             manifest: images
                 .parse_manifest(name, &digest, &bytes)
                 .map_err(internal)?,
-            platform: Platform::host(),
+            platform: images::host_platform(),
         };
         let (tx, _rx) = mpsc::unbounded_channel();
         images
@@ -227,26 +221,19 @@ pub(super) fn manifest_for(
             "application/vnd.docker.image.rootfs.diff.tar",
         ),
     ];
-    let docker = layers.iter().all(|l| {
+    let known = |l: &Descriptor| {
+        let media_type = l.media_type().as_ref();
         DOCKER
             .iter()
-            .any(|(oci, d)| l.media_type == *oci || l.media_type == *d)
-    });
+            .find(|(oci, d)| media_type == *oci || media_type == *d)
+    };
+    let docker = layers.iter().all(|l| known(l).is_some());
     let convert = |l: &Descriptor| -> Descriptor {
-        let media_type = DOCKER
-            .iter()
-            .find(|(oci, d)| l.media_type == *oci || l.media_type == *d)
-            .map_or(l.media_type.clone(), |(oci, d)| {
-                if docker {
-                    d.to_string()
-                } else {
-                    oci.to_string()
-                }
-            });
-        Descriptor {
-            media_type,
-            ..l.clone()
+        let mut converted = l.clone();
+        if let Some((oci, d)) = known(l) {
+            converted.set_media_type(images::MediaType::from(if docker { *d } else { *oci }));
         }
+        converted
     };
     let layers: Vec<Descriptor> = layers.iter().map(convert).collect();
     let (media_type, config_type) = if docker {

@@ -55,9 +55,12 @@ pub enum Error {
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// The parts of an OCI image config (`config` object) a container uses.
+/// What an image gives a container to run by default: berth's subset of
+/// the image config's `config` object (user, environment, entrypoint and
+/// command, working directory, stop signal, exposed ports), not an OCI
+/// document of its own (that is [`berth_oci::image::Config`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ImageConfig {
+pub struct RunDefaults {
     pub user: String,
     pub env: Vec<String>,
     pub entrypoint: Vec<String>,
@@ -68,19 +71,19 @@ pub struct ImageConfig {
     pub exposed_ports: Vec<(u16, String)>,
 }
 
-impl ImageConfig {
+impl RunDefaults {
     /// From the image config blob (the whole JSON document, read as Go
     /// writes it: `null` lists are empty).
-    pub fn from_blob(blob: &Value) -> ImageConfig {
+    pub fn from_blob(blob: &Value) -> RunDefaults {
         let config = serde_json::to_vec(blob)
             .ok()
             .and_then(|bytes| berth_oci::image::parse_run_config(&bytes).ok())
             .unwrap_or_default();
-        ImageConfig::from_config(&config)
+        RunDefaults::from_config(&config)
     }
 
     /// From the `config` object of an image configuration.
-    pub fn from_config(config: &berth_oci::image::Config) -> ImageConfig {
+    pub fn from_config(config: &berth_oci::image::Config) -> RunDefaults {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
         let mut exposed_ports: Vec<(u16, String)> = list(config.exposed_ports())
@@ -92,7 +95,7 @@ impl ImageConfig {
             .collect();
         // oci-spec keeps them in a hash map: the order a listing shows is ours.
         exposed_ports.sort();
-        ImageConfig {
+        RunDefaults {
             user: text(config.user()),
             env: list(config.env()),
             entrypoint: list(config.entrypoint()),
@@ -116,10 +119,11 @@ pub struct ResolvedMount {
 pub use berth_oci::kernel_names::DOCKER_DEFAULT_CAPABILITIES as DOCKER_CAPS;
 
 /// Everything a spec is made from.
+#[derive(Clone, Copy)]
 pub struct Inputs<'a> {
     pub id: &'a str,
     pub settings: &'a pb::ContainerConfig,
-    pub image: &'a ImageConfig,
+    pub image: &'a RunDefaults,
     /// The image's layer directories, topmost first.
     pub layers: &'a [PathBuf],
     pub mounts: &'a [ResolvedMount],
@@ -238,7 +242,7 @@ mod tests {
     fn the_spec_follows_the_image_and_the_overrides() {
         let base = layer(&[("etc/passwd", PASSWD), ("etc/group", GROUP)]);
         let layers = vec![base.path().to_path_buf()];
-        let image = ImageConfig {
+        let image = RunDefaults {
             user: "app".into(),
             env: vec!["PATH=/image/bin".into(), "A=1".into()],
             entrypoint: vec!["/entry".into()],
@@ -298,7 +302,7 @@ mod tests {
         s.args = vec!["echo".into(), "hi".into()];
         let spec2 = spec(&Inputs {
             settings: &s,
-            ..inputs_like(&inputs)
+            ..inputs
         })
         .unwrap();
         assert_eq!(spec2["process"]["args"], json!(["/entry", "echo", "hi"]));
@@ -307,31 +311,17 @@ mod tests {
         s.entrypoint = vec!["/bin/sh".into()];
         let spec3 = spec(&Inputs {
             settings: &s,
-            ..inputs_like(&inputs)
+            ..inputs
         })
         .unwrap();
         assert_eq!(spec3["process"]["args"], json!(["/bin/sh"]));
-    }
-
-    fn inputs_like<'a>(i: &Inputs<'a>) -> Inputs<'a> {
-        Inputs {
-            id: i.id,
-            settings: i.settings,
-            image: i.image,
-            layers: i.layers,
-            mounts: i.mounts,
-            default_seccomp: i.default_seccomp,
-            bundle: i.bundle,
-            netns: i.netns,
-            host_network: i.host_network,
-        }
     }
 
     #[test]
     fn bad_settings_are_refused() {
         let base = layer(&[("etc/passwd", PASSWD)]);
         let layers = vec![base.path().to_path_buf()];
-        let image = ImageConfig {
+        let image = RunDefaults {
             cmd: vec!["sh".into()],
             ..Default::default()
         };
@@ -364,7 +354,7 @@ mod tests {
         let mut s = settings();
         s.seccomp_profile = String::new();
         assert!(matches!(check(s), Err(Error::Seccomp(_))));
-        let empty = ImageConfig::default();
+        let empty = RunDefaults::default();
         let s = settings();
         assert!(matches!(
             spec(&Inputs {

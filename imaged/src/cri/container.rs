@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sandbox::{self, PodRecord};
 use super::{Cri, Error, Result};
-use crate::bundle::ImageConfig;
+use crate::bundle::RunDefaults;
 use crate::containers::{ContainerRecord, RunState};
 use crate::metadata::Table;
 
@@ -119,11 +119,11 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
     image
         .check_mountable()
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    let image_config = crate::content::Digest::parse(&image.config.digest)
+    let image_config = crate::content::Digest::parse(image.config.digest().as_ref())
         .map_err(|e| e.to_string())
         .and_then(|d| cri.images.content.read_blob(&d).map_err(|e| e.to_string()))
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| e.to_string()))
-        .map(|blob| ImageConfig::from_blob(&blob))
+        .map(|blob| RunDefaults::from_blob(&blob))
         .map_err(|e| Error::Failed(format!("image {wanted}: unreadable config: {e}")))?;
     let target_pid = target_pid(cri, &config)?;
 
@@ -180,7 +180,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         id: id.clone(),
         name: id.clone(),
         config: settings.encode_to_vec(),
-        image_digest: image.manifest.digest.clone(),
+        image_digest: image.manifest.digest().to_string(),
         snapshot_key,
         bundle,
         labels: config.labels.clone().into_iter().collect(),
@@ -202,8 +202,8 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         id: id.clone(),
         pod_id: pod.id.clone(),
         config: config.encode_to_vec(),
-        image_id: image.config.digest.clone(),
-        image_ref: format!("{repository}@{}", image.target.digest),
+        image_id: image.config.digest().to_string(),
+        image_ref: format!("{repository}@{}", image.target.digest()),
         created_at: now,
         started_at: 0,
         finished_at: 0,

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_cri::v1 as cri;
 
 use super::{Cri, Error, Result};
-use crate::images::{ImageRecord, Platform, Progress};
+use crate::images::{ImageRecord, Progress};
 use crate::metadata::Table;
 use crate::registry::{self, Credentials};
 
@@ -33,7 +33,7 @@ pub fn find(cri: &Cri, spec: &str) -> Result<ImageRecord> {
         let repository = repository_of(name);
         if let Some(record) = all
             .iter()
-            .find(|r| r.target.digest == digest && repository_of(&r.name) == repository)
+            .find(|r| r.target.digest().as_ref() == digest && repository_of(&r.name) == repository)
         {
             return Ok(record.clone());
         }
@@ -41,7 +41,7 @@ pub fn find(cri: &Cri, spec: &str) -> Result<ImageRecord> {
     let hex = spec.strip_prefix("sha256:").unwrap_or(spec);
     let by_id: BTreeSet<String> = all
         .iter()
-        .map(|r| r.config.digest.clone())
+        .map(|r| r.config.digest().to_string())
         .filter(|id| {
             hex.len() >= 6
                 && hex.chars().all(|c| c.is_ascii_hexdigit())
@@ -53,7 +53,7 @@ pub fn find(cri: &Cri, spec: &str) -> Result<ImageRecord> {
     match by_id.len() {
         1 => all
             .into_iter()
-            .find(|r| by_id.contains(&r.config.digest))
+            .find(|r| by_id.contains(r.config.digest().as_ref()))
             .ok_or_else(|| Error::NotFound(format!("image {spec:?}"))),
         0 => Err(Error::NotFound(format!("image {spec:?}"))),
         _ => Err(Error::Invalid(format!(
@@ -82,7 +82,7 @@ pub fn list(cri: &Cri) -> Result<Vec<cri::Image>> {
     let mut by_id: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
     for record in all {
         by_id
-            .entry(record.config.digest.clone())
+            .entry(record.config.digest().to_string())
             .or_default()
             .push(record);
     }
@@ -100,7 +100,7 @@ pub fn status(cri: &Cri, record: &ImageRecord) -> Result<cri::Image> {
         .map_err(|e| Error::Failed(e.to_string()))?;
     let same: Vec<ImageRecord> = all
         .into_iter()
-        .filter(|r| r.config.digest == record.config.digest)
+        .filter(|r| r.config.digest() == record.config.digest())
         .collect();
     Ok(to_cri(cri, &same))
 }
@@ -112,22 +112,22 @@ fn to_cri(cri: &Cri, records: &[ImageRecord]) -> cri::Image {
         if !r.name.contains('@') {
             tags.insert(r.name.clone());
         }
-        digests.insert(format!("{}@{}", repository_of(&r.name), r.target.digest));
+        digests.insert(format!("{}@{}", repository_of(&r.name), r.target.digest()));
     }
     let first = &records[0];
     let (uid, username) = image_user(cri, first);
     cri::Image {
-        id: first.config.digest.clone(),
+        id: first.config.digest().to_string(),
         repo_tags: tags.into_iter().collect(),
         repo_digests: digests.into_iter().collect(),
         size: first.size.max(0) as u64,
         uid: uid.map(|value| cri::Int64Value { value }),
         username,
         spec: Some(cri::ImageSpec {
-            image: first.config.digest.clone(),
+            image: first.config.digest().to_string(),
             ..Default::default()
         }),
-        pinned: is_pinned(cri, &first.config.digest),
+        pinned: is_pinned(cri, first.config.digest().as_ref()),
     }
 }
 
@@ -139,12 +139,12 @@ fn is_pinned(cri: &Cri, id: &str) -> bool {
     cri.pinned
         .iter()
         .filter_map(|name| find(cri, name).ok())
-        .any(|record| record.config.digest == id)
+        .any(|record| record.config.digest().as_ref() == id)
 }
 
 /// The image's `User` as CRI reports it: a numeric uid, or a name.
 fn image_user(cri: &Cri, record: &ImageRecord) -> (Option<i64>, String) {
-    let Ok(digest) = crate::content::Digest::parse(&record.config.digest) else {
+    let Ok(digest) = crate::content::Digest::parse(record.config.digest().as_ref()) else {
         return (None, String::new());
     };
     let Ok(blob) = cri.images.content.read_blob(&digest) else {
@@ -226,7 +226,13 @@ pub async fn pull(cri: &Cri, reference: &str, auth: Option<Credentials>) -> Resu
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let pulled = cri
             .images
-            .pull(candidate, &Platform::host(), auth.clone(), true, tx)
+            .pull(
+                candidate,
+                &crate::images::host_platform(),
+                auth.clone(),
+                true,
+                tx,
+            )
             .await;
         let _ = drain.await;
         match pulled {
@@ -234,7 +240,7 @@ pub async fn pull(cri: &Cri, reference: &str, auth: Option<Credentials>) -> Resu
                 if record.name != canonical {
                     rename(cri, record.clone(), &canonical, !existed)?;
                 }
-                return Ok(record.config.digest);
+                return Ok(record.config.digest().to_string());
             }
             Err(e) => last_error = e.to_string(),
         }
@@ -275,7 +281,7 @@ pub async fn remove(cri: &Cri, spec: &str) -> Result<()> {
             .list()
             .map_err(|e| Error::Failed(e.to_string()))?
             .into_iter()
-            .filter(|r| r.config.digest == record.config.digest)
+            .filter(|r| r.config.digest() == record.config.digest())
             .map(|r| r.name)
             .collect()
     };

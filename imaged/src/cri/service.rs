@@ -470,7 +470,7 @@ impl ImageService for Service {
         let mut all = images::list(&self.0)?;
         if !wanted.is_empty() {
             let id = images::find(&self.0, &wanted)
-                .map(|r| r.config.digest)
+                .map(|r| r.config.digest().to_string())
                 .unwrap_or_default();
             all.retain(|i| i.id == id);
         }

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::sandbox::PodRecord;
 use super::{Error, Result};
-use crate::bundle::{self, ImageConfig, ResolvedMount};
+use crate::bundle::{self, ResolvedMount, RunDefaults};
 
 /// Everything a CRI container's spec is made from.
 pub struct Inputs<'a> {
@@ -23,7 +23,7 @@ pub struct Inputs<'a> {
     pub pod: &'a PodRecord,
     /// The pod's network namespace (`None`: the host's).
     pub netns: Option<PathBuf>,
-    pub image: &'a ImageConfig,
+    pub image: &'a RunDefaults,
     /// The container's mounted root (users and groups are read there).
     pub rootfs: &'a Path,
     pub default_seccomp: Option<&'a Value>,

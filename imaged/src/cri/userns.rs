@@ -29,6 +29,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
+use berth_oci::mount_api;
 use k8s_cri::v1 as cri;
 use serde_json::{json, Value};
 
@@ -308,41 +309,15 @@ fn stage(source: &Path, userns: &OwnedFd, at: &Path, attached: &mut Vec<PathBuf>
     let tree = idmapped_clone(source, userns)?;
     let dir =
         std::fs::File::open(at).map_err(|e| Error::Failed(format!("{}: {e}", at.display())))?;
-    // SAFETY: two valid descriptors and empty paths with the *_EMPTY_PATH flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            dir.as_raw_fd(),
-            c"".as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Failed(format!(
-            "move_mount of {} to {}: {}",
+    mount_api::move_mount(&tree, &dir).map_err(|errno| {
+        Error::Failed(format!(
+            "move_mount of {} to {}: {errno}",
             source.display(),
             at.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
+        ))
+    })?;
     attached.push(at.to_path_buf());
     Ok(())
-}
-
-const OPEN_TREE_CLONE: u32 = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
-const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-
-/// `struct mount_attr` of `mount_setattr(2)`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
 }
 
 /// A detached clone of the directory `source`'s mount, seen through the
@@ -350,45 +325,14 @@ struct MountAttr {
 /// (ext4, xfs, btrfs, tmpfs since 6.3, …): the error names the one that
 /// cannot.
 fn idmapped_clone(source: &Path, userns: &OwnedFd) -> Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
     use std::os::unix::ffi::OsStrExt;
-    let fail = |what: &str| {
-        Error::Failed(format!(
-            "{what} of {}: {}",
-            source.display(),
-            std::io::Error::last_os_error()
-        ))
-    };
     let path = std::ffi::CString::new(source.as_os_str().as_bytes())
         .map_err(|_| Error::Invalid(format!("{} has a NUL byte", source.display())))?;
-    let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as u32;
-    // SAFETY: a valid C string; returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(fail("open_tree"));
-    }
-    // SAFETY: a fresh descriptor from open_tree, owned here alone.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
-    // SAFETY: a valid descriptor, an empty path with AT_EMPTY_PATH and a
-    // mount_attr of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        let errno = std::io::Error::last_os_error();
+    let tree = mount_api::open_tree_clone(&path, false)
+        .map_err(|errno| Error::Failed(format!("open_tree of {}: {errno}", source.display())))?;
+    let attr = mount_api::MountAttr::idmap(userns);
+    if let Err(errno) = mount_api::mount_setattr(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, &attr)
+    {
         let fs = nix::sys::statfs::statfs(source)
             .map(|s| format!("{:?}", s.filesystem_type()))
             .unwrap_or_default();

@@ -43,7 +43,7 @@ pub struct Entry {
 /// history, come last).
 pub fn history(images: &Images, name: &str) -> Result<(String, Vec<Entry>), images::Error> {
     let record = images.get(name)?;
-    let digest = images.parse_digest(name, &record.config.digest)?;
+    let digest = images.parse_digest(name, record.config.digest().as_ref())?;
     let bytes = images.content.read_blob(&digest)?;
     let config: Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let mut layers = record.layers.iter().rev();
@@ -54,7 +54,7 @@ pub fn history(images: &Images, name: &str) -> Result<(String, Vec<Entry>), imag
         let size = if empty_layer {
             0
         } else {
-            layers.next().map_or(0, |l| l.size)
+            layers.next().map_or(0, |l| l.size() as i64)
         };
         let text = |k: &str| h[k].as_str().unwrap_or_default().to_string();
         out.push(Entry {
@@ -70,12 +70,12 @@ pub fn history(images: &Images, name: &str) -> Result<(String, Vec<Entry>), imag
         out.push(Entry {
             created: String::new(),
             created_by: String::new(),
-            size: layer.size,
+            size: layer.size() as i64,
             empty_layer: false,
             comment: String::new(),
         });
     }
-    let id = Digest::parse(&record.config.digest)
+    let id = Digest::parse(record.config.digest().as_ref())
         .map(|d| d.to_string())
         .unwrap_or_default();
     Ok((id, out))

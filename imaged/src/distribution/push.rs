@@ -143,28 +143,28 @@ pub async fn push(
     let sources = mount_sources(images, &reference);
     for (what, desc) in blobs {
         let exists = client
-            .blob_exists(&reference, &desc.digest)
+            .blob_exists(&reference, desc.digest().as_ref())
             .await
-            .map_err(|e| fail(what, &desc.digest, e))?;
+            .map_err(|e| fail(what, desc.digest().as_ref(), e))?;
         if exists {
-            let _ = progress.send(step(&desc.digest, "exists", desc.size));
+            let _ = progress.send(step(desc.digest().as_ref(), "exists", desc.size() as i64));
             continue;
         }
         let mut mounted = false;
         for source in sources
             .iter()
-            .filter(|(_, digests)| digests.contains(&desc.digest))
+            .filter(|(_, digests)| digests.contains(desc.digest().as_ref()))
         {
             if client
-                .mount_blob(&reference, &source.0, &desc.digest)
+                .mount_blob(&reference, &source.0, desc.digest().as_ref())
                 .await
                 .is_ok()
                 && client
-                    .blob_exists(&reference, &desc.digest)
+                    .blob_exists(&reference, desc.digest().as_ref())
                     .await
                     .unwrap_or(false)
             {
-                let mut s = step(&desc.digest, "mounted", desc.size);
+                let mut s = step(desc.digest().as_ref(), "mounted", desc.size() as i64);
                 s.from = source.0.repository().to_string();
                 let _ = progress.send(s);
                 mounted = true;
@@ -174,8 +174,8 @@ pub async fn push(
         if mounted {
             continue;
         }
-        let _ = progress.send(step(&desc.digest, "pushing", desc.size));
-        let digest = Digest::parse(&desc.digest).map_err(images::Error::from)?;
+        let _ = progress.send(step(desc.digest().as_ref(), "pushing", desc.size() as i64));
+        let digest = Digest::parse(desc.digest().as_ref()).map_err(images::Error::from)?;
         let file = tokio::fs::File::from_std(
             images
                 .content
@@ -195,20 +195,25 @@ pub async fn push(
         })
         .boxed();
         client
-            .push_blob_stream(&reference, stream, &desc.digest, Some(desc.size as u64))
+            .push_blob_stream(
+                &reference,
+                stream,
+                desc.digest().as_ref(),
+                Some(desc.size()),
+            )
             .await
-            .map_err(|e| fail(what, &desc.digest, e))?;
-        let _ = progress.send(step(&desc.digest, "pushed", desc.size));
+            .map_err(|e| fail(what, desc.digest().as_ref(), e))?;
+        let _ = progress.send(step(desc.digest().as_ref(), "pushed", desc.size() as i64));
     }
-    let manifest_digest = Digest::parse(&record.manifest.digest).map_err(images::Error::from)?;
+    let manifest_digest =
+        Digest::parse(record.manifest.digest().as_ref()).map_err(images::Error::from)?;
     let bytes = images
         .content
         .read_blob(&manifest_digest)
         .map_err(images::Error::from)?;
-    let media_type = if record.manifest.media_type.is_empty() {
-        "application/vnd.oci.image.manifest.v1+json"
-    } else {
-        record.manifest.media_type.as_str()
+    let media_type = match record.manifest.media_type().as_ref() {
+        "" => "application/vnd.oci.image.manifest.v1+json",
+        recorded => recorded,
     };
     let content_type = media_type.parse().map_err(|_| Error::Reference {
         name: name.to_string(),
@@ -217,11 +222,15 @@ pub async fn push(
     client
         .push_manifest_raw(&reference, bytes.clone(), content_type)
         .await
-        .map_err(|e| fail("manifest", &record.manifest.digest, e))?;
-    let mut done = step(&record.manifest.digest, "done", bytes.len() as i64);
-    done.manifest_digest = record.manifest.digest.clone();
+        .map_err(|e| fail("manifest", record.manifest.digest().as_ref(), e))?;
+    let mut done = step(
+        record.manifest.digest().as_ref(),
+        "done",
+        bytes.len() as i64,
+    );
+    done.manifest_digest = record.manifest.digest().to_string();
     let _ = progress.send(done);
-    Ok(record.manifest.digest)
+    Ok(record.manifest.digest().to_string())
 }
 
 /// Other repositories of the same registry that images stored here came
@@ -241,8 +250,12 @@ fn mount_sources(images: &Images, target: &Reference) -> Vec<(Reference, BTreeSe
         {
             continue;
         }
-        let mut digests: BTreeSet<String> = image.layers.iter().map(|l| l.digest.clone()).collect();
-        digests.insert(image.config.digest.clone());
+        let mut digests: BTreeSet<String> = image
+            .layers
+            .iter()
+            .map(|l| l.digest().to_string())
+            .collect();
+        digests.insert(image.config.digest().to_string());
         match out
             .iter_mut()
             .find(|(o, _)| o.repository() == r.repository())

@@ -74,10 +74,15 @@ fn snapshot_status(e: snapshots::Error) -> Status {
 
 fn descriptor(d: &images::Descriptor) -> pb::Descriptor {
     pb::Descriptor {
-        media_type: d.media_type.clone(),
-        digest: d.digest.clone(),
-        size: d.size,
-        annotations: d.annotations.clone().into_iter().collect(),
+        media_type: d.media_type().to_string(),
+        digest: d.digest().to_string(),
+        size: d.size() as i64,
+        annotations: d
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -88,9 +93,9 @@ fn image(r: &images::ImageRecord) -> pb::Image {
         manifest: Some(descriptor(&r.manifest)),
         config: Some(descriptor(&r.config)),
         platform: Some(pb::Platform {
-            os: r.platform.os.clone(),
-            architecture: r.platform.architecture.clone(),
-            variant: r.platform.variant.clone(),
+            os: r.platform.os().to_string(),
+            architecture: r.platform.architecture().to_string(),
+            variant: r.platform.variant().clone().unwrap_or_default(),
         }),
         chain_id: r.chain_id().unwrap_or_default().to_string(),
         size: r.size,
@@ -217,16 +222,11 @@ impl pb::images_server::Images for Service {
     ) -> Result<Response<Self::PullStream>, Status> {
         let req = request.into_inner();
         let platform = match req.platform {
-            Some(p) if !p.os.is_empty() || !p.architecture.is_empty() => images::Platform {
-                os: if p.os.is_empty() {
-                    "linux".into()
-                } else {
-                    p.os
-                },
-                architecture: p.architecture,
-                variant: p.variant,
-            },
-            _ => images::Platform::host(),
+            Some(p) if !p.os.is_empty() || !p.architecture.is_empty() => {
+                let os = if p.os.is_empty() { "linux" } else { &p.os };
+                images::platform(os, &p.architecture, &p.variant)
+            }
+            _ => images::host_platform(),
         };
         let auth = crate::distribution::service::credentials(req.auth);
         let (tx, rx) = mpsc::unbounded_channel::<Result<pb::PullProgress, Status>>();
@@ -324,7 +324,7 @@ impl pb::images_server::Images for Service {
         let result = match received {
             Ok(()) => {
                 let (ptx, _prx) = mpsc::unbounded_channel();
-                archive::import(&self.images, &path, name, &images::Platform::host(), ptx)
+                archive::import(&self.images, &path, name, &images::host_platform(), ptx)
                     .await
                     .map_err(archive_status)
             }

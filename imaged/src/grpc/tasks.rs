@@ -9,7 +9,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::workloads::{blocking, containers_status, tasks_status, timestamp, Stream_, Workloads};
+use super::workloads::{
+    blocking, containers_status, reply, tasks_status, timestamp, Stream_, Workloads,
+};
 use crate::containers::ContainerRecord;
 use crate::tasks;
 
@@ -73,11 +75,12 @@ impl pb::tasks_server::Tasks for Workloads {
         } else {
             r.signal
         };
-        self.tasks
-            .kill(&r.container_id, &r.exec_id, signal, r.all)
-            .await
-            .map_err(tasks_status)?;
-        Ok(Response::new(pb::KillTaskResponse {}))
+        reply(
+            self.tasks
+                .kill(&r.container_id, &r.exec_id, signal, r.all)
+                .await,
+            pb::KillTaskResponse {},
+        )
     }
 
     async fn wait(
@@ -151,11 +154,12 @@ impl pb::tasks_server::Tasks for Workloads {
         request: Request<pb::ResizePtyRequest>,
     ) -> Result<Response<pb::ResizePtyResponse>, Status> {
         let r = request.into_inner();
-        self.tasks
-            .resize(&r.container_id, &r.exec_id, r.width, r.height)
-            .await
-            .map_err(tasks_status)?;
-        Ok(Response::new(pb::ResizePtyResponse {}))
+        reply(
+            self.tasks
+                .resize(&r.container_id, &r.exec_id, r.width, r.height)
+                .await,
+            pb::ResizePtyResponse {},
+        )
     }
 
     async fn close_stdin(
@@ -163,33 +167,30 @@ impl pb::tasks_server::Tasks for Workloads {
         request: Request<pb::CloseStdinRequest>,
     ) -> Result<Response<pb::CloseStdinResponse>, Status> {
         let r = request.into_inner();
-        self.tasks
-            .close_stdin(&r.container_id, &r.exec_id)
-            .await
-            .map_err(tasks_status)?;
-        Ok(Response::new(pb::CloseStdinResponse {}))
+        reply(
+            self.tasks.close_stdin(&r.container_id, &r.exec_id).await,
+            pb::CloseStdinResponse {},
+        )
     }
 
     async fn pause(
         &self,
         request: Request<pb::PauseTaskRequest>,
     ) -> Result<Response<pb::PauseTaskResponse>, Status> {
-        self.tasks
-            .pause(&request.into_inner().container_id)
-            .await
-            .map_err(tasks_status)?;
-        Ok(Response::new(pb::PauseTaskResponse {}))
+        reply(
+            self.tasks.pause(&request.into_inner().container_id).await,
+            pb::PauseTaskResponse {},
+        )
     }
 
     async fn resume(
         &self,
         request: Request<pb::ResumeTaskRequest>,
     ) -> Result<Response<pb::ResumeTaskResponse>, Status> {
-        self.tasks
-            .resume(&request.into_inner().container_id)
-            .await
-            .map_err(tasks_status)?;
-        Ok(Response::new(pb::ResumeTaskResponse {}))
+        reply(
+            self.tasks.resume(&request.into_inner().container_id).await,
+            pb::ResumeTaskResponse {},
+        )
     }
 
     async fn pids(

@@ -87,6 +87,12 @@ pub fn volumes_status(e: volumes::Error) -> Status {
     }
 }
 
+/// A task verb's empty answer, or its error as a status.
+pub fn reply<T>(done: Result<(), tasks::Error>, response: T) -> Result<Response<T>, Status> {
+    done.map_err(tasks_status)?;
+    Ok(Response::new(response))
+}
+
 pub fn tasks_status(e: tasks::Error) -> Status {
     use tasks::Error as E;
     let msg = e.to_string();

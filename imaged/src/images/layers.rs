@@ -25,7 +25,7 @@ pub(super) async fn layer_task(
     let have_blob = ctx.content.exists(digest);
     if have_blob {
         let stored = ctx.content.info(digest)?.size;
-        check_size(&ctx.reference, "layer", digest, size as i64, stored)?;
+        check_size(&ctx.reference, "layer", digest, size, stored)?;
     }
     if have_blob && !unpack {
         let _ = ctx.progress.send(Progress::AlreadyExists {

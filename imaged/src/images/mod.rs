@@ -113,94 +113,46 @@ pub enum Error {
         reference: String,
         what: &'static str,
         digest: String,
-        expected: i64,
+        expected: u64,
         actual: u64,
     },
 }
 
 type Result<T> = std::result::Result<T, Error>;
 
-/// An OCI descriptor as manifests carry it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: String,
-    pub size: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub annotations: BTreeMap<String, String>,
+pub use berth_oci::image::{
+    host_platform, platform, platform_matches, platform_name, Descriptor, Document, ImageManifest,
+    MediaType, Platform,
+};
+
+/// The entry of an index that serves `platform`, or the error that lists
+/// what the index has.
+pub(crate) fn choose<'a>(
+    reference: &str,
+    entries: &'a [Descriptor],
+    platform: &Platform,
+) -> Result<&'a Descriptor> {
+    entries
+        .iter()
+        .find(|e| {
+            e.platform()
+                .as_ref()
+                .is_some_and(|p| platform_matches(platform, p))
+        })
+        .ok_or_else(|| Error::NoPlatform {
+            reference: reference.to_string(),
+            platform: platform_name(platform),
+            available: entries
+                .iter()
+                .filter_map(|e| e.platform().as_ref().map(platform_name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct Platform {
-    #[serde(default)]
-    pub os: String,
-    #[serde(default)]
-    pub architecture: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub variant: String,
-}
-
-impl Platform {
-    /// The platform this daemon runs containers for.
-    pub fn host() -> Platform {
-        let (architecture, variant) = match std::env::consts::ARCH {
-            "x86_64" => ("amd64", ""),
-            "aarch64" => ("arm64", "v8"),
-            "arm" => ("arm", "v7"),
-            "x86" => ("386", ""),
-            "powerpc64" => ("ppc64le", ""),
-            "s390x" => ("s390x", ""),
-            "riscv64" => ("riscv64", ""),
-            other => (other, ""),
-        };
-        Platform {
-            os: "linux".into(),
-            architecture: architecture.into(),
-            variant: variant.into(),
-        }
-    }
-
-    /// Whether an index entry's platform serves `self`. An empty wanted
-    /// variant accepts any; arm64's variant defaults to v8.
-    pub(crate) fn matches(&self, entry: &Platform) -> bool {
-        let norm = |p: &Platform| {
-            if p.architecture == "arm64" && p.variant.is_empty() {
-                "v8".to_string()
-            } else {
-                p.variant.clone()
-            }
-        };
-        entry.os == self.os
-            && entry.architecture == self.architecture
-            && (self.variant.is_empty() || norm(entry) == norm(self))
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if !self.variant.is_empty() {
-            write!(f, "/{}", self.variant)?;
-        }
-        Ok(())
-    }
-}
-
-/// A manifest or an index (manifest list): which one, `manifests` says.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct Manifest {
-    #[serde(default)]
-    pub media_type: String,
-    #[serde(default)]
-    pub manifests: Option<Vec<Descriptor>>,
-    pub config: Option<Descriptor>,
-    #[serde(default)]
-    pub layers: Vec<Descriptor>,
+/// A descriptor of no platform and no annotations.
+pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(MediaType::from(media_type), size, digest.oci())
 }
 
 /// What the metadata store keeps for one image name.
@@ -210,6 +162,7 @@ pub struct ImageRecord {
     pub target: Descriptor,
     pub manifest: Descriptor,
     pub config: Descriptor,
+    #[serde(deserialize_with = "berth_oci::image::deserialize_platform")]
     pub platform: Platform,
     pub layers: Vec<Descriptor>,
     pub chain_ids: Vec<String>,
@@ -329,7 +282,7 @@ pub(crate) struct Resolved {
     pub name: String,
     pub target: Descriptor,
     pub manifest_desc: Descriptor,
-    pub manifest: Manifest,
+    pub manifest: ImageManifest,
     pub platform: Platform,
 }
 
@@ -447,10 +400,10 @@ impl Images {
         let mut blobs = HashSet::new();
         let mut chains = HashSet::new();
         for image in &images {
-            blobs.insert(image.target.digest.clone());
-            blobs.insert(image.manifest.digest.clone());
-            blobs.insert(image.config.digest.clone());
-            blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+            blobs.insert(image.target.digest().to_string());
+            blobs.insert(image.manifest.digest().to_string());
+            blobs.insert(image.config.digest().to_string());
+            blobs.extend(image.layers.iter().map(|l| l.digest().to_string()));
             chains.extend(image.chain_ids.iter().cloned());
         }
         let mut removed_blobs = Vec::new();
@@ -505,19 +458,13 @@ mod tests {
 
     #[test]
     fn a_record_of_too_many_layers_is_not_mountable() {
-        let desc = Descriptor {
-            media_type: String::new(),
-            digest: String::new(),
-            size: 0,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
+        let desc = descriptor("", &Digest::of(b""), 0);
         let mut record = ImageRecord {
             name: "old/tall:1".into(),
             target: desc.clone(),
             manifest: desc.clone(),
             config: desc,
-            platform: Platform::host(),
+            platform: host_platform(),
             layers: Vec::new(),
             chain_ids: vec![String::new(); MAX_LAYERS],
             size: 0,
@@ -577,20 +524,15 @@ mod tests {
         };
         assert_eq!(key, "docker.io/library/busybox:1");
         assert_eq!(record.name, *key);
-        assert_eq!(record.target.size, 2000);
-        assert!(record.target.digest.ends_with(&"1".repeat(64)));
-        assert_eq!(
-            record.manifest.media_type,
-            "application/vnd.oci.image.manifest.v1+json"
-        );
-        let platform = record.manifest.platform.clone().unwrap();
-        assert_eq!(platform.to_string(), "linux/arm/v7");
-        assert_eq!(
-            record.manifest.annotations["org.opencontainers.image.ref.name"],
-            "1"
-        );
-        assert_eq!(record.platform.to_string(), "linux/amd64");
-        assert_eq!(record.layers[0].size, 2_100_000);
+        assert_eq!(record.target.size(), 2000);
+        assert!(record.target.digest().as_ref().ends_with(&"1".repeat(64)));
+        assert_eq!(record.manifest.media_type(), &MediaType::ImageManifest);
+        let platform = record.manifest.platform().clone().unwrap();
+        assert_eq!(platform_name(&platform), "linux/arm/v7");
+        let annotations = record.manifest.annotations().clone().unwrap();
+        assert_eq!(annotations["org.opencontainers.image.ref.name"], "1");
+        assert_eq!(platform_name(&record.platform), "linux/amd64");
+        assert_eq!(record.layers[0].size(), 2_100_000);
         assert_eq!(
             record.chain_id(),
             Some(&*format!("sha256:{}", "5".repeat(64)))
@@ -598,28 +540,26 @@ mod tests {
         assert_eq!((record.size, record.created), (2_104_100, 1_764_892_800));
     }
 
+    /// What the daemon writes today is what it wrote before: a record
+    /// read from the earlier bytes serializes back to the same document,
+    /// so an earlier daemon reads a store this one wrote, too.
     #[test]
-    fn variants_are_part_of_the_platform() {
-        let want = Platform {
-            os: "linux".into(),
-            architecture: "arm".into(),
-            variant: "v7".into(),
-        };
-        let v6 = Platform {
-            variant: "v6".into(),
-            ..want.clone()
-        };
-        assert!(!want.matches(&v6));
-        assert!(want.matches(&want.clone()));
-        let arm64 = Platform {
-            os: "linux".into(),
-            architecture: "arm64".into(),
-            variant: String::new(),
-        };
-        let arm64_v8 = Platform {
-            variant: "v8".into(),
-            ..arm64.clone()
-        };
-        assert!(arm64_v8.matches(&arm64));
+    fn a_record_serializes_as_before() {
+        let record: ImageRecord = serde_json::from_str(STORED_RECORD).unwrap();
+        let written = serde_json::to_value(&record).unwrap();
+        let before: serde_json::Value = serde_json::from_str(STORED_RECORD).unwrap();
+        assert_eq!(written, before);
+    }
+
+    /// A record of an `armbe` image (a GOARCH `oci-spec` reads as
+    /// `arm64be`) keeps its architecture.
+    #[test]
+    fn a_stored_armbe_platform_stays_armbe() {
+        let text = STORED_RECORD.replace(
+            r#""platform":{"os":"linux","architecture":"amd64"}"#,
+            r#""platform":{"os":"linux","architecture":"armbe"}"#,
+        );
+        let record: ImageRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(platform_name(&record.platform), "linux/armbe");
     }
 }

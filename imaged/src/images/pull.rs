@@ -26,41 +26,27 @@ impl Images {
         let (top, top_digest) = remote.manifest(None).await?;
         let top_digest = self.parse_digest(reference, &top_digest)?;
         self.content.write_bytes(&top_digest, &top)?;
-        let top_manifest = self.parse_manifest(reference, &top_digest, &top)?;
-        let target = Descriptor {
-            media_type: top_manifest.media_type.clone(),
-            digest: top_digest.to_string(),
-            size: top.len() as i64,
-            platform: None,
-            annotations: BTreeMap::new(),
-        };
+        let top_document = self.parse_document(reference, &top_digest, &top)?;
+        let target = descriptor(
+            top_document.media_type().as_ref(),
+            &top_digest,
+            top.len() as u64,
+        );
         let _ = progress.send(Progress::Resolved {
-            digest: target.digest.clone(),
-            media_type: target.media_type.clone(),
+            digest: target.digest().to_string(),
+            media_type: target.media_type().to_string(),
         });
 
-        let (manifest_desc, manifest) = match &top_manifest.manifests {
-            Some(entries) => {
-                let chosen = entries
-                    .iter()
-                    .find(|e| e.platform.as_ref().is_some_and(|p| platform.matches(p)))
-                    .ok_or_else(|| Error::NoPlatform {
-                        reference: reference.to_string(),
-                        platform: platform.to_string(),
-                        available: entries
-                            .iter()
-                            .filter_map(|e| e.platform.as_ref().map(|p| p.to_string()))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    })?
-                    .clone();
-                let digest = self.parse_digest(reference, &chosen.digest)?;
+        let (manifest_desc, manifest) = match top_document {
+            Document::Index(index) => {
+                let chosen = choose(reference, index.manifests(), platform)?.clone();
+                let digest = self.parse_digest(reference, chosen.digest().as_ref())?;
                 let bytes = if self.content.exists(&digest) {
                     self.read_small(
                         reference,
                         "manifest",
                         &digest,
-                        chosen.size,
+                        chosen.size(),
                         registry::MAX_MANIFEST,
                     )?
                 } else {
@@ -69,7 +55,7 @@ impl Images {
                         reference,
                         "manifest",
                         &digest,
-                        chosen.size,
+                        chosen.size(),
                         bytes.len() as u64,
                     )?;
                     self.content.write_bytes(&digest, &bytes)?;
@@ -78,10 +64,10 @@ impl Images {
                 let manifest = self.parse_manifest(reference, &digest, &bytes)?;
                 (chosen, manifest)
             }
-            None => (target.clone(), top_manifest),
+            Document::Manifest(manifest) => (target.clone(), *manifest),
         };
-        let (config_desc, config_digest) = self.config_of(reference, &manifest_desc, &manifest)?;
-        self.config_blob(&remote, &config_digest, config_desc.size)
+        let (config_desc, config_digest) = self.config_of(reference, &manifest)?;
+        self.config_blob(&remote, &config_digest, config_desc.size())
             .await?;
         let resolved = Resolved {
             reference: reference.to_string(),
@@ -105,7 +91,7 @@ impl Images {
         reference: &str,
         what: &'static str,
         digest: &Digest,
-        size: i64,
+        size: u64,
         limit: u64,
     ) -> Result<Vec<u8>> {
         let stored = self.content.info(digest)?.size;
@@ -139,28 +125,29 @@ impl Images {
             platform,
         } = resolved;
         let reference = reference.as_str();
-        let (config_desc, config_digest) = self.config_of(reference, &manifest_desc, &manifest)?;
+        let (config_desc, config_digest) = self.config_of(reference, &manifest)?;
         let config_bytes = self.read_small(
             reference,
             "config",
             &config_digest,
-            config_desc.size,
+            config_desc.size(),
             MAX_CONFIG,
         )?;
         let config =
             berth_oci::image::parse_config(&config_bytes).map_err(|e| Error::Manifest {
                 reference: reference.to_string(),
-                digest: config_desc.digest.clone(),
+                digest: config_desc.digest().to_string(),
                 detail: e.to_string(),
             })?;
         let diff_ids = config.rootfs().diff_ids();
-        if diff_ids.len() != manifest.layers.len() {
+        let layers = manifest.layers();
+        if diff_ids.len() != layers.len() {
             return Err(Error::Manifest {
                 reference: reference.to_string(),
-                digest: manifest_desc.digest.clone(),
+                digest: manifest_desc.digest().to_string(),
                 detail: format!(
                     "{} layers but {} diff IDs in the config",
-                    manifest.layers.len(),
+                    layers.len(),
                     diff_ids.len()
                 ),
             });
@@ -180,15 +167,11 @@ impl Images {
         });
         let limit = Arc::new(tokio::sync::Semaphore::new(PARALLEL_LAYERS));
         let mut tasks = tokio::task::JoinSet::new();
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            let digest = self.parse_digest(reference, &layer.digest)?;
+        for (i, layer) in layers.iter().enumerate() {
+            let digest = self.parse_digest(reference, layer.digest().as_ref())?;
             let diff_id = diff_ids[i].clone();
             let chain = chains[i].clone();
-            let size = u64::try_from(layer.size).map_err(|_| Error::Manifest {
-                reference: reference.to_string(),
-                digest: layer.digest.clone(),
-                detail: format!("negative layer size {}", layer.size),
-            })?;
+            let size = layer.size();
             let (ctx, limit) = (ctx.clone(), limit.clone());
             tasks.spawn(async move {
                 let _permit = limit.acquire_owned().await;
@@ -196,7 +179,7 @@ impl Images {
                 (i, staged)
             });
         }
-        let mut staged: Vec<Option<Option<Arc<Staging>>>> = vec![None; manifest.layers.len()];
+        let mut staged: Vec<Option<Option<Arc<Staging>>>> = vec![None; layers.len()];
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             match joined {
@@ -238,18 +221,17 @@ impl Images {
             }
         }
 
+        let mut manifest_desc = manifest_desc;
+        manifest_desc.set_platform(None);
         let record = ImageRecord {
             name: name.clone(),
             target,
-            manifest: Descriptor {
-                platform: None,
-                ..manifest_desc
-            },
+            manifest: manifest_desc,
             config: config_desc,
             platform,
-            layers: manifest.layers.clone(),
+            layers: layers.clone(),
             chain_ids: chains,
-            size: manifest.layers.iter().map(|l| l.size).sum(),
+            size: layers.iter().map(|l| l.size() as i64).sum(),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -262,22 +244,14 @@ impl Images {
 
     /// A manifest's config descriptor and digest, once its layer count is
     /// known to be mountable: what a pull fetches and an unpack reads.
-    fn config_of(
-        &self,
-        reference: &str,
-        manifest_desc: &Descriptor,
-        manifest: &Manifest,
-    ) -> Result<(Descriptor, Digest)> {
+    fn config_of(&self, reference: &str, manifest: &ImageManifest) -> Result<(Descriptor, Digest)> {
         check_layer_count(reference, manifest)?;
-        let config = manifest.config.clone().ok_or_else(|| Error::Manifest {
-            reference: reference.to_string(),
-            digest: manifest_desc.digest.clone(),
-            detail: "manifest has no config".into(),
-        })?;
-        let digest = self.parse_digest(reference, &config.digest)?;
+        let config = manifest.config().clone();
+        let digest = self.parse_digest(reference, config.digest().as_ref())?;
         Ok((config, digest))
     }
 
+    /// A descriptor's digest as the content store takes it (sha256 only).
     pub(crate) fn parse_digest(&self, reference: &str, digest: &str) -> Result<Digest> {
         Digest::parse(digest).map_err(|e| Error::Manifest {
             reference: reference.to_string(),
@@ -291,23 +265,29 @@ impl Images {
         reference: &str,
         digest: &Digest,
         bytes: &[u8],
-    ) -> Result<Manifest> {
-        serde_json::from_slice(bytes).map_err(|e| Error::Manifest {
-            reference: reference.to_string(),
-            digest: digest.to_string(),
-            detail: format!("invalid manifest: {e}"),
-        })
+    ) -> Result<ImageManifest> {
+        berth_oci::image::parse_manifest(bytes).map_err(|e| manifest_error(reference, digest, e))
+    }
+
+    /// What a reference names: an index or one manifest.
+    pub(crate) fn parse_document(
+        &self,
+        reference: &str,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Document> {
+        berth_oci::image::parse_document(bytes).map_err(|e| manifest_error(reference, digest, e))
     }
 
     /// The image config: fetched unless stored, read through [`MAX_CONFIG`],
     /// verified (size and digest), stored.
-    async fn config_blob(&self, remote: &Remote, digest: &Digest, size: i64) -> Result<()> {
+    async fn config_blob(&self, remote: &Remote, digest: &Digest, size: u64) -> Result<()> {
         let reference = remote.name();
         if self.content.exists(digest) {
             self.read_small(reference, "config", digest, size, MAX_CONFIG)?;
             return Ok(());
         }
-        if !(0..=MAX_CONFIG as i64).contains(&size) {
+        if size > MAX_CONFIG {
             return Err(Error::Manifest {
                 reference: reference.to_string(),
                 digest: digest.to_string(),
@@ -323,7 +303,7 @@ impl Images {
                 chunk.map_err(|e| remote.read_error(&format!("the config {digest}"), &e))?;
             bytes.extend_from_slice(&chunk);
             // More than promised is wrong whatever follows: stop reading.
-            if bytes.len() as i64 > size {
+            if bytes.len() as u64 > size {
                 break;
             }
         }
@@ -356,10 +336,10 @@ pub(super) fn check_size(
     reference: &str,
     what: &'static str,
     digest: &Digest,
-    expected: i64,
+    expected: u64,
     actual: u64,
 ) -> Result<()> {
-    if expected < 0 || expected as u64 != actual {
+    if expected != actual {
         return Err(Error::SizeMismatch {
             reference: reference.to_string(),
             what,
@@ -373,13 +353,22 @@ pub(super) fn check_size(
 
 /// Refuses an image with more layers than a container's root can mount,
 /// before any layer is fetched.
-fn check_layer_count(reference: &str, manifest: &Manifest) -> Result<()> {
-    if manifest.layers.len() > MAX_LAYERS {
+fn check_layer_count(reference: &str, manifest: &ImageManifest) -> Result<()> {
+    if manifest.layers().len() > MAX_LAYERS {
         return Err(Error::TooManyLayers {
             reference: reference.to_string(),
-            layers: manifest.layers.len(),
+            layers: manifest.layers().len(),
             limit: MAX_LAYERS,
         });
     }
     Ok(())
+}
+
+/// A manifest or index that is not one, named by its digest.
+fn manifest_error(reference: &str, digest: &Digest, e: berth_oci::image::Error) -> Error {
+    Error::Manifest {
+        reference: reference.to_string(),
+        digest: digest.to_string(),
+        detail: e.to_string(),
+    }
 }

@@ -152,18 +152,7 @@ impl Tasks {
         let exec = exec_id.to_string();
         let dir = record.bundle.join("exec");
         tokio::spawn(async move {
-            let waited = shim
-                .client
-                .wait(
-                    tasks.wait_ctx(),
-                    &api::WaitRequest {
-                        id: id.clone(),
-                        exec_id: exec.clone(),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            let status = waited.map(|r| r.exit_status).unwrap_or(255);
+            let status = tasks.shim_wait(&shim, &id, &exec).await;
             let _ = shim
                 .client
                 .delete(

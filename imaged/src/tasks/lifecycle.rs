@@ -186,18 +186,7 @@ impl Tasks {
     pub(super) fn spawn_watcher(self: &Arc<Self>, id: String, shim: Shim) {
         let tasks = self.clone();
         tokio::spawn(async move {
-            let waited = shim
-                .client
-                .wait(
-                    tasks.wait_ctx(),
-                    &api::WaitRequest {
-                        id: id.clone(),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            // A shim that died answers nothing: 255, as containerd reports it.
-            let status = waited.map(|r| r.exit_status).unwrap_or(255);
+            let status = tasks.shim_wait(&shim, &id, "").await;
             tasks.exited(&id, shim, status).await;
         });
     }

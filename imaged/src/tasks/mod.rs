@@ -216,6 +216,19 @@ impl Tasks {
         shim::context(&self.launcher.namespace, None)
     }
 
+    /// Waits through `shim` for the exit of the container's init (an empty
+    /// `exec_id`) or of one exec. A shim that died answers nothing: 255, as
+    /// containerd reports it.
+    async fn shim_wait(&self, shim: &Shim, id: &str, exec_id: &str) -> u32 {
+        let request = api::WaitRequest {
+            id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            ..Default::default()
+        };
+        let waited = shim.client.wait(self.wait_ctx(), &request).await;
+        waited.map(|r| r.exit_status).unwrap_or(255)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
