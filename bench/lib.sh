@@ -6,6 +6,7 @@
 holder=
 containerd=
 imaged=
+imaged_runtime_root=
 sock=$work/berth.sock
 
 # berthctl against the private berth-imaged.
@@ -19,14 +20,17 @@ bench_check_berth() {
     done
 }
 
-# DEFAULT-NETWORK [PREFIX…] → a private berth-imaged (root, socket and
-# runtime state in $work), its containers on DEFAULT-NETWORK unless they say
-# otherwise, started through PREFIX (e.g. nsenter into a namespace). Sets imaged.
+# DEFAULT-NETWORK [PREFIX…] → a private berth-imaged (root and socket in
+# $work; the runtime's state on tmpfs under /run, where the daemon keeps it by
+# default and where containerd keeps runc's), its containers on
+# DEFAULT-NETWORK unless they say otherwise, started through PREFIX (e.g.
+# nsenter into a namespace). Sets imaged and imaged_runtime_root.
 bench_start_imaged() {
     local network=$1
     shift
+    imaged_runtime_root=$(mktemp -d /run/berth-bench-runtime.XXXXXX)
     "$@" "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network "$network" \
-        --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$work/berth-runtime" \
+        --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$imaged_runtime_root" \
         2>"$work/imaged.log" &
     imaged=$!
     for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
@@ -38,6 +42,8 @@ bench_stop_imaged() {
     berthctl ps -a -q 2>/dev/null | xargs -r -P 8 -n 20 "$BIN/berthctl" --address "$sock" rm -f >/dev/null 2>&1
     kill "$imaged" 2>/dev/null
     wait "$imaged" 2>/dev/null
+    [[ -n ${imaged_runtime_root:-} ]] && rm -rf "$imaged_runtime_root"
+    return 0
 }
 
 # NAME → the pids of processes named NAME in the private containerd's mount
