@@ -296,7 +296,7 @@ pub(super) fn build(
     drop(idmapped);
     // The directories are made once the init is cloned, while it starts
     // (or re-executes itself, see `sealed_init`): it needs them only when
-    // `Prepared` says it has joined them.
+    // `Prepared` says they are ready to join.
     driver.create()?;
     guard.cgroups = planned.clone();
     crate::trace::step("create: cgroups made");
@@ -320,10 +320,10 @@ pub(super) fn build(
     if plan.new_user {
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
-    driver.join(pid)?;
-    crate::trace::step("create: init joined its cgroups");
+    // The init moves itself into the directories once `Prepared` says the
+    // limits are in place (see `cgroups::Driver::join_self`).
     crate::log::debug(&format!(
-        "{}: init {pid} joined cgroups {:?}",
+        "{}: init {pid} is to join cgroups {:?}",
         options.id, guard.cgroups
     ));
     if let Some(resources) = &linux.resources {
