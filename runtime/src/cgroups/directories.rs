@@ -124,6 +124,12 @@ pub fn sub_cgroups(paths: &[PathBuf], args: &[String]) -> Result<Vec<PathBuf>, C
 /// tasks.
 pub(super) fn remove(paths: &[PathBuf]) {
     for dir in paths {
+        // Usually there is nothing below: the kernel refuses (EBUSY) a
+        // directory with sub-cgroups, and only then are they listed.
+        match std::fs::remove_dir(dir) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {}
+            _ => continue,
+        }
         // Sub-cgroups first (`exec --cgroup` ones, or a nested engine's).
         let children: Vec<PathBuf> = std::fs::read_dir(dir)
             .into_iter()

@@ -255,6 +255,7 @@ pub(super) fn build(
                 preserve_fds,
                 listen_fds,
                 cgroup_paths: planned.clone(),
+                hierarchies: hierarchies.clone(),
                 channel: init_end.raw(),
                 start_listener: listener.as_ref().map(|l| l.as_raw_fd()),
                 console_socket: console.as_ref().map(|c| c.as_raw_fd()),
