@@ -171,45 +171,30 @@ pub(super) fn build(
     // Before the state directory (and its lock) exists: see `Cleaner`.
     let cleaner = Cleaner::spawn(root, &options.id)?;
     crate::trace::step("create: cleaner forked");
-    let dir = ContainerDir::create(root, &options.id)?;
     let mut guard = CreateGuard {
         pid: None,
         cgroups: Vec::new(),
         dir: None,
     };
-    let dir_path = dir.path.clone();
-    guard.dir = Some(dir);
     let hierarchies = cgroups::hierarchies();
-    // Written before the directories exist, so that `delete --force` can
-    // find them if this create is killed before state.json.
     let planned = cgroups::planned(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
-    let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
-    state::write_atomic(
-        &dir_path.join(PLANNED_CGROUPS),
-        planned_text.join("\n").as_bytes(),
-        state::Access::Private,
-    )?;
-    // An init moved into a frozen cgroup would never answer: refuse, and
-    // leave the engine's cgroup as it is (runc's words).
     let driver = cgroups::driver(&hierarchies, &planned);
-    if driver.is_frozen() {
-        return Err(ContainerError::Usage(
-            "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
-                .into(),
-        ));
-    }
-    crate::trace::step("create: state dir, cgroups planned");
+    // `create` hands the init its start socket, which lives in the state
+    // directory. `run` releases the init through the channel: there the
+    // init is cloned first, and the directory is made while it starts (or
+    // re-executes itself, see `sealed_init`).
+    let listener = match by_channel {
+        true => None,
+        false => {
+            let dir = make_state_dir(&mut guard, root, &options.id, &planned, driver.as_ref())?;
+            Some(bind_start_socket(&dir)?)
+        }
+    };
+    crate::trace::step("create: cgroups planned");
 
     // Made before the init exists: only the host's root may id-map them.
     let idmapped = crate::rootfs::idmapped_mounts(&spec, &bundle)?;
     let (runtime_end, init_end) = channel::pair()?;
-    let listener = match by_channel {
-        true => {
-            mark_created(&dir_path)?;
-            None
-        }
-        false => Some(bind_start_socket(&dir_path)?),
-    };
     let release = listener.as_ref().map_or(init::Release::Channel, |l| {
         init::Release::Socket(l.as_raw_fd())
     });
@@ -290,6 +275,16 @@ pub(super) fn build(
     }
     guard.pid = Some(pid);
     crate::trace::step("create: init cloned");
+    let dir_path = match &guard.dir {
+        // `create`: made before the clone, for the start socket.
+        Some(dir) => dir.path.clone(),
+        None => {
+            let dir = make_state_dir(&mut guard, root, &options.id, &planned, driver.as_ref())?;
+            mark_created(&dir)?;
+            crate::trace::step("create: state dir");
+            dir
+        }
+    };
     if let Some(saved) = &own_namespaces {
         saved.restore()?;
     }
@@ -401,6 +396,35 @@ pub(super) fn build(
         dir: dir_path,
         channel: by_channel.then_some(runtime_end),
     })
+}
+
+/// Makes the container's state directory (locked, the guard's to remove)
+/// and writes down the cgroup directories it will get before they exist,
+/// so that `delete --force` finds them if this create is killed before
+/// state.json. Returns the directory's path.
+fn make_state_dir(
+    guard: &mut CreateGuard,
+    root: &Path,
+    id: &str,
+    planned: &[PathBuf],
+    driver: &dyn cgroups::Driver,
+) -> Result<PathBuf, ContainerError> {
+    let dir = guard.dir.insert(ContainerDir::create(root, id)?);
+    let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
+    state::write_atomic(
+        &dir.path.join(PLANNED_CGROUPS),
+        planned_text.join("\n").as_bytes(),
+        state::Access::Private,
+    )?;
+    // An init moved into a frozen cgroup would never answer: refuse, and
+    // leave the engine's cgroup as it is (runc's words).
+    if driver.is_frozen() {
+        return Err(ContainerError::Usage(
+            "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
+                .into(),
+        ));
+    }
+    Ok(dir.path.clone())
 }
 
 /// A bundle's config as `create` reads it.
