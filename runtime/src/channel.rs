@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! runtime                                init (cloned child)
-//!    | --- Prepared(state JSON) -------->  | id maps written, cgroups joined
+//!    | --- Prepared(state JSON) -------->  | id maps written, cgroups ready: the init joins them
 //!    | <-- RuntimeHooks -----------------  | namespaces and mounts ready, before pivot_root
 //!    | --- RuntimeHooksDone ------------>  | (only when the spec has such hooks)
 //!    | <-- SeccompListener(fd) ----------  | filter on; fd is the init's listener
@@ -46,8 +46,9 @@ pub enum ChannelError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Message {
-    /// The runtime wrote the id maps and joined the cgroups; carries the
-    /// state JSON the init hands to its hooks.
+    /// The runtime wrote the id maps and made the cgroups with their
+    /// limits, for the init to join; carries the state JSON the init hands
+    /// to its hooks.
     Prepared(String),
     RuntimeHooks,
     RuntimeHooksDone,

@@ -376,10 +376,9 @@ impl ChildSetup<'_> {
         // see the module comment for the case this does not cover).
         unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0) };
         process::forget_caller();
-        // SAFETY: getpid cannot fail.
-        let me = unsafe { libc::getpid() };
+        // C is a forked copy of P: one thread, so it may move itself.
         cgroups::driver_for(&self.state.cgroup_paths)
-            .join(me)
+            .join_self()
             .map_err(|e| e.to_string())?;
         // Namespaces owned by the host's user namespace (a pod's network
         // namespace, say) can only be joined before entering the container's

@@ -73,6 +73,8 @@ pub enum InitError {
     #[error(transparent)]
     Channel(#[from] crate::channel::ChannelError),
     #[error(transparent)]
+    Cgroup(#[from] crate::cgroups::CgroupError),
+    #[error(transparent)]
     Rootfs(#[from] crate::rootfs::RootfsError),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
@@ -124,13 +126,18 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         libc::umask(0);
     }
 
-    // 1. Namespaces given by path that belong to the init (user first).
+    // 1. The runtime maps our ids and readies our cgroups (limits, device
+    // rules); we move ourselves in (see `cgroups::Driver::join_self`):
+    // before joining any namespace, while the paths are the host's, and
+    // before `setresuid`, while we are the host's root that owns the files.
+    let state_json = args.channel.wait_prepared()?;
+    crate::trace::step("init: prepared by the runtime");
+    crate::cgroups::driver_for(&args.cgroup_paths).join_self()?;
+    crate::trace::step("init: joined its cgroups");
+    // 2. Namespaces given by path that belong to the init (user first).
     for (kind, path) in &plan.init_joins {
         namespaces::join(*kind, path)?;
     }
-    // 2. The runtime maps our ids and moves us into our cgroups.
-    let state_json = args.channel.wait_prepared()?;
-    crate::trace::step("init: prepared by the runtime");
     if plan.new_user {
         // SAFETY: plain set*id calls; failure leaves us unmapped, which the
         // following steps report.

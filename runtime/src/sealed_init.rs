@@ -107,6 +107,9 @@ pub struct Handover {
     /// Socket-activation descriptors the caller passed (`LISTEN_FDS`).
     pub listen_fds: u32,
     pub cgroup_paths: Vec<PathBuf>,
+    /// The host's hierarchies as the runtime found them (not looked up
+    /// again: `/proc/self/cgroup` and a `statfs` each, or mountinfo).
+    pub hierarchies: Vec<crate::cgroups::Hierarchy>,
     pub channel: RawFd,
     /// The start socket, or none: released through the channel.
     pub start_listener: Option<RawFd>,
@@ -253,7 +256,7 @@ pub fn resume(memfd: RawFd) -> ! {
         preserve_fds: handover.preserve_fds,
         seccomp: seccomp.as_ref(),
         cgroup_paths: handover.cgroup_paths,
-        hierarchies: crate::cgroups::hierarchies(),
+        hierarchies: handover.hierarchies,
         runtime_hooks,
         idmapped: &idmapped,
     })

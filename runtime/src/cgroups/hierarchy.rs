@@ -9,7 +9,7 @@ use super::CgroupError;
 
 /// One mounted hierarchy: where it is mounted, and its controllers
 /// (empty for the unified v2 hierarchy).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hierarchy {
     pub mount_point: PathBuf,
     pub controllers: Vec<String>,
@@ -62,9 +62,18 @@ pub fn hierarchies() -> Vec<Hierarchy> {
 /// `unified`. `None` when any hierarchy is not where it should be: then
 /// mountinfo decides.
 pub fn usual_hierarchies(own: &str) -> Option<Vec<Hierarchy>> {
-    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
+    use nix::sys::statfs::statfs;
+    usual_hierarchies_by(own, |path| statfs(path).ok().map(|s| s.filesystem_type()))
+}
+
+/// [`usual_hierarchies`] with `kind` telling the filesystem type at a path
+/// (`statfs`), `None` where there is no such path.
+fn usual_hierarchies_by(
+    own: &str,
+    kind: impl Fn(&Path) -> Option<nix::sys::statfs::FsType>,
+) -> Option<Vec<Hierarchy>> {
+    use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
     let root = Path::new("/sys/fs/cgroup");
-    let kind = |path: &Path| statfs(path).ok().map(|s| s.filesystem_type());
     let mut lines: Vec<(u32, &str, &str)> = Vec::new();
     for line in own.lines() {
         let mut parts = line.splitn(3, ':');
@@ -99,8 +108,11 @@ pub fn usual_hierarchies(own: &str) -> Option<Vec<Hierarchy>> {
         let mount_point = root.join(dir);
         match kind(&mount_point) {
             Some(t) if t == magic => {}
-            // A hybrid host may mount no unified hierarchy.
+            // A hybrid host may mount no unified hierarchy: no directory,
+            // or an empty one of the tmpfs (whoever unmounted it there,
+            // as bench/startup.sh's wrapper does for crun).
             None if names.is_empty() => continue,
+            Some(t) if t == TMPFS_MAGIC && names.is_empty() => continue,
             _ => return None,
         }
         out.push(Hierarchy {
@@ -259,6 +271,40 @@ mod tests {
 #[cfg(test)]
 mod usual_place_tests {
     use super::*;
+    use nix::sys::statfs::{FsType, CGROUP2_SUPER_MAGIC, CGROUP_SUPER_MAGIC, TMPFS_MAGIC};
+
+    const HYBRID: &str = "2:memory:/user\n1:name=systemd:/user\n0::/user\n";
+
+    /// A hybrid layout whose `unified` directory is `unified` (`None`: missing).
+    fn hybrid(unified: Option<FsType>) -> Option<Vec<Hierarchy>> {
+        usual_hierarchies_by(HYBRID, |path| match path.to_str()? {
+            "/sys/fs/cgroup" => Some(TMPFS_MAGIC),
+            "/sys/fs/cgroup/memory" | "/sys/fs/cgroup/systemd" => Some(CGROUP_SUPER_MAGIC),
+            "/sys/fs/cgroup/unified" => unified,
+            _ => None,
+        })
+    }
+
+    fn names(found: Option<Vec<Hierarchy>>) -> Vec<String> {
+        found
+            .expect("the usual places")
+            .iter()
+            .map(Hierarchy::dir_name)
+            .collect()
+    }
+
+    #[test]
+    fn a_hybrid_host_without_its_unified_mount_has_the_v1_hierarchies() {
+        assert_eq!(
+            names(hybrid(Some(CGROUP2_SUPER_MAGIC))),
+            ["systemd", "memory", "unified"]
+        );
+        assert_eq!(names(hybrid(None)), ["systemd", "memory"]);
+        // An empty directory of the tmpfs: nothing mounted there.
+        assert_eq!(names(hybrid(Some(TMPFS_MAGIC))), ["systemd", "memory"]);
+        // Something else there: mountinfo has to say.
+        assert!(hybrid(Some(CGROUP_SUPER_MAGIC)).is_none());
+    }
 
     #[test]
     fn the_usual_places_give_what_mountinfo_gives_on_this_host() {

@@ -150,9 +150,11 @@ pub trait Driver {
     /// Makes the directories, ready for limits and tasks; refuses one that
     /// other processes are already in. A failure removes what was made.
     fn create(&self) -> Result<(), CgroupError>;
-    /// Moves `pid` into every directory.
-    fn join(&self, pid: i32) -> Result<(), CgroupError> {
-        directories::join(self.paths(), pid)
+    /// Moves the calling process, which must have a single thread, into
+    /// every directory (see [`directories::join_self`] for why the caller
+    /// moves itself).
+    fn join_self(&self) -> Result<(), CgroupError> {
+        directories::join_self(self.paths())
     }
     /// Removes the directories and the sub-cgroups below them.
     fn remove(&self) {

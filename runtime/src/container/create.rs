@@ -171,45 +171,30 @@ pub(super) fn build(
     // Before the state directory (and its lock) exists: see `Cleaner`.
     let cleaner = Cleaner::spawn(root, &options.id)?;
     crate::trace::step("create: cleaner forked");
-    let dir = ContainerDir::create(root, &options.id)?;
     let mut guard = CreateGuard {
         pid: None,
         cgroups: Vec::new(),
         dir: None,
     };
-    let dir_path = dir.path.clone();
-    guard.dir = Some(dir);
     let hierarchies = cgroups::hierarchies();
-    // Written before the directories exist, so that `delete --force` can
-    // find them if this create is killed before state.json.
     let planned = cgroups::planned(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
-    let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
-    state::write_atomic(
-        &dir_path.join(PLANNED_CGROUPS),
-        planned_text.join("\n").as_bytes(),
-        state::Access::Private,
-    )?;
-    // An init moved into a frozen cgroup would never answer: refuse, and
-    // leave the engine's cgroup as it is (runc's words).
     let driver = cgroups::driver(&hierarchies, &planned);
-    if driver.is_frozen() {
-        return Err(ContainerError::Usage(
-            "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
-                .into(),
-        ));
-    }
-    crate::trace::step("create: state dir, cgroups planned");
+    // `create` hands the init its start socket, which lives in the state
+    // directory. `run` releases the init through the channel: there the
+    // init is cloned first, and the directory is made while it starts (or
+    // re-executes itself, see `sealed_init`).
+    let listener = match by_channel {
+        true => None,
+        false => {
+            let dir = make_state_dir(&mut guard, root, &options.id, &planned, driver.as_ref())?;
+            Some(bind_start_socket(&dir)?)
+        }
+    };
+    crate::trace::step("create: cgroups planned");
 
     // Made before the init exists: only the host's root may id-map them.
     let idmapped = crate::rootfs::idmapped_mounts(&spec, &bundle)?;
     let (runtime_end, init_end) = channel::pair()?;
-    let listener = match by_channel {
-        true => {
-            mark_created(&dir_path)?;
-            None
-        }
-        false => Some(bind_start_socket(&dir_path)?),
-    };
     let release = listener.as_ref().map_or(init::Release::Channel, |l| {
         init::Release::Socket(l.as_raw_fd())
     });
@@ -255,6 +240,7 @@ pub(super) fn build(
                 preserve_fds,
                 listen_fds,
                 cgroup_paths: planned.clone(),
+                hierarchies: hierarchies.clone(),
                 channel: init_end.raw(),
                 start_listener: listener.as_ref().map(|l| l.as_raw_fd()),
                 console_socket: console.as_ref().map(|c| c.as_raw_fd()),
@@ -289,6 +275,16 @@ pub(super) fn build(
     }
     guard.pid = Some(pid);
     crate::trace::step("create: init cloned");
+    let dir_path = match &guard.dir {
+        // `create`: made before the clone, for the start socket.
+        Some(dir) => dir.path.clone(),
+        None => {
+            let dir = make_state_dir(&mut guard, root, &options.id, &planned, driver.as_ref())?;
+            mark_created(&dir)?;
+            crate::trace::step("create: state dir");
+            dir
+        }
+    };
     if let Some(saved) = &own_namespaces {
         saved.restore()?;
     }
@@ -296,7 +292,7 @@ pub(super) fn build(
     drop(idmapped);
     // The directories are made once the init is cloned, while it starts
     // (or re-executes itself, see `sealed_init`): it needs them only when
-    // `Prepared` says it has joined them.
+    // `Prepared` says they are ready to join.
     driver.create()?;
     guard.cgroups = planned.clone();
     crate::trace::step("create: cgroups made");
@@ -320,10 +316,10 @@ pub(super) fn build(
     if plan.new_user {
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
-    driver.join(pid)?;
-    crate::trace::step("create: init joined its cgroups");
+    // The init moves itself into the directories once `Prepared` says the
+    // limits are in place (see `cgroups::Driver::join_self`).
     crate::log::debug(&format!(
-        "{}: init {pid} joined cgroups {:?}",
+        "{}: init {pid} is to join cgroups {:?}",
         options.id, guard.cgroups
     ));
     if let Some(resources) = &linux.resources {
@@ -400,6 +396,35 @@ pub(super) fn build(
         dir: dir_path,
         channel: by_channel.then_some(runtime_end),
     })
+}
+
+/// Makes the container's state directory (locked, the guard's to remove)
+/// and writes down the cgroup directories it will get before they exist,
+/// so that `delete --force` finds them if this create is killed before
+/// state.json. Returns the directory's path.
+fn make_state_dir(
+    guard: &mut CreateGuard,
+    root: &Path,
+    id: &str,
+    planned: &[PathBuf],
+    driver: &dyn cgroups::Driver,
+) -> Result<PathBuf, ContainerError> {
+    let dir = guard.dir.insert(ContainerDir::create(root, id)?);
+    let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
+    state::write_atomic(
+        &dir.path.join(PLANNED_CGROUPS),
+        planned_text.join("\n").as_bytes(),
+        state::Access::Private,
+    )?;
+    // An init moved into a frozen cgroup would never answer: refuse, and
+    // leave the engine's cgroup as it is (runc's words).
+    if driver.is_frozen() {
+        return Err(ContainerError::Usage(
+            "container's cgroup unexpectedly frozen (thaw it, or choose another cgroupsPath)"
+                .into(),
+        ));
+    }
+    Ok(dir.path.clone())
 }
 
 /// A bundle's config as `create` reads it.
