@@ -4,10 +4,13 @@
 //! `bench/startup.sh` can report how far berth, runc and crun sit above the kernel's own cost:
 //!
 //! 1. clone into new mount, pid, network, IPC and UTS namespaces (one raw `clone`, like a fork);
-//! 2. in the parent, create `berth-floor/<CGROUP_NAME>` in every cgroup hierarchy mounted under
-//!    `/sys/fs/cgroup` (each v1 controller and the cgroup2 one) and move the child there;
-//! 3. release the child through a pipe; it makes `/` a recursive slave, bind-mounts ROOTFS onto
-//!    itself, mounts proc on `ROOTFS/proc`, pivots into ROOTFS, detaches the old root and execs;
+//! 2. before it, in the parent, create `berth-floor/<CGROUP_NAME>` in every cgroup hierarchy
+//!    mounted under `/sys/fs/cgroup` (each v1 controller and the cgroup2 one) and open each one's
+//!    join file; the child moves itself there, writing `0` (itself) to each: v1's `tasks` (a
+//!    thread moving itself skips the kernel's threadgroup lock, whose first taker after a quiet
+//!    spell waits for an RCU grace period; berth's init joins the same way), v2's `cgroup.procs`;
+//! 3. the child then makes `/` a recursive slave, bind-mounts ROOTFS onto itself, mounts proc on
+//!    `ROOTFS/proc`, pivots into ROOTFS, detaches the old root and execs;
 //! 4. wait for the child, remove the cgroups, exit with the child's status.
 //!
 //! Usage: `berth-bench-floor ROOTFS CGROUP_NAME -- PROG [ARGS...]`, as root. PROG is a path inside
@@ -23,7 +26,7 @@
 use std::ffi::{CStr, CString, OsString};
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,15 +41,18 @@ struct ChildArgs {
     rootfs: CString,
     proc_dir: CString,
     prog: CString,
+    /// The opened join file of each cgroup (`tasks` on v1, `cgroup.procs` on v2).
+    joins: Vec<fs::File>,
     /// Keeps the strings `argv` points into alive.
     _argv_owned: Vec<CString>,
     argv: Vec<*const libc::c_char>,
 }
 
-/// One cgroup hierarchy: its mount point and whether it is v1 `cpuset`, which needs its
-/// `cpuset.cpus`/`cpuset.mems` filled in before a task may join a new group.
+/// One cgroup hierarchy: its mount point, whether it is v1, and whether it is v1 `cpuset`,
+/// which needs its `cpuset.cpus`/`cpuset.mems` filled in before a task may join a new group.
 struct Hierarchy {
     mount: PathBuf,
+    v1: bool,
     v1_cpuset: bool,
 }
 
@@ -74,14 +80,25 @@ fn run() -> Result<u8, String> {
             args[2]
         ));
     };
-    let child_args = ChildArgs::new(Path::new(&args[1]), &args[4..])?;
+    let mut child_args = ChildArgs::new(Path::new(&args[1]), &args[4..])?;
     let hierarchies = cgroup_hierarchies().map_err(|e| format!("reading mountinfo: {e}"))?;
     let groups: Vec<PathBuf> = hierarchies
         .iter()
         .map(|h| h.mount.join(PARENT_GROUP).join(name))
         .collect();
+    let joins = hierarchies
+        .iter()
+        .zip(&groups)
+        .map(|(h, group)| prepare_cgroup(h, group))
+        .collect::<Result<Vec<_>, _>>();
+    child_args.joins = match joins {
+        Ok(joins) => joins,
+        Err(e) => {
+            remove_cgroups(&groups);
+            return Err(e);
+        }
+    };
 
-    let (go_read, go_write) = pipe().map_err(|e| format!("pipe: {e}"))?;
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWNET
@@ -104,28 +121,17 @@ fn run() -> Result<u8, String> {
         )
     };
     if pid < 0 {
-        return Err(format!("clone: {}", io::Error::last_os_error()));
+        let e = io::Error::last_os_error();
+        remove_cgroups(&groups);
+        return Err(format!("clone: {e}"));
     }
     if pid == 0 {
-        drop(go_write);
-        child(go_read, &child_args);
+        child(&child_args);
     }
     let pid = pid as libc::pid_t;
-    drop(go_read);
-
-    let placed = hierarchies
-        .iter()
-        .zip(&groups)
-        .try_for_each(|(h, group)| join_cgroup(h, group, pid));
-    if placed.is_ok() {
-        // A failed write means the child died already; waitpid below reports how.
-        let _ = send_go(&go_write);
-    }
-    // Closing the pipe without the byte tells a waiting child to give up.
-    drop(go_write);
+    drop(child_args);
     let status = wait(pid);
     remove_cgroups(&groups);
-    placed?;
     status.map_err(|e| format!("waitpid {pid}: {e}"))
 }
 
@@ -143,25 +149,19 @@ impl ChildArgs {
             rootfs: cstr(rootfs.as_os_str().as_bytes())?,
             proc_dir: cstr(rootfs.join("proc").as_os_str().as_bytes())?,
             prog: argv_owned[0].clone(),
+            joins: Vec::new(),
             _argv_owned: argv_owned,
             argv,
         })
     }
 }
 
-/// The child: wait for the parent's go, enter the rootfs, exec. Never returns.
-fn child(go: OwnedFd, a: &ChildArgs) -> ! {
-    let mut byte = 0u8;
-    let n = loop {
-        // SAFETY: reads at most one byte into a live local.
-        let n = unsafe { libc::read(go.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-        if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
-            break n;
-        }
-    };
-    if n != 1 {
-        // The parent could not place us in the cgroups and has already said why.
-        exit(EXIT_SETUP);
+/// The child: join the cgroups, enter the rootfs, exec. Never returns.
+fn child(a: &ChildArgs) -> ! {
+    for join in &a.joins {
+        // SAFETY: writes one byte from a static string to a descriptor the child owns a copy of.
+        let ret = unsafe { libc::write(join.as_raw_fd(), c"0".as_ptr().cast(), 1) };
+        check("join cgroup", ret as libc::c_int);
     }
     // pivot_root refuses a shared mount as the new root's parent; slave keeps host mounts
     // propagating in but none of ours leaking out.
@@ -259,6 +259,7 @@ fn cgroup_hierarchies() -> io::Result<Vec<Hierarchy>> {
             let v1_cpuset = fstype == "cgroup" && super_opts.split(',').any(|o| o == "cpuset");
             found.push(Hierarchy {
                 mount: mount.into(),
+                v1: fstype == "cgroup",
                 v1_cpuset,
             });
         }
@@ -271,7 +272,8 @@ fn cgroup_hierarchies() -> io::Result<Vec<Hierarchy>> {
     Ok(found)
 }
 
-fn join_cgroup(h: &Hierarchy, group: &Path, pid: libc::pid_t) -> Result<(), String> {
+/// Creates `group` in `h` and opens the file through which the child joins it.
+fn prepare_cgroup(h: &Hierarchy, group: &Path) -> Result<fs::File, String> {
     let ctx = |what: &str, p: &Path, e: io::Error| format!("{what} {}: {e}", p.display());
     fs::create_dir_all(group).map_err(|e| ctx("create cgroup", group, e))?;
     if h.v1_cpuset {
@@ -289,8 +291,11 @@ fn join_cgroup(h: &Hierarchy, group: &Path, pid: libc::pid_t) -> Result<(), Stri
             }
         }
     }
-    let procs = group.join("cgroup.procs");
-    fs::write(&procs, pid.to_string()).map_err(|e| ctx("write", &procs, e))
+    let join = group.join(if h.v1 { "tasks" } else { "cgroup.procs" });
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&join)
+        .map_err(|e| ctx("open", &join, e))
 }
 
 /// Removes each leaf group, then its `berth-floor` parent if no other run still uses it.
@@ -305,25 +310,6 @@ fn remove_cgroups(groups: &[PathBuf]) {
             let _ = fs::remove_dir(parent);
         }
     }
-}
-
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0 as libc::c_int; 2];
-    // SAFETY: pipe2 writes two descriptors into the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just opened and nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-fn send_go(fd: &OwnedFd) -> io::Result<()> {
-    // SAFETY: writes one byte from a live static.
-    let n = unsafe { libc::write(fd.as_raw_fd(), b"g".as_ptr().cast(), 1) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Waits for `pid` and turns its status into an exit code the way a shell does.
