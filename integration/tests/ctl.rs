@@ -351,6 +351,44 @@ fn the_daemons_shim_starts_a_container_at_create_unless_it_has_stdin() {
     assert_eq!(verbs(), "create\nstart\ndelete\n");
 }
 
+/// A `run --rm` whose daemon is killed while the container runs has lost
+/// the client that would remove it: the daemon's next start adopts the
+/// running container, which is then removed at its exit.
+#[test]
+fn a_run_rm_outliving_its_daemon_is_removed_at_its_exit() {
+    if !can_run_images() {
+        return;
+    }
+    let mut env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let mut client = Command::new(ctl_bin())
+        .args([
+            "--address",
+            &env.address(),
+            "run",
+            "--rm",
+            "--name",
+            "orphan",
+        ])
+        .args(["busybox:ctl", "sleep", "4"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berthctl run");
+    let status = |env: &Env| {
+        let out = env.ctl(&["inspect", "orphan"]);
+        serde_json::from_slice::<Value>(&out.stdout).map_or(Value::Null, |v| v[0]["status"].clone())
+    };
+    env.until("the container to run", || status(&env) == "running");
+    env.daemon.kill9();
+    let _ = client.wait();
+    env.daemon.spawn();
+    assert_eq!(status(&env), "running", "{}", env.daemon.log());
+    env.until("the adopted container's removal", || {
+        env.ok(&["ps", "-a", "-q"]).is_empty() && bundles(&env).is_empty()
+    });
+}
+
 /// A daemon killed between a `run --rm`'s answer and the end of its task's
 /// teardown (here held by a runtime whose `delete` is slow) finds at its
 /// next start a bundle whose record is gone and whose shim still runs: it

@@ -198,14 +198,24 @@ impl Containers {
         id: &str,
         change: impl FnOnce(&mut ContainerRecord),
     ) -> Result<ContainerRecord> {
-        self.db.write(|txn| {
-            let mut record: ContainerRecord = txn
-                .get(Table::Containers, id)?
-                .ok_or_else(|| Error::NotFound(id.to_string()))?;
-            change(&mut record);
-            txn.put(Table::Containers, id, &record)?;
-            Ok(record)
-        })
+        self.db.write(|txn| change_record(txn, id, change))
+    }
+
+    /// As [`Containers::update`], for the run state of a container removed
+    /// by its client at its exit (`transient`): unsynced, since such a
+    /// container outlives no crash of the daemon as a record (the start-up
+    /// adopts one that still runs as auto-removed and removes any other,
+    /// see `Tasks::recover`), and `run --rm` then waits for no sync.
+    pub fn update_run_state(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ContainerRecord),
+    ) -> Result<ContainerRecord> {
+        if self.resolve(id)?.settings().transient {
+            self.db.write_unsynced(|txn| change_record(txn, id, change))
+        } else {
+            self.update(id, change)
+        }
     }
 
     /// Gives the container `key` the name `name` (docker rename): checked
@@ -311,6 +321,19 @@ pub(crate) fn insert(txn: &mut crate::metadata::Txn<'_>, record: &ContainerRecor
     txn.put(Table::Containers, &record.id, record)?;
     txn.put(Table::ContainerNames, &record.name, &record.id)?;
     Ok(())
+}
+
+fn change_record(
+    txn: &mut crate::metadata::Txn<'_>,
+    id: &str,
+    change: impl FnOnce(&mut ContainerRecord),
+) -> Result<ContainerRecord> {
+    let mut record: ContainerRecord = txn
+        .get(Table::Containers, id)?
+        .ok_or_else(|| Error::NotFound(id.to_string()))?;
+    change(&mut record);
+    txn.put(Table::Containers, id, &record)?;
+    Ok(record)
 }
 
 #[cfg(test)]

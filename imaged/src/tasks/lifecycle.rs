@@ -156,7 +156,7 @@ impl Tasks {
         // From here the watcher owns the task: whatever happens next, the
         // exit is recorded and the shim torn down.
         self.spawn_watcher(record.id.clone(), shim.clone());
-        let updated = self.containers.update(&record.id, |r| {
+        let updated = self.containers.update_run_state(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32;
             r.state.pid = pid;
             r.state.started_at = now_secs();
@@ -200,7 +200,7 @@ impl Tasks {
         // the plugins' DEL. The shim's entry stays until the teardown is
         // done, so no start or removal can race it for the container's
         // rootfs, cgroups or namespace (they wait in `torn_down`).
-        let record = self.containers.update(id, |r| {
+        let record = self.containers.update_run_state(id, |r| {
             r.state.status = pb::container::Status::Stopped as i32;
             r.state.exit_status = status;
             r.state.finished_at = now_secs();

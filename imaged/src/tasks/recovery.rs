@@ -22,10 +22,16 @@ impl Tasks {
     ) -> Result<()> {
         for record in self.containers.list()? {
             use pb::container::Status;
-            let was_running = matches!(
-                record.status(),
-                Status::Running | Status::Paused | Status::Restarting
-            );
+            // A container its client removes at its exit (`run --rm`) has
+            // lost that client: one that still runs is adopted as removed at
+            // its exit, any other goes. Its run state is written unsynced
+            // (`update_run_state`), so a record that says created may run.
+            let transient = record.settings().transient;
+            let was_running = transient
+                || matches!(
+                    record.status(),
+                    Status::Running | Status::Paused | Status::Restarting
+                );
             if !was_running {
                 let ran = record.state.started_at != 0;
                 if restarts_always(&record) && ran && record.status() == Status::Stopped {
@@ -78,6 +84,19 @@ impl Tasks {
                             &record.bundle.join("init-stdin"),
                         );
                     }
+                    if transient {
+                        let pid = state.as_ref().map_or(0, |s| s.pid);
+                        let adopted = self.containers.update(&record.id, |r| {
+                            r.state.status = Status::Running as i32;
+                            r.state.pid = pid;
+                            let mut settings = r.settings();
+                            settings.auto_remove = true;
+                            r.config = prost::Message::encode_to_vec(&settings);
+                        });
+                        if let Err(e) = adopted {
+                            eprintln!("berth-imaged: cannot adopt {} (--rm): {e}", record.name);
+                        }
+                    }
                     self.lock().shims.insert(record.id.clone(), shim.clone());
                     self.spawn_watcher(record.id.clone(), shim);
                 }
@@ -105,10 +124,11 @@ impl Tasks {
                         r.state.finished_at = now_secs();
                         r.state.pid = 0;
                     })?;
-                    if record.settings().auto_remove {
+                    if record.settings().auto_remove || transient {
                         // A `run -d --rm` that ended while the daemon was
                         // away: removed as it would have been (no restart
-                        // policy can go with auto_remove).
+                        // policy can go with auto_remove); a `run --rm` too,
+                        // whose client is gone.
                         if let Err(e) = self.delete_container(&record.id, false, true).await {
                             eprintln!(
                                 "berth-imaged: cannot remove {} (--rm) after its end: {e}",
