@@ -145,25 +145,23 @@ impl Db {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<R, E> {
-        self.write_with(redb::Durability::Immediate, f)
+        self.write_synced_if(true, f)
     }
 
-    /// As [`Db::write`], but the commit reaches the disk only with the next
-    /// durable one (a crash before it loses this one, never half of it):
-    /// for a change a durable commit always follows, or whose loss the
-    /// start-up repairs.
-    pub fn write_unsynced<R, E: From<Error>>(
+    /// [`Db::write`] when `synced`; otherwise the commit reaches the disk
+    /// only with the next synced one (a crash before it loses this one,
+    /// never half of it): for a change a synced commit always follows, or
+    /// whose loss the start-up repairs.
+    pub fn write_synced_if<R, E: From<Error>>(
         &self,
+        synced: bool,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<R, E> {
-        self.write_with(redb::Durability::None, f)
-    }
-
-    fn write_with<R, E: From<Error>>(
-        &self,
-        durability: redb::Durability,
-        f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
-    ) -> std::result::Result<R, E> {
+        let durability = if synced {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
         txn.set_durability(durability)
             .map_err(|e| self.err(redb::Error::from(e)))?;

@@ -239,11 +239,7 @@ impl Snapshotter {
             }
             Ok(())
         };
-        if synced {
-            self.db.write(write)
-        } else {
-            self.db.write_unsynced(write)
-        }
+        self.db.write_synced_if(synced, write)
     }
 
     /// The ids of `key`'s parents, nearest first.

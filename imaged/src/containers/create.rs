@@ -248,7 +248,11 @@ impl Containers {
             stop_signal: stop_signal(&image_config),
             command: command(&spec),
         };
-        self.db.write(|txn| {
+        // A container its client removes at its exit (`run --rm`) outlives
+        // no crash of the daemon (see `Tasks::recover`): none of its commits
+        // waits for the disk; a crash that loses this one leaves a bundle
+        // the start-up ends and removes.
+        self.db.write_synced_if(!settings.transient, |txn| {
             // The name is checked again inside the transaction: two creates
             // racing for one name cannot both win.
             name_free(txn, &name)?;

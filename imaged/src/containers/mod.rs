@@ -201,21 +201,18 @@ impl Containers {
         self.db.write(|txn| change_record(txn, id, change))
     }
 
-    /// As [`Containers::update`], for the run state of a container removed
-    /// by its client at its exit (`transient`): unsynced, since such a
-    /// container outlives no crash of the daemon as a record (the start-up
-    /// adopts one that still runs as auto-removed and removes any other,
-    /// see `Tasks::recover`), and `run --rm` then waits for no sync.
+    /// As [`Containers::update`], for a container's run state: unsynced for
+    /// one its client removes at its exit (`transient`, `run --rm`), which
+    /// outlives no crash of the daemon (the start-up ends and removes it,
+    /// see `Tasks::recover`), so that `run --rm` waits for no sync.
     pub fn update_run_state(
         &self,
         id: &str,
         change: impl FnOnce(&mut ContainerRecord),
     ) -> Result<ContainerRecord> {
-        if self.resolve(id)?.settings().transient {
-            self.db.write_unsynced(|txn| change_record(txn, id, change))
-        } else {
-            self.update(id, change)
-        }
+        let synced = !self.resolve(id)?.settings().transient;
+        self.db
+            .write_synced_if(synced, |txn| change_record(txn, id, change))
     }
 
     /// Gives the container `key` the name `name` (docker rename): checked

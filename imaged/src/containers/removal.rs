@@ -83,24 +83,28 @@ impl Containers {
         // snapshot's directory after it (a crash between leaves only a
         // directory, which the snapshots' cleanup removes at start).
         let snapshots = &self.images.snapshots;
-        let snapshot = self.db.write(|txn| {
-            let snapshot = match snapshots.remove_record(txn, &record.snapshot_key) {
-                Ok(r) => Some(r),
-                Err(snapshots::Error::NotFound(_)) => None,
-                Err(e) => return Err(Error::from(e)),
-            };
-            txn.delete(Table::Containers, &record.id)?;
-            // Only its own entry: a name another container took since
-            // (impossible while this one holds it) is left alone.
-            if txn
-                .get::<String>(Table::ContainerNames, &record.name)?
-                .as_deref()
-                == Some(&*record.id)
-            {
-                txn.delete(Table::ContainerNames, &record.name)?;
-            }
-            Ok(snapshot)
-        })?;
+        // Unsynced for a `run --rm` container: were this commit lost, the
+        // start-up would remove the container anyway (`Tasks::recover`).
+        let snapshot = self
+            .db
+            .write_synced_if(!record.settings().transient, |txn| {
+                let snapshot = match snapshots.remove_record(txn, &record.snapshot_key) {
+                    Ok(r) => Some(r),
+                    Err(snapshots::Error::NotFound(_)) => None,
+                    Err(e) => return Err(Error::from(e)),
+                };
+                txn.delete(Table::Containers, &record.id)?;
+                // Only its own entry: a name another container took since
+                // (impossible while this one holds it) is left alone.
+                if txn
+                    .get::<String>(Table::ContainerNames, &record.name)?
+                    .as_deref()
+                    == Some(&*record.id)
+                {
+                    txn.delete(Table::ContainerNames, &record.name)?;
+                }
+                Ok(snapshot)
+            })?;
         if volumes {
             for name in &record.volumes {
                 if self.volumes.is_anonymous_of(name, &record.id)? {

@@ -22,16 +22,22 @@ impl Tasks {
     ) -> Result<()> {
         for record in self.containers.list()? {
             use pb::container::Status;
-            // A container its client removes at its exit (`run --rm`) has
-            // lost that client: one that still runs is adopted as removed at
-            // its exit, any other goes. Its run state is written unsynced
-            // (`update_run_state`), so a record that says created may run.
-            let transient = record.settings().transient;
-            let was_running = transient
-                || matches!(
-                    record.status(),
-                    Status::Running | Status::Paused | Status::Restarting
-                );
+            if record.settings().transient {
+                // Its client, the one reader of its output and the one to
+                // remove it at its exit (`run --rm`), went with the daemon:
+                // it is ended and removed, as docker does. (Its records are
+                // written unsynced, so its state may say less than it did.)
+                self.end_task(&record.id, &record.bundle).await;
+                self.disconnect_network(&record.id).await;
+                if let Err(e) = self.delete_container(&record.id, false, true).await {
+                    eprintln!("berth-imaged: cannot remove {} (--rm): {e}", record.name);
+                }
+                continue;
+            }
+            let was_running = matches!(
+                record.status(),
+                Status::Running | Status::Paused | Status::Restarting
+            );
             if !was_running {
                 let ran = record.state.started_at != 0;
                 if restarts_always(&record) && ran && record.status() == Status::Stopped {
@@ -84,19 +90,6 @@ impl Tasks {
                             &record.bundle.join("init-stdin"),
                         );
                     }
-                    if transient {
-                        let pid = state.as_ref().map_or(0, |s| s.pid);
-                        let adopted = self.containers.update(&record.id, |r| {
-                            r.state.status = Status::Running as i32;
-                            r.state.pid = pid;
-                            let mut settings = r.settings();
-                            settings.auto_remove = true;
-                            r.config = prost::Message::encode_to_vec(&settings);
-                        });
-                        if let Err(e) = adopted {
-                            eprintln!("berth-imaged: cannot adopt {} (--rm): {e}", record.name);
-                        }
-                    }
                     self.lock().shims.insert(record.id.clone(), shim.clone());
                     self.spawn_watcher(record.id.clone(), shim);
                 }
@@ -124,11 +117,10 @@ impl Tasks {
                         r.state.finished_at = now_secs();
                         r.state.pid = 0;
                     })?;
-                    if record.settings().auto_remove || transient {
+                    if record.settings().auto_remove {
                         // A `run -d --rm` that ended while the daemon was
                         // away: removed as it would have been (no restart
-                        // policy can go with auto_remove); a `run --rm` too,
-                        // whose client is gone.
+                        // policy can go with auto_remove).
                         if let Err(e) = self.delete_container(&record.id, false, true).await {
                             eprintln!(
                                 "berth-imaged: cannot remove {} (--rm) after its end: {e}",
@@ -166,28 +158,37 @@ impl Tasks {
     /// runtime has left, and the bundle goes.
     async fn end_orphaned_tasks(&self) -> Result<()> {
         for (id, bundle) in self.containers.orphaned_bundles()? {
-            let address = match std::fs::read_to_string(bundle.join("address")) {
-                Ok(address) => address,
-                Err(_) => continue,
-            };
+            if !bundle.join("address").exists() {
+                continue;
+            }
+            self.end_task(&id, &bundle).await;
+            let containers = self.containers.clone();
+            let _ = tokio::task::spawn_blocking(move || containers.remove_bundle(&bundle)).await;
+        }
+        Ok(())
+    }
+
+    /// Ends whatever is left of a container's task after a daemon restart:
+    /// its shim (found through the bundle's `address`) is shut down, then
+    /// its `delete` kills what still runs and removes the runtime's state.
+    async fn end_task(&self, id: &str, bundle: &Path) {
+        let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
+        if !address.trim().is_empty() {
             if let Ok(shim) = shim::connect(address.trim()).await {
                 let _ = shim
                     .client
                     .shutdown(
                         self.ctx(),
                         &api::ShutdownRequest {
-                            id: id.clone(),
+                            id: id.to_string(),
                             now: true,
                             ..Default::default()
                         },
                     )
                     .await;
             }
-            self.launcher.delete(&id, &bundle).await;
-            let containers = self.containers.clone();
-            let _ = tokio::task::spawn_blocking(move || containers.remove_bundle(&bundle)).await;
         }
-        Ok(())
+        self.launcher.delete(id, bundle).await;
     }
 
     /// Watches OOM notices to record them on the container.
