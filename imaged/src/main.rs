@@ -351,6 +351,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(&config.socket);
     let _ = std::fs::remove_file(&cri_socket);
     let _ = std::fs::remove_file(&events_socket);
+    // `run --rm` containers' commits are unsynced: a clean stop keeps them.
+    if let Err(e) = db.sync() {
+        eprintln!("berth-imaged: {e}");
+    }
     eprintln!("berth-imaged: stopped");
     Ok(())
 }

@@ -75,7 +75,14 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub struct Db {
     db: redb::Database,
     path: PathBuf,
+    /// Unsynced commits since the last synced one ([`Db::write_synced_if`]).
+    unsynced: std::sync::atomic::AtomicU32,
 }
+
+/// At most this many unsynced commits in a row: redb reuses the pages a
+/// commit frees only once a synced commit follows, so the file would grow
+/// without one.
+const MAX_UNSYNCED: u32 = 64;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,6 +117,7 @@ impl Db {
         let db = Db {
             db,
             path: path.to_path_buf(),
+            unsynced: std::sync::atomic::AtomicU32::new(0),
         };
         // Tables exist from the start, so readers never meet a missing one.
         db.write(|txn| {
@@ -148,6 +156,15 @@ impl Db {
         self.write_synced_if(true, f)
     }
 
+    /// Makes every commit so far durable (an empty synced commit), at a
+    /// clean stop: an unsynced commit is otherwise lost with the process.
+    pub fn sync(&self) -> Result<()> {
+        if self.unsynced.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        self.write(|_| Ok::<_, Error>(()))
+    }
+
     /// [`Db::write`] when `synced`; otherwise the commit reaches the disk
     /// only with the next synced one (a crash before it loses this one,
     /// never half of it): for a change a synced commit always follows, or
@@ -157,7 +174,10 @@ impl Db {
         synced: bool,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<R, E> {
+        use std::sync::atomic::Ordering;
+        let synced = synced || self.unsynced.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_UNSYNCED;
         let durability = if synced {
+            self.unsynced.store(0, Ordering::Relaxed);
             redb::Durability::Immediate
         } else {
             redb::Durability::None

@@ -245,6 +245,11 @@ fn published_ports_serve_the_host_the_bridge_and_other_containers() {
         net.netns.curl("http://127.0.0.1:18080/").is_err(),
         "still served after rm"
     );
+    // `run --rm -p` answers once the port is free again: back to back, each
+    // run gets it.
+    for _ in 0..3 {
+        net.ok(&["run", "--rm", "-p", "18080:80", "web:1", "true"]);
+    }
     net.assert_nothing_left();
 }
 

@@ -226,9 +226,10 @@ impl Containers {
             host_network: mode == networks::Mode::Host,
         })?;
         let spec_bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();
-        // A container removed at its exit never runs after a crash: its
-        // spec need not reach the disk before its record does.
-        let durable = !(settings.auto_remove || settings.transient);
+        // A `run --rm` container never starts again after a crash
+        // (`Tasks::recover` removes it unless it still runs): its spec need
+        // not reach the disk first.
+        let durable = !settings.transient;
         write_private(&bundle.join("config.json"), &spec_bytes, durable)?;
         steps.step("bundle");
         let record = ContainerRecord {
@@ -248,11 +249,9 @@ impl Containers {
             stop_signal: stop_signal(&image_config),
             command: command(&spec),
         };
-        // A container its client removes at its exit (`run --rm`) outlives
-        // no crash of the daemon (see `Tasks::recover`): none of its commits
-        // waits for the disk; a crash that loses this one leaves a bundle
-        // the start-up ends and removes.
-        self.db.write_synced_if(!settings.transient, |txn| {
+        // Synced even for a `run --rm` container (whose later commits are
+        // not): a container that may run must be found by the start-up.
+        self.db.write(|txn| {
             // The name is checked again inside the transaction: two creates
             // racing for one name cannot both win.
             name_free(txn, &name)?;

@@ -12,9 +12,10 @@ impl Containers {
     /// their directories not yet) are removed.
     pub fn reconcile(&self) -> Result<()> {
         for (_, path) in self.orphaned_bundles()? {
-            // A bundle with a shim's address was removed while its task was
-            // being torn down (`run --rm`, [`Containers::remove_records`]):
-            // the tasks' recovery ends the shim first.
+            // A bundle with a shim's address may still have its shim: its
+            // container was removed while its task was being torn down
+            // (`run --rm`, [`Containers::remove_records`]). The tasks'
+            // recovery ends what is left of the task first.
             if path.join("address").exists() {
                 continue;
             }
@@ -55,7 +56,7 @@ impl Containers {
         let mut steps = crate::steps::Timeline::new("remove", &record.id);
         unmount(&record.rootfs());
         steps.step("unmount");
-        let leftovers = self.remove_records(&record, volumes)?;
+        let leftovers = self.remove_records(&record)?;
         steps.step("records");
         // The directories of a container removed at its exit (`run --rm`)
         // go after the reply: no record names them any more, so nothing can
@@ -70,55 +71,63 @@ impl Containers {
             _ => leftovers.remove(),
         }
         steps.step("handed off");
+        if volumes {
+            self.remove_anonymous_volumes(&record)?;
+        }
         Ok(())
     }
 
     /// The records half of a removal: the container's record, its name and
-    /// its snapshot's record in one commit, then with `volumes` its
-    /// anonymous volumes. From here no client can find the container, and
-    /// its name is free; the rootfs and directories are the caller's to
-    /// remove ([`Leftovers::remove`]) once no process uses them.
-    pub fn remove_records(&self, record: &ContainerRecord, volumes: bool) -> Result<Leftovers> {
+    /// its snapshot's record in one commit. From here no client can find the
+    /// container, and its name is free; the rootfs and directories are the
+    /// caller's to remove ([`Leftovers::remove`]) once no process uses them.
+    /// A container another removal took first is [`Error::NotFound`].
+    pub fn remove_records(&self, record: &ContainerRecord) -> Result<Leftovers> {
         // The snapshot's record and the container's go in one commit; the
         // snapshot's directory after it (a crash between leaves only a
         // directory, which the snapshots' cleanup removes at start).
-        let snapshots = &self.images.snapshots;
-        // Unsynced for a `run --rm` container: were this commit lost, the
+        // Unsynced for a `run --rm` container: were the commit lost, the
         // start-up would remove the container anyway (`Tasks::recover`).
-        let snapshot = self
-            .db
-            .write_synced_if(!record.settings().transient, |txn| {
-                let snapshot = match snapshots.remove_record(txn, &record.snapshot_key) {
-                    Ok(r) => Some(r),
-                    Err(snapshots::Error::NotFound(_)) => None,
-                    Err(e) => return Err(Error::from(e)),
-                };
-                txn.delete(Table::Containers, &record.id)?;
-                // Only its own entry: a name another container took since
-                // (impossible while this one holds it) is left alone.
-                if txn
-                    .get::<String>(Table::ContainerNames, &record.name)?
-                    .as_deref()
-                    == Some(&*record.id)
-                {
-                    txn.delete(Table::ContainerNames, &record.name)?;
-                }
-                Ok(snapshot)
-            })?;
-        if volumes {
-            for name in &record.volumes {
-                if self.volumes.is_anonymous_of(name, &record.id)? {
-                    let users = self.volume_users(name)?;
-                    self.volumes.remove(name, &users)?;
-                }
+        let snapshots = &self.images.snapshots;
+        let synced = !record.settings().transient;
+        let snapshot = self.db.write_synced_if(synced, |txn| {
+            if !txn.delete(Table::Containers, &record.id)? {
+                return Err(Error::NotFound(record.name.clone()));
             }
-        }
+            let snapshot = match snapshots.remove_record(txn, &record.snapshot_key) {
+                Ok(r) => Some(r),
+                Err(snapshots::Error::NotFound(_)) => None,
+                Err(e) => return Err(Error::from(e)),
+            };
+            // Only its own entry: a name another container took since
+            // (impossible while this one holds it) is left alone.
+            if txn
+                .get::<String>(Table::ContainerNames, &record.name)?
+                .as_deref()
+                == Some(&*record.id)
+            {
+                txn.delete(Table::ContainerNames, &record.name)?;
+            }
+            Ok(snapshot)
+        })?;
         Ok(Leftovers {
             rootfs: record.rootfs(),
             bundle: record.bundle.clone(),
             snapshot: snapshot.map(|s| (record.snapshot_key.clone(), s)),
             snapshots: snapshots.clone(),
         })
+    }
+
+    /// Removes the anonymous volumes of a removed container (`rm -v`,
+    /// `--rm`) that no other container uses.
+    pub fn remove_anonymous_volumes(&self, record: &ContainerRecord) -> Result<()> {
+        for name in &record.volumes {
+            if self.volumes.is_anonymous_of(name, &record.id)? {
+                let users = self.volume_users(name)?;
+                self.volumes.remove(name, &users)?;
+            }
+        }
+        Ok(())
     }
 }
 

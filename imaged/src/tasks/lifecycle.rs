@@ -392,8 +392,11 @@ impl Tasks {
     ) -> Result<()> {
         let record = self.containers.resolve(id)?;
         let settings = record.settings();
-        if (settings.transient || settings.auto_remove) && self.ending(&record.id) {
-            return self.delete_ended(record, volumes).await;
+        if (settings.transient || settings.auto_remove)
+            && !holds_host_resources(&settings)
+            && self.ending(&record.id)
+        {
+            return self.delete_ended(record, force, volumes).await;
         }
         let mut steps = crate::steps::Timeline::new("delete", &record.id);
         // A task that has just ended may still be taking its network down.
@@ -454,26 +457,39 @@ impl Tasks {
     /// known while its teardown (the runtime's delete, the shim's shutdown,
     /// the network) is still under way: the records go now, so the client
     /// hears back with the name free, and the rootfs and directories once
-    /// the shim is gone. A daemon that dies in between finds the bundle
-    /// without a record at its start and ends what is left of the task
-    /// ([`Tasks::recover`]).
-    async fn delete_ended(self: &Arc<Self>, record: ContainerRecord, volumes: bool) -> Result<()> {
+    /// the shim is gone; the removal is announced then too, after the
+    /// task's own events. Only for a container that holds nothing another
+    /// could ask for at once (published ports, a fixed address: see
+    /// [`holds_host_resources`]). A daemon that dies in between finds the
+    /// bundle without a record at its start and ends what is left of the
+    /// task ([`Tasks::recover`]).
+    async fn delete_ended(
+        self: &Arc<Self>,
+        record: ContainerRecord,
+        force: bool,
+        volumes: bool,
+    ) -> Result<()> {
         let mut steps = crate::steps::Timeline::new("delete", &record.id);
         let containers = self.containers.clone();
         let removed = record.clone();
-        let leftovers =
-            tokio::task::spawn_blocking(move || containers.remove_records(&removed, volumes))
-                .await
-                .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
+        let leftovers = tokio::task::spawn_blocking(move || containers.remove_records(&removed))
+            .await
+            .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
         steps.step("records");
+        self.forget(&record.id);
         let tasks = self.clone();
         let id = record.id.clone();
         tokio::spawn(async move {
             tasks.shim_gone(&id).await;
             let _ = tokio::task::spawn_blocking(move || leftovers.remove()).await;
+            tasks.announce_removal(&id, force, volumes);
         });
-        self.forget(&record.id);
-        self.announce_removal(&record.id, false, volumes);
+        if volumes {
+            let containers = self.containers.clone();
+            tokio::task::spawn_blocking(move || containers.remove_anonymous_volumes(&record))
+                .await
+                .map_err(|e| Error::Invalid(format!("removing volumes: {e}")))??;
+        }
         Ok(())
     }
 
@@ -500,4 +516,14 @@ impl Tasks {
             .exists()
             || self.launcher.runtime_root.join(id).exists()
     }
+}
+
+/// Whether a container holds what another container could ask for as soon
+/// as this one's removal is answered: a published host port, a fixed
+/// address. Those are released by its task's teardown, which such a
+/// removal waits for.
+fn holds_host_resources(settings: &pb::ContainerConfig) -> bool {
+    !settings.ports.is_empty()
+        || !settings.ip.is_empty()
+        || settings.more_networks.iter().any(|n| !n.ip.is_empty())
 }

@@ -9,7 +9,11 @@ impl Tasks {
     /// output, and marks those whose shims are gone as stopped. Containers
     /// with `always` (or `unless-stopped`, not stopped by the user) whose
     /// shims are gone are started again, and so are `always` containers a
-    /// client stopped, as docker does at its start.
+    /// client stopped, as docker does at its start. A `run --rm` container
+    /// that still runs is adopted as removed at its exit (its client went
+    /// with the daemon); one that does not is removed. Tasks left by
+    /// removals the daemon answered before their teardown ended
+    /// (`delete_ended`) are ended first.
     pub async fn recover(self: &Arc<Self>) -> Result<()> {
         self.recover_keeping(std::collections::HashSet::new()).await
     }
@@ -20,24 +24,19 @@ impl Tasks {
         self: &Arc<Self>,
         keep: std::collections::HashSet<String>,
     ) -> Result<()> {
+        if let Err(e) = self.end_orphaned_tasks().await {
+            eprintln!("berth-imaged: cannot end the tasks of removed containers: {e}");
+        }
         for record in self.containers.list()? {
             use pb::container::Status;
-            if record.settings().transient {
-                // Its client, the one reader of its output and the one to
-                // remove it at its exit (`run --rm`), went with the daemon:
-                // it is ended and removed, as docker does. (Its records are
-                // written unsynced, so its state may say less than it did.)
-                self.end_task(&record.id, &record.bundle).await;
-                self.disconnect_network(&record.id).await;
-                if let Err(e) = self.delete_container(&record.id, false, true).await {
-                    eprintln!("berth-imaged: cannot remove {} (--rm): {e}", record.name);
-                }
-                continue;
-            }
-            let was_running = matches!(
-                record.status(),
-                Status::Running | Status::Paused | Status::Restarting
-            );
+            // A transient container's run state is written unsynced
+            // (`update_run_state`): its record may say created while it runs.
+            let transient = record.settings().transient;
+            let was_running = transient
+                || matches!(
+                    record.status(),
+                    Status::Running | Status::Paused | Status::Restarting
+                );
             if !was_running {
                 let ran = record.state.started_at != 0;
                 if restarts_always(&record) && ran && record.status() == Status::Stopped {
@@ -90,6 +89,9 @@ impl Tasks {
                             &record.bundle.join("init-stdin"),
                         );
                     }
+                    if transient {
+                        self.adopt_transient(&record, state.as_ref().map_or(0, |s| s.pid));
+                    }
                     self.lock().shims.insert(record.id.clone(), shim.clone());
                     self.spawn_watcher(record.id.clone(), shim);
                 }
@@ -116,11 +118,21 @@ impl Tasks {
                         r.state.exit_status = status;
                         r.state.finished_at = now_secs();
                         r.state.pid = 0;
-                    })?;
-                    if record.settings().auto_remove {
+                    });
+                    // One record that cannot be written stops no other's
+                    // recovery.
+                    let record = match record {
+                        Ok(record) => record,
+                        Err(e) => {
+                            eprintln!("berth-imaged: cannot record the end of a container: {e}");
+                            continue;
+                        }
+                    };
+                    if record.settings().auto_remove || transient {
                         // A `run -d --rm` that ended while the daemon was
                         // away: removed as it would have been (no restart
-                        // policy can go with auto_remove).
+                        // policy can go with auto_remove); a `run --rm`
+                        // too, its client gone.
                         if let Err(e) = self.delete_container(&record.id, false, true).await {
                             eprintln!(
                                 "berth-imaged: cannot remove {} (--rm) after its end: {e}",
@@ -139,7 +151,6 @@ impl Tasks {
                 }
             }
         }
-        self.end_orphaned_tasks().await?;
         // Namespaces, leases and rules of containers that are not running
         // (ended or half started while the daemon was away) go; the running
         // ones get their host ports held again.
@@ -150,6 +161,21 @@ impl Tasks {
         let _ =
             tokio::task::spawn_blocking(move || networks.recover(|id| running.contains(id))).await;
         Ok(())
+    }
+
+    /// A `run --rm` container found running: its client went with the
+    /// daemon, so it is removed at its exit as a `run -d --rm` one is.
+    fn adopt_transient(&self, record: &ContainerRecord, pid: u32) {
+        let adopted = self.containers.update(&record.id, |r| {
+            r.state.status = pb::container::Status::Running as i32;
+            r.state.pid = pid;
+            let mut settings = r.settings();
+            settings.auto_remove = true;
+            r.config = prost::Message::encode_to_vec(&settings);
+        });
+        if let Err(e) = adopted {
+            eprintln!("berth-imaged: cannot adopt {} (--rm): {e}", record.name);
+        }
     }
 
     /// Ends the tasks of containers removed while their teardown was under
