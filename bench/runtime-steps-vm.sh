@@ -76,7 +76,7 @@ tr -d '\r' <"$work/console" | perl -ne '
     open my $fh, ">>", "'"$work"'/$1-$2.trace" or die $!;
     print $fh "$3\n";
 '
-grep -m1 '^guest:' "$work/console" | tr -d '\r'
+tr -d '\r' <"$work/console" | grep -m1 -o 'guest: .*' || true
 for variant in $variants; do
     bench_steps_report "berth run on pure cgroup v2, $variant" "$work/$variant"-*.trace
 done
