@@ -134,3 +134,31 @@ bench_startup_bundle() {
         "$dir/config.json" >"$dir/config.json.new"
     mv "$dir/config.json.new" "$dir/config.json"
 }
+
+# Per step (the Nth time a step name appears in an iteration's sorted timeline, so the two
+# images of a re-executed berth stay apart): the median delta since the previous line and the
+# median offset since the iteration's first line, in ms.
+bench_steps_report() { # TITLE FILES... (RUNS: the number of iterations, for the title)
+    echo
+    echo "$1 ($RUNS runs; median ms)"
+    perl -e '
+        my (%delta, %offset, @order, %seen);
+        for my $file (@ARGV) {
+            open my $fh, "<", $file or die "$file: $!";
+            my @lines = sort { $a->[0] <=> $b->[0] }
+                map { /^berth-trace (\S+) \d+ (.*)$/ ? [$1, $2] : () } <$fh>;
+            next unless @lines;
+            my ($first, $prev, %n) = ($lines[0][0], $lines[0][0]);
+            for my $l (@lines) {
+                my $key = $l->[1] . (++$n{$l->[1]} > 1 ? " (#$n{$l->[1]})" : "");
+                push @order, $key unless $seen{$key}++;
+                push @{$delta{$key}}, ($l->[0] - $prev) * 1000;
+                push @{$offset{$key}}, ($l->[0] - $first) * 1000;
+                $prev = $l->[0];
+            }
+        }
+        sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
+        printf "  %-52s %8s %8s\n", "step (the time up to it)", "delta", "offset";
+        printf "  %-52s %8.3f %8.3f\n", $_, median(@{$delta{$_}}), median(@{$offset{$_}}) for @order;
+    ' "${@:2}"
+}

@@ -12,7 +12,11 @@
 # (the kernel's exec of berth itself and the process exit are outside it).
 #
 # Run as root:  bench/runtime-steps.sh
-# Environment:  BERTH (release build), CRUN, RUNC (only for `runc spec`), RUNS (30).
+# Environment:  BERTH (release build), CRUN, RUNC (only for `runc spec`), RUNS (30);
+#               UNIFIED=keep: berth's runs keep the hybrid host's unified hierarchy (cgroup2 at
+#               /sys/fs/cgroup/unified), where its init is born in its cgroup through clone3
+#               (crun's runs stay in the wrapper); BERTH_PREFIX: a command berth runs under, e.g.
+#               integration's `without_clone3` example (clone3 refused: berth's fallback).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -38,8 +42,8 @@ cleanup() {
     local d
     for d in "$work"/root-*/*/; do
         [[ -d $d ]] || continue
-        case $d in *root-crun*) rt=$CRUN ;; *) rt=$BERTH ;; esac
-        in_wrapper timeout 20 "$rt" --root "$(dirname "$d")" delete --force "$(basename "$d")" >/dev/null 2>&1
+        case $d in *root-crun*) wrap=in_wrapper rt=$CRUN ;; *) wrap=berth_wrapper rt=$BERTH ;; esac
+        $wrap timeout 20 "$rt" --root "$(dirname "$d")" delete --force "$(basename "$d")" >/dev/null 2>&1
     done
     rm -rf "$work"
 }
@@ -49,10 +53,14 @@ trap 'exit 130' INT TERM HUP
 # bench/startup.sh's wrapper: a private mount namespace without cgroup2 (crun 1.8 refuses this
 # hybrid host otherwise); berth runs in it too, so it sees the same cgroup hierarchies.
 in_wrapper() { unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh "$@"; }
+# berth's own runs: the same wrapper, or with UNIFIED=keep a private mount namespace that keeps it.
+berth_wrapper() {
+    if [[ ${UNIFIED:-} == keep ]]; then unshare -m /bin/sh -c 'exec "$@"' sh "$@"; else in_wrapper "$@"; fi
+}
 
 bench_startup_bundle "$work/bundle" "$RUNC"
 mkdir -p "$work/root-berth" "$work/root-crun"
-berth() { in_wrapper env BERTH_TRACE=1 "$BERTH" --root "$work/root-berth" "$@"; }
+berth() { berth_wrapper env BERTH_TRACE=1 ${BERTH_PREFIX:+"$BERTH_PREFIX"} "$BERTH" --root "$work/root-berth" "$@"; }
 
 # --- 1. timelines --------------------------------------------------------------------------------
 for ((i = 0; i < RUNS; i++)); do
@@ -67,39 +75,13 @@ for ((i = 0; i < RUNS; i++)); do
     } 2>"$work/csd-$i.trace" || die "berth create/start/delete failed: $(cat "$work/csd-$i.trace")"
 done
 
-# Per step (the Nth time a step name appears in an iteration's sorted timeline, so the two
-# images of a re-executed berth stay apart): the median delta since the previous line and the
-# median offset since the iteration's first line, in ms.
-report() { # TITLE FILES...
-    echo
-    echo "$1 ($RUNS runs; median ms)"
-    perl -e '
-        my (%delta, %offset, @order, %seen);
-        for my $file (@ARGV) {
-            open my $fh, "<", $file or die "$file: $!";
-            my @lines = sort { $a->[0] <=> $b->[0] }
-                map { /^berth-trace (\S+) \d+ (.*)$/ ? [$1, $2] : () } <$fh>;
-            next unless @lines;
-            my ($first, $prev, %n) = ($lines[0][0], $lines[0][0]);
-            for my $l (@lines) {
-                my $key = $l->[1] . (++$n{$l->[1]} > 1 ? " (#$n{$l->[1]})" : "");
-                push @order, $key unless $seen{$key}++;
-                push @{$delta{$key}}, ($l->[0] - $prev) * 1000;
-                push @{$offset{$key}}, ($l->[0] - $first) * 1000;
-                $prev = $l->[0];
-            }
-        }
-        sub median { my @s = sort { $a <=> $b } @_; @s % 2 ? $s[$#s / 2] : ($s[@s / 2 - 1] + $s[@s / 2]) / 2 }
-        printf "  %-52s %8s %8s\n", "step (the time up to it)", "delta", "offset";
-        printf "  %-52s %8.3f %8.3f\n", $_, median(@{$delta{$_}}), median(@{$offset{$_}}) for @order;
-    ' "${@:2}"
-}
-report "berth run: steps" "$work"/run-*.trace
-report "berth create, start, delete: steps (gaps between commands included)" "$work"/csd-*.trace
+bench_steps_report "berth run: steps" "$work"/run-*.trace
+bench_steps_report "berth create, start, delete: steps (gaps between commands included)" "$work"/csd-*.trace
 
 # --- 2. system calls -----------------------------------------------------------------------------
 count() { # NAME RUNTIME -> one `run` under strace -f -c
-    in_wrapper strace -f -c -o "$work/strace-$1" "$2" --root "$work/root-$1" run --bundle "$work/bundle" "$token-strace-$1" \
+    case $1 in berth) wrap=berth_wrapper ;; *) wrap=in_wrapper ;; esac
+    $wrap strace -f -c -o "$work/strace-$1" "$2" --root "$work/root-$1" run --bundle "$work/bundle" "$token-strace-$1" \
         >/dev/null 2>&1 || die "$1 run under strace failed"
 }
 count berth "$BERTH"

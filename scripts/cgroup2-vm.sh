@@ -6,19 +6,30 @@
 # guest's test output and exits with the suite's status.
 #
 #   ./scripts/cgroup2-vm.sh [TEST-FILTER]
+#
+# With VM_SCRIPT=FILE the guest runs FILE (as /t/script, in /tmp) instead of the suites, with
+# the static binaries and directories VM_FILES lists copied to /t (bench/runtime-steps-vm.sh);
+# its exit status is the guest's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/vm-setup.sh
 
 target_dir=${CARGO_TARGET_DIR:-target}
 bin_dir=$target_dir/x86_64-unknown-linux-gnu/debug
-cargo build -q -p berth-runtime -p berth-checker
-test_bin=$(cargo test -q -p berth-integration --test cgroups --no-run --message-format=json \
-    | jq -r 'select(.profile.test == true and .target.name == "cgroups") | .executable')
-# The runtime's unit tests of the cgroup module, the eBPF device filter's among them.
-unit_bin=$(cargo test -q -p berth-runtime --lib --no-run --message-format=json \
-    | jq -r 'select(.profile.test == true and .target.kind == ["lib"]) | .executable')
-for bin in "$bin_dir/berth" "$bin_dir/berth-checker" "$test_bin" "$unit_bin" /bin/busybox; do
+if [ -n "${VM_SCRIPT:-}" ]; then
+    read -ra files <<<"${VM_FILES:-}"
+    bins=()
+    for f in "${files[@]}"; do [ -d "$f" ] || bins+=("$f"); done
+else
+    cargo build -q -p berth-runtime -p berth-checker
+    test_bin=$(cargo test -q -p berth-integration --test cgroups --no-run --message-format=json \
+        | jq -r 'select(.profile.test == true and .target.name == "cgroups") | .executable')
+    # The runtime's unit tests of the cgroup module, the eBPF device filter's among them.
+    unit_bin=$(cargo test -q -p berth-runtime --lib --no-run --message-format=json \
+        | jq -r 'select(.profile.test == true and .target.kind == ["lib"]) | .executable')
+    bins=("$bin_dir/berth" "$bin_dir/berth-checker" "$test_bin" "$unit_bin")
+fi
+for bin in "${bins[@]}" /bin/busybox; do
     linkage=$(ldd "$bin" 2>&1 || true)
     if ! grep -Eq "statically linked|not a dynamic executable" <<<"$linkage"; then
         echo "cgroup2-vm: $bin is not static; the guest has no shared libraries" >&2
@@ -31,9 +42,14 @@ trap 'rm -rf "$work"' EXIT
 root=$work/root
 mkdir -p "$root"/{bin,dev,proc,sys,tmp,run,t,newroot,modules}
 cp /bin/busybox "$root/bin/busybox"
-cp "$bin_dir/berth" "$bin_dir/berth-checker" "$root/t/"
-cp "$test_bin" "$root/t/cgroups-test"
-cp "$unit_bin" "$root/t/unit-test"
+if [ -n "${VM_SCRIPT:-}" ]; then
+    cp "$VM_SCRIPT" "$root/t/script"
+    for f in "${files[@]}"; do cp -a "$f" "$root/t/"; done
+else
+    cp "$bin_dir/berth" "$bin_dir/berth-checker" "$root/t/"
+    cp "$test_bin" "$root/t/cgroups-test"
+    cp "$unit_bin" "$root/t/unit-test"
+fi
 # A RAM disk gives the block IO tests a real block device.
 cp "$(find target/vm/kernel/modules -name brd.ko | head -1)" "$root/modules/"
 
@@ -60,6 +76,11 @@ echo "root:x:0:0:root:/root:/bin/sh" > /etc/passwd
 insmod /modules/brd.ko rd_nr=1 rd_size=8192
 echo "guest: \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers)"
 cd /tmp
+if [ -x /t/script ]; then
+    /t/script
+    echo "berth-vm-exit=\$?"
+    poweroff -f
+fi
 /t/unit-test --test-threads=1 cgroups::
 unit=\$?
 BERTH_TARGET_DIR=/t PATH=/bin RUST_BACKTRACE=1 /t/cgroups-test --test-threads=1 ${1:-}

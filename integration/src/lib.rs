@@ -325,11 +325,18 @@ impl Runtime {
     /// through files, not pipes: a detached container keeps the caller's
     /// stdio open for as long as it runs.
     pub fn exec(&self, args: &[&str]) -> Output {
+        self.exec_with(args, |_| {})
+    }
+
+    /// [`Runtime::exec`], with the command adjusted by `adjust` first
+    /// (e.g. [`without_clone3`]).
+    pub fn exec_with(&self, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Output {
         let base = std::env::temp_dir().join(unique("berth-it-out"));
         let stdout = base.with_extension("stdout");
         let stderr = base.with_extension("stderr");
-        let status = self
-            .command(args)
+        let mut command = self.command(args);
+        adjust(&mut command);
+        let status = command
             .stdout(std::fs::File::create(&stdout).expect("stdout file"))
             .stderr(std::fs::File::create(&stderr).expect("stderr file"))
             .status()
@@ -416,6 +423,74 @@ pub fn pass_fds(command: &mut Command, fds: &[(i32, i32)]) {
             Ok(())
         });
     }
+}
+
+/// Makes `clone3` fail with ENOSYS in the child of `command` and in
+/// everything it starts, as docker's default seccomp profile does (a
+/// runtime in a docker container meets this): a real seccomp filter,
+/// installed between fork and exec.
+pub fn without_clone3(command: &mut Command) {
+    let filter = clone3_filter();
+    // SAFETY: prctl between fork and exec is async-signal-safe; the filter
+    // lives in the closure, which outlives the call.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(move || deny_clone3(&filter));
+    }
+}
+
+/// The classic BPF program of [`without_clone3`]: x86-64's `clone3`
+/// answers ENOSYS, every other system call is allowed.
+pub fn clone3_filter() -> [libc::sock_filter; 7] {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    // struct seccomp_data: nr at 0, arch at 4.
+    let load = |offset: u32| libc::sock_filter {
+        code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+        jt: 0,
+        jf: 0,
+        k: offset,
+    };
+    let jump_if = |value: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k: value,
+    };
+    let ret = |action: u32| libc::sock_filter {
+        code: (libc::BPF_RET | libc::BPF_K) as u16,
+        jt: 0,
+        jf: 0,
+        k: action,
+    };
+    [
+        load(4),
+        jump_if(AUDIT_ARCH_X86_64, 1, 0),
+        ret(libc::SECCOMP_RET_ALLOW),
+        load(0),
+        jump_if(libc::SYS_clone3 as u32, 0, 1),
+        ret(libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        ret(libc::SECCOMP_RET_ALLOW),
+    ]
+}
+
+/// Installs `filter` on the calling thread (root needs no no_new_privs).
+pub fn deny_clone3(filter: &[libc::sock_filter]) -> std::io::Result<()> {
+    let program = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: the program points at `filter`, alive for the call.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER,
+            &program as *const libc::sock_fprog,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Docker's default capability set.

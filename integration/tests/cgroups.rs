@@ -570,3 +570,205 @@ fn network_class_and_priorities_are_written_on_v1() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1048577\nlo 5\n");
 }
+
+/// The kernel's own record of processes moved into a cgroup: its
+/// `cgroup:cgroup_attach_task` event, enabled in a tracefs instance of the
+/// test's own (on a tracefs mount of its own, unmounted when dropped). A
+/// process that writes `cgroup.procs` or `tasks` appears there; one born
+/// in the cgroup (clone3's `CLONE_INTO_CGROUP`) never does.
+struct Moves {
+    mount: PathBuf,
+    instance: PathBuf,
+}
+
+impl Moves {
+    /// Starts recording; `None` (a missing prerequisite) where the kernel
+    /// has no tracefs or no such event.
+    fn record() -> Option<Moves> {
+        use std::os::unix::ffi::OsStrExt;
+        let mount = std::env::temp_dir().join(unique("berth-it-tracefs"));
+        std::fs::create_dir(&mount).expect("tracefs mount point");
+        let target = std::ffi::CString::new(mount.as_os_str().as_bytes()).expect("path");
+        // SAFETY: mount(2) with NUL-terminated strings alive for the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tracefs".as_ptr(),
+                target.as_ptr(),
+                c"tracefs".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let error = std::io::Error::last_os_error();
+            let _ = std::fs::remove_dir(&mount);
+            missing_prerequisite(&format!("cannot mount tracefs: {error}"));
+            return None;
+        }
+        let moves = Moves {
+            instance: mount.join("instances").join(unique("berth-it")),
+            mount,
+        };
+        let enable = moves
+            .instance
+            .join("events/cgroup/cgroup_attach_task/enable");
+        if let Err(e) =
+            std::fs::create_dir(&moves.instance).and_then(|()| std::fs::write(&enable, "1"))
+        {
+            missing_prerequisite(&format!("no cgroup_attach_task trace event: {e}"));
+            return None;
+        }
+        Some(moves)
+    }
+
+    /// The moves recorded so far into `dir` (as the hierarchy names it:
+    /// `/berth/ID`), of the unified hierarchy (id 0) or of v1 ones.
+    fn recorded(&self, dir: &str, unified: bool) -> Vec<String> {
+        let trace = std::fs::read_to_string(self.instance.join("trace")).expect("read trace");
+        let path = format!(" dst_path={dir} ");
+        trace
+            .lines()
+            .filter(|l| l.contains("cgroup_attach_task:") && l.contains(&path))
+            .filter(|l| l.contains(" dst_root=0 ") == unified)
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Moves {
+    fn drop(&mut self) {
+        // Removing the instance turns its events off.
+        let _ = std::fs::remove_dir(&self.instance);
+        if let Ok(target) = std::ffi::CString::new(self.mount.to_string_lossy().as_bytes()) {
+            // SAFETY: umount2 of our own mount, by a NUL-terminated path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = std::fs::remove_dir(&self.mount);
+    }
+}
+
+/// Whether this host mounts the unified hierarchy (pure v2, or hybrid
+/// with `/sys/fs/cgroup/unified`).
+fn has_unified() -> bool {
+    pure_v2() || Path::new("/sys/fs/cgroup/unified/cgroup.procs").exists()
+}
+
+/// What `create`, `exec` and `run` of one container showed about its
+/// unified cgroup, each berth command started through `adjust`.
+struct Births {
+    /// `/berth/ID`: the container's directory in every hierarchy.
+    dir: String,
+    init_pid: i32,
+    /// The unified line of `/proc/PID/cgroup`, of the init (read from the
+    /// host), of an `exec`'d process and of a `run`'s process.
+    seen: [String; 3],
+    unified_moves: Vec<String>,
+    v1_moves: Vec<String>,
+}
+
+fn births(moves: &Moves, adjust: fn(&mut std::process::Command)) -> Births {
+    let unified_line = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("0::"))
+            .unwrap_or("no unified line")
+            .to_string()
+    };
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("born");
+    bundle.args(&["/bin/sleep", "30"]);
+    bundle.write();
+    let id = unique("born");
+    let out = berth.exec_with(
+        &["create", "--bundle", bundle.dir.to_str().unwrap(), &id],
+        adjust,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let state = berth.state(&id).expect("state");
+    let init_pid = state["pid"].as_i64().expect("pid") as i32;
+    let init = std::fs::read_to_string(format!("/proc/{init_pid}/cgroup")).expect("init's cgroup");
+    assert!(berth.exec_with(&["start", &id], adjust).status.success());
+    let out = berth.exec_with(&["exec", &id, "cat", "/proc/self/cgroup"], adjust);
+    assert!(out.status.success(), "{}", text(&out));
+    let exec = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(berth.exec(&["kill", &id, "KILL"]).status.success());
+    berth.wait_stopped(&id);
+    assert!(berth.exec(&["delete", &id]).status.success());
+
+    bundle.args(&["/bin/cat", "/proc/self/cgroup"]);
+    bundle.write();
+    let out = berth.exec_with(
+        &["run", "--bundle", bundle.dir.to_str().unwrap(), &id],
+        adjust,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let dir = format!("/berth/{id}");
+    Births {
+        seen: [
+            unified_line(&init),
+            unified_line(&exec),
+            unified_line(&String::from_utf8_lossy(&out.stdout)),
+        ],
+        unified_moves: moves.recorded(&dir, true),
+        v1_moves: moves.recorded(&dir, false),
+        dir,
+        init_pid,
+    }
+}
+
+/// [`births`] on a host with a unified hierarchy and tracefs (else a
+/// missing prerequisite), each process checked to be in the container's
+/// unified cgroup in the end.
+fn births_in_unified(adjust: fn(&mut std::process::Command)) -> Option<Births> {
+    if !can_run() {
+        return None;
+    }
+    if !has_unified() {
+        missing_prerequisite("no unified cgroup hierarchy mounted");
+        return None;
+    }
+    let moves = Moves::record()?;
+    let born = births(&moves, adjust);
+    let expected = format!("0::{}", born.dir);
+    assert_eq!(born.seen, [expected.clone(), expected.clone(), expected]);
+    Some(born)
+}
+
+/// On cgroup v2 (a pure v2 host, or a hybrid one's unified hierarchy) the
+/// init and exec's helper are born in the container's cgroup (clone3's
+/// `CLONE_INTO_CGROUP`): the kernel records no move into it, so none
+/// waited for the grace period a `cgroup.procs` write can cost.
+#[test]
+fn the_init_and_an_exec_are_born_in_the_unified_cgroup() {
+    let Some(born) = births_in_unified(|_| {}) else {
+        return;
+    };
+    assert_eq!(born.unified_moves, Vec::<String>::new(), "moved, not born");
+    if !pure_v2() {
+        // The recorder works: v1 hierarchies are still joined by a move.
+        assert!(
+            born.v1_moves
+                .iter()
+                .any(|l| l.contains(&format!(" pid={} ", born.init_pid))),
+            "no v1 move of the init {} recorded",
+            born.init_pid
+        );
+    }
+}
+
+/// Where clone3 answers ENOSYS (docker's default seccomp profile, kernels
+/// before 5.3), the init and exec's helper are cloned as before and move
+/// themselves into the unified cgroup: the same cgroups in the end, and
+/// the kernel records the moves.
+#[test]
+fn without_clone3_the_init_and_an_exec_move_into_the_unified_cgroup() {
+    let Some(born) = births_in_unified(without_clone3) else {
+        return;
+    };
+    // The init of `create`, exec's helper, the init of `run`.
+    assert_eq!(born.unified_moves.len(), 3, "{:#?}", born.unified_moves);
+    assert!(
+        born.unified_moves[0].contains(&format!(" pid={} ", born.init_pid)),
+        "{:#?}",
+        born.unified_moves
+    );
+}

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! runtime                                init (cloned child)
-//!    | --- Prepared(state JSON) -------->  | id maps written, cgroups ready: the init joins them
+//!    | --- Prepared(state JSON) -------->  | id maps written, cgroups ready: the init joins
+//!    |                                     | those it was not born in (clone3)
 //!    | <-- RuntimeHooks -----------------  | namespaces and mounts ready, before pivot_root
 //!    | --- RuntimeHooksDone ------------>  | (only when the spec has such hooks)
 //!    | <-- SeccompListener(fd) ----------  | filter on; fd is the init's listener

@@ -1,7 +1,8 @@
 //! `berth exec`: a new process in a running container.
 //!
 //! ```text
-//! berth exec (P) ── fork ──▶ C: non-dumpable, joins the container's cgroups,
+//! berth exec (P) ── clone3 ──▶ C: born in the container's unified cgroup,
+//!                                non-dumpable, joins its other cgroups,
 //!                                setns user first, then the rest
 //!                            C ── clone(CLONE_PARENT) ──▶ G: pid-namespace member,
 //!                                                         P's own child
@@ -38,6 +39,8 @@ pub enum ExecError {
     Channel(#[from] ChannelError),
     #[error(transparent)]
     Seccomp(#[from] seccomp::SeccompError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroups::CgroupError),
     #[error("cannot exec in a stopped container")]
     Stopped,
     #[error("cannot exec in a paused container (use --ignore-paused to override)")]
@@ -241,15 +244,18 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
         };
     let (ours, theirs) = channel::pair()?;
     let preserve = crate::process::check_preserved_fds(u64::from(options.preserve_fds))? - 3;
-    // SAFETY: berth is single-threaded; the child runs ordinary code.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        return Err(io("fork")(std::io::Error::last_os_error()));
-    }
+    // C is born in the container's unified cgroup where the kernel allows
+    // (see `process::clone_into_cgroup`), and G, its child, with it.
+    let birthplace = cgroups::birthplace(cgroups::driver_for(&state.cgroup_paths).as_ref())?;
+    // berth is single-threaded: the child runs ordinary code.
+    let (child, born_in_cgroup) =
+        process::clone_into_cgroup(0, birthplace.as_ref()).map_err(io("fork"))?;
     if child == 0 {
+        drop(birthplace);
         drop(ours);
         let setup = ChildSetup {
             state: &state,
+            born_in_cgroup: born_in_cgroup.as_deref(),
             namespaces,
             process: &process,
             filters: filters.as_ref(),
@@ -259,6 +265,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
         };
         setup.run();
     }
+    drop(birthplace);
     drop(theirs);
     drop(console);
     // C sends G's pid, then G's end stays open until execve.
@@ -333,6 +340,8 @@ fn follow_until_exec(
 /// What the forked helper C needs.
 struct ChildSetup<'a> {
     state: &'a State,
+    /// The one of the state's cgroups C was born in: not joined.
+    born_in_cgroup: Option<&'a Path>,
     namespaces: Vec<(NamespaceKind, OwnedFd)>,
     process: &'a Process,
     filters: Option<&'a seccomp::Compiled>,
@@ -378,7 +387,7 @@ impl ChildSetup<'_> {
         process::forget_caller();
         // C is a forked copy of P: one thread, so it may move itself.
         cgroups::driver_for(&self.state.cgroup_paths)
-            .join_self()
+            .join_self(self.born_in_cgroup)
             .map_err(|e| e.to_string())?;
         // Namespaces owned by the host's user namespace (a pod's network
         // namespace, say) can only be joined before entering the container's

@@ -33,6 +33,9 @@ pub struct InitArgs<'a> {
     /// Descriptors 3..3+N passed through to the process.
     pub preserve_fds: u32,
     pub cgroup_paths: Vec<PathBuf>,
+    /// The one of `cgroup_paths` the init was born in (clone3's
+    /// `CLONE_INTO_CGROUP`, see `process::clone_into_cgroup`): not joined.
+    pub born_in_cgroup: Option<PathBuf>,
     pub hierarchies: Vec<crate::cgroups::Hierarchy>,
     /// The compiled `linux.seccomp`, installed as late as the kernel allows.
     pub seccomp: Option<&'a crate::seccomp::Compiled>,
@@ -127,12 +130,13 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     }
 
     // 1. The runtime maps our ids and readies our cgroups (limits, device
-    // rules); we move ourselves in (see `cgroups::Driver::join_self`):
+    // rules); we were born in the unified one where the kernel allowed,
+    // and move ourselves into the rest (see `cgroups::Driver::join_self`):
     // before joining any namespace, while the paths are the host's, and
     // before `setresuid`, while we are the host's root that owns the files.
     let state_json = args.channel.wait_prepared()?;
     crate::trace::step("init: prepared by the runtime");
-    crate::cgroups::driver_for(&args.cgroup_paths).join_self()?;
+    crate::cgroups::driver_for(&args.cgroup_paths).join_self(args.born_in_cgroup.as_deref())?;
     crate::trace::step("init: joined its cgroups");
     // 2. Namespaces given by path that belong to the init (user first).
     for (kind, path) in &plan.init_joins {

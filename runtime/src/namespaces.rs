@@ -7,7 +7,8 @@
 //!   process enters it), then clones the init with `CLONE_NEWUSER` and
 //!   `CLONE_NEWPID` so the new pid namespace is owned by the new user
 //!   namespace (mounting `/proc` needs that);
-//! - the init waits for its id maps and joins its cgroups (both before
+//! - the init, born in its unified cgroup where there is one, waits for
+//!   its id maps and joins its other cgroups (both before
 //!   anything changes what it sees of the host or who it is there), joins a
 //!   user or mount namespace given by path, then unshares every other new
 //!   namespace, so they are owned by the container's user namespace.

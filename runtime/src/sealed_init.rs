@@ -107,6 +107,9 @@ pub struct Handover {
     /// Socket-activation descriptors the caller passed (`LISTEN_FDS`).
     pub listen_fds: u32,
     pub cgroup_paths: Vec<PathBuf>,
+    /// The one of `cgroup_paths` the init was born in (see `InitArgs`).
+    #[serde(default)]
+    pub born_in_cgroup: Option<PathBuf>,
     /// The host's hierarchies as the runtime found them (not looked up
     /// again: `/proc/self/cgroup` and a `statfs` each, or mountinfo).
     pub hierarchies: Vec<crate::cgroups::Hierarchy>,
@@ -256,6 +259,7 @@ pub fn resume(memfd: RawFd) -> ! {
         preserve_fds: handover.preserve_fds,
         seccomp: seccomp.as_ref(),
         cgroup_paths: handover.cgroup_paths,
+        born_in_cgroup: handover.born_in_cgroup,
         hierarchies: handover.hierarchies,
         runtime_hooks,
         idmapped: &idmapped,

@@ -1,10 +1,12 @@
 //! What every driver does alike with a container's directories once their
-//! place is known: make them (`create`, each driver readies its own), move
-//! the calling process in (`join_self`), list (`pids`), check for a freeze
+//! place is known: make them (`create`, each driver readies its own), open
+//! the unified one for a child to be born in ([`Birthplace`]), move the
+//! calling process into the others (`join_self`), list (`pids`), check for a freeze
 //! (`is_frozen`), remove (`remove`); and the paths of `exec --cgroup`
 //! ([`sub_cgroups`]).
 //! The drivers' [`super::Driver`] methods call these.
 
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::{hierarchies_for, io, CgroupError};
@@ -35,8 +37,9 @@ pub(super) fn create(
     Ok(())
 }
 
-/// Moves the calling process into every directory; it must have a single
-/// thread (a child just forked or cloned, before it starts any).
+/// Moves the calling process into every directory but `born_in` (the one
+/// clone3 placed it in, see [`Birthplace`]); it must have a single thread
+/// (a child just forked or cloned, before it starts any).
 ///
 /// A v1 hierarchy gets `0` in `tasks`: that moves the writer's own thread,
 /// which here is the whole process. Moving a process through
@@ -45,10 +48,11 @@ pub(super) fn create(
 /// a quiet spell waits for an RCU grace period: 5 to 15 ms measured here,
 /// more than the rest of `berth run`. Moving the writer itself skips that
 /// lock (the thread cannot exit or exec under the kernel's hands). The
-/// unified hierarchy has no `tasks`: `0` goes to its `cgroup.procs`.
-pub(super) fn join_self(paths: &[PathBuf]) -> Result<(), CgroupError> {
+/// unified hierarchy has no `tasks`: a child born elsewhere (the kernel
+/// refused clone3) writes `0` to its `cgroup.procs`, and may wait.
+pub(super) fn join_self(paths: &[PathBuf], born_in: Option<&Path>) -> Result<(), CgroupError> {
     use std::io::Write;
-    for dir in paths {
+    for dir in paths.iter().filter(|dir| Some(dir.as_path()) != born_in) {
         let tasks = dir.join("tasks");
         let (path, file) = match std::fs::OpenOptions::new().write(true).open(&tasks) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -62,6 +66,51 @@ pub(super) fn join_self(paths: &[PathBuf]) -> Result<(), CgroupError> {
             .map_err(io(&path))?;
     }
     Ok(())
+}
+
+/// A container's directory in the unified hierarchy, opened for a child to
+/// be born in (`process::clone_into_cgroup`): clone3 takes the directory
+/// as a descriptor, and a child born there never has to join it.
+pub struct Birthplace {
+    dir: PathBuf,
+    fd: OwnedFd,
+}
+
+impl Birthplace {
+    /// Opens `dir` (`O_PATH`: the kernel needs only the directory, and
+    /// the descriptor can read or write nothing). Close-on-exec: nothing
+    /// the child executes keeps a handle on the host's cgroup tree.
+    pub fn open(dir: &Path) -> Result<Birthplace, CgroupError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(dir)
+            .map_err(io(dir))?;
+        Ok(Birthplace {
+            dir: dir.to_path_buf(),
+            fd: file.into(),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The one of `paths` in a cgroup v2 hierarchy (by `statfs`), looked for
+/// from the end: where the unified hierarchy is, it comes last.
+pub(super) fn unified_of(paths: &[PathBuf]) -> Option<&Path> {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+    paths
+        .iter()
+        .rev()
+        .find(|dir| statfs(dir.as_path()).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC))
+        .map(PathBuf::as_path)
 }
 
 /// The container's cgroup directories with `exec --cgroup` applied: each

@@ -5,8 +5,9 @@
 //! controller mount, plus the unified hierarchy of hybrid and pure v2
 //! hosts); [`driver`] picks the one implementation of [`Driver`] for them,
 //! which does everything else: [`Driver::create`] makes the directories,
-//! [`Driver::join`] moves the init in before it unshares its cgroup
-//! namespace, then it writes limits, device rules, the freezer, reads
+//! [`birthplace`] opens the unified one for the init to be born in (clone3),
+//! [`Driver::join_self`] moves the init into the others before it unshares
+//! its cgroup namespace, then it writes limits, device rules, the freezer, reads
 //! [`Stats`], lists pids and removes the directories at the end. [`v1`]
 //! serves v1 and hybrid hosts, [`v2`] pure cgroup v2 (whose device filter
 //! is the eBPF program of [`device_filter`]); what is the same on both
@@ -32,7 +33,7 @@ pub mod validate;
 pub use devices::{
     device_rules, validate_rules, DeviceAccess, ACCESS_MKNOD, ACCESS_READ, ACCESS_WRITE,
 };
-pub use directories::sub_cgroups;
+pub use directories::{sub_cgroups, Birthplace};
 pub use hierarchy::{container_dir, hierarchies, hierarchies_for, planned, read_proc, Hierarchy};
 pub use stats::Stats;
 pub use validate::validate_resources;
@@ -150,11 +151,16 @@ pub trait Driver {
     /// Makes the directories, ready for limits and tasks; refuses one that
     /// other processes are already in. A failure removes what was made.
     fn create(&self) -> Result<(), CgroupError>;
+    /// The directory in the unified hierarchy (cgroup v2), if the
+    /// container has one: the only one on a pure v2 host, one more on a
+    /// hybrid host that mounts the unified hierarchy. Its processes can be
+    /// born in it ([`birthplace`]).
+    fn unified_dir(&self) -> Option<&Path>;
     /// Moves the calling process, which must have a single thread, into
-    /// every directory (see [`directories::join_self`] for why the caller
-    /// moves itself).
-    fn join_self(&self) -> Result<(), CgroupError> {
-        directories::join_self(self.paths())
+    /// every directory but `born_in`, the one it was born in (see
+    /// [`directories::join_self`] for why the caller moves itself).
+    fn join_self(&self, born_in: Option<&Path>) -> Result<(), CgroupError> {
+        directories::join_self(self.paths(), born_in)
     }
     /// Removes the directories and the sub-cgroups below them.
     fn remove(&self) {
@@ -195,6 +201,12 @@ pub fn driver(hierarchies: &[Hierarchy], paths: &[PathBuf]) -> Box<dyn Driver> {
     }
 }
 
+/// The container's directory in the unified hierarchy opened for a child
+/// to be born in (`process::clone_into_cgroup`), if it has one.
+pub fn birthplace(driver: &dyn Driver) -> Result<Option<Birthplace>, CgroupError> {
+    driver.unified_dir().map(Birthplace::open).transpose()
+}
+
 /// The driver of an existing container, from the directories in its state.
 /// Joining, listing, removing and the freeze check need only the paths: the
 /// host's hierarchies are read the first time a limit, the freezer or the
@@ -223,6 +235,11 @@ impl Existing {
 impl Driver for Existing {
     fn paths(&self) -> &[PathBuf] {
         &self.paths
+    }
+    /// Found by the directories' file system: no need for the host's
+    /// hierarchies (`exec` clones its helper into this one).
+    fn unified_dir(&self) -> Option<&Path> {
+        directories::unified_of(&self.paths)
     }
     fn create(&self) -> Result<(), CgroupError> {
         self.host().create()

@@ -220,6 +220,14 @@ impl Driver for V1 {
         &self.paths
     }
 
+    fn unified_dir(&self) -> Option<&Path> {
+        self.hierarchies
+            .iter()
+            .zip(&self.paths)
+            .find(|(h, _)| h.is_unified())
+            .map(|(_, p)| p.as_path())
+    }
+
     fn create(&self) -> Result<(), CgroupError> {
         directories::create(&self.paths, |index, dir| {
             match self.hierarchies.get(index) {

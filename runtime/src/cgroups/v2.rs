@@ -307,6 +307,10 @@ impl Driver for V2 {
         std::slice::from_ref(&self.dir)
     }
 
+    fn unified_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
     fn create(&self) -> Result<(), CgroupError> {
         directories::create(self.paths(), |_, dir| {
             enable_controllers(&self.mount_point, dir);

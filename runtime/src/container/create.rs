@@ -166,6 +166,7 @@ pub(super) fn build(
     if let Some(resources) = &linux.resources {
         cgroups::validate_resources(resources)?;
     }
+    let device_rules = cgroups::device_rules(&device_rules)?;
     crate::trace::step("create: config checked, seccomp compiled");
 
     // Before the state directory (and its lock) exists: see `Cleaner`.
@@ -179,18 +180,40 @@ pub(super) fn build(
     let hierarchies = cgroups::hierarchies();
     let planned = cgroups::planned(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
     let driver = cgroups::driver(&hierarchies, &planned);
+    // Where the container has a directory in the unified hierarchy, the
+    // init is born in it (see `process::clone_into_cgroup`), so every
+    // directory is made, limited and given its device rules before the
+    // clone: the limits hold from the init's first instruction, as they
+    // do for an init that joins them only once they are written.
+    let cgroups_first = driver.unified_dir().is_some();
     // `create` hands the init its start socket, which lives in the state
-    // directory. `run` releases the init through the channel: there the
-    // init is cloned first, and the directory is made while it starts (or
-    // re-executes itself, see `sealed_init`).
-    let listener = match by_channel {
-        true => None,
-        false => {
+    // directory; cgroups made before the clone need it too, for their
+    // names in `cgroups.planned`. Otherwise `run` releases the init
+    // through the channel: there the init is cloned first, and the
+    // directory is made while it starts (or re-executes itself, see
+    // `sealed_init`).
+    let listener = match (by_channel, cgroups_first) {
+        (true, false) => None,
+        _ => {
             let dir = make_state_dir(&mut guard, root, &options.id, &planned, driver.as_ref())?;
-            Some(bind_start_socket(&dir)?)
+            match by_channel {
+                true => {
+                    mark_created(&dir)?;
+                    None
+                }
+                false => Some(bind_start_socket(&dir)?),
+            }
         }
     };
     crate::trace::step("create: cgroups planned");
+    let resources = linux.resources.as_ref();
+    let birthplace = match cgroups_first {
+        true => {
+            ready_cgroups(&mut guard, driver.as_ref(), resources, &device_rules)?;
+            cgroups::birthplace(driver.as_ref())?
+        }
+        false => None,
+    };
 
     // Made before the init exists: only the host's root may id-map them.
     let idmapped = crate::rootfs::idmapped_mounts(&spec, &bundle)?;
@@ -222,9 +245,18 @@ pub(super) fn build(
         plan.clone_flags,
         rootfs.display()
     ));
-    let pid = crate::process::clone_like_fork(plan.clone_flags)
-        .map_err(io("cannot clone the container init"))?;
+    let cannot = match &birthplace {
+        Some(place) => format!(
+            "cannot clone the container init into cgroup {}",
+            place.dir().display()
+        ),
+        None => "cannot clone the container init".to_string(),
+    };
+    let (pid, born_in_cgroup) =
+        crate::process::clone_into_cgroup(plan.clone_flags, birthplace.as_ref())
+            .map_err(io(cannot))?;
     if pid == 0 {
+        drop(birthplace);
         drop(runtime_end);
         cleaner.leave();
         // The child's copy of the lock descriptor would keep the container
@@ -240,6 +272,7 @@ pub(super) fn build(
                 preserve_fds,
                 listen_fds,
                 cgroup_paths: planned.clone(),
+                born_in_cgroup: born_in_cgroup.clone(),
                 hierarchies: hierarchies.clone(),
                 channel: init_end.raw(),
                 start_listener: listener.as_ref().map(|l| l.as_raw_fd()),
@@ -268,15 +301,17 @@ pub(super) fn build(
             preserve_fds,
             seccomp: seccomp.as_ref(),
             cgroup_paths: planned.clone(),
+            born_in_cgroup: born_in_cgroup.clone(),
             hierarchies: hierarchies.clone(),
             runtime_hooks,
             idmapped: &idmapped,
         });
     }
     guard.pid = Some(pid);
+    drop(birthplace);
     crate::trace::step("create: init cloned");
     let dir_path = match &guard.dir {
-        // `create`: made before the clone, for the start socket.
+        // Made before the clone, for the start socket or the cgroups.
         Some(dir) => dir.path.clone(),
         None => {
             let dir = make_state_dir(&mut guard, root, &options.id, &planned, driver.as_ref())?;
@@ -290,12 +325,13 @@ pub(super) fn build(
     }
     drop(init_end);
     drop(idmapped);
-    // The directories are made once the init is cloned, while it starts
-    // (or re-executes itself, see `sealed_init`): it needs them only when
-    // `Prepared` says they are ready to join.
-    driver.create()?;
-    guard.cgroups = planned.clone();
-    crate::trace::step("create: cgroups made");
+    // Without a unified directory to be born in, the directories are made
+    // once the init is cloned, while it starts (or re-executes itself, see
+    // `sealed_init`): it needs them only when `Prepared` says they are
+    // ready to join.
+    if !cgroups_first {
+        ready_cgroups(&mut guard, driver.as_ref(), resources, &device_rules)?;
+    }
     drop(listener);
     drop(console);
 
@@ -316,17 +352,13 @@ pub(super) fn build(
     if plan.new_user {
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
-    // The init moves itself into the directories once `Prepared` says the
-    // limits are in place (see `cgroups::Driver::join_self`).
+    // The init moves itself into the directories it was not born in once
+    // `Prepared` says the limits are in place (see
+    // `cgroups::Driver::join_self`).
     crate::log::debug(&format!(
-        "{}: init {pid} is to join cgroups {:?}",
-        options.id, guard.cgroups
+        "{}: init {pid} born in cgroup {:?}, to join {:?}",
+        options.id, born_in_cgroup, guard.cgroups
     ));
-    if let Some(resources) = &linux.resources {
-        driver.apply(resources)?;
-    }
-    driver.apply_devices(&cgroups::device_rules(&device_rules)?)?;
-    crate::trace::step("create: limits and device rules applied");
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
     // The config as validated, for `exec` (the bundle's may change later):
@@ -396,6 +428,26 @@ pub(super) fn build(
         dir: dir_path,
         channel: by_channel.then_some(runtime_end),
     })
+}
+
+/// Makes the container's cgroup directories (the guard's to remove) and
+/// writes their limits and device rules, all before the init can run in
+/// them: before it joins them, or before it is born in the unified one.
+fn ready_cgroups(
+    guard: &mut CreateGuard,
+    driver: &dyn cgroups::Driver,
+    resources: Option<&crate::spec::Resources>,
+    device_rules: &[cgroups::DeviceAccess],
+) -> Result<(), ContainerError> {
+    driver.create()?;
+    guard.cgroups = driver.paths().to_vec();
+    crate::trace::step("create: cgroups made");
+    if let Some(resources) = resources {
+        driver.apply(resources)?;
+    }
+    driver.apply_devices(device_rules)?;
+    crate::trace::step("create: limits and device rules applied");
+    Ok(())
 }
 
 /// Makes the container's state directory (locked, the guard's to remove)
