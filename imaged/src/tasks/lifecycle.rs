@@ -444,9 +444,18 @@ impl Tasks {
         // seconds: not on one of the daemon's two async threads.
         let containers = self.containers.clone();
         let id = record.id.clone();
-        tokio::task::spawn_blocking(move || containers.delete(&id, volumes))
+        let removed = tokio::task::spawn_blocking(move || containers.delete(&id, volumes))
             .await
-            .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))??;
+            .map_err(|e| Error::Invalid(format!("removing {}: {e}", record.name)))?;
+        match removed {
+            Ok(()) => {}
+            // Its own removal at its exit (`--rm`) took it while this one
+            // waited for the task: removed all the same, and announced there.
+            Err(containers::Error::NotFound(_)) if settings.auto_remove || settings.transient => {
+                return Ok(())
+            }
+            Err(e) => return Err(e.into()),
+        }
         steps.step("remove");
         self.forget(&record.id);
         self.announce_removal(&record.id, force, volumes);
