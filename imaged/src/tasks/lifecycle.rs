@@ -80,17 +80,7 @@ impl Tasks {
         };
         steps.step("shim");
         let teardown = |tasks: Arc<Tasks>, id: String, bundle: PathBuf, shim: Shim| async move {
-            let _ = shim
-                .client
-                .shutdown(
-                    tasks.ctx(),
-                    &api::ShutdownRequest {
-                        id: id.clone(),
-                        now: true,
-                        ..Default::default()
-                    },
-                )
-                .await;
+            tasks.shut_down(&shim, &id).await;
             tasks.launcher.delete(&id, &bundle).await;
             tasks.disconnect_network(&id).await;
         };
@@ -231,17 +221,7 @@ impl Tasks {
             .await
             .is_ok();
         steps.step("Delete");
-        let _ = shim
-            .client
-            .shutdown(
-                self.ctx(),
-                &api::ShutdownRequest {
-                    id: id.to_string(),
-                    now: true,
-                    ..Default::default()
-                },
-            )
-            .await;
+        self.shut_down(&shim, id).await;
         if !deleted {
             let bundle = match &record {
                 Ok(r) => r.bundle.clone(),

@@ -269,24 +269,7 @@ impl Tasks {
     /// exit is sent before its network is taken down (see `exited`), and a
     /// stop, a removal or a new start must find all of it gone.
     async fn torn_down(&self, id: &str) {
-        let ended = |tasks: &Tasks| {
-            tasks
-                .lock()
-                .processes
-                .get(&(id.to_string(), String::new()))
-                .is_some_and(|p| p.exit.borrow().is_some())
-        };
-        let done = async {
-            loop {
-                // Registered before the check: a teardown finishing in
-                // between still wakes it.
-                let woken = self.teardowns.notified();
-                if !(ended(self) && self.shim_of(id).is_some()) {
-                    return;
-                }
-                woken.await;
-            }
-        };
+        let done = self.teardown_wait(|| !self.ending(id));
         let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
     }
 
@@ -304,13 +287,37 @@ impl Tasks {
     /// Waits until the container has no shim (its teardown is done). No
     /// deadline: a teardown ends, its RPCs have theirs.
     async fn shim_gone(&self, id: &str) {
+        self.teardown_wait(|| self.shim_of(id).is_none()).await
+    }
+
+    /// Waits until `done` holds, checking again after each teardown.
+    async fn teardown_wait(&self, done: impl Fn() -> bool) {
         loop {
+            // Registered before the check: a teardown finishing in
+            // between still wakes it.
             let woken = self.teardowns.notified();
-            if self.shim_of(id).is_none() {
+            if done() {
                 return;
             }
             woken.await;
         }
+    }
+
+    /// Asks a shim to stop serving `id` and exit at once (containerd's
+    /// Shutdown after a task's Delete); a shim that does not answer is
+    /// left to its caller's clean-up.
+    async fn shut_down(&self, shim: &Shim, id: &str) {
+        let _ = shim
+            .client
+            .shutdown(
+                self.ctx(),
+                &api::ShutdownRequest {
+                    id: id.to_string(),
+                    now: true,
+                    ..Default::default()
+                },
+            )
+            .await;
     }
 
     pub fn is_running(&self, id: &str) -> bool {

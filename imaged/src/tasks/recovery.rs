@@ -99,17 +99,7 @@ impl Tasks {
                     // The shim went away with the container: what is known.
                     let status = state.map(|s| s.exit_status).unwrap_or(255);
                     if let Some(shim) = shim {
-                        let _ = shim
-                            .client
-                            .shutdown(
-                                self.ctx(),
-                                &api::ShutdownRequest {
-                                    id: record.id.clone(),
-                                    now: true,
-                                    ..Default::default()
-                                },
-                            )
-                            .await;
+                        self.shut_down(&shim, &record.id).await;
                     }
                     self.launcher.delete(&record.id, &record.bundle).await;
                     self.disconnect_network(&record.id).await;
@@ -201,17 +191,7 @@ impl Tasks {
         let address = std::fs::read_to_string(bundle.join("address")).unwrap_or_default();
         if !address.trim().is_empty() {
             if let Ok(shim) = shim::connect(address.trim()).await {
-                let _ = shim
-                    .client
-                    .shutdown(
-                        self.ctx(),
-                        &api::ShutdownRequest {
-                            id: id.to_string(),
-                            now: true,
-                            ..Default::default()
-                        },
-                    )
-                    .await;
+                self.shut_down(&shim, id).await;
             }
         }
         self.launcher.delete(id, bundle).await;
