@@ -14,10 +14,18 @@
 //!    | <-- Ready ------------------------  | waiting for `start` on start.sock
 //!    | --- Start ----------------------->  | (`run` only: released here instead)
 //!    | <-- Failed(message) --------------  | at any point; the init then exits
+//!    | <-- ExecFailed(errno) ------------  | after the release: the launcher's
+//!    |                                     | execve failed (`exec "ARG0": …`)
 //! ```
 //!
 //! After `Ready` the channel's end of file is the news that the init has
-//! exec'd the user's process (both ends are close-on-exec).
+//! exec'd the user's process (both ends are close-on-exec). `Ready`, the
+//! wait for `Start` and `ExecFailed` may come from the sealed launcher the
+//! init executes last (`launcher/launcher.rs`, see `sealed_init`), which
+//! speaks these three messages with raw system calls: keep their bytes.
+//!
+//! `berth start` reads the same encoding on the start connection: end of
+//! file when the process runs, else one `Failed` or `ExecFailed`.
 //!
 //! `exec` speaks the same protocol with its helper and the new process:
 //!
@@ -63,6 +71,9 @@ pub enum Message {
     Pid(i32),
     /// `run`: exec the user's process now (no start socket).
     Start,
+    /// The launcher's execve of the user's process failed with this errno
+    /// (it has no text of its own: see [`Message::start_failure`]).
+    ExecFailed(i32),
 }
 
 impl Message {
@@ -85,6 +96,7 @@ impl Message {
             Message::SeccompDone => vec![b'l'],
             Message::Pid(pid) => format!("p{pid}").into_bytes(),
             Message::Start => vec![b'S'],
+            Message::ExecFailed(errno) => format!("E{errno}").into_bytes(),
         }
     }
 
@@ -99,9 +111,44 @@ impl Message {
             Some(b'l') => Message::SeccompDone,
             Some(b'p') => Message::Pid(number(bytes)?),
             Some(b'S') => Message::Start,
+            Some(b'E') => Message::ExecFailed(number(bytes)?),
             _ => return Err(ChannelError::Unexpected(bytes.to_vec())),
         })
     }
+
+    /// What `start` reports for the init's answer to the release: `Failed`'s
+    /// text, or for `ExecFailed` the text the init itself would have written
+    /// for `program` (`args[0]`), `exec "ARG0": <io::Error>`.
+    pub fn start_failure(&self, program: &str) -> String {
+        match self {
+            Message::Failed(text) => text.clone(),
+            Message::ExecFailed(errno) => {
+                exec_failure(program, std::io::Error::from_raw_os_error(*errno))
+            }
+            other => format!("unexpected answer of the container init: {other:?}"),
+        }
+    }
+}
+
+/// `exec "ARG0": <error>`: how a failed execve of the user's process reads,
+/// whether the init or its launcher tried it.
+pub fn exec_failure(program: &str, error: std::io::Error) -> String {
+    format!("exec {program:?}: {error}")
+}
+
+/// The init's answer on the start connection (`berth start`): none when
+/// the connection closed without a word (the process runs).
+pub fn start_reply(bytes: &[u8]) -> Result<Option<Message>, ChannelError> {
+    match bytes.is_empty() {
+        true => Ok(None),
+        false => Message::decode(bytes).map(Some),
+    }
+}
+
+/// Writes `Failed(text)` on the start connection (best effort: `start`
+/// reports an init that exited without a word otherwise).
+pub fn report_on_connection(connection: &OwnedFd, text: &str) {
+    let _ = send(connection, &Message::Failed(text.to_string()));
 }
 
 fn number(bytes: &[u8]) -> Result<i32, ChannelError> {
@@ -165,12 +212,15 @@ impl RuntimeEnd {
     }
 
     /// Releases a ready init and waits until it has exec'd the user's
-    /// process (end of file) or says why it could not (`Failed`'s text).
-    pub fn start(&self) -> Result<Result<(), String>, ChannelError> {
+    /// process (end of file) or says why it could not (see
+    /// [`Message::start_failure`]; `program` is the process's `args[0]`).
+    pub fn start(&self, program: &str) -> Result<Result<(), String>, ChannelError> {
         send(&self.0, &Message::Start)?;
         match receive(&self.0) {
             Err(ChannelError::Closed) => Ok(Ok(())),
-            Ok(Message::Failed(text)) => Ok(Err(text)),
+            Ok(m @ (Message::Failed(_) | Message::ExecFailed(_))) => {
+                Ok(Err(m.start_failure(program)))
+            }
             Ok(other) => Err(ChannelError::Unexpected(other.encode())),
             Err(e) => Err(e),
         }

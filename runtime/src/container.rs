@@ -104,16 +104,33 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
     }
     let mut stream =
         connect_start_socket(&dir.path).map_err(io("cannot reach the container init"))?;
-    let mut reply = String::new();
+    let mut reply = Vec::new();
     use std::io::Read;
     // EOF comes when the init's execve closes its end.
-    let _ = stream.read_to_string(&mut reply);
+    let _ = stream.read_to_end(&mut reply);
     let _ = std::fs::remove_file(dir.start_socket());
     crate::trace::step("start: init exec'd");
-    if !reply.is_empty() {
-        return Err(ContainerError::StartFailed(reply));
+    if let Some(answer) = crate::channel::start_reply(&reply)? {
+        let program = match answer {
+            // Only the launcher's errno needs the process's args[0].
+            crate::channel::Message::ExecFailed(_) => saved_program(&dir, &state),
+            _ => String::new(),
+        };
+        return Err(ContainerError::StartFailed(answer.start_failure(&program)));
     }
     poststart(&state)
+}
+
+/// The process's `args[0]` in the config `create` saved (or the bundle's,
+/// for a container of an older berth).
+fn saved_program(dir: &ContainerDir, state: &State) -> String {
+    let spec = match std::fs::read(dir.path.join("config.json")) {
+        Ok(bytes) => crate::spec::Spec::from_slice(&bytes),
+        Err(_) => crate::spec::Spec::load(&state.bundle),
+    };
+    spec.ok()
+        .and_then(|spec| spec.process?.args.into_iter().next())
+        .unwrap_or_default()
 }
 
 /// The poststart hooks, once the user's process runs.
@@ -138,7 +155,7 @@ fn release(built: &Built) -> Result<(), ContainerError> {
         .channel
         .as_ref()
         .ok_or_else(|| ContainerError::Usage("the init has no start channel".into()))?;
-    let started = channel.start()?;
+    let started = channel.start(&built.program)?;
     let _ = std::fs::remove_file(built.dir.join(state::START_SOCKET));
     crate::trace::step("start: init exec'd");
     started.map_err(ContainerError::StartFailed)?;

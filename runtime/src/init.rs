@@ -5,7 +5,6 @@
 //! text and the child exits; nothing here returns.
 
 use std::ffi::CString;
-use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
@@ -42,6 +41,10 @@ pub struct InitArgs<'a> {
     pub runtime_hooks: bool,
     /// Id-mapped mounts the runtime made: `rootfs::idmapped_mounts`.
     pub idmapped: &'a [Option<std::os::fd::OwnedFd>],
+    /// The sealed launcher that waits for `start` and executes the
+    /// process in the init's stead (see `sealed_init`), or none: the init
+    /// does it itself.
+    pub launcher: Option<crate::sealed_init::Launcher>,
 }
 
 /// How the init learns that it may exec the user's process.
@@ -89,6 +92,8 @@ pub enum InitError {
     /// filter's installation), in its own words.
     #[error("{0}")]
     Becoming(String),
+    #[error("cannot execute the sealed launcher (CVE-2019-5736): {0}")]
+    Launcher(std::io::Error),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -244,7 +249,20 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         install_seccomp(args).map_err(InitError::Becoming)?;
     }
 
-    // 7. Ready; wait for `start`.
+    // 7. Ready; wait for `start`. Where the init runs the host's binary,
+    // the sealed launcher does this and the execve (see `sealed_init`).
+    if let Some(launcher) = &args.launcher {
+        crate::trace::step("init: launcher");
+        let listener = match args.release {
+            Release::Socket(listener) => Some(listener),
+            Release::Channel => None,
+        };
+        return Err(InitError::Launcher(launcher.launch(
+            args.channel.raw(),
+            listener,
+            &execve,
+        )));
+    }
     args.channel.ready()?;
     let released = match args.release {
         Release::Socket(listener) => Released::Socket(accept_start(listener)?),
@@ -265,7 +283,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     crate::trace::step("init: released, execve");
     process::reset_signals();
     let error = execve.exec();
-    report_start_failure(&released, &format!("exec {:?}: {error}", process.args[0]));
+    report_start_failure(
+        &released,
+        &crate::channel::exec_failure(&process.args[0], error),
+    );
 }
 
 /// Installs the profile's filters (see `seccomp::notify::install`).
@@ -276,13 +297,7 @@ fn install_seccomp(args: &InitArgs) -> Result<(), String> {
 /// Tells `start` why the process could not start, then exits.
 fn report_start_failure(released: &Released, message: &str) -> ! {
     match released {
-        Released::Socket(connection) => {
-            // SAFETY: the descriptor is ours; `File` closes it on drop, which
-            // we skip by exiting.
-            let mut file = unsafe { std::fs::File::from_raw_fd(connection.as_raw_fd()) };
-            let _ = file.write_all(message.as_bytes());
-            std::mem::forget(file);
-        }
+        Released::Socket(connection) => crate::channel::report_on_connection(connection, message),
         Released::Channel(channel) => channel.failed(message),
     }
     // SAFETY: leaving the child without the runtime's destructors.

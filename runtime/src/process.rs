@@ -204,14 +204,19 @@ pub fn become_container_process(
 impl Execve {
     /// Replaces this process; returns only the error.
     pub fn exec(&self) -> std::io::Error {
-        let mut argv: Vec<*const libc::c_char> = self.argv.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = self.envp.iter().map(|a| a.as_ptr()).collect();
-        envp.push(std::ptr::null());
+        let (argv, envp) = (c_pointers(&self.argv), c_pointers(&self.envp));
         // SAFETY: NUL-terminated arrays of valid C strings that outlive the call.
         unsafe { libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         std::io::Error::last_os_error()
     }
+}
+
+/// The NULL-terminated array of pointers `execve` takes; valid while
+/// `list` lives.
+pub fn c_pointers<S: AsRef<std::ffi::CStr>>(list: &[S]) -> Vec<*const libc::c_char> {
+    let mut pointers: Vec<*const libc::c_char> = list.iter().map(|s| s.as_ref().as_ptr()).collect();
+    pointers.push(std::ptr::null());
+    pointers
 }
 
 /// The environment the process starts with: the spec's, plus `HOME` from the

@@ -35,6 +35,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::mounts::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY};
+use crate::process::c_pointers;
 
 /// Set across the re-execution (to `FD:PATH`, the bind mount's descriptor
 /// and the binary's path on the host, or to `-`): a second pass that still
@@ -249,12 +250,7 @@ fn execute(exe: &OwnedFd, args: &[OsString], env: &[(OsString, OsString)]) -> st
             to_c(&pair)
         })
         .collect();
-    let pointers = |list: &[CString]| {
-        let mut p: Vec<*const libc::c_char> = list.iter().map(|s| s.as_ptr()).collect();
-        p.push(std::ptr::null());
-        p
-    };
-    let (argv, envp) = (pointers(&args), pointers(&env));
+    let (argv, envp) = (c_pointers(&args), c_pointers(&env));
     // SAFETY: NULL-terminated arrays of strings that outlive the call.
     unsafe {
         libc::syscall(

@@ -1,6 +1,5 @@
-//! The container's init seals itself: where only the init can be reached
-//! from the container, only the init re-executes berth from a read-only
-//! view of the binary (CVE-2019-5736, see [`crate::sealed_exe`]).
+//! The container's init never exposes the host's binary to the container
+//! (CVE-2019-5736, see [`crate::sealed_exe`]).
 //!
 //! Which berth process must run from a sealed binary ([`needed`]):
 //! - the init, always: it becomes the container's process, and until its
@@ -20,11 +19,63 @@
 //!   (`capable_wrt_inode_uidgid`), so a descriptor of the binary opened in
 //!   the container is never writable.
 //!
-//! So in a new pid namespace `create` and `run` do not re-execute; the
-//! cloned init does, first thing, before anything of the container exists:
-//! its pid namespace is still empty (no `exec` can join before the runtime
-//! has written state.json, which waits for the init's `Ready`), and its
-//! re-execution overlaps the runtime's own work (cgroups, limits, state).
+//! # The launcher (the usual way)
+//!
+//! In a new pid namespace the init builds the whole container as the
+//! host's berth, and its last step executes a tiny sealed program instead
+//! of the user's ([`Launcher`]; `launcher/launcher.rs`, no libc, about
+//! 2 KiB, in a memfd sealed against every change). The launcher goes
+//! non-dumpable, sends `Ready`, waits for the release, and executes the
+//! user's program; a failed execve goes back as an errno that the runtime
+//! renders as the init would have (`exec "ARG0": …`).
+//!
+//! Why that is as safe as re-executing berth from a sealed copy first: the
+//! init's pid namespace holds nothing but the init (and the hooks it runs,
+//! which are the host's) until `Ready`. No `exec` can join before
+//! state.json exists, which the runtime writes only after `Ready`, and
+//! only the launcher sends it: from then on `/proc/1/exe` is the sealed
+//! memfd, never the host's file. A `#!/proc/self/exe` program runs the
+//! launcher again (refusing anything not started by the init, it exits),
+//! and a write through the memfd fails: it is sealed.
+//!
+//! Why executing twice gives the process exactly what one execve gave it
+//! (each point is the kernel's rule for an execve of a file with no
+//! set-id bit and no file capabilities, which the memfd is):
+//! - capabilities: root's new permitted set is its inheritable set with
+//!   the bounding set (effective: all of it), a non-root user's is its
+//!   ambient set; the inheritable, bounding and ambient sets pass
+//!   unchanged. Both rules give the same result applied once more, and the
+//!   user's file capabilities meet the same inheritable and bounding sets;
+//! - no "secure exec" (no id or capability gain), so no_new_privs, the
+//!   personality, rlimits, umask, cwd, the session, the terminal and the
+//!   parent-death signal (cleared before) pass as they are; caught signals
+//!   reset, ignored ones and the mask the launcher resets as the init did;
+//! - seccomp: the filters are on before the launcher runs, as they were
+//!   before the init's last calls. The launcher makes the same calls the
+//!   init made after them (`prctl`, `write`, `read` or `accept4`,
+//!   `rt_sigaction`, `rt_sigprocmask`, `execve`, `exit_group`) plus
+//!   `execveat` and `fcntl`; a profile that does not always allow those
+//!   two keeps the re-execution ([`launcher_fits`]);
+//! - non-dumpable: its first call, as the init was (nothing can open the
+//!   dumpable instant's `/proc/1` anyway: the namespace is still empty);
+//! - descriptors: the same ones stay open (everything past stdio and the
+//!   preserved ones was close-on-exec before; the channel and the start
+//!   listener go close-on-exec again before the execve).
+//!
+//! # The re-execution (where the launcher cannot be exact)
+//!
+//! The init executes berth again from a read-only view of the binary
+//! first thing, before anything of the container exists (its pid namespace
+//! is still empty, and the re-execution overlaps the runtime's own work),
+//! and the new image continues in [`resume`]:
+//! - `startContainer` hooks: berth code has to run after the release;
+//! - a seccomp profile that may deny, log or notify `execveat` or `fcntl`;
+//! - a launcher the kernel would not make (no memfd; the init then falls
+//!   back on its own, having built nothing yet).
+//!
+//! With a new user namespace and no pid namespace shared, the runtime
+//! seals itself before the clone instead (`Loaded::runtime_needs_seal`):
+//! the init could not re-execute before its id maps exist.
 //!
 //! The new image gets what the init needs through a memfd ([`Handover`]
 //! and the config's bytes as the runtime validated them) and the
@@ -32,7 +83,7 @@
 //! seccomp filters, cgroup hierarchies) from the config, as the runtime
 //! did.
 
-use std::ffi::OsString;
+use std::ffi::{CString, OsString};
 use std::io::{Read, Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
@@ -43,6 +94,7 @@ use serde::{Deserialize, Serialize};
 use crate::channel::InitEnd;
 use crate::init::{self, InitArgs, Release};
 use crate::namespaces::Plan;
+use crate::process::{c_pointers, Execve};
 use crate::spec::{IdMapping, Spec};
 
 /// The environment variable naming the handover memfd in the new image.
@@ -68,6 +120,99 @@ pub fn needed(spec: &Spec, plan: &Plan) -> Seal {
         Seal::Init
     } else {
         Seal::Runtime
+    }
+}
+
+/// Whether the init may end in the sealed launcher (see the module
+/// documentation) rather than re-execute itself.
+pub fn launcher_fits(spec: &Spec, seccomp: Option<&crate::seccomp::Compiled>) -> bool {
+    let start_hooks = spec
+        .hooks
+        .as_ref()
+        .is_some_and(|h| !h.start_container.is_empty());
+    !start_hooks && seccomp.is_none_or(|s| s.launcher_passes)
+}
+
+/// The launcher's image, built by `build.rs` from `launcher/launcher.rs`.
+const LAUNCHER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-launch"));
+
+/// `MFD_EXEC` (Linux 6.3): executable even where `vm.memfd_noexec` would
+/// make new memfds not so.
+const MFD_EXEC: libc::c_uint = 0x10;
+
+/// The launcher in a memfd sealed against writes, shrinking, growing and
+/// further seals: nothing that reaches it through `/proc/PID/exe` can
+/// change it.
+pub struct Launcher(OwnedFd);
+
+impl Launcher {
+    /// Made by the init while the runtime is busy (before `Prepared`).
+    pub fn new() -> std::io::Result<Launcher> {
+        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+        // SAFETY: memfd_create with a NUL-terminated name.
+        let mut fd = unsafe { libc::memfd_create(c"berth-launch".as_ptr(), flags | MFD_EXEC) };
+        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
+            // Before 6.3 the flag is unknown, and every memfd executable.
+            // SAFETY: as above.
+            fd = unsafe { libc::memfd_create(c"berth-launch".as_ptr(), flags) };
+        }
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor, owned from here on.
+        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.write_all(LAUNCHER)?;
+        let seals =
+            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+        // SAFETY: adding seals to our own memfd.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Launcher(file.into()))
+    }
+
+    /// Executes the launcher with what it needs to finish the init's work
+    /// (the argument layout is in `launcher/launcher.rs`'s header); returns
+    /// only the error, with the descriptors close-on-exec again.
+    pub fn launch(
+        &self,
+        channel: RawFd,
+        listener: Option<RawFd>,
+        execve: &Execve,
+    ) -> std::io::Error {
+        let numbers = [Some(channel), listener];
+        let set_cloexec = |on: bool| {
+            for fd in numbers.into_iter().flatten() {
+                let flag = if on { libc::FD_CLOEXEC } else { 0 };
+                // SAFETY: changing the flags of descriptors the init holds.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, flag) };
+            }
+        };
+        // A number has no NUL byte: `new` cannot fail.
+        let decimal = |fd: RawFd| CString::new(fd.to_string()).unwrap_or_default();
+        let head = [
+            c"berth-launch".to_owned(),
+            decimal(channel),
+            listener.map_or_else(|| c"-".to_owned(), decimal),
+            execve.path.clone(),
+        ];
+        let argv: Vec<&CString> = head.iter().chain(&execve.argv).collect();
+        let (argv, envp) = (c_pointers(&argv), c_pointers(&execve.envp));
+        set_cloexec(false);
+        // SAFETY: NULL-terminated arrays of strings that outlive the call.
+        unsafe {
+            libc::syscall(
+                libc::SYS_execveat,
+                self.0.as_raw_fd(),
+                c"".as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            )
+        };
+        let error = std::io::Error::last_os_error();
+        set_cloexec(true);
+        error
     }
 }
 
@@ -263,6 +408,7 @@ pub fn resume(memfd: RawFd) -> ! {
         hierarchies: handover.hierarchies,
         runtime_hooks,
         idmapped: &idmapped,
+        launcher: None,
     })
 }
 

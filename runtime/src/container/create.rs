@@ -72,6 +72,9 @@ pub(super) struct Built {
     pub(super) dir: PathBuf,
     /// With `by_channel`: the channel that releases the init.
     pub(super) channel: Option<channel::RuntimeEnd>,
+    /// The process's `args[0]`, for the release's error (see
+    /// `channel::Message::start_failure`).
+    pub(super) program: String,
 }
 
 /// `create`, and `run`'s first half: with `by_channel` the init waits for
@@ -147,6 +150,7 @@ pub(super) fn build(
     let seccomp = compile_seccomp(&spec)?;
     // `main` sealed this process already where it had to (see `sealed_init`).
     let seal_init = sealed_init::needed(&spec, &plan) == Seal::Init && !plan.new_user;
+    let launch = seal_init && sealed_init::launcher_fits(&spec, seccomp.as_ref());
     for (_, path) in plan.runtime_joins.iter().chain(&plan.init_joins) {
         if !path.exists() {
             return Err(NamespaceError::Open {
@@ -262,7 +266,14 @@ pub(super) fn build(
         // The child's copy of the lock descriptor would keep the container
         // locked until its execve.
         drop(guard.dir.take());
-        if seal_init {
+        // Made while the runtime readies the cgroups; where the kernel
+        // will not, the init re-executes itself instead (nothing of the
+        // container exists yet).
+        let launcher = match launch {
+            true => sealed_init::Launcher::new().ok(),
+            false => None,
+        };
+        if seal_init && launcher.is_none() {
             let handover = Handover {
                 bundle: bundle.clone(),
                 rootfs: rootfs.clone(),
@@ -305,6 +316,7 @@ pub(super) fn build(
             hierarchies: hierarchies.clone(),
             runtime_hooks,
             idmapped: &idmapped,
+            launcher,
         });
     }
     guard.pid = Some(pid);
@@ -427,6 +439,11 @@ pub(super) fn build(
         state,
         dir: dir_path,
         channel: by_channel.then_some(runtime_end),
+        program: spec
+            .process
+            .as_ref()
+            .and_then(|p| p.args.first().cloned())
+            .unwrap_or_default(),
     })
 }
 

@@ -103,6 +103,10 @@ pub struct Compiled {
     pub notify: Option<BpfProgram>,
     /// Where the listener goes (`listenerPath`, `listenerMetadata`).
     pub listener: Option<notify::Listener>,
+    /// Whether every `execveat` and `fcntl` passes, whatever its arguments:
+    /// the calls the init's sealed launcher makes under the filters besides
+    /// those the init itself makes there (see `sealed_init`).
+    pub launcher_passes: bool,
 }
 
 const SECCOMP_FILTER_FLAG_TSYNC: u32 = 1;
@@ -300,7 +304,27 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
         flags,
         notify,
         listener,
+        launcher_passes: ["execveat", "fcntl"]
+            .iter()
+            .all(|name| always_allowed(profile, default, name)),
     })
+}
+
+/// Whether the profile lets every call of `name` through, on every ABI:
+/// each rule naming it allows, and one does so unconditionally unless the
+/// default allows. Anything else (a condition, a log, a notification) is
+/// a no: callers use it to choose the plainest path, not to predict a
+/// verdict.
+fn always_allowed(profile: &Profile, default: Action, name: &str) -> bool {
+    let rules: Vec<&SyscallRule> = profile
+        .syscalls
+        .iter()
+        .filter(|r| r.names.iter().any(|n| n == name))
+        .collect();
+    let allows =
+        |r: &SyscallRule| Action::parse(&r.action, r.errno_ret).is_ok_and(|a| a == Action::Allow);
+    rules.iter().all(|r| allows(r))
+        && (default == Action::Allow || rules.iter().any(|r| r.args.is_empty()))
 }
 
 const BPF_RET_K: u16 = 0x06; // BPF_RET | BPF_K
