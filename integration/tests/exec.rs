@@ -226,6 +226,68 @@ fn a_process_with_cap_sys_ptrace_cannot_rewrite_the_runtime_binary() {
     wait_for_file(&rootfs, "result");
     let result = std::fs::read_to_string(rootfs.join("result")).unwrap();
     target.assert_untouched(&result);
+    // What it held was the init's sealed launcher, not berth.
+    assert!(result.contains("memfd:berth-launch"), "{result}");
+    assert!(berth.exec(&["delete", "--force", &id]).status.success());
+}
+
+#[test]
+fn an_init_program_of_proc_self_exe_reaches_only_the_sealed_launcher() {
+    if !can_run() {
+        return;
+    }
+    // CVE-2019-5736 against the init itself: its program is a script whose
+    // interpreter is /proc/self/exe, which at the init's last execve is the
+    // sealed launcher (from `Ready` on the init is never berth). The kernel
+    // runs the launcher again as an ordinary, dumpable process; it refuses
+    // (it was not started by the init) on a full stderr pipe, which holds it
+    // while its executable is opened as a container process could, then
+    // written through once nothing runs it: the seals refuse.
+    let target = BinaryCopy::new();
+    let berth = &target.berth;
+    let mut bundle = Bundle::new("exe-launch");
+    bundle.args(&["/evil"]);
+    bundle.write();
+    let rootfs = bundle.rootfs();
+    std::fs::write(rootfs.join("evil"), "#!/proc/self/exe\n").unwrap();
+    std::fs::set_permissions(
+        rootfs.join("evil"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let id = unique("exe-launch");
+    let (hold, stderr) = full_pipe();
+    let status = berth
+        .command(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = berth.state(&id).unwrap()["pid"].as_i64().unwrap();
+    let out = berth.exec(&["start", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    // start returned after the launcher's execve of /evil: the process now
+    // is the launcher again, blocked on its stderr.
+    let held = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
+    assert!(
+        link.to_string_lossy().starts_with("/memfd:berth-launch"),
+        "{link:?}"
+    );
+    drop(hold);
+    berth.wait_stopped(&id);
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .open(format!("/proc/self/fd/{fd}"))
+        .and_then(|mut f| f.write_all(b"x"));
+    assert_eq!(
+        written.unwrap_err().raw_os_error(),
+        Some(libc::EPERM),
+        "the launcher's memfd is writable"
+    );
+    assert!(std::fs::read(&target.berth.bin).unwrap() == target.original);
     assert!(berth.exec(&["delete", "--force", &id]).status.success());
 }
 
