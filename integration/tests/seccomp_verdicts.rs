@@ -440,9 +440,7 @@ fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
             (Ok(_), Err(e)) => panic!("{what}: berth refuses ({e}), libseccomp accepts"),
             (Ok(theirs), Ok(ours)) => (theirs, ours),
         };
-        let stack: Vec<Vec<Insn>> = ours
-            .filters
-            .iter()
+        let stack: Vec<Vec<Insn>> = std::iter::once(&ours.filter)
             .chain(&ours.notify)
             .map(|f| f.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
             .collect();
@@ -475,5 +473,119 @@ fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
             }
         }
         assert!(checked > 0);
+    }
+}
+
+/// The profile docker and podman apply by default (containers-common's,
+/// resolved as berth-imaged resolves it for the capabilities given).
+fn engine_default(capabilities: &[&str]) -> Option<Value> {
+    let path = "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
+    let Ok(text) = std::fs::read_to_string(path) else {
+        missing_prerequisite(
+            "containers-common's seccomp.json (apt install golang-github-containers-common-dev)",
+        );
+        return None;
+    };
+    let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
+    let target = berth_oci::seccomp::Target {
+        capabilities: &capabilities,
+        arch: "amd64",
+        kernel: berth_oci::seccomp::kernel_version(),
+    };
+    Some(berth_oci::seccomp::resolve(&serde_json::from_str(&text).unwrap(), &target).unwrap())
+}
+
+#[test]
+fn the_engines_default_profile_gets_libseccomps_verdict_on_every_syscall_of_every_abi() {
+    let Some(lib) = Libseccomp::load() else {
+        missing_prerequisite("libseccomp.so.2 (apt install libseccomp2)");
+        return;
+    };
+    let docker = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let more: Vec<&str> = docker
+        .iter()
+        .copied()
+        .chain([
+            "CAP_SYS_ADMIN",
+            "CAP_SYS_PTRACE",
+            "CAP_SYS_MODULE",
+            "CAP_BPF",
+        ])
+        .collect();
+    // Argument values the profile's rules test (personality's domains,
+    // clone's namespace flags, socket families, ...) and their neighbours.
+    let values = [
+        0u64,
+        1,
+        8,
+        16,
+        40,
+        0x20000,
+        0x20008,
+        0xffff_ffff,
+        0x1000_0000,
+        0x7e02_0000,
+        0x0001_0000,
+        1 << 32,
+    ];
+    let (Some(default), Some(wider)) = (engine_default(&docker), engine_default(&more)) else {
+        return;
+    };
+    for (what, profile) in [("docker's caps", default), ("more caps", wider)] {
+        let theirs = lib
+            .build(&profile)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let ours = berth_runtime::seccomp::parse(&profile)
+            .and_then(|p| berth_runtime::seccomp::compile(&p))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert!(ours.notify.is_none());
+        let filter: Vec<Insn> = ours
+            .filter
+            .iter()
+            .map(|i| (i.code, i.jt, i.jf, i.k))
+            .collect();
+        // Each ABI up to the newest syscall berth's tables know (above
+        // that, berth answers ENOSYS as runc's filters do; libseccomp's own
+        // export has no such stub).
+        let abis = [
+            (AUDIT_ARCH_X86_64, 0, 0..=450),
+            (AUDIT_ARCH_I386, 0, 0..=450),
+            (AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, 0..=547),
+        ];
+        let mut checked = 0;
+        for (arch, bit, numbers) in abis {
+            for nr in numbers {
+                for a0 in values {
+                    for a1 in [0, 1, 8] {
+                        for a2 in [0, 3] {
+                            let data = call(nr | bit, arch, [a0, a1, a2, 0, 0, 0]);
+                            let (want, got) = (run(&theirs, &data), run(&filter, &data));
+                            assert_eq!(
+                                got, want,
+                                "{what}: arch {arch:#x} syscall {:#x} ({a0:#x}, {a1}, {a2}): berth {got:#x}, libseccomp {want:#x}",
+                                nr | bit
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
     }
 }
