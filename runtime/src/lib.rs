@@ -22,14 +22,17 @@
 //! capability and rlimit names, the safe filesystem toolkit, engines'
 //! seccomp profiles) lives in the `berth-oci` crate.
 //!
-//! There is no second binary and no `init` subcommand: the runtime clones the
-//! container's init directly (as crun does). The one re-execution is
-//! [`sealed_exe`]: berth runs again from a read-only view of itself, so the
-//! container can never write the binary. [`sealed_init`] says which process
-//! does it: `exec` always; for `create` and `run` only the cloned init when
-//! the container has a pid namespace of its own (the runtime is out of its
-//! sight), the runtime otherwise, and neither when a user namespace leaves
-//! the binary's owner unmapped.
+//! There is no `init` subcommand: the runtime clones the container's init
+//! directly (as crun does), and the container must never reach the binary
+//! through `/proc/PID/exe` (CVE-2019-5736). [`sealed_init`] says how: an
+//! init in a pid namespace of its own builds the container as berth and
+//! executes last a tiny sealed launcher (`launcher/launcher.rs`, built by
+//! `build.rs`) that waits for `start` and executes the process; where that
+//! launcher cannot be exact (a `startContainer` hook, a seccomp profile that
+//! may refuse it) the init re-executes berth from a read-only view of itself
+//! first ([`sealed_exe`]), as `exec` always does and the runtime does when
+//! the container shares its pid namespace. Neither is needed when a user
+//! namespace leaves the binary's owner unmapped.
 
 pub mod capabilities;
 pub mod cgroups;

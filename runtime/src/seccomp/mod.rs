@@ -662,6 +662,35 @@ mod tests {
     }
 
     #[test]
+    fn the_launcher_passes_only_where_execveat_and_fcntl_always_do() {
+        let with = |default: &str, syscalls: serde_json::Value| {
+            profile(json!({"defaultAction": default, "syscalls": syscalls}))
+                .unwrap()
+                .launcher_passes
+        };
+        let allow = |names: &[&str]| json!({"names": names, "action": "SCMP_ACT_ALLOW"});
+        assert!(with("SCMP_ACT_ALLOW", json!([])));
+        assert!(with(
+            "SCMP_ACT_ERRNO",
+            json!([allow(&["execveat", "fcntl", "read"])])
+        ));
+        // Not named where the default denies.
+        assert!(!with("SCMP_ACT_ERRNO", json!([allow(&["fcntl"])])));
+        // Allowed under a condition only.
+        let conditional = json!({"names": ["fcntl"], "action": "SCMP_ACT_ALLOW",
+            "args": [{"index": 1, "value": 2, "op": "SCMP_CMP_EQ"}]});
+        assert!(!with(
+            "SCMP_ACT_ERRNO",
+            json!([allow(&["execveat"]), conditional])
+        ));
+        // Denied, logged or notified by some rule.
+        for action in ["SCMP_ACT_ERRNO", "SCMP_ACT_LOG", "SCMP_ACT_KILL"] {
+            let rule = json!({"names": ["execveat"], "action": action});
+            assert!(!with("SCMP_ACT_ALLOW", json!([rule])), "{action}");
+        }
+    }
+
+    #[test]
     fn the_table_knows_common_syscalls() {
         assert_eq!(syscall_number("read"), Some(0));
         assert_eq!(syscall_number("mkdirat"), Some(258));
