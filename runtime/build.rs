@@ -40,9 +40,9 @@ fn main() {
 }
 
 fn build_launcher() {
-    let source = "launcher/launcher.rs";
-    println!("cargo:rerun-if-changed={source}");
     let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("cargo sets {name}"));
+    let source = PathBuf::from(env("CARGO_MANIFEST_DIR")).join("launcher/launcher.rs");
+    println!("cargo:rerun-if-changed={}", source.display());
     let out = PathBuf::from(env("OUT_DIR")).join("berth-launch");
     let mut rustc = Command::new(env("RUSTC"));
     rustc
@@ -70,7 +70,7 @@ fn build_launcher() {
         .args(["-C", "link-arg=-Wl,-z,noseparate-code"])
         .arg("-o")
         .arg(&out)
-        .arg(source);
+        .arg(&source);
     let status = rustc.status().expect("cannot run rustc for the launcher");
-    assert!(status.success(), "building {source} failed");
+    assert!(status.success(), "building {} failed", source.display());
 }
