@@ -249,12 +249,7 @@ fn an_init_program_of_proc_self_exe_reaches_only_the_sealed_launcher() {
     bundle.args(&["/evil"]);
     bundle.write();
     let rootfs = bundle.rootfs();
-    std::fs::write(rootfs.join("evil"), "#!/proc/self/exe\n").unwrap();
-    std::fs::set_permissions(
-        rootfs.join("evil"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    write_evil(&rootfs);
     let id = unique("exe-launch");
     let (hold, stderr) = full_pipe();
     let status = berth
@@ -478,17 +473,22 @@ impl Drop for Unmount {
     }
 }
 
-/// Runs the `#!/proc/self/exe` attack against `berth` and returns what the
-/// attacker wrote down: the write's error, or WROTE, and the file it held.
-fn entry_point_attack(berth: &Runtime, name: &str) -> String {
-    let (bundle, id) = running(berth, name);
-    let rootfs = bundle.rootfs();
+/// `/evil`: a script whose interpreter is `/proc/self/exe`.
+fn write_evil(rootfs: &std::path::Path) {
     std::fs::write(rootfs.join("evil"), "#!/proc/self/exe\n").unwrap();
     std::fs::set_permissions(
         rootfs.join("evil"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
+}
+
+/// Runs the `#!/proc/self/exe` attack against `berth` and returns what the
+/// attacker wrote down: the write's error, or WROTE, and the file it held.
+fn entry_point_attack(berth: &Runtime, name: &str) -> String {
+    let (bundle, id) = running(berth, name);
+    let rootfs = bundle.rootfs();
+    write_evil(&rootfs);
     std::fs::write(
         rootfs.join("attack"),
         "while :; do\n\

@@ -221,20 +221,39 @@ fn read_only_bind() -> std::io::Result<OwnedFd> {
 
 /// A copy of the binary in a memfd sealed against every change.
 fn memfd_copy() -> std::io::Result<OwnedFd> {
-    let name = CString::new("berth").expect("no NUL");
+    sealed_memfd(c"berth", |copy| {
+        std::io::copy(&mut std::fs::File::open("/proc/self/exe")?, copy).map(drop)
+    })
+}
+
+/// `MFD_EXEC` (Linux 6.3): executable even where `vm.memfd_noexec` would
+/// make new memfds not so.
+const MFD_EXEC: libc::c_uint = 0x10;
+
+/// An executable memfd named `name`, filled by `fill`, then sealed against
+/// writes, shrinking, growing and further seals: nothing that reaches it
+/// (through `/proc/PID/exe`, say) can change it. Close-on-exec (it is
+/// executed through `execveat`, not inherited).
+pub fn sealed_memfd(
+    name: &std::ffi::CStr,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<OwnedFd> {
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
     // SAFETY: memfd_create with a NUL-terminated name.
-    let fd = owned(unsafe {
-        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
-            as libc::c_long
-    })?;
-    let mut copy = std::fs::File::from(fd);
-    std::io::copy(&mut std::fs::File::open("/proc/self/exe")?, &mut copy)?;
+    let mut fd = unsafe { libc::memfd_create(name.as_ptr(), flags | MFD_EXEC) };
+    if fd < 0 && last_error().raw_os_error() == Some(libc::EINVAL) {
+        // Before 6.3 the flag is unknown, and every memfd executable.
+        // SAFETY: as above.
+        fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+    }
+    let mut file = std::fs::File::from(owned(fd as libc::c_long)?);
+    fill(&mut file)?;
     let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
     // SAFETY: adding seals to our own memfd.
-    if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
         return Err(last_error());
     }
-    Ok(copy.into())
+    Ok(file.into())
 }
 
 /// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`; returns only the error.

@@ -136,39 +136,15 @@ pub fn launcher_fits(spec: &Spec, seccomp: Option<&crate::seccomp::Compiled>) ->
 /// The launcher's image, built by `build.rs` from `launcher/launcher.rs`.
 const LAUNCHER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/berth-launch"));
 
-/// `MFD_EXEC` (Linux 6.3): executable even where `vm.memfd_noexec` would
-/// make new memfds not so.
-const MFD_EXEC: libc::c_uint = 0x10;
-
-/// The launcher in a memfd sealed against writes, shrinking, growing and
-/// further seals: nothing that reaches it through `/proc/PID/exe` can
-/// change it.
+/// The launcher in a memfd sealed against every change (see
+/// `sealed_exe::sealed_memfd`).
 pub struct Launcher(OwnedFd);
 
 impl Launcher {
     /// Made by the init while the runtime is busy (before `Prepared`).
     pub fn new() -> std::io::Result<Launcher> {
-        let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
-        // SAFETY: memfd_create with a NUL-terminated name.
-        let mut fd = unsafe { libc::memfd_create(c"berth-launch".as_ptr(), flags | MFD_EXEC) };
-        if fd < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINVAL) {
-            // Before 6.3 the flag is unknown, and every memfd executable.
-            // SAFETY: as above.
-            fd = unsafe { libc::memfd_create(c"berth-launch".as_ptr(), flags) };
-        }
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor, owned from here on.
-        let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        file.write_all(LAUNCHER)?;
-        let seals =
-            libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
-        // SAFETY: adding seals to our own memfd.
-        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(Launcher(file.into()))
+        crate::sealed_exe::sealed_memfd(c"berth-launch", |file| file.write_all(LAUNCHER))
+            .map(Launcher)
     }
 
     /// Executes the launcher with what it needs to finish the init's work
