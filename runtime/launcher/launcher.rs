@@ -17,7 +17,10 @@
 //!    the errno ("E<errno>", on the start connection or the channel), which
 //!    berth renders as `exec "ARG0": <error>`, and exits 127.
 //!
-//! Its arguments (`sealed_init::Launch` writes them):
+//! A channel that fails or closes before the release (the runtime is
+//! gone) ends it with status 1 and no word, as it ended the init.
+//!
+//! Its arguments (`sealed_init::Launcher::launch` writes them):
 //!
 //! ```text
 //! argv[0]  berth-launch            (checked: anything else is a misuse)
