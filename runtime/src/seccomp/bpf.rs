@@ -188,8 +188,7 @@ impl Section {
             out.push(jump(JGT_K, newest, 0, 1));
             out.push(ret(RET_ERRNO | libc::ENOSYS as u32));
         }
-        let leaves = self.leaves()?;
-        out.extend(search(&leaves));
+        search(&self.leaves()?, &mut out);
         Ok(out)
     }
 
@@ -226,22 +225,33 @@ impl Section {
 }
 
 /// The binary search over `leaves` (sorted by first number, the first at
-/// the lowest number the section can see).
-fn search(leaves: &[(u32, Program)]) -> Program {
+/// the lowest number the section can see), appended to `out`.
+fn search(leaves: &[(u32, Program)], out: &mut Program) {
     if let [(_, code)] = leaves {
-        return code.clone();
+        out.extend_from_slice(code);
+        return;
     }
-    let middle = leaves.len() / 2;
-    let (left, right) = (search(&leaves[..middle]), search(&leaves[middle..]));
-    let pivot = leaves[middle].0;
-    let mut out = if left.len() <= SHORT {
-        vec![jump(JGE_K, pivot, left.len() as u8, 0)]
+    let (left, right) = leaves.split_at(leaves.len() / 2);
+    let (pivot, skip) = (right[0].0, searched_len(left));
+    if skip <= SHORT {
+        out.push(jump(JGE_K, pivot, skip as u8, 0));
     } else {
-        vec![jump(JGE_K, pivot, 0, 1), stmt(JA, left.len() as u32)]
-    };
-    out.extend(left);
-    out.extend(right);
-    out
+        out.push(jump(JGE_K, pivot, 0, 1));
+        out.push(stmt(JA, skip as u32));
+    }
+    search(left, out);
+    search(right, out);
+}
+
+/// How long `search` makes the code of `leaves`.
+fn searched_len(leaves: &[(u32, Program)]) -> usize {
+    if let [(_, code)] = leaves {
+        return code.len();
+    }
+    let (left, right) = leaves.split_at(leaves.len() / 2);
+    let left_len = searched_len(left);
+    let jump_len = if left_len <= SHORT { 1 } else { 2 };
+    jump_len + left_len + searched_len(right)
 }
 
 impl Decision {

@@ -357,18 +357,12 @@ fn decision(entries: Vec<Entry>) -> Result<Decision, SeccompError> {
         }
     }
     let rules = entries
-        .iter()
-        .map(|entry| {
-            Ok(Rule {
-                checks: entry
-                    .conditions
-                    .iter()
-                    .map(Cond::check)
-                    .collect::<Result<_, SeccompError>>()?,
-                verdict: entry.action.verdict(),
-            })
+        .into_iter()
+        .map(|entry| Rule {
+            checks: entry.conditions,
+            verdict: entry.action.verdict(),
         })
-        .collect::<Result<_, SeccompError>>()?;
+        .collect();
     Ok(Decision::Rules(rules))
 }
 
@@ -388,28 +382,32 @@ fn rules_by_syscall(
         if action == default {
             continue;
         }
-        for arg in &rule.args {
-            condition(arg)?;
-        }
+        let checks = rule
+            .args
+            .iter()
+            .map(condition)
+            .collect::<Result<Vec<_>, _>>()?;
         // Several conditions on one argument cannot all hold; libseccomp and
         // runc read them as alternatives: one rule per condition.
-        let mut indexes: Vec<u8> = rule.args.iter().map(|a| a.index).collect();
+        let mut indexes: Vec<u8> = checks.iter().map(|c| c.index).collect();
         indexes.sort_unstable();
-        let alternatives: Vec<Vec<&ArgRule>> = if indexes.windows(2).any(|w| w[0] == w[1]) {
-            rule.args.iter().map(|a| vec![a]).collect()
+        let alternatives: Vec<Vec<Check>> = if indexes.windows(2).any(|w| w[0] == w[1]) {
+            checks.iter().map(|c| vec![*c]).collect()
         } else {
-            vec![rule.args.iter().collect()]
+            vec![checks]
         };
         for name in &rule.names {
             if let Some((number, call)) = abi.multiplexed(name) {
-                let call = ArgRule {
+                let call = Check {
                     index: 0,
+                    compare: Compare::Eq,
                     value: call,
-                    value_two: 0,
-                    op: "SCMP_CMP_EQ".into(),
                 };
                 let entries = &mut by_syscall.entry(number).or_insert((name, Vec::new())).1;
-                entries.push(Entry::new(action, &[&call]));
+                entries.push(Entry {
+                    action,
+                    conditions: vec![call],
+                });
             }
             // Names this ABI lacks are skipped, as libseccomp does.
             let Some(number) = abi.number(name) else {
@@ -417,7 +415,10 @@ fn rules_by_syscall(
             };
             let entries = &mut by_syscall.entry(number).or_insert((name, Vec::new())).1;
             for alternative in &alternatives {
-                entries.push(Entry::new(action, alternative));
+                entries.push(Entry {
+                    action,
+                    conditions: alternative.clone(),
+                });
             }
         }
     }
@@ -427,69 +428,28 @@ fn rules_by_syscall(
         .collect()
 }
 
-/// One argument condition, comparable (`SeccompCondition` is not).
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Cond {
-    index: u8,
-    op: String,
-    value: u64,
-    /// Only `SCMP_CMP_MASKED_EQ` reads it.
-    value_two: u64,
-}
-
-impl Cond {
-    /// The condition that holds exactly when this one does not.
-    fn negated(&self) -> Option<Cond> {
-        let op = match self.op.as_str() {
-            "SCMP_CMP_EQ" => "SCMP_CMP_NE",
-            "SCMP_CMP_NE" => "SCMP_CMP_EQ",
-            "SCMP_CMP_LT" => "SCMP_CMP_GE",
-            "SCMP_CMP_GE" => "SCMP_CMP_LT",
-            "SCMP_CMP_LE" => "SCMP_CMP_GT",
-            "SCMP_CMP_GT" => "SCMP_CMP_LE",
-            _ => return None,
-        };
-        Some(Cond {
-            op: op.to_string(),
-            ..self.clone()
-        })
-    }
-
-    fn check(&self) -> Result<Check, SeccompError> {
-        condition(&ArgRule {
-            index: self.index,
-            value: self.value,
-            value_two: self.value_two,
-            op: self.op.clone(),
-        })
-    }
+/// The check that holds exactly when `check` does not, where one exists.
+fn negated(check: &Check) -> Option<Check> {
+    let compare = match check.compare {
+        Compare::Eq => Compare::Ne,
+        Compare::Ne => Compare::Eq,
+        Compare::Lt => Compare::Ge,
+        Compare::Ge => Compare::Lt,
+        Compare::Le => Compare::Gt,
+        Compare::Gt => Compare::Le,
+        Compare::MaskedEq(_) => return None,
+    };
+    Some(Check { compare, ..*check })
 }
 
 /// One rule of one syscall: an action and the conditions that must all hold.
 #[derive(Debug, Clone)]
 struct Entry {
     action: Action,
-    conditions: Vec<Cond>,
+    conditions: Vec<Check>,
 }
 
 impl Entry {
-    fn new(action: Action, args: &[&ArgRule]) -> Entry {
-        let conditions = args
-            .iter()
-            .map(|a| Cond {
-                index: a.index,
-                op: a.op.clone(),
-                value: a.value,
-                value_two: if a.op == "SCMP_CMP_MASKED_EQ" {
-                    a.value_two
-                } else {
-                    0
-                },
-            })
-            .collect();
-        Entry { action, conditions }
-    }
-
     /// Whether every call this entry matches also matches `other`'s
     /// conditions because `other`'s are a part of this one's.
     fn narrower_than(&self, other: &Entry) -> bool {
@@ -550,11 +510,11 @@ fn order_overlaps(kept: Vec<Entry>) -> Vec<Entry> {
             if i == j || first.action == second.action || !tested_before(first, second) {
                 continue;
             }
-            let negations: Option<Vec<Cond>> = first
+            let negations: Option<Vec<Check>> = first
                 .conditions
                 .iter()
                 .filter(|c| !second.conditions.contains(c))
-                .map(Cond::negated)
+                .map(negated)
                 .collect();
             let Some(negations) = negations else {
                 continue;
@@ -564,7 +524,7 @@ fn order_overlaps(kept: Vec<Entry>) -> Vec<Entry> {
                 .flat_map(|piece| {
                     negations.iter().map(move |n| {
                         let mut narrowed = piece.clone();
-                        narrowed.conditions.push(n.clone());
+                        narrowed.conditions.push(*n);
                         narrowed
                     })
                 })
