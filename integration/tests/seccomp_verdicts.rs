@@ -78,6 +78,13 @@ impl Libseccomp {
 
     /// The filter runc 1.1 builds for `profile`, or the error libseccomp gave.
     fn build(&self, profile: &Value) -> Result<Vec<Insn>, String> {
+        self.build_only(profile, None)
+    }
+
+    /// `build`, keeping only the ABI `only` (libseccomp 2.5.4's filter of
+    /// x86_64 and i386 together forgets to load the number for i386 when
+    /// x86_64 has rules; one ABI at a time avoids that bug).
+    fn build_only(&self, profile: &Value, only: Option<u32>) -> Result<Vec<Insn>, String> {
         let action = |name: &str, errno: Option<u64>| -> u32 {
             let data = errno.unwrap_or(libc::EPERM as u64) as u32 & 0xffff;
             match name {
@@ -117,6 +124,19 @@ impl Libseccomp {
                     _ => continue, // x86_64, the native one, is there already
                 };
                 assert_eq!((self.arch_add)(ctx, token), 0, "{arch}");
+            }
+            if let Some(only) = only {
+                type ArchRemoveFn = unsafe extern "C" fn(Ctx, u32) -> i32;
+                let handle = libc::dlopen(c"libseccomp.so.2".as_ptr(), libc::RTLD_NOW);
+                let remove = std::mem::transmute::<*mut libc::c_void, ArchRemoveFn>(libc::dlsym(
+                    handle,
+                    c"seccomp_arch_remove".as_ptr(),
+                ));
+                for token in [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0x4000_003e] {
+                    if token != only {
+                        remove(ctx, token);
+                    }
+                }
             }
             let mut result = Ok(());
             'rules: for rule in profile["syscalls"].as_array().unwrap() {
@@ -588,4 +608,512 @@ fn the_engines_default_profile_gets_libseccomps_verdict_on_every_syscall_of_ever
         }
         assert!(checked > 100_000, "{checked}");
     }
+}
+
+/// A small deterministic generator (xorshift64*), so a failing seed can be
+/// replayed with `SECCOMP_FUZZ_SEED`.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len())]
+    }
+}
+
+/// Values near every edge the generator compares with: both halves.
+const EDGES: [u64; 12] = [
+    0,
+    1,
+    2,
+    3,
+    0x7fff_ffff,
+    0xffff_ffff,
+    1 << 32,
+    (1 << 32) | 1,
+    (1 << 32) | 3,
+    0xffff_ffff_0000_0000,
+    u64::MAX - 1,
+    u64::MAX,
+];
+
+fn random_value(rng: &mut Rng) -> u64 {
+    match rng.below(4) {
+        0 => rng.next(),
+        _ => *rng.pick(&EDGES),
+    }
+}
+
+fn random_profile(rng: &mut Rng) -> Value {
+    let actions = [
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_TRAP",
+        "SCMP_ACT_LOG",
+        "SCMP_ACT_TRACE",
+    ];
+    let ops = [
+        "SCMP_CMP_NE",
+        "SCMP_CMP_LT",
+        "SCMP_CMP_LE",
+        "SCMP_CMP_EQ",
+        "SCMP_CMP_GE",
+        "SCMP_CMP_GT",
+        "SCMP_CMP_MASKED_EQ",
+    ];
+    // Few names, so rules meet on one syscall; i386's multiplexed calls and
+    // their multiplexers; names some ABIs lack.
+    // The last three are i386's multiplexed socket and IPC calls.
+    let names = [
+        "kill",
+        "mkdir",
+        "getppid",
+        "personality",
+        "rt_sigaction",
+        "arch_prctl",
+        "clone",
+        "socketcall",
+        "ipc",
+        "socket",
+        "connect",
+        "shmat",
+    ];
+    let mut architectures = vec![json!("SCMP_ARCH_X86_64")];
+    if rng.below(2) == 0 {
+        architectures.push(json!("SCMP_ARCH_X86"));
+    }
+    if rng.below(2) == 0 {
+        architectures.push(json!("SCMP_ARCH_X32"));
+    }
+    let errno = |rng: &mut Rng| json!(*rng.pick(&[1u64, 5, 13, 38]));
+    let mut syscalls = Vec::new();
+    for _ in 0..rng.below(6) + 1 {
+        let mut rule = json!({
+            "names": (0..rng.below(3) + 1).map(|_| *rng.pick(&names[..if knob("SECCOMP_FUZZ_NO_SOCKET", 0) != 0 { 7 } else { names.len() }])).collect::<Vec<_>>(),
+            "action": if knob("SECCOMP_FUZZ_NOTIFY", 0) != 0 && rng.below(5) == 0 {
+                "SCMP_ACT_NOTIFY"
+            } else {
+                *rng.pick(&actions)
+            },
+            "errnoRet": errno(rng),
+        });
+        let args: Vec<Value> = (0..[0, 0, 1, 1, 2, 3][rng.below(6)])
+            .map(|_| {
+                json!({
+                    "index": rng.below(3),
+                    "op": *rng.pick(&ops),
+                    "value": random_value(rng),
+                    "valueTwo": random_value(rng),
+                })
+            })
+            .map(|mut c: Value| {
+                if knob("SECCOMP_FUZZ_MASKED_DATUM_IN_MASK", 0) != 0 {
+                    let v = c["value"].as_u64().unwrap() & c["valueTwo"].as_u64().unwrap();
+                    c["valueTwo"] = json!(v);
+                }
+                c
+            })
+            .collect();
+        let mut args = args;
+        if knob("SECCOMP_FUZZ_DISTINCT_ARGS", 0) != 0 {
+            // One condition per argument (libseccomp 2.5.4 mis-emits
+            // alternatives on one 64-bit argument).
+            let mut seen = std::collections::BTreeSet::new();
+            args.retain(|c| seen.insert(c["index"].as_u64()));
+        }
+        if !args.is_empty() {
+            rule["args"] = json!(args);
+        }
+        syscalls.push(rule);
+    }
+    json!({
+        "defaultAction": *rng.pick(&actions),
+        "defaultErrnoRet": errno(rng),
+        "architectures": architectures,
+        "syscalls": syscalls,
+        "listenerPath": "/run/agent.sock",
+    })
+}
+
+fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The kernel's order of actions: lower is more restrictive.
+fn restrictiveness(verdict: u32) -> i32 {
+    (verdict & 0xffff_0000) as i32
+}
+
+const X32_TOKEN: u32 = 0x4000_003e;
+const NAMES: [&str; 13] = [
+    "kill",
+    "mkdir",
+    "getppid",
+    "personality",
+    "socket",
+    "connect",
+    "shmat",
+    "socketcall",
+    "ipc",
+    "rt_sigaction",
+    "arch_prctl",
+    "clone",
+    "read",
+];
+
+fn resolve_arch(name: &str, arch: u32) -> Option<i32> {
+    type ByArch = unsafe extern "C" fn(u32, *const libc::c_char) -> i32;
+    // SAFETY: seccomp_syscall_resolve_name_arch as seccomp.h declares it.
+    let f: ByArch = unsafe {
+        let handle = libc::dlopen(c"libseccomp.so.2".as_ptr(), libc::RTLD_NOW);
+        std::mem::transmute::<*mut libc::c_void, ByArch>(libc::dlsym(
+            handle,
+            c"seccomp_syscall_resolve_name_arch".as_ptr(),
+        ))
+    };
+    let name = std::ffi::CString::new(name).unwrap();
+    // SAFETY: a NUL-terminated name.
+    let n = unsafe { f(arch, name.as_ptr()) };
+    (n >= 0).then_some(n)
+}
+
+/// The first call (of a fixed pseudo-random set) where berth and
+/// libseccomp disagree on `profile`, described; None when they agree.
+/// `with_stub`: count a berth ENOSYS where libseccomp says otherwise.
+fn disagreement(lib: &Libseccomp, profile: &Value, with_stub: bool) -> Option<String> {
+    let theirs = lib.build(profile);
+    let ours =
+        berth_runtime::seccomp::parse(profile).and_then(|p| berth_runtime::seccomp::compile(&p));
+    let (theirs, ours) = match (theirs, ours) {
+        (Err(_), Err(_)) => return None,
+        (Err(e), Ok(_)) => {
+            return Some(format!("REFUSAL: libseccomp refuses ({e}), berth accepts"))
+        }
+        (Ok(_), Err(e)) => {
+            return Some(format!("REFUSAL: berth refuses ({e}), libseccomp accepts"))
+        }
+        (Ok(theirs), Ok(ours)) => (theirs, ours),
+    };
+    let stack: Vec<Vec<Insn>> = std::iter::once(&ours.filter)
+        .chain(&ours.notify)
+        .map(|f| f.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
+        .collect();
+    let mut rng = Rng(0x1234_5678_9abc_def1);
+    for (arch, token) in [
+        (AUDIT_ARCH_X86_64, 0xc000_003eu32),
+        (AUDIT_ARCH_I386, AUDIT_ARCH_I386),
+        (AUDIT_ARCH_X86_64, X32_TOKEN),
+    ] {
+        let listed = |name: &str| {
+            profile["architectures"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == name)
+        };
+        let theirs = if token == AUDIT_ARCH_I386
+            && listed("SCMP_ARCH_X86")
+            && knob("SECCOMP_FUZZ_SPLIT", 1) != 0
+        {
+            lib.build_only(profile, Some(AUDIT_ARCH_I386)).unwrap()
+        } else {
+            theirs.clone()
+        };
+        let mut numbers: Vec<i32> = NAMES
+            .iter()
+            .filter_map(|n| resolve_arch(n, token))
+            .collect();
+        let bit = if token == X32_TOKEN {
+            X32_SYSCALL_BIT
+        } else {
+            0
+        };
+        numbers.extend([0, 1, 400, 0x3fff_ffff].map(|n| n | bit));
+        if knob("SECCOMP_FUZZ_HIGH_NR", 1) != 0 {
+            numbers.extend([0x8000_0000u32 as i32, -1]);
+        }
+        numbers.push(0x4000_0000 | 600);
+        for nr in numbers {
+            for _ in 0..80 {
+                let args = [
+                    random_value(&mut rng),
+                    random_value(&mut rng),
+                    random_value(&mut rng),
+                    0,
+                    0,
+                    0,
+                ];
+                let data = call(nr, arch, args);
+                let (want, got) = (run(&theirs, &data), run_stack(&stack, &data));
+                if want == got {
+                    continue;
+                }
+                let kind = if got == 0x0005_0000 | libc::ENOSYS as u32 {
+                    if !with_stub {
+                        continue;
+                    }
+                    "ENOSYS STUB"
+                } else if restrictiveness(got) > restrictiveness(want) {
+                    "MORE PERMISSIVE"
+                } else {
+                    "DIFFERS"
+                };
+                return Some(format!(
+                    "{kind}: arch {arch:#x} nr {nr:#x} args {:#x?}: berth {got:#x}, libseccomp {want:#x}",
+                    &args[..3]
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// `profile` made as small as it can be while `still` holds.
+fn minimized(profile: &Value, still: &dyn Fn(&Value) -> bool) -> Value {
+    let mut best = profile.clone();
+    loop {
+        let mut candidates = Vec::new();
+        let rules = best["syscalls"].as_array().unwrap().clone();
+        for i in 0..rules.len() {
+            let mut c = best.clone();
+            c["syscalls"].as_array_mut().unwrap().remove(i);
+            candidates.push(c);
+            let names = rules[i]["names"].as_array().unwrap();
+            for j in 0..names.len() {
+                if names.len() > 1 {
+                    let mut c = best.clone();
+                    c["syscalls"][i]["names"].as_array_mut().unwrap().remove(j);
+                    candidates.push(c);
+                }
+            }
+            for j in 0..rules[i]["args"].as_array().map_or(0, |a| a.len()) {
+                let mut c = best.clone();
+                c["syscalls"][i]["args"].as_array_mut().unwrap().remove(j);
+                candidates.push(c);
+            }
+        }
+        for j in 1..best["architectures"].as_array().unwrap().len() {
+            let mut c = best.clone();
+            c["architectures"].as_array_mut().unwrap().remove(j);
+            candidates.push(c);
+        }
+        match candidates.into_iter().find(|c| still(c)) {
+            Some(c) => best = c,
+            None => return best,
+        }
+    }
+}
+
+/// Random profiles (every action and operator, several names and rules,
+/// i386/x32 listed or not) against libseccomp, each disagreement
+/// minimized. Ignored until the review's findings are fixed (see
+/// /work/logs/review-seccomp.md); knobs to set them aside one by one:
+/// SECCOMP_FUZZ_HIGH_NR=0 (numbers >= 0x80000000 and -1),
+/// SECCOMP_FUZZ_MASKED_DATUM_IN_MASK=1, SECCOMP_FUZZ_NO_SOCKET=1 (i386
+/// socketcall), SECCOMP_FUZZ_STUB=1 (report ENOSYS stub differences too),
+/// SECCOMP_FUZZ_SEED, SECCOMP_FUZZ_ROUNDS. libseccomp 2.5.4 itself
+/// mis-emits some filters (the accumulator is not reloaded: ipc for a
+/// pseudo-syscall such as i386's semop; two range checks on one 64-bit
+/// argument), so read each minimized case before blaming berth.
+#[test]
+#[ignore]
+fn random_profiles_get_libseccomps_verdicts() {
+    let Some(lib) = Libseccomp::load() else {
+        missing_prerequisite("libseccomp.so.2 (apt install libseccomp2)");
+        return;
+    };
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default)
+    };
+    let (seed, rounds) = (
+        env("SECCOMP_FUZZ_SEED", 0x5eed_0b0e),
+        env("SECCOMP_FUZZ_ROUNDS", 300),
+    );
+    let with_stub = env("SECCOMP_FUZZ_STUB", 0) != 0;
+    let mut rng = Rng(seed | 1);
+    let mut found: std::collections::BTreeMap<String, (usize, String)> = Default::default();
+    for _ in 0..rounds {
+        let profile = random_profile(&mut rng);
+        let Some(what) = disagreement(&lib, &profile, with_stub) else {
+            continue;
+        };
+        let kind = what.split(':').next().unwrap().to_string();
+        let small = minimized(&profile, &|p| {
+            disagreement(&lib, p, with_stub).is_some_and(|w| w.starts_with(&kind))
+        });
+        let line = format!(
+            "{}\n    {small}",
+            disagreement(&lib, &small, with_stub).unwrap()
+        );
+        let slot = found.entry(kind).or_insert((0, String::new()));
+        slot.0 += 1;
+        if slot.1.is_empty() || line.len() < slot.1.len() {
+            slot.1 = line;
+        }
+    }
+    for (kind, (count, example)) in &found {
+        eprintln!("{kind}: {count} profiles; smallest:\n  {example}");
+    }
+    assert!(found.is_empty());
+}
+
+/// Prints libseccomp's filter of SECCOMP_DEBUG_PROFILE and both verdicts
+/// for SECCOMP_DEBUG_CALLS ("arch:nr:a0:a1:a2 ...").
+#[test]
+fn debug_one_profile() {
+    let Ok(text) = std::env::var("SECCOMP_DEBUG_PROFILE") else {
+        return;
+    };
+    let lib = Libseccomp::load().unwrap();
+    let profile: Value = serde_json::from_str(&text).unwrap();
+    let theirs = lib.build(&profile).unwrap();
+    for (i, insn) in theirs.iter().enumerate() {
+        eprintln!("{i:3}: {insn:x?}");
+    }
+    eprintln!("{:?}", disagreement(&lib, &profile, false));
+    // SECCOMP_DEBUG_CALLS="arch:nr:a0:a1:a2 ..." (numbers in any base Rust parses as u64 hex with 0x)
+    let ours =
+        berth_runtime::seccomp::compile(&berth_runtime::seccomp::parse(&profile).unwrap()).unwrap();
+    let stack: Vec<Vec<Insn>> = std::iter::once(&ours.filter)
+        .chain(&ours.notify)
+        .map(|f| f.iter().map(|i| (i.code, i.jt, i.jf, i.k)).collect())
+        .collect();
+    let num = |s: &str| match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).unwrap(),
+        None => s.parse().unwrap(),
+    };
+    for c in std::env::var("SECCOMP_DEBUG_CALLS")
+        .unwrap_or_default()
+        .split_whitespace()
+    {
+        let f: Vec<u64> = c.split(':').map(num).collect();
+        let mut args = [0u64; 6];
+        for (i, a) in f[2..].iter().enumerate() {
+            args[i] = *a;
+        }
+        let data = call(f[1] as u32 as i32, f[0] as u32, args);
+        eprintln!(
+            "CALL {c}: berth {:#x}, libseccomp {:#x}",
+            run_stack(&stack, &data),
+            run(&theirs, &data)
+        );
+    }
+}
+
+/// The kernel's answer to `syscall(nr)` (no arguments) in a child that
+/// installed berth's filter of `profile`: the errno, or 0.
+fn errno_under(profile: &Value, nr: i64) -> i32 {
+    let compiled =
+        berth_runtime::seccomp::compile(&berth_runtime::seccomp::parse(profile).unwrap()).unwrap();
+    // SAFETY: the child only installs the filter, makes one call and exits.
+    unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            if berth_runtime::seccomp::install(&compiled).is_err() {
+                libc::_exit(200);
+            }
+            let rc = libc::syscall(nr, -1i64, 0, 0, 0);
+            let e = if rc < 0 { *libc::__errno_location() } else { 0 };
+            libc::_exit(e);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::WEXITSTATUS(status)
+    }
+}
+
+#[test]
+#[ignore = "review finding: fails until fixed (see /work/logs/review-seccomp.md)"]
+fn a_deny_rule_on_a_syscall_newer_than_berths_tables_is_kept() {
+    // fchmodat2 (452, Linux 6.6): libseccomp 2.5.4 knows it.
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["fchmodat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
+    assert_eq!(
+        errno_under(&profile, 452),
+        libc::EACCES,
+        "fchmodat2 was not filtered"
+    );
+}
+
+#[test]
+#[ignore = "review finding: fails until fixed (see /work/logs/review-seccomp.md)"]
+fn i386_socketcall_keeps_the_rules_other_argument_conditions() {
+    // Only connect(fd, addr == 1, ...) is allowed. libseccomp's socketcall
+    // rule is `a0 == SYS_CONNECT && a1 == 1` (a1 is then the pointer to the
+    // arguments): socketcall(SYS_CONNECT, 0) gets the default, EPERM.
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "syscalls": [
+            {"names": ["exit_group", "exit"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["connect"], "action": "SCMP_ACT_ALLOW",
+             "args": [{"index": 1, "value": 1, "op": "SCMP_CMP_EQ"}]}
+        ]
+    });
+    let compiled =
+        berth_runtime::seccomp::compile(&berth_runtime::seccomp::parse(&profile).unwrap()).unwrap();
+    // SAFETY: the child installs the filter, makes one int 0x80 call, exits.
+    let status = unsafe {
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            if berth_runtime::seccomp::install(&compiled).is_err() {
+                libc::_exit(200);
+            }
+            let mut rax: i64 = 102; // i386 socketcall
+            std::arch::asm!(
+                "xchg rbx, {call}",
+                "int 0x80",
+                "xchg rbx, {call}",
+                call = inout(reg) 3u64 => _,
+                inout("rax") rax,
+                in("rcx") 0u64,
+            );
+            libc::_exit((-rax) as i32);
+        }
+        let mut status = 0;
+        libc::waitpid(pid, &mut status, 0);
+        libc::WEXITSTATUS(status)
+    };
+    assert_eq!(
+        status,
+        libc::EPERM,
+        "socketcall(SYS_CONNECT, 0) was let through"
+    );
+}
+
+#[test]
+#[ignore = "review finding: fails until fixed (see /work/logs/review-seccomp.md)"]
+fn a_masked_comparison_masks_its_value_as_libseccomp_does() {
+    // libseccomp stores valueTwo & value: the rule is (a0 & 3) == 3.
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13,
+            "args": [{"index": 0, "value": 3, "valueTwo": 0x103, "op": "SCMP_CMP_MASKED_EQ"}]}]
+    });
+    // errno_under calls with a0 = -1.
+    assert_eq!(
+        errno_under(&profile, libc::SYS_getppid),
+        libc::EACCES,
+        "getppid(-1) was let through"
+    );
 }

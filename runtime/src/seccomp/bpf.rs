@@ -577,4 +577,168 @@ mod tests {
             RET_ALLOW
         );
     }
+
+    /// What a section means, evaluated directly (the reference for the
+    /// randomized test below).
+    fn meaning(section: &Section, nr: u32, args: [u64; 6]) -> u32 {
+        if section.enosys_above.is_some_and(|newest| nr > newest) {
+            return RET_ERRNO | libc::ENOSYS as u32;
+        }
+        let holds = |c: &Check| {
+            let (mut arg, mut value) = (args[c.index as usize], c.value);
+            let mut mask = match c.compare {
+                Compare::MaskedEq(mask) => mask,
+                _ => u64::MAX,
+            };
+            if section.narrow_arguments {
+                (arg, value, mask) = (arg as u32 as u64, value as u32 as u64, mask as u32 as u64);
+            }
+            match c.compare {
+                Compare::Eq => arg == value,
+                Compare::Ne => arg != value,
+                Compare::Lt => arg < value,
+                Compare::Le => arg <= value,
+                Compare::Gt => arg > value,
+                Compare::Ge => arg >= value,
+                Compare::MaskedEq(_) => arg & mask == value,
+            }
+        };
+        match section.decisions.get(&nr) {
+            None => section.default,
+            Some(Decision::Always(v)) => *v,
+            Some(Decision::Rules(rules)) => rules
+                .iter()
+                .find(|r| r.checks.iter().all(holds))
+                .map_or(section.default, |r| r.verdict),
+        }
+    }
+
+    #[test]
+    fn random_sections_decide_every_call_as_their_rules_say() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let edges = [
+            0u64,
+            1,
+            2,
+            0xffff_ffff,
+            1 << 32,
+            (1 << 32) | 1,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        let verdicts = [
+            RET_ALLOW,
+            RET_TRAP,
+            RET_ERRNO | 1,
+            RET_ERRNO | 13,
+            RET_KILL_PROCESS,
+            RET_LOG,
+            RET_KILL_THREAD,
+        ];
+        let (mut skipped, mut longest) = (0, 0);
+        for round in 0..400 {
+            let mut value = |next: &mut dyn FnMut() -> u64| {
+                let r = next();
+                if r % 3 == 0 {
+                    next()
+                } else {
+                    edges[(r >> 8) as usize % edges.len()]
+                }
+            };
+            let mut section_of = |next: &mut dyn FnMut() -> u64, base: u32, narrow: bool| {
+                let mut section = Section {
+                    default: verdicts[next() as usize % verdicts.len()],
+                    enosys_above: (next() % 2 == 0).then_some(base + 300 + (next() % 200) as u32),
+                    narrow_arguments: narrow,
+                    ..Section::default()
+                };
+                // Many syscalls, some with long rule lists, so that jumps
+                // outgrow 8 bits at every level of the search.
+                for _ in 0..(next() % 300) {
+                    let nr = base + (next() % 520) as u32;
+                    let decision = if next() % 3 == 0 {
+                        Decision::Always(verdicts[next() as usize % verdicts.len()])
+                    } else {
+                        let rules = (0..1 + next() % 8)
+                            .map(|_| Rule {
+                                checks: (0..next() % 4)
+                                    .map(|_| Check {
+                                        index: (next() % 6) as u8,
+                                        compare: match next() % 7 {
+                                            0 => Compare::Eq,
+                                            1 => Compare::Ne,
+                                            2 => Compare::Lt,
+                                            3 => Compare::Le,
+                                            4 => Compare::Gt,
+                                            5 => Compare::Ge,
+                                            _ => Compare::MaskedEq(value(next)),
+                                        },
+                                        value: value(next),
+                                    })
+                                    .collect(),
+                                verdict: verdicts[next() as usize % verdicts.len()],
+                            })
+                            .collect();
+                        Decision::Rules(rules)
+                    };
+                    section.decisions.insert(nr, decision);
+                }
+                section
+            };
+            let x86_64 = section_of(&mut next, 0, false);
+            let i386 = section_of(&mut next, 0, true);
+            let x32 = section_of(&mut next, X32_SYSCALL_BIT, true);
+            let pick = next() % 8;
+            let (a, b, c) = (pick & 1 != 0, pick & 2 != 0, pick & 4 != 0);
+            let Ok(program) = program(
+                a.then_some(&x86_64),
+                b.then_some(&i386),
+                c.then_some(&x32),
+                RET_KILL_THREAD,
+            ) else {
+                skipped += 1;
+                continue;
+            };
+            longest = longest.max(program.len());
+            for _ in 0..3000 {
+                let r = next();
+                let nr = match r % 4 {
+                    0 => (next() % 900) as u32,
+                    1 => X32_SYSCALL_BIT | (next() % 900) as u32,
+                    2 => next() as u32,
+                    _ => [u32::MAX, 0x8000_0000, 0x3fff_ffff, 0x4000_0000, 0xbfff_ffff]
+                        [next() as usize % 5],
+                };
+                let arch = [AUDIT_ARCH_X86_64, AUDIT_ARCH_I386, 0xc000_00b7][(next() % 3) as usize];
+                let args = [
+                    value(&mut next),
+                    value(&mut next),
+                    value(&mut next),
+                    value(&mut next),
+                    value(&mut next),
+                    value(&mut next),
+                ];
+                let section = match arch {
+                    AUDIT_ARCH_X86_64 if nr & X32_SYSCALL_BIT == 0 => a.then_some(&x86_64),
+                    AUDIT_ARCH_X86_64 => c.then_some(&x32),
+                    AUDIT_ARCH_I386 => b.then_some(&i386),
+                    _ => None,
+                };
+                let want = section.map_or(RET_KILL_THREAD, |s| meaning(s, nr, args));
+                assert_eq!(
+                    run(&program, nr, arch, args),
+                    want,
+                    "round {round}: arch {arch:#x} nr {nr:#x} {args:#x?}"
+                );
+            }
+        }
+        // Most programs are built, and some are long enough to need `ja`.
+        assert!(skipped < 40 && longest > 4 * SHORT, "{skipped} {longest}");
+    }
 }
