@@ -5,6 +5,34 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=/usr/include/x86_64-linux-gnu/asm
+# Syscalls newer than bookworm's header (Linux 6.1), from the kernel's
+# arch/x86/entry/syscalls/syscall_{64,32}.tbl: NAME NUMBER ABIS. Every
+# profile naming one of them must still filter it (a deny rule on an
+# unknown name would be dropped, as libseccomp drops names it lacks).
+newer() {
+    cat <<'EOT'
+uretprobe 335 x86_64
+cachestat 451 x86_64,i386,x32
+fchmodat2 452 x86_64,i386,x32
+map_shadow_stack 453 x86_64,i386
+futex_wake 454 x86_64,i386,x32
+futex_wait 455 x86_64,i386,x32
+futex_requeue 456 x86_64,i386,x32
+statmount 457 x86_64,i386,x32
+listmount 458 x86_64,i386,x32
+lsm_get_self_attr 459 x86_64,i386,x32
+lsm_set_self_attr 460 x86_64,i386,x32
+lsm_list_modules 461 x86_64,i386,x32
+mseal 462 x86_64,i386,x32
+setxattrat 463 x86_64,i386,x32
+getxattrat 464 x86_64,i386,x32
+listxattrat 465 x86_64,i386,x32
+removexattrat 466 x86_64,i386,x32
+open_tree_attr 467 x86_64,i386,x32
+file_getattr 468 x86_64,i386,x32
+file_setattr 469 x86_64,i386,x32
+EOT
+}
 generate() { # ABI HEADER
     local out=runtime/src/seccomp/table_$1.rs
     {
@@ -12,10 +40,15 @@ generate() { # ABI HEADER
         echo "//! from the kernel's UAPI header. Sorted by name for binary search."
         echo
         echo "pub const SYSCALLS: &[(&str, i64)] = &["
-        sed -E 's/\(__X32_SYSCALL_BIT \+ ([0-9]+)\)$/\1 x32/' "$2" \
-            | grep -E '^#define __NR_[a-z0-9_]+ [0-9]+( x32)?$' \
-            | awk '{ sub("__NR_", "", $2); n = $3; if ($4 == "x32") n += 1073741824; print $2, n }' \
-            | LC_ALL=C sort \
+        {
+            sed -E 's/\(__X32_SYSCALL_BIT \+ ([0-9]+)\)$/\1 x32/' "$2" \
+                | grep -E '^#define __NR_[a-z0-9_]+ [0-9]+( x32)?$' \
+                | awk '{ sub("__NR_", "", $2); n = $3; if ($4 == "x32") n += 1073741824; print $2, n }'
+            # The header's own entries win over the list.
+            newer | awk -v abi="$1" -v header="$2" '
+                BEGIN { while ((getline line < header) > 0) if (line ~ /^#define __NR_/) { split(line, f, " "); sub("__NR_", "", f[2]); known[f[2]] = 1 } }
+                index("," $3 ",", "," abi ",") && !($1 in known) { n = $2; if (abi == "x32") n += 1073741824; print $1, n }'
+        } | LC_ALL=C sort \
             | awk '{ printf "    (\"%s\", %s),\n", $1, $2 }'
         echo "];"
     } > "$out"

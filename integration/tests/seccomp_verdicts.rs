@@ -274,6 +274,52 @@ fn call(nr: i32, arch: u32, args: [u64; 6]) -> [u8; 64] {
     data
 }
 
+/// What runc's filter answers where libseccomp's answers `libseccomps`:
+/// runc puts a stub before libseccomp's filter (its patchbpf) that fails a
+/// syscall above the largest one the profile names for the ABI with
+/// ENOSYS, unless the default lets calls through (allow, log, trace).
+fn runcs_verdict(profile: &Value, arch: u32, bit: i32, nr: i32, libseccomps: u32) -> u32 {
+    let default = profile["defaultAction"].as_str().unwrap_or_default();
+    if matches!(
+        default,
+        "SCMP_ACT_ALLOW" | "SCMP_ACT_LOG" | "SCMP_ACT_TRACE"
+    ) {
+        return libseccomps;
+    }
+    let token = match (arch, bit) {
+        (AUDIT_ARCH_I386, _) => AUDIT_ARCH_I386,
+        (_, 0) => AUDIT_ARCH_X86_64,
+        _ => X32_TOKEN,
+    };
+    let listed = |scmp: &str| {
+        token == AUDIT_ARCH_X86_64
+            || profile["architectures"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a == scmp)
+    };
+    if !listed(if token == AUDIT_ARCH_I386 {
+        "SCMP_ARCH_X86"
+    } else {
+        "SCMP_ARCH_X32"
+    }) {
+        return libseccomps;
+    }
+    let largest = profile["syscalls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|rule| rule["names"].as_array().into_iter().flatten())
+        .filter_map(|name| resolve_arch(name.as_str()?, token))
+        .map(|n| n as u32)
+        .max();
+    match largest {
+        Some(largest) if nr as u32 > largest => 0x0005_0000 | libc::ENOSYS as u32,
+        _ => libseccomps,
+    }
+}
+
 /// Profiles whose rules of different actions meet on one syscall.
 fn table() -> Vec<(&'static str, Value)> {
     let eq = |index: u64, value: u64| json!({"index": index, "value": value, "op": "SCMP_CMP_EQ"});
@@ -480,7 +526,9 @@ fn berths_verdict_is_libseccomps_for_rules_of_different_actions() {
                     for a1 in values {
                         for a2 in [0, 3, 4] {
                             let data = call(nr | bit, arch, [a0, a1, a2, 0, 0, 0]);
-                            let (want, got) = (run(&theirs, &data), run_stack(&stack, &data));
+                            let want =
+                                runcs_verdict(&profile, arch, bit, nr | bit, run(&theirs, &data));
+                            let got = run_stack(&stack, &data);
                             assert_eq!(
                                 got, want,
                                 "{what}: arch {arch:#x} syscall {:#x} ({a0}, {a1}, {a2}): berth {got:#x}, libseccomp {want:#x}",
@@ -579,12 +627,13 @@ fn the_engines_default_profile_gets_libseccomps_verdict_on_every_syscall_of_ever
             .iter()
             .map(|i| (i.code, i.jt, i.jf, i.k))
             .collect();
-        // Each ABI up to the newest syscall berth's tables know (above
-        // that, berth answers ENOSYS as runc's filters do; libseccomp's own
-        // export has no such stub).
+        // Each ABI up to the newest syscall berth's tables know. (Above
+        // the newest the profile names, berth answers ENOSYS as runc's
+        // filters do and libseccomp's own export has no such stub; this
+        // profile's default errno is ENOSYS too.)
         let abis = [
-            (AUDIT_ARCH_X86_64, 0, 0..=450),
-            (AUDIT_ARCH_I386, 0, 0..=450),
+            (AUDIT_ARCH_X86_64, 0, 0..=469),
+            (AUDIT_ARCH_I386, 0, 0..=469),
             (AUDIT_ARCH_X86_64, X32_SYSCALL_BIT, 0..=547),
         ];
         let mut checked = 0;
@@ -594,7 +643,9 @@ fn the_engines_default_profile_gets_libseccomps_verdict_on_every_syscall_of_ever
                     for a1 in [0, 1, 8] {
                         for a2 in [0, 3] {
                             let data = call(nr | bit, arch, [a0, a1, a2, 0, 0, 0]);
-                            let (want, got) = (run(&theirs, &data), run(&filter, &data));
+                            let want =
+                                runcs_verdict(&profile, arch, bit, nr | bit, run(&theirs, &data));
+                            let got = run(&filter, &data);
                             assert_eq!(
                                 got, want,
                                 "{what}: arch {arch:#x} syscall {:#x} ({a0:#x}, {a1}, {a2}): berth {got:#x}, libseccomp {want:#x}",
@@ -919,17 +970,19 @@ fn minimized(profile: &Value, still: &dyn Fn(&Value) -> bool) -> Value {
 
 /// Random profiles (every action and operator, several names and rules,
 /// i386/x32 listed or not) against libseccomp, each disagreement
-/// minimized. Ignored until the review's findings are fixed (see
-/// /work/logs/review-seccomp.md); knobs to set them aside one by one:
+/// minimized. A tool to run by hand, not a gate: libseccomp 2.5.4 itself
+/// mis-emits some filters (the accumulator is not reloaded: ipc for a
+/// pseudo-syscall such as i386's semop; a 64-bit GT/GE, or two range
+/// checks on one 64-bit argument, mixing the halves), so each minimized
+/// case must be read before blaming berth. After the review's fixes every
+/// remaining case of 300 rounds was one of those, or a profile berth
+/// refuses where libseccomp's insertion order happens to accept it. Knobs:
 /// SECCOMP_FUZZ_HIGH_NR=0 (numbers >= 0x80000000 and -1),
 /// SECCOMP_FUZZ_MASKED_DATUM_IN_MASK=1, SECCOMP_FUZZ_NO_SOCKET=1 (i386
 /// socketcall), SECCOMP_FUZZ_STUB=1 (report ENOSYS stub differences too),
-/// SECCOMP_FUZZ_SEED, SECCOMP_FUZZ_ROUNDS. libseccomp 2.5.4 itself
-/// mis-emits some filters (the accumulator is not reloaded: ipc for a
-/// pseudo-syscall such as i386's semop; two range checks on one 64-bit
-/// argument), so read each minimized case before blaming berth.
+/// SECCOMP_FUZZ_SEED, SECCOMP_FUZZ_ROUNDS.
 #[test]
-#[ignore]
+#[ignore = "a fuzzing tool to read by hand (libseccomp 2.5.4 has its own bugs): cargo test -- --ignored random_profiles"]
 fn random_profiles_get_libseccomps_verdicts() {
     let Some(lib) = Libseccomp::load() else {
         missing_prerequisite("libseccomp.so.2 (apt install libseccomp2)");
@@ -976,6 +1029,7 @@ fn random_profiles_get_libseccomps_verdicts() {
 /// Prints libseccomp's filter of SECCOMP_DEBUG_PROFILE and both verdicts
 /// for SECCOMP_DEBUG_CALLS ("arch:nr:a0:a1:a2 ...").
 #[test]
+#[ignore = "a debugging aid: SECCOMP_DEBUG_PROFILE=JSON SECCOMP_DEBUG_CALLS=... cargo test -- --ignored debug_one_profile"]
 fn debug_one_profile() {
     let Ok(text) = std::env::var("SECCOMP_DEBUG_PROFILE") else {
         return;
@@ -1040,7 +1094,6 @@ fn errno_under(profile: &Value, nr: i64) -> i32 {
 }
 
 #[test]
-#[ignore = "review finding: fails until fixed (see /work/logs/review-seccomp.md)"]
 fn a_deny_rule_on_a_syscall_newer_than_berths_tables_is_kept() {
     // fchmodat2 (452, Linux 6.6): libseccomp 2.5.4 knows it.
     let profile = json!({
@@ -1055,7 +1108,6 @@ fn a_deny_rule_on_a_syscall_newer_than_berths_tables_is_kept() {
 }
 
 #[test]
-#[ignore = "review finding: fails until fixed (see /work/logs/review-seccomp.md)"]
 fn i386_socketcall_keeps_the_rules_other_argument_conditions() {
     // Only connect(fd, addr == 1, ...) is allowed. libseccomp's socketcall
     // rule is `a0 == SYS_CONNECT && a1 == 1` (a1 is then the pointer to the
@@ -1102,7 +1154,6 @@ fn i386_socketcall_keeps_the_rules_other_argument_conditions() {
 }
 
 #[test]
-#[ignore = "review finding: fails until fixed (see /work/logs/review-seccomp.md)"]
 fn a_masked_comparison_masks_its_value_as_libseccomp_does() {
     // libseccomp stores valueTwo & value: the rule is (a0 & 3) == 3.
     let profile = json!({

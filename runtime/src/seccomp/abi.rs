@@ -101,11 +101,6 @@ impl Abi {
         let call = IPC.iter().find(|(n, _)| *n == name)?.1;
         Some((self.number("ipc")?, call))
     }
-
-    /// The highest number this ABI has.
-    pub fn newest(self) -> u32 {
-        self.table().iter().map(|(_, n)| *n).max().unwrap_or(0) as u32
-    }
 }
 
 #[cfg(test)]

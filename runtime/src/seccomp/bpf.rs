@@ -13,10 +13,10 @@
 //! The shape, for the calls of one architecture (`Program::new`):
 //!
 //! ```text
-//! ld arch → x86_64? → ld nr → x32 bit? → x32 section | x86_64 section
+//! ld arch → x86_64? → ld nr → ≥ x32 bit (but not -1)? → x32 section | x86_64 section
 //!         → i386?   → ld nr → i386 section
 //!         → otherwise the verdict for architectures no section decides
-//! section: nr > newest known → ENOSYS (when asked), then the search:
+//! section: nr above a bound → ENOSYS (when asked), then the search:
 //!          jge pivot → right half | left half … → a verdict, or the
 //!          syscall's rules in order (their argument checks; the first
 //!          that holds returns its verdict), then the section's default
@@ -39,6 +39,7 @@ const JA: u16 = 0x05; // BPF_JMP | BPF_JA
 const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
 const JGT_K: u16 = 0x25; // BPF_JMP | BPF_JGT | BPF_K
 const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+#[cfg(test)]
 const JSET_K: u16 = 0x45; // BPF_JMP | BPF_JSET | BPF_K
 const RET_K: u16 = 0x06; // BPF_RET | BPF_K
 
@@ -156,9 +157,12 @@ pub fn program(
         })
     };
     let (x86_64, x32) = (with_number(x86_64)?, with_number(x32)?);
+    // As libseccomp tells them apart: x32 from the bit up, except -1
+    // (the number a tracer sets to skip a call).
     let mut native = vec![
         stmt(LD_W_ABS, OFFSET_NR),
-        jump(JSET_K, X32_SYSCALL_BIT, 0, 1),
+        jump(JEQ_K, u32::MAX, 2, 0),
+        jump(JGE_K, X32_SYSCALL_BIT, 0, 1),
         stmt(JA, x86_64.len() as u32),
     ];
     native.extend(x86_64);
@@ -643,7 +647,7 @@ mod tests {
         ];
         let (mut skipped, mut longest) = (0, 0);
         for round in 0..400 {
-            let mut value = |next: &mut dyn FnMut() -> u64| {
+            let value = |next: &mut dyn FnMut() -> u64| {
                 let r = next();
                 if r % 3 == 0 {
                     next()
@@ -651,7 +655,7 @@ mod tests {
                     edges[(r >> 8) as usize % edges.len()]
                 }
             };
-            let mut section_of = |next: &mut dyn FnMut() -> u64, base: u32, narrow: bool| {
+            let section_of = |next: &mut dyn FnMut() -> u64, base: u32, narrow: bool| {
                 let mut section = Section {
                     default: verdicts[next() as usize % verdicts.len()],
                     enosys_above: (next() % 2 == 0).then_some(base + 300 + (next() % 200) as u32),
@@ -725,7 +729,9 @@ mod tests {
                     value(&mut next),
                 ];
                 let section = match arch {
-                    AUDIT_ARCH_X86_64 if nr & X32_SYSCALL_BIT == 0 => a.then_some(&x86_64),
+                    AUDIT_ARCH_X86_64 if nr < X32_SYSCALL_BIT || nr == u32::MAX => {
+                        a.then_some(&x86_64)
+                    }
                     AUDIT_ARCH_X86_64 => c.then_some(&x32),
                     AUDIT_ARCH_I386 => b.then_some(&i386),
                     _ => None,

@@ -212,8 +212,8 @@ fn condition(arg: &ArgRule) -> Result<Check, SeccompError> {
         "SCMP_CMP_EQ" => (Compare::Eq, arg.value),
         "SCMP_CMP_GE" => (Compare::Ge, arg.value),
         "SCMP_CMP_GT" => (Compare::Gt, arg.value),
-        // libseccomp: (arg & value) == valueTwo.
-        "SCMP_CMP_MASKED_EQ" => (Compare::MaskedEq(arg.value), arg.value_two),
+        // libseccomp: (arg & value) == (valueTwo & value).
+        "SCMP_CMP_MASKED_EQ" => (Compare::MaskedEq(arg.value), arg.value_two & arg.value),
         other => return invalid(format!("unknown operator {other:?}")),
     };
     Ok(Check {
@@ -252,11 +252,15 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
     for abi in Abi::listed(&profile.architectures) {
         let mut section = Section {
             default: default.verdict(),
-            // A syscall newer than every one of this ABI berth knows (so no
-            // profile can name it) fails with ENOSYS, not the default
-            // errno, as runc's filters answer it: programs probe new
-            // syscalls and fall back on ENOSYS only.
-            enosys_above: (default != Action::Allow).then(|| abi.newest()),
+            // A syscall newer than every one the profile names fails with
+            // ENOSYS, not the default errno, as runc's filters answer it:
+            // programs probe new syscalls and fall back on ENOSYS only.
+            // Not where the default lets calls through (runc's "allow"
+            // actions: allow, log, trace).
+            enosys_above: match default {
+                Action::Allow | Action::Log | Action::Trace(_) => None,
+                _ => largest_named(profile, abi),
+            },
             narrow_arguments: abi != Abi::X86_64,
             ..Section::default()
         };
@@ -387,8 +391,8 @@ fn rules_by_syscall(
             .iter()
             .map(condition)
             .collect::<Result<Vec<_>, _>>()?;
-        // Several conditions on one argument cannot all hold; libseccomp and
-        // runc read them as alternatives: one rule per condition.
+        // Several conditions on one argument cannot all hold; runc reads
+        // them as alternatives: one rule per condition.
         let mut indexes: Vec<u8> = checks.iter().map(|c| c.index).collect();
         indexes.sort_unstable();
         let alternatives: Vec<Vec<Check>> = if indexes.windows(2).any(|w| w[0] == w[1]) {
@@ -396,18 +400,27 @@ fn rules_by_syscall(
         } else {
             vec![checks]
         };
+        // Then as libseccomp keeps each for this ABI.
+        let alternatives: Vec<Vec<Check>> = alternatives
+            .into_iter()
+            .map(|checks| abi_checks(abi, checks))
+            .collect();
         for name in &rule.names {
             if let Some((number, call)) = abi.multiplexed(name) {
+                // The call's number is the multiplexer's first argument; the
+                // rule's checks of the others stay, on the multiplexer's
+                // own arguments, as libseccomp keeps them.
                 let call = Check {
                     index: 0,
                     compare: Compare::Eq,
                     value: call,
                 };
                 let entries = &mut by_syscall.entry(number).or_insert((name, Vec::new())).1;
-                entries.push(Entry {
-                    action,
-                    conditions: vec![call],
-                });
+                for alternative in &alternatives {
+                    let mut conditions = vec![call];
+                    conditions.extend(alternative.iter().filter(|c| c.index != 0));
+                    entries.push(Entry { action, conditions });
+                }
             }
             // Names this ABI lacks are skipped, as libseccomp does.
             let Some(number) = abi.number(name) else {
@@ -426,6 +439,39 @@ fn rules_by_syscall(
         .into_iter()
         .map(|(number, (name, entries))| Ok((number, reduce(name, entries)?)))
         .collect()
+}
+
+/// A rule's checks as libseccomp keeps them for `abi`: on a 32-bit ABI
+/// (i386, x32) the values and masks are cut to their low halves, and a
+/// masked comparison whose mask is then zero, which always holds, is
+/// dropped (a rule left without checks is unconditional).
+fn abi_checks(abi: Abi, checks: Vec<Check>) -> Vec<Check> {
+    let narrow = abi != Abi::X86_64;
+    checks
+        .into_iter()
+        .map(|mut check| {
+            if narrow {
+                check.value &= 0xffff_ffff;
+                if let Compare::MaskedEq(mask) = &mut check.compare {
+                    *mask &= 0xffff_ffff;
+                }
+            }
+            check
+        })
+        .filter(|check| check.compare != Compare::MaskedEq(0))
+        .collect()
+}
+
+/// The largest syscall number of `abi` the profile names (any action), as
+/// runc finds it for its ENOSYS stub.
+fn largest_named(profile: &Profile, abi: Abi) -> Option<u32> {
+    profile
+        .syscalls
+        .iter()
+        .flat_map(|rule| &rule.names)
+        .filter_map(|name| abi.number(name))
+        .max()
+        .map(|number| number as u32)
 }
 
 /// The check that holds exactly when `check` does not, where one exists.
@@ -680,12 +726,13 @@ mod tests {
         assert_eq!(call(libc::SYS_kill, x86_64, 10), bpf::RET_ERRNO | 1);
         assert_eq!(call(libc::SYS_kill, x86_64, 9), bpf::RET_ERRNO | 95);
         assert_eq!(call(libc::SYS_getpid, x86_64, 0), bpf::RET_ERRNO | 95);
-        // Newer than every syscall berth knows: ENOSYS, as runc answers.
-        let newest = i64::from(Abi::X86_64.newest());
-        assert_eq!(
-            call(newest + 1, x86_64, 0),
-            bpf::RET_ERRNO | libc::ENOSYS as u32
-        );
+        // Newer than every syscall the profile names (mkdir, 83): ENOSYS, as
+        // runc answers; older unnamed ones the default.
+        let enosys = bpf::RET_ERRNO | libc::ENOSYS as u32;
+        assert_eq!(call(libc::SYS_mkdir + 1, x86_64, 0), enosys);
+        assert_eq!(call(libc::SYS_mkdir - 1, x86_64, 0), bpf::RET_ERRNO | 95);
+        // i386's mkdir is 39.
+        assert_eq!(call(40, bpf::AUDIT_ARCH_I386, 0), enosys);
         // i386's read is 3; x32 is not listed.
         assert_eq!(call(3, bpf::AUDIT_ARCH_I386, 0), bpf::RET_ALLOW);
         let x32_read = i64::from(bpf::X32_SYSCALL_BIT);
@@ -715,6 +762,35 @@ mod tests {
             compiled.listener.unwrap().path,
             PathBuf::from("/run/agent.sock")
         );
+    }
+
+    #[test]
+    fn a_check_that_always_holds_makes_its_rule_unconditional_as_in_libseccomp() {
+        // (a0 & 0) == 0 everywhere; (a0 & 1<<32) == 0 too where arguments
+        // are 32 bits (i386). The first rule then decides, as libseccomp's.
+        let compiled = profile(json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [
+                {"names": ["getppid"], "action": "SCMP_ACT_KILL_PROCESS",
+                 "args": [{"index": 0, "value": 0, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["getpid"], "action": "SCMP_ACT_KILL_PROCESS",
+                 "args": [{"index": 0, "value": 4294967296u64, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}]},
+                {"names": ["getppid", "getpid"], "action": "SCMP_ACT_LOG"}
+            ]
+        }))
+        .unwrap();
+        let call = |nr: u32, arch| bpf::run(&compiled.filter, nr, arch, [7, 0, 0, 0, 0, 0]);
+        let (x86_64, i386) = (bpf::AUDIT_ARCH_X86_64, bpf::AUDIT_ARCH_I386);
+        assert_eq!(
+            call(libc::SYS_getppid as u32, x86_64),
+            bpf::RET_KILL_PROCESS
+        );
+        assert_eq!(call(64, i386), bpf::RET_KILL_PROCESS); // getppid
+                                                           // On x86_64 getpid's mask keeps its high bit: a real condition, so
+                                                           // the unconditional LOG rule decides (libseccomp's reading).
+        assert_eq!(call(libc::SYS_getpid as u32, x86_64), bpf::RET_LOG);
+        assert_eq!(call(20, i386), bpf::RET_KILL_PROCESS); // getpid
     }
 
     #[test]
