@@ -527,6 +527,9 @@ mod tests {
             "--root /r --log /b/log.json --log-format json exec --process /t/p.json --detach --pid-file /t/e.pid c1",
             "--root /r exec --pid-file /p --process /p.json --detach --tty --console-socket /s c1",
             "--root /r state c1",
+            // berth's own shim (shim/src/task).
+            "--root /r --log /b/log.json --log-format json run --detach --bundle /b --pid-file /b/init.pid --no-pivot --no-new-keyring c1",
+            "--root /r --log /b/log.json --log-format json exec --detach --process /b/e.json --pid-file /b/e.pid --tty --console-socket /s c1",
             "--root /r run --bundle /b -d --keep c1",
             "--root /r run -b /b c1",
             "exec -e A=1 -e B=2 --env=C=3 -c CAP_KILL --cap CAP_CHOWN -g 1 -g 2 c1 sh -c 'x'",
