@@ -254,12 +254,13 @@ impl ContainerDir {
 /// Writes `path`, a file of a container's directory that must not exist
 /// yet, in place (no temporary file and rename, as [`write_atomic`] does).
 ///
-/// For the files `create` writes before state.json: nobody reads them
-/// until state.json exists, which is written after them, and a create
-/// killed in the middle of one leaves a directory without state.json,
-/// which is removed whole (`cleaner`, `delete --force`). The directory is
-/// new and private to root, so no one can have planted anything there;
-/// `O_EXCL | O_NOFOLLOW` all the same.
+/// For config.json, which `create` writes before state.json: nobody reads
+/// it until state.json exists, which is written after it, and a create
+/// killed in the middle of it leaves a directory without state.json, which
+/// is removed whole (`cleaner`, `delete --force`). (Not for
+/// cgroups.planned, which the cleaner reads in just that case.) The
+/// directory is new and private to root, so no one can have planted
+/// anything there; `O_EXCL | O_NOFOLLOW` all the same.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
@@ -468,9 +469,8 @@ mod tests {
         let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode(&root), 0o700);
         assert_eq!(mode(&dir.path), 0o711);
-        for name in [PLANNED_CGROUPS, CONFIG_FILE] {
-            write_new(&dir.path.join(name), b"x").expect("a new file");
-        }
+        write_atomic(&dir.path.join(PLANNED_CGROUPS), b"x", Access::Private).expect("plan");
+        write_new(&dir.path.join(CONFIG_FILE), b"x").expect("a new file");
         assert!(
             write_new(&dir.path.join(CONFIG_FILE), b"y").is_err(),
             "an existing file"

@@ -459,9 +459,12 @@ fn make_state_dir(
 ) -> Result<PathBuf, ContainerError> {
     let dir = guard.dir.insert(ContainerDir::create(root, id)?);
     let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
-    state::write_new(
+    // Atomically: a torn list could name another container's cgroup,
+    // whose processes the cleaner would kill.
+    state::write_atomic(
         &dir.path.join(PLANNED_CGROUPS),
         planned_text.join("\n").as_bytes(),
+        state::Access::Private,
     )?;
     // An init moved into a frozen cgroup would never answer: refuse, and
     // leave the engine's cgroup as it is (runc's words).
