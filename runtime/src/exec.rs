@@ -200,7 +200,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     state.cgroup_paths = cgroups::sub_cgroups(&state.cgroup_paths, &options.sub_cgroups)
         .map_err(|e| ExecError::Usage(e.to_string()))?;
     // The config saved at create; containers of older berths only have the bundle's.
-    let saved = dir.join("config.json");
+    let saved = dir.join(crate::state::CONFIG_FILE);
     let spec = match std::fs::read(&saved) {
         Ok(bytes) => Spec::from_slice(&bytes),
         Err(_) => Spec::load(&state.bundle),

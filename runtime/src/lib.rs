@@ -3,7 +3,7 @@
 //! `berth create` turns a bundle (`config.json` + rootfs) into a container
 //! whose init waits for `berth start`; `run`, `exec`, `state`, `kill`,
 //! `delete`, `list`, `spec` and `features` follow runc's CLI (see
-//! `src/bin/berth.rs`); `pause`, `resume`, `ps`, `update` and `events` come
+//! `src/bin/berth/main.rs`); `pause`, `resume`, `ps`, `update` and `events` come
 //! with the cgroup limits.
 //!
 //! Where to start reading:

@@ -117,6 +117,16 @@ pub struct ContainerDir {
 
 pub const START_SOCKET: &str = "start.sock";
 const STATE_FILE: &str = "state.json";
+/// The config as `create` validated it, for `exec`.
+pub const CONFIG_FILE: &str = "config.json";
+/// The cgroup directories a create is about to make, one per line (see
+/// `container::cleaner`).
+pub const PLANNED_CGROUPS: &str = "cgroups.planned";
+/// Everything berth puts in a container's directory, in the order
+/// [`ContainerDir::remove`] takes it away: state.json first, so that the
+/// container is gone for every reader at once, and a delete killed half-way
+/// leaves what a create killed half-way leaves (see `delete --force`).
+const FILES: [&str; 4] = [STATE_FILE, START_SOCKET, CONFIG_FILE, PLANNED_CGROUPS];
 
 /// Ids name directories: refuse anything that could name another path.
 pub fn validate_id(id: &str) -> Result<(), StateError> {
@@ -139,15 +149,24 @@ impl ContainerDir {
     pub fn create(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
         use std::os::unix::fs::DirBuilderExt;
         validate_id(id)?;
-        // The root is private to its owner (runc: 0700); each container's
-        // directory may be passed through but not listed (runc: 0711).
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(root)
-            .map_err(io("cannot create runtime root", root))?;
         let path = root.join(id);
-        match std::fs::DirBuilder::new().mode(0o711).create(&path) {
+        // Each container's directory may be passed through but not listed
+        // (runc: 0711). The root exists but for the first container, so it
+        // is made (private to its owner, runc: 0700) only once the
+        // directory could not be: the errors stay those of root first.
+        let mkdir = || std::fs::DirBuilder::new().mode(0o711).create(&path);
+        let made = match mkdir() {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(root)
+                    .map_err(io("cannot create runtime root", root))?;
+                mkdir()
+            }
+            made => made,
+        };
+        match made {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(StateError::Exists(id.to_string()))
@@ -209,12 +228,49 @@ impl ContainerDir {
     }
 
     /// Removes the directory; the lock goes with it.
+    ///
+    /// berth knows what it put there: those names go one by one through
+    /// the locked descriptor, with no listing of the directory; only
+    /// something else left inside (a temporary file of a write that was
+    /// killed) makes it list and remove everything.
     pub fn remove(self) -> Result<(), StateError> {
-        std::fs::remove_dir_all(&self.path)
-            .map_err(io("cannot remove state directory", &self.path))?;
+        for name in FILES {
+            // A missing file is fine; any other failure shows in the rmdir.
+            let _ = nix::unistd::unlinkat(
+                Some(self.lock.as_raw_fd()),
+                name,
+                nix::unistd::UnlinkatFlags::NoRemoveDir,
+            );
+        }
+        if std::fs::remove_dir(&self.path).is_err() {
+            std::fs::remove_dir_all(&self.path)
+                .map_err(io("cannot remove state directory", &self.path))?;
+        }
         drop(self.lock);
         Ok(())
     }
+}
+
+/// Writes `path`, a file of a container's directory that must not exist
+/// yet, in place (no temporary file and rename, as [`write_atomic`] does).
+///
+/// For config.json, which `create` writes before state.json: nobody reads
+/// it until state.json exists, which is written after it, and a create
+/// killed in the middle of it leaves a directory without state.json, which
+/// is removed whole (`cleaner`, `delete --force`). (Not for
+/// cgroups.planned, which the cleaner reads in just that case.) The
+/// directory is new and private to root, so no one can have planted
+/// anything there; `O_EXCL | O_NOFOLLOW` all the same.
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+        .and_then(|mut file| file.write_all(bytes))
+        .map_err(io("cannot write", path))
 }
 
 fn read_state_file(dir: &Path) -> Result<State, StateError> {
@@ -396,6 +452,47 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../x", "a b"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
+    }
+
+    /// A fresh runtime root under the system's temporary directory.
+    fn scratch_root(name: &str) -> PathBuf {
+        let root = std::env::temp_dir().join(format!("berth-state-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        root
+    }
+
+    #[test]
+    fn a_container_directory_is_made_and_removed_whole() {
+        let root = scratch_root("remove");
+        let dir = ContainerDir::create(&root, "c1").expect("create, root included");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&dir.path), 0o711);
+        write_atomic(&dir.path.join(PLANNED_CGROUPS), b"x", Access::Private).expect("plan");
+        write_new(&dir.path.join(CONFIG_FILE), b"x").expect("a new file");
+        assert!(
+            write_new(&dir.path.join(CONFIG_FILE), b"y").is_err(),
+            "an existing file"
+        );
+        write_atomic(&dir.path.join(STATE_FILE), b"{}", Access::Private).expect("state");
+        assert!(matches!(
+            ContainerDir::create(&root, "c1"),
+            Err(StateError::Exists(_))
+        ));
+        let path = dir.path.clone();
+        dir.remove().expect("remove");
+        assert!(!path.exists());
+
+        // Something berth did not put there (a killed write's temporary
+        // file, a directory) goes too.
+        let dir = ContainerDir::create(&root, "c2").expect("create");
+        std::fs::write(dir.path.join(".state.json.1.tmp"), b"x").expect("leftover");
+        std::fs::create_dir(dir.path.join("sub")).expect("subdirectory");
+        let path = dir.path.clone();
+        dir.remove().expect("remove with leftovers");
+        assert!(!path.exists());
+        std::fs::remove_dir(&root).expect("root left empty");
     }
 
     #[test]

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{io, ContainerError};
 use crate::cgroups;
 
-/// The cgroup directories a create is about to make, one per line.
-pub(super) const PLANNED_CGROUPS: &str = "cgroups.planned";
+pub(super) use crate::state::PLANNED_CGROUPS;
 
 /// Cleans up after a `create` that dies without running its own cleanup
 /// (SIGKILL: an engine's timeout, the OOM killer). Such a create leaves
@@ -92,6 +91,7 @@ impl Drop for Cleaner {
         }
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        crate::trace::step("create: cleaner dismissed");
     }
 }
 

@@ -377,11 +377,7 @@ pub(super) fn build(
     // written while the init builds the container, off the critical path.
     // Nothing reads it before state.json exists, and the guard removes it
     // with the directory if the create fails.
-    state::write_atomic(
-        &dir_path.join("config.json"),
-        &config_bytes,
-        state::Access::Private,
-    )?;
+    state::write_new(&dir_path.join(state::CONFIG_FILE), &config_bytes)?;
     loop {
         match runtime_end.receive() {
             Ok(Message::RuntimeHooks) => {
@@ -480,6 +476,8 @@ fn make_state_dir(
 ) -> Result<PathBuf, ContainerError> {
     let dir = guard.dir.insert(ContainerDir::create(root, id)?);
     let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
+    // Atomically: a torn list could name another container's cgroup,
+    // whose processes the cleaner would kill.
     state::write_atomic(
         &dir.path.join(PLANNED_CGROUPS),
         planned_text.join("\n").as_bytes(),
