@@ -21,14 +21,18 @@ bench_check_berth() {
 }
 
 # DEFAULT-NETWORK [PREFIX…] → a private berth-imaged (root and socket in
-# $work; the runtime's state on tmpfs under /run, where the daemon keeps it by
-# default and where containerd keeps runc's), its containers on
-# DEFAULT-NETWORK unless they say otherwise, started through PREFIX (e.g.
-# nsenter into a namespace). Sets imaged and imaged_runtime_root.
+# $work; the runtime's state on a tmpfs of its own under /run, as on a systemd
+# host, where /run is tmpfs, and as the private containerd keeps runc's),
+# its containers on DEFAULT-NETWORK unless they say otherwise, started
+# through PREFIX (e.g. nsenter into a namespace). Sets imaged and
+# imaged_runtime_root.
 bench_start_imaged() {
     local network=$1
     shift
     imaged_runtime_root=$(mktemp -d /run/berth-bench-runtime.XXXXXX)
+    # A host's /run is not always tmpfs (this VM's is the root disk, mounted
+    # with discard: every freed block waits for a TRIM).
+    mount -t tmpfs -o mode=0700 tmpfs "$imaged_runtime_root"
     "$@" "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network "$network" \
         --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$imaged_runtime_root" \
         2>"$work/imaged.log" &
@@ -42,7 +46,10 @@ bench_stop_imaged() {
     berthctl ps -a -q 2>/dev/null | xargs -r -P 8 -n 20 "$BIN/berthctl" --address "$sock" rm -f >/dev/null 2>&1
     kill "$imaged" 2>/dev/null
     wait "$imaged" 2>/dev/null
-    [[ -n ${imaged_runtime_root:-} ]] && rm -rf "$imaged_runtime_root"
+    if [[ -n ${imaged_runtime_root:-} ]]; then
+        umount "$imaged_runtime_root" 2>/dev/null
+        rm -rf "$imaged_runtime_root"
+    fi
     return 0
 }
 

@@ -426,7 +426,7 @@ pub fn run(
     options.console_fd = relay.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     // berth is the init's parent here: it releases the init through the
     // channel, with no start socket (see `init::Release::Channel`).
-    let built = build(root, &options, true)?;
+    let mut built = build(root, &options, true)?;
     let pid = built.pid;
     let master = relay.and_then(|(ours, theirs)| {
         drop(theirs);
@@ -436,6 +436,9 @@ pub fn run(
         let _ = delete(root, &options.id, true);
         return Err(e);
     }
+    // Reaped once the process runs (it exits as soon as it reads that
+    // the create is done).
+    drop(built.cleaner.take());
     if detach {
         return Ok(0);
     }

@@ -228,6 +228,19 @@ impl Driver for V1 {
             .map(|(_, p)| p.as_path())
     }
 
+    /// Only the freezer hierarchy and the unified one can say so (the
+    /// others have neither file: a dozen failing opens saved per create).
+    fn is_frozen(&self) -> bool {
+        let can_freeze: Vec<PathBuf> = self
+            .hierarchies
+            .iter()
+            .zip(&self.paths)
+            .filter(|(h, _)| h.is_unified() || h.controllers.iter().any(|c| c == "freezer"))
+            .map(|(_, p)| p.clone())
+            .collect();
+        directories::is_frozen(&can_freeze)
+    }
+
     fn create(&self) -> Result<(), CgroupError> {
         directories::create(&self.paths, |index, dir| {
             match self.hierarchies.get(index) {

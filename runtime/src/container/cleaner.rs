@@ -82,13 +82,37 @@ impl Cleaner {
         drop(self.dismiss.take());
         std::mem::forget(self);
     }
+
+    /// The create is done: tells the cleaner to exit. It is reaped when
+    /// the returned value goes (`run` lets that wait come after the
+    /// container's release).
+    pub(super) fn dismiss(mut self) -> Dismissed {
+        if let Some(fd) = self.dismiss.take() {
+            let _ = nix::unistd::write(&fd, b"d");
+        }
+        let pid = self.pid;
+        std::mem::forget(self);
+        Dismissed { pid }
+    }
 }
 
 impl Drop for Cleaner {
+    /// A create that failed: dismissed, and reaped at once.
     fn drop(&mut self) {
         if let Some(fd) = self.dismiss.take() {
             let _ = nix::unistd::write(&fd, b"d");
         }
+        drop(Dismissed { pid: self.pid });
+    }
+}
+
+/// A dismissed cleaner, reaped when dropped.
+pub(super) struct Dismissed {
+    pid: i32,
+}
+
+impl Drop for Dismissed {
+    fn drop(&mut self) {
         // SAFETY: reaping our own child.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
         crate::trace::step("create: cleaner dismissed");

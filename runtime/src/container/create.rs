@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use super::cleaner::{Cleaner, PLANNED_CGROUPS};
+use super::cleaner::{Cleaner, Dismissed, PLANNED_CGROUPS};
 use super::{io, oci_state_json, ContainerError};
 use crate::cgroups;
 use crate::channel::{self, ChannelError, Message};
@@ -75,6 +75,9 @@ pub(super) struct Built {
     /// The process's `args[0]`, for the release's error (see
     /// `channel::Message::start_failure`).
     pub(super) program: String,
+    /// The create's cleaner, told to exit; reaped when this goes (after
+    /// the release, for `run`).
+    pub(super) cleaner: Option<Dismissed>,
 }
 
 /// `create`, and `run`'s first half: with `by_channel` the init waits for
@@ -429,7 +432,7 @@ pub(super) fn build(
     guard.dir = None;
     guard.pid = None;
     guard.cgroups.clear();
-    drop(cleaner);
+    let cleaner = Some(cleaner.dismiss());
     Ok(Built {
         pid,
         state,
@@ -440,6 +443,7 @@ pub(super) fn build(
             .as_ref()
             .and_then(|p| p.args.first().cloned())
             .unwrap_or_default(),
+        cleaner,
     })
 }
 
