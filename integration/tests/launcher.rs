@@ -210,8 +210,8 @@ fn the_process_gets_the_same_credentials_and_settings_either_way() {
     assert_eq!(line(root, "CapAmb:"), bits(&[KILL]), "{root}");
 }
 
-// --- review (launcher): reproducers of the review's findings, ignored
-// while they fail (see /work/logs/review-launcher.md).
+// --- The review's findings: each container runs on both paths (the
+// launcher, and the re-execution forced by a profile).
 
 /// Makes `launcher_passes` false with a rule that never matches (an
 /// `execveat` of descriptor 999999): the init re-executes berth, with no
@@ -243,7 +243,7 @@ fn refuse_prctl(config: &mut Value, action: &str) {
     });
 }
 
-fn review_bundle(name: &str, reexecute: bool, adjust: impl FnOnce(&mut Value)) -> Bundle {
+fn bundle_on_either_path(name: &str, reexecute: bool, adjust: impl FnOnce(&mut Value)) -> Bundle {
     let mut bundle = Bundle::new(name);
     adjust(&mut bundle.config);
     if reexecute {
@@ -254,15 +254,14 @@ fn review_bundle(name: &str, reexecute: bool, adjust: impl FnOnce(&mut Value)) -
 }
 
 #[test]
-#[ignore = "review finding (launcher): fails today"]
-fn review_a_no_new_privs_profile_that_kills_prctl_runs_either_way() {
+fn a_no_new_privs_profile_that_kills_prctl_runs_either_way() {
     if !can_run() {
         return;
     }
     // With no_new_privs the filter goes on last: the re-executed init
     // makes no prctl under it, the launcher does (PR_SET_DUMPABLE first).
     for reexecute in [true, false] {
-        let bundle = review_bundle("launch-prctl-kill", reexecute, |c| {
+        let bundle = bundle_on_either_path("launch-prctl-kill", reexecute, |c| {
             refuse_prctl(c, "SCMP_ACT_KILL")
         });
         let (code, _, stderr) = outcome(&bundle, Verb::Run);
@@ -277,8 +276,7 @@ fn review_a_no_new_privs_profile_that_kills_prctl_runs_either_way() {
 }
 
 #[test]
-#[ignore = "review finding (launcher): fails today"]
-fn review_a_waiting_launcher_is_non_dumpable_even_where_prctl_is_refused() {
+fn a_waiting_launcher_is_non_dumpable_even_where_prctl_is_refused() {
     if !can_run() {
         return;
     }
@@ -286,7 +284,7 @@ fn review_a_waiting_launcher_is_non_dumpable_even_where_prctl_is_refused() {
     // A non-root process: /proc/PID/* belongs to root only while the
     // process is non-dumpable.
     for reexecute in [true, false] {
-        let bundle = review_bundle("launch-prctl-errno", reexecute, |c| {
+        let bundle = bundle_on_either_path("launch-prctl-errno", reexecute, |c| {
             refuse_prctl(c, "SCMP_ACT_ERRNO");
             c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
         });
@@ -305,8 +303,7 @@ fn review_a_waiting_launcher_is_non_dumpable_even_where_prctl_is_refused() {
 }
 
 #[test]
-#[ignore = "review finding (launcher): fails today"]
-fn review_an_nproc_refusal_reads_as_it_did() {
+fn an_nproc_refusal_reads_as_it_did() {
     if !can_run() {
         return;
     }
@@ -323,7 +320,7 @@ fn review_an_nproc_refusal_reads_as_it_did() {
         .unwrap();
     let mut seen = Vec::new();
     for reexecute in [true, false] {
-        let bundle = review_bundle("launch-nproc", reexecute, |c| {
+        let bundle = bundle_on_either_path("launch-nproc", reexecute, |c| {
             c["process"]["user"] = json!({"uid": 4243, "gid": 4243});
             c["process"]["rlimits"] = json!([{"type": "RLIMIT_NPROC", "hard": 0, "soft": 0}]);
         });
@@ -342,8 +339,7 @@ fn review_an_nproc_refusal_reads_as_it_did() {
 }
 
 #[test]
-#[ignore = "review finding (launcher): fails today"]
-fn review_a_create_container_hook_does_not_find_the_host_binary_at_proc_1_exe() {
+fn a_create_container_hook_does_not_find_the_host_binary_at_proc_1_exe() {
     if !can_run() {
         return;
     }
@@ -353,7 +349,7 @@ fn review_a_create_container_hook_does_not_find_the_host_binary_at_proc_1_exe() 
     let berth = std::fs::canonicalize(berth_bin()).unwrap();
     for reexecute in [true, false] {
         let seen = std::env::temp_dir().join(unique("hook-exe"));
-        let bundle = review_bundle("launch-hook-exe", reexecute, |c| {
+        let bundle = bundle_on_either_path("launch-hook-exe", reexecute, |c| {
             c["hooks"] = json!({"createContainer": [{
                 "path": "/bin/sh",
                 "args": ["sh", "-c", format!("readlink proc/1/exe > {}", seen.display())],

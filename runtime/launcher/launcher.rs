@@ -7,7 +7,8 @@
 //! The init builds the whole container as berth, then executes this
 //! program from a sealed memfd. It does what the init did from `Ready` on,
 //! with the same system calls:
-//! 1. non-dumpable (the execve made it dumpable again);
+//! 1. non-dumpable (the execve made it dumpable again; failing that, it
+//!    reports and exits);
 //! 2. `Ready` ("R") on the init channel;
 //! 3. waits for the release: "S" on the channel (`run`), or a connection
 //!    accepted on the start socket (`start`);
@@ -199,6 +200,15 @@ fn misuse() -> ! {
     exit(127)
 }
 
+const CLOEXEC_FAILED: &[u8] = b"Fthe sealed launcher cannot keep the init's descriptors from the process";
+
+/// Tells the runtime why nothing starts (a `Failed` message: `F` and the
+/// text), then exits with `code`.
+fn failed(fd: usize, message: &[u8], code: usize) -> ! {
+    write(fd, message);
+    exit(code)
+}
+
 /// What the launcher writes to the runtime when the execve failed: `E`
 /// and the errno in decimal (`channel::Message::ExecFailed`).
 fn exec_failed(fd: usize, errno: usize) -> ! {
@@ -246,7 +256,13 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
     };
     // SAFETY: plain system calls on our own process and descriptors.
     unsafe {
-        syscall(nr::PRCTL, [PR_SET_DUMPABLE, 0, 0, 0, 0]);
+        // The init was not dumpable; neither may this be while it waits
+        // (berth uses the launcher only where the seccomp profile lets
+        // prctl, fcntl and execveat through; a kernel that refuses is an
+        // error, not a dumpable init).
+        if syscall(nr::PRCTL, [PR_SET_DUMPABLE, 0, 0, 0, 0]) < 0 {
+            failed(channel, b"Fthe sealed launcher cannot make itself non-dumpable", 1);
+        }
         if write(channel, b"R") < 0 {
             exit(1);
         }
@@ -268,11 +284,16 @@ unsafe extern "C" fn start(sp: *const usize) -> ! {
                 if connection < 0 {
                     exit(1);
                 }
-                syscall(nr::FCNTL, [listener, F_SETFD, FD_CLOEXEC, 0, 0]);
+                if syscall(nr::FCNTL, [listener, F_SETFD, FD_CLOEXEC, 0, 0]) < 0 {
+                    failed(connection as usize, CLOEXEC_FAILED, 127);
+                }
                 connection as usize
             }
         };
-        syscall(nr::FCNTL, [channel, F_SETFD, FD_CLOEXEC, 0, 0]);
+        // Nothing of the runtime's may reach the process.
+        if syscall(nr::FCNTL, [channel, F_SETFD, FD_CLOEXEC, 0, 0]) < 0 {
+            failed(report, CLOEXEC_FAILED, 127);
+        }
         // Ignored signals and the mask survive execve; the process starts
         // with neither (as `process::reset_signals` leaves the init).
         let default = [0usize; 4];

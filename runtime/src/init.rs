@@ -94,6 +94,10 @@ pub enum InitError {
     Becoming(String),
     #[error("cannot execute the sealed launcher (CVE-2019-5736): {0}")]
     Launcher(std::io::Error),
+    /// An execve the process's own would have failed the same way (see
+    /// `setup`): reported as the process's exec failure.
+    #[error("{0}")]
+    ProcessExec(std::io::Error),
     #[error("{what}: {source}")]
     Sys {
         what: String,
@@ -113,7 +117,10 @@ pub fn run(args: InitArgs) -> ! {
         Ok(never) => match never {},
         Err(e) => e,
     };
-    args.channel.failed(&error.to_string());
+    match &error {
+        InitError::ProcessExec(e) => args.channel.exec_failed(e.raw_os_error().unwrap_or(0)),
+        other => args.channel.failed(&other.to_string()),
+    }
     // SAFETY: leaving the cloned child without running the runtime's destructors.
     unsafe { libc::_exit(1) }
 }
@@ -257,11 +264,14 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
             Release::Socket(listener) => Some(listener),
             Release::Channel => None,
         };
-        return Err(InitError::Launcher(launcher.launch(
-            args.channel.raw(),
-            listener,
-            &execve,
-        )));
+        let error = launcher.launch(args.channel.raw(), listener, &execve);
+        // What the process's own execve would have met as well (its
+        // arguments too long; RLIMIT_NPROC over after the switch to its
+        // user) reads as its failure, as it did when the init executed it.
+        if matches!(error.raw_os_error(), Some(libc::E2BIG | libc::EAGAIN)) {
+            return Err(InitError::ProcessExec(error));
+        }
+        return Err(InitError::Launcher(error));
     }
     args.channel.ready()?;
     let released = match args.release {

@@ -28,7 +28,7 @@
 //! init in a pid namespace of its own builds the container as berth and
 //! executes last a tiny sealed launcher (`launcher/launcher.rs`, built by
 //! `build.rs`) that waits for `start` and executes the process; where that
-//! launcher cannot be exact (a `startContainer` hook, a seccomp profile that
+//! launcher cannot be exact (a `startContainer` or `createContainer` hook, a seccomp profile that
 //! may refuse it) the init re-executes berth from a read-only view of itself
 //! first ([`sealed_exe`]), as `exec` always does and the runtime does when
 //! the container shares its pid namespace. Neither is needed when a user

@@ -69,7 +69,11 @@
 //! is still empty, and the re-execution overlaps the runtime's own work),
 //! and the new image continues in [`resume`]:
 //! - `startContainer` hooks: berth code has to run after the release;
-//! - a seccomp profile that may deny, log or notify `execveat` or `fcntl`;
+//! - `createContainer` hooks: they run in the container's namespaces while
+//!   the init is still berth, and would find the host's binary at
+//!   `/proc/1/exe`;
+//! - a seccomp profile that may deny, log or notify `execveat`, `fcntl` or
+//!   `prctl` (the launcher's calls under the filter);
 //! - a launcher the kernel would not make (no memfd; the init then falls
 //!   back on its own, having built nothing yet).
 //!
@@ -126,11 +130,14 @@ pub fn needed(spec: &Spec, plan: &Plan) -> Seal {
 /// Whether the init may end in the sealed launcher (see the module
 /// documentation) rather than re-execute itself.
 pub fn launcher_fits(spec: &Spec, seccomp: Option<&crate::seccomp::Compiled>) -> bool {
-    let start_hooks = spec
+    // startContainer hooks run after the release, as berth; the
+    // createContainer ones run in the container's namespaces and would
+    // find the host's binary at /proc/1/exe.
+    let hooks = spec
         .hooks
         .as_ref()
-        .is_some_and(|h| !h.start_container.is_empty());
-    !start_hooks && seccomp.is_none_or(|s| s.launcher_passes)
+        .is_some_and(|h| !h.start_container.is_empty() || !h.create_container.is_empty());
+    !hooks && seccomp.is_none_or(|s| s.launcher_passes)
 }
 
 /// The launcher's image, built by `build.rs` from `launcher/launcher.rs`.

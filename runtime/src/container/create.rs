@@ -405,6 +405,16 @@ pub(super) fn build(
             }
             Ok(Message::Ready) => break,
             Ok(Message::Failed(text)) => return Err(ContainerError::Init(text)),
+            // The process could not have been executed (see `init::setup`):
+            // the words a failed start has.
+            Ok(reply @ Message::ExecFailed(_)) => {
+                let program = spec
+                    .process
+                    .as_ref()
+                    .and_then(|p| p.args.first().cloned())
+                    .unwrap_or_default();
+                return Err(ContainerError::StartFailed(reply.start_failure(&program)));
+            }
             Ok(other) => {
                 return Err(ChannelError::Unexpected(format!("{other:?}").into_bytes()).into())
             }

@@ -96,9 +96,11 @@ pub struct Compiled {
     pub notify: Option<Program>,
     /// Where the listener goes (`listenerPath`, `listenerMetadata`).
     pub listener: Option<notify::Listener>,
-    /// Whether every `execveat` and `fcntl` passes, whatever its arguments:
-    /// the calls the init's sealed launcher makes under the filters besides
-    /// those the init itself makes there (see `sealed_init`).
+    /// Whether every `execveat`, `fcntl` and `prctl` passes, whatever its
+    /// arguments: the calls the init's sealed launcher makes under the
+    /// filters besides those the init itself makes there (with
+    /// `noNewPrivileges` the filter comes after the init's last `prctl`;
+    /// see `sealed_init`).
     pub launcher_passes: bool,
 }
 
@@ -329,7 +331,7 @@ pub fn compile(profile: &Profile) -> Result<Compiled, SeccompError> {
         flags,
         notify,
         listener,
-        launcher_passes: ["execveat", "fcntl"]
+        launcher_passes: ["execveat", "fcntl", "prctl"]
             .iter()
             .all(|name| always_allowed(profile, default, name)),
     })
@@ -668,7 +670,7 @@ mod tests {
     }
 
     #[test]
-    fn the_launcher_passes_only_where_execveat_and_fcntl_always_do() {
+    fn the_launcher_passes_only_where_execveat_fcntl_and_prctl_always_do() {
         let with = |default: &str, syscalls: serde_json::Value| {
             profile(json!({"defaultAction": default, "syscalls": syscalls}))
                 .unwrap()
@@ -678,10 +680,14 @@ mod tests {
         assert!(with("SCMP_ACT_ALLOW", json!([])));
         assert!(with(
             "SCMP_ACT_ERRNO",
-            json!([allow(&["execveat", "fcntl", "read"])])
+            json!([allow(&["execveat", "fcntl", "prctl", "read"])])
         ));
         // Not named where the default denies.
         assert!(!with("SCMP_ACT_ERRNO", json!([allow(&["fcntl"])])));
+        assert!(!with(
+            "SCMP_ACT_ERRNO",
+            json!([allow(&["execveat", "fcntl", "read"])])
+        ));
         // Allowed under a condition only.
         let conditional = json!({"names": ["fcntl"], "action": "SCMP_ACT_ALLOW",
             "args": [{"index": 1, "value": 2, "op": "SCMP_CMP_EQ"}]});
