@@ -184,7 +184,12 @@ impl ContainerDir {
         if !path.join(STATE_FILE).exists() {
             return Err(StateError::NotExist);
         }
-        Self::open_locked(path, id)
+        let dir = Self::open_locked(path, id)?;
+        // Whoever held the lock may have deleted the container meanwhile.
+        if !dir.path.join(STATE_FILE).exists() {
+            return Err(StateError::NotExist);
+        }
+        Ok(dir)
     }
 
     fn open_locked(path: PathBuf, id: &str) -> Result<ContainerDir, StateError> {
@@ -198,6 +203,18 @@ impl ContainerDir {
         // SAFETY: flock on a descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
             return Err(io("cannot lock", &path)(std::io::Error::last_os_error()));
+        }
+        // While this waited for the lock, its holder may have removed the
+        // directory and another create made a new one under the same id:
+        // the path must still name the directory locked, or every step
+        // from here (all by path) would act on that other container.
+        let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| {
+            use std::os::unix::fs::MetadataExt;
+            (a.dev(), a.ino()) == (b.dev(), b.ino())
+        };
+        match (lock.metadata(), std::fs::metadata(&path)) {
+            (Ok(locked), Ok(named)) if same(&locked, &named) => {}
+            _ => return Err(StateError::NotExist),
         }
         Ok(ContainerDir {
             path,
@@ -459,6 +476,29 @@ mod tests {
         let root = std::env::temp_dir().join(format!("berth-state-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         root
+    }
+
+    #[test]
+    fn a_waiter_whose_container_was_deleted_meanwhile_does_not_get_the_next_one() {
+        let root = scratch_root("race");
+        let first = ContainerDir::create(&root, "c1").expect("create");
+        std::fs::write(first.path.join(STATE_FILE), b"{}").expect("state.json");
+        let waiter = {
+            let root = root.clone();
+            std::thread::spawn(move || ContainerDir::open(&root, "c1").map(|d| d.path))
+        };
+        // Long enough for the waiter to open the directory and block on
+        // its lock (ordering, not timing: were it later, it would open
+        // the new container legitimately and this test would fail loudly).
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // The holder deletes the container; another create takes the id.
+        std::fs::remove_dir_all(&first.path).expect("remove");
+        std::fs::create_dir(&first.path).expect("the next container's directory");
+        std::fs::write(first.path.join(STATE_FILE), b"{}").expect("its state.json");
+        drop(first);
+        let got = waiter.join().expect("waiter");
+        assert!(matches!(got, Err(StateError::NotExist)), "{got:?}");
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]
