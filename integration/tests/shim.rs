@@ -849,6 +849,60 @@ fn terminal_and_oom_berth() {
     }
 }
 
+/// A process's last output to its terminal reaches the client before its
+/// exit does: `ctr run -t` stops copying at the exit, so the shim tells
+/// the exit only once the terminal's copy has passed on what the terminal
+/// held. Several runs, each ending in a burst of output.
+#[test]
+fn a_terminals_last_output_arrives_before_its_exit_berth() {
+    if !(can_run() && have_containerd()) {
+        return;
+    }
+    let containerd = Containerd::start();
+    let flags = runtime_flags(&containerd, Driven::Berth);
+    for round in 0..5 {
+        let id = unique("tty-last");
+        let mut line = vec![
+            "nsenter".to_string(),
+            "-t".into(),
+            containerd.holder.pid().to_string(),
+            "-m".into(),
+            "ctr".into(),
+            "-n".into(),
+            NS.into(),
+        ];
+        line.extend(
+            run_args(
+                &flags,
+                &["--rm", "-t"],
+                &[
+                    IMAGE,
+                    &id,
+                    "sh",
+                    "-c",
+                    "'seq 1 3000; echo last-line-$((40+2)); exit 3'",
+                ],
+            )
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        let out = Command::new("script")
+            .args(["-qec", &line.join(" "), "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("script (bsdutils)");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "round {round}: {}", text(&out));
+        let has_line = |want: &str| stdout.lines().any(|l| l.trim_end_matches('\r') == want);
+        assert!(has_line("3000"), "round {round}: {}", text(&out));
+        assert!(
+            stdout.contains("last-line-42"),
+            "round {round}: {}",
+            text(&out)
+        );
+    }
+}
+
 #[test]
 fn terminal_and_oom_runc() {
     if can_run() && have_containerd() {

@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_oci::fd_passing;
@@ -129,8 +129,9 @@ pub fn start_copies(
     stdin: &str,
     stdout: &str,
     closed: Arc<AtomicBool>,
-) -> Result<(), ConsoleError> {
+) -> Result<Option<Drained>, ConsoleError> {
     let clone = |m: &OwnedFd| m.try_clone().map(File::from).map_err(ConsoleError::Thread);
+    let mut drained = None;
     if !stdout.is_empty() {
         let mut from = clone(master)?;
         let path = PathBuf::from(stdout);
@@ -139,13 +140,18 @@ pub fn start_copies(
             .write(true)
             .open(&path)
             .map_err(|source| ConsoleError::Fifo { path, source })?;
+        let done = Drained::default();
+        drained = Some(done.clone());
         spawn("tty-out", move || {
             let mut buf = [0u8; 8192];
+            // The master reads what the terminal still holds, then EIO once
+            // no process has the terminal open any more.
             while let Ok(n) = from.read(&mut buf) {
                 if n == 0 || to.write_all(&buf[..n]).is_err() {
                     break;
                 }
             }
+            done.set();
         })?;
     }
     if !stdin.is_empty() {
@@ -168,7 +174,32 @@ pub fn start_copies(
             }
         })?;
     }
-    Ok(())
+    Ok(drained)
+}
+
+/// Set by a terminal's output copy once it has passed on everything the
+/// terminal held: a process's last output must reach its fifo before its
+/// exit is told (a client that sees the exit stops reading).
+#[derive(Clone, Default)]
+pub struct Drained(Arc<(Mutex<bool>, Condvar)>);
+
+impl Drained {
+    fn set(&self) {
+        let (done, changed) = &*self.0;
+        *done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        changed.notify_all();
+    }
+
+    /// Waits until the copy is done, at most `limit` (a process left in
+    /// the background may keep the terminal open for good).
+    pub fn wait(&self, limit: Duration) -> bool {
+        let (done, changed) = &*self.0;
+        let guard = done.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, _) = changed
+            .wait_timeout_while(guard, limit, |done| !*done)
+            .unwrap_or_else(|e| e.into_inner());
+        *guard
+    }
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<(), ConsoleError> {

@@ -95,7 +95,7 @@ impl Container {
             match master {
                 Ok(master) => {
                     let closed = Arc::new(AtomicBool::new(false));
-                    console::start_copies(
+                    process.console_drained = console::start_copies(
                         &master,
                         &process.paths.stdin,
                         &process.paths.stdout,

@@ -39,11 +39,16 @@ pub struct Process {
     /// Fifo holders, dropped at exit so the daemon sees end-of-file.
     pub holders: Vec<OwnedFd>,
     pub console: Option<OwnedFd>,
+    /// The terminal's output copy, waited for at exit (see `mark_exited`).
+    pub console_drained: Option<console::Drained>,
     pub stdin: Option<stdio::StdinCopy>,
     /// Set by CloseIO for a terminal's stdin copy (shared with its thread).
     pub stdin_closed: Option<Arc<AtomicBool>>,
     pub waiters: Vec<ReplyTo>,
 }
+
+/// How long an exit waits for its terminal's last output to be copied.
+const CONSOLE_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub fn now() -> (i64, i32) {
     let ts = Timestamp::now();
@@ -60,6 +65,7 @@ impl Process {
             spec: Vec::new(),
             holders: Vec::new(),
             console: None,
+            console_drained: None,
             stdin: None,
             stdin_closed: None,
             waiters: Vec::new(),
@@ -84,6 +90,12 @@ impl Process {
         self.phase = Phase::Exited { status, at: now() };
         self.holders.clear();
         self.stdin = None;
+        // What the process wrote last to its terminal reaches the stdout
+        // fifo before its exit is told: a client stops reading at the exit.
+        // Bounded: a process it left behind may hold the terminal open.
+        if let Some(drained) = self.console_drained.take() {
+            drained.wait(CONSOLE_DRAIN_LIMIT);
+        }
     }
 }
 
