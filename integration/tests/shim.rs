@@ -849,6 +849,38 @@ fn terminal_and_oom_berth() {
     }
 }
 
+/// `ctr run --rm -t IMAGE ID sh -c SCRIPT` on a terminal of its own
+/// (`script`), in the private containerd's mount namespace, after `setup`
+/// (shell words run on that terminal first).
+fn ctr_run_on_a_terminal(
+    containerd: &Containerd,
+    flags: &[String],
+    setup: &str,
+    id: &str,
+    script: &str,
+) -> std::process::Output {
+    let mut line = vec![
+        setup.to_string(),
+        "nsenter".into(),
+        "-t".into(),
+        containerd.holder.pid().to_string(),
+        "-m".into(),
+        "ctr".into(),
+        "-n".into(),
+        NS.into(),
+    ];
+    line.extend(
+        run_args(flags, &["--rm", "-t"], &[IMAGE, id, "sh", "-c", script])
+            .iter()
+            .map(|s| s.to_string()),
+    );
+    Command::new("script")
+        .args(["-qec", &line.join(" "), "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (bsdutils)")
+}
+
 /// A process's last output to its terminal reaches the client before its
 /// exit does: `ctr run -t` stops copying at the exit, so the shim tells
 /// the exit only once the terminal's copy has passed on what the terminal
@@ -862,35 +894,8 @@ fn a_terminals_last_output_arrives_before_its_exit_berth() {
     let flags = runtime_flags(&containerd, Driven::Berth);
     for round in 0..5 {
         let id = unique("tty-last");
-        let mut line = vec![
-            "nsenter".to_string(),
-            "-t".into(),
-            containerd.holder.pid().to_string(),
-            "-m".into(),
-            "ctr".into(),
-            "-n".into(),
-            NS.into(),
-        ];
-        line.extend(
-            run_args(
-                &flags,
-                &["--rm", "-t"],
-                &[
-                    IMAGE,
-                    &id,
-                    "sh",
-                    "-c",
-                    "'seq 1 3000; echo last-line-$((40+2)); exit 3'",
-                ],
-            )
-            .iter()
-            .map(|s| s.to_string()),
-        );
-        let out = Command::new("script")
-            .args(["-qec", &line.join(" "), "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .expect("script (bsdutils)");
+        let script = "'seq 1 3000; echo last-line-$((40+2)); exit 3'";
+        let out = ctr_run_on_a_terminal(&containerd, &flags, "", &id, script);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(3), "round {round}: {}", text(&out));
         let has_line = |want: &str| stdout.lines().any(|l| l.trim_end_matches('\r') == want);
@@ -917,30 +922,8 @@ fn terminal_and_oom(driven: Driven) {
     // `ctr run -t` on a terminal of its own (script), sized 30x100 first:
     // ctr passes the size on with ResizePty, after Start (hence the sleep).
     let id = unique("tty");
-    let mut line = vec![
-        "stty rows 30 cols 100;".to_string(),
-        "nsenter".into(),
-        "-t".into(),
-        containerd.holder.pid().to_string(),
-        "-m".into(),
-        "ctr".into(),
-        "-n".into(),
-        NS.into(),
-    ];
-    line.extend(
-        run_args(
-            &flags,
-            &["--rm", "-t"],
-            &[IMAGE, &id, "sh", "-c", "'tty; sleep 1; stty size; exit 4'"],
-        )
-        .iter()
-        .map(|s| s.to_string()),
-    );
-    let out = Command::new("script")
-        .args(["-qec", &line.join(" "), "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .expect("script (bsdutils)");
+    let script = "'tty; sleep 1; stty size; exit 4'";
+    let out = ctr_run_on_a_terminal(&containerd, &flags, "stty rows 30 cols 100;", &id, script);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(4), "{}", text(&out));
     assert!(stdout.contains("/dev/pts/0"), "{}", text(&out));
