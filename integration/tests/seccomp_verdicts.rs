@@ -569,22 +569,7 @@ fn the_engines_default_profile_gets_libseccomps_verdict_on_every_syscall_of_ever
         missing_prerequisite("libseccomp.so.2 (apt install libseccomp2)");
         return;
     };
-    let docker = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
+    let docker = berth_oci::kernel_names::DOCKER_DEFAULT_CAPABILITIES;
     let more: Vec<&str> = docker
         .iter()
         .copied()
@@ -611,7 +596,7 @@ fn the_engines_default_profile_gets_libseccomps_verdict_on_every_syscall_of_ever
         0x0001_0000,
         1 << 32,
     ];
-    let (Some(default), Some(wider)) = (engine_default(&docker), engine_default(&more)) else {
+    let (Some(default), Some(wider)) = (engine_default(docker), engine_default(&more)) else {
         return;
     };
     for (what, profile) in [("docker's caps", default), ("more caps", wider)] {

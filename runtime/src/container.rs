@@ -124,7 +124,7 @@ pub fn start(root: &Path, id: &str) -> Result<(), ContainerError> {
 /// The process's `args[0]` in the config `create` saved (or the bundle's,
 /// for a container of an older berth).
 fn saved_program(dir: &ContainerDir, state: &State) -> String {
-    let spec = match std::fs::read(dir.path.join("config.json")) {
+    let spec = match std::fs::read(dir.path.join(state::CONFIG_FILE)) {
         Ok(bytes) => crate::spec::Spec::from_slice(&bytes),
         Err(_) => crate::spec::Spec::load(&state.bundle),
     };

@@ -376,6 +376,12 @@ pub(super) fn build(
     ));
     let creating = oci_state_json(&state, Status::Creating);
     runtime_end.prepared(&creating)?;
+    // The process's `args[0]`, for a failed exec's words.
+    let program = spec
+        .process
+        .as_ref()
+        .and_then(|p| p.args.first().cloned())
+        .unwrap_or_default();
     // The config as validated, for `exec` (the bundle's may change later):
     // written while the init builds the container, off the critical path.
     // Nothing reads it before state.json exists, and the guard removes it
@@ -408,11 +414,6 @@ pub(super) fn build(
             // The process could not have been executed (see `init::setup`):
             // the words a failed start has.
             Ok(reply @ Message::ExecFailed(_)) => {
-                let program = spec
-                    .process
-                    .as_ref()
-                    .and_then(|p| p.args.first().cloned())
-                    .unwrap_or_default();
                 return Err(ContainerError::StartFailed(reply.start_failure(&program)));
             }
             Ok(other) => {
@@ -448,11 +449,7 @@ pub(super) fn build(
         state,
         dir: dir_path,
         channel: by_channel.then_some(runtime_end),
-        program: spec
-            .process
-            .as_ref()
-            .and_then(|p| p.args.first().cloned())
-            .unwrap_or_default(),
+        program,
         cleaner,
     })
 }
