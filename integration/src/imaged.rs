@@ -62,11 +62,29 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A free port below the kernel's local port range: a port taken from that
+/// range could be handed to another program's outgoing connection between
+/// this check and the server's bind. Each call in a process moves on from the
+/// last, so two servers started at once never get the same port.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .expect("read the local port range");
+    let first_local: u32 = range
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("the local port range");
+    let span = first_local.saturating_sub(10_000).max(1);
+    let start = std::process::id() * 97 % span;
+    for _ in 0..span {
+        let step = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 10_000 + (start + step) % span;
+        if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+    panic!("no free port below the local port range")
 }
 
 fn wait_for_port(port: u16, what: &str) {

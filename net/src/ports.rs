@@ -133,26 +133,42 @@ mod tests {
         }
     }
 
+    /// A port the kernel never hands out on its own (below the local port
+    /// range), so no other program's connection can take it between the
+    /// test's release and its second claim.
+    fn reserve_a_quiet_port() -> (Reservation, u16) {
+        let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
+        let first_local: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
+        (10_000..first_local)
+            .find_map(|port| {
+                let mut m = [mapping(port, "tcp")];
+                reserve(&mut m).ok().map(|held| (held, port))
+            })
+            .expect("a free port below the local port range")
+    }
+
     #[test]
-    fn a_held_port_cannot_be_claimed_twice_and_a_random_one_is_chosen() {
-        let mut first = [mapping(0, "tcp"), mapping(0, "udp")];
-        let held = reserve(&mut first).unwrap();
-        assert!(first.iter().all(|m| m.host_port != 0));
-        let mut again = [mapping(first[0].host_port, "tcp")];
-        let err = reserve(&mut again).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "Bind for 127.0.0.1:{} failed: port is already allocated",
-                first[0].host_port
-            )
-        );
-        drop(held);
-        reserve(&mut again).unwrap();
+    fn a_random_port_is_chosen_for_each_protocol() {
+        let mut ports = [mapping(0, "tcp"), mapping(0, "udp")];
+        let _held = reserve(&mut ports).unwrap();
+        assert!(ports.iter().all(|m| m.host_port != 0));
         assert_eq!(
             reserve(&mut [mapping(0, "sctp")]).unwrap_err(),
             Error::Protocol("sctp".into())
         );
+    }
+
+    #[test]
+    fn a_held_port_cannot_be_claimed_twice_until_it_is_released() {
+        let (held, port) = reserve_a_quiet_port();
+        let mut again = [mapping(port, "tcp")];
+        let err = reserve(&mut again).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
+        );
+        drop(held);
+        reserve(&mut again).unwrap();
     }
 
     #[test]
