@@ -141,43 +141,44 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         libc::umask(0);
     }
 
-    // 1. The runtime maps our ids and readies our cgroups (limits, device
+    // 1. Where nothing of the container's namespaces waits for the
+    // runtime (no user namespace to be mapped, none joined by path), they
+    // are made at once, while the runtime makes and limits the cgroups:
+    // on two cores the two halves overlap. Only the cgroup namespace waits,
+    // since it is rooted where the init stands when it is made.
+    let early = !plan.new_user && plan.init_joins.is_empty();
+    if early {
+        enter_new_namespaces(args, plan.unshare_flags & !libc::CLONE_NEWCGROUP)?;
+    }
+    // 2. The runtime maps our ids and readies our cgroups (limits, device
     // rules); we were born in the unified one where the kernel allowed,
     // and move ourselves into the rest (see `cgroups::Driver::join_self`):
-    // before joining any namespace, while the paths are the host's, and
-    // before `setresuid`, while we are the host's root that owns the files.
+    // before joining any namespace by path or pivoting, while the paths are
+    // the host's, and before `setresuid`, while we are the host's root that
+    // owns the files.
     let state_json = args.channel.wait_prepared()?;
     crate::trace::step("init: prepared by the runtime");
     crate::cgroups::driver_for(&args.cgroup_paths).join_self(args.born_in_cgroup.as_deref())?;
     crate::trace::step("init: joined its cgroups");
-    // 2. Namespaces given by path that belong to the init (user first).
-    for (kind, path) in &plan.init_joins {
-        namespaces::join(*kind, path)?;
-    }
-    if plan.new_user {
-        // SAFETY: plain set*id calls; failure leaves us unmapped, which the
-        // following steps report.
-        unsafe {
-            libc::setresgid(0, 0, 0);
-            libc::setresuid(0, 0, 0);
+    if early {
+        namespaces::unshare(plan.unshare_flags & libc::CLONE_NEWCGROUP)?;
+    } else {
+        // 3. Namespaces given by path that belong to the init (user
+        // first), then every other new one, owned by the container's user
+        // namespace.
+        for (kind, path) in &plan.init_joins {
+            namespaces::join(*kind, path)?;
         }
+        if plan.new_user {
+            // SAFETY: plain set*id calls; failure leaves us unmapped, which
+            // the following steps report.
+            unsafe {
+                libc::setresgid(0, 0, 0);
+                libc::setresuid(0, 0, 0);
+            }
+        }
+        enter_new_namespaces(args, plan.unshare_flags)?;
     }
-    // 3. Every other new namespace, owned by the container's user namespace.
-    namespaces::unshare(plan.unshare_flags)?;
-    if let Some(name) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
-        nix::unistd::sethostname(name)
-            .map_err(|e| sys(format!("sethostname {name:?}"))(e.into()))?;
-    }
-    if let Some(name) = spec.domainname.as_deref().filter(|h| !h.is_empty()) {
-        set_domainname(name)?;
-    }
-    if !args.no_new_keyring {
-        join_session_keyring(&args.container_id)?;
-    }
-    if let Some(score) = process.oom_score_adj {
-        process::apply_oom_score_adj(score)?;
-    }
-    crate::trace::step("init: namespaces");
 
     // 4. The filesystem.
     let ctx = Context {
@@ -297,6 +298,28 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
         &released,
         &crate::channel::exec_failure(&process.args[0], error),
     );
+}
+
+/// Unshares `flags` and sets what belongs to the new namespaces (host and
+/// domain names, the session keyring) and the process's OOM score.
+fn enter_new_namespaces(args: &InitArgs, flags: libc::c_int) -> Result<(), InitError> {
+    let spec = args.spec;
+    namespaces::unshare(flags)?;
+    if let Some(name) = spec.hostname.as_deref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(name)
+            .map_err(|e| sys(format!("sethostname {name:?}"))(e.into()))?;
+    }
+    if let Some(name) = spec.domainname.as_deref().filter(|h| !h.is_empty()) {
+        set_domainname(name)?;
+    }
+    if !args.no_new_keyring {
+        join_session_keyring(&args.container_id)?;
+    }
+    if let Some(score) = spec.process.as_ref().and_then(|p| p.oom_score_adj) {
+        process::apply_oom_score_adj(score)?;
+    }
+    crate::trace::step("init: namespaces");
+    Ok(())
 }
 
 /// Installs the profile's filters (see `seccomp::notify::install`).

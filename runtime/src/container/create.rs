@@ -375,7 +375,14 @@ pub(super) fn build(
         options.id, born_in_cgroup, guard.cgroups
     ));
     let creating = oci_state_json(&state, Status::Creating);
-    runtime_end.prepared(&creating)?;
+    if let Err(e) = runtime_end.prepared(&creating) {
+        // The init makes its namespaces before it waits for `Prepared`
+        // (see `init::setup`): a failure there is in its words, already sent.
+        return Err(match runtime_end.receive() {
+            Ok(Message::Failed(text)) => ContainerError::Init(text),
+            _ => e.into(),
+        });
+    }
     // The process's `args[0]`, for a failed exec's words.
     let program = spec
         .process
