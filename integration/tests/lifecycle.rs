@@ -20,6 +20,44 @@ fn run_prints_output_and_returns_the_exit_status() {
 }
 
 #[test]
+fn run_frees_the_id_at_once_and_its_state_directory_goes_after() {
+    if !can_run() {
+        return;
+    }
+    // `run` retires the state directory under a name no id has and leaves
+    // its removal to the create's cleaner (see `container::run`): the id
+    // is free when `run` returns, and nothing stays behind.
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("run-free");
+    bundle.args(&["/bin/true"]);
+    let id = unique("free");
+    for round in 0..3 {
+        let out = berth.run(&bundle, &id);
+        assert!(out.status.success(), "round {round}\n{}", text(&out));
+        let state = berth.exec(&["state", &id]);
+        assert!(!state.status.success(), "round {round}: {}", text(&state));
+        let list = berth.exec(&["list", "--quiet"]);
+        assert_eq!(String::from_utf8_lossy(&list.stdout), "", "round {round}");
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir(&berth.root)
+            .expect("the runtime root")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "left in the runtime root: {left:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn run_reports_128_plus_signal_when_killed() {
     if !can_run() {
         return;

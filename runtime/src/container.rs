@@ -240,9 +240,24 @@ fn wait_gone(pid: i32, start: u64) {
 
 /// `berth delete [--force] ID`.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> {
+    if let Some(dir) = stop_and_clear(root, id, force)? {
+        dir.remove()?;
+        crate::trace::step("delete: state removed");
+    }
+    Ok(())
+}
+
+/// `delete` but for the removal of the state directory, which it returns
+/// (none: there was no complete container, and what a killed create left
+/// is gone).
+fn stop_and_clear(
+    root: &Path,
+    id: &str,
+    force: bool,
+) -> Result<Option<ContainerDir>, ContainerError> {
     let dir = match ContainerDir::open(root, id) {
         Ok(dir) => dir,
-        Err(StateError::NotExist) if force => return remove_unfinished(root, id),
+        Err(StateError::NotExist) if force => return remove_unfinished(root, id).map(|()| None),
         Err(e) => return Err(e.into()),
     };
     let state = dir.load()?;
@@ -274,9 +289,7 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<(), ContainerError> 
             crate::log::warn(&e.to_string());
         }
     }
-    dir.remove()?;
-    crate::trace::step("delete: state removed");
-    Ok(())
+    Ok(Some(dir))
 }
 
 /// `delete --force` of an id whose `create` was killed half-way: the
@@ -436,9 +449,12 @@ pub fn run(
         let _ = delete(root, &options.id, true);
         return Err(e);
     }
-    // Reaped once the process runs (it exits as soon as it reads that
-    // the create is done).
-    drop(built.cleaner.take());
+    let mut cleaner = built.cleaner.take();
+    if detach || keep {
+        // Reaped once the process runs (it exits as soon as it reads that
+        // the create is done).
+        drop(cleaner.take().map(cleaner::Cleaner::dismiss));
+    }
     if detach {
         return Ok(0);
     }
@@ -447,8 +463,22 @@ pub fn run(
         None => crate::process::wait_forwarding_signals(pid),
     };
     crate::trace::step("run: container exited");
-    if !keep {
-        delete(root, &options.id, true)?;
+    if keep {
+        return Ok(code);
     }
+    let Some(dir) = stop_and_clear(root, &options.id, true)? else {
+        return Ok(code);
+    };
+    // The id is free when `run` returns; the directory itself goes after.
+    match cleaner {
+        Some(cleaner) => {
+            let name = cleaner.retired_name(&options.id);
+            if dir.retire(&name)? {
+                cleaner.remove_retired(&name);
+            }
+        }
+        None => dir.remove()?,
+    }
+    crate::trace::step("delete: state removed");
     Ok(code)
 }

@@ -143,12 +143,36 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
 
     // 1. Where nothing of the container's namespaces waits for the
     // runtime (no user namespace to be mapped, none joined by path), they
-    // are made at once, while the runtime makes and limits the cgroups:
-    // on two cores the two halves overlap. Only the cgroup namespace waits,
-    // since it is rooted where the init stands when it is made.
+    // are made at once, with the rootfs and the mounts before the first
+    // cgroup one, while the runtime makes and limits the cgroups: on two
+    // cores the two halves overlap. The cgroup namespace waits, since it is
+    // rooted where the init stands when it is made, and so do the mounts
+    // that show the cgroups.
     let early = !plan.new_user && plan.init_joins.is_empty();
+    let ctx = Context {
+        spec,
+        rootfs: &args.rootfs,
+        bundle: &args.bundle,
+        in_user_namespace: plan.new_user
+            || plan
+                .init_joins
+                .iter()
+                .any(|(k, _)| *k == crate::spec::NamespaceKind::User),
+        cgroup_paths: &args.cgroup_paths,
+        hierarchies: &args.hierarchies,
+        new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
+        idmapped: args.idmapped,
+    };
+    let mut mounted_early = 0;
     if early {
         enter_new_namespaces(args, plan.unshare_flags & !libc::CLONE_NEWCGROUP)?;
+        // The kernel objects these make (namespaces, mounts) are charged
+        // to the caller's cgroups: a few KiB. (crun's namespaces are too.)
+        rootfs::prepare(&ctx)?;
+        crate::trace::step("init: rootfs bound");
+        mounted_early = rootfs::mounts_before_cgroups(spec, &args.hierarchies);
+        rootfs::mount_some(&ctx, 0..mounted_early)?;
+        crate::trace::step("init: mounts before the cgroups");
     }
     // 2. The runtime maps our ids and readies our cgroups (limits, device
     // rules); we were born in the unified one where the kernel allowed,
@@ -181,23 +205,12 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     }
 
     // 4. The filesystem.
-    let ctx = Context {
-        spec,
-        rootfs: &args.rootfs,
-        bundle: &args.bundle,
-        in_user_namespace: plan.new_user
-            || plan
-                .init_joins
-                .iter()
-                .any(|(k, _)| *k == crate::spec::NamespaceKind::User),
-        cgroup_paths: &args.cgroup_paths,
-        hierarchies: &args.hierarchies,
-        new_cgroup_namespace: plan.unshare_flags & libc::CLONE_NEWCGROUP != 0,
-        idmapped: args.idmapped,
-    };
-    rootfs::prepare(&ctx)?;
-    crate::trace::step("init: rootfs bound");
-    rootfs::mount_all(&ctx)?;
+    if !early {
+        rootfs::prepare(&ctx)?;
+        crate::trace::step("init: rootfs bound");
+    }
+    rootfs::mount_some(&ctx, mounted_early..spec.mounts.len())?;
+    rootfs::fill_dev(&ctx)?;
     crate::trace::step("init: mounts and /dev");
     // Opened now, inside the rootfs: after pivot_root the process enters it
     // by fd, so no path (or symlink planted in it) is looked up again

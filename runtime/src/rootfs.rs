@@ -111,19 +111,60 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
 
 /// Mounts everything the spec lists, then fills `/dev`.
 pub fn mount_all(ctx: &Context) -> Result<(), RootfsError> {
+    mount_some(ctx, 0..ctx.spec.mounts.len())?;
+    fill_dev(ctx)
+}
+
+/// How many of the spec's mounts, from the first, need nothing of the
+/// container's cgroups: those before the first cgroup mount (which shows
+/// the cgroups the init has joined) or bind mount of a source in the
+/// cgroup tree (which may be the container's own directory). The init
+/// makes them while the runtime still makes its cgroups (`init::setup`).
+pub fn mounts_before_cgroups(spec: &Spec, hierarchies: &[crate::cgroups::Hierarchy]) -> usize {
+    let in_cgroup_tree = |source: &Path| {
+        source.starts_with("/sys/fs/cgroup")
+            || hierarchies
+                .iter()
+                .any(|h| source.starts_with(&h.mount_point))
+    };
+    spec.mounts
+        .iter()
+        .position(|m| {
+            matches!(m.kind.as_deref(), Some("cgroup" | "cgroup2"))
+                || m.source.as_deref().is_some_and(in_cgroup_tree)
+        })
+        .unwrap_or(spec.mounts.len())
+}
+
+/// Mounts the spec's mounts in `range`, in their order.
+pub fn mount_some(ctx: &Context, range: std::ops::Range<usize>) -> Result<(), RootfsError> {
     let root = root_fd(ctx.rootfs)?;
-    for (index, mount) in ctx.spec.mounts.iter().enumerate() {
+    for (index, mount) in ctx
+        .spec
+        .mounts
+        .iter()
+        .enumerate()
+        .take(range.end)
+        .skip(range.start)
+    {
         match ctx.idmapped.get(index).and_then(Option::as_ref) {
             Some(tree) => attach_idmapped(ctx, &root, mount, tree)?,
             None => mount_one(ctx, &root, mount)?,
         }
     }
+    Ok(())
+}
+
+/// Fills `/dev` with the default and the spec's devices and the usual
+/// symlinks, unless the spec binds a `/dev` of its own.
+pub fn fill_dev(ctx: &Context) -> Result<(), RootfsError> {
     let dev_is_bind = ctx.spec.mounts.iter().any(|m| {
         safe_path::clean(&m.destination) == Path::new("dev")
             && (m.kind.as_deref() == Some("bind")
                 || m.options.iter().any(|o| o == "bind" || o == "rbind"))
     });
     if !dev_is_bind {
+        let root = root_fd(ctx.rootfs)?;
         let mut devices = crate::devices::default_devices();
         devices.retain(|d| !ctx.spec.linux().devices.iter().any(|s| s.path == d.path));
         devices.extend(ctx.spec.linux().devices.iter().cloned());

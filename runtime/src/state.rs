@@ -268,6 +268,37 @@ impl ContainerDir {
     }
 }
 
+impl ContainerDir {
+    /// Takes the directory out of the container's id at once, for
+    /// someone else to remove (see `container::run`): renamed in place to
+    /// `name` (a [`retired_name`]), which is no container's id. Removed
+    /// here instead if it cannot be renamed. Returns whether it was.
+    pub fn retire(self, name: &str) -> Result<bool, StateError> {
+        let Some(root) = self.path.parent() else {
+            return self.remove().map(|()| false);
+        };
+        match std::fs::rename(&self.path, root.join(name)) {
+            Ok(()) => Ok(true),
+            Err(_) => self.remove().map(|()| false),
+        }
+    }
+}
+
+/// The name a retired state directory of container `id` has until it is
+/// removed: `@` is in no id, so it can neither be listed nor opened as a
+/// container; `token` tells retirements of one id apart.
+pub fn retired_name(id: &str, token: u32) -> String {
+    format!("@{id}.{token}")
+}
+
+/// Removes a directory [`ContainerDir::retire`] renamed to `name` under
+/// `root`; nothing if the name is not a retired one or is gone already.
+pub fn remove_retired(root: &Path, name: &str) {
+    if name.starts_with('@') && !name.contains('/') && name.len() > 1 {
+        let _ = std::fs::remove_dir_all(root.join(name));
+    }
+}
+
 /// Writes `path`, a file of a container's directory that must not exist
 /// yet, in place (no temporary file and rename, as [`write_atomic`] does).
 ///
@@ -452,8 +483,8 @@ pub fn list_ids(root: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().join(STATE_FILE).exists())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| validate_id(id).is_ok() && root.join(id).join(STATE_FILE).exists())
         .collect();
     ids.sort();
     ids

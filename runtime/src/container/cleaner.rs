@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use super::{io, ContainerError};
 use crate::cgroups;
 
+use crate::state;
 pub(super) use crate::state::PLANNED_CGROUPS;
+
+/// The first byte of `remove_retired`'s word; any other dismisses.
+const REMOVE: u8 = b'r';
 
 /// Cleans up after a `create` that dies without running its own cleanup
 /// (SIGKILL: an engine's timeout, the OOM killer). Such a create leaves
@@ -62,15 +66,25 @@ impl Cleaner {
             libc::syscall(libc::SYS_close_range, 3, keep - 1, 0);
             libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0);
         }
-        let mut byte = [0u8; 1];
+        let mut word = [0u8; 4096];
         let read = loop {
-            match nix::unistd::read(wait_end.as_raw_fd(), &mut byte) {
+            match nix::unistd::read(wait_end.as_raw_fd(), &mut word) {
                 Err(nix::Error::EINTR) => continue,
                 other => break other,
             }
         };
-        if read == Ok(0) {
-            remove_orphaned(root, id);
+        let retired = state::retired_name(id, std::process::id());
+        match read {
+            Ok(0) => {
+                remove_orphaned(root, id);
+                // A `run` that died between retiring the directory and
+                // saying so.
+                state::remove_retired(root, &retired);
+            }
+            Ok(n) if word[0] == REMOVE && word[1..n] == *retired.as_bytes() => {
+                state::remove_retired(root, &retired)
+            }
+            _ => {}
         }
         // SAFETY: leaving the cleaner without the create's destructors.
         unsafe { libc::_exit(0) }
@@ -80,6 +94,26 @@ impl Cleaner {
     /// so that only the create's death ends the cleaner's wait.
     pub(super) fn leave(mut self) {
         drop(self.dismiss.take());
+        std::mem::forget(self);
+    }
+
+    /// The name `run` retires the state directory under for this cleaner
+    /// to remove (see [`Cleaner::remove_retired`]).
+    pub(super) fn retired_name(&self, id: &str) -> String {
+        state::retired_name(id, self.pid as u32)
+    }
+
+    /// `run`'s container is deleted but for its state directory, retired
+    /// under [`Cleaner::retired_name`]: the cleaner removes it after `run`
+    /// has returned, and is left to the system to reap. (On this kind of
+    /// disk a directory's removal waits for the disk to discard its
+    /// blocks, ~0.3 ms that `run`'s caller need not wait for.)
+    pub(super) fn remove_retired(mut self, name: &str) {
+        if let Some(fd) = self.dismiss.take() {
+            let mut word = vec![REMOVE];
+            word.extend_from_slice(name.as_bytes());
+            let _ = nix::unistd::write(&fd, &word);
+        }
         std::mem::forget(self);
     }
 

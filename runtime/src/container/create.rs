@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use super::cleaner::{Cleaner, Dismissed, PLANNED_CGROUPS};
+use super::cleaner::{Cleaner, PLANNED_CGROUPS};
 use super::{io, oci_state_json, ContainerError};
 use crate::cgroups;
 use crate::channel::{self, ChannelError, Message};
@@ -61,7 +61,9 @@ impl Drop for CreateGuard {
 
 /// `berth create`: builds the container and leaves its init waiting for `start`.
 pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
-    Ok(build(root, options, false)?.pid)
+    let built = build(root, options, false)?;
+    drop(built.cleaner.map(Cleaner::dismiss));
+    Ok(built.pid)
 }
 
 /// A container `build` made, its init waiting to be released.
@@ -75,9 +77,9 @@ pub(super) struct Built {
     /// The process's `args[0]`, for the release's error (see
     /// `channel::Message::start_failure`).
     pub(super) program: String,
-    /// The create's cleaner, told to exit; reaped when this goes (after
-    /// the release, for `run`).
-    pub(super) cleaner: Option<Dismissed>,
+    /// The create's cleaner, still waiting: `create` dismisses it, `run`
+    /// after the release, or gives it the state directory to remove.
+    pub(super) cleaner: Option<Cleaner>,
 }
 
 /// `create`, and `run`'s first half: with `by_channel` the init waits for
@@ -450,7 +452,7 @@ pub(super) fn build(
     guard.dir = None;
     guard.pid = None;
     guard.cgroups.clear();
-    let cleaner = Some(cleaner.dismiss());
+    let cleaner = Some(cleaner);
     Ok(Built {
         pid,
         state,
