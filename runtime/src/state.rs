@@ -495,6 +495,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_retired_directory_is_no_container_and_only_it_is_removed() {
+        let root = std::env::temp_dir().join(format!("berth-retire-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        for id in ["kept", "gone"] {
+            let dir = ContainerDir::create(&root, id).unwrap();
+            std::fs::write(dir.path.join(STATE_FILE), b"{}").unwrap();
+            if id == "gone" {
+                assert!(dir.retire(&retired_name(id, 7)).unwrap());
+            }
+        }
+        assert_eq!(list_ids(&root), vec!["kept".to_string()]);
+        assert!(validate_id(&retired_name("gone", 7)).is_err());
+        assert!(root.join("@gone.7").join(STATE_FILE).exists());
+        // Only a retired name is ever removed.
+        remove_retired(&root, "kept");
+        remove_retired(&root, "@gone.7/..");
+        assert!(root.join("kept").exists() && root.join("@gone.7").exists());
+        remove_retired(&root, "@gone.7");
+        assert!(!root.join("@gone.7").exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn ids_cannot_name_other_paths() {
         assert!(validate_id("abc-1.2_x+y").is_ok());
         for bad in ["", ".", "..", "a/b", "../x", "a b"] {
