@@ -195,9 +195,17 @@ fn send(fd: &OwnedFd, message: &Message) -> Result<(), ChannelError> {
 
 fn receive(fd: &OwnedFd) -> Result<Message, ChannelError> {
     let mut buf = vec![0u8; 64 * 1024];
+    let mut reset = false;
     loop {
         match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
             Err(nix::Error::EINTR) => continue,
+            // The peer closed with a message of ours unread (an init that
+            // failed before it read `Prepared`): the kernel says so once,
+            // before what the peer sent first is read.
+            Err(nix::Error::ECONNRESET) if !reset => {
+                reset = true;
+                continue;
+            }
             Err(e) => return Err(ChannelError::Io(e)),
             Ok(0) => return Err(ChannelError::Closed),
             Ok(n) => return Message::decode(&buf[..n]),

@@ -305,8 +305,9 @@ pub fn remove_retired(root: &Path, name: &str) {
 /// For config.json, which `create` writes before state.json: nobody reads
 /// it until state.json exists, which is written after it, and a create
 /// killed in the middle of it leaves a directory without state.json, which
-/// is removed whole (`cleaner`, `delete --force`). (Not for
-/// cgroups.planned, which the cleaner reads in just that case.) The
+/// is removed whole (`cleaner`, `delete --force`). (cgroups.planned, which
+/// the cleaner reads in just that case, ends each line: a torn last line
+/// is ignored.) The
 /// directory is new and private to root, so no one can have planted
 /// anything there; `O_EXCL | O_NOFOLLOW` all the same.
 pub fn write_new(path: &Path, bytes: &[u8]) -> Result<(), StateError> {

@@ -174,7 +174,7 @@ fn remove_orphaned(root: &Path, id: &str) {
 /// waiting for `start`) is killed, then the cgroups and the directory go.
 pub(super) fn clear(path: &Path) {
     let planned = std::fs::read_to_string(path.join(PLANNED_CGROUPS)).unwrap_or_default();
-    let dirs: Vec<PathBuf> = planned.lines().map(PathBuf::from).collect();
+    let dirs = planned_dirs(&planned);
     let cgroup = cgroups::driver_for(&dirs);
     for pid in cgroup.pids() {
         // SAFETY: plain kill of a process of the dead create's own cgroups.
@@ -188,4 +188,38 @@ pub(super) fn clear(path: &Path) {
     }
     cgroup.remove();
     let _ = std::fs::remove_dir_all(path);
+}
+
+/// The directories of a `cgroups.planned`: its ended lines (see
+/// `create::make_state_dir`).
+fn planned_dirs(text: &str) -> Vec<PathBuf> {
+    text.split_inclusive('\n')
+        .filter_map(|line| line.strip_suffix('\n'))
+        .filter(|line| !line.is_empty())
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_plan_names_only_its_whole_lines() {
+        let whole = "/sys/fs/cgroup/pids/berth/abc\n/sys/fs/cgroup/memory/berth/abc\n";
+        assert_eq!(
+            planned_dirs(whole),
+            vec![
+                PathBuf::from("/sys/fs/cgroup/pids/berth/abc"),
+                PathBuf::from("/sys/fs/cgroup/memory/berth/abc")
+            ]
+        );
+        // Cut inside the second line: "…/berth/ab" would be another
+        // container's cgroup.
+        assert_eq!(
+            planned_dirs(&whole[..whole.len() - 2]),
+            vec![PathBuf::from("/sys/fs/cgroup/pids/berth/abc")]
+        );
+        assert!(planned_dirs("").is_empty());
+    }
 }

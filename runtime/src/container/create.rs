@@ -495,14 +495,15 @@ fn make_state_dir(
     driver: &dyn cgroups::Driver,
 ) -> Result<PathBuf, ContainerError> {
     let dir = guard.dir.insert(ContainerDir::create(root, id)?);
-    let planned_text: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
-    // Atomically: a torn list could name another container's cgroup,
-    // whose processes the cleaner would kill.
-    state::write_atomic(
-        &dir.path.join(PLANNED_CGROUPS),
-        planned_text.join("\n").as_bytes(),
-        state::Access::Private,
-    )?;
+    // In place, each line ended: a list torn by a create killed while
+    // writing it has a last line without its end, which the cleaner
+    // ignores (it could name another container's cgroup, whose processes
+    // the cleaner would kill); no cgroup exists before the list is whole.
+    let planned_text: String = planned
+        .iter()
+        .map(|p| format!("{}\n", p.display()))
+        .collect();
+    state::write_new(&dir.path.join(PLANNED_CGROUPS), planned_text.as_bytes())?;
     // An init moved into a frozen cgroup would never answer: refuse, and
     // leave the engine's cgroup as it is (runc's words).
     if driver.is_frozen() {
