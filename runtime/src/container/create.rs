@@ -191,9 +191,10 @@ pub(super) fn build(
     let driver = cgroups::driver(&hierarchies, &planned);
     // Where the container has a directory in the unified hierarchy, the
     // init is born in it (see `process::clone_into_cgroup`), so every
-    // directory is made, limited and given its device rules before the
-    // clone: the limits hold from the init's first instruction, as they
-    // do for an init that joins them only once they are written.
+    // directory is made before the clone. Their limits and device rules
+    // are written while the init makes its namespaces and first mounts,
+    // berth's own code: they hold before `Prepared`, before anything of
+    // the container runs, as they do for an init that joins them then.
     let cgroups_first = driver.unified_dir().is_some();
     // `create` hands the init its start socket, which lives in the state
     // directory; cgroups made before the clone need it too, for their
@@ -218,7 +219,7 @@ pub(super) fn build(
     let resources = linux.resources.as_ref();
     let birthplace = match cgroups_first {
         true => {
-            ready_cgroups(&mut guard, driver.as_ref(), resources, &device_rules)?;
+            make_cgroups(&mut guard, driver.as_ref())?;
             cgroups::birthplace(driver.as_ref())?
         }
         false => None,
@@ -347,8 +348,9 @@ pub(super) fn build(
     // `sealed_init`): it needs them only when `Prepared` says they are
     // ready to join.
     if !cgroups_first {
-        ready_cgroups(&mut guard, driver.as_ref(), resources, &device_rules)?;
+        make_cgroups(&mut guard, driver.as_ref())?;
     }
+    limit_cgroups(driver.as_ref(), resources, &device_rules)?;
     drop(listener);
     drop(console);
 
@@ -463,18 +465,24 @@ pub(super) fn build(
     })
 }
 
-/// Makes the container's cgroup directories (the guard's to remove) and
-/// writes their limits and device rules, all before the init can run in
-/// them: before it joins them, or before it is born in the unified one.
-fn ready_cgroups(
+/// Makes the container's cgroup directories (the guard's to remove).
+fn make_cgroups(
     guard: &mut CreateGuard,
     driver: &dyn cgroups::Driver,
-    resources: Option<&crate::spec::Resources>,
-    device_rules: &[cgroups::DeviceAccess],
 ) -> Result<(), ContainerError> {
     driver.create()?;
     guard.cgroups = driver.paths().to_vec();
     crate::trace::step("create: cgroups made");
+    Ok(())
+}
+
+/// Writes the cgroups' limits and device rules, before the init may run
+/// anything of the container's in them (`Prepared`).
+fn limit_cgroups(
+    driver: &dyn cgroups::Driver,
+    resources: Option<&crate::spec::Resources>,
+    device_rules: &[cgroups::DeviceAccess],
+) -> Result<(), ContainerError> {
     if let Some(resources) = resources {
         driver.apply(resources)?;
     }
