@@ -69,6 +69,15 @@ pub enum Zero {
 pub struct GoSchema {
     keys: Vec<&'static str>,
     maps: Vec<(&'static str, Zero)>,
+    /// Made on first use: the keys sorted, and by their ASCII lower case
+    /// (every declared key is ASCII), for lookups by binary search.
+    index: std::sync::OnceLock<Index>,
+}
+
+#[derive(Debug)]
+struct Index {
+    sorted: Vec<&'static str>,
+    folded: Vec<(String, &'static str)>,
 }
 
 impl GoSchema {
@@ -83,12 +92,22 @@ impl GoSchema {
 
     /// Adds field names listed by hand (a struct with a flattened field).
     pub fn with_keys(mut self, keys: &[&'static str]) -> Self {
-        for key in keys {
-            if !self.keys.contains(key) {
-                self.keys.push(key);
-            }
-        }
+        self.keys.extend_from_slice(keys);
         self
+    }
+
+    fn index(&self) -> &Index {
+        self.index.get_or_init(|| {
+            let mut sorted = self.keys.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let mut folded: Vec<(String, &'static str)> = sorted
+                .iter()
+                .map(|k| (k.to_ascii_lowercase(), *k))
+                .collect();
+            folded.sort();
+            Index { sorted, folded }
+        })
     }
 
     /// Declares that the value under `key` is a map of data keys.
@@ -99,8 +118,9 @@ impl GoSchema {
 
     /// Two declared keys that Go could not tell apart (a test checks none).
     pub fn ambiguous(&self) -> Option<(&'static str, &'static str)> {
-        self.keys.iter().enumerate().find_map(|(i, a)| {
-            self.keys[i + 1..]
+        let keys = &self.index().sorted;
+        keys.iter().enumerate().find_map(|(i, a)| {
+            keys[i + 1..]
                 .iter()
                 .find(|b| equal_fold(a, b))
                 .map(|b| (*a, *b))
@@ -124,38 +144,48 @@ impl GoSchema {
                     if item.is_null() {
                         continue;
                     }
-                    let canonical = self.canonical(&key);
-                    // Go keeps the later of two spellings of one field;
-                    // serde_json's map no longer knows which came later, so
-                    // the exact spelling wins.
-                    if canonical != key && object.contains_key(canonical) {
-                        continue;
-                    }
-                    match self.maps.iter().find(|(k, _)| *k == canonical) {
+                    let key = match self.respelled(&key) {
+                        None => key,
+                        // Go keeps the later of two spellings of one field;
+                        // serde_json's map no longer knows which came later,
+                        // so the exact spelling wins.
+                        Some(declared) if object.contains_key(declared) => continue,
+                        Some(declared) => declared.to_string(),
+                    };
+                    match self.maps.iter().find(|(k, _)| *k == key) {
                         Some((_, zero)) => zero_map_nulls(&mut item, *zero),
                         None => self.normalize(&mut item),
                     }
-                    object.insert(canonical.to_string(), item);
+                    object.insert(key, item);
                 }
             }
             _ => {}
         }
     }
 
-    /// The declared spelling of `key`: itself if declared, else the one
-    /// declared key it equals ignoring case (Go prefers an exact match).
-    fn canonical<'a>(&self, key: &'a str) -> &'a str
-    where
-        'static: 'a,
-    {
-        if self.keys.contains(&key) {
-            return key;
+    /// The declared key that `key` names in another spelling: none if
+    /// `key` is declared itself (Go prefers an exact match) or names no
+    /// declared key.
+    fn respelled(&self, key: &str) -> Option<&'static str> {
+        let index = self.index();
+        if index.sorted.binary_search(&key).is_ok() {
+            return None;
         }
-        self.keys
-            .iter()
-            .find(|k| equal_fold(k, key))
-            .copied()
-            .unwrap_or(key)
+        // For ASCII, Go's folding is the ASCII lower case; `ſ` and the
+        // Kelvin sign fold onto ASCII letters, so other keys are compared
+        // one by one.
+        let found = match key.is_ascii() {
+            true => {
+                let lower = key.to_ascii_lowercase();
+                index
+                    .folded
+                    .binary_search_by(|(folded, _)| folded.as_str().cmp(&lower))
+                    .ok()
+                    .map(|i| index.folded[i].1)
+            }
+            false => index.sorted.iter().find(|k| equal_fold(k, key)).copied(),
+        };
+        found.filter(|declared| *declared != key)
     }
 }
 
@@ -240,6 +270,37 @@ mod tests {
         assert!(equal_fold("ſcheduler", "scheduler"));
         assert!(equal_fold("\u{212a}ernel", "kernel"));
         assert!(!equal_fold("blockio", "blockIOx"));
+    }
+
+    #[test]
+    fn respelling_by_index_is_go_folding() {
+        let schema = schema();
+        // The slow definition: the declared key equal under folding.
+        let slow = |key: &str| {
+            (!schema.keys.contains(&key))
+                .then(|| schema.keys.iter().find(|k| equal_fold(k, key)).copied())
+                .flatten()
+        };
+        for key in [
+            "inner",
+            "INNER",
+            "Inner",
+            "list",
+            "LIST",
+            "blockIO",
+            "blockio",
+            "BLOCKIO",
+            "BlockIo",
+            "labels",
+            "LaBeLs",
+            "lists",
+            "",
+            "ſist",
+            "\u{212a}abels",
+            "blockı",
+        ] {
+            assert_eq!(schema.respelled(key), slow(key), "{key:?}");
+        }
     }
 
     #[test]

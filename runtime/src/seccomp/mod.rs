@@ -228,7 +228,8 @@ fn condition(arg: &ArgRule) -> Result<Check, SeccompError> {
 /// Parses `linux.seccomp` (kept as JSON in the spec so a bad profile gets
 /// this module's precise error).
 pub fn parse(value: &serde_json::Value) -> Result<Profile, SeccompError> {
-    serde_json::from_value(value.clone()).map_err(|e| SeccompError::Invalid(e.to_string()))
+    use serde::Deserialize;
+    Profile::deserialize(value).map_err(|e| SeccompError::Invalid(e.to_string()))
 }
 
 /// Compiles a profile for x86_64.
