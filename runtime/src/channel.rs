@@ -230,7 +230,19 @@ impl RuntimeEnd {
     /// process (end of file) or says why it could not (see
     /// [`Message::start_failure`]; `program` is the process's `args[0]`).
     pub fn start(&self, program: &str) -> Result<Result<(), String>, ChannelError> {
-        send(&self.0, &Message::Start)?;
+        self.send_start()?;
+        self.started(program)
+    }
+
+    /// Releases the init ahead of its `Ready`: it executes the process as
+    /// soon as it is ready, with nothing more to hear from the runtime
+    /// (`run`, see `container::create::build`).
+    pub fn send_start(&self) -> Result<(), ChannelError> {
+        send(&self.0, &Message::Start)
+    }
+
+    /// [`RuntimeEnd::start`] once `Start` is sent.
+    pub fn started(&self, program: &str) -> Result<Result<(), String>, ChannelError> {
         match receive(&self.0) {
             Err(ChannelError::Closed) => Ok(Ok(())),
             Ok(m @ (Message::Failed(_) | Message::ExecFailed(_))) => {

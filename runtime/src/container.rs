@@ -155,7 +155,10 @@ fn release(built: &Built) -> Result<(), ContainerError> {
         .channel
         .as_ref()
         .ok_or_else(|| ContainerError::Usage("the init has no start channel".into()))?;
-    let started = channel.start(&built.program)?;
+    let started = match built.start_sent {
+        true => channel.started(&built.program)?,
+        false => channel.start(&built.program)?,
+    };
     let _ = std::fs::remove_file(built.dir.join(state::START_SOCKET));
     crate::trace::step("start: init exec'd");
     started.map_err(ContainerError::StartFailed)?;

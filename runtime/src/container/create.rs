@@ -74,6 +74,9 @@ pub(super) struct Built {
     pub(super) dir: PathBuf,
     /// With `by_channel`: the channel that releases the init.
     pub(super) channel: Option<channel::RuntimeEnd>,
+    /// `Start` went on the channel with `Prepared`: the init did not wait
+    /// for it after `Ready` (see `build`).
+    pub(super) start_sent: bool,
     /// The process's `args[0]`, for the release's error (see
     /// `channel::Message::start_failure`).
     pub(super) program: String,
@@ -379,7 +382,17 @@ pub(super) fn build(
         options.id, born_in_cgroup, guard.cgroups
     ));
     let creating = oci_state_json(&state, Status::Creating);
-    if let Err(e) = runtime_end.prepared(&creating) {
+    // `run` releases the init at once where the init has nothing more to
+    // hear before its `Ready` (no runtime hooks, no seccomp agent): it
+    // executes the process as soon as it is ready, and the round trip of
+    // `Ready` and `Start` goes (the container is never seen created).
+    let start_sent =
+        by_channel && !runtime_hooks && seccomp.as_ref().is_none_or(|s| s.notify.is_none());
+    let mut told = runtime_end.prepared(&creating);
+    if start_sent && told.is_ok() {
+        told = runtime_end.send_start();
+    }
+    if let Err(e) = told {
         // The init makes its namespaces before it waits for `Prepared`
         // (see `init::setup`): a failure there is in its words, already sent.
         return Err(match runtime_end.receive() {
@@ -460,6 +473,7 @@ pub(super) fn build(
         state,
         dir: dir_path,
         channel: by_channel.then_some(runtime_end),
+        start_sent,
         program,
         cleaner,
     })
