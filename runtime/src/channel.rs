@@ -5,14 +5,18 @@
 //!
 //! ```text
 //! runtime                                init (cloned child)
+//!    |                                     | without a user namespace or one joined by
+//!    |                                     | path, the init makes its namespaces and the
+//!    |                                     | mounts before the first cgroup one meanwhile
 //!    | --- Prepared(state JSON) -------->  | id maps written, cgroups ready: the init joins
 //!    |                                     | those it was not born in (clone3)
+//!    | --- Start ----------------------->  | `run` without hooks or seccomp agent: at once
 //!    | <-- RuntimeHooks -----------------  | namespaces and mounts ready, before pivot_root
 //!    | --- RuntimeHooksDone ------------>  | (only when the spec has such hooks)
 //!    | <-- SeccompListener(fd) ----------  | filter on; fd is the init's listener
 //!    | --- SeccompDone ----------------->  | (only for notifying profiles) agent has it
 //!    | <-- Ready ------------------------  | waiting for `start` on start.sock
-//!    | --- Start ----------------------->  | (`run` only: released here instead)
+//!    | --- Start ----------------------->  | (`run` otherwise: released here instead)
 //!    | <-- Failed(message) --------------  | at any point; the init then exits
 //!    | <-- ExecFailed(errno) ------------  | after the release: the launcher's
 //!    |                                     | execve failed (`exec "ARG0": …`)
