@@ -192,6 +192,14 @@ impl ContainerDir {
         Ok(dir)
     }
 
+    /// Opens and locks the directory of `id`, whatever is in it (what a
+    /// killed create left has no state.json): still the one the path
+    /// names once locked, or `NotExist`.
+    pub fn open_left(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        validate_id(id)?;
+        Self::open_locked(root.join(id), id)
+    }
+
     fn open_locked(path: PathBuf, id: &str) -> Result<ContainerDir, StateError> {
         let lock = File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
