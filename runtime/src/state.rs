@@ -307,6 +307,33 @@ pub fn remove_retired(root: &Path, name: &str) {
     }
 }
 
+/// Removes the retired directories under `root` whose remover is gone (a
+/// cleaner killed first: systemd stops what is left of a unit once `run`
+/// has exited), which nothing else would: no id names them. Those whose
+/// token is a live process are left to it.
+pub fn remove_abandoned(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for name in entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+    {
+        let Some(token) = name
+            .strip_prefix('@')
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(_, token)| token.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        let pid = nix::unistd::Pid::from_raw(token);
+        if nix::sys::signal::kill(pid, None) == Err(nix::Error::ESRCH) {
+            remove_retired(root, &name);
+        }
+    }
+}
+
 /// Writes `path`, a file of a container's directory that must not exist
 /// yet, in place (no temporary file and rename, as [`write_atomic`] does).
 ///

@@ -82,7 +82,9 @@ impl Cleaner {
                 state::remove_retired(root, &retired);
             }
             Ok(n) if word[0] == REMOVE && word[1..n] == *retired.as_bytes() => {
-                state::remove_retired(root, &retired)
+                state::remove_retired(root, &retired);
+                // Off `run`'s path: what earlier cleaners could not finish.
+                state::remove_abandoned(root);
             }
             _ => {}
         }
