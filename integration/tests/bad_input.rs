@@ -837,6 +837,71 @@ fn a_create_killed_midway_leaves_no_cgroups_beside_runc() {
     }
 }
 
+/// Whether process `pid` waits for a `flock` (a `->` line of /proc/locks).
+fn waits_for_a_lock(pid: u32) -> bool {
+    std::fs::read_to_string("/proc/locks")
+        .unwrap_or_default()
+        .lines()
+        .any(|line| {
+            let mut words = line.split_whitespace().skip(1);
+            words.next() == Some("->") && words.nth(3) == Some(pid.to_string().as_str())
+        })
+}
+
+/// Takes `flock(LOCK_EX)` on the directory `path`, as berth's verbs do.
+fn lock_dir(path: &Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(path).expect("open the directory");
+    // SAFETY: flock on a descriptor we own.
+    assert_eq!(unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) }, 0);
+    dir
+}
+
+/// `delete --force` of what a killed create left (no state.json) waits for
+/// the directory's lock. Its holder (another `delete --force`, the create's
+/// cleaner, a `run`'s cleaner woken by the death of its `run`) may remove
+/// the directory meanwhile, and a new create of the same id make its own
+/// at once: that one is another container, half-made, and must be left
+/// alone (its init killed, its directory removed under it otherwise).
+#[test]
+fn delete_force_leaves_alone_a_new_create_of_the_id_it_waited_for() {
+    if !can_run() {
+        return;
+    }
+    let berth = Runtime::berth();
+    let id = unique("relock");
+    let path = berth.root.join(&id);
+    std::fs::create_dir_all(&path).expect("left directory");
+    std::fs::write(path.join("cgroups.planned"), b"").expect("plan");
+    let held = lock_dir(&path);
+    let mut delete = berth
+        .command(&["delete", "--force", &id])
+        .spawn()
+        .expect("spawn delete");
+    let start = std::time::Instant::now();
+    while !waits_for_a_lock(delete.id()) {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "delete --force never waited for the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // The holder removes the directory; a new create makes and locks its own.
+    std::fs::remove_dir_all(&path).expect("remove the left directory");
+    std::fs::create_dir(&path).expect("the new create's directory");
+    std::fs::write(path.join("cgroups.planned"), b"").expect("the new plan");
+    let creating = lock_dir(&path);
+    drop(held);
+    let status = delete.wait().expect("wait delete");
+    assert!(status.success(), "delete --force: {status:?}");
+    assert!(
+        path.join("cgroups.planned").exists(),
+        "delete --force removed the new create's directory"
+    );
+    drop(creating);
+    std::fs::remove_dir_all(&path).expect("remove the new directory");
+}
+
 #[test]
 fn an_unwritable_pid_file_fails_create_and_leaves_nothing() {
     if !can_run() {

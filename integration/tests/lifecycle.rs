@@ -58,6 +58,41 @@ fn run_frees_the_id_at_once_and_its_state_directory_goes_after() {
 }
 
 #[test]
+fn a_retired_directory_whose_cleaner_was_killed_does_not_stay_for_ever() {
+    if !can_run() {
+        return;
+    }
+    // A cleaner killed before it removed the directory `run` retired
+    // (systemd stops what is left of a unit once its main process, `run`,
+    // has exited; a pid namespace goes with its first process) leaves
+    // `@ID.PID`, which no id names: neither `delete --force` nor `list`
+    // can reach it. A later cleaner removes it.
+    let berth = Runtime::berth();
+    let mut bundle = Bundle::new("run-retired");
+    bundle.args(&["/bin/true"]);
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().expect("true");
+        child.wait().expect("wait true");
+        child.id()
+    };
+    let stale = berth.root.join(format!("@gone.{dead}"));
+    std::fs::create_dir_all(&stale).expect("stale retired directory");
+    std::fs::write(stale.join("state.json"), b"{}").expect("stale state");
+    let id = unique("retired");
+    let out = berth.run(&bundle, &id);
+    assert!(out.status.success(), "{}", text(&out));
+    let start = std::time::Instant::now();
+    while stale.exists() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "{} is left for ever",
+            stale.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn run_reports_128_plus_signal_when_killed() {
     if !can_run() {
         return;

@@ -299,18 +299,17 @@ fn stop_and_clear(
 /// directory has no state.json. Waits for a `create` still running (it holds
 /// the lock), then removes what is left unless that create finished.
 fn remove_unfinished(root: &Path, id: &str) -> Result<(), ContainerError> {
+    // Once locked, still the directory the path names: one its holder
+    // removed may be a new create's by now (see `ContainerDir::open_left`).
     state::validate_id(id)?;
-    let path = root.join(id);
-    let Ok(handle) = std::fs::File::open(&path) else {
+    let Ok(dir) = ContainerDir::open_left(root, id) else {
         return Ok(());
     };
-    // SAFETY: flock on a descriptor we own.
-    unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) };
-    if path.join("state.json").exists() {
-        drop(handle);
+    if dir.path.join("state.json").exists() {
+        drop(dir);
         return delete(root, id, true);
     }
-    cleaner::clear(&path);
+    cleaner::clear(&dir.path);
     Ok(())
 }
 

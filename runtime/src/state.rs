@@ -192,6 +192,14 @@ impl ContainerDir {
         Ok(dir)
     }
 
+    /// Opens and locks the directory of `id`, whatever is in it (what a
+    /// killed create left has no state.json): still the one the path
+    /// names once locked, or `NotExist`.
+    pub fn open_left(root: &Path, id: &str) -> Result<ContainerDir, StateError> {
+        validate_id(id)?;
+        Self::open_locked(root.join(id), id)
+    }
+
     fn open_locked(path: PathBuf, id: &str) -> Result<ContainerDir, StateError> {
         let lock = File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -296,6 +304,33 @@ pub fn retired_name(id: &str, token: u32) -> String {
 pub fn remove_retired(root: &Path, name: &str) {
     if name.starts_with('@') && !name.contains('/') && name.len() > 1 {
         let _ = std::fs::remove_dir_all(root.join(name));
+    }
+}
+
+/// Removes the retired directories under `root` whose remover is gone (a
+/// cleaner killed first: systemd stops what is left of a unit once `run`
+/// has exited), which nothing else would: no id names them. Those whose
+/// token is a live process are left to it.
+pub fn remove_abandoned(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for name in entries
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+    {
+        let Some(token) = name
+            .strip_prefix('@')
+            .and_then(|rest| rest.rsplit_once('.'))
+            .and_then(|(_, token)| token.parse::<i32>().ok())
+            .filter(|pid| *pid > 0)
+        else {
+            continue;
+        };
+        let pid = nix::unistd::Pid::from_raw(token);
+        if nix::sys::signal::kill(pid, None) == Err(nix::Error::ESRCH) {
+            remove_retired(root, &name);
+        }
     }
 }
 

@@ -82,7 +82,9 @@ impl Cleaner {
                 state::remove_retired(root, &retired);
             }
             Ok(n) if word[0] == REMOVE && word[1..n] == *retired.as_bytes() => {
-                state::remove_retired(root, &retired)
+                state::remove_retired(root, &retired);
+                // Off `run`'s path: what earlier cleaners could not finish.
+                state::remove_abandoned(root);
             }
             _ => {}
         }
@@ -155,17 +157,16 @@ impl Drop for Dismissed {
 
 /// What the cleaner does once its create has died half-way.
 fn remove_orphaned(root: &Path, id: &str) {
-    let path = root.join(id);
-    let Ok(handle) = std::fs::File::open(&path) else {
+    // Whoever holds the lock now (a `delete --force`) finishes first; the
+    // directory it removed may be a new create's by now, which the lock
+    // taken tells apart (see `ContainerDir::open_left`).
+    let Ok(dir) = state::ContainerDir::open_left(root, id) else {
         return;
     };
-    // Whoever holds the lock now (a `delete --force`) finishes first.
-    // SAFETY: flock on a descriptor we own.
-    unsafe { libc::flock(handle.as_raw_fd(), libc::LOCK_EX) };
-    if path.join("state.json").exists() {
+    if dir.path.join("state.json").exists() {
         return;
     }
-    clear(&path);
+    clear(&dir.path);
 }
 
 /// Removes what a create that died half-way left in `path` (its state
