@@ -54,10 +54,16 @@ impl Cleaner {
 
     /// In the cleaner: waits for the verdict; never returns.
     fn watch(root: &Path, id: &str, wait_end: OwnedFd) -> ! {
-        // SAFETY: setsid, dup2 and close_range on this child's own
-        // descriptors; it keeps none of the caller's (stdio, console socket).
+        // It may outlive `run` for a moment: it holds neither the caller's
+        // working directory (which the caller may unmount at once) nor its
+        // descriptors (stdio, console socket).
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        let root = root.as_path();
+        // SAFETY: setsid, chdir, dup2 and close_range on this child's own
+        // state and descriptors.
         unsafe {
             libc::setsid();
+            libc::chdir(c"/".as_ptr());
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
             for fd in 0..3 {
                 libc::dup2(null, fd);
