@@ -116,10 +116,12 @@ pub fn mount_all(ctx: &Context) -> Result<(), RootfsError> {
 }
 
 /// How many of the spec's mounts, from the first, need nothing of the
-/// container's cgroups: those before the first cgroup mount (which shows
-/// the cgroups the init has joined) or bind mount of a source in the
-/// cgroup tree (which may be the container's own directory). The init
-/// makes them while the runtime still makes its cgroups (`init::setup`).
+/// container's cgroups: those before the first that shows the cgroups the
+/// init has joined (a cgroup mount), may name the container's own cgroup
+/// directory (a bind from the cgroup tree), or opens a device, which the
+/// container's device rules govern (any file system but the kernel's own
+/// and tmpfs). The init makes them while the runtime still makes its
+/// cgroups (`init::setup`).
 pub fn mounts_before_cgroups(spec: &Spec, hierarchies: &[crate::cgroups::Hierarchy]) -> usize {
     let in_cgroup_tree = |source: &Path| {
         source.starts_with("/sys/fs/cgroup")
@@ -127,12 +129,20 @@ pub fn mounts_before_cgroups(spec: &Spec, hierarchies: &[crate::cgroups::Hierarc
                 .iter()
                 .any(|h| source.starts_with(&h.mount_point))
     };
+    let early = |m: &Mount| {
+        let bind = m.kind.as_deref() == Some("bind")
+            || m.options.iter().any(|o| o == "bind" || o == "rbind");
+        match bind {
+            true => !m.source.as_deref().is_some_and(in_cgroup_tree),
+            false => matches!(
+                m.kind.as_deref(),
+                Some("proc" | "sysfs" | "tmpfs" | "devpts" | "mqueue")
+            ),
+        }
+    };
     spec.mounts
         .iter()
-        .position(|m| {
-            matches!(m.kind.as_deref(), Some("cgroup" | "cgroup2"))
-                || m.source.as_deref().is_some_and(in_cgroup_tree)
-        })
+        .position(|m| !early(m))
         .unwrap_or(spec.mounts.len())
 }
 
@@ -629,4 +639,46 @@ pub fn finish_root(spec: &Spec) -> Result<(), RootfsError> {
         mounts::mount(None, root, None, flag, None)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_with(mounts: serde_json::Value) -> Spec {
+        let config = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/bin/true"], "cwd": "/"},
+            "mounts": mounts,
+        });
+        Spec::from_slice(config.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn early_mounts_stop_at_the_first_that_needs_the_cgroups_or_a_device() {
+        let usual = serde_json::json!([
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs"},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts"},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue"},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs"},
+            {"destination": "/data", "source": "/srv/data", "options": ["rbind"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup"},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"},
+        ]);
+        assert_eq!(mounts_before_cgroups(&spec_with(usual), &[]), 6);
+        let own_cgroup = serde_json::json!([
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/cg", "type": "bind", "source": "/sys/fs/cgroup/pids/x"},
+        ]);
+        assert_eq!(mounts_before_cgroups(&spec_with(own_cgroup), &[]), 1);
+        let device = serde_json::json!([
+            {"destination": "/disk", "type": "ext4", "source": "/dev/vdb"},
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+        ]);
+        assert_eq!(mounts_before_cgroups(&spec_with(device), &[]), 0);
+        let none = serde_json::json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
+        assert_eq!(mounts_before_cgroups(&spec_with(none), &[]), 1);
+    }
 }
