@@ -135,11 +135,15 @@ mod tests {
 
     /// A port the kernel never hands out on its own (below the local port
     /// range), so no other program's connection can take it between the
-    /// test's release and its second claim.
+    /// test's release and its second claim; from a place that moves with
+    /// the process, away from the round numbers servers like.
     fn reserve_a_quiet_port() -> (Reservation, u16) {
         let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap();
-        let first_local: u16 = range.split_whitespace().next().unwrap().parse().unwrap();
-        (10_000..first_local)
+        let first_local: u32 = range.split_whitespace().next().unwrap().parse().unwrap();
+        let (low, span) = (20_000, first_local.saturating_sub(20_000).max(1));
+        let start = std::process::id() * 7919 % span;
+        (0..span)
+            .map(|i| (low + (start + i) % span) as u16)
             .find_map(|port| {
                 let mut m = [mapping(port, "tcp")];
                 reserve(&mut m).ok().map(|held| (held, port))
@@ -168,7 +172,17 @@ mod tests {
             format!("Bind for 127.0.0.1:{port} failed: port is already allocated")
         );
         drop(held);
-        reserve(&mut again).unwrap();
+        // Released: ours again. (Another program on this host may bind it
+        // for a moment; the claim is retried for a while before it fails.)
+        let start = std::time::Instant::now();
+        while let Err(e) = reserve(&mut again) {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(3),
+                "{e}: {}",
+                std::fs::read_to_string("/proc/net/tcp").unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     #[test]
