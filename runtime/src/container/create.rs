@@ -385,7 +385,8 @@ pub(super) fn build(
     // `run` releases the init at once where the init has nothing more to
     // hear before its `Ready` (no runtime hooks, no seccomp agent): it
     // executes the process as soon as it is ready, and the round trip of
-    // `Ready` and `Start` goes (the container is never seen created).
+    // `Ready` and `Start` goes (the container is `created` only while its
+    // state is saved).
     let start_sent =
         by_channel && !runtime_hooks && seccomp.as_ref().is_none_or(|s| s.notify.is_none());
     let mut told = runtime_end.prepared(&creating);
