@@ -39,19 +39,28 @@ fn run_frees_the_id_at_once_and_its_state_directory_goes_after() {
         let list = berth.exec(&["list", "--quiet"]);
         assert_eq!(String::from_utf8_lossy(&list.stdout), "", "round {round}");
     }
-    let start = std::time::Instant::now();
-    loop {
-        let left: Vec<_> = std::fs::read_dir(&berth.root)
+    let left = || -> Vec<_> {
+        std::fs::read_dir(&berth.root)
             .expect("the runtime root")
             .flatten()
             .map(|e| e.file_name())
-            .collect();
-        if left.is_empty() {
-            break;
-        }
+            .collect()
+    };
+    within_10_s(
+        || left().is_empty(),
+        || format!("left in the runtime root: {:?}", left()),
+    );
+}
+
+/// Waits for `done`, which the create's cleaner brings about after `run`
+/// has returned; fails with `what` after 10 s.
+fn within_10_s(done: impl Fn() -> bool, what: impl Fn() -> String) {
+    let start = std::time::Instant::now();
+    while !done() {
         assert!(
             start.elapsed() < std::time::Duration::from_secs(10),
-            "left in the runtime root: {left:?}"
+            "{}",
+            what()
         );
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -81,15 +90,10 @@ fn a_retired_directory_whose_cleaner_was_killed_does_not_stay_for_ever() {
     let id = unique("retired");
     let out = berth.run(&bundle, &id);
     assert!(out.status.success(), "{}", text(&out));
-    let start = std::time::Instant::now();
-    while stale.exists() {
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(10),
-            "{} is left for ever",
-            stale.display()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    within_10_s(
+        || !stale.exists(),
+        || format!("{} is left for ever", stale.display()),
+    );
 }
 
 #[test]

@@ -174,7 +174,7 @@ impl GoSchema {
         // For ASCII, Go's folding is the ASCII lower case; `ſ` and the
         // Kelvin sign fold onto ASCII letters, so other keys are compared
         // one by one.
-        let found = match key.is_ascii() {
+        match key.is_ascii() {
             true => {
                 let lower = key.to_ascii_lowercase();
                 index
@@ -184,8 +184,7 @@ impl GoSchema {
                     .map(|i| index.folded[i].1)
             }
             false => index.sorted.iter().find(|k| equal_fold(k, key)).copied(),
-        };
-        found.filter(|declared| *declared != key)
+        }
     }
 }
 

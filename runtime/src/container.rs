@@ -441,7 +441,7 @@ pub fn run(
     options.console_fd = relay.as_ref().map(|(_, theirs)| theirs.as_raw_fd());
     // berth is the init's parent here: it releases the init through the
     // channel, with no start socket (see `init::Release::Channel`).
-    let mut built = build(root, &options, true)?;
+    let built = build(root, &options, true)?;
     let pid = built.pid;
     let master = relay.and_then(|(ours, theirs)| {
         drop(theirs);
@@ -451,12 +451,16 @@ pub fn run(
         let _ = delete(root, &options.id, true);
         return Err(e);
     }
-    let mut cleaner = built.cleaner.take();
-    if detach || keep {
-        // Reaped once the process runs (it exits as soon as it reads that
-        // the create is done).
-        drop(cleaner.take().map(cleaner::Cleaner::dismiss));
-    }
+    // Only a removed container's cleaner stays, for its state directory;
+    // any other is reaped once the process runs (it exits as soon as it
+    // reads that the create is done).
+    let cleaner = match detach || keep {
+        true => {
+            drop(built.cleaner.dismiss());
+            None
+        }
+        false => Some(built.cleaner),
+    };
     if detach {
         return Ok(0);
     }
@@ -465,21 +469,16 @@ pub fn run(
         None => crate::process::wait_forwarding_signals(pid),
     };
     crate::trace::step("run: container exited");
-    if keep {
+    let Some(cleaner) = cleaner else {
         return Ok(code);
-    }
+    };
     let Some(dir) = stop_and_clear(root, &options.id, true)? else {
         return Ok(code);
     };
     // The id is free when `run` returns; the directory itself goes after.
-    match cleaner {
-        Some(cleaner) => {
-            let name = cleaner.retired_name(&options.id);
-            if dir.retire(&name)? {
-                cleaner.remove_retired(&name);
-            }
-        }
-        None => dir.remove()?,
+    let name = cleaner.retired_name(&options.id);
+    if dir.retire(&name)? {
+        cleaner.remove_retired(&name);
     }
     crate::trace::step("delete: state removed");
     Ok(code)

@@ -109,12 +109,6 @@ pub fn prepare(ctx: &Context) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Mounts everything the spec lists, then fills `/dev`.
-pub fn mount_all(ctx: &Context) -> Result<(), RootfsError> {
-    mount_some(ctx, 0..ctx.spec.mounts.len())?;
-    fill_dev(ctx)
-}
-
 /// How many of the spec's mounts, from the first, need nothing of the
 /// container's cgroups: those before the first that shows the cgroups the
 /// init has joined (a cgroup mount), may name the container's own cgroup
@@ -148,6 +142,9 @@ pub fn mounts_before_cgroups(spec: &Spec, hierarchies: &[crate::cgroups::Hierarc
 
 /// Mounts the spec's mounts in `range`, in their order.
 pub fn mount_some(ctx: &Context, range: std::ops::Range<usize>) -> Result<(), RootfsError> {
+    if range.is_empty() {
+        return Ok(());
+    }
     let root = root_fd(ctx.rootfs)?;
     for (index, mount) in ctx
         .spec
@@ -304,7 +301,7 @@ fn bind_target(root: &OwnedFd, source: &Path, dest: &Path) -> Result<OwnedFd, Ro
 /// process privileged over a filesystem's user namespace (the host's, for
 /// ext4 or xfs) id-map its mounts, and the init is inside the container's
 /// user namespace from its first instruction. The init inherits the
-/// detached trees through the clone and attaches them ([`mount_all`]);
+/// detached trees through the clone and attaches them ([`mount_some`]);
 /// runc 1.2 and crun hand theirs over a socket instead.
 pub fn idmapped_mounts(spec: &Spec, bundle: &Path) -> Result<Vec<Option<OwnedFd>>, RootfsError> {
     let linux = spec.linux();

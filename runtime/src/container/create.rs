@@ -62,7 +62,7 @@ impl Drop for CreateGuard {
 /// `berth create`: builds the container and leaves its init waiting for `start`.
 pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
     let built = build(root, options, false)?;
-    drop(built.cleaner.map(Cleaner::dismiss));
+    drop(built.cleaner.dismiss());
     Ok(built.pid)
 }
 
@@ -82,7 +82,7 @@ pub(super) struct Built {
     pub(super) program: String,
     /// The create's cleaner, still waiting: `create` dismisses it, `run`
     /// after the release, or gives it the state directory to remove.
-    pub(super) cleaner: Option<Cleaner>,
+    pub(super) cleaner: Cleaner,
 }
 
 /// `create`, and `run`'s first half: with `by_channel` the init waits for
@@ -468,7 +468,6 @@ pub(super) fn build(
     guard.dir = None;
     guard.pid = None;
     guard.cgroups.clear();
-    let cleaner = Some(cleaner);
     Ok(Built {
         pid,
         state,
