@@ -1322,6 +1322,165 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     }
 }
 
+/// `containerd-shim-berth-v2 … -id ID start` in the private namespace, in
+/// `bundle` as containerd runs it; returns the address it printed.
+fn shim_start(containerd: &Containerd, bundle: &Path, id: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg("-t")
+        .arg(containerd.holder.pid().to_string())
+        .arg("-m")
+        // Entering a mount namespace resets the working directory: set it again.
+        .arg(format!("--wd={}", bundle.display()))
+        .arg(shim_bin())
+        .args([
+            "-namespace",
+            NS,
+            "-address",
+            "/nonexistent",
+            "-publish-binary",
+            "/bin/true",
+        ])
+        .args(["-id", id, "start"])
+        .env("PATH", containerd.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A pod's next container never gets the address of a shim on its way out
+/// (a race CI once lost: the daemon tore down the pod's only container
+/// while it started the next). A `start` that finds the pod's shim
+/// announces its container; a Shutdown for the last container that comes
+/// before the announced one's Create leaves the shim serving, and the
+/// container then runs in it. The Shutdown that ends the shim removes its
+/// socket before it answers, so a `start` right after runs a new shim.
+#[test]
+fn a_pods_shim_stays_for_the_container_a_start_announced() {
+    if !(can_run() && have_containerd()) {
+        return;
+    }
+    use berth_shim::protos::protobuf::Message;
+    use berth_shim::protos::shim::shim::{
+        ConnectRequest, ConnectResponse, CreateTaskRequest, ShutdownRequest, StartRequest,
+    };
+    const TASK: &str = "containerd.task.v2.Task";
+    let containerd = Containerd::start();
+    let pod = unique("pod");
+    let ids = [unique("first"), unique("joiner"), unique("after")];
+    let bundles: Vec<Bundle> = ids
+        .iter()
+        .map(|_| {
+            let mut bundle = Bundle::new("shim-join");
+            bundle.args(&["sleep", "1000"]);
+            bundle.config["annotations"] =
+                serde_json::json!({ "io.kubernetes.cri.sandbox-id": pod });
+            bundle.write();
+            bundle
+        })
+        .collect();
+    let shim_of = |socket: &Path, id: &str| {
+        let mut client =
+            berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
+                .unwrap();
+        let mut connect = ConnectRequest::new();
+        connect.id = id.to_string();
+        let reply = client
+            .call(TASK, "Connect", connect.write_to_bytes().unwrap(), &[])
+            .unwrap();
+        (
+            client,
+            ConnectResponse::parse_from_bytes(&reply).unwrap().shim_pid,
+        )
+    };
+    let shutdown = |client: &mut berth_shim::wire::Client, id: &str| {
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = id.to_string();
+        shutdown.now = true;
+        client
+            .call(TASK, "Shutdown", shutdown.write_to_bytes().unwrap(), &[])
+            .unwrap();
+    };
+
+    let address = shim_start(&containerd, &bundles[0].dir, &ids[0]);
+    let socket = containerd.inside(address.trim_start_matches("unix://"));
+    let _first = ShimGuard {
+        socket: socket.clone(),
+        id: ids[0].clone(),
+    };
+    let (mut client, shim) = shim_of(&socket, &ids[0]);
+    // The joiner's start finds the pod's shim and announces the joiner.
+    assert_eq!(shim_start(&containerd, &bundles[1].dir, &ids[1]), address);
+    let _joiner = ShimGuard {
+        socket: socket.clone(),
+        id: ids[1].clone(),
+    };
+    // The first container's teardown ends before the joiner's Create: the
+    // shim stays, socket and all, and serves the joiner.
+    shutdown(&mut client, &ids[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        alive(&shim.to_string()),
+        "the shim left an announced container"
+    );
+    assert!(socket.exists(), "the shim's socket went");
+    let mut create = CreateTaskRequest::new();
+    create.id = ids[1].clone();
+    create.bundle = bundles[1].dir.display().to_string();
+    client
+        .call(TASK, "Create", create.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let mut start = StartRequest::new();
+    start.id = ids[1].clone();
+    client
+        .call(TASK, "Start", start.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    assert_eq!(shim_of(&socket, &ids[1]).1, shim);
+
+    // The shim's last Shutdown: once answered, the socket is gone, and the
+    // next start runs a shim of its own.
+    let mut kill = berth_shim::protos::shim::shim::KillRequest::new();
+    kill.id = ids[1].clone();
+    kill.signal = 9;
+    client
+        .call(TASK, "Kill", kill.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let mut wait = berth_shim::protos::shim::shim::WaitRequest::new();
+    wait.id = ids[1].clone();
+    client
+        .call(TASK, "Wait", wait.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    let mut delete = berth_shim::protos::shim::shim::DeleteRequest::new();
+    delete.id = ids[1].clone();
+    client
+        .call(TASK, "Delete", delete.write_to_bytes().unwrap(), &[])
+        .unwrap();
+    shutdown(&mut client, &ids[1]);
+    assert!(
+        !socket.exists(),
+        "the socket outlived the Shutdown's answer"
+    );
+    assert_eq!(shim_start(&containerd, &bundles[2].dir, &ids[2]), address);
+    let _after = ShimGuard {
+        socket: socket.clone(),
+        id: ids[2].clone(),
+    };
+    let (mut client, next) = shim_of(&socket, &ids[2]);
+    assert_ne!(
+        next, shim,
+        "a start after the Shutdown joined the leaving shim"
+    );
+    wait_for("the pod's old shim to end", Duration::from_secs(10), || {
+        !alive(&shim.to_string())
+    });
+    shutdown(&mut client, &ids[2]);
+    wait_for("the new shim to end", Duration::from_secs(10), || {
+        !alive(&next.to_string())
+    });
+    assert!(!socket.exists(), "socket {} left behind", socket.display());
+}
+
 /// The bundle containerd made for container `id`.
 fn bundle_of(containerd: &Containerd, id: &str) -> PathBuf {
     containerd.inside(&format!(

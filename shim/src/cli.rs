@@ -8,9 +8,12 @@
 //!   closes, so the server must not hold it. The socket is named after the
 //!   container's group: its pod (the spec's `io.kubernetes.cri.sandbox-id`
 //!   annotation, which containerd's CRI and berth-imaged's set), else the
-//!   container itself. When a shim already serves the group, `start` only
-//!   writes and prints that shim's address, and the one shim serves the
-//!   whole pod, as containerd's runc shim does.
+//!   container itself. When a shim already serves the group, `start`
+//!   announces the container to it (berth's own `Join`, which keeps it from
+//!   leaving before the container's Create) and only writes and prints that
+//!   shim's address: the one shim serves the whole pod, as containerd's
+//!   runc shim does. A shim on its way out refuses, and `start` runs a new
+//!   one once the old has freed the socket's path.
 //! - `delete`: the cleanup after a shim went away: `RUNTIME delete --force`,
 //!   unmount the rootfs, print a `DeleteResponse`. Idempotent.
 
@@ -21,9 +24,10 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use containerd_shim_protos::api::DeleteResponse;
+use containerd_shim_protos::api::{ConnectRequest, DeleteResponse};
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{Message, MessageField};
+use ttrpc::proto::Code;
 
 use crate::events::Publisher;
 use crate::mount;
@@ -31,6 +35,7 @@ use crate::options::Options;
 use crate::runtime::Runtime;
 use crate::server::{self, Server};
 use crate::task::Tasks;
+use crate::wire::{Client, WireError};
 
 /// Where shims' sockets live, as containerd's own shims put them.
 const SOCKET_DIR: &str = "/run/containerd/s";
@@ -161,6 +166,45 @@ pub fn socket_path(flags: &Flags, group: &str) -> PathBuf {
     Path::new(SOCKET_DIR).join(format!("berth-{hash:016x}"))
 }
 
+/// How long `start` keeps trying to bind the group's socket or join the
+/// shim behind it (a leaving shim frees the path within milliseconds).
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What came of announcing a container to the group's running shim.
+enum Joined {
+    /// It serves the container: hand out its address.
+    Yes,
+    /// It answers no more: it is shutting down.
+    Leaving,
+    /// Nobody listens: the socket is a dead shim's.
+    Dead,
+}
+
+/// Announces container `id` to the shim listening on `path`
+/// ([`crate::task::Tasks::join`]), so it stays for the container's Create.
+fn join(path: &Path, id: &str) -> Joined {
+    let mut client = match Client::connect(&path.display().to_string(), JOIN_PATIENCE) {
+        Ok(client) => client,
+        Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Joined::Dead
+        }
+        // Gone meanwhile (the path is free now), or busy.
+        Err(_) => return Joined::Leaving,
+    };
+    let mut request = ConnectRequest::new();
+    request.id = id.to_string();
+    let payload = request.write_to_bytes().unwrap_or_default();
+    match client.call(server::GROUP_SERVICE, "Join", payload, &[]) {
+        Ok(_) => Joined::Yes,
+        // A shim from before `Join` serves the group as it always did.
+        Err(WireError::Status {
+            code: Code::UNIMPLEMENTED,
+            ..
+        }) => Joined::Yes,
+        Err(_) => Joined::Leaving,
+    }
+}
+
 fn start(flags: &Flags) -> anyhow::Result<i32> {
     let bundle = std::env::current_dir().context("cannot find the bundle (working directory)")?;
     let mut options = Options::defaults(&flags.namespace);
@@ -188,28 +232,44 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
         .with_context(|| format!("cannot create {SOCKET_DIR}"))?;
     // Binding first, as containerd's shims do: of two starts of one pod at
     // once, exactly one binds and the other finds it listening.
-    let listener = match UnixListener::bind(&path) {
-        Ok(listener) => listener,
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+    let patience = std::time::Instant::now() + JOIN_PATIENCE;
+    let listener = loop {
+        match UnixListener::bind(&path) {
+            Ok(listener) => break listener,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen on {}", path.display()))
+            }
+        }
+        if std::time::Instant::now() > patience {
+            bail!("cannot start or join the shim at {}", path.display());
+        }
+        if group == flags.id {
             if UnixStream::connect(&path).is_ok() {
-                if group == flags.id {
-                    bail!(
-                        "a shim already serves {} for task {}",
-                        path.display(),
-                        flags.id
-                    );
-                }
+                bail!(
+                    "a shim already serves {} for task {}",
+                    path.display(),
+                    flags.id
+                );
+            }
+            // Nobody answers: a socket left by a shim that died goes.
+            let _ = std::fs::remove_file(&path);
+            continue;
+        }
+        match join(&path, &flags.id) {
+            Joined::Yes => {
                 // The pod's shim serves this container too.
                 write_address()?;
                 println!("{address}");
                 return Ok(0);
             }
-            // Nobody answers: a socket left by a shim that died goes.
-            let _ = std::fs::remove_file(&path);
-            UnixListener::bind(&path)
-                .with_context(|| format!("cannot listen on {}", path.display()))?
+            // It unlinks its socket as it decides to go: the path is
+            // free in a moment.
+            Joined::Leaving => std::thread::sleep(std::time::Duration::from_millis(2)),
+            Joined::Dead => {
+                let _ = std::fs::remove_file(&path);
+            }
         }
-        Err(e) => return Err(e).with_context(|| format!("cannot listen on {}", path.display())),
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;

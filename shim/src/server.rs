@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::time::Instant;
 
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -19,6 +20,9 @@ use crate::task::{Reply, Tasks};
 use crate::wire::{self, RpcError};
 
 const SERVICE: &str = "containerd.task.v2.Task";
+/// berth's own service, between a `shim start` and the group's running
+/// shim: `Join` announces a container ([`Tasks::join`]).
+pub const GROUP_SERVICE: &str = "berth.shim.v1.Group";
 /// How much one read of a connection takes (a frame may take several).
 const READ_CHUNK: usize = 4096;
 
@@ -81,6 +85,8 @@ pub struct Server {
     tasks: Tasks,
     /// `-debug`: every RPC and its outcome goes to the log.
     debug: bool,
+    /// The socket's path is gone: the shim is leaving.
+    unlinked: bool,
 }
 
 impl Server {
@@ -99,6 +105,7 @@ impl Server {
             next: 0,
             tasks,
             debug,
+            unlinked: false,
         }
     }
 
@@ -131,14 +138,23 @@ impl Server {
                 sources.push(Source::Conn(*token));
                 fds.push(pollfd(conn.stream.as_raw_fd(), libc::POLLIN));
             }
+            // Awake when an announced container's wait lapses.
+            let timeout = self.tasks.next_lapse().map_or(-1, |lapse| {
+                let left = lapse.saturating_duration_since(Instant::now());
+                left.as_millis().clamp(1, i32::MAX as u128) as i32
+            });
             // SAFETY: `fds` is a valid array of pollfd for the call's duration.
-            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if n < 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(ServerError::Poll(err));
+            }
+            if n == 0 {
+                self.tasks.lapse_joins(Instant::now());
+                continue;
             }
             let mut served = false;
             for (source, fd) in sources.iter().zip(&fds) {
@@ -160,11 +176,20 @@ impl Server {
                 crate::memory::release_idle();
             }
         }
-        // The socket goes first: a pod's next container then gets a shim of
-        // its own instead of this one, which is leaving.
-        let _ = std::fs::remove_file(&self.path);
+        self.unlink();
         self.tasks.flush_events();
         Ok(())
+    }
+
+    /// Removes the socket's path, once: from then on a `shim start` for
+    /// the group binds a new shim instead of finding this one, which is
+    /// leaving. Done before the Shutdown is answered, so whoever sent it
+    /// finds the path free.
+    fn unlink(&mut self) {
+        if !self.unlinked {
+            self.unlinked = true;
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 
     /// Takes every pending connection. A failure (out of descriptors) is
@@ -275,6 +300,9 @@ impl Server {
                     Code::INVALID_ARGUMENT,
                     format!("cannot decode ttrpc request: {err}"),
                 ))),
+                Ok(request) if request.service == GROUP_SERVICE && request.method == "Join" => {
+                    self.tasks.join(&request.payload)
+                }
                 Ok(request) if request.service != SERVICE => Reply::Now(Err(RpcError::new(
                     Code::UNIMPLEMENTED,
                     format!("service {} is not served by this shim", request.service),
@@ -297,6 +325,9 @@ impl Server {
                     reply
                 }
             };
+            if self.tasks.shutdown {
+                self.unlink();
+            }
             if let Reply::Now(result) = reply {
                 self.send(token, wire::response(frame.stream_id, result));
             }

@@ -53,6 +53,8 @@ pub enum TaskError {
     Encode(protobuf::Error),
     #[error("checkpoint is not supported by berth's shim")]
     Checkpoint,
+    #[error("this shim is shutting down")]
+    Leaving,
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -78,7 +80,8 @@ impl From<TaskError> for RpcError {
             | TaskError::NotRunning(_)
             | TaskError::StillRunning(_)
             | TaskError::AlreadyStarted(_)
-            | TaskError::NoTerminal(_) => Code::FAILED_PRECONDITION,
+            | TaskError::NoTerminal(_)
+            | TaskError::Leaving => Code::FAILED_PRECONDITION,
             TaskError::Decode { .. } => Code::INVALID_ARGUMENT,
             TaskError::Checkpoint => Code::UNIMPLEMENTED,
             TaskError::Encode(_) => Code::INTERNAL,

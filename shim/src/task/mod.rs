@@ -3,7 +3,11 @@
 //! A shim serves one container, or every container of a group: containerd
 //! starts one shim per pod when the containers' specs carry the same
 //! `io.kubernetes.cri.sandbox-id` (see [`crate::cli`]). The shim then
-//! stays until its last container is deleted and Shutdown comes.
+//! stays until its last container is deleted and Shutdown comes. A
+//! `shim start` that finds the group's shim announces its container first
+//! ([`Tasks::join`]): a Shutdown that comes before that container's Create
+//! then leaves the shim serving, so the container never gets the address
+//! of a shim on its way out.
 //!
 //! Every RPC runs to completion on the server's one thread, except `Wait`,
 //! which is parked until its process is reaped. Events are queued in the
@@ -27,6 +31,7 @@ mod notify;
 mod process;
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use containerd_shim_protos::api::{
     CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
@@ -86,6 +91,10 @@ type Handler<R, M> = fn(&mut Container, R, &mut Notify) -> Result<M, TaskError>;
 /// start each init at Create ([`Tasks::start_at_create`]).
 pub const START_AT_CREATE_ENV: &str = "BERTH_SHIM_START_AT_CREATE";
 
+/// How long an announced container may take to come with its Create
+/// before the shim stops waiting for it.
+pub const JOIN_GRACE: Duration = Duration::from_secs(60);
+
 /// The containers this shim serves.
 pub struct Tasks {
     namespace: String,
@@ -98,6 +107,13 @@ pub struct Tasks {
     /// process could see); containerd does not, and gets the contract's
     /// Create and Start.
     start_at_create: bool,
+    /// Containers a `shim start` announced (it handed out this shim's
+    /// address for them) that have not come with their Create yet, with
+    /// when each announcement lapses.
+    joining: HashMap<String, Instant>,
+    /// A Shutdown found nothing to serve but announced containers: the
+    /// shim goes if their announcements lapse with nothing served.
+    leave_when_idle: bool,
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
 }
@@ -132,6 +148,8 @@ impl Tasks {
             namespace: namespace.to_string(),
             containers: HashMap::new(),
             notify: Notify::new(events),
+            joining: HashMap::new(),
+            leave_when_idle: false,
             shutdown: false,
             start_at_create: false,
         }
@@ -182,7 +200,42 @@ impl Tasks {
         }))
     }
 
+    /// A `shim start` found this shim serving the group of container
+    /// `id` and hands out its address: the shim stays for that container's
+    /// Create (for [`JOIN_GRACE`] at most), whatever Shutdown comes first.
+    /// A shim already leaving refuses, and the start runs a new one.
+    pub fn join(&mut self, payload: &[u8]) -> Reply {
+        encode(decode::<ConnectRequest>(payload).and_then(|req| {
+            if self.shutdown {
+                return Err(TaskError::Leaving);
+            }
+            self.joining.insert(req.id, Instant::now() + JOIN_GRACE);
+            let mut response = ConnectResponse::new();
+            response.shim_pid = std::process::id();
+            response.version = crate::VERSION.to_string();
+            Ok(response)
+        }))
+    }
+
+    /// When the next announcement lapses, if any is pending.
+    pub fn next_lapse(&self) -> Option<Instant> {
+        self.joining.values().min().copied()
+    }
+
+    /// Forgets the announcements that lapsed by `now`; the shim goes if a
+    /// Shutdown was only waiting for them.
+    pub fn lapse_joins(&mut self, now: Instant) {
+        self.joining.retain(|_, lapses| *lapses > now);
+        if self.leave_when_idle && self.joining.is_empty() && self.containers.is_empty() {
+            self.shutdown = true;
+        }
+    }
+
     fn create(&mut self, req: CreateTaskRequest) -> Result<CreateTaskResponse, TaskError> {
+        // Served or failed, the announced container has come; the next
+        // Shutdown decides again.
+        self.joining.remove(&req.id);
+        self.leave_when_idle = false;
         if self.containers.contains_key(&req.id) {
             return Err(TaskError::Exists(req.id));
         }
@@ -227,11 +280,16 @@ impl Tasks {
     /// containerd sends Shutdown after every task's Delete: the shim goes
     /// once it serves no container (as containerd's runc shim does). `now`
     /// ends it at once, unless it still serves other containers than the
-    /// one named.
+    /// one named. A container announced by a `shim start` keeps it too.
     fn shutdown(&mut self, req: ShutdownRequest) -> Result<Empty, TaskError> {
-        let others = self.containers.keys().any(|id| *id != req.id);
-        if self.containers.is_empty() || (req.now && !others) {
-            self.shutdown = true;
+        let serves_nothing_else = self.containers.keys().all(|id| req.now && *id == req.id);
+        if serves_nothing_else {
+            self.lapse_joins(Instant::now());
+            if self.joining.is_empty() {
+                self.shutdown = true;
+            } else {
+                self.leave_when_idle = true;
+            }
         }
         Ok(Empty::new())
     }
@@ -415,6 +473,56 @@ mod tests {
         shutdown.now = true;
         request(&mut task, "Shutdown", shutdown, (7, 11));
         assert!(task.shutdown);
+    }
+
+    fn join(task: &mut Tasks, id: &str) -> Reply {
+        let mut req = ConnectRequest::new();
+        req.id = id.into();
+        task.join(&req.write_to_bytes().unwrap())
+    }
+
+    #[test]
+    fn an_announced_container_keeps_the_shim_until_its_create_or_its_lapse() {
+        let mut task = task();
+        task.containers
+            .insert("a".into(), Container::running("a", 4_000_001));
+        assert!(matches!(join(&mut task, "b"), Reply::Now(Ok(_))));
+        // a's teardown: its Shutdown finds b on its way.
+        task.containers.remove("a");
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "a".into();
+        shutdown.now = true;
+        request(&mut task, "Shutdown", shutdown.clone(), (7, 1));
+        assert!(!task.shutdown, "a Shutdown while b is announced");
+        assert!(task.next_lapse().is_some());
+        // b's Create (here one that fails) ends the wait; the next Shutdown decides.
+        let mut create = CreateTaskRequest::new();
+        create.id = "b".into();
+        create.bundle = "/nonexistent-bundle".into();
+        let _ = request(&mut task, "Create", create, (7, 3));
+        assert!(task.next_lapse().is_none());
+        task.lapse_joins(Instant::now() + JOIN_GRACE * 2);
+        assert!(
+            !task.shutdown,
+            "b came: its Create cleared the pending leave"
+        );
+        shutdown.id = "b".into();
+        request(&mut task, "Shutdown", shutdown.clone(), (7, 5));
+        assert!(task.shutdown);
+
+        // An announcement that lapses lets a waiting Shutdown take effect.
+        let mut task = self::task();
+        assert!(matches!(join(&mut task, "c"), Reply::Now(Ok(_))));
+        request(&mut task, "Shutdown", ShutdownRequest::new(), (7, 7));
+        assert!(!task.shutdown);
+        task.lapse_joins(Instant::now());
+        assert!(!task.shutdown, "c's grace has not run out");
+        task.lapse_joins(Instant::now() + JOIN_GRACE);
+        assert!(task.shutdown);
+        // A leaving shim turns announcements away.
+        let err = error(join(&mut task, "d"));
+        assert_eq!(err.code, Code::FAILED_PRECONDITION);
+        assert_eq!(err.message, "this shim is shutting down");
     }
 
     #[test]
