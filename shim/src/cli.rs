@@ -355,7 +355,7 @@ fn delete(flags: &Flags) -> anyhow::Result<i32> {
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0);
-    if let Err(err) = runtime.output(&["delete", "--force", &flags.id], None) {
+    if let Err(err) = runtime.delete(&flags.id) {
         // Already gone is what a second delete finds.
         if !err.to_string().contains("does not exist") {
             crate::log(&err);

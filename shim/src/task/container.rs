@@ -87,9 +87,7 @@ impl Container {
         let mut init = Process::new("", paths);
         if let Err(err) = container.create_init(&mut init, start) {
             // Whatever the runtime left of the container goes too.
-            let _ = container
-                .runtime
-                .output(&["delete", "--force", &req.id], None);
+            let _ = container.runtime.delete(&req.id);
             mount::unmount_all(&rootfs);
             return Err(err);
         }
@@ -247,7 +245,7 @@ impl Container {
             self.execs.remove(&req.exec_id);
             return Ok(response);
         }
-        self.runtime.output(&["delete", "--force", &req.id], None)?;
+        self.runtime.delete(&req.id)?;
         mount::unmount_all(&self.bundle.join("rootfs"));
         // Whoever still waits (a task deleted before it ran) is answered.
         notify.answer_waits(&mut self.init);
