@@ -97,6 +97,17 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b == 0) print "-"; else printf "%.
 # berth's shims carry its socket's path on their command line; containerd's
 # shims and conmon live in the private mount namespace.
 berth_shims() { pgrep -f "^[^ ]*containerd-shim-berth-v2 .*$work" || true; }
+# After the removal, every berth shim but the daemon's spare (the newest `-id spare-PID-N`, which
+# waits for the next container) is a leftover.
+berth_left_shims() {
+    local pid n spare="" newest=-1 shims=()
+    mapfile -t shims < <(berth_shims)
+    for pid in "${shims[@]}"; do
+        n=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's/^spare-[0-9]*-\([0-9]*\)$/\1/p')
+        if [[ -n $n ]] && ((n > newest)); then newest=$n spare=$pid; fi
+    done
+    for pid in "${shims[@]}"; do [[ $pid == "$spare" ]] || echo "$pid"; done
+}
 containerd_shims() { bench_in_holder containerd-shim; }
 conmons() { bench_in_holder conmon; }
 cgroups() { find /sys/fs/cgroup/memory /sys/fs/cgroup/unified -type d 2>/dev/null | wc -l; }
@@ -155,7 +166,7 @@ run_berth() {
     berthctl ps -a -q | xargs -P "$PARALLEL" -n 10 "$BIN/berthctl" --address "$sock" rm -f >/dev/null
     remove=$(elapsed "$t")
     sleep 1
-    record berth "$n" "$start" "$remove" "$daemon_rss" "${#shims[@]}" "$shim_rss" "$shim_pss" "$daemon_pss" "$ps_ms" "$(berth_shims | wc -l)" \
+    record berth "$n" "$start" "$remove" "$daemon_rss" "${#shims[@]}" "$shim_rss" "$shim_pss" "$daemon_pss" "$ps_ms" "$(berth_left_shims | wc -l)" \
         $(($(berth_mounts) - berth_mounts0)) $(($(cgroups) - cgroups0)) $(($(fds "$imaged") - berth_fds0))
 }
 

@@ -259,6 +259,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         grpc_address: config.socket.clone(),
         events_address: events_socket.clone(),
         start_at_create: true,
+        spare: None,
     };
     let cri = cri::open(cri::Shared {
         config: &config,
@@ -270,6 +271,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         default_seccomp,
     })
     .await?;
+    // The daemon's own containers take a spare shim (the CRI's group by pod).
+    let spare_dir = config.root.join("spare-shim");
+    let spare = shim::Spare::new(spare_dir.clone())
+        .with_context(|| format!("cannot create {}", spare_dir.display()))?;
+    let launcher = shim::Launcher {
+        spare: Some(spare),
+        ..launcher
+    };
     let tasks = Arc::new(tasks::Tasks::new(
         containers,
         hub.clone(),
@@ -280,6 +289,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = tasks.recover().await {
         eprintln!("berth-imaged: recovering containers: {e}");
     }
+    tasks.launcher.refill_spare();
 
     let listener = listen(&config.socket)?;
     eprintln!(

@@ -358,6 +358,95 @@ fn the_daemons_shim_starts_a_container_at_create_unless_it_has_stdin() {
     assert_eq!(verbs(), "create\nstart\ndelete\n");
 }
 
+/// The spare shims of `env`'s daemon: `-id spare-…` on their command line,
+/// and its socket as their `-address`.
+fn spare_shims(env: &Env) -> Vec<i32> {
+    let address = env.address();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<String> = cmdline
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            let ours = args.first()?.ends_with("containerd-shim-berth-v2")
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "-address" && w[1] == address)
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "-id" && w[1].starts_with("spare-"));
+            ours.then_some(pid)
+        })
+        .collect()
+}
+
+/// The daemon keeps one shim started ahead of need: a container's start
+/// takes it (the container's shim is the spare's process, its bundle holds
+/// the spare's address, and it serves the container from there on), the
+/// next spare follows, and a daemon killed with SIGKILL takes its spare
+/// with it while the container's shim stays.
+#[test]
+fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
+    if !can_run_images() {
+        return;
+    }
+    let mut env = Env::start();
+    env.load_busybox("busybox:ctl");
+    env.until("a spare shim", || spare_shims(&env).len() == 1);
+    let spare = spare_shims(&env)[0];
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "taker",
+        "busybox:ctl",
+        "sleep",
+        "100",
+    ]);
+    let [bundle] = bundles(&env).try_into().expect("one bundle");
+    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
+        .expect("the shim's pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_eq!(
+        shim, spare,
+        "the container's shim is the spare that was waiting"
+    );
+    let address = std::fs::read_to_string(bundle.join("address")).expect("the address file");
+    assert!(
+        address.starts_with("unix:///run/containerd/s/berth-"),
+        "{address}"
+    );
+    assert_eq!(env.ok(&["exec", "taker", "echo", "served"]), "served\n");
+    // The taken shim keeps its `-id spare-…`: the next is the other one.
+    let others = |env: &Env| -> Vec<i32> {
+        spare_shims(env)
+            .into_iter()
+            .filter(|pid| *pid != shim)
+            .collect()
+    };
+    env.until("the next spare", || others(&env).len() == 1);
+    let next = others(&env)[0];
+
+    env.daemon.kill9();
+    env.until("the spare to go with its daemon", || !alive(next));
+    assert!(alive(shim), "the container's shim went with the daemon");
+    env.daemon.spawn();
+    assert_eq!(env.ok(&["exec", "taker", "echo", "again"]), "again\n");
+    env.ok(&["rm", "-f", "taker"]);
+    env.until("the container's shim to end", || !alive(shim));
+    env.until("one spare for the new daemon", || {
+        spare_shims(&env).len() == 1
+    });
+}
+
 /// A `run --rm` whose daemon is killed while the container runs has lost
 /// the client that would remove it: the daemon's next start adopts the
 /// running container (its unsynced run state notwithstanding), which is

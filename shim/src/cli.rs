@@ -221,7 +221,7 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     let path = socket_path(flags, &group);
     let address = format!("unix://{}", path.display());
     let write_address = || {
-        std::fs::write(bundle.join("address"), &address)
+        crate::write_private(&bundle.join("address"), &address)
             .with_context(|| format!("cannot write {}/address", bundle.display()))
     };
     // Whoever can connect controls the container: root only, as containerd's shims.
@@ -336,9 +336,10 @@ fn serve(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
         flags.namespace.clone(),
     )?;
-    let tasks = Tasks::new(&flags.namespace, events).start_at_create(
-        std::env::var_os(crate::task::START_AT_CREATE_ENV).is_some_and(|v| v == "1"),
-    );
+    let set = |name| std::env::var_os(name).is_some_and(|v| v == "1");
+    let tasks = Tasks::new(&flags.namespace, events)
+        .start_at_create(set(crate::task::START_AT_CREATE_ENV))
+        .spare(set(crate::task::SPARE_ENV));
     Server::new(listener, path, signals, tasks, flags.debug).run()?;
     Ok(())
 }

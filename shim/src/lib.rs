@@ -58,5 +58,21 @@ pub fn log(message: impl std::fmt::Display) {
     let _ = writeln!(std::io::stderr(), "containerd-shim-berth-v2: {message}");
 }
 
+/// Writes a file of the shim's own (an address, the runtime options, a pid,
+/// an exec's process spec) readable by root alone, whatever the umask.
+pub fn write_private(path: &std::path::Path, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // A file an older shim left keeps its mode on open: set it again.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents.as_ref())
+}
+
 /// The shim's version, reported by `Connect`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

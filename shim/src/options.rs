@@ -153,7 +153,7 @@ impl Options {
             "no_pivot_root": self.no_pivot_root,
             "no_new_keyring": self.no_new_keyring,
         });
-        std::fs::write(&path, json.to_string())
+        crate::write_private(&path, json.to_string())
             .map_err(|source| OptionsError::Save { path, source })
     }
 

@@ -255,6 +255,8 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         namespace: NAMESPACE.into(),
         // kubelet creates and starts in two calls, with its own work between.
         start_at_create: false,
+        // A pod's containers share one shim, named after the pod.
+        spare: None,
         ..shared.launcher.clone()
     };
     let mut tasks = Tasks::new(containers, shared.hub, launcher, BUNDLE_LOG_SIZE);

@@ -36,6 +36,7 @@ impl Tasks {
         self.claim_start(record)?;
         let result = self.start_claimed(record, restarting).await;
         self.lock().starting.remove(&record.id);
+        self.launcher.refill_spare();
         result
     }
 
@@ -88,6 +89,9 @@ impl Tasks {
         create.id = record.id.clone();
         create.bundle = bundle.display().to_string();
         create.terminal = settings.tty;
+        // A spare shim learns the runtime options here (a shim started for
+        // this container had them on its stdin too).
+        create.options = protobuf::MessageField::some(self.launcher.options());
         create.stdout = stdout.display().to_string();
         create.stderr = stderr
             .as_ref()

@@ -107,7 +107,7 @@ impl Container {
         // As containerd's own shims do: tools (and tests) find the shim
         // serving a container by it, whichever container started it.
         let shim_pid = container.bundle.join("shim.pid");
-        let _ = std::fs::write(shim_pid, std::process::id().to_string());
+        let _ = crate::write_private(&shim_pid, std::process::id().to_string());
         let mut io = TaskIO::new();
         io.stdin = req.stdin;
         io.stdout = req.stdout;

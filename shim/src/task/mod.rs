@@ -91,6 +91,10 @@ type Handler<R, M> = fn(&mut Container, R, &mut Notify) -> Result<M, TaskError>;
 /// start each init at Create ([`Tasks::start_at_create`]).
 pub const START_AT_CREATE_ENV: &str = "BERTH_SHIM_START_AT_CREATE";
 
+/// The environment variable with which berth-imaged starts a spare shim
+/// ([`Tasks::spare`]).
+pub const SPARE_ENV: &str = "BERTH_SHIM_SPARE";
+
 /// How long an announced container may take to come with its Create
 /// before the shim stops waiting for it.
 pub const JOIN_GRACE: Duration = Duration::from_secs(60);
@@ -114,6 +118,10 @@ pub struct Tasks {
     /// A Shutdown found nothing to serve but announced containers: the
     /// shim goes if their announcements lapse with nothing served.
     leave_when_idle: bool,
+    /// Started ahead of need by berth-imaged, which holds one connection to
+    /// it until a container's Create comes: until then, that connection's
+    /// end (the daemon stopped or died) ends the shim.
+    spare: bool,
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
 }
@@ -150,6 +158,7 @@ impl Tasks {
             notify: Notify::new(events),
             joining: HashMap::new(),
             leave_when_idle: false,
+            spare: false,
             shutdown: false,
             start_at_create: false,
         }
@@ -158,6 +167,12 @@ impl Tasks {
     /// See [`Tasks::start_at_create`]'s field.
     pub fn start_at_create(mut self, yes: bool) -> Tasks {
         self.start_at_create = yes;
+        self
+    }
+
+    /// See [`Tasks::spare`]'s field.
+    pub fn spare(mut self, yes: bool) -> Tasks {
+        self.spare = yes;
         self
     }
 
@@ -236,6 +251,7 @@ impl Tasks {
         // Shutdown decides again.
         self.joining.remove(&req.id);
         self.leave_when_idle = false;
+        self.spare = false;
         if self.containers.contains_key(&req.id) {
             return Err(TaskError::Exists(req.id));
         }
@@ -344,9 +360,14 @@ impl Tasks {
     }
 
     /// Forgets the parked Waits of a connection that went away.
-    pub fn disconnected(&mut self, conn: u64) {
+    /// Connection `conn` closed, and `left` remain: a spare shim whose
+    /// daemon went before it got a container goes too.
+    pub fn disconnected(&mut self, conn: u64, left: usize) {
         for container in self.containers.values_mut() {
             container.disconnected(conn);
+        }
+        if self.spare && left == 0 {
+            self.shutdown = true;
         }
     }
 
@@ -523,6 +544,27 @@ mod tests {
         let err = error(join(&mut task, "d"));
         assert_eq!(err.code, Code::FAILED_PRECONDITION);
         assert_eq!(err.message, "this shim is shutting down");
+    }
+
+    #[test]
+    fn a_spare_shim_goes_with_its_daemons_connection_until_a_create_comes() {
+        let mut spare = task().spare(true);
+        spare.disconnected(1, 1);
+        assert!(!spare.shutdown, "another connection is still open");
+        spare.disconnected(2, 0);
+        assert!(spare.shutdown, "the daemon's connection ended");
+
+        let mut spare = task().spare(true);
+        let mut create = CreateTaskRequest::new();
+        create.id = "a".into();
+        create.bundle = "/nonexistent-bundle".into();
+        let _ = request(&mut spare, "Create", create, (1, 1));
+        spare.disconnected(1, 0);
+        assert!(!spare.shutdown, "a shim that took a container is no spare");
+        // An ordinary shim outlives its connections.
+        let mut plain = task();
+        plain.disconnected(1, 0);
+        assert!(!plain.shutdown);
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl Container {
         let Some(mut process) = self.execs.remove(exec_id) else {
             return Err(no_exec(&self.id, exec_id));
         };
-        let result = std::fs::write(&spec_file, &process.spec)
+        let result = crate::write_private(&spec_file, &process.spec)
             .map_err(|source| TaskError::Write {
                 path: spec_file.clone(),
                 source,
