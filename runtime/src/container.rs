@@ -453,17 +453,19 @@ pub fn run(
     }
     // Only a removed container's cleaner stays, for its state directory;
     // any other is reaped once the process runs (it exits as soon as it
-    // reads that the create is done).
-    let cleaner = match detach || keep {
+    // reads that the create is done), or, when berth exits now, by whoever
+    // reaps its orphans.
+    if detach {
+        built.cleaner.dismiss_and_leave();
+        return Ok(0);
+    }
+    let cleaner = match keep {
         true => {
             drop(built.cleaner.dismiss());
             None
         }
         false => Some(built.cleaner),
     };
-    if detach {
-        return Ok(0);
-    }
     let code = match master {
         Some(master) => crate::console::relay(master, pid),
         None => crate::process::wait_forwarding_signals(pid),

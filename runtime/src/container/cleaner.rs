@@ -136,6 +136,15 @@ impl Cleaner {
         std::mem::forget(self);
         Dismissed { pid }
     }
+
+    /// As [`Cleaner::dismiss`], for a berth that exits next (`create`,
+    /// `run --detach`): the cleaner is left to whoever reaps berth's
+    /// orphans (the caller as subreaper, as shims are, or init), as `run`
+    /// leaves the one that removes its state. Waiting for its exit cost
+    /// those commands 0.4 ms here.
+    pub(super) fn dismiss_and_leave(self) {
+        std::mem::forget(self.dismiss());
+    }
 }
 
 impl Drop for Cleaner {

@@ -62,7 +62,7 @@ impl Drop for CreateGuard {
 /// `berth create`: builds the container and leaves its init waiting for `start`.
 pub fn create(root: &Path, options: &CreateOptions) -> Result<i32, ContainerError> {
     let built = build(root, options, false)?;
-    drop(built.cleaner.dismiss());
+    built.cleaner.dismiss_and_leave();
     Ok(built.pid)
 }
 
