@@ -214,9 +214,7 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     }
     let filters = match &spec.linux().seccomp {
         Some(value) => Some(
-            seccomp::parse(value)
-                .and_then(|p| seccomp::compile(&p))
-                .map_err(|e| ExecError::Usage(e.to_string()))?,
+            seccomp::cache::compile(root, value).map_err(|e| ExecError::Usage(e.to_string()))?,
         ),
         None => None,
     };

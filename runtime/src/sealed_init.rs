@@ -406,6 +406,6 @@ fn rebuild(
     let mut spec = Spec::from_slice(config).map_err(|e| e.to_string())?;
     crate::container::pass_listen_fds(&mut spec, handover.listen_fds);
     let plan = Plan::new(&spec.namespaces().map_err(|e| e.to_string())?);
-    let seccomp = crate::container::compile_seccomp(&spec).map_err(|e| e.to_string())?;
+    let seccomp = crate::container::compile_seccomp(&spec, None).map_err(|e| e.to_string())?;
     Ok((spec, plan, seccomp))
 }

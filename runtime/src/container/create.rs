@@ -155,7 +155,7 @@ pub(super) fn build(
             path: bundle.join(rootfs_spec),
         })?;
     let plan = Plan::new(&spec.namespaces()?);
-    let seccomp = compile_seccomp(&spec)?;
+    let seccomp = compile_seccomp(&spec, Some(root))?;
     // `main` sealed this process already where it had to (see `sealed_init`).
     let seal_init = sealed_init::needed(&spec, &plan) == Seal::Init && !plan.new_user;
     let launch = seal_init && sealed_init::launcher_fits(&spec, seccomp.as_ref());
@@ -591,16 +591,21 @@ pub(crate) fn pass_listen_fds(spec: &mut Spec, listen_fds: u32) {
 }
 
 /// `linux.seccomp` compiled, if the spec has one.
+/// The spec's seccomp filters; with the runtime's `root`, through its
+/// cache of compiled filters (see `seccomp::cache`).
 pub(crate) fn compile_seccomp(
     spec: &Spec,
+    root: Option<&Path>,
 ) -> Result<Option<crate::seccomp::Compiled>, ContainerError> {
     let Some(value) = &spec.linux().seccomp else {
         return Ok(None);
     };
-    crate::seccomp::parse(value)
-        .and_then(|p| crate::seccomp::compile(&p))
-        .map(Some)
-        .map_err(|e| ContainerError::Usage(e.to_string()))
+    match root {
+        Some(root) => crate::seccomp::cache::compile(root, value),
+        None => crate::seccomp::parse(value).and_then(|p| crate::seccomp::compile(&p)),
+    }
+    .map(Some)
+    .map_err(|e| ContainerError::Usage(e.to_string()))
 }
 
 /// Whether the spec has hooks the runtime runs while the init waits.

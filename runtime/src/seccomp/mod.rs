@@ -21,6 +21,7 @@
 
 mod abi;
 pub mod bpf;
+pub mod cache;
 pub mod notify;
 mod table_i386;
 mod table_x32;
