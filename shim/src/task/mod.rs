@@ -115,9 +115,10 @@ pub struct Tasks {
     /// address for them) that have not come with their Create yet, with
     /// when each announcement lapses.
     joining: HashMap<String, Instant>,
-    /// A Shutdown found nothing to serve but announced containers: the
-    /// shim goes if their announcements lapse with nothing served.
-    leave_when_idle: bool,
+    /// A Shutdown (its container and `now`) found nothing else to serve
+    /// but announced containers: the shim goes if their announcements
+    /// lapse and that Shutdown would still end it.
+    leave_when_idle: Option<(String, bool)>,
     /// Started ahead of need by berth-imaged, which holds one connection to
     /// it until a container's Create comes: until then, that connection's
     /// end (the daemon stopped or died) ends the shim.
@@ -157,7 +158,7 @@ impl Tasks {
             containers: HashMap::new(),
             notify: Notify::new(events),
             joining: HashMap::new(),
-            leave_when_idle: false,
+            leave_when_idle: None,
             spare: false,
             shutdown: false,
             start_at_create: false,
@@ -241,7 +242,8 @@ impl Tasks {
     /// Shutdown was only waiting for them.
     pub fn lapse_joins(&mut self, now: Instant) {
         self.joining.retain(|_, lapses| *lapses > now);
-        if self.leave_when_idle && self.joining.is_empty() && self.containers.is_empty() {
+        let waiting = self.leave_when_idle.as_ref();
+        if self.joining.is_empty() && waiting.is_some_and(|(id, now)| self.ends_shim(id, *now)) {
             self.shutdown = true;
         }
     }
@@ -250,7 +252,7 @@ impl Tasks {
         // Served or failed, the announced container has come; the next
         // Shutdown decides again.
         self.joining.remove(&req.id);
-        self.leave_when_idle = false;
+        self.leave_when_idle = None;
         self.spare = false;
         if self.containers.contains_key(&req.id) {
             return Err(TaskError::Exists(req.id));
@@ -298,16 +300,21 @@ impl Tasks {
     /// ends it at once, unless it still serves other containers than the
     /// one named. A container announced by a `shim start` keeps it too.
     fn shutdown(&mut self, req: ShutdownRequest) -> Result<Empty, TaskError> {
-        let serves_nothing_else = self.containers.keys().all(|id| req.now && *id == req.id);
-        if serves_nothing_else {
+        if self.ends_shim(&req.id, req.now) {
             self.lapse_joins(Instant::now());
             if self.joining.is_empty() {
                 self.shutdown = true;
             } else {
-                self.leave_when_idle = true;
+                self.leave_when_idle = Some((req.id, req.now));
             }
         }
         Ok(Empty::new())
+    }
+
+    /// Whether a Shutdown for container `id` (`now` or not) leaves this
+    /// shim nothing to serve, announced containers aside.
+    fn ends_shim(&self, id: &str, now: bool) -> bool {
+        self.containers.keys().all(|served| now && served == id)
     }
 
     /// A child was reaped with `status`. Other children than the
@@ -544,6 +551,23 @@ mod tests {
         let err = error(join(&mut task, "d"));
         assert_eq!(err.code, Code::FAILED_PRECONDITION);
         assert_eq!(err.message, "this shim is shutting down");
+    }
+
+    #[test]
+    fn a_shutdown_now_that_waited_for_an_announcement_ends_the_shim_once_it_lapses() {
+        // The daemon's teardown of `a` whose Delete failed: Shutdown with
+        // `now` while `a` is still served, and `b` announced meanwhile.
+        let mut task = task();
+        task.containers
+            .insert("a".into(), Container::running("a", 4_000_001));
+        assert!(matches!(join(&mut task, "b"), Reply::Now(Ok(_))));
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "a".into();
+        shutdown.now = true;
+        request(&mut task, "Shutdown", shutdown, (7, 1));
+        assert!(!task.shutdown, "b is announced");
+        task.lapse_joins(Instant::now() + JOIN_GRACE);
+        assert!(task.shutdown, "b never came: `now` holds for a");
     }
 
     #[test]
