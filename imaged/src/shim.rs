@@ -66,7 +66,8 @@ const SPARE_ENV: &str = "BERTH_SHIM_SPARE";
 /// takes it and writes its address into the container's bundle; the next
 /// is started once that start is done ([`Launcher::refill_spare`]). The
 /// daemon holds its only connection: when the daemon goes, even killed,
-/// the spare goes too.
+/// the spare goes too (and one it never connected to, the daemon gone
+/// half-way through its start, after a minute).
 pub struct Spare {
     /// The working directory of its `start` (which writes the runtime
     /// options and the address there, as into a bundle).

@@ -99,6 +99,11 @@ pub const SPARE_ENV: &str = "BERTH_SHIM_SPARE";
 /// before the shim stops waiting for it.
 pub const JOIN_GRACE: Duration = Duration::from_secs(60);
 
+/// How long a spare shim waits for its daemon's connection before it goes:
+/// a daemon that stopped or died between starting it and connecting never
+/// comes.
+pub const SPARE_GRACE: Duration = Duration::from_secs(60);
+
 /// The containers this shim serves.
 pub struct Tasks {
     namespace: String,
@@ -123,6 +128,8 @@ pub struct Tasks {
     /// it until a container's Create comes: until then, that connection's
     /// end (the daemon stopped or died) ends the shim.
     spare: bool,
+    /// A spare nobody has connected to yet goes at this instant.
+    spare_until: Option<Instant>,
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
 }
@@ -160,6 +167,7 @@ impl Tasks {
             joining: HashMap::new(),
             leave_when_idle: None,
             spare: false,
+            spare_until: None,
             shutdown: false,
             start_at_create: false,
         }
@@ -174,7 +182,13 @@ impl Tasks {
     /// See [`Tasks::spare`]'s field.
     pub fn spare(mut self, yes: bool) -> Tasks {
         self.spare = yes;
+        self.spare_until = yes.then(|| Instant::now() + SPARE_GRACE);
         self
+    }
+
+    /// A connection came: a spare's daemon is there.
+    pub fn connected(&mut self) {
+        self.spare_until = None;
     }
 
     /// Answers one Task RPC.
@@ -233,14 +247,23 @@ impl Tasks {
         }))
     }
 
-    /// When the next announcement lapses, if any is pending.
+    /// When the next announcement, or a spare's wait for its daemon,
+    /// lapses, if any is pending.
     pub fn next_lapse(&self) -> Option<Instant> {
-        self.joining.values().min().copied()
+        self.joining
+            .values()
+            .chain(&self.spare_until)
+            .min()
+            .copied()
     }
 
     /// Forgets the announcements that lapsed by `now`; the shim goes if a
-    /// Shutdown was only waiting for them.
-    pub fn lapse_joins(&mut self, now: Instant) {
+    /// Shutdown was only waiting for them, or if it is a spare nobody
+    /// connected to in time.
+    pub fn lapse(&mut self, now: Instant) {
+        if self.spare_until.is_some_and(|until| until <= now) {
+            self.shutdown = true;
+        }
         self.joining.retain(|_, lapses| *lapses > now);
         let waiting = self.leave_when_idle.as_ref();
         if self.joining.is_empty() && waiting.is_some_and(|(id, now)| self.ends_shim(id, *now)) {
@@ -301,7 +324,7 @@ impl Tasks {
     /// one named. A container announced by a `shim start` keeps it too.
     fn shutdown(&mut self, req: ShutdownRequest) -> Result<Empty, TaskError> {
         if self.ends_shim(&req.id, req.now) {
-            self.lapse_joins(Instant::now());
+            self.lapse(Instant::now());
             if self.joining.is_empty() {
                 self.shutdown = true;
             } else {
@@ -529,7 +552,7 @@ mod tests {
         create.bundle = "/nonexistent-bundle".into();
         let _ = request(&mut task, "Create", create, (7, 3));
         assert!(task.next_lapse().is_none());
-        task.lapse_joins(Instant::now() + JOIN_GRACE * 2);
+        task.lapse(Instant::now() + JOIN_GRACE * 2);
         assert!(
             !task.shutdown,
             "b came: its Create cleared the pending leave"
@@ -543,9 +566,9 @@ mod tests {
         assert!(matches!(join(&mut task, "c"), Reply::Now(Ok(_))));
         request(&mut task, "Shutdown", ShutdownRequest::new(), (7, 7));
         assert!(!task.shutdown);
-        task.lapse_joins(Instant::now());
+        task.lapse(Instant::now());
         assert!(!task.shutdown, "c's grace has not run out");
-        task.lapse_joins(Instant::now() + JOIN_GRACE);
+        task.lapse(Instant::now() + JOIN_GRACE);
         assert!(task.shutdown);
         // A leaving shim turns announcements away.
         let err = error(join(&mut task, "d"));
@@ -566,7 +589,7 @@ mod tests {
         shutdown.now = true;
         request(&mut task, "Shutdown", shutdown, (7, 1));
         assert!(!task.shutdown, "b is announced");
-        task.lapse_joins(Instant::now() + JOIN_GRACE);
+        task.lapse(Instant::now() + JOIN_GRACE);
         assert!(task.shutdown, "b never came: `now` holds for a");
     }
 
@@ -577,6 +600,20 @@ mod tests {
         assert!(!spare.shutdown, "another connection is still open");
         spare.disconnected(2, 0);
         assert!(spare.shutdown, "the daemon's connection ended");
+
+        // A spare nobody connects to (its daemon went before it could)
+        // goes once its wait lapses; one its daemon connected to stays.
+        let mut spare = task().spare(true);
+        assert!(spare.next_lapse().is_some());
+        spare.lapse(Instant::now());
+        assert!(!spare.shutdown, "the daemon may still connect");
+        spare.lapse(Instant::now() + SPARE_GRACE);
+        assert!(spare.shutdown, "nobody connected to the spare");
+        let mut spare = task().spare(true);
+        spare.connected();
+        assert!(spare.next_lapse().is_none());
+        spare.lapse(Instant::now() + SPARE_GRACE);
+        assert!(!spare.shutdown, "the daemon's connection is open");
 
         let mut spare = task().spare(true);
         let mut create = CreateTaskRequest::new();
