@@ -156,7 +156,8 @@ impl Launcher {
             // `shim delete` look for it in the bundle. The runtime options
             // come with the Create. A spare that cannot be handed over is
             // dropped, and its shim goes with the connection.
-            if std::fs::write(bundle.join("address"), &shim.address).is_ok() {
+            let address = bundle.join("address");
+            if crate::private::write_file(&address, shim.address.as_bytes()).is_ok() {
                 return Ok(shim);
             }
         }
