@@ -80,7 +80,8 @@ struct SpareSlot {
     shim: Option<Shim>,
     /// A spare is being started.
     filling: bool,
-    /// Spares started so far: each has its own id, hence its own socket.
+    /// The number of the last spare started: each has its own id, hence
+    /// its own socket.
     started: u64,
 }
 
@@ -88,10 +89,26 @@ impl Spare {
     /// A spare kept in `dir` (made, root's alone, if missing).
     pub fn new(dir: PathBuf) -> std::io::Result<Arc<Spare>> {
         crate::private::create_dir(&dir)?;
+        // Numbered on from the daemon's start in microseconds: a daemon
+        // started again with the same pid (pid 1 in a container) does not
+        // reuse the id, hence the socket, of a spare its earlier life
+        // handed to a container that still runs.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Ok(Arc::new(Spare {
             dir,
-            slot: Mutex::default(),
+            slot: Mutex::new(SpareSlot {
+                started: since_epoch.as_micros() as u64,
+                ..SpareSlot::default()
+            }),
         }))
+    }
+
+    /// The id of the next spare: `spare-PID-N`.
+    fn next_id(slot: &mut SpareSlot) -> String {
+        slot.started += 1;
+        format!("spare-{}-{}", std::process::id(), slot.started)
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, SpareSlot> {
@@ -177,8 +194,7 @@ impl Launcher {
                 return;
             }
             slot.filling = true;
-            slot.started += 1;
-            format!("spare-{}-{}", std::process::id(), slot.started)
+            Spare::next_id(&mut slot)
         };
         let launcher = self.clone();
         tokio::spawn(async move {
@@ -281,4 +297,29 @@ pub fn context(namespace: &str, deadline: Option<std::time::Duration>) -> ttrpc:
         namespace.to_string(),
     );
     ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_started_again_does_not_reuse_its_earlier_lifes_spare_ids() {
+        let dir = std::env::temp_dir().join(format!("berth-spare-ids-{}", std::process::id()));
+        let earlier = Spare::new(dir.clone()).unwrap();
+        let ids: Vec<String> = (0..3)
+            .map(|_| Spare::next_id(&mut earlier.slot()))
+            .collect();
+        // The same pid, a moment later.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let later = Spare::new(dir.clone()).unwrap();
+        let next = Spare::next_id(&mut later.slot());
+        assert!(!ids.contains(&next), "{next} in {ids:?}");
+        // `spare-PID-N`, N rising (bench/scale.sh takes the highest for the
+        // waiting spare).
+        let number = |id: &str| id.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+        assert!(ids.windows(2).all(|w| number(&w[0]) < number(&w[1])));
+        assert!(next.starts_with(&format!("spare-{}-", std::process::id())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
