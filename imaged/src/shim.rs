@@ -66,7 +66,8 @@ const SPARE_ENV: &str = "BERTH_SHIM_SPARE";
 /// takes it and writes its address into the container's bundle; the next
 /// is started once that start is done ([`Launcher::refill_spare`]). The
 /// daemon holds its only connection: when the daemon goes, even killed,
-/// the spare goes too.
+/// the spare goes too (and one it never connected to, the daemon gone
+/// half-way through its start, after a minute).
 pub struct Spare {
     /// The working directory of its `start` (which writes the runtime
     /// options and the address there, as into a bundle).
@@ -79,7 +80,8 @@ struct SpareSlot {
     shim: Option<Shim>,
     /// A spare is being started.
     filling: bool,
-    /// Spares started so far: each has its own id, hence its own socket.
+    /// The number of the last spare started: each has its own id, hence
+    /// its own socket.
     started: u64,
 }
 
@@ -87,10 +89,26 @@ impl Spare {
     /// A spare kept in `dir` (made, root's alone, if missing).
     pub fn new(dir: PathBuf) -> std::io::Result<Arc<Spare>> {
         crate::private::create_dir(&dir)?;
+        // Numbered on from the daemon's start in microseconds: a daemon
+        // started again with the same pid (pid 1 in a container) does not
+        // reuse the id, hence the socket, of a spare its earlier life
+        // handed to a container that still runs.
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Ok(Arc::new(Spare {
             dir,
-            slot: Mutex::default(),
+            slot: Mutex::new(SpareSlot {
+                started: since_epoch.as_micros() as u64,
+                ..SpareSlot::default()
+            }),
         }))
+    }
+
+    /// The id of the next spare: `spare-PID-N`.
+    fn next_id(slot: &mut SpareSlot) -> String {
+        slot.started += 1;
+        format!("spare-{}-{}", std::process::id(), slot.started)
     }
 
     fn slot(&self) -> std::sync::MutexGuard<'_, SpareSlot> {
@@ -155,7 +173,8 @@ impl Launcher {
             // `shim delete` look for it in the bundle. The runtime options
             // come with the Create. A spare that cannot be handed over is
             // dropped, and its shim goes with the connection.
-            if std::fs::write(bundle.join("address"), &shim.address).is_ok() {
+            let address = bundle.join("address");
+            if crate::private::write_file(&address, shim.address.as_bytes()).is_ok() {
                 return Ok(shim);
             }
         }
@@ -175,8 +194,7 @@ impl Launcher {
                 return;
             }
             slot.filling = true;
-            slot.started += 1;
-            format!("spare-{}-{}", std::process::id(), slot.started)
+            Spare::next_id(&mut slot)
         };
         let launcher = self.clone();
         tokio::spawn(async move {
@@ -279,4 +297,29 @@ pub fn context(namespace: &str, deadline: Option<std::time::Duration>) -> ttrpc:
         namespace.to_string(),
     );
     ctx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_daemon_started_again_does_not_reuse_its_earlier_lifes_spare_ids() {
+        let dir = std::env::temp_dir().join(format!("berth-spare-ids-{}", std::process::id()));
+        let earlier = Spare::new(dir.clone()).unwrap();
+        let ids: Vec<String> = (0..3)
+            .map(|_| Spare::next_id(&mut earlier.slot()))
+            .collect();
+        // The same pid, a moment later.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let later = Spare::new(dir.clone()).unwrap();
+        let next = Spare::next_id(&mut later.slot());
+        assert!(!ids.contains(&next), "{next} in {ids:?}");
+        // `spare-PID-N`, N rising (bench/scale.sh takes the highest for the
+        // waiting spare).
+        let number = |id: &str| id.rsplit('-').next().unwrap().parse::<u64>().unwrap();
+        assert!(ids.windows(2).all(|w| number(&w[0]) < number(&w[1])));
+        assert!(next.starts_with(&format!("spare-{}-", std::process::id())));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

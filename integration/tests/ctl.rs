@@ -424,6 +424,15 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
         address.starts_with("unix:///run/containerd/s/berth-"),
         "{address}"
     );
+    // Written by the daemon, as every file of its store: root's alone.
+    let mode = std::fs::metadata(bundle.join("address"))
+        .unwrap()
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600,
+        "the address file's mode"
+    );
     assert_eq!(env.ok(&["exec", "taker", "echo", "served"]), "served\n");
     // The taken shim keeps its `-id spare-…`: the next is the other one.
     let others = |env: &Env| -> Vec<i32> {

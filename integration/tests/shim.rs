@@ -1322,6 +1322,21 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     }
 }
 
+/// `n` bundles named after `name` whose containers run `sleep 1000` in pod
+/// `pod` (containerd's CRI annotation).
+fn pod_bundles(name: &str, pod: &str, n: usize) -> Vec<Bundle> {
+    (0..n)
+        .map(|_| {
+            let mut bundle = Bundle::new(name);
+            bundle.args(&["sleep", "1000"]);
+            bundle.config["annotations"] =
+                serde_json::json!({ "io.kubernetes.cri.sandbox-id": pod });
+            bundle.write();
+            bundle
+        })
+        .collect()
+}
+
 /// `containerd-shim-berth-v2 … -id ID start` in the private namespace, in
 /// `bundle` as containerd runs it; returns the address it printed.
 fn shim_start(containerd: &Containerd, bundle: &Path, id: &str) -> String {
@@ -1369,17 +1384,7 @@ fn a_pods_shim_stays_for_the_container_a_start_announced() {
     let containerd = Containerd::start();
     let pod = unique("pod");
     let ids = [unique("first"), unique("joiner"), unique("after")];
-    let bundles: Vec<Bundle> = ids
-        .iter()
-        .map(|_| {
-            let mut bundle = Bundle::new("shim-join");
-            bundle.args(&["sleep", "1000"]);
-            bundle.config["annotations"] =
-                serde_json::json!({ "io.kubernetes.cri.sandbox-id": pod });
-            bundle.write();
-            bundle
-        })
-        .collect();
+    let bundles = pod_bundles("shim-join", &pod, ids.len());
     let shim_of = |socket: &Path, id: &str| {
         let mut client =
             berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
@@ -1479,6 +1484,94 @@ fn a_pods_shim_stays_for_the_container_a_start_announced() {
         !alive(&next.to_string())
     });
     assert!(!socket.exists(), "socket {} left behind", socket.display());
+}
+
+/// The shim servers of containers `ids` (a server is a fork of its
+/// `start`, with the same command line).
+fn shims_of(ids: &[String]) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.to_string();
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let ours = args
+                .windows(2)
+                .any(|w| w[0] == b"-id" && ids.iter().any(|id| w[1] == id.as_bytes()));
+            (ours && alive(&pid)).then_some(pid)
+        })
+        .collect()
+}
+
+/// Starts of one pod's containers at once, over the socket a killed shim
+/// left: exactly one removes it and runs the pod's shim, and every other
+/// start joins that one (none removes the socket the winner bound and runs
+/// a second shim, which nobody could reach and which would never go).
+#[test]
+fn concurrent_starts_over_a_dead_shims_socket_run_one_shim() {
+    if !(can_run() && have_containerd()) {
+        return;
+    }
+    use berth_shim::protos::protobuf::Message;
+    use berth_shim::protos::shim::shim::{ConnectRequest, ConnectResponse};
+    let containerd = Containerd::start();
+    let pod = unique("pod");
+    let ids: Vec<String> = (0..8).map(|i| unique(&format!("racer{i}"))).collect();
+    let bundles = pod_bundles("shim-race", &pod, ids.len());
+    let shim_pid = |socket: &Path| {
+        let mut client =
+            berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
+                .unwrap();
+        let reply = client
+            .call(
+                "containerd.task.v2.Task",
+                "Connect",
+                ConnectRequest::new().write_to_bytes().unwrap(),
+                &[],
+            )
+            .unwrap();
+        ConnectResponse::parse_from_bytes(&reply).unwrap().shim_pid
+    };
+
+    // The pod's first shim dies with SIGKILL: its socket stays, and
+    // nobody listens on it.
+    let address = shim_start(&containerd, &bundles[0].dir, &ids[0]);
+    let socket = containerd.inside(address.trim_start_matches("unix://"));
+    let dead = shim_pid(&socket).to_string();
+    assert!(Command::new("kill")
+        .args(["-9", &dead])
+        .status()
+        .unwrap()
+        .success());
+    wait_for("the killed shim to end", Duration::from_secs(10), || {
+        !alive(&dead)
+    });
+    assert!(socket.exists(), "the killed shim's socket went");
+
+    let addresses: Vec<String> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (1..ids.len())
+            .map(|i| {
+                let (containerd, bundle, id) = (&containerd, &bundles[i].dir, &ids[i]);
+                scope.spawn(move || shim_start(containerd, bundle, id))
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let servers = shims_of(&ids[1..]);
+    // The shim waits for the announced containers' Creates: it goes with
+    // SIGKILL, and its socket by hand.
+    for pid in &servers {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    let _ = std::fs::remove_file(&socket);
+    assert!(
+        addresses.iter().all(|a| *a == address),
+        "{addresses:?} are not all {address}"
+    );
+    assert_eq!(servers.len(), 1, "the pod's shims: {servers:?}");
 }
 
 /// The bundle containerd made for container `id`.

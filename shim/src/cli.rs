@@ -170,39 +170,61 @@ pub fn socket_path(flags: &Flags, group: &str) -> PathBuf {
 /// shim behind it (a leaving shim frees the path within milliseconds).
 const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What came of announcing a container to the group's running shim.
-enum Joined {
-    /// It serves the container: hand out its address.
-    Yes,
-    /// It answers no more: it is shutting down.
-    Leaving,
-    /// Nobody listens: the socket is a dead shim's.
-    Dead,
-}
-
 /// Announces container `id` to the shim listening on `path`
 /// ([`crate::task::Tasks::join`]), so it stays for the container's Create.
-fn join(path: &Path, id: &str) -> Joined {
-    let mut client = match Client::connect(&path.display().to_string(), JOIN_PATIENCE) {
-        Ok(client) => client,
-        Err(WireError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-            return Joined::Dead
-        }
-        // Gone meanwhile (the path is free now), or busy.
-        Err(_) => return Joined::Leaving,
-    };
+/// An error says why it did not: most often the shim is leaving (it
+/// refused, or its socket went meanwhile), or it died.
+fn join(path: &Path, id: &str) -> Result<(), WireError> {
+    let mut client = Client::connect(&path.display().to_string(), JOIN_PATIENCE)?;
     let mut request = ConnectRequest::new();
     request.id = id.to_string();
     let payload = request.write_to_bytes().unwrap_or_default();
     match client.call(server::GROUP_SERVICE, "Join", payload, &[]) {
-        Ok(_) => Joined::Yes,
         // A shim from before `Join` serves the group as it always did.
-        Err(WireError::Status {
+        Ok(_)
+        | Err(WireError::Status {
             code: Code::UNIMPLEMENTED,
             ..
-        }) => Joined::Yes,
-        Err(_) => Joined::Leaving,
+        }) => Ok(()),
+        Err(err) => Err(err),
     }
+}
+
+/// Binds the group's socket at `path`, or finds a shim listening there
+/// (`None`). Every start binds under a lock on the socket directory: a
+/// socket that refuses a connection meanwhile is then a dead shim's, not
+/// one another start has bound and not listened on yet, and of two starts
+/// that find it, one alone removes it and binds.
+fn bind_or_find(path: &Path) -> anyhow::Result<Option<UnixListener>> {
+    let dir =
+        std::fs::File::open(SOCKET_DIR).with_context(|| format!("cannot open {SOCKET_DIR}"))?;
+    // SAFETY: flock on a descriptor we own; the lock goes with it.
+    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot lock {SOCKET_DIR}"));
+    }
+    // A second round binds once a dead shim's socket or a leaving shim's
+    // is gone; a third finds what else took the path.
+    for _ in 0..3 {
+        match UnixListener::bind(path) {
+            Ok(listener) => return Ok(Some(listener)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot listen on {}", path.display()))
+            }
+        }
+        match UnixStream::connect(path) {
+            // Nobody answers: a socket left by a shim that died goes.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("cannot remove the dead shim's {}", path.display()))?;
+            }
+            // A leaving shim removed it just now.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            _ => return Ok(None),
+        }
+    }
+    Ok(None)
 }
 
 fn start(flags: &Flags) -> anyhow::Result<i32> {
@@ -234,42 +256,34 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     // once, exactly one binds and the other finds it listening.
     let patience = std::time::Instant::now() + JOIN_PATIENCE;
     let listener = loop {
-        match UnixListener::bind(&path) {
-            Ok(listener) => break listener,
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("cannot listen on {}", path.display()))
-            }
-        }
-        if std::time::Instant::now() > patience {
-            bail!("cannot start or join the shim at {}", path.display());
+        if let Some(listener) = bind_or_find(&path)? {
+            break listener;
         }
         if group == flags.id {
-            if UnixStream::connect(&path).is_ok() {
-                bail!(
-                    "a shim already serves {} for task {}",
-                    path.display(),
-                    flags.id
-                );
-            }
-            // Nobody answers: a socket left by a shim that died goes.
-            let _ = std::fs::remove_file(&path);
-            continue;
+            bail!(
+                "a shim already serves {} for task {}",
+                path.display(),
+                flags.id
+            );
         }
-        match join(&path, &flags.id) {
-            Joined::Yes => {
+        let refused = match join(&path, &flags.id) {
+            Ok(()) => {
                 // The pod's shim serves this container too.
                 write_address()?;
                 println!("{address}");
                 return Ok(0);
             }
-            // It unlinks its socket as it decides to go: the path is
-            // free in a moment.
-            Joined::Leaving => std::thread::sleep(std::time::Duration::from_millis(2)),
-            Joined::Dead => {
-                let _ = std::fs::remove_file(&path);
-            }
+            Err(err) => err,
+        };
+        if std::time::Instant::now() > patience {
+            bail!(
+                "cannot start or join the pod's shim at {}: {refused}",
+                path.display()
+            );
         }
+        // A leaving shim unlinks its socket as it decides to go, and a
+        // dead one's goes in the next bind: the path is free in a moment.
+        std::thread::sleep(std::time::Duration::from_millis(2));
     };
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("cannot restrict {}", path.display()))?;

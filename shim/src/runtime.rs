@@ -155,9 +155,24 @@ impl Runtime {
 /// would) is the `berth` in this shim's own directory.
 fn is_berth_beside_this_shim(binary: &str) -> bool {
     let exe = std::env::current_exe().ok();
-    let dir = exe.as_deref().and_then(Path::parent);
+    // A shim whose binary was replaced since it started (berth upgraded
+    // while the shim serves a pod) runs older code than the berth beside
+    // it now, which wrote the containers' state: it calls that berth.
+    let current = exe
+        .as_deref()
+        .filter(|exe| same_file(exe, Path::new("/proc/self/exe")));
+    let dir = current.and_then(Path::parent);
     let path = std::env::var_os("PATH").unwrap_or_default();
     dir.is_some_and(|dir| is_berth_in(dir, binary, &path))
+}
+
+/// Whether `a` and `b` name one file (its device and inode).
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
 }
 
 /// Whether `binary`, found as `Command` finds it on `path`, is `dir/berth`
@@ -248,6 +263,28 @@ mod tests {
             "berth",
             &path(&[&shim_dir])
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_shim_binary_replaced_since_it_started_is_not_this_shims() {
+        use std::os::fd::AsRawFd;
+        let dir = std::env::temp_dir().join(format!("berth-shim-replaced-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let exe = dir.join("containerd-shim-berth-v2");
+        std::fs::write(&exe, b"old").unwrap();
+        // What /proc/self/exe is to a running shim: its file, opened.
+        let file = std::fs::File::open(&exe).unwrap();
+        let running = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        assert!(same_file(&exe, &running));
+        // An upgrade puts a new file in its place.
+        std::fs::write(dir.join("new"), b"new").unwrap();
+        std::fs::rename(dir.join("new"), &exe).unwrap();
+        assert!(!same_file(&exe, &running));
+        assert!(!same_file(&dir.join("gone"), &running));
+        // This test's own binary is the one on disk.
+        let this = std::env::current_exe().unwrap();
+        assert!(same_file(&this, Path::new("/proc/self/exe")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

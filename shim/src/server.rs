@@ -138,7 +138,7 @@ impl Server {
                 sources.push(Source::Conn(*token));
                 fds.push(pollfd(conn.stream.as_raw_fd(), libc::POLLIN));
             }
-            // Awake when an announced container's wait lapses.
+            // Awake when an announced container's wait, or a spare's, lapses.
             let timeout = self.tasks.next_lapse().map_or(-1, |lapse| {
                 let left = lapse.saturating_duration_since(Instant::now());
                 left.as_millis().clamp(1, i32::MAX as u128) as i32
@@ -153,7 +153,7 @@ impl Server {
                 return Err(ServerError::Poll(err));
             }
             if n == 0 {
-                self.tasks.lapse_joins(Instant::now());
+                self.tasks.lapse(Instant::now());
                 continue;
             }
             let mut served = false;
@@ -201,6 +201,7 @@ impl Server {
                     // Responses are written whole; requests are read when poll says so.
                     let _ = stream.set_nonblocking(false);
                     self.next += 1;
+                    self.tasks.connected();
                     self.conns.insert(
                         self.next,
                         Conn {

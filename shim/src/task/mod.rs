@@ -99,6 +99,11 @@ pub const SPARE_ENV: &str = "BERTH_SHIM_SPARE";
 /// before the shim stops waiting for it.
 pub const JOIN_GRACE: Duration = Duration::from_secs(60);
 
+/// How long a spare shim waits for its daemon's connection before it goes:
+/// a daemon that stopped or died between starting it and connecting never
+/// comes.
+pub const SPARE_GRACE: Duration = Duration::from_secs(60);
+
 /// The containers this shim serves.
 pub struct Tasks {
     namespace: String,
@@ -115,13 +120,16 @@ pub struct Tasks {
     /// address for them) that have not come with their Create yet, with
     /// when each announcement lapses.
     joining: HashMap<String, Instant>,
-    /// A Shutdown found nothing to serve but announced containers: the
-    /// shim goes if their announcements lapse with nothing served.
-    leave_when_idle: bool,
+    /// A Shutdown (its container and `now`) found nothing else to serve
+    /// but announced containers: the shim goes if their announcements
+    /// lapse and that Shutdown would still end it.
+    leave_when_idle: Option<(String, bool)>,
     /// Started ahead of need by berth-imaged, which holds one connection to
     /// it until a container's Create comes: until then, that connection's
     /// end (the daemon stopped or died) ends the shim.
     spare: bool,
+    /// A spare nobody has connected to yet goes at this instant.
+    spare_until: Option<Instant>,
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
 }
@@ -157,8 +165,9 @@ impl Tasks {
             containers: HashMap::new(),
             notify: Notify::new(events),
             joining: HashMap::new(),
-            leave_when_idle: false,
+            leave_when_idle: None,
             spare: false,
+            spare_until: None,
             shutdown: false,
             start_at_create: false,
         }
@@ -173,7 +182,13 @@ impl Tasks {
     /// See [`Tasks::spare`]'s field.
     pub fn spare(mut self, yes: bool) -> Tasks {
         self.spare = yes;
+        self.spare_until = yes.then(|| Instant::now() + SPARE_GRACE);
         self
+    }
+
+    /// A connection came: a spare's daemon is there.
+    pub fn connected(&mut self) {
+        self.spare_until = None;
     }
 
     /// Answers one Task RPC.
@@ -232,16 +247,26 @@ impl Tasks {
         }))
     }
 
-    /// When the next announcement lapses, if any is pending.
+    /// When the next announcement, or a spare's wait for its daemon,
+    /// lapses, if any is pending.
     pub fn next_lapse(&self) -> Option<Instant> {
-        self.joining.values().min().copied()
+        self.joining
+            .values()
+            .chain(&self.spare_until)
+            .min()
+            .copied()
     }
 
     /// Forgets the announcements that lapsed by `now`; the shim goes if a
-    /// Shutdown was only waiting for them.
-    pub fn lapse_joins(&mut self, now: Instant) {
+    /// Shutdown was only waiting for them, or if it is a spare nobody
+    /// connected to in time.
+    pub fn lapse(&mut self, now: Instant) {
+        if self.spare_until.is_some_and(|until| until <= now) {
+            self.shutdown = true;
+        }
         self.joining.retain(|_, lapses| *lapses > now);
-        if self.leave_when_idle && self.joining.is_empty() && self.containers.is_empty() {
+        let waiting = self.leave_when_idle.as_ref();
+        if self.joining.is_empty() && waiting.is_some_and(|(id, now)| self.ends_shim(id, *now)) {
             self.shutdown = true;
         }
     }
@@ -250,7 +275,7 @@ impl Tasks {
         // Served or failed, the announced container has come; the next
         // Shutdown decides again.
         self.joining.remove(&req.id);
-        self.leave_when_idle = false;
+        self.leave_when_idle = None;
         self.spare = false;
         if self.containers.contains_key(&req.id) {
             return Err(TaskError::Exists(req.id));
@@ -298,16 +323,21 @@ impl Tasks {
     /// ends it at once, unless it still serves other containers than the
     /// one named. A container announced by a `shim start` keeps it too.
     fn shutdown(&mut self, req: ShutdownRequest) -> Result<Empty, TaskError> {
-        let serves_nothing_else = self.containers.keys().all(|id| req.now && *id == req.id);
-        if serves_nothing_else {
-            self.lapse_joins(Instant::now());
+        if self.ends_shim(&req.id, req.now) {
+            self.lapse(Instant::now());
             if self.joining.is_empty() {
                 self.shutdown = true;
             } else {
-                self.leave_when_idle = true;
+                self.leave_when_idle = Some((req.id, req.now));
             }
         }
         Ok(Empty::new())
+    }
+
+    /// Whether a Shutdown for container `id` (`now` or not) leaves this
+    /// shim nothing to serve, announced containers aside.
+    fn ends_shim(&self, id: &str, now: bool) -> bool {
+        self.containers.keys().all(|served| now && served == id)
     }
 
     /// A child was reaped with `status`. Other children than the
@@ -522,7 +552,7 @@ mod tests {
         create.bundle = "/nonexistent-bundle".into();
         let _ = request(&mut task, "Create", create, (7, 3));
         assert!(task.next_lapse().is_none());
-        task.lapse_joins(Instant::now() + JOIN_GRACE * 2);
+        task.lapse(Instant::now() + JOIN_GRACE * 2);
         assert!(
             !task.shutdown,
             "b came: its Create cleared the pending leave"
@@ -536,14 +566,31 @@ mod tests {
         assert!(matches!(join(&mut task, "c"), Reply::Now(Ok(_))));
         request(&mut task, "Shutdown", ShutdownRequest::new(), (7, 7));
         assert!(!task.shutdown);
-        task.lapse_joins(Instant::now());
+        task.lapse(Instant::now());
         assert!(!task.shutdown, "c's grace has not run out");
-        task.lapse_joins(Instant::now() + JOIN_GRACE);
+        task.lapse(Instant::now() + JOIN_GRACE);
         assert!(task.shutdown);
         // A leaving shim turns announcements away.
         let err = error(join(&mut task, "d"));
         assert_eq!(err.code, Code::FAILED_PRECONDITION);
         assert_eq!(err.message, "this shim is shutting down");
+    }
+
+    #[test]
+    fn a_shutdown_now_that_waited_for_an_announcement_ends_the_shim_once_it_lapses() {
+        // The daemon's teardown of `a` whose Delete failed: Shutdown with
+        // `now` while `a` is still served, and `b` announced meanwhile.
+        let mut task = task();
+        task.containers
+            .insert("a".into(), Container::running("a", 4_000_001));
+        assert!(matches!(join(&mut task, "b"), Reply::Now(Ok(_))));
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = "a".into();
+        shutdown.now = true;
+        request(&mut task, "Shutdown", shutdown, (7, 1));
+        assert!(!task.shutdown, "b is announced");
+        task.lapse(Instant::now() + JOIN_GRACE);
+        assert!(task.shutdown, "b never came: `now` holds for a");
     }
 
     #[test]
@@ -553,6 +600,20 @@ mod tests {
         assert!(!spare.shutdown, "another connection is still open");
         spare.disconnected(2, 0);
         assert!(spare.shutdown, "the daemon's connection ended");
+
+        // A spare nobody connects to (its daemon went before it could)
+        // goes once its wait lapses; one its daemon connected to stays.
+        let mut spare = task().spare(true);
+        assert!(spare.next_lapse().is_some());
+        spare.lapse(Instant::now());
+        assert!(!spare.shutdown, "the daemon may still connect");
+        spare.lapse(Instant::now() + SPARE_GRACE);
+        assert!(spare.shutdown, "nobody connected to the spare");
+        let mut spare = task().spare(true);
+        spare.connected();
+        assert!(spare.next_lapse().is_none());
+        spare.lapse(Instant::now() + SPARE_GRACE);
+        assert!(!spare.shutdown, "the daemon's connection is open");
 
         let mut spare = task().spare(true);
         let mut create = CreateTaskRequest::new();
