@@ -75,12 +75,15 @@ impl Runtime {
         if !is_berth_beside_this_shim(&self.options.binary) {
             return self.output(&["delete", "--force", id], None).map(drop);
         }
-        berth_runtime::container::delete(&self.options.root, id, true).map_err(|e| {
-            RuntimeError::Failed {
-                binary: self.options.binary.clone(),
-                verb: "delete".into(),
-                message: e.to_string(),
-            }
+        // A relative root is the bundle's, as for the command, which runs there.
+        let root = match self.options.root.is_relative() && self.bundle.is_dir() {
+            true => self.bundle.join(&self.options.root),
+            false => self.options.root.clone(),
+        };
+        berth_runtime::container::delete(&root, id, true).map_err(|e| RuntimeError::Failed {
+            binary: self.options.binary.clone(),
+            verb: "delete".into(),
+            message: e.to_string(),
         })
     }
 
