@@ -134,7 +134,8 @@ delete_containers() {
         root=$work/root-$name
         [[ -d $root ]] || continue
         for d in "$root"/*/; do
-            [[ -d $d ]] || continue
+            # Not a container: berth's kept seccomp filters (~seccomp/); `~` starts no id.
+            [[ -d $d && $(basename "$d") != "~"* ]] || continue
             unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh \
                 timeout 20 "${bin[$name]}" --root "$root" delete --force "$(basename "$d")" >/dev/null 2>&1
         done
