@@ -15,22 +15,24 @@ use super::{hierarchies_for, io, CgroupError};
 /// index); a failure removes what was made.
 pub(super) fn create(
     paths: &[PathBuf],
+    wanted: impl Fn(usize) -> bool,
     ready: impl Fn(usize, &Path) -> Result<(), CgroupError>,
 ) -> Result<(), CgroupError> {
-    for (index, dir) in paths.iter().enumerate() {
-        let made = &paths[..index];
+    let mut made: Vec<PathBuf> = Vec::new();
+    for (index, dir) in paths.iter().enumerate().filter(|(i, _)| wanted(*i)) {
         // Sharing a cgroup with other processes would let `kill --all` and
         // `delete` signal them: refuse, as runc 1.2 does.
         if !pids(std::slice::from_ref(dir)).is_empty() {
-            remove(made);
+            remove(&made);
             return Err(CgroupError::InUse(dir.clone()));
         }
         if let Err(e) = std::fs::create_dir_all(dir) {
-            remove(made);
+            remove(&made);
             return Err(io(dir)(e));
         }
+        made.push(dir.clone());
         if let Err(e) = ready(index, dir) {
-            remove(&paths[..=index]);
+            remove(&made);
             return Err(e);
         }
     }

@@ -139,6 +139,28 @@ fn freeze_and_wait(
     Err(CgroupError::FreezeTimeout(dir.to_path_buf()))
 }
 
+/// Which of a container's directories [`Driver::create`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    All,
+    /// The unified hierarchy's alone: the init is born in it (see
+    /// [`birthplace`]), so it exists before the clone.
+    Unified,
+    /// Every one but the unified hierarchy's: made while the init starts.
+    Others,
+}
+
+impl Part {
+    /// Whether a directory of the unified hierarchy (or another's) is part.
+    pub fn takes(self, unified: bool) -> bool {
+        match self {
+            Part::All => true,
+            Part::Unified => unified,
+            Part::Others => !unified,
+        }
+    }
+}
+
 /// Everything berth does with a container's cgroups, from making them to
 /// removing them. One implementation per kind of host, chosen once by
 /// [`driver`]: cgroup v1 (and hybrid hosts, whose unified hierarchy only
@@ -148,9 +170,10 @@ pub trait Driver {
     /// The container's directories, one per hierarchy, in hierarchy order
     /// (what its state keeps).
     fn paths(&self) -> &[PathBuf];
-    /// Makes the directories, ready for limits and tasks; refuses one that
-    /// other processes are already in. A failure removes what was made.
-    fn create(&self) -> Result<(), CgroupError>;
+    /// Makes the directories `part` names, ready for limits and tasks;
+    /// refuses one that other processes are already in. A failure removes
+    /// what this call made.
+    fn create(&self, part: Part) -> Result<(), CgroupError>;
     /// The directory in the unified hierarchy (cgroup v2), if the
     /// container has one: the only one on a pure v2 host, one more on a
     /// hybrid host that mounts the unified hierarchy. Its processes can be
@@ -241,8 +264,8 @@ impl Driver for Existing {
     fn unified_dir(&self) -> Option<&Path> {
         directories::unified_of(&self.paths)
     }
-    fn create(&self) -> Result<(), CgroupError> {
-        self.host().create()
+    fn create(&self, part: Part) -> Result<(), CgroupError> {
+        self.host().create(part)
     }
     fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {
         self.host().apply(resources)

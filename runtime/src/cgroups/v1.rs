@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     directories, flat_keyed, freeze_and_wait, io, number, read, stats, write_file, CgroupError,
-    DeviceAccess, Driver, Hierarchy, Stats,
+    DeviceAccess, Driver, Hierarchy, Part, Stats,
 };
 use crate::spec::{BlockIo, Cpu, HugepageLimit, Memory, Network, Resources};
 
@@ -241,8 +241,12 @@ impl Driver for V1 {
         directories::is_frozen(&can_freeze)
     }
 
-    fn create(&self) -> Result<(), CgroupError> {
-        directories::create(&self.paths, |index, dir| {
+    fn create(&self, part: Part) -> Result<(), CgroupError> {
+        let takes = |index: usize| {
+            let unified = self.hierarchies.get(index).is_some_and(|h| h.is_unified());
+            part.takes(unified)
+        };
+        directories::create(&self.paths, takes, |index, dir| {
             match self.hierarchies.get(index) {
                 Some(h) if h.controllers.iter().any(|c| c == "cpuset") => {
                     inherit_cpuset(&h.mount_point, dir)

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     device_filter, directories, flat_keyed, freeze_and_wait, io, number, read, stats, write_file,
-    CgroupError, DeviceAccess, Driver, Stats,
+    CgroupError, DeviceAccess, Driver, Part, Stats,
 };
 use crate::spec::{BlockIo, Cpu, HugepageLimit, Memory, Resources};
 
@@ -311,11 +311,15 @@ impl Driver for V2 {
         Some(&self.dir)
     }
 
-    fn create(&self) -> Result<(), CgroupError> {
-        directories::create(self.paths(), |_, dir| {
-            enable_controllers(&self.mount_point, dir);
-            Ok(())
-        })
+    fn create(&self, part: Part) -> Result<(), CgroupError> {
+        directories::create(
+            self.paths(),
+            |_| part.takes(true),
+            |_, dir| {
+                enable_controllers(&self.mount_point, dir);
+                Ok(())
+            },
+        )
     }
 
     fn apply(&self, resources: &Resources) -> Result<(), CgroupError> {

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::cleaner::{Cleaner, PLANNED_CGROUPS};
 use super::{io, oci_state_json, ContainerError};
 use crate::cgroups;
+use crate::cgroups::Part;
 use crate::channel::{self, ChannelError, Message};
 use crate::hooks;
 use crate::init::{self, InitArgs};
@@ -193,11 +194,12 @@ pub(super) fn build(
     let planned = cgroups::planned(&hierarchies, linux.cgroups_path.as_deref(), &options.id)?;
     let driver = cgroups::driver(&hierarchies, &planned);
     // Where the container has a directory in the unified hierarchy, the
-    // init is born in it (see `process::clone_into_cgroup`), so every
-    // directory is made before the clone. Their limits and device rules
-    // are written while the init makes its namespaces and first mounts,
-    // berth's own code: they hold before `Prepared`, before anything of
-    // the container runs, as they do for an init that joins them then.
+    // init is born in it (see `process::clone_into_cgroup`), so that one
+    // is made before the clone. The others (a hybrid host's v1
+    // hierarchies), the limits and the device rules are made while the
+    // init makes its namespaces and first mounts, berth's own code: they
+    // hold before `Prepared`, before anything of the container runs, as
+    // they do for an init that joins them then.
     let cgroups_first = driver.unified_dir().is_some();
     // `create` hands the init its start socket, which lives in the state
     // directory; cgroups made before the clone need it too, for their
@@ -222,7 +224,7 @@ pub(super) fn build(
     let resources = linux.resources.as_ref();
     let birthplace = match cgroups_first {
         true => {
-            make_cgroups(&mut guard, driver.as_ref())?;
+            make_cgroups(&mut guard, driver.as_ref(), Part::Unified)?;
             cgroups::birthplace(driver.as_ref())?
         }
         false => None,
@@ -346,13 +348,14 @@ pub(super) fn build(
     }
     drop(init_end);
     drop(idmapped);
-    // Without a unified directory to be born in, the directories are made
-    // once the init is cloned, while it starts (or re-executes itself, see
-    // `sealed_init`): it needs them only when `Prepared` says they are
-    // ready to join.
-    if !cgroups_first {
-        make_cgroups(&mut guard, driver.as_ref())?;
-    }
+    // The directories it was not born in are made once the init is
+    // cloned, while it starts (or re-executes itself, see `sealed_init`):
+    // it needs them only when `Prepared` says they are ready to join.
+    let rest = match cgroups_first {
+        true => Part::Others,
+        false => Part::All,
+    };
+    make_cgroups(&mut guard, driver.as_ref(), rest)?;
     limit_cgroups(driver.as_ref(), resources, &device_rules)?;
     drop(listener);
     drop(console);
@@ -479,14 +482,26 @@ pub(super) fn build(
     })
 }
 
-/// Makes the container's cgroup directories (the guard's to remove).
+/// Makes the container's cgroup directories `part` names (the guard's to
+/// remove, with those made before).
 fn make_cgroups(
     guard: &mut CreateGuard,
     driver: &dyn cgroups::Driver,
+    part: Part,
 ) -> Result<(), ContainerError> {
-    driver.create()?;
-    guard.cgroups = driver.paths().to_vec();
-    crate::trace::step("create: cgroups made");
+    driver.create(part)?;
+    guard.cgroups = match part {
+        Part::Unified => driver
+            .unified_dir()
+            .map(Path::to_path_buf)
+            .into_iter()
+            .collect(),
+        Part::All | Part::Others => driver.paths().to_vec(),
+    };
+    crate::trace::step(match part {
+        Part::Unified => "create: unified cgroup made",
+        Part::All | Part::Others => "create: cgroups made",
+    });
     Ok(())
 }
 
