@@ -63,7 +63,7 @@ impl Cache {
     /// trusted or this binary has no stable identity.
     fn open(root: &Path) -> Option<Cache> {
         let exe = std::fs::read_link("/proc/self/exe").ok()?;
-        if exe.starts_with("/memfd:") {
+        if is_memfd(&exe) {
             return None;
         }
         let meta = std::fs::metadata("/proc/self/exe").ok()?;
@@ -103,6 +103,14 @@ impl Cache {
             let _ = std::fs::remove_file(&tmp);
         }
     }
+}
+
+/// Whether `/proc/self/exe` names a memfd (`/memfd:NAME (deleted)`).
+/// Compared as bytes: `Path::starts_with` matches whole components only,
+/// and `memfd:berth (deleted)` is not the component `memfd:`.
+fn is_memfd(exe: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    exe.as_os_str().as_bytes().starts_with(b"/memfd:")
 }
 
 /// 64-bit FNV-1a: names a file and checks it for tears, nothing more.
@@ -271,6 +279,15 @@ mod tests {
         std::fs::write(&file, encode(&cache.identity, &input, &second)).unwrap();
         assert!(same(&compile(&root, &profile(1)).unwrap(), &second));
         std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_berth_running_from_a_memfd_is_told_apart() {
+        // What the kernel shows for the sealed copy (`sealed_exe`).
+        assert!(is_memfd(Path::new("/memfd:berth (deleted)")));
+        assert!(is_memfd(Path::new("/memfd:")));
+        assert!(!is_memfd(Path::new("/usr/local/bin/berth")));
+        assert!(!is_memfd(Path::new("/tmp/memfd:berth")));
     }
 
     #[test]
