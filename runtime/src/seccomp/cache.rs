@@ -6,9 +6,13 @@
 //! under a hash of the profile, and used again only when everything that
 //! made it is the same:
 //! - the profile, compared byte for byte (the hash only names the file);
-//! - this berth binary: device, inode, size and modification time of
-//!   `/proc/self/exe` (a berth running from a sealed copy in memory has no
-//!   stable identity, and neither reads nor writes the cache).
+//! - this berth binary: device, inode, size, modification and change
+//!   times of `/proc/self/exe` (a berth running from a sealed copy in
+//!   memory has no stable identity, and neither reads nor writes the
+//!   cache). The change time is the one a copy cannot carry over: an
+//!   installer that keeps the modification time (`cp -p`, packages,
+//!   reproducible builds) on a file that reuses a freed inode of the same
+//!   size would otherwise pass for the old binary.
 //!
 //! A file that fails any check (another build's, or one torn by a crash:
 //! a checksum covers it) is compiled over. The directory is root's alone
@@ -27,7 +31,7 @@ use super::{Compiled, SeccompError};
 /// The cache's directory in the runtime's root.
 pub const DIR: &str = "~seccomp";
 /// The first bytes of every cache file, with the format's version.
-const MAGIC: &[u8] = b"berth seccomp cache 1\n";
+const MAGIC: &[u8] = b"berth seccomp cache 2\n";
 /// More profiles than any engine uses: past this, new ones are not kept.
 const MAX_FILES: usize = 64;
 
@@ -55,7 +59,7 @@ pub fn compile(root: &Path, profile: &serde_json::Value) -> Result<Compiled, Sec
 
 struct Cache {
     dir: PathBuf,
-    identity: [u64; 5],
+    identity: [u64; 7],
 }
 
 impl Cache {
@@ -73,6 +77,8 @@ impl Cache {
             meta.size(),
             meta.mtime() as u64,
             meta.mtime_nsec() as u64,
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
         ];
         let dir = root.join(DIR);
         let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
@@ -120,8 +126,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-fn encode(identity: &[u64; 5], input: &[u8], compiled: &Compiled) -> Vec<u8> {
-    let mut out = Vec::with_capacity(MAGIC.len() + 64 + input.len() + compiled.filter.len() * 8);
+fn encode(identity: &[u64; 7], input: &[u8], compiled: &Compiled) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MAGIC.len() + 96 + input.len() + compiled.filter.len() * 8);
     out.extend_from_slice(MAGIC);
     for word in identity {
         out.extend_from_slice(&word.to_le_bytes());
@@ -143,7 +149,7 @@ fn encode(identity: &[u64; 5], input: &[u8], compiled: &Compiled) -> Vec<u8> {
 
 /// The filters a cache file holds, if it is whole, this binary's, and made
 /// from exactly `input`.
-fn decode(bytes: &[u8], identity: &[u64; 5], input: &[u8]) -> Option<Compiled> {
+fn decode(bytes: &[u8], identity: &[u64; 7], input: &[u8]) -> Option<Compiled> {
     let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
     if fnv1a(body) != u64::from_le_bytes(sum.try_into().ok()?) {
         return None;
@@ -259,9 +265,11 @@ mod tests {
         // Another profile, another binary, a torn or altered file: no hit.
         let other = serde_json::to_vec(&profile(2)).unwrap();
         assert!(decode(&bytes, &cache.identity, &other).is_none());
-        let mut elsewhere = cache.identity;
-        elsewhere[1] += 1;
-        assert!(decode(&bytes, &elsewhere, &input).is_none());
+        for word in 0..cache.identity.len() {
+            let mut elsewhere = cache.identity;
+            elsewhere[word] += 1;
+            assert!(decode(&bytes, &elsewhere, &input).is_none(), "word {word}");
+        }
         assert!(decode(&bytes[..bytes.len() - 9], &cache.identity, &input).is_none());
         let mut altered = bytes.clone();
         let last_k = altered.len() - 9;
@@ -278,6 +286,16 @@ mod tests {
         // other profile) under this profile's name and input comes back.
         std::fs::write(&file, encode(&cache.identity, &input, &second)).unwrap();
         assert!(same(&compile(&root, &profile(1)).unwrap(), &second));
+        // A binary changed in place is another one, even where its size and
+        // modification time stay: here a chmod to the same mode, which
+        // moves only the change time.
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let permissions = std::fs::metadata(&exe).unwrap().permissions();
+        std::fs::set_permissions(&exe, permissions).unwrap();
+        let changed = Cache::open(&root).unwrap();
+        assert_eq!(changed.identity[..5], cache.identity[..5]);
+        assert_ne!(changed.identity, cache.identity);
+        assert!(same(&compile(&root, &profile(1)).unwrap(), &first));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
