@@ -92,9 +92,13 @@ impl Cache {
     }
 
     /// Writes `bytes` as `path`, whole or not at all (a temporary file,
-    /// then a rename). Failing to keep a filter is no error.
+    /// then a rename). Failing to keep a filter is no error. A full cache
+    /// takes no new profile, but still renews one it holds (another
+    /// binary's, or torn): else, once full, it would never be of use again
+    /// after an upgrade.
     fn keep(&self, path: &Path, bytes: &[u8]) {
-        let full = std::fs::read_dir(&self.dir).is_ok_and(|d| d.count() >= MAX_FILES);
+        let full =
+            !path.exists() && std::fs::read_dir(&self.dir).is_ok_and(|d| d.count() >= MAX_FILES);
         if full {
             return;
         }
@@ -238,8 +242,17 @@ mod tests {
         insns(a) == insns(b) && a.flags == b.flags && a.launcher_passes == b.launcher_passes
     }
 
+    /// Held by the tests that need this binary's identity to stay, and by
+    /// the one that changes it.
+    static IDENTITY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn identity_kept() -> std::sync::MutexGuard<'static, ()> {
+        IDENTITY.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     #[test]
     fn a_kept_filter_is_used_again_only_for_the_same_profile_and_binary() {
+        let _identity = identity_kept();
         let root = std::env::temp_dir().join(format!("berth-seccomp-cache-{}", std::process::id()));
         std::fs::create_dir_all(&root).unwrap();
         let first = compile(&root, &profile(1)).unwrap();
@@ -286,15 +299,74 @@ mod tests {
         // other profile) under this profile's name and input comes back.
         std::fs::write(&file, encode(&cache.identity, &input, &second)).unwrap();
         assert!(same(&compile(&root, &profile(1)).unwrap(), &second));
-        // A binary changed in place is another one, even where its size and
-        // modification time stay: here a chmod to the same mode, which
-        // moves only the change time.
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_full_cache_takes_no_new_profile_but_renews_the_ones_it_holds() {
+        let _identity = identity_kept();
+        let root = std::env::temp_dir().join(format!("berth-seccomp-full-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        compile(&root, &profile(1)).unwrap();
+        let dir = root.join(DIR);
+        let file = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+        for n in 1..MAX_FILES {
+            std::fs::write(dir.join(format!("other-{n}")), b"").unwrap();
+        }
+        // What an older berth kept for this profile.
+        let cache = Cache::open(&root).unwrap();
+        let input = serde_json::to_vec(&profile(1)).unwrap();
+        let mut older = cache.identity;
+        older[1] += 1;
+        let compiled = uncached(&profile(1));
+        std::fs::write(&file, encode(&older, &input, &compiled)).unwrap();
+        assert!(same(&compile(&root, &profile(1)).unwrap(), &compiled));
+        let renewed = std::fs::read(&file).unwrap();
+        assert!(decode(&renewed, &cache.identity, &input).is_some());
+        // A new profile is compiled, not kept.
+        assert!(same(
+            &compile(&root, &profile(2)).unwrap(),
+            &uncached(&profile(2))
+        ));
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), MAX_FILES);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn a_binary_changed_in_place_is_another_one() {
+        let _identity = identity_kept();
+        let root = std::env::temp_dir().join(format!("berth-seccomp-ctime-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let first = compile(&root, &profile(1)).unwrap();
+        let before = Cache::open(&root).unwrap();
+        let input = serde_json::to_vec(&profile(1)).unwrap();
+        let file = std::fs::read_dir(root.join(DIR))
+            .unwrap()
+            .flatten()
+            .next()
+            .unwrap()
+            .path();
+        // A planted filter (another profile's) that this binary would use.
+        std::fs::write(
+            &file,
+            encode(&before.identity, &input, &uncached(&profile(2))),
+        )
+        .unwrap();
+        // Changed in place, with the same size and modification time: a
+        // chmod to the same mode moves only the change time.
         let exe = std::fs::read_link("/proc/self/exe").unwrap();
         let permissions = std::fs::metadata(&exe).unwrap().permissions();
         std::fs::set_permissions(&exe, permissions).unwrap();
-        let changed = Cache::open(&root).unwrap();
-        assert_eq!(changed.identity[..5], cache.identity[..5]);
-        assert_ne!(changed.identity, cache.identity);
+        let after = Cache::open(&root).unwrap();
+        assert_eq!(after.identity[..5], before.identity[..5]);
+        assert_ne!(after.identity, before.identity);
         assert!(same(&compile(&root, &profile(1)).unwrap(), &first));
         std::fs::remove_dir_all(&root).unwrap();
     }
