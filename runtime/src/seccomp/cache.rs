@@ -23,6 +23,7 @@
 //! `~` cannot start a container id, so the directory never meets one.
 
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -38,27 +39,17 @@ const MAX_FILES: usize = 64;
 /// The profile's filters, from the cache when it holds them, else compiled
 /// (and kept for the next container).
 pub fn compile(root: &Path, profile: &serde_json::Value) -> Result<Compiled, SeccompError> {
-    let Some(cache) = Cache::open(root) else {
-        return super::parse(profile).and_then(|p| super::compile(&p));
-    };
-    // Serializing the parsed profile costs a tenth of compiling it.
-    let input = serde_json::to_vec(profile).map_err(|e| SeccompError::Invalid(e.to_string()))?;
-    let path = cache.dir.join(format!("{:016x}", fnv1a(&input)));
-    if let Some(hit) = std::fs::read(&path)
-        .ok()
-        .and_then(|bytes| decode(&bytes, &cache.identity, &input))
-    {
-        return Ok(hit);
+    match Cache::open(root) {
+        Some(cache) => cache.compile(profile),
+        None => super::parse(profile).and_then(|p| super::compile(&p)),
     }
-    let compiled = super::parse(profile).and_then(|p| super::compile(&p))?;
-    if compiled.notify.is_none() && compiled.listener.is_none() {
-        cache.keep(&path, &encode(&cache.identity, &input, &compiled));
-    }
-    Ok(compiled)
 }
 
 struct Cache {
-    dir: PathBuf,
+    /// The directory as [`Cache::open`] checked it, every file named
+    /// through it ([`Cache::at`]): whoever may rename the root's entries
+    /// cannot swap another directory in once it is checked.
+    dir: std::fs::File,
     identity: [u64; 7],
 }
 
@@ -80,15 +71,45 @@ impl Cache {
             meta.ctime() as u64,
             meta.ctime_nsec() as u64,
         ];
-        let dir = root.join(DIR);
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
-        let dir_meta = std::fs::symlink_metadata(&dir).ok()?;
+        let path = root.join(DIR);
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&path);
+        // Not a symlink (`O_NOFOLLOW`), and checked as opened.
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&path)
+            .ok()?;
+        let dir_meta = dir.metadata().ok()?;
         // SAFETY: geteuid has no preconditions.
         let ours = dir_meta.uid() == unsafe { libc::geteuid() };
         if !dir_meta.is_dir() || !ours || dir_meta.mode() & 0o022 != 0 {
             return None;
         }
         Some(Cache { dir, identity })
+    }
+
+    /// `name` in the checked directory (through `/proc/self/fd`).
+    fn at(&self, name: &str) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", self.dir.as_raw_fd()))
+    }
+
+    /// The profile's filters, kept or compiled (and then kept).
+    fn compile(&self, profile: &serde_json::Value) -> Result<Compiled, SeccompError> {
+        // Serializing the parsed profile costs a tenth of compiling it.
+        let input =
+            serde_json::to_vec(profile).map_err(|e| SeccompError::Invalid(e.to_string()))?;
+        let path = self.at(&format!("{:016x}", fnv1a(&input)));
+        if let Some(hit) = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| decode(&bytes, &self.identity, &input))
+        {
+            return Ok(hit);
+        }
+        let compiled = super::parse(profile).and_then(|p| super::compile(&p))?;
+        if compiled.notify.is_none() && compiled.listener.is_none() {
+            self.keep(&path, &encode(&self.identity, &input, &compiled));
+        }
+        Ok(compiled)
     }
 
     /// Writes `bytes` as `path`, whole or not at all (a temporary file,
@@ -98,11 +119,11 @@ impl Cache {
     /// after an upgrade.
     fn keep(&self, path: &Path, bytes: &[u8]) {
         let full =
-            !path.exists() && std::fs::read_dir(&self.dir).is_ok_and(|d| d.count() >= MAX_FILES);
+            !path.exists() && std::fs::read_dir(self.at(".")).is_ok_and(|d| d.count() >= MAX_FILES);
         if full {
             return;
         }
-        let tmp = self.dir.join(format!(".tmp.{}", std::process::id()));
+        let tmp = self.at(&format!(".tmp.{}", std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -242,6 +263,43 @@ mod tests {
         insns(a) == insns(b) && a.flags == b.flags && a.launcher_passes == b.launcher_passes
     }
 
+    /// An empty directory for a test's runtime root.
+    fn fresh_root(name: &str) -> PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("berth-seccomp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    }
+
+    #[test]
+    fn a_directory_swapped_in_after_the_checks_is_not_read() {
+        let _identity = identity_kept();
+        let root = fresh_root("swap");
+        let cache = Cache::open(&root).unwrap();
+        // Whoever may rename the root's entries moves the checked
+        // directory away and puts one of theirs in its place, holding
+        // another profile's filter under this profile's name.
+        std::fs::rename(root.join(DIR), root.join("checked")).unwrap();
+        std::fs::create_dir(root.join(DIR)).unwrap();
+        let input = serde_json::to_vec(&profile(1)).unwrap();
+        let planted = encode(&cache.identity, &input, &uncached(&profile(2)));
+        let name = format!("{:016x}", fnv1a(&input));
+        std::fs::write(root.join(DIR).join(&name), planted).unwrap();
+        assert!(same(
+            &cache.compile(&profile(1)).unwrap(),
+            &uncached(&profile(1))
+        ));
+        // Kept in the directory checked, not in theirs.
+        let kept = std::fs::read(root.join("checked").join(&name)).unwrap();
+        assert!(decode(&kept, &cache.identity, &input).is_some());
+        // A symlink in its place is no cache.
+        std::fs::remove_dir_all(root.join(DIR)).unwrap();
+        std::os::unix::fs::symlink("checked", root.join(DIR)).unwrap();
+        assert!(Cache::open(&root).is_none());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
     /// Held by the tests that need this binary's identity to stay, and by
     /// the one that changes it.
     static IDENTITY: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -253,8 +311,7 @@ mod tests {
     #[test]
     fn a_kept_filter_is_used_again_only_for_the_same_profile_and_binary() {
         let _identity = identity_kept();
-        let root = std::env::temp_dir().join(format!("berth-seccomp-cache-{}", std::process::id()));
-        std::fs::create_dir_all(&root).unwrap();
+        let root = fresh_root("cache");
         let first = compile(&root, &profile(1)).unwrap();
         assert!(same(&first, &uncached(&profile(1))));
         let files: Vec<_> = std::fs::read_dir(root.join(DIR))
@@ -305,9 +362,7 @@ mod tests {
     #[test]
     fn a_full_cache_takes_no_new_profile_but_renews_the_ones_it_holds() {
         let _identity = identity_kept();
-        let root = std::env::temp_dir().join(format!("berth-seccomp-full-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
+        let root = fresh_root("full");
         compile(&root, &profile(1)).unwrap();
         let dir = root.join(DIR);
         let file = std::fs::read_dir(&dir)
@@ -341,9 +396,7 @@ mod tests {
     #[test]
     fn a_binary_changed_in_place_is_another_one() {
         let _identity = identity_kept();
-        let root = std::env::temp_dir().join(format!("berth-seccomp-ctime-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
+        let root = fresh_root("ctime");
         let first = compile(&root, &profile(1)).unwrap();
         let before = Cache::open(&root).unwrap();
         let input = serde_json::to_vec(&profile(1)).unwrap();
@@ -383,8 +436,8 @@ mod tests {
     #[test]
     fn a_cache_others_can_write_is_not_used() {
         use std::os::unix::fs::PermissionsExt;
-        let root = std::env::temp_dir().join(format!("berth-seccomp-open-{}", std::process::id()));
-        std::fs::create_dir_all(root.join(DIR)).unwrap();
+        let root = fresh_root("open");
+        std::fs::create_dir(root.join(DIR)).unwrap();
         std::fs::set_permissions(root.join(DIR), std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(Cache::open(&root).is_none());
         // Compiling still works, and keeps nothing there.
