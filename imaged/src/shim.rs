@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use containerd_shim_protos::api;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::oci::Options;
@@ -75,9 +76,43 @@ pub struct Spare {
     slot: Mutex<SpareSlot>,
 }
 
+/// A spare ready to be taken, with a pidfd of its process (from its
+/// Connect) that tells whether it still lives.
+struct Ready {
+    shim: Shim,
+    process: Option<std::os::fd::OwnedFd>,
+}
+
+impl Ready {
+    /// Whether its process has ended (killed by hand or by the OOM killer):
+    /// a pidfd reads as ready once its process exits.
+    fn ended(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Some(fd) = &self.process else {
+            return false;
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no wait.
+        unsafe { libc::poll(&mut pfd, 1, 0) == 1 }
+    }
+}
+
+/// A pidfd of `pid`, if the kernel has them.
+fn pidfd(pid: u32) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a descriptor the kernel just gave us, owned here alone.
+    (fd >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
+}
+
 #[derive(Default)]
 struct SpareSlot {
-    shim: Option<Shim>,
+    shim: Option<Ready>,
     /// A spare is being started.
     filling: bool,
     /// The number of the last spare started: each has its own id, hence
@@ -164,11 +199,13 @@ impl Launcher {
     /// A shim for container `id`: the spare if one is ready, else one
     /// started for it.
     pub async fn start(&self, id: &str, bundle: &Path) -> Result<Shim, Error> {
-        if let Some(shim) = self
+        let ready = self
             .spare
             .as_ref()
-            .and_then(|spare| spare.slot().shim.take())
-        {
+            .and_then(|spare| spare.slot().shim.take());
+        // A spare whose process has ended is dropped: the container gets a
+        // shim of its own.
+        if let Some(Ready { shim, .. }) = ready.filter(|ready| !ready.ended()) {
             // Its address is the container's from now on: recovery and
             // `shim delete` look for it in the bundle. The runtime options
             // come with the Create. A spare that cannot be handed over is
@@ -198,11 +235,27 @@ impl Launcher {
         };
         let launcher = self.clone();
         tokio::spawn(async move {
-            let started = launcher.start_new(&id, &spare.dir, true).await;
+            let started = match launcher.start_new(&id, &spare.dir, true).await {
+                Ok(shim) => {
+                    // Its pid, for the check when it is taken.
+                    let connect = api::ConnectRequest {
+                        id: id.clone(),
+                        ..Default::default()
+                    };
+                    let ctx = context(
+                        &launcher.namespace,
+                        Some(std::time::Duration::from_secs(10)),
+                    );
+                    let pid = shim.client.connect(ctx, &connect).await.map(|r| r.shim_pid);
+                    let process = pid.ok().filter(|pid| *pid > 0).and_then(pidfd);
+                    Ok(Ready { shim, process })
+                }
+                Err(e) => Err(e),
+            };
             let mut slot = spare.slot();
             slot.filling = false;
             match started {
-                Ok(shim) => slot.shim = Some(shim),
+                Ok(ready) => slot.shim = Some(ready),
                 Err(e) => eprintln!("berth-imaged: cannot start a spare shim: {e}"),
             }
         });

@@ -390,7 +390,8 @@ fn spare_shims(env: &Env) -> Vec<i32> {
 /// takes it (the container's shim is the spare's process, its bundle holds
 /// the spare's address, and it serves the container from there on), the
 /// next spare follows, and a daemon killed with SIGKILL takes its spare
-/// with it while the container's shim stays.
+/// with it while the container's shim stays; a spare that died meanwhile is
+/// passed over.
 #[test]
 fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
     if !can_run_images() {
@@ -454,6 +455,18 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
     env.until("one spare for the new daemon", || {
         spare_shims(&env).len() == 1
     });
+
+    // A spare that died before it was taken (killed by hand, or by the OOM
+    // killer) is passed over: the container gets a shim of its own.
+    let dead = spare_shims(&env)[0];
+    // SAFETY: kill on the pid of the spare this test's daemon started.
+    unsafe { libc::kill(dead, libc::SIGKILL) };
+    env.until("the killed spare to be gone", || !alive(dead));
+    assert_eq!(
+        env.ok(&["run", "--rm", "busybox:ctl", "echo", "served"]),
+        "served\n"
+    );
+    assert!(!spare_shims(&env).contains(&dead));
 }
 
 /// A `run --rm` whose daemon is killed while the container runs has lost
