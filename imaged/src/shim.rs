@@ -203,9 +203,17 @@ impl Launcher {
             .spare
             .as_ref()
             .and_then(|spare| spare.slot().shim.take());
-        // A spare whose process has ended is dropped: the container gets a
-        // shim of its own.
-        if let Some(Ready { shim, .. }) = ready.filter(|ready| !ready.ended()) {
+        // A spare whose process has ended is dropped, with the socket it
+        // could not remove: the container gets a shim of its own.
+        let ready = ready.filter(|ready| {
+            let ended = ready.ended();
+            if ended {
+                let path = ready.shim.address.trim_start_matches("unix://");
+                let _ = std::fs::remove_file(path);
+            }
+            !ended
+        });
+        if let Some(Ready { shim, .. }) = ready {
             // Its address is the container's from now on: recovery and
             // `shim delete` look for it in the bundle. The runtime options
             // come with the Create. A spare that cannot be handed over is

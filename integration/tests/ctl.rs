@@ -459,6 +459,10 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
     // A spare that died before it was taken (killed by hand, or by the OOM
     // killer) is passed over: the container gets a shim of its own.
     let dead = spare_shims(&env)[0];
+    let socket = std::fs::read_to_string(env.daemon.root.join("lib/spare-shim/address"))
+        .expect("the spare's address");
+    let socket = PathBuf::from(socket.trim().trim_start_matches("unix://"));
+    assert!(socket.exists(), "{}", socket.display());
     // SAFETY: kill on the pid of the spare this test's daemon started.
     unsafe { libc::kill(dead, libc::SIGKILL) };
     env.until("the killed spare to be gone", || !alive(dead));
@@ -467,6 +471,11 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
         "served\n"
     );
     assert!(!spare_shims(&env).contains(&dead));
+    assert!(
+        !socket.exists(),
+        "the dead spare's socket {} stayed",
+        socket.display()
+    );
 }
 
 /// A `run --rm` whose daemon is killed while the container runs has lost
