@@ -199,28 +199,26 @@ impl Launcher {
     /// A shim for container `id`: the spare if one is ready, else one
     /// started for it.
     pub async fn start(&self, id: &str, bundle: &Path) -> Result<Shim, Error> {
-        let ready = self
+        let taken = self
             .spare
             .as_ref()
             .and_then(|spare| spare.slot().shim.take());
-        // A spare whose process has ended is dropped, with the socket it
-        // could not remove: the container gets a shim of its own.
-        let ready = ready.filter(|ready| {
-            let ended = ready.ended();
-            if ended {
-                let path = ready.shim.address.trim_start_matches("unix://");
-                let _ = std::fs::remove_file(path);
-            }
-            !ended
-        });
-        if let Some(Ready { shim, .. }) = ready {
-            // Its address is the container's from now on: recovery and
-            // `shim delete` look for it in the bundle. The runtime options
-            // come with the Create. A spare that cannot be handed over is
-            // dropped, and its shim goes with the connection.
-            let address = bundle.join("address");
-            if crate::private::write_file(&address, shim.address.as_bytes()).is_ok() {
-                return Ok(shim);
+        if let Some(ready) = taken {
+            if ready.ended() {
+                // Dead (killed by hand, or by the OOM killer): dropped with
+                // the socket it could not remove, and the container gets a
+                // shim of its own.
+                let _ = std::fs::remove_file(ready.shim.address.trim_start_matches("unix://"));
+            } else {
+                // Its address is the container's from now on: recovery and
+                // `shim delete` look for it in the bundle. The runtime
+                // options come with the Create. A spare that cannot be
+                // handed over is dropped, and its shim goes with the
+                // connection.
+                let address = bundle.join("address");
+                if crate::private::write_file(&address, ready.shim.address.as_bytes()).is_ok() {
+                    return Ok(ready.shim);
+                }
             }
         }
         self.start_new(id, bundle, false).await
@@ -243,30 +241,31 @@ impl Launcher {
         };
         let launcher = self.clone();
         tokio::spawn(async move {
-            let started = match launcher.start_new(&id, &spare.dir, true).await {
-                Ok(shim) => {
-                    // Its pid, for the check when it is taken.
-                    let connect = api::ConnectRequest {
-                        id: id.clone(),
-                        ..Default::default()
-                    };
-                    let ctx = context(
-                        &launcher.namespace,
-                        Some(std::time::Duration::from_secs(10)),
-                    );
-                    let pid = shim.client.connect(ctx, &connect).await.map(|r| r.shim_pid);
-                    let process = pid.ok().filter(|pid| *pid > 0).and_then(pidfd);
-                    Ok(Ready { shim, process })
+            let ready = match launcher.start_new(&id, &spare.dir, true).await {
+                Ok(shim) => Some(Ready {
+                    process: launcher.process_of(&shim, &id).await,
+                    shim,
+                }),
+                Err(e) => {
+                    eprintln!("berth-imaged: cannot start a spare shim: {e}");
+                    None
                 }
-                Err(e) => Err(e),
             };
             let mut slot = spare.slot();
             slot.filling = false;
-            match started {
-                Ok(ready) => slot.shim = Some(ready),
-                Err(e) => eprintln!("berth-imaged: cannot start a spare shim: {e}"),
-            }
+            slot.shim = ready;
         });
+    }
+
+    /// A pidfd of `shim`'s process, its pid from a Connect (for `id`).
+    async fn process_of(&self, shim: &Shim, id: &str) -> Option<std::os::fd::OwnedFd> {
+        let connect = api::ConnectRequest {
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let ctx = context(&self.namespace, Some(std::time::Duration::from_secs(10)));
+        let pid = shim.client.connect(ctx, &connect).await.ok()?.shim_pid;
+        (pid > 0).then_some(pid).and_then(pidfd)
     }
 
     /// Runs `shim start` and connects to the shim it leaves running.

@@ -521,7 +521,12 @@ pub fn alive(pid: &str) -> bool {
 /// (`-id ID` on their command line): a shim serving a pod carries the id
 /// of the container it was started for.
 pub fn shims_started_for(id: &str) -> Vec<i32> {
-    let wanted = ["-id".to_string(), id.to_string()];
+    shims_where(|args| args.windows(2).any(|w| w[0] == "-id" && w[1] == id))
+}
+
+/// The `containerd-shim-berth-v2` processes whose arguments (the binary's
+/// first) satisfy `matches`.
+pub fn shims_where(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -535,7 +540,7 @@ pub fn shims_started_for(id: &str) -> Vec<i32> {
                 .map(|a| String::from_utf8_lossy(a).into_owned())
                 .collect();
             let is_shim = args.first()?.ends_with("containerd-shim-berth-v2");
-            (is_shim && args.windows(2).any(|w| w == wanted)).then_some(pid)
+            (is_shim && matches(&args)).then_some(pid)
         })
         .collect()
 }

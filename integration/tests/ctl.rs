@@ -11,7 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_integration::imaged::*;
-use berth_integration::{foreground_line, on_terminal, target_dir, text, unique};
+use berth_integration::{foreground_line, on_terminal, shims_where, target_dir, text, unique};
 use serde_json::Value;
 
 const APPLETS: &[&str] = &[
@@ -238,6 +238,15 @@ fn runtime_states(env: &Env) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The pid the shim serving the container of `bundle` wrote there.
+fn shim_pid_in(bundle: &Path) -> i32 {
+    std::fs::read_to_string(bundle.join("shim.pid"))
+        .expect("the shim's pid file")
+        .trim()
+        .parse()
+        .expect("a pid")
+}
+
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only checks that the process exists.
     pid > 0 && unsafe { libc::kill(pid, 0) } == 0
@@ -362,28 +371,13 @@ fn the_daemons_shim_starts_a_container_at_create_unless_it_has_stdin() {
 /// and its socket as their `-address`.
 fn spare_shims(env: &Env) -> Vec<i32> {
     let address = env.address();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let ours = args.first()?.ends_with("containerd-shim-berth-v2")
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == "-address" && w[1] == address)
-                && args
-                    .windows(2)
-                    .any(|w| w[0] == "-id" && w[1].starts_with("spare-"));
-            ours.then_some(pid)
-        })
-        .collect()
+    shims_where(|args| {
+        args.windows(2)
+            .any(|w| w[0] == "-address" && w[1] == address)
+            && args
+                .windows(2)
+                .any(|w| w[0] == "-id" && w[1].starts_with("spare-"))
+    })
 }
 
 /// The daemon keeps one shim started ahead of need: a container's start
@@ -411,11 +405,7 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
         "100",
     ]);
     let [bundle] = bundles(&env).try_into().expect("one bundle");
-    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
-        .expect("the shim's pid file")
-        .trim()
-        .parse()
-        .expect("a pid");
+    let shim = shim_pid_in(&bundle);
     assert_eq!(
         shim, spare,
         "the container's shim is the spare that was waiting"
@@ -544,11 +534,7 @@ fn a_daemon_killed_during_a_run_rm_teardown_ends_it_at_its_next_start() {
             env.daemon.log()
         )
     });
-    let shim: i32 = std::fs::read_to_string(bundle.join("shim.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let shim = shim_pid_in(&bundle);
     assert!(alive(shim), "the shim {shim} should still run");
     env.daemon.kill9();
     env.daemon.spawn();

@@ -1124,28 +1124,7 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     let containerd = Containerd::start();
     let mut bundle = Bundle::new("shim-direct");
     let id = unique("direct");
-    let out = Command::new("nsenter")
-        .arg("-t")
-        .arg(containerd.holder.pid().to_string())
-        .arg("-m")
-        // Entering a mount namespace resets the working directory: set it again.
-        .arg(format!("--wd={}", bundle.dir.display()))
-        .arg(shim_bin())
-        .args([
-            "-namespace",
-            NS,
-            "-address",
-            "/nonexistent",
-            "-publish-binary",
-            "/bin/true",
-        ])
-        .args(["-id", &id, "start"])
-        .env("PATH", containerd.path())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    let address = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let address = shim_start(&containerd, &bundle.dir, &id);
     assert!(
         address.starts_with("unix:///run/containerd/s/"),
         "{address}"
@@ -1291,29 +1270,9 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
 
     // `delete` after the fact is idempotent and answers a DeleteResponse.
     for _ in 0..2 {
-        let out = Command::new("nsenter")
-            .arg("-t")
-            .arg(containerd.holder.pid().to_string())
-            .arg("-m")
-            .arg("--wd=/")
-            .arg(shim_bin())
-            .args([
-                "-namespace",
-                NS,
-                "-address",
-                "/nonexistent",
-                "-publish-binary",
-                "/bin/true",
-            ])
-            .args([
-                "-id",
-                &id,
-                "-bundle",
-                bundle.dir.to_str().unwrap(),
-                "delete",
-            ])
-            .env("PATH", containerd.path())
-            .stdin(Stdio::null())
+        let bundle_dir = bundle.dir.to_str().unwrap();
+        let out = shim_command(&containerd, Path::new("/"))
+            .args(["-id", &id, "-bundle", bundle_dir, "delete"])
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
@@ -1337,15 +1296,17 @@ fn pod_bundles(name: &str, pod: &str, n: usize) -> Vec<Bundle> {
         .collect()
 }
 
-/// `containerd-shim-berth-v2 … -id ID start` in the private namespace, in
-/// `bundle` as containerd runs it; returns the address it printed.
-fn shim_start(containerd: &Containerd, bundle: &Path, id: &str) -> String {
-    let out = Command::new("nsenter")
+/// The shim's command line as containerd starts it, in the private mount
+/// namespace with `dir` as working directory; the caller adds `-id` and the
+/// verb.
+fn shim_command(containerd: &Containerd, dir: &Path) -> Command {
+    let mut command = Command::new("nsenter");
+    command
         .arg("-t")
         .arg(containerd.holder.pid().to_string())
         .arg("-m")
         // Entering a mount namespace resets the working directory: set it again.
-        .arg(format!("--wd={}", bundle.display()))
+        .arg(format!("--wd={}", dir.display()))
         .arg(shim_bin())
         .args([
             "-namespace",
@@ -1355,9 +1316,17 @@ fn shim_start(containerd: &Containerd, bundle: &Path, id: &str) -> String {
             "-publish-binary",
             "/bin/true",
         ])
-        .args(["-id", id, "start"])
         .env("PATH", containerd.path())
-        .stdin(Stdio::null())
+        .stdin(Stdio::null());
+    command
+}
+
+/// `containerd-shim-berth-v2 … -id ID start` in the private namespace, in
+/// `bundle` as containerd runs it; must succeed; returns the address it
+/// printed.
+fn shim_start(containerd: &Containerd, bundle: &Path, id: &str) -> String {
+    let out = shim_command(containerd, bundle)
+        .args(["-id", id, "start"])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));

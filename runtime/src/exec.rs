@@ -214,7 +214,8 @@ pub fn exec(root: &Path, options: &ExecOptions) -> Result<i32, ExecError> {
     }
     let filters = match &spec.linux().seccomp {
         Some(value) => Some(
-            seccomp::cache::compile(root, value).map_err(|e| ExecError::Usage(e.to_string()))?,
+            seccomp::cache::compile(Some(root), value)
+                .map_err(|e| ExecError::Usage(e.to_string()))?,
         ),
         None => None,
     };

@@ -250,9 +250,6 @@ impl Server {
     fn close(&mut self, token: u64) {
         self.conns.remove(&token);
         self.tasks.disconnected(token, self.conns.len());
-        if self.tasks.shutdown {
-            self.unlink();
-        }
     }
 
     fn send(&mut self, token: u64, frame: Vec<u8>) {

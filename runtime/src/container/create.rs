@@ -615,12 +615,9 @@ pub(crate) fn compile_seccomp(
     let Some(value) = &spec.linux().seccomp else {
         return Ok(None);
     };
-    match root {
-        Some(root) => crate::seccomp::cache::compile(root, value),
-        None => crate::seccomp::parse(value).and_then(|p| crate::seccomp::compile(&p)),
-    }
-    .map(Some)
-    .map_err(|e| ContainerError::Usage(e.to_string()))
+    crate::seccomp::cache::compile(root, value)
+        .map(Some)
+        .map_err(|e| ContainerError::Usage(e.to_string()))
 }
 
 /// Whether the spec has hooks the runtime runs while the init waits.

@@ -36,13 +36,19 @@ const MAGIC: &[u8] = b"berth seccomp cache 2\n";
 /// More profiles than any engine uses: past this, new ones are not kept.
 const MAX_FILES: usize = 64;
 
-/// The profile's filters, from the cache when it holds them, else compiled
-/// (and kept for the next container).
-pub fn compile(root: &Path, profile: &serde_json::Value) -> Result<Compiled, SeccompError> {
-    match Cache::open(root) {
+/// The profile's filters, from `root`'s cache when it holds them, else
+/// compiled (and kept there for the next container). Without a root, or a
+/// cache to trust, they are compiled.
+pub fn compile(root: Option<&Path>, profile: &serde_json::Value) -> Result<Compiled, SeccompError> {
+    match root.and_then(Cache::open) {
         Some(cache) => cache.compile(profile),
-        None => super::parse(profile).and_then(|p| super::compile(&p)),
+        None => uncached(profile),
     }
+}
+
+/// The profile parsed and compiled.
+fn uncached(profile: &serde_json::Value) -> Result<Compiled, SeccompError> {
+    super::parse(profile).and_then(|p| super::compile(&p))
 }
 
 struct Cache {
@@ -72,13 +78,22 @@ impl Cache {
             meta.ctime_nsec() as u64,
         ];
         let path = root.join(DIR);
-        let _ = std::fs::DirBuilder::new().mode(0o700).create(&path);
-        // Not a symlink (`O_NOFOLLOW`), and checked as opened.
-        let dir = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(&path)
-            .ok()?;
+        // Not a symlink (`O_NOFOLLOW`), and checked as opened; made the
+        // first time (a hit costs no mkdir).
+        let open = || {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+                .open(&path)
+        };
+        let dir = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::DirBuilder::new().mode(0o700).create(&path);
+                open()
+            }
+            opened => opened,
+        }
+        .ok()?;
         let dir_meta = dir.metadata().ok()?;
         // SAFETY: geteuid has no preconditions.
         let ours = dir_meta.uid() == unsafe { libc::geteuid() };
@@ -105,7 +120,7 @@ impl Cache {
         {
             return Ok(hit);
         }
-        let compiled = super::parse(profile).and_then(|p| super::compile(&p))?;
+        let compiled = uncached(profile)?;
         if compiled.notify.is_none() && compiled.listener.is_none() {
             self.keep(&path, &encode(&self.identity, &input, &compiled));
         }
@@ -253,7 +268,7 @@ mod tests {
     }
 
     fn uncached(value: &serde_json::Value) -> Compiled {
-        super::super::compile(&super::super::parse(value).unwrap()).unwrap()
+        super::uncached(value).unwrap()
     }
 
     fn same(a: &Compiled, b: &Compiled) -> bool {
@@ -312,7 +327,7 @@ mod tests {
     fn a_kept_filter_is_used_again_only_for_the_same_profile_and_binary() {
         let _identity = identity_kept();
         let root = fresh_root("cache");
-        let first = compile(&root, &profile(1)).unwrap();
+        let first = compile(Some(&root), &profile(1)).unwrap();
         assert!(same(&first, &uncached(&profile(1))));
         let files: Vec<_> = std::fs::read_dir(root.join(DIR))
             .unwrap()
@@ -330,7 +345,7 @@ mod tests {
         let bytes = std::fs::read(&file).unwrap();
         let hit = decode(&bytes, &cache.identity, &input).expect("a hit");
         assert!(same(&hit, &first));
-        assert!(same(&compile(&root, &profile(1)).unwrap(), &first));
+        assert!(same(&compile(Some(&root), &profile(1)).unwrap(), &first));
 
         // Another profile, another binary, a torn or altered file: no hit.
         let other = serde_json::to_vec(&profile(2)).unwrap();
@@ -347,15 +362,15 @@ mod tests {
         assert!(decode(&altered, &cache.identity, &input).is_none());
         // A file that does not decode is compiled over, and right.
         std::fs::write(&file, b"garbage").unwrap();
-        assert!(same(&compile(&root, &profile(1)).unwrap(), &first));
+        assert!(same(&compile(Some(&root), &profile(1)).unwrap(), &first));
         assert!(decode(&std::fs::read(&file).unwrap(), &cache.identity, &input).is_some());
-        let second = compile(&root, &profile(2)).unwrap();
+        let second = compile(Some(&root), &profile(2)).unwrap();
         assert!(same(&second, &uncached(&profile(2))));
         assert!(!same(&second, &first));
         // What the file says is what a hit gives: a planted filter (of the
         // other profile) under this profile's name and input comes back.
         std::fs::write(&file, encode(&cache.identity, &input, &second)).unwrap();
-        assert!(same(&compile(&root, &profile(1)).unwrap(), &second));
+        assert!(same(&compile(Some(&root), &profile(1)).unwrap(), &second));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -363,7 +378,7 @@ mod tests {
     fn a_full_cache_takes_no_new_profile_but_renews_the_ones_it_holds() {
         let _identity = identity_kept();
         let root = fresh_root("full");
-        compile(&root, &profile(1)).unwrap();
+        compile(Some(&root), &profile(1)).unwrap();
         let dir = root.join(DIR);
         let file = std::fs::read_dir(&dir)
             .unwrap()
@@ -381,12 +396,12 @@ mod tests {
         older[1] += 1;
         let compiled = uncached(&profile(1));
         std::fs::write(&file, encode(&older, &input, &compiled)).unwrap();
-        assert!(same(&compile(&root, &profile(1)).unwrap(), &compiled));
+        assert!(same(&compile(Some(&root), &profile(1)).unwrap(), &compiled));
         let renewed = std::fs::read(&file).unwrap();
         assert!(decode(&renewed, &cache.identity, &input).is_some());
         // A new profile is compiled, not kept.
         assert!(same(
-            &compile(&root, &profile(2)).unwrap(),
+            &compile(Some(&root), &profile(2)).unwrap(),
             &uncached(&profile(2))
         ));
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), MAX_FILES);
@@ -397,7 +412,7 @@ mod tests {
     fn a_binary_changed_in_place_is_another_one() {
         let _identity = identity_kept();
         let root = fresh_root("ctime");
-        let first = compile(&root, &profile(1)).unwrap();
+        let first = compile(Some(&root), &profile(1)).unwrap();
         let before = Cache::open(&root).unwrap();
         let input = serde_json::to_vec(&profile(1)).unwrap();
         let file = std::fs::read_dir(root.join(DIR))
@@ -420,7 +435,7 @@ mod tests {
         let after = Cache::open(&root).unwrap();
         assert_eq!(after.identity[..5], before.identity[..5]);
         assert_ne!(after.identity, before.identity);
-        assert!(same(&compile(&root, &profile(1)).unwrap(), &first));
+        assert!(same(&compile(Some(&root), &profile(1)).unwrap(), &first));
         std::fs::remove_dir_all(&root).unwrap();
     }
 
@@ -441,7 +456,7 @@ mod tests {
         std::fs::set_permissions(root.join(DIR), std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(Cache::open(&root).is_none());
         // Compiling still works, and keeps nothing there.
-        let compiled = compile(&root, &profile(1)).unwrap();
+        let compiled = compile(Some(&root), &profile(1)).unwrap();
         assert!(same(&compiled, &uncached(&profile(1))));
         assert_eq!(std::fs::read_dir(root.join(DIR)).unwrap().count(), 0);
         std::fs::remove_dir_all(&root).unwrap();
