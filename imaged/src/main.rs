@@ -289,6 +289,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
     if let Err(e) = tasks.recover().await {
         eprintln!("berth-imaged: recovering containers: {e}");
     }
+    images
+        .remove_unrecorded_snapshots()
+        .context("cannot recover from an interrupted run")?;
     tasks.launcher.refill_spare();
 
     let listener = listen(&config.socket)?;

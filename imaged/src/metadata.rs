@@ -6,6 +6,7 @@
 //! durably or not at all, so a SIGKILL leaves the previous state.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{de::DeserializeOwned, Serialize};
@@ -21,6 +22,8 @@ pub enum Error {
         key: String,
         source: serde_json::Error,
     },
+    #[error("metadata database: the commits could not be synced: {0}")]
+    Sync(String),
 }
 
 type Result<T> = std::result::Result<T, Error>;
@@ -77,6 +80,13 @@ pub struct Db {
     path: PathBuf,
     /// Unsynced commits since the last synced one ([`Db::write_synced_if`]).
     unsynced: std::sync::atomic::AtomicU32,
+    /// Commits so far; the first `durable` of them are on disk
+    /// ([`Db::sync_through`]).
+    commits: AtomicU64,
+    durable: AtomicU64,
+    /// One empty synced commit at a time: the callers that wait meanwhile
+    /// are covered by it.
+    syncing: std::sync::Mutex<()>,
 }
 
 /// At most this many unsynced commits in a row: redb reuses the pages a
@@ -118,6 +128,9 @@ impl Db {
             db,
             path: path.to_path_buf(),
             unsynced: std::sync::atomic::AtomicU32::new(0),
+            commits: AtomicU64::new(0),
+            durable: AtomicU64::new(0),
+            syncing: std::sync::Mutex::new(()),
         };
         // Tables exist from the start, so readers never meet a missing one.
         db.write(|txn| {
@@ -166,15 +179,14 @@ impl Db {
     }
 
     /// [`Db::write`] when `synced`; otherwise the commit reaches the disk
-    /// only with the next synced one (a crash before it loses this one,
-    /// never half of it): for a change a synced commit always follows, or
-    /// whose loss the start-up repairs.
+    /// only with the next synced one (a crash before it, even the process's
+    /// own, loses this one, never half of it): for a change a synced commit
+    /// always follows, or whose loss the start-up repairs.
     pub fn write_synced_if<R, E: From<Error>>(
         &self,
         synced: bool,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<R, E> {
-        use std::sync::atomic::Ordering;
         let synced = synced || self.unsynced.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_UNSYNCED;
         let durability = if synced {
             self.unsynced.store(0, Ordering::Relaxed);
@@ -183,6 +195,9 @@ impl Db {
             redb::Durability::None
         };
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        // Every commit counted by now ended before this one began (redb has
+        // one writer at a time): a synced commit takes them to the disk.
+        let before = self.commits.load(Ordering::SeqCst);
         txn.set_durability(durability)
             .map_err(|e| self.err(redb::Error::from(e)))?;
         let mut wrapped = Txn {
@@ -191,7 +206,35 @@ impl Db {
         };
         let out = f(&mut wrapped)?;
         wrapped.txn.commit().map_err(|e| self.err(e))?;
+        self.commits.fetch_add(1, Ordering::SeqCst);
+        if synced {
+            self.durable.fetch_max(before, Ordering::SeqCst);
+        }
         Ok(out)
+    }
+
+    /// How many commits have been made: a mark for [`Db::sync_through`].
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    /// Whether the first `mark` commits are known to be on disk.
+    pub fn is_durable(&self, mark: u64) -> bool {
+        self.durable.load(Ordering::SeqCst) >= mark
+    }
+
+    /// Makes the first `mark` commits durable: nothing to do if a synced
+    /// commit has followed them, else one empty synced commit, shared by
+    /// the callers that wait for it meanwhile.
+    pub fn sync_through(&self, mark: u64) -> Result<()> {
+        if self.is_durable(mark) {
+            return Ok(());
+        }
+        let _one = self.syncing.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_durable(mark) {
+            return Ok(());
+        }
+        self.write(|_| Ok::<_, Error>(()))
     }
 
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>> {
@@ -313,5 +356,77 @@ impl Txn<'_> {
             + 1;
         t.insert(name, next).map_err(|e| self.err(e))?;
         Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("berth-meta-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_synced_commit_makes_the_ones_before_it_durable() {
+        let dir = scratch("marks");
+        let db = Db::open(&dir.join("meta.db")).unwrap();
+        db.write_synced_if(false, |txn| txn.put(Table::Volumes, "a", &"a"))
+            .unwrap();
+        let mark = db.commits();
+        assert!(
+            !db.is_durable(mark),
+            "an unsynced commit counted as durable"
+        );
+        db.write(|txn| txn.put(Table::Volumes, "b", &"b")).unwrap();
+        assert!(
+            db.is_durable(mark),
+            "a synced commit left the one before it out"
+        );
+        db.write_synced_if(false, |txn| txn.put(Table::Volumes, "c", &"c"))
+            .unwrap();
+        let mark = db.commits();
+        assert!(!db.is_durable(mark));
+        db.sync_through(mark).unwrap();
+        assert!(db.is_durable(mark), "sync_through left its mark unsynced");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A process that made an unsynced commit, synced through it, and was
+    /// killed (it leaves with `_exit`, closing nothing) left it on disk.
+    #[test]
+    fn a_commit_synced_through_outlives_a_killed_process() {
+        let dir = scratch("kill");
+        let path = dir.join("meta.db");
+        // SAFETY: the child makes the database calls below and leaves with
+        // _exit (no destructor runs); the parent waits for it.
+        match unsafe { libc::fork() } {
+            0 => {
+                let written = Db::open(&path).and_then(|db| {
+                    db.write_synced_if(false, |txn| txn.put(Table::Volumes, "kept", &"kept"))?;
+                    db.sync_through(db.commits())
+                });
+                // SAFETY: leaving the forked child at once.
+                unsafe { libc::_exit(i32::from(written.is_err())) };
+            }
+            -1 => panic!("fork: {}", std::io::Error::last_os_error()),
+            child => {
+                let mut status = 0;
+                // SAFETY: waiting for our own child.
+                unsafe { libc::waitpid(child, &mut status, 0) };
+                assert_eq!(status, 0, "the child's writes failed");
+            }
+        }
+        let db = Db::open(&path).expect("reopen");
+        let kept = db.get::<String>(Table::Volumes, "kept").unwrap();
+        assert_eq!(
+            kept.as_deref(),
+            Some("kept"),
+            "the synced-through commit was lost"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -5,8 +5,11 @@
 //! system calls). Unset, a timeline is one flag test per step.
 //!
 //! ```text
-//! berth-imaged: trace start 3f2a9c01b7e4: network 0.01 | shim 2.31 | readers 0.05 | Create 4.80 | Start 1.90 | record 0.42 = 9.49 ms
+//! berth-imaged: trace start 3f2a9c01b7e4 @41234.567890: network 0.01 | shim 2.31 | readers 0.05 | Create 4.80 | record 0.42 = 7.59 ms
 //! ```
+//!
+//! After the `@`, when the operation began, on the `CLOCK_MONOTONIC` clock
+//! the runtime's `BERTH_TRACE` lines use: the two sort into one timeline.
 
 use std::fmt::Write as _;
 use std::sync::OnceLock;
@@ -28,6 +31,7 @@ struct Running {
     started: Instant,
     last: Instant,
     steps: String,
+    at: String,
 }
 
 impl Timeline {
@@ -43,6 +47,7 @@ impl Timeline {
                 started: now,
                 last: now,
                 steps: String::new(),
+                at: monotonic(),
             }),
         }
     }
@@ -67,9 +72,21 @@ impl Drop for Timeline {
         if let Some(r) = &self.on {
             let total = r.started.elapsed().as_secs_f64() * 1000.0;
             eprintln!(
-                "berth-imaged: trace {} {}: {} = {total:.2} ms",
-                r.what, r.id, r.steps
+                "berth-imaged: trace {} {} @{}: {} = {total:.2} ms",
+                r.what, r.id, r.at, r.steps
             );
         }
     }
+}
+
+/// CLOCK_MONOTONIC now, as the runtime's trace prints it (seconds with
+/// microseconds), so the daemon's lines sort into the runtime's timeline.
+fn monotonic() -> String {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    format!("{}.{:06}", now.tv_sec, now.tv_nsec / 1000)
 }

@@ -128,7 +128,7 @@ pub struct Inputs<'a> {
     pub layers: &'a [PathBuf],
     pub mounts: &'a [ResolvedMount],
     /// The engines' default seccomp profile (containers-common's format).
-    pub default_seccomp: Option<&'a Value>,
+    pub default_seccomp: Option<&'a std::sync::Arc<Value>>,
     /// Files the daemon writes for the container (hosts, hostname, resolv.conf).
     pub bundle: &'a Path,
     /// The network namespace to join (a pinned one, or another

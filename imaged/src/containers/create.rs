@@ -119,7 +119,8 @@ impl Containers {
         undo.bundle = Some(bundle.clone());
         let snapshot_key = format!("container/{id}");
         let chain = image.chain_id().map(str::to_string);
-        // Made durable by the record's commit below.
+        // Made durable by the record's commit below (a `run --rm`
+        // container's, unsynced too, by the sync during its start).
         let mut mounts = self.images.snapshots.prepare_unsynced(
             &snapshot_key,
             chain.as_deref(),
@@ -220,7 +221,7 @@ impl Containers {
             image: &image_config,
             layers: &layers,
             mounts: &resolved,
-            default_seccomp: self.default_seccomp.as_deref(),
+            default_seccomp: self.default_seccomp.as_ref(),
             bundle: &bundle,
             netns: pinned.as_deref().or(shared_netns.as_deref()),
             host_network: mode == networks::Mode::Host,
@@ -249,9 +250,13 @@ impl Containers {
             stop_signal: stop_signal(&image_config),
             command: command(&spec),
         };
-        // Synced even for a `run --rm` container (whose later commits are
-        // not): a container that may run must be found by the start-up.
-        self.db.write(|txn| {
+        // A `run --rm` container's record is committed unsynced: it reaches
+        // the disk while the shim creates the task, before the start is
+        // answered (`Tasks::start_claimed`), so a container its client saw
+        // run is found by the start-up. A crash before leaves a bundle and
+        // a snapshot no record names, which the start-up removes (after
+        // ending a task the shim may have begun).
+        self.db.write_synced_if(!settings.transient, |txn| {
             // The name is checked again inside the transaction: two creates
             // racing for one name cannot both win.
             name_free(txn, &name)?;

@@ -160,7 +160,7 @@ pub async fn create(cri: &Cri, pod_id: &str, config: cri::ContainerConfig) -> Re
         netns: pod.netns(cri),
         image: &image_config,
         rootfs: &rootfs,
-        default_seccomp: cri.tasks.containers.default_seccomp.as_deref(),
+        default_seccomp: cri.tasks.containers.default_seccomp.as_ref(),
         target_pid,
     })?;
     let bytes = serde_json::to_vec_pretty(&spec).unwrap_or_default();

@@ -26,7 +26,7 @@ pub struct Inputs<'a> {
     pub image: &'a RunDefaults,
     /// The container's mounted root (users and groups are read there).
     pub rootfs: &'a Path,
-    pub default_seccomp: Option<&'a Value>,
+    pub default_seccomp: Option<&'a std::sync::Arc<Value>>,
     /// The init pid of the container a PID mode TARGET names.
     pub target_pid: Option<u32>,
 }

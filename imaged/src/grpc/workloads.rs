@@ -223,15 +223,13 @@ impl pb::containers_server::Containers for Workloads {
         let record = blocking(move || containers.create(&request.name, settings, labels))
             .await?
             .map_err(containers_status)?;
+        let created = container(&record, &self.tasks.containers.networks);
         self.hub.publish(
             "/containers/create",
             "berth.v1.Container",
-            prost::Message::encode_to_vec(&container(&record, &self.tasks.containers.networks)),
+            prost::Message::encode_to_vec(&created),
         );
-        Ok(Response::new(container(
-            &record,
-            &self.tasks.containers.networks,
-        )))
+        Ok(Response::new(created))
     }
 
     async fn get(

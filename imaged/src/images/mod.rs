@@ -301,16 +301,24 @@ struct PullCtx {
 impl Images {
     /// Start-up recovery: staging snapshots of pulls a crash interrupted are
     /// removed (their layers are unpacked again; their ingests resume), and
-    /// so are snapshot directories without records and ingests that cannot
-    /// be resumed.
+    /// so are ingests that cannot be resumed. Snapshot directories without
+    /// records go later ([`Images::remove_unrecorded_snapshots`]).
     pub fn recover(&self) -> Result<()> {
         for (key, record) in self.snapshots.list()? {
             if record.labels.contains_key(STAGING_LABEL) {
                 self.snapshots.remove(&key)?;
             }
         }
-        self.snapshots.cleanup()?;
         self.content.cleanup()?;
+        Ok(())
+    }
+
+    /// Removes the snapshot directories no record names (a crash between a
+    /// directory and its record). At the start-up, once the tasks' recovery
+    /// has ended the tasks of containers whose records were lost: such a
+    /// task may still have run on one of them.
+    pub fn remove_unrecorded_snapshots(&self) -> Result<()> {
+        self.snapshots.cleanup()?;
         Ok(())
     }
 

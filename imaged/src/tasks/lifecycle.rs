@@ -109,26 +109,49 @@ impl Tasks {
             }
         };
         steps.step("readers");
-        if let Err(e) = shim.client.create(self.ctx(), &create).await {
-            teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
-            return Err(shim_err(&record.name, "Create")(e));
-        }
+        // A `run --rm` container's record was committed unsynced
+        // (`Containers::create`): it goes to the disk while the shim
+        // creates the task, and is there before this start is answered.
+        let db = self.containers.db.clone();
+        let mark = db.commits();
+        let durable = (settings.transient && !db.is_durable(mark))
+            .then(|| tokio::task::spawn_blocking(move || db.sync_through(mark)));
+        let created = match shim.client.create(self.ctx(), &create).await {
+            Ok(created) => created,
+            Err(e) => {
+                teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
+                return Err(shim_err(&record.name, "Create")(e));
+            }
+        };
         steps.step("Create");
+        let synced = match durable {
+            Some(sync) => sync
+                .await
+                .unwrap_or_else(|e| Err(crate::metadata::Error::Sync(e.to_string()))),
+            None => Ok(()),
+        };
         self.spawn_copiers(&bundle, readers, output, true);
         if let Some(path) = &stdin {
             self.open_stdin(&key, path);
         }
-        let started = shim
-            .client
-            .start(
-                self.ctx(),
-                &api::StartRequest {
-                    id: record.id.clone(),
-                    ..Default::default()
-                },
-            )
-            .await;
-        steps.step("Start");
+        // A shim told to start at Create has started the task when it had
+        // no stdin to wait for (and published the start): a Start would
+        // only repeat the pid. The daemon's shims, spare or not, are all
+        // its own launcher's, so all were told.
+        let started = if self.launcher.start_at_create && stdin.is_none() {
+            Ok(api::StartResponse {
+                pid: created.pid,
+                ..Default::default()
+            })
+        } else {
+            let start = api::StartRequest {
+                id: record.id.clone(),
+                ..Default::default()
+            };
+            let started = shim.client.start(self.ctx(), &start).await;
+            steps.step("Start");
+            started
+        };
         let pid = match started {
             Ok(r) => r.pid,
             Err(e) => {
@@ -150,6 +173,11 @@ impl Tasks {
         // From here the watcher owns the task: whatever happens next, the
         // exit is recorded and the shim torn down.
         self.spawn_watcher(record.id.clone(), shim.clone());
+        if let Err(e) = synced {
+            // Not started, as its client is told: the task goes.
+            let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
+            return Err(containers::Error::Metadata(e).into());
+        }
         let updated = self.containers.update_run_state(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32;
             r.state.pid = pid;
@@ -477,7 +505,9 @@ impl Tasks {
             let _ = tokio::task::spawn_blocking(move || leftovers.remove()).await;
             tasks.announce_removal(&id, force, volumes);
         });
-        if volumes {
+        // A container without volumes (most `run --rm` ones) has none to
+        // look up: no trip to a blocking thread.
+        if volumes && !record.volumes.is_empty() {
             let containers = self.containers.clone();
             tokio::task::spawn_blocking(move || containers.remove_anonymous_volumes(&record))
                 .await
