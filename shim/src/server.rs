@@ -332,6 +332,7 @@ impl Server {
             if let Reply::Now(result) = reply {
                 self.send(token, wire::response(frame.stream_id, result));
             }
+            self.tasks.announce_created();
             self.send_outbox();
         }
     }

@@ -52,7 +52,6 @@ impl Container {
         namespace: &str,
         req: CreateTaskRequest,
         start: bool,
-        notify: &mut Notify,
     ) -> Result<Container, TaskError> {
         let bundle = PathBuf::from(&req.bundle);
         if !bundle.join("config.json").is_file() {
@@ -91,44 +90,54 @@ impl Container {
             mount::unmount_all(&rootfs);
             return Err(err);
         }
-        let pid = init.pid;
         container.init = init;
+        if start {
+            container.init.phase = Phase::Running;
+            container.started_at_create = true;
+        }
+        Ok(container)
+    }
+
+    /// What follows a Create once it is answered (the caller's answer
+    /// waits for none of it): the OOM watch, `shim.pid`, and the events of
+    /// the create (and of the start, when Create started the process). No
+    /// exit is reaped before this: the server reaps between requests.
+    pub fn announce_created(&mut self, req: &CreateTaskRequest, notify: &mut Notify) {
+        let pid = self.init.pid;
         // Watched from before Start: a container that outgrows its limit at
         // once is OOM-killed within milliseconds of starting. Started
         // already, it may have been: the kill the cgroup counts is its.
         let mut killed_before_watch = false;
         match OomWatch::new(pid) {
             Ok(watch) => {
-                killed_before_watch = start && watch.as_ref().is_some_and(OomWatch::has_killed);
-                container.oom = watch;
+                killed_before_watch =
+                    self.started_at_create && watch.as_ref().is_some_and(OomWatch::has_killed);
+                self.oom = watch;
             }
             Err(err) => crate::log(&err),
         }
         // As containerd's own shims do: tools (and tests) find the shim
         // serving a container by it, whichever container started it.
-        let shim_pid = container.bundle.join("shim.pid");
+        let shim_pid = self.bundle.join("shim.pid");
         let _ = crate::write_private(&shim_pid, std::process::id().to_string());
         let mut io = TaskIO::new();
-        io.stdin = req.stdin;
-        io.stdout = req.stdout;
-        io.stderr = req.stderr;
+        io.stdin = req.stdin.clone();
+        io.stdout = req.stdout.clone();
+        io.stderr = req.stderr.clone();
         io.terminal = req.terminal;
         let mut event = TaskCreate::new();
-        event.container_id = req.id;
-        event.bundle = req.bundle;
-        event.rootfs = req.rootfs;
+        event.container_id = req.id.clone();
+        event.bundle = req.bundle.clone();
+        event.rootfs = req.rootfs.clone();
         event.io = MessageField::some(io);
         event.pid = pid;
         notify.publish(Event::Create(event));
-        if start {
-            container.init.phase = Phase::Running;
-            container.started_at_create = true;
-            container.publish_start(notify);
+        if self.started_at_create {
+            self.publish_start(notify);
             if killed_before_watch {
-                container.publish_oom(notify);
+                self.publish_oom(notify);
             }
         }
-        Ok(container)
     }
 
     fn publish_start(&self, notify: &mut Notify) {

@@ -132,6 +132,9 @@ pub struct Tasks {
     spare_until: Option<Instant>,
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
+    /// Creates answered whose events (and OOM watch) are still to come
+    /// ([`Tasks::announce_created`]).
+    created: Vec<CreateTaskRequest>,
 }
 
 fn encode<M: Message>(result: Result<M, TaskError>) -> Reply {
@@ -169,6 +172,7 @@ impl Tasks {
             spare: false,
             spare_until: None,
             shutdown: false,
+            created: Vec::new(),
             start_at_create: false,
         }
     }
@@ -284,11 +288,23 @@ impl Tasks {
         // With stdin, the daemon opens its end after Create: the process
         // must not run before.
         let start = self.start_at_create && req.stdin.is_empty();
-        let container = Container::create(&self.namespace, req, start, &mut self.notify)?;
+        let announced = req.clone();
+        let container = Container::create(&self.namespace, req, start)?;
         let mut response = CreateTaskResponse::new();
         response.pid = container.init.pid;
         self.containers.insert(id, container);
+        self.created.push(announced);
         Ok(response)
+    }
+
+    /// After a Create's answer is sent: its OOM watch, `shim.pid` and
+    /// events (see `Container::announce_created`), off the caller's wait.
+    pub fn announce_created(&mut self) {
+        for req in std::mem::take(&mut self.created) {
+            if let Some(container) = self.containers.get_mut(&req.id) {
+                container.announce_created(&req, &mut self.notify);
+            }
+        }
     }
 
     fn delete(&mut self, req: DeleteRequest) -> Result<DeleteResponse, TaskError> {
