@@ -130,6 +130,7 @@ impl Tasks {
                 .unwrap_or_else(|e| Err(crate::metadata::Error::Sync(e.to_string()))),
             None => Ok(()),
         };
+        steps.step("synced");
         self.spawn_copiers(&bundle, readers, output, true);
         if let Some(path) = &stdin {
             self.open_stdin(&key, path);
