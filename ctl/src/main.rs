@@ -100,8 +100,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         _ => {}
     }
     // Bad flag values are reported before the daemon is asked anything.
-    if let Command::Run(cli::RunArgs { container, .. })
-    | Command::Create(cli::CreateArgs { container }) = &cli.command
+    if let Command::Run(cli::Lazy(cli::RunArgs { container, .. }))
+    | Command::Create(cli::Lazy(cli::CreateArgs { container })) = &cli.command
     {
         containers::config(container)?;
     }

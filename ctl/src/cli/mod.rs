@@ -34,6 +34,79 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A command's flags, built only when that command is the one given
+/// (clap's `Command::defer`): `berthctl ps` need not build `run`'s and
+/// `create`'s hundred-odd flags, nor `berthctl run` those of `create`, on
+/// every start. Help, completion scripts and errors build them as before.
+#[derive(Debug)]
+pub struct Lazy<T>(pub T);
+
+impl<T> std::ops::Deref for Lazy<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: clap::FromArgMatches> clap::FromArgMatches for Lazy<T> {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        T::from_arg_matches(matches).map(Lazy)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0.update_from_arg_matches(matches)
+    }
+}
+
+impl<T: Args> Args for Lazy<T> {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.defer(augmented::<T>)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        cmd.defer(augmented_for_update::<T>)
+    }
+
+    fn group_id() -> Option<clap::Id> {
+        T::group_id()
+    }
+}
+
+/// `T`'s flags on `cmd`, which keeps its own words: built this late, the
+/// doc of `T` (or of a struct it flattens) would replace the command's.
+fn augmented<T: Args>(cmd: clap::Command) -> clap::Command {
+    let words = Words::of(&cmd);
+    words.put_back(T::augment_args(cmd))
+}
+
+fn augmented_for_update<T: Args>(cmd: clap::Command) -> clap::Command {
+    let words = Words::of(&cmd);
+    words.put_back(T::augment_args_for_update(cmd))
+}
+
+/// A command's `about` and `long_about`.
+struct Words(
+    Option<clap::builder::StyledStr>,
+    Option<clap::builder::StyledStr>,
+);
+
+impl Words {
+    fn of(cmd: &clap::Command) -> Words {
+        Words(cmd.get_about().cloned(), cmd.get_long_about().cloned())
+    }
+
+    fn put_back(self, mut cmd: clap::Command) -> clap::Command {
+        if let Some(about) = self.0 {
+            cmd = cmd.about(about);
+        }
+        if let Some(long_about) = self.1 {
+            cmd = cmd.long_about(long_about);
+        }
+        cmd
+    }
+}
+
 /// How data is printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Format {
@@ -54,7 +127,7 @@ pub struct FormatArg {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build an image from a Dockerfile and a context directory.
-    Build(BuildArgs),
+    Build(Lazy<BuildArgs>),
     /// Give an image another name.
     Tag(TagArgs),
     /// Make a container's changes a new image.
@@ -110,16 +183,16 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Create a container from an image and start it.
     #[command(disable_help_flag = true)]
-    Run(RunArgs),
+    Run(Lazy<RunArgs>),
     /// Create a container without starting it.
     #[command(disable_help_flag = true)]
-    Create(CreateArgs),
+    Create(Lazy<CreateArgs>),
     /// Start created or stopped containers.
     Start(StartArgs),
     /// List containers.
     Ps(PsArgs),
     /// Run a command in a running container.
-    Exec(ExecArgs),
+    Exec(Lazy<ExecArgs>),
     /// Print a container's output.
     Logs(LogsArgs),
     /// Stop containers: the stop signal, then SIGKILL after a timeout.
@@ -265,6 +338,33 @@ mod tests {
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("berthctl").chain(args.iter().copied()))
             .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn deferred_commands_keep_their_own_words_and_flags() {
+        use clap::CommandFactory;
+        let mut cli = Cli::command();
+        let unbuilt = cli.find_subcommand("create").expect("create");
+        assert_eq!(unbuilt.get_arguments().count(), 0, "create's flags made up front");
+        cli.build();
+        for (name, about, flag) in [
+            ("run", "Create a container from an image and start it", "rm"),
+            ("create", "Create a container without starting it", "memory"),
+            ("exec", "Run a command in a running container", "detach"),
+            (
+                "build",
+                "Build an image from a Dockerfile and a context directory",
+                "tags",
+            ),
+        ] {
+            let command = cli.find_subcommand(name).expect(name);
+            let words = command.get_about().map(|a| a.to_string());
+            assert_eq!(words.as_deref(), Some(about), "{name}'s about");
+            assert!(
+                command.get_arguments().any(|a| a.get_id() == flag),
+                "{name} lost --{flag}"
+            );
+        }
     }
 
     #[test]
