@@ -48,10 +48,11 @@ pub struct Launcher {
     /// The ttrpc events socket (`TTRPC_ADDRESS`).
     pub events_address: PathBuf,
     /// Asks berth's shim to start each init at Create (one runtime process
-    /// less; the Start that follows only answers). Only where every Create
-    /// is followed at once by its Start, as the daemon's own tasks are
-    /// (not the CRI's, whose kubelet starts when it chooses). Other shims
-    /// ignore it.
+    /// less); the daemon then sends no Start for an init without stdin
+    /// (`Tasks::start_claimed`). Only where every Create is followed at
+    /// once by its Start, as the daemon's own tasks are (not the CRI's,
+    /// whose kubelet starts when it chooses), and only with berth's shim:
+    /// another ignores it, and its tasks would never be started.
     pub start_at_create: bool,
     /// Where a spare shim waits, if this launcher keeps one.
     pub spare: Option<Arc<Spare>>,

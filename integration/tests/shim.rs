@@ -1167,6 +1167,14 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
         .unwrap();
     let pid = CreateTaskResponse::parse_from_bytes(&reply).unwrap().pid;
     assert!(pid > 0);
+    // Once Create is answered, `shim.pid` names the shim: tools find the
+    // shim serving a task by it, and berth-imaged sends no Start after.
+    let written = std::fs::read_to_string(bundle.dir.join("shim.pid")).unwrap_or_default();
+    assert_eq!(
+        written.trim().parse::<i32>().ok(),
+        shim_pid(&id),
+        "shim.pid once Create was answered"
+    );
     let mut start = StartRequest::new();
     start.id = id.clone();
     client

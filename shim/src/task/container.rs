@@ -91,6 +91,12 @@ impl Container {
             return Err(err);
         }
         container.init = init;
+        // As containerd's own shims do: tools (and tests) find the shim
+        // serving a container by it, whichever container started it. Before
+        // the answer: the daemon sends no Start after, and a `run -d` that
+        // returned must find it.
+        let shim_pid = container.bundle.join("shim.pid");
+        let _ = crate::write_private(&shim_pid, std::process::id().to_string());
         if start {
             container.init.phase = Phase::Running;
             container.started_at_create = true;
@@ -99,8 +105,8 @@ impl Container {
     }
 
     /// What follows a Create once it is answered (the caller's answer
-    /// waits for none of it): the OOM watch, `shim.pid`, and the events of
-    /// the create (and of the start, when Create started the process). No
+    /// waits for none of it): the OOM watch and the events of the create
+    /// (and of the start, when Create started the process). No
     /// exit is reaped before this: the server reaps between requests.
     pub fn announce_created(&mut self, req: &CreateTaskRequest, notify: &mut Notify) {
         let pid = self.init.pid;
@@ -116,10 +122,6 @@ impl Container {
             }
             Err(err) => crate::log(&err),
         }
-        // As containerd's own shims do: tools (and tests) find the shim
-        // serving a container by it, whichever container started it.
-        let shim_pid = self.bundle.join("shim.pid");
-        let _ = crate::write_private(&shim_pid, std::process::id().to_string());
         let mut io = TaskIO::new();
         io.stdin = req.stdin.clone();
         io.stdout = req.stdout.clone();

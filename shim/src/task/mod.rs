@@ -297,8 +297,8 @@ impl Tasks {
         Ok(response)
     }
 
-    /// After a Create's answer is sent: its OOM watch, `shim.pid` and
-    /// events (see `Container::announce_created`), off the caller's wait.
+    /// After a Create's answer is sent: its OOM watch and events (see
+    /// `Container::announce_created`), off the caller's wait.
     pub fn announce_created(&mut self) {
         for req in std::mem::take(&mut self.created) {
             if let Some(container) = self.containers.get_mut(&req.id) {
