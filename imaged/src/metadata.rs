@@ -169,13 +169,11 @@ impl Db {
         self.write_synced_if(true, f)
     }
 
-    /// Makes every commit so far durable (an empty synced commit), at a
-    /// clean stop: an unsynced commit is otherwise lost with the process.
+    /// Makes every commit so far durable (one empty synced commit, unless
+    /// a synced one already followed them), at a clean stop: an unsynced
+    /// commit is otherwise lost with the process.
     pub fn sync(&self) -> Result<()> {
-        if self.unsynced.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-            return Ok(());
-        }
-        self.write(|_| Ok::<_, Error>(()))
+        self.sync_through(self.commits())
     }
 
     /// [`Db::write`] when `synced`; otherwise the commit reaches the disk

@@ -345,7 +345,11 @@ mod tests {
         use clap::CommandFactory;
         let mut cli = Cli::command();
         let unbuilt = cli.find_subcommand("create").expect("create");
-        assert_eq!(unbuilt.get_arguments().count(), 0, "create's flags made up front");
+        assert_eq!(
+            unbuilt.get_arguments().count(),
+            0,
+            "create's flags made up front"
+        );
         cli.build();
         for (name, about, flag) in [
             ("run", "Create a container from an image and start it", "rm"),

@@ -131,6 +131,20 @@ impl Tasks {
             None => Ok(()),
         };
         steps.step("synced");
+        if let Err(e) = synced {
+            // Not started, as its client is told, and before a Start
+            // could run it: the task goes (killed first when Create
+            // started it; the shim's clean-up ends what is left).
+            let kill = api::KillRequest {
+                id: record.id.clone(),
+                signal: libc::SIGKILL as u32,
+                all: true,
+                ..Default::default()
+            };
+            let _ = shim.client.kill(self.ctx(), &kill).await;
+            teardown(self.clone(), record.id.clone(), bundle.clone(), shim).await;
+            return Err(containers::Error::Metadata(e).into());
+        }
         self.spawn_copiers(&bundle, readers, output, true);
         if let Some(path) = &stdin {
             self.open_stdin(&key, path);
@@ -174,11 +188,6 @@ impl Tasks {
         // From here the watcher owns the task: whatever happens next, the
         // exit is recorded and the shim torn down.
         self.spawn_watcher(record.id.clone(), shim.clone());
-        if let Err(e) = synced {
-            // Not started, as its client is told: the task goes.
-            let _ = self.kill(&record.id, "", libc::SIGKILL as u32, true).await;
-            return Err(containers::Error::Metadata(e).into());
-        }
         let updated = self.containers.update_run_state(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32;
             r.state.pid = pid;
