@@ -78,10 +78,9 @@ const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 pub struct Db {
     db: redb::Database,
     path: PathBuf,
-    /// Unsynced commits since the last synced one ([`Db::write_synced_if`]).
-    unsynced: std::sync::atomic::AtomicU32,
     /// Commits so far; the first `durable` of them are on disk
-    /// ([`Db::sync_through`]).
+    /// ([`Db::sync_through`]); the difference bounds a run of unsynced
+    /// ones ([`MAX_UNSYNCED`]).
     commits: AtomicU64,
     durable: AtomicU64,
     /// One empty synced commit at a time: the callers that wait meanwhile
@@ -92,7 +91,7 @@ pub struct Db {
 /// At most this many unsynced commits in a row: redb reuses the pages a
 /// commit frees only once a synced commit follows, so the file would grow
 /// without one.
-const MAX_UNSYNCED: u32 = 64;
+const MAX_UNSYNCED: u64 = 64;
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,7 +126,6 @@ impl Db {
         let db = Db {
             db,
             path: path.to_path_buf(),
-            unsynced: std::sync::atomic::AtomicU32::new(0),
             commits: AtomicU64::new(0),
             durable: AtomicU64::new(0),
             syncing: std::sync::Mutex::new(()),
@@ -185,9 +183,13 @@ impl Db {
         synced: bool,
         f: impl FnOnce(&mut Txn<'_>) -> std::result::Result<R, E>,
     ) -> std::result::Result<R, E> {
-        let synced = synced || self.unsynced.fetch_add(1, Ordering::Relaxed) + 1 >= MAX_UNSYNCED;
+        // The commits since (and with) the last synced one: this one is
+        // synced when it would be the MAX_UNSYNCED-th unsynced in a row.
+        let since_synced = self
+            .commits()
+            .saturating_sub(self.durable.load(Ordering::SeqCst));
+        let synced = synced || since_synced >= MAX_UNSYNCED;
         let durability = if synced {
-            self.unsynced.store(0, Ordering::Relaxed);
             redb::Durability::Immediate
         } else {
             redb::Durability::None

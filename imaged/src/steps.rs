@@ -47,7 +47,7 @@ impl Timeline {
                 started: now,
                 last: now,
                 steps: String::new(),
-                at: monotonic(),
+                at: berth_oci::time::monotonic_stamp(),
             }),
         }
     }
@@ -77,16 +77,4 @@ impl Drop for Timeline {
             );
         }
     }
-}
-
-/// CLOCK_MONOTONIC now, as the runtime's trace prints it (seconds with
-/// microseconds), so the daemon's lines sort into the runtime's timeline.
-fn monotonic() -> String {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
-    format!("{}.{:06}", now.tv_sec, now.tv_nsec / 1000)
 }

@@ -21,7 +21,8 @@
 //! - [`safe_path`]: the one safe filesystem toolkit, `openat2`
 //!   (`RESOLVE_IN_ROOT`) lookups inside a root and the `*at` calls that
 //!   never follow a final symlink;
-//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine;
+//! - [`time`]: RFC 3339 timestamps, the workspace's one date routine,
+//!   and the monotonic stamp of the trace lines;
 //! - [`fd_passing`]: receiving a descriptor over a unix socket
 //!   (`SCM_RIGHTS`: the console socket, a seccomp agent's socket);
 //! - [`mount_api`]: the kernel's `open_tree`/`mount_setattr`/`move_mount`

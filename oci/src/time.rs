@@ -55,6 +55,19 @@ pub fn rfc3339_now(fraction: Fraction) -> String {
     rfc3339(now.as_secs() as i64, now.subsec_nanos(), fraction)
 }
 
+/// `CLOCK_MONOTONIC` now as `SECONDS.MICROSECONDS`: the stamp of the
+/// runtime's and the daemon's `BERTH_TRACE` lines, one clock and one form
+/// so that their lines sort into one timeline.
+pub fn monotonic_stamp() -> String {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    format!("{}.{:06}", now.tv_sec, now.tv_nsec / 1000)
+}
+
 /// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian
 /// calendar (Howard Hinnant's `civil_from_days`).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {

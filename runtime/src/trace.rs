@@ -43,16 +43,9 @@ pub fn step(what: &str) {
 
 #[cold]
 fn emit(what: &str) {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
     let line = format!(
-        "berth-trace {}.{:06} {} {what}\n",
-        now.tv_sec,
-        now.tv_nsec / 1000,
+        "berth-trace {} {} {what}\n",
+        berth_oci::time::monotonic_stamp(),
         std::process::id()
     );
     // One write, so lines of the runtime and the init do not interleave;

@@ -275,58 +275,53 @@ fn mount(destination: &str, kind: &str, source: PathBuf, options: &[&str]) -> oc
 /// unconfined (or privileged). Never silently without.
 fn seccomp(inputs: &Inputs<'_>, caps: &[String]) -> Result<Option<Value>> {
     let settings = inputs.settings;
-    let target = berth_oci::seccomp::Target {
-        capabilities: caps,
-        arch: "amd64",
-        kernel: berth_oci::seccomp::kernel_version(),
-    };
     match (settings.privileged, settings.seccomp_profile.as_str()) {
         (true, _) | (_, "unconfined") => Ok(None),
         (false, "") => {
             let profile = inputs.default_seccomp.ok_or_else(|| Error::Seccomp("the daemon has no default profile (install golang-github-containers-common-dev or set seccomp_profile in its config), and the container did not ask for unconfined".into()))?;
-            resolved_default(profile, &target).map(Some)
+            resolved_default(profile, caps).map(Some)
         }
         (false, text) => {
             let profile = serde_json::from_str(text)
                 .map_err(|e| Error::Seccomp(format!("not a JSON profile: {e}")))?;
-            resolve_profile(profile, &target).map(Some)
+            resolve_profile(profile, caps).map(Some)
         }
     }
 }
 
 /// An engine profile (docker's format, with conditions on capabilities,
-/// architectures and kernels) as the OCI `linux.seccomp` for `target`; an
-/// OCI section as it is.
-fn resolve_profile(profile: Value, target: &berth_oci::seccomp::Target<'_>) -> Result<Value> {
+/// architectures and kernels) as the OCI `linux.seccomp` for a container
+/// with `caps` on this host; an OCI section as it is.
+fn resolve_profile(profile: Value, caps: &[String]) -> Result<Value> {
     if profile.get("syscalls").is_none() && profile.get("defaultAction").is_none() {
         return Ok(profile);
     }
-    berth_oci::seccomp::resolve(&profile, target).map_err(|e| Error::Seccomp(e.to_string()))
+    let target = berth_oci::seccomp::Target {
+        capabilities: caps,
+        arch: "amd64",
+        kernel: berth_oci::seccomp::kernel_version(),
+    };
+    berth_oci::seccomp::resolve(&profile, &target).map_err(|e| Error::Seccomp(e.to_string()))
 }
 
-/// The daemon's default profile resolved for `target`, kept for the next
+/// The daemon's default profile resolved for `caps`, kept for the next
 /// container with the same capabilities (nearly every container has the
 /// default set): resolving walks the whole profile, each create again.
-fn resolved_default(
-    profile: &Arc<Value>,
-    target: &berth_oci::seccomp::Target<'_>,
-) -> Result<Value> {
+/// Architecture and kernel are the host's, the same for every container.
+fn resolved_default(profile: &Arc<Value>, caps: &[String]) -> Result<Value> {
     type Resolved = Option<(Arc<Value>, Vec<String>, Value)>;
     static LAST: Mutex<Resolved> = Mutex::new(None);
     {
         let last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((of, caps, resolved)) = last.as_ref() {
-            if Arc::ptr_eq(of, profile) && caps.as_slice() == target.capabilities {
+        if let Some((of, kept_caps, resolved)) = last.as_ref() {
+            if Arc::ptr_eq(of, profile) && kept_caps.as_slice() == caps {
                 return Ok(resolved.clone());
             }
         }
     }
-    let resolved = resolve_profile(Value::clone(profile), target)?;
-    *LAST.lock().unwrap_or_else(|e| e.into_inner()) = Some((
-        profile.clone(),
-        target.capabilities.to_vec(),
-        resolved.clone(),
-    ));
+    let resolved = resolve_profile(Value::clone(profile), caps)?;
+    *LAST.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some((profile.clone(), caps.to_vec(), resolved.clone()));
     Ok(resolved)
 }
 

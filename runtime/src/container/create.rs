@@ -605,9 +605,8 @@ pub(crate) fn pass_listen_fds(spec: &mut Spec, listen_fds: u32) {
     }
 }
 
-/// `linux.seccomp` compiled, if the spec has one.
-/// The spec's seccomp filters; with the runtime's `root`, through its
-/// cache of compiled filters (see `seccomp::cache`).
+/// `linux.seccomp` compiled, if the spec has one; with the runtime's
+/// `root`, through its cache of compiled filters (see `seccomp::cache`).
 pub(crate) fn compile_seccomp(
     spec: &Spec,
     root: Option<&Path>,

@@ -47,12 +47,13 @@ pub struct Container {
 impl Container {
     /// Creates the container (`runtime create`, its init stopped before
     /// the user's program) on the rootfs containerd's mounts make; with
-    /// `start`, starts it too (`runtime run --detach`).
+    /// `start`, starts it too (`runtime run --detach`). Also returns the
+    /// create's event, for [`Container::announce_created`].
     pub fn create(
         namespace: &str,
         req: CreateTaskRequest,
         start: bool,
-    ) -> Result<Container, TaskError> {
+    ) -> Result<(Container, TaskCreate), TaskError> {
         let bundle = PathBuf::from(&req.bundle);
         if !bundle.join("config.json").is_file() {
             return Err(TaskError::NoConfig(bundle));
@@ -101,14 +102,26 @@ impl Container {
             container.init.phase = Phase::Running;
             container.started_at_create = true;
         }
-        Ok(container)
+        let mut io = TaskIO::new();
+        io.stdin = req.stdin;
+        io.stdout = req.stdout;
+        io.stderr = req.stderr;
+        io.terminal = req.terminal;
+        let mut event = TaskCreate::new();
+        event.container_id = req.id;
+        event.bundle = req.bundle;
+        event.rootfs = req.rootfs;
+        event.io = MessageField::some(io);
+        event.pid = container.init.pid;
+        Ok((container, event))
     }
 
     /// What follows a Create once it is answered (the caller's answer
     /// waits for none of it): the OOM watch and the events of the create
-    /// (and of the start, when Create started the process). No
+    /// (`event`, from [`Container::create`]) and of the start, when
+    /// Create started the process. No
     /// exit is reaped before this: the server reaps between requests.
-    pub fn announce_created(&mut self, req: &CreateTaskRequest, notify: &mut Notify) {
+    pub fn announce_created(&mut self, event: TaskCreate, notify: &mut Notify) {
         let pid = self.init.pid;
         // Watched from before Start: a container that outgrows its limit at
         // once is OOM-killed within milliseconds of starting. Started
@@ -122,17 +135,6 @@ impl Container {
             }
             Err(err) => crate::log(&err),
         }
-        let mut io = TaskIO::new();
-        io.stdin = req.stdin.clone();
-        io.stdout = req.stdout.clone();
-        io.stderr = req.stderr.clone();
-        io.terminal = req.terminal;
-        let mut event = TaskCreate::new();
-        event.container_id = req.id.clone();
-        event.bundle = req.bundle.clone();
-        event.rootfs = req.rootfs.clone();
-        event.io = MessageField::some(io);
-        event.pid = pid;
         notify.publish(Event::Create(event));
         if self.started_at_create {
             self.publish_start(notify);

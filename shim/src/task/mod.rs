@@ -39,6 +39,7 @@ use containerd_shim_protos::api::{
     PidsRequest, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StateRequest,
     StatsRequest, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
+use containerd_shim_protos::events::task::TaskCreate;
 use containerd_shim_protos::protobuf::Message;
 use ttrpc::proto::Code;
 
@@ -133,8 +134,8 @@ pub struct Tasks {
     /// Set by Shutdown: the server stops after answering.
     pub shutdown: bool,
     /// Creates answered whose events (and OOM watch) are still to come
-    /// ([`Tasks::announce_created`]).
-    created: Vec<CreateTaskRequest>,
+    /// ([`Tasks::announce_created`]): each container's id and event.
+    created: Vec<(String, TaskCreate)>,
 }
 
 fn encode<M: Message>(result: Result<M, TaskError>) -> Reply {
@@ -288,21 +289,20 @@ impl Tasks {
         // With stdin, the daemon opens its end after Create: the process
         // must not run before.
         let start = self.start_at_create && req.stdin.is_empty();
-        let announced = req.clone();
-        let container = Container::create(&self.namespace, req, start)?;
+        let (container, event) = Container::create(&self.namespace, req, start)?;
         let mut response = CreateTaskResponse::new();
         response.pid = container.init.pid;
-        self.containers.insert(id, container);
-        self.created.push(announced);
+        self.containers.insert(id.clone(), container);
+        self.created.push((id, event));
         Ok(response)
     }
 
     /// After a Create's answer is sent: its OOM watch and events (see
     /// `Container::announce_created`), off the caller's wait.
     pub fn announce_created(&mut self) {
-        for req in std::mem::take(&mut self.created) {
-            if let Some(container) = self.containers.get_mut(&req.id) {
-                container.announce_created(&req, &mut self.notify);
+        for (id, event) in std::mem::take(&mut self.created) {
+            if let Some(container) = self.containers.get_mut(&id) {
+                container.announce_created(event, &mut self.notify);
             }
         }
     }
