@@ -1,7 +1,8 @@
 //! A process's stdio over `Tasks.Attach`, as `run`, `start -a` and `exec`
-//! use it: attach first (the first message names the process, so no
-//! output is missed), start, then copy output to stdout/stderr and stdin
-//! to the process until the last message brings the exit status.
+//! use it: one call attaches and starts (the first message names the
+//! process and asks for the start, so no output is missed), then output is
+//! copied to stdout/stderr and stdin to the process until the last message
+//! brings the exit status (and, for `run --rm`, says the container is gone).
 //!
 //! With a terminal: the local terminal goes raw (restored when the session
 //! ends, on errors too), the pty gets this window's size at the start and
@@ -21,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::{rpc, Daemon};
+use crate::containers::start_failed;
 use crate::terminal;
 
 /// Which process, and how its stdio is wired.
@@ -39,6 +41,27 @@ pub struct Target {
 
 /// The exit status `attach` gives after the detach keys: docker's.
 pub const DETACHED: u32 = 1;
+
+/// How an attached session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The process exited with `status`; `removed`: the daemon removed its
+    /// container at the exit (`run --rm`).
+    Exited { status: u32, removed: bool },
+    /// The detach keys were typed: the process runs on.
+    Detached,
+}
+
+impl Ended {
+    /// The exit status berthctl gives: the process's, or docker's after a
+    /// detach.
+    pub fn status(self) -> u32 {
+        match self {
+            Ended::Exited { status, .. } => status,
+            Ended::Detached => DETACHED,
+        }
+    }
+}
 
 /// docker's `--detach-keys` syntax: comma-separated keys, each a single
 /// character or `ctrl-X` (X one of a-z @ [ \ ] ^ _).
@@ -68,23 +91,35 @@ pub struct Attached {
     output: tonic::Streaming<pb::AttachOutput>,
 }
 
+/// Attaches to `target`'s process and, unless it runs already, has the
+/// daemon start it: the call answers once it has started, and a start that
+/// fails is this call's error (with docker's exit codes, see
+/// [`start_failed`]).
 pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
     let (input, rx) = mpsc::channel(16);
     let first = pb::AttachInput {
         container_id: target.container.clone(),
         exec_id: target.exec_id.clone(),
         before_start: !target.running,
+        start: !target.running,
         ..Default::default()
     };
     // Queued before the call: the daemon reads it before answering.
     let _ = input.send(first).await;
-    let output = d
-        .tasks()
-        .attach(ReceiverStream::new(rx))
-        .await
-        .map_err(rpc)
-        .with_context(|| format!("cannot attach to {}", target.container))?
-        .into_inner();
+    let output = d.tasks().attach(ReceiverStream::new(rx)).await.map_err(rpc);
+    let output = if target.running {
+        output.with_context(|| format!("cannot attach to {}", target.container))?
+    } else {
+        output
+            .with_context(|| {
+                format!(
+                    "cannot start {}",
+                    crate::output::short_id(&target.container)
+                )
+            })
+            .map_err(start_failed)?
+    }
+    .into_inner();
     Ok(Attached {
         target,
         input,
@@ -93,9 +128,8 @@ pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
 }
 
 impl Attached {
-    /// Streams until the process exits; returns its exit status. Call
-    /// after the process was started.
-    pub async fn stream(mut self, d: &Daemon) -> Result<u32> {
+    /// Streams until the process exits or the detach keys are typed.
+    pub async fn stream(mut self, d: &Daemon) -> Result<Ended> {
         let t = self.target.clone();
         let _raw = if t.tty && t.stdin {
             terminal::RawMode::enter().context("cannot put the terminal in raw mode")?
@@ -132,17 +166,24 @@ impl Attached {
         }
         let mut stdout = std::io::stdout();
         let mut stderr = std::io::stderr();
+        let mut sink_closed = false;
         loop {
             let message = tokio::select! {
                 m = self.output.message() => m,
                 Some(()) = detached.recv() => {
                     drop(_raw);
                     eprintln!("read escape sequence");
-                    return Ok(DETACHED);
+                    return Ok(Ended::Detached);
                 }
             };
             match message {
-                Ok(Some(m)) if m.exited => return Ok(m.exit_status),
+                Ok(Some(m)) if m.exited => {
+                    return Ok(Ended::Exited {
+                        status: m.exit_status,
+                        removed: m.removed,
+                    })
+                }
+                Ok(Some(_)) if sink_closed => {}
                 Ok(Some(m)) => {
                     let write = if m.stream == pb::StdioStream::Stderr as i32 {
                         stderr.write_all(&m.data).and_then(|_| stderr.flush())
@@ -150,9 +191,11 @@ impl Attached {
                         stdout.write_all(&m.data).and_then(|_| stdout.flush())
                     };
                     // A closed pipe (`| head`) ends the copy, not the
-                    // process: its status still counts.
+                    // process: its status still counts, and comes last on
+                    // this stream (output still read, so the process is
+                    // never held up writing it).
                     if write.is_err() {
-                        break;
+                        sink_closed = true;
                     }
                 }
                 Ok(None) => break,
@@ -170,7 +213,10 @@ impl Attached {
             .context("cannot wait for the exit")?
             .into_inner()
             .exit_status;
-        Ok(status)
+        Ok(Ended::Exited {
+            status,
+            removed: false,
+        })
     }
 }
 

@@ -13,7 +13,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use berth_proto::v1 as pb;
 use serde_json::json;
 
-use crate::attach::{self, Target};
+use crate::attach::{self, Ended, Target};
 use crate::cli::{
     AttachArgs, ContainerArgs, ExecArgs, Format, KillArgs, LogsArgs, PsArgs, RmArgs, RunArgs,
     StartArgs, StatsArgs, StopArgs,
@@ -137,7 +137,7 @@ pub async fn create(d: &Daemon, a: &ContainerArgs) -> Result<i32> {
 
 /// docker's exit codes for a process that could not be started: 127 when
 /// the command does not exist, 126 when it cannot be run, else 125.
-fn start_failed(e: anyhow::Error) -> anyhow::Error {
+pub(crate) fn start_failed(e: anyhow::Error) -> anyhow::Error {
     let text = format!("{e:#}").to_ascii_lowercase();
     let code = if text.contains("no such file")
         || text.contains("not found in")
@@ -192,16 +192,25 @@ pub async fn run(d: &Daemon, a: &RunArgs) -> Result<i32> {
         return Ok(0);
     }
     let result = attached_run(d, &c, a.container.tty, a.container.interactive).await;
-    if a.rm {
+    // The daemon removes a `run --rm` container at its exit, before it
+    // tells (and one detached from when it exits, as docker's auto-remove);
+    // this client removes it only when that did not happen: the start or
+    // the stream failed, or the daemon could not.
+    let removed = matches!(
+        result,
+        Ok(Ended::Exited { removed: true, .. } | Ended::Detached)
+    );
+    if a.rm && !removed {
         // As docker's --rm: the anonymous volumes go with the container.
         if let Err(e) = remove(d, &c.id, true, true).await {
             eprintln!("berthctl: {e:#}");
         }
     }
-    result.map(|status| status as i32)
+    result.map(|ended| ended.status() as i32)
 }
 
-async fn attached_run(d: &Daemon, c: &pb::Container, tty: bool, stdin: bool) -> Result<u32> {
+/// Attaches to a created container's init and has the daemon start it.
+async fn attached_run(d: &Daemon, c: &pb::Container, tty: bool, stdin: bool) -> Result<Ended> {
     let target = Target {
         container: c.id.clone(),
         exec_id: String::new(),
@@ -210,9 +219,7 @@ async fn attached_run(d: &Daemon, c: &pb::Container, tty: bool, stdin: bool) -> 
         running: false,
         detach_keys: None,
     };
-    let attached = attach::attach(d, target).await?;
-    start_task(d, &c.id, "").await?;
-    attached.stream(d).await
+    attach::attach(d, target).await?.stream(d).await
 }
 
 pub async fn start(d: &Daemon, a: &StartArgs) -> Result<i32> {
@@ -222,8 +229,8 @@ pub async fn start(d: &Daemon, a: &StartArgs) -> Result<i32> {
         };
         let c = get(d, one).await?;
         let config = c.config.clone().unwrap_or_default();
-        let status = attached_run(d, &c, config.tty, a.interactive && config.stdin_open).await?;
-        return Ok(status as i32);
+        let ended = attached_run(d, &c, config.tty, a.interactive && config.stdin_open).await?;
+        return Ok(ended.status() as i32);
     }
     let mut failed = false;
     for name in &a.containers {
@@ -268,8 +275,8 @@ pub async fn attach(d: &Daemon, a: &AttachArgs) -> Result<i32> {
         running: true,
         detach_keys: Some(detach_keys),
     };
-    let status = attach::attach(d, target).await?.stream(d).await?;
-    Ok(status as i32)
+    let ended = attach::attach(d, target).await?.stream(d).await?;
+    Ok(ended.status() as i32)
 }
 
 pub async fn get(d: &Daemon, name: &str) -> Result<pb::Container> {
@@ -421,9 +428,8 @@ pub async fn exec(d: &Daemon, a: &ExecArgs) -> Result<i32> {
         running: false,
         detach_keys: None,
     };
-    let attached = attach::attach(d, target).await?;
-    start_task(d, &c.id, &exec_id).await?;
-    Ok(attached.stream(d).await? as i32)
+    let ended = attach::attach(d, target).await?.stream(d).await?;
+    Ok(ended.status() as i32)
 }
 
 pub async fn logs(d: &Daemon, a: &LogsArgs) -> Result<i32> {

@@ -294,6 +294,58 @@ fn run_rm_frees_the_name_at_once_and_leaves_nothing_behind() {
     );
 }
 
+/// The daemon removes a `run --rm` container at its exit, before the exit
+/// reaches the client (docker's auto-remove): a client whose output pipe
+/// closed early (`| head`) still exits with the container's status and
+/// leaves nothing, with no removal of its own; a client killed while its
+/// container runs leaves it to be removed at its exit all the same.
+#[test]
+fn run_rm_containers_are_removed_by_the_daemon_at_their_exit() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let piped = r#""$0" --address "$1" run --rm busybox:ctl sh -c 'seq 1 100000; exit 3' | head -n 1
+echo "status ${PIPESTATUS[0]}""#;
+    let out = Command::new("bash")
+        .args(["-c", piped])
+        .arg(ctl_bin())
+        .arg(env.address())
+        .output()
+        .expect("bash");
+    assert_eq!(stdout(&out), "1\nstatus 3\n", "{}", text(&out));
+    assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
+
+    let mut client = Command::new(ctl_bin())
+        .args([
+            "--address",
+            &env.address(),
+            "run",
+            "--rm",
+            "--name",
+            "lonely",
+        ])
+        .args(["busybox:ctl", "sleep", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("berthctl run");
+    let running = |env: &Env| {
+        let out = env.ctl(&["inspect", "lonely"]);
+        serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v[0]["status"] == "running")
+    };
+    env.until("the container to run", || running(&env));
+    client.kill().expect("kill the client");
+    let _ = client.wait();
+    assert!(running(&env), "the container should outlive its client");
+    env.until("its removal at its exit", || {
+        env.ok(&["ps", "-a", "-q"]).is_empty()
+            && bundles(&env).is_empty()
+            && runtime_states(&env).is_empty()
+    });
+}
+
 /// A runtime that runs berth after `prelude` (shell, "$@" are the
 /// arguments); in a directory the returned guard removes.
 fn runtime_wrapper(name: &str, prelude: &str) -> (TempDir, PathBuf) {

@@ -22,6 +22,7 @@ use crate::volumes::{self, random_hex, valid_name, Volumes};
 
 mod create;
 mod removal;
+pub use removal::Leftovers;
 mod rootfs;
 
 pub use create::write_private;
@@ -179,6 +180,15 @@ impl Containers {
         self.db
             .get::<ContainerRecord>(Table::Containers, &found)?
             .ok_or_else(|| Error::NotFound(key.to_string()))
+    }
+
+    /// Whether a container with this exact id has a record: a read error
+    /// counts as one (nothing is taken for removed that may not be).
+    pub fn exists(&self, id: &str) -> bool {
+        !matches!(
+            self.db.get::<ContainerRecord>(Table::Containers, id),
+            Ok(None)
+        )
     }
 
     pub fn list(&self) -> Result<Vec<ContainerRecord>> {

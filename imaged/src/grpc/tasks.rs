@@ -324,9 +324,11 @@ impl pb::tasks_server::Tasks for Workloads {
             .attach(&first.container_id, &first.exec_id, first.before_start)
             .map_err(tasks_status)?;
         let exec_id = first.exec_id.clone();
+        let start = first.start;
         let waits_for_start = exec_id.is_empty() && !self.tasks.init_alive(&id);
         let tasks = self.tasks.clone();
         let (input_id, input_exec) = (id.clone(), exec_id.clone());
+        let (start_id, start_exec) = (id.clone(), exec_id.clone());
         tokio::spawn(async move {
             let mut next = Some(first);
             loop {
@@ -355,6 +357,7 @@ impl pb::tasks_server::Tasks for Workloads {
             }
         });
         let (tx, rx) = mpsc::channel(64);
+        let tasks = self.tasks.clone();
         tokio::spawn(async move {
             let mut ended = 0;
             // Attached to the init of a container that is not running: the
@@ -377,6 +380,7 @@ impl pb::tasks_server::Tasks for Workloads {
                                 data: chunk.data,
                                 exited: false,
                                 exit_status: 0,
+                                removed: false,
                             };
                             if tx.send(Ok(message)).await.is_err() {
                                 return;
@@ -409,31 +413,32 @@ impl pb::tasks_server::Tasks for Workloads {
                         ended = streams;
                     }
                 }
-                if let Some(code) = status {
-                    // Every output stream has ended: the exit is the last message.
-                    if ended >= streams {
-                        let _ = tx
-                            .send(Ok(pb::AttachOutput {
-                                stream: 0,
-                                data: Vec::new(),
-                                exited: true,
-                                exit_status: code,
-                            }))
-                            .await;
-                        return;
-                    }
+                // Every output stream has ended: the exit is the last message.
+                if status.is_some() && ended >= streams {
+                    break;
                 }
             }
             if let Some(code) = status {
+                let removed = exec_id.is_empty() && tasks.is_removed(&id);
                 let _ = tx
                     .send(Ok(pb::AttachOutput {
                         exited: true,
                         exit_status: code,
+                        removed,
                         ..Default::default()
                     }))
                     .await;
             }
         });
+        // Started here when asked: the output above is already subscribed
+        // to, and the reply waits for the start, so a failed start is this
+        // call's error, as a Start's would be.
+        if start {
+            self.tasks
+                .start(&start_id, &start_exec)
+                .await
+                .map_err(tasks_status)?;
+        }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

@@ -232,20 +232,32 @@ impl Tasks {
         // the plugins' DEL. The shim's entry stays until the teardown is
         // done, so no start or removal can race it for the container's
         // rootfs, cgroups or namespace (they wait in `torn_down`).
-        let record = self.containers.update_run_state(id, |r| {
-            r.state.status = pb::container::Status::Stopped as i32;
-            r.state.exit_status = status;
-            r.state.finished_at = now_secs();
-            r.state.pid = 0;
-        });
+        // A `run --rm` container is removed instead (see `RemovalAtExit`).
+        let removal = self
+            .containers
+            .resolve(id)
+            .ok()
+            .and_then(|r| RemovalAtExit::of(&r.settings()));
+        let mut leftovers = None;
+        let removed_now = match removal {
+            Some(RemovalAtExit::Now) => self.remove_at_exit(id).await,
+            _ => None,
+        };
+        let record = match removed_now {
+            Some((record, rest)) => {
+                leftovers = Some(rest);
+                Ok(record)
+            }
+            None => self.containers.update_run_state(id, |r| {
+                r.state.status = pb::container::Status::Stopped as i32;
+                r.state.exit_status = status;
+                r.state.finished_at = now_secs();
+                r.state.pid = 0;
+            }),
+        };
         steps.step("record");
-        if let Some(p) = self
-            .lock()
-            .processes
-            .get_mut(&(id.to_string(), String::new()))
-        {
-            p.stdin = None;
-            p.exit.send_replace(Some(status));
+        if removal != Some(RemovalAtExit::AfterTeardown) {
+            self.send_exit(id, status);
         }
         steps.step("exit sent");
         // The shim's Delete runs the runtime's delete and unmounts the rootfs;
@@ -276,6 +288,19 @@ impl Tasks {
         self.lock().shims.remove(id);
         self.teardowns.notify_waiters();
         steps.step("network");
+        if removal == Some(RemovalAtExit::AfterTeardown) {
+            leftovers = self.remove_at_exit(id).await.map(|(_, rest)| rest);
+            self.send_exit(id, status);
+        }
+        if let Some(leftovers) = leftovers {
+            // Removed at its exit: its directories go now that no process
+            // of it is left, and the removal is announced after the task's
+            // own events (as a client's removal would be).
+            let _ = tokio::task::spawn_blocking(move || leftovers.remove()).await;
+            self.forget(id);
+            self.announce_removal(id, true, true);
+            return;
+        }
         // Deleted meanwhile: nothing more to do.
         let Ok(record) = record else {
             return;
@@ -291,6 +316,19 @@ impl Tasks {
             return;
         }
         self.apply_restart_policy(&record, status);
+    }
+
+    /// Tells whoever waits for the init's exit (attached clients, `wait`);
+    /// its stdin is closed.
+    fn send_exit(&self, id: &str, status: u32) {
+        if let Some(p) = self
+            .lock()
+            .processes
+            .get_mut(&(id.to_string(), String::new()))
+        {
+            p.stdin = None;
+            p.exit.send_replace(Some(status));
+        }
     }
 
     /// Marks the container as stopped by the user (restart policies then
@@ -484,6 +522,39 @@ impl Tasks {
         Ok(())
     }
 
+    /// Removes a `run --rm` container's records, and its anonymous volumes
+    /// as docker's `--rm` does, at its exit (see [`RemovalAtExit`]); the
+    /// rootfs and directories are the caller's to remove after the
+    /// teardown. `None` when they could not be removed: the exit is then
+    /// recorded as any other's, and the client removes the container.
+    async fn remove_at_exit(&self, id: &str) -> Option<(ContainerRecord, containers::Leftovers)> {
+        let record = self.containers.resolve(id).ok()?;
+        let leftovers = match self.containers.remove_records(&record) {
+            Ok(leftovers) => leftovers,
+            Err(e) => {
+                eprintln!(
+                    "berth-imaged: cannot remove {} at its exit: {e}",
+                    record.name
+                );
+                return None;
+            }
+        };
+        if !record.volumes.is_empty() {
+            let containers = self.containers.clone();
+            let removed = record.clone();
+            let volumes =
+                tokio::task::spawn_blocking(move || containers.remove_anonymous_volumes(&removed))
+                    .await;
+            if let Ok(Err(e)) = volumes {
+                eprintln!(
+                    "berth-imaged: cannot remove the volumes of {}: {e}",
+                    record.name
+                );
+            }
+        }
+        Some((record, leftovers))
+    }
+
     /// Removes a container removed at its end (`run --rm`) whose exit is
     /// known while its teardown (the runtime's delete, the shim's shutdown,
     /// the network) is still under way: the records go now, so the client
@@ -548,6 +619,35 @@ impl Tasks {
             .join(id)
             .exists()
             || self.launcher.runtime_root.join(id).exists()
+    }
+}
+
+/// When the daemon removes a `run --rm` container (`transient`) at its
+/// exit: always, whether its client is still attached or not (docker's
+/// auto-remove), and before the exit reaches the client, which then has
+/// nothing left to remove and the name is free when it returns. A daemon
+/// that dies in between finds a bundle without a record at its start and
+/// ends what is left of the task ([`Tasks::recover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RemovalAtExit {
+    /// The records go before the exit is sent, the rootfs and directories
+    /// after the teardown.
+    Now,
+    /// Everything goes after the teardown, which frees what the container
+    /// holds on the host (see [`holds_host_resources`]), and only then is
+    /// the exit sent: another container may ask for it at once.
+    AfterTeardown,
+}
+
+impl RemovalAtExit {
+    fn of(settings: &pb::ContainerConfig) -> Option<RemovalAtExit> {
+        if !settings.transient || has_restart_policy(settings) {
+            None
+        } else if holds_host_resources(settings) {
+            Some(RemovalAtExit::AfterTeardown)
+        } else {
+            Some(RemovalAtExit::Now)
+        }
     }
 }
 

@@ -273,6 +273,12 @@ impl Tasks {
         let _ = tokio::time::timeout(Duration::from_secs(10), done).await;
     }
 
+    /// Whether the container `id` (an exact id) is removed: told with its
+    /// exit to an attached client, which then has nothing to remove.
+    pub fn is_removed(&self, id: &str) -> bool {
+        !self.containers.exists(id)
+    }
+
     /// Whether the container's task has ended and is being torn down: its
     /// exit is known and its shim not yet gone.
     fn ending(&self, id: &str) -> bool {
