@@ -1289,6 +1289,102 @@ fn shim_driven_directly_bad_bundle_and_unopened_fifo() {
     }
 }
 
+/// berth beside the shim makes an init in a fork of the shim. Where berth
+/// would first re-execute itself sealed, the container still runs as
+/// berth's command line would run it: one sharing the host's pid namespace
+/// (the fork executes berth's command line, which seals itself), and one
+/// whose seccomp profile keeps its init from ending in the launcher (the
+/// init re-executes `/proc/self/exe`, which is the shim's binary there, and
+/// the shim's `main` resumes it). A failing create reports berth's error.
+#[test]
+fn inits_made_in_the_shims_fork_seal_themselves_as_berths_command_line_would() {
+    if !(can_run() && have_containerd()) {
+        return;
+    }
+    use berth_shim::protos::protobuf::Message;
+    use berth_shim::protos::shim::shim::{
+        CreateTaskRequest, DeleteRequest, ShutdownRequest, StartRequest, WaitRequest, WaitResponse,
+    };
+    const TASK: &str = "containerd.task.v2.Task";
+    let containerd = Containerd::start();
+    let host_pid = |config: &mut serde_json::Value| {
+        let namespaces = config["linux"]["namespaces"].as_array_mut().unwrap();
+        namespaces.retain(|n| n["type"] != "pid");
+    };
+    let relaunched = |config: &mut serde_json::Value| {
+        config["linux"]["seccomp"] = serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["fcntl"], "action": "SCMP_ACT_LOG"}],
+        });
+    };
+    let broken = |config: &mut serde_json::Value| {
+        config["process"]["cwd"] = "relative".into();
+    };
+    type Tweak<'a> = &'a dyn Fn(&mut serde_json::Value);
+    let cases: [(&str, Tweak); 3] = [
+        ("host-pid", &host_pid),
+        ("relaunched", &relaunched),
+        ("broken", &broken),
+    ];
+    for (case, tweak) in cases {
+        let mut bundle = Bundle::new(&format!("shim-fork-{case}"));
+        bundle.args(&["sh", "-c", "echo ran $0", case]);
+        tweak(&mut bundle.config);
+        bundle.write();
+        let output = bundle.dir.join("output");
+        let id = unique(case);
+        let address = shim_start(&containerd, &bundle.dir, &id);
+        let socket = containerd.inside(address.trim_start_matches("unix://"));
+        let _guard = ShimGuard {
+            socket: socket.clone(),
+            id: id.clone(),
+        };
+        let mut client =
+            berth_shim::wire::Client::connect(socket.to_str().unwrap(), Duration::from_secs(10))
+                .unwrap();
+        let mut create = CreateTaskRequest::new();
+        create.id = id.clone();
+        create.bundle = bundle.dir.display().to_string();
+        create.stdout = format!("file://{}", output.display());
+        create.stderr = create.stdout.clone();
+        let created = client.call(TASK, "Create", create.write_to_bytes().unwrap(), &[]);
+        if case == "broken" {
+            let err = created.unwrap_err().to_string();
+            assert!(err.contains("berth create failed"), "{err}");
+            assert!(err.contains("cwd"), "{err}");
+        } else {
+            created.unwrap_or_else(|e| panic!("{case}: {e}"));
+            let mut start = StartRequest::new();
+            start.id = id.clone();
+            client
+                .call(TASK, "Start", start.write_to_bytes().unwrap(), &[])
+                .unwrap();
+            let mut wait = WaitRequest::new();
+            wait.id = id.clone();
+            let reply = client
+                .call(TASK, "Wait", wait.write_to_bytes().unwrap(), &[])
+                .unwrap();
+            let status = WaitResponse::parse_from_bytes(&reply).unwrap().exit_status;
+            let text = std::fs::read_to_string(&output).unwrap_or_default();
+            assert_eq!(
+                (status, text.as_str()),
+                (0, format!("ran {case}\n").as_str())
+            );
+            let mut delete = DeleteRequest::new();
+            delete.id = id.clone();
+            client
+                .call(TASK, "Delete", delete.write_to_bytes().unwrap(), &[])
+                .unwrap();
+        }
+        let mut shutdown = ShutdownRequest::new();
+        shutdown.id = id.clone();
+        let _ = client.call(TASK, "Shutdown", shutdown.write_to_bytes().unwrap(), &[]);
+        wait_for("the shim to exit", Duration::from_secs(10), || {
+            shim_pid(&id).is_none()
+        });
+    }
+}
+
 /// `n` bundles named after `name` whose containers run `sleep 1000` in pod
 /// `pod` (containerd's CRI annotation).
 fn pod_bundles(name: &str, pod: &str, n: usize) -> Vec<Bundle> {

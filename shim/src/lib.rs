@@ -29,10 +29,12 @@
 //! - [`server`]: the loop, and which RPC goes where;
 //! - [`task`]: every Task RPC, the containers served and their processes,
 //!   and the event order;
-//! - [`runtime`]: how the OCI runtime is invoked and its errors reported;
+//! - [`runtime`]: how the OCI runtime is invoked and its errors reported
+//!   ([`berth_fork`]: berth's create in a fork of the shim);
 //! - [`memory`]: what an idle shim gives back after each burst of RPCs;
 //! - [`wire`]: the ttrpc framing (server side and the small events client).
 
+pub mod berth_fork;
 pub mod cli;
 pub mod console;
 pub mod events;

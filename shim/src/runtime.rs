@@ -3,16 +3,19 @@
 //! last `"level":"error"` record that call wrote, which is what containerd
 //! shows the user.
 //!
-//! One call skips the command line: `delete`, when the runtime is the
-//! berth installed beside this shim (the two are built and shipped
-//! together), runs berth's own delete in the shim's process. A container's
-//! teardown then starts no process at all, which saves about a millisecond
-//! here (most of it glibc's start-up in a VM).
+//! Two calls skip the command line when the runtime is the berth installed
+//! beside this shim (the two are built and shipped together): `delete` runs
+//! berth's own delete in the shim's process, so a container's teardown
+//! starts no process at all, and an init's `create` or `run --detach` runs
+//! in a fork of the shim ([`crate::berth_fork`]). Each saves about a
+//! millisecond here (most of it glibc's start-up in a VM).
 
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use crate::berth_fork;
 use crate::options::Options;
 
 #[derive(Debug, thiserror::Error)]
@@ -47,26 +50,72 @@ impl Runtime {
         }
     }
 
+    /// The runtime's global flags, then `args`.
+    fn arguments<'a>(&'a self, args: &'a [&'a str]) -> Vec<&'a OsStr> {
+        let mut all: Vec<&OsStr> = vec![
+            "--root".as_ref(),
+            self.options.root.as_os_str(),
+            "--log".as_ref(),
+            self.log.as_os_str(),
+            "--log-format".as_ref(),
+            "json".as_ref(),
+        ];
+        if self.options.systemd_cgroup {
+            all.push("--systemd-cgroup".as_ref());
+        }
+        all.extend(args.iter().map(OsStr::new));
+        all
+    }
+
     /// The runtime with its global flags, then `args`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(&self.options.binary);
-        command
-            .arg("--root")
-            .arg(&self.options.root)
-            .arg("--log")
-            .arg(&self.log)
-            .arg("--log-format")
-            .arg("json");
-        if self.options.systemd_cgroup {
-            command.arg("--systemd-cgroup");
-        }
-        command.args(args).stdin(Stdio::null());
+        command.args(self.arguments(args)).stdin(Stdio::null());
         // In the container's bundle, as containerd's runc shim runs runc
         // (a shim serving a pod started in another container's bundle).
         if self.bundle.is_dir() {
             command.current_dir(&self.bundle);
         }
         command
+    }
+
+    /// `args` (an init's `create` or `run --detach`) can run in a fork of
+    /// this shim ([`crate::berth_fork`]): the runtime is the berth beside
+    /// it, and the call is one the shim builds.
+    pub fn forkable(&self, args: &[&str]) -> Option<(berth_fork::Call, PathBuf)> {
+        if self.options.systemd_cgroup {
+            return None;
+        }
+        let call = berth_fork::Call::parse(args)?;
+        Some((call, berth_beside_this_shim(&self.options.binary)?))
+    }
+
+    /// Runs a [`Runtime::forkable`] call in a fork of this shim, with
+    /// `stdio` as the process's; waits for it and turns a failure into its
+    /// error, as [`Runtime::finish`] does for a command.
+    pub fn run_forked(
+        &self,
+        (call, berth): (berth_fork::Call, PathBuf),
+        args: &[&str],
+        stdio: [Option<std::os::fd::OwnedFd>; 3],
+    ) -> Result<(), RuntimeError> {
+        let mark = self.log_len();
+        let root = self.options.root.clone();
+        let prepared =
+            berth_fork::Prepared::new(call, &berth, &root, &self.log, &self.arguments(args), stdio)
+                .map_err(|e| self.spawn_error(e))?;
+        let pid = prepared.spawn().map_err(|e| self.spawn_error(e))?;
+        let code = berth_fork::wait(pid).map_err(|e| self.spawn_error(e))?;
+        if code == 0 {
+            return Ok(());
+        }
+        Err(RuntimeError::Failed {
+            binary: self.options.binary.clone(),
+            verb: args.first().copied().unwrap_or("").to_string(),
+            message: self
+                .last_error(mark)
+                .unwrap_or_else(|| format!("exit status {code}")),
+        })
     }
 
     /// `RUNTIME delete --force ID`: the container's processes are killed,
@@ -157,6 +206,11 @@ impl Runtime {
 /// Whether `binary` (a path, or a name looked up on PATH as `Command`
 /// would) is the `berth` in this shim's own directory.
 fn is_berth_beside_this_shim(binary: &str) -> bool {
+    berth_beside_this_shim(binary).is_some()
+}
+
+/// The `berth` in this shim's own directory, when `binary` is that one.
+fn berth_beside_this_shim(binary: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok();
     // A shim whose binary was replaced since it started (berth upgraded
     // while the shim serves a pod) runs older code than the berth beside
@@ -164,9 +218,9 @@ fn is_berth_beside_this_shim(binary: &str) -> bool {
     let current = exe
         .as_deref()
         .filter(|exe| same_file(exe, Path::new("/proc/self/exe")));
-    let dir = current.and_then(Path::parent);
+    let dir = current.and_then(Path::parent)?;
     let path = std::env::var_os("PATH").unwrap_or_default();
-    dir.is_some_and(|dir| is_berth_in(dir, binary, &path))
+    is_berth_in(dir, binary, &path).then(|| dir.join("berth"))
 }
 
 /// Whether `a` and `b` name one file (its device and inode).

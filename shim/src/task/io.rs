@@ -75,6 +75,15 @@ impl Container {
         }
         args.push(self.id.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if let (None, Some(forkable)) = (&socket, runtime.forkable(&args)) {
+            let mut opened = stdio::open(&process.paths, &self.id, &self.namespace)?;
+            let stdio = [0, 1, 2].map(|i| opened.child[i].take());
+            runtime.run_forked(forkable, &args, stdio)?;
+            process.holders = opened.holders;
+            process.stdin = opened.stdin;
+            process.pid = read_pid(pid_file)?;
+            return Ok(());
+        }
         let mark = runtime.log_len();
         let mut command = runtime.command(&args);
         // The runtime's stdio becomes the container's; its own messages go to --log.
