@@ -23,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::client::{rpc, Daemon};
 use crate::containers::start_failed;
+use crate::output::short_id;
 use crate::terminal;
 
 /// Which process, and how its stdio is wired.
@@ -96,7 +97,6 @@ pub struct Attached {
 /// fails is this call's error (with docker's exit codes, see
 /// [`start_failed`]).
 pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
-    let (input, rx) = mpsc::channel(16);
     let first = pb::AttachInput {
         container_id: target.container.clone(),
         exec_id: target.exec_id.clone(),
@@ -104,19 +104,15 @@ pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
         start: !target.running,
         ..Default::default()
     };
-    // Queued before the call: the daemon reads it before answering.
-    let _ = input.send(first).await;
-    let output = d.tasks().attach(ReceiverStream::new(rx)).await.map_err(rpc);
+    let (input, output) = open(d, first).await;
     let output = if target.running {
-        output.with_context(|| format!("cannot attach to {}", target.container))?
+        output
+            .map_err(rpc)
+            .with_context(|| format!("cannot attach to {}", target.container))?
     } else {
         output
-            .with_context(|| {
-                format!(
-                    "cannot start {}",
-                    crate::output::short_id(&target.container)
-                )
-            })
+            .map_err(rpc)
+            .with_context(|| format!("cannot start {}", short_id(&target.container)))
             .map_err(start_failed)?
     }
     .into_inner();
@@ -127,7 +123,76 @@ pub async fn attach(d: &Daemon, target: Target) -> Result<Attached> {
     })
 }
 
+/// `run`: the daemon creates the container, attaches `target`'s stdio to
+/// its init and starts it, in one call; `target.container` is filled from
+/// the reply. A failed create makes nothing; a failed start (docker's exit
+/// codes) leaves a `run --rm` container removed by the daemon.
+pub async fn run(
+    d: &Daemon,
+    create: pb::CreateContainerRequest,
+    target: Target,
+) -> Result<Attached> {
+    let first = pb::AttachInput {
+        create: Some(create),
+        before_start: true,
+        start: true,
+        ..Default::default()
+    };
+    let (input, output) = open(d, first).await;
+    let named = |metadata: &tonic::metadata::MetadataMap| {
+        metadata
+            .get(CONTAINER_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let output = match output {
+        Ok(output) => output,
+        Err(status) => {
+            return Err(match named(status.metadata()) {
+                Some(id) => {
+                    start_failed(rpc(status).context(format!("cannot start {}", short_id(&id))))
+                }
+                None => rpc(status).context("cannot create the container"),
+            })
+        }
+    };
+    let container = named(output.metadata()).context(
+        "berth-imaged did not say which container it created (is it older than berthctl?)",
+    )?;
+    Ok(Attached {
+        target: Target {
+            container,
+            ..target
+        },
+        input,
+        output: output.into_inner(),
+    })
+}
+
+/// The header naming the container an Attach created.
+const CONTAINER_ID_HEADER: &str = "berth-container-id";
+
+/// Makes the Attach call with `first` queued before it (the daemon reads
+/// it before answering); the sender carries stdin and sizes after it.
+async fn open(
+    d: &Daemon,
+    first: pb::AttachInput,
+) -> (
+    mpsc::Sender<pb::AttachInput>,
+    std::result::Result<tonic::Response<tonic::Streaming<pb::AttachOutput>>, tonic::Status>,
+) {
+    let (input, rx) = mpsc::channel(16);
+    let _ = input.send(first).await;
+    let output = d.tasks().attach(ReceiverStream::new(rx)).await;
+    (input, output)
+}
+
 impl Attached {
+    /// The container's id.
+    pub fn container(&self) -> &str {
+        &self.target.container
+    }
+
     /// Streams until the process exits or the detach keys are typed.
     pub async fn stream(mut self, d: &Daemon) -> Result<Ended> {
         let t = self.target.clone();

@@ -102,26 +102,32 @@ pub fn config(a: &ContainerArgs) -> Result<pb::ContainerConfig> {
 }
 
 /// `auto_remove`: the daemon removes it at its exit (run -d --rm);
-/// `transient`: this client does (run --rm).
-async fn create_container(
-    d: &Daemon,
+/// `transient`: it is removed at its exit too, and before its attached
+/// client hears of it (run --rm).
+fn create_request(
     a: &ContainerArgs,
     auto_remove: bool,
     transient: bool,
-) -> Result<pb::Container> {
+) -> Result<pb::CreateContainerRequest> {
     let config = pb::ContainerConfig {
         auto_remove,
         transient,
         ..config(a)?
     };
-    let labels = flags::labels(&a.labels)?;
+    Ok(pb::CreateContainerRequest {
+        name: a.name.clone().unwrap_or_default(),
+        config: Some(config),
+        labels: flags::labels(&a.labels)?,
+    })
+}
+
+async fn create_container(
+    d: &Daemon,
+    request: pb::CreateContainerRequest,
+) -> Result<pb::Container> {
     let c = d
         .containers()
-        .create(pb::CreateContainerRequest {
-            name: a.name.clone().unwrap_or_default(),
-            config: Some(config),
-            labels,
-        })
+        .create(request)
         .await
         .map_err(rpc)
         .context("cannot create the container")?
@@ -130,7 +136,7 @@ async fn create_container(
 }
 
 pub async fn create(d: &Daemon, a: &ContainerArgs) -> Result<i32> {
-    let c = create_container(d, a, false, false).await?;
+    let c = create_container(d, create_request(a, false, false)?).await?;
     println!("{}", c.id);
     Ok(0)
 }
@@ -184,25 +190,37 @@ pub async fn run(d: &Daemon, a: &RunArgs) -> Result<i32> {
     if a.rm && restarts {
         bail!("conflicting options: --rm and --restart (a container that restarts is never done)");
     }
-    // Detached, nobody waits here for the exit: the daemon removes it.
-    let c = create_container(d, &a.container, a.rm && a.detach, a.rm && !a.detach).await?;
     if a.detach {
+        // Nobody waits here for the exit: the daemon removes it.
+        let c = create_container(d, create_request(&a.container, a.rm, false)?).await?;
         start_task(d, &c.id, "").await?;
         println!("{}", c.id);
         return Ok(0);
     }
-    let result = attached_run(d, &c, a.container.tty, a.container.interactive).await;
+    let target = Target {
+        container: String::new(),
+        exec_id: String::new(),
+        tty: a.container.tty,
+        stdin: a.container.interactive,
+        running: false,
+        detach_keys: None,
+    };
+    // Created, attached and started in one call.
+    let request = create_request(&a.container, false, a.rm)?;
+    let attached = attach::run(d, request, target).await?;
+    let id = attached.container().to_string();
+    let result = attached.stream(d).await;
     // The daemon removes a `run --rm` container at its exit, before it
     // tells (and one detached from when it exits, as docker's auto-remove);
-    // this client removes it only when that did not happen: the start or
-    // the stream failed, or the daemon could not.
+    // this client removes it only when that did not happen: the stream
+    // broke, or the daemon could not.
     let removed = matches!(
         result,
         Ok(Ended::Exited { removed: true, .. } | Ended::Detached)
     );
     if a.rm && !removed {
         // As docker's --rm: the anonymous volumes go with the container.
-        if let Err(e) = remove(d, &c.id, true, true).await {
+        if let Err(e) = remove(d, &id, true, true).await {
             eprintln!("berthctl: {e:#}");
         }
     }

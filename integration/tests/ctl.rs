@@ -346,6 +346,72 @@ echo "status ${PIPESTATUS[0]}""#;
     });
 }
 
+/// `run` (not detached) is one call to the daemon: create, attach, start.
+/// Its failures still say which step failed, with docker's exit codes: a
+/// create that fails makes nothing (125), a start that fails leaves the
+/// container created (127 for a missing command), unless it was `--rm`.
+#[test]
+fn a_run_creates_attaches_and_starts_in_one_call_and_says_which_step_failed() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let names = |env: &Env| -> String {
+        let listed: Value =
+            serde_json::from_str(&env.ok(&["ps", "-a", "--format", "json"])).unwrap();
+        let mut names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap_or("?"))
+            .collect();
+        names.sort();
+        names.iter().map(|n| format!("{n}\n")).collect()
+    };
+    env.ok(&["create", "--name", "taken", "busybox:ctl", "true"]);
+    let out = env.ctl(&["run", "--rm", "--name", "taken", "busybox:ctl", "true"]);
+    assert_eq!(out.status.code(), Some(125), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("cannot create the container") && stderr(&out).contains("taken"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(names(&env), "taken\n");
+
+    let out = env.ctl(&["run", "--name", "kept", "busybox:ctl", "/no/such/command"]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(stderr(&out).contains("cannot start"), "{}", text(&out));
+    assert_eq!(names(&env), "kept\ntaken\n");
+
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "--name",
+        "gone",
+        "busybox:ctl",
+        "/no/such/command",
+    ]);
+    assert_eq!(out.status.code(), Some(127), "{}", text(&out));
+    assert!(!names(&env).contains("gone"), "{}", names(&env));
+
+    // Output from the first instant is not lost, and the status is the
+    // process's.
+    let out = env.ctl(&[
+        "run",
+        "--rm",
+        "busybox:ctl",
+        "sh",
+        "-c",
+        "echo first; exit 4",
+    ]);
+    assert_eq!(
+        (out.status.code(), stdout(&out).as_str()),
+        (Some(4), "first\n")
+    );
+    env.ok(&["rm", "kept", "taken"]);
+}
+
 /// A runtime that runs berth after `prelude` (shell, "$@" are the
 /// arguments); in a directory the returned guard removes.
 fn runtime_wrapper(name: &str, prelude: &str) -> (TempDir, PathBuf) {

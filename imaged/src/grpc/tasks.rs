@@ -34,6 +34,31 @@ fn state(record: &ContainerRecord, running: bool) -> pb::TaskState {
     }
 }
 
+/// The header that names the container an Attach created (`run`).
+pub const CONTAINER_ID_HEADER: &str = "berth-container-id";
+
+fn name_container(metadata: &mut tonic::metadata::MetadataMap, id: &str) {
+    // An id is hex: always a valid header value.
+    if let Ok(value) = id.parse() {
+        metadata.insert(CONTAINER_ID_HEADER, value);
+    }
+}
+
+impl Workloads {
+    /// An Attach's error after it created its container: the error names
+    /// the container, and a `run --rm` one (which only this call's client
+    /// could name) is removed first.
+    async fn failed_after(&self, mut status: Status, created: Option<&pb::Container>) -> Status {
+        if let Some(created) = created {
+            name_container(status.metadata_mut(), &created.id);
+            if created.config.as_ref().is_some_and(|c| c.transient) {
+                let _ = self.tasks.delete_container(&created.id, true, true).await;
+            }
+        }
+        status
+    }
+}
+
 #[tonic::async_trait]
 impl pb::tasks_server::Tasks for Workloads {
     type LogsStream = Stream_<pb::LogEntry>;
@@ -311,18 +336,35 @@ impl pb::tasks_server::Tasks for Workloads {
         request: Request<Streaming<pb::AttachInput>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
         let mut input = request.into_inner();
-        let first = input.message().await?.ok_or_else(|| {
+        let mut first = input.message().await?.ok_or_else(|| {
             Status::invalid_argument("attach: the first message names the process")
         })?;
+        // `run`: the container is made here first (see AttachInput.create).
+        let created = match first.create.take() {
+            Some(create) if first.exec_id.is_empty() => {
+                let created = self.create_container(create).await?;
+                first.container_id = created.id.clone();
+                Some(created)
+            }
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "attach: an exec cannot be created with its container",
+                ))
+            }
+            None => None,
+        };
         let tasks::Attached {
             mut output,
             mut exit,
             container_id: id,
             streams,
-        } = self
+        } = match self
             .tasks
             .attach(&first.container_id, &first.exec_id, first.before_start)
-            .map_err(tasks_status)?;
+        {
+            Ok(attached) => attached,
+            Err(e) => return Err(self.failed_after(tasks_status(e), created.as_ref()).await),
+        };
         let exec_id = first.exec_id.clone();
         let start = first.start;
         let waits_for_start = exec_id.is_empty() && !self.tasks.init_alive(&id);
@@ -434,11 +476,14 @@ impl pb::tasks_server::Tasks for Workloads {
         // to, and the reply waits for the start, so a failed start is this
         // call's error, as a Start's would be.
         if start {
-            self.tasks
-                .start(&start_id, &start_exec)
-                .await
-                .map_err(tasks_status)?;
+            if let Err(e) = self.tasks.start(&start_id, &start_exec).await {
+                return Err(self.failed_after(tasks_status(e), created.as_ref()).await);
+            }
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response = Response::new(Box::pin(ReceiverStream::new(rx)) as Self::AttachStream);
+        if let Some(created) = &created {
+            name_container(response.metadata_mut(), &created.id);
+        }
+        Ok(response)
     }
 }

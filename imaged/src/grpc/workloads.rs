@@ -28,6 +28,41 @@ pub struct Workloads {
     pub hub: Hub,
 }
 
+impl Workloads {
+    /// Containers.Create, and the create of a `run`'s Attach: the
+    /// container as a listing shows it, without its spec (as docker's
+    /// create answers only the id; Get has the spec).
+    pub async fn create_container(
+        &self,
+        request: pb::CreateContainerRequest,
+    ) -> Result<pb::Container, Status> {
+        let settings = request
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        if settings.image.is_empty() {
+            return Err(Status::invalid_argument("config.image is required"));
+        }
+        if settings.auto_remove && crate::tasks::has_restart_policy(&settings) {
+            return Err(Status::invalid_argument(
+                "auto_remove (--rm) and a restart policy conflict: choose one",
+            ));
+        }
+        let containers = self.tasks.containers.clone();
+        let labels = request.labels.into_iter().collect();
+        let record = blocking(move || containers.create(&request.name, settings, labels))
+            .await?
+            .map_err(containers_status)?;
+        let attachments = self.tasks.containers.networks.attachments(&record.id);
+        let created = listed(&record, &attachments);
+        self.hub.publish(
+            "/containers/create",
+            "berth.v1.Container",
+            prost::Message::encode_to_vec(&created),
+        );
+        Ok(created)
+    }
+}
+
 pub fn timestamp(secs: u64) -> Option<prost_types::Timestamp> {
     (secs > 0).then_some(prost_types::Timestamp {
         seconds: secs as i64,
@@ -206,30 +241,9 @@ impl pb::containers_server::Containers for Workloads {
         &self,
         request: Request<pb::CreateContainerRequest>,
     ) -> Result<Response<pb::Container>, Status> {
-        let request = request.into_inner();
-        let settings = request
-            .config
-            .ok_or_else(|| Status::invalid_argument("config is required"))?;
-        if settings.image.is_empty() {
-            return Err(Status::invalid_argument("config.image is required"));
-        }
-        if settings.auto_remove && crate::tasks::has_restart_policy(&settings) {
-            return Err(Status::invalid_argument(
-                "auto_remove (--rm) and a restart policy conflict: choose one",
-            ));
-        }
-        let containers = self.tasks.containers.clone();
-        let labels = request.labels.into_iter().collect();
-        let record = blocking(move || containers.create(&request.name, settings, labels))
-            .await?
-            .map_err(containers_status)?;
-        let created = container(&record, &self.tasks.containers.networks);
-        self.hub.publish(
-            "/containers/create",
-            "berth.v1.Container",
-            prost::Message::encode_to_vec(&created),
-        );
-        Ok(Response::new(created))
+        Ok(Response::new(
+            self.create_container(request.into_inner()).await?,
+        ))
     }
 
     async fn get(
