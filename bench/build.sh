@@ -31,7 +31,7 @@ $P import --change 'ENV PATH=/bin' "$WORK/rootfs.tar" localhost/busybox:bench >/
 $P save --format oci-archive -o "$WORK/busybox.tar" localhost/busybox:bench >/dev/null
 
 "$BIN/berth-imaged" --root "$WORK/berth" --socket "$WORK/berth.sock" --default-network none \
-    --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$WORK/runtime" \
+    --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$WORK/runtime" --state "$WORK/state" \
     >"$WORK/daemon.log" 2>&1 &
 DAEMON_PID=$!
 B="$BIN/berthctl --address $WORK/berth.sock"

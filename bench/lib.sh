@@ -21,20 +21,23 @@ bench_check_berth() {
 }
 
 # DEFAULT-NETWORK [PREFIX…] → a private berth-imaged (root and socket in
-# $work; the runtime's state on a tmpfs of its own under /run, as on a systemd
-# host, where /run is tmpfs, and as the private containerd keeps runc's),
-# its containers on DEFAULT-NETWORK unless they say otherwise, started
-# through PREFIX (e.g. nsenter into a namespace). Sets imaged and
-# imaged_runtime_root.
+# $work; its state directory, with the runtime's state and the bundles of
+# `run --rm` containers, on a tmpfs of its own under /run, as on a systemd
+# host, where /run is tmpfs, and as the private containerd keeps runc's
+# state and its bundles), its containers on DEFAULT-NETWORK unless they say
+# otherwise, started through PREFIX (e.g. nsenter into a namespace). Sets
+# imaged and imaged_state (imaged_runtime_root is its runtime/).
 bench_start_imaged() {
     local network=$1
     shift
-    imaged_runtime_root=$(mktemp -d /run/berth-bench-runtime.XXXXXX)
+    imaged_state=$(mktemp -d /run/berth-bench-state.XXXXXX)
     # A host's /run is not always tmpfs (this VM's is the root disk, mounted
     # with discard: every freed block waits for a TRIM).
-    mount -t tmpfs -o mode=0700 tmpfs "$imaged_runtime_root"
+    mount -t tmpfs -o mode=0700 tmpfs "$imaged_state"
+    imaged_runtime_root=$imaged_state/runtime
     "$@" "$BIN/berth-imaged" --root "$work/berth-root" --socket "$sock" --default-network "$network" \
-        --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" --runtime-root "$imaged_runtime_root" \
+        --shim "$BIN/containerd-shim-berth-v2" --runtime "$BIN/berth" \
+        --state "$imaged_state" --runtime-root "$imaged_runtime_root" \
         2>"$work/imaged.log" &
     imaged=$!
     for _ in $(seq 200); do berthctl version >/dev/null 2>&1 && break; sleep 0.05; done
@@ -46,9 +49,10 @@ bench_stop_imaged() {
     berthctl ps -a -q 2>/dev/null | xargs -r -P 8 -n 20 "$BIN/berthctl" --address "$sock" rm -f >/dev/null 2>&1
     kill "$imaged" 2>/dev/null
     wait "$imaged" 2>/dev/null
-    if [[ -n ${imaged_runtime_root:-} ]]; then
-        umount "$imaged_runtime_root" 2>/dev/null
-        rm -rf "$imaged_runtime_root"
+    # Whatever is still mounted inside goes with it; nothing is walked
+    # into while mounted.
+    if [[ -n ${imaged_state:-} ]] && umount -R "$imaged_state" 2>/dev/null; then
+        rm -rf "$imaged_state"
     fi
     return 0
 }

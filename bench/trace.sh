@@ -95,7 +95,7 @@ function label(line,    call) {
     text = label(rest)
     if (text == "") next
     if (start == "") start = t
-    gsub(/\/[^ ",]*\/(bundles|berth-bench-runtime\.[A-Za-z0-9]+(\/berth)?)\/[0-9a-f]{64}/, "…", text)
+    gsub(/\/[^ ",]*\/(bundles|berth-bench-state\.[A-Za-z0-9]+\/(runtime|bundles)(\/berth)?)\/[0-9a-f]{64}/, "…", text)
     gsub(/\/sys\/fs\/cgroup\/[a-z_,]+\/berth-imaged\/[0-9a-f]{64}/, "<cgroup>", text)
     if (length(text) > 110) text = substr(text, 1, 110) "…"
     printf "%8.2f ms  %7s  pid %-7s %s\n", (t - start) * 1000, took == "" ? "" : sprintf("%.2f", took), pid, text

@@ -34,7 +34,7 @@ busybox_oci_archive "$work/image" busybox:demo "$work/busybox.tar" sh echo cat h
 # Containers get loopback only: the demo leaves the machine's network as it
 # is (no bridge, no NAT rules; `--default-network bridge` is docker's way).
 "$bin/berth-imaged" --root "$work/root" --socket "$work/berth.sock" --default-network none \
-    --shim "$bin/containerd-shim-berth-v2" --runtime "$bin/berth" --runtime-root "$work/runtime" \
+    --shim "$bin/containerd-shim-berth-v2" --runtime "$bin/berth" --runtime-root "$work/runtime" --state "$work/state" \
     2>"$work/daemon.log" &
 daemon=$!
 for _ in $(seq 200); do

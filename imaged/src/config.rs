@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! root = "/var/lib/berth"            # content, snapshots, meta.redb
+//! state = "/run/berth-imaged"        # what ends with the machine (a tmpfs)
 //! socket = "/run/berth/berth.sock"   # the gRPC socket
 //! insecure_registries = ["registry.lan:5000"]   # plain http (loopback always is)
 //! registry_config = "/root/.docker/config.json" # credentials, docker's format
@@ -51,6 +52,11 @@ pub struct Config {
     /// The runtime's state root (its `--root`).
     #[serde(default = "default_runtime_root")]
     pub runtime_root: PathBuf,
+    /// What ends with the machine, best on a tmpfs (as /run is on most
+    /// hosts): the bundles of containers removed at their exit
+    /// (`bundles/`), made and removed with every `run --rm`.
+    #[serde(default = "default_state")]
+    pub state: PathBuf,
     /// The ttrpc socket shims publish events to; default: beside `socket`.
     #[serde(default)]
     pub events_socket: Option<PathBuf>,
@@ -126,6 +132,10 @@ fn default_runtime_root() -> PathBuf {
     PathBuf::from("/run/berth-imaged/runtime")
 }
 
+fn default_state() -> PathBuf {
+    PathBuf::from("/run/berth-imaged")
+}
+
 pub const DEFAULT_SECCOMP: &str =
     "/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json";
 
@@ -166,6 +176,7 @@ impl Default for Config {
             shim: default_shim(),
             runtime: default_runtime(),
             runtime_root: default_runtime_root(),
+            state: default_state(),
             events_socket: None,
             seccomp_profile: default_seccomp(),
             max_log_size: default_max_log(),

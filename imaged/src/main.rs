@@ -43,6 +43,10 @@ struct Args {
     /// The runtime's state root [default: /run/berth-imaged/runtime].
     #[arg(long)]
     runtime_root: Option<PathBuf>,
+    /// What ends with the machine, best on a tmpfs: the bundles of
+    /// containers removed at their exit [default: /run/berth-imaged].
+    #[arg(long)]
+    state: Option<PathBuf>,
     /// The network of containers that name none [default: bridge].
     #[arg(long)]
     default_network: Option<String>,
@@ -99,6 +103,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(root) = args.runtime_root {
         config.runtime_root = root;
+    }
+    if let Some(state) = args.state {
+        config.state = state;
     }
     if let Some(network) = args.default_network {
         config.default_network = network;
@@ -233,12 +240,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     networks
         .mode("")
         .with_context(|| format!("default network {:?}", config.default_network))?;
+    // Made root's alone; the state directory itself is left as it is when
+    // it exists (it may be shared, as /run is).
+    let ending_bundles = config.state.join("bundles");
+    private::create_dir(&ending_bundles)
+        .with_context(|| format!("cannot create {}", ending_bundles.display()))?;
     let containers = containers::Containers {
         networks: networks.clone(),
         db: db.clone(),
         images: images.clone(),
         volumes: volumes.clone(),
         bundles: config.root.join("bundles"),
+        ending_bundles,
         default_seccomp: default_seccomp.clone(),
     };
     containers

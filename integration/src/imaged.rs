@@ -620,6 +620,12 @@ impl Daemon {
         if !extra.iter().any(|a| a == "--default-network") {
             extra.extend(["--default-network".into(), "none".into()]);
         }
+        // Its own state directory: a daemon removes at its start the
+        // bundles there that its records do not name.
+        if !extra.iter().any(|a| a == "--state") {
+            let state = root.join("state").display().to_string();
+            extra.extend(["--state".into(), state]);
+        }
         let mut d = Daemon {
             child: None,
             socket: root.join("run/berth.sock"),

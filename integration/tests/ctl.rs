@@ -220,11 +220,14 @@ fn only_containers_removed_at_their_exit_skip_syncing_their_writes() {
     }
 }
 
-/// The bundles of the daemon's containers.
+/// The bundles of the daemon's containers: those it keeps, and those of
+/// containers removed at their exit (in its state directory).
 fn bundles(env: &Env) -> Vec<PathBuf> {
-    std::fs::read_dir(env.daemon.root.join("lib/bundles"))
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
+    ["lib/bundles", "state/bundles"]
+        .iter()
+        .filter_map(|dir| std::fs::read_dir(env.daemon.root.join(dir)).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .collect()
 }
 
 /// The containers the runtime still has state for (under its root, or its
@@ -336,6 +339,23 @@ echo "status ${PIPESTATUS[0]}""#;
         serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v[0]["status"] == "running")
     };
     env.until("the container to run", || running(&env));
+    // Its bundle is in the daemon's state directory (a tmpfs where /run is
+    // one), root's alone; a kept container's is in the daemon's root.
+    let state_bundles = env.daemon.root.join("state/bundles");
+    let [bundle] = bundles(&env).try_into().unwrap_or_else(|b| panic!("{b:?}"));
+    assert!(bundle.starts_with(&state_bundles), "{}", bundle.display());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&state_bundles).unwrap().permissions(),
+    ) & 0o777;
+    assert_eq!(mode, 0o700);
+    let kept = env.ok(&["create", "busybox:ctl", "true"]);
+    assert!(env
+        .daemon
+        .root
+        .join("lib/bundles")
+        .join(kept.trim())
+        .is_dir());
+    env.ok(&["rm", kept.trim()]);
     client.kill().expect("kill the client");
     let _ = client.wait();
     assert!(running(&env), "the container should outlive its client");

@@ -105,7 +105,12 @@ impl Containers {
             }
         }
         steps.step("checks");
-        let bundle = self.bundles.join(&id);
+        let bundles = if settings.auto_remove || settings.transient {
+            &self.ending_bundles
+        } else {
+            &self.bundles
+        };
+        let bundle = bundles.join(&id);
         let mut undo = Undo {
             containers: self,
             snapshot: None,

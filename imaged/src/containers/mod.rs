@@ -149,6 +149,15 @@ pub struct Containers {
     pub images: Arc<Images>,
     pub volumes: Volumes,
     pub bundles: PathBuf,
+    /// The bundles of containers removed at their exit (`run --rm`,
+    /// `run -d --rm`), in the daemon's state directory: a tmpfs where /run
+    /// is one, as containerd keeps its bundles. Each such run makes and
+    /// removes a dozen files, which a disk filesystem would allocate and
+    /// free (ext4 without a journal even scans past every inode freed in
+    /// the last minutes on each allocation); none of them outlives the
+    /// machine anyway (the start-up removes such a container whose task is
+    /// gone).
+    pub ending_bundles: PathBuf,
     /// The engines' default seccomp profile, read at start-up.
     pub default_seccomp: Option<Arc<serde_json::Value>>,
     pub networks: Arc<Networks>,
@@ -180,6 +189,17 @@ impl Containers {
         self.db
             .get::<ContainerRecord>(Table::Containers, &found)?
             .ok_or_else(|| Error::NotFound(key.to_string()))
+    }
+
+    /// Where container `id`'s bundle is (or would be): with the containers
+    /// removed at their exit when it is there, else with the others.
+    pub fn bundle_of(&self, id: &str) -> PathBuf {
+        let ending = self.ending_bundles.join(id);
+        if ending.exists() {
+            ending
+        } else {
+            self.bundles.join(id)
+        }
     }
 
     /// Whether a container with this exact id has a record: a read error

@@ -33,14 +33,17 @@ impl Containers {
         }
     }
 
-    /// The bundles no record names: (id, path).
+    /// The bundles no record names (in either place): (id, path).
     pub fn orphaned_bundles(&self) -> Result<Vec<(String, PathBuf)>> {
         let ids = index_names(&self.db)?;
-        let Ok(entries) = std::fs::read_dir(&self.bundles) else {
-            return Ok(Vec::new());
-        };
-        Ok(entries
-            .flatten()
+        let mut dirs = vec![&self.bundles];
+        if self.ending_bundles != self.bundles {
+            dirs.push(&self.ending_bundles);
+        }
+        Ok(dirs
+            .into_iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flat_map(|entries| entries.flatten())
             .filter_map(|entry| {
                 let id = entry.file_name().to_str()?.to_string();
                 (!ids.contains(&id)).then(|| (id, entry.path()))

@@ -245,6 +245,8 @@ pub async fn open(shared: Shared<'_>) -> anyhow::Result<Arc<Cri>> {
         images: shared.images.clone(),
         volumes: shared.volumes,
         bundles: dir.join("containers"),
+        // kubelet's containers are never removed at their exit.
+        ending_bundles: dir.join("containers"),
         default_seccomp: shared.default_seccomp,
         networks: networks.clone(),
     };

@@ -279,7 +279,7 @@ impl Tasks {
         if !deleted {
             let bundle = match &record {
                 Ok(r) => r.bundle.clone(),
-                Err(_) => self.containers.bundles.join(id),
+                Err(_) => self.containers.bundle_of(id),
             };
             self.launcher.delete(id, &bundle).await;
         }
