@@ -35,7 +35,10 @@
 //! `berth-oci` crate.
 //!
 //! On disk, under the root (default `/var/lib/berth`): `content/` (blobs and
-//! ingests), `snapshots/<id>/{fs,work}`, `bundles/<id>/`, `meta.redb`.
+//! ingests), `snapshots/<id>/{fs,work}`, `bundles/<id>/`, `meta.redb`. In
+//! the state directory (default `/run/berth-imaged`, a tmpfs on most
+//! hosts): `bundles/<id>/` of the containers removed at their exit, and the
+//! runtime's state (`runtime/`, unless `--runtime-root` says otherwise).
 
 /// Defines `$name(op, path)`: the `map_err` that makes an I/O failure the
 /// module's `$error::Io { op, path, source }` (what was done, on what).
