@@ -464,4 +464,33 @@ mod tests {
         assert!(keys("e").is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    #[test]
+    fn a_state_directory_is_claimed_by_the_first_root_and_kept_by_it_alone() {
+        let dir = std::env::temp_dir().join(format!("berth-state-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (state, first, second) = (dir.join("state"), dir.join("one"), dir.join("two"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        let bundles = claim_ending_bundles(&state, &first).unwrap();
+        assert_eq!(bundles, state.join("bundles"));
+        assert!(bundles.is_dir());
+        // The same root again (a restart; a path naming it another way).
+        claim_ending_bundles(&state, &dir.join("two/../one")).unwrap();
+        let refused = claim_ending_bundles(&state, &second)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&first.display().to_string()) && refused.contains("--state"),
+            "{refused}"
+        );
+        // Nothing left of the attempts beside the claim.
+        let names: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
