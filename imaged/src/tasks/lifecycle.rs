@@ -285,11 +285,16 @@ impl Tasks {
         }
         steps.step("Shutdown");
         self.disconnect_network(id).await;
+        // Removed while its shim's entry is still there: once it is gone, a
+        // start (the container stopped, its exit not yet told) would begin a
+        // new run of what this removal then takes from under it.
+        if removal == Some(RemovalAtExit::AfterTeardown) {
+            leftovers = self.remove_at_exit(id).await.map(|(_, rest)| rest);
+        }
         self.lock().shims.remove(id);
         self.teardowns.notify_waiters();
         steps.step("network");
         if removal == Some(RemovalAtExit::AfterTeardown) {
-            leftovers = self.remove_at_exit(id).await.map(|(_, rest)| rest);
             self.send_exit(id, status);
         }
         if let Some(leftovers) = leftovers {
