@@ -44,7 +44,8 @@ struct Args {
     #[arg(long)]
     runtime_root: Option<PathBuf>,
     /// What ends with the machine, best on a tmpfs: the bundles of
-    /// containers removed at their exit [default: /run/berth-imaged].
+    /// containers removed at their exit; one root's only (a daemon with
+    /// another --root needs its own) [default: /run/berth-imaged].
     #[arg(long)]
     state: Option<PathBuf>,
     /// The network of containers that name none [default: bridge].
