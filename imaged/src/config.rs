@@ -54,7 +54,8 @@ pub struct Config {
     pub runtime_root: PathBuf,
     /// What ends with the machine, best on a tmpfs (as /run is on most
     /// hosts): the bundles of containers removed at their exit
-    /// (`bundles/`), made and removed with every `run --rm`.
+    /// (`bundles/`), made and removed with every `run --rm`. It serves
+    /// one root (`root` names it): a daemon with another root needs its own.
     #[serde(default = "default_state")]
     pub state: PathBuf,
     /// The ttrpc socket shims publish events to; default: beside `socket`.

@@ -44,7 +44,8 @@ struct Args {
     #[arg(long)]
     runtime_root: Option<PathBuf>,
     /// What ends with the machine, best on a tmpfs: the bundles of
-    /// containers removed at their exit [default: /run/berth-imaged].
+    /// containers removed at their exit; one root's only (a daemon with
+    /// another --root needs its own) [default: /run/berth-imaged].
     #[arg(long)]
     state: Option<PathBuf>,
     /// The network of containers that name none [default: bridge].
@@ -241,10 +242,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .mode("")
         .with_context(|| format!("default network {:?}", config.default_network))?;
     // Made root's alone; the state directory itself is left as it is when
-    // it exists (it may be shared, as /run is).
-    let ending_bundles = config.state.join("bundles");
-    private::create_dir(&ending_bundles)
-        .with_context(|| format!("cannot create {}", ending_bundles.display()))?;
+    // it exists (it may be shared, as /run is), but serves one root.
+    let ending_bundles = containers::claim_ending_bundles(&config.state, &config.root)
+        .with_context(|| format!("cannot use the state directory {}", config.state.display()))?;
     let containers = containers::Containers {
         networks: networks.clone(),
         db: db.clone(),

@@ -139,6 +139,24 @@ impl Env {
         docs[0].clone()
     }
 
+    /// `berthctl run --rm --name NAME ARGS`, left running (its output
+    /// discarded).
+    fn spawn_run_rm(&self, name: &str, args: &[&str]) -> std::process::Child {
+        Command::new(ctl_bin())
+            .args(["--address", &self.address(), "run", "--rm", "--name", name])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("berthctl run")
+    }
+
+    /// The container's status as `inspect` shows it; null once it is gone.
+    fn status(&self, name: &str) -> Value {
+        let out = self.ctl(&["inspect", name]);
+        serde_json::from_slice::<Value>(&out.stdout).map_or(Value::Null, |v| v[0]["status"].clone())
+    }
+
     fn until(&self, what: &str, mut check: impl FnMut() -> bool) {
         let start = Instant::now();
         while !check() {
@@ -320,24 +338,8 @@ echo "status ${PIPESTATUS[0]}""#;
     assert_eq!(stdout(&out), "1\nstatus 3\n", "{}", text(&out));
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
 
-    let mut client = Command::new(ctl_bin())
-        .args([
-            "--address",
-            &env.address(),
-            "run",
-            "--rm",
-            "--name",
-            "lonely",
-        ])
-        .args(["busybox:ctl", "sleep", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berthctl run");
-    let running = |env: &Env| {
-        let out = env.ctl(&["inspect", "lonely"]);
-        serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| v[0]["status"] == "running")
-    };
+    let mut client = env.spawn_run_rm("lonely", &["busybox:ctl", "sleep", "2"]);
+    let running = |env: &Env| env.status("lonely") == "running";
     env.until("the container to run", || running(&env));
     // Its bundle is in the daemon's state directory (a tmpfs where /run is
     // one), root's alone; a kept container's is in the daemon's root.
@@ -617,24 +619,8 @@ fn a_run_rm_outliving_its_daemon_is_removed_at_its_exit() {
     }
     let mut env = Env::start();
     env.load_busybox("busybox:ctl");
-    let mut client = Command::new(ctl_bin())
-        .args([
-            "--address",
-            &env.address(),
-            "run",
-            "--rm",
-            "--name",
-            "orphan",
-        ])
-        .args(["busybox:ctl", "sleep", "4"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("berthctl run");
-    let status = |env: &Env| {
-        let out = env.ctl(&["inspect", "orphan"]);
-        serde_json::from_slice::<Value>(&out.stdout).map_or(Value::Null, |v| v[0]["status"].clone())
-    };
+    let mut client = env.spawn_run_rm("orphan", &["busybox:ctl", "sleep", "4"]);
+    let status = |env: &Env| env.status("orphan");
     env.until("the container to run", || status(&env) == "running");
     env.daemon.kill9();
     let _ = client.wait();
@@ -682,6 +668,164 @@ fn a_daemon_killed_during_a_run_rm_teardown_ends_it_at_its_next_start() {
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
     // The name stayed free.
     env.ok(&["run", "--rm", "--name", "crash", "busybox:ctl", "true"]);
+}
+
+/// A reboot empties the daemon's state directory (a tmpfs, where the
+/// bundles of containers removed at their exit live) and ends every
+/// process, while the records in the root remain: here a `run -d --rm`
+/// container's and a `run --rm` one's. The daemon's next start removes
+/// both, their snapshots too, and leaves no mount and no name taken.
+#[test]
+fn a_reboot_leaves_no_run_rm_container_behind() {
+    if !can_run_images() {
+        return;
+    }
+    let mut env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let store = env.daemon.root.join("lib");
+    let snapshots = || -> Vec<PathBuf> {
+        std::fs::read_dir(store.join("snapshots"))
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let image_snapshots = snapshots();
+    env.ok(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        "detached",
+        "busybox:ctl",
+        "sleep",
+        "60",
+    ]);
+    let mut client = env.spawn_run_rm("attached", &["busybox:ctl", "sleep", "60"]);
+    env.until("both containers to run", || {
+        env.status("detached") == "running" && env.status("attached") == "running"
+    });
+    let ids: Vec<String> = ["detached", "attached"]
+        .iter()
+        .map(|name| env.inspect(name)["id"].as_str().unwrap().to_string())
+        .collect();
+    let state = env.daemon.root.join("state");
+    let rm_bundles = bundles(&env);
+    assert_eq!(rm_bundles.len(), 2, "{rm_bundles:?}");
+    assert!(rm_bundles.iter().all(|b| b.starts_with(&state)));
+
+    // The machine goes down: the daemon, the client, the shims and the
+    // containers' processes (what the runtime's delete ends; their cgroups
+    // and the runtime's state, which a reboot takes too, with them).
+    env.daemon.kill9();
+    let _ = client.kill();
+    let _ = client.wait();
+    let shims: Vec<i32> = rm_bundles.iter().map(|b| shim_pid_in(b)).collect();
+    for state_dir in runtime_states(&env) {
+        let id = state_dir.file_name().unwrap().to_str().unwrap().to_string();
+        let out = Command::new(target_dir().join("berth"))
+            .arg("--root")
+            .arg(state_dir.parent().unwrap())
+            .args(["delete", "--force", &id])
+            .output()
+            .expect("berth delete");
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    for shim in &shims {
+        // SAFETY: SIGKILL to a shim this test's daemon started.
+        unsafe { libc::kill(*shim, libc::SIGKILL) };
+    }
+    env.until("the shims to end", || !shims.iter().any(|&s| alive(s)));
+    // The tmpfs is gone: nothing mounted under it, nothing in it.
+    for bundle in &rm_bundles {
+        let rootfs = std::ffi::CString::new(bundle.join("rootfs").display().to_string()).unwrap();
+        // SAFETY: unmounting a path this test's daemon mounted.
+        unsafe { libc::umount2(rootfs.as_ptr(), libc::MNT_DETACH) };
+    }
+    std::fs::remove_dir_all(&state).expect("empty the state directory");
+
+    env.daemon.spawn();
+    env.until(
+        "the records of the rebooted run --rm containers to go",
+        || env.ok(&["ps", "-a", "-q"]).is_empty(),
+    );
+    env.until("their snapshots to go", || snapshots() == image_snapshots);
+    assert!(bundles(&env).is_empty(), "{:?}", bundles(&env));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = env.daemon.root.display().to_string();
+    assert!(
+        !mounts.lines().any(|l| l.contains(&root)),
+        "mounts left under {root}:\n{mounts}"
+    );
+    for id in &ids {
+        assert!(!store.join("bundles").join(id).exists());
+    }
+    // The names are free.
+    env.ok(&["run", "--rm", "--name", "detached", "busybox:ctl", "true"]);
+    env.ok(&["run", "--rm", "--name", "attached", "busybox:ctl", "true"]);
+}
+
+/// A daemon removes at its start the bundles in its state directory that
+/// its records do not name, and ends their shims: a second daemon (another
+/// root) given the first one's state directory would end the first one's
+/// `run -d --rm` containers. It is refused, naming the directory, and the
+/// container runs on.
+#[test]
+fn a_state_directory_serves_one_daemon_root_only() {
+    if !can_run_images() {
+        return;
+    }
+    let env = Env::start();
+    env.load_busybox("busybox:ctl");
+    let id = env.ok(&["run", "-d", "--rm", "busybox:ctl", "sleep", "60"]);
+    let id = id.trim();
+    let [bundle] = bundles(&env).try_into().unwrap_or_else(|b| panic!("{b:?}"));
+    let state = env.daemon.root.join("state");
+    let other = TempDir(
+        std::env::temp_dir()
+            .join(unique("berth-other-root"))
+            .join("d"),
+    );
+    let mut second = Command::new(imaged_bin())
+        .arg("--root")
+        .arg(other.0.join("lib"))
+        .arg("--socket")
+        .arg(other.0.join("run/berth.sock"))
+        .arg("--state")
+        .arg(&state)
+        .args(["--default-network", "none", "--shim"])
+        .arg(target_dir().join("containerd-shim-berth-v2"))
+        .arg("--runtime")
+        .arg(target_dir().join("berth"))
+        .arg("--runtime-root")
+        .arg(&env.runtime_root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the second berth-imaged");
+    let start = Instant::now();
+    let exited = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if other.0.join("run/berth.sock").exists() || start.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let Some(status) = exited else {
+        let _ = second.kill();
+        let _ = second.wait();
+        panic!("a second daemon started with another daemon's state directory");
+    };
+    let mut message = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut message).unwrap();
+    assert!(!status.success(), "{message}");
+    assert!(
+        message.contains(&state.display().to_string()) && message.contains("--state"),
+        "{message}"
+    );
+    assert!(bundle.join("config.json").exists());
+    assert_eq!(env.inspect(id)["status"], "running");
 }
 
 #[test]

@@ -163,6 +163,49 @@ pub struct Containers {
     pub networks: Arc<Networks>,
 }
 
+/// The directory of the bundles of containers removed at their exit
+/// (`STATE/bundles`, root's alone), its state directory claimed for the
+/// daemon whose root is `root`. A daemon's start removes the bundles there
+/// that its records do not name, and ends their shims
+/// ([`Containers::reconcile`], `Tasks::recover`): a second daemon (another
+/// root) given the same state directory, as the default one is, would end
+/// the first one's running containers. So the state directory names the
+/// root it serves (`STATE/root`, made whole at once by the first daemon
+/// that uses it), and any other root is refused.
+pub fn claim_ending_bundles(state: &Path, root: &Path) -> std::io::Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let bundles = state.join("bundles");
+    crate::private::create_dir(&bundles)?;
+    let root = std::fs::canonicalize(root)?;
+    let mut claim = root.as_os_str().as_bytes().to_vec();
+    claim.push(b'\n');
+    let owner = state.join("root");
+    // Written aside, then linked: a daemon starting at the same time reads
+    // either no claim or a whole one.
+    let draft = state.join(format!(".root-{}", std::process::id()));
+    crate::private::write_file(&draft, &claim)?;
+    let linked = std::fs::hard_link(&draft, &owner);
+    let _ = std::fs::remove_file(&draft);
+    match linked {
+        Ok(()) => return Ok(bundles),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let claimed = std::fs::read(&owner)?;
+    if claimed == claim {
+        return Ok(bundles);
+    }
+    Err(std::io::Error::other(format!(
+        "the state directory {} serves the daemon whose root is {}: give this \
+         one (root {}) a state directory of its own (--state), or remove {} if \
+         that daemon and its containers are gone for good",
+        state.display(),
+        String::from_utf8_lossy(&claimed).trim_end(),
+        root.display(),
+        owner.display()
+    )))
+}
+
 impl Containers {
     /// Finds a container by id, name or unique id prefix.
     pub fn resolve(&self, key: &str) -> Result<ContainerRecord> {
@@ -419,6 +462,35 @@ mod tests {
         assert_eq!(keys("aa"), ["aa11", "aa22"]);
         assert_eq!(keys("b"), ["bb33"]);
         assert!(keys("e").is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_state_directory_is_claimed_by_the_first_root_and_kept_by_it_alone() {
+        let dir = std::env::temp_dir().join(format!("berth-state-claim-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (state, first, second) = (dir.join("state"), dir.join("one"), dir.join("two"));
+        std::fs::create_dir_all(&first).unwrap();
+        std::fs::create_dir_all(&second).unwrap();
+        let bundles = claim_ending_bundles(&state, &first).unwrap();
+        assert_eq!(bundles, state.join("bundles"));
+        assert!(bundles.is_dir());
+        // The same root again (a restart; a path naming it another way).
+        claim_ending_bundles(&state, &dir.join("two/../one")).unwrap();
+        let refused = claim_ending_bundles(&state, &second)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains(&first.display().to_string()) && refused.contains("--state"),
+            "{refused}"
+        );
+        // Nothing left of the attempts beside the claim.
+        let names: Vec<_> = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -185,9 +185,10 @@ impl Tasks {
             }
         };
         self.lock().shims.insert(record.id.clone(), shim.clone());
-        // From here the watcher owns the task: whatever happens next, the
-        // exit is recorded and the shim torn down.
-        self.spawn_watcher(record.id.clone(), shim.clone());
+        // Recorded running before the watcher can record the exit (or, for
+        // a `run --rm` one, remove the container): a process that ends at
+        // once must not have its exit overwritten by this, nor this start
+        // fail on a record its exit already took.
         let updated = self.containers.update_run_state(&record.id, |r| {
             r.state.status = pb::container::Status::Running as i32;
             r.state.pid = pid;
@@ -199,6 +200,9 @@ impl Tasks {
                 r.state.restart_count = 0;
             }
         });
+        // From here the watcher owns the task: whatever happens next, the
+        // exit is recorded and the shim torn down.
+        self.spawn_watcher(record.id.clone(), shim.clone());
         steps.step("record");
         match updated {
             // Stopped (or deleted) while it was being restarted: stop it again.
@@ -285,11 +289,16 @@ impl Tasks {
         }
         steps.step("Shutdown");
         self.disconnect_network(id).await;
+        // Removed while its shim's entry is still there: once it is gone, a
+        // start (the container stopped, its exit not yet told) would begin a
+        // new run of what this removal then takes from under it.
+        if removal == Some(RemovalAtExit::AfterTeardown) {
+            leftovers = self.remove_at_exit(id).await.map(|(_, rest)| rest);
+        }
         self.lock().shims.remove(id);
         self.teardowns.notify_waiters();
         steps.step("network");
         if removal == Some(RemovalAtExit::AfterTeardown) {
-            leftovers = self.remove_at_exit(id).await.map(|(_, rest)| rest);
             self.send_exit(id, status);
         }
         if let Some(leftovers) = leftovers {
