@@ -141,7 +141,7 @@ pub async fn run(
     let (input, output) = open(d, first).await;
     let named = |metadata: &tonic::metadata::MetadataMap| {
         metadata
-            .get(CONTAINER_ID_HEADER)
+            .get(berth_proto::CONTAINER_ID_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     };
@@ -168,9 +168,6 @@ pub async fn run(
         output: output.into_inner(),
     })
 }
-
-/// The header naming the container an Attach created.
-const CONTAINER_ID_HEADER: &str = "berth-container-id";
 
 /// Makes the Attach call with `first` queued before it (the daemon reads
 /// it before answering); the sender carries stdin and sizes after it.

@@ -25,6 +25,10 @@ pub mod v1 {
 /// The API revision [`v1::VersionResponse::api_revision`] reports.
 pub const API_REVISION: u32 = 1;
 
+/// The response header naming the container a `Tasks.Attach` created
+/// (`AttachInput.create`, a `run`), on its reply and on a start's error.
+pub const CONTAINER_ID_HEADER: &str = "berth-container-id";
+
 /// The default socket of `berth-imaged`.
 pub const DEFAULT_SOCKET: &str = "/run/berth/berth.sock";
 

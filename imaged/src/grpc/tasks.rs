@@ -34,13 +34,10 @@ fn state(record: &ContainerRecord, running: bool) -> pb::TaskState {
     }
 }
 
-/// The header that names the container an Attach created (`run`).
-pub const CONTAINER_ID_HEADER: &str = "berth-container-id";
-
 fn name_container(metadata: &mut tonic::metadata::MetadataMap, id: &str) {
     // An id is hex: always a valid header value.
     if let Ok(value) = id.parse() {
-        metadata.insert(CONTAINER_ID_HEADER, value);
+        metadata.insert(berth_proto::CONTAINER_ID_HEADER, value);
     }
 }
 

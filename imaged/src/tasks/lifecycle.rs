@@ -237,14 +237,13 @@ impl Tasks {
         // done, so no start or removal can race it for the container's
         // rootfs, cgroups or namespace (they wait in `torn_down`).
         // A `run --rm` container is removed instead (see `RemovalAtExit`).
-        let removal = self
-            .containers
-            .resolve(id)
-            .ok()
+        let resolved = self.containers.resolve(id).ok();
+        let removal = resolved
+            .as_ref()
             .and_then(|r| RemovalAtExit::of(&r.settings()));
         let mut leftovers = None;
-        let removed_now = match removal {
-            Some(RemovalAtExit::Now) => self.remove_at_exit(id).await,
+        let removed_now = match (removal, resolved) {
+            (Some(RemovalAtExit::Now), Some(record)) => self.remove_at_exit(record).await,
             _ => None,
         };
         let record = match removed_now {
@@ -293,7 +292,9 @@ impl Tasks {
         // start (the container stopped, its exit not yet told) would begin a
         // new run of what this removal then takes from under it.
         if removal == Some(RemovalAtExit::AfterTeardown) {
-            leftovers = self.remove_at_exit(id).await.map(|(_, rest)| rest);
+            if let Ok(record) = self.containers.resolve(id) {
+                leftovers = self.remove_at_exit(record).await.map(|(_, rest)| rest);
+            }
         }
         self.lock().shims.remove(id);
         self.teardowns.notify_waiters();
@@ -536,8 +537,10 @@ impl Tasks {
     /// rootfs and directories are the caller's to remove after the
     /// teardown. `None` when they could not be removed: the exit is then
     /// recorded as any other's, and the client removes the container.
-    async fn remove_at_exit(&self, id: &str) -> Option<(ContainerRecord, containers::Leftovers)> {
-        let record = self.containers.resolve(id).ok()?;
+    async fn remove_at_exit(
+        &self,
+        record: ContainerRecord,
+    ) -> Option<(ContainerRecord, containers::Leftovers)> {
         let leftovers = match self.containers.remove_records(&record) {
             Ok(leftovers) => leftovers,
             Err(e) => {
@@ -564,16 +567,17 @@ impl Tasks {
         Some((record, leftovers))
     }
 
-    /// Removes a container removed at its end (`run --rm`) whose exit is
-    /// known while its teardown (the runtime's delete, the shim's shutdown,
-    /// the network) is still under way: the records go now, so the client
-    /// hears back with the name free, and the rootfs and directories once
-    /// the shim is gone; the removal is announced then too, after the
-    /// task's own events. Only for a container that holds nothing another
-    /// could ask for at once (published ports, a fixed address: see
-    /// [`holds_host_resources`]). A daemon that dies in between finds the
-    /// bundle without a record at its start and ends what is left of the
-    /// task ([`Tasks::recover`]).
+    /// Removes a container removed at its end (`run -d --rm`, or a `run
+    /// --rm` one whose own removal at its exit could not be made) whose
+    /// exit is known while its teardown (the runtime's delete, the shim's
+    /// shutdown, the network) is still under way: the records go now, so
+    /// the client hears back with the name free, and the rootfs and
+    /// directories once the shim is gone; the removal is announced then
+    /// too, after the task's own events. Only for a container that holds
+    /// nothing another could ask for at once (published ports, a fixed
+    /// address: see [`holds_host_resources`]). A daemon that dies in
+    /// between finds the bundle without a record at its start and ends
+    /// what is left of the task ([`Tasks::recover`]).
     async fn delete_ended(
         self: &Arc<Self>,
         record: ContainerRecord,

@@ -32,21 +32,25 @@ impl Abi {
         abis
     }
 
-    fn table(self) -> &'static [(&'static str, i64)] {
+    /// The ABI's names (one string) and its entries: each name's place in
+    /// it and its number, sorted by name.
+    fn table(self) -> (&'static str, &'static [(u16, u16, u32)]) {
         match self {
-            Abi::X86_64 => table_x86_64::SYSCALLS,
-            Abi::I386 => table_i386::SYSCALLS,
-            Abi::X32 => table_x32::SYSCALLS,
+            Abi::X86_64 => (table_x86_64::NAMES, table_x86_64::SYSCALLS),
+            Abi::I386 => (table_i386::NAMES, table_i386::SYSCALLS),
+            Abi::X32 => (table_x32::NAMES, table_x32::SYSCALLS),
         }
     }
 
     /// The number of `name` in this ABI, if it has one.
     pub fn number(self, name: &str) -> Option<i64> {
-        let table = self.table();
+        let (names, table) = self.table();
         table
-            .binary_search_by(|(n, _)| n.cmp(&name))
+            .binary_search_by(|&(start, end, _)| {
+                names[usize::from(start)..usize::from(end)].cmp(name)
+            })
             .ok()
-            .map(|i| table[i].1)
+            .map(|i| i64::from(table[i].2))
     }
 
     /// For i386, where socket and System V IPC calls may also go through
@@ -117,5 +121,24 @@ mod tests {
         assert_eq!(Abi::I386.multiplexed("connect"), Some((102, 3)));
         assert_eq!(Abi::I386.multiplexed("semop"), Some((117, 1)));
         assert_eq!(Abi::X86_64.multiplexed("connect"), None);
+    }
+
+    #[test]
+    fn every_table_is_sorted_and_finds_each_of_its_names() {
+        for abi in [Abi::X86_64, Abi::I386, Abi::X32] {
+            let (names, table) = abi.table();
+            let name = |&(start, end, _): &(u16, u16, u32)| &names[start as usize..end as usize];
+            assert!(
+                table.windows(2).all(|w| name(&w[0]) < name(&w[1])),
+                "{abi:?}"
+            );
+            assert_eq!(table.last().map(|e| e.1 as usize), Some(names.len()));
+            for entry in table {
+                assert_eq!(abi.number(name(entry)), Some(i64::from(entry.2)));
+            }
+            // Names beyond either end, or none at all.
+            assert_eq!(abi.number("zzz"), None);
+            assert_eq!(abi.number(""), None);
+        }
     }
 }
