@@ -719,6 +719,14 @@ fn a_reboot_leaves_no_run_rm_container_behind() {
     let _ = client.kill();
     let _ = client.wait();
     let shims: Vec<i32> = rm_bundles.iter().map(|b| shim_pid_in(b)).collect();
+    // Their sockets, which a reboot's empty /run would not have either.
+    let sockets: Vec<PathBuf> = rm_bundles
+        .iter()
+        .map(|b| {
+            let address = std::fs::read_to_string(b.join("address")).expect("the shim's address");
+            PathBuf::from(address.trim().trim_start_matches("unix://"))
+        })
+        .collect();
     for state_dir in runtime_states(&env) {
         let id = state_dir.file_name().unwrap().to_str().unwrap().to_string();
         let out = Command::new(target_dir().join("berth"))
@@ -734,6 +742,9 @@ fn a_reboot_leaves_no_run_rm_container_behind() {
         unsafe { libc::kill(*shim, libc::SIGKILL) };
     }
     env.until("the shims to end", || !shims.iter().any(|&s| alive(s)));
+    for socket in &sockets {
+        let _ = std::fs::remove_file(socket);
+    }
     // The tmpfs is gone: nothing mounted under it, nothing in it.
     for bundle in &rm_bundles {
         let rootfs = std::ffi::CString::new(bundle.join("rootfs").display().to_string()).unwrap();
