@@ -259,6 +259,16 @@ fn runtime_states(env: &Env) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Every task's teardown is done: no bundle, no runtime state.
+fn torn_down(env: &Env) -> bool {
+    bundles(env).is_empty() && runtime_states(env).is_empty()
+}
+
+/// No container is left, nor anything of one.
+fn nothing_left(env: &Env) -> bool {
+    env.ok(&["ps", "-a", "-q"]).is_empty() && torn_down(env)
+}
+
 /// The pid the shim serving the container of `bundle` wrote there.
 fn shim_pid_in(bundle: &Path) -> i32 {
     std::fs::read_to_string(bundle.join("shim.pid"))
@@ -304,9 +314,7 @@ fn run_rm_frees_the_name_at_once_and_leaves_nothing_behind() {
         }
     });
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
-    env.until("the teardowns to end", || {
-        bundles(&env).is_empty() && runtime_states(&env).is_empty()
-    });
+    env.until("the teardowns to end", || torn_down(&env));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let root = env.daemon.root.display().to_string();
     assert!(
@@ -361,11 +369,7 @@ echo "status ${PIPESTATUS[0]}""#;
     client.kill().expect("kill the client");
     let _ = client.wait();
     assert!(running(&env), "the container should outlive its client");
-    env.until("its removal at its exit", || {
-        env.ok(&["ps", "-a", "-q"]).is_empty()
-            && bundles(&env).is_empty()
-            && runtime_states(&env).is_empty()
-    });
+    env.until("its removal at its exit", || nothing_left(&env));
 }
 
 /// `run` (not detached) is one call to the daemon: create, attach, start.
@@ -626,11 +630,7 @@ fn a_run_rm_outliving_its_daemon_is_removed_at_its_exit() {
     let _ = client.wait();
     env.daemon.spawn();
     assert_eq!(status(&env), "running", "{}", env.daemon.log());
-    env.until("the adopted container's removal", || {
-        env.ok(&["ps", "-a", "-q"]).is_empty()
-            && bundles(&env).is_empty()
-            && runtime_states(&env).is_empty()
-    });
+    env.until("the adopted container's removal", || nothing_left(&env));
 }
 
 /// A daemon killed between a `run --rm`'s answer and the end of its task's
@@ -663,7 +663,7 @@ fn a_daemon_killed_during_a_run_rm_teardown_ends_it_at_its_next_start() {
     env.daemon.kill9();
     env.daemon.spawn();
     env.until("the orphaned task to be ended", || {
-        !alive(shim) && bundles(&env).is_empty() && runtime_states(&env).is_empty()
+        !alive(shim) && torn_down(&env)
     });
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
     // The name stayed free.

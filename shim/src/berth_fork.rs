@@ -130,15 +130,15 @@ impl Prepared {
                 .write(true)
                 .open("/dev/null")
         };
-        let [a, b, d] = stdio;
-        let or_null = |fd: Option<OwnedFd>| fd.map_or_else(|| null().map(OwnedFd::from), Ok);
+        let [stdin, stdout, stderr] =
+            stdio.map(|fd| fd.map_or_else(|| null().map(OwnedFd::from), Ok));
         Ok(Prepared {
             bundle_c: c(call.bundle.as_os_str())?,
             call,
             root: root.to_path_buf(),
             log: log.to_path_buf(),
             argv: full,
-            stdio: [or_null(a)?, or_null(b)?, or_null(d)?],
+            stdio: [stdin?, stdout?, stderr?],
         })
     }
 

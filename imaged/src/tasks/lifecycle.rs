@@ -551,18 +551,11 @@ impl Tasks {
                 return None;
             }
         };
-        if !record.volumes.is_empty() {
-            let containers = self.containers.clone();
-            let removed = record.clone();
-            let volumes =
-                tokio::task::spawn_blocking(move || containers.remove_anonymous_volumes(&removed))
-                    .await;
-            if let Ok(Err(e)) = volumes {
-                eprintln!(
-                    "berth-imaged: cannot remove the volumes of {}: {e}",
-                    record.name
-                );
-            }
+        if let Err(e) = self.remove_anonymous_volumes(&record).await {
+            eprintln!(
+                "berth-imaged: cannot remove the volumes of {}: {e}",
+                record.name
+            );
         }
         Some((record, leftovers))
     }
@@ -599,14 +592,24 @@ impl Tasks {
             let _ = tokio::task::spawn_blocking(move || leftovers.remove()).await;
             tasks.announce_removal(&id, force, volumes);
         });
-        // A container without volumes (most `run --rm` ones) has none to
-        // look up: no trip to a blocking thread.
-        if volumes && !record.volumes.is_empty() {
-            let containers = self.containers.clone();
-            tokio::task::spawn_blocking(move || containers.remove_anonymous_volumes(&record))
-                .await
-                .map_err(|e| Error::Invalid(format!("removing volumes: {e}")))??;
+        if volumes {
+            self.remove_anonymous_volumes(&record).await?;
         }
+        Ok(())
+    }
+
+    /// Removes `record`'s anonymous volumes on a blocking thread; a
+    /// container without volumes (most `run --rm` ones) has none to look
+    /// up: no trip to a blocking thread.
+    async fn remove_anonymous_volumes(&self, record: &ContainerRecord) -> Result<()> {
+        if record.volumes.is_empty() {
+            return Ok(());
+        }
+        let containers = self.containers.clone();
+        let record = record.clone();
+        tokio::task::spawn_blocking(move || containers.remove_anonymous_volumes(&record))
+            .await
+            .map_err(|e| Error::Invalid(format!("removing volumes: {e}")))??;
         Ok(())
     }
 

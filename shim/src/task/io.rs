@@ -34,6 +34,16 @@ fn read_pid(path: &Path) -> Result<u32, TaskError> {
     })
 }
 
+/// The runtime made `process`: it keeps what holds its stdio open, and
+/// its pid from `pid_file`. No exit can be missed here: the loop reaps only
+/// between requests, so the pid is known before its exit can be collected.
+fn adopt(process: &mut Process, opened: stdio::Opened, pid_file: &Path) -> Result<(), TaskError> {
+    process.holders = opened.holders;
+    process.stdin = opened.stdin;
+    process.pid = read_pid(pid_file)?;
+    Ok(())
+}
+
 /// Gives `opened`'s descriptors to the runtime as its (and so the
 /// container's) stdin, stdout and stderr.
 fn give_stdio(command: &mut Command, opened: &mut stdio::Opened) {
@@ -77,12 +87,8 @@ impl Container {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         if let (None, Some(forkable)) = (&socket, runtime.forkable(&args)) {
             let mut opened = stdio::open(&process.paths, &self.id, &self.namespace)?;
-            let stdio = [0, 1, 2].map(|i| opened.child[i].take());
-            runtime.run_forked(forkable, &args, stdio)?;
-            process.holders = opened.holders;
-            process.stdin = opened.stdin;
-            process.pid = read_pid(pid_file)?;
-            return Ok(());
+            runtime.run_forked(forkable, &args, std::mem::take(&mut opened.child))?;
+            return adopt(process, opened, pid_file);
         }
         let mark = runtime.log_len();
         let mut command = runtime.command(&args);
@@ -121,12 +127,7 @@ impl Container {
             }
         }
         runtime.finish(&args, mark, child)?;
-        process.holders = opened.holders;
-        process.stdin = opened.stdin;
-        // No exit can be missed here: the loop reaps only between
-        // requests, so the pid is known before its exit can be collected.
-        process.pid = read_pid(pid_file)?;
-        Ok(())
+        adopt(process, opened, pid_file)
     }
 
     fn processes(&self) -> impl Iterator<Item = &Process> {
