@@ -198,10 +198,24 @@ fn send(fd: &OwnedFd, message: &Message) -> Result<(), ChannelError> {
 }
 
 fn receive(fd: &OwnedFd) -> Result<Message, ChannelError> {
-    let mut buf = vec![0u8; 64 * 1024];
+    // Room for the largest message (a state JSON), left unwritten: zeroing
+    // 64 KiB touched 16 fresh pages, about 20 µs of the init's critical
+    // path, where messages are a few hundred bytes.
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut reset = false;
     loop {
-        match nix::unistd::read(fd.as_raw_fd(), &mut buf) {
+        // SAFETY: read(2) writes at most the capacity into the vector's
+        // spare room; only what it wrote becomes part of the vector.
+        let read = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.capacity()) };
+        let read = match read {
+            n if n >= 0 => {
+                // SAFETY: the kernel initialised the first n bytes.
+                unsafe { buf.set_len(n as usize) };
+                Ok(n as usize)
+            }
+            _ => Err(nix::Error::last()),
+        };
+        match read {
             Err(nix::Error::EINTR) => continue,
             // The peer closed with a message of ours unread (an init that
             // failed before it read `Prepared`): the kernel says so once,
