@@ -326,26 +326,13 @@ pub fn forget_caller() {
     // SAFETY: clearenv only resets this process's `environ`; nothing holds
     // a reference into it (the init is single-threaded).
     unsafe { libc::clearenv() };
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+    let Some(areas) = caller_strings::areas() else {
         return;
     };
-    // Fields 48-51 (arg_start, arg_end, env_start, env_end) counted from
-    // field 3, the first after the command name's closing parenthesis.
-    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
-        return;
-    };
-    let fields: Vec<usize> = rest
-        .split_whitespace()
-        .skip(45)
-        .take(4)
-        .filter_map(|f| f.parse().ok())
-        .collect();
-    let [arg_start, arg_end, env_start, env_end] = fields[..] else {
-        return;
-    };
+    let [arg_start, arg_end, env_start, env_end] = areas;
     for (start, end) in [(arg_start, arg_end), (env_start, env_end)] {
         if start != 0 && end > start {
-            // SAFETY: the kernel reports these ranges as this process's own
+            // SAFETY: the kernel put these ranges on this process's own
             // initial stack (argument and environment strings), mapped
             // writable; after clearenv nothing reads them.
             unsafe { std::ptr::write_bytes(start as *mut u8, 0, end - start) };
@@ -355,6 +342,155 @@ pub fn forget_caller() {
     if arg_end - arg_start > title.len() {
         // SAFETY: within the argument area zeroed above.
         unsafe { std::ptr::copy_nonoverlapping(title.as_ptr(), arg_start as *mut u8, title.len()) };
+    }
+}
+
+/// Where the kernel put this process's argument and environment strings
+/// (what `/proc/PID/cmdline` and `/proc/PID/environ` read): `[arg_start,
+/// arg_end, env_start, env_end]`, as `/proc/PID/stat` reports them.
+mod caller_strings {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static NOTED: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+    /// glibc calls each `.init_array` function with `main`'s `argc`, `argv`
+    /// and `envp` (Rust's standard library learns its arguments the same
+    /// way), so the areas are known before `main` without a read of
+    /// `/proc/self/stat`, which cost the init about 50 µs.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[used]
+    #[link_section = ".init_array"]
+    static NOTE: extern "C" fn(
+        libc::c_int,
+        *const *const libc::c_char,
+        *const *const libc::c_char,
+    ) = note;
+
+    #[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
+    extern "C" fn note(
+        argc: libc::c_int,
+        argv: *const *const libc::c_char,
+        envp: *const *const libc::c_char,
+    ) {
+        if argc <= 0 || argv.is_null() || envp.is_null() {
+            return;
+        }
+        // SAFETY: glibc passes the process's own argc/argv/envp, each array
+        // ended by a null pointer, each string by a NUL.
+        let areas = unsafe {
+            let arg_start = *argv as usize;
+            laid_out_from(arg_start, argv, argc as usize).and_then(|arg_end| {
+                laid_out_from(arg_end, envp, usize::MAX)
+                    .map(|env_end| [arg_start, arg_end, arg_end, env_end])
+            })
+        };
+        // Anything else is left to `/proc/self/stat`.
+        if let Some(areas) = areas.filter(|a| a[0] != 0) {
+            for (noted, value) in NOTED.iter().zip(areas) {
+                noted.store(value, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The end (past the NUL) of the last of `count` strings of `list` at
+    /// most, if each starts where the one before ended, the first at
+    /// `start`: as the kernel lays them out, the environment's right after
+    /// the arguments'. glibc may point an entry elsewhere before `main`
+    /// (2.36 moves `GLIBC_TUNABLES` into a copy of its own; secure mode
+    /// drops variables): spanning such a list from its first to its last
+    /// string would miss the area, or cover memory far outside it.
+    ///
+    /// # Safety
+    /// `list` is a null-ended array of NUL-ended strings.
+    unsafe fn laid_out_from(
+        start: usize,
+        list: *const *const libc::c_char,
+        count: usize,
+    ) -> Option<usize> {
+        let mut end = start;
+        let mut n = 0;
+        while n < count && !(*list.add(n)).is_null() {
+            let string = *list.add(n);
+            if string as usize != end {
+                return None;
+            }
+            end += libc::strlen(string) + 1;
+            n += 1;
+        }
+        Some(end)
+    }
+
+    /// The areas to wipe: as noted before `main`, else as the kernel reports.
+    pub(super) fn areas() -> Option<[usize; 4]> {
+        noted().or_else(from_proc)
+    }
+
+    /// The areas noted before `main`, where the platform noted them.
+    fn noted() -> Option<[usize; 4]> {
+        let areas = NOTED.each_ref().map(|a| a.load(Ordering::Relaxed));
+        (areas[0] != 0).then_some(areas)
+    }
+
+    /// The areas as `/proc/self/stat` reports them (fields 48–51).
+    fn from_proc() -> Option<[usize; 4]> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Counted from field 3, the first after the command name's
+        // closing parenthesis.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<usize> = rest
+            .split_whitespace()
+            .skip(45)
+            .take(4)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        fields.try_into().ok()
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        fn the_areas_noted_before_main_are_the_kernels() {
+            let noted = super::noted().expect("noted before main");
+            let [arg_start, arg_end, env_start, env_end] =
+                super::from_proc().expect("/proc/self/stat");
+            assert_eq!(noted[0], arg_start);
+            assert_eq!(noted[1], arg_end);
+            assert_eq!(noted[2], env_start);
+            assert_eq!(noted[3], env_end);
+        }
+
+        /// Run on its own by the test below, in the environment it sets.
+        #[test]
+        fn the_areas_wiped_are_the_kernels() {
+            assert_eq!(super::areas(), super::from_proc());
+        }
+
+        /// glibc 2.36 points `GLIBC_TUNABLES` at a copy outside the area
+        /// before `main`: as the first variable, spanning first to last
+        /// string covered gigabytes (the init crashed); as the last, the
+        /// span ended below its start and nothing was wiped.
+        #[test]
+        fn an_environment_glibc_rearranged_is_still_the_kernels() {
+            // `Command` passes the variables sorted by name.
+            for (name, place) in [("Z_OTHER", "before"), ("A_OTHER", "after")] {
+                let out = std::process::Command::new(std::env::current_exe().unwrap())
+                    .args(["--exact", "--test-threads=1"])
+                    .arg("process::caller_strings::tests::the_areas_wiped_are_the_kernels")
+                    .env_clear()
+                    .env("GLIBC_TUNABLES", "glibc.malloc.arena_max=1")
+                    .env(name, "1")
+                    .output()
+                    .unwrap();
+                let stdout = String::from_utf8_lossy(&out.stdout);
+                assert!(
+                    out.status.success() && stdout.contains("1 passed"),
+                    "GLIBC_TUNABLES {place} {name}: {:?}\n{stdout}{}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
     }
 }
 
