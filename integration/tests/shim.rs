@@ -884,7 +884,9 @@ fn ctr_run_on_a_terminal(
 /// A process's last output to its terminal reaches the client before its
 /// exit does: `ctr run -t` stops copying at the exit, so the shim tells
 /// the exit only once the terminal's copy has passed on what the terminal
-/// held. Several runs, each ending in a burst of output.
+/// held and `ctr` has read it from the fifo (without that wait, about one
+/// run in ten of this test's binary lost the tail under load). Several
+/// runs, each ending in a burst of output.
 #[test]
 fn a_terminals_last_output_arrives_before_its_exit_berth() {
     if !(can_run() && have_containerd()) {

@@ -151,6 +151,10 @@ pub fn start_copies(
                     break;
                 }
             }
+            // And what the fifo holds has been read: `ctr run -t` stops
+            // reading it at the exit, so output still in the pipe when the
+            // exit is told would be lost (seen under load).
+            wait_until_read(&to, FIFO_READ_LIMIT);
             done.set();
         })?;
     }
@@ -177,9 +181,42 @@ pub fn start_copies(
     Ok(drained)
 }
 
+/// How long a terminal's output copy waits for the client to read what it
+/// wrote to the stdout fifo (see [`wait_until_read`]): within the limit
+/// the exit waits for (`task::process::CONSOLE_DRAIN_LIMIT`).
+const FIFO_READ_LIMIT: Duration = Duration::from_millis(200);
+
+/// Waits until nothing written to `fifo` is left unread (`FIONREAD`), at
+/// most `limit`, and only while a reader makes progress: a client that
+/// went away (or never read, a detached `ctr run -t -d`) leaves it full.
+fn wait_until_read(fifo: &File, limit: Duration) {
+    const STALL: Duration = Duration::from_millis(20);
+    let unread = || {
+        let mut count: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int, ours.
+        let rc = unsafe { libc::ioctl(fifo.as_raw_fd(), libc::FIONREAD, &mut count) };
+        if rc == 0 {
+            count
+        } else {
+            0
+        }
+    };
+    let until = Instant::now() + limit;
+    let (mut last, mut moved) = (unread(), Instant::now());
+    while last > 0 && Instant::now() < until && moved.elapsed() < STALL {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = unread();
+        if now < last {
+            moved = Instant::now();
+        }
+        last = now;
+    }
+}
+
 /// Set by a terminal's output copy once it has passed on everything the
-/// terminal held: a process's last output must reach its fifo before its
-/// exit is told (a client that sees the exit stops reading).
+/// terminal held and the client has read it from the fifo (or stopped
+/// reading): a process's last output must reach the client before its exit
+/// is told (a client that sees the exit stops reading).
 #[derive(Clone, Default)]
 pub struct Drained(Arc<(Mutex<bool>, Condvar)>);
 
