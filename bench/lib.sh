@@ -127,6 +127,23 @@ median_ms() {
         "$work"/run-*.json
 }
 
+# DIR → a runtime's state root: a tmpfs of its own, as /run/runc, /run/crun and /run/berth are on
+# a systemd host; with ROOTS=disk a plain directory on the scratch directory's disk (this VM's
+# unjournalled ext4, where every state file is slow to make and remove).
+bench_state_root() {
+    mkdir -p "$1"
+    [[ ${ROOTS:-tmpfs} == disk ]] || mount -t tmpfs -o mode=0700 bench-root "$1"
+}
+
+# Unmounts the state roots under $work (bench_state_root, named root-*), then removes $work.
+bench_remove_work() {
+    local root
+    for root in "$work"/root-*; do
+        if mountpoint -q "$root"; then umount "$root"; fi
+    done
+    rm -rf "$work"
+}
+
 # DIR RUNC → the start-up bundle (bench/startup.sh, bench/runtime-steps.sh): a busybox-static
 # rootfs and the config `runc spec` writes, with the process /bin/true, no terminal, a 256 MiB
 # memory and a 1024 pids limit (as engines set them), and a cgroup namespace.

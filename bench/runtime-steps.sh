@@ -16,7 +16,8 @@
 #               UNIFIED=keep: berth's runs keep the hybrid host's unified hierarchy (cgroup2 at
 #               /sys/fs/cgroup/unified), where its init is born in its cgroup through clone3
 #               (crun's runs stay in the wrapper); BERTH_PREFIX: a command berth runs under, e.g.
-#               integration's `without_clone3` example (clone3 refused: berth's fallback).
+#               integration's `without_clone3` example (clone3 refused: berth's fallback);
+#               ROOTS=disk: the state roots in the scratch directory, not each on a tmpfs.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -45,7 +46,7 @@ cleanup() {
         case $d in *root-crun*) wrap=in_wrapper rt=$CRUN ;; *) wrap=berth_wrapper rt=$BERTH ;; esac
         $wrap timeout 20 "$rt" --root "$(dirname "$d")" delete --force "$(basename "$d")" >/dev/null 2>&1
     done
-    rm -rf "$work"
+    bench_remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -59,7 +60,9 @@ berth_wrapper() {
 }
 
 bench_startup_bundle "$work/bundle" "$RUNC"
-mkdir -p "$work/root-berth" "$work/root-crun"
+# As bench/startup.sh: each state root on a tmpfs (ROOTS=disk: in the scratch directory).
+bench_state_root "$work/root-berth"
+bench_state_root "$work/root-crun"
 berth() { berth_wrapper env BERTH_TRACE=1 ${BERTH_PREFIX:+"$BERTH_PREFIX"} "$BERTH" --root "$work/root-berth" "$@"; }
 
 # --- 1. timelines --------------------------------------------------------------------------------

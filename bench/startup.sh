@@ -14,7 +14,9 @@
 # Run as root:  bench/startup.sh
 # Environment:  BERTH, FLOOR (binaries), RUNC, CRUN, RUNS (100), WARMUP (5),
 #               BENCH_SKIP_BERTH=1 (leave berth out), OUT (results file),
-#               SECCOMP_PROFILE (an engine profile, containers-common's by default).
+#               SECCOMP_PROFILE (an engine profile, containers-common's by default),
+#               ROOTS=disk (the runtimes' state roots in the scratch directory on disk, not each
+#               on a tmpfs of its own, as /run/runc, /run/crun and /run/berth are on a systemd host).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -167,7 +169,7 @@ cleanup() {
         for d in "${groups[@]}"; do rmdir "$d" 2>/dev/null || say "could not remove cgroup $d"; done
     fi
     rmdir /sys/fs/cgroup/*/berth-floor 2>/dev/null
-    rm -rf "$work"
+    bench_remove_work
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
@@ -187,7 +189,8 @@ waitfor() {
 
 # --- bundles -----------------------------------------------------------------------------------
 bench_startup_bundle "$bundle" "$RUNC"
-for name in floor "${runtimes[@]}"; do mkdir -p "$work/root-$name"; done
+# Each runtime keeps its state where its default root is, on a tmpfs (/run): see bench_state_root.
+for name in floor "${runtimes[@]}"; do bench_state_root "$work/root-$name"; done
 
 # A bundle in DIR on the base rootfs, whose config is the base one through the jq FILTER.
 variant() { # DIR FILTER [JQ OPTIONS...]
@@ -325,7 +328,7 @@ jq -n "${timings[@]}" \
     --slurpfile rss "$work/rss.json" --argjson skipped "$skips" \
     --slurpfile seccomp_config "$work/bundle-seccomp/config.json" --arg seccomp_profile "$SECCOMP_PROFILE" \
     --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
-    --arg cpus "$(nproc)" --arg runs "$RUNS" --arg warmup "$WARMUP" \
+    --arg cpus "$(nproc)" --arg runs "$RUNS" --arg warmup "$WARMUP" --arg roots "${ROOTS:-tmpfs}" \
     --arg berth "$(version "$BERTH")" --arg runc "$(version "$RUNC")" --arg crun "$(version "$CRUN")" '
     def ms: . * 1000000 | round / 1000;
     def series($r):
@@ -346,6 +349,7 @@ jq -n "${timings[@]}" \
         versions: {berth: $berth, runc: $runc, crun: $crun},
         workload: ("busybox rootfs, runc spec config (+cgroup namespace), process /bin/true;"
             + " *_seccomp: the same with linux.seccomp; exec: /bin/true into that config running /bin/sleep"),
+        state_roots: $roots,
         seccomp: {profile: $seccomp_profile, capabilities: $seccomp_config[0].process.capabilities.bounding,
             defaultAction: $sc.defaultAction, architectures: $sc.architectures,
             rules: ($sc.syscalls | length), syscalls: ([$sc.syscalls[].names[]] | unique | length)},
