@@ -233,6 +233,18 @@ fn a_process_with_cap_sys_ptrace_cannot_rewrite_the_runtime_binary() {
 
 #[test]
 fn an_init_program_of_proc_self_exe_reaches_only_the_sealed_launcher() {
+    proc_self_exe_as_the_init_program(false);
+}
+
+/// The same through `run --detach`, which releases its init together with
+/// `Prepared` (as the shim's `run` does): its last execve must come from the
+/// launcher too, however late the runtime saves the state.
+#[test]
+fn a_run_init_program_of_proc_self_exe_reaches_only_the_sealed_launcher() {
+    proc_self_exe_as_the_init_program(true);
+}
+
+fn proc_self_exe_as_the_init_program(run_detached: bool) {
     if !can_run() {
         return;
     }
@@ -251,19 +263,26 @@ fn an_init_program_of_proc_self_exe_reaches_only_the_sealed_launcher() {
     let rootfs = bundle.rootfs();
     write_evil(&rootfs);
     let id = unique("exe-launch");
+    let dir = bundle.dir.to_str().unwrap();
     let (hold, stderr) = full_pipe();
+    let first: &[&str] = match run_detached {
+        true => &["run", "--detach", "--bundle", dir, &id],
+        false => &["create", "--bundle", dir, &id],
+    };
     let status = berth
-        .command(&["create", "--bundle", bundle.dir.to_str().unwrap(), &id])
+        .command(first)
         .stdout(std::process::Stdio::null())
         .stderr(stderr)
         .status()
         .unwrap();
     assert!(status.success());
     let pid = berth.state(&id).unwrap()["pid"].as_i64().unwrap();
-    let out = berth.exec(&["start", &id]);
-    assert!(out.status.success(), "{}", text(&out));
-    // start returned after the launcher's execve of /evil: the process now
-    // is the launcher again, blocked on its stderr.
+    if !run_detached {
+        let out = berth.exec(&["start", &id]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    // The release returned after the launcher's execve of /evil: the
+    // process now is the launcher again, blocked on its stderr.
     let held = std::fs::File::open(format!("/proc/{pid}/exe")).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&held);
     let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).unwrap();
