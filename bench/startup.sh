@@ -12,7 +12,7 @@
 # Prints tables and a bar chart, writes bench/results/startup.json. See bench/README.md.
 #
 # Run as root:  bench/startup.sh
-# Environment:  BERTH, FLOOR (binaries), RUNC, CRUN, RUNS (100), WARMUP (5),
+# Environment:  BERTH, FLOOR (binaries), RUNC, CRUN, RUNS (100), WARMUP (5), ROUNDS (5),
 #               BENCH_SKIP_BERTH=1 (leave berth out), OUT (results file),
 #               SECCOMP_PROFILE (an engine profile, containers-common's by default),
 #               ROOTS=disk (the runtimes' state roots in the scratch directory on disk, not each
@@ -28,6 +28,8 @@ RUNC=${RUNC:-/usr/sbin/runc}
 CRUN=${CRUN:-/usr/bin/crun}
 RUNS=${RUNS:-100}
 WARMUP=${WARMUP:-5}
+ROUNDS=${ROUNDS:-5}
+((ROUNDS >= 1 && RUNS % ROUNDS == 0)) || { echo "startup.sh: RUNS must be a multiple of ROUNDS" >&2; exit 2; }
 OUT=${OUT:-$here/results/startup.json}
 SECCOMP_PROFILE=${SECCOMP_PROFILE:-/usr/share/gocode/src/github.com/containers/common/pkg/seccomp/seccomp.json}
 
@@ -278,15 +280,19 @@ for name in runc crun; do
 done
 
 # --- timings -----------------------------------------------------------------------------------
-# One hyperfine per series; the wrapper alone (runtime = /bin/true) is the first command.
-bench() { # SERIES OUTFILE NAME...
-    local series=$1 out=$2 name args=()
-    shift 2
+# Each series is timed in ROUNDS rounds of RUNS/ROUNDS runs per command, the rounds of all series
+# in turn and the commands' order rotated each round; a command's figures are those of all its
+# runs. Hyperfine runs one command's iterations back to back, and this VM drifts by tenths of a
+# millisecond within minutes: timed in one block each, the wrapper (subtracted from every other
+# median) and the runtimes would meet different machines.
+bench() { # SERIES OUTFILE WARMUP NAME...
+    local series=$1 out=$2 warmup=$3 name args=()
+    shift 3
     for name in "$@"; do
         args+=(-n "$name")
         if [[ $name == floor ]]; then args+=("$(cmd floor floor)"); else args+=("$(cmd "$series" "$name")"); fi
     done
-    waitfor hyperfine -N --runs "$RUNS" --warmup "$WARMUP" --time-unit millisecond \
+    waitfor hyperfine -N --runs "$((RUNS / ROUNDS))" --warmup "$warmup" --time-unit millisecond \
         --export-json "$out" "${args[@]}" >&2
 }
 list() { # SERIES -> the names to time in this series (the floor only has a plain run)
@@ -295,10 +301,21 @@ list() { # SERIES -> the names to time in this series (the floor only has a plai
     [[ $1 != run ]] || echo floor
     for name in "${runtimes[@]}"; do [[ -n ${skip[$name-$1]:-} ]] || echo "$name"; done
 }
+for ((round = 0; round < ROUNDS; round++)); do
+    for s in "${series[@]}"; do
+        say "timing '${s//_/+}', round $((round + 1)) of $ROUNDS ($((RUNS / ROUNDS)) runs each)"
+        mapfile -t names < <(list "$s")
+        # The order rotated by one each round; the first round warms up.
+        shift_by=$((round % ${#names[@]}))
+        names=("${names[@]:shift_by}" "${names[@]:0:shift_by}")
+        bench "$s" "$work/$s-$round.json" "$((round == 0 ? WARMUP : 0))" "${names[@]}"
+    done
+done
 for s in "${series[@]}"; do
-    say "timing '${s//_/+}' ($RUNS runs each)"
-    mapfile -t names < <(list "$s")
-    bench "$s" "$work/$s.json" "${names[@]}"
+    # Every run of a command, from all rounds (hyperfine's times, in seconds).
+    jq -s '{results: (map(.results[]) | group_by(.command)
+                      | map({command: .[0].command, times: [.[].times[]]}))}' \
+        "$work/$s-"*.json >"$work/$s.json"
 done
 delete_containers # the ones exec went into
 
@@ -329,11 +346,18 @@ jq -n "${timings[@]}" \
     --slurpfile seccomp_config "$work/bundle-seccomp/config.json" --arg seccomp_profile "$SECCOMP_PROFILE" \
     --arg date "$(date -u +%Y-%m-%dT%H:%M:%SZ)" --arg kernel "$(uname -r)" \
     --arg cpus "$(nproc)" --arg runs "$RUNS" --arg warmup "$WARMUP" --arg roots "${ROOTS:-tmpfs}" \
+    --arg rounds "$ROUNDS" \
     --arg berth "$(version "$BERTH")" --arg runc "$(version "$RUNC")" --arg crun "$(version "$CRUN")" '
     def ms: . * 1000000 | round / 1000;
+    def median: sort | length as $n
+        | if $n % 2 == 1 then .[($n - 1) / 2] else (.[$n / 2 - 1] + .[$n / 2]) / 2 end;
+    def mean: add / length;
+    # The sample standard deviation, as hyperfine gives it.
+    def stddev: mean as $m | (map(. - $m | . * .) | add) / (length - 1) | sqrt;
     def series($r):
-        ($r.results | map({(.command): {median: (.median | ms), mean: (.mean | ms),
-            stddev: (.stddev | ms), min: (.min | ms), max: (.max | ms)}}) | add) as $m
+        ($r.results | map(.times as $t | {(.command): {median: ($t | median | ms),
+            mean: ($t | mean | ms), stddev: ($t | stddev | ms), min: ($t | min | ms),
+            max: ($t | max | ms)}}) | add) as $m
         | $m | with_entries(if .key == "wrapper" then .
                            else .value.net_median = ((.value.median - $m.wrapper.median) * 1000 | round / 1000) end);
     def ratio($a; $b): if $a == null or $b == null or $b <= 0 then null
@@ -345,6 +369,7 @@ jq -n "${timings[@]}" \
     | $seccomp_config[0].linux.seccomp as $sc
     | {
         date: $date, runs: ($runs | tonumber), warmup: ($warmup | tonumber),
+        rounds: ($rounds | tonumber),
         host: {kernel: $kernel, cpus: ($cpus | tonumber)},
         versions: {berth: $berth, runc: $runc, crun: $crun},
         workload: ("busybox rootfs, runc spec config (+cgroup namespace), process /bin/true;"
