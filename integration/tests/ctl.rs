@@ -668,6 +668,10 @@ fn a_daemon_killed_during_a_run_rm_teardown_ends_it_at_its_next_start() {
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
     // The name stayed free.
     env.ok(&["run", "--rm", "--name", "crash", "busybox:ctl", "true"]);
+    // That run's teardown, answered before it too, sleeps in the slow
+    // delete: a test that ended now would leave it to remove its cgroups
+    // with the daemon's root already gone.
+    env.until("the second run to be torn down", || torn_down(&env));
 }
 
 /// A reboot empties the daemon's state directory (a tmpfs, where the
