@@ -353,7 +353,8 @@ jq -n "${timings[@]}" \
         | if $n % 2 == 1 then .[($n - 1) / 2] else (.[$n / 2 - 1] + .[$n / 2]) / 2 end;
     def mean: add / length;
     # The sample standard deviation, as hyperfine gives it.
-    def stddev: mean as $m | (map(. - $m | . * .) | add) / (length - 1) | sqrt;
+    def stddev: if length < 2 then 0
+        else mean as $m | (map(. - $m | . * .) | add) / (length - 1) | sqrt end;
     def series($r):
         ($r.results | map(.times as $t | {(.command): {median: ($t | median | ms),
             mean: ($t | mean | ms), stddev: ($t | stddev | ms), min: ($t | min | ms),
