@@ -31,12 +31,12 @@ source "$here/lib.sh"
 binaries=("$@")
 cleanup() {
     set +e
-    local d i
+    local i
     # A run cut short (a failure, ^C) may leave its container and cgroups: delete it while its
     # state is still there, as the runs see the host (without cgroup2).
     for i in "${!binaries[@]}"; do
         [[ -d $work/root-$i/ab-$i ]] || continue
-        unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh \
+        bench_in_wrapper \
             timeout 20 "${binaries[i]}" --root "$work/root-$i" delete --force "ab-$i" >/dev/null 2>&1
     done
     bench_remove_work

@@ -127,6 +127,10 @@ median_ms() {
         "$work"/run-*.json
 }
 
+# CMD ARGS... → runs it in bench/startup.sh's wrapper: a private mount namespace without cgroup2
+# (crun 1.8 refuses this hybrid host otherwise); whatever runs there sees the same hierarchies.
+bench_in_wrapper() { unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh "$@"; }
+
 # DIR → a runtime's state root: a tmpfs of its own, as /run/runc, /run/crun and /run/berth are on
 # a systemd host; with ROOTS=disk a plain directory on the scratch directory's disk (this VM's
 # unjournalled ext4, where every state file is slow to make and remove).

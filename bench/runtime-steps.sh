@@ -43,7 +43,7 @@ cleanup() {
     local d
     for d in "$work"/root-*/*/; do
         [[ -d $d ]] || continue
-        case $d in *root-crun*) wrap=in_wrapper rt=$CRUN ;; *) wrap=berth_wrapper rt=$BERTH ;; esac
+        case $d in *root-crun*) wrap=bench_in_wrapper rt=$CRUN ;; *) wrap=berth_wrapper rt=$BERTH ;; esac
         $wrap timeout 20 "$rt" --root "$(dirname "$d")" delete --force "$(basename "$d")" >/dev/null 2>&1
     done
     bench_remove_work
@@ -51,12 +51,10 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-# bench/startup.sh's wrapper: a private mount namespace without cgroup2 (crun 1.8 refuses this
-# hybrid host otherwise); berth runs in it too, so it sees the same cgroup hierarchies.
-in_wrapper() { unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh "$@"; }
-# berth's own runs: the same wrapper, or with UNIFIED=keep a private mount namespace that keeps it.
+# berth's own runs: bench/startup.sh's wrapper (bench_in_wrapper), or with UNIFIED=keep a
+# private mount namespace that keeps it.
 berth_wrapper() {
-    if [[ ${UNIFIED:-} == keep ]]; then unshare -m /bin/sh -c 'exec "$@"' sh "$@"; else in_wrapper "$@"; fi
+    if [[ ${UNIFIED:-} == keep ]]; then unshare -m /bin/sh -c 'exec "$@"' sh "$@"; else bench_in_wrapper "$@"; fi
 }
 
 bench_startup_bundle "$work/bundle" "$RUNC"
@@ -83,7 +81,7 @@ bench_steps_report "berth create, start, delete: steps (gaps between commands in
 
 # --- 2. system calls -----------------------------------------------------------------------------
 count() { # NAME RUNTIME -> one `run` under strace -f -c
-    case $1 in berth) wrap=berth_wrapper ;; *) wrap=in_wrapper ;; esac
+    case $1 in berth) wrap=berth_wrapper ;; *) wrap=bench_in_wrapper ;; esac
     $wrap strace -f -c -o "$work/strace-$1" "$2" --root "$work/root-$1" run --bundle "$work/bundle" "$token-strace-$1" \
         >/dev/null 2>&1 || die "$1 run under strace failed"
 }

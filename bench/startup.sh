@@ -140,7 +140,7 @@ delete_containers() {
         for d in "$root"/*/; do
             # Not a container: berth's kept seccomp filters (~seccomp/); `~` starts no id.
             [[ -d $d && $(basename "$d") != "~"* ]] || continue
-            unshare -m /bin/sh -c 'umount /sys/fs/cgroup/unified 2>/dev/null; exec "$@"' sh \
+            bench_in_wrapper \
                 timeout 20 "${bin[$name]}" --root "$root" delete --force "$(basename "$d")" >/dev/null 2>&1
         done
     done
