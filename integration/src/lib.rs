@@ -29,6 +29,23 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// The lines of the host's `/proc/self/mountinfo` whose mount point is
+/// `path` or lies under it, compared by path components: a test's
+/// `/tmp/x-1` is no prefix of another's `/tmp/x-12`, which a test running
+/// at the same time may own.
+pub fn mounts_under(path: &Path) -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| {
+            line.split(' ')
+                .nth(4)
+                .is_some_and(|mount_point| Path::new(mount_point).starts_with(path))
+        })
+        .map(String::from)
+        .collect()
+}
+
 /// The directory holding the workspace's built binaries.
 pub fn target_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("BERTH_TARGET_DIR") {

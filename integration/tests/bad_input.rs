@@ -110,20 +110,6 @@ fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     found
 }
 
-/// Mount points of the host's mount namespace at or under `path`.
-fn mounts_under(path: &Path) -> Vec<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|line| {
-            line.split(' ')
-                .nth(4)
-                .is_some_and(|mp| Path::new(mp).starts_with(path))
-        })
-        .map(String::from)
-        .collect()
-}
-
 /// Nothing of container `id` (made from `bundle`) is left on the host.
 #[track_caller]
 fn assert_nothing_left(rt: &Runtime, id: &str, bundle: &Path) {

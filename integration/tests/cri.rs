@@ -14,7 +14,8 @@ use std::time::Duration;
 use berth_integration::imaged::*;
 use berth_integration::netns::Netns;
 use berth_integration::{
-    alive, kube, missing_prerequisite, shims_started_for, target_dir, text, tools_installed, unique,
+    alive, kube, missing_prerequisite, mounts_under, shims_started_for, target_dir, text,
+    tools_installed, unique,
 };
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -313,12 +314,11 @@ impl Drop for Cri {
         self.daemon.stop();
         // Whatever is still mounted under the daemon's directories (pins,
         // root filesystems) goes with it.
-        let root = self.daemon.root.display().to_string();
-        let mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
+        // (By path: another test's daemon root may begin with this one's
+        // name, and its mounts are not ours.)
+        let mounted: Vec<String> = mounts_under(&self.daemon.root)
+            .iter()
             .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .filter(|m| m.starts_with(&root))
             .collect();
         for target in mounted.iter().rev() {
             let _ = Command::new("umount").args(["-l", target]).status();

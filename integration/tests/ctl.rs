@@ -11,7 +11,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_integration::imaged::*;
-use berth_integration::{foreground_line, on_terminal, shims_where, target_dir, text, unique};
+use berth_integration::{
+    foreground_line, mounts_under, on_terminal, shims_where, target_dir, text, unique,
+};
 use serde_json::Value;
 
 const APPLETS: &[&str] = &[
@@ -315,11 +317,12 @@ fn run_rm_frees_the_name_at_once_and_leaves_nothing_behind() {
     });
     assert_eq!(env.ok(&["ps", "-a", "-q"]), "");
     env.until("the teardowns to end", || torn_down(&env));
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = env.daemon.root.display().to_string();
+    let left = mounts_under(&env.daemon.root);
     assert!(
-        !mounts.lines().any(|l| l.contains(&root)),
-        "mounts left under {root}:\n{mounts}"
+        left.is_empty(),
+        "mounts left under {}:\n{}",
+        env.daemon.root.display(),
+        left.join("\n")
     );
 }
 
@@ -764,11 +767,12 @@ fn a_reboot_leaves_no_run_rm_container_behind() {
     );
     env.until("their snapshots to go", || snapshots() == image_snapshots);
     assert!(bundles(&env).is_empty(), "{:?}", bundles(&env));
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let root = env.daemon.root.display().to_string();
+    let left = mounts_under(&env.daemon.root);
     assert!(
-        !mounts.lines().any(|l| l.contains(&root)),
-        "mounts left under {root}:\n{mounts}"
+        left.is_empty(),
+        "mounts left under {}:\n{}",
+        env.daemon.root.display(),
+        left.join("\n")
     );
     for id in &ids {
         assert!(!store.join("bundles").join(id).exists());
