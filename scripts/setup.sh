@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(runc crun busybox-static hyperfine jq time podman golang-github-containers-common-dev
+packages=(runc crun busybox-static hyperfine jq time linux-perf podman golang-github-containers-common-dev
     # berth-imaged: protoc for berth-proto's build; a real registry, image
     # tools and a Debian root filesystem for its tests; containerd for its
     # benchmark.

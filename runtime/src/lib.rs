@@ -42,6 +42,7 @@ pub mod container;
 pub mod devices;
 pub mod events;
 pub mod exec;
+pub mod heap;
 pub mod hooks;
 pub mod init;
 pub mod log;

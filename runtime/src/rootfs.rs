@@ -245,6 +245,11 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
             }
             other => other?,
         }
+        if !options.changes_the_new_mount() {
+            return Ok(());
+        }
+        // The new mount's root, which the changes below are made to (the
+        // descriptor used to mount names the directory under it).
         safe_path::open_in_root(root.as_raw_fd(), dest, libc::O_PATH).map_err(|source| {
             SafePathError::Open {
                 path: dest.clone(),

@@ -212,6 +212,7 @@ fn child(prepared: &Prepared) -> ! {
 /// berth's `create` or `run --detach`, as its `main` would run it.
 fn run(prepared: &Prepared) -> i32 {
     let call = &prepared.call;
+    berth_runtime::heap::keep();
     berth_runtime::trace::init();
     if log::init(&prepared.log, true, false).is_err() {
         // berth's own start-up reports it.

@@ -122,13 +122,28 @@ fn open_or_create_following(
     }
     let relative = clean(path);
     let components: Vec<_> = relative.components().collect();
-    let mut prefix = PathBuf::new();
-    for (index, component) in components.iter().enumerate() {
-        let parent =
-            open_in_root(root, &prefix, libc::O_PATH).map_err(|source| SafePathError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
+    // Usually only the last component is missing (a mount point in a
+    // directory the image has): when its parent resolves, start there
+    // rather than checking each directory from the root. (Had every
+    // directory been checked, each would have resolved as well.)
+    let mut start = (0, None);
+    if let (Some(parent), true) = (relative.parent(), components.len() > 1) {
+        if let Ok(fd) = open_in_root(root, parent, libc::O_PATH) {
+            start = (components.len() - 1, Some(fd));
+        }
+    }
+    let (first, mut opened_parent) = start;
+    let mut prefix: PathBuf = components[..first].iter().collect();
+    for (index, component) in components.iter().enumerate().skip(first) {
+        let parent = match opened_parent.take() {
+            Some(fd) => fd,
+            None => open_in_root(root, &prefix, libc::O_PATH).map_err(|source| {
+                SafePathError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?,
+        };
         prefix.push(component);
         match open_in_root(root, &prefix, libc::O_PATH) {
             Ok(_) => continue,
@@ -244,6 +259,62 @@ mod tests {
             .join("x/y")
             .is_dir());
         assert!(root.join("z").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_last_component_is_made_where_its_parent_resolves_in_the_root() {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("berth-oci-safe-last-{pid}"));
+        let (root, outside) = (dir.join("root"), dir.join("outside"));
+        let inside_outside = root.join(outside.strip_prefix("/").unwrap());
+        for d in [&root.join("dev"), &outside, &inside_outside] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        // A parent that is a symlink to the host's directory (which the root
+        // also has); last components that dangle, absolutely out of the root
+        // and relatively beside themselves.
+        let elsewhere = format!("/berth-oci-elsewhere-{pid}");
+        symlink(&outside, root.join("escape")).unwrap();
+        symlink(format!("{elsewhere}/target"), root.join("dev/dangling")).unwrap();
+        symlink("sub/target", root.join("dev/relative")).unwrap();
+        symlink("sub/file", root.join("dev/relative-file")).unwrap();
+        let root_fd: OwnedFd = std::fs::File::open(&root).unwrap().into();
+        let fd = root_fd.as_raw_fd();
+
+        for (path, create) in [
+            ("/dev/shm", Create::Directory),
+            ("/escape/made", Create::Directory),
+            ("/escape/file", Create::File),
+            ("/dev/dangling", Create::Directory),
+            ("/dev/relative", Create::Directory),
+            ("/dev/relative-file", Create::File),
+            ("/a/b/c", Create::Directory),
+        ] {
+            open_or_create(fd, Path::new(path), create).unwrap();
+        }
+        let made = [
+            ("dev/shm", true),
+            ("a/b/c", true),
+            ("dev/sub/target", true),
+            ("dev/sub/file", false),
+        ];
+        for (path, is_dir) in made {
+            let meta = std::fs::metadata(root.join(path)).unwrap();
+            assert_eq!(meta.is_dir(), is_dir, "{path}");
+        }
+        assert!(inside_outside.join("made").is_dir());
+        assert!(inside_outside.join("file").is_file());
+        assert!(root.join(&elsewhere[1..]).join("target").is_dir());
+        assert!(
+            !root.join("sub").exists(),
+            "a relative link resolved from the root"
+        );
+        assert!(!outside.join("made").exists() && !outside.join("file").exists());
+        assert!(!Path::new(&elsewhere).exists(), "created outside the root");
+        // What exists is opened, not made again.
+        let again = open_or_create(fd, Path::new("/dev/shm"), Create::Directory).unwrap();
+        assert!(std::fs::metadata(fd_path(&again)).unwrap().is_dir());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -387,6 +387,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    berth_runtime::heap::keep();
     berth_runtime::trace::init();
     berth_runtime::trace::step("main");
     if let Some(handover) = berth_runtime::sealed_init::handed_over() {
