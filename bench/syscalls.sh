@@ -8,14 +8,16 @@
 # kernel, so that a change can aim at the largest. What it does not: wall time (bench/startup.sh
 # and bench/ab.sh), or the order of the steps (bench/runtime-steps.sh). A tracepoint adds about
 # half a microsecond to each call, so the cheapest calls read a little high; compare rows, not
-# the sums with startup.sh's medians. Calls that wait for another process (a read of the
-# channel or the cleaner's pipe, wait4, rt_sigtimedwait, futex, poll) are listed apart and left
-# out of the sum. Only the runtime's processes count (berth and its children until they execute
-# the container's program; the launcher; the floor and its child); the container's /bin/true is
-# the same program for both.
+# the sums with startup.sh's medians. Calls that may wait for another process (every read,
+# which includes the channel and the cleaner's pipe, recvmsg, wait4, rt_sigtimedwait, futex,
+# poll) are listed apart and left out of the sum. Only the runtime's processes among the
+# rounds' descendants count (berth and its children until they execute the container's
+# program; the launcher; the floor and its child); the container's /bin/true is the same
+# program for both.
 #
 # Run as root:  bench/syscalls.sh
-# Environment:  N (100), BERTH, FLOOR (release builds by default), RUNC (only for `runc spec`).
+# Environment:  N (100), BERTH, FLOOR (release builds in CARGO_TARGET_DIR or target/ by
+#               default), RUNC (only for `runc spec`), TMPDIR (the scratch directory's place).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -60,22 +62,31 @@ floor_cmd=("$FLOOR" "$work/bundle/rootfs" sc -- /bin/true)
     echo 'set -e'
     echo "berth() { $(printf '%q ' "${berth_cmd[@]}") >/dev/null; }"
     echo "floor() { $(printf '%q ' "${floor_cmd[@]}") >/dev/null; }"
+    echo 'echo $$ >"$0.pid"'
     echo 'for ((i = 0; i < $1; i++)); do if ((i % 2)); then floor; berth; else berth; floor; fi; done'
 } >"$work/rounds.sh"
+# The whole machine is recorded (following the rounds' processes by inheritance would add perf's
+# own set-up to every fork), with the forks: only the rounds' descendants count.
 bench_in_wrapper /bin/bash -c '
-    bash "$1/rounds.sh" 3
-    exec perf record -q -a -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit -e page-faults -c 1 \
-        -o "$1/perf.data" -- bash "$1/rounds.sh" "$2"' bash "$work" "$N" || die "a run failed"
-perf script -i "$work/perf.data" -F comm,tid,time,event,trace 2>/dev/null >"$work/perf.txt"
+    bash "$1/rounds.sh" 3 &&
+        exec perf record -a -m 2048 -e raw_syscalls:sys_enter -e raw_syscalls:sys_exit \
+            -e sched:sched_process_fork -e page-faults -c 1 -o "$1/perf.data" -- \
+            bash "$1/rounds.sh" "$2"' bash "$work" "$N" ||
+    die "a run failed, or perf did (is the raw_syscalls tracepoint there? perf list)"
+perf script --ns --show-lost-events -i "$work/perf.data" -F trace:comm,tid,time,event,trace \
+    -F sw:comm,tid,time,event >"$work/perf.txt" ||
+    die "perf script failed"
+# A lost buffer of events would lower the counts without a word.
+! grep -q 'LOST' "$work/perf.txt" || die "perf lost events: counts would be low (raise -m, lower N)"
 
 echo "bench/syscalls.sh: $N rounds, $(date -u '+%Y-%m-%d %H:%M UTC'), berth: $BERTH, floor: $FLOOR"
 # Processes are told apart by name, which the kernel cuts to 15 bytes.
 berth_comm=$(basename "$BERTH" | cut -c1-15)
 floor_comm=$(basename "$FLOOR" | cut -c1-15)
-perl - "$names" "$N" "$work/perf.txt" "$berth_comm" "$floor_comm" <<'PERL'
+perl - "$names" "$N" "$work/perf.txt" "$berth_comm" "$floor_comm" "$(cat "$work/rounds.sh.pid")" <<'PERL'
 use strict;
 use warnings;
-my ($names, $runs, $recording, $berth, $floor) = @ARGV;
+my ($names, $runs, $recording, $berth, $floor, $rounds) = @ARGV;
 my %name;
 open my $h, '<', $names or die "$names: $!";
 while (<$h>) { $name{$2} = $1 if /^#define __NR_(\w+)\s+(\d+)/ }
@@ -84,10 +95,17 @@ my %waits = map { $_ => 1 } qw(read recvmsg recvfrom wait4 waitid rt_sigtimedwai
 # the floor and its child.
 my %whose = ($berth => 'berth', 'memfd:berth-lau' => 'berth', $floor => 'floor');
 my (%calls, %us, %faults, %entered);
+# The rounds' shell and its descendants, as they are forked.
+my %descends = ($rounds => 1);
 open my $in, '<', $recording or die "$recording: $!";
 while (<$in>) {
     my ($comm, $tid, $time, $event, $rest) = /^\s*(.+?)\s+(\d+)\s+([\d.]+):\s+(\S+):\s*(.*)$/ or next;
-    my $who = $whose{$comm};
+    if ($event eq 'sched:sched_process_fork') {
+        my ($parent, $child) = $rest =~ /\bpid=(\d+) .*child_pid=(\d+)/ or next;
+        $descends{$child} = 1 if $descends{$parent};
+        next;
+    }
+    my $who = $descends{$tid} && $whose{$comm};
     if (!$who) { delete $entered{$tid}; next }
     if ($event eq 'page-faults') { $faults{$who}{$comm}++; next }
     my ($nr) = $rest =~ /NR (\d+)/ or next;
@@ -103,13 +121,13 @@ printf "  %-18s %8s %9s %8s %9s %9s\n", 'call', 'berth', 'berth us', 'floor', 'f
 my (%sum, %wait_rows);
 for my $call (sort { $per->($us{$b}{berth}) <=> $per->($us{$a}{berth}) } keys %us) {
     if ($waits{$call}) { $wait_rows{$call} = 1; next }
-    my ($b, $f) = map { $per->($us{$call}{$_}) } qw(berth floor);
+    my ($berth_us, $floor_us) = map { $per->($us{$call}{$_}) } qw(berth floor);
     $sum{$_} += $per->($us{$call}{$_}) for qw(berth floor);
-    printf "  %-18s %8.1f %9.1f %8.1f %9.1f %9.1f\n", $call, $per->($calls{$call}{berth}), $b,
-        $per->($calls{$call}{floor}), $f, $b - $f;
+    printf "  %-18s %8.1f %9.1f %8.1f %9.1f %9.1f\n", $call, $per->($calls{$call}{berth}),
+        $berth_us, $per->($calls{$call}{floor}), $floor_us, $berth_us - $floor_us;
 }
 printf "  %-18s %8s %9.1f %8s %9.1f %9.1f\n", 'sum', '', $sum{berth}, '', $sum{floor}, $sum{berth} - $sum{floor};
-print "\ncalls that wait for another process (not in the sum)\n";
+print "\ncalls that may wait for another process (not in the sum)\n";
 printf "  %-18s %8.1f %9.1f %8.1f %9.1f\n", $_, $per->($calls{$_}{berth}), $per->($us{$_}{berth}),
     $per->($calls{$_}{floor}), $per->($us{$_}{floor}) for sort keys %wait_rows;
 print "\npage faults per run\n";
@@ -119,4 +137,7 @@ for my $who (qw(berth floor)) {
     printf "  %-6s %6.1f  (%s)\n", $who, $total / $runs,
         join(', ', map { sprintf "%s %.1f", $_, $faults{$who}{$_} / $runs } sort keys %{ $faults{$who} });
 }
+# Kernels before 6.13 name a process executed from a descriptor by its number, not its file.
+warn "syscalls.sh: no process named memfd:berth-lau: the launcher's calls are not counted\n"
+    unless $faults{berth}{'memfd:berth-lau'};
 PERL

@@ -75,12 +75,6 @@ impl Default for MountOptions {
 }
 
 impl MountOptions {
-    /// Whether anything is done to a mount after it is made: propagation
-    /// changes or recursive attributes (`rshared`, `rro`, …).
-    pub fn changes_the_new_mount(&self) -> bool {
-        !self.propagation.is_empty() || self.recursive_set != 0 || self.recursive_clear != 0
-    }
-
     pub fn is_bind(&self) -> bool {
         self.flags.contains(MsFlags::MS_BIND)
     }

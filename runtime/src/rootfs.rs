@@ -245,7 +245,7 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
             }
             other => other?,
         }
-        if !options.changes_the_new_mount() {
+        if !changes_the_new_mount(&options) {
             return Ok(());
         }
         // The new mount's root, which the changes below are made to (the
@@ -261,7 +261,13 @@ fn mount_one(ctx: &Context, root: &OwnedFd, mount: &Mount) -> Result<(), RootfsE
     propagate_and_set(&path, dest, &options)
 }
 
-/// A new mount's propagation changes and recursive attributes, at `path`.
+/// Whether [`propagate_and_set`] has anything to do.
+fn changes_the_new_mount(options: &MountOptions) -> bool {
+    !options.propagation.is_empty() || options.recursive_set != 0 || options.recursive_clear != 0
+}
+
+/// A new mount's propagation changes and recursive attributes, at `path`
+/// (where [`changes_the_new_mount`] says there are some).
 fn propagate_and_set(path: &Path, dest: &Path, options: &MountOptions) -> Result<(), RootfsError> {
     for flag in &options.propagation {
         mounts::mount(None, path, None, *flag, None).map_err(|e| match e {

@@ -124,15 +124,15 @@ fn open_or_create_following(
     let components: Vec<_> = relative.components().collect();
     // Usually only the last component is missing (a mount point in a
     // directory the image has): when its parent resolves, start there
-    // rather than checking each directory from the root. (Had every
-    // directory been checked, each would have resolved as well.)
-    let mut start = (0, None);
-    if let (Some(parent), true) = (relative.parent(), components.len() > 1) {
-        if let Ok(fd) = open_in_root(root, parent, libc::O_PATH) {
-            start = (components.len() - 1, Some(fd));
-        }
-    }
-    let (first, mut opened_parent) = start;
+    // rather than checking each directory from the root (a parent that
+    // resolves means every directory above it does).
+    let mut opened_parent = relative
+        .parent()
+        .and_then(|parent| open_in_root(root, parent, libc::O_PATH).ok());
+    let first = match opened_parent {
+        Some(_) => components.len() - 1,
+        None => 0,
+    };
     let mut prefix: PathBuf = components[..first].iter().collect();
     for (index, component) in components.iter().enumerate().skip(first) {
         let parent = match opened_parent.take() {
@@ -262,21 +262,39 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A scratch directory removed when dropped, and before use if a run
+    /// that failed left it.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn a_missing_last_component_is_made_where_its_parent_resolves_in_the_root() {
-        let pid = std::process::id();
-        let dir = std::env::temp_dir().join(format!("berth-oci-safe-last-{pid}"));
+        let scratch = Scratch::new("berth-oci-safe-last");
+        let dir = &scratch.0;
         let (root, outside) = (dir.join("root"), dir.join("outside"));
         let inside_outside = root.join(outside.strip_prefix("/").unwrap());
         for d in [&root.join("dev"), &outside, &inside_outside] {
             std::fs::create_dir_all(d).unwrap();
         }
-        // A parent that is a symlink to the host's directory (which the root
-        // also has); last components that dangle, absolutely out of the root
-        // and relatively beside themselves.
-        let elsewhere = format!("/berth-oci-elsewhere-{pid}");
+        // A parent that is a symlink to a directory outside the root (which
+        // the root also has); last components that dangle, absolutely out of
+        // the root and relatively beside themselves.
+        let elsewhere = dir.join("elsewhere");
         symlink(&outside, root.join("escape")).unwrap();
-        symlink(format!("{elsewhere}/target"), root.join("dev/dangling")).unwrap();
+        symlink(elsewhere.join("target"), root.join("dev/dangling")).unwrap();
         symlink("sub/target", root.join("dev/relative")).unwrap();
         symlink("sub/file", root.join("dev/relative-file")).unwrap();
         let root_fd: OwnedFd = std::fs::File::open(&root).unwrap().into();
@@ -284,6 +302,7 @@ mod tests {
 
         for (path, create) in [
             ("/dev/shm", Create::Directory),
+            ("/top", Create::Directory),
             ("/escape/made", Create::Directory),
             ("/escape/file", Create::File),
             ("/dev/dangling", Create::Directory),
@@ -295,6 +314,7 @@ mod tests {
         }
         let made = [
             ("dev/shm", true),
+            ("top", true),
             ("a/b/c", true),
             ("dev/sub/target", true),
             ("dev/sub/file", false),
@@ -305,16 +325,16 @@ mod tests {
         }
         assert!(inside_outside.join("made").is_dir());
         assert!(inside_outside.join("file").is_file());
-        assert!(root.join(&elsewhere[1..]).join("target").is_dir());
+        let elsewhere_inside = root.join(elsewhere.strip_prefix("/").unwrap());
+        assert!(elsewhere_inside.join("target").is_dir());
         assert!(
             !root.join("sub").exists(),
             "a relative link resolved from the root"
         );
         assert!(!outside.join("made").exists() && !outside.join("file").exists());
-        assert!(!Path::new(&elsewhere).exists(), "created outside the root");
+        assert!(!elsewhere.exists(), "created outside the root");
         // What exists is opened, not made again.
         let again = open_or_create(fd, Path::new("/dev/shm"), Create::Directory).unwrap();
         assert!(std::fs::metadata(fd_path(&again)).unwrap().is_dir());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
