@@ -29,20 +29,16 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// The lines of the host's `/proc/self/mountinfo` whose mount point is
-/// `path` or lies under it, compared by path components: a test's
+/// The mount points of the host's mount namespace that are `path` or lie
+/// under it, in mount order, compared by path components: a test's
 /// `/tmp/x-1` is no prefix of another's `/tmp/x-12`, which a test running
 /// at the same time may own.
-pub fn mounts_under(path: &Path) -> Vec<String> {
+pub fn mounts_under(path: &Path) -> Vec<PathBuf> {
     std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter(|line| {
-            line.split(' ')
-                .nth(4)
-                .is_some_and(|mount_point| Path::new(mount_point).starts_with(path))
-        })
-        .map(String::from)
+        .filter_map(|line| line.split(' ').nth(4).map(PathBuf::from))
+        .filter(|mount_point| mount_point.starts_with(path))
         .collect()
 }
 

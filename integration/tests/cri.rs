@@ -316,12 +316,9 @@ impl Drop for Cri {
         // root filesystems) goes with it.
         // (By path: another test's daemon root may begin with this one's
         // name, and its mounts are not ours.)
-        let mounted: Vec<String> = mounts_under(&self.daemon.root)
-            .iter()
-            .filter_map(|l| l.split(' ').nth(4).map(String::from))
-            .collect();
+        let mounted = mounts_under(&self.daemon.root);
         for target in mounted.iter().rev() {
-            let _ = Command::new("umount").args(["-l", target]).status();
+            let _ = Command::new("umount").arg("-l").arg(target).status();
         }
         let _ = std::fs::remove_dir_all(&self.runtime_root);
     }

@@ -320,9 +320,8 @@ fn run_rm_frees_the_name_at_once_and_leaves_nothing_behind() {
     let left = mounts_under(&env.daemon.root);
     assert!(
         left.is_empty(),
-        "mounts left under {}:\n{}",
-        env.daemon.root.display(),
-        left.join("\n")
+        "mounts left under {}: {left:?}",
+        env.daemon.root.display()
     );
 }
 
@@ -770,9 +769,8 @@ fn a_reboot_leaves_no_run_rm_container_behind() {
     let left = mounts_under(&env.daemon.root);
     assert!(
         left.is_empty(),
-        "mounts left under {}:\n{}",
-        env.daemon.root.display(),
-        left.join("\n")
+        "mounts left under {}: {left:?}",
+        env.daemon.root.display()
     );
     for id in &ids {
         assert!(!store.join("bundles").join(id).exists());

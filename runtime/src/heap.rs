@@ -13,10 +13,10 @@
 /// berth's `create`. A caller's own tuning of the heap (`MALLOC_TOP_PAD_`,
 /// `MALLOC_TRIM_THRESHOLD_`, or a `glibc.malloc` tunable) stands.
 pub fn keep() {
-    let set = |name: &str| std::env::var_os(name);
-    let tuned = set("MALLOC_TOP_PAD_").is_some()
-        || set("MALLOC_TRIM_THRESHOLD_").is_some()
-        || set("GLIBC_TUNABLES").is_some_and(|tunables| {
+    let var = |name: &str| std::env::var_os(name);
+    let tuned = var("MALLOC_TOP_PAD_").is_some()
+        || var("MALLOC_TRIM_THRESHOLD_").is_some()
+        || var("GLIBC_TUNABLES").is_some_and(|tunables| {
             let bytes = tunables.as_encoded_bytes();
             bytes.windows(12).any(|w| w == b"glibc.malloc")
         });

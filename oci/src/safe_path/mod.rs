@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn symlinks_resolve_inside_the_root() {
-        let dir = std::env::temp_dir().join(format!("berth-oci-safe-path-{}", std::process::id()));
+        let scratch = Scratch::new("berth-oci-safe-path");
+        let dir = &scratch.0;
         let root = dir.join("root");
         let outside = dir.join("outside");
         std::fs::create_dir_all(&root).unwrap();
@@ -259,7 +260,6 @@ mod tests {
             .join("x/y")
             .is_dir());
         assert!(root.join("z").is_file());
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A scratch directory removed when dropped, and before use if a run
