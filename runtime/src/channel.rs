@@ -9,7 +9,8 @@
 //!    |                                     | path, the init makes its namespaces and the
 //!    |                                     | mounts before the first cgroup one meanwhile
 //!    | --- Prepared(state JSON) -------->  | id maps written, cgroups ready: the init joins
-//!    |                                     | those it was not born in (clone3)
+//!    |     + join files (SCM_RIGHTS)       | those it was not born in (clone3) through the
+//!    |                                     | files the runtime opened for it
 //!    | --- Start ----------------------->  | `run` without hooks or seccomp agent: at once
 //!    | <-- RuntimeHooks -----------------  | namespaces and mounts ready, before pivot_root
 //!    | --- RuntimeHooksDone ------------>  | (only when the spec has such hooks)
@@ -41,9 +42,12 @@
 //!    | <-- Failed(message) --------------  | G could not exec; or EOF: G exec'd
 //! ```
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -55,6 +59,8 @@ pub enum ChannelError {
     Closed,
     #[error("unexpected message on the init channel: {0:?}")]
     Unexpected(Vec<u8>),
+    #[error("a message on the init channel carried more descriptors than room for them")]
+    TooManyDescriptors,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,9 +193,23 @@ pub fn pair() -> Result<(RuntimeEnd, InitEnd), ChannelError> {
 }
 
 fn send(fd: &OwnedFd, message: &Message) -> Result<(), ChannelError> {
+    send_with(fd, message, &[])
+}
+
+/// Sends `message` with the descriptors `handed` (`SCM_RIGHTS`).
+fn send_with(fd: &OwnedFd, message: &Message, handed: &[RawFd]) -> Result<(), ChannelError> {
     let bytes = message.encode();
+    let rights = [ControlMessage::ScmRights(handed)];
+    let control: &[ControlMessage] = if handed.is_empty() { &[] } else { &rights };
     loop {
-        match nix::unistd::write(fd.as_fd(), &bytes) {
+        let sent = sendmsg::<()>(
+            fd.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            control,
+            MsgFlags::empty(),
+            None,
+        );
+        match sent {
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(ChannelError::Io(e)),
             Ok(_) => return Ok(()),
@@ -198,42 +218,94 @@ fn send(fd: &OwnedFd, message: &Message) -> Result<(), ChannelError> {
 }
 
 fn receive(fd: &OwnedFd) -> Result<Message, ChannelError> {
+    // Descriptors nobody asked for close with the vector.
+    receive_with(fd).map(|(message, _)| message)
+}
+
+/// The next message and the descriptors it carries (close-on-exec).
+fn receive_with(fd: &OwnedFd) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
     // Room for the largest message (a state JSON), left unwritten: zeroing
     // 64 KiB touched 16 fresh pages, about 20 µs of the init's critical
     // path, where messages are a few hundred bytes.
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // u64s: aligned as the kernel's control headers want.
+    let mut control = [0u64; CONTROL_WORDS];
     let mut reset = false;
     loop {
-        // SAFETY: read(2) writes at most the capacity into the vector's
-        // spare room; only what it wrote becomes part of the vector.
-        let read = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.capacity()) };
-        let read = match read {
-            n if n >= 0 => {
-                // SAFETY: the kernel initialised the first n bytes.
-                unsafe { buf.set_len(n as usize) };
-                Ok(n as usize)
-            }
-            _ => Err(nix::Error::last()),
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.capacity(),
         };
-        match read {
-            Err(nix::Error::EINTR) => continue,
-            // The peer closed with a message of ours unread (an init that
-            // failed before it read `Prepared`): the kernel says so once,
-            // before what the peer sent first is read.
-            Err(nix::Error::ECONNRESET) if !reset => {
-                reset = true;
-                continue;
+        // SAFETY: a zeroed msghdr is valid (no name, no control) until set.
+        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+        header.msg_iov = &mut iov;
+        header.msg_iovlen = 1;
+        header.msg_control = control.as_mut_ptr().cast();
+        header.msg_controllen = std::mem::size_of_val(&control);
+        // SAFETY: recvmsg(2) writes at most the capacity into the vector's
+        // spare room and the control buffer's size into `control`.
+        let read = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut header, libc::MSG_CMSG_CLOEXEC) };
+        if read < 0 {
+            match nix::Error::last() {
+                nix::Error::EINTR => continue,
+                // The peer closed with a message of ours unread (an init that
+                // failed before it read `Prepared`): the kernel says so once,
+                // before what the peer sent first is read.
+                nix::Error::ECONNRESET if !reset => {
+                    reset = true;
+                    continue;
+                }
+                e => return Err(ChannelError::Io(e)),
             }
-            Err(e) => return Err(ChannelError::Io(e)),
-            Ok(0) => return Err(ChannelError::Closed),
-            Ok(n) => return Message::decode(&buf[..n]),
         }
+        // Owned first, so that they close whatever comes next.
+        // SAFETY: the header is the one recvmsg filled in.
+        let handed = unsafe { rights(&header) };
+        if header.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Err(ChannelError::TooManyDescriptors);
+        }
+        if read == 0 {
+            return Err(ChannelError::Closed);
+        }
+        // SAFETY: the kernel initialised the first `read` bytes.
+        unsafe { buf.set_len(read as usize) };
+        return Ok((Message::decode(&buf)?, handed));
     }
 }
 
+/// The most descriptors one message carries: `Prepared` hands the init a
+/// join file per cgroup hierarchy (a dozen on a v1 host).
+const MAX_HANDED: usize = 64;
+/// The control buffer for [`MAX_HANDED`] descriptors, in u64s:
+/// `CMSG_SPACE` is a header of 16 bytes and the data rounded up to 8.
+const CONTROL_WORDS: usize = 2 + MAX_HANDED * std::mem::size_of::<libc::c_int>() / 8;
+
+/// The descriptors of the `SCM_RIGHTS` messages `header` holds.
+///
+/// # Safety
+/// `header` is what a successful recvmsg(2) filled in, its control buffer
+/// still alive.
+unsafe fn rights(header: &libc::msghdr) -> Vec<OwnedFd> {
+    let mut handed = Vec::new();
+    let mut cmsg = libc::CMSG_FIRSTHDR(header);
+    while !cmsg.is_null() {
+        if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+            let data = libc::CMSG_DATA(cmsg);
+            let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
+            for i in 0..len / std::mem::size_of::<libc::c_int>() {
+                let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
+                handed.push(OwnedFd::from_raw_fd(fd));
+            }
+        }
+        cmsg = libc::CMSG_NXTHDR(header, cmsg);
+    }
+    handed
+}
+
 impl RuntimeEnd {
-    pub fn prepared(&self, state_json: &str) -> Result<(), ChannelError> {
-        send(&self.0, &Message::Prepared(state_json.to_string()))
+    /// `Prepared`, handing the init `handed` (see `container::create`).
+    pub fn prepared(&self, state_json: &str, handed: &[RawFd]) -> Result<(), ChannelError> {
+        send_with(&self.0, &Message::Prepared(state_json.to_string()), handed)
     }
 
     pub fn runtime_hooks_done(&self) -> Result<(), ChannelError> {
@@ -316,11 +388,12 @@ impl InitEnd {
         let _ = send(&self.0, &Message::ExecFailed(errno));
     }
 
-    /// Waits for `Prepared` and returns its state JSON.
-    pub fn wait_prepared(&self) -> Result<String, ChannelError> {
-        match receive(&self.0)? {
-            Message::Prepared(state) => Ok(state),
-            other => Err(ChannelError::Unexpected(other.encode())),
+    /// Waits for `Prepared` and returns its state JSON and the descriptors
+    /// it hands over.
+    pub fn wait_prepared(&self) -> Result<(String, Vec<OwnedFd>), ChannelError> {
+        match receive_with(&self.0)? {
+            (Message::Prepared(state), handed) => Ok((state, handed)),
+            (other, _) => Err(ChannelError::Unexpected(other.encode())),
         }
     }
 

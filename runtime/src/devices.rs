@@ -106,9 +106,14 @@ fn create(
     let dev = libc::makedev(device.major as u32, device.minor as u32);
     // SAFETY: valid fd and C string.
     unsafe {
-        // A node left by the image (or by an earlier mount) is replaced.
-        libc::unlinkat(dir.as_raw_fd(), c_name.as_ptr(), 0);
-        if libc::mknodat(dir.as_raw_fd(), c_name.as_ptr(), kind | mode, dev) != 0 {
+        let make = || libc::mknodat(dir.as_raw_fd(), c_name.as_ptr(), kind | mode, dev) == 0;
+        // A node left by the image (or by an earlier mount) is replaced;
+        // a fresh /dev has none, so no unlink is tried first.
+        let made = make()
+            || (std::io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
+                && libc::unlinkat(dir.as_raw_fd(), c_name.as_ptr(), 0) == 0
+                && make());
+        if !made {
             return Err(create_err(std::io::Error::last_os_error()));
         }
         if libc::fchmodat(dir.as_raw_fd(), c_name.as_ptr(), mode, 0) != 0 {

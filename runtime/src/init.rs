@@ -180,9 +180,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     // before joining any namespace by path or pivoting, while the paths are
     // the host's, and before `setresuid`, while we are the host's root that
     // owns the files.
-    let state_json = args.channel.wait_prepared()?;
+    let (state_json, join_files) = args.channel.wait_prepared()?;
     crate::trace::step("init: prepared by the runtime");
-    crate::cgroups::driver_for(&args.cgroup_paths).join_self(args.born_in_cgroup.as_deref())?;
+    crate::cgroups::driver_for(&args.cgroup_paths)
+        .join_with(args.born_in_cgroup.as_deref(), join_files)?;
     crate::trace::step("init: joined its cgroups");
     if early {
         namespaces::unshare(plan.unshare_flags & libc::CLONE_NEWCGROUP)?;

@@ -6,6 +6,7 @@
 //! ([`sub_cgroups`]).
 //! The drivers' [`super::Driver`] methods call these.
 
+use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -53,21 +54,63 @@ pub(super) fn create(
 /// unified hierarchy has no `tasks`: a child born elsewhere (the kernel
 /// refused clone3) writes `0` to its `cgroup.procs`, and may wait.
 pub(super) fn join_self(paths: &[PathBuf], born_in: Option<&Path>) -> Result<(), CgroupError> {
-    use std::io::Write;
-    for dir in paths.iter().filter(|dir| Some(dir.as_path()) != born_in) {
-        let tasks = dir.join("tasks");
-        let (path, file) = match std::fs::OpenOptions::new().write(true).open(&tasks) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let procs = dir.join("cgroup.procs");
-                let file = std::fs::OpenOptions::new().write(true).open(&procs);
-                (procs, file)
+    join_with(paths, born_in, open_joins(paths, born_in)?)
+}
+
+/// The files [`join_self`] writes to, opened (close-on-exec), one per
+/// directory to join in `paths` order: `tasks`, or `cgroup.procs` where
+/// the hierarchy has no `tasks` (the unified one). The runtime opens them
+/// for its init, which only writes (`Prepared` carries them, see
+/// `channel`): the path walks are off the init's critical path.
+pub(super) fn open_joins(
+    paths: &[PathBuf],
+    born_in: Option<&Path>,
+) -> Result<Vec<OwnedFd>, CgroupError> {
+    to_join(paths, born_in)
+        .map(|dir| {
+            let tasks = dir.join("tasks");
+            let write = |path: &Path| std::fs::OpenOptions::new().write(true).open(path);
+            match write(&tasks) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let procs = dir.join("cgroup.procs");
+                    write(&procs).map_err(io(&procs))
+                }
+                other => other.map_err(io(&tasks)),
             }
-            other => (tasks, other),
-        };
-        file.and_then(|mut f| f.write_all(b"0"))
-            .map_err(io(&path))?;
+            .map(OwnedFd::from)
+        })
+        .collect()
+}
+
+/// Moves the calling process (one thread, see [`join_self`]) into each
+/// directory of `paths` but `born_in` through `files`, [`open_joins`]'
+/// answer for the same directories.
+pub(super) fn join_with(
+    paths: &[PathBuf],
+    born_in: Option<&Path>,
+    files: Vec<OwnedFd>,
+) -> Result<(), CgroupError> {
+    let dirs: Vec<&PathBuf> = to_join(paths, born_in).collect();
+    if dirs.len() != files.len() {
+        return Err(CgroupError::JoinFiles {
+            expected: dirs.len(),
+            got: files.len(),
+        });
+    }
+    for (dir, file) in dirs.into_iter().zip(files) {
+        std::fs::File::from(file).write_all(b"0").map_err(io(dir))?;
     }
     Ok(())
+}
+
+/// The directories of `paths` a process born in `born_in` has to join.
+fn to_join<'a>(
+    paths: &'a [PathBuf],
+    born_in: Option<&'a Path>,
+) -> impl Iterator<Item = &'a PathBuf> + 'a {
+    paths
+        .iter()
+        .filter(move |dir| Some(dir.as_path()) != born_in)
 }
 
 /// A container's directory in the unified hierarchy, opened for a child to

@@ -17,6 +17,7 @@
 
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::spec::Resources;
@@ -67,6 +68,8 @@ pub enum CgroupError {
     },
     #[error("invalid linux.resources.{0}")]
     InvalidValue(String),
+    #[error("the runtime handed over {got} cgroup files to join, not {expected}")]
+    JoinFiles { expected: usize, got: usize },
     #[error("cgroup {0} did not finish freezing or thawing")]
     FreezeTimeout(PathBuf),
     #[error("invalid device rule {0}")]
@@ -184,6 +187,16 @@ pub trait Driver {
     /// [`directories::join_self`] for why the caller moves itself).
     fn join_self(&self, born_in: Option<&Path>) -> Result<(), CgroupError> {
         directories::join_self(self.paths(), born_in)
+    }
+    /// [`Driver::join_self`] in two halves, for a runtime that opens the
+    /// files its init then writes to (see [`directories::open_joins`]).
+    fn open_joins(&self, born_in: Option<&Path>) -> Result<Vec<OwnedFd>, CgroupError> {
+        directories::open_joins(self.paths(), born_in)
+    }
+    /// The init's half: `files` are [`Driver::open_joins`]' for the same
+    /// directories.
+    fn join_with(&self, born_in: Option<&Path>, files: Vec<OwnedFd>) -> Result<(), CgroupError> {
+        directories::join_with(self.paths(), born_in, files)
     }
     /// Removes the directories and the sub-cgroups below them.
     fn remove(&self) {

@@ -2,7 +2,7 @@
 //! released (by `start` through the start socket, or by `run` through the
 //! channel).
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -357,6 +357,9 @@ pub(super) fn build(
     };
     make_cgroups(&mut guard, driver.as_ref(), rest)?;
     limit_cgroups(driver.as_ref(), resources, &device_rules)?;
+    // Opened here, while the init makes its namespaces; `Prepared` hands
+    // them over (see `cgroups::Driver::open_joins`).
+    let join_files = driver.open_joins(born_in_cgroup.as_deref())?;
     drop(listener);
     drop(console);
 
@@ -392,7 +395,9 @@ pub(super) fn build(
     // state is saved).
     let start_sent =
         by_channel && !runtime_hooks && seccomp.as_ref().is_none_or(|s| s.notify.is_none());
-    let mut told = runtime_end.prepared(&creating);
+    let handed: Vec<RawFd> = join_files.iter().map(|f| f.as_raw_fd()).collect();
+    let mut told = runtime_end.prepared(&creating, &handed);
+    drop(join_files);
     if start_sent && told.is_ok() {
         told = runtime_end.send_start();
     }

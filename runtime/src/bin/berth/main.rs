@@ -1,15 +1,20 @@
 //! `berth`: the command line of the runtime, shaped like runc's so that
 //! podman, containerd's runc shim and people who type `runc` can use it.
 //! Parses arguments, calls `berth_runtime`, maps errors to exit status 1
-//! (and to `--log`, where engines read them).
+//! (and to `--log`, where engines read them). Its entry point is in
+//! `entry.rs`: std's own start-up is left out.
+
+// The test harness brings its own `main`.
+#![cfg_attr(not(test), no_main)]
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use berth_runtime::container::{self, CreateOptions};
 use berth_runtime::log;
 use clap::{Args, Parser, Subcommand};
 
+#[cfg(not(test))]
+mod entry;
 mod fast_args;
 
 #[derive(Parser, Debug, PartialEq)]
@@ -386,7 +391,9 @@ enum Command {
     },
 }
 
-fn main() -> ExitCode {
+/// The exit status of the command `main` runs (see `entry`).
+#[cfg_attr(test, allow(dead_code))]
+fn berth_main() -> u8 {
     berth_runtime::heap::keep();
     berth_runtime::trace::init();
     berth_runtime::trace::step("main");
@@ -404,24 +411,20 @@ fn main() -> ExitCode {
                 log_usage_error(&e.to_string());
             }
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(1)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { 1 } else { 0 };
         }
     };
     berth_runtime::trace::step("arguments parsed");
     if let Some(path) = &cli.log {
         if let Err(e) = log::init(path, cli.log_format == "json", cli.debug) {
             eprintln!("berth: cannot open log file {}: {e}", path.display());
-            return ExitCode::from(1);
+            return 1;
         }
     } else if cli.debug {
         log::init_stderr(cli.log_format == "json", true);
     }
     match dispatch(&cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) if stdout_closed(&e) => die_of_sigpipe(),
         Err(e) => {
             // Library errors already name their cause: print the top only.
@@ -429,7 +432,7 @@ fn main() -> ExitCode {
             // read it there (and some also show stderr, which would repeat it).
             let message = format!("{e}");
             log::write(log::Level::Error, &message);
-            ExitCode::from(1)
+            1
         }
     }
 }
@@ -456,14 +459,14 @@ fn stdout_closed(e: &anyhow::Error) -> bool {
 }
 
 /// Ends as runc (Go) does when stdout's reader is gone: killed by SIGPIPE,
-/// quietly; Rust ignores SIGPIPE, so restore it first.
-fn die_of_sigpipe() -> ExitCode {
+/// quietly; berth ignores SIGPIPE (see `entry`), so restore it first.
+fn die_of_sigpipe() -> u8 {
     // SAFETY: resetting one disposition and raising it on ourselves.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         libc::raise(libc::SIGPIPE);
     }
-    ExitCode::from(141)
+    141
 }
 
 fn log_usage_error(message: &str) {
