@@ -252,6 +252,46 @@ fn version_spec_and_features() {
     assert!(features["linux"]["namespaces"].as_array().unwrap().len() >= 8);
 }
 
+/// berth starts without std's start-up (see its `entry.rs`): descriptors
+/// 0-2 a caller left closed are opened on /dev/null all the same, so no
+/// file berth opens takes stdout's place and its writes fail nowhere.
+#[test]
+fn berth_runs_with_its_stdio_closed() {
+    if !can_run() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let berth = Runtime::berth();
+    let dir = std::env::temp_dir().join(unique("closed-stdio"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.to_str().unwrap();
+    let run_closed = |args: &[&str], closed: &'static [i32]| {
+        let mut command = berth.command(args);
+        // SAFETY: close(2) only, between fork and exec.
+        unsafe {
+            command.pre_exec(move || {
+                for fd in closed {
+                    libc::close(*fd);
+                }
+                Ok(())
+            })
+        };
+        command.status().unwrap()
+    };
+    assert!(run_closed(&["--version"], &[0, 1, 2]).success());
+    assert_eq!(
+        run_closed(&["state", "none-such"], &[0, 1, 2]).code(),
+        Some(1)
+    );
+    // stdout closed while berth writes a file: the file is whole and
+    // nothing of it went elsewhere.
+    assert!(run_closed(&["spec", "--bundle", bundle], &[1]).success());
+    let spec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(spec["root"]["path"], "rootfs");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn errors_go_to_the_json_log_as_engines_read_it() {
     if !can_run() {

@@ -434,3 +434,65 @@ mod start_reply_tests {
         );
     }
 }
+
+#[cfg(test)]
+mod handover_tests {
+    use super::*;
+
+    fn null() -> OwnedFd {
+        std::fs::File::open("/dev/null").unwrap().into()
+    }
+
+    fn close_on_exec(fd: &OwnedFd) -> bool {
+        nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD)
+            .is_ok_and(|flags| flags & libc::FD_CLOEXEC != 0)
+    }
+
+    #[test]
+    fn prepared_hands_the_init_its_descriptors_close_on_exec() {
+        let (runtime, init) = pair().unwrap();
+        let files = [null(), null(), null()];
+        let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        runtime.prepared("{\"id\":\"x\"}", &raw).unwrap();
+        let (state, handed) = init.wait_prepared().unwrap();
+        assert_eq!(state, "{\"id\":\"x\"}");
+        assert_eq!(handed.len(), 3);
+        for fd in &handed {
+            // New numbers for the same open files, none of them leaking
+            // into what the init executes.
+            assert!(!raw.contains(&fd.as_raw_fd()));
+            assert!(close_on_exec(fd));
+            assert!(nix::sys::stat::fstat(fd.as_raw_fd()).is_ok());
+        }
+        // Without descriptors, the message reads as before.
+        runtime.prepared("{}", &[]).unwrap();
+        let (state, handed) = init.wait_prepared().unwrap();
+        assert_eq!((state.as_str(), handed.len()), ("{}", 0));
+    }
+
+    #[test]
+    fn more_descriptors_than_room_is_an_error_and_leaks_none() {
+        let (runtime, init) = pair().unwrap();
+        let files: Vec<OwnedFd> = (0..MAX_HANDED + 1).map(|_| null()).collect();
+        let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
+        runtime.prepared("{}", &raw).unwrap();
+        drop(files);
+        // Counted in a child of its own: the tests' other threads open and
+        // close descriptors meanwhile.
+        // SAFETY: the child only counts, receives and exits.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let open = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+            let before = open();
+            let refused = matches!(init.wait_prepared(), Err(ChannelError::TooManyDescriptors));
+            // What did arrive closed with the error.
+            let status = if refused && open() == before { 0 } else { 1 };
+            // SAFETY: leaving the forked child without the harness.
+            unsafe { libc::_exit(status) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    }
+}

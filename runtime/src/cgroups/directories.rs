@@ -277,3 +277,35 @@ pub(super) fn is_frozen(paths: &[PathBuf]) -> bool {
             || read(dir, "cgroup.freeze").trim() == "1"
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_join_needs_one_file_per_directory_not_born_in() {
+        let paths = [
+            PathBuf::from("/sys/fs/cgroup/pids/berth/x"),
+            PathBuf::from("/sys/fs/cgroup/unified/berth/x"),
+        ];
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        // Born in the unified one: one file, for pids, is what it takes.
+        let born_in = Some(paths[1].as_path());
+        assert!(matches!(
+            join_with(&paths, born_in, vec![null(), null()]),
+            Err(CgroupError::JoinFiles {
+                expected: 1,
+                got: 2
+            })
+        ));
+        assert!(matches!(
+            join_with(&paths, None, vec![null()]),
+            Err(CgroupError::JoinFiles {
+                expected: 2,
+                got: 1
+            })
+        ));
+        // Nothing to join, nothing handed: nothing written.
+        assert!(join_with(&paths[1..], born_in, Vec::new()).is_ok());
+    }
+}
