@@ -43,7 +43,9 @@
 //! ```
 
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use berth_oci::fd_passing::{receive_fds, Wait, MAX_FDS};
 
 use nix::sys::socket::{
     sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
@@ -59,8 +61,10 @@ pub enum ChannelError {
     Closed,
     #[error("unexpected message on the init channel: {0:?}")]
     Unexpected(Vec<u8>),
-    #[error("a message on the init channel carried more descriptors than room for them")]
-    TooManyDescriptors,
+    #[error("init channel: {0}")]
+    Receive(std::io::Error),
+    #[error("cannot hand the init {0} descriptors in one message (at most {MAX_FDS})")]
+    TooManyDescriptors(usize),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,10 +201,14 @@ fn send(fd: &OwnedFd, message: &Message) -> Result<(), ChannelError> {
 }
 
 /// Sends `message` with the descriptors `handed` (`SCM_RIGHTS`).
-fn send_with(fd: &OwnedFd, message: &Message, handed: &[RawFd]) -> Result<(), ChannelError> {
+fn send_with(fd: &OwnedFd, message: &Message, handed: &[OwnedFd]) -> Result<(), ChannelError> {
+    if handed.len() > MAX_FDS {
+        return Err(ChannelError::TooManyDescriptors(handed.len()));
+    }
     let bytes = message.encode();
-    let rights = [ControlMessage::ScmRights(handed)];
-    let control: &[ControlMessage] = if handed.is_empty() { &[] } else { &rights };
+    let raw: Vec<RawFd> = handed.iter().map(|f| f.as_raw_fd()).collect();
+    let rights = [ControlMessage::ScmRights(&raw)];
+    let control: &[ControlMessage] = if raw.is_empty() { &[] } else { &rights };
     loop {
         let sent = sendmsg::<()>(
             fd.as_raw_fd(),
@@ -228,83 +236,27 @@ fn receive_with(fd: &OwnedFd) -> Result<(Message, Vec<OwnedFd>), ChannelError> {
     // 64 KiB touched 16 fresh pages, about 20 µs of the init's critical
     // path, where messages are a few hundred bytes.
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    // u64s: aligned as the kernel's control headers want.
-    let mut control = [0u64; CONTROL_WORDS];
     let mut reset = false;
     loop {
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.capacity(),
-        };
-        // SAFETY: a zeroed msghdr is valid (no name, no control) until set.
-        let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
-        header.msg_iov = &mut iov;
-        header.msg_iovlen = 1;
-        header.msg_control = control.as_mut_ptr().cast();
-        header.msg_controllen = std::mem::size_of_val(&control);
-        // SAFETY: recvmsg(2) writes at most the capacity into the vector's
-        // spare room and the control buffer's size into `control`.
-        let read = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut header, libc::MSG_CMSG_CLOEXEC) };
-        if read < 0 {
-            match nix::Error::last() {
-                nix::Error::EINTR => continue,
-                // The peer closed with a message of ours unread (an init that
-                // failed before it read `Prepared`): the kernel says so once,
-                // before what the peer sent first is read.
-                nix::Error::ECONNRESET if !reset => {
-                    reset = true;
-                    continue;
-                }
-                e => return Err(ChannelError::Io(e)),
+        match receive_fds(fd, buf.spare_capacity_mut(), Wait::Block) {
+            // The peer closed with a message of ours unread (an init that
+            // failed before it read `Prepared`): the kernel says so once,
+            // before what the peer sent first is read.
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) && !reset => reset = true,
+            Err(e) => return Err(ChannelError::Receive(e)),
+            Ok((0, _)) => return Err(ChannelError::Closed),
+            Ok((read, handed)) => {
+                // SAFETY: the kernel initialised the first `read` bytes.
+                unsafe { buf.set_len(read) };
+                return Ok((Message::decode(&buf)?, handed));
             }
         }
-        // Owned first, so that they close whatever comes next.
-        // SAFETY: the header is the one recvmsg filled in.
-        let handed = unsafe { rights(&header) };
-        if header.msg_flags & libc::MSG_CTRUNC != 0 {
-            return Err(ChannelError::TooManyDescriptors);
-        }
-        if read == 0 {
-            return Err(ChannelError::Closed);
-        }
-        // SAFETY: the kernel initialised the first `read` bytes.
-        unsafe { buf.set_len(read as usize) };
-        return Ok((Message::decode(&buf)?, handed));
     }
-}
-
-/// The most descriptors one message carries: `Prepared` hands the init a
-/// join file per cgroup hierarchy (a dozen on a v1 host).
-const MAX_HANDED: usize = 64;
-/// The control buffer for [`MAX_HANDED`] descriptors, in u64s:
-/// `CMSG_SPACE` is a header of 16 bytes and the data rounded up to 8.
-const CONTROL_WORDS: usize = 2 + MAX_HANDED * std::mem::size_of::<libc::c_int>() / 8;
-
-/// The descriptors of the `SCM_RIGHTS` messages `header` holds.
-///
-/// # Safety
-/// `header` is what a successful recvmsg(2) filled in, its control buffer
-/// still alive.
-unsafe fn rights(header: &libc::msghdr) -> Vec<OwnedFd> {
-    let mut handed = Vec::new();
-    let mut cmsg = libc::CMSG_FIRSTHDR(header);
-    while !cmsg.is_null() {
-        if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
-            let data = libc::CMSG_DATA(cmsg);
-            let len = (*cmsg).cmsg_len as usize - (data as usize - cmsg as usize);
-            for i in 0..len / std::mem::size_of::<libc::c_int>() {
-                let fd = std::ptr::read_unaligned(data.cast::<libc::c_int>().add(i));
-                handed.push(OwnedFd::from_raw_fd(fd));
-            }
-        }
-        cmsg = libc::CMSG_NXTHDR(header, cmsg);
-    }
-    handed
 }
 
 impl RuntimeEnd {
     /// `Prepared`, handing the init `handed` (see `container::create`).
-    pub fn prepared(&self, state_json: &str, handed: &[RawFd]) -> Result<(), ChannelError> {
+    pub fn prepared(&self, state_json: &str, handed: &[OwnedFd]) -> Result<(), ChannelError> {
         send_with(&self.0, &Message::Prepared(state_json.to_string()), handed)
     }
 
@@ -439,10 +391,6 @@ mod start_reply_tests {
 mod handover_tests {
     use super::*;
 
-    fn null() -> OwnedFd {
-        std::fs::File::open("/dev/null").unwrap().into()
-    }
-
     fn close_on_exec(fd: &OwnedFd) -> bool {
         nix::fcntl::fcntl(fd.as_raw_fd(), nix::fcntl::FcntlArg::F_GETFD)
             .is_ok_and(|flags| flags & libc::FD_CLOEXEC != 0)
@@ -451,19 +399,23 @@ mod handover_tests {
     #[test]
     fn prepared_hands_the_init_its_descriptors_close_on_exec() {
         let (runtime, init) = pair().unwrap();
-        let files = [null(), null(), null()];
-        let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
-        runtime.prepared("{\"id\":\"x\"}", &raw).unwrap();
+        let (reader, writer) = std::io::pipe().unwrap();
+        let writer = OwnedFd::from(writer);
+        let files: Vec<OwnedFd> = (0..3).map(|_| writer.try_clone().unwrap()).collect();
+        runtime.prepared("{\"id\":\"x\"}", &files).unwrap();
+        drop((files, writer));
         let (state, handed) = init.wait_prepared().unwrap();
         assert_eq!(state, "{\"id\":\"x\"}");
         assert_eq!(handed.len(), 3);
-        for fd in &handed {
-            // New numbers for the same open files, none of them leaking
-            // into what the init executes.
-            assert!(!raw.contains(&fd.as_raw_fd()));
-            assert!(close_on_exec(fd));
-            assert!(nix::sys::stat::fstat(fd.as_raw_fd()).is_ok());
-        }
+        // The same pipe, and none of them would leak into what the init
+        // executes.
+        assert!(handed.iter().all(close_on_exec));
+        let mut first = std::fs::File::from(handed.into_iter().next().unwrap());
+        std::io::Write::write_all(&mut first, b"x").unwrap();
+        drop(first);
+        let mut got = String::new();
+        std::io::Read::read_to_string(&mut &reader, &mut got).unwrap();
+        assert_eq!(got, "x");
         // Without descriptors, the message reads as before.
         runtime.prepared("{}", &[]).unwrap();
         let (state, handed) = init.wait_prepared().unwrap();
@@ -471,28 +423,14 @@ mod handover_tests {
     }
 
     #[test]
-    fn more_descriptors_than_room_is_an_error_and_leaks_none() {
-        let (runtime, init) = pair().unwrap();
-        let files: Vec<OwnedFd> = (0..MAX_HANDED + 1).map(|_| null()).collect();
-        let raw: Vec<RawFd> = files.iter().map(|f| f.as_raw_fd()).collect();
-        runtime.prepared("{}", &raw).unwrap();
-        drop(files);
-        // Counted in a child of its own: the tests' other threads open and
-        // close descriptors meanwhile.
-        // SAFETY: the child only counts, receives and exits.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            let open = || std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
-            let before = open();
-            let refused = matches!(init.wait_prepared(), Err(ChannelError::TooManyDescriptors));
-            // What did arrive closed with the error.
-            let status = if refused && open() == before { 0 } else { 1 };
-            // SAFETY: leaving the forked child without the harness.
-            unsafe { libc::_exit(status) };
-        }
-        let mut status = 0;
-        // SAFETY: waiting for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+    fn the_runtime_refuses_to_hand_more_than_a_message_takes() {
+        let (runtime, _init) = pair().unwrap();
+        let files: Vec<OwnedFd> = (0..=MAX_FDS)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
+        assert!(matches!(
+            runtime.prepared("{}", &files),
+            Err(ChannelError::TooManyDescriptors(n)) if n == MAX_FDS + 1
+        ));
     }
 }

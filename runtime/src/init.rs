@@ -176,10 +176,10 @@ fn setup(args: &InitArgs) -> Result<std::convert::Infallible, InitError> {
     }
     // 2. The runtime maps our ids and readies our cgroups (limits, device
     // rules); we were born in the unified one where the kernel allowed,
-    // and move ourselves into the rest (see `cgroups::Driver::join_self`):
-    // before joining any namespace by path or pivoting, while the paths are
-    // the host's, and before `setresuid`, while we are the host's root that
-    // owns the files.
+    // and move ourselves into the rest through the files the runtime
+    // opened for us (see `cgroups::Driver::open_joins`): before
+    // `setresuid`, while we are the host's root that owns them (kernels
+    // before 5.16 check the writer, not the opener).
     let (state_json, join_files) = args.channel.wait_prepared()?;
     crate::trace::step("init: prepared by the runtime");
     crate::cgroups::driver_for(&args.cgroup_paths)

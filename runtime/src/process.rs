@@ -523,7 +523,8 @@ pub fn check_preserved_fds(count: u64) -> Result<u32, ProcessError> {
 }
 
 /// Default dispositions and an empty mask: ignored signals survive execve,
-/// and Rust ignores SIGPIPE, which a shell pipeline in the container relies on.
+/// and berth ignores SIGPIPE (see its `entry.rs`), which a shell pipeline in
+/// the container relies on.
 pub fn reset_signals() {
     // SAFETY: resetting dispositions and the mask of this single-threaded process.
     unsafe {

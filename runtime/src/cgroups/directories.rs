@@ -1,7 +1,8 @@
 //! What every driver does alike with a container's directories once their
 //! place is known: make them (`create`, each driver readies its own), open
 //! the unified one for a child to be born in ([`Birthplace`]), move the
-//! calling process into the others (`join_self`), list (`pids`), check for a freeze
+//! calling process into the others (`join_self`, or in two halves:
+//! `open_joins` by the runtime, `join_with` by its init), list (`pids`), check for a freeze
 //! (`is_frozen`), remove (`remove`); and the paths of `exec --cgroup`
 //! ([`sub_cgroups`]).
 //! The drivers' [`super::Driver`] methods call these.
@@ -98,7 +99,12 @@ pub(super) fn join_with(
         });
     }
     for (dir, file) in dirs.into_iter().zip(files) {
-        std::fs::File::from(file).write_all(b"0").map_err(io(dir))?;
+        std::fs::File::from(file)
+            .write_all(b"0")
+            .map_err(|source| CgroupError::Join {
+                dir: dir.clone(),
+                source,
+            })?;
     }
     Ok(())
 }

@@ -6,8 +6,10 @@
 //! hosts); [`driver`] picks the one implementation of [`Driver`] for them,
 //! which does everything else: [`Driver::create`] makes the directories,
 //! [`birthplace`] opens the unified one for the init to be born in (clone3),
-//! [`Driver::join_self`] moves the init into the others before it unshares
-//! its cgroup namespace, then it writes limits, device rules, the freezer, reads
+//! [`Driver::open_joins`] opens the others' join files, which the init
+//! writes to ([`Driver::join_with`]) before it unshares its cgroup
+//! namespace (exec's helper does both, [`Driver::join_self`]); the driver
+//! writes limits, device rules, the freezer, reads
 //! [`Stats`], lists pids and removes the directories at the end. [`v1`]
 //! serves v1 and hybrid hosts, [`v2`] pure cgroup v2 (whose device filter
 //! is the eBPF program of [`device_filter`]); what is the same on both
@@ -70,6 +72,11 @@ pub enum CgroupError {
     InvalidValue(String),
     #[error("the runtime handed over {got} cgroup files to join, not {expected}")]
     JoinFiles { expected: usize, got: usize },
+    #[error("cannot join cgroup {dir}: {source}")]
+    Join {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cgroup {0} did not finish freezing or thawing")]
     FreezeTimeout(PathBuf),
     #[error("invalid device rule {0}")]

@@ -2,7 +2,7 @@
 //! released (by `start` through the start socket, or by `run` through the
 //! channel).
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -381,8 +381,8 @@ pub(super) fn build(
         namespaces::write_id_maps(pid, &linux.uid_mappings, &linux.gid_mappings)?;
     }
     // The init moves itself into the directories it was not born in once
-    // `Prepared` says the limits are in place (see
-    // `cgroups::Driver::join_self`).
+    // `Prepared` says the limits are in place, through the join files it
+    // hands over (see `cgroups::Driver::join_with`).
     crate::log::debug(&format!(
         "{}: init {pid} born in cgroup {:?}, to join {:?}",
         options.id, born_in_cgroup, guard.cgroups
@@ -395,8 +395,7 @@ pub(super) fn build(
     // state is saved).
     let start_sent =
         by_channel && !runtime_hooks && seccomp.as_ref().is_none_or(|s| s.notify.is_none());
-    let handed: Vec<RawFd> = join_files.iter().map(|f| f.as_raw_fd()).collect();
-    let mut told = runtime_end.prepared(&creating, &handed);
+    let mut told = runtime_end.prepared(&creating, &join_files);
     drop(join_files);
     if start_sent && told.is_ok() {
         told = runtime_end.send_start();
