@@ -46,13 +46,39 @@ pub enum MemoryCgroup {
 /// else as this mount namespace's mountinfo lists them. (mountinfo costs a
 /// line per mount: with a thousand containers' overlays on the host, some
 /// milliseconds on every container's start.)
+///
+/// `None` as well for a process that has exited: a zombie reads as the
+/// root of every v1 hierarchy, and a watch there would report the host's
+/// OOM kills as the container's. (An init that `start` at Create ran is
+/// often gone before its shim gets here; its v2 line still names its own
+/// cgroup.)
 pub fn memory_cgroup(pid: u32) -> Option<MemoryCgroup> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    if let Some(found) = locate(&cgroups, &usual_mounts()) {
-        return Some(found);
+    let found = match locate(&cgroups, &usual_mounts()) {
+        Some(found) => found,
+        None => {
+            let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+            locate(&cgroups, &mountinfo)?
+        }
+    };
+    // Still running after the read: what it read was the process's own.
+    match found {
+        MemoryCgroup::V1(_) if !running(pid) => None,
+        found => Some(found),
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    locate(&cgroups, &mountinfo)
+}
+
+/// Whether `pid` exists and has not exited (`/proc/PID/stat`'s state is
+/// neither Z nor X).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which may itself hold ") ".
+    let state = stat
+        .rsplit_once(") ")
+        .and_then(|(_, rest)| rest.chars().next());
+    !matches!(state, None | Some('Z' | 'X'))
 }
 
 /// The hierarchies at `/sys/fs/cgroup` (v2) or `/sys/fs/cgroup/memory` and
@@ -270,5 +296,66 @@ mod tests {
         );
         assert_eq!(oom_kills("low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n"), 1);
         assert_eq!(oom_kills(""), 0);
+    }
+
+    /// A process of a v1 memory cgroup that has exited reads as the root's:
+    /// no watch is set where the host's OOM kills would look like its.
+    #[test]
+    fn an_exited_process_has_no_v1_memory_cgroup() {
+        let memory = Path::new("/sys/fs/cgroup/memory");
+        if !memory.join("tasks").exists() {
+            // A pure cgroup v2 host: nothing of v1 to test.
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI runs on a v1 (hybrid) host"
+            );
+            return;
+        }
+        /// The cgroup and the process in it, gone with the test however it ends.
+        struct Scratch {
+            dir: PathBuf,
+            child: std::process::Child,
+            go: Option<std::io::PipeWriter>,
+        }
+        impl Drop for Scratch {
+            fn drop(&mut self) {
+                drop(self.go.take());
+                let _ = self.child.wait();
+                let _ = std::fs::remove_dir(&self.dir);
+            }
+        }
+        let name = format!("berth-oom-test-{}", std::process::id());
+        let dir = memory.join(&name);
+        std::fs::create_dir(&dir).unwrap();
+        let (wait, go) = std::io::pipe().unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "echo $$ > \"$1\"/tasks && read _", "sh"])
+            .arg(&dir)
+            .stdin(wait)
+            .spawn();
+        let mut scratch = Scratch {
+            dir: dir.clone(),
+            child: child.unwrap(),
+            go: Some(go),
+        };
+        let pid = scratch.child.id();
+        let until = |done: &dyn Fn() -> bool| {
+            for _ in 0..500 {
+                if done() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        until(&|| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|t| t.contains(&format!(":memory:/{name}\n")))
+        });
+        assert_eq!(memory_cgroup(pid), Some(MemoryCgroup::V1(dir)));
+        // Exited, not yet reaped.
+        drop(scratch.go.take());
+        until(&|| !running(pid));
+        assert!(!running(pid));
+        assert_eq!(memory_cgroup(pid), None);
     }
 }
