@@ -47,12 +47,14 @@ pub enum MemoryCgroup {
 /// line per mount: with a thousand containers' overlays on the host, some
 /// milliseconds on every container's start.)
 ///
-/// `None` as well for a process that has exited: a zombie reads as the
-/// root of every v1 hierarchy, and a watch there would report the host's
-/// OOM kills as the container's. (An init that `start` at Create ran is
-/// often gone before its shim gets here; its v2 line still names its own
-/// cgroup.)
-pub fn memory_cgroup(pid: u32) -> Option<MemoryCgroup> {
+/// The kernel shows a task that is exiting (or has exited) at the root of
+/// every v1 hierarchy; its v2 line stays its own. An init that `start` at
+/// Create ran is often gone before its shim gets here, and a watch on the
+/// host's root memory cgroup would count the host's OOM kills as the
+/// container's: for such a task, the directory is the one `linux.cgroupsPath`
+/// of `bundle`'s config names (absolute, cgroupfs form), if it exists, else
+/// `None`.
+pub fn memory_cgroup(pid: u32, bundle: &Path) -> Option<MemoryCgroup> {
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let found = match locate(&cgroups, &usual_mounts()) {
         Some(found) => found,
@@ -61,24 +63,57 @@ pub fn memory_cgroup(pid: u32) -> Option<MemoryCgroup> {
             locate(&cgroups, &mountinfo)?
         }
     };
-    // Still running after the read: what it read was the process's own.
+    // Read first, then asked: a task still not exiting after the read was
+    // shown where it is (the flag, once set, stays).
     match found {
-        MemoryCgroup::V1(_) if !running(pid) => None,
+        MemoryCgroup::V1(root) if v1_memory_at_root(&cgroups) && exiting(pid) => {
+            spec_cgroup(bundle, &root).map(MemoryCgroup::V1)
+        }
         found => Some(found),
     }
 }
 
-/// Whether `pid` exists and has not exited (`/proc/PID/stat`'s state is
-/// neither Z nor X).
-fn running(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
+/// Whether the v1 memory line of a /proc/PID/cgroup text is `/`.
+fn v1_memory_at_root(cgroups: &str) -> bool {
+    cgroups.lines().any(|line| {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
+        controllers.is_some_and(|c| c.split(',').any(|c| c == "memory")) && path == Some("/")
+    })
+}
+
+/// The kernel's PF_EXITING task flag.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether `pid` is exiting, has exited or is gone.
+fn exiting(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| exiting_in(&stat))
+}
+
+/// Whether a /proc/PID/stat text says its task is exiting: the flags word
+/// (the ninth field) holds PF_EXITING. Fields are counted after the
+/// command name, which may itself hold ") ".
+fn exiting_in(stat: &str) -> bool {
+    let Some((_, rest)) = stat.rsplit_once(") ") else {
+        return true;
     };
-    // The state follows the command name, which may itself hold ") ".
-    let state = stat
-        .rsplit_once(") ")
-        .and_then(|(_, rest)| rest.chars().next());
-    !matches!(state, None | Some('Z' | 'X'))
+    // state ppid pgrp session tty_nr tpgid flags
+    rest.split_whitespace()
+        .nth(6)
+        .and_then(|flags| flags.parse::<u64>().ok())
+        .is_none_or(|flags| flags & PF_EXITING != 0)
+}
+
+/// The directory `bundle`'s `linux.cgroupsPath` names under the v1 memory
+/// hierarchy mounted at `root`, if it is absolute, in cgroupfs form (no
+/// systemd `slice:prefix:name`) and exists.
+fn spec_cgroup(bundle: &Path, root: &Path) -> Option<PathBuf> {
+    let config = std::fs::read(bundle.join("config.json")).ok()?;
+    let spec: serde_json::Value = serde_json::from_slice(&config).ok()?;
+    let path = spec["linux"]["cgroupsPath"].as_str()?;
+    let relative = path.strip_prefix('/').filter(|p| !p.contains(':'))?;
+    let dir = root.join(relative);
+    dir.join("memory.oom_control").is_file().then_some(dir)
 }
 
 /// The hierarchies at `/sys/fs/cgroup` (v2) or `/sys/fs/cgroup/memory` and
@@ -168,9 +203,10 @@ fn owned(fd: i32, what: &'static str) -> Result<OwnedFd, OomError> {
 }
 
 impl OomWatch {
-    /// Watches the memory cgroup of `pid`; None on hosts without one.
-    pub fn new(pid: u32) -> Result<Option<OomWatch>, OomError> {
-        match memory_cgroup(pid) {
+    /// Watches the memory cgroup of `pid`, whose spec is `bundle`'s (see
+    /// [`memory_cgroup`]); None on hosts without one.
+    pub fn new(pid: u32, bundle: &Path) -> Result<Option<OomWatch>, OomError> {
+        match memory_cgroup(pid, bundle) {
             Some(MemoryCgroup::V1(dir)) => Self::v1(&dir).map(Some),
             Some(MemoryCgroup::V2(dir)) => Self::v2(&dir).map(Some),
             None => Ok(None),
@@ -298,47 +334,90 @@ mod tests {
         assert_eq!(oom_kills(""), 0);
     }
 
-    /// A process of a v1 memory cgroup that has exited reads as the root's:
-    /// no watch is set where the host's OOM kills would look like its.
     #[test]
-    fn an_exited_process_has_no_v1_memory_cgroup() {
+    fn the_exiting_flag_is_read_after_the_command_name() {
+        // pid (comm) state ppid pgrp session tty_nr tpgid flags …
+        let running = "42 (sh) S 1 42 42 0 -1 4194560 120 0 0 0";
+        let exiting = "42 (sh) R 1 42 42 0 -1 4194564 120 0 0 0";
+        let zombie = "42 (sh) Z 1 42 42 0 -1 4227396 120 0 0 0";
+        assert!(!exiting_in(running));
+        assert!(exiting_in(exiting));
+        assert!(exiting_in(zombie));
+        // A command name that looks like the fields that follow it.
+        let tricky = "42 (a) Z 1 2 3 4 5 6) S 1 42 42 0 -1 4194560 120 0 0 0";
+        assert!(!exiting_in(tricky));
+        assert!(exiting_in("garbled"));
+    }
+
+    #[test]
+    fn only_an_absolute_cgroupfs_path_of_the_spec_is_taken() {
+        let scratch = std::env::temp_dir().join(format!("berth-oom-spec-{}", std::process::id()));
+        let root = scratch.join("memory");
+        let dir = root.join("berth-imaged/c1");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("memory.oom_control"), "oom_kill 0\n").unwrap();
+        let with = |path: serde_json::Value| {
+            let spec = serde_json::json!({"linux": {"cgroupsPath": path}});
+            std::fs::write(scratch.join("config.json"), spec.to_string()).unwrap();
+            spec_cgroup(&scratch, &root)
+        };
+        let found = with("/berth-imaged/c1".into());
+        let relative = with("berth-imaged/c1".into());
+        let systemd = with("system.slice:berth:c1".into());
+        let missing = with("/berth-imaged/c2".into());
+        let absent = with(serde_json::Value::Null);
+        std::fs::remove_dir_all(&scratch).unwrap();
+        assert_eq!(found, Some(dir));
+        assert_eq!(
+            (relative, systemd, missing, absent),
+            (None, None, None, None)
+        );
+    }
+
+    /// A v1 memory cgroup and a process in it, gone with the test however
+    /// it ends.
+    struct Scratch {
+        dir: PathBuf,
+        child: Option<std::process::Child>,
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// A process of a v1 memory cgroup reads as the root's once it exits:
+    /// its cgroup is then the spec's, or none, never the host's root.
+    #[test]
+    fn an_exited_process_is_found_through_its_spec_or_not_at_all() {
+        let under_ci = std::env::var("CI").is_ok_and(|v| v == "true");
         let memory = Path::new("/sys/fs/cgroup/memory");
-        if !memory.join("tasks").exists() {
-            // A pure cgroup v2 host: nothing of v1 to test.
+        // SAFETY: geteuid has no preconditions.
+        let root = unsafe { libc::geteuid() } == 0;
+        if !(root && memory.join("tasks").exists()) {
             assert!(
-                std::env::var("CI").is_err(),
-                "CI runs on a v1 (hybrid) host"
+                !under_ci,
+                "CI runs as root on a host with a v1 memory hierarchy"
             );
+            eprintln!("skipped: needs root and a v1 memory hierarchy");
             return;
         }
-        /// The cgroup and the process in it, gone with the test however it ends.
-        struct Scratch {
-            dir: PathBuf,
-            child: std::process::Child,
-            go: Option<std::io::PipeWriter>,
-        }
-        impl Drop for Scratch {
-            fn drop(&mut self) {
-                drop(self.go.take());
-                let _ = self.child.wait();
-                let _ = std::fs::remove_dir(&self.dir);
-            }
-        }
         let name = format!("berth-oom-test-{}", std::process::id());
-        let dir = memory.join(&name);
-        std::fs::create_dir(&dir).unwrap();
-        let (wait, go) = std::io::pipe().unwrap();
-        let child = std::process::Command::new("sh")
-            .args(["-c", "echo $$ > \"$1\"/tasks && read _", "sh"])
-            .arg(&dir)
-            .stdin(wait)
-            .spawn();
         let mut scratch = Scratch {
-            dir: dir.clone(),
-            child: child.unwrap(),
-            go: Some(go),
+            dir: memory.join(&name),
+            child: None,
         };
-        let pid = scratch.child.id();
+        std::fs::create_dir(&scratch.dir).unwrap();
+        let child = std::process::Command::new("sh")
+            .args(["-c", "echo $$ > \"$1\"/tasks && exec sleep 30", "sh"])
+            .arg(&scratch.dir)
+            .spawn();
+        let pid = scratch.child.insert(child.unwrap()).id();
         let until = |done: &dyn Fn() -> bool| {
             for _ in 0..500 {
                 if done() {
@@ -351,11 +430,25 @@ mod tests {
             std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
                 .is_ok_and(|t| t.contains(&format!(":memory:/{name}\n")))
         });
-        assert_eq!(memory_cgroup(pid), Some(MemoryCgroup::V1(dir)));
-        // Exited, not yet reaped.
-        drop(scratch.go.take());
-        until(&|| !running(pid));
-        assert!(!running(pid));
-        assert_eq!(memory_cgroup(pid), None);
+        let bundle = std::env::temp_dir().join(format!("{name}-bundle"));
+        std::fs::create_dir_all(&bundle).unwrap();
+        let spec = serde_json::json!({"linux": {"cgroupsPath": format!("/{name}")}});
+        std::fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+        let none = std::env::temp_dir().join(format!("{name}-none"));
+        let alive = memory_cgroup(pid, &none);
+        // Killed, not yet reaped: the kernel shows it at the root.
+        // SAFETY: a signal to our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        until(&|| exiting(pid));
+        let by_spec = memory_cgroup(pid, &bundle);
+        let without_spec = memory_cgroup(pid, &none);
+        let shown = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        drop(scratch);
+        std::fs::remove_dir_all(&bundle).unwrap();
+        let dir = memory.join(&name);
+        assert_eq!(alive, Some(MemoryCgroup::V1(dir.clone())));
+        assert!(v1_memory_at_root(&shown), "{shown}");
+        assert_eq!(by_spec, Some(MemoryCgroup::V1(dir)));
+        assert_eq!(without_spec, None);
     }
 }

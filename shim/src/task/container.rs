@@ -127,7 +127,7 @@ impl Container {
         // once is OOM-killed within milliseconds of starting. Started
         // already, it may have been: the kill the cgroup counts is its.
         let mut killed_before_watch = false;
-        match OomWatch::new(pid) {
+        match OomWatch::new(pid, &self.bundle) {
             Ok(watch) => {
                 killed_before_watch =
                     self.started_at_create && watch.as_ref().is_some_and(OomWatch::has_killed);
