@@ -104,13 +104,28 @@ fn exiting_in(stat: &str) -> bool {
         .is_none_or(|flags| flags & PF_EXITING != 0)
 }
 
+/// The one field of a runtime spec [`spec_cgroup`] reads.
+#[derive(serde::Deserialize)]
+struct SpecCgroupsPath {
+    linux: Option<LinuxCgroupsPath>,
+}
+
+#[derive(serde::Deserialize)]
+struct LinuxCgroupsPath {
+    #[serde(rename = "cgroupsPath")]
+    cgroups_path: Option<String>,
+}
+
 /// The directory `bundle`'s `linux.cgroupsPath` names under the v1 memory
 /// hierarchy mounted at `root`, if it is absolute, in cgroupfs form (no
 /// systemd `slice:prefix:name`) and exists.
 fn spec_cgroup(bundle: &Path, root: &Path) -> Option<PathBuf> {
     let config = std::fs::read(bundle.join("config.json")).ok()?;
-    let spec: serde_json::Value = serde_json::from_slice(&config).ok()?;
-    let path = spec["linux"]["cgroupsPath"].as_str()?;
+    // Only the one field is built; the rest (a seccomp profile of some
+    // hundred names, on the exit path of a container gone at once) is
+    // skipped over.
+    let spec: SpecCgroupsPath = serde_json::from_slice(&config).ok()?;
+    let path = spec.linux?.cgroups_path?;
     let relative = path.strip_prefix('/').filter(|p| !p.contains(':'))?;
     let dir = root.join(relative);
     dir.join("memory.oom_control").is_file().then_some(dir)
