@@ -280,10 +280,18 @@ impl Launcher {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
-        let mut child = command.spawn().map_err(|source| Error::Spawn {
-            binary: self.binary.clone(),
-            source,
-        })?;
+        // With a working directory to set, std forks the daemon (its
+        // posix_spawn path needs a chdir it finds only in a dynamic glibc)
+        // and waits for the child's exec: about a millisecond here. On a
+        // worker thread that would hold up every request and stream the
+        // daemon serves meanwhile (a container's exit among them).
+        let spawned = tokio::task::spawn_blocking(move || command.spawn()).await;
+        let mut child = spawned
+            .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
+            .map_err(|source| Error::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
         if let Some(mut stdin) = child.stdin.take() {
             let options = self.options().write_to_bytes().unwrap_or_default();
             let _ = stdin.write_all(&options).await;
