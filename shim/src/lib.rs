@@ -42,6 +42,7 @@ pub mod memory;
 pub mod mount;
 pub mod oom;
 pub mod options;
+pub mod priority;
 pub mod runtime;
 pub mod server;
 pub mod stats;
