@@ -274,22 +274,6 @@ impl Launcher {
         let mut command = self.command(id, bundle);
         if spare {
             command.env(SPARE_ENV, "1");
-            // Started at the idle priority: its start (an exec, glibc's
-            // start-up, its own) comes while a container starts or exits
-            // and would take a CPU from that. The shim takes the normal
-            // priority back for its threads when its container's Create
-            // comes, before anything of the container exists.
-            // SAFETY: between fork and exec, sched_setscheduler of the child
-            // itself, with a param on the stack.
-            unsafe {
-                command.pre_exec(|| {
-                    let param = libc::sched_param { sched_priority: 0 };
-                    if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                })
-            };
         }
         command
             .arg("start")

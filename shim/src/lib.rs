@@ -42,7 +42,6 @@ pub mod memory;
 pub mod mount;
 pub mod oom;
 pub mod options;
-pub mod priority;
 pub mod runtime;
 pub mod server;
 pub mod stats;

@@ -53,8 +53,6 @@ pub enum TaskError {
     Encode(protobuf::Error),
     #[error("checkpoint is not supported by berth's shim")]
     Checkpoint,
-    #[error("cannot leave the idle priority of a spare shim: {0}")]
-    Priority(std::io::Error),
     #[error("this shim is shutting down")]
     Leaving,
     #[error(transparent)]

@@ -281,11 +281,7 @@ impl Tasks {
         // Shutdown decides again.
         self.joining.remove(&req.id);
         self.leave_when_idle = None;
-        if std::mem::take(&mut self.spare) {
-            // A spare starts at the idle priority (see berth-imaged's
-            // `shim::Launcher`); its container must not run there.
-            crate::priority::leave_idle().map_err(TaskError::Priority)?;
-        }
+        self.spare = false;
         if self.containers.contains_key(&req.id) {
             return Err(TaskError::Exists(req.id));
         }
