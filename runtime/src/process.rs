@@ -434,11 +434,8 @@ mod caller_strings {
     /// The areas as `/proc/self/stat` reports them (fields 48–51).
     fn from_proc() -> Option<[usize; 4]> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Counted from field 3, the first after the command name's
-        // closing parenthesis.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<usize> = rest
-            .split_whitespace()
+        // Counted from field 3.
+        let fields: Vec<usize> = crate::state::stat_fields(&stat)?
             .skip(45)
             .take(4)
             .filter_map(|f| f.parse().ok())

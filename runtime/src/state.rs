@@ -495,12 +495,18 @@ fn unpredictable(attempt: u32) -> String {
     )
 }
 
+/// The fields of a `/proc/PID/stat` text from the third (the state) on:
+/// the command name before them may hold spaces and parentheses, so they
+/// start after its last `)`.
+pub fn stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace())
+}
+
 /// Start time (clock ticks since boot) of `pid`, if it is alive and not a zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces and parentheses: parse after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
+    let fields: Vec<&str> = stat_fields(&stat)?.collect();
     // fields[0] is field 3 (state); field 22 (starttime) is fields[19].
     if fields.first() == Some(&"Z") || fields.first() == Some(&"X") {
         return None;

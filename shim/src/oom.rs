@@ -75,11 +75,21 @@ pub fn memory_cgroup(pid: u32, bundle: &Path) -> Option<MemoryCgroup> {
 
 /// Whether the v1 memory line of a /proc/PID/cgroup text is `/`.
 fn v1_memory_at_root(cgroups: &str) -> bool {
-    cgroups.lines().any(|line| {
+    cgroup_path(cgroups, &is_v1_memory) == Some("/")
+}
+
+/// The path of the first /proc/PID/cgroup line whose controller list
+/// `want` takes (an empty list is the v2 line).
+fn cgroup_path<'a>(cgroups: &'a str, want: &dyn Fn(&str) -> bool) -> Option<&'a str> {
+    cgroups.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next(), parts.next(), parts.next());
-        controllers.is_some_and(|c| c.split(',').any(|c| c == "memory")) && path == Some("/")
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        want(controllers).then_some(path)
     })
+}
+
+fn is_v1_memory(controllers: &str) -> bool {
+    controllers.split(',').any(|c| c == "memory")
 }
 
 /// The kernel's PF_EXITING task flag.
@@ -91,14 +101,13 @@ fn exiting(pid: u32) -> bool {
 }
 
 /// Whether a /proc/PID/stat text says its task is exiting: the flags word
-/// (the ninth field) holds PF_EXITING. Fields are counted after the
-/// command name, which may itself hold ") ".
+/// (the ninth field) holds PF_EXITING.
 fn exiting_in(stat: &str) -> bool {
-    let Some((_, rest)) = stat.rsplit_once(") ") else {
+    let Some(mut fields) = berth_runtime::state::stat_fields(stat) else {
         return true;
     };
     // state ppid pgrp session tty_nr tpgid flags
-    rest.split_whitespace()
+    fields
         .nth(6)
         .and_then(|flags| flags.parse::<u64>().ok())
         .is_none_or(|flags| flags & PF_EXITING != 0)
@@ -163,11 +172,7 @@ fn usual_mounts() -> String {
 
 fn locate(cgroups: &str, mountinfo: &str) -> Option<MemoryCgroup> {
     let entry = |want: &dyn Fn(&str) -> bool| {
-        cgroups.lines().find_map(|line| {
-            let mut parts = line.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            want(controllers).then(|| path.trim_start_matches('/').to_string())
-        })
+        cgroup_path(cgroups, want).map(|path| path.trim_start_matches('/'))
     };
     let mount = |want: &dyn Fn(&str, &str) -> bool| {
         mountinfo.lines().find_map(|line| {
@@ -179,7 +184,7 @@ fn locate(cgroups: &str, mountinfo: &str) -> Option<MemoryCgroup> {
                 .flatten()
         })
     };
-    let v1 = entry(&|c| c.split(',').any(|c| c == "memory"));
+    let v1 = entry(&is_v1_memory);
     if let Some(relative) = v1 {
         let root = mount(&|fstype, options| {
             fstype == "cgroup" && options.split(',').any(|o| o == "memory")
