@@ -69,6 +69,7 @@ pub mod distribution;
 pub mod events;
 pub mod files;
 pub mod grpc;
+pub mod idle;
 pub mod images;
 pub mod logs;
 pub mod metadata;

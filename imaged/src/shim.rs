@@ -9,6 +9,8 @@
 //! shim) take a spare shim when one is ready ([`Spare`]): it was started
 //! the same way ahead of need, so a container's start skips the shim's
 //! process start (about 2 ms here), the largest step after the runtime's.
+//! A spare starts at the idle priority ([`crate::idle`]), so that its start
+//! does not compete with the container that just started.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,8 @@ use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::shim::shim_ttrpc_async::TaskClient;
 use tokio::io::AsyncWriteExt;
+
+use crate::idle::IdlePriority;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -74,6 +78,9 @@ pub struct Spare {
     /// The working directory of its `start` (which writes the runtime
     /// options and the address there, as into a bundle).
     dir: PathBuf,
+    /// The policy a spare started at the idle priority gets back once
+    /// connected; `None` where the daemon cannot give it back.
+    idle: Option<IdlePriority>,
     slot: Mutex<SpareSlot>,
 }
 
@@ -134,6 +141,7 @@ impl Spare {
             .unwrap_or_default();
         Ok(Arc::new(Spare {
             dir,
+            idle: IdlePriority::probe(),
             slot: Mutex::new(SpareSlot {
                 started: since_epoch.as_micros() as u64,
                 ..SpareSlot::default()
@@ -222,7 +230,7 @@ impl Launcher {
                 }
             }
         }
-        self.start_new(id, bundle, false).await
+        self.start_new(id, bundle, None).await
     }
 
     /// Starts a spare shim in the background unless one is ready or on its
@@ -242,11 +250,8 @@ impl Launcher {
         };
         let launcher = self.clone();
         tokio::spawn(async move {
-            let ready = match launcher.start_new(&id, &spare.dir, true).await {
-                Ok(shim) => Some(Ready {
-                    process: launcher.process_of(&shim, &id).await,
-                    shim,
-                }),
+            let ready = match launcher.start_new(&id, &spare.dir, Some(&spare)).await {
+                Ok(shim) => launcher.ready(shim, &id, spare.idle).await,
                 Err(e) => {
                     eprintln!("berth-imaged: cannot start a spare shim: {e}");
                     None
@@ -258,22 +263,52 @@ impl Launcher {
         });
     }
 
-    /// A pidfd of `shim`'s process, its pid from a Connect (for `id`).
-    async fn process_of(&self, shim: &Shim, id: &str) -> Option<std::os::fd::OwnedFd> {
+    /// A started spare made ready: a pidfd of its process, its pid from a
+    /// Connect (for `id`), and, if it started idle, its threads given the
+    /// daemon's policy back. A spare that started idle and cannot be given
+    /// it back is dropped (it goes with its connection).
+    async fn ready(&self, shim: Shim, id: &str, idle: Option<IdlePriority>) -> Option<Ready> {
         let connect = api::ConnectRequest {
             id: id.to_string(),
             ..Default::default()
         };
         let ctx = context(&self.namespace, Some(std::time::Duration::from_secs(10)));
-        let pid = shim.client.connect(ctx, &connect).await.ok()?.shim_pid;
-        (pid > 0).then_some(pid).and_then(pidfd)
+        let pid = match shim.client.connect(ctx, &connect).await {
+            Ok(answer) if answer.shim_pid > 0 => Some(answer.shim_pid),
+            _ => None,
+        };
+        if let Some(idle) = idle {
+            let restored = match pid {
+                Some(pid) => idle.restore(pid),
+                None => Err(std::io::Error::other("its Connect named no process")),
+            };
+            if let Err(e) = restored {
+                eprintln!("berth-imaged: cannot take a spare shim off the idle priority: {e}");
+                return None;
+            }
+        }
+        Some(Ready {
+            process: pid.and_then(pidfd),
+            shim,
+        })
     }
 
-    /// Runs `shim start` and connects to the shim it leaves running.
-    async fn start_new(&self, id: &str, bundle: &Path, spare: bool) -> Result<Shim, Error> {
+    /// Runs `shim start` and connects to the shim it leaves running; a
+    /// spare's start is marked so, at the idle priority where the daemon
+    /// can give its own back.
+    async fn start_new(
+        &self,
+        id: &str,
+        bundle: &Path,
+        spare: Option<&Spare>,
+    ) -> Result<Shim, Error> {
         let mut command = self.command(id, bundle);
-        if spare {
+        if let Some(spare) = spare {
             command.env(SPARE_ENV, "1");
+            if spare.idle.is_some() {
+                // SAFETY: one syscall of the child itself, between fork and exec.
+                unsafe { command.pre_exec(IdlePriority::enter) };
+            }
         }
         command
             .arg("start")

@@ -526,7 +526,20 @@ fn spare_shims(env: &Env) -> Vec<i32> {
     })
 }
 
-/// The daemon keeps one shim started ahead of need: a container's start
+/// The scheduling policy of each thread of `pid`.
+fn policies(pid: i32) -> Vec<i32> {
+    let Ok(threads) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    threads
+        .filter_map(|t| t.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        // SAFETY: reads a thread's policy.
+        .map(|tid| unsafe { libc::sched_getscheduler(tid) })
+        .collect()
+}
+
+/// The daemon keeps one shim started ahead of need (at the idle priority
+/// until it is connected, then at the daemon's): a container's start
 /// takes it (the container's shim is the spare's process, its bundle holds
 /// the spare's address, and it serves the container from there on), the
 /// next spare follows, and a daemon killed with SIGKILL takes its spare
@@ -541,6 +554,10 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
     env.load_busybox("busybox:ctl");
     env.until("a spare shim", || spare_shims(&env).len() == 1);
     let spare = spare_shims(&env)[0];
+    // Connected, it waits at the daemon's policy, every thread of it.
+    env.until("the spare at the daemon's policy", || {
+        !policies(spare).is_empty() && policies(spare).iter().all(|p| *p == libc::SCHED_OTHER)
+    });
     env.ok(&[
         "run",
         "-d",
@@ -556,6 +573,19 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
         shim, spare,
         "the container's shim is the spare that was waiting"
     );
+    // Taken, it and the container run at the daemon's policy.
+    let init: i32 = std::fs::read_to_string(bundle.join("init.pid"))
+        .expect("the init's pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    for (what, pid) in [("shim", shim), ("init", init)] {
+        let taken = policies(pid);
+        assert!(
+            !taken.is_empty() && taken.iter().all(|p| *p == libc::SCHED_OTHER),
+            "the {what}'s threads: {taken:?}"
+        );
+    }
     let address = std::fs::read_to_string(bundle.join("address")).expect("the address file");
     assert!(
         address.starts_with("unix:///run/containerd/s/berth-"),

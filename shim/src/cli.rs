@@ -194,12 +194,15 @@ fn join(path: &Path, id: &str) -> Result<(), WireError> {
 /// (`None`). Every start binds under a lock on the socket directory: a
 /// socket that refuses a connection meanwhile is then a dead shim's, not
 /// one another start has bound and not listened on yet, and of two starts
-/// that find it, one alone removes it and binds.
-fn bind_or_find(path: &Path) -> anyhow::Result<Option<UnixListener>> {
+/// that find it, one alone removes it and binds. A spare's start (`locked`
+/// false) takes no lock: nobody else binds its path, its id being unique,
+/// and berth-imaged starts it at the idle priority, where holding the lock
+/// every other start waits for would make them wait on idle time.
+fn bind_or_find(path: &Path, locked: bool) -> anyhow::Result<Option<UnixListener>> {
     let dir =
         std::fs::File::open(SOCKET_DIR).with_context(|| format!("cannot open {SOCKET_DIR}"))?;
     // SAFETY: flock on a descriptor we own; the lock goes with it.
-    if unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
+    if locked && unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX) } != 0 {
         return Err(std::io::Error::last_os_error())
             .with_context(|| format!("cannot lock {SOCKET_DIR}"));
     }
@@ -241,6 +244,7 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
 
     let group = group(&bundle, &flags.id)?;
     let path = socket_path(flags, &group);
+    let spare = is_set(crate::task::SPARE_ENV);
     let address = format!("unix://{}", path.display());
     let write_address = || {
         crate::write_private(&bundle.join("address"), &address)
@@ -256,7 +260,7 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     // once, exactly one binds and the other finds it listening.
     let patience = std::time::Instant::now() + JOIN_PATIENCE;
     let listener = loop {
-        if let Some(listener) = bind_or_find(&path)? {
+        if let Some(listener) = bind_or_find(&path, !(spare && group == flags.id))? {
             break listener;
         }
         if group == flags.id {
@@ -350,12 +354,16 @@ fn serve(
         std::env::var("TTRPC_ADDRESS").unwrap_or_default(),
         flags.namespace.clone(),
     )?;
-    let set = |name| std::env::var_os(name).is_some_and(|v| v == "1");
     let tasks = Tasks::new(&flags.namespace, events)
-        .start_at_create(set(crate::task::START_AT_CREATE_ENV))
-        .spare(set(crate::task::SPARE_ENV));
+        .start_at_create(is_set(crate::task::START_AT_CREATE_ENV))
+        .spare(is_set(crate::task::SPARE_ENV));
     Server::new(listener, path, signals, tasks, flags.debug).run()?;
     Ok(())
+}
+
+/// Whether environment variable `name` is `1`.
+fn is_set(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
 }
 
 fn delete(flags: &Flags) -> anyhow::Result<i32> {
