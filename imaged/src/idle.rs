@@ -52,10 +52,9 @@ impl IdlePriority {
         matches!(tried, Ok(true)).then_some(wanted)
     }
 
-    /// Puts the calling process under `SCHED_IDLE`; for a child between
-    /// fork and exec (async-signal-safe: one syscall).
-    pub fn enter() -> io::Result<()> {
-        set_policy(0, libc::SCHED_IDLE, 0)
+    /// Puts thread `tid` (0: the calling one) under `SCHED_IDLE`.
+    pub fn enter(tid: libc::pid_t) -> io::Result<()> {
+        set_policy(tid, libc::SCHED_IDLE, 0)
     }
 
     /// Gives every thread of process `pid` this policy back. Threads a
@@ -130,7 +129,7 @@ mod tests {
         let (tids_tx, tids_rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let first = std::thread::spawn(move || {
-            IdlePriority::enter().unwrap();
+            IdlePriority::enter(0).unwrap();
             let tx = tids_tx.clone();
             let second = std::thread::spawn(move || {
                 // SAFETY: gettid has no preconditions.

@@ -79,6 +79,7 @@ pub mod private;
 pub mod registry;
 pub mod shim;
 pub mod snapshots;
+pub mod spawn;
 pub mod steps;
 pub mod streaming;
 pub mod tasks;

@@ -20,9 +20,9 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::oci::Options;
 use containerd_shim_protos::shim::shim_ttrpc_async::TaskClient;
-use tokio::io::AsyncWriteExt;
 
 use crate::idle::IdlePriority;
+use crate::spawn::{Spawn, Streams};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -186,8 +186,8 @@ impl Launcher {
         any
     }
 
-    fn command(&self, id: &str, bundle: &Path) -> tokio::process::Command {
-        let mut command = tokio::process::Command::new(&self.binary);
+    fn command(&self, id: &str, bundle: &Path) -> Spawn {
+        let mut command = Spawn::new(&self.binary);
         command
             .arg("-namespace")
             .arg(&self.namespace)
@@ -306,34 +306,17 @@ impl Launcher {
         if let Some(spare) = spare {
             command.env(SPARE_ENV, "1");
             if spare.idle.is_some() {
-                // SAFETY: one syscall of the child itself, between fork and exec.
-                unsafe { command.pre_exec(IdlePriority::enter) };
+                command.idle();
             }
         }
-        command
-            .arg("start")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        // With a working directory to set, std forks the daemon (its
-        // posix_spawn path needs a chdir it finds only in a dynamic glibc)
-        // and waits for the child's exec: about a millisecond here. On a
-        // worker thread that would hold up every request and stream the
-        // daemon serves meanwhile (a container's exit among them).
-        let spawned = tokio::task::spawn_blocking(move || command.spawn()).await;
-        let mut child = spawned
+        command.arg("start");
+        let options = self.options().write_to_bytes().unwrap_or_default();
+        // On a blocking thread: the spawn waits for the child's exec, and
+        // the start for the shim's.
+        let ran =
+            tokio::task::spawn_blocking(move || command.output(Streams::Piped, &options)).await;
+        let out = ran
             .unwrap_or_else(|join| Err(std::io::Error::other(join.to_string())))
-            .map_err(|source| Error::Spawn {
-                binary: self.binary.clone(),
-                source,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let options = self.options().write_to_bytes().unwrap_or_default();
-            let _ = stdin.write_all(&options).await;
-        }
-        let out = child
-            .wait_with_output()
-            .await
             .map_err(|source| Error::Spawn {
                 binary: self.binary.clone(),
                 source,
@@ -353,16 +336,8 @@ impl Launcher {
     /// teardown (kills what is left, unmounts, removes the runtime state).
     pub async fn delete(&self, id: &str, bundle: &Path) {
         let mut command = self.command(id, bundle);
-        command
-            .arg("-bundle")
-            .arg(bundle)
-            .arg("delete")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if let Ok(mut child) = command.spawn() {
-            let _ = child.wait().await;
-        }
+        command.arg("-bundle").arg(bundle).arg("delete");
+        let _ = tokio::task::spawn_blocking(move || command.output(Streams::Null, &[])).await;
     }
 }
 
