@@ -285,7 +285,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     })
     .await?;
     // The daemon's own containers take a spare shim (the CRI's group by pod).
-    let spare_dir = config.root.join("spare-shim");
+    // Its start writes the runtime options and its address there, once per
+    // container: in the state directory (a tmpfs, as /run is), not the root,
+    // where on a disk mounted with `discard` truncating those files waited
+    // for the device's TRIM (12 ms seen here).
+    let spare_dir = config.state.join("spare-shim");
     let spare = shim::Spare::new(spare_dir.clone())
         .with_context(|| format!("cannot create {}", spare_dir.display()))?;
     let launcher = shim::Launcher {

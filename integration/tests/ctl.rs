@@ -625,7 +625,7 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
     // A spare that died before it was taken (killed by hand, or by the OOM
     // killer) is passed over: the container gets a shim of its own.
     let dead = spare_shims(&env)[0];
-    let socket = std::fs::read_to_string(env.daemon.root.join("lib/spare-shim/address"))
+    let socket = std::fs::read_to_string(env.daemon.root.join("state/spare-shim/address"))
         .expect("the spare's address");
     let socket = PathBuf::from(socket.trim().trim_start_matches("unix://"));
     assert!(socket.exists(), "{}", socket.display());
