@@ -274,13 +274,14 @@ impl Launcher {
         };
         let ctx = context(&self.namespace, Some(std::time::Duration::from_secs(10)));
         let pid = match shim.client.connect(ctx, &connect).await {
-            Ok(answer) if answer.shim_pid > 0 => Some(answer.shim_pid),
-            _ => None,
+            Ok(answer) if answer.shim_pid > 0 => Ok(answer.shim_pid),
+            Ok(_) => Err("its Connect named no process".to_string()),
+            Err(e) => Err(format!("its Connect failed: {e}")),
         };
         if let Some(idle) = idle {
-            let restored = match pid {
-                Some(pid) => idle.restore(pid),
-                None => Err(std::io::Error::other("its Connect named no process")),
+            let restored = match &pid {
+                Ok(pid) => idle.restore(*pid),
+                Err(why) => Err(std::io::Error::other(why.clone())),
             };
             if let Err(e) = restored {
                 eprintln!("berth-imaged: cannot take a spare shim off the idle priority: {e}");
@@ -288,7 +289,7 @@ impl Launcher {
             }
         }
         Some(Ready {
-            process: pid.and_then(pidfd),
+            process: pid.ok().and_then(pidfd),
             shim,
         })
     }

@@ -8,9 +8,10 @@
 //! container's start and removal: 0.3 ms of the daemon's CPU per spawn at
 //! 16 MiB, 0.9 ms at 64 MiB here (a daemon serving 1000 containers has
 //! 53 MiB). [`Spawn`] calls glibc's `posix_spawnp` itself, whose child
-//! shares the daemon's memory until its exec, with the working directory,
-//! the standard streams and (for a spare shim) the idle priority set in
-//! that child. Everything here blocks: callers run it on a blocking thread.
+//! shares the daemon's memory until its exec, with the working directory
+//! and the standard streams set in that child; a spare shim is put at the
+//! idle priority by the daemon just after the exec. Everything here blocks
+//! until the child ends: callers run it on a blocking thread.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -65,11 +66,19 @@ impl Spawn {
         self
     }
 
+    pub fn args<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(&mut self, args: I) -> &mut Spawn {
+        for arg in args {
+            self.arg(arg);
+        }
+        self
+    }
+
     /// Sets `key` in the child's environment, which is the daemon's
-    /// otherwise.
+    /// otherwise; the last value set for a key wins.
     pub fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Spawn {
-        self.env
-            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        let key = key.as_ref().to_owned();
+        self.env.retain(|(k, _)| *k != key);
+        self.env.push((key, value.as_ref().to_owned()));
         self
     }
 
@@ -86,7 +95,10 @@ impl Spawn {
     }
 
     /// Runs the program to its end: `input` on its stdin, its stdout and
-    /// stderr collected (with [`Streams::Piped`]).
+    /// stderr collected (with [`Streams::Piped`]). The input is written
+    /// whole before the output is read, so it must fit a pipe (64 KiB)
+    /// unless the child reads it before it writes much: a shim's runtime
+    /// options are a few hundred bytes.
     pub fn output(&self, streams: Streams, input: &[u8]) -> io::Result<Output> {
         let mut pipes = Vec::new();
         let (child_ends, stdin, stdout, stderr) = match streams {
@@ -222,10 +234,12 @@ impl Spawn {
         })?;
         if self.idle {
             // glibc's spawn sets no SCHED_IDLE (POSIX knows only
-            // SCHED_OTHER, FIFO and RR). Set here, just after the exec,
-            // while the child is one thread in glibc's start-up; where it
-            // fails the child runs at the daemon's policy, which is only
-            // slower for others.
+            // SCHED_OTHER, FIFO and RR). Set here, just after the exec, on
+            // the child's one thread. A shim's `start` reads its stdin to
+            // the end before it forks the server, and `output` writes the
+            // input only after this: the server inherits the policy. Where
+            // setting it fails, the child runs at the daemon's policy,
+            // which is only slower for others.
             let _ = crate::idle::IdlePriority::enter(pid);
         }
         Ok(pid)
@@ -237,10 +251,12 @@ struct FileActions(libc::posix_spawn_file_actions_t);
 
 impl FileActions {
     fn new() -> io::Result<FileActions> {
-        // SAFETY: zeroed storage, initialised by the call before any use.
-        let mut actions = FileActions(unsafe { std::mem::zeroed() });
-        check(unsafe { libc::posix_spawn_file_actions_init(&mut actions.0) })?;
-        Ok(actions)
+        // SAFETY: plain storage for the object the next call initialises.
+        let mut storage: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
+        // SAFETY: initialises that storage; it is destroyed only once this
+        // succeeded (by `Drop`).
+        check(unsafe { libc::posix_spawn_file_actions_init(&mut storage) })?;
+        Ok(FileActions(storage))
     }
 }
 
@@ -256,10 +272,12 @@ struct Attributes(libc::posix_spawnattr_t);
 
 impl Attributes {
     fn new() -> io::Result<Attributes> {
-        // SAFETY: zeroed storage, initialised by the call before any use.
-        let mut attributes = Attributes(unsafe { std::mem::zeroed() });
-        check(unsafe { libc::posix_spawnattr_init(&mut attributes.0) })?;
-        Ok(attributes)
+        // SAFETY: plain storage for the object the next call initialises.
+        let mut storage: libc::posix_spawnattr_t = unsafe { std::mem::zeroed() };
+        // SAFETY: initialises that storage; it is destroyed only once this
+        // succeeded (by `Drop`).
+        check(unsafe { libc::posix_spawnattr_init(&mut storage) })?;
+        Ok(Attributes(storage))
     }
 }
 
@@ -412,47 +430,86 @@ mod tests {
 
     #[test]
     fn the_child_starts_with_no_signal_blocked_and_sigpipe_at_its_default() {
-        // SIGPIPE is ignored in the test process, as in the daemon.
-        // SAFETY: a disposition of this test process.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        let out = sh("grep -E '^Sig(Blk|Ign)' /proc/self/status")
-            .output(Streams::Piped, b"")
-            .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        assert!(text.contains("SigBlk:\t0000000000000000"), "{text}");
-        // Bit 13 (SIGPIPE) is not among the ignored.
-        let ignored = text
-            .lines()
-            .find_map(|l| l.strip_prefix("SigIgn:\t"))
-            .map(|hex| u64::from_str_radix(hex, 16).unwrap())
-            .unwrap();
-        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
+        // From a thread that blocks SIGUSR1, in a process that ignores
+        // SIGPIPE (as the daemon does).
+        let text = std::thread::spawn(|| {
+            // SAFETY: a disposition of this test process, and the signal
+            // mask of this thread, in sets on the stack.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                let mut blocked: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut blocked);
+                libc::sigaddset(&mut blocked, libc::SIGUSR1);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut());
+            }
+            // grep itself, not through a shell (dash clears its mask).
+            let out = Spawn::new("grep")
+                .args(["-E", "^Sig(Blk|Ign)", "/proc/self/status"])
+                .output(Streams::Piped, b"")
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        })
+        .join()
+        .unwrap();
+        let mask = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+                .unwrap()
+        };
+        assert_eq!(mask("SigBlk:"), 0, "{text}");
+        assert_eq!(mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)), 0, "{text}");
     }
 
     #[test]
     fn an_idle_child_runs_under_sched_idle() {
-        // The input comes after the spawn (and the policy) is done.
-        let out = sh("read go; grep '^policy' /proc/self/sched")
+        // The input comes after the spawn (and the policy) is done; the
+        // policy is field 41 of /proc/PID/stat.
+        let out = sh("read go; cat /proc/$$/stat")
             .idle()
             .output(Streams::Piped, b"go\n")
             .unwrap();
-        let text = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(
-            text.split_whitespace().last(),
-            Some(libc::SCHED_IDLE.to_string().as_str()),
-            "{text}"
-        );
+        let stat = String::from_utf8(out.stdout).unwrap();
+        let after_name = stat.rsplit_once(')').unwrap().1;
+        let policy: i32 = after_name
+            .split_whitespace()
+            .nth(41 - 3)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(policy, libc::SCHED_IDLE, "{stat}");
     }
 
     #[test]
     fn null_streams_and_a_missing_program() {
-        let out = sh("test ! -t 0 && read x; echo lost")
-            .output(Streams::Null, b"")
-            .unwrap();
-        assert!(out.stdout.is_empty() && out.stderr.is_empty());
+        let dir = std::env::temp_dir().join(format!("berth-spawn-null-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let links = dir.join("fds");
+        let script = format!(
+            // The shell's own descriptors, read in subshells (whose
+            // stdout is the substitution's pipe, not the shell's).
+            "a=$(readlink /proc/$$/fd/0) b=$(readlink /proc/$$/fd/1) c=$(readlink /proc/$$/fd/2); \
+             printf '%s\\n' \"$a\" \"$b\" \"$c\" > {}",
+            links.display()
+        );
+        let out = sh(&script).output(Streams::Null, b"").unwrap();
+        let found = std::fs::read_to_string(&links).unwrap_or_default();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(out.status.success());
+        assert_eq!(found, "/dev/null\n/dev/null\n/dev/null\n");
         let err = Spawn::new("berth-no-such-program")
             .output(Streams::Piped, b"")
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn the_last_value_of_a_variable_wins() {
+        let out = sh("echo \"$BERTH_SPAWN_TWICE\"")
+            .env("BERTH_SPAWN_TWICE", "first")
+            .env("BERTH_SPAWN_TWICE", "last")
+            .output(Streams::Piped, b"")
+            .unwrap();
+        assert_eq!(out.stdout, b"last\n");
     }
 }

@@ -524,6 +524,23 @@ fn spare_shims(env: &Env) -> Vec<i32> {
                 .windows(2)
                 .any(|w| w[0] == "-id" && w[1].starts_with("spare-"))
     })
+    .into_iter()
+    // The servers, not a `shim start` that has not yet forked one and
+    // ended (same command line): a server leads its own session.
+    .filter(|pid| session_of(*pid) == Some(*pid))
+    .collect()
+}
+
+/// The session id of process `pid`, from `/proc/PID/stat`.
+fn session_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name: state, ppid, pgrp, session.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()
 }
 
 /// The scheduling policy of each thread of `pid`.
