@@ -234,6 +234,9 @@ fn start(flags: &Flags) -> anyhow::Result<i32> {
     let bundle = std::env::current_dir().context("cannot find the bundle (working directory)")?;
     let mut options = Options::defaults(&flags.namespace);
     let mut input = Vec::new();
+    // Read to the end before the server is forked: berth-imaged puts a
+    // spare's `start` at the idle priority right after its exec and only
+    // then writes this input, so the server inherits that policy.
     if !std::io::stdin().is_terminal() {
         std::io::stdin()
             .read_to_end(&mut input)
