@@ -18,14 +18,14 @@
 #
 # Run as root:  bench/ctl.sh
 # Environment:  BIN (directory of berthctl, berth-imaged, the shim and berth;
-#               release builds by default), RUNS (30, in all), ROUNDS (3), WARMUP (3).
+#               release builds by default), RUNS (60, in all), ROUNDS (4), WARMUP (3).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 BIN=$(realpath -m "${BIN:-${CARGO_TARGET_DIR:-$repo/target}/x86_64-unknown-linux-gnu/release}")
-RUNS=${RUNS:-30}
-ROUNDS=${ROUNDS:-3}
+RUNS=${RUNS:-60}
+ROUNDS=${ROUNDS:-4}
 WARMUP=${WARMUP:-3}
 
 die() { echo "ctl.sh: $*" >&2; exit 1; }
@@ -85,7 +85,12 @@ for round in $(seq "$ROUNDS"); do
     a=(-n berthctl "$BIN/berthctl --address $sock run --rm $image true")
     b=(-n ctr "$work/ctr-run.sh")
     c=(-n "berth run" "$berth_run")
-    if ((round % 2)); then order=("${a[@]}" "${b[@]}" "${c[@]}"); else order=("${c[@]}" "${b[@]}" "${a[@]}"); fi
+    # ctr last in every round, and a pause before each: containerd goes on
+    # working for a while after ctr returns (the shim's exit, the task's and
+    # snapshot's removal), which would fall on whatever ran next. The two
+    # berth series swap places each round.
+    if ((round % 2)); then order=("${a[@]}" "${c[@]}" "${b[@]}"); else order=("${c[@]}" "${a[@]}" "${b[@]}"); fi
+    sleep 1
     hyperfine -N --warmup "$WARMUP" --runs "$((RUNS / ROUNDS))" --export-json "$work/run-$round.json" \
         "${order[@]}" >&2
 done
