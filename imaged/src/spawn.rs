@@ -162,13 +162,23 @@ impl Spawn {
         let dir = self.dir.as_deref().map(c_string).transpose()?;
         let null = c"/dev/null";
 
-        let mut actions = FileActions::new()?;
+        // SAFETY: C structs, each with its own init and destroy.
+        let mut actions = unsafe {
+            SpawnObject::new(
+                libc::posix_spawn_file_actions_init,
+                libc::posix_spawn_file_actions_destroy,
+            )?
+        };
         match stdio {
             Some(fds) => {
                 for (target, fd) in fds.into_iter().enumerate() {
                     // SAFETY: an initialised actions object, two descriptors.
                     check(unsafe {
-                        libc::posix_spawn_file_actions_adddup2(&mut actions.0, fd, target as i32)
+                        libc::posix_spawn_file_actions_adddup2(
+                            &mut actions.value,
+                            fd,
+                            target as i32,
+                        )
                     })?;
                 }
             }
@@ -178,7 +188,7 @@ impl Spawn {
                     // until the spawn is done.
                     check(unsafe {
                         libc::posix_spawn_file_actions_addopen(
-                            &mut actions.0,
+                            &mut actions.value,
                             target,
                             null.as_ptr(),
                             libc::O_RDWR,
@@ -191,11 +201,13 @@ impl Spawn {
         if let Some(dir) = &dir {
             // SAFETY: as above.
             check(unsafe {
-                libc::posix_spawn_file_actions_addchdir_np(&mut actions.0, dir.as_ptr())
+                libc::posix_spawn_file_actions_addchdir_np(&mut actions.value, dir.as_ptr())
             })?;
         }
 
-        let mut attributes = Attributes::new()?;
+        // SAFETY: as above.
+        let mut attributes =
+            unsafe { SpawnObject::new(libc::posix_spawnattr_init, libc::posix_spawnattr_destroy)? };
         // As std's spawn: no signal blocked, and SIGPIPE (which the daemon
         // ignores) at its default.
         // SAFETY: sigset_t values on the stack, filled by sigemptyset and
@@ -206,16 +218,19 @@ impl Spawn {
             let mut default: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut default);
             libc::sigaddset(&mut default, libc::SIGPIPE);
-            check(libc::posix_spawnattr_setsigmask(&mut attributes.0, &none))?;
+            check(libc::posix_spawnattr_setsigmask(
+                &mut attributes.value,
+                &none,
+            ))?;
             check(libc::posix_spawnattr_setsigdefault(
-                &mut attributes.0,
+                &mut attributes.value,
                 &default,
             ))?;
         }
         let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF;
         // SAFETY: initialised attributes.
         check(unsafe {
-            libc::posix_spawnattr_setflags(&mut attributes.0, flags as libc::c_short)
+            libc::posix_spawnattr_setflags(&mut attributes.value, flags as libc::c_short)
         })?;
 
         let mut pid: libc::pid_t = 0;
@@ -226,8 +241,8 @@ impl Spawn {
             libc::posix_spawnp(
                 &mut pid,
                 program.as_ptr(),
-                &actions.0,
-                &attributes.0,
+                &actions.value,
+                &attributes.value,
                 argv.as_ptr(),
                 envp.as_ptr(),
             )
@@ -246,45 +261,33 @@ impl Spawn {
     }
 }
 
-/// An initialised `posix_spawn_file_actions_t`, destroyed when dropped.
-struct FileActions(libc::posix_spawn_file_actions_t);
+/// One of glibc's spawn objects (`posix_spawn_file_actions_t`,
+/// `posix_spawnattr_t`): made by its `init`, destroyed by its `destroy`
+/// when dropped.
+struct SpawnObject<T> {
+    value: T,
+    destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+}
 
-impl FileActions {
-    fn new() -> io::Result<FileActions> {
-        // SAFETY: plain storage for the object the next call initialises.
-        let mut storage: libc::posix_spawn_file_actions_t = unsafe { std::mem::zeroed() };
-        // SAFETY: initialises that storage; it is destroyed only once this
-        // succeeded (by `Drop`).
-        check(unsafe { libc::posix_spawn_file_actions_init(&mut storage) })?;
-        Ok(FileActions(storage))
+impl<T> SpawnObject<T> {
+    /// # Safety
+    /// `T` is a C struct for which all zero bytes are plain storage, and
+    /// `init` and `destroy` are its pair.
+    unsafe fn new(
+        init: unsafe extern "C" fn(*mut T) -> libc::c_int,
+        destroy: unsafe extern "C" fn(*mut T) -> libc::c_int,
+    ) -> io::Result<SpawnObject<T>> {
+        let mut value: T = std::mem::zeroed();
+        // Destroyed only once this succeeded (by `Drop`).
+        check(init(&mut value))?;
+        Ok(SpawnObject { value, destroy })
     }
 }
 
-impl Drop for FileActions {
+impl<T> Drop for SpawnObject<T> {
     fn drop(&mut self) {
-        // SAFETY: initialised in `new`.
-        unsafe { libc::posix_spawn_file_actions_destroy(&mut self.0) };
-    }
-}
-
-/// An initialised `posix_spawnattr_t`, destroyed when dropped.
-struct Attributes(libc::posix_spawnattr_t);
-
-impl Attributes {
-    fn new() -> io::Result<Attributes> {
-        // SAFETY: plain storage for the object the next call initialises.
-        let mut storage: libc::posix_spawnattr_t = unsafe { std::mem::zeroed() };
-        // SAFETY: initialises that storage; it is destroyed only once this
-        // succeeded (by `Drop`).
-        check(unsafe { libc::posix_spawnattr_init(&mut storage) })?;
-        Ok(Attributes(storage))
-    }
-}
-
-impl Drop for Attributes {
-    fn drop(&mut self) {
-        // SAFETY: initialised in `new`.
-        unsafe { libc::posix_spawnattr_destroy(&mut self.0) };
+        // SAFETY: made by the matching `init` in `new`.
+        unsafe { (self.destroy)(&mut self.value) };
     }
 }
 

@@ -534,10 +534,8 @@ fn spare_shims(env: &Env) -> Vec<i32> {
 /// The session id of process `pid`, from `/proc/PID/stat`.
 fn session_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the command name: state, ppid, pgrp, session.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
+    // From field 3: state, ppid, pgrp, session.
+    berth_runtime::state::stat_fields(&stat)?
         .nth(3)?
         .parse()
         .ok()

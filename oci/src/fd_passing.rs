@@ -122,19 +122,23 @@ mod tests {
     use std::io::{IoSlice, Read, Write};
     use std::os::unix::net::UnixStream;
 
-    #[test]
-    fn a_passed_descriptor_arrives_with_its_message() {
-        let (a, b) = UnixStream::pair().unwrap();
-        let (mut pipe_read, mut pipe_write) = std::io::pipe().unwrap();
-        let fds = [pipe_write.as_raw_fd()];
+    /// Sends `bytes` on `socket` with `fds` attached.
+    fn send(socket: &UnixStream, bytes: &[u8], fds: &[std::os::fd::RawFd]) {
         sendmsg::<()>(
-            a.as_raw_fd(),
-            &[IoSlice::new(b"master")],
-            &[ControlMessage::ScmRights(&fds)],
+            socket.as_raw_fd(),
+            &[IoSlice::new(bytes)],
+            &[ControlMessage::ScmRights(fds)],
             MsgFlags::empty(),
             None,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_passed_descriptor_arrives_with_its_message() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (mut pipe_read, mut pipe_write) = std::io::pipe().unwrap();
+        send(&a, b"master", &[pipe_write.as_raw_fd()]);
         let mut buffer = [0u8; 16];
         let (n, fd) = receive_fd(&b, &mut buffer, Wait::Block).unwrap();
         assert_eq!(&buffer[..n], b"master");
@@ -160,15 +164,7 @@ mod tests {
     fn a_message_with_more_descriptors_than_taken_is_refused_and_leaks_none() {
         let (a, b) = UnixStream::pair().unwrap();
         let (mut pipe_read, pipe_write) = std::io::pipe().unwrap();
-        let fds = vec![pipe_write.as_raw_fd(); MAX_FDS + 1];
-        sendmsg::<()>(
-            a.as_raw_fd(),
-            &[IoSlice::new(b"many")],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
-            None,
-        )
-        .unwrap();
+        send(&a, b"many", &vec![pipe_write.as_raw_fd(); MAX_FDS + 1]);
         drop(pipe_write);
         let mut buffer = [0u8; 16];
         assert!(receive_fd(&b, &mut buffer, Wait::Block).is_err());
