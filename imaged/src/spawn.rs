@@ -9,9 +9,11 @@
 //! 16 MiB, 0.9 ms at 64 MiB here (a daemon serving 1000 containers has
 //! 53 MiB). [`Spawn`] calls glibc's `posix_spawnp` itself, whose child
 //! shares the daemon's memory until its exec, with the working directory
-//! and the standard streams set in that child; a spare shim is put at the
-//! idle priority by the daemon just after the exec. Everything here blocks
-//! until the child ends: callers run it on a blocking thread.
+//! and the standard streams set in that child. A spawn returns once the
+//! child holds none of the daemon's descriptors but its streams (see
+//! `past_close_on_exec`), and only then is a spare shim put at the idle
+//! priority. Everything here blocks until the child ends: callers run it
+//! on a blocking thread.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io::{self, Read, Write};
@@ -233,6 +235,9 @@ impl Spawn {
             libc::posix_spawnattr_setflags(&mut attributes.value, flags as libc::c_short)
         })?;
 
+        // Closed by the kernel in the child where it closes all the
+        // daemon's close-on-exec descriptors: see `past_close_on_exec`.
+        let (exec_read, exec_write) = pipe()?;
         let mut pid: libc::pid_t = 0;
         // SAFETY: every pointer is to a live, NUL-terminated string or a
         // NULL-terminated array of them, kept alive until the call returns
@@ -247,9 +252,12 @@ impl Spawn {
                 envp.as_ptr(),
             )
         })?;
+        drop(exec_write);
+        past_close_on_exec(exec_read)?;
         if self.idle {
             // glibc's spawn sets no SCHED_IDLE (POSIX knows only
-            // SCHED_OTHER, FIFO and RR). Set here, just after the exec, on
+            // SCHED_OTHER, FIFO and RR). Set here, once the child holds
+            // nothing of the daemon's but its streams, on
             // the child's one thread. A shim's `start` reads its stdin to
             // the end before it forks the server, and `output` writes the
             // input only after this: the server inherits the policy. Where
@@ -332,6 +340,28 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: two new descriptors, owned here alone.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Waits for the end of file on the read end of a close-on-exec pipe whose
+/// write end the child got a copy of at the spawn. glibc's spawn returns
+/// when the child's exec has replaced its memory, which is before the
+/// kernel closes the child's copies of the daemon's close-on-exec
+/// descriptors (its database's, whose lock a copy keeps). A child that
+/// lost the processor in between, all the more one then put at the idle
+/// priority, held them on: a daemon killed meanwhile left its successor a
+/// locked database. Other children spawned meanwhile hold copies too, until
+/// their own exec, a few microseconds later.
+fn past_close_on_exec(read_end: OwnedFd) -> io::Result<()> {
+    let mut file = std::fs::File::from(read_end);
+    let mut byte = [0u8; 1];
+    loop {
+        match file.read(&mut byte) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads `stdout` and `stderr` to their ends, whichever has data first,
@@ -481,6 +511,60 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(policy, libc::SCHED_IDLE, "{stat}");
+    }
+
+    /// glibc's spawn returns when the child's exec has replaced its memory,
+    /// which is before the kernel closes its close-on-exec descriptors: a
+    /// copy of every one of the daemon's, its database's among them. A
+    /// child put at the idle priority in between, on busy processors, held
+    /// them for seconds after the daemon was killed, and the next daemon
+    /// found its database locked. Here the processors are kept busy while
+    /// idle children are spawned, and a close-on-exec pipe's write end must
+    /// be gone from each when `spawn` returns.
+    #[test]
+    fn a_child_holds_no_descriptor_of_the_daemon_once_spawned() {
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let hogs: Vec<_> = (0..4 * cpus)
+            .map(|_| {
+                let busy = busy.clone();
+                std::thread::spawn(move || {
+                    while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        let mut held = 0;
+        let mut children = Vec::new();
+        for _ in 0..20 {
+            let (read_end, write_end) = pipe().unwrap();
+            let pid = sh("sleep 5").idle().spawn(None).unwrap();
+            drop(write_end);
+            let mut entry = libc::pollfd {
+                fd: read_end.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Children of other tests running meanwhile may hold a copy
+            // too, until their exec: they run at the normal priority.
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(&mut entry, 1, 20) };
+            if (ready, entry.revents & libc::POLLHUP) != (1, libc::POLLHUP) {
+                held += 1;
+            }
+            children.push(pid);
+        }
+        busy.store(false, std::sync::atomic::Ordering::Relaxed);
+        for hog in hogs {
+            hog.join().unwrap();
+        }
+        for pid in children {
+            // SAFETY: our own child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            reap(pid).unwrap();
+        }
+        assert_eq!(held, 0, "children still held the pipe's write end");
     }
 
     #[test]
