@@ -888,7 +888,72 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.stop();
+        self.remove_leftovers();
         let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+impl Daemon {
+    /// Shims survive their daemon, as containerd's do: a test that failed
+    /// before removing its containers, or whose daemon could not start
+    /// again to end them, leaves their shims, their containers' processes,
+    /// cgroups and rootfs mounts. Each shim addressed at this daemon is
+    /// killed after the processes it started (its containers' inits); then
+    /// the mounts under the daemon's directory go, and the cgroups named
+    /// after its bundles.
+    fn remove_leftovers(&self) {
+        let socket = self.socket.to_string_lossy().into_owned();
+        let shims = crate::shims_where(|args| {
+            args.windows(2)
+                .any(|w| w[0] == "-address" && w[1] == socket)
+        });
+        for &shim in &shims {
+            for child in crate::children_of(shim) {
+                // SAFETY: kill on a pid of a process our daemon's shim
+                // started, read from /proc just now.
+                unsafe { libc::kill(child, libc::SIGKILL) };
+            }
+            // SAFETY: as above, our daemon's shim.
+            unsafe { libc::kill(shim, libc::SIGKILL) };
+        }
+        let mut mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| line.split(' ').nth(4).map(str::to_string))
+            .filter(|point| Path::new(point).starts_with(&self.root))
+            .collect();
+        mounted.sort_by_key(|point| std::cmp::Reverse(point.len()));
+        for point in mounted {
+            if let Ok(point) = CString::new(point) {
+                // SAFETY: a NUL-terminated path.
+                unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
+        if shims.is_empty() {
+            return;
+        }
+        let ids: Vec<_> = ["lib/bundles", "state/bundles"]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(self.root.join(dir)).ok())
+            .flat_map(|entries| entries.flatten().map(|e| e.file_name()))
+            .collect();
+        let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|h| h.path().join("berth-imaged"))
+            .chain([PathBuf::from("/sys/fs/cgroup/berth-imaged")])
+            .collect();
+        for id in &ids {
+            for dir in parents.iter().map(|p| p.join(id)).filter(|d| d.exists()) {
+                // Killed processes leave their cgroup a moment later.
+                let start = Instant::now();
+                while std::fs::remove_dir(&dir).is_err() && start.elapsed() < Duration::from_secs(2)
+                {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
     }
 }
 

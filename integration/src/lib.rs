@@ -537,6 +537,26 @@ pub fn shims_started_for(id: &str) -> Vec<i32> {
     shims_where(|args| args.windows(2).any(|w| w[0] == "-id" && w[1] == id))
 }
 
+/// The processes whose parent is `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let child: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // From field 3: state, ppid.
+            let parent: i32 = berth_runtime::state::stat_fields(&stat)?
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (parent == pid).then_some(child)
+        })
+        .collect()
+}
+
 /// The `containerd-shim-berth-v2` processes whose arguments (the binary's
 /// first) satisfy `matches`.
 pub fn shims_where(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
