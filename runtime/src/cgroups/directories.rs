@@ -11,7 +11,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use super::{hierarchies_for, io, CgroupError};
+use super::{files, hierarchies_for, io, CgroupError};
 
 /// Makes `paths` in order, each then readied by `ready` (given its
 /// index); a failure removes what was made.
@@ -28,7 +28,7 @@ pub(super) fn create(
             remove(&made);
             return Err(CgroupError::InUse(dir.clone()));
         }
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = files::create_dir_all(dir) {
             remove(&made);
             return Err(io(dir)(e));
         }
@@ -70,7 +70,7 @@ pub(super) fn open_joins(
     to_join(paths, born_in)
         .map(|dir| {
             let tasks = dir.join("tasks");
-            let write = |path: &Path| std::fs::OpenOptions::new().write(true).open(path);
+            let write = |path: &Path| files::open_for_writing(path);
             match write(&tasks) {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     let procs = dir.join("cgroup.procs");
@@ -254,8 +254,11 @@ pub(super) fn remove(paths: &[PathBuf]) {
 /// first hierarchy that lists them).
 pub(super) fn pids(paths: &[PathBuf]) -> Vec<i32> {
     fn walk(dir: &Path, out: &mut Vec<i32>) {
-        if let Ok(text) = std::fs::read_to_string(dir.join("cgroup.procs")) {
-            out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+        match files::read_to_string(&dir.join("cgroup.procs")) {
+            Ok(text) => out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok())),
+            // No such directory (a container's, before it is made).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(_) => {}
         }
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

@@ -13,7 +13,9 @@
 //! [`Stats`], lists pids and removes the directories at the end. [`v1`]
 //! serves v1 and hybrid hosts, [`v2`] pure cgroup v2 (whose device filter
 //! is the eBPF program of [`device_filter`]); what is the same on both
-//! (the directories' verbs) is in [`directories`]. Device rules are
+//! (the directories' verbs) is in [`directories`]; files under
+//! `/sys/fs/cgroup` are opened from one descriptor of it (`files`, which
+//! says why). Device rules are
 //! normalised in [`devices`]; values are checked by [`validate_resources`]
 //! before anything exists, so a bad spec leaves no cgroup behind.
 
@@ -27,6 +29,7 @@ use crate::spec::Resources;
 pub mod device_filter;
 pub mod devices;
 pub mod directories;
+mod files;
 pub mod hierarchy;
 pub mod stats;
 pub mod v1;
@@ -95,7 +98,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError + '_ {
 /// Writes one cgroup file; a missing file means the controller is not there.
 fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
     let path = dir.join(file);
-    std::fs::write(&path, value).map_err(|source| {
+    files::write(&path, value).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             CgroupError::NoFile(path.clone())
         } else {
@@ -109,7 +112,7 @@ fn write_file(dir: &Path, file: &str, value: &str) -> Result<(), CgroupError> {
 }
 
 fn read(dir: &Path, file: &str) -> String {
-    std::fs::read_to_string(dir.join(file)).unwrap_or_default()
+    files::read_to_string(&dir.join(file)).unwrap_or_default()
 }
 
 fn number(dir: &Path, file: &str) -> u64 {

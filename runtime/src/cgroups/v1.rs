@@ -293,9 +293,7 @@ impl Driver for V1 {
         use std::io::Write;
         let open = |file: &str| {
             let path = dir.join(file);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
+            super::files::open_for_writing(&path)
                 .map(|f| (f, path.clone()))
                 .map_err(io(&path))
         };
@@ -456,7 +454,7 @@ fn inherit_cpuset(mount_point: &Path, dir: &Path) -> Result<(), CgroupError> {
         let mut value = None;
         for ancestor in dir.ancestors().take_while(|a| a.starts_with(mount_point)) {
             let path = ancestor.join(file);
-            let own = std::fs::read_to_string(&path).map_err(io(&path))?;
+            let own = super::files::read_to_string(&path).map_err(io(&path))?;
             if !own.trim().is_empty() {
                 value = Some(own.trim().to_string());
                 break;
@@ -469,7 +467,7 @@ fn inherit_cpuset(mount_point: &Path, dir: &Path) -> Result<(), CgroupError> {
             ));
         };
         for path in empty.iter().rev() {
-            std::fs::write(path, &value).map_err(io(path))?;
+            super::files::write(path, &value).map_err(io(path))?;
         }
     }
     Ok(())
