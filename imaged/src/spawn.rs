@@ -253,7 +253,12 @@ impl Spawn {
             )
         })?;
         drop(exec_write);
-        past_close_on_exec(exec_read)?;
+        if let Err(error) = past_close_on_exec(exec_read) {
+            // SAFETY: our own child, not reaped yet.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = reap(pid);
+            return Err(error);
+        }
         if self.idle {
             // glibc's spawn sets no SCHED_IDLE (POSIX knows only
             // SCHED_OTHER, FIFO and RR). Set here, once the child holds
@@ -349,8 +354,11 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// descriptors (its database's, whose lock a copy keeps). A child that
 /// lost the processor in between, all the more one then put at the idle
 /// priority, held them on: a daemon killed meanwhile left its successor a
-/// locked database. Other children spawned meanwhile hold copies too, until
-/// their own exec, a few microseconds later.
+/// locked database. The kernel drops all those copies in one pass, and
+/// releases the pipe (the daemon's own end is closed by then) only as the
+/// child returns from its exec: the end of file comes after the child has
+/// let go of every one. Other children spawned meanwhile hold copies too,
+/// until their own exec, a few microseconds later.
 fn past_close_on_exec(read_end: OwnedFd) -> io::Result<()> {
     let mut file = std::fs::File::from(read_end);
     let mut byte = [0u8; 1];
@@ -525,21 +533,37 @@ mod tests {
     fn a_child_holds_no_descriptor_of_the_daemon_once_spawned() {
         let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let hogs: Vec<_> = (0..4 * cpus)
-            .map(|_| {
-                let busy = busy.clone();
-                std::thread::spawn(move || {
-                    while busy.load(std::sync::atomic::Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
+        /// Stops the busy threads however the test ends.
+        struct Hogs(
+            std::sync::Arc<std::sync::atomic::AtomicBool>,
+            Vec<std::thread::JoinHandle<()>>,
+        );
+        impl Drop for Hogs {
+            fn drop(&mut self) {
+                self.0.store(false, std::sync::atomic::Ordering::Relaxed);
+                for hog in self.1.drain(..) {
+                    let _ = hog.join();
+                }
+            }
+        }
+        let hogs = Hogs(
+            busy.clone(),
+            (0..4 * cpus)
+                .map(|_| {
+                    let busy = busy.clone();
+                    std::thread::spawn(move || {
+                        while busy.load(std::sync::atomic::Ordering::Relaxed) {
+                            std::hint::spin_loop();
+                        }
+                    })
                 })
-            })
-            .collect();
+                .collect(),
+        );
         let mut held = 0;
         let mut children = Vec::new();
-        for _ in 0..20 {
+        for _ in 0..40 {
             let (read_end, write_end) = pipe().unwrap();
-            let pid = sh("sleep 5").idle().spawn(None).unwrap();
+            let pid = sh("exec sleep 5").idle().spawn(None).unwrap();
             drop(write_end);
             let mut entry = libc::pollfd {
                 fd: read_end.as_raw_fd(),
@@ -547,18 +571,17 @@ mod tests {
                 revents: 0,
             };
             // Children of other tests running meanwhile may hold a copy
-            // too, until their exec: they run at the normal priority.
+            // too, until their exec (a forked one of `metadata`'s for some
+            // milliseconds): they run at the normal priority. An idle child
+            // starved by the busy threads holds it for seconds.
             // SAFETY: one valid pollfd.
-            let ready = unsafe { libc::poll(&mut entry, 1, 20) };
+            let ready = unsafe { libc::poll(&mut entry, 1, 500) };
             if (ready, entry.revents & libc::POLLHUP) != (1, libc::POLLHUP) {
                 held += 1;
             }
             children.push(pid);
         }
-        busy.store(false, std::sync::atomic::Ordering::Relaxed);
-        for hog in hogs {
-            hog.join().unwrap();
-        }
+        drop(hogs);
         for pid in children {
             // SAFETY: our own child.
             unsafe { libc::kill(pid, libc::SIGKILL) };

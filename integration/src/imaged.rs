@@ -916,11 +916,15 @@ impl Daemon {
             // SAFETY: as above, our daemon's shim.
             unsafe { libc::kill(shim, libc::SIGKILL) };
         }
+        let root = self
+            .root
+            .canonicalize()
+            .unwrap_or_else(|_| self.root.clone());
         let mut mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap_or_default()
             .lines()
             .filter_map(|line| line.split(' ').nth(4).map(str::to_string))
-            .filter(|point| Path::new(point).starts_with(&self.root))
+            .filter(|point| Path::new(point).starts_with(&root))
             .collect();
         mounted.sort_by_key(|point| std::cmp::Reverse(point.len()));
         for point in mounted {
@@ -928,9 +932,6 @@ impl Daemon {
                 // SAFETY: a NUL-terminated path.
                 unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
             }
-        }
-        if shims.is_empty() {
-            return;
         }
         let ids: Vec<_> = ["lib/bundles", "state/bundles"]
             .iter()
@@ -946,9 +947,16 @@ impl Daemon {
             .collect();
         for id in &ids {
             for dir in parents.iter().map(|p| p.join(id)).filter(|d| d.exists()) {
-                // Killed processes leave their cgroup a moment later.
+                // Killed processes leave their cgroup a moment later; one
+                // with cgroups of its own below is left as it is.
                 let start = Instant::now();
-                while std::fs::remove_dir(&dir).is_err() && start.elapsed() < Duration::from_secs(2)
+                while std::fs::remove_dir(&dir).is_err()
+                    && start.elapsed() < Duration::from_secs(2)
+                    && !std::fs::read_dir(&dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                 {
                     std::thread::sleep(Duration::from_millis(20));
                 }

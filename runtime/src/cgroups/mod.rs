@@ -13,9 +13,9 @@
 //! [`Stats`], lists pids and removes the directories at the end. [`v1`]
 //! serves v1 and hybrid hosts, [`v2`] pure cgroup v2 (whose device filter
 //! is the eBPF program of [`device_filter`]); what is the same on both
-//! (the directories' verbs) is in [`directories`]; files under
-//! `/sys/fs/cgroup` are opened from one descriptor of it (`files`, which
-//! says why). Device rules are
+//! (the directories' verbs) is in [`directories`]; [`files`] opens the
+//! files, from one descriptor of `/sys/fs/cgroup` while `create` makes
+//! and limits the container's (it says why). Device rules are
 //! normalised in [`devices`]; values are checked by [`validate_resources`]
 //! before anything exists, so a bad spec leaves no cgroup behind.
 
@@ -29,7 +29,7 @@ use crate::spec::Resources;
 pub mod device_filter;
 pub mod devices;
 pub mod directories;
-mod files;
+pub mod files;
 pub mod hierarchy;
 pub mod stats;
 pub mod v1;

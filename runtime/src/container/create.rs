@@ -355,11 +355,17 @@ pub(super) fn build(
         true => Part::Others,
         false => Part::All,
     };
-    make_cgroups(&mut guard, driver.as_ref(), rest)?;
-    limit_cgroups(driver.as_ref(), resources, &device_rules)?;
-    // Opened here, while the init makes its namespaces; `Prepared` hands
-    // them over (see `cgroups::Driver::open_joins`).
-    let join_files = driver.open_joins(born_in_cgroup.as_deref())?;
+    // From a descriptor of /sys/fs/cgroup (see `cgroups::files`): nothing
+    // here forks or clones.
+    let join_files = cgroups::files::from_root(|| {
+        make_cgroups(&mut guard, driver.as_ref(), rest)?;
+        limit_cgroups(driver.as_ref(), resources, &device_rules)?;
+        // Opened here, while the init makes its namespaces; `Prepared`
+        // hands them over (see `cgroups::Driver::open_joins`).
+        driver
+            .open_joins(born_in_cgroup.as_deref())
+            .map_err(ContainerError::from)
+    })?;
     drop(listener);
     drop(console);
 
