@@ -894,6 +894,16 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
+    /// The bundles of its containers: kept ones under its root, those of
+    /// containers removed at their exit in its state directory.
+    pub fn bundles(&self) -> Vec<PathBuf> {
+        ["lib/bundles", "state/bundles"]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(self.root.join(dir)).ok())
+            .flat_map(|entries| entries.flatten().map(|e| e.path()))
+            .collect()
+    }
+
     /// Shims survive their daemon, as containerd's do: a test that failed
     /// before removing its containers, or whose daemon could not start
     /// again to end them, leaves their shims, their containers' processes,
@@ -920,23 +930,17 @@ impl Daemon {
             .root
             .canonicalize()
             .unwrap_or_else(|_| self.root.clone());
-        let mut mounted: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4).map(str::to_string))
-            .filter(|point| Path::new(point).starts_with(&root))
-            .collect();
-        mounted.sort_by_key(|point| std::cmp::Reverse(point.len()));
-        for point in mounted {
-            if let Ok(point) = CString::new(point) {
+        // The last made first.
+        for point in crate::mounts_under(&root).iter().rev() {
+            if let Ok(point) = CString::new(point.as_os_str().as_bytes()) {
                 // SAFETY: a NUL-terminated path.
                 unsafe { libc::umount2(point.as_ptr(), libc::MNT_DETACH) };
             }
         }
-        let ids: Vec<_> = ["lib/bundles", "state/bundles"]
+        let ids: Vec<_> = self
+            .bundles()
             .iter()
-            .filter_map(|dir| std::fs::read_dir(self.root.join(dir)).ok())
-            .flat_map(|entries| entries.flatten().map(|e| e.file_name()))
+            .filter_map(|bundle| bundle.file_name().map(ToOwned::to_owned))
             .collect();
         let parents: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()

@@ -539,27 +539,34 @@ pub fn shims_started_for(id: &str) -> Vec<i32> {
 
 /// The processes whose parent is `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let child: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // From field 3: state, ppid.
-            let parent: i32 = berth_runtime::state::stat_fields(&stat)?
-                .nth(1)?
-                .parse()
-                .ok()?;
-            (parent == pid).then_some(child)
-        })
-        .collect()
+    processes_where(|dir| {
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // From field 3: state, ppid.
+        let parent: i32 = berth_runtime::state::stat_fields(&stat)?
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(parent == pid)
+    })
 }
 
 /// The `containerd-shim-berth-v2` processes whose arguments (the binary's
 /// first) satisfy `matches`.
 pub fn shims_where(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    processes_where(|dir| {
+        let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_shim = args.first()?.ends_with("containerd-shim-berth-v2");
+        Some(is_shim && matches(&args))
+    })
+}
+
+/// The pids of the processes whose `/proc/PID` directory `keep` takes
+/// (`None`: gone meanwhile, or unreadable).
+fn processes_where(keep: impl Fn(&Path) -> Option<bool>) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -567,13 +574,7 @@ pub fn shims_where(matches: impl Fn(&[String]) -> bool) -> Vec<i32> {
         .flatten()
         .filter_map(|entry| {
             let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let args: Vec<String> = cmdline
-                .split(|b| *b == 0)
-                .map(|a| String::from_utf8_lossy(a).into_owned())
-                .collect();
-            let is_shim = args.first()?.ends_with("containerd-shim-berth-v2");
-            (is_shim && matches(&args)).then_some(pid)
+            keep(&entry.path())?.then_some(pid)
         })
         .collect()
 }

@@ -240,16 +240,6 @@ fn only_containers_removed_at_their_exit_skip_syncing_their_writes() {
     }
 }
 
-/// The bundles of the daemon's containers: those it keeps, and those of
-/// containers removed at their exit (in its state directory).
-fn bundles(env: &Env) -> Vec<PathBuf> {
-    ["lib/bundles", "state/bundles"]
-        .iter()
-        .filter_map(|dir| std::fs::read_dir(env.daemon.root.join(dir)).ok())
-        .flat_map(|entries| entries.flatten().map(|e| e.path()))
-        .collect()
-}
-
 /// The containers the runtime still has state for (under its root, or its
 /// root's namespace directory).
 fn runtime_states(env: &Env) -> Vec<PathBuf> {
@@ -263,7 +253,7 @@ fn runtime_states(env: &Env) -> Vec<PathBuf> {
 
 /// Every task's teardown is done: no bundle, no runtime state.
 fn torn_down(env: &Env) -> bool {
-    bundles(env).is_empty() && runtime_states(env).is_empty()
+    env.daemon.bundles().is_empty() && runtime_states(env).is_empty()
 }
 
 /// No container is left, nor anything of one.
@@ -354,7 +344,11 @@ echo "status ${PIPESTATUS[0]}""#;
     // Its bundle is in the daemon's state directory (a tmpfs where /run is
     // one), root's alone; a kept container's is in the daemon's root.
     let state_bundles = env.daemon.root.join("state/bundles");
-    let [bundle] = bundles(&env).try_into().unwrap_or_else(|b| panic!("{b:?}"));
+    let [bundle] = env
+        .daemon
+        .bundles()
+        .try_into()
+        .unwrap_or_else(|b| panic!("{b:?}"));
     assert!(bundle.starts_with(&state_bundles), "{}", bundle.display());
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(&state_bundles).unwrap().permissions(),
@@ -582,7 +576,7 @@ fn a_spare_shim_serves_the_next_container_and_goes_with_its_daemon() {
         "sleep",
         "100",
     ]);
-    let [bundle] = bundles(&env).try_into().expect("one bundle");
+    let [bundle] = env.daemon.bundles().try_into().expect("one bundle");
     let shim = shim_pid_in(&bundle);
     assert_eq!(
         shim, spare,
@@ -699,12 +693,16 @@ fn a_daemon_killed_during_a_run_rm_teardown_ends_it_at_its_next_start() {
     let out = env.ctl(&["run", "--rm", "--name", "crash", "busybox:ctl", "true"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     // Answered while the runtime's delete still sleeps.
-    let [bundle] = bundles(&env).try_into().unwrap_or_else(|b: Vec<PathBuf>| {
-        panic!(
-            "one bundle should still be there: {b:?}\n{}",
-            env.daemon.log()
-        )
-    });
+    let [bundle] = env
+        .daemon
+        .bundles()
+        .try_into()
+        .unwrap_or_else(|b: Vec<PathBuf>| {
+            panic!(
+                "one bundle should still be there: {b:?}\n{}",
+                env.daemon.log()
+            )
+        });
     let shim = shim_pid_in(&bundle);
     assert!(alive(shim), "the shim {shim} should still run");
     env.daemon.kill9();
@@ -759,7 +757,7 @@ fn a_reboot_leaves_no_run_rm_container_behind() {
         .map(|name| env.inspect(name)["id"].as_str().unwrap().to_string())
         .collect();
     let state = env.daemon.root.join("state");
-    let rm_bundles = bundles(&env);
+    let rm_bundles = env.daemon.bundles();
     assert_eq!(rm_bundles.len(), 2, "{rm_bundles:?}");
     assert!(rm_bundles.iter().all(|b| b.starts_with(&state)));
 
@@ -810,7 +808,11 @@ fn a_reboot_leaves_no_run_rm_container_behind() {
         || env.ok(&["ps", "-a", "-q"]).is_empty(),
     );
     env.until("their snapshots to go", || snapshots() == image_snapshots);
-    assert!(bundles(&env).is_empty(), "{:?}", bundles(&env));
+    assert!(
+        env.daemon.bundles().is_empty(),
+        "{:?}",
+        env.daemon.bundles()
+    );
     let left = mounts_under(&env.daemon.root);
     assert!(
         left.is_empty(),
@@ -839,7 +841,11 @@ fn a_state_directory_serves_one_daemon_root_only() {
     env.load_busybox("busybox:ctl");
     let id = env.ok(&["run", "-d", "--rm", "busybox:ctl", "sleep", "60"]);
     let id = id.trim();
-    let [bundle] = bundles(&env).try_into().unwrap_or_else(|b| panic!("{b:?}"));
+    let [bundle] = env
+        .daemon
+        .bundles()
+        .try_into()
+        .unwrap_or_else(|b| panic!("{b:?}"));
     let state = env.daemon.root.join("state");
     let other = TempDir(
         std::env::temp_dir()
